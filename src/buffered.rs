@@ -1,0 +1,274 @@
+//! Buffered output for streams: asyncore's `dispatcher_with_send`.
+
+use std::fmt;
+use std::io;
+
+use crate::channel::{Channel, Connected, Connecting, Role};
+use crate::handler::{Pending, Transport};
+
+/// Most bytes one write event sends, as asyncore's `initiate_send` (64 KiB).
+pub const SEND_CHUNK: usize = 64 * 1024;
+
+/// The default bound on queued output: 4 MiB per channel.
+pub const DEFAULT_OUTPUT_LIMIT: usize = 4 * 1024 * 1024;
+
+/// A stream whose `send` never loses a byte: what the socket does not take at
+/// once is queued and sent as the socket allows, one send per write event.
+///
+/// Output may be queued while the channel is still [`Connecting`]; it goes out
+/// after `handle_connect`. The queue is bounded ([`DEFAULT_OUTPUT_LIMIT`] by
+/// default): a `send` that would exceed the bound is refused whole with an
+/// error of kind `StorageFull` carrying a [`BufferFull`], so a peer that never
+/// reads cannot make the process grow without bound.
+///
+/// # Examples
+///
+/// ```
+/// use rolecore::{Buffered, Channel};
+///
+/// # fn main() -> std::io::Result<()> {
+/// let (a, _b) = Channel::pair()?;
+/// let mut a = Buffered::new(a).with_limit(16);
+/// a.send(b"hello")?;
+/// let full = a.send(&[0u8; 64]).unwrap_err();
+/// assert_eq!(full.kind(), std::io::ErrorKind::StorageFull);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Buffered<R: Role = Connected> {
+    channel: Channel<R>,
+    queue: Vec<u8>,
+    /// Bytes of `queue` already sent; compacted away as the queue drains.
+    sent: usize,
+    limit: usize,
+}
+
+/// The error inside the `StorageFull` [`io::Error`] of a refused
+/// [`Buffered::send`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufferFull {
+    /// Bytes already queued.
+    pub queued: usize,
+    /// Bytes the refused send asked to add.
+    pub requested: usize,
+    /// The bound.
+    pub limit: usize,
+}
+
+impl fmt::Display for BufferFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "output buffer full: {} bytes queued, {} more refused (limit {}); \
+             wait for writable() to turn false, or raise the limit with Buffered::set_limit",
+            self.queued, self.requested, self.limit
+        )
+    }
+}
+
+impl std::error::Error for BufferFull {}
+
+impl<R: Role> Buffered<R> {
+    /// Wraps a channel with an empty queue and the default limit.
+    pub fn new(channel: Channel<R>) -> Self {
+        Buffered { channel, queue: Vec::new(), sent: 0, limit: DEFAULT_OUTPUT_LIMIT }
+    }
+
+    /// The same, with another bound on queued output.
+    pub fn with_limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Changes the bound on queued output. Bytes already queued stay queued.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
+    /// The bound on queued output.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes queued and not yet sent.
+    pub fn queued(&self) -> usize {
+        self.queue.len() - self.sent
+    }
+
+    /// The channel underneath.
+    pub fn get_ref(&self) -> &Channel<R> {
+        &self.channel
+    }
+
+    /// The channel underneath, mutably (for socket options; sending through it
+    /// directly would overtake the queue).
+    pub fn get_mut(&mut self) -> &mut Channel<R> {
+        &mut self.channel
+    }
+
+    fn check_room(&self, more: usize) -> io::Result<()> {
+        let queued = self.queued();
+        if queued.saturating_add(more) > self.limit {
+            let full = BufferFull { queued, requested: more, limit: self.limit };
+            return Err(io::Error::new(io::ErrorKind::StorageFull, full));
+        }
+        Ok(())
+    }
+
+    fn enqueue(&mut self, data: &[u8]) {
+        if self.sent > 0 && self.sent >= self.queue.len() / 2 {
+            // Drop what was sent before growing: each byte moves at most once
+            // more, where asyncore copied the whole rest on every send.
+            self.queue.drain(..self.sent);
+            self.sent = 0;
+        }
+        self.queue.extend_from_slice(data);
+    }
+}
+
+impl Buffered<Connecting> {
+    /// Queues `data` to send once connected.
+    pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        self.check_room(data.len())?;
+        self.enqueue(data);
+        Ok(())
+    }
+}
+
+impl Buffered<Connected> {
+    /// Sends `data`: at once as far as the socket takes it, the rest queued.
+    ///
+    /// Refused whole, with a `StorageFull` error carrying a [`BufferFull`],
+    /// when the queue would grow past the limit.
+    pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        self.check_room(data.len())?;
+        if self.queued() > 0 {
+            self.enqueue(data);
+            return Ok(());
+        }
+        let n = self.channel.send(data)?;
+        self.enqueue(&data[n..]);
+        Ok(())
+    }
+
+    /// Receives, as [`Channel::recv`].
+    pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.channel.recv(buf)
+    }
+
+    /// Makes one send of at most [`SEND_CHUNK`] queued bytes, as asyncore's
+    /// `initiate_send`.
+    pub fn initiate_send(&mut self) -> io::Result<()> {
+        if self.queued() == 0 {
+            return Ok(());
+        }
+        let end = self.queue.len().min(self.sent + SEND_CHUNK);
+        let n = self.channel.send(&self.queue[self.sent..end])?;
+        self.sent += n;
+        if self.sent == self.queue.len() {
+            self.sent = 0;
+            self.queue.clear();
+            if self.queue.capacity() > SEND_CHUNK {
+                // A burst is over: give its memory back rather than keep the
+                // peak for the life of an idle connection.
+                self.queue = Vec::new();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Role> fmt::Debug for Buffered<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Buffered")
+            .field("channel", &self.channel)
+            .field("queued", &self.queued())
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+impl From<Channel<Connected>> for Buffered<Connected> {
+    fn from(ch: Channel<Connected>) -> Self {
+        Buffered::new(ch)
+    }
+}
+
+impl From<Channel<Connecting>> for Buffered<Connecting> {
+    fn from(ch: Channel<Connecting>) -> Self {
+        Buffered::new(ch)
+    }
+}
+
+impl Transport for Buffered<Connected> {
+    type Pending = Buffered<Connecting>;
+    fn channel(&self) -> &Channel<Connected> {
+        &self.channel
+    }
+    fn channel_mut(&mut self) -> &mut Channel<Connected> {
+        &mut self.channel
+    }
+    fn has_queued_output(&self) -> bool {
+        self.queued() > 0
+    }
+    fn send_queued(&mut self) -> io::Result<()> {
+        self.initiate_send()
+    }
+}
+
+impl Pending for Buffered<Connecting> {
+    type Ready = Buffered<Connected>;
+    fn channel(&self) -> &Channel<Connecting> {
+        &self.channel
+    }
+    fn into_ready(self) -> Buffered<Connected> {
+        Buffered {
+            channel: self.channel.into_connected(),
+            queue: self.queue,
+            sent: self.sent,
+            limit: self.limit,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_sends_are_queued_in_order_and_drain() {
+        let (a, mut b) = Channel::pair().unwrap();
+        let mut a = Buffered::new(a).with_limit(64 << 20);
+        let chunk: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+        for _ in 0..4 {
+            a.send(&chunk).unwrap();
+        }
+        assert!(a.queued() > 0, "a socketpair cannot take 4 MiB at once");
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while got.len() < 4 << 20 {
+            a.initiate_send().unwrap();
+            match b.recv(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock),
+            }
+        }
+        assert_eq!(a.queued(), 0);
+        assert!(got.chunks(1 << 20).all(|c| c == &chunk[..]));
+    }
+
+    #[test]
+    fn a_send_over_the_limit_is_refused_whole() {
+        let (a, _b) = Channel::pair().unwrap();
+        let (c, _d) = Channel::pair().unwrap();
+        let mut pending: Buffered<Connecting> = Buffered::new(c.into_role()).with_limit(10);
+        pending.send(b"0123456789").unwrap();
+        let err = pending.send(b"x").unwrap_err();
+        let full = err.get_ref().unwrap().downcast_ref::<BufferFull>().unwrap();
+        assert_eq!(*full, BufferFull { queued: 10, requested: 1, limit: 10 });
+        assert!(err.to_string().contains("set_limit"));
+        let mut a = Buffered::new(a).with_limit(3);
+        assert!(a.send(b"abcd").is_err());
+        assert_eq!(a.queued(), 0);
+    }
+}

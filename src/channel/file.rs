@@ -1,0 +1,91 @@
+//! The `FileFd` role: pipes, terminals, character devices and regular files.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::io::Errno;
+
+use super::{Channel, FileFd, Observed, set_nonblocking};
+use crate::error::{RoleError, is_disconnect};
+
+impl Channel<FileFd> {
+    /// Adopts a descriptor as a file channel and makes it non-blocking.
+    ///
+    /// `O_NONBLOCK` belongs to the open file description, which every
+    /// duplicate of the descriptor shares: adopting a `dup` of stdin makes the
+    /// original stdin non-blocking too.
+    ///
+    /// ```
+    /// use rolecore::Channel;
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let (reader, _writer) = rustix::pipe::pipe()?;
+    /// let channel = Channel::file(reader)?;
+    /// # drop(channel);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn file(fd: OwnedFd) -> Result<Channel<FileFd>, RoleError<OwnedFd>> {
+        match set_nonblocking(fd.as_fd()) {
+            Ok(()) => Ok(Channel::from_fd(fd)),
+            Err(e) => Err(RoleError::new(e, fd)),
+        }
+    }
+
+    /// Whether the descriptor is a regular file. epoll refuses those, and
+    /// they are always ready anyway: the map reports them ready on every
+    /// backend without asking the kernel.
+    pub fn is_regular_file(&self) -> bool {
+        rustix::fs::fstat(&self.fd)
+            .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile)
+            .unwrap_or(false)
+    }
+
+    /// Reads up to `buf.len()` bytes: `Ok(0)` at end of file (the loop then
+    /// calls `handle_close`), `WouldBlock` when nothing is there yet.
+    pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            return match rustix::io::read(&self.fd, &mut *buf) {
+                Ok(0) => {
+                    self.observe(Observed::PEER_GONE);
+                    Ok(0)
+                }
+                Ok(n) => {
+                    self.observe(Observed::READ_PROGRESS);
+                    Ok(n)
+                }
+                Err(Errno::INTR) => continue,
+                Err(e) => Err(e.into()),
+            };
+        }
+    }
+
+    /// Writes as much of `data` as fits now: `Ok(0)` when full, or when the
+    /// reading end is gone (`EPIPE`; the loop then calls `handle_close`).
+    ///
+    /// A pipe has no per-call `MSG_NOSIGNAL`: writing to a pipe whose reader
+    /// is gone raises `SIGPIPE`, which Rust programs ignore by default (the
+    /// `main` of a Rust binary sets it to `SIG_IGN`). A program that restores
+    /// the default disposition must expect to be killed by it.
+    pub fn send(&mut self, data: &[u8]) -> io::Result<usize> {
+        loop {
+            return match rustix::io::write(&self.fd, data) {
+                Ok(n) => Ok(n),
+                Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) => Ok(0),
+                Err(e) => {
+                    let e = io::Error::from(e);
+                    if is_disconnect(&e) {
+                        self.observe(Observed::PEER_GONE);
+                        Ok(0)
+                    } else {
+                        Err(e)
+                    }
+                }
+            };
+        }
+    }
+}

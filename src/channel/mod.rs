@@ -1,0 +1,161 @@
+//! Layer 3: typed channels.
+//!
+//! A [`Channel<R>`] owns one descriptor; its role `R` says what it can do, and
+//! an operation that is wrong for the role does not exist on it:
+//!
+//! ```text
+//!   create_socket ─► Fresh ─bind─► Bound ─listen─► Listening ─accept─► Connected
+//!                      │             │                                   ▲
+//!                      └──connect────┴──► Connecting ──(the loop)────────┘
+//!   Channel::file(fd) ─► FileFd
+//! ```
+//!
+//! Role changes consume the channel and return it in its new role; when one
+//! fails, the [`RoleError`](crate::RoleError) hands the channel back. Every
+//! descriptor rolecore creates is non-blocking and close-on-exec, and the
+//! descriptor closes when the channel is dropped.
+
+mod file;
+mod socket;
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+/// A socket or file descriptor in the role `R`.
+///
+/// See the [module documentation](crate::channel) for the roles and how a
+/// channel moves between them.
+///
+/// # Examples
+///
+/// ```
+/// use rolecore::Channel;
+///
+/// # fn main() -> std::io::Result<()> {
+/// let listener = Channel::tcp_v4()?.set_reuse_addr()?.bind("127.0.0.1:0")?.listen(5)?;
+/// println!("listening on {}", listener.local_addr()?);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Channel<R: Role> {
+    fd: OwnedFd,
+    /// What the last receive or send saw, for the loop to read after the
+    /// handler returns (end of stream, data received).
+    observed: Observed,
+    role: PhantomData<fn() -> R>,
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Observed(u8);
+
+impl Observed {
+    pub const PEER_GONE: u8 = 1;
+    pub const READ_PROGRESS: u8 = 2;
+
+    pub fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// The role of a [`Channel`]. Sealed: the roles are rolecore's.
+pub trait Role: sealed::Sealed + 'static {
+    /// The role's name, as `Debug` shows it.
+    const NAME: &'static str;
+}
+
+macro_rules! roles {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {$(
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub enum $name {}
+        impl sealed::Sealed for $name {}
+        impl Role for $name {
+            const NAME: &'static str = stringify!($name);
+        }
+    )*};
+}
+
+roles! {
+    /// A socket just created: it can be bound, connected or made to listen.
+    Fresh,
+    /// A socket bound to a local address: it can listen or connect.
+    Bound,
+    /// A stream whose connect is in progress. It has neither `send` nor
+    /// `recv`; the loop makes it [`Connected`] when the connect completes.
+    Connecting,
+    /// A connected stream: it can `send`, `recv` and `shutdown`.
+    Connected,
+    /// A listening socket: it can only `accept`.
+    Listening,
+    /// A pipe, terminal, character device or regular file: `recv`, `send`,
+    /// nothing else.
+    FileFd,
+}
+
+impl<R: Role> Channel<R> {
+    pub(crate) fn from_fd(fd: OwnedFd) -> Self {
+        Channel { fd, observed: Observed::default(), role: PhantomData }
+    }
+
+    pub(crate) fn into_role<S: Role>(self) -> Channel<S> {
+        Channel::from_fd(self.fd)
+    }
+
+    pub(crate) fn observed(&self) -> Observed {
+        self.observed
+    }
+
+    pub(crate) fn reset_observed(&mut self) {
+        self.observed = Observed::default();
+    }
+
+    pub(crate) fn observe(&mut self, bit: u8) {
+        self.observed.0 |= bit;
+    }
+
+    /// The descriptor number, for logs and for asyncore's fd-keyed view.
+    pub fn fileno(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl<R: Role> AsFd for Channel<R> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl<R: Role> AsRawFd for Channel<R> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl<R: Role> From<Channel<R>> for OwnedFd {
+    fn from(ch: Channel<R>) -> OwnedFd {
+        ch.fd
+    }
+}
+
+impl<R: Role> fmt::Debug for Channel<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Channel<{}>(fd {})", R::NAME, self.fd.as_raw_fd())
+    }
+}
+
+/// Sets or clears `O_NONBLOCK` on the open file description.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+    let flags = fcntl_getfl(fd)?;
+    if !flags.contains(OFlags::NONBLOCK) {
+        fcntl_setfl(fd, flags | OFlags::NONBLOCK)?;
+    }
+    Ok(())
+}
+
+pub use socket::{Family, SockType};

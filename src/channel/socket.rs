@@ -1,0 +1,431 @@
+//! The socket roles: creating, binding, connecting, listening, accepting,
+//! sending and receiving.
+
+use std::io;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+
+use rustix::io::Errno;
+use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, sockopt};
+
+use super::{Bound, Channel, Connected, Connecting, Fresh, Listening, Observed, set_nonblocking};
+use crate::address::{Address, ToAddress, UnixAddress};
+use crate::error::{RoleError, is_disconnect};
+
+/// An address family for [`Channel::create_socket`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// IPv4 (`AF_INET`).
+    Ipv4,
+    /// IPv6 (`AF_INET6`).
+    Ipv6,
+    /// Unix domain sockets (`AF_UNIX`), by path or abstract name.
+    Unix,
+}
+
+/// A socket type for [`Channel::create_socket`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SockType {
+    /// A byte stream (`SOCK_STREAM`): TCP, or a Unix stream socket.
+    #[default]
+    Stream,
+}
+
+const NEW_FD: SocketFlags = SocketFlags::NONBLOCK.union(SocketFlags::CLOEXEC);
+
+impl Channel<Fresh> {
+    /// Creates a non-blocking, close-on-exec socket, as asyncore's
+    /// `create_socket(family, type)`.
+    ///
+    /// ```
+    /// use rolecore::{Channel, Family, SockType};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let fresh = Channel::create_socket(Family::Ipv6, SockType::Stream)?;
+    /// # drop(fresh);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn create_socket(family: Family, kind: SockType) -> io::Result<Channel<Fresh>> {
+        let domain = match family {
+            Family::Ipv4 => AddressFamily::INET,
+            Family::Ipv6 => AddressFamily::INET6,
+            Family::Unix => AddressFamily::UNIX,
+        };
+        let SockType::Stream = kind;
+        Ok(Channel::from_fd(net::socket_with(domain, SocketType::STREAM, NEW_FD, None)?))
+    }
+
+    /// A fresh TCP socket over IPv4.
+    pub fn tcp_v4() -> io::Result<Channel<Fresh>> {
+        Self::create_socket(Family::Ipv4, SockType::Stream)
+    }
+
+    /// A fresh TCP socket over IPv6.
+    pub fn tcp_v6() -> io::Result<Channel<Fresh>> {
+        Self::create_socket(Family::Ipv6, SockType::Stream)
+    }
+
+    /// A fresh Unix stream socket.
+    pub fn unix_stream() -> io::Result<Channel<Fresh>> {
+        Self::create_socket(Family::Unix, SockType::Stream)
+    }
+
+    /// A fresh stream socket of the family `addr` needs: the usual first step
+    /// before binding or connecting to it.
+    pub fn for_address(addr: &Address) -> io::Result<Channel<Fresh>> {
+        Self::create_socket(addr.family(), SockType::Stream)
+    }
+
+    /// Sets `SO_REUSEADDR`, so a restarted server can bind its port while old
+    /// connections linger in `TIME_WAIT`. Unlike asyncore, a failure is
+    /// reported, not swallowed.
+    pub fn set_reuse_addr(self) -> Result<Channel<Fresh>, RoleError<Channel<Fresh>>> {
+        match sockopt::set_socket_reuseaddr(&self.fd, true) {
+            Ok(()) => Ok(self),
+            Err(e) => Err(RoleError::new(e.into(), self)),
+        }
+    }
+
+    /// Binds the socket to a local address.
+    pub fn bind(self, addr: impl ToAddress) -> Result<Channel<Bound>, RoleError<Channel<Fresh>>> {
+        match addr.to_address().and_then(|a| bind(&self, &a)) {
+            Ok(()) => Ok(self.into_role()),
+            Err(e) => Err(RoleError::new(e, self)),
+        }
+    }
+
+    /// Starts connecting to `addr`. The channel is [`Connecting`] until the
+    /// loop sees the connect finish and calls `handle_connect` (or
+    /// `handle_connect_failed`), even when the kernel completed it at once.
+    pub fn connect(self, addr: impl ToAddress) -> Result<Channel<Connecting>, RoleError<Channel<Fresh>>> {
+        connect(self, addr.to_address())
+    }
+
+    /// Listens on an unbound socket: the kernel picks the port.
+    pub fn listen(self, backlog: u32) -> Result<Channel<Listening>, RoleError<Channel<Fresh>>> {
+        listen(self, backlog)
+    }
+}
+
+impl Channel<Bound> {
+    /// Starts listening for connections, with room for `backlog` pending ones.
+    pub fn listen(self, backlog: u32) -> Result<Channel<Listening>, RoleError<Channel<Bound>>> {
+        listen(self, backlog)
+    }
+
+    /// Starts connecting from the bound address to `addr`.
+    pub fn connect(self, addr: impl ToAddress) -> Result<Channel<Connecting>, RoleError<Channel<Bound>>> {
+        connect(self, addr.to_address())
+    }
+
+    /// The address the socket is bound to (with the port the kernel chose, if
+    /// port 0 was asked for).
+    pub fn local_addr(&self) -> io::Result<Address> {
+        local_addr(self)
+    }
+}
+
+fn bind<R: super::Role>(ch: &Channel<R>, addr: &Address) -> io::Result<()> {
+    net::bind(&ch.fd, &addr.to_any()?)?;
+    Ok(())
+}
+
+fn listen<R: super::Role>(ch: Channel<R>, backlog: u32) -> Result<Channel<Listening>, RoleError<Channel<R>>> {
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    match net::listen(&ch.fd, backlog) {
+        Ok(()) => Ok(ch.into_role()),
+        Err(e) => Err(RoleError::new(e.into(), ch)),
+    }
+}
+
+fn connect<R: super::Role>(
+    ch: Channel<R>,
+    addr: io::Result<Address>,
+) -> Result<Channel<Connecting>, RoleError<Channel<R>>> {
+    let result = addr.and_then(|a| a.to_any()).and_then(|a| match net::connect(&ch.fd, &a) {
+        // A Unix socket connects at once; TCP reports EINPROGRESS. Both finish
+        // in the loop, so a handler sees one order of events either way.
+        Ok(()) | Err(Errno::INPROGRESS) => Ok(()),
+        Err(e) => Err(e.into()),
+    });
+    match result {
+        Ok(()) => Ok(ch.into_role()),
+        Err(e) => Err(RoleError::new(e, ch)),
+    }
+}
+
+fn local_addr<R: super::Role>(ch: &Channel<R>) -> io::Result<Address> {
+    Address::from_any(net::getsockname(&ch.fd)?)
+}
+
+impl Channel<Connecting> {
+    /// The local address the connecting socket was given.
+    pub fn local_addr(&self) -> io::Result<Address> {
+        local_addr(self)
+    }
+
+    /// Reads and clears `SO_ERROR`: `Ok` once the connect has succeeded.
+    pub(crate) fn connect_result(&self) -> io::Result<()> {
+        match sockopt::socket_error(&self.fd)? {
+            Ok(()) => match net::getpeername(&self.fd) {
+                Ok(_) => Ok(()),
+                // Readiness without an error and without a peer: a refusal
+                // whose error another reader already cleared.
+                Err(Errno::NOTCONN) => Err(io::Error::from(io::ErrorKind::ConnectionRefused)),
+                Err(e) => Err(e.into()),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(crate) fn into_connected(self) -> Channel<Connected> {
+        self.into_role()
+    }
+}
+
+impl Channel<Listening> {
+    /// Accepts one pending connection.
+    ///
+    /// `Ok(None)` when there is none (would-block) or the client gave up
+    /// before it was accepted (`ECONNABORTED`), as asyncore's `accept`
+    /// returned `None`. The new channel is non-blocking and close-on-exec. A
+    /// peer that reset before the accept is still returned (bpo-10340): its
+    /// first read reports the end.
+    pub fn accept(&mut self) -> io::Result<Option<(Channel<Connected>, Address)>> {
+        loop {
+            return match net::acceptfrom_with(&self.fd, NEW_FD) {
+                Ok((fd, peer)) => {
+                    let peer = match peer {
+                        Some(any) => Address::from_any(any)?,
+                        None => Address::Unix(UnixAddress::Unnamed),
+                    };
+                    Ok(Some((Channel::from_fd(fd), peer)))
+                }
+                Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN | Errno::CONNABORTED) => Ok(None),
+                Err(e) => Err(e.into()),
+            };
+        }
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<Address> {
+        local_addr(self)
+    }
+}
+
+impl Channel<Connected> {
+    /// A connected pair of Unix stream sockets, as `socketpair(2)`: handy for
+    /// tests and for talking to a child thread.
+    pub fn pair() -> io::Result<(Channel<Connected>, Channel<Connected>)> {
+        let (a, b) = net::socketpair(AddressFamily::UNIX, SocketType::STREAM, NEW_FD, None)?;
+        Ok((Channel::from_fd(a), Channel::from_fd(b)))
+    }
+
+    /// Receives up to `buf.len()` bytes.
+    ///
+    /// - `Ok(n)` with `n > 0`: data.
+    /// - `Ok(0)`: the peer closed (or reset) the connection; the loop calls
+    ///   `handle_close` after the current callback. An empty `buf` also gives
+    ///   `Ok(0)` but means nothing (asyncore closed the channel on `recv(0)`).
+    /// - `Err` of kind `WouldBlock`: nothing to read now. Returning it from a
+    ///   handler with `?` is fine: the loop does not treat it as an error.
+    pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv_with(buf, RecvFlags::empty())
+    }
+
+    /// Receives out-of-band (urgent) data, what `handle_expt` is called for.
+    pub fn recv_oob(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv_with(buf, RecvFlags::OOB)
+    }
+
+    fn recv_with(&mut self, buf: &mut [u8], flags: RecvFlags) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            return match net::recv(&self.fd, &mut *buf, flags) {
+                Ok((0, _)) => {
+                    self.observe(Observed::PEER_GONE);
+                    Ok(0)
+                }
+                Ok((n, _)) => {
+                    self.observe(Observed::READ_PROGRESS);
+                    Ok(n)
+                }
+                Err(Errno::INTR) => continue,
+                Err(e) => {
+                    let e = io::Error::from(e);
+                    if is_disconnect(&e) {
+                        self.observe(Observed::PEER_GONE);
+                        Ok(0)
+                    } else {
+                        Err(e)
+                    }
+                }
+            };
+        }
+    }
+
+    /// Sends as much of `data` as the socket takes now, and says how much.
+    ///
+    /// `Ok(0)` when the send buffer is full (would-block), or when the peer is
+    /// gone (the loop then calls `handle_close`). Never raises `SIGPIPE`
+    /// (`MSG_NOSIGNAL`). For sends that never lose a byte, wrap the channel in
+    /// [`Buffered`](crate::Buffered).
+    pub fn send(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.send_with(data, SendFlags::NOSIGNAL)
+    }
+
+    /// Sends `data` as out-of-band (urgent) data.
+    pub fn send_oob(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.send_with(data, SendFlags::NOSIGNAL | SendFlags::OOB)
+    }
+
+    fn send_with(&mut self, data: &[u8], flags: SendFlags) -> io::Result<usize> {
+        loop {
+            return match net::send(&self.fd, data, flags) {
+                Ok(n) => Ok(n),
+                Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) => Ok(0),
+                Err(e) => {
+                    let e = io::Error::from(e);
+                    if is_disconnect(&e) {
+                        self.observe(Observed::PEER_GONE);
+                        Ok(0)
+                    } else {
+                        Err(e)
+                    }
+                }
+            };
+        }
+    }
+
+    /// Shuts down the read half, the write half, or both.
+    pub fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
+        let how = match how {
+            Shutdown::Read => net::Shutdown::Read,
+            Shutdown::Write => net::Shutdown::Write,
+            Shutdown::Both => net::Shutdown::Both,
+        };
+        net::shutdown(&self.fd, how)?;
+        Ok(())
+    }
+
+    /// Sets `TCP_NODELAY` (no effect on Unix sockets is an error).
+    pub fn set_nodelay(&mut self, nodelay: bool) -> io::Result<()> {
+        sockopt::set_tcp_nodelay(&self.fd, nodelay)?;
+        Ok(())
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<Address> {
+        match net::getpeername(&self.fd)? {
+            Some(any) => Address::from_any(any),
+            None => Ok(Address::Unix(UnixAddress::Unnamed)),
+        }
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<Address> {
+        local_addr(self)
+    }
+}
+
+/// Makes a std socket non-blocking and wraps it; on failure the socket comes
+/// back in the error.
+fn adopt<T: AsFd + Into<OwnedFd>, R: super::Role>(sock: T) -> Result<Channel<R>, RoleError<T>> {
+    match set_nonblocking(sock.as_fd()) {
+        Ok(()) => Ok(Channel::from_fd(sock.into())),
+        Err(e) => Err(RoleError::new(e, sock)),
+    }
+}
+
+impl TryFrom<TcpListener> for Channel<Listening> {
+    type Error = RoleError<TcpListener>;
+    /// Adopts a listening std socket, making it non-blocking.
+    fn try_from(l: TcpListener) -> Result<Self, Self::Error> {
+        adopt(l)
+    }
+}
+
+impl TryFrom<UnixListener> for Channel<Listening> {
+    type Error = RoleError<UnixListener>;
+    /// Adopts a listening std socket, making it non-blocking.
+    fn try_from(l: UnixListener) -> Result<Self, Self::Error> {
+        adopt(l)
+    }
+}
+
+impl TryFrom<TcpStream> for Channel<Connected> {
+    type Error = RoleError<TcpStream>;
+    /// Adopts a connected std socket, making it non-blocking.
+    fn try_from(s: TcpStream) -> Result<Self, Self::Error> {
+        adopt(s)
+    }
+}
+
+impl TryFrom<UnixStream> for Channel<Connected> {
+    type Error = RoleError<UnixStream>;
+    /// Adopts a connected std socket, making it non-blocking.
+    fn try_from(s: UnixStream) -> Result<Self, Self::Error> {
+        adopt(s)
+    }
+}
+
+fn probe(fd: &OwnedFd, listening: bool) -> io::Result<()> {
+    let what = if listening { "listening" } else { "connected" };
+    let is_stream = sockopt::socket_type(fd).map_err(|e| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("not a socket ({e}): cannot be a {what} channel"))
+    })? == SocketType::STREAM;
+    let accepting = sockopt::socket_acceptconn(fd)?;
+    if !is_stream {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not a stream socket: cannot be a {what} channel"),
+        ));
+    }
+    if accepting != listening {
+        let actual = if accepting { "listening" } else { "not listening" };
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("the socket is {actual}: cannot be a {what} channel"),
+        ));
+    }
+    if !listening {
+        net::getpeername(fd).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("the socket has no peer ({e}): cannot be a connected channel"),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+impl TryFrom<OwnedFd> for Channel<Listening> {
+    type Error = RoleError<OwnedFd>;
+    /// Adopts a descriptor after checking it is a listening stream socket
+    /// (`SO_ACCEPTCONN`), making it non-blocking.
+    fn try_from(fd: OwnedFd) -> Result<Self, Self::Error> {
+        match probe(&fd, true) {
+            Ok(()) => adopt(fd),
+            Err(e) => Err(RoleError::new(e, fd)),
+        }
+    }
+}
+
+impl TryFrom<OwnedFd> for Channel<Connected> {
+    type Error = RoleError<OwnedFd>;
+    /// Adopts a descriptor after checking it is a connected stream socket
+    /// (not listening, with a peer), making it non-blocking.
+    fn try_from(fd: OwnedFd) -> Result<Self, Self::Error> {
+        match probe(&fd, false) {
+            Ok(()) => adopt(fd),
+            Err(e) => Err(RoleError::new(e, fd)),
+        }
+    }
+}

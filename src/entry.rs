@@ -1,0 +1,338 @@
+//! The glue between layers: an entry owns a channel and its handler, runs the
+//! [`machine`](crate::machine) for each wake-up, and calls the handler's
+//! callbacks for the steps it yields.
+
+use std::any::Any;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use crate::buffered::Buffered;
+use crate::channel::{Channel, Connected, Connecting, FileFd, Listening, Observed, Role};
+use crate::error::is_disconnect;
+use crate::handler::{AcceptHandler, FileHandler, Pending, StreamHandler, Transport};
+use crate::machine::{Outcome, Phase, Step, Wakeup};
+use crate::map::{Ctx, Register};
+use crate::poller::{Interest, Readiness};
+
+/// A channel and its handler, type-erased for the map. Public only so the
+/// sealed [`Register`] trait can name it; not reachable by users.
+pub trait Entry: 'static {
+    /// The descriptor, for the poller.
+    fn fd(&self) -> BorrowedFd<'_>;
+    /// The interest the handler's predicates ask for now.
+    fn interest(&self) -> Interest;
+    /// Runs one wake-up; sets `cx`'s closing flag when the channel is done.
+    fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>);
+    /// The handler, for downcasting.
+    fn handler(&self) -> &dyn Any;
+    /// The handler, for downcasting.
+    fn handler_mut(&mut self) -> &mut dyn Any;
+    /// A short description for reports.
+    fn describe(&self) -> String;
+}
+
+/// Runs one callback and condenses what happened into an [`Outcome`]:
+/// would-block is nothing, a disconnection is the peer leaving, any other
+/// error goes to the handler's error callback.
+fn run<H, C, R: Role>(
+    handler: &mut H,
+    ch: &mut C,
+    cx: &mut Ctx<'_>,
+    channel: fn(&mut C) -> &mut Channel<R>,
+    callback: impl FnOnce(&mut H, &mut C, &mut Ctx<'_>) -> io::Result<()>,
+    on_error: fn(&mut H, &mut C, io::Error, &mut Ctx<'_>),
+) -> Outcome {
+    channel(ch).reset_observed();
+    let result = callback(handler, ch, cx);
+    let observed = channel(ch).observed();
+    let mut outcome = Outcome {
+        peer_gone: observed.has(Observed::PEER_GONE),
+        read_progress: observed.has(Observed::READ_PROGRESS),
+        ..Outcome::default()
+    };
+    match result {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) if is_disconnect(&e) => outcome.peer_gone = true,
+        Err(e) => {
+            on_error(handler, ch, e, cx);
+            outcome.failed = true;
+        }
+    }
+    outcome.closed = cx.is_closing();
+    outcome
+}
+
+// ---- streams ----------------------------------------------------------------
+
+enum StreamState<T: Transport> {
+    Connecting(T::Pending),
+    Connected(T),
+    /// Only inside `dispatch`, for the instant the connecting transport is
+    /// moved out to become the connected one.
+    Moving,
+}
+
+pub(crate) struct StreamEntry<T: Transport, H> {
+    state: StreamState<T>,
+    handler: H,
+}
+
+fn stream_interest<T: Transport, H: StreamHandler<T>>(handler: &H, t: &T) -> Interest {
+    Interest::from_predicates(handler.readable(t), handler.writable(t), true)
+}
+
+impl<T: Transport, H: StreamHandler<T>> Entry for StreamEntry<T, H> {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match &self.state {
+            StreamState::Connecting(p) => p.channel().as_fd(),
+            StreamState::Connected(t) => t.channel().as_fd(),
+            StreamState::Moving => unreachable!("no descriptor while moving"),
+        }
+    }
+
+    fn interest(&self) -> Interest {
+        match &self.state {
+            // Completion and failure both show as writability (and
+            // hang-up/error, which are always watched).
+            StreamState::Connecting(_) => Interest::WRITE,
+            StreamState::Connected(t) => stream_interest(&self.handler, t),
+            StreamState::Moving => Interest::NONE,
+        }
+    }
+
+    fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) {
+        let phase = match self.state {
+            StreamState::Connecting(_) => Phase::Connecting,
+            _ => Phase::Connected,
+        };
+        let mut wakeup = Wakeup::new(phase, interest, readiness);
+        let mut failure = None;
+        while let Some(step) = wakeup.next_step() {
+            let handler = &mut self.handler;
+            if step == Step::CheckConnect {
+                let StreamState::Connecting(pending) =
+                    std::mem::replace(&mut self.state, StreamState::Moving)
+                else {
+                    unreachable!("the machine checks connects only while connecting")
+                };
+                match pending.channel().connect_result() {
+                    Ok(()) => {
+                        self.state = StreamState::Connected(pending.into_ready());
+                        wakeup.connect_result(true);
+                    }
+                    Err(e) => {
+                        self.state = StreamState::Connecting(pending);
+                        failure = Some(e);
+                        wakeup.connect_result(false);
+                    }
+                }
+                continue;
+            }
+            if step == Step::ConnectFailed {
+                let error = failure.take().unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into());
+                handler.handle_connect_failed(error, cx);
+                wakeup.record(Outcome::default());
+                cx.close();
+                continue;
+            }
+            let StreamState::Connected(t) = &mut self.state else {
+                unreachable!("the machine delivers stream events only once connected")
+            };
+            let outcome = match step {
+                Step::Connect => {
+                    let outcome = run(handler, t, cx, T::channel_mut, H::handle_connect, H::handle_error);
+                    wakeup.set_interest(stream_interest(handler, t));
+                    outcome
+                }
+                Step::Read => run(handler, t, cx, T::channel_mut, H::handle_read, H::handle_error),
+                Step::Write => run(handler, t, cx, T::channel_mut, H::handle_write, H::handle_error),
+                Step::Expt => run(handler, t, cx, T::channel_mut, H::handle_expt, H::handle_error),
+                Step::Close => {
+                    handler.handle_close(t, cx);
+                    cx.close();
+                    Outcome::default()
+                }
+                Step::CheckConnect | Step::ConnectFailed | Step::Accept => {
+                    unreachable!("not a stream step")
+                }
+            };
+            wakeup.record(outcome);
+        }
+    }
+
+    fn handler(&self) -> &dyn Any {
+        &self.handler
+    }
+
+    fn handler_mut(&mut self) -> &mut dyn Any {
+        &mut self.handler
+    }
+
+    fn describe(&self) -> String {
+        match &self.state {
+            StreamState::Connecting(p) => format!("{:?}", p.channel()),
+            StreamState::Connected(t) => format!("{:?}", t.channel()),
+            StreamState::Moving => String::new(),
+        }
+    }
+}
+
+macro_rules! register_stream {
+    ($connected:ty, $connecting:ty) => {
+        impl<H: StreamHandler<$connected>> Register<H> for $connected {
+            fn interest(&self, handler: &H) -> Interest {
+                stream_interest(handler, self)
+            }
+            fn fd(&self) -> BorrowedFd<'_> {
+                Transport::channel(self).as_fd()
+            }
+            fn into_entry(self, handler: H) -> Box<dyn Entry> {
+                Box::new(StreamEntry::<$connected, H> { state: StreamState::Connected(self), handler })
+            }
+        }
+
+        impl<H: StreamHandler<$connected>> Register<H> for $connecting {
+            fn interest(&self, _: &H) -> Interest {
+                Interest::WRITE
+            }
+            fn fd(&self) -> BorrowedFd<'_> {
+                Pending::channel(self).as_fd()
+            }
+            fn into_entry(self, handler: H) -> Box<dyn Entry> {
+                Box::new(StreamEntry::<$connected, H> { state: StreamState::Connecting(self), handler })
+            }
+        }
+    };
+}
+
+register_stream!(Channel<Connected>, Channel<Connecting>);
+register_stream!(Buffered<Connected>, Buffered<Connecting>);
+
+// ---- listeners ---------------------------------------------------------------
+
+pub(crate) struct ListenerEntry<H> {
+    channel: Channel<Listening>,
+    handler: H,
+}
+
+fn same<C>(c: &mut C) -> &mut C {
+    c
+}
+
+impl<H: AcceptHandler> Entry for ListenerEntry<H> {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.channel.as_fd()
+    }
+
+    fn interest(&self) -> Interest {
+        Interest::from_predicates(self.handler.readable(&self.channel), false, false)
+    }
+
+    fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) {
+        let mut wakeup = Wakeup::new(Phase::Listening, interest, readiness);
+        while let Some(step) = wakeup.next_step() {
+            let (handler, ch) = (&mut self.handler, &mut self.channel);
+            let outcome = match step {
+                Step::Accept => run(handler, ch, cx, same, H::handle_accept, H::handle_error),
+                Step::Close => {
+                    handler.handle_close(ch, cx);
+                    cx.close();
+                    Outcome::default()
+                }
+                _ => unreachable!("a listener only accepts or closes"),
+            };
+            wakeup.record(outcome);
+        }
+    }
+
+    fn handler(&self) -> &dyn Any {
+        &self.handler
+    }
+
+    fn handler_mut(&mut self) -> &mut dyn Any {
+        &mut self.handler
+    }
+
+    fn describe(&self) -> String {
+        format!("{:?}", self.channel)
+    }
+}
+
+impl<H: AcceptHandler> Register<H> for Channel<Listening> {
+    fn interest(&self, handler: &H) -> Interest {
+        Interest::from_predicates(handler.readable(self), false, false)
+    }
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.as_fd()
+    }
+    fn into_entry(self, handler: H) -> Box<dyn Entry> {
+        Box::new(ListenerEntry { channel: self, handler })
+    }
+}
+
+// ---- files -------------------------------------------------------------------
+
+pub(crate) struct FileEntry<H> {
+    channel: Channel<FileFd>,
+    handler: H,
+}
+
+fn file_interest<H: FileHandler>(handler: &H, ch: &Channel<FileFd>) -> Interest {
+    Interest::from_predicates(handler.readable(ch), handler.writable(ch), false)
+}
+
+impl<H: FileHandler> Entry for FileEntry<H> {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.channel.as_fd()
+    }
+
+    fn interest(&self) -> Interest {
+        file_interest(&self.handler, &self.channel)
+    }
+
+    fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) {
+        let mut wakeup = Wakeup::new(Phase::File, interest, readiness);
+        while let Some(step) = wakeup.next_step() {
+            let (handler, ch) = (&mut self.handler, &mut self.channel);
+            let outcome = match step {
+                Step::Read => run(handler, ch, cx, same, H::handle_read, H::handle_error),
+                Step::Write => run(handler, ch, cx, same, H::handle_write, H::handle_error),
+                Step::Close => {
+                    handler.handle_close(ch, cx);
+                    cx.close();
+                    Outcome::default()
+                }
+                _ => unreachable!("a file only reads, writes or closes"),
+            };
+            wakeup.record(outcome);
+        }
+    }
+
+    fn handler(&self) -> &dyn Any {
+        &self.handler
+    }
+
+    fn handler_mut(&mut self) -> &mut dyn Any {
+        &mut self.handler
+    }
+
+    fn describe(&self) -> String {
+        format!("{:?}", self.channel)
+    }
+}
+
+impl<H: FileHandler> Register<H> for Channel<FileFd> {
+    fn interest(&self, handler: &H) -> Interest {
+        file_interest(handler, self)
+    }
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.as_fd()
+    }
+    fn always_ready(&self) -> bool {
+        self.is_regular_file()
+    }
+    fn into_entry(self, handler: H) -> Box<dyn Entry> {
+        Box::new(FileEntry { channel: self, handler })
+    }
+}

@@ -1,0 +1,199 @@
+//! Layer 5: the loop.
+//!
+//! asyncore's `loop(timeout=30.0, use_poll=False, map=None, count=None)`
+//! waits, dispatches, and goes round again until the map is empty or `count`
+//! iterations have run. rolecore keeps that contract — [`loop_`] takes the
+//! same four arguments, typed so there is no negative timeout or count to
+//! handle (D17) — and offers [`LoopOptions`] as the idiomatic builder.
+
+use std::cell::RefCell;
+use std::io;
+use std::time::Duration;
+
+use crate::map::Map;
+use crate::poller::Backend;
+
+/// When the loop asks handlers' `readable()`/`writable()` again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Refresh {
+    /// After every callback into the handler and every touch through the map
+    /// (the default): an epoll iteration costs O(ready channels). A predicate
+    /// that reads outside state needs [`Map::refresh`] or
+    /// [`Ctx::refresh`](crate::Ctx::refresh) when that state changes.
+    #[default]
+    Touched,
+    /// Every channel before every wait, as asyncore did: exact parity for
+    /// predicates that read outside state, at O(channels) per iteration.
+    EveryIteration,
+}
+
+/// How to run the loop: the idiomatic form of asyncore's `loop` arguments.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use rolecore::{Backend, LoopOptions, Map};
+///
+/// # fn main() -> std::io::Result<()> {
+/// let mut map = Map::new()?;
+/// // An empty map returns at once, as in asyncore.
+/// map.run(LoopOptions::new().timeout(Duration::from_millis(10)).backend(Backend::Poll).count(3))?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "options do nothing until passed to Map::run"]
+pub struct LoopOptions {
+    timeout: Option<Duration>,
+    backend: Option<Backend>,
+    count: Option<u64>,
+    refresh: Refresh,
+}
+
+impl Default for LoopOptions {
+    fn default() -> Self {
+        LoopOptions { timeout: Some(DEFAULT_TIMEOUT), backend: None, count: None, refresh: Refresh::Touched }
+    }
+}
+
+/// asyncore's default wait: 30 seconds per iteration.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl LoopOptions {
+    /// The defaults: 30 s per wait, the map's own backend, until the map is
+    /// empty, predicates asked when touched.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The longest one wait may block (per iteration, not in total).
+    /// Sub-millisecond timeouts are rounded up, never down to a busy loop.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Waits without a time limit (asyncore's `timeout=None`).
+    pub fn no_timeout(mut self) -> Self {
+        self.timeout = None;
+        self
+    }
+
+    /// Waits with `backend` (the map switches to it first).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Runs at most `count` iterations (0 runs none).
+    pub fn count(mut self, count: u64) -> Self {
+        self.count = Some(count);
+        self
+    }
+
+    /// When to ask predicates again.
+    pub fn refresh(mut self, refresh: Refresh) -> Self {
+        self.refresh = refresh;
+        self
+    }
+}
+
+pub(crate) fn run(map: &mut Map, options: LoopOptions) -> io::Result<()> {
+    if let Some(backend) = options.backend {
+        map.set_backend(backend)?;
+    }
+    let mut remaining = options.count;
+    while !map.is_empty() {
+        match &mut remaining {
+            Some(0) => break,
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        if options.refresh == Refresh::EveryIteration {
+            map.refresh_all();
+        }
+        if map.poll(options.timeout)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// asyncore's `loop(timeout, use_poll, map, count)`: waits up to `timeout`
+/// per iteration with `backend`, on `map` (or the thread's default map when
+/// `None`), until the map is empty or `count` iterations have run.
+///
+/// Errors of the poller itself end the loop as an `Err`, with the map intact
+/// (asyncore raised them out of `loop()`, P19); handler errors never do.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use rolecore::Backend;
+///
+/// // asyncore.loop(timeout=0.01, use_poll=True, count=5) on the default map:
+/// rolecore::loop_(Some(Duration::from_millis(10)), Backend::Poll, None, Some(5)).unwrap();
+/// ```
+pub fn loop_(
+    timeout: Option<Duration>,
+    backend: Backend,
+    map: Option<&mut Map>,
+    count: Option<u64>,
+) -> io::Result<()> {
+    let mut options = LoopOptions { timeout, backend: Some(backend), count, refresh: Refresh::Touched };
+    if timeout.is_none() {
+        options = options.no_timeout();
+    }
+    match map {
+        Some(map) => run(map, options),
+        None => with_socket_map(|map| run(map, options))?,
+    }
+}
+
+thread_local! {
+    static SOCKET_MAP: RefCell<Option<Map>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on this thread's default map, asyncore's `socket_map`, creating it
+/// on first use. Explicit maps are the idiom; this is for asyncore parity.
+///
+/// The default map is per thread, not per process (asyncore's was shared by
+/// every thread, P20). Calling this again from inside `f` — for example from a
+/// handler while the default map's loop runs — is an error of kind
+/// `WouldBlock`, not a panic: use the handler's [`Ctx`](crate::Ctx) instead.
+///
+/// # Examples
+///
+/// ```
+/// let len = rolecore::with_socket_map(|map| map.len()).unwrap();
+/// assert_eq!(len, 0);
+/// ```
+pub fn with_socket_map<T>(f: impl FnOnce(&mut Map) -> T) -> io::Result<T> {
+    SOCKET_MAP.with(|cell| {
+        let mut slot = cell.try_borrow_mut().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "the default socket map is in use by this thread (a handler of its loop?): \
+                 use the callback's Ctx to reach the map",
+            )
+        })?;
+        if slot.is_none() {
+            *slot = Some(Map::new()?);
+        }
+        Ok(f(slot.as_mut().expect("set above")))
+    })
+}
+
+/// asyncore's `close_all(map)`: closes every channel of `map`, or of the
+/// thread's default map when `None`, and empties it.
+pub fn close_all(map: Option<&mut Map>) -> io::Result<()> {
+    match map {
+        Some(map) => {
+            map.close_all();
+            Ok(())
+        }
+        None => with_socket_map(Map::close_all),
+    }
+}

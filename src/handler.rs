@@ -1,0 +1,309 @@
+//! Layer 6: the dispatcher traits users implement.
+//!
+//! asyncore had one `dispatcher` class with every `handle_*` method, and
+//! flags (`accepting`, `connected`, `connecting`) to decide at run time which
+//! ones made sense. rolecore has one trait per kind of channel, and each method
+//! exists only where its event can happen:
+//!
+//! | trait | channel | events |
+//! |---|---|---|
+//! | [`StreamHandler<T>`] | [`Channel<Connecting>`]/[`Channel<Connected>`], or [`Buffered`] | connect, connect failed, read, write, expt, close, error |
+//! | [`AcceptHandler`] | [`Channel<Listening>`] | accept/accepted, close, error |
+//! | [`FileHandler`] | [`Channel<FileFd>`] | read, write, close, error |
+//!
+//! Every callback gets the channel in its right type and a [`Ctx`] through
+//! which it can add channels to the loop, close its own channel, close
+//! another, or stop the loop.
+//!
+//! # Errors
+//!
+//! A callback returns `io::Result<()>`. What the loop does with an `Err`:
+//!
+//! - `WouldBlock`: nothing. A spurious wake-up is not an error (D22), so
+//!   `ch.recv(&mut buf)?` is always safe.
+//! - a disconnection (see [`is_disconnect`](crate::is_disconnect)):
+//!   `handle_close`, on every backend (D19).
+//! - anything else: `handle_error`, whose default reports one line and closes
+//!   the channel; the loop keeps running.
+//!
+//! # Interest
+//!
+//! `readable()` and `writable()` are asked after every callback into the
+//! handler, and when a program touches the handler through the map (see
+//! [`Map::handler_mut`](crate::Map::handler_mut)). If a predicate depends on
+//! state outside the handler, call [`Ctx::refresh`] or
+//! [`Map::refresh`](crate::Map::refresh) when that state changes, or run the
+//! loop with [`Refresh::EveryIteration`](crate::Refresh::EveryIteration).
+
+use std::io;
+
+use crate::address::Address;
+use crate::buffered::Buffered;
+use crate::channel::{Channel, Connected, Connecting, FileFd, Listening};
+use crate::map::Ctx;
+use crate::report::{Level, log_info};
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// What a stream handler is handed: a [`Channel<Connected>`], or a
+/// [`Buffered`] one that queues what the socket cannot take yet. Sealed.
+pub trait Transport: sealed::Sealed + 'static {
+    /// The same transport before its connect has completed.
+    type Pending: Pending<Ready = Self>;
+
+    /// The connected channel underneath.
+    fn channel(&self) -> &Channel<Connected>;
+
+    /// The connected channel underneath, mutably.
+    fn channel_mut(&mut self) -> &mut Channel<Connected>;
+
+    /// Whether output is queued and waiting for the socket to take it; the
+    /// default `writable()` of a [`StreamHandler`].
+    fn has_queued_output(&self) -> bool;
+
+    /// Makes one attempt to send queued output; the default `handle_write`.
+    fn send_queued(&mut self) -> io::Result<()>;
+}
+
+/// A [`Transport`] whose connect is in progress. Sealed.
+pub trait Pending: sealed::Sealed + 'static {
+    /// What it becomes once connected.
+    type Ready;
+
+    /// The connecting channel underneath.
+    fn channel(&self) -> &Channel<Connecting>;
+
+    /// Becomes connected.
+    #[doc(hidden)]
+    fn into_ready(self) -> Self::Ready;
+}
+
+impl sealed::Sealed for Channel<Connected> {}
+impl sealed::Sealed for Channel<Connecting> {}
+impl sealed::Sealed for Buffered<Connected> {}
+impl sealed::Sealed for Buffered<Connecting> {}
+
+impl Transport for Channel<Connected> {
+    type Pending = Channel<Connecting>;
+    fn channel(&self) -> &Channel<Connected> {
+        self
+    }
+    fn channel_mut(&mut self) -> &mut Channel<Connected> {
+        self
+    }
+    fn has_queued_output(&self) -> bool {
+        false
+    }
+    fn send_queued(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Pending for Channel<Connecting> {
+    type Ready = Channel<Connected>;
+    fn channel(&self) -> &Channel<Connecting> {
+        self
+    }
+    fn into_ready(self) -> Channel<Connected> {
+        self.into_connected()
+    }
+}
+
+/// The handler of a stream: asyncore's `dispatcher` for a connected or
+/// connecting socket.
+///
+/// Only [`handle_read`](Self::handle_read) is required: a stream that never
+/// reads would spin on level-triggered readiness, so there is no silent
+/// default for it.
+///
+/// `T` is what the callbacks are handed: [`Channel<Connected>`] (the default)
+/// for raw sends that may be partial, or [`Buffered`] for sends that queue
+/// what the socket cannot take yet, as asyncore's `dispatcher_with_send`.
+///
+/// # Examples
+///
+/// ```
+/// use std::io;
+/// use rolecore::{Buffered, Connected, Ctx, StreamHandler};
+///
+/// struct Echo;
+///
+/// impl StreamHandler<Buffered<Connected>> for Echo {
+///     fn handle_read(&mut self, ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+///         let mut buf = [0u8; 8192];
+///         let n = ch.recv(&mut buf)?; // 0: the peer closed, the loop calls handle_close
+///         ch.send(&buf[..n])          // whatever the socket cannot take is queued
+///     }
+/// }
+/// ```
+pub trait StreamHandler<T: Transport = Channel<Connected>>: 'static {
+    /// Whether to watch for incoming data. Default: always.
+    fn readable(&self, ch: &T) -> bool {
+        let _ = ch;
+        true
+    }
+
+    /// Whether to watch for room to write. Default: while output is queued.
+    /// (asyncore's default, always, made the loop spin, P4.)
+    fn writable(&self, ch: &T) -> bool {
+        ch.has_queued_output()
+    }
+
+    /// The connect completed. The channel is already [`Connected`] (D21), and
+    /// this runs before any read or write event of the channel.
+    fn handle_connect(&mut self, ch: &mut T, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let _ = (ch, cx);
+        Ok(())
+    }
+
+    /// The connect failed (refused, unreachable, timed out), on any backend.
+    /// The channel is closed after this; `handle_close` is not called.
+    /// Default: report it in one line.
+    fn handle_connect_failed(&mut self, error: io::Error, cx: &mut Ctx<'_>) {
+        let _ = cx;
+        log_info(Level::Error, format_args!("connect failed for {}: {error}", std::any::type_name::<Self>()));
+    }
+
+    /// Data arrived, or the peer closed (then `recv` returns 0 and the loop
+    /// calls `handle_close` after this returns).
+    fn handle_read(&mut self, ch: &mut T, cx: &mut Ctx<'_>) -> io::Result<()>;
+
+    /// The socket can take more data. Default: send queued output.
+    fn handle_write(&mut self, ch: &mut T, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let _ = cx;
+        ch.send_queued()
+    }
+
+    /// Out-of-band data arrived. Default: read and drop it, so that an
+    /// unwanted urgent byte cannot make the loop spin (P5).
+    fn handle_expt(&mut self, ch: &mut T, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let _ = cx;
+        log_info(Level::Warning, format_args!("unhandled incoming priority event"));
+        ch.channel_mut().recv_oob(&mut [0u8; 1]).map(drop)
+    }
+
+    /// The peer closed the connection or it broke. Called at most once; the
+    /// channel is closed when this returns. Not called when the handler
+    /// closed the channel itself with [`Ctx::close`].
+    fn handle_close(&mut self, ch: &mut T, cx: &mut Ctx<'_>) {
+        let _ = (ch, cx);
+    }
+
+    /// A callback failed with an error that is not a disconnection.
+    /// Default: report it in one line, then `handle_close`, then close, as
+    /// asyncore's `handle_error`.
+    fn handle_error(&mut self, ch: &mut T, error: io::Error, cx: &mut Ctx<'_>) {
+        report_uncaptured::<Self>(ch.channel(), &error);
+        self.handle_close(ch, cx);
+        cx.close();
+    }
+}
+
+/// The handler of a listening socket: asyncore's `dispatcher` after
+/// `listen()`.
+///
+/// # Examples
+///
+/// ```
+/// use std::io;
+/// use rolecore::{AcceptHandler, Address, Channel, Connected, Ctx};
+///
+/// struct Refuser;
+///
+/// impl AcceptHandler for Refuser {
+///     fn handle_accepted(&mut self, conn: Channel<Connected>, peer: Address, _cx: &mut Ctx<'_>) -> io::Result<()> {
+///         println!("turning away {peer}");
+///         drop(conn); // closes it
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait AcceptHandler: 'static {
+    /// Whether to watch for incoming connections. Default: always.
+    fn readable(&self, ch: &Channel<Listening>) -> bool {
+        let _ = ch;
+        true
+    }
+
+    /// A connection is waiting. Default: accept one and pass it to
+    /// `handle_accepted`, as asyncore did (one accept per event; the level-
+    /// triggered loop comes back for the rest).
+    fn handle_accept(&mut self, ch: &mut Channel<Listening>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        match ch.accept()? {
+            Some((conn, peer)) => self.handle_accepted(conn, peer, cx),
+            None => Ok(()),
+        }
+    }
+
+    /// A connection was accepted. Typically: `cx.insert(conn, handler)`.
+    fn handle_accepted(
+        &mut self,
+        conn: Channel<Connected>,
+        peer: Address,
+        cx: &mut Ctx<'_>,
+    ) -> io::Result<()>;
+
+    /// The listening socket failed. The channel is closed after this.
+    fn handle_close(&mut self, ch: &mut Channel<Listening>, cx: &mut Ctx<'_>) {
+        let _ = (ch, cx);
+    }
+
+    /// A callback failed. Default: report one line, `handle_close`, close.
+    fn handle_error(&mut self, ch: &mut Channel<Listening>, error: io::Error, cx: &mut Ctx<'_>) {
+        report_uncaptured::<Self>(ch, &error);
+        self.handle_close(ch, cx);
+        cx.close();
+    }
+}
+
+/// The handler of a pipe, terminal or file: asyncore's `file_dispatcher`.
+pub trait FileHandler: 'static {
+    /// Whether to watch for data. Default: always.
+    fn readable(&self, ch: &Channel<FileFd>) -> bool {
+        let _ = ch;
+        true
+    }
+
+    /// Whether to watch for room to write. Default: never.
+    fn writable(&self, ch: &Channel<FileFd>) -> bool {
+        let _ = ch;
+        false
+    }
+
+    /// Data arrived, or the end of file (then `recv` returns 0 and the loop
+    /// calls `handle_close`).
+    fn handle_read(&mut self, ch: &mut Channel<FileFd>, cx: &mut Ctx<'_>) -> io::Result<()>;
+
+    /// The descriptor can take more data. Default: report it as unhandled.
+    fn handle_write(&mut self, ch: &mut Channel<FileFd>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let _ = (ch, cx);
+        log_info(Level::Warning, format_args!("unhandled write event"));
+        Ok(())
+    }
+
+    /// The other end closed. Called at most once; the channel is closed after.
+    fn handle_close(&mut self, ch: &mut Channel<FileFd>, cx: &mut Ctx<'_>) {
+        let _ = (ch, cx);
+    }
+
+    /// A callback failed. Default: report one line, `handle_close`, close.
+    fn handle_error(&mut self, ch: &mut Channel<FileFd>, error: io::Error, cx: &mut Ctx<'_>) {
+        report_uncaptured::<Self>(ch, &error);
+        self.handle_close(ch, cx);
+        cx.close();
+    }
+}
+
+/// asyncore's "uncaptured python exception, closing channel …" line.
+fn report_uncaptured<H: ?Sized>(ch: &impl std::fmt::Debug, error: &io::Error) {
+    log_info(
+        Level::Error,
+        format_args!(
+            "uncaptured error, closing channel {ch:?} of {}: {error} ({:?})",
+            std::any::type_name::<H>(),
+            error.kind()
+        ),
+    );
+}

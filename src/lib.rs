@@ -1,0 +1,89 @@
+//! rolecore: Python's `asyncore` rebuilt as a typed state-machine runtime.
+//!
+//! One thread, one readiness loop, many channels. Each channel's *role* —
+//! [`Connecting`], [`Connected`], [`Listening`], [`FileFd`] — is a type
+//! parameter, so an operation that is wrong for a role does not compile:
+//! a listener has no `send`, a connecting socket no `recv`, and nothing can be
+//! done with a channel after it was closed.
+//!
+//! # Layers
+//!
+//! From the bottom up; dependencies point down only.
+//!
+//! | layer | module | what it does |
+//! |---|---|---|
+//! | 1 | [`poller`] | readiness from `select`, `poll` or `epoll`, picked at run time by a [`Backend`] |
+//! | 2 | [`machine`] | the pure state machine: readiness in, asyncore's events out, in asyncore's order; no syscalls |
+//! | 3 | [`channel`] | [`Channel<R>`]: an owned descriptor in a role; role changes consume the channel |
+//! | 4 | [`Map`] | channels of every role with handlers of every type, behind generation-checked [`Token`]s |
+//! | 5 | [`loop_`], [`LoopOptions`] | asyncore's `loop`: wait, dispatch, until the map is empty |
+//! | 6 | [`StreamHandler`], [`AcceptHandler`], [`FileHandler`] | the callbacks you write, each only where its event can happen |
+//! | 7 | [`Buffered`] | `dispatcher_with_send`: sends that queue what the socket cannot take yet |
+//!
+//! A typical server uses layers 3 to 7: it creates channels, implements
+//! handlers, inserts both into a [`Map`] and runs it.
+//!
+//! # Example: an echo server
+//!
+//! ```no_run
+//! use std::io;
+//! use rolecore::{AcceptHandler, Address, Buffered, Channel, Connected, Ctx, LoopOptions, Map, StreamHandler};
+//!
+//! struct Echo;
+//! impl StreamHandler<Buffered<Connected>> for Echo {
+//!     fn handle_read(&mut self, ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+//!         let mut buf = [0u8; 8192];
+//!         let n = ch.recv(&mut buf)?; // 0: the peer closed, the loop calls handle_close
+//!         ch.send(&buf[..n])          // queued if the socket cannot take it all
+//!     }
+//! }
+//!
+//! struct Server;
+//! impl AcceptHandler for Server {
+//!     fn handle_accepted(&mut self, conn: Channel<Connected>, _peer: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+//!         cx.insert(Buffered::new(conn), Echo)?; // a new channel joins the same loop
+//!         Ok(())
+//!     }
+//! }
+//!
+//! fn main() -> io::Result<()> {
+//!     let listener = Channel::tcp_v4()?.set_reuse_addr()?.bind("127.0.0.1:8080")?.listen(5)?;
+//!     let mut map = Map::new()?;
+//!     map.insert(listener, Server)?;
+//!     map.run(LoopOptions::default()) // until the map is empty
+//! }
+//! ```
+//!
+//! # What differs from asyncore, on purpose
+//!
+//! Misuse is a compile error; a channel that closed receives nothing more and
+//! `handle_close` runs at most once; `connect` completes before
+//! `handle_connect` runs; would-block is never an error; a hang-up is drained
+//! before it closes; a refused connect is a typed callback on every backend;
+//! writes never raise `SIGPIPE`; `EINTR` never escapes; the default interest
+//! never spins. `docs/asyncore.md` lists every difference.
+#![cfg_attr(not(feature = "select"), forbid(unsafe_code))]
+#![cfg_attr(feature = "select", deny(unsafe_code))]
+#![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![doc(test(attr(deny(warnings))))]
+
+mod address;
+mod buffered;
+pub mod channel;
+mod entry;
+mod error;
+mod event_loop;
+mod handler;
+pub mod machine;
+mod map;
+pub mod poller;
+pub mod report;
+
+pub use address::{Address, ParseAddressError, ToAddress, UnixAddress};
+pub use buffered::{BufferFull, Buffered, DEFAULT_OUTPUT_LIMIT, SEND_CHUNK};
+pub use channel::{Bound, Channel, Connected, Connecting, Family, FileFd, Fresh, Listening, Role, SockType};
+pub use error::{RoleError, is_disconnect};
+pub use event_loop::{DEFAULT_TIMEOUT, LoopOptions, Refresh, close_all, loop_, with_socket_map};
+pub use handler::{AcceptHandler, FileHandler, Pending, StreamHandler, Transport};
+pub use map::{Ctx, HandlerMut, InsertError, Map, Register, Token};
+pub use poller::{Backend, Interest, ParseBackendError, Readiness};

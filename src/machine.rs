@@ -1,0 +1,484 @@
+//! Layer 2: the sans-I/O channel state machine.
+//!
+//! Given what a channel is ([`Phase`]), what it asked for ([`Interest`]) and
+//! what the poller reported ([`Readiness`]), a [`Wakeup`] yields asyncore's
+//! high-level events as [`Step`]s, one at a time, and is told after each what
+//! the handler did. It makes no system call, so it can be tested exhaustively
+//! and driven by a fuzzer; the loop drives it with real channels.
+//!
+//! The rules it enforces, in the reference's numbering:
+//!
+//! - asyncore's order within one wake-up: read, write, priority, then close
+//!   (A7's `readwrite`);
+//! - a connecting channel first has its connect checked; on success
+//!   [`Step::Connect`] comes before the read or write of the same wake-up
+//!   (D21), on failure [`Step::ConnectFailed`] ends it (D24);
+//! - a listener gets [`Step::Accept`] for readability and never a write or
+//!   priority event;
+//! - nothing after the channel closed, and [`Step::Close`] at most once (D18);
+//! - a hang-up with data still readable is drained first: close comes only
+//!   once a read made no progress or found the end (D23);
+//! - would-block is not an error: the driver reports it as an ordinary
+//!   outcome (D22).
+//!
+//! # Examples
+//!
+//! Driving one wake-up of a connected channel whose peer sent data and hung
+//! up, where the handler's read finds the end of the stream:
+//!
+//! ```
+//! use rolecore::machine::{Outcome, Phase, Step, Wakeup};
+//! use rolecore::{Interest, Readiness};
+//!
+//! let mut w = Wakeup::new(Phase::Connected, Interest::READ, Readiness::READABLE | Readiness::HANGUP);
+//! assert_eq!(w.next_step(), Some(Step::Read));
+//! w.record(Outcome { peer_gone: true, ..Outcome::default() });
+//! assert_eq!(w.next_step(), Some(Step::Close));
+//! w.record(Outcome::default());
+//! assert_eq!(w.next_step(), None);
+//! assert_eq!(w.phase(), Phase::Closed);
+//! ```
+
+use crate::poller::{Interest, Readiness};
+
+/// What a channel is, as far as event delivery is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// A stream whose `connect` has not completed.
+    Connecting,
+    /// A connected stream.
+    Connected,
+    /// A listening socket.
+    Listening,
+    /// A pipe, terminal or file descriptor.
+    File,
+    /// Closed: nothing more is delivered.
+    Closed,
+}
+
+/// One high-level event to deliver, or one check to make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// Read `SO_ERROR` to learn whether the connect succeeded, then call
+    /// [`Wakeup::connect_result`].
+    CheckConnect,
+    /// The connect succeeded: `handle_connect`.
+    Connect,
+    /// The connect failed: `handle_connect_failed`, then the channel is gone.
+    ConnectFailed,
+    /// A listener is readable: `handle_accept`.
+    Accept,
+    /// `handle_read`.
+    Read,
+    /// `handle_write`.
+    Write,
+    /// Priority data: `handle_expt`.
+    Expt,
+    /// The peer went away: `handle_close`, then the channel is gone.
+    Close,
+}
+
+/// What the handler's callback for the last [`Step`] did, as the driver saw
+/// it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Outcome {
+    /// The handler closed the channel itself (or its error handler did).
+    pub closed: bool,
+    /// A receive found the end of the stream, or a send or receive hit a
+    /// disconnection error (asyncore's `_DISCONNECTED`).
+    pub peer_gone: bool,
+    /// The callback failed with an error that went to `handle_error`, which
+    /// left the channel open; the rest of this wake-up is skipped, as asyncore
+    /// skipped the later steps after an exception.
+    pub failed: bool,
+    /// A read returned data. Only meaningful after [`Step::Read`]: it tells a
+    /// hang-up with unread data (come back next wake-up) from one without.
+    pub read_progress: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cursor {
+    Start,
+    AwaitConnect,
+    Connected,
+    Failed,
+    Read,
+    Write,
+    Expt,
+    Close,
+    Done,
+}
+
+/// The state machine of one wake-up of one channel.
+#[derive(Clone, Debug)]
+pub struct Wakeup {
+    phase: Phase,
+    interest: Interest,
+    readiness: Readiness,
+    cursor: Cursor,
+    peer_gone: bool,
+    drained_some: bool,
+    last: Option<Step>,
+}
+
+impl Wakeup {
+    /// Starts a wake-up of a channel in `phase`, which asked for `interest`,
+    /// and for which the poller reported `readiness`.
+    pub fn new(phase: Phase, interest: Interest, readiness: Readiness) -> Wakeup {
+        Wakeup {
+            phase,
+            interest,
+            readiness,
+            cursor: if phase == Phase::Closed { Cursor::Done } else { Cursor::Start },
+            peer_gone: false,
+            drained_some: false,
+            last: None,
+        }
+    }
+
+    /// The channel's phase now (it changes on connect and on close).
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Replaces the interest the rest of this wake-up is judged by. The loop
+    /// calls it after [`Step::Connect`], when the handler's predicates are
+    /// asked again for the now connected channel.
+    pub fn set_interest(&mut self, interest: Interest) {
+        self.interest = interest;
+    }
+
+    /// The next thing to do, or `None` when this wake-up is over.
+    ///
+    /// After [`Step::CheckConnect`], call [`connect_result`](Self::connect_result);
+    /// after any other step, call [`record`](Self::record) with what the
+    /// handler did. Until then this returns `None`.
+    pub fn next_step(&mut self) -> Option<Step> {
+        if self.last.is_some() {
+            return None;
+        }
+        let r = self.readiness;
+        let step = loop {
+            match self.cursor {
+                Cursor::Done | Cursor::AwaitConnect => return None,
+                Cursor::Start => {
+                    if self.phase == Phase::Connecting {
+                        if r.is_empty() {
+                            self.cursor = Cursor::Done;
+                            return None;
+                        }
+                        self.cursor = Cursor::AwaitConnect;
+                        return Some(Step::CheckConnect);
+                    }
+                    self.cursor = Cursor::Read;
+                }
+                Cursor::Connected => {
+                    self.cursor = Cursor::Read;
+                    break Step::Connect;
+                }
+                Cursor::Failed => {
+                    self.cursor = Cursor::Done;
+                    break Step::ConnectFailed;
+                }
+                Cursor::Read => {
+                    self.cursor = Cursor::Write;
+                    if r.is_readable() && self.interest.is_readable() {
+                        break if self.phase == Phase::Listening { Step::Accept } else { Step::Read };
+                    }
+                }
+                Cursor::Write => {
+                    self.cursor = Cursor::Expt;
+                    let can_write = matches!(self.phase, Phase::Connected | Phase::File);
+                    if can_write && r.is_writable() && self.interest.is_writable() {
+                        break Step::Write;
+                    }
+                }
+                Cursor::Expt => {
+                    self.cursor = Cursor::Close;
+                    if self.phase == Phase::Connected && r.is_priority() && self.interest.is_priority() {
+                        break Step::Expt;
+                    }
+                }
+                Cursor::Close => {
+                    self.cursor = Cursor::Done;
+                    // D23: a hang-up whose data the handler is still draining
+                    // waits for the read that finds the end.
+                    if self.peer_gone || (r.is_closed() && !self.drained_some) {
+                        break Step::Close;
+                    }
+                }
+            }
+        };
+        self.last = Some(step);
+        Some(step)
+    }
+
+    /// Reports the result of [`Step::CheckConnect`]: whether `SO_ERROR` was
+    /// clear. The next step is then [`Step::Connect`] or
+    /// [`Step::ConnectFailed`].
+    pub fn connect_result(&mut self, connected: bool) {
+        if self.cursor != Cursor::AwaitConnect {
+            return;
+        }
+        self.last = None;
+        if connected {
+            self.phase = Phase::Connected;
+            self.cursor = Cursor::Connected;
+        } else {
+            self.cursor = Cursor::Failed;
+        }
+    }
+
+    /// Tells the machine what the handler did during the last step.
+    pub fn record(&mut self, outcome: Outcome) {
+        let Some(step) = self.last.take() else { return };
+        if matches!(step, Step::Close | Step::ConnectFailed) || outcome.closed {
+            self.phase = Phase::Closed;
+            self.cursor = Cursor::Done;
+            return;
+        }
+        if step == Step::Read && outcome.read_progress {
+            self.drained_some = true;
+        }
+        if outcome.failed {
+            self.cursor = Cursor::Done;
+            return;
+        }
+        if outcome.peer_gone && !self.peer_gone {
+            self.peer_gone = true;
+            // Skip the remaining writes and priority data: the peer is gone.
+            self.cursor = Cursor::Close;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PHASES: [Phase; 5] =
+        [Phase::Connecting, Phase::Connected, Phase::Listening, Phase::File, Phase::Closed];
+
+    /// Every outcome the driver can report, as a small index for enumeration.
+    fn outcomes() -> impl Iterator<Item = Outcome> {
+        (0u8..16).map(|b| Outcome {
+            closed: b & 1 != 0,
+            peer_gone: b & 2 != 0,
+            failed: b & 4 != 0,
+            read_progress: b & 8 != 0,
+        })
+    }
+
+    /// Runs every path through a wake-up (every connect result, every outcome
+    /// after every step) and checks the invariants on each.
+    fn explore(
+        w: Wakeup,
+        trace: &mut Vec<Step>,
+        start: Phase,
+        readiness: Readiness,
+        interest: Interest,
+        visits: &mut usize,
+    ) {
+        let mut w = w;
+        let Some(step) = w.next_step() else {
+            *visits += 1;
+            check_trace(trace, start, readiness, interest);
+            return;
+        };
+        trace.push(step);
+        if step == Step::CheckConnect {
+            for ok in [true, false] {
+                let mut w = w.clone();
+                w.connect_result(ok);
+                if !ok {
+                    let mut peek = w.clone();
+                    assert_eq!(peek.next_step(), Some(Step::ConnectFailed), "a failed connect fails");
+                }
+                explore(w, trace, start, readiness, interest, visits);
+            }
+        } else {
+            assert_eq!(w.next_step(), None, "no step before the last one is recorded");
+            for outcome in outcomes() {
+                let mut w = w.clone();
+                w.record(outcome);
+                if outcome.closed || matches!(step, Step::Close | Step::ConnectFailed) {
+                    assert_eq!(w.phase(), Phase::Closed);
+                    assert_eq!(w.next_step(), None, "D18: nothing after close");
+                    *visits += 1;
+                    check_trace(trace, start, readiness, interest);
+                    continue;
+                }
+                if outcome.failed {
+                    assert_eq!(w.next_step(), None, "an error ends the wake-up");
+                    continue;
+                }
+                if outcome.peer_gone {
+                    assert_eq!(w.clone().next_step(), Some(Step::Close), "the peer left: close next");
+                }
+                explore(w, trace, start, readiness, interest, visits);
+            }
+        }
+        trace.pop();
+    }
+
+    fn check_trace(trace: &[Step], start: Phase, readiness: Readiness, interest: Interest) {
+        let ctx = || format!("{start:?} {interest:?} {readiness:?}: {trace:?}");
+        // Order: read < write < expt < close, each at most once.
+        let rank = |s: &Step| match s {
+            Step::CheckConnect => 0,
+            Step::Connect | Step::ConnectFailed => 1,
+            Step::Accept | Step::Read => 2,
+            Step::Write => 3,
+            Step::Expt => 4,
+            Step::Close => 5,
+        };
+        assert!(trace.windows(2).all(|w| rank(&w[0]) < rank(&w[1])), "order: {}", ctx());
+        if let Some(last_close) = trace.iter().position(|s| matches!(s, Step::Close | Step::ConnectFailed)) {
+            assert_eq!(last_close, trace.len() - 1, "nothing after close: {}", ctx());
+        }
+        if readiness.is_empty() {
+            assert!(trace.is_empty(), "no readiness, no event: {}", ctx());
+        }
+        match start {
+            Phase::Closed => assert!(trace.is_empty(), "closed channels get nothing: {}", ctx()),
+            Phase::Listening => assert!(
+                trace.iter().all(|s| matches!(s, Step::Accept | Step::Close)),
+                "a listener only accepts or closes: {}",
+                ctx()
+            ),
+            Phase::Connecting => {
+                if !trace.is_empty() {
+                    assert_eq!(trace[0], Step::CheckConnect, "{}", ctx());
+                    assert!(
+                        matches!(trace.get(1), None | Some(Step::Connect | Step::ConnectFailed)),
+                        "D21: connect before anything else: {}",
+                        ctx()
+                    );
+                }
+            }
+            Phase::Connected | Phase::File => assert!(
+                trace.iter().all(|s| !matches!(
+                    s,
+                    Step::CheckConnect | Step::Connect | Step::ConnectFailed | Step::Accept
+                )),
+                "{}",
+                ctx()
+            ),
+        }
+        if start == Phase::File {
+            assert!(!trace.contains(&Step::Expt), "files have no priority data: {}", ctx());
+        }
+        if !interest.is_writable() {
+            assert!(!trace.contains(&Step::Write), "no write without write interest: {}", ctx());
+        }
+    }
+
+    #[test]
+    fn every_path_of_every_wakeup_keeps_the_invariants() {
+        let mut visits = 0;
+        for phase in PHASES {
+            for bits in 0..=Readiness::ALL.bits() {
+                let readiness = Readiness::from_bits_truncate(bits);
+                for i in 0..8u8 {
+                    let interest = Interest::from_predicates(i & 1 != 0, i & 2 != 0, i & 4 != 0);
+                    let w = Wakeup::new(phase, interest, readiness);
+                    explore(w, &mut Vec::new(), phase, readiness, interest, &mut visits);
+                }
+            }
+        }
+        assert!(visits > 100_000, "explored {visits} paths");
+    }
+
+    fn run(
+        phase: Phase,
+        interest: Interest,
+        readiness: Readiness,
+        outcome: impl Fn(Step) -> Outcome,
+    ) -> Vec<Step> {
+        let mut w = Wakeup::new(phase, interest, readiness);
+        let mut trace = Vec::new();
+        while let Some(step) = w.next_step() {
+            trace.push(step);
+            if step == Step::CheckConnect {
+                w.connect_result(true);
+            } else {
+                w.record(outcome(step));
+            }
+        }
+        trace
+    }
+
+    #[test]
+    fn connect_then_write_in_one_wakeup() {
+        let all = Interest::READ | Interest::WRITE;
+        assert_eq!(
+            run(Phase::Connecting, all, Readiness::WRITABLE, |_| Outcome::default()),
+            [Step::CheckConnect, Step::Connect, Step::Write]
+        );
+    }
+
+    #[test]
+    fn refused_connect_is_a_typed_failure() {
+        let mut w = Wakeup::new(
+            Phase::Connecting,
+            Interest::WRITE,
+            Readiness::READABLE | Readiness::WRITABLE | Readiness::HANGUP | Readiness::ERROR,
+        );
+        assert_eq!(w.next_step(), Some(Step::CheckConnect));
+        w.connect_result(false);
+        assert_eq!(w.next_step(), Some(Step::ConnectFailed));
+        w.record(Outcome::default());
+        assert_eq!(w.phase(), Phase::Closed);
+        assert_eq!(w.next_step(), None);
+    }
+
+    #[test]
+    fn hangup_with_data_drains_before_closing() {
+        let r = Readiness::READABLE | Readiness::HANGUP;
+        // The read returned data: no close yet, the next wake-up reads on.
+        let progress = |_| Outcome { read_progress: true, ..Outcome::default() };
+        assert_eq!(run(Phase::Connected, Interest::READ, r, progress), [Step::Read]);
+        // The read found nothing: close now.
+        assert_eq!(
+            run(Phase::Connected, Interest::READ, r, |_| Outcome::default()),
+            [Step::Read, Step::Close]
+        );
+        // Not reading: close at once.
+        assert_eq!(run(Phase::Connected, Interest::NONE, r, |_| Outcome::default()), [Step::Close]);
+    }
+
+    #[test]
+    fn listener_never_sees_write_or_priority() {
+        let r = Readiness::ALL;
+        let all = Interest::READ | Interest::WRITE | Interest::PRIORITY;
+        assert_eq!(run(Phase::Listening, all, r, |_| Outcome::default()), [Step::Accept, Step::Close]);
+    }
+
+    #[test]
+    fn closing_in_read_skips_write_and_close() {
+        let all = Interest::READ | Interest::WRITE | Interest::PRIORITY;
+        let r = Readiness::ALL;
+        let closed = |_| Outcome { closed: true, ..Outcome::default() };
+        assert_eq!(run(Phase::Connected, all, r, closed), [Step::Read]);
+    }
+
+    #[test]
+    fn peer_gone_in_read_goes_straight_to_close() {
+        let all = Interest::READ | Interest::WRITE | Interest::PRIORITY;
+        let gone = |_| Outcome { peer_gone: true, ..Outcome::default() };
+        assert_eq!(
+            run(Phase::Connected, all, Readiness::READABLE | Readiness::WRITABLE, gone),
+            [Step::Read, Step::Close]
+        );
+    }
+
+    #[test]
+    fn order_is_read_write_expt() {
+        let all = Interest::READ | Interest::WRITE | Interest::PRIORITY;
+        let r = Readiness::READABLE | Readiness::WRITABLE | Readiness::PRIORITY;
+        assert_eq!(
+            run(Phase::Connected, all, r, |_| Outcome::default()),
+            [Step::Read, Step::Write, Step::Expt]
+        );
+    }
+}

@@ -1,0 +1,613 @@
+//! Layer 4: the type-erased map of channels.
+//!
+//! A [`Map`] holds channels of any role with handlers of any type, keyed the
+//! way asyncore keyed its `socket_map` — by descriptor — but behind a
+//! generation-checked [`Token`]: when a channel closes and the kernel hands
+//! its descriptor number to a new channel, the old token (and any readiness
+//! still queued for the old channel) no longer reaches anything (D20).
+//!
+//! Channels can be inserted and closed from inside callbacks, through the
+//! [`Ctx`] every callback receives, without disturbing the loop's iteration.
+
+use std::fmt;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use crate::entry::Entry;
+use crate::poller::{Backend, Event, Interest, Poller, Readiness, Source};
+use crate::report::{Level, log_info};
+
+/// A handle to a channel in a [`Map`]: its descriptor number and a
+/// generation, so a handle outlives its channel harmlessly.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Token {
+    index: u32,
+    generation: u32,
+}
+
+impl Token {
+    /// The descriptor number of the channel this token was issued for.
+    pub fn fd(self) -> i32 {
+        self.index as i32
+    }
+
+    pub(crate) fn key(self) -> u64 {
+        (u64::from(self.generation) << 32) | u64::from(self.index)
+    }
+
+    pub(crate) fn from_key(key: u64) -> Token {
+        Token { index: key as u32, generation: (key >> 32) as u32 }
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token(fd {}, generation {})", self.index, self.generation)
+    }
+}
+
+/// A channel type that can join a map with handler `H`: a stream channel
+/// (connecting or connected, raw or [`Buffered`](crate::Buffered)) with a
+/// [`StreamHandler`](crate::StreamHandler), a listener with an
+/// [`AcceptHandler`](crate::AcceptHandler), a file with a
+/// [`FileHandler`](crate::FileHandler). Sealed.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot join a map with the handler `{H}`",
+    label = "this channel and handler do not go together",
+    note = "a map holds Connecting or Connected streams (raw or Buffered) with a StreamHandler \
+            for that transport, Listening channels with an AcceptHandler, and FileFd channels \
+            with a FileHandler; Fresh and Bound sockets must connect or listen first"
+)]
+pub trait Register<H>: Sized {
+    #[doc(hidden)]
+    fn interest(&self, handler: &H) -> Interest;
+    #[doc(hidden)]
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_>;
+    #[doc(hidden)]
+    fn always_ready(&self) -> bool {
+        false
+    }
+    #[doc(hidden)]
+    fn into_entry(self, handler: H) -> Box<dyn Entry>;
+}
+
+/// An insertion that failed (the poller refused the descriptor), with the
+/// channel and handler given back.
+pub struct InsertError<C, H> {
+    /// Why the poller refused.
+    pub error: io::Error,
+    /// The channel, unchanged.
+    pub channel: C,
+    /// The handler, unchanged.
+    pub handler: H,
+}
+
+impl<C, H> fmt::Debug for InsertError<C, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InsertError").field("error", &self.error).finish_non_exhaustive()
+    }
+}
+
+impl<C, H> fmt::Display for InsertError<C, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot watch the channel: {}", self.error)
+    }
+}
+
+impl<C, H> std::error::Error for InsertError<C, H> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<C, H> From<InsertError<C, H>> for io::Error {
+    fn from(e: InsertError<C, H>) -> io::Error {
+        e.error
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    generation: u32,
+    /// The interest the poller knows for this channel.
+    interest: Interest,
+    /// A regular file: never given to the kernel, always reported ready.
+    always_ready: bool,
+    /// Taken out while its own callback runs.
+    busy: bool,
+    entry: Option<Box<dyn Entry>>,
+}
+
+/// The table and the poller: what a [`Ctx`] needs to change the map from
+/// inside a callback.
+pub(crate) struct Registry {
+    slots: Vec<Slot>,
+    len: usize,
+    always_ready: usize,
+    poller: Poller,
+}
+
+impl Registry {
+    fn new(backend: Backend) -> io::Result<Registry> {
+        Ok(Registry { slots: Vec::new(), len: 0, always_ready: 0, poller: Poller::new(backend)? })
+    }
+
+    fn live(&self, token: Token) -> Option<&Slot> {
+        self.slots
+            .get(token.index as usize)
+            .filter(|s| s.generation == token.generation && (s.entry.is_some() || s.busy))
+    }
+
+    fn insert<C: Register<H>, H>(&mut self, channel: C, handler: H) -> Result<Token, InsertError<C, H>> {
+        let index = channel.fd().as_raw_fd() as usize;
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, Slot::default);
+        }
+        let slot = &self.slots[index];
+        let token = Token { index: index as u32, generation: slot.generation };
+        if slot.entry.is_some() || slot.busy {
+            // Two owned channels cannot share a descriptor number; only a
+            // channel built from a borrowed descriptor could get here.
+            let error = io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a channel with this descriptor is already in the map",
+            );
+            return Err(InsertError { error, channel, handler });
+        }
+        let interest = channel.interest(&handler);
+        let mut always_ready = channel.always_ready();
+        if !always_ready && let Err(error) = self.poller.register(channel.fd(), token.key(), interest) {
+            if error.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) {
+                // epoll refuses what is always ready anyway (regular files).
+                always_ready = true;
+            } else {
+                return Err(InsertError { error, channel, handler });
+            }
+        }
+        let slot = &mut self.slots[index];
+        slot.interest = interest;
+        slot.always_ready = always_ready;
+        slot.entry = Some(channel.into_entry(handler));
+        self.len += 1;
+        self.always_ready += usize::from(always_ready);
+        Ok(token)
+    }
+
+    /// Takes a channel out for its callback; `None` for a stale token.
+    fn take(&mut self, token: Token) -> Option<(Box<dyn Entry>, Interest)> {
+        let slot = self.slots.get_mut(token.index as usize)?;
+        if slot.generation != token.generation {
+            return None;
+        }
+        let entry = slot.entry.take()?;
+        slot.busy = true;
+        Some((entry, slot.interest))
+    }
+
+    /// Returns a channel after its callback, asking its predicates again.
+    fn put_back(&mut self, token: Token, entry: Box<dyn Entry>) {
+        let slot = &mut self.slots[token.index as usize];
+        slot.busy = false;
+        slot.entry = Some(entry);
+        self.refresh(token);
+    }
+
+    /// Deregisters, then drops (closing the descriptor) — in that order, so no
+    /// registration outlives the channel through a duplicate descriptor (P12).
+    fn discard(&mut self, token: Token, entry: Box<dyn Entry>) {
+        let slot = &mut self.slots[token.index as usize];
+        if !slot.always_ready && self.poller.keeps_registrations() {
+            // Only fails if the kernel already forgot the descriptor.
+            let _ = self.poller.deregister(entry.fd());
+        }
+        self.always_ready -= usize::from(slot.always_ready);
+        *slot = Slot { generation: slot.generation.wrapping_add(1), ..Slot::default() };
+        self.len -= 1;
+        drop(entry);
+    }
+
+    pub(crate) fn remove(&mut self, token: Token) -> bool {
+        match self.live(token) {
+            Some(slot) if !slot.busy => {
+                let entry = self.slots[token.index as usize].entry.take();
+                self.slots[token.index as usize].busy = true;
+                if let Some(entry) = entry {
+                    self.discard(token, entry);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn refresh(&mut self, token: Token) {
+        let Some(slot) = self.slots.get_mut(token.index as usize) else { return };
+        if slot.generation != token.generation {
+            return;
+        }
+        let Some(entry) = &slot.entry else { return };
+        let interest = entry.interest();
+        if interest == slot.interest {
+            return;
+        }
+        slot.interest = interest;
+        if slot.always_ready {
+            return;
+        }
+        if let Err(e) = self.poller.reregister(entry.fd(), token.key(), interest) {
+            log_info(
+                Level::Error,
+                format_args!("cannot change interest of {}: {e}; closing it", entry.describe()),
+            );
+            let entry = slot.entry.take().expect("checked above");
+            slot.busy = true;
+            self.discard(token, entry);
+        }
+    }
+
+    fn entry_mut(&mut self, token: Token) -> Option<&mut Box<dyn Entry>> {
+        let slot = self.slots.get_mut(token.index as usize)?;
+        if slot.generation != token.generation {
+            return None;
+        }
+        slot.entry.as_mut()
+    }
+
+    fn tokens(&self) -> impl Iterator<Item = Token> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.entry.is_some())
+            .map(|(i, s)| Token { index: i as u32, generation: s.generation })
+    }
+
+    fn switch_backend(&mut self, backend: Backend) -> io::Result<()> {
+        if self.poller.backend() == backend {
+            return Ok(());
+        }
+        let mut poller = Poller::new(backend)?;
+        let mut always = Vec::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            let Some(entry) = &slot.entry else { continue };
+            let key = Token { index: i as u32, generation: slot.generation }.key();
+            match poller.register(entry.fd(), key, slot.interest) {
+                Ok(()) => always.push(false),
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
+                    always.push(true)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut flags = always.into_iter();
+        let mut count = 0;
+        for slot in self.slots.iter_mut().filter(|s| s.entry.is_some()) {
+            let always_ready = slot.always_ready || flags.next().unwrap_or(false);
+            slot.always_ready = always_ready;
+            count += usize::from(always_ready);
+        }
+        self.always_ready = count;
+        self.poller = poller;
+        Ok(())
+    }
+
+    fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
+        let timeout = if self.always_ready > 0 { Some(Duration::ZERO) } else { timeout };
+        let slots = &self.slots;
+        let sources = slots.iter().enumerate().filter(|(_, s)| !s.always_ready).filter_map(|(i, s)| {
+            let entry = s.entry.as_ref()?;
+            let key = Token { index: i as u32, generation: s.generation }.key();
+            Some(Source { fd: entry.fd(), key, interest: s.interest })
+        });
+        self.poller.wait(sources, events, timeout)?;
+        if self.always_ready > 0 {
+            for (i, s) in self.slots.iter().enumerate().filter(|(_, s)| s.always_ready && s.entry.is_some()) {
+                let mut r = Readiness::EMPTY;
+                if s.interest.is_readable() {
+                    r |= Readiness::READABLE;
+                }
+                if s.interest.is_writable() {
+                    r |= Readiness::WRITABLE;
+                }
+                if !r.is_empty() {
+                    events.push((Token { index: i as u32, generation: s.generation }.key(), r));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a callback can do to the loop beyond its own channel: add channels,
+/// close its channel or another, ask for predicates again, stop the loop.
+///
+/// Changes take effect at once for other channels; closing the current
+/// channel takes effect when the callback returns, and then nothing more is
+/// delivered to it.
+pub struct Ctx<'a> {
+    registry: &'a mut Registry,
+    token: Token,
+    closing: bool,
+    stopping: bool,
+}
+
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(registry: &'a mut Registry, token: Token) -> Self {
+        Ctx { registry, token, closing: false, stopping: false }
+    }
+
+    /// The token of the channel whose callback this is.
+    pub fn token(&self) -> Token {
+        self.token
+    }
+
+    /// Adds a channel to the loop; it is watched from the next wait on.
+    pub fn insert<C: Register<H>, H>(&mut self, channel: C, handler: H) -> Result<Token, InsertError<C, H>> {
+        self.registry.insert(channel, handler)
+    }
+
+    /// Closes this channel when the callback returns (asyncore's `close()`):
+    /// nothing more is delivered to it, and `handle_close` is not called.
+    pub fn close(&mut self) {
+        self.closing = true;
+    }
+
+    /// Whether [`close`](Self::close) was called during this wake-up.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Closes another channel now (or this one, as [`close`](Self::close)).
+    /// Returns whether the token named a live channel. Readiness already
+    /// collected for it is dropped.
+    pub fn remove(&mut self, token: Token) -> bool {
+        if token == self.token {
+            self.closing = true;
+            return true;
+        }
+        self.registry.remove(token)
+    }
+
+    /// Asks another channel's `readable()`/`writable()` again: call it after
+    /// changing state its predicates read.
+    pub fn refresh(&mut self, token: Token) {
+        if token != self.token {
+            self.registry.refresh(token);
+        }
+    }
+
+    /// Ends the loop after this callback, leaving the map as it is
+    /// (asyncore's `ExitNow`).
+    pub fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    /// How many channels the map holds, this one included.
+    pub fn len(&self) -> usize {
+        self.registry.len
+    }
+
+    /// Whether the map is empty (never, while a callback runs).
+    pub fn is_empty(&self) -> bool {
+        self.registry.len == 0
+    }
+
+    /// The handler of another channel, if it has type `H`.
+    pub fn handler_mut<H: 'static>(&mut self, token: Token) -> Option<&mut H> {
+        self.registry.entry_mut(token)?.handler_mut().downcast_mut::<H>()
+    }
+}
+
+impl fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ctx")
+            .field("token", &self.token)
+            .field("closing", &self.closing)
+            .field("stopping", &self.stopping)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Channels and their handlers, and the poller that watches them.
+///
+/// # Examples
+///
+/// ```
+/// use std::io;
+/// use rolecore::{AcceptHandler, Address, Channel, Connected, Ctx, LoopOptions, Map};
+///
+/// struct Server;
+/// impl AcceptHandler for Server {
+///     fn handle_accepted(&mut self, conn: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+///         drop(conn);
+///         cx.stop(); // one connection is enough for this example
+///         Ok(())
+///     }
+/// }
+///
+/// # fn main() -> io::Result<()> {
+/// let listener = Channel::tcp_v4()?.bind("127.0.0.1:0")?.listen(5)?;
+/// let addr = listener.local_addr()?.inet().unwrap();
+/// let mut map = Map::new()?;
+/// let token = map.insert(listener, Server)?;
+/// let _client = std::net::TcpStream::connect(addr)?;
+/// map.run(LoopOptions::default())?;
+/// assert!(map.contains(token));
+/// # Ok(())
+/// # }
+/// ```
+pub struct Map {
+    registry: Registry,
+    events: Vec<Event>,
+}
+
+impl Map {
+    /// An empty map that waits with the default backend (epoll).
+    pub fn new() -> io::Result<Map> {
+        Map::with_backend(Backend::default())
+    }
+
+    /// An empty map that waits with `backend`.
+    pub fn with_backend(backend: Backend) -> io::Result<Map> {
+        Ok(Map { registry: Registry::new(backend)?, events: Vec::new() })
+    }
+
+    /// The backend the map waits with.
+    pub fn backend(&self) -> Backend {
+        self.registry.poller.backend()
+    }
+
+    /// Switches backend, moving every registration; on failure the map keeps
+    /// its old backend.
+    pub fn set_backend(&mut self, backend: Backend) -> io::Result<()> {
+        self.registry.switch_backend(backend)
+    }
+
+    /// Adds a channel with its handler.
+    pub fn insert<C: Register<H>, H>(&mut self, channel: C, handler: H) -> Result<Token, InsertError<C, H>> {
+        self.registry.insert(channel, handler)
+    }
+
+    /// Closes and removes a channel, without calling its `handle_close`.
+    /// Returns whether the token named a live channel.
+    pub fn remove(&mut self, token: Token) -> bool {
+        self.registry.remove(token)
+    }
+
+    /// Whether the token names a live channel.
+    pub fn contains(&self, token: Token) -> bool {
+        self.registry.live(token).is_some()
+    }
+
+    /// How many channels the map holds.
+    pub fn len(&self) -> usize {
+        self.registry.len
+    }
+
+    /// Whether the map holds no channel (the loop then ends).
+    pub fn is_empty(&self) -> bool {
+        self.registry.len == 0
+    }
+
+    /// The tokens of every channel in the map.
+    pub fn tokens(&self) -> Vec<Token> {
+        self.registry.tokens().collect()
+    }
+
+    /// Closes every channel and empties the map, as asyncore's `close_all`.
+    /// No `handle_close` is called; handlers are dropped. Closing an owned
+    /// descriptor cannot fail in a way a caller could act on, so unlike
+    /// asyncore's there is nothing to ignore.
+    pub fn close_all(&mut self) {
+        for token in self.registry.tokens().collect::<Vec<_>>() {
+            self.registry.remove(token);
+        }
+    }
+
+    /// The handler of a channel, if it has type `H`.
+    pub fn handler<H: 'static>(&self, token: Token) -> Option<&H> {
+        let slot = self.registry.live(token)?;
+        slot.entry.as_ref()?.handler().downcast_ref::<H>()
+    }
+
+    /// The handler of a channel, if it has type `H`, behind a guard that asks
+    /// the channel's predicates again when dropped.
+    pub fn handler_mut<H: 'static>(&mut self, token: Token) -> Option<HandlerMut<'_, H>> {
+        self.registry.entry_mut(token)?.handler_mut().downcast_mut::<H>()?;
+        Some(HandlerMut { registry: &mut self.registry, token, handler: std::marker::PhantomData })
+    }
+
+    /// Asks a channel's `readable()`/`writable()` again.
+    pub fn refresh(&mut self, token: Token) {
+        self.registry.refresh(token);
+    }
+
+    /// Asks every channel's predicates again.
+    pub fn refresh_all(&mut self) {
+        for token in self.registry.tokens().collect::<Vec<_>>() {
+            self.registry.refresh(token);
+        }
+    }
+
+    /// One wait and the dispatch of what it reported: asyncore's `poll()`.
+    /// Returns whether a handler asked to stop.
+    pub fn poll(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+        self.events.clear();
+        self.registry.wait(&mut self.events, timeout)?;
+        for &(key, readiness) in &self.events {
+            let token = Token::from_key(key);
+            // A stale key (the channel closed earlier in this batch, maybe
+            // replaced by a new one on the same descriptor) finds nothing.
+            let Some((mut entry, interest)) = self.registry.take(token) else { continue };
+            let mut cx = Ctx::new(&mut self.registry, token);
+            entry.dispatch(readiness, interest, &mut cx);
+            let Ctx { closing, stopping, .. } = cx;
+            if closing {
+                self.registry.discard(token, entry);
+            } else {
+                self.registry.put_back(token, entry);
+            }
+            if stopping {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Runs the loop on this map: see [`LoopOptions`](crate::LoopOptions).
+    pub fn run(&mut self, options: crate::LoopOptions) -> io::Result<()> {
+        crate::event_loop::run(self, options)
+    }
+}
+
+impl fmt::Debug for Map {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Map").field("backend", &self.backend()).field("len", &self.len()).finish()
+    }
+}
+
+/// A handler borrowed from a [`Map`]; dropping it asks the channel's
+/// predicates again, so interest follows what the program changed.
+pub struct HandlerMut<'a, H: 'static> {
+    registry: &'a mut Registry,
+    token: Token,
+    handler: std::marker::PhantomData<&'a mut H>,
+}
+
+impl<H: 'static> HandlerMut<'_, H> {
+    fn get(&self) -> &H {
+        let slot = self.registry.live(self.token).expect("checked when borrowed");
+        slot.entry
+            .as_ref()
+            .expect("not busy outside the loop")
+            .handler()
+            .downcast_ref::<H>()
+            .expect("checked")
+    }
+}
+
+impl<H: 'static> std::ops::Deref for HandlerMut<'_, H> {
+    type Target = H;
+    fn deref(&self) -> &H {
+        self.get()
+    }
+}
+
+impl<H: 'static> std::ops::DerefMut for HandlerMut<'_, H> {
+    fn deref_mut(&mut self) -> &mut H {
+        let entry = self.registry.entry_mut(self.token).expect("checked when borrowed");
+        entry.handler_mut().downcast_mut::<H>().expect("checked when borrowed")
+    }
+}
+
+impl<H: 'static> Drop for HandlerMut<'_, H> {
+    fn drop(&mut self) {
+        self.registry.refresh(self.token);
+    }
+}
+
+impl<H: fmt::Debug + 'static> fmt::Debug for HandlerMut<'_, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.get().fmt(f)
+    }
+}

@@ -1,0 +1,509 @@
+//! Layer 1: readiness backends over rustix.
+//!
+//! Three backends answer one question — which descriptors are ready? — and are
+//! interchangeable at run time through a [`Backend`] value, the way asyncore's
+//! `use_poll` flag picked `select` or `poll`:
+//!
+//! | backend | cost per wait | registration | limit |
+//! |---|---|---|---|
+//! | [`Backend::Epoll`] (default) | O(ready) | kept in the kernel, changed only when interest changes | none |
+//! | [`Backend::Poll`] | O(channels) | rebuilt from the map each wait | none |
+//! | [`Backend::Select`] | O(highest fd) | rebuilt from the map each wait | none (rustix sizes the sets), but O(fd) |
+//!
+//! All three are level-triggered, so they give asyncore's semantics: a channel
+//! that is still ready is reported again on the next wait. `EINTR` is retried
+//! with the remaining timeout, and sub-millisecond timeouts are rounded up,
+//! never down to a busy loop (asyncore's `poll2` truncated them, D25).
+//!
+//! The buffers the backends fill are allocated once and reused: a wait does not
+//! allocate.
+
+mod epoll;
+mod poll;
+#[cfg(feature = "select")]
+mod select;
+
+use std::fmt;
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use rustix::event::Timespec;
+
+/// Which readiness mechanism a [`Map`](crate::Map) waits with.
+///
+/// asyncore chose between `select` and `poll` with `use_poll`; rolecore adds
+/// Linux's `epoll` and makes it the default, because its cost grows with the
+/// number of *ready* channels rather than the number of channels.
+///
+/// # Examples
+///
+/// ```
+/// use rolecore::Backend;
+///
+/// let backend: Backend = "poll".parse().unwrap();
+/// assert_eq!(backend, Backend::Poll);
+/// assert_eq!(Backend::default(), Backend::Epoll);
+/// assert!("kqueue".parse::<Backend>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// `select(2)`, as asyncore's default. Needs the `select` cargo feature
+    /// (on by default); without it, choosing it is an `Unsupported` error.
+    Select,
+    /// `poll(2)`, as asyncore's `use_poll=True`.
+    Poll,
+    /// `epoll(7)`: persistent registrations, O(ready) waits.
+    #[default]
+    Epoll,
+}
+
+impl Backend {
+    /// Every backend, in the order asyncore grew them.
+    pub const ALL: [Backend; 3] = [Backend::Select, Backend::Poll, Backend::Epoll];
+
+    /// The backend's name as [`FromStr`] accepts it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Select => "select",
+            Backend::Poll => "poll",
+            Backend::Epoll => "epoll",
+        }
+    }
+
+    /// Whether this build can use the backend (`select` needs its feature).
+    pub fn is_available(self) -> bool {
+        !matches!(self, Backend::Select) || cfg!(feature = "select")
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The error of parsing a [`Backend`] from a string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseBackendError {
+    input: String,
+}
+
+impl fmt::Display for ParseBackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown backend {:?}: expected select, poll or epoll", self.input)
+    }
+}
+
+impl std::error::Error for ParseBackendError {}
+
+impl FromStr for Backend {
+    type Err = ParseBackendError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "select" => Ok(Backend::Select),
+            "poll" => Ok(Backend::Poll),
+            "epoll" => Ok(Backend::Epoll),
+            _ => Err(ParseBackendError { input: s.to_owned() }),
+        }
+    }
+}
+
+/// What a channel wants to be told about: the answer of its handler's
+/// `readable()` and `writable()` predicates, as the poller sees it.
+///
+/// Hang-ups and errors are always reported, whatever the interest: a channel
+/// that wants nothing still learns that its peer went away (asyncore did not,
+/// P13).
+///
+/// # Examples
+///
+/// ```
+/// use rolecore::Interest;
+///
+/// let both = Interest::READ | Interest::WRITE;
+/// assert!(both.is_readable() && both.is_writable());
+/// assert!(!Interest::NONE.is_readable());
+/// ```
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Interest(u8);
+
+impl Interest {
+    /// Nothing but hang-ups and errors.
+    pub const NONE: Interest = Interest(0);
+    /// Readable: data, an incoming connection, or end of stream.
+    pub const READ: Interest = Interest(1);
+    /// Writable: room in the send buffer, or a finished connect.
+    pub const WRITE: Interest = Interest(2);
+    /// Priority (out-of-band) data.
+    pub const PRIORITY: Interest = Interest(4);
+
+    /// Whether read readiness is wanted.
+    pub const fn is_readable(self) -> bool {
+        self.0 & Self::READ.0 != 0
+    }
+    /// Whether write readiness is wanted.
+    pub const fn is_writable(self) -> bool {
+        self.0 & Self::WRITE.0 != 0
+    }
+    /// Whether priority readiness is wanted.
+    pub const fn is_priority(self) -> bool {
+        self.0 & Self::PRIORITY.0 != 0
+    }
+    /// Whether nothing at all is wanted.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// This interest with `other`'s added.
+    pub const fn add(self, other: Interest) -> Interest {
+        Interest(self.0 | other.0)
+    }
+    /// This interest with `other`'s taken away.
+    pub const fn remove(self, other: Interest) -> Interest {
+        Interest(self.0 & !other.0)
+    }
+    /// The interest of a channel from its predicates: read (with priority, as
+    /// asyncore asked `POLLIN|POLLPRI` together) and write.
+    pub const fn from_predicates(readable: bool, writable: bool, priority: bool) -> Interest {
+        let mut bits = 0;
+        if readable {
+            bits |= Self::READ.0;
+            if priority {
+                bits |= Self::PRIORITY.0;
+            }
+        }
+        if writable {
+            bits |= Self::WRITE.0;
+        }
+        Interest(bits)
+    }
+}
+
+impl std::ops::BitOr for Interest {
+    type Output = Interest;
+    fn bitor(self, rhs: Interest) -> Interest {
+        self.add(rhs)
+    }
+}
+
+impl fmt::Debug for Interest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_flags(f, self.0, &["READ", "WRITE", "PRIORITY"], "NONE")
+    }
+}
+
+/// What a backend reported for one descriptor in one wait.
+///
+/// This is the input of the [`machine`](crate::machine) layer, which turns it
+/// into asyncore's events.
+///
+/// # Examples
+///
+/// ```
+/// use rolecore::Readiness;
+///
+/// let r = Readiness::READABLE | Readiness::HANGUP;
+/// assert!(r.is_readable() && r.is_hangup() && !r.is_writable());
+/// ```
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Readiness(u8);
+
+impl Readiness {
+    /// Nothing.
+    pub const EMPTY: Readiness = Readiness(0);
+    /// `POLLIN` / `EPOLLIN` / in the read set.
+    pub const READABLE: Readiness = Readiness(1);
+    /// `POLLOUT` / `EPOLLOUT` / in the write set.
+    pub const WRITABLE: Readiness = Readiness(2);
+    /// `POLLPRI` / `EPOLLPRI` / in the exception set: out-of-band data.
+    pub const PRIORITY: Readiness = Readiness(4);
+    /// `POLLHUP` / `EPOLLHUP`: the peer hung up.
+    pub const HANGUP: Readiness = Readiness(8);
+    /// `POLLERR` / `EPOLLERR`: an error is pending on the descriptor.
+    pub const ERROR: Readiness = Readiness(16);
+    /// `POLLNVAL`: the descriptor is not open (cannot happen to an owned
+    /// channel; kept so every `poll` bit has a meaning).
+    pub const INVALID: Readiness = Readiness(32);
+    /// Every bit; the machine's exhaustive tests iterate `0..=ALL.bits()`.
+    pub const ALL: Readiness = Readiness(63);
+
+    /// The raw bits, for iteration and fuzzing.
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+    /// A readiness from raw bits; bits beyond [`Readiness::ALL`] are dropped.
+    pub const fn from_bits_truncate(bits: u8) -> Readiness {
+        Readiness(bits & Self::ALL.0)
+    }
+    /// Whether `other`'s bits are all set in `self`.
+    pub const fn contains(self, other: Readiness) -> bool {
+        self.0 & other.0 == other.0
+    }
+    /// Whether no bit is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// Readable.
+    pub const fn is_readable(self) -> bool {
+        self.0 & Self::READABLE.0 != 0
+    }
+    /// Writable.
+    pub const fn is_writable(self) -> bool {
+        self.0 & Self::WRITABLE.0 != 0
+    }
+    /// Priority data is pending.
+    pub const fn is_priority(self) -> bool {
+        self.0 & Self::PRIORITY.0 != 0
+    }
+    /// The peer hung up.
+    pub const fn is_hangup(self) -> bool {
+        self.0 & Self::HANGUP.0 != 0
+    }
+    /// An error is pending.
+    pub const fn is_error(self) -> bool {
+        self.0 & Self::ERROR.0 != 0
+    }
+    /// The descriptor was invalid.
+    pub const fn is_invalid(self) -> bool {
+        self.0 & Self::INVALID.0 != 0
+    }
+    /// Any of hang-up, error or invalid: the conditions asyncore's `readwrite`
+    /// turned into `handle_close`.
+    pub const fn is_closed(self) -> bool {
+        self.0 & (Self::HANGUP.0 | Self::ERROR.0 | Self::INVALID.0) != 0
+    }
+}
+
+impl std::ops::BitOr for Readiness {
+    type Output = Readiness;
+    fn bitor(self, rhs: Readiness) -> Readiness {
+        Readiness(self.0 | rhs.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Readiness {
+    fn bitor_assign(&mut self, rhs: Readiness) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_flags(f, self.0, &["READABLE", "WRITABLE", "PRIORITY", "HANGUP", "ERROR", "INVALID"], "EMPTY")
+    }
+}
+
+fn write_flags(f: &mut fmt::Formatter<'_>, bits: u8, names: &[&str], empty: &str) -> fmt::Result {
+    if bits == 0 {
+        return f.write_str(empty);
+    }
+    let mut first = true;
+    for (i, name) in names.iter().enumerate() {
+        if bits & (1 << i) != 0 {
+            if !first {
+                f.write_str(" | ")?;
+            }
+            f.write_str(name)?;
+            first = false;
+        }
+    }
+    Ok(())
+}
+
+/// One descriptor the map asks a rebuilding backend (poll, select) to watch.
+#[derive(Clone, Copy)]
+pub(crate) struct Source<'a> {
+    pub fd: BorrowedFd<'a>,
+    pub key: u64,
+    pub interest: Interest,
+}
+
+/// A readiness report: the registration key and what was ready.
+pub(crate) type Event = (u64, Readiness);
+
+/// The backend a map waits with. An enum rather than a `dyn` trait: the set of
+/// backends is closed, and a match is cheaper than a virtual call per wait.
+pub(crate) enum Poller {
+    Epoll(epoll::EpollPoller),
+    Poll(poll::PollPoller),
+    #[cfg(feature = "select")]
+    Select(select::SelectPoller),
+}
+
+impl Poller {
+    pub fn new(backend: Backend) -> io::Result<Poller> {
+        match backend {
+            Backend::Epoll => Ok(Poller::Epoll(epoll::EpollPoller::new()?)),
+            Backend::Poll => Ok(Poller::Poll(poll::PollPoller::new())),
+            #[cfg(feature = "select")]
+            Backend::Select => Ok(Poller::Select(select::SelectPoller::new())),
+            #[cfg(not(feature = "select"))]
+            Backend::Select => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the select backend was not compiled in: enable rolecore's `select` feature, \
+                 or use Backend::Poll or Backend::Epoll",
+            )),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Poller::Epoll(_) => Backend::Epoll,
+            Poller::Poll(_) => Backend::Poll,
+            #[cfg(feature = "select")]
+            Poller::Select(_) => Backend::Select,
+        }
+    }
+
+    /// Whether registrations live in the kernel (`register`/`reregister`/
+    /// `deregister` do work) or are rebuilt from the map on every wait.
+    pub fn keeps_registrations(&self) -> bool {
+        matches!(self, Poller::Epoll(_))
+    }
+
+    pub fn register(&mut self, fd: BorrowedFd<'_>, key: u64, interest: Interest) -> io::Result<()> {
+        match self {
+            Poller::Epoll(p) => p.register(fd, key, interest),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn reregister(&mut self, fd: BorrowedFd<'_>, key: u64, interest: Interest) -> io::Result<()> {
+        match self {
+            Poller::Epoll(p) => p.reregister(fd, key, interest),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn deregister(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        match self {
+            Poller::Epoll(p) => p.deregister(fd),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits up to `timeout` (`None`: forever) and appends what was ready to
+    /// `events`. `sources` is consulted only by the rebuilding backends.
+    pub fn wait<'a>(
+        &mut self,
+        sources: impl Iterator<Item = Source<'a>>,
+        events: &mut Vec<Event>,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        match self {
+            Poller::Epoll(p) => p.wait(events, timeout),
+            Poller::Poll(p) => p.wait(sources, events, timeout),
+            #[cfg(feature = "select")]
+            Poller::Select(p) => p.wait(sources, events, timeout),
+        }
+    }
+}
+
+/// Runs one blocking wait, retrying `EINTR` with the time that is left.
+///
+/// A signal must neither end a wait early with nothing (the caller would count
+/// an iteration that did not happen) nor restart it with the full timeout (a
+/// steady stream of signals would then block forever).
+pub(crate) fn retry_interrupted<T>(
+    timeout: Option<Duration>,
+    mut wait: impl FnMut(Option<&Timespec>) -> rustix::io::Result<T>,
+    on_timeout: T,
+) -> io::Result<T> {
+    let deadline = timeout.map(|t| (Instant::now(), t));
+    let mut spec = timeout.map(timespec);
+    loop {
+        match wait(spec.as_ref()) {
+            Ok(v) => return Ok(v),
+            Err(rustix::io::Errno::INTR) => {
+                if let Some((start, total)) = deadline {
+                    let elapsed = start.elapsed();
+                    if elapsed >= total {
+                        return Ok(on_timeout);
+                    }
+                    spec = Some(timespec(total - elapsed));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The longest single wait; longer timeouts are cut to it. About 24 days: the
+/// largest millisecond count `epoll_wait` takes, so no backend overflows.
+pub(crate) const MAX_WAIT: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// A duration as a `Timespec`, capped at [`MAX_WAIT`]. rustix rounds a
+/// `Timespec` up to whole milliseconds for `epoll_wait`, so 0.1 ms waits 1 ms
+/// rather than busy-polling.
+pub(crate) fn timespec(d: Duration) -> Timespec {
+    let d = d.min(MAX_WAIT);
+    Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as _ }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_names_round_trip() {
+        for b in Backend::ALL {
+            assert_eq!(b.name().parse::<Backend>(), Ok(b));
+            assert_eq!(b.to_string(), b.name());
+        }
+        let err = "kqueue".parse::<Backend>().unwrap_err();
+        assert!(err.to_string().contains("select, poll or epoll"));
+    }
+
+    #[test]
+    fn interest_from_predicates_adds_priority_only_with_read() {
+        assert_eq!(Interest::from_predicates(false, false, true), Interest::NONE);
+        assert_eq!(Interest::from_predicates(true, false, true), Interest::READ | Interest::PRIORITY);
+        assert_eq!(Interest::from_predicates(false, true, true), Interest::WRITE);
+        assert_eq!(format!("{:?}", Interest::READ | Interest::WRITE), "READ | WRITE");
+        assert_eq!(format!("{:?}", Interest::NONE), "NONE");
+    }
+
+    #[test]
+    fn readiness_closed_bits() {
+        assert!(!Readiness::READABLE.is_closed());
+        for bit in [Readiness::HANGUP, Readiness::ERROR, Readiness::INVALID] {
+            assert!(bit.is_closed());
+        }
+        assert_eq!(Readiness::from_bits_truncate(0xff), Readiness::ALL);
+    }
+
+    #[test]
+    fn huge_timeouts_are_capped_not_overflowed() {
+        let t = timespec(Duration::MAX);
+        assert_eq!(t.tv_sec, (i32::MAX / 1000) as i64);
+        let t = timespec(Duration::from_micros(100));
+        assert_eq!((t.tv_sec, t.tv_nsec), (0, 100_000));
+    }
+
+    #[test]
+    fn eintr_is_retried_with_the_remaining_time() {
+        let mut calls = Vec::new();
+        let result = retry_interrupted(
+            Some(Duration::from_secs(10)),
+            |t| {
+                calls.push(t.map(|t| t.tv_sec));
+                if calls.len() < 3 { Err(rustix::io::Errno::INTR) } else { Ok(7) }
+            },
+            0,
+        )
+        .unwrap();
+        assert_eq!(result, 7);
+        assert_eq!(calls.len(), 3);
+        // Each retry asks for no more than what was left.
+        assert!(calls.windows(2).all(|w| w[1] <= w[0]));
+    }
+
+    #[test]
+    fn eintr_after_the_deadline_returns_the_timeout_value() {
+        let result =
+            retry_interrupted(Some(Duration::ZERO), |_| Err::<u32, _>(rustix::io::Errno::INTR), 42).unwrap();
+        assert_eq!(result, 42);
+    }
+}

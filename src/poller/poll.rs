@@ -1,0 +1,110 @@
+//! The `poll(2)` backend: the descriptor list is rebuilt from the map on every
+//! wait, as asyncore's `poll2` did, but into a buffer that is reused.
+
+use std::io;
+use std::time::Duration;
+
+use rustix::event::{PollFd, PollFlags, poll};
+
+use super::{Event, Interest, Readiness, Source, retry_interrupted};
+
+pub(crate) struct PollPoller {
+    /// Always empty between waits; kept for its capacity. `PollFd` borrows the
+    /// descriptors it watches, so the list cannot outlive one wait, but its
+    /// allocation can: see [`recycle`].
+    spare: Vec<PollFd<'static>>,
+    keys: Vec<u64>,
+}
+
+impl PollPoller {
+    pub fn new() -> Self {
+        PollPoller { spare: Vec::new(), keys: Vec::new() }
+    }
+
+    pub fn wait<'a>(
+        &mut self,
+        sources: impl Iterator<Item = Source<'a>>,
+        events: &mut Vec<Event>,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        let mut fds: Vec<PollFd<'a>> = recycle(std::mem::take(&mut self.spare));
+        self.keys.clear();
+        for source in sources {
+            fds.push(PollFd::from_borrowed_fd(source.fd, flags(source.interest)));
+            self.keys.push(source.key);
+        }
+        let result = retry_interrupted(timeout, |t| poll(&mut fds, t), 0);
+        if result.is_ok() {
+            for (fd, &key) in fds.iter().zip(&self.keys) {
+                let r = readiness(fd.revents());
+                if !r.is_empty() {
+                    events.push((key, r));
+                }
+            }
+        }
+        self.spare = recycle(fds);
+        result.map(drop)
+    }
+}
+
+/// Empties a vector and reuses its allocation for a vector of another
+/// lifetime. The standard library collects in place when the element layouts
+/// match, so no allocation happens; if it ever did not, this would allocate
+/// and stay correct.
+// `filter_map` rather than `filter`: the element type must change lifetime.
+#[allow(clippy::unnecessary_filter_map)]
+fn recycle<'from, 'to>(mut v: Vec<PollFd<'from>>) -> Vec<PollFd<'to>> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
+}
+
+fn flags(interest: Interest) -> PollFlags {
+    let mut flags = PollFlags::empty();
+    if interest.is_readable() {
+        flags |= PollFlags::IN;
+    }
+    if interest.is_writable() {
+        flags |= PollFlags::OUT;
+    }
+    if interest.is_priority() {
+        flags |= PollFlags::PRI;
+    }
+    flags
+}
+
+fn readiness(flags: PollFlags) -> Readiness {
+    let mut r = Readiness::EMPTY;
+    if flags.contains(PollFlags::IN) {
+        r |= Readiness::READABLE;
+    }
+    if flags.contains(PollFlags::OUT) {
+        r |= Readiness::WRITABLE;
+    }
+    if flags.contains(PollFlags::PRI) {
+        r |= Readiness::PRIORITY;
+    }
+    if flags.intersects(PollFlags::HUP | PollFlags::RDHUP) {
+        r |= Readiness::HANGUP;
+    }
+    if flags.contains(PollFlags::ERR) {
+        r |= Readiness::ERROR;
+    }
+    if flags.contains(PollFlags::NVAL) {
+        r |= Readiness::INVALID;
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recycling_keeps_the_allocation() {
+        let v: Vec<PollFd<'static>> = Vec::with_capacity(64);
+        let ptr = v.as_ptr() as usize;
+        let back: Vec<PollFd<'_>> = recycle(v);
+        assert_eq!(back.capacity(), 64);
+        assert_eq!(back.as_ptr() as usize, ptr);
+    }
+}
