@@ -68,6 +68,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod address;
+mod assertions;
 mod buffered;
 pub mod channel;
 mod entry;

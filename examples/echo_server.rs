@@ -1,0 +1,88 @@
+//! The seed's echo server: every byte a client sends comes back.
+//!
+//! ```text
+//! cargo run --release --example echo_server -- [ADDR] [--backend select|poll|epoll]
+//! ```
+//!
+//! ADDR defaults to 127.0.0.1:8080 (port 0 picks a free port); the first line
+//! on stdout is `listening on HOST:PORT`.
+
+use std::io::{self, Write};
+
+use rolecore::{
+    AcceptHandler, Address, Backend, Buffered, Channel, Connected, Ctx, LoopOptions, Map, StreamHandler,
+};
+
+struct EchoHandler;
+
+impl StreamHandler<Buffered<Connected>> for EchoHandler {
+    fn handle_read(&mut self, ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0u8; 8192];
+        let n = ch.recv(&mut buf)?; // 0: the peer closed, and the loop calls handle_close
+        ch.send(&buf[..n]) // what the socket cannot take now is queued
+    }
+
+    // Back-pressure: stop reading while a slow client has not taken its echo.
+    fn readable(&self, ch: &Buffered<Connected>) -> bool {
+        ch.queued() < 1 << 20
+    }
+}
+
+struct EchoServer;
+
+impl AcceptHandler for EchoServer {
+    fn handle_accepted(
+        &mut self,
+        conn: Channel<Connected>,
+        _peer: Address,
+        cx: &mut Ctx<'_>,
+    ) -> io::Result<()> {
+        cx.insert(Buffered::new(conn), EchoHandler)?;
+        Ok(())
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("echo_server: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> io::Result<()> {
+    let (addr, backend) = parse_args()?;
+    if let Address::Unix(rolecore::UnixAddress::Path(path)) = &addr {
+        let _ = std::fs::remove_file(path); // a stale socket file from an earlier run
+    }
+    let listener = Channel::for_address(&addr)?.set_reuse_addr()?.bind(&addr)?.listen(1024)?;
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "listening on {}", listener.local_addr()?)?;
+    stdout.flush()?;
+    let mut map = Map::with_backend(backend)?;
+    map.insert(listener, EchoServer)?;
+    map.run(LoopOptions::default())
+}
+
+fn parse_args() -> io::Result<(Address, Backend)> {
+    let usage = |msg: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{msg}\nusage: echo_server [ADDR] [--backend select|poll|epoll]"),
+        )
+    };
+    let mut addr: Address = "127.0.0.1:8080".parse().expect("a valid default");
+    let mut backend = Backend::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--backend" {
+            let name = args.next().ok_or_else(|| usage("--backend needs a value".into()))?;
+            backend = name.parse().map_err(|e| usage(format!("{e}")))?;
+        } else {
+            addr = arg.parse().map_err(|e| usage(format!("{e}")))?;
+        }
+    }
+    Ok((addr, backend))
+}
