@@ -68,6 +68,10 @@ fn run<H, C, R: Role>(
 enum StreamState<T: Transport> {
     Connecting(T::Pending),
     Connected(T),
+    /// The peer ended its side of the stream while output was still queued:
+    /// no more reads, the queue goes out, then `handle_close` (P14: asyncore
+    /// dropped it).
+    Draining(T),
     /// Only inside `dispatch`, for the instant the connecting transport is
     /// moved out to become the connected one.
     Moving,
@@ -86,7 +90,7 @@ impl<T: Transport, H: StreamHandler<T>> Entry for StreamEntry<T, H> {
     fn fd(&self) -> BorrowedFd<'_> {
         match &self.state {
             StreamState::Connecting(p) => p.channel().as_fd(),
-            StreamState::Connected(t) => t.channel().as_fd(),
+            StreamState::Connected(t) | StreamState::Draining(t) => t.channel().as_fd(),
             StreamState::Moving => unreachable!("no descriptor while moving"),
         }
     }
@@ -97,11 +101,19 @@ impl<T: Transport, H: StreamHandler<T>> Entry for StreamEntry<T, H> {
             // hang-up/error, which are always watched).
             StreamState::Connecting(_) => Interest::WRITE,
             StreamState::Connected(t) => stream_interest(&self.handler, t),
+            StreamState::Draining(_) => Interest::WRITE,
             StreamState::Moving => Interest::NONE,
         }
     }
 
     fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) {
+        if let StreamState::Draining(t) = &mut self.state {
+            if drained(t, readiness) {
+                self.handler.handle_close(t, cx);
+                cx.close();
+            }
+            return;
+        }
         let phase = match self.state {
             StreamState::Connecting(_) => Phase::Connecting,
             _ => Phase::Connected,
@@ -148,6 +160,18 @@ impl<T: Transport, H: StreamHandler<T>> Entry for StreamEntry<T, H> {
                 Step::Read => run(handler, t, cx, T::channel_mut, H::handle_read, H::handle_error),
                 Step::Write => run(handler, t, cx, T::channel_mut, H::handle_write, H::handle_error),
                 Step::Expt => run(handler, t, cx, T::channel_mut, H::handle_expt, H::handle_error),
+                Step::Close
+                    if t.has_queued_output()
+                        && t.channel().observed().has(Observed::EOF)
+                        && !readiness.is_error() =>
+                {
+                    let StreamState::Connected(t) = std::mem::replace(&mut self.state, StreamState::Moving)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    self.state = StreamState::Draining(t);
+                    Outcome::default()
+                }
                 Step::Close => {
                     handler.handle_close(t, cx);
                     cx.close();
@@ -172,9 +196,25 @@ impl<T: Transport, H: StreamHandler<T>> Entry for StreamEntry<T, H> {
     fn describe(&self) -> String {
         match &self.state {
             StreamState::Connecting(p) => format!("{:?}", p.channel()),
-            StreamState::Connected(t) => format!("{:?}", t.channel()),
+            StreamState::Connected(t) | StreamState::Draining(t) => format!("{:?}", t.channel()),
             StreamState::Moving => String::new(),
         }
+    }
+}
+
+/// One write event of a draining stream; whether it is done (queue empty,
+/// or the peer is gone altogether).
+fn drained<T: Transport>(t: &mut T, readiness: Readiness) -> bool {
+    if readiness.is_error() || (readiness.is_closed() && !readiness.is_writable()) {
+        return true;
+    }
+    if !readiness.is_writable() {
+        return false;
+    }
+    t.channel_mut().reset_observed();
+    match t.send_queued() {
+        Ok(()) => !t.has_queued_output() || t.channel().observed().has(Observed::PEER_GONE),
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
     }
 }
 

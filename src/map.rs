@@ -292,7 +292,11 @@ impl Registry {
     }
 
     fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
-        let timeout = if self.always_ready > 0 { Some(Duration::ZERO) } else { timeout };
+        // A regular file that wants something is ready now: do not sleep. One
+        // that wants nothing must not turn the wait into a busy loop.
+        let files_ready = self.always_ready > 0
+            && self.slots.iter().any(|s| s.always_ready && s.entry.is_some() && !s.interest.is_empty());
+        let timeout = if files_ready { Some(Duration::ZERO) } else { timeout };
         let slots = &self.slots;
         let sources = slots.iter().enumerate().filter(|(_, s)| !s.always_ready).filter_map(|(i, s)| {
             let entry = s.entry.as_ref()?;
@@ -300,7 +304,7 @@ impl Registry {
             Some(Source { fd: entry.fd(), key, interest: s.interest })
         });
         self.poller.wait(sources, events, timeout)?;
-        if self.always_ready > 0 {
+        if files_ready {
             for (i, s) in self.slots.iter().enumerate().filter(|(_, s)| s.always_ready && s.entry.is_some()) {
                 let mut r = Readiness::EMPTY;
                 if s.interest.is_readable() {
@@ -392,9 +396,12 @@ impl<'a> Ctx<'a> {
         self.registry.len == 0
     }
 
-    /// The handler of another channel, if it has type `H`.
-    pub fn handler_mut<H: 'static>(&mut self, token: Token) -> Option<&mut H> {
-        self.registry.entry_mut(token)?.handler_mut().downcast_mut::<H>()
+    /// The handler of another channel, if it has type `H`, behind a guard
+    /// that asks that channel's predicates again when dropped (so a handler
+    /// can queue work on another, e.g. a chat room relaying a line). `None`
+    /// for this callback's own channel: it is the `self` of the callback.
+    pub fn handler_mut<H: 'static>(&mut self, token: Token) -> Option<HandlerMut<'_, H>> {
+        HandlerMut::new(self.registry, token)
     }
 }
 
@@ -513,8 +520,7 @@ impl Map {
     /// The handler of a channel, if it has type `H`, behind a guard that asks
     /// the channel's predicates again when dropped.
     pub fn handler_mut<H: 'static>(&mut self, token: Token) -> Option<HandlerMut<'_, H>> {
-        self.registry.entry_mut(token)?.handler_mut().downcast_mut::<H>()?;
-        Some(HandlerMut { registry: &mut self.registry, token, handler: std::marker::PhantomData })
+        HandlerMut::new(&mut self.registry, token)
     }
 
     /// Asks a channel's `readable()`/`writable()` again.
@@ -574,7 +580,12 @@ pub struct HandlerMut<'a, H: 'static> {
     handler: std::marker::PhantomData<&'a mut H>,
 }
 
-impl<H: 'static> HandlerMut<'_, H> {
+impl<'a, H: 'static> HandlerMut<'a, H> {
+    fn new(registry: &'a mut Registry, token: Token) -> Option<Self> {
+        registry.entry_mut(token)?.handler_mut().downcast_mut::<H>()?;
+        Some(HandlerMut { registry, token, handler: std::marker::PhantomData })
+    }
+
     fn get(&self) -> &H {
         let slot = self.registry.live(self.token).expect("checked when borrowed");
         slot.entry

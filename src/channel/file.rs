@@ -50,7 +50,7 @@ impl Channel<FileFd> {
         loop {
             return match rustix::io::read(&self.fd, &mut *buf) {
                 Ok(0) => {
-                    self.observe(Observed::PEER_GONE);
+                    self.observe(Observed::PEER_GONE | Observed::EOF);
                     Ok(0)
                 }
                 Ok(n) => {

@@ -50,8 +50,12 @@ pub struct Channel<R: Role> {
 pub(crate) struct Observed(u8);
 
 impl Observed {
+    /// The peer is gone: end of stream, or a disconnection error.
     pub const PEER_GONE: u8 = 1;
     pub const READ_PROGRESS: u8 = 2;
+    /// A clean end of stream (the peer shut down its sending side): it may
+    /// still read what we send.
+    pub const EOF: u8 = 4;
 
     pub fn has(self, bit: u8) -> bool {
         self.0 & bit != 0

@@ -249,7 +249,7 @@ impl Channel<Connected> {
         loop {
             return match net::recv(&self.fd, &mut *buf, flags) {
                 Ok((0, _)) => {
-                    self.observe(Observed::PEER_GONE);
+                    self.observe(Observed::PEER_GONE | Observed::EOF);
                     Ok(0)
                 }
                 Ok((n, _)) => {

@@ -392,6 +392,7 @@ impl Poller {
         events: &mut Vec<Event>,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
+        let timeout = timeout.map(round_up_to_millis);
         match self {
             Poller::Epoll(p) => p.wait(events, timeout),
             Poller::Poll(p) => p.wait(sources, events, timeout),
@@ -427,6 +428,17 @@ pub(crate) fn retry_interrupted<T>(
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// Rounds a non-zero timeout below one millisecond up to one millisecond, on
+/// every backend alike: asyncore's `poll2` truncated 0.9 ms to 0 and spun
+/// (D25); `select` and `ppoll` would honour 100 ns and nearly spin.
+pub(crate) fn round_up_to_millis(timeout: Duration) -> Duration {
+    if timeout > Duration::ZERO && timeout < Duration::from_millis(1) {
+        Duration::from_millis(1)
+    } else {
+        timeout
     }
 }
 
@@ -480,6 +492,14 @@ mod tests {
         assert_eq!(t.tv_sec, (i32::MAX / 1000) as i64);
         let t = timespec(Duration::from_micros(100));
         assert_eq!((t.tv_sec, t.tv_nsec), (0, 100_000));
+    }
+
+    #[test]
+    fn sub_millisecond_timeouts_round_up_and_zero_stays_zero() {
+        assert_eq!(round_up_to_millis(Duration::from_nanos(1)), Duration::from_millis(1));
+        assert_eq!(round_up_to_millis(Duration::from_micros(900)), Duration::from_millis(1));
+        assert_eq!(round_up_to_millis(Duration::ZERO), Duration::ZERO);
+        assert_eq!(round_up_to_millis(Duration::from_micros(1500)), Duration::from_micros(1500));
     }
 
     #[test]
