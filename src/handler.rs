@@ -137,6 +137,22 @@ impl Pending for Channel<Connecting> {
 ///         ch.send(&buf[..n])          // whatever the socket cannot take is queued
 ///     }
 /// }
+///
+/// # fn main() -> io::Result<()> {
+/// use std::io::{Read, Write};
+/// use rolecore::{Channel, LoopOptions, Map};
+///
+/// let (ours, mut theirs) = std::os::unix::net::UnixStream::pair()?;
+/// let mut map = Map::new()?;
+/// map.insert(Buffered::new(Channel::try_from(ours)?), Echo)?;
+/// theirs.write_all(b"ping")?;
+/// theirs.shutdown(std::net::Shutdown::Write)?;
+/// map.run(LoopOptions::default())?; // until the peer's end of stream empties the map
+/// let mut echoed = String::new();
+/// theirs.read_to_string(&mut echoed)?;
+/// assert_eq!(echoed, "ping");
+/// # Ok(())
+/// # }
 /// ```
 pub trait StreamHandler<T: Transport = Channel<Connected>>: 'static {
     /// Whether to watch for incoming data. Default: always.
@@ -213,12 +229,26 @@ pub trait StreamHandler<T: Transport = Channel<Connected>>: 'static {
 /// struct Refuser;
 ///
 /// impl AcceptHandler for Refuser {
-///     fn handle_accepted(&mut self, conn: Channel<Connected>, peer: Address, _cx: &mut Ctx<'_>) -> io::Result<()> {
+///     fn handle_accepted(&mut self, conn: Channel<Connected>, peer: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
 ///         println!("turning away {peer}");
 ///         drop(conn); // closes it
+///         cx.close(); // and stop listening
 ///         Ok(())
 ///     }
 /// }
+///
+/// # fn main() -> io::Result<()> {
+/// use rolecore::{LoopOptions, Map};
+///
+/// let listener = Channel::tcp_v4()?.bind("127.0.0.1:0")?.listen(5)?;
+/// let addr = listener.local_addr()?.inet().unwrap();
+/// let mut map = Map::new()?;
+/// map.insert(listener, Refuser)?;
+/// let client = std::net::TcpStream::connect(addr)?;
+/// map.run(LoopOptions::default())?; // ends when the listener closed itself
+/// # drop(client);
+/// # Ok(())
+/// # }
 /// ```
 pub trait AcceptHandler: 'static {
     /// Whether to watch for incoming connections. Default: always.

@@ -572,7 +572,7 @@ impl fmt::Debug for Map {
     }
 }
 
-/// A handler borrowed from a [`Map`]; dropping it asks the channel's
+/// A handler borrowed from a [`Map`] or a [`Ctx`]; dropping it asks the channel's
 /// predicates again, so interest follows what the program changed.
 pub struct HandlerMut<'a, H: 'static> {
     registry: &'a mut Registry,

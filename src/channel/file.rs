@@ -19,8 +19,8 @@ impl Channel<FileFd> {
     /// use rolecore::Channel;
     ///
     /// # fn main() -> std::io::Result<()> {
-    /// let (reader, _writer) = rustix::pipe::pipe()?;
-    /// let channel = Channel::file(reader)?;
+    /// let (reader, _writer) = std::io::pipe()?;
+    /// let channel = Channel::file(reader.into())?;
     /// # drop(channel);
     /// # Ok(())
     /// # }
@@ -30,6 +30,29 @@ impl Channel<FileFd> {
             Ok(()) => Ok(Channel::from_fd(fd)),
             Err(e) => Err(RoleError::new(e, fd)),
         }
+    }
+
+    /// Duplicates `fd` (close-on-exec) and adopts the duplicate, as asyncore's
+    /// `file_dispatcher(fd)`: the caller keeps, and must close, the original.
+    ///
+    /// The duplicate shares the original's open file description, so making
+    /// it non-blocking makes the original non-blocking too: after
+    /// `Channel::dup_file(std::io::stdin())`, blocking reads of stdin
+    /// elsewhere in the program can fail with `WouldBlock`.
+    ///
+    /// ```
+    /// use rolecore::Channel;
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let (reader, _writer) = std::io::pipe()?;
+    /// let channel = Channel::dup_file(&reader)?;
+    /// assert_ne!(channel.fileno(), std::os::fd::AsRawFd::as_raw_fd(&reader));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn dup_file(fd: impl AsFd) -> io::Result<Channel<FileFd>> {
+        let dup = rustix::io::fcntl_dupfd_cloexec(fd, 0)?;
+        Channel::file(dup).map_err(io::Error::from)
     }
 
     /// Whether the descriptor is a regular file. epoll refuses those, and
