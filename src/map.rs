@@ -254,6 +254,11 @@ impl Registry {
         slot.entry.as_mut()
     }
 
+    fn token_at(&self, index: usize) -> Option<Token> {
+        let slot = self.slots.get(index).filter(|s| s.entry.is_some())?;
+        Some(Token { index: index as u32, generation: slot.generation })
+    }
+
     fn tokens(&self) -> impl Iterator<Item = Token> + '_ {
         self.slots
             .iter()
@@ -506,8 +511,10 @@ impl Map {
     /// descriptor cannot fail in a way a caller could act on, so unlike
     /// asyncore's there is nothing to ignore.
     pub fn close_all(&mut self) {
-        for token in self.registry.tokens().collect::<Vec<_>>() {
-            self.registry.remove(token);
+        for index in 0..self.registry.slots.len() {
+            if let Some(token) = self.registry.token_at(index) {
+                self.registry.remove(token);
+            }
         }
     }
 
@@ -530,8 +537,10 @@ impl Map {
 
     /// Asks every channel's predicates again.
     pub fn refresh_all(&mut self) {
-        for token in self.registry.tokens().collect::<Vec<_>>() {
-            self.registry.refresh(token);
+        for index in 0..self.registry.slots.len() {
+            if let Some(token) = self.registry.token_at(index) {
+                self.registry.refresh(token);
+            }
         }
     }
 
