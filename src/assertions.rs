@@ -4,8 +4,15 @@
 
 use static_assertions::{assert_eq_size, assert_impl_all, assert_not_impl_any};
 
+use std::os::fd::OwnedFd;
+
+use crate::address::{Address, ParseAddressError};
+use crate::buffered::{BufferFull, Buffered};
 use crate::channel::{Bound, Channel, Connected, Connecting, FileFd, Fresh, Listening};
+use crate::error::RoleError;
+use crate::event_loop::{LoopOptions, Refresh};
 use crate::map::{Map, Token};
+use crate::poller::{Backend, Interest, ParseBackendError, Readiness};
 
 // A channel is an owned descriptor: it can move to another thread (to be
 // inserted into that thread's map).
@@ -25,3 +32,41 @@ assert_eq_size!(Token, u64);
 
 // A channel is its descriptor plus one byte of bookkeeping.
 assert_eq_size!(Channel<Connected>, u64);
+
+// One owner per descriptor (D9, D10): a channel cannot be duplicated or made
+// from nothing, in any role. Closing is dropping; a copy would outlive it.
+assert_not_impl_any!(Channel<Fresh>: Clone, Default);
+assert_not_impl_any!(Channel<Bound>: Clone, Default);
+assert_not_impl_any!(Channel<Connecting>: Clone, Default);
+assert_not_impl_any!(Channel<Connected>: Clone, Default);
+assert_not_impl_any!(Channel<Listening>: Clone, Default);
+assert_not_impl_any!(Channel<FileFd>: Clone, Default);
+assert_not_impl_any!(Buffered<Connecting>: Clone, Default);
+assert_not_impl_any!(Buffered<Connected>: Clone, Default);
+
+// A buffered stream, queue included, moves between threads like its channel.
+assert_impl_all!(Buffered<Connecting>: Send, Sync, std::fmt::Debug);
+assert_impl_all!(Buffered<Connected>: Send, Sync, std::fmt::Debug);
+
+// A failed role change is an ordinary error value that still owns the channel:
+// it crosses threads, boxes into `dyn Error + Send + Sync`, and `?` turns it
+// into an `io::Error`.
+assert_impl_all!(RoleError<Channel<Fresh>>: Send, Sync, std::error::Error, std::fmt::Debug);
+assert_impl_all!(RoleError<Channel<Bound>>: Send, Sync, std::error::Error, std::fmt::Debug);
+assert_impl_all!(RoleError<OwnedFd>: Send, Sync, std::error::Error, std::fmt::Debug);
+assert_impl_all!(std::io::Error: From<RoleError<Channel<Fresh>>>, From<RoleError<Channel<Bound>>>, From<RoleError<OwnedFd>>);
+assert_impl_all!(BufferFull: Copy, Send, Sync, std::error::Error);
+assert_impl_all!(ParseAddressError: Send, Sync, std::error::Error);
+assert_impl_all!(ParseBackendError: Send, Sync, std::error::Error);
+
+// Plain values: copy them, compare them, print them, send them.
+assert_impl_all!(Backend: Copy, Send, Sync, Eq, std::hash::Hash, std::fmt::Debug, std::fmt::Display, Default);
+assert_impl_all!(Interest: Copy, Send, Sync, Eq, std::hash::Hash, std::fmt::Debug, Default);
+assert_impl_all!(Readiness: Copy, Send, Sync, Eq, std::hash::Hash, std::fmt::Debug, Default);
+assert_impl_all!(LoopOptions: Copy, Send, Sync, std::fmt::Debug, Default);
+assert_impl_all!(Refresh: Copy, Send, Sync, Eq, std::fmt::Debug, Default);
+assert_impl_all!(Address: Clone, Send, Sync, Eq, std::hash::Hash, std::fmt::Display);
+
+// Interest and readiness are one byte each: the map stores one per channel.
+assert_eq_size!(Interest, u8);
+assert_eq_size!(Readiness, u8);

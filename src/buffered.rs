@@ -221,7 +221,7 @@ impl Pending for Buffered<Connecting> {
     fn channel(&self) -> &Channel<Connecting> {
         &self.channel
     }
-    fn into_ready(self) -> Buffered<Connected> {
+    fn into_ready(self, _: crate::handler::Seal) -> Buffered<Connected> {
         Buffered {
             channel: self.channel.into_connected(),
             queue: self.queue,

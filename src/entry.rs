@@ -130,7 +130,7 @@ impl<T: Transport, H: StreamHandler<T>> Entry for StreamEntry<T, H> {
                 };
                 match pending.channel().connect_result() {
                     Ok(()) => {
-                        self.state = StreamState::Connected(pending.into_ready());
+                        self.state = StreamState::Connected(pending.into_ready(crate::handler::Seal(())));
                         wakeup.connect_result(true);
                     }
                     Err(e) => {

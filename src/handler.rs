@@ -45,7 +45,14 @@ use crate::report::{Level, log_info};
 
 mod sealed {
     pub trait Sealed {}
+
+    /// A value only rolecore can make: methods that take it are callable
+    /// only from inside the crate, though their trait is public.
+    #[derive(Debug)]
+    pub struct Seal(pub(crate) ());
 }
+
+pub(crate) use sealed::Seal;
 
 /// What a stream handler is handed: a [`Channel<Connected>`], or a
 /// [`Buffered`] one that queues what the socket cannot take yet. Sealed.
@@ -75,9 +82,11 @@ pub trait Pending: sealed::Sealed + 'static {
     /// The connecting channel underneath.
     fn channel(&self) -> &Channel<Connecting>;
 
-    /// Becomes connected.
+    /// Becomes connected. Only the loop can call it (it alone knows the
+    /// connect completed): the [`Seal`](sealed::Seal) argument cannot be made
+    /// outside rolecore.
     #[doc(hidden)]
-    fn into_ready(self) -> Self::Ready;
+    fn into_ready(self, seal: sealed::Seal) -> Self::Ready;
 }
 
 impl sealed::Sealed for Channel<Connected> {}
@@ -106,7 +115,7 @@ impl Pending for Channel<Connecting> {
     fn channel(&self) -> &Channel<Connecting> {
         self
     }
-    fn into_ready(self) -> Channel<Connected> {
+    fn into_ready(self, _: sealed::Seal) -> Channel<Connected> {
         self.into_connected()
     }
 }
@@ -154,6 +163,12 @@ impl Pending for Channel<Connecting> {
 /// # Ok(())
 /// # }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a stream handler for `{T}`",
+    label = "needs `impl StreamHandler<{T}> for {Self}`",
+    note = "streams (Connecting/Connected channels, raw or Buffered) take a StreamHandler; \
+            listeners take an AcceptHandler; files take a FileHandler"
+)]
 pub trait StreamHandler<T: Transport = Channel<Connected>>: 'static {
     /// Whether to watch for incoming data. Default: always.
     fn readable(&self, ch: &T) -> bool {
@@ -250,6 +265,11 @@ pub trait StreamHandler<T: Transport = Channel<Connected>>: 'static {
 /// # Ok(())
 /// # }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an accept handler",
+    label = "needs `impl AcceptHandler for {Self}`",
+    note = "listeners take an AcceptHandler; streams take a StreamHandler; files take a FileHandler"
+)]
 pub trait AcceptHandler: 'static {
     /// Whether to watch for incoming connections. Default: always.
     fn readable(&self, ch: &Channel<Listening>) -> bool {
@@ -289,6 +309,11 @@ pub trait AcceptHandler: 'static {
 }
 
 /// The handler of a pipe, terminal or file: asyncore's `file_dispatcher`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a file handler",
+    label = "needs `impl FileHandler for {Self}`",
+    note = "files take a FileHandler; streams take a StreamHandler; listeners take an AcceptHandler"
+)]
 pub trait FileHandler: 'static {
     /// Whether to watch for data. Default: always.
     fn readable(&self, ch: &Channel<FileFd>) -> bool {

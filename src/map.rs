@@ -53,7 +53,7 @@ impl fmt::Debug for Token {
 /// [`AcceptHandler`](crate::AcceptHandler), a file with a
 /// [`FileHandler`](crate::FileHandler). Sealed.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot join a map with the handler `{H}`",
+    message = "`{Self}` cannot join a map with this handler",
     label = "this channel and handler do not go together",
     note = "a map holds Connecting or Connected streams (raw or Buffered) with a StreamHandler \
             for that transport, Listening channels with an AcceptHandler, and FileFd channels \
@@ -187,6 +187,15 @@ impl Registry {
 
     /// Returns a channel after its callback, asking its predicates again.
     fn put_back(&mut self, token: Token, entry: Box<dyn Entry>) {
+        if entry.fd().as_raw_fd() as u32 != token.index {
+            // The handler swapped its `&mut Channel` for another channel: the
+            // slot no longer matches the descriptor the poller watches.
+            log_info(
+                Level::Error,
+                format_args!("a handler replaced its channel {}; closing it", entry.describe()),
+            );
+            return self.discard(token, entry);
+        }
         let slot = &mut self.slots[token.index as usize];
         slot.busy = false;
         slot.entry = Some(entry);

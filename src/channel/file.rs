@@ -25,7 +25,25 @@ impl Channel<FileFd> {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// A socket is refused (`InvalidInput`): its role must be checked, with
+    /// `Channel::<Connected>::try_from` or `Channel::<Listening>::try_from`,
+    /// or a listener could pass for a file that can `send`.
     pub fn file(fd: OwnedFd) -> Result<Channel<FileFd>, RoleError<OwnedFd>> {
+        let is_socket = rustix::fs::fstat(&fd)
+            .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket);
+        match is_socket {
+            Ok(false) => {}
+            Ok(true) => {
+                let e = io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a socket is not a file channel: adopt it with Channel::<Connected>::try_from \
+                     or Channel::<Listening>::try_from, which check its role",
+                );
+                return Err(RoleError::new(e, fd));
+            }
+            Err(e) => return Err(RoleError::new(e.into(), fd)),
+        }
         match set_nonblocking(fd.as_fd()) {
             Ok(()) => Ok(Channel::from_fd(fd)),
             Err(e) => Err(RoleError::new(e, fd)),

@@ -122,6 +122,12 @@ impl<R: Role> Channel<R> {
         self.observed.0 |= bit;
     }
 
+    /// Closes the channel, as asyncore's `close()`; dropping it does the same.
+    /// The channel is consumed: nothing can use it afterwards (D10).
+    pub fn close(self) {
+        drop(self);
+    }
+
     /// The descriptor number, for logs and for asyncore's fd-keyed view.
     pub fn fileno(&self) -> RawFd {
         self.fd.as_raw_fd()
