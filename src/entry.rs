@@ -248,6 +248,7 @@ macro_rules! register_stream {
 
 register_stream!(Channel<Connected>, Channel<Connecting>);
 register_stream!(Buffered<Connected>, Buffered<Connecting>);
+register_stream!(crate::chat::AsyncChat<Connected>, crate::chat::AsyncChat<Connecting>);
 
 // ---- listeners ---------------------------------------------------------------
 

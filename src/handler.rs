@@ -93,6 +93,8 @@ impl sealed::Sealed for Channel<Connected> {}
 impl sealed::Sealed for Channel<Connecting> {}
 impl sealed::Sealed for Buffered<Connected> {}
 impl sealed::Sealed for Buffered<Connecting> {}
+impl sealed::Sealed for crate::chat::AsyncChat<Connected> {}
+impl sealed::Sealed for crate::chat::AsyncChat<Connecting> {}
 
 impl Transport for Channel<Connected> {
     type Pending = Channel<Connecting>;

@@ -18,7 +18,7 @@
 //! | 4 | [`Map`] | channels of every role with handlers of every type, behind generation-checked [`Token`]s |
 //! | 5 | [`loop_`], [`LoopOptions`] | asyncore's `loop`: wait, dispatch, until the map is empty |
 //! | 6 | [`StreamHandler`], [`AcceptHandler`], [`FileHandler`] | the callbacks you write, each only where its event can happen |
-//! | 7 | [`Buffered`] | `dispatcher_with_send`: sends that queue what the socket cannot take yet |
+//! | 7 | [`Buffered`], [`chat`] | `dispatcher_with_send` (sends that queue what the socket cannot take yet) and `async_chat` (records split at terminators, producers) |
 //!
 //! A typical server uses layers 3 to 7: it creates channels, implements
 //! handlers, inserts both into a [`Map`] and runs it.
@@ -71,6 +71,7 @@ mod address;
 mod assertions;
 mod buffered;
 pub mod channel;
+pub mod chat;
 mod entry;
 mod error;
 mod event_loop;
@@ -83,6 +84,7 @@ pub mod report;
 pub use address::{Address, ParseAddressError, ToAddress, UnixAddress};
 pub use buffered::{BufferFull, Buffered, DEFAULT_OUTPUT_LIMIT, SEND_CHUNK};
 pub use channel::{Bound, Channel, Connected, Connecting, Family, FileFd, Fresh, Listening, Role, SockType};
+pub use chat::{AsyncChat, ChatHandler, Producer, SimpleProducer, Terminator};
 pub use error::{RoleError, is_disconnect};
 pub use event_loop::{DEFAULT_TIMEOUT, LoopOptions, Refresh, close_all, loop_, with_socket_map};
 pub use handler::{AcceptHandler, FileHandler, Pending, StreamHandler, Transport};

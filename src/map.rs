@@ -123,6 +123,9 @@ struct Slot {
 /// inside a callback.
 pub(crate) struct Registry {
     slots: Vec<Slot>,
+    /// One read buffer for the whole map, lent to callbacks in turn: no
+    /// per-connection buffer, no zeroing per read.
+    scratch: Vec<u8>,
     len: usize,
     always_ready: usize,
     poller: Poller,
@@ -130,7 +133,13 @@ pub(crate) struct Registry {
 
 impl Registry {
     fn new(backend: Backend) -> io::Result<Registry> {
-        Ok(Registry { slots: Vec::new(), len: 0, always_ready: 0, poller: Poller::new(backend)? })
+        Ok(Registry {
+            slots: Vec::new(),
+            scratch: Vec::new(),
+            len: 0,
+            always_ready: 0,
+            poller: Poller::new(backend)?,
+        })
     }
 
     fn live(&self, token: Token) -> Option<&Slot> {
@@ -392,6 +401,20 @@ impl<'a> Ctx<'a> {
         if token != self.token {
             self.registry.refresh(token);
         }
+    }
+
+    /// Lends the map's read buffer, at least `len` bytes long; give it back
+    /// with [`put_scratch`](Self::put_scratch).
+    pub(crate) fn take_scratch(&mut self, len: usize) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.registry.scratch);
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        buf
+    }
+
+    pub(crate) fn put_scratch(&mut self, buf: Vec<u8>) {
+        self.registry.scratch = buf;
     }
 
     /// Ends the loop after this callback, leaving the map as it is

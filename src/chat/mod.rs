@@ -1,0 +1,558 @@
+//! Layer 7: `async_chat`, for conversational protocols.
+//!
+//! An [`AsyncChat`] is a stream transport that splits what it receives into
+//! records at a [`Terminator`] — a byte string, a byte count, or none — and
+//! queues what it sends, from plain bytes or from [`Producer`]s. Its handler
+//! implements [`ChatHandler`]: `collect_incoming_data` receives the bytes of
+//! a record as they arrive, `found_terminator` runs when the record ends.
+//!
+//! asynchat's observable rules are kept: records split at any byte boundary
+//! give the same calls; the terminator may change inside `found_terminator`
+//! and applies to the rest of the buffer at once; a count that completes
+//! becomes "no terminator" until another is set; at end of stream a trailing
+//! record without its terminator was collected but gets no
+//! `found_terminator` (P16). What changes on purpose: the terminator is a
+//! typed value set at construction (D14), a `push` after `close_when_done`
+//! is an error instead of silently lost (D16), input is bounded (a record
+//! longer than [`AsyncChat::max_record`] is a [`RecordTooLong`] error, by
+//! default reported and closed), and output is bounded.
+//!
+//! # Examples
+//!
+//! A line-based server that answers each line with its length:
+//!
+//! ```
+//! use std::io;
+//! use rolecore::{AsyncChat, ChatHandler, Ctx};
+//!
+//! struct LineLength;
+//!
+//! impl ChatHandler for LineLength {
+//!     fn found_terminator(&mut self, chat: &mut AsyncChat, _cx: &mut Ctx<'_>) -> io::Result<()> {
+//!         let line = chat.take_incoming();
+//!         chat.push(format!("{}\n", line.len()).as_bytes())
+//!     }
+//! }
+//!
+//! # fn main() -> io::Result<()> {
+//! use std::io::{Read, Write};
+//! use rolecore::{Channel, LoopOptions, Map, Terminator};
+//!
+//! let (ours, mut theirs) = std::os::unix::net::UnixStream::pair()?;
+//! let mut map = Map::new()?;
+//! map.insert(AsyncChat::new(Channel::try_from(ours)?, Terminator::bytes(b"\n")), LineLength)?;
+//! theirs.write_all(b"hello\nworld!\n")?;
+//! theirs.shutdown(std::net::Shutdown::Write)?;
+//! map.run(LoopOptions::default())?;
+//! let mut answers = String::new();
+//! theirs.read_to_string(&mut answers)?;
+//! assert_eq!(answers, "5\n6\n");
+//! # Ok(())
+//! # }
+//! ```
+
+mod producer;
+mod terminator;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+
+pub use producer::{Producer, SimpleProducer};
+pub use terminator::{Framed, Framer, RecordTooLong, Split, Terminator, find_prefix_at_end, next_split};
+
+use crate::channel::{Channel, Connected, Connecting, Role};
+use crate::handler::{Pending, StreamHandler, Transport};
+use crate::map::Ctx;
+use crate::report::{Level, log_info};
+
+/// asynchat's `ac_in_buffer_size`: the most bytes one read takes.
+pub const DEFAULT_IN_BUFFER_SIZE: usize = 64 * 1024;
+/// asynchat's `ac_out_buffer_size`: the most bytes one send gives.
+pub const DEFAULT_OUT_BUFFER_SIZE: usize = 64 * 1024;
+/// The default bound on one record under a byte terminator: 1 MiB.
+pub const DEFAULT_MAX_RECORD: usize = 1024 * 1024;
+/// The default bound on queued output: 4 MiB.
+pub const DEFAULT_CHAT_OUTPUT_LIMIT: usize = 4 * 1024 * 1024;
+
+enum Out {
+    Data {
+        buf: Vec<u8>,
+        sent: usize,
+    },
+    Producer(Box<dyn Producer>),
+    /// `close_when_done`: everything before it is sent, then the channel closes.
+    Close,
+}
+
+/// A stream that splits input into records and queues output: asynchat's
+/// `async_chat`. See the [module documentation](self).
+pub struct AsyncChat<R: Role = Connected> {
+    channel: Channel<R>,
+    terminator: Terminator,
+    /// Input held back between reads: a partial terminator, or what was left
+    /// when a callback failed.
+    held: Vec<u8>,
+    /// The default collector's record so far (asynchat's `incoming`).
+    incoming: Vec<u8>,
+    record_len: usize,
+    out: VecDeque<Out>,
+    out_bytes: usize,
+    /// A sent-out buffer kept for the next push, so steady traffic does not
+    /// allocate.
+    spare: Vec<u8>,
+    closing: bool,
+    in_buffer_size: usize,
+    out_buffer_size: usize,
+    max_record: usize,
+    output_limit: usize,
+}
+
+impl<R: Role> AsyncChat<R> {
+    /// Wraps a stream channel, splitting its input at `terminator`.
+    pub fn new(channel: Channel<R>, terminator: Terminator) -> Self {
+        AsyncChat {
+            channel,
+            terminator,
+            held: Vec::new(),
+            incoming: Vec::new(),
+            record_len: 0,
+            out: VecDeque::new(),
+            out_bytes: 0,
+            spare: Vec::new(),
+            closing: false,
+            in_buffer_size: DEFAULT_IN_BUFFER_SIZE,
+            out_buffer_size: DEFAULT_OUT_BUFFER_SIZE,
+            max_record: DEFAULT_MAX_RECORD,
+            output_limit: DEFAULT_CHAT_OUTPUT_LIMIT,
+        }
+    }
+
+    /// The terminator the next bytes are split at (asynchat's
+    /// `get_terminator`).
+    pub fn terminator(&self) -> &Terminator {
+        &self.terminator
+    }
+
+    /// Changes the terminator; inside `found_terminator` it applies to the
+    /// rest of the bytes already received.
+    pub fn set_terminator(&mut self, terminator: Terminator) {
+        self.terminator = terminator;
+    }
+
+    /// Appends to the default collector's record (asynchat's
+    /// `_collect_incoming_data`).
+    pub fn collect(&mut self, data: &[u8]) {
+        self.incoming.extend_from_slice(data);
+    }
+
+    /// The default collector's record so far.
+    pub fn incoming(&self) -> &[u8] {
+        &self.incoming
+    }
+
+    /// Takes the default collector's record, leaving it empty (asynchat's
+    /// `_get_data`).
+    pub fn take_incoming(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.incoming)
+    }
+
+    /// Queues `data` to send (asynchat's `push`). When the callback that
+    /// pushed returns, one send is attempted for everything it queued:
+    /// asynchat sent once per push, which cost a system call per pipelined
+    /// reply.
+    ///
+    /// Fails with an `io::Error` of kind `BrokenPipe` after
+    /// [`close_when_done`](Self::close_when_done) (asynchat lost such data
+    /// silently, D16), and of kind `StorageFull` when the queue would grow
+    /// past [`output_limit`](Self::output_limit).
+    pub fn push(&mut self, data: &[u8]) -> io::Result<()> {
+        self.check_push(data.len())?;
+        match self.out.back_mut() {
+            Some(Out::Data { buf, .. }) => buf.extend_from_slice(data),
+            _ => {
+                let mut buf = std::mem::take(&mut self.spare);
+                buf.extend_from_slice(data);
+                self.out.push_back(Out::Data { buf, sent: 0 });
+            }
+        }
+        self.out_bytes += data.len();
+        Ok(())
+    }
+
+    /// Queues a producer, asked for more as the socket takes it (asynchat's
+    /// `push_with_producer`).
+    pub fn push_with_producer(&mut self, producer: impl Producer + 'static) -> io::Result<()> {
+        self.check_push(0)?;
+        self.out.push_back(Out::Producer(Box::new(producer)));
+        Ok(())
+    }
+
+    /// Closes the channel once everything queued so far has been sent.
+    /// Later pushes fail.
+    pub fn close_when_done(&mut self) {
+        if !self.closing {
+            self.closing = true;
+            self.out.push_back(Out::Close);
+        }
+    }
+
+    /// Whether [`close_when_done`](Self::close_when_done) was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Drops buffered input and queued output (asynchat's
+    /// `discard_buffers`). A pending `close_when_done` stays pending.
+    pub fn discard_buffers(&mut self) {
+        self.held.clear();
+        self.incoming.clear();
+        self.record_len = 0;
+        self.out.clear();
+        self.out_bytes = 0;
+        if self.closing {
+            self.out.push_back(Out::Close);
+        }
+    }
+
+    /// Bytes queued and not yet sent (producers' future output not counted).
+    pub fn queued(&self) -> usize {
+        self.out_bytes
+    }
+
+    /// Whether bytes or producers wait to be sent.
+    pub fn has_output(&self) -> bool {
+        !matches!(self.out.front(), None | Some(Out::Close))
+    }
+
+    /// The most bytes one read takes (asynchat's `ac_in_buffer_size`).
+    pub fn in_buffer_size(&self) -> usize {
+        self.in_buffer_size
+    }
+
+    /// Changes the most bytes one read takes (at least 1, at most 64 KiB).
+    pub fn set_in_buffer_size(&mut self, size: usize) {
+        self.in_buffer_size = size.clamp(1, DEFAULT_IN_BUFFER_SIZE);
+    }
+
+    /// The most bytes one send gives (asynchat's `ac_out_buffer_size`).
+    pub fn out_buffer_size(&self) -> usize {
+        self.out_buffer_size
+    }
+
+    /// Changes the most bytes one send gives (at least 1).
+    pub fn set_out_buffer_size(&mut self, size: usize) {
+        self.out_buffer_size = size.max(1);
+    }
+
+    /// The longest record accepted under a byte terminator.
+    pub fn max_record(&self) -> usize {
+        self.max_record
+    }
+
+    /// Changes the longest record accepted under a byte terminator.
+    pub fn set_max_record(&mut self, limit: usize) {
+        self.max_record = limit;
+    }
+
+    /// The bound on queued output.
+    pub fn output_limit(&self) -> usize {
+        self.output_limit
+    }
+
+    /// Changes the bound on queued output.
+    pub fn set_output_limit(&mut self, limit: usize) {
+        self.output_limit = limit;
+    }
+
+    /// The channel underneath.
+    pub fn get_ref(&self) -> &Channel<R> {
+        &self.channel
+    }
+
+    fn check_push(&self, more: usize) -> io::Result<()> {
+        if self.closing {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "push after close_when_done: the channel closes once its queue is sent",
+            ));
+        }
+        if self.out_bytes.saturating_add(more) > self.output_limit {
+            let full =
+                crate::BufferFull { queued: self.out_bytes, requested: more, limit: self.output_limit };
+            return Err(io::Error::new(io::ErrorKind::StorageFull, full));
+        }
+        Ok(())
+    }
+
+    /// Whether `close_when_done` was called and everything before it is out.
+    fn done(&self) -> bool {
+        matches!(self.out.front(), Some(Out::Close))
+    }
+}
+
+impl AsyncChat<Connected> {
+    /// Makes one send of queued output, at most
+    /// [`out_buffer_size`](Self::out_buffer_size) bytes, asking producers for
+    /// more as needed (asynchat's `initiate_send`).
+    pub fn initiate_send(&mut self) -> io::Result<()> {
+        loop {
+            match self.out.front_mut() {
+                None | Some(Out::Close) => return Ok(()),
+                Some(Out::Producer(p)) => {
+                    let chunk = p.more();
+                    if chunk.is_empty() {
+                        self.out.pop_front();
+                    } else {
+                        self.out_bytes += chunk.len();
+                        self.out.push_front(Out::Data { buf: chunk, sent: 0 });
+                    }
+                }
+                Some(Out::Data { buf, sent }) => {
+                    let end = buf.len().min(*sent + self.out_buffer_size);
+                    let n = self.channel.send(&buf[*sent..end])?;
+                    *sent += n;
+                    self.out_bytes -= n;
+                    if *sent == buf.len()
+                        && let Some(Out::Data { mut buf, .. }) = self.out.pop_front()
+                        && buf.capacity() <= self.out_buffer_size
+                    {
+                        buf.clear();
+                        self.spare = buf;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// The connected channel underneath, mutably.
+    pub fn get_mut(&mut self) -> &mut Channel<Connected> {
+        &mut self.channel
+    }
+
+    /// Reads once and runs the terminator engine over what arrived, calling
+    /// the handler's `collect_incoming_data` and `found_terminator`.
+    fn read_records<H: ChatHandler>(&mut self, handler: &mut H, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let mut scratch = cx.take_scratch(self.in_buffer_size);
+        let result = match self.channel.recv(&mut scratch[..self.in_buffer_size]) {
+            Ok(0) => Ok(()), // the end: the loop calls handle_close
+            Ok(n) if self.held.is_empty() => self.split_records(&scratch[..n], handler, cx),
+            Ok(n) => {
+                let mut joined = std::mem::take(&mut self.held);
+                joined.extend_from_slice(&scratch[..n]);
+                self.split_records(&joined, handler, cx)
+            }
+            Err(e) => Err(e),
+        };
+        cx.put_scratch(scratch);
+        result
+    }
+
+    fn split_records<H: ChatHandler>(
+        &mut self,
+        mut rest: &[u8],
+        handler: &mut H,
+        cx: &mut Ctx<'_>,
+    ) -> io::Result<()> {
+        while !rest.is_empty() {
+            let bounded = matches!(self.terminator, Terminator::Bytes(_));
+            let split = next_split(rest, &mut self.terminator);
+            if bounded && self.record_len + split.collect > self.max_record {
+                return Err(RecordTooLong { limit: self.max_record }.into_io());
+            }
+            if split.collect > 0 {
+                self.record_len += split.collect;
+                if let Err(e) = handler.collect_incoming_data(&rest[..split.collect], self) {
+                    self.held.extend_from_slice(&rest[split.collect..]);
+                    return Err(e);
+                }
+            }
+            if split.keep_rest {
+                self.held.extend_from_slice(&rest[split.collect..]);
+                return Ok(());
+            }
+            rest = &rest[split.collect + split.skip..];
+            if split.found {
+                self.record_len = 0;
+                if let Err(e) = handler.found_terminator(self, cx) {
+                    // Keep what was not yet looked at: a handler that survives
+                    // its error loses no input.
+                    self.held.extend_from_slice(rest);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Role> fmt::Debug for AsyncChat<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncChat")
+            .field("channel", &self.channel)
+            .field("terminator", &self.terminator)
+            .field("held", &self.held.len())
+            .field("queued", &self.out_bytes)
+            .field("closing", &self.closing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport for AsyncChat<Connected> {
+    type Pending = AsyncChat<Connecting>;
+    fn channel(&self) -> &Channel<Connected> {
+        &self.channel
+    }
+    fn channel_mut(&mut self) -> &mut Channel<Connected> {
+        &mut self.channel
+    }
+    fn has_queued_output(&self) -> bool {
+        self.has_output()
+    }
+    fn send_queued(&mut self) -> io::Result<()> {
+        self.initiate_send()
+    }
+}
+
+impl Pending for AsyncChat<Connecting> {
+    type Ready = AsyncChat<Connected>;
+    fn channel(&self) -> &Channel<Connecting> {
+        &self.channel
+    }
+    fn into_ready(self, _: crate::handler::Seal) -> AsyncChat<Connected> {
+        let AsyncChat {
+            channel,
+            terminator,
+            held,
+            incoming,
+            record_len,
+            out,
+            out_bytes,
+            spare,
+            closing,
+            in_buffer_size,
+            out_buffer_size,
+            max_record,
+            output_limit,
+        } = self;
+        AsyncChat {
+            channel: channel.into_connected(),
+            terminator,
+            held,
+            incoming,
+            record_len,
+            out,
+            out_bytes,
+            spare,
+            closing,
+            in_buffer_size,
+            out_buffer_size,
+            max_record,
+            output_limit,
+        }
+    }
+}
+
+/// The handler of an [`AsyncChat`]: asynchat's `async_chat` subclass.
+///
+/// Only [`found_terminator`](Self::found_terminator) is required; the default
+/// [`collect_incoming_data`](Self::collect_incoming_data) gathers the record
+/// in the chat, where [`AsyncChat::take_incoming`] takes it.
+pub trait ChatHandler: 'static {
+    /// Whether to read. Default: always.
+    fn readable(&self, chat: &AsyncChat) -> bool {
+        let _ = chat;
+        true
+    }
+
+    /// Bytes of the current record. Default: [`AsyncChat::collect`].
+    fn collect_incoming_data(&mut self, data: &[u8], chat: &mut AsyncChat) -> io::Result<()> {
+        chat.collect(data);
+        Ok(())
+    }
+
+    /// The current record ended. May change the terminator for the rest.
+    fn found_terminator(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()>;
+
+    /// The connect completed (for chats that connected out).
+    fn handle_connect(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let _ = (chat, cx);
+        Ok(())
+    }
+
+    /// The connect failed. Default: report it in one line.
+    fn handle_connect_failed(&mut self, error: io::Error, cx: &mut Ctx<'_>) {
+        let _ = cx;
+        log_info(Level::Error, format_args!("connect failed for {}: {error}", std::any::type_name::<Self>()));
+    }
+
+    /// The peer went away, or `close_when_done` finished. Called once; the
+    /// channel is closed after. Unlike asyncore's, silent by default.
+    fn handle_close(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) {
+        let _ = (chat, cx);
+    }
+
+    /// A callback failed (for instance with [`RecordTooLong`]). Default:
+    /// report one line, `handle_close`, close.
+    fn handle_error(&mut self, chat: &mut AsyncChat, error: io::Error, cx: &mut Ctx<'_>) {
+        log_info(
+            Level::Error,
+            format_args!(
+                "uncaptured error, closing channel {:?} of {}: {error}",
+                chat.channel,
+                std::any::type_name::<Self>()
+            ),
+        );
+        self.handle_close(chat, cx);
+        cx.close();
+    }
+}
+
+/// After any callback: one send for what it queued, then `close_when_done`
+/// takes effect once the queue before it is out.
+fn finish<H: ChatHandler>(
+    handler: &mut H,
+    chat: &mut AsyncChat,
+    cx: &mut Ctx<'_>,
+    result: io::Result<()>,
+) -> io::Result<()> {
+    let result = result.and_then(|()| if cx.is_closing() { Ok(()) } else { chat.initiate_send() });
+    if result.is_ok() && chat.done() && !cx.is_closing() {
+        handler.handle_close(chat, cx);
+        cx.close();
+    }
+    result
+}
+
+impl<H: ChatHandler> StreamHandler<AsyncChat> for H {
+    fn readable(&self, chat: &AsyncChat) -> bool {
+        ChatHandler::readable(self, chat) && !chat.closing
+    }
+
+    fn handle_connect(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let result = ChatHandler::handle_connect(self, chat, cx);
+        finish(self, chat, cx, result)
+    }
+
+    fn handle_connect_failed(&mut self, error: io::Error, cx: &mut Ctx<'_>) {
+        ChatHandler::handle_connect_failed(self, error, cx);
+    }
+
+    fn handle_read(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let result = chat.read_records(self, cx);
+        finish(self, chat, cx, result)
+    }
+
+    fn handle_write(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
+        finish(self, chat, cx, Ok(()))
+    }
+
+    fn handle_close(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) {
+        ChatHandler::handle_close(self, chat, cx);
+    }
+
+    fn handle_error(&mut self, chat: &mut AsyncChat, error: io::Error, cx: &mut Ctx<'_>) {
+        ChatHandler::handle_error(self, chat, error, cx);
+    }
+}

@@ -1,0 +1,378 @@
+//! asynchat's record splitting, as a pure engine.
+//!
+//! [`next_split`] looks at buffered input and the current [`Terminator`] and
+//! says how much to hand to `collect_incoming_data`, how much to skip (the
+//! terminator itself), and whether a record ended. [`AsyncChat`] runs it
+//! between the handler's callbacks, so a terminator changed inside
+//! `found_terminator` applies to the rest of the buffer; [`Framer`] runs it
+//! on its own, for tests, fuzzing, and parsers that have no socket.
+//!
+//! [`AsyncChat`]: super::AsyncChat
+
+use std::fmt;
+use std::io;
+
+/// Where a record ends (asynchat's `set_terminator` argument, typed: D14).
+///
+/// # Examples
+///
+/// ```
+/// use rolecore::Terminator;
+///
+/// assert_eq!(Terminator::bytes(b"\r\n"), Terminator::Bytes(b"\r\n".to_vec()));
+/// // asynchat's "no terminator" spellings all mean None here.
+/// assert_eq!(Terminator::bytes(b""), Terminator::None);
+/// assert_eq!(Terminator::count(0), Terminator::None);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Terminator {
+    /// No terminator: everything is collected, no record ever ends.
+    #[default]
+    None,
+    /// A record ends at these bytes (never empty; see [`Terminator::bytes`]).
+    Bytes(Vec<u8>),
+    /// A record ends after this many more bytes (never 0; see
+    /// [`Terminator::count`]). When it completes the terminator becomes
+    /// [`Terminator::None`] until the handler sets another, as asynchat's
+    /// count reached 0 and stayed there.
+    Count(usize),
+}
+
+impl Terminator {
+    /// A byte terminator; empty means [`Terminator::None`].
+    pub fn bytes(bytes: &[u8]) -> Terminator {
+        if bytes.is_empty() { Terminator::None } else { Terminator::Bytes(bytes.to_vec()) }
+    }
+
+    /// A count terminator; 0 means [`Terminator::None`].
+    pub fn count(n: usize) -> Terminator {
+        if n == 0 { Terminator::None } else { Terminator::Count(n) }
+    }
+}
+
+/// One step of record splitting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Split {
+    /// Bytes at the front of the buffer to pass to `collect_incoming_data`.
+    pub collect: usize,
+    /// Bytes after those to drop: the terminator.
+    pub skip: usize,
+    /// Whether a record ended: call `found_terminator`.
+    pub found: bool,
+    /// Whether to stop and keep the rest of the buffer for the next read
+    /// (it may be the start of the terminator).
+    pub keep_rest: bool,
+}
+
+/// Splits `buf` (non-empty) once under `terminator`, updating a count
+/// terminator as asynchat did. The caller collects `buf[..collect]`, drops
+/// `skip` more bytes, calls `found_terminator` if `found`, and goes on with
+/// the rest of the buffer unless `keep_rest`.
+pub fn next_split(buf: &[u8], terminator: &mut Terminator) -> Split {
+    let len = buf.len();
+    match terminator {
+        Terminator::None => Split { collect: len, skip: 0, found: false, keep_rest: false },
+        Terminator::Count(n) => {
+            if len < *n {
+                *n -= len;
+                Split { collect: len, skip: 0, found: false, keep_rest: false }
+            } else {
+                let collect = *n;
+                *terminator = Terminator::None;
+                Split { collect, skip: 0, found: true, keep_rest: false }
+            }
+        }
+        Terminator::Bytes(t) => {
+            if let Some(i) = find(buf, t) {
+                Split { collect: i, skip: t.len(), found: true, keep_rest: false }
+            } else {
+                let p = find_prefix_at_end(buf, t);
+                Split { collect: len - p, skip: 0, found: false, keep_rest: p > 0 }
+            }
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    match needle {
+        [] => Some(0),
+        [b] => haystack.iter().position(|x| x == b),
+        _ => haystack.windows(needle.len()).position(|w| w == needle),
+    }
+}
+
+/// The length of the longest proper prefix of `needle` that ends `haystack`
+/// (asynchat's `find_prefix_at_end`; 0 for an empty needle, where asynchat
+/// returned −1).
+///
+/// ```
+/// use rolecore::chat::find_prefix_at_end;
+///
+/// assert_eq!(find_prefix_at_end(b"qwerty\r", b"\r\n"), 1);
+/// assert_eq!(find_prefix_at_end(b"qwertydkjf", b"\r\n"), 0);
+/// ```
+pub fn find_prefix_at_end(haystack: &[u8], needle: &[u8]) -> usize {
+    let mut l = needle.len().saturating_sub(1);
+    while l > 0 && !haystack.ends_with(&needle[..l]) {
+        l -= 1;
+    }
+    l
+}
+
+/// The error a handler gets when a record grows past the configured limit
+/// without its terminator: the peer is sending more than the protocol
+/// allows, or never sends the terminator at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordTooLong {
+    /// The bound that was passed.
+    pub limit: usize,
+}
+
+impl fmt::Display for RecordTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a record exceeded {} bytes without its terminator; raise the limit with \
+             set_max_record if the protocol allows longer ones",
+            self.limit
+        )
+    }
+}
+
+impl std::error::Error for RecordTooLong {}
+
+impl RecordTooLong {
+    /// This error as an `io::Error` of kind `InvalidData`.
+    pub fn into_io(self) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, self)
+    }
+
+    /// The `RecordTooLong` inside an `io::Error`, if that is what it carries.
+    pub fn from_io(error: &io::Error) -> Option<RecordTooLong> {
+        error.get_ref()?.downcast_ref::<RecordTooLong>().copied()
+    }
+}
+
+/// What a [`Framer`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framed<'a> {
+    /// Bytes of the current record (`collect_incoming_data`).
+    Data(&'a [u8]),
+    /// The current record ended (`found_terminator`).
+    End,
+}
+
+/// asynchat's input side without a socket: feed it bytes as they arrive, and
+/// it reports record data and record ends, exactly as an [`AsyncChat`]
+/// would report them to its handler. The callback may change the terminator.
+///
+/// [`AsyncChat`]: super::AsyncChat
+///
+/// # Examples
+///
+/// ```
+/// use rolecore::chat::{Framed, Framer};
+/// use rolecore::Terminator;
+///
+/// let mut framer = Framer::new(Terminator::bytes(b"\r\n"));
+/// let mut records = vec![Vec::new()];
+/// for chunk in [&b"hel"[..], b"lo\r", b"\nworld\r\n"] {
+///     framer
+///         .feed(chunk, |piece, _terminator| {
+///             match piece {
+///                 Framed::Data(d) => records.last_mut().unwrap().extend_from_slice(d),
+///                 Framed::End => records.push(Vec::new()),
+///             }
+///             Ok(())
+///         })
+///         .unwrap();
+/// }
+/// assert_eq!(records, [&b"hello"[..], b"world", b""]);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Framer {
+    terminator: Terminator,
+    pending: Vec<u8>,
+    record_len: usize,
+    max_record: Option<usize>,
+}
+
+impl Framer {
+    /// A framer with no limit on record length.
+    pub fn new(terminator: Terminator) -> Framer {
+        Framer { terminator, ..Framer::default() }
+    }
+
+    /// Bounds records under a byte terminator: a record that grows past
+    /// `limit` bytes fails the feed with [`RecordTooLong`].
+    pub fn with_max_record(mut self, limit: usize) -> Framer {
+        self.max_record = Some(limit);
+        self
+    }
+
+    /// The current terminator.
+    pub fn terminator(&self) -> &Terminator {
+        &self.terminator
+    }
+
+    /// Replaces the terminator.
+    pub fn set_terminator(&mut self, terminator: Terminator) {
+        self.terminator = terminator;
+    }
+
+    /// Bytes held back because they may begin the terminator.
+    pub fn pending(&self) -> &[u8] {
+        &self.pending
+    }
+
+    /// Feeds bytes; `on` sees record data and record ends in order, and may
+    /// change the terminator for the rest. An error from `on` (or
+    /// [`RecordTooLong`]) stops the feed; unprocessed bytes are dropped.
+    pub fn feed(
+        &mut self,
+        data: &[u8],
+        mut on: impl FnMut(Framed<'_>, &mut Terminator) -> io::Result<()>,
+    ) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return self.run(data, &mut on);
+        }
+        let mut joined = std::mem::take(&mut self.pending);
+        joined.extend_from_slice(data);
+        self.run(&joined, &mut on)
+    }
+
+    fn run(
+        &mut self,
+        mut buf: &[u8],
+        on: &mut impl FnMut(Framed<'_>, &mut Terminator) -> io::Result<()>,
+    ) -> io::Result<()> {
+        while !buf.is_empty() {
+            let bounded = matches!(self.terminator, Terminator::Bytes(_));
+            let split = next_split(buf, &mut self.terminator);
+            if bounded
+                && let Some(limit) = self.max_record
+                && self.record_len + split.collect > limit
+            {
+                return Err(RecordTooLong { limit }.into_io());
+            }
+            if split.collect > 0 {
+                self.record_len += split.collect;
+                on(Framed::Data(&buf[..split.collect]), &mut self.terminator)?;
+            }
+            if split.keep_rest {
+                self.pending.extend_from_slice(&buf[split.collect..]);
+                return Ok(());
+            }
+            buf = &buf[split.collect + split.skip..];
+            if split.found {
+                self.record_len = 0;
+                on(Framed::End, &mut self.terminator)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_at_end_matches_asynchat() {
+        assert_eq!(find_prefix_at_end(b"qwerty\r", b"\r\n"), 1);
+        assert_eq!(find_prefix_at_end(b"qwertydkjf", b"\r\n"), 0);
+        assert_eq!(find_prefix_at_end(b"abc", b"\n"), 0);
+        assert_eq!(find_prefix_at_end(b"xaa", b"aab"), 2);
+        assert_eq!(find_prefix_at_end(b"x\r\n\r", b"\r\n\r\n"), 3);
+        assert_eq!(find_prefix_at_end(b"", b"ab"), 0);
+        assert_eq!(find_prefix_at_end(b"abc", b""), 0);
+    }
+
+    /// Feeds `chunks` and returns asynchat-style events: collected data and
+    /// ends, with the collected data of consecutive calls merged.
+    fn records(
+        t: Terminator,
+        chunks: &[&[u8]],
+        change: impl Fn(&[u8]) -> Option<Terminator>,
+    ) -> Vec<Vec<u8>> {
+        let mut framer = Framer::new(t);
+        let mut out = vec![Vec::new()];
+        for chunk in chunks {
+            framer
+                .feed(chunk, |piece, term| {
+                    match piece {
+                        Framed::Data(d) => out.last_mut().unwrap().extend_from_slice(d),
+                        Framed::End => {
+                            if let Some(next) = change(out.last().unwrap()) {
+                                *term = next;
+                            }
+                            out.push(Vec::new());
+                        }
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn line_terminators_split_anywhere_give_the_same_records() {
+        // T32–T34: terminators of 1, 2 and 3 bytes, input in chunks of 1–3.
+        for term in [&b"\n"[..], b"\r\n", b"qqq"] {
+            let mut input = Vec::new();
+            for part in [&b"hello world"[..], b"I'm not dead yet!", b""] {
+                input.extend_from_slice(part);
+                input.extend_from_slice(term);
+            }
+            let whole = records(Terminator::bytes(term), &[&input], |_| None);
+            for size in 1..=3 {
+                let chunks: Vec<&[u8]> = input.chunks(size).collect();
+                assert_eq!(records(Terminator::bytes(term), &chunks, |_| None), whole, "{term:?} by {size}");
+            }
+            assert_eq!(whole, [&b"hello world"[..], b"I'm not dead yet!", b"", b""]);
+        }
+    }
+
+    #[test]
+    fn a_count_that_completes_collects_everything_after() {
+        // T35/T36 and E18: count 5 over abc|defgh|ijk.
+        let out = records(Terminator::count(5), &[b"abc", b"defgh", b"ijk"], |_| None);
+        assert_eq!(out, [&b"abcde"[..], b"fghijk"]);
+    }
+
+    #[test]
+    fn a_terminator_changed_in_found_terminator_applies_to_the_rest() {
+        // E18: LEN 4\nabcdLEN 2\nxyz\n → LEN 4, abcd, LEN 2, xy, z.
+        let change = |record: &[u8]| {
+            let text = std::str::from_utf8(record).ok()?;
+            match text.strip_prefix("LEN ") {
+                Some(n) => Some(Terminator::count(n.parse().ok()?)),
+                None => Some(Terminator::bytes(b"\n")),
+            }
+        };
+        let out = records(Terminator::bytes(b"\n"), &[b"LEN 4\nabcdLEN 2\nxyz\n"], change);
+        assert_eq!(out, [&b"LEN 4"[..], b"abcd", b"LEN 2", b"xy", b"z", b""]);
+    }
+
+    #[test]
+    fn no_terminator_collects_everything() {
+        assert_eq!(records(Terminator::None, &[b"a\nb", b"c"], |_| None), [b"a\nbc"]);
+    }
+
+    #[test]
+    fn a_partial_terminator_is_held_back() {
+        let mut framer = Framer::new(Terminator::bytes(b"\r\n"));
+        framer.feed(b"tail\r", |_, _| Ok(())).unwrap();
+        assert_eq!(framer.pending(), b"\r");
+    }
+
+    #[test]
+    fn records_over_the_limit_fail_clearly() {
+        let mut framer = Framer::new(Terminator::bytes(b"\n")).with_max_record(4);
+        assert!(framer.feed(b"abcd\nab", |_, _| Ok(())).is_ok());
+        let err = framer.feed(b"cde", |_, _| Ok(())).unwrap_err();
+        assert_eq!(RecordTooLong::from_io(&err), Some(RecordTooLong { limit: 4 }));
+        assert!(err.to_string().contains("set_max_record"));
+    }
+}
