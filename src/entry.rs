@@ -23,6 +23,8 @@ pub trait Entry: 'static {
     fn interest(&self) -> Interest;
     /// Runs one wake-up; sets `cx`'s closing flag when the channel is done.
     fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>);
+    /// The channel's deadline passed.
+    fn timeout(&mut self, cx: &mut Ctx<'_>);
     /// The handler, for downcasting.
     fn handler(&self) -> &dyn Any;
     /// The handler, for downcasting.
@@ -185,6 +187,10 @@ impl<T: Transport, H: StreamHandler<T>> Entry for StreamEntry<T, H> {
         }
     }
 
+    fn timeout(&mut self, cx: &mut Ctx<'_>) {
+        self.on_timeout(cx);
+    }
+
     fn handler(&self) -> &dyn Any {
         &self.handler
     }
@@ -198,6 +204,25 @@ impl<T: Transport, H: StreamHandler<T>> Entry for StreamEntry<T, H> {
             StreamState::Connecting(p) => format!("{:?}", p.channel()),
             StreamState::Connected(t) | StreamState::Draining(t) => format!("{:?}", t.channel()),
             StreamState::Moving => String::new(),
+        }
+    }
+}
+
+impl<T: Transport, H: StreamHandler<T>> StreamEntry<T, H> {
+    fn on_timeout(&mut self, cx: &mut Ctx<'_>) {
+        match &mut self.state {
+            StreamState::Connecting(_) => {
+                self.handler.handle_connect_failed(io::ErrorKind::TimedOut.into(), cx);
+                cx.close();
+            }
+            StreamState::Connected(t) => {
+                run(&mut self.handler, t, cx, T::channel_mut, H::handle_timeout, H::handle_error);
+            }
+            StreamState::Draining(t) => {
+                self.handler.handle_close(t, cx);
+                cx.close();
+            }
+            StreamState::Moving => {}
         }
     }
 }
@@ -287,6 +312,10 @@ impl<H: AcceptHandler> Entry for ListenerEntry<H> {
         }
     }
 
+    fn timeout(&mut self, cx: &mut Ctx<'_>) {
+        run(&mut self.handler, &mut self.channel, cx, same, H::handle_timeout, H::handle_error);
+    }
+
     fn handler(&self) -> &dyn Any {
         &self.handler
     }
@@ -348,6 +377,10 @@ impl<H: FileHandler> Entry for FileEntry<H> {
             };
             wakeup.record(outcome);
         }
+    }
+
+    fn timeout(&mut self, cx: &mut Ctx<'_>) {
+        run(&mut self.handler, &mut self.channel, cx, same, H::handle_timeout, H::handle_error);
     }
 
     fn handler(&self) -> &dyn Any {

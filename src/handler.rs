@@ -217,6 +217,15 @@ pub trait StreamHandler<T: Transport = Channel<Connected>>: 'static {
         ch.channel_mut().recv_oob(&mut [0u8; 1]).map(drop)
     }
 
+    /// The channel's deadline or idle timeout passed (see
+    /// [`Ctx::set_idle_timeout`]). Default: `handle_close`, then close: an
+    /// idle peer is treated as gone.
+    fn handle_timeout(&mut self, ch: &mut T, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.handle_close(ch, cx);
+        cx.close();
+        Ok(())
+    }
+
     /// The peer closed the connection or it broke. Called at most once; the
     /// channel is closed when this returns. Not called when the handler
     /// closed the channel itself with [`Ctx::close`].
@@ -297,6 +306,13 @@ pub trait AcceptHandler: 'static {
         cx: &mut Ctx<'_>,
     ) -> io::Result<()>;
 
+    /// The listener's deadline passed. Default: `handle_close`, then close.
+    fn handle_timeout(&mut self, ch: &mut Channel<Listening>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.handle_close(ch, cx);
+        cx.close();
+        Ok(())
+    }
+
     /// The listening socket failed. The channel is closed after this.
     fn handle_close(&mut self, ch: &mut Channel<Listening>, cx: &mut Ctx<'_>) {
         let _ = (ch, cx);
@@ -337,6 +353,14 @@ pub trait FileHandler: 'static {
     fn handle_write(&mut self, ch: &mut Channel<FileFd>, cx: &mut Ctx<'_>) -> io::Result<()> {
         let _ = (ch, cx);
         log_info(Level::Warning, format_args!("unhandled write event"));
+        Ok(())
+    }
+
+    /// The channel's deadline or idle timeout passed. Default:
+    /// `handle_close`, then close.
+    fn handle_timeout(&mut self, ch: &mut Channel<FileFd>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.handle_close(ch, cx);
+        cx.close();
         Ok(())
     }
 

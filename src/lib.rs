@@ -80,6 +80,7 @@ pub mod machine;
 mod map;
 pub mod poller;
 pub mod report;
+mod timer;
 
 pub use address::{Address, ParseAddressError, ToAddress, UnixAddress};
 pub use buffered::{BufferFull, Buffered, DEFAULT_OUTPUT_LIMIT, SEND_CHUNK};

@@ -12,11 +12,12 @@
 use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::entry::Entry;
 use crate::poller::{Backend, Event, Interest, Poller, Readiness, Source};
 use crate::report::{Level, log_info};
+use crate::timer::Timers;
 
 /// A handle to a channel in a [`Map`]: its descriptor number and a
 /// generation, so a handle outlives its channel harmlessly.
@@ -30,6 +31,14 @@ impl Token {
     /// The descriptor number of the channel this token was issued for.
     pub fn fd(self) -> i32 {
         self.index as i32
+    }
+
+    pub(crate) fn index(self) -> u32 {
+        self.index
+    }
+
+    pub(crate) fn generation(self) -> u32 {
+        self.generation
     }
 
     pub(crate) fn key(self) -> u64 {
@@ -129,6 +138,7 @@ pub(crate) struct Registry {
     len: usize,
     always_ready: usize,
     poller: Poller,
+    timers: Timers,
 }
 
 impl Registry {
@@ -139,6 +149,7 @@ impl Registry {
             len: 0,
             always_ready: 0,
             poller: Poller::new(backend)?,
+            timers: Timers::default(),
         })
     }
 
@@ -209,6 +220,20 @@ impl Registry {
         slot.busy = false;
         slot.entry = Some(entry);
         self.refresh(token);
+        if !self.timers.is_empty() {
+            self.timers.touched(token, Instant::now());
+        }
+    }
+
+    /// Ends a callback: closes the channel or puts it back. Returns whether
+    /// the loop should stop.
+    fn finish(&mut self, token: Token, entry: Box<dyn Entry>, closing: bool, stopping: bool) -> bool {
+        if closing {
+            self.discard(token, entry);
+        } else {
+            self.put_back(token, entry);
+        }
+        stopping
     }
 
     /// Deregisters, then drops (closing the descriptor) — in that order, so no
@@ -220,6 +245,9 @@ impl Registry {
             let _ = self.poller.deregister(entry.fd());
         }
         self.always_ready -= usize::from(slot.always_ready);
+        if !self.timers.is_empty() {
+            self.timers.remove(token);
+        }
         *slot = Slot { generation: slot.generation.wrapping_add(1), ..Slot::default() };
         self.len -= 1;
         drop(entry);
@@ -237,6 +265,22 @@ impl Registry {
             }
             _ => false,
         }
+    }
+
+    fn set_deadline(&mut self, token: Token, deadline: Option<Instant>) -> bool {
+        let live = self.live(token).is_some();
+        if live {
+            self.timers.set_deadline(token, deadline);
+        }
+        live
+    }
+
+    fn set_idle_timeout(&mut self, token: Token, idle: Option<Duration>) -> bool {
+        let live = self.live(token).is_some();
+        if live {
+            self.timers.set_idle(token, idle, Instant::now());
+        }
+        live
     }
 
     pub(crate) fn refresh(&mut self, token: Token) {
@@ -320,6 +364,13 @@ impl Registry {
         let files_ready = self.always_ready > 0
             && self.slots.iter().any(|s| s.always_ready && s.entry.is_some() && !s.interest.is_empty());
         let timeout = if files_ready { Some(Duration::ZERO) } else { timeout };
+        let timeout = match self.timers.next_wake() {
+            Some(at) => {
+                let until = at.saturating_duration_since(Instant::now());
+                Some(timeout.map_or(until, |t| t.min(until)))
+            }
+            None => timeout,
+        };
         let slots = &self.slots;
         let sources = slots.iter().enumerate().filter(|(_, s)| !s.always_ready).filter_map(|(i, s)| {
             let entry = s.entry.as_ref()?;
@@ -401,6 +452,20 @@ impl<'a> Ctx<'a> {
         if token != self.token {
             self.registry.refresh(token);
         }
+    }
+
+    /// Gives a channel (this one: [`token`](Self::token)) a deadline: when it
+    /// passes, the handler's `handle_timeout` runs once. `None` clears the
+    /// channel's deadline or idle timeout. Returns whether the token is live.
+    pub fn set_deadline(&mut self, token: Token, deadline: Option<Instant>) -> bool {
+        self.registry.set_deadline(token, deadline)
+    }
+
+    /// Gives a channel an idle timeout: `handle_timeout` runs when `idle`
+    /// passes without a callback into the channel (every event re-arms it).
+    /// `None` clears it. Returns whether the token is live.
+    pub fn set_idle_timeout(&mut self, token: Token, idle: Option<Duration>) -> bool {
+        self.registry.set_idle_timeout(token, idle)
     }
 
     /// Lends the map's read buffer, at least `len` bytes long; give it back
@@ -567,6 +632,16 @@ impl Map {
         self.registry.refresh(token);
     }
 
+    /// Gives a channel a deadline, as [`Ctx::set_deadline`].
+    pub fn set_deadline(&mut self, token: Token, deadline: Option<Instant>) -> bool {
+        self.registry.set_deadline(token, deadline)
+    }
+
+    /// Gives a channel an idle timeout, as [`Ctx::set_idle_timeout`].
+    pub fn set_idle_timeout(&mut self, token: Token, idle: Option<Duration>) -> bool {
+        self.registry.set_idle_timeout(token, idle)
+    }
+
     /// Asks every channel's predicates again.
     pub fn refresh_all(&mut self) {
         for index in 0..self.registry.slots.len() {
@@ -576,8 +651,9 @@ impl Map {
         }
     }
 
-    /// One wait and the dispatch of what it reported: asyncore's `poll()`.
-    /// Returns whether a handler asked to stop.
+    /// One wait and the dispatch of what it reported, then of the deadlines
+    /// that passed: asyncore's `poll()`. Returns whether a handler asked to
+    /// stop.
     pub fn poll(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
         self.events.clear();
         self.registry.wait(&mut self.events, timeout)?;
@@ -589,13 +665,20 @@ impl Map {
             let mut cx = Ctx::new(&mut self.registry, token);
             entry.dispatch(readiness, interest, &mut cx);
             let Ctx { closing, stopping, .. } = cx;
-            if closing {
-                self.registry.discard(token, entry);
-            } else {
-                self.registry.put_back(token, entry);
-            }
-            if stopping {
+            if self.registry.finish(token, entry, closing, stopping) {
                 return Ok(true);
+            }
+        }
+        if !self.registry.timers.is_empty() {
+            let now = Instant::now();
+            while let Some(token) = self.registry.timers.pop_expired(now) {
+                let Some((mut entry, _)) = self.registry.take(token) else { continue };
+                let mut cx = Ctx::new(&mut self.registry, token);
+                entry.timeout(&mut cx);
+                let Ctx { closing, stopping, .. } = cx;
+                if self.registry.finish(token, entry, closing, stopping) {
+                    return Ok(true);
+                }
             }
         }
         Ok(false)

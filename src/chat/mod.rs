@@ -487,6 +487,14 @@ pub trait ChatHandler: 'static {
         log_info(Level::Error, format_args!("connect failed for {}: {error}", std::any::type_name::<Self>()));
     }
 
+    /// The deadline or idle timeout passed. Default: `handle_close`, then
+    /// close.
+    fn handle_timeout(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.handle_close(chat, cx);
+        cx.close();
+        Ok(())
+    }
+
     /// The peer went away, or `close_when_done` finished. Called once; the
     /// channel is closed after. Unlike asyncore's, silent by default.
     fn handle_close(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) {
@@ -546,6 +554,11 @@ impl<H: ChatHandler> StreamHandler<AsyncChat> for H {
 
     fn handle_write(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
         finish(self, chat, cx, Ok(()))
+    }
+
+    fn handle_timeout(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let result = ChatHandler::handle_timeout(self, chat, cx);
+        finish(self, chat, cx, result)
     }
 
     fn handle_close(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) {

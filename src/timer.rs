@@ -1,0 +1,182 @@
+//! Deadlines and idle timeouts for channels.
+//!
+//! A binary heap of deadlines beside a table of the channels that have one:
+//! setting or moving a deadline is O(log n), re-arming an idle timeout after
+//! activity is O(1) (the heap entry is moved only when it comes due), and a
+//! map with no timers pays nothing but an emptiness check.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::map::Token;
+
+#[derive(Debug)]
+struct Timer {
+    generation: u32,
+    deadline: Instant,
+    /// Re-armed to `now + idle` after every callback into the channel.
+    idle: Option<Duration>,
+    /// The heap entry that stands for this timer: never later than
+    /// `deadline` (an early entry is moved when it comes due).
+    queued: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    by_index: HashMap<u32, Timer>,
+}
+
+impl Timers {
+    pub fn is_empty(&self) -> bool {
+        self.by_index.is_empty()
+    }
+
+    fn arm(&mut self, token: Token, deadline: Instant, idle: Option<Duration>) {
+        let timer = self.by_index.entry(token.index()).or_insert(Timer {
+            generation: token.generation(),
+            deadline,
+            idle,
+            queued: None,
+        });
+        timer.generation = token.generation();
+        timer.deadline = deadline;
+        timer.idle = idle;
+        if timer.queued.is_none_or(|q| deadline < q) {
+            timer.queued = Some(deadline);
+            self.heap.push(Reverse((deadline, token.key())));
+        }
+    }
+
+    /// A one-shot deadline; `None` removes the channel's timer.
+    pub fn set_deadline(&mut self, token: Token, deadline: Option<Instant>) {
+        match deadline {
+            Some(at) => self.arm(token, at, None),
+            None => self.remove(token),
+        }
+    }
+
+    /// An idle timeout counted from now and from every later callback;
+    /// `None` removes the channel's timer.
+    pub fn set_idle(&mut self, token: Token, idle: Option<Duration>, now: Instant) {
+        match idle {
+            Some(d) => self.arm(token, now + d, Some(d)),
+            None => self.remove(token),
+        }
+    }
+
+    /// The loop called into the channel: an idle timeout starts again.
+    pub fn touched(&mut self, token: Token, now: Instant) {
+        if let Some(timer) = self.by_index.get(&token.index())
+            && timer.generation == token.generation()
+            && let Some(idle) = timer.idle
+        {
+            self.arm(token, now + idle, Some(idle));
+        }
+    }
+
+    /// The channel is gone, or its timer was cleared. Its heap entry stays
+    /// and is dropped when it comes due.
+    pub fn remove(&mut self, token: Token) {
+        if self.by_index.get(&token.index()).is_some_and(|t| t.generation == token.generation()) {
+            self.by_index.remove(&token.index());
+        }
+    }
+
+    /// The earliest instant the loop must wake for (possibly early: an entry
+    /// whose timer was pushed back).
+    pub fn next_wake(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// The next channel whose deadline has passed at `now`, if any. Its
+    /// timer is disarmed (an idle timer re-arms after the timeout callback).
+    pub fn pop_expired(&mut self, now: Instant) -> Option<Token> {
+        while let Some(&Reverse((at, key))) = self.heap.peek() {
+            if at > now {
+                return None;
+            }
+            self.heap.pop();
+            let token = Token::from_key(key);
+            let Some(timer) = self.by_index.get_mut(&token.index()) else { continue };
+            if timer.generation != token.generation() || timer.queued != Some(at) {
+                continue; // superseded by another entry
+            }
+            timer.queued = None;
+            if timer.deadline > now {
+                // Pushed back since this entry was queued: queue it again.
+                timer.queued = Some(timer.deadline);
+                self.heap.push(Reverse((timer.deadline, key)));
+                continue;
+            }
+            if timer.idle.is_none() {
+                self.by_index.remove(&token.index());
+            }
+            // An idle timer stays, unqueued: the loop's `touched` after the
+            // timeout callback arms it again.
+            return Some(token);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(index: u32, generation: u32) -> Token {
+        Token::from_key((u64::from(generation) << 32) | u64::from(index))
+    }
+
+    #[test]
+    fn deadlines_fire_in_order_once() {
+        let mut t = Timers::default();
+        let now = Instant::now();
+        t.set_deadline(token(3, 0), Some(now + Duration::from_millis(20)));
+        t.set_deadline(token(4, 0), Some(now + Duration::from_millis(10)));
+        assert_eq!(t.pop_expired(now), None);
+        let later = now + Duration::from_millis(30);
+        assert_eq!(t.pop_expired(later), Some(token(4, 0)));
+        assert_eq!(t.pop_expired(later), Some(token(3, 0)));
+        assert_eq!(t.pop_expired(later), None);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn activity_pushes_an_idle_timeout_back_without_growing_the_heap() {
+        let mut t = Timers::default();
+        let start = Instant::now();
+        let tok = token(5, 1);
+        t.set_idle(tok, Some(Duration::from_millis(100)), start);
+        for ms in 1..1000 {
+            t.touched(tok, start + Duration::from_millis(ms));
+        }
+        assert_eq!(t.heap.len(), 1, "re-arming later does not push");
+        // The early entry comes due, finds the timer pushed back, moves it.
+        assert_eq!(t.pop_expired(start + Duration::from_millis(150)), None);
+        assert_eq!(t.next_wake(), Some(start + Duration::from_millis(1099)));
+        assert_eq!(t.pop_expired(start + Duration::from_millis(1100)), Some(tok));
+    }
+
+    #[test]
+    fn a_stale_generation_never_fires() {
+        let mut t = Timers::default();
+        let now = Instant::now();
+        t.set_deadline(token(7, 0), Some(now));
+        t.remove(token(7, 0));
+        t.set_deadline(token(7, 1), Some(now + Duration::from_secs(60)));
+        assert_eq!(t.pop_expired(now + Duration::from_secs(1)), None);
+        assert_eq!(t.pop_expired(now + Duration::from_secs(61)), Some(token(7, 1)));
+    }
+
+    #[test]
+    fn moving_a_deadline_earlier_fires_at_the_earlier_time() {
+        let mut t = Timers::default();
+        let now = Instant::now();
+        t.set_deadline(token(1, 0), Some(now + Duration::from_secs(60)));
+        t.set_deadline(token(1, 0), Some(now + Duration::from_secs(1)));
+        assert_eq!(t.pop_expired(now + Duration::from_secs(2)), Some(token(1, 0)));
+        assert_eq!(t.pop_expired(now + Duration::from_secs(61)), None, "the old entry is stale");
+    }
+}

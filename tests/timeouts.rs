@@ -1,0 +1,123 @@
+//! Deadlines and idle timeouts: `handle_timeout` runs when they pass, the
+//! wait shrinks to the nearest one, and activity re-arms an idle timeout.
+
+mod util;
+
+use std::io::{self, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rolecore::{Channel, Connected, Ctx, LoopOptions, StreamHandler};
+use util::Log;
+
+struct Idle(Log);
+
+impl StreamHandler for Idle {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0u8; 64];
+        let n = ch.recv(&mut buf)?;
+        self.0.push(format!("read {n}"));
+        Ok(())
+    }
+    fn handle_timeout(&mut self, _ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.0.push("timeout");
+        cx.close();
+        Ok(())
+    }
+    fn handle_close(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) {
+        self.0.push("close");
+    }
+}
+
+#[test]
+fn an_idle_channel_gets_handle_timeout_once_and_closes() {
+    for backend in util::backends() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let log = Log::default();
+        let mut map = util::map(backend);
+        let token = map.insert(Channel::try_from(ours).unwrap(), Idle(log.clone())).unwrap();
+        assert!(map.set_idle_timeout(token, Some(Duration::from_millis(30))));
+        assert!(util::run_until(&mut map, |m| m.is_empty()), "{backend}: idle channel not closed");
+        assert_eq!(log.events(), ["timeout"], "{backend}");
+    }
+}
+
+#[test]
+fn activity_rearms_an_idle_timeout() {
+    for backend in util::backends() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let log = Log::default();
+        let mut map = util::map(backend);
+        let token = map.insert(Channel::try_from(ours).unwrap(), Idle(log.clone())).unwrap();
+        map.set_idle_timeout(token, Some(Duration::from_millis(150)));
+        // Ten writes 50 ms apart keep the channel busy for 500 ms, more than
+        // three idle periods: it must survive them all.
+        for _ in 0..10 {
+            theirs.write_all(b"x").unwrap();
+            map.run(LoopOptions::new().timeout(Duration::from_millis(50)).count(1)).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(map.contains(token), "{backend}: closed while active: {:?}", log.events());
+        }
+        assert!(!log.contains("timeout"), "{backend}");
+        assert!(util::run_until(&mut map, |m| m.is_empty()), "{backend}");
+        assert_eq!(log.events().last().map(String::as_str), Some("timeout"), "{backend}");
+    }
+}
+
+#[test]
+fn a_deadline_shortens_an_endless_wait() {
+    for backend in util::backends() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let log = Log::default();
+        let mut map = util::map(backend);
+        let token = map.insert(Channel::try_from(ours).unwrap(), Idle(log.clone())).unwrap();
+        map.set_deadline(token, Some(Instant::now() + Duration::from_millis(20)));
+        // A watchdog wakes the loop after 10 s by writing to the channel, so a
+        // wait that did not shrink ends the test instead of hanging it.
+        let woke = Arc::new(AtomicBool::new(false));
+        let watchdog = {
+            let woke = woke.clone();
+            let mut theirs = theirs;
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(10));
+                woke.store(true, Ordering::SeqCst);
+                let _ = theirs.write_all(b"w");
+            })
+        };
+        map.run(LoopOptions::new().no_timeout().count(1)).unwrap();
+        assert!(!woke.load(Ordering::SeqCst), "{backend}: the wait ignored the deadline");
+        assert_eq!(log.events(), ["timeout"], "{backend}");
+        drop(watchdog); // detached; it only writes to a closed socket
+    }
+}
+
+#[test]
+fn clearing_a_deadline_cancels_it_and_the_default_closes_with_handle_close() {
+    struct Quiet(Log);
+    impl StreamHandler for Quiet {
+        fn handle_read(&mut self, _: &mut Channel<Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
+            Ok(())
+        }
+        fn handle_close(&mut self, _: &mut Channel<Connected>, _: &mut Ctx<'_>) {
+            self.0.push("close");
+        }
+    }
+    for backend in util::backends() {
+        let (a, _pa) = UnixStream::pair().unwrap();
+        let (b, _pb) = UnixStream::pair().unwrap();
+        let (log_a, log_b) = (Log::default(), Log::default());
+        let mut map = util::map(backend);
+        let ta = map.insert(Channel::try_from(a).unwrap(), Quiet(log_a.clone())).unwrap();
+        let tb = map.insert(Channel::try_from(b).unwrap(), Quiet(log_b.clone())).unwrap();
+        map.set_deadline(ta, Some(Instant::now() + Duration::from_millis(10)));
+        map.set_deadline(tb, Some(Instant::now() + Duration::from_millis(10)));
+        map.set_deadline(tb, None);
+        assert!(util::run_until(&mut map, |m| !m.contains(ta)), "{backend}");
+        util::run_iterations(&mut map, 3);
+        assert!(map.contains(tb), "{backend}: a cleared deadline fired");
+        assert_eq!(log_a.events(), ["close"], "{backend}: default handle_timeout = handle_close + close");
+        assert!(log_b.events().is_empty(), "{backend}");
+    }
+}
