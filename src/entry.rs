@@ -5,6 +5,7 @@
 use std::any::Any;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
 
 use crate::buffered::Buffered;
 use crate::channel::{Channel, Connected, Connecting, FileFd, Listening, Observed, Role};
@@ -13,6 +14,7 @@ use crate::handler::{AcceptHandler, FileHandler, Pending, StreamHandler, Transpo
 use crate::machine::{Outcome, Phase, Step, Wakeup};
 use crate::map::{Ctx, Register};
 use crate::poller::{Interest, Readiness};
+use crate::report::{Level, log_info};
 
 /// A channel and its handler, type-erased for the map. Public only so the
 /// sealed [`Register`] trait can name it; not reachable by users.
@@ -280,7 +282,17 @@ register_stream!(crate::chat::AsyncChat<Connected>, crate::chat::AsyncChat<Conne
 pub(crate) struct ListenerEntry<H> {
     channel: Channel<Listening>,
     handler: H,
+    /// Accepting is paused (descriptors exhausted) until the channel's
+    /// deadline, when it resumes.
+    paused: bool,
+    /// The next pause: doubles while accepts keep failing, resets once one
+    /// succeeds.
+    backoff: Duration,
 }
+
+/// The first pause after descriptor exhaustion, and the longest.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 fn same<C>(c: &mut C) -> &mut C {
     c
@@ -292,7 +304,7 @@ impl<H: AcceptHandler> Entry for ListenerEntry<H> {
     }
 
     fn interest(&self) -> Interest {
-        Interest::from_predicates(self.handler.readable(&self.channel), false, false)
+        Interest::from_predicates(!self.paused && self.handler.readable(&self.channel), false, false)
     }
 
     fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) {
@@ -300,7 +312,15 @@ impl<H: AcceptHandler> Entry for ListenerEntry<H> {
         while let Some(step) = wakeup.next_step() {
             let (handler, ch) = (&mut self.handler, &mut self.channel);
             let outcome = match step {
-                Step::Accept => run(handler, ch, cx, same, H::handle_accept, H::handle_error),
+                Step::Accept => {
+                    let outcome = run(handler, ch, cx, same, H::handle_accept, accept_error::<H>);
+                    if ch.observed().has(Observed::EXHAUSTED) {
+                        self.pause(cx);
+                    } else if outcome == Outcome::default() {
+                        self.backoff = FIRST_BACKOFF;
+                    }
+                    outcome
+                }
                 Step::Close => {
                     handler.handle_close(ch, cx);
                     cx.close();
@@ -313,6 +333,12 @@ impl<H: AcceptHandler> Entry for ListenerEntry<H> {
     }
 
     fn timeout(&mut self, cx: &mut Ctx<'_>) {
+        if self.paused {
+            // The back-off is over: watch for connections again (the loop
+            // asks `interest` after this returns).
+            self.paused = false;
+            return;
+        }
         run(&mut self.handler, &mut self.channel, cx, same, H::handle_timeout, H::handle_error);
     }
 
@@ -329,6 +355,34 @@ impl<H: AcceptHandler> Entry for ListenerEntry<H> {
     }
 }
 
+impl<H: AcceptHandler> ListenerEntry<H> {
+    /// Out of descriptors: stop asking for readability until the back-off
+    /// passes, and say so once per pause.
+    fn pause(&mut self, cx: &mut Ctx<'_>) {
+        log_info(
+            Level::Error,
+            format_args!(
+                "accept on {:?}: out of descriptors or memory; pausing accepts for {} ms",
+                self.channel,
+                self.backoff.as_millis()
+            ),
+        );
+        self.paused = true;
+        let token = cx.token();
+        cx.set_deadline(token, Some(Instant::now() + self.backoff));
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// A listener's errors go to `handle_error`, except exhaustion, which
+/// pauses the listener instead of closing it (asyncore's default
+/// `handle_error` closed the listener, P1).
+fn accept_error<H: AcceptHandler>(h: &mut H, ch: &mut Channel<Listening>, e: io::Error, cx: &mut Ctx<'_>) {
+    if !ch.observed().has(Observed::EXHAUSTED) {
+        h.handle_error(ch, e, cx);
+    }
+}
+
 impl<H: AcceptHandler> Register<H> for Channel<Listening> {
     fn interest(&self, handler: &H) -> Interest {
         Interest::from_predicates(handler.readable(self), false, false)
@@ -337,7 +391,7 @@ impl<H: AcceptHandler> Register<H> for Channel<Listening> {
         self.as_fd()
     }
     fn into_entry(self, handler: H) -> Box<dyn Entry> {
-        Box::new(ListenerEntry { channel: self, handler })
+        Box::new(ListenerEntry { channel: self, handler, paused: false, backoff: FIRST_BACKOFF })
     }
 }
 

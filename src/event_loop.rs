@@ -49,11 +49,18 @@ pub struct LoopOptions {
     backend: Option<Backend>,
     count: Option<u64>,
     refresh: Refresh,
+    catch_panics: bool,
 }
 
 impl Default for LoopOptions {
     fn default() -> Self {
-        LoopOptions { timeout: Some(DEFAULT_TIMEOUT), backend: None, count: None, refresh: Refresh::Touched }
+        LoopOptions {
+            timeout: Some(DEFAULT_TIMEOUT),
+            backend: None,
+            count: None,
+            refresh: Refresh::Touched,
+            catch_panics: false,
+        }
     }
 }
 
@@ -97,12 +104,24 @@ impl LoopOptions {
         self.refresh = refresh;
         self
     }
+
+    /// Panic isolation: a handler that panics is reported in one line and
+    /// its channel closed (its handler dropped, `handle_close` not called),
+    /// while every other channel goes on. Off by default, as a panic usually
+    /// means a bug that should stop the program; state the panicking handler
+    /// shared with others (through `Rc<RefCell<…>>`, say) may be left half
+    /// updated. Needs `panic = "unwind"` (the default).
+    pub fn catch_panics(mut self, catch: bool) -> Self {
+        self.catch_panics = catch;
+        self
+    }
 }
 
 pub(crate) fn run(map: &mut Map, options: LoopOptions) -> io::Result<()> {
     if let Some(backend) = options.backend {
         map.set_backend(backend)?;
     }
+    map.set_catch_panics(options.catch_panics);
     let mut remaining = options.count;
     while !map.is_empty() {
         match &mut remaining {
@@ -142,10 +161,8 @@ pub fn loop_(
     map: Option<&mut Map>,
     count: Option<u64>,
 ) -> io::Result<()> {
-    let mut options = LoopOptions { timeout, backend: Some(backend), count, refresh: Refresh::Touched };
-    if timeout.is_none() {
-        options = options.no_timeout();
-    }
+    let mut options = LoopOptions { backend: Some(backend), count, ..LoopOptions::default() };
+    options.timeout = timeout;
     match map {
         Some(map) => run(map, options),
         None => with_socket_map(|map| run(map, options))?,

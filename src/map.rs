@@ -548,6 +548,7 @@ impl fmt::Debug for Ctx<'_> {
 pub struct Map {
     registry: Registry,
     events: Vec<Event>,
+    catch_panics: bool,
 }
 
 impl Map {
@@ -558,7 +559,7 @@ impl Map {
 
     /// An empty map that waits with `backend`.
     pub fn with_backend(backend: Backend) -> io::Result<Map> {
-        Ok(Map { registry: Registry::new(backend)?, events: Vec::new() })
+        Ok(Map { registry: Registry::new(backend)?, events: Vec::new(), catch_panics: false })
     }
 
     /// The backend the map waits with.
@@ -663,9 +664,9 @@ impl Map {
             // replaced by a new one on the same descriptor) finds nothing.
             let Some((mut entry, interest)) = self.registry.take(token) else { continue };
             let mut cx = Ctx::new(&mut self.registry, token);
-            entry.dispatch(readiness, interest, &mut cx);
+            let panicked = guard(self.catch_panics, || entry.dispatch(readiness, interest, &mut cx));
             let Ctx { closing, stopping, .. } = cx;
-            if self.registry.finish(token, entry, closing, stopping) {
+            if self.registry.finish(token, entry, closing || panicked, stopping) {
                 return Ok(true);
             }
         }
@@ -674,9 +675,9 @@ impl Map {
             while let Some(token) = self.registry.timers.pop_expired(now) {
                 let Some((mut entry, _)) = self.registry.take(token) else { continue };
                 let mut cx = Ctx::new(&mut self.registry, token);
-                entry.timeout(&mut cx);
+                let panicked = guard(self.catch_panics, || entry.timeout(&mut cx));
                 let Ctx { closing, stopping, .. } = cx;
-                if self.registry.finish(token, entry, closing, stopping) {
+                if self.registry.finish(token, entry, closing || panicked, stopping) {
                     return Ok(true);
                 }
             }
@@ -684,9 +685,37 @@ impl Map {
         Ok(false)
     }
 
+    /// Whether a panic in a handler is caught (see
+    /// [`LoopOptions::catch_panics`](crate::LoopOptions::catch_panics)).
+    pub fn set_catch_panics(&mut self, catch: bool) {
+        self.catch_panics = catch;
+    }
+
     /// Runs the loop on this map: see [`LoopOptions`](crate::LoopOptions).
     pub fn run(&mut self, options: crate::LoopOptions) -> io::Result<()> {
         crate::event_loop::run(self, options)
+    }
+}
+
+/// Runs one callback; with `catch` on, a panic is reported and the callback's
+/// channel is closed instead of unwinding through the loop. Returns whether
+/// it panicked.
+fn guard(catch: bool, callback: impl FnOnce()) -> bool {
+    if !catch {
+        callback();
+        return false;
+    }
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback)) {
+        Ok(()) => false,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("a non-string panic payload");
+            log_info(Level::Error, format_args!("a handler panicked ({message}); closing its channel"));
+            true
+        }
     }
 }
 

@@ -56,6 +56,9 @@ impl Observed {
     /// A clean end of stream (the peer shut down its sending side): it may
     /// still read what we send.
     pub const EOF: u8 = 4;
+    /// An accept failed for want of descriptors or memory (EMFILE, ENFILE,
+    /// ENOBUFS, ENOMEM): the listener should pause rather than spin (P1).
+    pub const EXHAUSTED: u8 = 8;
 
     pub fn has(self, bit: u8) -> bool {
         self.0 & bit != 0

@@ -194,6 +194,11 @@ impl Channel<Listening> {
     /// returned `None`. The new channel is non-blocking and close-on-exec. A
     /// peer that reset before the accept is still returned (bpo-10340): its
     /// first read reports the end.
+    ///
+    /// When the process or system is out of descriptors or memory
+    /// (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) the error is returned, and
+    /// the loop pauses the listener's read interest for a back-off period
+    /// instead of spinning on a listener that stays readable (asyncore P1).
     pub fn accept(&mut self) -> io::Result<Option<(Channel<Connected>, Address)>> {
         loop {
             return match net::acceptfrom_with(&self.fd, NEW_FD) {
@@ -206,6 +211,12 @@ impl Channel<Listening> {
                 }
                 Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN | Errno::CONNABORTED) => Ok(None),
+                Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
+                    // The loop pauses this listener for a while (see
+                    // `AcceptHandler`); the caller still learns why.
+                    self.observe(Observed::EXHAUSTED);
+                    Err(e.into())
+                }
                 Err(e) => Err(e.into()),
             };
         }
