@@ -12,6 +12,44 @@ pub const SEND_CHUNK: usize = 64 * 1024;
 /// The default bound on queued output: 4 MiB per channel.
 pub const DEFAULT_OUTPUT_LIMIT: usize = 4 * 1024 * 1024;
 
+/// The default high watermark: above 1 MiB queued, the channel stops reading.
+pub const DEFAULT_HIGH_WATERMARK: usize = 1024 * 1024;
+
+/// The default low watermark: reading resumes once the queue is under 256 KiB.
+pub const DEFAULT_LOW_WATERMARK: usize = 256 * 1024;
+
+/// Back-pressure with hysteresis: set above `high`, cleared at or below
+/// `low`. Shared by the buffered transports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Watermarks {
+    pub low: usize,
+    pub high: usize,
+    pub backlogged: bool,
+}
+
+impl Default for Watermarks {
+    fn default() -> Self {
+        Watermarks { low: DEFAULT_LOW_WATERMARK, high: DEFAULT_HIGH_WATERMARK, backlogged: false }
+    }
+}
+
+impl Watermarks {
+    pub fn update(&mut self, queued: usize) {
+        if queued > self.high {
+            self.backlogged = true;
+        } else if queued <= self.low {
+            self.backlogged = false;
+        }
+    }
+
+    pub fn set(&mut self, low: usize, high: usize, queued: usize) {
+        self.low = low.min(high);
+        self.high = high;
+        self.backlogged = false;
+        self.update(queued);
+    }
+}
+
 /// A stream whose `send` never loses a byte: what the socket does not take at
 /// once is queued and sent as the socket allows, one send per write event.
 ///
@@ -19,7 +57,11 @@ pub const DEFAULT_OUTPUT_LIMIT: usize = 4 * 1024 * 1024;
 /// after `handle_connect`. The queue is bounded ([`DEFAULT_OUTPUT_LIMIT`] by
 /// default): a `send` that would exceed the bound is refused whole with an
 /// error of kind `StorageFull` carrying a [`BufferFull`], so a peer that never
-/// reads cannot make the process grow without bound.
+/// reads cannot make the process grow without bound. Before that, past the
+/// high watermark ([`DEFAULT_HIGH_WATERMARK`]) the loop stops reading the
+/// channel until the queue drains below the low one
+/// ([`DEFAULT_LOW_WATERMARK`]): an echo or proxy slows down to its slowest
+/// reader instead of failing.
 ///
 /// # Examples
 ///
@@ -41,6 +83,7 @@ pub struct Buffered<R: Role = Connected> {
     /// Bytes of `queue` already sent; compacted away as the queue drains.
     sent: usize,
     limit: usize,
+    watermarks: Watermarks,
 }
 
 /// The error inside the `StorageFull` [`io::Error`] of a refused
@@ -71,7 +114,13 @@ impl std::error::Error for BufferFull {}
 impl<R: Role> Buffered<R> {
     /// Wraps a channel with an empty queue and the default limit.
     pub fn new(channel: Channel<R>) -> Self {
-        Buffered { channel, queue: Vec::new(), sent: 0, limit: DEFAULT_OUTPUT_LIMIT }
+        Buffered {
+            channel,
+            queue: Vec::new(),
+            sent: 0,
+            limit: DEFAULT_OUTPUT_LIMIT,
+            watermarks: Watermarks::default(),
+        }
     }
 
     /// The same, with another bound on queued output.
@@ -88,6 +137,18 @@ impl<R: Role> Buffered<R> {
     /// The bound on queued output.
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// Sets the back-pressure watermarks: reading stops above `high` bytes
+    /// queued and resumes at or below `low`. `usize::MAX` as `high` turns
+    /// back-pressure off.
+    pub fn set_watermarks(&mut self, low: usize, high: usize) {
+        self.watermarks.set(low, high, self.queued());
+    }
+
+    /// The back-pressure watermarks, `(low, high)`.
+    pub fn watermarks(&self) -> (usize, usize) {
+        (self.watermarks.low, self.watermarks.high)
     }
 
     /// Bytes queued and not yet sent.
@@ -123,6 +184,7 @@ impl<R: Role> Buffered<R> {
             self.sent = 0;
         }
         self.queue.extend_from_slice(data);
+        self.watermarks.update(self.queued());
     }
 }
 
@@ -165,6 +227,7 @@ impl Buffered<Connected> {
         let end = self.queue.len().min(self.sent + SEND_CHUNK);
         let n = self.channel.send(&self.queue[self.sent..end])?;
         self.sent += n;
+        self.watermarks.update(self.queued());
         if self.sent == self.queue.len() {
             self.sent = 0;
             self.queue.clear();
@@ -214,6 +277,9 @@ impl Transport for Buffered<Connected> {
     fn send_queued(&mut self) -> io::Result<()> {
         self.initiate_send()
     }
+    fn is_backlogged(&self) -> bool {
+        self.watermarks.backlogged
+    }
 }
 
 impl Pending for Buffered<Connecting> {
@@ -227,6 +293,7 @@ impl Pending for Buffered<Connecting> {
             queue: self.queue,
             sent: self.sent,
             limit: self.limit,
+            watermarks: self.watermarks,
         }
     }
 }
@@ -255,6 +322,30 @@ mod tests {
         }
         assert_eq!(a.queued(), 0);
         assert!(got.chunks(1 << 20).all(|c| c == &chunk[..]));
+    }
+
+    #[test]
+    fn watermarks_pause_reading_with_hysteresis() {
+        let (a, mut b) = Channel::pair().unwrap();
+        let mut a = Buffered::new(a);
+        a.set_watermarks(100, 1000);
+        // Fill the socket so that what follows stays queued.
+        while a.get_mut().send(&[0u8; 4096]).unwrap() > 0 {}
+        a.send(&[1u8; 900]).unwrap();
+        assert!(!a.is_backlogged(), "900 <= high");
+        a.send(&[1u8; 200]).unwrap();
+        assert!(a.is_backlogged(), "1100 > high");
+        let mut sink = vec![0u8; 1 << 16];
+        let mut drained = 0;
+        while a.queued() > 0 {
+            drained += b.recv(&mut sink).unwrap_or(0);
+            a.initiate_send().unwrap();
+            if a.queued() > 100 {
+                assert!(a.is_backlogged(), "still above low: {}", a.queued());
+            }
+        }
+        assert!(drained > 0);
+        assert!(!a.is_backlogged(), "at or below low");
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub(crate) struct StreamEntry<T: Transport, H> {
 }
 
 fn stream_interest<T: Transport, H: StreamHandler<T>>(handler: &H, t: &T) -> Interest {
-    Interest::from_predicates(handler.readable(t), handler.writable(t), true)
+    Interest::from_predicates(!t.is_backlogged() && handler.readable(t), handler.writable(t), true)
 }
 
 impl<T: Transport, H: StreamHandler<T>> Entry for StreamEntry<T, H> {

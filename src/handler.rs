@@ -72,6 +72,13 @@ pub trait Transport: sealed::Sealed + 'static {
 
     /// Makes one attempt to send queued output; the default `handle_write`.
     fn send_queued(&mut self) -> io::Result<()>;
+
+    /// Whether queued output went past the high watermark and has not yet
+    /// drained below the low one: the loop stops reading the channel until
+    /// it has, whatever `readable()` says (back-pressure).
+    fn is_backlogged(&self) -> bool {
+        false
+    }
 }
 
 /// A [`Transport`] whose connect is in progress. Sealed.

@@ -83,7 +83,9 @@ pub mod report;
 mod timer;
 
 pub use address::{Address, ParseAddressError, ToAddress, UnixAddress};
-pub use buffered::{BufferFull, Buffered, DEFAULT_OUTPUT_LIMIT, SEND_CHUNK};
+pub use buffered::{
+    BufferFull, Buffered, DEFAULT_HIGH_WATERMARK, DEFAULT_LOW_WATERMARK, DEFAULT_OUTPUT_LIMIT, SEND_CHUNK,
+};
 pub use channel::{Bound, Channel, Connected, Connecting, Family, FileFd, Fresh, Listening, Role, SockType};
 pub use chat::{AsyncChat, ChatHandler, Producer, SimpleProducer, Terminator};
 pub use error::{RoleError, is_disconnect};

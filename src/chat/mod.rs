@@ -61,6 +61,7 @@ use std::io;
 pub use producer::{Producer, SimpleProducer};
 pub use terminator::{Framed, Framer, RecordTooLong, Split, Terminator, find_prefix_at_end, next_split};
 
+use crate::buffered::Watermarks;
 use crate::channel::{Channel, Connected, Connecting, Role};
 use crate::handler::{Pending, StreamHandler, Transport};
 use crate::map::Ctx;
@@ -106,6 +107,7 @@ pub struct AsyncChat<R: Role = Connected> {
     out_buffer_size: usize,
     max_record: usize,
     output_limit: usize,
+    watermarks: Watermarks,
 }
 
 impl<R: Role> AsyncChat<R> {
@@ -125,7 +127,15 @@ impl<R: Role> AsyncChat<R> {
             out_buffer_size: DEFAULT_OUT_BUFFER_SIZE,
             max_record: DEFAULT_MAX_RECORD,
             output_limit: DEFAULT_CHAT_OUTPUT_LIMIT,
+            watermarks: Watermarks::default(),
         }
+    }
+
+    /// Sets the back-pressure watermarks: the channel stops reading above
+    /// `high` bytes queued and resumes at or below `low` (defaults: 1 MiB
+    /// and 256 KiB). `usize::MAX` as `high` turns back-pressure off.
+    pub fn set_watermarks(&mut self, low: usize, high: usize) {
+        self.watermarks.set(low, high, self.out_bytes);
     }
 
     /// The terminator the next bytes are split at (asynchat's
@@ -177,6 +187,7 @@ impl<R: Role> AsyncChat<R> {
             }
         }
         self.out_bytes += data.len();
+        self.watermarks.update(self.out_bytes);
         Ok(())
     }
 
@@ -210,6 +221,7 @@ impl<R: Role> AsyncChat<R> {
         self.record_len = 0;
         self.out.clear();
         self.out_bytes = 0;
+        self.watermarks.update(0);
         if self.closing {
             self.out.push_back(Out::Close);
         }
@@ -305,6 +317,7 @@ impl AsyncChat<Connected> {
                         self.out.pop_front();
                     } else {
                         self.out_bytes += chunk.len();
+                        self.watermarks.update(self.out_bytes);
                         self.out.push_front(Out::Data { buf: chunk, sent: 0 });
                     }
                 }
@@ -313,6 +326,7 @@ impl AsyncChat<Connected> {
                     let n = self.channel.send(&buf[*sent..end])?;
                     *sent += n;
                     self.out_bytes -= n;
+                    self.watermarks.update(self.out_bytes);
                     if *sent == buf.len()
                         && let Some(Out::Data { mut buf, .. }) = self.out.pop_front()
                         && buf.capacity() <= self.out_buffer_size
@@ -413,6 +427,9 @@ impl Transport for AsyncChat<Connected> {
     fn send_queued(&mut self) -> io::Result<()> {
         self.initiate_send()
     }
+    fn is_backlogged(&self) -> bool {
+        self.watermarks.backlogged
+    }
 }
 
 impl Pending for AsyncChat<Connecting> {
@@ -435,6 +452,7 @@ impl Pending for AsyncChat<Connecting> {
             out_buffer_size,
             max_record,
             output_limit,
+            watermarks,
         } = self;
         AsyncChat {
             channel: channel.into_connected(),
@@ -450,6 +468,7 @@ impl Pending for AsyncChat<Connecting> {
             out_buffer_size,
             max_record,
             output_limit,
+            watermarks,
         }
     }
 }
