@@ -81,7 +81,8 @@ impl Address {
         Ok(Address::Unix(if let Some(path) = unix.path_bytes() {
             use std::os::unix::ffi::OsStrExt;
             UnixAddress::Path(Path::new(std::ffi::OsStr::from_bytes(path)).to_path_buf())
-        } else if let Some(name) = unix.abstract_name() {
+        } else if let Some(name) = unix.abstract_name().filter(|n| !n.is_empty()) {
+            // rustix reports an unnamed socket as an empty abstract name.
             UnixAddress::Abstract(name.to_vec())
         } else {
             UnixAddress::Unnamed

@@ -18,6 +18,7 @@ use crate::entry::Entry;
 use crate::poller::{Backend, Event, Interest, Poller, Readiness, Source};
 use crate::report::{Level, log_info};
 use crate::timer::Timers;
+use crate::trace::{Trace, Traced};
 
 /// A handle to a channel in a [`Map`]: its descriptor number and a
 /// generation, so a handle outlives its channel harmlessly.
@@ -139,18 +140,25 @@ pub(crate) struct Registry {
     always_ready: usize,
     poller: Poller,
     timers: Timers,
+    /// Recorded callbacks, when a simulation asked for them.
+    trace: Option<Trace>,
 }
 
 impl Registry {
     fn new(backend: Backend) -> io::Result<Registry> {
-        Ok(Registry {
+        Ok(Registry::with_poller(Poller::new(backend)?))
+    }
+
+    fn with_poller(poller: Poller) -> Registry {
+        Registry {
             slots: Vec::new(),
             scratch: Vec::new(),
             len: 0,
             always_ready: 0,
-            poller: Poller::new(backend)?,
+            poller,
             timers: Timers::default(),
-        })
+            trace: None,
+        }
     }
 
     fn live(&self, token: Token) -> Option<&Slot> {
@@ -185,10 +193,14 @@ impl Registry {
                 return Err(InsertError { error, channel, handler });
             }
         }
+        let entry = channel.into_entry(handler);
+        if let Some(trace) = &mut self.trace {
+            trace.push((token, Traced::Inserted(entry.joined())));
+        }
         let slot = &mut self.slots[index];
         slot.interest = interest;
         slot.always_ready = always_ready;
-        slot.entry = Some(channel.into_entry(handler));
+        slot.entry = Some(entry);
         self.len += 1;
         self.always_ready += usize::from(always_ready);
         Ok(token)
@@ -247,6 +259,9 @@ impl Registry {
         self.always_ready -= usize::from(slot.always_ready);
         if !self.timers.is_empty() {
             self.timers.remove(token);
+        }
+        if let Some(trace) = &mut self.trace {
+            trace.push((token, Traced::Removed));
         }
         *slot = Slot { generation: slot.generation.wrapping_add(1), ..Slot::default() };
         self.len -= 1;
@@ -468,6 +483,24 @@ impl<'a> Ctx<'a> {
         self.registry.set_idle_timeout(token, idle)
     }
 
+    /// Records the start of a callback into this channel's handler, when
+    /// tracing; returns where to record its progress.
+    #[inline]
+    pub(crate) fn trace_call(&mut self, callback: crate::trace::Callback) -> Option<usize> {
+        let trace = self.registry.trace.as_mut()?;
+        trace.push((self.token, Traced::Called { callback, progress: false }));
+        Some(trace.len() - 1)
+    }
+
+    #[inline]
+    pub(crate) fn trace_progress(&mut self, at: Option<usize>, moved: bool) {
+        if let (Some(at), Some(trace)) = (at, self.registry.trace.as_mut())
+            && let Some((_, Traced::Called { progress, .. })) = trace.get_mut(at)
+        {
+            *progress = moved;
+        }
+    }
+
     /// Lends the map's read buffer, at least `len` bytes long; give it back
     /// with [`put_scratch`](Self::put_scratch).
     pub(crate) fn take_scratch(&mut self, len: usize) -> Vec<u8> {
@@ -666,7 +699,11 @@ impl Map {
             let mut cx = Ctx::new(&mut self.registry, token);
             let panicked = guard(self.catch_panics, || entry.dispatch(readiness, interest, &mut cx));
             let Ctx { closing, stopping, .. } = cx;
-            if self.registry.finish(token, entry, closing || panicked, stopping) {
+            if let Some(panic) = panicked.uncaught {
+                self.registry.discard(token, entry);
+                std::panic::resume_unwind(panic);
+            }
+            if self.registry.finish(token, entry, closing || panicked.caught, stopping) {
                 return Ok(true);
             }
         }
@@ -677,12 +714,41 @@ impl Map {
                 let mut cx = Ctx::new(&mut self.registry, token);
                 let panicked = guard(self.catch_panics, || entry.timeout(&mut cx));
                 let Ctx { closing, stopping, .. } = cx;
-                if self.registry.finish(token, entry, closing || panicked, stopping) {
+                if let Some(panic) = panicked.uncaught {
+                    self.registry.discard(token, entry);
+                    std::panic::resume_unwind(panic);
+                }
+                if self.registry.finish(token, entry, closing || panicked.caught, stopping) {
                     return Ok(true);
                 }
             }
         }
         Ok(false)
+    }
+
+    /// Runs `f` on a channel's descriptor (for the simulation's socket
+    /// options); `None` for a stale token.
+    pub(crate) fn with_fd<T>(
+        &self,
+        token: Token,
+        f: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> T,
+    ) -> Option<T> {
+        let entry = self.registry.live(token)?.entry.as_ref()?;
+        Some(f(entry.fd()))
+    }
+
+    /// Starts (or stops) recording callbacks, for the simulation.
+    pub(crate) fn set_tracing(&mut self, on: bool) {
+        self.registry.trace = on.then(Vec::new);
+    }
+
+    /// Takes what was recorded since the last call.
+    pub(crate) fn take_trace(&mut self) -> Trace {
+        self.registry.trace.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    pub(crate) fn with_poller(poller: Poller) -> Map {
+        Map { registry: Registry::with_poller(poller), events: Vec::new(), catch_panics: false }
     }
 
     /// Whether a panic in a handler is caught (see
@@ -697,16 +763,22 @@ impl Map {
     }
 }
 
-/// Runs one callback; with `catch` on, a panic is reported and the callback's
-/// channel is closed instead of unwinding through the loop. Returns whether
-/// it panicked.
-fn guard(catch: bool, callback: impl FnOnce()) -> bool {
-    if !catch {
-        callback();
-        return false;
-    }
+/// How a callback ended, panic-wise.
+struct Panicked {
+    /// A panic was caught and reported: close the channel, go on.
+    caught: bool,
+    /// A panic to pass on to the caller of the loop, once the channel is out
+    /// of the map (so the map stays coherent for a caller that catches it).
+    uncaught: Option<Box<dyn std::any::Any + Send>>,
+}
+
+/// Runs one callback. A panic is always stopped long enough to take the
+/// channel out of the map; with `catch` on it is then reported and the loop
+/// goes on, otherwise it continues to the caller.
+fn guard(catch: bool, callback: impl FnOnce()) -> Panicked {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback)) {
-        Ok(()) => false,
+        Ok(()) => Panicked { caught: false, uncaught: None },
+        Err(payload) if !catch => Panicked { caught: false, uncaught: Some(payload) },
         Err(payload) => {
             let message = payload
                 .downcast_ref::<&str>()
@@ -714,7 +786,7 @@ fn guard(catch: bool, callback: impl FnOnce()) -> bool {
                 .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
                 .unwrap_or("a non-string panic payload");
             log_info(Level::Error, format_args!("a handler panicked ({message}); closing its channel"));
-            true
+            Panicked { caught: true, uncaught: None }
         }
     }
 }

@@ -60,8 +60,9 @@ impl Timers {
     /// An idle timeout counted from now and from every later callback;
     /// `None` removes the channel's timer.
     pub fn set_idle(&mut self, token: Token, idle: Option<Duration>, now: Instant) {
-        match idle {
-            Some(d) => self.arm(token, now + d, Some(d)),
+        // An idle timeout too long to represent never passes: no timer.
+        match idle.and_then(|d| Some((now.checked_add(d)?, d))) {
+            Some((at, d)) => self.arm(token, at, Some(d)),
             None => self.remove(token),
         }
     }
@@ -71,8 +72,9 @@ impl Timers {
         if let Some(timer) = self.by_index.get(&token.index())
             && timer.generation == token.generation()
             && let Some(idle) = timer.idle
+            && let Some(at) = now.checked_add(idle)
         {
-            self.arm(token, now + idle, Some(idle));
+            self.arm(token, at, Some(idle));
         }
     }
 
