@@ -15,6 +15,7 @@ use crate::machine::{Outcome, Phase, Step, Wakeup};
 use crate::map::{Ctx, Register};
 use crate::poller::{Interest, Readiness};
 use crate::report::{Level, log_info};
+use crate::trace::{Callback, Joined};
 
 /// A channel and its handler, type-erased for the map. Public only so the
 /// sealed [`Register`] trait can name it; not reachable by users.
@@ -33,22 +34,33 @@ pub trait Entry: 'static {
     fn handler_mut(&mut self) -> &mut dyn Any;
     /// A short description for reports.
     fn describe(&self) -> String;
+    /// What the channel was when it joined, for traces.
+    fn joined(&self) -> Joined;
 }
 
 /// Runs one callback and condenses what happened into an [`Outcome`]:
 /// would-block is nothing, a disconnection is the peer leaving, any other
 /// error goes to the handler's error callback.
+#[allow(clippy::too_many_arguments)]
 fn run<H, C, R: Role>(
     handler: &mut H,
     ch: &mut C,
     cx: &mut Ctx<'_>,
+    kind: Callback,
     channel: fn(&mut C) -> &mut Channel<R>,
     callback: impl FnOnce(&mut H, &mut C, &mut Ctx<'_>) -> io::Result<()>,
     on_error: fn(&mut H, &mut C, io::Error, &mut Ctx<'_>),
 ) -> Outcome {
     channel(ch).reset_observed();
+    let traced = cx.trace_call(kind);
     let result = callback(handler, ch, cx);
     let observed = channel(ch).observed();
+    if traced.is_some() {
+        let moved = observed.has(Observed::READ_PROGRESS)
+            || observed.has(Observed::WRITE_PROGRESS)
+            || observed.has(Observed::PEER_GONE);
+        cx.trace_progress(traced, moved);
+    }
     let mut outcome = Outcome {
         peer_gone: observed.has(Observed::PEER_GONE),
         read_progress: observed.has(Observed::READ_PROGRESS),
@@ -59,6 +71,7 @@ fn run<H, C, R: Role>(
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
         Err(e) if is_disconnect(&e) => outcome.peer_gone = true,
         Err(e) => {
+            cx.trace_call(Callback::Error);
             on_error(handler, ch, e, cx);
             outcome.failed = true;
         }
@@ -113,6 +126,7 @@ impl<T: Transport, H: StreamHandler<T>> Entry for StreamEntry<T, H> {
     fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) {
         if let StreamState::Draining(t) = &mut self.state {
             if drained(t, readiness) {
+                cx.trace_call(Callback::Close);
                 self.handler.handle_close(t, cx);
                 cx.close();
             }
@@ -147,6 +161,7 @@ impl<T: Transport, H: StreamHandler<T>> Entry for StreamEntry<T, H> {
             }
             if step == Step::ConnectFailed {
                 let error = failure.take().unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into());
+                cx.trace_call(Callback::ConnectFailed);
                 handler.handle_connect_failed(error, cx);
                 wakeup.record(Outcome::default());
                 cx.close();
@@ -157,13 +172,27 @@ impl<T: Transport, H: StreamHandler<T>> Entry for StreamEntry<T, H> {
             };
             let outcome = match step {
                 Step::Connect => {
-                    let outcome = run(handler, t, cx, T::channel_mut, H::handle_connect, H::handle_error);
+                    let outcome = run(
+                        handler,
+                        t,
+                        cx,
+                        Callback::Connect,
+                        T::channel_mut,
+                        H::handle_connect,
+                        H::handle_error,
+                    );
                     wakeup.set_interest(stream_interest(handler, t));
                     outcome
                 }
-                Step::Read => run(handler, t, cx, T::channel_mut, H::handle_read, H::handle_error),
-                Step::Write => run(handler, t, cx, T::channel_mut, H::handle_write, H::handle_error),
-                Step::Expt => run(handler, t, cx, T::channel_mut, H::handle_expt, H::handle_error),
+                Step::Read => {
+                    run(handler, t, cx, Callback::Read, T::channel_mut, H::handle_read, H::handle_error)
+                }
+                Step::Write => {
+                    run(handler, t, cx, Callback::Write, T::channel_mut, H::handle_write, H::handle_error)
+                }
+                Step::Expt => {
+                    run(handler, t, cx, Callback::Expt, T::channel_mut, H::handle_expt, H::handle_error)
+                }
                 Step::Close
                     if t.has_queued_output()
                         && t.channel().observed().has(Observed::EOF)
@@ -177,6 +206,7 @@ impl<T: Transport, H: StreamHandler<T>> Entry for StreamEntry<T, H> {
                     Outcome::default()
                 }
                 Step::Close => {
+                    cx.trace_call(Callback::Close);
                     handler.handle_close(t, cx);
                     cx.close();
                     Outcome::default()
@@ -201,6 +231,13 @@ impl<T: Transport, H: StreamHandler<T>> Entry for StreamEntry<T, H> {
         &mut self.handler
     }
 
+    fn joined(&self) -> Joined {
+        match self.state {
+            StreamState::Connecting(_) => Joined::Connecting,
+            _ => Joined::Connected,
+        }
+    }
+
     fn describe(&self) -> String {
         match &self.state {
             StreamState::Connecting(p) => format!("{:?}", p.channel()),
@@ -214,13 +251,23 @@ impl<T: Transport, H: StreamHandler<T>> StreamEntry<T, H> {
     fn on_timeout(&mut self, cx: &mut Ctx<'_>) {
         match &mut self.state {
             StreamState::Connecting(_) => {
+                cx.trace_call(Callback::ConnectFailed);
                 self.handler.handle_connect_failed(io::ErrorKind::TimedOut.into(), cx);
                 cx.close();
             }
             StreamState::Connected(t) => {
-                run(&mut self.handler, t, cx, T::channel_mut, H::handle_timeout, H::handle_error);
+                run(
+                    &mut self.handler,
+                    t,
+                    cx,
+                    Callback::Timeout,
+                    T::channel_mut,
+                    H::handle_timeout,
+                    H::handle_error,
+                );
             }
             StreamState::Draining(t) => {
+                cx.trace_call(Callback::Close);
                 self.handler.handle_close(t, cx);
                 cx.close();
             }
@@ -313,7 +360,8 @@ impl<H: AcceptHandler> Entry for ListenerEntry<H> {
             let (handler, ch) = (&mut self.handler, &mut self.channel);
             let outcome = match step {
                 Step::Accept => {
-                    let outcome = run(handler, ch, cx, same, H::handle_accept, accept_error::<H>);
+                    let outcome =
+                        run(handler, ch, cx, Callback::Accept, same, H::handle_accept, accept_error::<H>);
                     if ch.observed().has(Observed::EXHAUSTED) {
                         self.pause(cx);
                     } else if outcome == Outcome::default() {
@@ -322,6 +370,7 @@ impl<H: AcceptHandler> Entry for ListenerEntry<H> {
                     outcome
                 }
                 Step::Close => {
+                    cx.trace_call(Callback::Close);
                     handler.handle_close(ch, cx);
                     cx.close();
                     Outcome::default()
@@ -339,7 +388,15 @@ impl<H: AcceptHandler> Entry for ListenerEntry<H> {
             self.paused = false;
             return;
         }
-        run(&mut self.handler, &mut self.channel, cx, same, H::handle_timeout, H::handle_error);
+        run(
+            &mut self.handler,
+            &mut self.channel,
+            cx,
+            Callback::Timeout,
+            same,
+            H::handle_timeout,
+            H::handle_error,
+        );
     }
 
     fn handler(&self) -> &dyn Any {
@@ -352,6 +409,10 @@ impl<H: AcceptHandler> Entry for ListenerEntry<H> {
 
     fn describe(&self) -> String {
         format!("{:?}", self.channel)
+    }
+
+    fn joined(&self) -> Joined {
+        Joined::Listening
     }
 }
 
@@ -420,9 +481,10 @@ impl<H: FileHandler> Entry for FileEntry<H> {
         while let Some(step) = wakeup.next_step() {
             let (handler, ch) = (&mut self.handler, &mut self.channel);
             let outcome = match step {
-                Step::Read => run(handler, ch, cx, same, H::handle_read, H::handle_error),
-                Step::Write => run(handler, ch, cx, same, H::handle_write, H::handle_error),
+                Step::Read => run(handler, ch, cx, Callback::Read, same, H::handle_read, H::handle_error),
+                Step::Write => run(handler, ch, cx, Callback::Write, same, H::handle_write, H::handle_error),
                 Step::Close => {
+                    cx.trace_call(Callback::Close);
                     handler.handle_close(ch, cx);
                     cx.close();
                     Outcome::default()
@@ -434,7 +496,15 @@ impl<H: FileHandler> Entry for FileEntry<H> {
     }
 
     fn timeout(&mut self, cx: &mut Ctx<'_>) {
-        run(&mut self.handler, &mut self.channel, cx, same, H::handle_timeout, H::handle_error);
+        run(
+            &mut self.handler,
+            &mut self.channel,
+            cx,
+            Callback::Timeout,
+            same,
+            H::handle_timeout,
+            H::handle_error,
+        );
     }
 
     fn handler(&self) -> &dyn Any {
@@ -443,6 +513,10 @@ impl<H: FileHandler> Entry for FileEntry<H> {
 
     fn handler_mut(&mut self) -> &mut dyn Any {
         &mut self.handler
+    }
+
+    fn joined(&self) -> Joined {
+        Joined::File
     }
 
     fn describe(&self) -> String {

@@ -19,6 +19,7 @@
 //! | 5 | [`loop_`], [`LoopOptions`] | asyncore's `loop`: wait, dispatch, until the map is empty |
 //! | 6 | [`StreamHandler`], [`AcceptHandler`], [`FileHandler`] | the callbacks you write, each only where its event can happen |
 //! | 7 | [`Buffered`], [`chat`] | `dispatcher_with_send` (sends that queue what the socket cannot take yet) and `async_chat` (records split at terminators, producers) |
+//! | 8 | [`sim`] | a deterministic simulated world that runs your handlers from a seed or a fuzzer's bytes and checks the loop's invariants |
 //!
 //! A typical server uses layers 3 to 7: it creates channels, implements
 //! handlers, inserts both into a [`Map`] and runs it.
@@ -80,7 +81,9 @@ pub mod machine;
 mod map;
 pub mod poller;
 pub mod report;
+pub mod sim;
 mod timer;
+mod trace;
 
 pub use address::{Address, ParseAddressError, ToAddress, UnixAddress};
 pub use buffered::{

@@ -114,7 +114,12 @@ impl Channel<FileFd> {
     pub fn send(&mut self, data: &[u8]) -> io::Result<usize> {
         loop {
             return match rustix::io::write(&self.fd, data) {
-                Ok(n) => Ok(n),
+                Ok(n) => {
+                    if n > 0 {
+                        self.observe(Observed::WRITE_PROGRESS);
+                    }
+                    Ok(n)
+                }
                 Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN) => Ok(0),
                 Err(e) => {

@@ -59,6 +59,8 @@ impl Observed {
     /// An accept failed for want of descriptors or memory (EMFILE, ENFILE,
     /// ENOBUFS, ENOMEM): the listener should pause rather than spin (P1).
     pub const EXHAUSTED: u8 = 8;
+    /// A send moved at least one byte.
+    pub const WRITE_PROGRESS: u8 = 16;
 
     pub fn has(self, bit: u8) -> bool {
         self.0 & bit != 0

@@ -299,7 +299,12 @@ impl Channel<Connected> {
     fn send_with(&mut self, data: &[u8], flags: SendFlags) -> io::Result<usize> {
         loop {
             return match net::send(&self.fd, data, flags) {
-                Ok(n) => Ok(n),
+                Ok(n) => {
+                    if n > 0 {
+                        self.observe(Observed::WRITE_PROGRESS);
+                    }
+                    Ok(n)
+                }
                 Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN) => Ok(0),
                 Err(e) => {

@@ -20,6 +20,7 @@
 
 mod epoll;
 mod poll;
+pub(crate) mod scripted;
 #[cfg(feature = "select")]
 mod select;
 
@@ -330,6 +331,8 @@ pub(crate) enum Poller {
     Poll(poll::PollPoller),
     #[cfg(feature = "select")]
     Select(select::SelectPoller),
+    /// The simulation's: `poll(2)` truth, altered by a script.
+    Scripted(scripted::ScriptedPoller),
 }
 
 impl Poller {
@@ -354,6 +357,7 @@ impl Poller {
             Poller::Poll(_) => Backend::Poll,
             #[cfg(feature = "select")]
             Poller::Select(_) => Backend::Select,
+            Poller::Scripted(_) => Backend::Poll,
         }
     }
 
@@ -398,6 +402,7 @@ impl Poller {
             Poller::Poll(p) => p.wait(sources, events, timeout),
             #[cfg(feature = "select")]
             Poller::Select(p) => p.wait(sources, events, timeout),
+            Poller::Scripted(p) => p.wait(sources, events),
         }
     }
 }
