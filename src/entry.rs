@@ -8,9 +8,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use crate::buffered::Buffered;
-use crate::channel::{Channel, Connected, Connecting, FileFd, Listening, Observed, Role};
+use crate::channel::{Channel, Connected, Connecting, DatagramRole, FileFd, Listening, Observed, Role};
 use crate::error::is_disconnect;
-use crate::handler::{AcceptHandler, FileHandler, Pending, StreamHandler, Transport};
+use crate::handler::{AcceptHandler, DatagramHandler, FileHandler, Pending, StreamHandler, Transport};
 use crate::machine::{Outcome, Phase, Step, Wakeup};
 use crate::map::{Ctx, Register};
 use crate::poller::{Interest, Readiness};
@@ -69,7 +69,8 @@ fn run<H, C, R: Role>(
     match result {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-        Err(e) if is_disconnect(&e) => outcome.peer_gone = true,
+        // A datagram socket has no peer to lose: every error is the handler's.
+        Err(e) if is_disconnect(&e) && R::HAS_PEER_STREAM => outcome.peer_gone = true,
         Err(e) => {
             cx.trace_call(Callback::Error);
             on_error(handler, ch, e, cx);
@@ -538,3 +539,86 @@ impl<H: FileHandler> Register<H> for Channel<FileFd> {
         Box::new(FileEntry { channel: self, handler })
     }
 }
+
+// ---- datagrams ---------------------------------------------------------------
+
+pub(crate) struct DatagramEntry<R: DatagramRole, H> {
+    channel: Channel<R>,
+    handler: H,
+}
+
+fn datagram_interest<R: DatagramRole, H: DatagramHandler<R>>(handler: &H, ch: &Channel<R>) -> Interest {
+    Interest::from_predicates(handler.readable(ch), handler.writable(ch), false)
+}
+
+impl<R: DatagramRole, H: DatagramHandler<R>> Entry for DatagramEntry<R, H> {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.channel.as_fd()
+    }
+
+    fn interest(&self) -> Interest {
+        datagram_interest(&self.handler, &self.channel)
+    }
+
+    fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) {
+        let mut wakeup = Wakeup::new(Phase::Datagram, interest, readiness);
+        while let Some(step) = wakeup.next_step() {
+            let (handler, ch) = (&mut self.handler, &mut self.channel);
+            let outcome = match step {
+                Step::Read => run(handler, ch, cx, Callback::Read, same, H::handle_read, H::handle_error),
+                Step::Write => run(handler, ch, cx, Callback::Write, same, H::handle_write, H::handle_error),
+                _ => unreachable!("a datagram socket only reads and writes"),
+            };
+            wakeup.record(outcome);
+        }
+    }
+
+    fn timeout(&mut self, cx: &mut Ctx<'_>) {
+        run(
+            &mut self.handler,
+            &mut self.channel,
+            cx,
+            Callback::Timeout,
+            same,
+            H::handle_timeout,
+            H::handle_error,
+        );
+    }
+
+    fn handler(&self) -> &dyn Any {
+        &self.handler
+    }
+
+    fn handler_mut(&mut self) -> &mut dyn Any {
+        &mut self.handler
+    }
+
+    fn describe(&self) -> String {
+        format!("{:?}", self.channel)
+    }
+
+    fn joined(&self) -> Joined {
+        Joined::Datagram
+    }
+}
+
+// Two impls rather than one over `R: DatagramRole`: with the blanket one, a
+// `Channel<Fresh>` put in a map makes rustc complain that `Fresh` is not a
+// datagram role, instead of showing `Register`'s message.
+macro_rules! register_datagram {
+    ($($role:ty),*) => {$(
+        impl<H: DatagramHandler<$role>> Register<H> for Channel<$role> {
+            fn interest(&self, handler: &H) -> Interest {
+                datagram_interest(handler, self)
+            }
+            fn fd(&self) -> BorrowedFd<'_> {
+                self.as_fd()
+            }
+            fn into_entry(self, handler: H) -> Box<dyn Entry> {
+                Box::new(DatagramEntry { channel: self, handler })
+            }
+        }
+    )*};
+}
+
+register_datagram!(crate::channel::Datagram, crate::channel::ConnectedDatagram);

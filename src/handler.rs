@@ -10,6 +10,7 @@
 //! | [`StreamHandler<T>`] | [`Channel<Connecting>`]/[`Channel<Connected>`], or [`Buffered`] | connect, connect failed, read, write, expt, close, error |
 //! | [`AcceptHandler`] | [`Channel<Listening>`] | accept/accepted, close, error |
 //! | [`FileHandler`] | [`Channel<FileFd>`] | read, write, close, error |
+//! | [`DatagramHandler<R>`] | [`Channel<Datagram>`](crate::Datagram) / [`Channel<ConnectedDatagram>`](crate::ConnectedDatagram) | read, write, error |
 //!
 //! Every callback gets the channel in its right type and a [`Ctx`] through
 //! which it can add channels to the loop, close its own channel, close
@@ -39,7 +40,7 @@ use std::io;
 
 use crate::address::Address;
 use crate::buffered::Buffered;
-use crate::channel::{Channel, Connected, Connecting, FileFd, Listening};
+use crate::channel::{Channel, Connected, Connecting, DatagramRole, FileFd, Listening};
 use crate::map::Ctx;
 use crate::report::{Level, log_info};
 
@@ -383,6 +384,81 @@ pub trait FileHandler: 'static {
 
     /// A callback failed. Default: report one line, `handle_close`, close.
     fn handle_error(&mut self, ch: &mut Channel<FileFd>, error: io::Error, cx: &mut Ctx<'_>) {
+        report_uncaptured::<Self>(ch, &error);
+        self.handle_close(ch, cx);
+        cx.close();
+    }
+}
+
+/// The handler of a datagram socket: UDP or Unix datagrams, unconnected
+/// ([`Datagram`](crate::Datagram), the default) or connected to one peer
+/// ([`ConnectedDatagram`](crate::ConnectedDatagram)).
+///
+/// There is no end of stream: `recv` returning 0 is an empty datagram, and
+/// readiness never closes the socket. An error pending on the socket (an
+/// ICMP "port unreachable" for connected UDP, say) is delivered as a read, so
+/// the receive call reports it and it reaches `handle_error`.
+///
+/// # Examples
+///
+/// ```
+/// use std::io;
+/// use rolecore::{Channel, Ctx, Datagram, DatagramHandler};
+///
+/// /// Answers every datagram with the same bytes.
+/// struct UdpEcho;
+///
+/// impl DatagramHandler for UdpEcho {
+///     fn handle_read(&mut self, ch: &mut Channel<Datagram>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+///         let mut buf = [0u8; 1500];
+///         let (n, from) = ch.recv_from(&mut buf)?;
+///         ch.send_to(&buf[..n], &from).map(drop)
+///     }
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a datagram handler for `Channel<{R}>`",
+    label = "needs `impl DatagramHandler<{R}> for {Self}`",
+    note = "datagram sockets take a DatagramHandler; streams take a StreamHandler; listeners an AcceptHandler"
+)]
+pub trait DatagramHandler<R: DatagramRole = crate::channel::Datagram>: 'static {
+    /// Whether to watch for datagrams. Default: always.
+    fn readable(&self, ch: &Channel<R>) -> bool {
+        let _ = ch;
+        true
+    }
+
+    /// Whether to watch for room to send. Default: never.
+    fn writable(&self, ch: &Channel<R>) -> bool {
+        let _ = ch;
+        false
+    }
+
+    /// A datagram (possibly empty) or an error is waiting.
+    fn handle_read(&mut self, ch: &mut Channel<R>, cx: &mut Ctx<'_>) -> io::Result<()>;
+
+    /// The socket can take more datagrams. Default: report it as unhandled.
+    fn handle_write(&mut self, ch: &mut Channel<R>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let _ = (ch, cx);
+        log_info(Level::Warning, format_args!("unhandled write event"));
+        Ok(())
+    }
+
+    /// The deadline or idle timeout passed. Default: `handle_close`, close.
+    fn handle_timeout(&mut self, ch: &mut Channel<R>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.handle_close(ch, cx);
+        cx.close();
+        Ok(())
+    }
+
+    /// The socket is being closed by the loop (after an error or a timeout,
+    /// with the defaults).
+    fn handle_close(&mut self, ch: &mut Channel<R>, cx: &mut Ctx<'_>) {
+        let _ = (ch, cx);
+    }
+
+    /// A callback failed. Default: report one line, `handle_close`, close.
+    fn handle_error(&mut self, ch: &mut Channel<R>, error: io::Error, cx: &mut Ctx<'_>) {
         report_uncaptured::<Self>(ch, &error);
         self.handle_close(ch, cx);
         cx.close();

@@ -17,7 +17,7 @@
 //! | 3 | [`channel`] | [`Channel<R>`]: an owned descriptor in a role; role changes consume the channel |
 //! | 4 | [`Map`] | channels of every role with handlers of every type, behind generation-checked [`Token`]s |
 //! | 5 | [`loop_`], [`LoopOptions`] | asyncore's `loop`: wait, dispatch, until the map is empty |
-//! | 6 | [`StreamHandler`], [`AcceptHandler`], [`FileHandler`] | the callbacks you write, each only where its event can happen |
+//! | 6 | [`StreamHandler`], [`AcceptHandler`], [`FileHandler`], [`DatagramHandler`] | the callbacks you write, each only where its event can happen |
 //! | 7 | [`Buffered`], [`chat`] | `dispatcher_with_send` (sends that queue what the socket cannot take yet) and `async_chat` (records split at terminators, producers) |
 //! | 8 | [`sim`] | a deterministic simulated world that runs your handlers from a seed or a fuzzer's bytes and checks the loop's invariants |
 //!
@@ -89,10 +89,13 @@ pub use address::{Address, ParseAddressError, ToAddress, UnixAddress};
 pub use buffered::{
     BufferFull, Buffered, DEFAULT_HIGH_WATERMARK, DEFAULT_LOW_WATERMARK, DEFAULT_OUTPUT_LIMIT, SEND_CHUNK,
 };
-pub use channel::{Bound, Channel, Connected, Connecting, Family, FileFd, Fresh, Listening, Role, SockType};
+pub use channel::{
+    Bound, Channel, Connected, ConnectedDatagram, Connecting, Datagram, DatagramRole, Family, FileFd, Fresh,
+    Listening, Role, SockType,
+};
 pub use chat::{AsyncChat, ChatHandler, Producer, SimpleProducer, Terminator};
 pub use error::{RoleError, is_disconnect};
 pub use event_loop::{DEFAULT_TIMEOUT, LoopOptions, Refresh, close_all, loop_, with_socket_map};
-pub use handler::{AcceptHandler, FileHandler, Pending, StreamHandler, Transport};
+pub use handler::{AcceptHandler, DatagramHandler, FileHandler, Pending, StreamHandler, Transport};
 pub use map::{Ctx, HandlerMut, InsertError, Map, Register, Token};
 pub use poller::{Backend, Interest, ParseBackendError, Readiness};

@@ -52,6 +52,10 @@ pub enum Phase {
     Listening,
     /// A pipe, terminal or file descriptor.
     File,
+    /// A datagram socket: reads and writes, an error condition is delivered
+    /// as a read (so `recv` reports it), and readiness never closes it (an
+    /// empty datagram is not an end of stream).
+    Datagram,
     /// Closed: nothing more is delivered.
     Closed,
 }
@@ -182,13 +186,14 @@ impl Wakeup {
                 }
                 Cursor::Read => {
                     self.cursor = Cursor::Write;
-                    if r.is_readable() && self.interest.is_readable() {
+                    let datagram_error = self.phase == Phase::Datagram && r.is_error();
+                    if (r.is_readable() || datagram_error) && self.interest.is_readable() {
                         break if self.phase == Phase::Listening { Step::Accept } else { Step::Read };
                     }
                 }
                 Cursor::Write => {
                     self.cursor = Cursor::Expt;
-                    let can_write = matches!(self.phase, Phase::Connected | Phase::File);
+                    let can_write = matches!(self.phase, Phase::Connected | Phase::File | Phase::Datagram);
                     if can_write && r.is_writable() && self.interest.is_writable() {
                         break Step::Write;
                     }
@@ -201,6 +206,9 @@ impl Wakeup {
                 }
                 Cursor::Close => {
                     self.cursor = Cursor::Done;
+                    if self.phase == Phase::Datagram {
+                        return None;
+                    }
                     // D23: a hang-up whose data the handler is still draining
                     // waits for the read that finds the end.
                     if self.peer_gone || (r.is_closed() && !self.drained_some) {
@@ -256,8 +264,8 @@ impl Wakeup {
 mod tests {
     use super::*;
 
-    const PHASES: [Phase; 5] =
-        [Phase::Connecting, Phase::Connected, Phase::Listening, Phase::File, Phase::Closed];
+    const PHASES: [Phase; 6] =
+        [Phase::Connecting, Phase::Connected, Phase::Listening, Phase::File, Phase::Datagram, Phase::Closed];
 
     /// Every outcome the driver can report, as a small index for enumeration.
     fn outcomes() -> impl Iterator<Item = Outcome> {
@@ -312,7 +320,7 @@ mod tests {
                     assert_eq!(w.next_step(), None, "an error ends the wake-up");
                     continue;
                 }
-                if outcome.peer_gone {
+                if outcome.peer_gone && start != Phase::Datagram {
                     assert_eq!(w.clone().next_step(), Some(Step::Close), "the peer left: close next");
                 }
                 explore(w, trace, start, readiness, interest, visits);
@@ -356,7 +364,7 @@ mod tests {
                     );
                 }
             }
-            Phase::Connected | Phase::File => assert!(
+            Phase::Connected | Phase::File | Phase::Datagram => assert!(
                 trace.iter().all(|s| !matches!(
                     s,
                     Step::CheckConnect | Step::Connect | Step::ConnectFailed | Step::Accept
@@ -367,6 +375,13 @@ mod tests {
         }
         if start == Phase::File {
             assert!(!trace.contains(&Step::Expt), "files have no priority data: {}", ctx());
+        }
+        if start == Phase::Datagram {
+            assert!(
+                trace.iter().all(|s| matches!(s, Step::Read | Step::Write)),
+                "a datagram socket only reads and writes; readiness never closes it: {}",
+                ctx()
+            );
         }
         if !interest.is_writable() {
             assert!(!trace.contains(&Step::Write), "no write without write interest: {}", ctx());
@@ -470,6 +485,15 @@ mod tests {
             run(Phase::Connected, all, Readiness::READABLE | Readiness::WRITABLE, gone),
             [Step::Read, Step::Close]
         );
+    }
+
+    #[test]
+    fn a_datagram_error_is_read_not_closed() {
+        let r = Readiness::ERROR | Readiness::WRITABLE;
+        let all = Interest::READ | Interest::WRITE;
+        assert_eq!(run(Phase::Datagram, all, r, |_| Outcome::default()), [Step::Read, Step::Write]);
+        let gone = |_| Outcome { peer_gone: true, ..Outcome::default() };
+        assert_eq!(run(Phase::Datagram, Interest::READ, Readiness::READABLE, gone), [Step::Read]);
     }
 
     #[test]

@@ -58,16 +58,19 @@ impl fmt::Debug for Token {
 }
 
 /// A channel type that can join a map with handler `H`: a stream channel
-/// (connecting or connected, raw or [`Buffered`](crate::Buffered)) with a
+/// (connecting or connected; raw, [`Buffered`](crate::Buffered) or
+/// [`AsyncChat`](crate::AsyncChat)) with a
 /// [`StreamHandler`](crate::StreamHandler), a listener with an
 /// [`AcceptHandler`](crate::AcceptHandler), a file with a
-/// [`FileHandler`](crate::FileHandler). Sealed.
+/// [`FileHandler`](crate::FileHandler), a datagram socket with a
+/// [`DatagramHandler`](crate::DatagramHandler). Sealed.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot join a map with this handler",
     label = "this channel and handler do not go together",
-    note = "a map holds Connecting or Connected streams (raw or Buffered) with a StreamHandler \
-            for that transport, Listening channels with an AcceptHandler, and FileFd channels \
-            with a FileHandler; Fresh and Bound sockets must connect or listen first"
+    note = "a map holds Connecting or Connected streams (raw, Buffered or AsyncChat) with a \
+            StreamHandler for that transport, Listening channels with an AcceptHandler, FileFd \
+            channels with a FileHandler, and datagram sockets with a DatagramHandler; Fresh and \
+            Bound sockets must connect or listen first"
 )]
 pub trait Register<H>: Sized {
     #[doc(hidden)]

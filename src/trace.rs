@@ -38,6 +38,8 @@ pub enum Joined {
     Listening,
     /// A file channel.
     File,
+    /// A datagram socket.
+    Datagram,
 }
 
 /// One traced event.

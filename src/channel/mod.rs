@@ -8,6 +8,7 @@
 //!                      │             │                                   ▲
 //!                      └──connect────┴──► Connecting ──(the loop)────────┘
 //!   Channel::file(fd) ─► FileFd
+//!   Channel::datagram(family) ─► Datagram ─connect─► ConnectedDatagram
 //! ```
 //!
 //! Role changes consume the channel and return it in its new role; when one
@@ -15,6 +16,7 @@
 //! descriptor rolecore creates is non-blocking and close-on-exec, and the
 //! descriptor closes when the channel is dropped.
 
+mod datagram;
 mod file;
 mod socket;
 
@@ -75,16 +77,21 @@ mod sealed {
 pub trait Role: sealed::Sealed + 'static {
     /// The role's name, as `Debug` shows it.
     const NAME: &'static str;
+    /// Whether the channel is one end of a byte stream, whose peer can go
+    /// away (a disconnection error then means `handle_close`).
+    #[doc(hidden)]
+    const HAS_PEER_STREAM: bool = true;
 }
 
 macro_rules! roles {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {$(
+    ($($(#[$doc:meta])* $name:ident $(= stream: $stream:expr)?),* $(,)?) => {$(
         $(#[$doc])*
         #[derive(Debug)]
         pub enum $name {}
         impl sealed::Sealed for $name {}
         impl Role for $name {
             const NAME: &'static str = stringify!($name);
+            $(const HAS_PEER_STREAM: bool = $stream;)?
         }
     )*};
 }
@@ -104,7 +111,17 @@ roles! {
     /// A pipe, terminal, character device or regular file: `recv`, `send`,
     /// nothing else.
     FileFd,
+    /// A datagram socket (UDP, or Unix datagram) with no fixed peer:
+    /// `send_to` and `recv_from`.
+    Datagram = stream: false,
+    /// A datagram socket connected to one peer: `send` and `recv`.
+    ConnectedDatagram = stream: false,
 }
+
+/// The datagram roles, [`Datagram`] and [`ConnectedDatagram`]. Sealed.
+pub trait DatagramRole: Role {}
+impl DatagramRole for Datagram {}
+impl DatagramRole for ConnectedDatagram {}
 
 impl<R: Role> Channel<R> {
     pub(crate) fn from_fd(fd: OwnedFd) -> Self {

@@ -1,0 +1,179 @@
+//! The datagram roles: UDP over IPv4 and IPv6, and Unix datagram sockets.
+//!
+//! A datagram socket has no connection to wait for and no end of stream: a
+//! zero-byte read is an empty datagram, never a close (peer-conformance item
+//! 21). `Channel<Datagram>` sends to and receives from any address;
+//! `connect` fixes the peer and gives a `Channel<ConnectedDatagram>`, which
+//! has plain `send` and `recv`.
+
+use std::io;
+
+use rustix::io::Errno;
+use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+
+use super::{Channel, ConnectedDatagram, Datagram, Family, Observed};
+use crate::address::{Address, ToAddress, UnixAddress};
+use crate::error::RoleError;
+
+const NEW_FD: SocketFlags = SocketFlags::NONBLOCK.union(SocketFlags::CLOEXEC);
+
+fn domain(family: Family) -> AddressFamily {
+    match family {
+        Family::Ipv4 => AddressFamily::INET,
+        Family::Ipv6 => AddressFamily::INET6,
+        Family::Unix => AddressFamily::UNIX,
+    }
+}
+
+fn address(peer: Option<net::SocketAddrAny>) -> io::Result<Address> {
+    match peer {
+        Some(any) => Address::from_any(any),
+        None => Ok(Address::Unix(UnixAddress::Unnamed)),
+    }
+}
+
+impl Channel<Datagram> {
+    /// A non-blocking, close-on-exec datagram socket of `family`, unbound
+    /// (the kernel picks a port at the first send, for IP).
+    ///
+    /// ```
+    /// use rolecore::{Channel, Family};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut server = Channel::datagram(Family::Ipv4)?.bind("127.0.0.1:0")?;
+    /// let to = server.local_addr()?;
+    /// let mut client = Channel::udp_v4()?;
+    /// client.send_to(b"ping", &to)?;
+    /// # std::thread::sleep(std::time::Duration::from_millis(10));
+    /// let mut buf = [0u8; 16];
+    /// let (n, _from) = server.recv_from(&mut buf)?;
+    /// assert_eq!(&buf[..n], b"ping");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn datagram(family: Family) -> io::Result<Channel<Datagram>> {
+        Ok(Channel::from_fd(net::socket_with(domain(family), SocketType::DGRAM, NEW_FD, None)?))
+    }
+
+    /// A UDP socket over IPv4.
+    pub fn udp_v4() -> io::Result<Channel<Datagram>> {
+        Self::datagram(Family::Ipv4)
+    }
+
+    /// A UDP socket over IPv6.
+    pub fn udp_v6() -> io::Result<Channel<Datagram>> {
+        Self::datagram(Family::Ipv6)
+    }
+
+    /// A Unix datagram socket.
+    pub fn unix_datagram() -> io::Result<Channel<Datagram>> {
+        Self::datagram(Family::Unix)
+    }
+
+    /// Binds to a local address, to receive datagrams sent there.
+    pub fn bind(self, addr: impl ToAddress) -> Result<Channel<Datagram>, RoleError<Channel<Datagram>>> {
+        let result = addr.to_address().and_then(|a| a.to_any()).and_then(|a| Ok(net::bind(&self.fd, &a)?));
+        match result {
+            Ok(()) => Ok(self),
+            Err(e) => Err(RoleError::new(e, self)),
+        }
+    }
+
+    /// Fixes the peer: datagrams go only to it and come only from it.
+    pub fn connect(
+        self,
+        addr: impl ToAddress,
+    ) -> Result<Channel<ConnectedDatagram>, RoleError<Channel<Datagram>>> {
+        let result = addr.to_address().and_then(|a| a.to_any()).and_then(|a| Ok(net::connect(&self.fd, &a)?));
+        match result {
+            Ok(()) => Ok(self.into_role()),
+            Err(e) => Err(RoleError::new(e, self)),
+        }
+    }
+
+    /// Sends one datagram to `addr`; returns its length. `WouldBlock` when
+    /// the socket's buffer is full: a datagram goes whole or not at all, so
+    /// unlike a stream's `send` there is no partial count to report.
+    pub fn send_to(&mut self, data: &[u8], addr: impl ToAddress) -> io::Result<usize> {
+        let to = addr.to_address()?.to_any()?;
+        loop {
+            return match net::sendto(&self.fd, data, SendFlags::NOSIGNAL, &to) {
+                Ok(n) => {
+                    self.observe(Observed::WRITE_PROGRESS);
+                    Ok(n)
+                }
+                Err(Errno::INTR) => continue,
+                Err(e) => Err(e.into()),
+            };
+        }
+    }
+
+    /// Receives one datagram into `buf` (the rest of a longer one is
+    /// dropped) and says who sent it. `Ok((0, from))` is an empty datagram;
+    /// `WouldBlock` when none is waiting.
+    pub fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, Address)> {
+        loop {
+            return match net::recvfrom(&self.fd, &mut *buf, RecvFlags::empty()) {
+                Ok((n, _, from)) => {
+                    self.observe(Observed::READ_PROGRESS);
+                    Ok((n, address(from)?))
+                }
+                Err(Errno::INTR) => continue,
+                Err(e) => Err(e.into()),
+            };
+        }
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<Address> {
+        Address::from_any(net::getsockname(&self.fd)?)
+    }
+}
+
+impl Channel<ConnectedDatagram> {
+    /// A connected pair of Unix datagram sockets (`socketpair(2)`).
+    pub fn datagram_pair() -> io::Result<(Channel<ConnectedDatagram>, Channel<ConnectedDatagram>)> {
+        let (a, b) = net::socketpair(AddressFamily::UNIX, SocketType::DGRAM, NEW_FD, None)?;
+        Ok((Channel::from_fd(a), Channel::from_fd(b)))
+    }
+
+    /// Sends one datagram to the peer; `WouldBlock` when the buffer is full.
+    /// A peer that is not listening may show up as `ConnectionRefused` on a
+    /// later send or receive (an ICMP error, for UDP).
+    pub fn send(&mut self, data: &[u8]) -> io::Result<usize> {
+        loop {
+            return match net::send(&self.fd, data, SendFlags::NOSIGNAL) {
+                Ok(n) => {
+                    self.observe(Observed::WRITE_PROGRESS);
+                    Ok(n)
+                }
+                Err(Errno::INTR) => continue,
+                Err(e) => Err(e.into()),
+            };
+        }
+    }
+
+    /// Receives one datagram: `Ok(0)` is an empty datagram, not an end.
+    pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            return match net::recv(&self.fd, &mut *buf, RecvFlags::empty()) {
+                Ok((n, _)) => {
+                    self.observe(Observed::READ_PROGRESS);
+                    Ok(n)
+                }
+                Err(Errno::INTR) => continue,
+                Err(e) => Err(e.into()),
+            };
+        }
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<Address> {
+        address(net::getpeername(&self.fd)?)
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<Address> {
+        Address::from_any(net::getsockname(&self.fd)?)
+    }
+}

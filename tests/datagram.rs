@@ -1,0 +1,146 @@
+//! Datagram sockets in the loop: UDP over IPv4 and IPv6, Unix datagrams;
+//! an empty datagram is a read of 0 bytes, never a close (peer-conformance
+//! item 21); an unbound Unix sender is unnamed (item 22); a pending ICMP error
+//! reaches handle_error through the read, and readiness never closes the socket.
+
+mod util;
+
+use std::io;
+
+use rolecore::{Address, Channel, ConnectedDatagram, Ctx, Datagram, DatagramHandler, UnixAddress};
+use util::Log;
+
+/// Echoes every datagram to its sender and logs its length.
+struct Echo(Log);
+
+impl DatagramHandler for Echo {
+    fn handle_read(&mut self, ch: &mut Channel<Datagram>, _: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0u8; 2048];
+        let (n, from) = ch.recv_from(&mut buf)?;
+        self.0.push(format!("got {n} from {}", if from.inet().is_some() { "ip" } else { "unix" }));
+        if !matches!(from, Address::Unix(UnixAddress::Unnamed)) {
+            ch.send_to(&buf[..n], &from)?;
+        }
+        Ok(())
+    }
+    fn handle_close(&mut self, _: &mut Channel<Datagram>, _: &mut Ctx<'_>) {
+        self.0.push("close");
+    }
+}
+
+/// A client connected to the echo: sends its datagrams, collects replies.
+struct Client {
+    to_send: Vec<Vec<u8>>,
+    replies: Log,
+}
+
+impl DatagramHandler<ConnectedDatagram> for Client {
+    fn writable(&self, _: &Channel<ConnectedDatagram>) -> bool {
+        !self.to_send.is_empty()
+    }
+    fn handle_write(&mut self, ch: &mut Channel<ConnectedDatagram>, _: &mut Ctx<'_>) -> io::Result<()> {
+        let next = self.to_send.remove(0);
+        assert_eq!(ch.send(&next)?, next.len(), "a datagram goes whole");
+        Ok(())
+    }
+    fn handle_read(&mut self, ch: &mut Channel<ConnectedDatagram>, _: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0u8; 2048];
+        let n = ch.recv(&mut buf)?;
+        self.replies.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        Ok(())
+    }
+}
+
+fn round_trip(backend: rolecore::Backend, server_addr: &str, client: Channel<Datagram>) {
+    let log = Log::default();
+    let replies = Log::default();
+    let mut map = util::map(backend);
+    let server = Channel::datagram(server_addr.parse::<Address>().unwrap().family())
+        .unwrap()
+        .bind(server_addr)
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    map.insert(server, Echo(log.clone())).unwrap();
+    let client = client.connect(&addr).unwrap();
+    let to_send = vec![b"one".to_vec(), Vec::new(), b"three".to_vec()];
+    map.insert(client, Client { to_send, replies: replies.clone() }).unwrap();
+    assert!(
+        util::run_until(&mut map, |_| replies.events().len() == 3),
+        "{backend} {server_addr}: {:?}",
+        log.events()
+    );
+    assert_eq!(replies.events(), ["one", "", "three"], "{backend} {server_addr}");
+    assert!(
+        log.contains("got 0 from ip") || log.contains("got 0 from unix"),
+        "{backend}: the empty datagram"
+    );
+    assert!(!log.contains("close"), "{backend}: an empty datagram is not an end of stream");
+    assert_eq!(map.len(), 2, "{backend}: both sockets stay open");
+}
+
+#[test]
+fn udp_v4_echo_round_trips_including_an_empty_datagram() {
+    for backend in util::backends() {
+        round_trip(backend, "127.0.0.1:0", Channel::udp_v4().unwrap());
+    }
+}
+
+#[test]
+fn udp_v6_echo_round_trips() {
+    for backend in util::backends() {
+        round_trip(backend, "[::1]:0", Channel::udp_v6().unwrap());
+    }
+}
+
+#[test]
+fn unix_datagram_echo_round_trips_and_an_unbound_sender_is_unnamed() {
+    for backend in util::backends() {
+        let name = format!("unix:@rolecore-dgram-test-{}-{backend}", std::process::id());
+        let client = Channel::unix_datagram().unwrap().bind(format!("{name}-client")).unwrap();
+        round_trip(backend, &name, client);
+
+        let log = Log::default();
+        let mut map = util::map(backend);
+        let server = Channel::unix_datagram().unwrap().bind(format!("{name}-2")).unwrap();
+        let addr = server.local_addr().unwrap();
+        map.insert(server, Echo(log.clone())).unwrap();
+        let mut anonymous = Channel::unix_datagram().unwrap();
+        anonymous.send_to(b"who?", &addr).unwrap();
+        assert!(util::run_until(&mut map, |_| log.contains("got 4 from unix")), "{backend}");
+    }
+}
+
+/// Records the errors the loop hands it.
+struct Refused(Log);
+
+impl DatagramHandler<ConnectedDatagram> for Refused {
+    fn handle_read(&mut self, ch: &mut Channel<ConnectedDatagram>, _: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0u8; 16];
+        ch.recv(&mut buf).map(drop)
+    }
+    fn handle_error(&mut self, _: &mut Channel<ConnectedDatagram>, error: io::Error, _: &mut Ctx<'_>) {
+        self.0.push(format!("{:?}", error.kind()));
+    }
+}
+
+#[test]
+fn a_port_unreachable_error_reaches_handle_error_and_the_socket_stays() {
+    for backend in util::backends() {
+        // A port with nothing behind it: bind, note the port, close.
+        let closed = Channel::udp_v4().unwrap().bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let log = Log::default();
+        let mut map = util::map(backend);
+        let mut ch = Channel::udp_v4().unwrap().connect(&closed).unwrap();
+        ch.send(b"anyone?").unwrap();
+        let token = map.insert(ch, Refused(log.clone())).unwrap();
+        assert!(
+            util::run_until(&mut map, |_| log.contains("ConnectionRefused")),
+            "{backend}: {:?}",
+            log.events()
+        );
+        assert!(
+            map.contains(token),
+            "{backend}: a datagram socket is not closed by an error it was told about"
+        );
+    }
+}
