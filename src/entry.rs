@@ -28,6 +28,9 @@ pub trait Entry: 'static {
     fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>);
     /// The channel's deadline passed.
     fn timeout(&mut self, cx: &mut Ctx<'_>);
+    /// The loop is shutting down and closes the channel: its handler's
+    /// `handle_close` (or, still connecting, `handle_connect_failed`).
+    fn shut(&mut self, cx: &mut Ctx<'_>);
     /// The handler, for downcasting.
     fn handler(&self) -> &dyn Any;
     /// The handler, for downcasting.
@@ -224,6 +227,24 @@ impl<T: Transport, H: StreamHandler<T>> Entry for StreamEntry<T, H> {
         self.on_timeout(cx);
     }
 
+    fn shut(&mut self, cx: &mut Ctx<'_>) {
+        match &mut self.state {
+            StreamState::Connecting(_) => {
+                cx.trace_call(Callback::ConnectFailed);
+                let error = io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the loop shut down before the connect completed",
+                );
+                self.handler.handle_connect_failed(error, cx);
+            }
+            StreamState::Connected(t) | StreamState::Draining(t) => {
+                cx.trace_call(Callback::Close);
+                self.handler.handle_close(t, cx);
+            }
+            StreamState::Moving => {}
+        }
+    }
+
     fn handler(&self) -> &dyn Any {
         &self.handler
     }
@@ -400,6 +421,11 @@ impl<H: AcceptHandler> Entry for ListenerEntry<H> {
         );
     }
 
+    fn shut(&mut self, cx: &mut Ctx<'_>) {
+        cx.trace_call(Callback::Close);
+        self.handler.handle_close(&mut self.channel, cx);
+    }
+
     fn handler(&self) -> &dyn Any {
         &self.handler
     }
@@ -508,6 +534,11 @@ impl<H: FileHandler> Entry for FileEntry<H> {
         );
     }
 
+    fn shut(&mut self, cx: &mut Ctx<'_>) {
+        cx.trace_call(Callback::Close);
+        self.handler.handle_close(&mut self.channel, cx);
+    }
+
     fn handler(&self) -> &dyn Any {
         &self.handler
     }
@@ -583,6 +614,11 @@ impl<R: DatagramRole, H: DatagramHandler<R>> Entry for DatagramEntry<R, H> {
             H::handle_timeout,
             H::handle_error,
         );
+    }
+
+    fn shut(&mut self, cx: &mut Ctx<'_>) {
+        cx.trace_call(Callback::Close);
+        self.handler.handle_close(&mut self.channel, cx);
     }
 
     fn handler(&self) -> &dyn Any {

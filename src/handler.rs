@@ -415,6 +415,12 @@ pub trait FileHandler: 'static {
 ///         ch.send_to(&buf[..n], &from).map(drop)
 ///     }
 /// }
+///
+/// # fn main() -> io::Result<()> {
+/// let mut map = rolecore::Map::new()?;
+/// map.insert(Channel::udp_v4()?.bind("127.0.0.1:0")?, UdpEcho)?;
+/// # Ok(())
+/// # }
 /// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a datagram handler for `Channel<{R}>`",

@@ -15,7 +15,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use crate::entry::Entry;
-use crate::poller::{Backend, Event, Interest, Poller, Readiness, Source};
+use crate::poller::{Backend, Event, Interest, MAX_WAIT, Poller, Readiness, Source};
 use crate::report::{Level, log_info};
 use crate::timer::Timers;
 use crate::trace::{Trace, Traced};
@@ -129,6 +129,9 @@ struct Slot {
     always_ready: bool,
     /// Taken out while its own callback runs.
     busy: bool,
+    /// rolecore's own (the waker): not counted, so it never keeps a loop
+    /// alive.
+    daemon: bool,
     entry: Option<Box<dyn Entry>>,
 }
 
@@ -145,6 +148,9 @@ pub(crate) struct Registry {
     timers: Timers,
     /// Recorded callbacks, when a simulation asked for them.
     trace: Option<Trace>,
+    /// A graceful shutdown in progress: when every channel still open is
+    /// closed.
+    shutdown: Option<Instant>,
 }
 
 impl Registry {
@@ -161,6 +167,7 @@ impl Registry {
             poller,
             timers: Timers::default(),
             trace: None,
+            shutdown: None,
         }
     }
 
@@ -196,17 +203,41 @@ impl Registry {
                 return Err(InsertError { error, channel, handler });
             }
         }
-        let entry = channel.into_entry(handler);
+        self.place(token, channel.into_entry(handler), interest, always_ready, false);
+        Ok(token)
+    }
+
+    /// Inserts one of rolecore's own entries (a mailbox).
+    pub(crate) fn insert_entry(&mut self, entry: Box<dyn Entry>, daemon: bool) -> io::Result<Token> {
+        let index = entry.fd().as_raw_fd() as usize;
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, Slot::default);
+        }
+        let token = Token { index: index as u32, generation: self.slots[index].generation };
+        let interest = entry.interest();
+        self.poller.register(entry.fd(), token.key(), interest)?;
+        self.place(token, entry, interest, false, daemon);
+        Ok(token)
+    }
+
+    fn place(
+        &mut self,
+        token: Token,
+        entry: Box<dyn Entry>,
+        interest: Interest,
+        always_ready: bool,
+        daemon: bool,
+    ) {
         if let Some(trace) = &mut self.trace {
             trace.push((token, Traced::Inserted(entry.joined())));
         }
-        let slot = &mut self.slots[index];
+        let slot = &mut self.slots[token.index as usize];
         slot.interest = interest;
         slot.always_ready = always_ready;
+        slot.daemon = daemon;
         slot.entry = Some(entry);
-        self.len += 1;
+        self.len += usize::from(!daemon);
         self.always_ready += usize::from(always_ready);
-        Ok(token)
     }
 
     /// Takes a channel out for its callback; `None` for a stale token.
@@ -260,6 +291,7 @@ impl Registry {
             let _ = self.poller.deregister(entry.fd());
         }
         self.always_ready -= usize::from(slot.always_ready);
+        self.len -= usize::from(!slot.daemon);
         if !self.timers.is_empty() {
             self.timers.remove(token);
         }
@@ -267,7 +299,6 @@ impl Registry {
             trace.push((token, Traced::Removed));
         }
         *slot = Slot { generation: slot.generation.wrapping_add(1), ..Slot::default() };
-        self.len -= 1;
         drop(entry);
     }
 
@@ -334,6 +365,33 @@ impl Registry {
         slot.entry.as_mut()
     }
 
+    fn begin_shutdown(&mut self, grace: Duration) {
+        let at = Instant::now().checked_add(grace).unwrap_or_else(|| Instant::now() + MAX_WAIT);
+        // Listeners go at once: a shutdown in the past closes them now.
+        self.shutdown = Some(self.shutdown.map_or(at, |old| old.min(at)));
+        self.close_where(|entry| entry.joined() == crate::trace::Joined::Listening);
+    }
+
+    /// Closes the channels `which` picks, each after its `handle_close`.
+    /// Returns whether one of them asked to stop the loop.
+    fn close_where(&mut self, which: impl Fn(&dyn Entry) -> bool) -> bool {
+        let mut stop = false;
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            let Some(entry) = slot.entry.as_deref() else { continue };
+            if slot.daemon || !which(entry) {
+                continue;
+            }
+            let token = Token { index: index as u32, generation: slot.generation };
+            let Some((mut entry, _)) = self.take(token) else { continue };
+            let mut cx = Ctx::new(self, token);
+            entry.shut(&mut cx);
+            stop |= cx.stopping;
+            self.discard(token, entry);
+        }
+        stop
+    }
+
     fn token_at(&self, index: usize) -> Option<Token> {
         let slot = self.slots.get(index).filter(|s| s.entry.is_some())?;
         Some(Token { index: index as u32, generation: slot.generation })
@@ -382,7 +440,11 @@ impl Registry {
         let files_ready = self.always_ready > 0
             && self.slots.iter().any(|s| s.always_ready && s.entry.is_some() && !s.interest.is_empty());
         let timeout = if files_ready { Some(Duration::ZERO) } else { timeout };
-        let timeout = match self.timers.next_wake() {
+        let next_wake = match (self.timers.next_wake(), self.shutdown) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = match next_wake {
             Some(at) => {
                 let until = at.saturating_duration_since(Instant::now());
                 Some(timeout.map_or(until, |t| t.min(until)))
@@ -518,6 +580,15 @@ impl<'a> Ctx<'a> {
         self.registry.scratch = buf;
     }
 
+    /// Starts a graceful shutdown of the whole map: listeners close (with
+    /// `handle_close`) when this callback returns, the other channels have
+    /// `grace` to finish and close on their own, then each one still open
+    /// gets `handle_close` once and is closed. See also
+    /// [`Waker::shutdown`](crate::Waker::shutdown).
+    pub fn shutdown(&mut self, grace: Duration) {
+        self.registry.begin_shutdown(grace);
+    }
+
     /// Ends the loop after this callback, leaving the map as it is
     /// (asyncore's `ExitNow`).
     pub fn stop(&mut self) {
@@ -585,6 +656,7 @@ pub struct Map {
     registry: Registry,
     events: Vec<Event>,
     catch_panics: bool,
+    waker: Option<(Token, crate::mailbox::Waker)>,
 }
 
 impl Map {
@@ -595,7 +667,7 @@ impl Map {
 
     /// An empty map that waits with `backend`.
     pub fn with_backend(backend: Backend) -> io::Result<Map> {
-        Ok(Map { registry: Registry::new(backend)?, events: Vec::new(), catch_panics: false })
+        Ok(Map { registry: Registry::new(backend)?, events: Vec::new(), catch_panics: false, waker: None })
     }
 
     /// The backend the map waits with.
@@ -710,6 +782,15 @@ impl Map {
                 return Ok(true);
             }
         }
+        if let Some(deadline) = self.registry.shutdown
+            && Instant::now() >= deadline
+        {
+            // The grace period is over: close everyone still here.
+            self.registry.shutdown = None;
+            if self.registry.close_where(|_| true) {
+                return Ok(true);
+            }
+        }
         if !self.registry.timers.is_empty() {
             let now = Instant::now();
             while let Some(token) = self.registry.timers.pop_expired(now) {
@@ -740,6 +821,25 @@ impl Map {
         Some(f(entry.fd()))
     }
 
+    pub(crate) fn insert_entry(&mut self, entry: Box<dyn Entry>, daemon: bool) -> io::Result<Token> {
+        self.registry.insert_entry(entry, daemon)
+    }
+
+    pub(crate) fn waker_slot(&self) -> Option<crate::mailbox::Waker> {
+        let (token, waker) = self.waker.as_ref()?;
+        self.contains(*token).then(|| waker.clone())
+    }
+
+    pub(crate) fn set_waker_slot(&mut self, token: Token, waker: crate::mailbox::Waker) {
+        self.waker = Some((token, waker));
+    }
+
+    /// Starts a graceful shutdown, as [`Ctx::shutdown`]; the loop ends once
+    /// the map is empty.
+    pub fn shutdown(&mut self, grace: Duration) {
+        self.registry.begin_shutdown(grace);
+    }
+
     /// Starts (or stops) recording callbacks, for the simulation.
     pub(crate) fn set_tracing(&mut self, on: bool) {
         self.registry.trace = on.then(Vec::new);
@@ -751,7 +851,7 @@ impl Map {
     }
 
     pub(crate) fn with_poller(poller: Poller) -> Map {
-        Map { registry: Registry::with_poller(poller), events: Vec::new(), catch_panics: false }
+        Map { registry: Registry::with_poller(poller), events: Vec::new(), catch_panics: false, waker: None }
     }
 
     /// Whether a panic in a handler is caught (see

@@ -1,0 +1,326 @@
+//! Reaching the loop from other threads: typed mailboxes and the waker.
+//!
+//! A loop stays on its thread, but other threads can hand it work. A mailbox
+//! is a queue plus an `eventfd` in the map: [`Sender::send`] pushes a message
+//! and bumps the counter, the loop wakes, and the mailbox's handler receives
+//! each message on the loop's thread with a [`Ctx`], so it can insert, close
+//! or stop as any callback can. Many sends before the loop wakes coalesce
+//! into one wake-up.
+//!
+//! The [`Waker`] is the built-in mailbox ([`Map::waker`]): wake the loop,
+//! stop it (as a handler's [`Ctx::stop`]), or shut it down gracefully: stop
+//! accepting at once, let the other channels finish within a grace period,
+//! then close what is left, calling each one's `handle_close` once.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustix::event::{EventfdFlags, eventfd};
+
+use crate::entry::Entry;
+use crate::machine::{Phase, Step, Wakeup};
+use crate::map::{Ctx, Map, Token};
+use crate::poller::{Interest, Readiness};
+use crate::report::{Level, log_info};
+use crate::trace::Joined;
+
+struct Shared<M> {
+    queue: Mutex<VecDeque<M>>,
+    eventfd: OwnedFd,
+    /// The mailbox left the map: sends fail and give the message back.
+    closed: AtomicBool,
+}
+
+impl<M> Shared<M> {
+    fn ring(&self) {
+        // Only fails when the counter is about to overflow (it is then
+        // already far from zero, so the loop wakes anyway) or the descriptor
+        // is gone with the mailbox.
+        let _ = rustix::io::write(&self.eventfd, &1u64.to_ne_bytes());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<M>> {
+        // A panic while holding the lock left a consistent queue (push and
+        // pop cannot half-happen): carry on with it.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Sends messages to a mailbox on a loop's thread. `Send` and `Sync` when
+/// the message is `Send`; clone it for every thread that needs one.
+pub struct Sender<M> {
+    shared: Arc<Shared<M>>,
+}
+
+impl<M> Clone for Sender<M> {
+    // Manual: the derived impl would require `M: Clone`.
+    fn clone(&self) -> Self {
+        Sender { shared: self.shared.clone() }
+    }
+}
+
+impl<M> fmt::Debug for Sender<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender").field("closed", &self.shared.closed.load(Ordering::Relaxed)).finish()
+    }
+}
+
+/// A message the mailbox could not take (it was removed from its map, or
+/// the map was dropped), given back.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SendError<M>(pub M);
+
+impl<M> fmt::Display for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the mailbox is closed: its loop removed it or ended")
+    }
+}
+
+impl<M: fmt::Debug> std::error::Error for SendError<M> {}
+
+impl<M> Sender<M> {
+    /// Queues `message` for the loop's thread and wakes the loop.
+    pub fn send(&self, message: M) -> Result<(), SendError<M>> {
+        {
+            let mut queue = self.shared.lock();
+            if self.shared.closed.load(Ordering::Acquire) {
+                return Err(SendError(message));
+            }
+            queue.push_back(message);
+        }
+        self.shared.ring();
+        Ok(())
+    }
+
+    /// Whether the mailbox is gone (sends would fail).
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+}
+
+/// What a mailbox does with each message, on the loop's thread. Any
+/// `FnMut(M, &mut Ctx) -> io::Result<()>` is one.
+pub trait MailboxHandler<M>: 'static {
+    /// One message, in the order it was sent (per sender).
+    fn handle_message(&mut self, message: M, cx: &mut Ctx<'_>) -> io::Result<()>;
+
+    /// A message's handling failed. Default: report it in one line; the
+    /// mailbox stays open.
+    fn handle_error(&mut self, error: io::Error, cx: &mut Ctx<'_>) {
+        let _ = cx;
+        log_info(Level::Error, format_args!("mailbox {}: {error}", std::any::type_name::<Self>()));
+    }
+}
+
+impl<M, F: FnMut(M, &mut Ctx<'_>) -> io::Result<()> + 'static> MailboxHandler<M> for F {
+    fn handle_message(&mut self, message: M, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self(message, cx)
+    }
+}
+
+pub(crate) struct MailboxEntry<M, H> {
+    shared: Arc<Shared<M>>,
+    handler: H,
+}
+
+impl<M, H> Drop for MailboxEntry<M, H> {
+    fn drop(&mut self) {
+        let _queue = self.shared.lock();
+        self.shared.closed.store(true, Ordering::Release);
+    }
+}
+
+impl<M: 'static, H: MailboxHandler<M>> Entry for MailboxEntry<M, H> {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.shared.eventfd.as_fd()
+    }
+
+    fn interest(&self) -> Interest {
+        Interest::READ
+    }
+
+    fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) {
+        let mut wakeup = Wakeup::new(Phase::Datagram, interest, readiness);
+        while let Some(step) = wakeup.next_step() {
+            if step == Step::Read {
+                self.deliver(cx);
+            }
+            wakeup.record(Default::default());
+        }
+    }
+
+    fn timeout(&mut self, _: &mut Ctx<'_>) {}
+
+    fn shut(&mut self, _: &mut Ctx<'_>) {}
+
+    fn handler(&self) -> &dyn std::any::Any {
+        &self.handler
+    }
+
+    fn handler_mut(&mut self) -> &mut dyn std::any::Any {
+        &mut self.handler
+    }
+
+    fn describe(&self) -> String {
+        format!("mailbox of {}", std::any::type_name::<M>())
+    }
+
+    fn joined(&self) -> Joined {
+        Joined::File
+    }
+}
+
+impl<M: 'static, H: MailboxHandler<M>> MailboxEntry<M, H> {
+    /// Delivers the messages queued when the wake-up came; later ones wait
+    /// for the next wake-up, so a handler that sends to its own mailbox
+    /// cannot starve the other channels.
+    fn deliver(&mut self, cx: &mut Ctx<'_>) {
+        let mut counter = [0u8; 8];
+        let _ = rustix::io::read(&self.shared.eventfd, &mut counter);
+        let mut pending = self.shared.lock().len();
+        while pending > 0 && !cx.is_closing() {
+            pending -= 1;
+            let Some(message) = self.shared.lock().pop_front() else { break };
+            if let Err(e) = self.handler.handle_message(message, cx) {
+                self.handler.handle_error(e, cx);
+            }
+        }
+        if !self.shared.lock().is_empty() {
+            self.shared.ring();
+        }
+    }
+}
+
+fn new_shared<M>() -> io::Result<Arc<Shared<M>>> {
+    let eventfd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+    Ok(Arc::new(Shared { queue: Mutex::new(VecDeque::new()), eventfd, closed: AtomicBool::new(false) }))
+}
+
+impl Map {
+    /// Adds a mailbox: messages sent through the returned [`Sender`] from
+    /// any thread reach `handler` on this loop's thread. The mailbox counts
+    /// as a channel: the loop does not end while it is in the map (remove
+    /// it with its token, or stop the loop).
+    ///
+    /// ```
+    /// use rolecore::{Ctx, LoopOptions, Map};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut map = Map::new()?;
+    /// let (_token, sender) = map.mailbox(|n: u32, cx: &mut Ctx<'_>| {
+    ///     if n == 3 {
+    ///         cx.stop();
+    ///     }
+    ///     Ok(())
+    /// })?;
+    /// let worker = std::thread::spawn(move || (1..=3).for_each(|n| sender.send(n).unwrap()));
+    /// map.run(LoopOptions::default())?; // until message 3 stops it
+    /// worker.join().unwrap();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn mailbox<M: Send + 'static, H: MailboxHandler<M>>(
+        &mut self,
+        handler: H,
+    ) -> io::Result<(Token, Sender<M>)> {
+        let shared = new_shared()?;
+        let entry = Box::new(MailboxEntry { shared: shared.clone(), handler });
+        let token = self.insert_entry(entry, false)?;
+        Ok((token, Sender { shared }))
+    }
+
+    /// This map's [`Waker`], created on first use. Its mailbox does not keep
+    /// the loop alive: a map holding only the waker counts as empty.
+    pub fn waker(&mut self) -> io::Result<Waker> {
+        if let Some(waker) = self.waker_slot() {
+            return Ok(waker);
+        }
+        let shared = new_shared::<Command>()?;
+        let entry = Box::new(MailboxEntry { shared: shared.clone(), handler: run_command });
+        let token = self.insert_entry(entry, true)?;
+        let waker = Waker { sender: Sender { shared } };
+        self.set_waker_slot(token, waker.clone());
+        Ok(waker)
+    }
+}
+
+/// What a [`Waker`] asks of its loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    Wake,
+    Stop,
+    Shutdown(Duration),
+}
+
+fn run_command(command: Command, cx: &mut Ctx<'_>) -> io::Result<()> {
+    match command {
+        Command::Wake => {}
+        Command::Stop => cx.stop(),
+        Command::Shutdown(grace) => cx.shutdown(grace),
+    }
+    Ok(())
+}
+
+/// A `Send + Sync + Clone` handle that wakes, stops or shuts down a loop
+/// from another thread (see [`Map::waker`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use rolecore::{Channel, LoopOptions, Map};
+///
+/// # struct Server;
+/// # impl rolecore::AcceptHandler for Server {
+/// #     fn handle_accepted(&mut self, _: Channel<rolecore::Connected>, _: rolecore::Address, _: &mut rolecore::Ctx<'_>) -> std::io::Result<()> { Ok(()) }
+/// # }
+/// # fn main() -> std::io::Result<()> {
+/// let mut map = Map::new()?;
+/// map.insert(Channel::tcp_v4()?.bind("127.0.0.1:0")?.listen(5)?, Server)?;
+/// let waker = map.waker()?;
+/// std::thread::spawn(move || waker.shutdown(Duration::from_secs(1)));
+/// map.run(LoopOptions::default())?; // returns once the listener is closed
+/// assert!(map.is_empty());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Waker {
+    sender: Sender<Command>,
+}
+
+impl fmt::Debug for Waker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waker").field("closed", &self.sender.is_closed()).finish()
+    }
+}
+
+impl Waker {
+    fn command(&self, command: Command) -> io::Result<()> {
+        self.sender.send(command).map_err(|_| {
+            io::Error::new(io::ErrorKind::NotConnected, "the loop this waker belonged to is gone")
+        })
+    }
+
+    /// Wakes the loop from its wait (a refresh of outside state, say).
+    pub fn wake(&self) -> io::Result<()> {
+        self.command(Command::Wake)
+    }
+
+    /// Ends the loop's `run` after the current iteration, leaving the map as
+    /// it is (a handler's [`Ctx::stop`] from outside).
+    pub fn stop(&self) -> io::Result<()> {
+        self.command(Command::Stop)
+    }
+
+    /// Graceful shutdown: listeners close at once (their `handle_close`
+    /// runs), other channels have `grace` to finish and close on their own,
+    /// then every channel still open gets `handle_close` once and is closed.
+    /// The loop then ends, the map being empty.
+    pub fn shutdown(&self, grace: Duration) -> io::Result<()> {
+        self.command(Command::Shutdown(grace))
+    }
+}

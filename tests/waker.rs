@@ -1,0 +1,202 @@
+//! Reaching a loop from other threads: typed mailboxes, the waker's wake,
+//! stop and graceful shutdown (peer-conformance item 12).
+
+mod util;
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rolecore::{
+    AcceptHandler, Address, Buffered, Channel, Connected, Ctx, Listening, LoopOptions, Map, SendError,
+    StreamHandler,
+};
+use util::Log;
+
+/// Wakes a blocked loop after 10 s by connecting, so a bug ends the test
+/// instead of hanging it; says whether it had to.
+fn watchdog(map: &mut Map) -> Arc<AtomicBool> {
+    let fired = Arc::new(AtomicBool::new(false));
+    let waker = map.waker().unwrap();
+    let flag = fired.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(10));
+        flag.store(true, Ordering::SeqCst);
+        let _ = waker.stop();
+    });
+    fired
+}
+
+#[test]
+fn messages_from_many_threads_arrive_in_each_senders_order() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let log = Log::default();
+        let sink = log.clone();
+        let (token, sender) = map
+            .mailbox(move |(thread, n): (u32, u32), cx: &mut Ctx<'_>| {
+                sink.push(format!("{thread}:{n}"));
+                if sink.events().len() == 4 * 250 {
+                    cx.stop();
+                }
+                Ok(())
+            })
+            .unwrap();
+        let threads: Vec<_> = (0..4u32)
+            .map(|t| {
+                let sender = sender.clone();
+                std::thread::spawn(move || (0..250).for_each(|n| sender.send((t, n)).unwrap()))
+            })
+            .collect();
+        let fired = watchdog(&mut map);
+        map.run(LoopOptions::new().no_timeout()).unwrap();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert!(!fired.load(Ordering::SeqCst), "{backend}: the messages did not wake the loop");
+        let events = log.events();
+        assert_eq!(events.len(), 1000, "{backend}");
+        for t in 0..4 {
+            let mine: Vec<u32> = events
+                .iter()
+                .filter_map(|e| e.strip_prefix(&format!("{t}:")).map(|n| n.parse().unwrap()))
+                .collect();
+            assert_eq!(mine, (0..250).collect::<Vec<_>>(), "{backend}: thread {t} out of order");
+        }
+        assert!(map.contains(token), "{backend}: the mailbox stays until removed");
+        map.remove(token);
+        assert_eq!(
+            sender.send((9, 9)),
+            Err(SendError((9, 9))),
+            "{backend}: a removed mailbox gives the message back"
+        );
+    }
+}
+
+#[test]
+fn many_sends_before_a_wait_coalesce_into_one_wakeup() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let log = Log::default();
+        let sink = log.clone();
+        let (_, sender) = map
+            .mailbox(move |n: u32, _: &mut Ctx<'_>| {
+                sink.push(n.to_string());
+                Ok(())
+            })
+            .unwrap();
+        (0..500).for_each(|n| sender.send(n).unwrap());
+        map.run(LoopOptions::new().no_timeout().count(1)).unwrap();
+        assert_eq!(log.events().len(), 500, "{backend}: one iteration delivers everything sent before it");
+    }
+}
+
+#[test]
+fn a_wake_before_the_wait_is_not_lost_and_a_stop_leaves_the_map_intact() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let listener = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(5).unwrap();
+        let token = map.insert(listener, Refuse).unwrap();
+        let waker = map.waker().unwrap();
+        waker.wake().unwrap();
+        let fired = watchdog(&mut map);
+        // An endless wait that returns only because the wake came first.
+        map.run(LoopOptions::new().no_timeout().count(1)).unwrap();
+        assert!(!fired.load(Ordering::SeqCst), "{backend}: the early wake was lost");
+        // Stop from another thread ends `run` with the listener still there.
+        let stopper = std::thread::spawn(move || waker.stop().unwrap());
+        map.run(LoopOptions::new().no_timeout()).unwrap();
+        stopper.join().unwrap();
+        assert!(!fired.load(Ordering::SeqCst), "{backend}: the stop did not end the loop");
+        assert!(map.contains(token), "{backend}");
+        assert_eq!(map.len(), 1, "{backend}: the waker's own mailbox is not counted");
+    }
+}
+
+#[test]
+fn a_map_holding_only_its_waker_counts_as_empty() {
+    let mut map = util::map(rolecore::Backend::Epoll);
+    let waker = map.waker().unwrap();
+    assert!(map.is_empty());
+    map.run(LoopOptions::new().no_timeout()).unwrap(); // returns at once
+    drop(map);
+    assert!(waker.wake().is_err(), "a waker outliving its map says so");
+}
+
+struct Refuse;
+impl AcceptHandler for Refuse {
+    fn handle_accepted(&mut self, _: Channel<Connected>, _: Address, _: &mut Ctx<'_>) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Server(Log);
+impl AcceptHandler for Server {
+    fn handle_accepted(&mut self, conn: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+        cx.insert(Buffered::new(conn), Echo(self.0.clone()))?;
+        Ok(())
+    }
+    fn handle_close(&mut self, _: &mut Channel<Listening>, _: &mut Ctx<'_>) {
+        self.0.push("listener close");
+    }
+}
+
+struct Echo(Log);
+impl StreamHandler<Buffered<Connected>> for Echo {
+    fn handle_read(&mut self, ch: &mut Buffered<Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0u8; 256];
+        let n = ch.recv(&mut buf)?;
+        ch.send(&buf[..n])
+    }
+    fn handle_close(&mut self, _: &mut Buffered<Connected>, _: &mut Ctx<'_>) {
+        self.0.push("stream close");
+    }
+}
+
+#[test]
+fn graceful_shutdown_stops_accepting_lets_streams_finish_then_closes_the_rest_once() {
+    for backend in util::backends() {
+        let log = Log::default();
+        let mut map = util::map(backend);
+        let listener = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(16).unwrap();
+        let addr = listener.local_addr().unwrap().inet().unwrap();
+        map.insert(listener, Server(log.clone())).unwrap();
+        let mut clients: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        for c in &mut clients {
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c.write_all(b"hi").unwrap();
+        }
+        assert!(util::run_until(&mut map, |m| m.len() == 5), "{backend}: accepted");
+        let grace = Duration::from_millis(300);
+        let waker = map.waker().unwrap();
+        let started = Instant::now();
+        // One client finishes on its own during the grace period.
+        let leaver = clients.pop().unwrap();
+        let shutter = std::thread::spawn(move || {
+            waker.shutdown(grace).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            drop(leaver);
+        });
+        let fired = watchdog(&mut map);
+        map.run(LoopOptions::new().no_timeout()).unwrap();
+        shutter.join().unwrap();
+        assert!(!fired.load(Ordering::SeqCst), "{backend}: the shutdown did not end the loop");
+        assert!(map.is_empty(), "{backend}: the loop ended because the map emptied");
+        assert!(started.elapsed() >= grace, "{backend}: the others had their grace period");
+        assert_eq!(log.count("listener close"), 1, "{backend}: {:?}", log.events());
+        assert_eq!(
+            log.count("stream close"),
+            4,
+            "{backend}: every stream's handle_close once: {:?}",
+            log.events()
+        );
+        assert_eq!(log.events()[0], "listener close", "{backend}: accepting stops first");
+        for mut c in clients {
+            let mut echoed = [0u8; 2];
+            c.read_exact(&mut echoed).unwrap();
+            assert_eq!(&echoed, b"hi", "{backend}: no reply lost");
+            assert_eq!(c.read(&mut [0u8; 1]).unwrap(), 0, "{backend}: closed, not reset");
+        }
+        assert!(TcpStream::connect(addr).is_err(), "{backend}: no more accepting");
+    }
+}
