@@ -39,6 +39,11 @@ pub trait Entry: 'static {
     fn describe(&self) -> String;
     /// What the channel was when it joined, for traces.
     fn joined(&self) -> Joined;
+    /// A connected stream's transport and handler, for another channel's
+    /// callback to reach them.
+    fn stream_parts(&mut self) -> Option<(&mut dyn Any, &mut dyn Any)> {
+        None
+    }
 }
 
 /// Runs one callback and condenses what happened into an [`Outcome`]:
@@ -257,6 +262,13 @@ impl<T: Transport, H: StreamHandler<T>> Entry for StreamEntry<T, H> {
         match self.state {
             StreamState::Connecting(_) => Joined::Connecting,
             _ => Joined::Connected,
+        }
+    }
+
+    fn stream_parts(&mut self) -> Option<(&mut dyn Any, &mut dyn Any)> {
+        match &mut self.state {
+            StreamState::Connected(t) => Some((t, &mut self.handler)),
+            _ => None,
         }
     }
 

@@ -99,5 +99,5 @@ pub use error::{RoleError, is_disconnect};
 pub use event_loop::{DEFAULT_TIMEOUT, LoopOptions, Refresh, close_all, loop_, with_socket_map};
 pub use handler::{AcceptHandler, DatagramHandler, FileHandler, Pending, StreamHandler, Transport};
 pub use mailbox::{MailboxHandler, SendError, Sender, Waker};
-pub use map::{Ctx, HandlerMut, InsertError, Map, Register, Token};
+pub use map::{Ctx, HandlerMut, InsertError, Map, Register, StreamMut, Token};
 pub use poller::{Backend, Interest, ParseBackendError, Readiness};

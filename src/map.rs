@@ -566,6 +566,58 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Another connected stream's transport and handler, if they have types
+    /// `T` and `H`, behind a guard that asks that channel's predicates again
+    /// when dropped: push output into another member of a chat room, say,
+    /// and it is sent when that channel's socket can take it. `None` for a
+    /// stale token, a channel still connecting or draining, this callback's
+    /// own channel, or other types.
+    ///
+    /// ```
+    /// use std::io;
+    /// use rolecore::{AsyncChat, ChatHandler, Ctx, Token};
+    ///
+    /// /// Forwards every line to a partner channel.
+    /// struct Relay { partner: Option<Token> }
+    ///
+    /// impl ChatHandler for Relay {
+    ///     fn found_terminator(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
+    ///         let mut line = chat.take_incoming();
+    ///         line.push(b'\n');
+    ///         if let Some(mut other) = self.partner.and_then(|p| cx.stream_mut::<AsyncChat, Relay>(p)) {
+    ///             other.transport().push(&line)?;
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> io::Result<()> {
+    /// use std::io::{BufRead, Write};
+    /// use std::os::unix::net::UnixStream;
+    /// use rolecore::{Channel, LoopOptions, Map, Terminator};
+    ///
+    /// let (a, mut alice) = UnixStream::pair()?;
+    /// let (b, bob) = UnixStream::pair()?;
+    /// let mut map = Map::new()?;
+    /// let line = || Terminator::bytes(b"\n");
+    /// let ta = map.insert(AsyncChat::new(Channel::try_from(a)?, line()), Relay { partner: None })?;
+    /// let tb = map.insert(AsyncChat::new(Channel::try_from(b)?, line()), Relay { partner: Some(ta) })?;
+    /// map.handler_mut::<Relay>(ta).unwrap().partner = Some(tb);
+    /// alice.write_all(b"hello bob\n")?;
+    /// map.run(LoopOptions::new().count(3).timeout(std::time::Duration::from_millis(50)))?;
+    /// let mut got = String::new();
+    /// std::io::BufReader::new(bob).read_line(&mut got)?;
+    /// assert_eq!(got, "hello bob\n");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stream_mut<T: crate::Transport, H: 'static>(
+        &mut self,
+        token: Token,
+    ) -> Option<StreamMut<'_, T, H>> {
+        StreamMut::new(self.registry, token)
+    }
+
     /// Lends the map's read buffer, at least `len` bytes long; give it back
     /// with [`put_scratch`](Self::put_scratch).
     pub(crate) fn take_scratch(&mut self, len: usize) -> Vec<u8> {
@@ -741,6 +793,14 @@ impl Map {
         self.registry.refresh(token);
     }
 
+    /// A connected stream's transport and handler, as [`Ctx::stream_mut`].
+    pub fn stream_mut<T: crate::Transport, H: 'static>(
+        &mut self,
+        token: Token,
+    ) -> Option<StreamMut<'_, T, H>> {
+        StreamMut::new(&mut self.registry, token)
+    }
+
     /// Gives a channel a deadline, as [`Ctx::set_deadline`].
     pub fn set_deadline(&mut self, token: Token, deadline: Option<Instant>) -> bool {
         self.registry.set_deadline(token, deadline)
@@ -897,6 +957,54 @@ fn guard(catch: bool, callback: impl FnOnce()) -> Panicked {
 impl fmt::Debug for Map {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Map").field("backend", &self.backend()).field("len", &self.len()).finish()
+    }
+}
+
+/// Another connected stream's transport and handler, borrowed through
+/// [`Ctx::stream_mut`] or [`Map::stream_mut`]; dropping it asks the
+/// channel's predicates again, so output pushed through it gets sent.
+pub struct StreamMut<'a, T: 'static, H: 'static> {
+    registry: &'a mut Registry,
+    token: Token,
+    types: std::marker::PhantomData<(&'a mut T, &'a mut H)>,
+}
+
+impl<'a, T: 'static, H: 'static> StreamMut<'a, T, H> {
+    fn new(registry: &'a mut Registry, token: Token) -> Option<Self> {
+        let (t, h) = registry.entry_mut(token)?.stream_parts()?;
+        if !(t.is::<T>() && h.is::<H>()) {
+            return None;
+        }
+        Some(StreamMut { registry, token, types: std::marker::PhantomData })
+    }
+
+    /// The transport and the handler at once.
+    pub fn parts(&mut self) -> (&mut T, &mut H) {
+        let entry = self.registry.entry_mut(self.token).expect("checked when borrowed");
+        let (t, h) = entry.stream_parts().expect("checked when borrowed");
+        (t.downcast_mut::<T>().expect("checked"), h.downcast_mut::<H>().expect("checked"))
+    }
+
+    /// The transport: the channel, `Buffered` or `AsyncChat`.
+    pub fn transport(&mut self) -> &mut T {
+        self.parts().0
+    }
+
+    /// The handler.
+    pub fn handler(&mut self) -> &mut H {
+        self.parts().1
+    }
+}
+
+impl<T: 'static, H: 'static> Drop for StreamMut<'_, T, H> {
+    fn drop(&mut self) {
+        self.registry.refresh(self.token);
+    }
+}
+
+impl<T: 'static, H: 'static> fmt::Debug for StreamMut<'_, T, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamMut").field("token", &self.token).finish_non_exhaustive()
     }
 }
 

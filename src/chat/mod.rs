@@ -97,6 +97,8 @@ pub struct AsyncChat<R: Role = Connected> {
     /// The default collector's record so far (asynchat's `incoming`).
     incoming: Vec<u8>,
     record_len: usize,
+    /// Dropping the rest of an over-long record, up to its terminator.
+    skipping: bool,
     out: VecDeque<Out>,
     out_bytes: usize,
     /// A sent-out buffer kept for the next push, so steady traffic does not
@@ -119,6 +121,7 @@ impl<R: Role> AsyncChat<R> {
             held: Vec::new(),
             incoming: Vec::new(),
             record_len: 0,
+            skipping: false,
             out: VecDeque::new(),
             out_bytes: 0,
             spare: Vec::new(),
@@ -371,9 +374,30 @@ impl AsyncChat<Connected> {
     ) -> io::Result<()> {
         while !rest.is_empty() {
             let bounded = matches!(self.terminator, Terminator::Bytes(_));
+            self.skipping &= bounded;
             let split = next_split(rest, &mut self.terminator);
+            if self.skipping {
+                // The rest of a record the handler chose to skip.
+                if split.keep_rest {
+                    self.held.extend_from_slice(&rest[split.collect..]);
+                    return Ok(());
+                }
+                rest = &rest[split.collect + split.skip..];
+                if split.found {
+                    self.skipping = false;
+                    self.record_len = 0;
+                }
+                continue;
+            }
             if bounded && self.record_len + split.collect > self.max_record {
-                return Err(RecordTooLong { limit: self.max_record }.into_io());
+                self.incoming.clear();
+                self.record_len = 0;
+                self.skipping = true;
+                if let Err(e) = handler.handle_record_too_long(self, cx) {
+                    self.held.extend_from_slice(rest);
+                    return Err(e);
+                }
+                continue; // the same bytes again, now skipped
             }
             if split.collect > 0 {
                 self.record_len += split.collect;
@@ -444,6 +468,7 @@ impl Pending for AsyncChat<Connecting> {
             held,
             incoming,
             record_len,
+            skipping,
             out,
             out_bytes,
             spare,
@@ -460,6 +485,7 @@ impl Pending for AsyncChat<Connecting> {
             held,
             incoming,
             record_len,
+            skipping,
             out,
             out_bytes,
             spare,
@@ -493,6 +519,17 @@ pub trait ChatHandler: 'static {
 
     /// The current record ended. May change the terminator for the rest.
     fn found_terminator(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()>;
+
+    /// A record grew past [`AsyncChat::max_record`] without its terminator.
+    /// Default: fail with [`RecordTooLong`] (reported, and the channel
+    /// closed, by the default `handle_error`). Return `Ok` to go on: what
+    /// was collected of the record is dropped, the rest of it up to its
+    /// terminator is skipped, and the next record is read as usual — a line
+    /// protocol can answer "line too long" and keep the connection.
+    fn handle_record_too_long(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let _ = cx;
+        Err(RecordTooLong { limit: chat.max_record() }.into_io())
+    }
 
     /// The connect completed (for chats that connected out).
     fn handle_connect(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {

@@ -1,0 +1,47 @@
+//! A line protocol can refuse an over-long record and keep the connection:
+//! `handle_record_too_long` returning `Ok` skips the rest of that record.
+
+mod util;
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+
+use rolecore::{AsyncChat, Channel, ChatHandler, Ctx, Terminator};
+
+struct Lines;
+
+impl ChatHandler for Lines {
+    fn found_terminator(&mut self, chat: &mut AsyncChat, _: &mut Ctx<'_>) -> io::Result<()> {
+        let line = chat.take_incoming();
+        chat.push(format!("ok {}\n", line.len()).as_bytes())
+    }
+
+    fn handle_record_too_long(&mut self, chat: &mut AsyncChat, _: &mut Ctx<'_>) -> io::Result<()> {
+        chat.push(b"too long\n")
+    }
+}
+
+#[test]
+fn an_over_long_line_is_refused_and_the_next_line_is_read_normally() {
+    for backend in util::backends() {
+        for chunk in [1usize, 7, 4096] {
+            let (ours, mut peer) = UnixStream::pair().unwrap();
+            let mut chat = AsyncChat::new(Channel::try_from(ours).unwrap(), Terminator::bytes(b"\r\n"));
+            chat.set_max_record(10);
+            let mut map = util::map(backend);
+            let token = map.insert(chat, Lines).unwrap();
+            let mut input = b"short\r\n".to_vec();
+            input.extend(std::iter::repeat_n(b'x', 50));
+            input.extend(b"\r\nafter\r\n");
+            for piece in input.chunks(chunk) {
+                peer.write_all(piece).unwrap();
+                util::run_iterations(&mut map, 2);
+            }
+            peer.shutdown(std::net::Shutdown::Write).unwrap();
+            assert!(util::run_until(&mut map, |m| !m.contains(token)), "{backend} by {chunk}");
+            let mut replies = String::new();
+            peer.read_to_string(&mut replies).unwrap();
+            assert_eq!(replies, "ok 5\ntoo long\nok 5\n", "{backend}, written {chunk} bytes at a time");
+        }
+    }
+}
