@@ -1,0 +1,437 @@
+//! A minimal HTTP/1.1 and HTTP/1.0 server on [`AsyncChat`]: keep-alive,
+//! pipelining, and `Hello, world!` for every `GET` or `HEAD`.
+//!
+//! ```text
+//! cargo run --release --example http_server -- [ADDR] [--backend select|poll|epoll] [--idle-timeout SECS]
+//! ```
+//!
+//! ADDR defaults to 127.0.0.1:8080 (port 0 picks a free port); the first line
+//! on stdout is `listening on HOST:PORT`. `--idle-timeout` (default 60, 0 for
+//! none) closes connections that stay silent that long.
+//!
+//! What it answers:
+//!
+//! - `GET` or `HEAD` of any path: `200 OK`, `Content-Length: 13`, and the
+//!   body `Hello, world!` (no body for `HEAD`).
+//! - HTTP/1.1 keeps the connection unless the request says
+//!   `Connection: close`; HTTP/1.0 closes it unless the request says
+//!   `Connection: keep-alive`.
+//! - Other standard methods: `405 Method Not Allowed`, unknown ones:
+//!   `501 Not Implemented`, both with the same keep-alive rules (a request
+//!   body announced with `Content-Length` is read and dropped).
+//! - A malformed request: `400 Bad Request`; a head longer than 8 KiB:
+//!   `431 Request Header Fields Too Large`; an HTTP version other than 1.0 or
+//!   1.1: `505`. Each then closes the connection.
+//!
+//! Requests are records split at `\r\n\r\n`: every request a read brings is
+//! answered by one `push`, and the chat sends all of a pipelined batch's
+//! answers with one send.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use rolecore::chat::RecordTooLong;
+use rolecore::{
+    AcceptHandler, Address, AsyncChat, Backend, Channel, ChatHandler, Connected, Ctx, LoopOptions, Map,
+    Terminator,
+};
+
+/// The longest request head (request line and headers) accepted.
+const MAX_HEAD: usize = 8192;
+/// The longest request body read (and dropped) on a kept connection.
+const MAX_BODY: usize = 1 << 20;
+/// Stop reading while this much output waits for a slow client.
+const READ_PAUSE: usize = 1 << 20;
+const BODY: &[u8] = b"Hello, world!";
+
+/// An HTTP version this server speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Version {
+    Http10,
+    Http11,
+}
+
+/// A parsed request head.
+#[derive(Debug, PartialEq, Eq)]
+struct Request<'a> {
+    method: &'a [u8],
+    target: &'a [u8],
+    version: Version,
+    /// `Connection: close` / `keep-alive` as the client asked, if it did.
+    connection_close: Option<bool>,
+    content_length: usize,
+    chunked: bool,
+    has_host: bool,
+}
+
+/// Why a request head was refused: the status to answer with.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    BadRequest(&'static str),
+    VersionNotSupported,
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Parses `METHOD SP TARGET SP HTTP/x.y`.
+fn parse_request_line(line: &[u8]) -> Result<(&[u8], &[u8], Version), Refusal> {
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Refusal::BadRequest("a request line is METHOD SP TARGET SP VERSION"));
+    };
+    if method.is_empty() || !method.iter().all(|&b| is_token_byte(b)) {
+        return Err(Refusal::BadRequest("bad method"));
+    }
+    if target.is_empty() || !target.iter().all(|&b| b.is_ascii_graphic()) {
+        return Err(Refusal::BadRequest("bad request target"));
+    }
+    let version = match version {
+        b"HTTP/1.1" => Version::Http11,
+        b"HTTP/1.0" => Version::Http10,
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            return Err(Refusal::VersionNotSupported);
+        }
+        _ => return Err(Refusal::BadRequest("bad HTTP version")),
+    };
+    Ok((method, target, version))
+}
+
+/// Parses a request head: the bytes before `\r\n\r\n`.
+fn parse_head(head: &[u8]) -> Result<Request<'_>, Refusal> {
+    // RFC 9112 2.2: empty lines before the request line are ignored.
+    let mut head = head;
+    while let Some(rest) = head.strip_prefix(b"\r\n") {
+        head = rest;
+    }
+    let mut lines = head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let (method, target, version) = parse_request_line(lines.next().unwrap_or_default())?;
+    let mut request = Request {
+        method,
+        target,
+        version,
+        connection_close: None,
+        content_length: 0,
+        chunked: false,
+        has_host: false,
+    };
+    let mut seen_length = false;
+    for line in lines {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Err(Refusal::BadRequest("a header line without a colon"));
+        };
+        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
+        if name.is_empty() || !name.iter().all(|&b| is_token_byte(b)) {
+            return Err(Refusal::BadRequest("bad header name"));
+        }
+        if name.eq_ignore_ascii_case(b"connection") {
+            for option in value.split(|&b| b == b',').map(trim) {
+                if option.eq_ignore_ascii_case(b"close") {
+                    request.connection_close = Some(true);
+                } else if option.eq_ignore_ascii_case(b"keep-alive") && request.connection_close.is_none() {
+                    request.connection_close = Some(false);
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let length = std::str::from_utf8(value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<usize>().ok())
+                .ok_or(Refusal::BadRequest("bad Content-Length"))?;
+            if seen_length && length != request.content_length {
+                return Err(Refusal::BadRequest("conflicting Content-Length headers"));
+            }
+            seen_length = true;
+            request.content_length = length;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            request.chunked = true;
+        } else if name.eq_ignore_ascii_case(b"host") {
+            request.has_host = true;
+        }
+    }
+    if request.version == Version::Http11 && !request.has_host {
+        return Err(Refusal::BadRequest("an HTTP/1.1 request needs a Host header"));
+    }
+    if request.chunked && seen_length {
+        return Err(Refusal::BadRequest("both Transfer-Encoding and Content-Length"));
+    }
+    Ok(request)
+}
+
+/// One response, headers and body, in one buffer.
+fn response(
+    status: &str,
+    keep_alive: bool,
+    version: Version,
+    extra: &str,
+    body: &[u8],
+    head_only: bool,
+) -> Vec<u8> {
+    let connection = match (keep_alive, version) {
+        (true, Version::Http10) => "Connection: keep-alive\r\n",
+        (true, Version::Http11) => "",
+        (false, _) => "Connection: close\r\n",
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nServer: rolecore\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{extra}{connection}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// Where a connection is in its request stream.
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    /// Reading a request head (terminator `\r\n\r\n`).
+    Head,
+    /// Dropping a request body (a count terminator); then back to `Head`,
+    /// or closing if the answer said so.
+    Body,
+}
+
+struct HttpConnection {
+    phase: Phase,
+}
+
+impl HttpConnection {
+    /// Answers with an error status and closes once it is sent.
+    fn refuse(chat: &mut AsyncChat, status: &str, reason: &str) -> io::Result<()> {
+        let body = format!("{reason}\n");
+        chat.push(&response(status, false, Version::Http11, "", body.as_bytes(), false))?;
+        Self::close_after_send(chat);
+        Ok(())
+    }
+
+    fn close_after_send(chat: &mut AsyncChat) {
+        chat.close_when_done();
+        // Whatever else is already buffered is dropped, not parsed.
+        chat.set_terminator(Terminator::None);
+    }
+
+    fn answer(&mut self, head: &[u8], chat: &mut AsyncChat) -> io::Result<()> {
+        let request = match parse_head(head) {
+            Ok(request) => request,
+            Err(Refusal::BadRequest(why)) => return Self::refuse(chat, "400 Bad Request", why),
+            Err(Refusal::VersionNotSupported) => {
+                return Self::refuse(chat, "505 HTTP Version Not Supported", "only HTTP/1.0 and HTTP/1.1");
+            }
+        };
+        let keep_alive = match (request.version, request.connection_close) {
+            (_, Some(close)) => !close,
+            (Version::Http11, None) => true,
+            (Version::Http10, None) => false,
+        };
+        // A body of unknown length cannot be skipped: answer, then close.
+        let keep_alive = keep_alive && !request.chunked && request.content_length <= MAX_BODY;
+        let (status, extra, body, head_only) = match request.method {
+            b"GET" => ("200 OK", "", BODY, false),
+            b"HEAD" => ("200 OK", "", BODY, true),
+            b"POST" | b"PUT" | b"DELETE" | b"PATCH" | b"OPTIONS" | b"TRACE" | b"CONNECT" => {
+                ("405 Method Not Allowed", "Allow: GET, HEAD\r\n", &b"method not allowed\n"[..], false)
+            }
+            _ => ("501 Not Implemented", "", &b"not implemented\n"[..], false),
+        };
+        let _ = request.target; // every path says hello
+        chat.push(&response(status, keep_alive, request.version, extra, body, head_only))?;
+        if !keep_alive {
+            Self::close_after_send(chat);
+        } else if request.content_length > 0 {
+            self.phase = Phase::Body;
+            chat.set_terminator(Terminator::count(request.content_length));
+        }
+        Ok(())
+    }
+}
+
+impl ChatHandler for HttpConnection {
+    // Back-pressure: a client that pipelines without reading is not read.
+    fn readable(&self, chat: &AsyncChat) -> bool {
+        chat.queued() < READ_PAUSE
+    }
+
+    fn collect_incoming_data(&mut self, data: &[u8], chat: &mut AsyncChat) -> io::Result<()> {
+        if self.phase == Phase::Head && !chat.is_closing() {
+            chat.collect(data);
+        }
+        Ok(()) // a request body, or input after the last answer: dropped
+    }
+
+    fn found_terminator(&mut self, chat: &mut AsyncChat, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        if chat.is_closing() {
+            return Ok(());
+        }
+        match self.phase {
+            Phase::Head => {
+                let head = chat.take_incoming();
+                self.answer(&head, chat)
+            }
+            Phase::Body => {
+                self.phase = Phase::Head;
+                chat.set_terminator(Terminator::bytes(b"\r\n\r\n"));
+                Ok(())
+            }
+        }
+    }
+
+    fn handle_error(&mut self, chat: &mut AsyncChat, error: io::Error, cx: &mut Ctx<'_>) {
+        if RecordTooLong::from_io(&error).is_some() && !chat.is_closing() {
+            let reason = format!("the request head exceeds {MAX_HEAD} bytes");
+            if Self::refuse(chat, "431 Request Header Fields Too Large", &reason).is_ok() {
+                return; // sent, then closed, by the chat
+            }
+        }
+        eprintln!("http_server: closing a connection: {error}");
+        cx.close();
+    }
+}
+
+struct HttpServer {
+    idle_timeout: Option<Duration>,
+}
+
+impl AcceptHandler for HttpServer {
+    fn handle_accepted(
+        &mut self,
+        conn: Channel<Connected>,
+        _peer: Address,
+        cx: &mut Ctx<'_>,
+    ) -> io::Result<()> {
+        let mut chat = AsyncChat::new(conn, Terminator::bytes(b"\r\n\r\n"));
+        chat.set_max_record(MAX_HEAD);
+        let token = cx.insert(chat, HttpConnection { phase: Phase::Head })?;
+        if self.idle_timeout.is_some() {
+            cx.set_idle_timeout(token, self.idle_timeout);
+        }
+        Ok(())
+    }
+
+    fn handle_error(&mut self, _ch: &mut Channel<rolecore::Listening>, error: io::Error, _cx: &mut Ctx<'_>) {
+        // Out of descriptors, for instance: keep listening.
+        eprintln!("http_server: accept failed: {error}");
+    }
+}
+
+struct Args {
+    addr: Address,
+    backend: Backend,
+    idle_timeout: Option<Duration>,
+}
+
+const USAGE: &str = "usage: http_server [ADDR] [--backend select|poll|epoll] [--idle-timeout SECS]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        addr: "127.0.0.1:8080".parse().expect("a valid default"),
+        backend: Backend::default(),
+        idle_timeout: Some(Duration::from_secs(60)),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--backend" => {
+                let name = it.next().ok_or("--backend needs a value")?;
+                args.backend = name.parse().map_err(|e| format!("{e}"))?;
+            }
+            "--idle-timeout" => {
+                let secs = it.next().ok_or("--idle-timeout needs a value")?;
+                let secs: f64 = secs.parse().map_err(|_| format!("bad --idle-timeout {secs:?}"))?;
+                if !secs.is_finite() || secs < 0.0 {
+                    return Err(format!("bad --idle-timeout {secs}"));
+                }
+                args.idle_timeout = (secs > 0.0).then(|| Duration::from_secs_f64(secs));
+            }
+            flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
+            _ => args.addr = arg.parse().map_err(|e| format!("{e}"))?,
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(msg) => {
+            eprintln!("http_server: {msg}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("http_server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> io::Result<()> {
+    if let Address::Unix(rolecore::UnixAddress::Path(path)) = &args.addr {
+        let _ = std::fs::remove_file(path); // a stale socket file from an earlier run
+    }
+    let listener = Channel::for_address(&args.addr)?.set_reuse_addr()?.bind(&args.addr)?.listen(1024)?;
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "listening on {}", listener.local_addr()?)?;
+    stdout.flush()?;
+    drop(stdout);
+    let mut map = Map::with_backend(args.backend)?;
+    map.insert(listener, HttpServer { idle_timeout: args.idle_timeout })?;
+    map.run(LoopOptions::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines() {
+        assert_eq!(parse_request_line(b"GET / HTTP/1.1"), Ok((&b"GET"[..], &b"/"[..], Version::Http11)));
+        assert_eq!(
+            parse_request_line(b"HEAD /x?y HTTP/1.0"),
+            Ok((&b"HEAD"[..], &b"/x?y"[..], Version::Http10))
+        );
+        assert!(matches!(parse_request_line(b"GET / HTTP/2.0"), Err(Refusal::VersionNotSupported)));
+        for bad in [
+            &b""[..],
+            b"GET",
+            b"GET /",
+            b"GET  / HTTP/1.1",
+            b"GET / HTTP/1.1 x",
+            b"G(T / HTTP/1.1",
+            b"GET / FTP/1.0",
+        ] {
+            assert!(matches!(parse_request_line(bad), Err(Refusal::BadRequest(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn heads() {
+        let r = parse_head(
+            b"\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: Keep-Alive, close\r\nContent-Length: 3",
+        )
+        .unwrap();
+        assert_eq!((r.connection_close, r.content_length), (Some(true), 3));
+        assert!(parse_head(b"GET / HTTP/1.1").is_err(), "no Host");
+        assert!(parse_head(b"GET / HTTP/1.0\r\nbad header").is_err());
+        assert!(parse_head(b"GET / HTTP/1.0\r\nContent-Length: -1").is_err());
+    }
+}

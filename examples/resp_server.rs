@@ -1,0 +1,589 @@
+//! An in-memory server that speaks the Redis protocol (RESP2), on
+//! [`AsyncChat`]: enough for `redis-cli` and `redis-benchmark`.
+//!
+//! ```text
+//! cargo run --release --example resp_server -- [ADDR] [--backend select|poll|epoll] [--max-bulk BYTES]
+//! ```
+//!
+//! ADDR defaults to 127.0.0.1:6379 (port 0 picks a free port); the first line
+//! on stdout is `listening on HOST:PORT`. `--max-bulk` (default 16 MiB) bounds
+//! one bulk string of a request.
+//!
+//! Commands: `PING [msg]`, `ECHO msg`, `SET key value [EX s|PX ms]`, `GET`,
+//! `DEL key...`, `EXISTS key...`, `INCR`, `DECR`, `MGET key...`,
+//! `MSET key value...`, `DBSIZE`, `FLUSHALL`, `QUIT`, `CONFIG GET name...`,
+//! `COMMAND`. Requests are multibulk frames or inline lines, pipelined or
+//! not. Expired keys are dropped when they are next looked at.
+//!
+//! Framing uses the chat's terminators: a line (`*N`, `$N` or an inline
+//! command) ends at `\r\n`; the payload of a bulk string is a count
+//! terminator of `N + 2` bytes whose last two must be `\r\n`. The parser,
+//! [`RespParser`], is a plain struct that is told each record and says which
+//! terminator comes next, so it can be driven without a socket.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use rolecore::chat::RecordTooLong;
+use rolecore::{
+    AcceptHandler, Address, AsyncChat, Backend, Channel, ChatHandler, Connected, Ctx, Listening, LoopOptions,
+    Map, Terminator,
+};
+
+/// The longest line: a `*N`/`$N` header or an inline command (Redis allows
+/// 64 KiB inline).
+const MAX_LINE: usize = 64 * 1024;
+/// The most arguments one multibulk frame may announce (Redis's bound).
+const MAX_ARGS: usize = 1024 * 1024;
+/// Stop reading while this much output waits for a slow client.
+const READ_PAUSE: usize = 1 << 20;
+
+// ---- the parser ----------------------------------------------------------------
+
+/// A request frame that breaks the protocol; the connection is answered with
+/// `-ERR Protocol error: …` and closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProtocolError(pub String);
+
+/// Where the parser is within a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    /// Between requests: the next line is `*N` or an inline command.
+    Idle,
+    /// Inside a multibulk frame: the next line is `$N` of an argument.
+    BulkHeader,
+    /// Inside a multibulk frame: the next record is an argument's payload and
+    /// its `\r\n` (this many bytes, both included).
+    BulkBody(usize),
+}
+
+/// RESP2 request parsing, record by record. Feed it what the chat splits at
+/// [`terminator`](Self::terminator), one record at a time, with
+/// [`record`](Self::record); it returns each complete command.
+#[derive(Clone, Debug)]
+pub struct RespParser {
+    state: State,
+    /// Arguments still to come in the current frame.
+    remaining: usize,
+    args: Vec<Vec<u8>>,
+    max_bulk: usize,
+}
+
+impl RespParser {
+    /// A parser that refuses bulk strings longer than `max_bulk` bytes.
+    pub fn new(max_bulk: usize) -> RespParser {
+        RespParser { state: State::Idle, remaining: 0, args: Vec::new(), max_bulk }
+    }
+
+    /// The terminator of the next record.
+    pub fn terminator(&self) -> Terminator {
+        match self.state {
+            State::Idle | State::BulkHeader => Terminator::bytes(b"\r\n"),
+            State::BulkBody(n) => Terminator::count(n),
+        }
+    }
+
+    /// Whether the parser is between requests.
+    pub fn is_idle(&self) -> bool {
+        self.state == State::Idle
+    }
+
+    /// Takes one record: a line without its `\r\n`, or a bulk payload with
+    /// its `\r\n`. Returns a command when one is complete.
+    pub fn record(&mut self, record: Vec<u8>) -> Result<Option<Vec<Vec<u8>>>, ProtocolError> {
+        match self.state {
+            State::Idle => self.first_line(record),
+            State::BulkHeader => {
+                let len = match record.split_first() {
+                    Some((b'$', digits)) => parse_length(digits)
+                        .filter(|&n| n <= self.max_bulk)
+                        .ok_or_else(|| ProtocolError("invalid bulk length".into()))?,
+                    Some((&c, _)) => return Err(ProtocolError(format!("expected '$', got '{}'", c as char))),
+                    None => return Err(ProtocolError("expected '$', got an empty line".into())),
+                };
+                self.state = State::BulkBody(len + 2);
+                Ok(None)
+            }
+            State::BulkBody(_) => {
+                let mut payload = record;
+                if !payload.ends_with(b"\r\n") {
+                    return Err(ProtocolError("a bulk string does not end with CRLF".into()));
+                }
+                payload.truncate(payload.len() - 2);
+                self.args.push(payload);
+                self.remaining -= 1;
+                if self.remaining == 0 {
+                    self.state = State::Idle;
+                    Ok(Some(std::mem::take(&mut self.args)))
+                } else {
+                    self.state = State::BulkHeader;
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    fn first_line(&mut self, line: Vec<u8>) -> Result<Option<Vec<Vec<u8>>>, ProtocolError> {
+        if let Some(count) = line.strip_prefix(b"*") {
+            let n = match count {
+                // `*-1` and `*0`: nothing to do, as Redis.
+                b"-1" => 0,
+                _ => parse_length(count)
+                    .filter(|&n| n <= MAX_ARGS)
+                    .ok_or_else(|| ProtocolError("invalid multibulk length".into()))?,
+            };
+            if n > 0 {
+                self.remaining = n;
+                self.args = Vec::with_capacity(n.min(64));
+                self.state = State::BulkHeader;
+            }
+            return Ok(None);
+        }
+        // An inline command: words separated by blanks; an empty line is
+        // nothing.
+        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        let args: Vec<Vec<u8>> =
+            line.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()).map(<[u8]>::to_vec).collect();
+        Ok((!args.is_empty()).then_some(args))
+    }
+}
+
+/// A decimal length without sign or padding: `0`, `17`.
+fn parse_length(digits: &[u8]) -> Option<usize> {
+    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+// ---- replies -------------------------------------------------------------------
+
+fn simple(out: &mut Vec<u8>, s: &str) {
+    out.push(b'+');
+    out.extend_from_slice(s.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn error(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(b"-ERR ");
+    out.extend_from_slice(s.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn integer(out: &mut Vec<u8>, n: i64) {
+    out.extend_from_slice(format!(":{n}\r\n").as_bytes());
+}
+
+fn bulk(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        Some(v) => {
+            out.extend_from_slice(format!("${}\r\n", v.len()).as_bytes());
+            out.extend_from_slice(v);
+            out.extend_from_slice(b"\r\n");
+        }
+        None => out.extend_from_slice(b"$-1\r\n"),
+    }
+}
+
+fn array_header(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(format!("*{n}\r\n").as_bytes());
+}
+
+// ---- the store -----------------------------------------------------------------
+
+#[derive(Debug)]
+struct Entry {
+    value: Vec<u8>,
+    expires: Option<Instant>,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|at| at > now)
+    }
+}
+
+/// The data set, shared by every connection of the loop.
+#[derive(Debug, Default)]
+struct Store {
+    map: HashMap<Vec<u8>, Entry>,
+}
+
+impl Store {
+    /// The live entry of `key`; an expired one is dropped.
+    fn get(&mut self, key: &[u8], now: Instant) -> Option<&mut Entry> {
+        if self.map.get(key).is_some_and(|e| !e.live(now)) {
+            self.map.remove(key);
+        }
+        self.map.get_mut(key)
+    }
+}
+
+type Shared = Rc<RefCell<Store>>;
+
+/// What a command asks of the connection after its reply.
+#[derive(PartialEq, Eq)]
+enum After {
+    Continue,
+    Close,
+}
+
+fn wrong_arity(out: &mut Vec<u8>, name: &str) {
+    error(out, &format!("wrong number of arguments for '{name}' command"));
+}
+
+/// Parses an integer as Redis does for values and options.
+fn parse_i64(bytes: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(bytes).ok()?;
+    if s.is_empty() || s.starts_with('+') || (s.len() > 1 && (s.starts_with('0') || s.starts_with("-0"))) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Runs one command, appending its reply to `out`.
+fn execute(store: &mut Store, args: &[Vec<u8>], out: &mut Vec<u8>) -> After {
+    let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+    let argc = args.len();
+    let now = Instant::now();
+    match name.as_str() {
+        "ping" => match argc {
+            1 => simple(out, "PONG"),
+            2 => bulk(out, Some(&args[1])),
+            _ => wrong_arity(out, &name),
+        },
+        "echo" if argc == 2 => bulk(out, Some(&args[1])),
+        "set" if argc >= 3 => {
+            let mut expires = None;
+            let mut options = args[3..].iter();
+            while let Some(option) = options.next() {
+                let unit = if option.eq_ignore_ascii_case(b"EX") {
+                    1000
+                } else if option.eq_ignore_ascii_case(b"PX") {
+                    1
+                } else {
+                    error(out, "syntax error");
+                    return After::Continue;
+                };
+                let Some(amount) = options.next() else {
+                    error(out, "syntax error");
+                    return After::Continue;
+                };
+                match parse_i64(amount).filter(|&n| n > 0).and_then(|n| n.checked_mul(unit)) {
+                    Some(ms) => expires = Some(now + Duration::from_millis(ms as u64)),
+                    None => {
+                        error(out, "invalid expire time in 'set' command");
+                        return After::Continue;
+                    }
+                }
+            }
+            store.map.insert(args[1].clone(), Entry { value: args[2].clone(), expires });
+            simple(out, "OK");
+        }
+        "get" if argc == 2 => bulk(out, store.get(&args[1], now).map(|e| &e.value[..])),
+        "del" | "exists" if argc >= 2 => {
+            let mut n = 0;
+            for key in &args[1..] {
+                if store.get(key, now).is_some() {
+                    n += 1;
+                    if name == "del" {
+                        store.map.remove(key);
+                    }
+                }
+            }
+            integer(out, n);
+        }
+        "incr" | "decr" if argc == 2 => {
+            let delta = if name == "incr" { 1 } else { -1 };
+            let entry = store.get(&args[1], now);
+            let current = match &entry {
+                Some(e) => parse_i64(&e.value),
+                None => Some(0),
+            };
+            match current.and_then(|n| n.checked_add(delta)) {
+                Some(n) => {
+                    let value = n.to_string().into_bytes();
+                    match entry {
+                        Some(e) => e.value = value, // keeps its expiry, as Redis
+                        None => {
+                            store.map.insert(args[1].clone(), Entry { value, expires: None });
+                        }
+                    }
+                    integer(out, n);
+                }
+                None => error(out, "value is not an integer or out of range"),
+            }
+        }
+        "mget" if argc >= 2 => {
+            array_header(out, argc - 1);
+            for key in &args[1..] {
+                bulk(out, store.get(key, now).map(|e| &e.value[..]));
+            }
+        }
+        "mset" if argc >= 3 && argc % 2 == 1 => {
+            for pair in args[1..].chunks(2) {
+                store.map.insert(pair[0].clone(), Entry { value: pair[1].clone(), expires: None });
+            }
+            simple(out, "OK");
+        }
+        "dbsize" if argc == 1 => {
+            store.map.retain(|_, e| e.live(now));
+            integer(out, store.map.len() as i64);
+        }
+        "flushall" | "flushdb" if argc <= 2 => {
+            store.map.clear();
+            simple(out, "OK");
+        }
+        "quit" => {
+            simple(out, "OK");
+            return After::Close;
+        }
+        "config" if argc >= 2 => {
+            if !args[1].eq_ignore_ascii_case(b"GET") || argc < 3 {
+                error(out, "only CONFIG GET parameter... is supported");
+                return After::Continue;
+            }
+            // What redis-benchmark asks at start, with an in-memory answer.
+            let known: [(&[u8], &[u8]); 2] = [(b"save", b""), (b"appendonly", b"no")];
+            let pairs: Vec<_> = known
+                .iter()
+                .filter(|(k, _)| args[2..].iter().any(|a| a.eq_ignore_ascii_case(k) || a == b"*"))
+                .collect();
+            array_header(out, pairs.len() * 2);
+            for (k, v) in pairs {
+                bulk(out, Some(k));
+                bulk(out, Some(v));
+            }
+        }
+        "command" => array_header(out, 0),
+        "echo" | "set" | "get" | "del" | "exists" | "incr" | "decr" | "mget" | "mset" | "dbsize"
+        | "flushall" | "flushdb" | "config" => wrong_arity(out, &name),
+        _ => {
+            let mut msg =
+                format!("unknown command '{}', with args beginning with:", String::from_utf8_lossy(&args[0]));
+            for arg in args[1..].iter().take(8) {
+                msg.push_str(&format!(" '{}'", String::from_utf8_lossy(arg)));
+            }
+            error(out, &msg);
+        }
+    }
+    After::Continue
+}
+
+// ---- the connection ------------------------------------------------------------
+
+struct RespConnection {
+    parser: RespParser,
+    store: Shared,
+    /// The reply being built, reused from command to command.
+    out: Vec<u8>,
+}
+
+impl RespConnection {
+    /// Answers a broken frame and closes once the answer is sent.
+    fn protocol_error(&mut self, chat: &mut AsyncChat, why: &str) -> io::Result<()> {
+        error(&mut self.out, &format!("Protocol error: {why}"));
+        self.close_after_reply(chat)
+    }
+
+    fn close_after_reply(&mut self, chat: &mut AsyncChat) -> io::Result<()> {
+        self.flush(chat)?;
+        chat.close_when_done();
+        chat.set_terminator(Terminator::None); // the rest is dropped, not parsed
+        Ok(())
+    }
+
+    fn flush(&mut self, chat: &mut AsyncChat) -> io::Result<()> {
+        if !self.out.is_empty() {
+            chat.push(&self.out)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+}
+
+impl ChatHandler for RespConnection {
+    fn readable(&self, chat: &AsyncChat) -> bool {
+        chat.queued() < READ_PAUSE
+    }
+
+    fn collect_incoming_data(&mut self, data: &[u8], chat: &mut AsyncChat) -> io::Result<()> {
+        if !chat.is_closing() {
+            chat.collect(data);
+        }
+        Ok(())
+    }
+
+    fn found_terminator(&mut self, chat: &mut AsyncChat, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        if chat.is_closing() {
+            return Ok(());
+        }
+        let record = chat.take_incoming();
+        match self.parser.record(record) {
+            Ok(Some(args)) => {
+                let after = execute(&mut self.store.borrow_mut(), &args, &mut self.out);
+                if after == After::Close {
+                    return self.close_after_reply(chat);
+                }
+                // One push per reply; the chat gathers a pipelined batch's
+                // replies into one send when the read's records are done.
+                self.flush(chat)?;
+            }
+            Ok(None) => {}
+            Err(ProtocolError(why)) => return self.protocol_error(chat, &why),
+        }
+        chat.set_terminator(self.parser.terminator());
+        Ok(())
+    }
+
+    fn handle_error(&mut self, chat: &mut AsyncChat, error: io::Error, cx: &mut Ctx<'_>) {
+        if RecordTooLong::from_io(&error).is_some() && !chat.is_closing() {
+            let why =
+                if self.parser.is_idle() { "too big inline request" } else { "too big bulk count string" };
+            if self.protocol_error(chat, why).is_ok() {
+                return; // sent, then closed, by the chat
+            }
+        }
+        eprintln!("resp_server: closing a connection: {error}");
+        cx.close();
+    }
+}
+
+struct RespServer {
+    store: Shared,
+    max_bulk: usize,
+}
+
+impl AcceptHandler for RespServer {
+    fn handle_accepted(
+        &mut self,
+        conn: Channel<Connected>,
+        _peer: Address,
+        cx: &mut Ctx<'_>,
+    ) -> io::Result<()> {
+        let parser = RespParser::new(self.max_bulk);
+        let mut chat = AsyncChat::new(conn, parser.terminator());
+        chat.set_max_record(MAX_LINE);
+        // A GET of the largest value must fit, beside a pipeline's worth of
+        // smaller replies.
+        chat.set_output_limit(
+            chat.output_limit().max(self.max_bulk.saturating_mul(2).saturating_add(READ_PAUSE)),
+        );
+        cx.insert(chat, RespConnection { parser, store: Rc::clone(&self.store), out: Vec::new() })?;
+        Ok(())
+    }
+
+    fn handle_error(&mut self, _ch: &mut Channel<Listening>, error: io::Error, _cx: &mut Ctx<'_>) {
+        eprintln!("resp_server: accept failed: {error}");
+    }
+}
+
+// ---- main ----------------------------------------------------------------------
+
+struct Args {
+    addr: Address,
+    backend: Backend,
+    max_bulk: usize,
+}
+
+const USAGE: &str = "usage: resp_server [ADDR] [--backend select|poll|epoll] [--max-bulk BYTES]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        addr: "127.0.0.1:6379".parse().expect("a valid default"),
+        backend: Backend::default(),
+        max_bulk: 16 << 20,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--backend" => {
+                let name = it.next().ok_or("--backend needs a value")?;
+                args.backend = name.parse().map_err(|e| format!("{e}"))?;
+            }
+            "--max-bulk" => {
+                let n = it.next().ok_or("--max-bulk needs a value")?;
+                args.max_bulk = n.parse().map_err(|_| format!("bad --max-bulk {n:?}"))?;
+            }
+            flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
+            _ => args.addr = arg.parse().map_err(|e| format!("{e}"))?,
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(msg) => {
+            eprintln!("resp_server: {msg}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("resp_server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> io::Result<()> {
+    if let Address::Unix(rolecore::UnixAddress::Path(path)) = &args.addr {
+        let _ = std::fs::remove_file(path); // a stale socket file from an earlier run
+    }
+    let listener = Channel::for_address(&args.addr)?.set_reuse_addr()?.bind(&args.addr)?.listen(1024)?;
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "listening on {}", listener.local_addr()?)?;
+    stdout.flush()?;
+    drop(stdout);
+    let mut map = Map::with_backend(args.backend)?;
+    map.insert(listener, RespServer { store: Shared::default(), max_bulk: args.max_bulk })?;
+    map.run(LoopOptions::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rolecore::chat::{Framed, Framer};
+
+    /// Feeds `input` through a chat's record splitting and the parser.
+    fn parse(input: &[u8], max_bulk: usize) -> Result<Vec<Vec<Vec<u8>>>, ProtocolError> {
+        let mut parser = RespParser::new(max_bulk);
+        let mut framer = Framer::new(parser.terminator());
+        let mut record = Vec::new();
+        let mut commands = Vec::new();
+        let mut failure = None;
+        let _ = framer.feed(input, |piece, terminator| {
+            match piece {
+                Framed::Data(d) => record.extend_from_slice(d),
+                Framed::End => match parser.record(std::mem::take(&mut record)) {
+                    Ok(Some(c)) => commands.push(c),
+                    Ok(None) => {}
+                    Err(e) => {
+                        failure = Some(e);
+                        return Err(io::ErrorKind::InvalidData.into());
+                    }
+                },
+            }
+            *terminator = parser.terminator();
+            Ok(())
+        });
+        failure.map_or(Ok(commands), Err)
+    }
+
+    #[test]
+    fn frames() {
+        let c = parse(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n*0\r\n*1\r\n$0\r\n\r\n", 100).unwrap();
+        assert_eq!(c, vec![vec![b"GET".to_vec(), b"k".to_vec()], vec![b"PING".to_vec()], vec![Vec::new()]]);
+        assert!(parse(b"*1\r\n$3\r\nGETxx", 100).is_err());
+        assert!(parse(b"*1\r\n$101\r\n", 100).is_err());
+        assert!(parse(b"*1\r\n+x\r\n", 100).is_err());
+        assert!(parse(b"*x\r\n", 100).is_err());
+    }
+}
