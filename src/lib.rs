@@ -82,6 +82,8 @@ mod mailbox;
 mod map;
 pub mod poller;
 pub mod report;
+#[cfg(feature = "signals")]
+pub mod signal;
 pub mod sim;
 mod timer;
 mod trace;

@@ -101,3 +101,14 @@ fn dup_file_leaves_the_original_to_the_caller() {
     std::io::Write::write_all(&mut writer, b"!").unwrap();
     assert_eq!(std::io::Read::read(&mut &reader, &mut buf).unwrap(), 1, "the original is still open");
 }
+
+#[test]
+fn two_listeners_share_a_port_with_reuse_port() {
+    let first =
+        Channel::tcp_v4().unwrap().set_reuse_port().unwrap().bind("127.0.0.1:0").unwrap().listen(8).unwrap();
+    let addr = first.local_addr().unwrap();
+    let second = Channel::tcp_v4().unwrap().set_reuse_port().unwrap().bind(&addr).unwrap().listen(8).unwrap();
+    assert_eq!(second.local_addr().unwrap(), addr);
+    let err = Channel::tcp_v4().unwrap().bind(&addr).unwrap_err();
+    assert_eq!(err.error().kind(), ErrorKind::AddrInUse, "without the option the port is taken");
+}

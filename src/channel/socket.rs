@@ -89,6 +89,16 @@ impl Channel<Fresh> {
         }
     }
 
+    /// Sets `SO_REUSEPORT`: several sockets (one per thread, each with its
+    /// own loop) may then listen on the same address, and the kernel spreads
+    /// incoming connections among them.
+    pub fn set_reuse_port(self) -> Result<Channel<Fresh>, RoleError<Channel<Fresh>>> {
+        match sockopt::set_socket_reuseport(&self.fd, true) {
+            Ok(()) => Ok(self),
+            Err(e) => Err(RoleError::new(e.into(), self)),
+        }
+    }
+
     /// Binds the socket to a local address.
     pub fn bind(self, addr: impl ToAddress) -> Result<Channel<Bound>, RoleError<Channel<Fresh>>> {
         match addr.to_address().and_then(|a| bind(&self, &a)) {

@@ -1,0 +1,154 @@
+//! Unix signals as events on the loop (cargo feature `signals`, on by
+//! default).
+//!
+//! A signal handler may do almost nothing safely, so the registration is
+//! signal-hook's self-pipe: the handler writes a byte to a socket whose other
+//! end is in the map, and the loop calls your [`SignalHandler`] on its own
+//! thread, where anything goes — typically a graceful
+//! [`Ctx::shutdown`](crate::Ctx::shutdown) on `SIGINT`/`SIGTERM`. Signals that
+//! arrive while the loop is busy coalesce into one call per signal. Several
+//! maps (one per thread) may watch the same signal: each is told.
+//!
+//! The signal's entries do not keep a loop alive, and removing them (or
+//! dropping the map) restores the previous disposition's behaviour for
+//! rolecore's part.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+
+use signal_hook::SigId;
+
+use crate::entry::Entry;
+use crate::machine::{Phase, Step, Wakeup};
+use crate::map::{Ctx, Map};
+use crate::poller::{Interest, Readiness};
+use crate::report::{Level, log_info};
+use crate::trace::Joined;
+
+pub use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+
+/// What the loop does when a watched signal arrives. Any
+/// `FnMut(i32, &mut Ctx) -> io::Result<()>` is one.
+pub trait SignalHandler: 'static {
+    /// `signal` arrived (once or more since the last call).
+    fn handle_signal(&mut self, signal: i32, cx: &mut Ctx<'_>) -> io::Result<()>;
+}
+
+impl<F: FnMut(i32, &mut Ctx<'_>) -> io::Result<()> + 'static> SignalHandler for F {
+    fn handle_signal(&mut self, signal: i32, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self(signal, cx)
+    }
+}
+
+struct SignalEntry {
+    reader: UnixStream,
+    signal: i32,
+    id: SigId,
+    handler: Rc<RefCell<dyn SignalHandler>>,
+    /// What `Map::handler` finds here: nothing a caller can change.
+    opaque: (),
+}
+
+impl Drop for SignalEntry {
+    fn drop(&mut self) {
+        signal_hook::low_level::unregister(self.id);
+    }
+}
+
+impl Entry for SignalEntry {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.reader.as_fd()
+    }
+
+    fn interest(&self) -> Interest {
+        Interest::READ
+    }
+
+    fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) {
+        let mut wakeup = Wakeup::new(Phase::Datagram, interest, readiness);
+        while let Some(step) = wakeup.next_step() {
+            if step == Step::Read {
+                // Drain every byte: signals that came meanwhile coalesce.
+                let mut buf = [0u8; 64];
+                let mut got = false;
+                while let Ok(n) = io::Read::read(&mut &self.reader, &mut buf) {
+                    got |= n > 0;
+                    if n < buf.len() {
+                        break;
+                    }
+                }
+                if got && let Err(e) = self.handler.borrow_mut().handle_signal(self.signal, cx) {
+                    log_info(Level::Error, format_args!("signal {} handler: {e}", self.signal));
+                }
+            }
+            wakeup.record(Default::default());
+        }
+    }
+
+    fn timeout(&mut self, _: &mut Ctx<'_>) {}
+
+    fn shut(&mut self, _: &mut Ctx<'_>) {}
+
+    fn handler(&self) -> &dyn std::any::Any {
+        &()
+    }
+
+    fn handler_mut(&mut self) -> &mut dyn std::any::Any {
+        &mut self.opaque
+    }
+
+    fn describe(&self) -> String {
+        format!("signal {} watcher", self.signal)
+    }
+
+    fn joined(&self) -> Joined {
+        Joined::File
+    }
+}
+
+impl Map {
+    /// Watches `signals`: each time one arrives, `handler` runs on this
+    /// loop's thread. The watchers do not keep the loop alive.
+    ///
+    /// Signals rolecore cannot watch (`SIGKILL`, `SIGSTOP`, and those
+    /// signal-hook forbids such as `SIGSEGV`) are an `InvalidInput` error.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use rolecore::signal::{SIGINT, SIGTERM};
+    /// use rolecore::{Ctx, LoopOptions, Map};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut map = Map::new()?;
+    /// // ... listeners and channels ...
+    /// map.on_signals(&[SIGINT, SIGTERM], |_signal: i32, cx: &mut Ctx<'_>| {
+    ///     cx.shutdown(Duration::from_secs(5)); // finish in-flight work, then end
+    ///     Ok(())
+    /// })?;
+    /// map.run(LoopOptions::default())
+    /// # }
+    /// ```
+    pub fn on_signals(&mut self, signals: &[i32], handler: impl SignalHandler) -> io::Result<()> {
+        let handler: Rc<RefCell<dyn SignalHandler>> = Rc::new(RefCell::new(handler));
+        if let Some(&bad) = signals.iter().find(|s| signal_hook::consts::FORBIDDEN.contains(s)) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot watch signal {bad}: it cannot be caught, or catching it is unsound"),
+            ));
+        }
+        for &signal in signals {
+            let (reader, writer) = UnixStream::pair()?;
+            reader.set_nonblocking(true)?;
+            writer.set_nonblocking(true)?;
+            let id = signal_hook::low_level::pipe::register(signal, writer).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("cannot watch signal {signal}: {e}"))
+            })?;
+            let entry = SignalEntry { reader, signal, id, handler: handler.clone(), opaque: () };
+            self.insert_entry(Box::new(entry), true)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,61 @@
+//! Unix signals as loop events (feature `signals`).
+#![cfg(feature = "signals")]
+
+mod util;
+
+use std::time::Duration;
+
+use rolecore::Ctx;
+use rolecore::signal::{SIGUSR1, SIGUSR2};
+use util::Log;
+
+fn raise(signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &std::process::id().to_string()])
+        .status()
+        .expect("kill(1) runs");
+    assert!(status.success());
+}
+
+#[test]
+fn a_signal_reaches_every_map_watching_it_on_the_loops_thread() {
+    for backend in util::backends() {
+        let log = Log::default();
+        let mut first = util::map(backend);
+        let mut second = util::map(backend);
+        for (name, map) in [("first", &mut first), ("second", &mut second)] {
+            let sink = log.clone();
+            let thread = std::thread::current().id();
+            map.on_signals(&[SIGUSR1, SIGUSR2], move |signal: i32, cx: &mut Ctx<'_>| {
+                assert_eq!(std::thread::current().id(), thread, "handlers run on the loop's thread");
+                sink.push(format!("{name} {}", if signal == SIGUSR1 { "usr1" } else { "usr2" }));
+                cx.stop();
+                Ok(())
+            })
+            .unwrap();
+            assert!(map.is_empty(), "{backend}: signal watchers do not keep a loop alive");
+        }
+        raise("-USR1");
+        raise("-USR1"); // coalesces with the first if the loop has not run yet
+        raise("-USR2");
+        // `run` would return at once (watchers alone count as empty): poll.
+        for _ in 0..100 {
+            first.poll(Some(Duration::from_millis(20))).unwrap();
+            second.poll(Some(Duration::from_millis(20))).unwrap();
+            if ["first usr1", "first usr2", "second usr1", "second usr2"].iter().all(|e| log.contains(e)) {
+                break;
+            }
+        }
+        assert!(log.contains("first usr1") && log.contains("first usr2"), "{backend}: {:?}", log.events());
+        assert!(log.contains("second usr1") && log.contains("second usr2"), "{backend}: {:?}", log.events());
+        assert!(log.count("first usr1") <= 2, "{backend}");
+    }
+}
+
+#[test]
+fn a_signal_that_cannot_be_watched_is_an_error() {
+    let mut map = util::map(rolecore::Backend::Epoll);
+    let err = map.on_signals(&[9], |_: i32, _: &mut Ctx<'_>| Ok(())).unwrap_err(); // SIGKILL
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("signal 9"), "{err}");
+}
