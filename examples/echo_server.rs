@@ -1,17 +1,18 @@
 //! The seed's echo server: every byte a client sends comes back.
 //!
 //! ```text
-//! cargo run --release --example echo_server -- [ADDR] [--backend select|poll|epoll]
+//! cargo run --release --example echo_server -- [ADDR] [--backend select|poll|epoll] [--threads N]
 //! ```
 //!
-//! ADDR defaults to 127.0.0.1:8080 (port 0 picks a free port); the first line
-//! on stdout is `listening on HOST:PORT`.
+//! ADDR defaults to 127.0.0.1:8080 (port 0 picks a free port; `[::1]:PORT`
+//! and `unix:PATH` work too); the first line on stdout is
+//! `listening on HOST:PORT`. Ctrl-C or SIGTERM shuts it down cleanly.
 
-use std::io::{self, Write};
+mod serve;
 
-use rolecore::{
-    AcceptHandler, Address, Backend, Buffered, Channel, Connected, Ctx, LoopOptions, Map, StreamHandler,
-};
+use std::io;
+
+use rolecore::{AcceptHandler, Address, Backend, Buffered, Channel, Connected, Ctx, StreamHandler};
 
 struct EchoHandler;
 
@@ -50,29 +51,22 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> io::Result<()> {
-    let (addr, backend) = parse_args()?;
-    if let Address::Unix(rolecore::UnixAddress::Path(path)) = &addr {
-        let _ = std::fs::remove_file(path); // a stale socket file from an earlier run
-    }
-    let listener = Channel::for_address(&addr)?.set_reuse_addr()?.bind(&addr)?.listen(1024)?;
-    let mut stdout = io::stdout().lock();
-    writeln!(stdout, "listening on {}", listener.local_addr()?)?;
-    stdout.flush()?;
-    let mut map = Map::with_backend(backend)?;
-    map.insert(listener, EchoServer)?;
-    map.run(LoopOptions::default())
+    let (addr, backend, threads) = parse_args()?;
+    serve::serve(&addr, backend, threads, || EchoServer)
 }
 
-fn parse_args() -> io::Result<(Address, Backend)> {
+fn parse_args() -> io::Result<(Address, Backend, usize)> {
     let usage = |msg: String| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{msg}\nusage: echo_server [ADDR] [--backend select|poll|epoll]"),
+            format!("{msg}\nusage: echo_server [ADDR] [--backend select|poll|epoll] [--threads N]"),
         )
     };
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let threads = serve::take_threads(&mut args).map_err(usage)?;
     let mut addr: Address = "127.0.0.1:8080".parse().expect("a valid default");
     let mut backend = Backend::default();
-    let mut args = std::env::args().skip(1);
+    let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         if arg == "--backend" {
             let name = args.next().ok_or_else(|| usage("--backend needs a value".into()))?;
@@ -81,5 +75,5 @@ fn parse_args() -> io::Result<(Address, Backend)> {
             addr = arg.parse().map_err(|e| usage(format!("{e}")))?;
         }
     }
-    Ok((addr, backend))
+    Ok((addr, backend, threads))
 }

@@ -2,7 +2,7 @@
 //! pipelining, and `Hello, world!` for every `GET` or `HEAD`.
 //!
 //! ```text
-//! cargo run --release --example http_server -- [ADDR] [--backend select|poll|epoll] [--idle-timeout SECS]
+//! cargo run --release --example http_server -- [ADDR] [--backend select|poll|epoll] [--threads N] [--idle-timeout SECS]
 //! ```
 //!
 //! ADDR defaults to 127.0.0.1:8080 (port 0 picks a free port); the first line
@@ -27,14 +27,15 @@
 //! answered by one `push`, and the chat sends all of a pipelined batch's
 //! answers with one send.
 
-use std::io::{self, Write};
+mod serve;
+
+use std::io;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use rolecore::chat::RecordTooLong;
 use rolecore::{
-    AcceptHandler, Address, AsyncChat, Backend, Channel, ChatHandler, Connected, Ctx, LoopOptions, Map,
-    Terminator,
+    AcceptHandler, Address, AsyncChat, Backend, Channel, ChatHandler, Connected, Ctx, Terminator,
 };
 
 /// The longest request head (request line and headers) accepted.
@@ -334,18 +335,23 @@ impl AcceptHandler for HttpServer {
 struct Args {
     addr: Address,
     backend: Backend,
+    threads: usize,
     idle_timeout: Option<Duration>,
 }
 
-const USAGE: &str = "usage: http_server [ADDR] [--backend select|poll|epoll] [--idle-timeout SECS]";
+const USAGE: &str =
+    "usage: http_server [ADDR] [--backend select|poll|epoll] [--threads N] [--idle-timeout SECS]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         addr: "127.0.0.1:8080".parse().expect("a valid default"),
         backend: Backend::default(),
+        threads: 1,
         idle_timeout: Some(Duration::from_secs(60)),
     };
-    let mut it = std::env::args().skip(1);
+    let mut raw: Vec<String> = std::env::args().skip(1).collect();
+    args.threads = serve::take_threads(&mut raw)?;
+    let mut it = raw.into_iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--backend" => {
@@ -385,17 +391,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> io::Result<()> {
-    if let Address::Unix(rolecore::UnixAddress::Path(path)) = &args.addr {
-        let _ = std::fs::remove_file(path); // a stale socket file from an earlier run
-    }
-    let listener = Channel::for_address(&args.addr)?.set_reuse_addr()?.bind(&args.addr)?.listen(1024)?;
-    let mut stdout = io::stdout().lock();
-    writeln!(stdout, "listening on {}", listener.local_addr()?)?;
-    stdout.flush()?;
-    drop(stdout);
-    let mut map = Map::with_backend(args.backend)?;
-    map.insert(listener, HttpServer { idle_timeout: args.idle_timeout })?;
-    map.run(LoopOptions::default())
+    let idle_timeout = args.idle_timeout;
+    serve::serve(&args.addr, args.backend, args.threads, || HttpServer { idle_timeout })
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! [`AsyncChat`]: enough for `redis-cli` and `redis-benchmark`.
 //!
 //! ```text
-//! cargo run --release --example resp_server -- [ADDR] [--backend select|poll|epoll] [--max-bulk BYTES]
+//! cargo run --release --example resp_server -- [ADDR] [--backend select|poll|epoll] [--threads N] [--max-bulk BYTES]
 //! ```
 //!
 //! ADDR defaults to 127.0.0.1:6379 (port 0 picks a free port); the first line
@@ -21,17 +21,17 @@
 //! [`RespParser`], is a plain struct that is told each record and says which
 //! terminator comes next, so it can be driven without a socket.
 
-use std::cell::RefCell;
+mod serve;
+
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::process::ExitCode;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rolecore::chat::RecordTooLong;
 use rolecore::{
-    AcceptHandler, Address, AsyncChat, Backend, Channel, ChatHandler, Connected, Ctx, Listening, LoopOptions,
-    Map, Terminator,
+    AcceptHandler, Address, AsyncChat, Backend, Channel, ChatHandler, Connected, Ctx, Listening, Terminator,
 };
 
 /// The longest line: a `*N`/`$N` header or an inline command (Redis allows
@@ -223,7 +223,7 @@ impl Store {
     }
 }
 
-type Shared = Rc<RefCell<Store>>;
+type Shared = Arc<Mutex<Store>>;
 
 /// What a command asks of the connection after its reply.
 #[derive(PartialEq, Eq)]
@@ -425,7 +425,8 @@ impl ChatHandler for RespConnection {
         let record = chat.take_incoming();
         match self.parser.record(record) {
             Ok(Some(args)) => {
-                let after = execute(&mut self.store.borrow_mut(), &args, &mut self.out);
+                let after =
+                    execute(&mut self.store.lock().unwrap_or_else(|e| e.into_inner()), &args, &mut self.out);
                 if after == After::Close {
                     return self.close_after_reply(chat);
                 }
@@ -473,7 +474,7 @@ impl AcceptHandler for RespServer {
         chat.set_output_limit(
             chat.output_limit().max(self.max_bulk.saturating_mul(2).saturating_add(READ_PAUSE)),
         );
-        cx.insert(chat, RespConnection { parser, store: Rc::clone(&self.store), out: Vec::new() })?;
+        cx.insert(chat, RespConnection { parser, store: Arc::clone(&self.store), out: Vec::new() })?;
         Ok(())
     }
 
@@ -487,18 +488,23 @@ impl AcceptHandler for RespServer {
 struct Args {
     addr: Address,
     backend: Backend,
+    threads: usize,
     max_bulk: usize,
 }
 
-const USAGE: &str = "usage: resp_server [ADDR] [--backend select|poll|epoll] [--max-bulk BYTES]";
+const USAGE: &str =
+    "usage: resp_server [ADDR] [--backend select|poll|epoll] [--threads N] [--max-bulk BYTES]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         addr: "127.0.0.1:6379".parse().expect("a valid default"),
         backend: Backend::default(),
+        threads: 1,
         max_bulk: 16 << 20,
     };
-    let mut it = std::env::args().skip(1);
+    let mut raw: Vec<String> = std::env::args().skip(1).collect();
+    args.threads = serve::take_threads(&mut raw)?;
+    let mut it = raw.into_iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--backend" => {
@@ -534,17 +540,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> io::Result<()> {
-    if let Address::Unix(rolecore::UnixAddress::Path(path)) = &args.addr {
-        let _ = std::fs::remove_file(path); // a stale socket file from an earlier run
-    }
-    let listener = Channel::for_address(&args.addr)?.set_reuse_addr()?.bind(&args.addr)?.listen(1024)?;
-    let mut stdout = io::stdout().lock();
-    writeln!(stdout, "listening on {}", listener.local_addr()?)?;
-    stdout.flush()?;
-    drop(stdout);
-    let mut map = Map::with_backend(args.backend)?;
-    map.insert(listener, RespServer { store: Shared::default(), max_bulk: args.max_bulk })?;
-    map.run(LoopOptions::default())
+    // One store for every loop (`--threads`): uncontended with one thread.
+    let store = Shared::default();
+    let max_bulk = args.max_bulk;
+    serve::serve(&args.addr, args.backend, args.threads, || RespServer {
+        store: Arc::clone(&store),
+        max_bulk,
+    })
 }
 
 #[cfg(test)]

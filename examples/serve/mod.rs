@@ -1,0 +1,87 @@
+//! What the example servers share: one loop per thread, and a clean exit on
+//! Ctrl-C or SIGTERM.
+//!
+//! With `--threads N`, N listeners share the address through `SO_REUSEPORT`
+//! (the kernel spreads connections among them), each in its own thread with
+//! its own single-threaded loop. On SIGINT or SIGTERM every loop shuts down
+//! gracefully: it stops accepting at once, lets connections finish for
+//! [`GRACE`], then closes the rest; the process exits 0.
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use rolecore::signal::{SIGINT, SIGTERM};
+use rolecore::{AcceptHandler, Address, Backend, Channel, Ctx, Listening, LoopOptions, Map};
+
+/// How long connections may finish after a shutdown signal.
+pub const GRACE: Duration = Duration::from_secs(1);
+
+/// Takes `--threads N` out of `args` (default 1).
+pub fn take_threads(args: &mut Vec<String>) -> Result<usize, String> {
+    let Some(at) = args.iter().position(|a| a == "--threads") else { return Ok(1) };
+    let value = args.get(at + 1).ok_or("--threads needs a value")?.clone();
+    args.drain(at..at + 2);
+    match value.parse::<usize>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        _ => Err(format!("bad --threads {value:?}: expected 1 to 256")),
+    }
+}
+
+/// Binds `threads` listeners to `addr`, prints `listening on HOST:PORT`,
+/// and runs one loop per listener, each with the handler `make` builds in
+/// that loop's thread. Returns when every loop has shut down.
+pub fn serve<H: AcceptHandler>(
+    addr: &Address,
+    backend: Backend,
+    threads: usize,
+    make: impl Fn() -> H + Sync,
+) -> io::Result<()> {
+    if let Address::Unix(rolecore::UnixAddress::Path(path)) = addr {
+        let _ = std::fs::remove_file(path); // a stale socket file from an earlier run
+    }
+    if threads > 1 && addr.inet().is_none() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "--threads above 1 needs an IP address"));
+    }
+    let first = listener(addr, threads > 1)?;
+    let bound = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..threads {
+        listeners.push(listener(&bound, true)?);
+    }
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "listening on {bound}")?;
+    stdout.flush()?;
+    drop(stdout);
+    let make = &make;
+    std::thread::scope(|scope| {
+        let loops: Vec<_> = listeners
+            .into_iter()
+            .map(|listener| scope.spawn(move || run_loop(listener, backend, make())))
+            .collect();
+        // The scope joins every loop; the first error (if any) is the answer.
+        loops
+            .into_iter()
+            .try_for_each(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("a loop panicked"))))
+    })
+}
+
+fn listener(addr: &Address, share: bool) -> io::Result<Channel<Listening>> {
+    let mut fresh = Channel::for_address(addr)?;
+    if addr.inet().is_some() {
+        fresh = fresh.set_reuse_addr()?;
+    }
+    if share {
+        fresh = fresh.set_reuse_port()?;
+    }
+    Ok(fresh.bind(addr)?.listen(1024)?)
+}
+
+fn run_loop<H: AcceptHandler>(listener: Channel<Listening>, backend: Backend, handler: H) -> io::Result<()> {
+    let mut map = Map::with_backend(backend)?;
+    map.insert(listener, handler)?;
+    map.on_signals(&[SIGINT, SIGTERM], |_signal: i32, cx: &mut Ctx<'_>| {
+        cx.shutdown(GRACE);
+        Ok(())
+    })?;
+    map.run(LoopOptions::default())
+}
