@@ -371,6 +371,17 @@ pub(crate) struct ListenerEntry<H> {
     backoff: Duration,
 }
 
+/// The most pending connections a shutting-down listener accepts.
+const MAX_DRAIN: usize = 4096;
+
+/// Whether a descriptor is readable right now (a zero-timeout `poll`).
+fn readable_now(fd: &impl AsFd) -> bool {
+    let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+    let zero = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
+    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+        && fds[0].revents().contains(rustix::event::PollFlags::IN)
+}
+
 /// The first pause after descriptor exhaustion, and the longest.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -434,6 +445,26 @@ impl<H: AcceptHandler> Entry for ListenerEntry<H> {
     }
 
     fn shut(&mut self, cx: &mut Ctx<'_>) {
+        // Connections the kernel completed but the loop has not accepted yet
+        // would be reset when the listener closes: accept them first, so they
+        // get the grace period like the others.
+        for _ in 0..MAX_DRAIN {
+            if !readable_now(&self.channel) || cx.is_closing() {
+                break;
+            }
+            let outcome = run(
+                &mut self.handler,
+                &mut self.channel,
+                cx,
+                Callback::Accept,
+                same,
+                H::handle_accept,
+                accept_error::<H>,
+            );
+            if outcome.failed || self.channel.observed().has(Observed::EXHAUSTED) {
+                break;
+            }
+        }
         cx.trace_call(Callback::Close);
         self.handler.handle_close(&mut self.channel, cx);
     }

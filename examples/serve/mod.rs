@@ -48,20 +48,33 @@ pub fn serve<H: AcceptHandler>(
     for _ in 1..threads {
         listeners.push(listener(&bound, true)?);
     }
-    let mut stdout = io::stdout().lock();
-    writeln!(stdout, "listening on {bound}")?;
-    stdout.flush()?;
-    drop(stdout);
     let make = &make;
     std::thread::scope(|scope| {
+        // Each loop says when it watches the signals; only then is the
+        // address printed, so a SIGTERM right after it finds a handler.
+        let (ready, setups) = std::sync::mpsc::channel();
         let loops: Vec<_> = listeners
             .into_iter()
-            .map(|listener| scope.spawn(move || run_loop(listener, backend, make())))
+            .map(|listener| {
+                let ready = ready.clone();
+                scope.spawn(move || run_loop(listener, backend, make(), ready))
+            })
             .collect();
+        drop(ready);
+        let mut setup = Ok(());
+        for result in setups.iter().take(threads) {
+            setup = setup.and(result);
+        }
+        if setup.is_ok() {
+            let mut stdout = io::stdout().lock();
+            writeln!(stdout, "listening on {bound}")?;
+            stdout.flush()?;
+        }
         // The scope joins every loop; the first error (if any) is the answer.
-        loops
+        let ran = loops
             .into_iter()
-            .try_for_each(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("a loop panicked"))))
+            .try_for_each(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("a loop panicked"))));
+        setup.and(ran)
     })
 }
 
@@ -76,12 +89,29 @@ fn listener(addr: &Address, share: bool) -> io::Result<Channel<Listening>> {
     Ok(fresh.bind(addr)?.listen(1024)?)
 }
 
-fn run_loop<H: AcceptHandler>(listener: Channel<Listening>, backend: Backend, handler: H) -> io::Result<()> {
-    let mut map = Map::with_backend(backend)?;
-    map.insert(listener, handler)?;
-    map.on_signals(&[SIGINT, SIGTERM], |_signal: i32, cx: &mut Ctx<'_>| {
-        cx.shutdown(GRACE);
-        Ok(())
-    })?;
-    map.run(LoopOptions::default())
+fn run_loop<H: AcceptHandler>(
+    listener: Channel<Listening>,
+    backend: Backend,
+    handler: H,
+    ready: std::sync::mpsc::Sender<io::Result<()>>,
+) -> io::Result<()> {
+    let setup = || -> io::Result<Map> {
+        let mut map = Map::with_backend(backend)?;
+        map.insert(listener, handler)?;
+        map.on_signals(&[SIGINT, SIGTERM], |_signal: i32, cx: &mut Ctx<'_>| {
+            cx.shutdown(GRACE);
+            Ok(())
+        })?;
+        Ok(map)
+    };
+    match setup() {
+        Ok(mut map) => {
+            let _ = ready.send(Ok(()));
+            map.run(LoopOptions::default())
+        }
+        Err(e) => {
+            let _ = ready.send(Err(io::Error::new(e.kind(), e.to_string())));
+            Err(e)
+        }
+    }
 }
