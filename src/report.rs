@@ -5,7 +5,9 @@
 //! warnings asyncore wrote for unhandled events. Reports go through one hook
 //! that a program can replace. The default hook writes errors and information
 //! to standard error and drops warnings, as asyncore's `ignore_log_types`
-//! dropped them.
+//! dropped them. With the `log` cargo feature, the default sends every report
+//! to the [`log`](https://docs.rs/log) facade instead (target `rolecore`),
+//! where the program's logger decides.
 
 use std::fmt;
 use std::sync::RwLock;
@@ -63,7 +65,18 @@ pub fn log_info(level: Level, message: fmt::Arguments<'_>) {
     let slot = HOOK.read().unwrap_or_else(|e| e.into_inner());
     match &*slot {
         Some(hook) => hook(level, &message),
+        #[cfg(feature = "log")]
+        None => {
+            let level = match level {
+                Level::Info => log::Level::Info,
+                Level::Warning => log::Level::Warn,
+                Level::Error => log::Level::Error,
+            };
+            log::log!(target: "rolecore", level, "{message}");
+        }
+        #[cfg(not(feature = "log"))]
         None if level != Level::Warning => eprintln!("{level}: {message}"),
+        #[cfg(not(feature = "log"))]
         None => {}
     }
 }

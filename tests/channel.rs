@@ -112,3 +112,25 @@ fn two_listeners_share_a_port_with_reuse_port() {
     let err = Channel::tcp_v4().unwrap().bind(&addr).unwrap_err();
     assert_eq!(err.error().kind(), ErrorKind::AddrInUse, "without the option the port is taken");
 }
+
+#[test]
+fn connected_channels_are_std_read_and_write() {
+    use std::io::{Read, Write};
+    let (mut a, mut b) = Channel::pair().unwrap();
+    a.write_all(b"through std").unwrap();
+    let mut got = [0u8; 11];
+    b.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"through std");
+    // A full socket is WouldBlock, as std's non-blocking sockets report it.
+    let chunk = [0u8; 65536];
+    let err = loop {
+        match a.write(&chunk) {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.kind(), ErrorKind::WouldBlock);
+    let mut empty = [0u8; 4];
+    let (_c, mut d) = Channel::pair().unwrap();
+    assert_eq!(d.read(&mut empty).unwrap_err().kind(), ErrorKind::WouldBlock);
+}

@@ -135,3 +135,33 @@ impl Channel<FileFd> {
         }
     }
 }
+
+/// Reads as [`Channel::recv`].
+impl io::Read for Channel<FileFd> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv(buf)
+    }
+}
+
+/// Writes with `WouldBlock` when full, as `std` expects of a non-blocking
+/// descriptor.
+impl io::Write for Channel<FileFd> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        loop {
+            return match rustix::io::write(&self.fd, data) {
+                Ok(n) => {
+                    if n > 0 {
+                        self.observe(Observed::WRITE_PROGRESS);
+                    }
+                    Ok(n)
+                }
+                Err(Errno::INTR) => continue,
+                Err(e) => Err(e.into()),
+            };
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

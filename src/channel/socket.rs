@@ -455,3 +455,42 @@ impl TryFrom<OwnedFd> for Channel<Connected> {
         }
     }
 }
+
+/// Reads as [`Channel::recv`]: `Ok(0)` at the end of the stream, `WouldBlock`
+/// when nothing is there yet.
+impl io::Read for Channel<Connected> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv(buf)
+    }
+}
+
+/// Writes as `std` expects of a non-blocking socket: a full send buffer is
+/// `WouldBlock`, not `Ok(0)` (which `write_all` would take for a failure);
+/// never raises `SIGPIPE`.
+impl io::Write for Channel<Connected> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            return match net::send(&self.fd, data, SendFlags::NOSIGNAL) {
+                Ok(n) => {
+                    self.observe(Observed::WRITE_PROGRESS);
+                    Ok(n)
+                }
+                Err(Errno::INTR) => continue,
+                Err(e) => {
+                    let e = io::Error::from(e);
+                    if is_disconnect(&e) {
+                        self.observe(Observed::PEER_GONE);
+                    }
+                    Err(e)
+                }
+            };
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
