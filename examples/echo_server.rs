@@ -17,9 +17,9 @@ use rolecore::{AcceptHandler, Address, Backend, Buffered, Channel, Connected, Ct
 struct EchoHandler;
 
 impl StreamHandler<Buffered<Connected>> for EchoHandler {
-    fn handle_read(&mut self, ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
-        let mut buf = [0u8; 8192];
-        let n = ch.recv(&mut buf)?; // 0: the peer closed, and the loop calls handle_close
+    fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let buf = cx.buffer(); // the loop's read buffer, reused for every read
+        let n = ch.recv(buf)?; // 0: the peer closed, and the loop calls handle_close
         // Queued if the socket cannot take it all; past 1 MiB queued, the loop
         // stops reading this client until it catches up (back-pressure).
         ch.send(&buf[..n])

@@ -32,9 +32,9 @@
 //!
 //! struct Echo;
 //! impl StreamHandler<Buffered<Connected>> for Echo {
-//!     fn handle_read(&mut self, ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
-//!         let mut buf = [0u8; 8192];
-//!         let n = ch.recv(&mut buf)?; // 0: the peer closed, the loop calls handle_close
+//!     fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+//!         let buf = cx.buffer();      // the loop's read buffer, reused
+//!         let n = ch.recv(buf)?;      // 0: the peer closed, the loop calls handle_close
 //!         ch.send(&buf[..n])          // queued if the socket cannot take it all
 //!     }
 //! }

@@ -20,6 +20,9 @@ use crate::report::{Level, log_info};
 use crate::timer::Timers;
 use crate::trace::{Trace, Traced};
 
+/// The size of the read buffer a map lends to callbacks ([`Ctx::buffer`]).
+const SCRATCH_SIZE: usize = 64 * 1024;
+
 /// A handle to a channel in a [`Map`]: its descriptor number and a
 /// generation, so a handle outlives its channel harmlessly.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -616,6 +619,31 @@ impl<'a> Ctx<'a> {
         token: Token,
     ) -> Option<StreamMut<'_, T, H>> {
         StreamMut::new(self.registry, token)
+    }
+
+    /// The map's read buffer: 64 KiB, allocated once per map and reused by
+    /// every callback, so a handler need not zero a fresh array for each read.
+    ///
+    /// ```
+    /// use std::io;
+    /// use rolecore::{Buffered, Connected, Ctx, StreamHandler};
+    ///
+    /// struct Echo;
+    /// impl StreamHandler<Buffered<Connected>> for Echo {
+    ///     fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+    ///         let buf = cx.buffer();
+    ///         let n = ch.recv(buf)?;
+    ///         ch.send(&buf[..n])
+    ///     }
+    /// }
+    /// # let _ = Echo;
+    /// ```
+    pub fn buffer(&mut self) -> &mut [u8] {
+        let scratch = &mut self.registry.scratch;
+        if scratch.len() < SCRATCH_SIZE {
+            scratch.resize(SCRATCH_SIZE, 0);
+        }
+        &mut scratch[..]
     }
 
     /// Lends the map's read buffer, at least `len` bytes long; give it back
