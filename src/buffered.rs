@@ -209,7 +209,9 @@ impl Buffered<Connected> {
             return Ok(());
         }
         let n = self.channel.send(data)?;
-        self.enqueue(&data[n..]);
+        if n < data.len() {
+            self.enqueue(&data[n..]);
+        }
         Ok(())
     }
 

@@ -100,18 +100,27 @@ pub struct Outcome {
     pub read_progress: bool,
 }
 
+/// Where a wake-up stands. The steps of a connected (or listening, file,
+/// datagram) channel are planned once, as a bit set, when they are first
+/// asked for: after a connect, that is with the interest the handler's
+/// predicates give for the connected channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Cursor {
+enum Stage {
     Start,
     AwaitConnect,
     Connected,
     Failed,
-    Read,
-    Write,
-    Expt,
-    Close,
+    Unplanned,
+    Planned(u8),
     Done,
 }
+
+const READ: u8 = 1;
+const WRITE: u8 = 2;
+const EXPT: u8 = 4;
+/// Close is decided when it is reached: by then a read may have found the
+/// end of the stream, or drained data under a hang-up (D23).
+const CLOSE: u8 = 8;
 
 /// The state machine of one wake-up of one channel.
 #[derive(Clone, Debug)]
@@ -119,7 +128,7 @@ pub struct Wakeup {
     phase: Phase,
     interest: Interest,
     readiness: Readiness,
-    cursor: Cursor,
+    stage: Stage,
     peer_gone: bool,
     drained_some: bool,
     last: Option<Step>,
@@ -129,15 +138,12 @@ impl Wakeup {
     /// Starts a wake-up of a channel in `phase`, which asked for `interest`,
     /// and for which the poller reported `readiness`.
     pub fn new(phase: Phase, interest: Interest, readiness: Readiness) -> Wakeup {
-        Wakeup {
-            phase,
-            interest,
-            readiness,
-            cursor: if phase == Phase::Closed { Cursor::Done } else { Cursor::Start },
-            peer_gone: false,
-            drained_some: false,
-            last: None,
-        }
+        let stage = match phase {
+            Phase::Closed => Stage::Done,
+            Phase::Connecting => Stage::Start,
+            _ => Stage::Unplanned,
+        };
+        Wakeup { phase, interest, readiness, stage, peer_gone: false, drained_some: false, last: None }
     }
 
     /// The channel's phase now (it changes on connect and on close).
@@ -152,6 +158,27 @@ impl Wakeup {
         self.interest = interest;
     }
 
+    /// The steps asyncore's `readwrite` would take, in its order.
+    fn plan(&self) -> u8 {
+        let (r, i, p) = (self.readiness, self.interest, self.phase);
+        let mut steps = 0;
+        let datagram_error = p == Phase::Datagram && r.is_error();
+        if (r.is_readable() || datagram_error) && i.is_readable() {
+            steps |= READ;
+        }
+        if matches!(p, Phase::Connected | Phase::File | Phase::Datagram) && r.is_writable() && i.is_writable()
+        {
+            steps |= WRITE;
+        }
+        if p == Phase::Connected && r.is_priority() && i.is_priority() {
+            steps |= EXPT;
+        }
+        if p != Phase::Datagram {
+            steps |= CLOSE;
+        }
+        steps
+    }
+
     /// The next thing to do, or `None` when this wake-up is over.
     ///
     /// After [`Step::CheckConnect`], call [`connect_result`](Self::connect_result);
@@ -161,60 +188,50 @@ impl Wakeup {
         if self.last.is_some() {
             return None;
         }
-        let r = self.readiness;
-        let step = loop {
-            match self.cursor {
-                Cursor::Done | Cursor::AwaitConnect => return None,
-                Cursor::Start => {
-                    if self.phase == Phase::Connecting {
-                        if r.is_empty() {
-                            self.cursor = Cursor::Done;
-                            return None;
-                        }
-                        self.cursor = Cursor::AwaitConnect;
-                        return Some(Step::CheckConnect);
-                    }
-                    self.cursor = Cursor::Read;
+        let step = match self.stage {
+            Stage::Done | Stage::AwaitConnect => return None,
+            Stage::Start => {
+                if self.readiness.is_empty() {
+                    self.stage = Stage::Done;
+                    return None;
                 }
-                Cursor::Connected => {
-                    self.cursor = Cursor::Read;
-                    break Step::Connect;
-                }
-                Cursor::Failed => {
-                    self.cursor = Cursor::Done;
-                    break Step::ConnectFailed;
-                }
-                Cursor::Read => {
-                    self.cursor = Cursor::Write;
-                    let datagram_error = self.phase == Phase::Datagram && r.is_error();
-                    if (r.is_readable() || datagram_error) && self.interest.is_readable() {
-                        break if self.phase == Phase::Listening { Step::Accept } else { Step::Read };
-                    }
-                }
-                Cursor::Write => {
-                    self.cursor = Cursor::Expt;
-                    let can_write = matches!(self.phase, Phase::Connected | Phase::File | Phase::Datagram);
-                    if can_write && r.is_writable() && self.interest.is_writable() {
-                        break Step::Write;
-                    }
-                }
-                Cursor::Expt => {
-                    self.cursor = Cursor::Close;
-                    if self.phase == Phase::Connected && r.is_priority() && self.interest.is_priority() {
-                        break Step::Expt;
-                    }
-                }
-                Cursor::Close => {
-                    self.cursor = Cursor::Done;
-                    if self.phase == Phase::Datagram {
+                self.stage = Stage::AwaitConnect;
+                return Some(Step::CheckConnect);
+            }
+            Stage::Connected => {
+                self.stage = Stage::Unplanned;
+                Step::Connect
+            }
+            Stage::Failed => {
+                self.stage = Stage::Done;
+                Step::ConnectFailed
+            }
+            Stage::Unplanned | Stage::Planned(_) => {
+                let mut steps = match self.stage {
+                    Stage::Planned(steps) => steps,
+                    _ => self.plan(),
+                };
+                let step = loop {
+                    if steps == 0 {
+                        self.stage = Stage::Done;
                         return None;
                     }
-                    // D23: a hang-up whose data the handler is still draining
-                    // waits for the read that finds the end.
-                    if self.peer_gone || (r.is_closed() && !self.drained_some) {
-                        break Step::Close;
+                    let bit = steps & steps.wrapping_neg();
+                    steps &= !bit;
+                    match bit {
+                        READ if self.phase == Phase::Listening => break Step::Accept,
+                        READ => break Step::Read,
+                        WRITE => break Step::Write,
+                        EXPT => break Step::Expt,
+                        _ => {
+                            if self.peer_gone || (self.readiness.is_closed() && !self.drained_some) {
+                                break Step::Close;
+                            }
+                        }
                     }
-                }
+                };
+                self.stage = Stage::Planned(steps);
+                step
             }
         };
         self.last = Some(step);
@@ -225,15 +242,15 @@ impl Wakeup {
     /// clear. The next step is then [`Step::Connect`] or
     /// [`Step::ConnectFailed`].
     pub fn connect_result(&mut self, connected: bool) {
-        if self.cursor != Cursor::AwaitConnect {
+        if self.stage != Stage::AwaitConnect {
             return;
         }
         self.last = None;
         if connected {
             self.phase = Phase::Connected;
-            self.cursor = Cursor::Connected;
+            self.stage = Stage::Connected;
         } else {
-            self.cursor = Cursor::Failed;
+            self.stage = Stage::Failed;
         }
     }
 
@@ -242,20 +259,20 @@ impl Wakeup {
         let Some(step) = self.last.take() else { return };
         if matches!(step, Step::Close | Step::ConnectFailed) || outcome.closed {
             self.phase = Phase::Closed;
-            self.cursor = Cursor::Done;
+            self.stage = Stage::Done;
             return;
         }
         if step == Step::Read && outcome.read_progress {
             self.drained_some = true;
         }
         if outcome.failed {
-            self.cursor = Cursor::Done;
+            self.stage = Stage::Done;
             return;
         }
         if outcome.peer_gone && !self.peer_gone {
             self.peer_gone = true;
             // Skip the remaining writes and priority data: the peer is gone.
-            self.cursor = Cursor::Close;
+            self.stage = if self.phase == Phase::Datagram { Stage::Done } else { Stage::Planned(CLOSE) };
         }
     }
 }
