@@ -176,7 +176,8 @@ impl Pending for Channel<Connecting> {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a stream handler for `{T}`",
     label = "needs `impl StreamHandler<{T}> for {Self}`",
-    note = "streams (Connecting/Connected channels, raw or Buffered) take a StreamHandler; \
+    note = "streams (Connecting/Connected channels, raw or Buffered) take a StreamHandler; an \
+            AsyncChat's handler implements ChatHandler instead; \
             listeners take an AcceptHandler; files take a FileHandler"
 )]
 pub trait StreamHandler<T: Transport = Channel<Connected>>: 'static {

@@ -45,3 +45,34 @@ fn an_over_long_line_is_refused_and_the_next_line_is_read_normally() {
         }
     }
 }
+
+/// Answers `quit` with `bye` and closes when done; pushes a reply to
+/// every other line.
+struct Quitter;
+
+impl ChatHandler for Quitter {
+    fn found_terminator(&mut self, chat: &mut AsyncChat, _: &mut Ctx<'_>) -> io::Result<()> {
+        let line = chat.take_incoming();
+        if line == b"quit" {
+            chat.push(b"bye\n")?;
+            chat.close_when_done();
+            return Ok(());
+        }
+        chat.push(b"echo\n")
+    }
+}
+
+#[test]
+fn lines_after_quit_in_the_same_read_do_not_lose_the_goodbye() {
+    for backend in util::backends() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let chat = AsyncChat::new(Channel::try_from(ours).unwrap(), Terminator::bytes(b"\n"));
+        let mut map = util::map(backend);
+        let token = map.insert(chat, Quitter).unwrap();
+        peer.write_all(b"hello\nquit\nmore\nand more\n").unwrap();
+        assert!(util::run_until(&mut map, |m| !m.contains(token)), "{backend}");
+        let mut replies = String::new();
+        peer.read_to_string(&mut replies).unwrap();
+        assert_eq!(replies, "echo\nbye\n", "{backend}: the goodbye is sent, later lines are not read");
+    }
+}

@@ -175,7 +175,7 @@ impl<R: Role> AsyncChat<R> {
     /// asynchat sent once per push, which cost a system call per pipelined
     /// reply.
     ///
-    /// Fails with an `io::Error` of kind `BrokenPipe` after
+    /// Fails with an `io::Error` of kind `Other` after
     /// [`close_when_done`](Self::close_when_done) (asynchat lost such data
     /// silently, D16), and of kind `StorageFull` when the queue would grow
     /// past [`output_limit`](Self::output_limit).
@@ -203,7 +203,8 @@ impl<R: Role> AsyncChat<R> {
     }
 
     /// Closes the channel once everything queued so far has been sent.
-    /// Later pushes fail.
+    /// Later pushes fail, and input that arrived after it is not delivered
+    /// as records.
     pub fn close_when_done(&mut self) {
         if !self.closing {
             self.closing = true;
@@ -287,8 +288,9 @@ impl<R: Role> AsyncChat<R> {
 
     fn check_push(&self, more: usize) -> io::Result<()> {
         if self.closing {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
+            // Not BrokenPipe: that is a disconnection, on which the loop would
+            // close at once and drop the queue close_when_done promised to send.
+            return Err(io::Error::other(
                 "push after close_when_done: the channel closes once its queue is sent",
             ));
         }
@@ -373,6 +375,11 @@ impl AsyncChat<Connected> {
         cx: &mut Ctx<'_>,
     ) -> io::Result<()> {
         while !rest.is_empty() {
+            if self.closing {
+                // close_when_done: the conversation is over; what the peer
+                // sent after it is not read as more records.
+                return Ok(());
+            }
             let bounded = matches!(self.terminator, Terminator::Bytes(_));
             self.skipping &= bounded;
             let split = next_split(rest, &mut self.terminator);
