@@ -243,6 +243,11 @@ pub trait StreamHandler<T: Transport = Channel<Connected>>: 'static {
     /// The peer closed the connection or it broke. Called at most once; the
     /// channel is closed when this returns. Not called when the handler
     /// closed the channel itself with [`Ctx::close`].
+    ///
+    /// A hang-up closes a channel that does not want to read at that moment
+    /// (`readable()` false, or back-pressure) without waiting for it to read
+    /// what the peer sent before leaving (D23). The channel is still open
+    /// here: read the rest now if it matters.
     fn handle_close(&mut self, ch: &mut T, cx: &mut Ctx<'_>) {
         let _ = (ch, cx);
     }
@@ -379,6 +384,8 @@ pub trait FileHandler: 'static {
     }
 
     /// The other end closed. Called at most once; the channel is closed after.
+    /// As for streams, a hang-up on a file that does not want to read closes
+    /// it at once; the descriptor is still open here, to read what is left.
     fn handle_close(&mut self, ch: &mut Channel<FileFd>, cx: &mut Ctx<'_>) {
         let _ = (ch, cx);
     }
