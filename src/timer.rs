@@ -83,6 +83,16 @@ impl Timers {
     pub fn remove(&mut self, token: Token) {
         if self.by_index.get(&token.index()).is_some_and(|t| t.generation == token.generation()) {
             self.by_index.remove(&token.index());
+            self.forget_stale();
+        }
+    }
+
+    /// With no timer armed, every heap entry is stale: drop them, or the
+    /// loop would keep waking for them (`next_wake`) and never pop them
+    /// (it pops only while some timer is armed) — a zero-timeout spin.
+    fn forget_stale(&mut self) {
+        if self.by_index.is_empty() {
+            self.heap.clear();
         }
     }
 
@@ -114,6 +124,7 @@ impl Timers {
             }
             if timer.idle.is_none() {
                 self.by_index.remove(&token.index());
+                self.forget_stale();
             }
             // An idle timer stays, unqueued: the loop's `touched` after the
             // timeout callback arms it again.
@@ -159,6 +170,21 @@ mod tests {
         assert_eq!(t.pop_expired(start + Duration::from_millis(150)), None);
         assert_eq!(t.next_wake(), Some(start + Duration::from_millis(1099)));
         assert_eq!(t.pop_expired(start + Duration::from_millis(1100)), Some(tok));
+    }
+
+    #[test]
+    fn no_stale_entry_outlives_the_last_timer() {
+        let mut t = Timers::default();
+        let now = Instant::now();
+        t.set_idle(token(2, 0), Some(Duration::from_millis(5)), now);
+        t.set_deadline(token(3, 0), Some(now + Duration::from_secs(1)));
+        t.remove(token(2, 0));
+        assert!(t.next_wake().is_some(), "token 3 still wants waking");
+        t.remove(token(3, 0));
+        assert_eq!(t.next_wake(), None, "nothing left to wake for: no spin on stale entries");
+        t.set_deadline(token(4, 0), Some(now));
+        assert_eq!(t.pop_expired(now), Some(token(4, 0)));
+        assert_eq!(t.next_wake(), None);
     }
 
     #[test]
