@@ -393,8 +393,18 @@ impl Sim {
         let address = self.listeners[which].address.clone();
         let fresh = Channel::unix_stream()?;
         self.shrink(&fresh)?;
-        let connecting = fresh.connect(&address)?;
         let id = self.peers.len();
+        let connecting = match fresh.connect(&address) {
+            Ok(connecting) => connecting,
+            // The listener's backlog is full (a Unix connect says EAGAIN):
+            // for a client, a refused connection, not a failed simulation.
+            Err(e) if e.error().kind() == io::ErrorKind::WouldBlock => {
+                self.log(format!("peer p{id} cannot connect: the listener's backlog is full"));
+                self.peers.push(Peer { channel: None, report: PeerReport::default(), write_shut: true });
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         if vanish {
             self.log(format!("peer p{id} connects and vanishes before it is accepted"));
             drop(connecting);

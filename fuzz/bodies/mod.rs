@@ -1,0 +1,160 @@
+//! The bodies of rolecore's fuzz targets: plain functions over `&[u8]` that
+//! panic, with a readable message, when a property breaks.
+//!
+//! The cargo-fuzz targets in `fuzz/fuzz_targets/` are one-line wrappers
+//! around them, and `tests/fuzz_bodies.rs` runs the same functions under
+//! `cargo test` on stable: every checked-in corpus file, then a fixed-seed
+//! batch of generated inputs. Each body decodes its input by hand (a byte at
+//! a time, 0 once the input ran out), so every byte string is a valid input
+//! and neither side needs `arbitrary`.
+//!
+//! Each module has `run(data) -> usize` (the number of things it checked, so
+//! that a batch can show it was not vacuous) and `describe(data) -> String`
+//! (a short name for an input, used to name corpus files).
+
+// Included by every fuzz target, each using one body, and by the test,
+// which uses them all.
+#![allow(dead_code)]
+
+pub mod framer;
+pub mod machine;
+pub mod model;
+pub mod sim_chat;
+pub mod sim_echo_buffered;
+pub mod sim_echo_raw;
+
+/// A body: runs one input, panics on a broken property, and says how many
+/// things it checked.
+pub type Body = fn(&[u8]) -> usize;
+
+/// Every target: its name (the directory of its corpus) and its body.
+pub const TARGETS: &[(&str, Body)] = &[
+    ("machine", machine::run),
+    ("framer", framer::run),
+    ("sim_echo_buffered", sim_echo_buffered::run),
+    ("sim_echo_raw", sim_echo_raw::run),
+    ("sim_chat", sim_chat::run),
+];
+
+/// Every target's `describe`, by name.
+pub fn describe(target: &str, data: &[u8]) -> Option<String> {
+    Some(match target {
+        "machine" => machine::describe(data),
+        "framer" => framer::describe(data),
+        "sim_echo_buffered" => sim_echo_buffered::describe(data),
+        "sim_echo_raw" => sim_echo_raw::describe(data),
+        "sim_chat" => sim_chat::describe(data),
+        _ => return None,
+    })
+}
+
+/// A fuzzer's bytes, read front to back; 0 once they ran out.
+#[derive(Clone, Debug)]
+pub struct Input<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Input<'a> {
+    pub fn new(data: &'a [u8]) -> Input<'a> {
+        Input { data, at: 0 }
+    }
+
+    /// The next byte, or 0 past the end.
+    pub fn byte(&mut self) -> u8 {
+        let b = self.data.get(self.at).copied().unwrap_or(0);
+        self.at += 1;
+        b
+    }
+
+    /// A number below `n` (n ≥ 1) from one byte.
+    pub fn below(&mut self, n: usize) -> usize {
+        usize::from(self.byte()) % n
+    }
+
+    /// One of `items` (non-empty).
+    pub fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())].clone()
+    }
+
+    pub fn is_exhausted(&self) -> bool {
+        self.at >= self.data.len()
+    }
+
+    /// Everything not read yet.
+    pub fn rest(&self) -> &'a [u8] {
+        self.data.get(self.at..).unwrap_or(&[])
+    }
+}
+
+/// Bytes as text for messages: printable ASCII as is, the rest escaped.
+pub fn show(bytes: &[u8]) -> String {
+    bytes.escape_ascii().to_string()
+}
+
+/// Where two byte strings first differ.
+pub fn first_difference(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()))
+}
+
+/// Panics unless `got` is a prefix of `expected`, showing where they part.
+pub fn assert_prefix(expected: &[u8], got: &[u8], what: &str) {
+    if expected.starts_with(got) {
+        return;
+    }
+    let at = first_difference(expected, got);
+    let from = at.saturating_sub(16);
+    panic!(
+        "{what}: received {} bytes that are not a prefix of the {} expected; they differ at byte {at}:\n  \
+         expected …{}…\n  received …{}…",
+        got.len(),
+        expected.len(),
+        show(&expected[from..expected.len().min(at + 16)]),
+        show(&got[from..got.len().min(at + 16)]),
+    );
+}
+
+/// Counts of what a simulated run did, from its trace, for `describe`.
+pub fn summarize_trace(trace: &[String]) -> String {
+    let count = |needle: &str| trace.iter().filter(|l| l.contains(needle)).count();
+    let mut parts = vec![format!("p{}", count(" connects"))];
+    for (needle, short) in [
+        (" writes ", "w"),
+        (" reads ", "r"),
+        ("half-close", "half"),
+        (" resets", "reset"),
+        ("out-of-band", "oob"),
+        ("vanishes", "vanish"),
+        ("handle_connect_failed", "refused"),
+        ("spurious", "spurious"),
+        ("for a closed channel", "stale"),
+        ("handle_error", "err"),
+    ] {
+        let n = count(needle);
+        if n > 0 {
+            parts.push(format!("{short}{n}"));
+        }
+    }
+    parts.join("-")
+}
+
+/// A simulated world's size, from two bytes: steps, peers, how much a peer
+/// moves at once, socket buffers.
+pub fn sim_config(inp: &mut Input<'_>, check_descriptors: bool) -> rolecore::sim::SimConfig {
+    let b0 = usize::from(inp.byte());
+    let b1 = usize::from(inp.byte());
+    rolecore::sim::SimConfig {
+        steps: [50, 200, 600, 1500][b0 % 4],
+        max_peers: 1 + (b0 >> 2) % 8,
+        max_io: [1, 3, 64, 700, 2048, 9000, 60_000, 200_000][b1 % 8],
+        socket_buffer: [Some(4096), Some(1), Some(65_536), None][(b1 >> 3) % 4],
+        settle_limit: 200,
+        check_descriptors,
+    }
+}
+
+/// A `SimConfig` in a few words, for `describe`.
+pub fn config_name(c: &rolecore::sim::SimConfig) -> String {
+    let buffer = c.socket_buffer.map_or("kernel".to_owned(), |b| b.to_string());
+    format!("steps{}-peers{}-io{}-sockbuf{buffer}", c.steps, c.max_peers, c.max_io)
+}

@@ -1,0 +1,142 @@
+//! A plain reference model of async_chat's record splitting, shared by the
+//! `framer` and `sim_chat` bodies: it looks for the terminator in the whole
+//! stream, record by record, with no buffering and no partial matches, so
+//! it cannot depend on how the stream was split into reads.
+
+use rolecore::Terminator;
+
+/// What a handler does with the terminator in `found_terminator`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// Never changes it (a completed count stays "none").
+    Fixed,
+    /// A header record ended by these bytes, then a counted payload whose
+    /// length the header gives (`LEN n`, or else the header's length mod
+    /// 17; 0 means no terminator), then the next header.
+    LenHeader(Vec<u8>),
+    /// After each record, one of these, picked by a hash of the record and
+    /// of how many records came before.
+    Switching(Vec<Terminator>),
+}
+
+/// The state of a handler that follows a [`Protocol`].
+#[derive(Clone, Debug)]
+pub struct Policy {
+    protocol: Protocol,
+    in_payload: bool,
+    ended: usize,
+}
+
+impl Policy {
+    pub fn new(protocol: &Protocol) -> Policy {
+        Policy { protocol: protocol.clone(), in_payload: false, ended: 0 }
+    }
+
+    /// The terminator to set after `record` ended, if it changes.
+    pub fn after_record(&mut self, record: &[u8]) -> Option<Terminator> {
+        self.ended += 1;
+        match &self.protocol {
+            Protocol::Fixed => None,
+            Protocol::LenHeader(header) => {
+                if self.in_payload {
+                    self.in_payload = false;
+                    return Some(Terminator::bytes(header));
+                }
+                self.in_payload = true;
+                let n = parse_len(record).unwrap_or(record.len() % 17);
+                Some(Terminator::count(n))
+            }
+            Protocol::Switching(choices) => {
+                let h =
+                    record.iter().fold(self.ended, |h, &b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
+                Some(choices[h % choices.len()].clone())
+            }
+        }
+    }
+}
+
+/// `LEN n` with a small `n`.
+pub fn parse_len(record: &[u8]) -> Option<usize> {
+    let n: usize = std::str::from_utf8(record).ok()?.strip_prefix("LEN ")?.parse().ok()?;
+    (n < 1000).then_some(n)
+}
+
+pub fn naive_find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    (0..=haystack.len().checked_sub(needle.len())?).find(|&i| &haystack[i..i + needle.len()] == needle)
+}
+
+/// The longest proper prefix of `needle` that ends `haystack`, by definition.
+pub fn naive_prefix_at_end(haystack: &[u8], needle: &[u8]) -> usize {
+    (1..needle.len()).rev().find(|&l| haystack.ends_with(&needle[..l])).unwrap_or(0)
+}
+
+/// One ended record and the terminator that ended it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub data: Vec<u8>,
+    /// Whether a byte terminator ended it (record limits apply only then).
+    pub by_bytes: bool,
+}
+
+/// What the model says a stream splits into.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Split {
+    pub records: Vec<Record>,
+    /// Bytes collected after the last record (no terminator yet).
+    pub tail: Vec<u8>,
+    /// Bytes held back at the end because they may begin the terminator.
+    pub pending: Vec<u8>,
+    /// Whether the tail is collected under a byte terminator.
+    pub tail_by_bytes: bool,
+}
+
+impl Split {
+    /// The index of the first record over `limit` under a byte terminator,
+    /// or `records.len()` if only the tail is over it, or `None`.
+    pub fn first_over(&self, limit: usize) -> Option<usize> {
+        self.records
+            .iter()
+            .position(|r| r.by_bytes && r.data.len() > limit)
+            .or((self.tail_by_bytes && self.tail.len() > limit).then_some(self.records.len()))
+    }
+}
+
+/// Splits `stream` as async_chat should, starting at `initial`, with the
+/// handler following `protocol`.
+pub fn split(stream: &[u8], initial: &Terminator, protocol: &Protocol) -> Split {
+    let mut policy = Policy::new(protocol);
+    let mut terminator = initial.clone();
+    let mut pos = 0;
+    let mut records = Vec::new();
+    loop {
+        let rest = &stream[pos..];
+        let end = match &terminator {
+            Terminator::None => None,
+            Terminator::Count(n) => (rest.len() >= *n).then_some((*n, 0)),
+            Terminator::Bytes(t) => naive_find(rest, t).map(|i| (i, t.len())),
+        };
+        let Some((len, skip)) = end else { break };
+        let record = rest[..len].to_vec();
+        pos += len + skip;
+        let by_bytes = matches!(terminator, Terminator::Bytes(_));
+        if !by_bytes {
+            terminator = Terminator::None; // a completed count stays at "none"
+        }
+        if let Some(next) = policy.after_record(&record) {
+            terminator = next;
+        }
+        records.push(Record { data: record, by_bytes });
+    }
+    let rest = &stream[pos..];
+    let held = match &terminator {
+        Terminator::Bytes(t) => naive_prefix_at_end(rest, t),
+        _ => 0,
+    };
+    let (tail, pending) = rest.split_at(rest.len() - held);
+    Split {
+        records,
+        tail: tail.to_vec(),
+        pending: pending.to_vec(),
+        tail_by_bytes: matches!(terminator, Terminator::Bytes(_)),
+    }
+}

@@ -1,0 +1,224 @@
+//! An `AsyncChat` record server in the simulated world, against the model.
+//!
+//! For every record it answers `<length>:<record>\n` and then, following a
+//! protocol the input picks, may change the terminator: a fixed byte, count
+//! or no terminator; `LEN`-style headers followed by counted payloads; or a
+//! terminator switched after every record. The input also picks how much one
+//! read takes (small reads split terminators across reads), how much one
+//! send gives, whether replies go out through a `SimpleProducer`, a record
+//! limit, and whether there is also an outgoing chat client and a second
+//! listener; the rest drives the simulation.
+//!
+//! The run must keep every invariant the simulation checks, and each peer
+//! must receive a prefix of the replies the reference model computes from
+//! what it sent, stopping at the first record over the limit. (A peer that
+//! sent two or more out-of-band bytes is not compared: an earlier urgent byte
+//! then lands inline in the server's input, at a place the peer cannot know.)
+//!
+//! Byte terminators are made of consecutive bytes of the simulated peers'
+//! data (each byte is the last plus 31, mod 255), so they occur every 255
+//! bytes; `\r\n` never occurs, to exercise records that never end.
+
+use std::io;
+
+use rolecore::chat::SimpleProducer;
+use rolecore::sim::{Sim, SimConfig, SimFailure, SimReport};
+use rolecore::{AcceptHandler, Address, AsyncChat, Channel, ChatHandler, Connected, Ctx, Terminator};
+
+use super::model::{self, Policy, Protocol};
+use super::{Input, assert_prefix, config_name, sim_config, summarize_trace};
+
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub config: SimConfig,
+    pub initial: Terminator,
+    pub protocol: Protocol,
+    pub in_buffer: usize,
+    pub out_buffer: usize,
+    /// Reply through a `SimpleProducer` with chunks of this size.
+    pub producer: Option<usize>,
+    pub max_record: usize,
+    pub outgoing: bool,
+    pub listeners: usize,
+}
+
+fn terminator_bytes(inp: &mut Input<'_>) -> Vec<u8> {
+    let b = inp.byte();
+    if b.is_multiple_of(8) {
+        return b"\r\n".to_vec(); // never in the peers' data
+    }
+    let start = inp.below(255);
+    (0..1 + usize::from(b >> 3) % 3).map(|k| ((start + 31 * k) % 255) as u8).collect()
+}
+
+fn terminator(inp: &mut Input<'_>) -> Terminator {
+    match inp.below(8) {
+        0 | 1 => Terminator::count(1 + 3 * inp.below(256)),
+        2 => Terminator::None,
+        _ => Terminator::bytes(&terminator_bytes(inp)),
+    }
+}
+
+pub fn decode(inp: &mut Input<'_>, check_descriptors: bool) -> Setup {
+    let mut config = sim_config(inp, check_descriptors);
+    // Draining a full socket a few bytes per iteration takes thousands of
+    // quiet-less iterations: not a livelock.
+    config.settle_limit = 10_000;
+    let b2 = usize::from(inp.byte());
+    let b3 = usize::from(inp.byte());
+    let max_record = [usize::MAX, rolecore::chat::DEFAULT_MAX_RECORD, 300, 1][b3 % 4];
+    let outgoing = b3 >> 2 & 1 != 0;
+    let listeners = 1 + (b3 >> 3 & 1);
+    // Small reads only where the peers' send buffers are small (the peer of
+    // an outgoing connection keeps the kernel's: `Sim::connect` does not
+    // shrink it).
+    let small_buffers = matches!(config.socket_buffer, Some(n) if n <= 4096) && !outgoing;
+    let in_buffer = if small_buffers { [7, 61, 512, 4096, 65_536][b2 % 5] } else { [4096, 65_536][b2 % 2] };
+    let out_buffer = [1, 7, 512, 65_536][(b2 >> 3) % 4];
+    let producer = (b2 >> 5 & 1 != 0).then_some([1, 5, 512][(b2 >> 6) % 3]);
+    let (initial, protocol) = match (b3 >> 4) % 3 {
+        0 => (terminator(inp), Protocol::Fixed),
+        1 => {
+            let header = terminator_bytes(inp);
+            (Terminator::bytes(&header), Protocol::LenHeader(header))
+        }
+        _ => {
+            let choices: Vec<Terminator> = (0..1 + inp.below(3)).map(|_| terminator(inp)).collect();
+            (choices[0].clone(), Protocol::Switching(choices))
+        }
+    };
+    Setup { config, initial, protocol, in_buffer, out_buffer, producer, max_record, outgoing, listeners }
+}
+
+pub fn reply(record: &[u8]) -> Vec<u8> {
+    let mut r = format!("{}:", record.len()).into_bytes();
+    r.extend_from_slice(record);
+    r.push(b'\n');
+    r
+}
+
+struct Chat {
+    policy: Policy,
+    producer: Option<usize>,
+}
+
+impl ChatHandler for Chat {
+    fn found_terminator(&mut self, chat: &mut AsyncChat, _: &mut Ctx<'_>) -> io::Result<()> {
+        let record = chat.take_incoming();
+        if let Some(next) = self.policy.after_record(&record) {
+            chat.set_terminator(next);
+        }
+        match self.producer {
+            Some(chunk) => chat.push_with_producer(SimpleProducer::new(reply(&record), chunk)),
+            None => chat.push(&reply(&record)),
+        }
+    }
+
+    fn handle_connect_failed(&mut self, _: io::Error, _: &mut Ctx<'_>) {}
+
+    fn handle_error(&mut self, _: &mut AsyncChat, _: io::Error, cx: &mut Ctx<'_>) {
+        cx.close(); // a record over the limit: give up on this peer, quietly
+    }
+}
+
+fn chat<R: rolecore::Role>(c: Channel<R>, s: &Setup) -> (AsyncChat<R>, Chat) {
+    let mut chat = AsyncChat::new(c, s.initial.clone());
+    chat.set_in_buffer_size(s.in_buffer);
+    chat.set_out_buffer_size(s.out_buffer);
+    chat.set_max_record(s.max_record);
+    (chat, Chat { policy: Policy::new(&s.protocol), producer: s.producer })
+}
+
+struct Server(Setup);
+
+impl AcceptHandler for Server {
+    fn handle_accepted(&mut self, c: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let (chat, handler) = chat(c, &self.0);
+        cx.insert(chat, handler)?;
+        Ok(())
+    }
+}
+
+pub fn simulate(data: &[u8], check_descriptors: bool) -> (Setup, Result<SimReport, SimFailure>) {
+    let mut inp = Input::new(data);
+    let s = decode(&mut inp, check_descriptors);
+    let mut sim = Sim::from_bytes(inp.rest(), s.config).expect("create the simulation");
+    for _ in 0..s.listeners {
+        sim.listen(Server(s.clone())).expect("listen");
+    }
+    if s.outgoing {
+        sim.connect(|c, map| {
+            let (chat, handler) = chat(c, &s);
+            Ok(map.insert(chat, handler)?)
+        })
+        .expect("connect");
+    }
+    (s, sim.run())
+}
+
+/// The replies a peer that sent `sent` may receive: the model's records,
+/// answered, up to the first one over the limit.
+pub fn expected_replies(s: &Setup, sent: &[u8]) -> Vec<u8> {
+    let m = model::split(sent, &s.initial, &s.protocol);
+    let end = m.first_over(s.max_record).unwrap_or(m.records.len()).min(m.records.len());
+    m.records[..end].iter().flat_map(|r| reply(&r.data)).collect()
+}
+
+pub fn run(data: &[u8]) -> usize {
+    run_with(data, false)
+}
+
+pub fn run_with(data: &[u8], check_descriptors: bool) -> usize {
+    let (s, result) = simulate(data, check_descriptors);
+    let report = match result {
+        Ok(report) => report,
+        Err(failure) => panic!("{s:?}\n{failure}"),
+    };
+    let mut checked = 0;
+    for (i, peer) in report.peers.iter().enumerate() {
+        if peer.oob_sent > 1 {
+            continue;
+        }
+        let received = peer.received_data();
+        let expected = expected_replies(&s, &peer.sent);
+        assert_prefix(&expected, &received, &format!("peer p{i} of a chat server ({s:?})"));
+        checked += received.len();
+    }
+    checked
+}
+
+pub fn describe(data: &[u8]) -> String {
+    let (s, result) = simulate(data, false);
+    let trace = match &result {
+        Ok(report) => {
+            let replies: usize =
+                report.peers.iter().map(|p| p.received.iter().filter(|&&b| b == b'\n').count()).sum();
+            format!("{}-replies{replies}", summarize_trace(&report.trace))
+        }
+        Err(failure) => format!("FAILS-{}", summarize_trace(&failure.trace)),
+    };
+    let protocol = match &s.protocol {
+        Protocol::Fixed => "fixed".to_owned(),
+        Protocol::LenHeader(_) => "lenheader".to_owned(),
+        Protocol::Switching(c) => format!("switch{}", c.len()),
+    };
+    let mut name = format!(
+        "{}-{protocol}-{}-in{}-out{}",
+        config_name(&s.config),
+        super::framer::term_name(&s.initial),
+        s.in_buffer,
+        s.out_buffer
+    );
+    if let Some(chunk) = s.producer {
+        name.push_str(&format!("-producer{chunk}"));
+    }
+    if s.max_record <= 300 {
+        name.push_str(&format!("-max{}", s.max_record));
+    }
+    for (on, word) in [(s.outgoing, "-outgoing"), (s.listeners > 1, "-2listeners")] {
+        if on {
+            name.push_str(word);
+        }
+    }
+    format!("{name}-{trace}")
+}

@@ -1,0 +1,234 @@
+//! The fuzz targets' bodies under plain `cargo test`, on stable, without a
+//! fuzzer: every file of each target's checked-in corpus
+//! (`fuzz/corpus/<target>/`) is replayed, then a fixed-seed batch of
+//! generated inputs runs, so a regression in what the targets check fails
+//! CI even where `cargo fuzz` is not installed. See `docs/fuzzing.md`.
+//!
+//! A crash found by the fuzzer becomes a regression test by copying the
+//! input into the target's corpus directory.
+
+#[path = "../fuzz/bodies/mod.rs"]
+mod bodies;
+
+use std::path::{Path, PathBuf};
+
+/// Generated inputs per target.
+const GENERATED: usize = 300;
+
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("corpus").join(target)
+}
+
+fn body(target: &str) -> bodies::Body {
+    bodies::TARGETS
+        .iter()
+        .find(|(name, _)| *name == target)
+        .unwrap_or_else(|| panic!("no fuzz body named {target}"))
+        .1
+}
+
+fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = corpus_dir(target);
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: the checked-in corpus is missing: {e}", dir.display()));
+    let mut files: Vec<(String, Vec<u8>)> = entries
+        .map(|e| {
+            let path = e.expect("a corpus entry").path();
+            let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            (path.file_name().unwrap().to_string_lossy().into_owned(), data)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Runs `body` on `data`; on a panic, says which input it was and how to
+/// replay it, then fails with the body's own message.
+fn run_one(target: &str, what: &str, data: &[u8]) -> usize {
+    match std::panic::catch_unwind(|| body(target)(data)) {
+        Ok(checked) => checked,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
+            panic!(
+                "fuzz target {target} fails on {what} ({} bytes: {hex})\n\
+                 replay: cargo fuzz run {target} <file with these bytes>\n{message}",
+                data.len()
+            )
+        }
+    }
+}
+
+fn replay_corpus(target: &str) {
+    let files = corpus(target);
+    assert!(!files.is_empty(), "{}: the checked-in corpus is empty", corpus_dir(target).display());
+    for (name, data) in &files {
+        run_one(target, &format!("corpus file fuzz/corpus/{target}/{name}"), data);
+    }
+}
+
+/// xorshift64* from a seed.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Random inputs of up to `max_len` bytes; some of them are bytes from a
+/// small set, so that repeated values (and so long runs of one decision)
+/// are common too.
+fn generated(target: &str, seed: u64, max_len: usize) -> usize {
+    let mut rng = Rng::new(seed);
+    let mut checked = 0;
+    for case in 0..GENERATED {
+        let len = rng.below(max_len + 1);
+        let palette: Vec<u8> = (0..1 + rng.below(6)).map(|_| rng.next() as u8).collect();
+        let narrow = rng.below(3) == 0;
+        let data: Vec<u8> = (0..len)
+            .map(|_| if narrow { palette[rng.below(palette.len())] } else { rng.next() as u8 })
+            .collect();
+        checked += run_one(target, &format!("generated case {case} of seed {seed}"), &data);
+    }
+    eprintln!("{target}: checked {checked}");
+    checked
+}
+
+#[test]
+fn machine_corpus() {
+    replay_corpus("machine");
+}
+
+#[test]
+fn machine_generated() {
+    let checked = generated("machine", 1, 300);
+    assert!(checked > 1000, "the batch drove {checked} steps");
+}
+
+#[test]
+fn framer_corpus() {
+    replay_corpus("framer");
+}
+
+#[test]
+fn framer_generated() {
+    let checked = generated("framer", 2, 600);
+    assert!(checked > 300, "the batch checked {checked} records");
+}
+
+#[test]
+fn sim_echo_buffered_corpus() {
+    replay_corpus("sim_echo_buffered");
+}
+
+#[test]
+fn sim_echo_buffered_generated() {
+    let checked = generated("sim_echo_buffered", 3, 1500);
+    assert!(checked > 0, "some peer got an echo back");
+}
+
+#[test]
+fn sim_echo_raw_corpus() {
+    replay_corpus("sim_echo_raw");
+}
+
+#[test]
+fn sim_echo_raw_generated() {
+    let checked = generated("sim_echo_raw", 4, 1500);
+    assert!(checked > 0, "some peer got an echo back");
+}
+
+#[test]
+fn sim_chat_corpus() {
+    replay_corpus("sim_chat");
+}
+
+#[test]
+fn sim_chat_generated() {
+    let checked = generated("sim_chat", 5, 1500);
+    assert!(checked > 0, "some peer got a reply");
+}
+
+#[test]
+fn every_target_has_a_corpus_and_a_test() {
+    let names: Vec<&str> = bodies::TARGETS.iter().map(|(name, _)| *name).collect();
+    let dirs: Vec<String> = std::fs::read_dir(corpus_dir(""))
+        .expect("fuzz/corpus")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for name in &names {
+        assert!(dirs.iter().any(|d| d == name), "fuzz target {name} has no fuzz/corpus/{name}/");
+        let target =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/fuzz_targets").join(format!("{name}.rs"));
+        assert!(target.exists(), "{} is missing", target.display());
+    }
+    for dir in &dirs {
+        assert!(names.contains(&dir.as_str()), "fuzz/corpus/{dir}/ belongs to no target");
+    }
+}
+
+/// Names the files `cargo fuzz cmin` left (40-hex-digit hashes) after what
+/// they are, `<describe>-<hash>.bin`, and prints what the others are. Run by
+/// hand after a minimisation:
+///
+/// ```text
+/// cargo test --test fuzz_bodies -- --ignored name_corpus_files
+/// ```
+#[test]
+#[ignore = "renames files in fuzz/corpus; run by hand after cargo fuzz cmin"]
+fn name_corpus_files() {
+    for (target, _) in bodies::TARGETS {
+        for (name, data) in corpus(target) {
+            let mut word = bodies::describe(target, &data).expect("a describe for every target");
+            let is_hash = name.len() == 40 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            if !is_hash {
+                println!("{target}: {name} is {word}");
+                continue;
+            }
+            word.retain(|c| c.is_ascii_alphanumeric() || "-_".contains(c));
+            word.truncate(150);
+            let new = format!("{word}-{}.bin", &name[..8]);
+            let dir = corpus_dir(target);
+            std::fs::rename(dir.join(&name), dir.join(&new)).expect("rename a corpus file");
+            println!("{target}: {name} -> {new}");
+        }
+    }
+}
+
+/// A regression found by fuzzing: a simulated peer's `connect` that found
+/// the listener's backlog full (`EAGAIN`) failed the whole run; `Sim` now
+/// treats it as a refused connection. Replays the inputs that found it.
+#[test]
+fn sim_connect_with_a_full_backlog_is_a_refused_peer_not_a_failure() {
+    let regressions = |target: &str| {
+        corpus(target).into_iter().filter(|(name, _)| name.starts_with("regression-sim_connect_eagain"))
+    };
+    for (name, data) in regressions("sim_echo_buffered") {
+        if let Err(failure) = bodies::sim_echo_buffered::simulate(&data, false).1 {
+            panic!("sim_echo_buffered/{name}: {failure}");
+        }
+    }
+    for (name, data) in regressions("sim_echo_raw") {
+        if let Err(failure) = bodies::sim_echo_raw::simulate(&data, false).1 {
+            panic!("sim_echo_raw/{name}: {failure}");
+        }
+    }
+}
