@@ -135,6 +135,17 @@ fn framer_generated() {
 }
 
 #[test]
+fn resp_corpus() {
+    replay_corpus("resp");
+}
+
+#[test]
+fn resp_generated() {
+    let checked = generated("resp", 6, 400);
+    assert!(checked > 100, "the batch parsed {checked} commands");
+}
+
+#[test]
 fn sim_echo_buffered_corpus() {
     replay_corpus("sim_echo_buffered");
 }

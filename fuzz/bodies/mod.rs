@@ -19,6 +19,7 @@
 pub mod framer;
 pub mod machine;
 pub mod model;
+pub mod resp;
 pub mod sim_chat;
 pub mod sim_echo_buffered;
 pub mod sim_echo_raw;
@@ -34,6 +35,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("sim_echo_buffered", sim_echo_buffered::run),
     ("sim_echo_raw", sim_echo_raw::run),
     ("sim_chat", sim_chat::run),
+    ("resp", resp::run),
 ];
 
 /// Every target's `describe`, by name.
@@ -44,6 +46,7 @@ pub fn describe(target: &str, data: &[u8]) -> Option<String> {
         "sim_echo_buffered" => sim_echo_buffered::describe(data),
         "sim_echo_raw" => sim_echo_raw::describe(data),
         "sim_chat" => sim_chat::describe(data),
+        "resp" => resp::describe(data),
         _ => return None,
     })
 }
