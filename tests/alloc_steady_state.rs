@@ -1,0 +1,279 @@
+//! No allocation per event in steady state, proved with a counting allocator.
+//!
+//! The echo server of `examples/echo_server.rs` (a listener with an
+//! `AcceptHandler`, each connection a `Buffered` with a `StreamHandler`) runs
+//! on this test's thread, on every backend, while a client thread makes
+//! 1,000 round trips of 64 bytes to warm up and then 10,000 more. Only the
+//! loop's thread is counted (a thread-local switch), and only during the
+//! 10,000: every allocation, reallocation and deallocation there fails the
+//! test.
+//!
+//! To see where an allocation comes from, run with
+//! `ROLECORE_ALLOC_BACKTRACE=1 cargo test --test alloc_steady_state -- --nocapture`:
+//! the first few counted allocations print a backtrace.
+//!
+//! This test counts; it does not time anything.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::backtrace::Backtrace;
+use std::cell::Cell;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rolecore::{AcceptHandler, Address, Backend, Buffered, Channel, Connected, Ctx, Map, StreamHandler};
+
+// ---- the counting allocator ---------------------------------------------------
+
+struct Counting;
+
+thread_local! {
+    /// Counting is on for this thread.
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    /// Inside the allocator's own reporting (its allocations are not counted).
+    static REPORTING: Cell<bool> = const { Cell::new(false) };
+}
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static REALLOCS: AtomicU64 = AtomicU64::new(0);
+static DEALLOCS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+/// Backtraces wanted (`ROLECORE_ALLOC_BACKTRACE` set), read once before
+/// counting starts: reading the environment allocates.
+static BACKTRACES: AtomicBool = AtomicBool::new(false);
+static BACKTRACES_PRINTED: AtomicU64 = AtomicU64::new(0);
+
+fn counted() -> bool {
+    COUNTING.try_with(Cell::get).unwrap_or(false) && !REPORTING.try_with(Cell::get).unwrap_or(true)
+}
+
+fn report(what: &str, size: usize) {
+    if BACKTRACES.load(SeqCst) && BACKTRACES_PRINTED.fetch_add(1, SeqCst) < 5 {
+        let _ = REPORTING.try_with(|r| r.set(true));
+        eprintln!("counted {what} of {size} bytes on the loop's thread:\n{}", Backtrace::force_capture());
+        let _ = REPORTING.try_with(|r| r.set(false));
+    }
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged; the
+// counting touches only atomics and const-initialised thread-locals, which
+// do not allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if counted() {
+            ALLOCS.fetch_add(1, SeqCst);
+            BYTES.fetch_add(layout.size() as u64, SeqCst);
+            report("allocation", layout.size());
+        }
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if counted() {
+            ALLOCS.fetch_add(1, SeqCst);
+            BYTES.fetch_add(layout.size() as u64, SeqCst);
+            report("zeroed allocation", layout.size());
+        }
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if counted() {
+            REALLOCS.fetch_add(1, SeqCst);
+            BYTES.fetch_add(new_size as u64, SeqCst);
+            report("reallocation", new_size);
+        }
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if counted() {
+            DEALLOCS.fetch_add(1, SeqCst);
+            report("deallocation", layout.size());
+        }
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+// ---- the echo server, as examples/echo_server.rs has it ---------------------------
+
+struct EchoHandler;
+
+impl StreamHandler<Buffered<Connected>> for EchoHandler {
+    fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let buf = cx.buffer(); // the loop's read buffer, reused for every read
+        let n = ch.recv(buf)?;
+        ch.send(&buf[..n])
+    }
+}
+
+struct EchoServer;
+
+impl AcceptHandler for EchoServer {
+    fn handle_accepted(
+        &mut self,
+        conn: Channel<Connected>,
+        _peer: Address,
+        cx: &mut Ctx<'_>,
+    ) -> io::Result<()> {
+        cx.insert(Buffered::new(conn), EchoHandler)?;
+        Ok(())
+    }
+}
+
+// ---- the test -----------------------------------------------------------------
+
+const WARM_UP: usize = 1_000;
+const MEASURED: usize = 10_000;
+const MESSAGE: usize = 64;
+
+#[derive(Default)]
+struct Flags {
+    /// The client finished its warm-up.
+    warm: AtomicBool,
+    /// The loop thread counts from now on.
+    counting: AtomicBool,
+    /// The client finished the measured round trips.
+    done: AtomicBool,
+    /// The loop thread stopped counting: the client may hang up.
+    stopped: AtomicBool,
+}
+
+fn round_trips(stream: &mut TcpStream, n: usize, seq: &mut u64) -> io::Result<()> {
+    let mut out = [0u8; MESSAGE];
+    let mut back = [0u8; MESSAGE];
+    for _ in 0..n {
+        for (j, b) in out.iter_mut().enumerate() {
+            *b = (*seq as u8).wrapping_mul(31).wrapping_add(j as u8);
+        }
+        stream.write_all(&out)?;
+        stream.read_exact(&mut back)?;
+        assert_eq!(out, back, "round trip {seq}: the echo differs");
+        *seq += 1;
+    }
+    Ok(())
+}
+
+fn wait_for(flag: &AtomicBool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !flag.load(SeqCst) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_micros(100));
+    }
+}
+
+fn client(addr: SocketAddr, flags: Arc<Flags>) -> io::Result<()> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut seq = 0;
+    round_trips(&mut stream, WARM_UP, &mut seq)?;
+    flags.warm.store(true, SeqCst);
+    wait_for(&flags.counting, "the loop to start counting");
+    round_trips(&mut stream, MEASURED, &mut seq)?;
+    flags.done.store(true, SeqCst);
+    wait_for(&flags.stopped, "the loop to stop counting");
+    Ok(())
+}
+
+struct Counts {
+    allocs: u64,
+    reallocs: u64,
+    deallocs: u64,
+    bytes: u64,
+}
+
+/// Runs the echo server on this thread until the client is done; returns what
+/// the loop's thread allocated during the measured round trips.
+fn measure(backend: Backend) -> Counts {
+    let listener = (|| -> io::Result<_> { Ok(Channel::tcp_v4()?.bind("127.0.0.1:0")?.listen(16)?) })()
+        .expect("listen on loopback");
+    let addr = listener.local_addr().expect("local address").inet().expect("an inet address");
+    let mut map = Map::with_backend(backend).expect("create the map");
+    map.insert(listener, EchoServer).expect("insert the listener");
+
+    let flags = Arc::new(Flags::default());
+    let client = thread::spawn({
+        let flags = Arc::clone(&flags);
+        move || client(addr, flags)
+    });
+
+    for counter in [&ALLOCS, &REALLOCS, &DEALLOCS, &BYTES] {
+        counter.store(0, SeqCst);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut counting = false;
+    loop {
+        assert!(Instant::now() < deadline, "{backend}: the exchange did not finish in 60 s");
+        if !counting && flags.warm.load(SeqCst) {
+            counting = true;
+            COUNTING.with(|c| c.set(true));
+            flags.counting.store(true, SeqCst);
+        }
+        if flags.done.load(SeqCst) {
+            COUNTING.with(|c| c.set(false));
+            break;
+        }
+        map.poll(Some(Duration::from_millis(5))).expect("poll");
+        assert!(!client.is_finished() || flags.done.load(SeqCst), "{backend}: the client failed early");
+    }
+    let counts = Counts {
+        allocs: ALLOCS.load(SeqCst),
+        reallocs: REALLOCS.load(SeqCst),
+        deallocs: DEALLOCS.load(SeqCst),
+        bytes: BYTES.load(SeqCst),
+    };
+    flags.stopped.store(true, SeqCst);
+    client.join().expect("the client thread").expect("the client's round trips");
+    counts
+}
+
+/// The counter sees an allocation made on a counting thread, and only there.
+fn counter_counts() {
+    let backtraces = BACKTRACES.swap(false, SeqCst);
+    for counter in [&ALLOCS, &REALLOCS, &DEALLOCS, &BYTES] {
+        counter.store(0, SeqCst);
+    }
+    COUNTING.with(|c| c.set(true));
+    drop(std::hint::black_box(vec![7u8; 100]));
+    COUNTING.with(|c| c.set(false));
+    drop(std::hint::black_box(vec![7u8; 100]));
+    assert_eq!((ALLOCS.load(SeqCst), DEALLOCS.load(SeqCst), BYTES.load(SeqCst)), (1, 1, 100));
+    BACKTRACES.store(backtraces, SeqCst);
+}
+
+#[test]
+fn no_allocation_per_event_in_steady_state() {
+    BACKTRACES.store(std::env::var_os("ROLECORE_ALLOC_BACKTRACE").is_some(), SeqCst);
+    counter_counts();
+    let mut failures = Vec::new();
+    for backend in Backend::ALL.into_iter().filter(|b| b.is_available()) {
+        let c = measure(backend);
+        eprintln!(
+            "{backend}: {MEASURED} echoed messages: {} allocations, {} reallocations, \
+             {} deallocations ({} bytes) on the loop's thread",
+            c.allocs, c.reallocs, c.deallocs, c.bytes
+        );
+        if c.allocs + c.reallocs + c.deallocs > 0 {
+            failures.push(format!(
+                "{backend}: {} allocations, {} reallocations, {} deallocations in {MEASURED} round trips",
+                c.allocs, c.reallocs, c.deallocs
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "the loop allocated in steady state (rerun with ROLECORE_ALLOC_BACKTRACE=1 -- --nocapture \
+         to see where): {failures:?}"
+    );
+}
