@@ -326,6 +326,9 @@ pub fn describe(data: &[u8]) -> String {
         }
         phase = w.phase();
     }
-    let steps: Vec<String> = seen.iter().map(|s| format!("{s:?}").to_lowercase()).collect();
+    let mut steps: Vec<String> = seen.iter().map(|s| format!("{s:?}").to_lowercase()).collect();
+    if steps.is_empty() {
+        steps.push("nothing".to_owned());
+    }
     format!("{}-{wakeups}wakeups-{}", format!("{start:?}").to_lowercase(), steps.join("_"))
 }
