@@ -33,6 +33,12 @@ assert_eq_size!(Token, u64);
 // A channel is its descriptor plus one byte of bookkeeping.
 assert_eq_size!(Channel<Connected>, u64);
 
+// An idle buffered stream is its channel and one pointer: the queue and its
+// bounds are allocated when first needed (docs/PERFORMANCE.md, memory per
+// idle connection).
+assert_eq_size!(Buffered<Connected>, [u64; 2]);
+assert_eq_size!(Buffered<Connecting>, [u64; 2]);
+
 // One owner per descriptor (D9, D10): a channel cannot be duplicated or made
 // from nothing, in any role. Closing is dropping; a copy would outlive it.
 assert_not_impl_any!(Channel<Fresh>: Clone, Default);

@@ -79,11 +79,45 @@ impl Watermarks {
 /// ```
 pub struct Buffered<R: Role = Connected> {
     channel: Channel<R>,
+    /// `None` while nothing was ever queued and the bounds are the defaults:
+    /// an idle connection costs its channel and this pointer. Once allocated
+    /// it stays, so a connection that backs up now and then does not
+    /// allocate each time.
+    output: Option<Box<Output>>,
+}
+
+/// The queue and its bounds, out of line: allocated by the first `send` that
+/// queues or the first bound that differs from the defaults.
+#[derive(Clone, Debug)]
+struct Output {
     queue: Vec<u8>,
     /// Bytes of `queue` already sent; compacted away as the queue drains.
     sent: usize,
     limit: usize,
     watermarks: Watermarks,
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Output { queue: Vec::new(), sent: 0, limit: DEFAULT_OUTPUT_LIMIT, watermarks: Watermarks::default() }
+    }
+}
+
+impl Output {
+    fn queued(&self) -> usize {
+        self.queue.len() - self.sent
+    }
+
+    fn enqueue(&mut self, data: &[u8]) {
+        if self.sent > 0 && self.sent >= self.queue.len() / 2 {
+            // Drop what was sent before growing: each byte moves at most once
+            // more, where asyncore copied the whole rest on every send.
+            self.queue.drain(..self.sent);
+            self.sent = 0;
+        }
+        self.queue.extend_from_slice(data);
+        self.watermarks.update(self.queued());
+    }
 }
 
 /// The error inside the `StorageFull` [`io::Error`] of a refused
@@ -114,46 +148,45 @@ impl std::error::Error for BufferFull {}
 impl<R: Role> Buffered<R> {
     /// Wraps a channel with an empty queue and the default limit.
     pub fn new(channel: Channel<R>) -> Self {
-        Buffered {
-            channel,
-            queue: Vec::new(),
-            sent: 0,
-            limit: DEFAULT_OUTPUT_LIMIT,
-            watermarks: Watermarks::default(),
-        }
+        Buffered { channel, output: None }
     }
 
     /// The same, with another bound on queued output.
     pub fn with_limit(mut self, limit: usize) -> Self {
-        self.limit = limit;
+        self.set_limit(limit);
         self
     }
 
     /// Changes the bound on queued output. Bytes already queued stay queued.
     pub fn set_limit(&mut self, limit: usize) {
-        self.limit = limit;
+        if limit != self.limit() {
+            self.output_mut().limit = limit;
+        }
     }
 
     /// The bound on queued output.
     pub fn limit(&self) -> usize {
-        self.limit
+        self.output.as_ref().map_or(DEFAULT_OUTPUT_LIMIT, |o| o.limit)
     }
 
     /// Sets the back-pressure watermarks: reading stops above `high` bytes
     /// queued and resumes at or below `low`. `usize::MAX` as `high` turns
     /// back-pressure off.
     pub fn set_watermarks(&mut self, low: usize, high: usize) {
-        self.watermarks.set(low, high, self.queued());
+        let output = self.output_mut();
+        let queued = output.queued();
+        output.watermarks.set(low, high, queued);
     }
 
     /// The back-pressure watermarks, `(low, high)`.
     pub fn watermarks(&self) -> (usize, usize) {
-        (self.watermarks.low, self.watermarks.high)
+        let w = self.output.as_ref().map_or_else(Watermarks::default, |o| o.watermarks);
+        (w.low, w.high)
     }
 
     /// Bytes queued and not yet sent.
     pub fn queued(&self) -> usize {
-        self.queue.len() - self.sent
+        self.output.as_ref().map_or(0, |o| o.queued())
     }
 
     /// The channel underneath.
@@ -167,24 +200,22 @@ impl<R: Role> Buffered<R> {
         &mut self.channel
     }
 
+    fn output_mut(&mut self) -> &mut Output {
+        self.output.get_or_insert_with(Box::default)
+    }
+
     fn check_room(&self, more: usize) -> io::Result<()> {
         let queued = self.queued();
-        if queued.saturating_add(more) > self.limit {
-            let full = BufferFull { queued, requested: more, limit: self.limit };
+        let limit = self.limit();
+        if queued.saturating_add(more) > limit {
+            let full = BufferFull { queued, requested: more, limit };
             return Err(io::Error::new(io::ErrorKind::StorageFull, full));
         }
         Ok(())
     }
 
     fn enqueue(&mut self, data: &[u8]) {
-        if self.sent > 0 && self.sent >= self.queue.len() / 2 {
-            // Drop what was sent before growing: each byte moves at most once
-            // more, where asyncore copied the whole rest on every send.
-            self.queue.drain(..self.sent);
-            self.sent = 0;
-        }
-        self.queue.extend_from_slice(data);
-        self.watermarks.update(self.queued());
+        self.output_mut().enqueue(data);
     }
 }
 
@@ -223,20 +254,21 @@ impl Buffered<Connected> {
     /// Makes one send of at most [`SEND_CHUNK`] queued bytes, as asyncore's
     /// `initiate_send`.
     pub fn initiate_send(&mut self) -> io::Result<()> {
-        if self.queued() == 0 {
+        let Some(out) = self.output.as_deref_mut() else { return Ok(()) };
+        if out.queued() == 0 {
             return Ok(());
         }
-        let end = self.queue.len().min(self.sent + SEND_CHUNK);
-        let n = self.channel.send(&self.queue[self.sent..end])?;
-        self.sent += n;
-        self.watermarks.update(self.queued());
-        if self.sent == self.queue.len() {
-            self.sent = 0;
-            self.queue.clear();
-            if self.queue.capacity() > SEND_CHUNK {
+        let end = out.queue.len().min(out.sent + SEND_CHUNK);
+        let n = self.channel.send(&out.queue[out.sent..end])?;
+        out.sent += n;
+        out.watermarks.update(out.queued());
+        if out.sent == out.queue.len() {
+            out.sent = 0;
+            out.queue.clear();
+            if out.queue.capacity() > SEND_CHUNK {
                 // A burst is over: give its memory back rather than keep the
                 // peak for the life of an idle connection.
-                self.queue = Vec::new();
+                out.queue = Vec::new();
             }
         }
         Ok(())
@@ -248,7 +280,7 @@ impl<R: Role> fmt::Debug for Buffered<R> {
         f.debug_struct("Buffered")
             .field("channel", &self.channel)
             .field("queued", &self.queued())
-            .field("limit", &self.limit)
+            .field("limit", &self.limit())
             .finish()
     }
 }
@@ -280,7 +312,7 @@ impl Transport for Buffered<Connected> {
         self.initiate_send()
     }
     fn is_backlogged(&self) -> bool {
-        self.watermarks.backlogged
+        self.output.as_ref().is_some_and(|o| o.watermarks.backlogged)
     }
 }
 
@@ -290,13 +322,7 @@ impl Pending for Buffered<Connecting> {
         &self.channel
     }
     fn into_ready(self, _: crate::handler::Seal) -> Buffered<Connected> {
-        Buffered {
-            channel: self.channel.into_connected(),
-            queue: self.queue,
-            sent: self.sent,
-            limit: self.limit,
-            watermarks: self.watermarks,
-        }
+        Buffered { channel: self.channel.into_connected(), output: self.output }
     }
 }
 
@@ -348,6 +374,28 @@ mod tests {
         }
         assert!(drained > 0);
         assert!(!a.is_backlogged(), "at or below low");
+    }
+
+    #[test]
+    fn an_idle_stream_allocates_nothing_until_output_backs_up() {
+        let (a, mut b) = Channel::pair().unwrap();
+        let mut a = Buffered::new(a).with_limit(DEFAULT_OUTPUT_LIMIT);
+        a.send(b"goes straight out").unwrap();
+        assert!(a.output.is_none(), "nothing queued, default bounds: no allocation");
+        assert_eq!(a.limit(), DEFAULT_OUTPUT_LIMIT);
+        assert_eq!(a.watermarks(), (DEFAULT_LOW_WATERMARK, DEFAULT_HIGH_WATERMARK));
+        while a.get_mut().send(&[0u8; 4096]).unwrap() > 0 {}
+        a.send(b"queued").unwrap();
+        assert_eq!(a.queued(), 6);
+        let mut sink = vec![0u8; 1 << 16];
+        while a.queued() > 0 {
+            let _ = b.recv(&mut sink);
+            a.initiate_send().unwrap();
+        }
+        assert!(a.output.is_some(), "kept for the next burst");
+        let mut c = Buffered::new(Channel::pair().unwrap().0);
+        c.set_watermarks(1, 2);
+        assert_eq!((c.watermarks(), c.limit()), ((1, 2), DEFAULT_OUTPUT_LIMIT));
     }
 
     #[test]
