@@ -151,9 +151,11 @@ impl Wakeup {
         self.phase
     }
 
-    /// Replaces the interest the rest of this wake-up is judged by. The loop
-    /// calls it after [`Step::Connect`], when the handler's predicates are
-    /// asked again for the now connected channel.
+    /// Replaces the interest the connected channel's steps are planned by.
+    /// The loop calls it right after [`Step::Connect`], when the handler's
+    /// predicates are asked again for the now connected channel. The steps
+    /// are planned once, when the first of them is asked for: a call after
+    /// that changes nothing for the rest of this wake-up.
     pub fn set_interest(&mut self, interest: Interest) {
         self.interest = interest;
     }

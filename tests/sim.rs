@@ -199,3 +199,36 @@ fn a_handler_that_asks_for_events_it_never_consumes_is_reported_as_a_livelock() 
     assert!(text.contains(&format!("Sim::from_seed({seed}")), "the report says how to replay: {text}");
     assert!(text.contains("#1 handle_accept"), "the trace shows the spinning callback: {text}");
 }
+
+/// Reads one byte per wake-up: slow, but it consumes what it asks for.
+struct Sipper;
+impl StreamHandler for Sipper {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0u8; 1]).map(drop)
+    }
+}
+
+struct SipperServer;
+impl AcceptHandler for SipperServer {
+    fn handle_accepted(&mut self, c: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+        cx.insert(c, Sipper)?;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_handler_that_drains_slowly_after_the_peers_left_is_not_a_livelock() {
+    // Kernel-sized socket buffers and large peer writes: thousands of bytes
+    // are still unread when every peer closes, one byte per iteration, far
+    // more iterations than `settle_limit` allows without progress.
+    let config =
+        SimConfig { max_io: 8_000, socket_buffer: None, max_peers: 2, steps: 60, ..SimConfig::default() };
+    let mut longest = 0;
+    for seed in 0..8 {
+        let mut sim = Sim::from_seed(seed, config).unwrap();
+        sim.listen(SipperServer).unwrap();
+        let report = sim.run().unwrap_or_else(|failure| panic!("{failure}"));
+        longest = longest.max(report.iterations);
+    }
+    assert!(longest > 5 * config.settle_limit, "some run drained slowly: {longest} iterations at most");
+}

@@ -60,10 +60,7 @@ fn terminator(inp: &mut Input<'_>) -> Terminator {
 }
 
 pub fn decode(inp: &mut Input<'_>, check_descriptors: bool) -> Setup {
-    let mut config = sim_config(inp, check_descriptors);
-    // Draining a full socket a few bytes per iteration takes thousands of
-    // quiet-less iterations: not a livelock.
-    config.settle_limit = 10_000;
+    let config = sim_config(inp, check_descriptors);
     let b2 = usize::from(inp.byte());
     let b3 = usize::from(inp.byte());
     let max_record = [usize::MAX, rolecore::chat::DEFAULT_MAX_RECORD, 300, 1][b3 % 4];
