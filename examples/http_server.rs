@@ -7,7 +7,9 @@
 //!
 //! ADDR defaults to 127.0.0.1:8080 (port 0 picks a free port); the first line
 //! on stdout is `listening on HOST:PORT`. `--idle-timeout` (default 60, 0 for
-//! none) closes connections that stay silent that long.
+//! none) closes connections that stay silent that long, and connections that
+//! take longer than that to send a request head: a client trickling one byte
+//! a second (a slow loris) is not silent, but its head is late.
 //!
 //! What it answers:
 //!
@@ -31,7 +33,7 @@ mod serve;
 
 use std::io;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rolecore::chat::RecordTooLong;
 use rolecore::{
@@ -212,6 +214,7 @@ enum Phase {
 
 struct HttpConnection {
     phase: Phase,
+    idle_timeout: Option<Duration>,
 }
 
 impl HttpConnection {
@@ -221,6 +224,24 @@ impl HttpConnection {
         chat.push(&response(status, false, Version::Http11, "", body.as_bytes(), false))?;
         Self::close_after_send(chat);
         Ok(())
+    }
+
+    /// A request head must arrive whole within the idle timeout of the
+    /// previous answer (or of the accept), however its bytes trickle in.
+    fn expect_head(&self, cx: &mut Ctx<'_>) {
+        if let Some(timeout) = self.idle_timeout {
+            let token = cx.token();
+            cx.set_deadline(token, Instant::now().checked_add(timeout));
+        }
+    }
+
+    /// A body is bounded in size, not in time: it may take as long as it
+    /// keeps moving.
+    fn expect_body(&self, cx: &mut Ctx<'_>) {
+        if self.idle_timeout.is_some() {
+            let token = cx.token();
+            cx.set_idle_timeout(token, self.idle_timeout);
+        }
     }
 
     fn close_after_send(chat: &mut AsyncChat) {
@@ -277,21 +298,25 @@ impl ChatHandler for HttpConnection {
         Ok(()) // a request body, or input after the last answer: dropped
     }
 
-    fn found_terminator(&mut self, chat: &mut AsyncChat, _cx: &mut Ctx<'_>) -> io::Result<()> {
+    fn found_terminator(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
         if chat.is_closing() {
             return Ok(());
         }
         match self.phase {
             Phase::Head => {
                 let head = chat.take_incoming();
-                self.answer(&head, chat)
+                self.answer(&head, chat)?;
             }
             Phase::Body => {
                 self.phase = Phase::Head;
                 chat.set_terminator(Terminator::bytes(b"\r\n\r\n"));
-                Ok(())
             }
         }
+        match self.phase {
+            Phase::Head => self.expect_head(cx),
+            Phase::Body => self.expect_body(cx),
+        }
+        Ok(())
     }
 
     fn handle_error(&mut self, chat: &mut AsyncChat, error: io::Error, cx: &mut Ctx<'_>) {
@@ -319,9 +344,10 @@ impl AcceptHandler for HttpServer {
     ) -> io::Result<()> {
         let mut chat = AsyncChat::new(conn, Terminator::bytes(b"\r\n\r\n"));
         chat.set_max_record(MAX_HEAD);
-        let token = cx.insert(chat, HttpConnection { phase: Phase::Head })?;
-        if self.idle_timeout.is_some() {
-            cx.set_idle_timeout(token, self.idle_timeout);
+        let connection = HttpConnection { phase: Phase::Head, idle_timeout: self.idle_timeout };
+        let token = cx.insert(chat, connection)?;
+        if let Some(timeout) = self.idle_timeout {
+            cx.set_deadline(token, Instant::now().checked_add(timeout));
         }
         Ok(())
     }

@@ -380,6 +380,29 @@ fn http_raw(backend: Backend) {
         assert_eq!(read_exact_n(&mut s, HELLO.len()), HELLO);
         thread::sleep(Duration::from_millis(400));
     }
+
+    // A slow loris is never silent for the idle timeout, one byte every
+    // 0.25 s, but its head is late: closed, without an answer, once the
+    // idle timeout since the accept has passed.
+    let mut s = server.connect();
+    s.set_nodelay(true).unwrap();
+    let started = Instant::now();
+    let trickle = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    let mut sent = 0;
+    for b in trickle.iter().chain(std::iter::repeat(&b'z')) {
+        if s.write_all(&[*b]).is_err() || started.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        sent += 1;
+        thread::sleep(Duration::from_millis(250));
+    }
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "a trickling head was still read after {waited:?}");
+    assert!(waited >= Duration::from_millis(900), "closed after {waited:?}, before the timeout");
+    assert!(sent > 3, "the bytes kept coming ({sent}), so only the head deadline can have closed it");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest); // a reset is fine: unread bytes were dropped
+    assert!(!String::from_utf8_lossy(&rest).contains("HTTP/1.1 200"), "no answer to half a head");
     server.assert_alive();
 }
 
