@@ -3,10 +3,13 @@
 #
 #   bash benches/run.sh            (BENCH_QUICK=1 for a short trial run)
 #
-# Builds the C floor, rolecore's echo server example and the harness crate,
-# runs the allocation test, then every scenario; writes docs/PERFORMANCE.md
-# and docs/perf.svg. Servers run on CPU 0, the load generator on CPU 1;
-# loopback only; every process started is stopped by its PID.
+# Builds the C floor, rolecore's echo, HTTP and RESP server examples and the
+# harness crate, runs the allocation test, then every scenario; writes
+# docs/PERFORMANCE.md and docs/perf.svg. Servers run on CPU 0, the load on
+# CPU 1 (but for the thread scenario, which pins nothing); loopback only;
+# every process started is stopped by its PID. BENCH_ONLY=http,resp (any of
+# headline, callgrind, idle, http, resp, threads) runs only those, for trying
+# the harness, and writes its report under benches/harness/target instead.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -27,11 +30,38 @@ for tool in strace valgrind taskset cc python3; do
     fi
 done
 
+# The protocol peers and their load tools: nginx and redis-server (run by the
+# driver, one process each, on a free loopback port, configured from the
+# command line or a temp dir), wrk and redis-benchmark. Installed when
+# missing; a service the package's install may start is stopped again (the
+# driver starts its own), by the PIDs that were not there before.
+missing=()
+command -v nginx >/dev/null || missing+=(nginx-light)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v redis-benchmark >/dev/null || missing+=(redis-tools)
+peer_pids() { pgrep -x nginx || true; pgrep -x redis-server || true; }
+if (( ${#missing[@]} )); then
+    echo "==> install: ${missing[*]}"
+    before=" $(peer_pids | tr '\n' ' ') "
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    for pid in $(peer_pids); do
+        if [[ "$before" != *" $pid "* ]]; then
+            echo "    stopping $(ps -o comm= -p "$pid") (PID $pid), started by the install"
+            kill "$pid" 2>/dev/null || true
+        fi
+    done
+fi
+for tool in nginx redis-server wrk redis-benchmark; do
+    command -v "$tool" >/dev/null || { echo "run.sh: $tool is missing" >&2; exit 1; }
+done
+
 echo "==> build: C floor"
 mkdir -p benches/harness/target/c
 cc -O2 -Wall -o benches/harness/target/c/epoll_echo benches/c/epoll_echo.c
-echo "==> build: rolecore examples/echo_server (release)"
-cargo build --release --quiet --example echo_server
+echo "==> build: rolecore examples echo_server, http_server, resp_server (release)"
+cargo build --release --quiet --example echo_server --example http_server --example resp_server
 echo "==> build: harness (loadgen, mio_echo, run)"
 cargo build --release --quiet --manifest-path benches/harness/Cargo.toml
 echo "==> test: no allocation per event (tests/alloc_steady_state.rs)"
