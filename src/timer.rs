@@ -7,6 +7,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use crate::map::Token;
@@ -22,10 +23,37 @@ struct Timer {
     queued: Option<Instant>,
 }
 
+/// Hashes a slot index with one multiplication. The keys are descriptor
+/// numbers, which the kernel hands out, not strings a peer chooses, so
+/// SipHash's flood resistance buys nothing here, and a lookup runs on every
+/// callback into a channel with an idle timeout.
+#[derive(Default)]
+struct IndexHasher(u64);
+
+impl Hasher for IndexHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(FIBONACCI);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        // The top bits pick the table's control bytes: spread into them.
+        self.0 = u64::from(n).wrapping_mul(FIBONACCI);
+    }
+}
+
+/// 2^64 divided by the golden ratio.
+const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
+
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    by_index: HashMap<u32, Timer>,
+    by_index: HashMap<u32, Timer, BuildHasherDefault<IndexHasher>>,
 }
 
 impl Timers {
