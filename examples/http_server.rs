@@ -46,7 +46,6 @@ const MAX_HEAD: usize = 8192;
 const MAX_BODY: usize = 1 << 20;
 /// Stop reading while this much output waits for a slow client.
 const READ_PAUSE: usize = 1 << 20;
-const BODY: &[u8] = b"Hello, world!";
 
 /// An HTTP version this server speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,6 +176,30 @@ fn parse_head(head: &[u8]) -> Result<Request<'_>, Refusal> {
     Ok(request)
 }
 
+/// The `200` answer to a `GET` or `HEAD`: the one every benchmark asks for,
+/// so it is written once, not formatted per request.
+fn hello(keep_alive: bool, version: Version, head_only: bool) -> &'static [u8] {
+    macro_rules! hello {
+        ($connection:literal, $body:literal) => {
+            concat!(
+                "HTTP/1.1 200 OK\r\nServer: rolecore\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n",
+                $connection,
+                "\r\n",
+                $body
+            )
+            .as_bytes()
+        };
+    }
+    match (keep_alive, version, head_only) {
+        (true, Version::Http11, false) => hello!("", "Hello, world!"),
+        (true, Version::Http11, true) => hello!("", ""),
+        (true, Version::Http10, false) => hello!("Connection: keep-alive\r\n", "Hello, world!"),
+        (true, Version::Http10, true) => hello!("Connection: keep-alive\r\n", ""),
+        (false, _, false) => hello!("Connection: close\r\n", "Hello, world!"),
+        (false, _, true) => hello!("Connection: close\r\n", ""),
+    }
+}
+
 /// One response, headers and body, in one buffer.
 fn response(
     status: &str,
@@ -266,8 +289,11 @@ impl HttpConnection {
         // A body of unknown length cannot be skipped: answer, then close.
         let keep_alive = keep_alive && !request.chunked && request.content_length <= MAX_BODY;
         let (status, extra, body, head_only) = match request.method {
-            b"GET" => ("200 OK", "", BODY, false),
-            b"HEAD" => ("200 OK", "", BODY, true),
+            b"GET" | b"HEAD" => {
+                let head_only = request.method == b"HEAD";
+                chat.push(hello(keep_alive, request.version, head_only))?;
+                return self.after_answer(keep_alive, request.content_length, chat);
+            }
             b"POST" | b"PUT" | b"DELETE" | b"PATCH" | b"OPTIONS" | b"TRACE" | b"CONNECT" => {
                 ("405 Method Not Allowed", "Allow: GET, HEAD\r\n", &b"method not allowed\n"[..], false)
             }
@@ -275,11 +301,22 @@ impl HttpConnection {
         };
         let _ = request.target; // every path says hello
         chat.push(&response(status, keep_alive, request.version, extra, body, head_only))?;
+        self.after_answer(keep_alive, request.content_length, chat)
+    }
+
+    /// Closes after the answer, or skips the request's body, or waits for
+    /// the next head.
+    fn after_answer(
+        &mut self,
+        keep_alive: bool,
+        content_length: usize,
+        chat: &mut AsyncChat,
+    ) -> io::Result<()> {
         if !keep_alive {
             Self::close_after_send(chat);
-        } else if request.content_length > 0 {
+        } else if content_length > 0 {
             self.phase = Phase::Body;
-            chat.set_terminator(Terminator::count(request.content_length));
+            chat.set_terminator(Terminator::count(content_length));
         }
         Ok(())
     }
@@ -424,6 +461,22 @@ fn run(args: Args) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_written_out_hello_is_what_response_formats() {
+        for keep_alive in [true, false] {
+            for version in [Version::Http10, Version::Http11] {
+                for head_only in [true, false] {
+                    let formatted = response("200 OK", keep_alive, version, "", b"Hello, world!", head_only);
+                    assert_eq!(
+                        hello(keep_alive, version, head_only),
+                        &formatted[..],
+                        "{keep_alive} {version:?} {head_only}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn request_lines() {
