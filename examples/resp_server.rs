@@ -44,9 +44,12 @@ const READ_PAUSE: usize = 1 << 20;
 
 #[path = "resp/parser.rs"]
 mod parser;
-use parser::{ProtocolError, RespParser};
+use parser::{Command, ProtocolError, RespParser};
 
 // ---- replies -------------------------------------------------------------------
+
+// Replies are written straight into the connection's reused output buffer:
+// no `format!`, no allocation once the buffer has grown.
 
 fn simple(out: &mut Vec<u8>, s: &str) {
     out.push(b'+');
@@ -60,14 +63,40 @@ fn error(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends `n` in decimal.
+fn decimal(out: &mut Vec<u8>, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// A reply header: `prefix`, a decimal, `\r\n`.
+fn header(out: &mut Vec<u8>, prefix: u8, n: i64) {
+    out.push(prefix);
+    decimal(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
 fn integer(out: &mut Vec<u8>, n: i64) {
-    out.extend_from_slice(format!(":{n}\r\n").as_bytes());
+    header(out, b':', n);
 }
 
 fn bulk(out: &mut Vec<u8>, value: Option<&[u8]>) {
     match value {
         Some(v) => {
-            out.extend_from_slice(format!("${}\r\n", v.len()).as_bytes());
+            header(out, b'$', v.len() as i64);
             out.extend_from_slice(v);
             out.extend_from_slice(b"\r\n");
         }
@@ -76,7 +105,7 @@ fn bulk(out: &mut Vec<u8>, value: Option<&[u8]>) {
 }
 
 fn array_header(out: &mut Vec<u8>, n: usize) {
-    out.extend_from_slice(format!("*{n}\r\n").as_bytes());
+    header(out, b'*', n as i64);
 }
 
 // ---- the store -----------------------------------------------------------------
@@ -91,21 +120,62 @@ impl Entry {
     fn live(&self, now: Instant) -> bool {
         self.expires.is_none_or(|at| at > now)
     }
+
+    /// Replaces the value, reusing its buffer unless that is much too big.
+    fn set_value(&mut self, value: &[u8]) {
+        if self.value.capacity() > 4096 && self.value.capacity() / 4 > value.len() {
+            self.value = value.to_vec();
+        } else {
+            self.value.clear();
+            self.value.extend_from_slice(value);
+        }
+    }
 }
 
 /// The data set, shared by every connection of the loop.
 #[derive(Debug, Default)]
 struct Store {
     map: HashMap<Vec<u8>, Entry>,
+    /// Whether any entry may have an expiry (set by `SET … EX|PX`, cleared
+    /// by `FLUSHALL`): until then no lookup needs the clock or a second
+    /// probe.
+    volatile: bool,
 }
 
 impl Store {
     /// The live entry of `key`; an expired one is dropped.
-    fn get(&mut self, key: &[u8], now: Instant) -> Option<&mut Entry> {
-        if self.map.get(key).is_some_and(|e| !e.live(now)) {
-            self.map.remove(key);
+    fn get(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        if self.volatile {
+            let now = Instant::now();
+            if self.map.get(key).is_some_and(|e| !e.live(now)) {
+                self.map.remove(key);
+            }
         }
         self.map.get_mut(key)
+    }
+
+    /// Sets `key` to `value`, reusing the key's entry when there is one.
+    fn set(&mut self, key: &[u8], value: &[u8], expires: Option<Instant>) {
+        if expires.is_some() {
+            self.volatile = true;
+        }
+        match self.map.get_mut(key) {
+            Some(entry) => {
+                entry.set_value(value);
+                entry.expires = expires;
+            }
+            None => {
+                self.map.insert(key.to_vec(), Entry { value: value.to_vec(), expires });
+            }
+        }
+    }
+
+    /// Drops expired entries.
+    fn purge(&mut self) {
+        if self.volatile {
+            let now = Instant::now();
+            self.map.retain(|_, e| e.live(now));
+        }
     }
 }
 
@@ -118,8 +188,10 @@ enum After {
     Close,
 }
 
-fn wrong_arity(out: &mut Vec<u8>, name: &str) {
-    error(out, &format!("wrong number of arguments for '{name}' command"));
+fn wrong_arity(out: &mut Vec<u8>, name: &[u8]) {
+    out.extend_from_slice(b"-ERR wrong number of arguments for '");
+    out.extend_from_slice(name);
+    out.extend_from_slice(b"' command\r\n");
 }
 
 /// Parses an integer as Redis does for values and options.
@@ -131,21 +203,33 @@ fn parse_i64(bytes: &[u8]) -> Option<i64> {
     s.parse().ok()
 }
 
+/// The longest command name; a longer one is unknown.
+const MAX_NAME: usize = 8;
+
 /// Runs one command, appending its reply to `out`.
-fn execute(store: &mut Store, args: &[Vec<u8>], out: &mut Vec<u8>) -> After {
-    let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+fn execute(store: &mut Store, args: Command<'_>, out: &mut Vec<u8>) -> After {
+    // The name, lower-cased on the stack; too long a name matches nothing.
+    let raw_name = args.arg(0);
+    let mut lower = [0u8; MAX_NAME];
+    let name: &[u8] = if raw_name.len() <= MAX_NAME {
+        let lower = &mut lower[..raw_name.len()];
+        lower.copy_from_slice(raw_name);
+        lower.make_ascii_lowercase();
+        lower
+    } else {
+        b""
+    };
     let argc = args.len();
-    let now = Instant::now();
-    match name.as_str() {
-        "ping" => match argc {
+    match name {
+        b"ping" => match argc {
             1 => simple(out, "PONG"),
-            2 => bulk(out, Some(&args[1])),
-            _ => wrong_arity(out, &name),
+            2 => bulk(out, Some(args.arg(1))),
+            _ => wrong_arity(out, name),
         },
-        "echo" if argc == 2 => bulk(out, Some(&args[1])),
-        "set" if argc >= 3 => {
+        b"echo" if argc == 2 => bulk(out, Some(args.arg(1))),
+        b"set" if argc >= 3 => {
             let mut expires = None;
-            let mut options = args[3..].iter();
+            let mut options = args.args_from(3);
             while let Some(option) = options.next() {
                 let unit = if option.eq_ignore_ascii_case(b"EX") {
                     1000
@@ -160,43 +244,48 @@ fn execute(store: &mut Store, args: &[Vec<u8>], out: &mut Vec<u8>) -> After {
                     return After::Continue;
                 };
                 match parse_i64(amount).filter(|&n| n > 0).and_then(|n| n.checked_mul(unit)) {
-                    Some(ms) => expires = Some(now + Duration::from_millis(ms as u64)),
+                    Some(ms) => expires = Some(Instant::now() + Duration::from_millis(ms as u64)),
                     None => {
                         error(out, "invalid expire time in 'set' command");
                         return After::Continue;
                     }
                 }
             }
-            store.map.insert(args[1].clone(), Entry { value: args[2].clone(), expires });
+            store.set(args.arg(1), args.arg(2), expires);
             simple(out, "OK");
         }
-        "get" if argc == 2 => bulk(out, store.get(&args[1], now).map(|e| &e.value[..])),
-        "del" | "exists" if argc >= 2 => {
+        b"get" if argc == 2 => bulk(out, store.get(args.arg(1)).map(|e| &e.value[..])),
+        b"del" | b"exists" if argc >= 2 => {
             let mut n = 0;
-            for key in &args[1..] {
-                if store.get(key, now).is_some() {
+            for key in args.args_from(1) {
+                if store.get(key).is_some() {
                     n += 1;
-                    if name == "del" {
+                    if name == b"del" {
                         store.map.remove(key);
                     }
                 }
             }
             integer(out, n);
         }
-        "incr" | "decr" if argc == 2 => {
-            let delta = if name == "incr" { 1 } else { -1 };
-            let entry = store.get(&args[1], now);
+        b"incr" | b"decr" if argc == 2 => {
+            let delta = if name == b"incr" { 1 } else { -1 };
+            let entry = store.get(args.arg(1));
             let current = match &entry {
                 Some(e) => parse_i64(&e.value),
                 None => Some(0),
             };
             match current.and_then(|n| n.checked_add(delta)) {
                 Some(n) => {
-                    let value = n.to_string().into_bytes();
                     match entry {
-                        Some(e) => e.value = value, // keeps its expiry, as Redis
+                        Some(e) => {
+                            // Keeps its expiry, as Redis.
+                            e.value.clear();
+                            decimal(&mut e.value, n);
+                        }
                         None => {
-                            store.map.insert(args[1].clone(), Entry { value, expires: None });
+                            let mut value = Vec::new();
+                            decimal(&mut value, n);
+                            store.map.insert(args.arg(1).to_vec(), Entry { value, expires: None });
                         }
                     }
                     integer(out, n);
@@ -204,32 +293,33 @@ fn execute(store: &mut Store, args: &[Vec<u8>], out: &mut Vec<u8>) -> After {
                 None => error(out, "value is not an integer or out of range"),
             }
         }
-        "mget" if argc >= 2 => {
+        b"mget" if argc >= 2 => {
             array_header(out, argc - 1);
-            for key in &args[1..] {
-                bulk(out, store.get(key, now).map(|e| &e.value[..]));
+            for key in args.args_from(1) {
+                bulk(out, store.get(key).map(|e| &e.value[..]));
             }
         }
-        "mset" if argc >= 3 && argc % 2 == 1 => {
-            for pair in args[1..].chunks(2) {
-                store.map.insert(pair[0].clone(), Entry { value: pair[1].clone(), expires: None });
+        b"mset" if argc >= 3 && argc % 2 == 1 => {
+            for i in (1..argc).step_by(2) {
+                store.set(args.arg(i), args.arg(i + 1), None);
             }
             simple(out, "OK");
         }
-        "dbsize" if argc == 1 => {
-            store.map.retain(|_, e| e.live(now));
+        b"dbsize" if argc == 1 => {
+            store.purge();
             integer(out, store.map.len() as i64);
         }
-        "flushall" | "flushdb" if argc <= 2 => {
+        b"flushall" | b"flushdb" if argc <= 2 => {
             store.map.clear();
+            store.volatile = false;
             simple(out, "OK");
         }
-        "quit" => {
+        b"quit" => {
             simple(out, "OK");
             return After::Close;
         }
-        "config" if argc >= 2 => {
-            if !args[1].eq_ignore_ascii_case(b"GET") || argc < 3 {
+        b"config" if argc >= 2 => {
+            if !args.arg(1).eq_ignore_ascii_case(b"GET") || argc < 3 {
                 error(out, "only CONFIG GET parameter... is supported");
                 return After::Continue;
             }
@@ -237,7 +327,7 @@ fn execute(store: &mut Store, args: &[Vec<u8>], out: &mut Vec<u8>) -> After {
             let known: [(&[u8], &[u8]); 2] = [(b"save", b""), (b"appendonly", b"no")];
             let pairs: Vec<_> = known
                 .iter()
-                .filter(|(k, _)| args[2..].iter().any(|a| a.eq_ignore_ascii_case(k) || a == b"*"))
+                .filter(|(k, _)| args.args_from(2).any(|a| a.eq_ignore_ascii_case(k) || a == b"*"))
                 .collect();
             array_header(out, pairs.len() * 2);
             for (k, v) in pairs {
@@ -245,13 +335,13 @@ fn execute(store: &mut Store, args: &[Vec<u8>], out: &mut Vec<u8>) -> After {
                 bulk(out, Some(v));
             }
         }
-        "command" => array_header(out, 0),
-        "echo" | "set" | "get" | "del" | "exists" | "incr" | "decr" | "mget" | "mset" | "dbsize"
-        | "flushall" | "flushdb" | "config" => wrong_arity(out, &name),
+        b"command" => array_header(out, 0),
+        b"echo" | b"set" | b"get" | b"del" | b"exists" | b"incr" | b"decr" | b"mget" | b"mset"
+        | b"dbsize" | b"flushall" | b"flushdb" | b"config" => wrong_arity(out, name),
         _ => {
             let mut msg =
-                format!("unknown command '{}', with args beginning with:", String::from_utf8_lossy(&args[0]));
-            for arg in args[1..].iter().take(8) {
+                format!("unknown command '{}', with args beginning with:", String::from_utf8_lossy(raw_name));
+            for arg in args.args_from(1).take(8) {
                 msg.push_str(&format!(" '{}'", String::from_utf8_lossy(arg)));
             }
             error(out, &msg);
@@ -265,6 +355,9 @@ fn execute(store: &mut Store, args: &[Vec<u8>], out: &mut Vec<u8>) -> After {
 struct RespConnection {
     parser: RespParser,
     store: Shared,
+    /// The record being collected, reused from record to record (the chat's
+    /// own collector would hand over a fresh `Vec` each time).
+    record: Vec<u8>,
     /// The reply being built, reused from command to command.
     out: Vec<u8>,
 }
@@ -299,7 +392,7 @@ impl ChatHandler for RespConnection {
 
     fn collect_incoming_data(&mut self, data: &[u8], chat: &mut AsyncChat) -> io::Result<()> {
         if !chat.is_closing() {
-            chat.collect(data);
+            self.record.extend_from_slice(data);
         }
         Ok(())
     }
@@ -308,26 +401,46 @@ impl ChatHandler for RespConnection {
         if chat.is_closing() {
             return Ok(());
         }
-        let record = chat.take_incoming();
-        match self.parser.record(record) {
+        let parsed = self.parser.record(&self.record);
+        let after = match parsed {
             Ok(Some(args)) => {
-                let after =
-                    execute(&mut self.store.lock().unwrap_or_else(|e| e.into_inner()), &args, &mut self.out);
-                if after == After::Close {
-                    return self.close_after_reply(chat);
-                }
-                // One push per reply; the chat gathers a pipelined batch's
-                // replies into one send when the read's records are done.
-                self.flush(chat)?;
+                Some(execute(&mut self.store.lock().unwrap_or_else(|e| e.into_inner()), args, &mut self.out))
             }
-            Ok(None) => {}
-            Err(ProtocolError(why)) => return self.protocol_error(chat, &why),
+            Ok(None) => None,
+            Err(ProtocolError(why)) => {
+                self.record.clear();
+                return self.protocol_error(chat, &why);
+            }
+        };
+        if self.record.capacity() > MAX_LINE {
+            self.record = Vec::new(); // after a big bulk string
+        } else {
+            self.record.clear();
         }
-        chat.set_terminator(self.parser.terminator());
+        if let Some(after) = after {
+            if after == After::Close {
+                return self.close_after_reply(chat);
+            }
+            // One push per reply; the chat gathers a pipelined batch's
+            // replies into one send when the read's records are done.
+            self.flush(chat)?;
+        }
+        // A line terminator stays set from line to line; only a count
+        // terminator (which the chat turns into `None` once it is reached)
+        // is replaced.
+        match self.parser.next_count() {
+            Some(n) => chat.set_terminator(Terminator::count(n)),
+            None => {
+                if !matches!(chat.terminator(), Terminator::Bytes(_)) {
+                    chat.set_terminator(Terminator::bytes(b"\r\n"));
+                }
+            }
+        }
         Ok(())
     }
 
     fn handle_error(&mut self, chat: &mut AsyncChat, error: io::Error, cx: &mut Ctx<'_>) {
+        self.record.clear();
         if RecordTooLong::from_io(&error).is_some() && !chat.is_closing() {
             let why =
                 if self.parser.is_idle() { "too big inline request" } else { "too big bulk count string" };
@@ -360,7 +473,10 @@ impl AcceptHandler for RespServer {
         chat.set_output_limit(
             chat.output_limit().max(self.max_bulk.saturating_mul(2).saturating_add(READ_PAUSE)),
         );
-        cx.insert(chat, RespConnection { parser, store: Arc::clone(&self.store), out: Vec::new() })?;
+        cx.insert(
+            chat,
+            RespConnection { parser, store: Arc::clone(&self.store), record: Vec::new(), out: Vec::new() },
+        )?;
         Ok(())
     }
 
@@ -450,8 +566,8 @@ mod tests {
         let _ = framer.feed(input, |piece, terminator| {
             match piece {
                 Framed::Data(d) => record.extend_from_slice(d),
-                Framed::End => match parser.record(std::mem::take(&mut record)) {
-                    Ok(Some(c)) => commands.push(c),
+                Framed::End => match parser.record(&std::mem::take(&mut record)) {
+                    Ok(Some(c)) => commands.push(c.to_vecs()),
                     Ok(None) => {}
                     Err(e) => {
                         failure = Some(e);

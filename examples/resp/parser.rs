@@ -1,10 +1,17 @@
 //! RESP2 request parsing for `examples/resp_server.rs`, in a file of its own
 //! so `fuzz/bodies/resp.rs` can fuzz it without a socket.
+//!
+//! The parser allocates nothing per request once warm: a command's arguments
+//! live in one flat byte buffer, split by their end offsets, both reused from
+//! frame to frame.
 
 use rolecore::Terminator;
 
 /// The most arguments one multibulk frame may announce (Redis's bound).
 const MAX_ARGS: usize = 1024 * 1024;
+/// The argument buffer kept from one request to the next; a bigger one is
+/// freed when its request is done.
+const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// A request frame that breaks the protocol; the connection is answered with
 /// `-ERR Protocol error: …` and closed.
@@ -12,7 +19,7 @@ const MAX_ARGS: usize = 1024 * 1024;
 pub struct ProtocolError(pub String);
 
 /// Where the parser is within a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Between requests: the next line is `*N` or an inline command.
     Idle,
@@ -23,6 +30,44 @@ enum State {
     BulkBody(usize),
 }
 
+/// One complete command: its arguments, borrowed from the parser until the
+/// next record.
+#[derive(Clone, Copy, Debug)]
+pub struct Command<'a> {
+    buf: &'a [u8],
+    ends: &'a [usize],
+}
+
+impl<'a> Command<'a> {
+    /// How many arguments (the name included); never 0.
+    pub fn len(self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there is no argument (never, for a command the parser gives).
+    #[allow(dead_code)]
+    pub fn is_empty(self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Argument `i` (0 is the command's name).
+    pub fn arg(self, i: usize) -> &'a [u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.buf[start..self.ends[i]]
+    }
+
+    /// The arguments from `from` on.
+    pub fn args_from(self, from: usize) -> impl Iterator<Item = &'a [u8]> + 'a {
+        (from..self.ends.len()).map(move |i| self.arg(i))
+    }
+
+    /// The arguments, copied (for tests and the fuzz target).
+    #[allow(dead_code)]
+    pub fn to_vecs(self) -> Vec<Vec<u8>> {
+        self.args_from(0).map(<[u8]>::to_vec).collect()
+    }
+}
+
 /// RESP2 request parsing, record by record. Feed it what the chat splits at
 /// [`terminator`](Self::terminator), one record at a time, with
 /// [`record`](Self::record); it returns each complete command.
@@ -31,21 +76,35 @@ pub struct RespParser {
     state: State,
     /// Arguments still to come in the current frame.
     remaining: usize,
-    args: Vec<Vec<u8>>,
+    /// The current command's arguments, back to back.
+    buf: Vec<u8>,
+    /// Where each argument ends in `buf`.
+    ends: Vec<usize>,
     max_bulk: usize,
 }
 
 impl RespParser {
     /// A parser that refuses bulk strings longer than `max_bulk` bytes.
     pub fn new(max_bulk: usize) -> RespParser {
-        RespParser { state: State::Idle, remaining: 0, args: Vec::new(), max_bulk }
+        RespParser { state: State::Idle, remaining: 0, buf: Vec::new(), ends: Vec::new(), max_bulk }
     }
 
     /// The terminator of the next record.
+    #[allow(dead_code)]
     pub fn terminator(&self) -> Terminator {
+        match self.next_count() {
+            None => Terminator::bytes(b"\r\n"),
+            Some(n) => Terminator::count(n),
+        }
+    }
+
+    /// The byte count of the next record when it is a bulk payload (its
+    /// `\r\n` included); `None` when the next record is a line ending at
+    /// `\r\n`.
+    pub fn next_count(&self) -> Option<usize> {
         match self.state {
-            State::Idle | State::BulkHeader => Terminator::bytes(b"\r\n"),
-            State::BulkBody(n) => Terminator::count(n),
+            State::Idle | State::BulkHeader => None,
+            State::BulkBody(n) => Some(n),
         }
     }
 
@@ -56,7 +115,7 @@ impl RespParser {
 
     /// Takes one record: a line without its `\r\n`, or a bulk payload with
     /// its `\r\n`. Returns a command when one is complete.
-    pub fn record(&mut self, record: Vec<u8>) -> Result<Option<Vec<Vec<u8>>>, ProtocolError> {
+    pub fn record(&mut self, record: &[u8]) -> Result<Option<Command<'_>>, ProtocolError> {
         match self.state {
             State::Idle => self.first_line(record),
             State::BulkHeader => {
@@ -71,16 +130,15 @@ impl RespParser {
                 Ok(None)
             }
             State::BulkBody(_) => {
-                let mut payload = record;
-                if !payload.ends_with(b"\r\n") {
+                let Some(payload) = record.strip_suffix(b"\r\n") else {
                     return Err(ProtocolError("a bulk string does not end with CRLF".into()));
-                }
-                payload.truncate(payload.len() - 2);
-                self.args.push(payload);
+                };
+                self.buf.extend_from_slice(payload);
+                self.ends.push(self.buf.len());
                 self.remaining -= 1;
                 if self.remaining == 0 {
                     self.state = State::Idle;
-                    Ok(Some(std::mem::take(&mut self.args)))
+                    Ok(Some(self.command()))
                 } else {
                     self.state = State::BulkHeader;
                     Ok(None)
@@ -89,7 +147,19 @@ impl RespParser {
         }
     }
 
-    fn first_line(&mut self, line: Vec<u8>) -> Result<Option<Vec<Vec<u8>>>, ProtocolError> {
+    fn command(&self) -> Command<'_> {
+        Command { buf: &self.buf, ends: &self.ends }
+    }
+
+    fn first_line(&mut self, line: &[u8]) -> Result<Option<Command<'_>>, ProtocolError> {
+        if self.buf.capacity() > KEEP_CAPACITY || self.ends.capacity() > KEEP_CAPACITY / 8 {
+            // A big request is over: do not hold its memory for the
+            // connection's lifetime.
+            self.buf = Vec::new();
+            self.ends = Vec::new();
+        }
+        self.buf.clear();
+        self.ends.clear();
         if let Some(count) = line.strip_prefix(b"*") {
             let n = match count {
                 // `*-1` and `*0`: nothing to do, as Redis.
@@ -100,17 +170,19 @@ impl RespParser {
             };
             if n > 0 {
                 self.remaining = n;
-                self.args = Vec::with_capacity(n.min(64));
+                self.ends.reserve(n.min(64));
                 self.state = State::BulkHeader;
             }
             return Ok(None);
         }
         // An inline command: words separated by blanks; an empty line is
         // nothing.
-        let line = line.strip_suffix(b"\r").unwrap_or(&line);
-        let args: Vec<Vec<u8>> =
-            line.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()).map(<[u8]>::to_vec).collect();
-        Ok((!args.is_empty()).then_some(args))
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        for word in line.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()) {
+            self.buf.extend_from_slice(word);
+            self.ends.push(self.buf.len());
+        }
+        Ok((!self.ends.is_empty()).then(|| self.command()))
     }
 }
 
@@ -119,5 +191,5 @@ fn parse_length(digits: &[u8]) -> Option<usize> {
     if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    Some(digits.iter().fold(0, |n, &d| n * 10 + usize::from(d - b'0')))
 }

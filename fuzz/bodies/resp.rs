@@ -34,10 +34,10 @@ fn parse(chunks: &[&[u8]]) -> Result<Vec<Vec<Vec<u8>>>, String> {
             match piece {
                 Framed::Data(d) => record.extend_from_slice(d),
                 Framed::End => {
-                    match parser.record(std::mem::take(&mut record)) {
+                    match parser.record(&record) {
                         Ok(Some(command)) => {
                             assert!(!command.is_empty(), "a command with no argument");
-                            commands.push(command);
+                            commands.push(command.to_vecs());
                         }
                         Ok(None) => {}
                         Err(e) => {
@@ -45,6 +45,7 @@ fn parse(chunks: &[&[u8]]) -> Result<Vec<Vec<Vec<u8>>>, String> {
                             return Err(std::io::Error::other("protocol error"));
                         }
                     }
+                    record.clear();
                     *terminator = parser.terminator();
                 }
             }
