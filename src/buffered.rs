@@ -299,18 +299,23 @@ impl From<Channel<Connecting>> for Buffered<Connecting> {
 
 impl Transport for Buffered<Connected> {
     type Pending = Buffered<Connecting>;
+    #[inline]
     fn channel(&self) -> &Channel<Connected> {
         &self.channel
     }
+    #[inline]
     fn channel_mut(&mut self) -> &mut Channel<Connected> {
         &mut self.channel
     }
+    #[inline]
     fn has_queued_output(&self) -> bool {
         self.queued() > 0
     }
+    #[inline]
     fn send_queued(&mut self) -> io::Result<()> {
         self.initiate_send()
     }
+    #[inline]
     fn is_backlogged(&self) -> bool {
         self.output.as_ref().is_some_and(|o| o.watermarks.backlogged)
     }

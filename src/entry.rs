@@ -4,14 +4,14 @@
 
 use std::any::Any;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use crate::buffered::Buffered;
 use crate::channel::{Channel, Connected, Connecting, DatagramRole, FileFd, Listening, Observed, Role};
 use crate::error::is_disconnect;
 use crate::handler::{AcceptHandler, DatagramHandler, FileHandler, Pending, StreamHandler, Transport};
-use crate::machine::{Outcome, Phase, Step, Wakeup};
+use crate::machine::{Outcome, Phase, Plain, Step, Wakeup};
 use crate::map::{Ctx, Register};
 use crate::poller::{Interest, Readiness};
 use crate::report::{Level, log_info};
@@ -26,6 +26,31 @@ pub trait Entry: 'static {
     fn interest(&self) -> Interest;
     /// Runs one wake-up; sets `cx`'s closing flag when the channel is done.
     fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>);
+    /// Runs one wake-up and says what the loop does with the channel next.
+    /// One virtual call per event: the descriptor check and the predicates
+    /// run in [`resume`](Self::resume), where the entry's type is known,
+    /// instead of as two more virtual calls from the map.
+    #[inline]
+    fn wake(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) -> Resume {
+        self.dispatch(readiness, interest, cx);
+        self.resume(cx)
+    }
+    /// Runs the timeout callback, then as [`wake`](Self::wake).
+    fn expire(&mut self, cx: &mut Ctx<'_>) -> Resume {
+        self.timeout(cx);
+        self.resume(cx)
+    }
+    /// What the loop does with the channel after a callback.
+    #[inline]
+    fn resume(&self, cx: &Ctx<'_>) -> Resume {
+        if cx.is_closing() {
+            Resume::Close
+        } else if self.fd().as_raw_fd() as u32 != cx.token().index() {
+            Resume::Replaced
+        } else {
+            Resume::Watch(self.interest())
+        }
+    }
     /// The channel's deadline passed.
     fn timeout(&mut self, cx: &mut Ctx<'_>);
     /// The loop is shutting down and closes the channel: its handler's
@@ -46,18 +71,34 @@ pub trait Entry: 'static {
     }
 }
 
+/// What the loop does with a channel after a wake-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// Watch it with this interest (its predicates' answer now).
+    Watch(Interest),
+    /// It closed: take it out of the map.
+    Close,
+    /// The handler swapped the channel it was lent for another one: the
+    /// slot no longer matches the descriptor the poller watches.
+    Replaced,
+}
+
 /// Runs one callback and condenses what happened into an [`Outcome`]:
 /// would-block is nothing, a disconnection is the peer leaving, any other
 /// error goes to the handler's error callback.
+///
+/// `channel`, `callback` and `on_error` are function items, not pointers, so
+/// each use compiles to direct (mostly inlined) calls.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn run<H, C, R: Role>(
     handler: &mut H,
     ch: &mut C,
     cx: &mut Ctx<'_>,
     kind: Callback,
-    channel: fn(&mut C) -> &mut Channel<R>,
+    channel: impl Fn(&mut C) -> &mut Channel<R>,
     callback: impl FnOnce(&mut H, &mut C, &mut Ctx<'_>) -> io::Result<()>,
-    on_error: fn(&mut H, &mut C, io::Error, &mut Ctx<'_>),
+    on_error: impl FnOnce(&mut H, &mut C, io::Error, &mut Ctx<'_>),
 ) -> Outcome {
     channel(ch).reset_observed();
     let traced = cx.trace_call(kind);
@@ -133,99 +174,13 @@ impl<T: Transport, H: StreamHandler<T>> Entry for StreamEntry<T, H> {
     }
 
     fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) {
-        if let StreamState::Draining(t) = &mut self.state {
-            if drained(t, readiness) {
-                cx.trace_call(Callback::Close);
-                self.handler.handle_close(t, cx);
-                cx.close();
-            }
-            return;
-        }
-        let phase = match self.state {
-            StreamState::Connecting(_) => Phase::Connecting,
-            _ => Phase::Connected,
-        };
-        let mut wakeup = Wakeup::new(phase, interest, readiness);
-        let mut failure = None;
-        while let Some(step) = wakeup.next_step() {
-            let handler = &mut self.handler;
-            if step == Step::CheckConnect {
-                let StreamState::Connecting(pending) =
-                    std::mem::replace(&mut self.state, StreamState::Moving)
-                else {
-                    unreachable!("the machine checks connects only while connecting")
-                };
-                match pending.channel().connect_result() {
-                    Ok(()) => {
-                        self.state = StreamState::Connected(pending.into_ready(crate::handler::Seal(())));
-                        wakeup.connect_result(true);
-                    }
-                    Err(e) => {
-                        self.state = StreamState::Connecting(pending);
-                        failure = Some(e);
-                        wakeup.connect_result(false);
-                    }
-                }
-                continue;
-            }
-            if step == Step::ConnectFailed {
-                let error = failure.take().unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into());
-                cx.trace_call(Callback::ConnectFailed);
-                handler.handle_connect_failed(error, cx);
-                wakeup.record(Outcome::default());
-                cx.close();
-                continue;
-            }
-            let StreamState::Connected(t) = &mut self.state else {
-                unreachable!("the machine delivers stream events only once connected")
-            };
-            let outcome = match step {
-                Step::Connect => {
-                    let outcome = run(
-                        handler,
-                        t,
-                        cx,
-                        Callback::Connect,
-                        T::channel_mut,
-                        H::handle_connect,
-                        H::handle_error,
-                    );
-                    wakeup.set_interest(stream_interest(handler, t));
-                    outcome
-                }
-                Step::Read => {
-                    run(handler, t, cx, Callback::Read, T::channel_mut, H::handle_read, H::handle_error)
-                }
-                Step::Write => {
-                    run(handler, t, cx, Callback::Write, T::channel_mut, H::handle_write, H::handle_error)
-                }
-                Step::Expt => {
-                    run(handler, t, cx, Callback::Expt, T::channel_mut, H::handle_expt, H::handle_error)
-                }
-                Step::Close
-                    if t.has_queued_output()
-                        && t.channel().observed().has(Observed::EOF)
-                        && !readiness.is_error() =>
-                {
-                    let StreamState::Connected(t) = std::mem::replace(&mut self.state, StreamState::Moving)
-                    else {
-                        unreachable!("matched above")
-                    };
-                    self.state = StreamState::Draining(t);
-                    Outcome::default()
-                }
-                Step::Close => {
-                    cx.trace_call(Callback::Close);
-                    handler.handle_close(t, cx);
-                    cx.close();
-                    Outcome::default()
-                }
-                Step::CheckConnect | Step::ConnectFailed | Step::Accept => {
-                    unreachable!("not a stream step")
-                }
-            };
-            wakeup.record(outcome);
-        }
+        self.run_wakeup(readiness, interest, cx);
+    }
+
+    #[inline]
+    fn wake(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) -> Resume {
+        self.run_wakeup(readiness, interest, cx);
+        self.resume(cx)
     }
 
     fn timeout(&mut self, cx: &mut Ctx<'_>) {
@@ -282,6 +237,126 @@ impl<T: Transport, H: StreamHandler<T>> Entry for StreamEntry<T, H> {
 }
 
 impl<T: Transport, H: StreamHandler<T>> StreamEntry<T, H> {
+    /// One wake-up: the plain path for the common case, the general
+    /// machine for the rest.
+    #[inline(always)]
+    fn run_wakeup(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) {
+        if let StreamState::Connected(_) = self.state
+            && let Some(plain) = Plain::new(interest, readiness)
+        {
+            return plain.run(
+                #[inline(always)]
+                |step| self.step(step, readiness, cx),
+            );
+        }
+        self.general_wakeup(readiness, interest, cx);
+    }
+
+    /// A wake-up through the general machine: connecting, draining, or
+    /// readiness with a hang-up, an error or priority data.
+    #[inline(never)]
+    fn general_wakeup(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) {
+        if let StreamState::Draining(t) = &mut self.state {
+            if drained(t, readiness) {
+                cx.trace_call(Callback::Close);
+                self.handler.handle_close(t, cx);
+                cx.close();
+            }
+            return;
+        }
+        let phase = match self.state {
+            StreamState::Connecting(_) => Phase::Connecting,
+            _ => Phase::Connected,
+        };
+        let mut wakeup = Wakeup::new(phase, interest, readiness);
+        let mut failure = None;
+        while let Some(step) = wakeup.next_step() {
+            let handler = &mut self.handler;
+            if step == Step::CheckConnect {
+                let StreamState::Connecting(pending) =
+                    std::mem::replace(&mut self.state, StreamState::Moving)
+                else {
+                    unreachable!("the machine checks connects only while connecting")
+                };
+                match pending.channel().connect_result() {
+                    Ok(()) => {
+                        self.state = StreamState::Connected(pending.into_ready(crate::handler::Seal(())));
+                        wakeup.connect_result(true);
+                    }
+                    Err(e) => {
+                        self.state = StreamState::Connecting(pending);
+                        failure = Some(e);
+                        wakeup.connect_result(false);
+                    }
+                }
+                continue;
+            }
+            if step == Step::ConnectFailed {
+                let error = failure.take().unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into());
+                cx.trace_call(Callback::ConnectFailed);
+                handler.handle_connect_failed(error, cx);
+                wakeup.record(Outcome::default());
+                cx.close();
+                continue;
+            }
+            let outcome = self.step(step, readiness, cx);
+            if step == Step::Connect
+                && let StreamState::Connected(t) = &self.state
+            {
+                wakeup.set_interest(stream_interest(&self.handler, t));
+            }
+            wakeup.record(outcome);
+        }
+    }
+
+    /// Delivers one step of a connected stream's wake-up.
+    #[inline(always)]
+    fn step(&mut self, step: Step, readiness: Readiness, cx: &mut Ctx<'_>) -> Outcome {
+        let StreamState::Connected(t) = &mut self.state else {
+            unreachable!("the machine delivers stream events only once connected")
+        };
+        let handler = &mut self.handler;
+        match step {
+            Step::Read => {
+                run(handler, t, cx, Callback::Read, T::channel_mut, H::handle_read, H::handle_error)
+            }
+            Step::Write => {
+                run(handler, t, cx, Callback::Write, T::channel_mut, H::handle_write, H::handle_error)
+            }
+            Step::Connect => {
+                run(handler, t, cx, Callback::Connect, T::channel_mut, H::handle_connect, H::handle_error)
+            }
+            Step::Expt => {
+                run(handler, t, cx, Callback::Expt, T::channel_mut, H::handle_expt, H::handle_error)
+            }
+            Step::Close => {
+                self.close(readiness, cx);
+                Outcome::default()
+            }
+            Step::CheckConnect | Step::ConnectFailed | Step::Accept => unreachable!("not a stream step"),
+        }
+    }
+
+    /// The close step of a connected stream: `handle_close`, or, when the
+    /// peer only shut down its sending side while output is still queued,
+    /// draining that output first (P14).
+    #[cold]
+    fn close(&mut self, readiness: Readiness, cx: &mut Ctx<'_>) {
+        let StreamState::Connected(t) = &mut self.state else {
+            unreachable!("only a connected stream closes this way")
+        };
+        if t.has_queued_output() && t.channel().observed().has(Observed::EOF) && !readiness.is_error() {
+            let StreamState::Connected(t) = std::mem::replace(&mut self.state, StreamState::Moving) else {
+                unreachable!("matched above")
+            };
+            self.state = StreamState::Draining(t);
+            return;
+        }
+        cx.trace_call(Callback::Close);
+        self.handler.handle_close(t, cx);
+        cx.close();
+    }
+
     fn on_timeout(&mut self, cx: &mut Ctx<'_>) {
         match &mut self.state {
             StreamState::Connecting(_) => {

@@ -106,15 +106,19 @@ impl sealed::Sealed for crate::chat::AsyncChat<Connecting> {}
 
 impl Transport for Channel<Connected> {
     type Pending = Channel<Connecting>;
+    #[inline]
     fn channel(&self) -> &Channel<Connected> {
         self
     }
+    #[inline]
     fn channel_mut(&mut self) -> &mut Channel<Connected> {
         self
     }
+    #[inline]
     fn has_queued_output(&self) -> bool {
         false
     }
+    #[inline]
     fn send_queued(&mut self) -> io::Result<()> {
         Ok(())
     }

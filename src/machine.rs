@@ -100,27 +100,22 @@ pub struct Outcome {
     pub read_progress: bool,
 }
 
-/// Where a wake-up stands. The steps of a connected (or listening, file,
-/// datagram) channel are planned once, as a bit set, when they are first
-/// asked for: after a connect, that is with the interest the handler's
-/// predicates give for the connected channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stage {
-    Start,
-    AwaitConnect,
-    Connected,
-    Failed,
-    Unplanned,
-    Planned(u8),
-    Done,
-}
-
-const READ: u8 = 1;
-const WRITE: u8 = 2;
-const EXPT: u8 = 4;
+// The steps still to take, as bits of one byte, taken lowest first: the
+// connect steps, a marker that plans the connected channel's steps when it is
+// reached (after a connect, with the interest the handler's predicates give
+// for the connected channel), then asyncore's order. One byte of state and a
+// find-lowest-bit per step keep a wake-up down to a few instructions: it runs
+// once per event on the loop's hot path.
+const CHECK: u8 = 1;
+const CONNECT: u8 = 2;
+const FAILED: u8 = 4;
+const PLAN: u8 = 8;
+const READ: u8 = 16;
+const WRITE: u8 = 32;
+const EXPT: u8 = 64;
 /// Close is decided when it is reached: by then a read may have found the
 /// end of the stream, or drained data under a hang-up (D23).
-const CLOSE: u8 = 8;
+const CLOSE: u8 = 128;
 
 /// The state machine of one wake-up of one channel.
 #[derive(Clone, Debug)]
@@ -128,7 +123,7 @@ pub struct Wakeup {
     phase: Phase,
     interest: Interest,
     readiness: Readiness,
-    stage: Stage,
+    steps: u8,
     peer_gone: bool,
     drained_some: bool,
     last: Option<Step>,
@@ -137,16 +132,19 @@ pub struct Wakeup {
 impl Wakeup {
     /// Starts a wake-up of a channel in `phase`, which asked for `interest`,
     /// and for which the poller reported `readiness`.
+    #[inline]
     pub fn new(phase: Phase, interest: Interest, readiness: Readiness) -> Wakeup {
-        let stage = match phase {
-            Phase::Closed => Stage::Done,
-            Phase::Connecting => Stage::Start,
-            _ => Stage::Unplanned,
+        let steps = match phase {
+            Phase::Closed => 0,
+            Phase::Connecting if readiness.is_empty() => 0,
+            Phase::Connecting => CHECK,
+            _ => plan(phase, interest, readiness),
         };
-        Wakeup { phase, interest, readiness, stage, peer_gone: false, drained_some: false, last: None }
+        Wakeup { phase, interest, readiness, steps, peer_gone: false, drained_some: false, last: None }
     }
 
     /// The channel's phase now (it changes on connect and on close).
+    #[inline]
     pub fn phase(&self) -> Phase {
         self.phase
     }
@@ -156,29 +154,9 @@ impl Wakeup {
     /// predicates are asked again for the now connected channel. The steps
     /// are planned once, when the first of them is asked for: a call after
     /// that changes nothing for the rest of this wake-up.
+    #[inline]
     pub fn set_interest(&mut self, interest: Interest) {
         self.interest = interest;
-    }
-
-    /// The steps asyncore's `readwrite` would take, in its order.
-    fn plan(&self) -> u8 {
-        let (r, i, p) = (self.readiness, self.interest, self.phase);
-        let mut steps = 0;
-        let datagram_error = p == Phase::Datagram && r.is_error();
-        if (r.is_readable() || datagram_error) && i.is_readable() {
-            steps |= READ;
-        }
-        if matches!(p, Phase::Connected | Phase::File | Phase::Datagram) && r.is_writable() && i.is_writable()
-        {
-            steps |= WRITE;
-        }
-        if p == Phase::Connected && r.is_priority() && i.is_priority() {
-            steps |= EXPT;
-        }
-        if p != Phase::Datagram {
-            steps |= CLOSE;
-        }
-        steps
     }
 
     /// The next thing to do, or `None` when this wake-up is over.
@@ -186,95 +164,161 @@ impl Wakeup {
     /// After [`Step::CheckConnect`], call [`connect_result`](Self::connect_result);
     /// after any other step, call [`record`](Self::record) with what the
     /// handler did. Until then this returns `None`.
+    #[inline]
     pub fn next_step(&mut self) -> Option<Step> {
         if self.last.is_some() {
             return None;
         }
-        let step = match self.stage {
-            Stage::Done | Stage::AwaitConnect => return None,
-            Stage::Start => {
-                if self.readiness.is_empty() {
-                    self.stage = Stage::Done;
-                    return None;
+        loop {
+            let bit = self.steps & self.steps.wrapping_neg();
+            self.steps &= !bit;
+            let step = match bit {
+                0 => return None,
+                CHECK => Step::CheckConnect,
+                CONNECT => Step::Connect,
+                FAILED => Step::ConnectFailed,
+                PLAN => {
+                    self.steps = plan(self.phase, self.interest, self.readiness);
+                    continue;
                 }
-                self.stage = Stage::AwaitConnect;
-                return Some(Step::CheckConnect);
-            }
-            Stage::Connected => {
-                self.stage = Stage::Unplanned;
-                Step::Connect
-            }
-            Stage::Failed => {
-                self.stage = Stage::Done;
-                Step::ConnectFailed
-            }
-            Stage::Unplanned | Stage::Planned(_) => {
-                let mut steps = match self.stage {
-                    Stage::Planned(steps) => steps,
-                    _ => self.plan(),
-                };
-                let step = loop {
-                    if steps == 0 {
-                        self.stage = Stage::Done;
+                READ if self.phase == Phase::Listening => Step::Accept,
+                READ => Step::Read,
+                WRITE => Step::Write,
+                EXPT => Step::Expt,
+                _ => {
+                    if self.peer_gone || (self.readiness.is_closed() && !self.drained_some) {
+                        Step::Close
+                    } else {
                         return None;
                     }
-                    let bit = steps & steps.wrapping_neg();
-                    steps &= !bit;
-                    match bit {
-                        READ if self.phase == Phase::Listening => break Step::Accept,
-                        READ => break Step::Read,
-                        WRITE => break Step::Write,
-                        EXPT => break Step::Expt,
-                        _ => {
-                            if self.peer_gone || (self.readiness.is_closed() && !self.drained_some) {
-                                break Step::Close;
-                            }
-                        }
-                    }
-                };
-                self.stage = Stage::Planned(steps);
-                step
-            }
-        };
-        self.last = Some(step);
-        Some(step)
+                }
+            };
+            self.last = Some(step);
+            return Some(step);
+        }
     }
 
     /// Reports the result of [`Step::CheckConnect`]: whether `SO_ERROR` was
     /// clear. The next step is then [`Step::Connect`] or
     /// [`Step::ConnectFailed`].
+    #[inline]
     pub fn connect_result(&mut self, connected: bool) {
-        if self.stage != Stage::AwaitConnect {
+        if self.last != Some(Step::CheckConnect) {
             return;
         }
         self.last = None;
         if connected {
             self.phase = Phase::Connected;
-            self.stage = Stage::Connected;
+            self.steps = CONNECT | PLAN;
         } else {
-            self.stage = Stage::Failed;
+            self.steps = FAILED;
         }
     }
 
     /// Tells the machine what the handler did during the last step.
+    #[inline]
     pub fn record(&mut self, outcome: Outcome) {
-        let Some(step) = self.last.take() else { return };
+        let Some(step) = self.last else { return };
+        if step == Step::CheckConnect {
+            // Answered by `connect_result`, not here.
+            return;
+        }
+        self.last = None;
         if matches!(step, Step::Close | Step::ConnectFailed) || outcome.closed {
             self.phase = Phase::Closed;
-            self.stage = Stage::Done;
+            self.steps = 0;
             return;
         }
         if step == Step::Read && outcome.read_progress {
             self.drained_some = true;
         }
         if outcome.failed {
-            self.stage = Stage::Done;
+            self.steps = 0;
             return;
         }
         if outcome.peer_gone && !self.peer_gone {
             self.peer_gone = true;
             // Skip the remaining writes and priority data: the peer is gone.
-            self.stage = if self.phase == Phase::Datagram { Stage::Done } else { Stage::Planned(CLOSE) };
+            self.steps = if self.phase == Phase::Datagram { 0 } else { CLOSE };
+        }
+    }
+}
+
+/// The steps asyncore's `readwrite` would take, in its order.
+#[inline]
+fn plan(p: Phase, i: Interest, r: Readiness) -> u8 {
+    let mut steps = 0;
+    let datagram_error = p == Phase::Datagram && r.is_error();
+    if (r.is_readable() || datagram_error) && i.is_readable() {
+        steps |= READ;
+    }
+    if matches!(p, Phase::Connected | Phase::File | Phase::Datagram) && r.is_writable() && i.is_writable() {
+        steps |= WRITE;
+    }
+    if p == Phase::Connected && r.is_priority() && i.is_priority() {
+        steps |= EXPT;
+    }
+    if p != Phase::Datagram {
+        steps |= CLOSE;
+    }
+    steps
+}
+
+/// The common wake-up of a connected stream, without the general machine:
+/// the poller reported only readability and/or writability (no hang-up,
+/// error or priority data), so the wake-up is at most a read, then a write,
+/// and a close only if one of them found the peer gone. The loop takes this
+/// path for almost every event; `plain_wakeups_step_as_the_machine_does`
+/// checks it against [`Wakeup`] on every input it accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Plain {
+    read: bool,
+    write: bool,
+}
+
+impl Plain {
+    /// The plain wake-up of a connected stream, or `None` when the readiness
+    /// needs the general machine.
+    #[inline]
+    pub(crate) fn new(interest: Interest, readiness: Readiness) -> Option<Plain> {
+        let plain = Readiness::READABLE | Readiness::WRITABLE;
+        if readiness.bits() & !plain.bits() != 0 {
+            return None;
+        }
+        Some(Plain {
+            read: readiness.is_readable() && interest.is_readable(),
+            write: readiness.is_writable() && interest.is_writable(),
+        })
+    }
+
+    /// Runs the wake-up: `step` is called with [`Step::Read`], [`Step::Write`]
+    /// and [`Step::Close`] in the order and on the conditions [`Wakeup`] gives,
+    /// and returns what the handler did. The outcome of the close is not
+    /// asked for: nothing follows it.
+    #[inline(always)]
+    pub(crate) fn run(self, mut step: impl FnMut(Step) -> Outcome) {
+        // After a step, the wake-up ends once the channel closed or the
+        // handler failed; the peer leaving means the close, then the end.
+        #[inline(always)]
+        fn goes_on(outcome: Outcome, step: &mut impl FnMut(Step) -> Outcome) -> bool {
+            if outcome.closed || outcome.failed {
+                return false;
+            }
+            if outcome.peer_gone {
+                step(Step::Close);
+                return false;
+            }
+            true
+        }
+        if self.read {
+            let outcome = step(Step::Read);
+            if !goes_on(outcome, &mut step) {
+                return;
+            }
+        }
+        if self.write {
+            let outcome = step(Step::Write);
+            goes_on(outcome, &mut step);
         }
     }
 }
@@ -523,5 +567,47 @@ mod tests {
             run(Phase::Connected, all, r, |_| Outcome::default()),
             [Step::Read, Step::Write, Step::Expt]
         );
+    }
+
+    #[test]
+    fn plain_wakeups_step_as_the_machine_does() {
+        let outcome = |b: u8| Outcome {
+            closed: b & 1 != 0,
+            peer_gone: b & 2 != 0,
+            failed: b & 4 != 0,
+            read_progress: b & 8 != 0,
+        };
+        let mut compared = 0;
+        for bits in 0..=Readiness::ALL.bits() {
+            let readiness = Readiness::from_bits_truncate(bits);
+            for i in 0..8u8 {
+                let interest = Interest::from_predicates(i & 1 != 0, i & 2 != 0, i & 4 != 0);
+                let Some(plain) = Plain::new(interest, readiness) else {
+                    assert!(
+                        !(Readiness::READABLE | Readiness::WRITABLE).contains(readiness),
+                        "{readiness:?} is plain"
+                    );
+                    continue;
+                };
+                // Every sequence of outcomes for the (at most three) steps.
+                for script in 0..16u32 * 16 * 16 {
+                    let pick = |n: usize| outcome((script >> (4 * n)) as u8 & 15);
+                    let mut fast = Vec::new();
+                    plain.run(|step| {
+                        fast.push(step);
+                        pick(fast.len() - 1)
+                    });
+                    let mut w = Wakeup::new(Phase::Connected, interest, readiness);
+                    let mut machine = Vec::new();
+                    while let Some(step) = w.next_step() {
+                        machine.push(step);
+                        w.record(pick(machine.len() - 1));
+                    }
+                    assert_eq!(fast, machine, "{interest:?} {readiness:?} script {script:#x}");
+                    compared += 1;
+                }
+            }
+        }
+        assert_eq!(compared, 4 * 8 * 4096);
     }
 }

@@ -14,7 +14,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use crate::entry::Entry;
+use crate::entry::{Entry, Resume};
 use crate::poller::{Backend, Event, Interest, MAX_WAIT, Poller, Readiness, Source};
 use crate::report::{Level, log_info};
 use crate::timer::Timers;
@@ -254,35 +254,39 @@ impl Registry {
         Some((entry, slot.interest))
     }
 
-    /// Returns a channel after its callback, asking its predicates again.
-    fn put_back(&mut self, token: Token, entry: Box<dyn Entry>) {
-        if entry.fd().as_raw_fd() as u32 != token.index {
-            // The handler swapped its `&mut Channel` for another channel: the
-            // slot no longer matches the descriptor the poller watches.
-            log_info(
-                Level::Error,
-                format_args!("a handler replaced its channel {}; closing it", entry.describe()),
-            );
+    /// Ends a callback as the entry asked: back in its slot, watched with
+    /// its predicates' answer, or out of the map.
+    #[inline(always)]
+    fn resume(&mut self, token: Token, entry: Box<dyn Entry>, resume: Resume) {
+        let Resume::Watch(interest) = resume else {
+            if resume == Resume::Replaced {
+                // The handler swapped its `&mut` channel for another one.
+                log_info(
+                    Level::Error,
+                    format_args!("a handler replaced its channel {}; closing it", entry.describe()),
+                );
+            }
             return self.discard(token, entry);
-        }
+        };
         let slot = &mut self.slots[token.index as usize];
         slot.busy = false;
+        if interest != slot.interest {
+            slot.interest = interest;
+            if !slot.always_ready
+                && let Err(e) = self.poller.reregister(entry.fd(), token.key(), interest)
+            {
+                log_info(
+                    Level::Error,
+                    format_args!("cannot change interest of {}: {e}; closing it", entry.describe()),
+                );
+                slot.busy = true;
+                return self.discard(token, entry);
+            }
+        }
         slot.entry = Some(entry);
-        self.refresh(token);
         if !self.timers.is_empty() {
             self.timers.touched(token, Instant::now());
         }
-    }
-
-    /// Ends a callback: closes the channel or puts it back. Returns whether
-    /// the loop should stop.
-    fn finish(&mut self, token: Token, entry: Box<dyn Entry>, closing: bool, stopping: bool) -> bool {
-        if closing {
-            self.discard(token, entry);
-        } else {
-            self.put_back(token, entry);
-        }
-        stopping
     }
 
     /// Deregisters, then drops (closing the descriptor) — in that order, so no
@@ -479,6 +483,12 @@ impl Registry {
     }
 }
 
+/// Sizes the map's read buffer, the first time a callback asks for it.
+#[cold]
+fn grow_scratch(scratch: &mut Vec<u8>) {
+    scratch.resize(SCRATCH_SIZE, 0);
+}
+
 /// What a callback can do to the loop beyond its own channel: add channels,
 /// close its channel or another, ask for predicates again, stop the loop.
 ///
@@ -638,10 +648,11 @@ impl<'a> Ctx<'a> {
     /// }
     /// # let _ = Echo;
     /// ```
+    #[inline]
     pub fn buffer(&mut self) -> &mut [u8] {
         let scratch = &mut self.registry.scratch;
         if scratch.len() < SCRATCH_SIZE {
-            scratch.resize(SCRATCH_SIZE, 0);
+            grow_scratch(scratch);
         }
         &mut scratch[..]
     }
@@ -860,13 +871,15 @@ impl Map {
             // replaced by a new one on the same descriptor) finds nothing.
             let Some((mut entry, interest)) = self.registry.take(token) else { continue };
             let mut cx = Ctx::new(&mut self.registry, token);
-            let panicked = guard(self.catch_panics, || entry.dispatch(readiness, interest, &mut cx));
-            let Ctx { closing, stopping, .. } = cx;
-            if let Some(panic) = panicked.uncaught {
+            let mut resume = Resume::Close;
+            let panicked = guard(self.catch_panics, || resume = entry.wake(readiness, interest, &mut cx));
+            let stopping = cx.stopping;
+            if let Some(panic) = panicked {
                 self.registry.discard(token, entry);
                 std::panic::resume_unwind(panic);
             }
-            if self.registry.finish(token, entry, closing || panicked.caught, stopping) {
+            self.registry.resume(token, entry, resume);
+            if stopping {
                 return Ok(true);
             }
         }
@@ -884,13 +897,15 @@ impl Map {
             while let Some(token) = self.registry.timers.pop_expired(now) {
                 let Some((mut entry, _)) = self.registry.take(token) else { continue };
                 let mut cx = Ctx::new(&mut self.registry, token);
-                let panicked = guard(self.catch_panics, || entry.timeout(&mut cx));
-                let Ctx { closing, stopping, .. } = cx;
-                if let Some(panic) = panicked.uncaught {
+                let mut resume = Resume::Close;
+                let panicked = guard(self.catch_panics, || resume = entry.expire(&mut cx));
+                let stopping = cx.stopping;
+                if let Some(panic) = panicked {
                     self.registry.discard(token, entry);
                     std::panic::resume_unwind(panic);
                 }
-                if self.registry.finish(token, entry, closing || panicked.caught, stopping) {
+                self.registry.resume(token, entry, resume);
+                if stopping {
                     return Ok(true);
                 }
             }
@@ -954,22 +969,16 @@ impl Map {
     }
 }
 
-/// How a callback ended, panic-wise.
-struct Panicked {
-    /// A panic was caught and reported: close the channel, go on.
-    caught: bool,
-    /// A panic to pass on to the caller of the loop, once the channel is out
-    /// of the map (so the map stays coherent for a caller that catches it).
-    uncaught: Option<Box<dyn std::any::Any + Send>>,
-}
-
 /// Runs one callback. A panic is always stopped long enough to take the
 /// channel out of the map; with `catch` on it is then reported and the loop
-/// goes on, otherwise it continues to the caller.
-fn guard(catch: bool, callback: impl FnOnce()) -> Panicked {
+/// goes on (the callback's `Resume` was never set, so the channel closes),
+/// otherwise it is returned, to pass on to the caller of the loop once the
+/// channel is out of the map (so the map stays coherent for a caller that
+/// catches it).
+fn guard(catch: bool, callback: impl FnOnce()) -> Option<Box<dyn std::any::Any + Send>> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback)) {
-        Ok(()) => Panicked { caught: false, uncaught: None },
-        Err(payload) if !catch => Panicked { caught: false, uncaught: Some(payload) },
+        Ok(()) => None,
+        Err(payload) if !catch => Some(payload),
         Err(payload) => {
             let message = payload
                 .downcast_ref::<&str>()
@@ -977,7 +986,7 @@ fn guard(catch: bool, callback: impl FnOnce()) -> Panicked {
                 .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
                 .unwrap_or("a non-string panic payload");
             log_info(Level::Error, format_args!("a handler panicked ({message}); closing its channel"));
-            Panicked { caught: true, uncaught: None }
+            None
         }
     }
 }

@@ -968,3 +968,54 @@ fn regular_file_stays_always_ready_across_backend_switches() {
     assert_eq!(log.count("close"), 1);
     assert!(map.is_empty());
 }
+
+/// Swaps the channel it is lent for another one on its first write.
+struct Swapper {
+    spare: Option<Channel<Connected>>,
+    /// Where the channel it was given ends up: kept open, so the test can
+    /// tell the map closed the spare and not the original.
+    original: Option<Channel<Connected>>,
+}
+
+impl StreamHandler for Swapper {
+    fn readable(&self, _ch: &Channel<Connected>) -> bool {
+        false
+    }
+
+    fn writable(&self, _ch: &Channel<Connected>) -> bool {
+        true
+    }
+
+    fn handle_read(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn handle_write(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        if let Some(mut spare) = self.spare.take() {
+            std::mem::swap(ch, &mut spare);
+            self.original = Some(spare);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_handler_that_swaps_its_channel_for_another_loses_the_slot_and_the_spare_is_closed() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let (a, _a_peer) = Channel::pair().expect("pair");
+        let (spare, mut spare_peer) = Channel::pair().expect("pair");
+        let token = map.insert(a, Swapper { spare: Some(spare), original: None }).expect("insert");
+        // One iteration: the write swaps. The slot now holds a channel whose
+        // descriptor is not the one the poller watches, so the map must not
+        // keep it: it closes the entry (the spare, and the handler with the
+        // original channel it kept).
+        map.poll(Some(Duration::from_secs(1))).expect("poll");
+        assert!(!map.contains(token), "{backend}: the swapped entry left the map");
+        assert!(map.is_empty(), "{backend}");
+        // The spare was closed with the entry: its peer reads end of stream.
+        // (Still open, the non-blocking read would fail with would-block.)
+        let mut buf = [0u8; 1];
+        assert_eq!(spare_peer.recv(&mut buf).expect("end of stream"), 0, "{backend}: spare closed");
+    }
+}

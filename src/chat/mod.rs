@@ -446,18 +446,23 @@ impl<R: Role> fmt::Debug for AsyncChat<R> {
 
 impl Transport for AsyncChat<Connected> {
     type Pending = AsyncChat<Connecting>;
+    #[inline]
     fn channel(&self) -> &Channel<Connected> {
         &self.channel
     }
+    #[inline]
     fn channel_mut(&mut self) -> &mut Channel<Connected> {
         &mut self.channel
     }
+    #[inline]
     fn has_queued_output(&self) -> bool {
         self.has_output()
     }
+    #[inline]
     fn send_queued(&mut self) -> io::Result<()> {
         self.initiate_send()
     }
+    #[inline]
     fn is_backlogged(&self) -> bool {
         self.watermarks.backlogged
     }

@@ -67,22 +67,69 @@ fn flags(interest: Interest) -> epoll::EventFlags {
     flags
 }
 
+/// `EPOLLIN`, `EPOLLPRI`, `EPOLLOUT`, `EPOLLERR` and `EPOLLHUP` are the
+/// five low bits of an epoll event; the readiness of each of their 32
+/// combinations, so that a conversion is one load per event.
+const READINESS: [Readiness; 32] = {
+    const fn has(bits: u32, flag: epoll::EventFlags) -> bool {
+        bits & flag.bits() != 0
+    }
+    let mut table = [Readiness::EMPTY; 32];
+    let mut bits = 0;
+    while bits < 32 {
+        let mut r = 0;
+        if has(bits, epoll::EventFlags::IN) {
+            r |= Readiness::READABLE.bits();
+        }
+        if has(bits, epoll::EventFlags::OUT) {
+            r |= Readiness::WRITABLE.bits();
+        }
+        if has(bits, epoll::EventFlags::PRI) {
+            r |= Readiness::PRIORITY.bits();
+        }
+        if has(bits, epoll::EventFlags::HUP) {
+            r |= Readiness::HANGUP.bits();
+        }
+        if has(bits, epoll::EventFlags::ERR) {
+            r |= Readiness::ERROR.bits();
+        }
+        table[bits as usize] = Readiness::from_bits_truncate(r);
+        bits += 1;
+    }
+    table
+};
+
+#[inline]
 fn readiness(flags: epoll::EventFlags) -> Readiness {
-    let mut r = Readiness::EMPTY;
-    if flags.contains(epoll::EventFlags::IN) {
-        r |= Readiness::READABLE;
+    let r = READINESS[(flags.bits() & 31) as usize];
+    if flags.contains(epoll::EventFlags::RDHUP) { r | Readiness::HANGUP } else { r }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_epoll_flag_maps_to_its_readiness() {
+        use epoll::EventFlags as F;
+        let pairs = [
+            (F::IN, Readiness::READABLE),
+            (F::OUT, Readiness::WRITABLE),
+            (F::PRI, Readiness::PRIORITY),
+            (F::HUP, Readiness::HANGUP),
+            (F::RDHUP, Readiness::HANGUP),
+            (F::ERR, Readiness::ERROR),
+        ];
+        for combo in 0u32..64 {
+            let mut flags = F::empty();
+            let mut expected = Readiness::EMPTY;
+            for (i, (flag, r)) in pairs.iter().enumerate() {
+                if combo & (1 << i) != 0 {
+                    flags |= *flag;
+                    expected |= *r;
+                }
+            }
+            assert_eq!(readiness(flags), expected, "{flags:?}");
+        }
     }
-    if flags.contains(epoll::EventFlags::OUT) {
-        r |= Readiness::WRITABLE;
-    }
-    if flags.contains(epoll::EventFlags::PRI) {
-        r |= Readiness::PRIORITY;
-    }
-    if flags.intersects(epoll::EventFlags::HUP | epoll::EventFlags::RDHUP) {
-        r |= Readiness::HANGUP;
-    }
-    if flags.contains(epoll::EventFlags::ERR) {
-        r |= Readiness::ERROR;
-    }
-    r
 }
