@@ -42,6 +42,9 @@ use rolecore::{
 
 /// The longest request head (request line and headers) accepted.
 const MAX_HEAD: usize = 8192;
+/// The end of a request head. Borrowed, so switching back to it after a
+/// body allocates nothing.
+const HEAD_END: Terminator = Terminator::from_static(b"\r\n\r\n");
 /// The longest request body read (and dropped) on a kept connection.
 const MAX_BODY: usize = 1 << 20;
 /// Stop reading while this much output waits for a slow client.
@@ -346,7 +349,7 @@ impl ChatHandler for HttpConnection {
             }
             Phase::Body => {
                 self.phase = Phase::Head;
-                chat.set_terminator(Terminator::bytes(b"\r\n\r\n"));
+                chat.set_terminator(HEAD_END);
             }
         }
         match self.phase {
@@ -379,7 +382,7 @@ impl AcceptHandler for HttpServer {
         _peer: Address,
         cx: &mut Ctx<'_>,
     ) -> io::Result<()> {
-        let mut chat = AsyncChat::new(conn, Terminator::bytes(b"\r\n\r\n"));
+        let mut chat = AsyncChat::new(conn, HEAD_END);
         chat.set_max_record(MAX_HEAD);
         let connection = HttpConnection { phase: Phase::Head, idle_timeout: self.idle_timeout };
         let token = cx.insert(chat, connection)?;

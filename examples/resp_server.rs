@@ -432,7 +432,7 @@ impl ChatHandler for RespConnection {
             Some(n) => chat.set_terminator(Terminator::count(n)),
             None => {
                 if !matches!(chat.terminator(), Terminator::Bytes(_)) {
-                    chat.set_terminator(Terminator::bytes(b"\r\n"));
+                    chat.set_terminator(Terminator::CRLF);
                 }
             }
         }

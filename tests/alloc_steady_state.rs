@@ -12,6 +12,11 @@
 //! `ROLECORE_ALLOC_BACKTRACE=1 cargo test --test alloc_steady_state -- --nocapture`:
 //! the first few counted allocations print a backtrace.
 //!
+//! The same test then runs asynchat's record splitting (`Framer`, the engine
+//! under `AsyncChat`) over RESP-style records that switch between a line
+//! terminator and a byte count for every record, as `examples/resp_server.rs`
+//! does: 10,000 records after a warm-up, none of which may allocate.
+//!
 //! This test counts; it does not time anything.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -24,7 +29,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rolecore::{AcceptHandler, Address, Backend, Buffered, Channel, Connected, Ctx, Map, StreamHandler};
+use rolecore::chat::{Framed, Framer};
+use rolecore::{
+    AcceptHandler, Address, Backend, Buffered, Channel, Connected, Ctx, Map, StreamHandler, Terminator,
+};
 
 // ---- the counting allocator ---------------------------------------------------
 
@@ -252,6 +260,41 @@ fn counter_counts() {
     BACKTRACES.store(backtraces, SeqCst);
 }
 
+/// Splits `rounds` batches of 100 records `$3` / `foo` (a line ended by
+/// `line`, then a count of 5: the value and its `\r\n`); returns the allocations, reallocations and deallocations made
+/// during the last `counted` batches.
+fn framer_switching_terminators(line: &Terminator, rounds: usize, counted: usize) -> (u64, u64, u64) {
+    let line_end = line.as_bytes().expect("a line terminator");
+    let batch = [b"$3", line_end, b"foo\r\n"].concat().repeat(100);
+    let mut framer = Framer::new(line.clone());
+    let mut records = 0usize;
+    for counter in [&ALLOCS, &REALLOCS, &DEALLOCS, &BYTES] {
+        counter.store(0, SeqCst);
+    }
+    for round in 0..rounds {
+        if round == rounds - counted {
+            COUNTING.with(|c| c.set(true));
+        }
+        framer
+            .feed(&batch, |piece, terminator| {
+                if let Framed::End = piece {
+                    records += 1;
+                    *terminator = match terminator {
+                        // A line ended: a bulk value of 3 bytes and its CRLF.
+                        Terminator::Bytes(_) => Terminator::count(5),
+                        // The value ended: back to lines.
+                        _ => line.clone(),
+                    };
+                }
+                Ok(())
+            })
+            .expect("the records split");
+    }
+    COUNTING.with(|c| c.set(false));
+    assert_eq!(records, rounds * 200, "every line and every value ended a record");
+    (ALLOCS.load(SeqCst), REALLOCS.load(SeqCst), DEALLOCS.load(SeqCst))
+}
+
 #[test]
 fn no_allocation_per_event_in_steady_state() {
     BACKTRACES.store(std::env::var_os("ROLECORE_ALLOC_BACKTRACE").is_some(), SeqCst);
@@ -269,6 +312,21 @@ fn no_allocation_per_event_in_steady_state() {
                 "{backend}: {} allocations, {} reallocations, {} deallocations in {MEASURED} round trips",
                 c.allocs, c.reallocs, c.deallocs
             ));
+        }
+    }
+    for (name, line) in [
+        ("Terminator::CRLF", Terminator::CRLF),
+        ("Terminator::bytes(b\"\\r\\n\")", Terminator::bytes(b"\r\n")),
+        ("Terminator::from_static(b\"\\r\\n\\r\\n\")", Terminator::from_static(b"\r\n\r\n")),
+    ] {
+        // 60 batches of 200 records; the last 50 (10,000 records) counted.
+        let (allocs, reallocs, deallocs) = framer_switching_terminators(&line, 60, 50);
+        eprintln!(
+            "framer, {name} and counts: 10000 records: {allocs} allocations, {reallocs} reallocations, \
+             {deallocs} deallocations"
+        );
+        if allocs + reallocs + deallocs > 0 {
+            failures.push(format!("framer with {name}: {allocs} allocations in 10,000 records"));
         }
     }
     assert!(

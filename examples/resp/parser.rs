@@ -93,7 +93,7 @@ impl RespParser {
     #[allow(dead_code)]
     pub fn terminator(&self) -> Terminator {
         match self.next_count() {
-            None => Terminator::bytes(b"\r\n"),
+            None => Terminator::CRLF,
             Some(n) => Terminator::count(n),
         }
     }

@@ -69,7 +69,7 @@ pub fn decode(data: &[u8]) -> Scenario {
     // The terminator a "whole terminator" token inserts.
     let main = match (&protocol, &initial) {
         (Protocol::LenHeader(h), _) => h.clone(),
-        (_, Terminator::Bytes(t)) => t.clone(),
+        (_, Terminator::Bytes(t)) => t.to_vec(),
         _ => b"\n".to_vec(),
     };
     let mut stream = Vec::new();
@@ -159,12 +159,12 @@ pub fn run(data: &[u8]) -> usize {
         Protocol::LenHeader(h) => vec![h.clone()],
         Protocol::Switching(choices) => choices
             .iter()
-            .filter_map(|t| if let Terminator::Bytes(b) = t { Some(b.clone()) } else { None })
+            .filter_map(|t| if let Terminator::Bytes(b) = t { Some(b.to_vec()) } else { None })
             .collect(),
         Protocol::Fixed => Vec::new(),
     };
     if let Terminator::Bytes(t) = &s.initial {
-        terminators.push(t.clone());
+        terminators.push(t.to_vec());
     }
     for t in &terminators {
         for end in 0..=s.stream.len().min(64) {

@@ -9,6 +9,7 @@
 //!
 //! [`AsyncChat`]: super::AsyncChat
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io;
 
@@ -19,18 +20,26 @@ use std::io;
 /// ```
 /// use rolecore::Terminator;
 ///
-/// assert_eq!(Terminator::bytes(b"\r\n"), Terminator::Bytes(b"\r\n".to_vec()));
+/// assert_eq!(Terminator::bytes(b"\r\n"), Terminator::CRLF);
+/// assert_eq!(&*Terminator::CRLF.as_bytes().unwrap(), b"\r\n");
 /// // asynchat's "no terminator" spellings all mean None here.
 /// assert_eq!(Terminator::bytes(b""), Terminator::None);
 /// assert_eq!(Terminator::count(0), Terminator::None);
 /// ```
+///
+/// A protocol that switches between a line and a byte count for every
+/// record (RESP's bulk strings, HTTP's chunked bodies) sets
+/// [`Terminator::CRLF`] or one made by [`Terminator::from_static`]: those
+/// borrow their bytes, where [`Terminator::bytes`] copies them into a new
+/// allocation each time.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Terminator {
     /// No terminator: everything is collected, no record ever ends.
     #[default]
     None,
-    /// A record ends at these bytes (never empty; see [`Terminator::bytes`]).
-    Bytes(Vec<u8>),
+    /// A record ends at these bytes (never empty; see [`Terminator::bytes`]
+    /// and [`Terminator::from_static`]).
+    Bytes(Cow<'static, [u8]>),
     /// A record ends after this many more bytes (never 0; see
     /// [`Terminator::count`]). When it completes the terminator becomes
     /// [`Terminator::None`] until the handler sets another, as asynchat's
@@ -39,14 +48,46 @@ pub enum Terminator {
 }
 
 impl Terminator {
-    /// A byte terminator; empty means [`Terminator::None`].
+    /// `\r\n`, the line end of most Internet protocols. Allocates nothing.
+    pub const CRLF: Terminator = Terminator::from_static(b"\r\n");
+
+    /// `\n`. Allocates nothing.
+    pub const LF: Terminator = Terminator::from_static(b"\n");
+
+    /// A byte terminator, copied; empty means [`Terminator::None`].
     pub fn bytes(bytes: &[u8]) -> Terminator {
-        if bytes.is_empty() { Terminator::None } else { Terminator::Bytes(bytes.to_vec()) }
+        match bytes {
+            [] => Terminator::None,
+            b"\r\n" => Terminator::CRLF,
+            b"\n" => Terminator::LF,
+            _ => Terminator::Bytes(Cow::Owned(bytes.to_vec())),
+        }
+    }
+
+    /// A byte terminator that borrows its bytes, so setting it allocates
+    /// nothing; empty means [`Terminator::None`].
+    ///
+    /// ```
+    /// use rolecore::Terminator;
+    ///
+    /// const BLANK_LINE: Terminator = Terminator::from_static(b"\r\n\r\n");
+    /// assert_eq!(BLANK_LINE, Terminator::bytes(b"\r\n\r\n"));
+    /// ```
+    pub const fn from_static(bytes: &'static [u8]) -> Terminator {
+        if bytes.is_empty() { Terminator::None } else { Terminator::Bytes(Cow::Borrowed(bytes)) }
     }
 
     /// A count terminator; 0 means [`Terminator::None`].
     pub fn count(n: usize) -> Terminator {
         if n == 0 { Terminator::None } else { Terminator::Count(n) }
+    }
+
+    /// The bytes of a byte terminator; `None` for the others.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Terminator::Bytes(b) => Some(b),
+            _ => None,
+        }
     }
 }
 
