@@ -138,7 +138,9 @@ impl Wakeup {
             Phase::Closed => 0,
             Phase::Connecting if readiness.is_empty() => 0,
             Phase::Connecting => CHECK,
-            _ => plan(phase, interest, readiness),
+            // Planned when the first step is asked for, so that an interest
+            // set before then counts (`set_interest`'s contract).
+            _ => PLAN,
         };
         Wakeup { phase, interest, readiness, steps, peer_gone: false, drained_some: false, last: None }
     }
@@ -567,6 +569,19 @@ mod tests {
             run(Phase::Connected, all, r, |_| Outcome::default()),
             [Step::Read, Step::Write, Step::Expt]
         );
+    }
+
+    #[test]
+    fn an_interest_set_before_the_first_step_counts() {
+        let mut w = Wakeup::new(Phase::Connected, Interest::NONE, Readiness::READABLE);
+        w.set_interest(Interest::READ);
+        assert_eq!(w.next_step(), Some(Step::Read));
+        // And one set after the steps were planned changes nothing.
+        let mut w = Wakeup::new(Phase::Connected, Interest::READ, Readiness::READABLE | Readiness::WRITABLE);
+        assert_eq!(w.next_step(), Some(Step::Read));
+        w.set_interest(Interest::READ | Interest::WRITE);
+        w.record(Outcome::default());
+        assert_eq!(w.next_step(), None);
     }
 
     #[test]

@@ -76,3 +76,40 @@ fn an_uncaught_panic_reaches_the_caller() {
     let payload = result.expect_err("the panic propagates by default");
     assert_eq!(payload.downcast_ref::<String>().map(String::as_str), Some("bad cannot cope"));
 }
+
+/// Panics in `writable()` once it has read something: the predicates the
+/// loop asks after a callback are part of that callback's wake-up.
+struct PanickyPredicate {
+    read: bool,
+}
+
+impl StreamHandler for PanickyPredicate {
+    fn writable(&self, _ch: &Channel<Connected>) -> bool {
+        if self.read {
+            panic!("writable() cannot cope");
+        }
+        false
+    }
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0u8; 16];
+        self.read |= ch.recv(&mut buf)? > 0;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_predicate_that_panics_after_a_callback_is_caught_like_the_callback() {
+    for backend in util::backends() {
+        let (a, mut peer) = UnixStream::pair().unwrap();
+        let mut map = util::map(backend);
+        let token = map.insert(Channel::try_from(a).unwrap(), PanickyPredicate { read: false }).unwrap();
+        peer.write_all(b"x").unwrap();
+        let options = LoopOptions::new().timeout(std::time::Duration::from_millis(10)).catch_panics(true);
+        for _ in 0..5 {
+            map.run(options.count(1)).unwrap();
+        }
+        assert!(!map.contains(token), "{backend}: the channel whose predicate panicked is closed");
+        let mut buf = [0u8; 1];
+        assert_eq!(io::Read::read(&mut peer, &mut buf).unwrap(), 0, "{backend}: its peer sees the end");
+    }
+}
