@@ -2675,9 +2675,11 @@ fn write_proto_why(w: &mut String, r: &Report<'_>) {
             "- **System calls per request against the protocol peers.** Where rolecore makes more, \
              the difference per 1,000 requests (reads, writes and waits counted together whatever \
              their names): {}. `epoll_ctl` is per connection: rolecore removes a descriptor from \
-             epoll before closing it (closing it is enough), where nginx only adds it; nginx sets \
-             `TCP_NODELAY` on each kept connection (`setsockopt`). Waits per request depend on how \
-             many connections are ready at each wait, so they move from run to run.",
+             epoll before closing it (a duplicate of the descriptor would otherwise keep the \
+             registration alive: P12), where nginx only adds it; nginx sets `TCP_NODELAY` on \
+             each kept connection (`setsockopt`), so per connection both make four calls (accept, \
+             two more, close). Waits per request depend on how many connections are ready at each \
+             wait, so they move from run to run.",
             misses.join("; ")
         );
     }
