@@ -173,14 +173,19 @@ impl<T: Transport, H: StreamHandler<T>> Entry for StreamEntry<T, H> {
         }
     }
 
+    // Inlined into the default `Entry::wake`, so that the common wake-up
+    // is one function.
+    #[inline(always)]
     fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) {
-        self.run_wakeup(readiness, interest, cx);
-    }
-
-    #[inline]
-    fn wake(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) -> Resume {
-        self.run_wakeup(readiness, interest, cx);
-        self.resume(cx)
+        if let StreamState::Connected(_) = self.state
+            && let Some(plain) = Plain::new(interest, readiness)
+        {
+            return plain.run(
+                #[inline(always)]
+                |step| self.step(step, readiness, cx),
+            );
+        }
+        self.general_wakeup(readiness, interest, cx);
     }
 
     fn timeout(&mut self, cx: &mut Ctx<'_>) {
@@ -237,21 +242,6 @@ impl<T: Transport, H: StreamHandler<T>> Entry for StreamEntry<T, H> {
 }
 
 impl<T: Transport, H: StreamHandler<T>> StreamEntry<T, H> {
-    /// One wake-up: the plain path for the common case, the general
-    /// machine for the rest.
-    #[inline(always)]
-    fn run_wakeup(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) {
-        if let StreamState::Connected(_) = self.state
-            && let Some(plain) = Plain::new(interest, readiness)
-        {
-            return plain.run(
-                #[inline(always)]
-                |step| self.step(step, readiness, cx),
-            );
-        }
-        self.general_wakeup(readiness, interest, cx);
-    }
-
     /// A wake-up through the general machine: connecting, draining, or
     /// readiness with a hang-up, an error or priority data.
     #[inline(never)]

@@ -270,23 +270,37 @@ impl Registry {
         };
         let slot = &mut self.slots[token.index as usize];
         slot.busy = false;
-        if interest != slot.interest {
-            slot.interest = interest;
-            if !slot.always_ready
-                && let Err(e) = self.poller.reregister(entry.fd(), token.key(), interest)
-            {
-                log_info(
-                    Level::Error,
-                    format_args!("cannot change interest of {}: {e}; closing it", entry.describe()),
-                );
-                slot.busy = true;
-                return self.discard(token, entry);
-            }
-        }
+        let changed = interest != slot.interest;
         slot.entry = Some(entry);
+        if changed && !self.rewatch(token, interest) {
+            return;
+        }
         if !self.timers.is_empty() {
             self.timers.touched(token, Instant::now());
         }
+    }
+
+    /// The interest of a channel that is in its slot changed: records it and
+    /// tells the poller. A poller that refuses closes the channel; returns
+    /// whether it is still in the map. Cold: a busy channel's interest
+    /// changes far less often than it wakes up.
+    #[cold]
+    fn rewatch(&mut self, token: Token, interest: Interest) -> bool {
+        let slot = &mut self.slots[token.index as usize];
+        slot.interest = interest;
+        let Some(entry) = &slot.entry else { return true };
+        if slot.always_ready {
+            return true;
+        }
+        let Err(e) = self.poller.reregister(entry.fd(), token.key(), interest) else { return true };
+        log_info(
+            Level::Error,
+            format_args!("cannot change interest of {}: {e}; closing it", entry.describe()),
+        );
+        let entry = slot.entry.take().expect("checked above");
+        slot.busy = true;
+        self.discard(token, entry);
+        false
     }
 
     /// Deregisters, then drops (closing the descriptor) — in that order, so no
@@ -346,21 +360,8 @@ impl Registry {
         }
         let Some(entry) = &slot.entry else { return };
         let interest = entry.interest();
-        if interest == slot.interest {
-            return;
-        }
-        slot.interest = interest;
-        if slot.always_ready {
-            return;
-        }
-        if let Err(e) = self.poller.reregister(entry.fd(), token.key(), interest) {
-            log_info(
-                Level::Error,
-                format_args!("cannot change interest of {}: {e}; closing it", entry.describe()),
-            );
-            let entry = slot.entry.take().expect("checked above");
-            slot.busy = true;
-            self.discard(token, entry);
+        if interest != slot.interest {
+            self.rewatch(token, interest);
         }
     }
 

@@ -54,7 +54,9 @@ impl Terminator {
     /// `\n`. Allocates nothing.
     pub const LF: Terminator = Terminator::from_static(b"\n");
 
-    /// A byte terminator, copied; empty means [`Terminator::None`].
+    /// A byte terminator; empty means [`Terminator::None`]. `\r\n` and `\n`
+    /// give the borrowed [`Terminator::CRLF`] and [`Terminator::LF`]; other
+    /// bytes are copied into a new allocation.
     pub fn bytes(bytes: &[u8]) -> Terminator {
         match bytes {
             [] => Terminator::None,
