@@ -30,15 +30,14 @@
 //! answers with one send.
 
 mod serve;
+use serve::Flag;
 
 use std::io;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use rolecore::chat::RecordTooLong;
-use rolecore::{
-    AcceptHandler, Address, AsyncChat, Backend, Channel, ChatHandler, Connected, Ctx, Terminator,
-};
+use rolecore::{AcceptHandler, Address, AsyncChat, Channel, ChatHandler, Connected, Ctx, Terminator};
 
 /// The longest request head (request line and headers) accepted.
 const MAX_HEAD: usize = 8192;
@@ -398,67 +397,12 @@ impl AcceptHandler for HttpServer {
     }
 }
 
-struct Args {
-    addr: Address,
-    backend: Backend,
-    threads: usize,
-    idle_timeout: Option<Duration>,
-}
-
-const USAGE: &str =
-    "usage: http_server [ADDR] [--backend select|poll|epoll] [--threads N] [--idle-timeout SECS]";
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        addr: "127.0.0.1:8080".parse().expect("a valid default"),
-        backend: Backend::default(),
-        threads: 1,
-        idle_timeout: Some(Duration::from_secs(60)),
-    };
-    let mut raw: Vec<String> = std::env::args().skip(1).collect();
-    args.threads = serve::take_threads(&mut raw)?;
-    let mut it = raw.into_iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--backend" => {
-                let name = it.next().ok_or("--backend needs a value")?;
-                args.backend = name.parse().map_err(|e| format!("{e}"))?;
-            }
-            "--idle-timeout" => {
-                let secs = it.next().ok_or("--idle-timeout needs a value")?;
-                let secs: f64 = secs.parse().map_err(|_| format!("bad --idle-timeout {secs:?}"))?;
-                if !secs.is_finite() || secs < 0.0 {
-                    return Err(format!("bad --idle-timeout {secs}"));
-                }
-                args.idle_timeout = (secs > 0.0).then(|| Duration::from_secs_f64(secs));
-            }
-            flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
-            _ => args.addr = arg.parse().map_err(|e| format!("{e}"))?,
-        }
-    }
-    Ok(args)
-}
-
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(msg) => {
-            eprintln!("http_server: {msg}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("http_server: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(args: Args) -> io::Result<()> {
-    let idle_timeout = args.idle_timeout;
-    serve::serve(&args.addr, args.backend, args.threads, || HttpServer { idle_timeout })
+    let flags = [Flag { name: "--idle-timeout", value: "SECS" }];
+    serve::main("http_server", "127.0.0.1:8080", &flags, |cli| {
+        let idle_timeout = cli.seconds("--idle-timeout", 60.0)?;
+        Ok(move || HttpServer { idle_timeout })
+    })
 }
 
 #[cfg(test)]

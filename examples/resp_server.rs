@@ -22,6 +22,7 @@
 //! terminator comes next, so it can be driven without a socket.
 
 mod serve;
+use serve::Flag;
 
 use std::collections::HashMap;
 use std::io;
@@ -31,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use rolecore::chat::RecordTooLong;
 use rolecore::{
-    AcceptHandler, Address, AsyncChat, Backend, Channel, ChatHandler, Connected, Ctx, Listening, Terminator,
+    AcceptHandler, Address, AsyncChat, Channel, ChatHandler, Connected, Ctx, Listening, Terminator,
 };
 
 /// The longest line: a `*N`/`$N` header or an inline command (Redis allows
@@ -487,67 +488,14 @@ impl AcceptHandler for RespServer {
 
 // ---- main ----------------------------------------------------------------------
 
-struct Args {
-    addr: Address,
-    backend: Backend,
-    threads: usize,
-    max_bulk: usize,
-}
-
-const USAGE: &str =
-    "usage: resp_server [ADDR] [--backend select|poll|epoll] [--threads N] [--max-bulk BYTES]";
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        addr: "127.0.0.1:6379".parse().expect("a valid default"),
-        backend: Backend::default(),
-        threads: 1,
-        max_bulk: 16 << 20,
-    };
-    let mut raw: Vec<String> = std::env::args().skip(1).collect();
-    args.threads = serve::take_threads(&mut raw)?;
-    let mut it = raw.into_iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--backend" => {
-                let name = it.next().ok_or("--backend needs a value")?;
-                args.backend = name.parse().map_err(|e| format!("{e}"))?;
-            }
-            "--max-bulk" => {
-                let n = it.next().ok_or("--max-bulk needs a value")?;
-                args.max_bulk = n.parse().map_err(|_| format!("bad --max-bulk {n:?}"))?;
-            }
-            flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
-            _ => args.addr = arg.parse().map_err(|e| format!("{e}"))?,
-        }
-    }
-    Ok(args)
-}
-
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(msg) => {
-            eprintln!("resp_server: {msg}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("resp_server: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(args: Args) -> io::Result<()> {
-    // One store for every loop (`--threads`): uncontended with one thread.
-    let store = Shared::default();
-    let max_bulk = args.max_bulk;
-    serve::serve(&args.addr, args.backend, args.threads, || RespServer {
-        store: Arc::clone(&store),
-        max_bulk,
+    let flags = [Flag { name: "--max-bulk", value: "BYTES" }];
+    serve::main("resp_server", "127.0.0.1:6379", &flags, |cli| {
+        // Redis's own ceiling for one bulk string is 512 MiB.
+        let max_bulk = cli.count("--max-bulk", 16 << 20, 1, 512 << 20)? as usize;
+        // One store for every loop (`--threads`): uncontended with one thread.
+        let store = Shared::default();
+        Ok(move || RespServer { store: Arc::clone(&store), max_bulk })
     })
 }
 

@@ -1,41 +1,70 @@
-//! What the example servers share: one loop per thread, and a clean exit on
-//! Ctrl-C or SIGTERM.
+//! What the example servers share: the command line (`cli`), one loop per
+//! thread, and a clean exit on Ctrl-C or SIGTERM.
 //!
 //! With `--threads N`, N listeners share the address through `SO_REUSEPORT`
 //! (the kernel spreads connections among them), each in its own thread with
 //! its own single-threaded loop. On SIGINT or SIGTERM every loop shuts down
 //! gracefully: it stops accepting at once, lets connections finish for
 //! [`GRACE`], then closes the rest; the process exits 0.
+//!
+//! Exit status: 0 after a signal, 2 for a bad command line or an address
+//! that cannot be listened on, 1 for a failure while serving.
+
+mod cli;
 
 use std::io::{self, Write};
+use std::process::ExitCode;
 use std::time::Duration;
 
+use rolecore::report::Level;
 use rolecore::signal::{SIGINT, SIGTERM};
 use rolecore::{AcceptHandler, Address, Backend, Channel, Ctx, Listening, LoopOptions, Map};
+
+pub use cli::{Cli, Flag, Usage};
 
 /// How long connections may finish after a shutdown signal.
 pub const GRACE: Duration = Duration::from_secs(1);
 
-/// Takes `--threads N` out of `args` (default 1).
-pub fn take_threads(args: &mut Vec<String>) -> Result<usize, String> {
-    let Some(at) = args.iter().position(|a| a == "--threads") else { return Ok(1) };
-    let value = args.get(at + 1).ok_or("--threads needs a value")?.clone();
-    args.drain(at..at + 2);
-    match value.parse::<usize>() {
-        Ok(n) if (1..=256).contains(&n) => Ok(n),
-        _ => Err(format!("bad --threads {value:?}: expected 1 to 256")),
+/// A whole server's `main`: parses the command line for `name` (listening
+/// on `default_addr` unless told otherwise, with its own `flags`), lets
+/// `setup` read those flags and return what builds each loop's accept
+/// handler, then serves until a signal.
+pub fn main<H: AcceptHandler, M: Fn() -> H + Sync>(
+    name: &'static str,
+    default_addr: &str,
+    flags: &[Flag],
+    setup: impl FnOnce(&Cli) -> Result<M, Usage>,
+) -> ExitCode {
+    let cli = match Cli::parse(name, default_addr, true, flags, std::env::args().skip(1)) {
+        Ok(cli) => cli,
+        Err(usage) => return usage.exit(),
+    };
+    // The same report lines whether or not rolecore was built with its `log`
+    // feature (which would otherwise send them to a facade with no logger).
+    rolecore::report::set_log_hook(Some(Box::new(|level, message| {
+        if level != Level::Warning {
+            eprintln!("{level}: {message}");
+        }
+    })));
+    let make = match setup(&cli) {
+        Ok(make) => make,
+        Err(usage) => return usage.exit(),
+    };
+    let listeners = match bind(&cli.addr, cli.threads) {
+        Ok(listeners) => listeners,
+        Err(e) => return cli.usage_error(format_args!("cannot listen on {}: {e}", cli.addr)).exit(),
+    };
+    match serve(listeners, cli.backend, make) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-/// Binds `threads` listeners to `addr`, prints `listening on HOST:PORT`,
-/// and runs one loop per listener, each with the handler `make` builds in
-/// that loop's thread. Returns when every loop has shut down.
-pub fn serve<H: AcceptHandler>(
-    addr: &Address,
-    backend: Backend,
-    threads: usize,
-    make: impl Fn() -> H + Sync,
-) -> io::Result<()> {
+/// `threads` listeners on `addr`, sharing it when there are several.
+fn bind(addr: &Address, threads: usize) -> io::Result<Vec<Channel<Listening>>> {
     if let Address::Unix(rolecore::UnixAddress::Path(path)) = addr {
         let _ = std::fs::remove_file(path); // a stale socket file from an earlier run
     }
@@ -48,6 +77,19 @@ pub fn serve<H: AcceptHandler>(
     for _ in 1..threads {
         listeners.push(listener(&bound, true)?);
     }
+    Ok(listeners)
+}
+
+/// Prints `listening on HOST:PORT` and runs one loop per listener, each
+/// with the handler `make` builds in that loop's thread. Returns when every
+/// loop has shut down.
+fn serve<H: AcceptHandler>(
+    listeners: Vec<Channel<Listening>>,
+    backend: Backend,
+    make: impl Fn() -> H + Sync,
+) -> io::Result<()> {
+    let bound = listeners[0].local_addr()?;
+    let threads = listeners.len();
     let make = &make;
     std::thread::scope(|scope| {
         // Each loop says when it watches the signals; only then is the

@@ -1,0 +1,247 @@
+//! The command line every example server shares:
+//! `[ADDR] [--backend select|poll|epoll] [--threads N]`, plus the flags one
+//! server adds (`--idle-timeout SECS`, `--max-bulk BYTES`, …).
+//!
+//! A bad command line is one line on stderr, `NAME: what is wrong; usage:
+//! …`, and exit status 2, never a panic: a value that is empty, not a
+//! number, negative, NaN, infinite or out of range is refused before the
+//! server starts, and so is a flag given twice or one the server does not
+//! know.
+
+// Each server uses the parts its flags need.
+#![allow(dead_code)]
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use rolecore::{Address, Backend};
+
+/// The longest timeout a flag takes: a week. Longer is a typo, and
+/// `Duration::from_secs_f64` would panic past `u64::MAX` seconds.
+const MAX_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+/// The most loops `--threads` starts.
+const MAX_THREADS: u64 = 256;
+
+/// A flag one server adds to the shared ones: its name and the name of its
+/// value in the usage line.
+#[derive(Clone, Copy)]
+pub struct Flag {
+    /// The flag itself, `--idle-timeout`.
+    pub name: &'static str,
+    /// Its value in the usage line, `SECS`.
+    pub value: &'static str,
+}
+
+/// A command line that could not be used: what to print before exiting 2.
+#[derive(Debug)]
+pub struct Usage {
+    line: String,
+}
+
+impl Usage {
+    /// Prints the one line and gives exit status 2.
+    pub fn exit(self) -> ExitCode {
+        eprintln!("{}", self.line);
+        ExitCode::from(2)
+    }
+}
+
+/// One server's parsed command line.
+pub struct Cli {
+    name: &'static str,
+    usage: String,
+    /// Where to listen.
+    pub addr: Address,
+    /// Which poller the loops use.
+    pub backend: Backend,
+    /// How many loops (and listeners sharing the port) to run.
+    pub threads: usize,
+    values: Vec<(&'static str, String)>,
+}
+
+impl Cli {
+    /// Parses `args` (without the program name) for the server `name`, which
+    /// listens on `default_addr` unless told otherwise, takes `--threads`
+    /// when `threads` is true, and adds `flags`.
+    pub fn parse(
+        name: &'static str,
+        default_addr: &str,
+        threads: bool,
+        flags: &[Flag],
+        args: impl IntoIterator<Item = String>,
+    ) -> Result<Cli, Usage> {
+        let mut usage = format!("usage: {name} [ADDR] [--backend select|poll|epoll]");
+        if threads {
+            usage.push_str(" [--threads N]");
+        }
+        for flag in flags {
+            usage.push_str(&format!(" [{} {}]", flag.name, flag.value));
+        }
+        let mut cli = Cli {
+            name,
+            usage,
+            addr: default_addr.parse().expect("the default address parses"),
+            backend: Backend::default(),
+            threads: 1,
+            values: Vec::new(),
+        };
+        let mut addr = None;
+        let mut seen: Vec<&str> = Vec::new();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            if arg == "-h" || arg == "--help" {
+                return Err(cli.usage_error("help"));
+            }
+            if !arg.starts_with('-') || arg == "-" {
+                if addr.is_some() {
+                    return Err(cli.usage_error(format!("a second address {arg:?}")));
+                }
+                let parsed = arg.parse::<Address>().map_err(|e| cli.usage_error(e))?;
+                addr = Some(parsed);
+                continue;
+            }
+            let known = match arg.as_str() {
+                "--backend" => Some("--backend"),
+                "--threads" if threads => Some("--threads"),
+                _ => flags.iter().find(|f| f.name == arg).map(|f| f.name),
+            };
+            let Some(flag) = known else {
+                return Err(cli.usage_error(format!("unknown option {arg:?}")));
+            };
+            if seen.contains(&flag) {
+                return Err(cli.usage_error(format!("{flag} given twice")));
+            }
+            seen.push(flag);
+            let Some(value) = args.next() else {
+                return Err(cli.usage_error(format!("{flag} needs a value")));
+            };
+            match flag {
+                "--backend" => cli.backend = value.parse().map_err(|e| cli.usage_error(e))?,
+                "--threads" => cli.threads = cli.number(flag, &value, 1, MAX_THREADS)? as usize,
+                _ => cli.values.push((flag, value)),
+            }
+        }
+        if let Some(addr) = addr {
+            cli.addr = addr;
+        }
+        if !cli.backend.is_available() {
+            let backend = cli.backend;
+            return Err(
+                cli.usage_error(format!("the {backend} backend is not built in or not available here"))
+            );
+        }
+        Ok(cli)
+    }
+
+    /// A usage error that names what is wrong.
+    pub fn usage_error(&self, what: impl std::fmt::Display) -> Usage {
+        Usage { line: format!("{}: {what}; {}", self.name, self.usage) }
+    }
+
+    /// A timeout flag in seconds (fractions allowed): `None` for 0 (no
+    /// timeout) or when the flag is absent and `default` is 0.
+    pub fn seconds(&self, flag: &str, default: f64) -> Result<Option<Duration>, Usage> {
+        let secs = match self.value(flag) {
+            None => default,
+            Some(text) => {
+                let bad =
+                    || self.usage_error(format!("{flag} {text:?}: expected seconds from 0 to {MAX_SECONDS}"));
+                let secs: f64 = text.trim().parse().map_err(|_| bad())?;
+                if !(0.0..=MAX_SECONDS).contains(&secs) {
+                    return Err(bad()); // NaN fails `contains` too
+                }
+                secs
+            }
+        };
+        Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
+    }
+
+    /// A whole-number flag within `min..=max`, or `default` when absent.
+    pub fn count(&self, flag: &str, default: u64, min: u64, max: u64) -> Result<u64, Usage> {
+        match self.value(flag) {
+            None => Ok(default),
+            Some(text) => self.number(flag, text, min, max),
+        }
+    }
+
+    fn value(&self, flag: &str) -> Option<&str> {
+        self.values.iter().find(|(name, _)| *name == flag).map(|(_, value)| value.as_str())
+    }
+
+    fn number(&self, flag: &str, text: &str, min: u64, max: u64) -> Result<u64, Usage> {
+        // u64's parser takes a leading `+`; digits only is what a reader expects.
+        match text.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) && text.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+            _ => {
+                Err(self.usage_error(format!("{flag} {text:?}: expected a whole number from {min} to {max}")))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FLAGS: &[Flag] =
+        &[Flag { name: "--idle-timeout", value: "SECS" }, Flag { name: "--max", value: "N" }];
+
+    fn parse(args: &[&str]) -> Result<Cli, Usage> {
+        Cli::parse("srv", "127.0.0.1:1", true, FLAGS, args.iter().map(|a| a.to_string()))
+    }
+
+    fn refused(args: &[&str]) -> String {
+        match parse(args) {
+            Ok(cli) => match (cli.seconds("--idle-timeout", 60.0), cli.count("--max", 5, 1, 100)) {
+                (Err(e), _) | (_, Err(e)) => e.line,
+                _ => panic!("{args:?} was accepted"),
+            },
+            Err(e) => e.line,
+        }
+    }
+
+    #[test]
+    fn defaults_and_values() {
+        let cli = parse(&[]).unwrap();
+        assert_eq!(cli.addr.to_string(), "127.0.0.1:1");
+        assert_eq!((cli.threads, cli.backend), (1, Backend::default()));
+        assert_eq!(cli.seconds("--idle-timeout", 60.0).unwrap(), Some(Duration::from_secs(60)));
+        let cli = parse(&["[::1]:9", "--threads", "3", "--idle-timeout", "0.5", "--max", "100"]).unwrap();
+        assert_eq!((cli.addr.to_string().as_str(), cli.threads), ("[::1]:9", 3));
+        assert_eq!(cli.seconds("--idle-timeout", 60.0).unwrap(), Some(Duration::from_millis(500)));
+        assert_eq!(cli.count("--max", 5, 1, 100).unwrap(), 100);
+        assert_eq!(parse(&["--idle-timeout", "0"]).unwrap().seconds("--idle-timeout", 60.0).unwrap(), None);
+    }
+
+    #[test]
+    fn absurd_values_are_one_line_errors() {
+        for args in [
+            &["--idle-timeout", "1e20"][..],
+            &["--idle-timeout", "-1"],
+            &["--idle-timeout", "NaN"],
+            &["--idle-timeout", "inf"],
+            &["--idle-timeout", ""],
+            &["--idle-timeout", "soon"],
+            &["--idle-timeout"],
+            &["--max", "0"],
+            &["--max", "101"],
+            &["--max", "-1"],
+            &["--max", "+5"],
+            &["--max", "18446744073709551616"],
+            &["--threads", "0"],
+            &["--threads", "100000"],
+            &["--backend", "kqueue"],
+            &["--backend", ""],
+            &["--no-such-flag", "1"],
+            &["not an address"],
+            &["127.0.0.1:99999"],
+            &["unix:"],
+            &["127.0.0.1:1", "127.0.0.1:2"],
+            &["--max", "1", "--max", "2"],
+        ] {
+            let line = refused(args);
+            assert!(line.starts_with("srv: ") && line.contains("; usage: srv [ADDR]"), "{args:?}: {line}");
+            assert!(!line.contains('\n'), "{args:?}: {line}");
+        }
+    }
+}

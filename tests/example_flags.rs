@@ -1,0 +1,152 @@
+//! Every example program, given an absurd command line, prints one clear
+//! line on stderr and exits with status 2: never a panic, never a server
+//! that starts anyway. The examples run as real processes, the way a user
+//! starts them.
+
+mod util;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Runs an example with `args`, bounded in time; returns its exit code and
+/// stderr.
+fn run(name: &str, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(util::example(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} {args:?} did not exit: it should have refused its arguments");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    (status.code(), stderr)
+}
+
+/// Asserts that `name` refuses each of `cases` with status 2 and a
+/// non-empty, panic-free message that starts with its name.
+fn refuses(name: &str, cases: &[&[&str]], one_line: bool) {
+    for args in cases {
+        let (code, stderr) = run(name, args);
+        assert_eq!(code, Some(2), "{name} {args:?}: exit {code:?}, stderr: {stderr}");
+        assert!(!stderr.contains("panicked"), "{name} {args:?} panicked: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("{name}: ")) || stderr.starts_with("usage: "),
+            "{name} {args:?}: {stderr}"
+        );
+        if one_line {
+            assert_eq!(stderr.lines().count(), 1, "{name} {args:?}: not one line: {stderr}");
+            assert!(stderr.contains(&format!("usage: {name}")), "{name} {args:?}: {stderr}");
+        }
+    }
+}
+
+/// What every server shares: `[ADDR] [--backend B] [--threads N]`.
+const SERVER_CASES: &[&[&str]] = &[
+    &["--backend", "kqueue"],
+    &["--backend", ""],
+    &["--backend"],
+    &["--no-such-flag"],
+    &["not an address"],
+    &["127.0.0.1:99999"],
+    &["127.0.0.1:-1"],
+    &["example.com:80"],
+    &["unix:"],
+    &["127.0.0.1:0", "127.0.0.1:0"],
+    &["127.0.0.1:0", "--backend", "poll", "--backend", "epoll"],
+    &["--threads", "0"],
+    &["--threads", "-1"],
+    &["--threads", "1e3"],
+    &["--threads", "99999999999999999999999"],
+    &["--threads", "NaN"],
+    &["--threads", ""],
+    &["--threads"],
+    // An address that parses but cannot be listened on: TEST-NET-1 is not ours.
+    &["192.0.2.1:0"],
+];
+
+#[test]
+fn echo_server_refuses_absurd_flags() {
+    refuses("echo_server", SERVER_CASES, true);
+}
+
+#[test]
+fn http_server_refuses_absurd_flags() {
+    refuses("http_server", SERVER_CASES, true);
+    refuses(
+        "http_server",
+        &[
+            &["--idle-timeout", "1e20"],
+            &["--idle-timeout", "-1"],
+            &["--idle-timeout", "NaN"],
+            &["--idle-timeout", "inf"],
+            &["--idle-timeout", ""],
+            &["--idle-timeout", "soon"],
+            &["--idle-timeout"],
+        ],
+        true,
+    );
+}
+
+#[test]
+fn resp_server_refuses_absurd_flags() {
+    refuses("resp_server", SERVER_CASES, true);
+    refuses(
+        "resp_server",
+        &[
+            &["--max-bulk", "0"],
+            &["--max-bulk", "-5"],
+            &["--max-bulk", "99999999999999999999999"],
+            &["--max-bulk", "1e6"],
+            &["--max-bulk", ""],
+            &["--max-bulk", "NaN"],
+            &["--max-bulk"],
+        ],
+        true,
+    );
+}
+
+#[test]
+fn netcat_refuses_absurd_flags() {
+    refuses(
+        "netcat",
+        &[
+            &[],
+            &["--backend", "kqueue"],
+            &["127.0.0.1:1", "--backend"],
+            &["--no-such-flag"],
+            &["127.0.0.1:1", "127.0.0.1:2"],
+            &["--listen"],
+        ],
+        false,
+    );
+}
+
+#[test]
+fn http_client_refuses_absurd_flags() {
+    refuses(
+        "http_client",
+        &[
+            &[],
+            &["127.0.0.1:1"],
+            &["not an address", "/"],
+            &["127.0.0.1:1", "/a b"],
+            &["127.0.0.1:1", "/", "extra"],
+        ],
+        false,
+    );
+}
