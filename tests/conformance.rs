@@ -31,16 +31,16 @@
 //!   transparently. A control check proves the interruption happens. That the
 //!   retry uses the *remaining* time, not the full timeout, needs a timing
 //!   upper bound and is unit-tested in `src/poller/mod.rs`.
-//! - **Item 12, waker.** rolecore has no waker (nothing crosses threads into a map).
+//! - **Item 12, waker.** Tested in `tests/waker.rs` (`Map::waker`, `Map::mailbox`).
 //! - **Item 13, timers.** rolecore's timers are per-channel deadlines and idle
 //!   timeouts (`set_deadline`, `set_idle_timeout`, `handle_timeout`), beside
 //!   the wait's own timeout. All three are tested: never early, sub-millisecond
 //!   included, huge values neither overflow nor fire.
 //! - **Item 20, peek.** Channels have no peek.
-//! - **Items 21 and 22 (datagrams).** rolecore has no datagram sockets yet
-//!   (`SockType` has only `Stream`). Item 22's abstract Unix namespace is
-//!   tested with stream sockets, and its "unbound peer address" half with an
-//!   unbound stream client (its address is `UnixAddress::Unnamed`).
+//! - **Items 21 and 22 (datagrams).** The datagram halves are tested in
+//!   `tests/datagram.rs`. Here, item 22's abstract Unix namespace is tested
+//!   with stream sockets, and its "unbound peer address" half with an unbound
+//!   stream client (its address is `UnixAddress::Unnamed`).
 //! - **Item 23, edge-triggered mode.** rolecore is level-triggered only; the level
 //!   half is tested.
 //! - **Item 24, "exactly one event per write".** polling's test uses oneshot mode;
