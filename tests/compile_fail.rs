@@ -1,7 +1,7 @@
-//! Misuse that must not compile: D1–D12 of the asyncore semantics
-//! (`/work/shared/reference/asyncore-semantics.md`, section 3a) and a few more a
-//! user would hit. One case per file in `tests/ui/`; `tests/ui/README.md` maps
-//! each D-item to its case and the error it produces.
+//! Misuse that must not compile: the deliberate differences D1–D12 (defined in
+//! `docs/asyncore.md`, "Deliberate differences") and a few more a user would
+//! hit. One case per file in `tests/ui/`; `tests/ui/README.md` maps each D-item
+//! to its case and the error it produces.
 //!
 //! Re-bless the expected `.stderr` files after a toolchain or message change with
 //! `TRYBUILD=overwrite cargo test --test compile_fail`, then read every diff.

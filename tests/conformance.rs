@@ -1,11 +1,12 @@
-//! The conformance list of `/work/shared/reference/peer-conformance.md`: the
-//! edge cases mio 1.2, polling 3.11 and calloop 0.14 test, rebuilt against
-//! rolecore's public API. Each test names the item it covers and the peer test
-//! it comes from. Items about readiness run on every backend this build has.
+//! The peer conformance items (1–25, defined in `docs/rules.md`, "Peer
+//! conformance items"): the edge cases mio 1.2, polling 3.11 and calloop 0.14
+//! test, rebuilt against rolecore's public API. Each test names the item it
+//! covers and the peer test it comes from. Items about readiness run on every
+//! backend this build has.
 //!
 //! # Items that do not apply, or apply differently
 //!
-//! - **4, duplicate registration.** A channel owns its descriptor, and two
+//! - **Item 4, duplicate registration.** A channel owns its descriptor, and two
 //!   owned channels cannot share a descriptor number, so "insert the same fd
 //!   twice" cannot be written. The map's `AlreadyExists` refusal exists only
 //!   for a descriptor made from a borrowed one, which safe code cannot do.
@@ -15,14 +16,14 @@
 //!   `InsertError` — see `a_refused_insert_gives_channel_and_handler_back_and_keeps_the_others`.
 //!   poll and select keep no kernel registrations, so an insert cannot fail
 //!   there.
-//! - **5, unknown source.** Tokens are made only by a map; "unknown" is a stale
+//! - **Item 5, unknown source.** Tokens are made only by a map; "unknown" is a stale
 //!   token (its channel closed), or the token of an index the map never held.
-//! - **9, idle callbacks.** rolecore has no idle callbacks; inserting from a
+//! - **Item 9, idle callbacks.** rolecore has no idle callbacks; inserting from a
 //!   readiness callback is tested.
-//! - **10, register from another thread during a wait.** A `Map` is `!Send`
+//! - **Item 10, register from another thread during a wait.** A `Map` is `!Send`
 //!   (asserted at compile time below): a map and its loop stay on one thread,
 //!   so no other thread can register while it blocks.
-//! - **11, EINTR.** Rust test binaries cannot install a signal handler without
+//! - **Item 11, EINTR.** Rust test binaries cannot install a signal handler without
 //!   `unsafe`, and rolecore's rustix lacks the `process`/`signal` features.
 //!   Instead the test stops and continues the whole process (`kill -STOP`,
 //!   `kill -CONT` from a shell): Linux then fails a blocked `epoll_wait` with
@@ -30,22 +31,22 @@
 //!   transparently. A control check proves the interruption happens. That the
 //!   retry uses the *remaining* time, not the full timeout, needs a timing
 //!   upper bound and is unit-tested in `src/poller/mod.rs`.
-//! - **12, waker.** rolecore has no waker (nothing crosses threads into a map).
-//! - **13, timers.** rolecore's timers are per-channel deadlines and idle
+//! - **Item 12, waker.** Tested in `tests/waker.rs` (`Map::waker`, `Map::mailbox`).
+//! - **Item 13, timers.** rolecore's timers are per-channel deadlines and idle
 //!   timeouts (`set_deadline`, `set_idle_timeout`, `handle_timeout`), beside
 //!   the wait's own timeout. All three are tested: never early, sub-millisecond
 //!   included, huge values neither overflow nor fire.
-//! - **20, peek.** Channels have no peek.
-//! - **21, 22 (datagrams).** rolecore has no datagram sockets yet
-//!   (`SockType` has only `Stream`). Item 22's abstract Unix namespace is
-//!   tested with stream sockets, and its "unbound peer address" half with an
-//!   unbound stream client (its address is `UnixAddress::Unnamed`).
-//! - **23, edge-triggered mode.** rolecore is level-triggered only; the level
+//! - **Item 20, peek.** Channels have no peek.
+//! - **Items 21 and 22 (datagrams).** The datagram halves are tested in
+//!   `tests/datagram.rs`. Here, item 22's abstract Unix namespace is tested
+//!   with stream sockets, and its "unbound peer address" half with an unbound
+//!   stream client (its address is `UnixAddress::Unnamed`).
+//! - **Item 23, edge-triggered mode.** rolecore is level-triggered only; the level
 //!   half is tested.
-//! - **24, "exactly one event per write".** polling's test uses oneshot mode;
+//! - **Item 24, "exactly one event per write".** polling's test uses oneshot mode;
 //!   rolecore is level-triggered and reads may merge writes. The observable
 //!   contract is tested instead: every connection gets back exactly its bytes.
-//! - **25.** All five are tested. A panicking handler is tested both with
+//! - **Item 25.** All five are tested. A panicking handler is tested both with
 //!   `LoopOptions::catch_panics(true)` (documented: only its channel closes)
 //!   and without (documented: the panic reaches the caller); in the second
 //!   case the test also asks for the least a caller that catches the panic
