@@ -6,7 +6,7 @@
 //! the handler did. It makes no system call, so it can be tested exhaustively
 //! and driven by a fuzzer; the loop drives it with real channels.
 //!
-//! The rules it enforces, in the reference's numbering:
+//! The rules it enforces, numbered as in `docs/rules.md`:
 //!
 //! - asyncore's order within one wake-up: read, write, priority, then close
 //!   (A7's `readwrite`);

@@ -1,5 +1,5 @@
 //! CPython 3.11's `test_asyncore.py`, ported to rolecore's typed API: the
-//! reference's T1–T31, with the A/D/P items each one exercises.
+//! T1–T31 (`docs/asyncore.md`), with the A/D/P items each one exercises.
 //!
 //! - `BaseTestAPI` (T18–T31) runs, as in CPython, once per address family —
 //!   IPv4 on 127.0.0.1, IPv6 on [::1], Unix on a socket file in the temporary

@@ -1,6 +1,6 @@
 //! asynchat's behaviour through rolecore's `AsyncChat`, on every backend.
 //!
-//! - Ports of CPython's `test_asynchat.py` (T32–T45 in the reference): a
+//! - Ports of CPython's `test_asynchat.py` (T32–T45, `docs/asyncore.md`): a
 //!   blocking echo server thread like CPython's (one client, reads until
 //!   `QUIT\n`, echoes the rest in `chunk_size` pieces with 1 ms sleeps, then
 //!   closes) and an `AsyncChat` client that connects out and queues its pushes
@@ -687,7 +687,7 @@ fn a_spurious_read_wakeup_is_not_an_error() -> io::Result<()> {
     Ok(())
 }
 
-/// T44: find_prefix_at_end, CPython's two values and the reference's
+/// T44: find_prefix_at_end, CPython's two values and the
 /// verified ones (C19), then against its definition on random inputs.
 #[test]
 fn find_prefix_at_end_gives_the_longest_proper_prefix_at_the_end() {

@@ -1,6 +1,6 @@
 //! P14: a peer that shuts down its sending side still receives every byte the
 //! server had queued for it (asyncore dropped the queue: 65 536 of 4 194 304
-//! bytes arrived in the reference's experiment E25).
+//! bytes arrived in experiment E25, `docs/rules.md`).
 
 mod util;
 

@@ -1,4 +1,4 @@
-//! The asyncore pitfalls (P1–P22 of the reference notes) that no other test
+//! The asyncore pitfalls (P1–P22, `docs/reliability.md`) that no other test
 //! file proves on its own, and one the soak found. `docs/reliability.md` maps
 //! every pitfall to its test.
 //!
