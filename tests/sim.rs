@@ -5,7 +5,10 @@
 
 use std::io;
 
-use rolecore::sim::{Sim, SimConfig, SimReport};
+use std::cell::Cell;
+use std::rc::Rc;
+
+use rolecore::sim::{Sim, SimConfig, SimReport, Traffic};
 use rolecore::{
     AcceptHandler, Address, AsyncChat, Buffered, Channel, ChatHandler, Connected, Ctx, StreamHandler,
     Terminator,
@@ -231,4 +234,88 @@ fn a_handler_that_drains_slowly_after_the_peers_left_is_not_a_livelock() {
         longest = longest.max(report.iterations);
     }
     assert!(longest > 5 * config.settle_limit, "some run drained slowly: {longest} iterations at most");
+}
+
+/// A line server with a line limit that counts the lines it refused; its default `handle_record_too_long` would close the channel,
+/// this one drops the line and goes on.
+struct Limited(Rc<Cell<usize>>);
+impl ChatHandler for Limited {
+    fn found_terminator(&mut self, chat: &mut AsyncChat, _: &mut Ctx<'_>) -> io::Result<()> {
+        let mut line = chat.take_incoming();
+        line.make_ascii_uppercase();
+        line.push(b'\n');
+        chat.push(&line)
+    }
+    fn handle_record_too_long(&mut self, _: &mut AsyncChat, _: &mut Ctx<'_>) -> io::Result<()> {
+        self.0.set(self.0.get() + 1);
+        Ok(())
+    }
+}
+
+struct LimitedServer(Rc<Cell<usize>>, usize);
+impl AcceptHandler for LimitedServer {
+    fn handle_accepted(&mut self, c: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let mut chat = AsyncChat::new(c, Terminator::bytes(b"\n"));
+        chat.set_max_record(self.1);
+        cx.insert(chat, Limited(self.0.clone()))?;
+        Ok(())
+    }
+}
+
+/// Runs the line server with `limit` over `seeds` with `traffic`; returns
+/// how many lines it refused, and every run's report.
+fn limited_runs(seeds: std::ops::Range<u64>, traffic: &Traffic, limit: usize) -> (usize, Vec<SimReport>) {
+    let refused = Rc::new(Cell::new(0));
+    let reports = seeds
+        .map(|seed| {
+            let mut sim = Sim::from_seed(seed, SimConfig::default()).unwrap().with_traffic(traffic.clone());
+            sim.listen(LimitedServer(refused.clone(), limit)).unwrap();
+            sim.run().unwrap_or_else(|failure| panic!("{failure}"))
+        })
+        .collect();
+    (refused.get(), reports)
+}
+
+#[test]
+fn peers_send_the_messages_a_test_chooses_and_reach_a_line_limit() {
+    let long = [b'x'; 300];
+    let traffic = Traffic::messages([&b"ping\n"[..], &long, b"\n", b"get key\n"]).unwrap();
+    let (refused, reports) = limited_runs(0..40, &traffic, 100);
+    assert!(refused > 0, "no line over the limit was ever sent");
+    let stream: Vec<u8> = [&b"ping\n"[..], &long, b"\n", b"get key\n"].concat().repeat(64);
+    let mut answered = 0;
+    for report in &reports {
+        for peer in &report.peers {
+            assert!(stream.starts_with(&peer.sent), "a peer sent something else than its messages");
+            let got = peer.received_data();
+            // Only the short lines come back, in order.
+            let mut expected = b"PING\nGET KEY\n".repeat(64);
+            expected.truncate(got.len());
+            assert_eq!(got, expected);
+            answered += got.len();
+        }
+    }
+    assert!(answered > 0, "no line was ever answered");
+}
+
+#[test]
+fn the_default_pattern_has_a_newline_every_255_bytes_and_no_longer_line() {
+    // Lines of the default pattern are at most 254 bytes and a terminator.
+    let (refused, reports) = limited_runs(0..10, &Traffic::Pattern, 254);
+    assert_eq!(refused, 0);
+    let (refused, _) = limited_runs(0..10, &Traffic::Pattern, 253);
+    assert!(refused > 0, "no line of 254 bytes was sent");
+    for peer in reports.iter().flat_map(|r| &r.peers) {
+        let whole_lines = peer.sent.split_inclusive(|&b| b == b'\n').filter(|l| l.ends_with(b"\n"));
+        assert!(whole_lines.into_iter().all(|l| l.len() <= 255));
+        assert!(!peer.sent.contains(&rolecore::sim::OOB_BYTE));
+    }
+}
+
+#[test]
+fn traffic_that_cannot_be_sent_is_refused() {
+    for bad in [vec![], vec![Vec::new()], vec![b"a\xffb".to_vec()]] {
+        let err = Traffic::messages(bad.clone()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+    }
 }

@@ -8,7 +8,9 @@
 //! invented (spurious wake-ups), reported for channels that have since
 //! closed, or reordered. Peers are the far ends of Unix stream sockets, whose
 //! transfers the kernel completes synchronously, so the same seed gives the
-//! same trace, byte for byte.
+//! same trace, byte for byte, as long as no timer fires: timers still run on
+//! the real clock. What peers write is a fixed pattern unless a test gives
+//! them messages of its own ([`Traffic`]).
 //!
 //! On every step the simulation checks what the loop delivered against its
 //! invariants: nothing after close and `handle_close` at most once (D18), no
@@ -128,6 +130,87 @@ impl Default for SimConfig {
 /// sockets alike), so [`PeerReport::received_data`] leaves them out.
 pub const OOB_BYTE: u8 = 0xFF;
 
+/// What simulated peers write: each peer's ordinary data is one endless
+/// stream, and each write step sends its next bytes (1 to
+/// [`SimConfig::max_io`] of them, as the seed decides), so a message may be
+/// cut anywhere between two writes. Set it with [`Sim::with_traffic`].
+///
+/// # Examples
+///
+/// A line protocol's peers sending real commands, and one line longer than
+/// the server's line limit:
+///
+/// ```
+/// use rolecore::sim::{Sim, SimConfig, Traffic};
+///
+/// let traffic = Traffic::messages([&b"PING\r\n"[..], b"GET key\r\n", &[b'x'; 5000]]).unwrap();
+/// let sim = Sim::from_seed(1, SimConfig::default()).unwrap().with_traffic(traffic);
+/// # drop(sim);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Traffic {
+    /// The default: byte `k` of peer `i`'s stream is `(31·k + 7·i) mod 255`.
+    /// Every value but [`OOB_BYTE`] (`0xFF`) occurs, each once per 255 bytes:
+    /// a `\n` every 255 bytes, a `\r\n` pair never, a zero byte every 255.
+    /// A line protocol therefore sees lines of exactly 254 bytes, never one
+    /// longer: to reach a line limit, send your own messages.
+    #[default]
+    Pattern,
+    /// Each peer sends these messages one after the other, starting over
+    /// after the last: a corpus of requests, or your protocol's own frames.
+    Messages(Vec<Vec<u8>>),
+}
+
+impl Traffic {
+    /// Peers that send `messages`, in order and over again. Refused with
+    /// `InvalidInput` when there is no byte to send at all, or when a message
+    /// holds [`OOB_BYTE`], which [`PeerReport::received_data`] takes for
+    /// out-of-band data.
+    pub fn messages<M: AsRef<[u8]>>(messages: impl IntoIterator<Item = M>) -> io::Result<Traffic> {
+        let messages: Vec<Vec<u8>> = messages.into_iter().map(|m| m.as_ref().to_vec()).collect();
+        if messages.iter().all(|m| m.is_empty()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "simulated traffic needs at least one byte",
+            ));
+        }
+        if messages.iter().any(|m| m.contains(&OOB_BYTE)) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "simulated traffic may not hold 0xFF, the byte peers send as out-of-band data",
+            ));
+        }
+        Ok(Traffic::Messages(messages))
+    }
+
+    /// The `len` bytes of peer `peer`'s stream from offset `start`.
+    fn bytes(&self, peer: usize, start: usize, len: usize) -> Vec<u8> {
+        match self {
+            Traffic::Pattern => (start..start + len).map(|k| ((k * 31 + peer * 7) % 255) as u8).collect(),
+            Traffic::Messages(messages) => {
+                let cycle: usize = messages.iter().map(Vec::len).sum();
+                let mut out = Vec::with_capacity(len);
+                let mut offset = start % cycle; // into the cycle of messages
+                while out.len() < len {
+                    for message in messages {
+                        if offset >= message.len() {
+                            offset -= message.len();
+                            continue;
+                        }
+                        let take = (message.len() - offset).min(len - out.len());
+                        out.extend_from_slice(&message[offset..offset + take]);
+                        offset = 0;
+                        if out.len() == len {
+                            break;
+                        }
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
 /// What one peer sent and received over the whole run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerReport {
@@ -212,6 +295,7 @@ pub struct Sim {
     chaos: Rc<RefCell<Chaos>>,
     checker: Checker,
     config: SimConfig,
+    traffic: Traffic,
     seed: Option<u64>,
     listeners: Vec<Listener>,
     peers: Vec<Peer>,
@@ -235,7 +319,9 @@ fn open_descriptors() -> usize {
 }
 
 impl Sim {
-    /// A world whose choices come from `seed`: the same seed, the same run.
+    /// A world whose choices come from `seed`: the same seed, the same run,
+    /// as long as no timer fires (deadlines and idle timeouts run on the
+    /// real clock, so a run in which one fires may differ when replayed).
     pub fn from_seed(seed: u64, config: SimConfig) -> io::Result<Sim> {
         let mut sim = Sim::new(Chooser::seeded(seed), config)?;
         sim.seed = Some(seed);
@@ -266,6 +352,7 @@ impl Sim {
             chaos,
             checker: Checker::default(),
             config,
+            traffic: Traffic::Pattern,
             seed: None,
             listeners: Vec::new(),
             peers: Vec::new(),
@@ -275,6 +362,13 @@ impl Sim {
             progressed: 0,
             descriptors_at_start,
         })
+    }
+
+    /// Sets what the simulated peers write (the default is
+    /// [`Traffic::Pattern`]).
+    pub fn with_traffic(mut self, traffic: Traffic) -> Sim {
+        self.traffic = traffic;
+        self
     }
 
     /// The map the simulation drives, to insert channels of your own.
@@ -459,7 +553,7 @@ impl Sim {
                     return Ok(true);
                 }
                 let start = peer.report.sent.len();
-                let data: Vec<u8> = (start..start + size).map(|k| ((k * 31 + i * 7) % 255) as u8).collect();
+                let data = self.traffic.bytes(i, start, size);
                 let n =
                     peer.channel.as_mut().map_or(Ok(0), |c| c.send(&data)).map_err(|e| io_fail(self, e))?;
                 self.peers[i].report.sent.extend_from_slice(&data[..n]);
