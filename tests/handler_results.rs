@@ -1,0 +1,111 @@
+//! Getting results out of handlers: `Kept` hands a handler back once the map
+//! has let go of it, for every kind of handler.
+
+use std::io::{self, Write};
+use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
+
+use rolecore::{
+    AcceptHandler, Address, AsyncChat, Buffered, Channel, ChatHandler, Connected, Ctx, Kept, LoopOptions,
+    Map, StreamHandler, Terminator,
+};
+
+/// A chat client that keeps every line it receives.
+#[derive(Default)]
+struct Lines {
+    lines: Vec<String>,
+    connected: bool,
+}
+
+impl ChatHandler for Lines {
+    fn handle_connect(&mut self, _chat: &mut AsyncChat, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.connected = true;
+        Ok(())
+    }
+
+    fn found_terminator(&mut self, chat: &mut AsyncChat, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.lines.push(String::from_utf8_lossy(&chat.take_incoming()).into_owned());
+        Ok(())
+    }
+}
+
+#[test]
+fn a_chat_client_hands_back_what_it_received() {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let client = Kept::new(Lines::default());
+    let mut map = Map::new().unwrap();
+    let connecting = Channel::tcp_v4().unwrap().connect(addr).unwrap();
+    map.insert(AsyncChat::new(connecting, Terminator::bytes(b"\n")), client.clone()).unwrap();
+    let (mut peer, _) = server.accept().unwrap();
+    peer.write_all(b"one\ntwo\n").unwrap();
+    drop(peer);
+    map.run(LoopOptions::default()).unwrap();
+    let lines = client.into_inner().expect("the map dropped the handler when the connection closed");
+    assert!(lines.connected);
+    assert_eq!(lines.lines, ["one", "two"]);
+}
+
+/// Counts the connections it accepted, and closes each one at once.
+#[derive(Default)]
+struct Counter(usize);
+
+impl AcceptHandler for Counter {
+    fn handle_accepted(
+        &mut self,
+        _conn: Channel<Connected>,
+        _peer: Address,
+        cx: &mut Ctx<'_>,
+    ) -> io::Result<()> {
+        self.0 += 1;
+        if self.0 == 3 {
+            cx.close(); // the listener: the map empties and run returns
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_listener_hands_back_its_count_and_can_be_read_between_runs() {
+    let listener = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(8).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counter = Kept::new(Counter::default());
+    let mut map = Map::new().unwrap();
+    let token = map.insert(listener, counter.clone()).unwrap();
+    let _first = std::net::TcpStream::connect(addr.inet().unwrap()).unwrap();
+    map.poll(Some(std::time::Duration::from_secs(5))).unwrap();
+    assert_eq!(counter.with(|c| c.0), Some(1), "read between two runs");
+    assert!(counter.is_shared());
+    let _more: Vec<_> = (0..2).map(|_| std::net::TcpStream::connect(addr.inet().unwrap()).unwrap()).collect();
+    map.run(LoopOptions::default()).unwrap();
+    assert!(!map.contains(token));
+    assert_eq!(counter.into_inner().unwrap().0, 3);
+}
+
+/// A raw stream handler that records the bytes it read.
+#[derive(Default)]
+struct Recorder(Vec<u8>);
+
+impl StreamHandler<Buffered<Connected>> for Recorder {
+    fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let buf = cx.buffer();
+        let n = ch.recv(buf)?;
+        self.0.extend_from_slice(&buf[..n]);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_handler_still_in_the_map_is_not_handed_back() {
+    let (ours, mut theirs) = UnixStream::pair().unwrap();
+    let recorder = Kept::new(Recorder::default());
+    let mut map = Map::new().unwrap();
+    map.insert(Buffered::new(Channel::try_from(ours).unwrap()), recorder.clone()).unwrap();
+    theirs.write_all(b"abc").unwrap();
+    map.poll(Some(std::time::Duration::from_secs(5))).unwrap();
+    let Err(recorder) = recorder.into_inner() else { panic!("the map still holds it") };
+    assert_eq!(recorder.with(|r| r.0.clone()), Some(b"abc".to_vec()));
+    drop(theirs);
+    map.run(LoopOptions::default()).unwrap();
+    assert_eq!(recorder.into_inner().unwrap().0, b"abc");
+}
