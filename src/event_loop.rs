@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::map::Map;
 use crate::poller::Backend;
@@ -137,6 +137,73 @@ pub(crate) fn run(map: &mut Map, options: LoopOptions) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The longest one wait of [`Map::run_until`] lasts before it asks its
+/// condition again.
+pub const RUN_UNTIL_TICK: Duration = Duration::from_millis(10);
+
+impl Map {
+    /// Runs the loop until `done(map)` holds, the map empties, a handler
+    /// stops the loop, or `limit` has passed; returns whether `done` held.
+    ///
+    /// `done` is asked before the first wait and after every iteration, and
+    /// no wait lasts more than [`RUN_UNTIL_TICK`] (10 ms), so a condition on
+    /// state outside the map (another thread finished, a peer in the same
+    /// test has its answer) is noticed within that. Made for tests and for
+    /// code that waits on such a condition with a bound instead of a hang;
+    /// a server that runs until it is stopped calls [`Map::run`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::time::Duration;
+    /// use rolecore::{Buffered, Channel, Connected, Ctx, Kept, Map, StreamHandler};
+    ///
+    /// #[derive(Default)]
+    /// struct Count(usize);
+    /// impl StreamHandler<Buffered<Connected>> for Count {
+    ///     fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> std::io::Result<()> {
+    ///         self.0 += ch.recv(cx.buffer())?;
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let (ours, mut theirs) = std::os::unix::net::UnixStream::pair()?;
+    /// let count = Kept::new(Count::default());
+    /// let mut map = Map::new()?;
+    /// map.insert(Buffered::new(Channel::try_from(ours)?), count.clone())?;
+    /// theirs.write_all(b"twelve bytes")?;
+    /// // The peer stays connected: run only until the bytes arrived.
+    /// let arrived = map.run_until(Duration::from_secs(5), |_| count.with(|c| c.0) == Some(12))?;
+    /// assert!(arrived);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Map) -> bool) -> io::Result<bool> {
+        // A limit too far to represent is no limit.
+        let deadline = Instant::now().checked_add(limit);
+        loop {
+            if done(self) {
+                return Ok(true);
+            }
+            if self.is_empty() {
+                return Ok(false);
+            }
+            let wait = match deadline {
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left.min(RUN_UNTIL_TICK),
+                    _ => return Ok(false),
+                },
+                None => RUN_UNTIL_TICK,
+            };
+            if self.poll(Some(wait))? {
+                return Ok(done(self)); // a handler stopped the loop
+            }
+        }
+    }
 }
 
 /// asyncore's `loop(timeout, use_poll, map, count)`: waits up to `timeout`

@@ -99,7 +99,9 @@ pub use channel::{
 };
 pub use chat::{AsyncChat, ChatHandler, Producer, SimpleProducer, Terminator};
 pub use error::{RoleError, is_disconnect};
-pub use event_loop::{DEFAULT_TIMEOUT, LoopOptions, Refresh, close_all, loop_, with_socket_map};
+pub use event_loop::{
+    DEFAULT_TIMEOUT, LoopOptions, RUN_UNTIL_TICK, Refresh, close_all, loop_, with_socket_map,
+};
 pub use handler::{AcceptHandler, DatagramHandler, FileHandler, Pending, StreamHandler, Transport};
 pub use kept::Kept;
 pub use mailbox::{MailboxHandler, SendError, Sender, Waker};

@@ -5,12 +5,10 @@
 //! The guide's samples use the default features (`signals` among them).
 #![cfg(feature = "signals")]
 
-mod util;
-
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -18,7 +16,7 @@ use std::time::{Duration, Instant};
 use rolecore::signal::{SIGINT, SIGTERM};
 use rolecore::sim::{Sim, SimConfig};
 use rolecore::{
-    AcceptHandler, Address, AsyncChat, Buffered, Channel, ChatHandler, Connected, Ctx, Listening,
+    AcceptHandler, Address, AsyncChat, Buffered, Channel, ChatHandler, Connected, Ctx, Kept, Listening,
     LoopOptions, Map, StreamHandler, Terminator, Waker,
 };
 
@@ -74,7 +72,7 @@ fn the_echo_server_echoes() -> io::Result<()> {
         Ok(echoed)
     });
     // The loop runs on this thread, in short iterations, until the client is done.
-    assert!(util::run_until(&mut map, |_| client.is_finished()));
+    assert!(map.run_until(Duration::from_secs(5), |_| client.is_finished())?);
     assert_eq!(client.join().unwrap()?, b"hello, world");
     assert_eq!(map.len(), 1); // the listener; the connection closed after its echo
     Ok(())
@@ -146,7 +144,7 @@ fn the_line_server_answers_refuses_and_says_bye() -> io::Result<()> {
         stream.read_to_end(&mut answers)?; // until the server closes, after "bye"
         Ok(answers)
     });
-    assert!(util::run_until(&mut map, |_| client.is_finished()));
+    assert!(map.run_until(Duration::from_secs(5), |_| client.is_finished())?);
     let answers = client.join().unwrap()?;
     assert_eq!(answers, b"HELLO\n! line too long (max 64 bytes)\nSTILL HERE\nbye\n");
     Ok(())
@@ -318,7 +316,7 @@ fn the_resp_server_answers_a_pipeline_split_anywhere() -> io::Result<()> {
         redis.read_to_end(&mut replies)?;
         Ok(replies)
     });
-    assert!(util::run_until(&mut map, |_| client.is_finished()));
+    assert!(map.run_until(Duration::from_secs(5), |_| client.is_finished())?);
     let replies = client.join().unwrap()?;
     let expected: &[u8] = b"+PONG\r\n+OK\r\n$4\r\na\r\nb\r\n$-1\r\n$0\r\n\r\n\
         -ERR Protocol error: expected '*' and a count\r\n";
@@ -379,7 +377,7 @@ fn a_silent_client_is_hung_up_on() -> io::Result<()> {
         stream.read_to_end(&mut answers)?; // says nothing more, until the server hangs up
         Ok((answers, silent_since.elapsed()))
     });
-    assert!(util::run_until(&mut map, |_| client.is_finished()));
+    assert!(map.run_until(Duration::from_secs(5), |_| client.is_finished())?);
     let (answers, silence) = client.join().unwrap()?;
     assert_eq!(answers, b"hi\nidle for too long, bye\n");
     assert!(silence >= IDLE, "hung up after {silence:?}");
@@ -405,7 +403,7 @@ fn a_peer_that_stops_reading_pauses_the_echo() -> io::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) => return Err(e),
         }
-        util::run_iterations(&mut map, 1);
+        map.run(LoopOptions::new().timeout(Duration::from_millis(10)).count(1))?;
         let mut echo = map.stream_mut::<Buffered<Connected>, Echo>(token).expect("still open");
         most_queued = most_queued.max(echo.transport().queued());
     }
@@ -415,10 +413,10 @@ fn a_peer_that_stops_reading_pauses_the_echo() -> io::Result<()> {
 
     // The peer reads again: the echo resumes, and every byte comes back.
     let mut received = 0;
-    assert!(util::run_until(&mut map, |_| {
+    assert!(map.run_until(Duration::from_secs(5), |_| {
         received += peer.read(&mut [0u8; 65536]).unwrap_or(0);
         received == sent
-    }));
+    })?);
     Ok(())
 }
 
@@ -452,11 +450,11 @@ fn sigterm_stops_accepting_and_closes_connections_after_the_grace() -> io::Resul
         stream.read_to_end(&mut echoed)?; // the echo, then the end when the grace is over
         Ok(echoed)
     });
-    assert!(util::run_until(&mut map, |map| map.len() == 2)); // the listener and one connection
+    assert!(map.run_until(Duration::from_secs(5), |map| map.len() == 2)?); // the listener and one connection
     let pid = std::process::id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status()?.success());
     let started = Instant::now();
-    assert!(util::run_until(&mut map, Map::is_empty)); // signal watchers do not count
+    assert!(map.run_until(Duration::from_secs(5), Map::is_empty)?); // signal watchers do not count
     assert!(started.elapsed() >= GRACE);
     assert_eq!(client.join().unwrap()?, b"ping");
     assert!(TcpStream::connect(addr).is_err(), "nothing listens any more");
@@ -474,7 +472,7 @@ fn another_thread_shuts_the_loop_down() -> io::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
         waker.shutdown(Duration::from_secs(1))
     });
-    assert!(util::run_until(&mut map, Map::is_empty)); // the waker does not count either
+    assert!(map.run_until(Duration::from_secs(5), Map::is_empty)?); // the waker does not count either
     admin.join().unwrap()?;
     Ok(())
 }
@@ -506,7 +504,7 @@ fn two_loops_share_one_port() -> io::Result<()> {
                 let mut map = Map::new()?; // each thread its own map, handlers and loop
                 map.insert(listener, EchoServer)?;
                 wakers_tx.send(map.waker()?).expect("the test waits for it");
-                Ok(util::run_until(&mut map, Map::is_empty)) // a program: map.run(LoopOptions::default())
+                map.run_until(Duration::from_secs(5), Map::is_empty) // a program: map.run(LoopOptions::default())
             })
         })
         .collect();
@@ -546,6 +544,84 @@ fn the_echo_server_survives_a_hostile_world() {
             assert!(peer.sent.starts_with(&peer.received_data()), "seed {seed}");
         }
     }
+}
+
+// ---- chapter 10: a client -------------------------------------------------------
+
+/// Asks a time server for the time: one request line, one answer line.
+#[derive(Default)]
+struct AskTime {
+    answer: Option<String>,
+    failed: Option<io::Error>,
+}
+
+impl ChatHandler for AskTime {
+    fn handle_connect(&mut self, chat: &mut AsyncChat, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        chat.push(b"TIME\r\n") // connected: runs once, before any read or write
+    }
+
+    fn found_terminator(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.answer = Some(String::from_utf8_lossy(&chat.take_incoming()).into_owned());
+        cx.close(); // one answer is all this client wants
+        Ok(())
+    }
+
+    fn handle_connect_failed(&mut self, error: io::Error, _cx: &mut Ctx<'_>) {
+        self.failed = Some(error); // refused, unreachable or timed out, on any backend
+    }
+}
+
+/// Connects to `addr`, asks for the time, and returns the answer.
+fn ask_time(addr: SocketAddr) -> io::Result<String> {
+    // A connect the kernel refuses at once (a bad address, no route) fails
+    // here, with the fresh channel handed back in the `RoleError`.
+    let connecting = Channel::tcp_v4()?.connect(addr)?;
+    let ask = Kept::new(AskTime::default()); // a handle to the handler, kept here
+    let mut map = Map::new()?;
+    map.insert(AsyncChat::new(connecting, Terminator::CRLF), ask.clone())?;
+    map.run(LoopOptions::default())?; // until the connection closed: the map is empty
+    let ask = ask.into_inner().expect("the map dropped its clone when the channel closed");
+    match (ask.answer, ask.failed) {
+        (Some(answer), _) => Ok(answer),
+        (None, Some(error)) => Err(error), // the connect failed later, in the loop
+        (None, None) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before answering")),
+    }
+}
+
+#[test]
+fn the_client_gets_its_answer() -> io::Result<()> {
+    let server = TcpListener::bind("127.0.0.1:0")?;
+    let addr = server.local_addr()?;
+    let time_server = std::thread::spawn(move || -> io::Result<Vec<u8>> {
+        let (mut conn, _) = server.accept()?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut request = [0u8; 6];
+        conn.read_exact(&mut request)?;
+        conn.write_all(b"12:00\r\n")?;
+        Ok(request.to_vec())
+    });
+    assert_eq!(ask_time(addr)?, "12:00");
+    assert_eq!(time_server.join().unwrap()?, b"TIME\r\n");
+    Ok(())
+}
+
+#[test]
+fn a_refused_connect_arrives_in_the_loop() -> io::Result<()> {
+    let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?; // closed again: nobody listens
+    let error = ask_time(addr).unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused);
+    Ok(())
+}
+
+#[test]
+fn a_connect_the_kernel_refuses_at_once_is_an_error_from_connect() -> io::Result<()> {
+    let v6: SocketAddr = "[::1]:9".parse().unwrap();
+    let error = Channel::tcp_v4()?.connect(v6).unwrap_err(); // an IPv6 address for an IPv4 socket
+    assert!(error.error().raw_os_error().is_some(), "{error:?}");
+    let _fresh: Channel<rolecore::Fresh> = error.into_inner(); // the channel comes back
+    let error = ask_time(v6).unwrap_err(); // and through `?`, an io::Error
+    assert!(error.raw_os_error().is_some(), "{error:?}");
+    Ok(())
 }
 
 // ---- the guide cannot drift from this file ---------------------------------------
