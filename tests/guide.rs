@@ -88,9 +88,6 @@ struct Shout;
 
 impl ChatHandler for Shout {
     fn found_terminator(&mut self, chat: &mut AsyncChat, _cx: &mut Ctx<'_>) -> io::Result<()> {
-        if chat.is_closing() {
-            return Ok(()); // after `quit`: lines that came with it are ignored
-        }
         let mut line = chat.take_incoming(); // the record, without its terminator
         if line.last() == Some(&b'\r') {
             line.pop(); // telnet and `nc -C` end lines with \r\n
