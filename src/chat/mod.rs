@@ -76,6 +76,13 @@ pub const DEFAULT_MAX_RECORD: usize = 1024 * 1024;
 /// The default bound on queued output: 4 MiB.
 pub const DEFAULT_CHAT_OUTPUT_LIMIT: usize = 4 * 1024 * 1024;
 
+/// The most bytes one queued buffer holds. Output is queued in buffers of at
+/// most this size, so that a buffer being sent is never also the one that
+/// grows: asynchat's queue (and this one, before) appended every push to the
+/// partly sent front buffer, which was freed only once fully sent, so a peer
+/// that kept the queue from emptying grew it by every byte pushed.
+const CHUNK: usize = DEFAULT_OUT_BUFFER_SIZE;
+
 enum Out {
     Data {
         buf: Vec<u8>,
@@ -181,14 +188,7 @@ impl<R: Role> AsyncChat<R> {
     /// past [`output_limit`](Self::output_limit).
     pub fn push(&mut self, data: &[u8]) -> io::Result<()> {
         self.check_push(data.len())?;
-        match self.out.back_mut() {
-            Some(Out::Data { buf, .. }) => buf.extend_from_slice(data),
-            _ => {
-                let mut buf = std::mem::take(&mut self.spare);
-                buf.extend_from_slice(data);
-                self.out.push_back(Out::Data { buf, sent: 0 });
-            }
-        }
+        self.enqueue(data);
         self.out_bytes += data.len();
         self.watermarks.update(self.out_bytes);
         Ok(())
@@ -198,6 +198,14 @@ impl<R: Role> AsyncChat<R> {
     /// `push_with_producer`).
     pub fn push_with_producer(&mut self, producer: impl Producer + 'static) -> io::Result<()> {
         self.check_push(0)?;
+        if let Some(Out::Data { buf, .. }) = self.out.back_mut() {
+            // Nothing is appended to it any more: its slack would be held
+            // while the producer runs, beside the next buffer's.
+            buf.shrink_to_fit();
+        }
+        // Kept only for a queue that empties; with a producer in the queue it
+        // would sit beside the producer's chunks.
+        self.spare = Vec::new();
         self.out.push_back(Out::Producer(Box::new(producer)));
         Ok(())
     }
@@ -286,6 +294,105 @@ impl<R: Role> AsyncChat<R> {
         &self.channel
     }
 
+    /// The memory the output queue holds: the capacities of its queued
+    /// buffers and of the one kept for the next push. Producers' own state
+    /// is not counted.
+    ///
+    /// For pushed bytes it stays within [`queued`](Self::queued) plus 64 KiB
+    /// (one buffer), hence within [`output_limit`](Self::output_limit) plus
+    /// 64 KiB, whatever the pattern of pushes and partial sends. A chunk a
+    /// producer returns is queued as it is, and adds at most its own length.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rolecore::{AsyncChat, Channel, Terminator};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, _b) = Channel::pair()?;
+    /// let mut chat = AsyncChat::new(a, Terminator::bytes(b"\n"));
+    /// assert_eq!(chat.output_capacity(), 0);
+    /// chat.push(&[b'x'; 100_000])?;
+    /// assert!(chat.output_capacity() <= chat.queued() + 64 * 1024);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn output_capacity(&self) -> usize {
+        let queued: usize = self
+            .out
+            .iter()
+            .map(|o| match o {
+                Out::Data { buf, .. } => buf.capacity(),
+                _ => 0,
+            })
+            .sum();
+        queued + self.spare.capacity()
+    }
+
+    /// Appends `data` to the queue, in buffers of at most [`CHUNK`] bytes.
+    ///
+    /// Why the bound holds: every buffer but the first and the last is full
+    /// (length = capacity = `CHUNK`, or shrunk when a producer was queued
+    /// after it); the last grows by at most doubling, capped at `CHUNK`, so
+    /// its slack is at most `CHUNK / 2`; the first's sent prefix is
+    /// compacted away past `CHUNK / 2` when another buffer follows it
+    /// ([`compact_front`](Self::compact_front)). A single buffer holds at
+    /// most `CHUNK`. So the memory is at most the unsent bytes plus `CHUNK`.
+    fn enqueue(&mut self, mut data: &[u8]) {
+        if let Some(Out::Data { buf, .. }) = self.out.back_mut()
+            && buf.len() < CHUNK
+        {
+            let take = data.len().min(CHUNK - buf.len());
+            let needed = buf.len() + take;
+            if needed > buf.capacity() {
+                let target = needed.max(buf.capacity().saturating_mul(2).min(CHUNK));
+                buf.reserve_exact(target - buf.len());
+            }
+            buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+        let mut added = false;
+        while !data.is_empty() {
+            let take = data.len().min(CHUNK);
+            let mut buf = if self.out.is_empty() {
+                // The queue was empty: the buffer is first and last at once,
+                // so the spare's slack is within the one-buffer allowance.
+                std::mem::take(&mut self.spare)
+            } else {
+                Vec::new()
+            };
+            if buf.capacity() < take {
+                buf.reserve_exact(take);
+            }
+            buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            self.out.push_back(Out::Data { buf, sent: 0 });
+            added = true;
+        }
+        if added {
+            self.compact_front();
+        }
+    }
+
+    /// Drops the sent prefix of the front buffer once it is more than half a
+    /// chunk (and half the buffer, so that a producer's large chunk moves each
+    /// byte at most once more) and another entry follows: then nothing more
+    /// is appended to the front buffer, and its sent bytes would be held
+    /// until the last of it is sent.
+    fn compact_front(&mut self) {
+        if self.out.len() < 2 {
+            return;
+        }
+        if let Some(Out::Data { buf, sent }) = self.out.front_mut()
+            && *sent > CHUNK / 2
+            && *sent >= buf.len() / 2
+        {
+            buf.drain(..*sent);
+            buf.shrink_to_fit();
+            *sent = 0;
+        }
+    }
+
     fn check_push(&self, more: usize) -> io::Result<()> {
         if self.closing {
             // Not BrokenPipe: that is a disconnection, on which the loop would
@@ -330,12 +437,19 @@ impl AsyncChat<Connected> {
                     let end = buf.len().min(*sent + self.out_buffer_size);
                     let n = self.channel.send(&buf[*sent..end])?;
                     *sent += n;
+                    let done = *sent == buf.len();
                     self.out_bytes -= n;
                     self.watermarks.update(self.out_bytes);
-                    if *sent == buf.len()
-                        && let Some(Out::Data { mut buf, .. }) = self.out.pop_front()
-                        && buf.capacity() <= self.out_buffer_size
+                    if !done {
+                        self.compact_front();
+                    } else if let Some(Out::Data { mut buf, .. }) = self.out.pop_front()
+                        && buf.capacity() <= CHUNK
+                        && matches!(self.out.front(), None | Some(Out::Close))
                     {
+                        // Kept for the next push only when the queue emptied:
+                        // beside queued buffers it would be memory over the
+                        // bound; a queue that empties is the steady case the
+                        // spare is for.
                         buf.clear();
                         self.spare = buf;
                     }
