@@ -61,7 +61,7 @@ use std::io;
 pub use producer::{Producer, SimpleProducer};
 pub use terminator::{Framed, Framer, RecordTooLong, Split, Terminator, find_prefix_at_end, next_split};
 
-use crate::buffered::Watermarks;
+use crate::buffered::{OutputBudget, Watermarks};
 use crate::channel::{Channel, Connected, Connecting, Role};
 use crate::handler::{Pending, StreamHandler, Transport};
 use crate::map::Ctx;
@@ -93,6 +93,33 @@ enum Out {
     Close,
 }
 
+/// The bytes a chat has queued, and the budget they are charged to: the
+/// charge is released when they are sent, discarded, or dropped with the
+/// chat. A field of its own so that the chat needs no `Drop` (it is taken
+/// apart when its connect completes).
+struct Queued {
+    bytes: usize,
+    budget: Option<OutputBudget>,
+}
+
+impl Queued {
+    /// `n` queued bytes left the queue: sent or discarded.
+    fn sent(&mut self, n: usize) {
+        self.bytes -= n;
+        if let Some(budget) = &self.budget {
+            budget.release(n);
+        }
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.release(self.bytes);
+        }
+    }
+}
+
 /// A stream that splits input into records and queues output: asynchat's
 /// `async_chat`. See the [module documentation](self).
 pub struct AsyncChat<R: Role = Connected> {
@@ -107,7 +134,8 @@ pub struct AsyncChat<R: Role = Connected> {
     /// Dropping the rest of an over-long record, up to its terminator.
     skipping: bool,
     out: VecDeque<Out>,
-    out_bytes: usize,
+    /// Bytes queued and not sent, and the shared budget they are charged to.
+    out_bytes: Queued,
     /// A sent-out buffer kept for the next push, so steady traffic does not
     /// allocate.
     spare: Vec<u8>,
@@ -130,7 +158,7 @@ impl<R: Role> AsyncChat<R> {
             record_len: 0,
             skipping: false,
             out: VecDeque::new(),
-            out_bytes: 0,
+            out_bytes: Queued { bytes: 0, budget: None },
             spare: Vec::new(),
             closing: false,
             in_buffer_size: DEFAULT_IN_BUFFER_SIZE,
@@ -145,7 +173,7 @@ impl<R: Role> AsyncChat<R> {
     /// `high` bytes queued and resumes at or below `low` (defaults: 1 MiB
     /// and 256 KiB). `usize::MAX` as `high` turns back-pressure off.
     pub fn set_watermarks(&mut self, low: usize, high: usize) {
-        self.watermarks.set(low, high, self.out_bytes);
+        self.watermarks.set(low, high, self.out_bytes.bytes);
     }
 
     /// The terminator the next bytes are split at (asynchat's
@@ -188,9 +216,12 @@ impl<R: Role> AsyncChat<R> {
     /// past [`output_limit`](Self::output_limit).
     pub fn push(&mut self, data: &[u8]) -> io::Result<()> {
         self.check_push(data.len())?;
+        if let Some(budget) = &self.out_bytes.budget {
+            budget.try_charge(data.len())?;
+        }
         self.enqueue(data);
-        self.out_bytes += data.len();
-        self.watermarks.update(self.out_bytes);
+        self.out_bytes.bytes += data.len();
+        self.watermarks.update(self.out_bytes.bytes);
         Ok(())
     }
 
@@ -232,7 +263,7 @@ impl<R: Role> AsyncChat<R> {
         self.incoming.clear();
         self.record_len = 0;
         self.out.clear();
-        self.out_bytes = 0;
+        self.out_bytes.sent(self.out_bytes.bytes);
         self.watermarks.update(0);
         if self.closing {
             self.out.push_back(Out::Close);
@@ -241,7 +272,45 @@ impl<R: Role> AsyncChat<R> {
 
     /// Bytes queued and not yet sent (producers' future output not counted).
     pub fn queued(&self) -> usize {
-        self.out_bytes
+        self.out_bytes.bytes
+    }
+
+    /// Charges this chat's queued output to `budget`, shared with other
+    /// channels (see [`OutputBudget`]): a push that would pass it is refused
+    /// whole with a `StorageFull` error carrying a
+    /// [`BudgetFull`](crate::BudgetFull). Bytes already queued move to it
+    /// from any budget set before.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rolecore::{AsyncChat, Channel, OutputBudget, Terminator};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let budget = OutputBudget::new(100);
+    /// let (a, _peer) = Channel::pair()?;
+    /// let mut chat = AsyncChat::new(a, Terminator::bytes(b"\n"));
+    /// chat.set_budget(&budget);
+    /// chat.push(&[b'x'; 80])?; // queued until the loop sends it
+    /// assert_eq!(budget.used(), 80);
+    /// let refused = chat.push(&[b'y'; 40]).unwrap_err();
+    /// assert_eq!(refused.kind(), std::io::ErrorKind::StorageFull);
+    /// drop(chat);
+    /// assert_eq!(budget.used(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set_budget(&mut self, budget: &OutputBudget) {
+        let queued = self.out_bytes.bytes;
+        if let Some(old) = self.out_bytes.budget.replace(budget.clone()) {
+            old.release(queued);
+        }
+        budget.charge(queued);
+    }
+
+    /// The budget this chat's output is charged to, if any.
+    pub fn budget(&self) -> Option<&OutputBudget> {
+        self.out_bytes.budget.as_ref()
     }
 
     /// Whether bytes or producers wait to be sent.
@@ -401,9 +470,9 @@ impl<R: Role> AsyncChat<R> {
                 "push after close_when_done: the channel closes once its queue is sent",
             ));
         }
-        if self.out_bytes.saturating_add(more) > self.output_limit {
+        if self.out_bytes.bytes.saturating_add(more) > self.output_limit {
             let full =
-                crate::BufferFull { queued: self.out_bytes, requested: more, limit: self.output_limit };
+                crate::BufferFull { queued: self.out_bytes.bytes, requested: more, limit: self.output_limit };
             return Err(io::Error::new(io::ErrorKind::StorageFull, full));
         }
         Ok(())
@@ -428,8 +497,11 @@ impl AsyncChat<Connected> {
                     if chunk.is_empty() {
                         self.out.pop_front();
                     } else {
-                        self.out_bytes += chunk.len();
-                        self.watermarks.update(self.out_bytes);
+                        self.out_bytes.bytes += chunk.len();
+                        if let Some(budget) = &self.out_bytes.budget {
+                            budget.charge(chunk.len());
+                        }
+                        self.watermarks.update(self.out_bytes.bytes);
                         self.out.push_front(Out::Data { buf: chunk, sent: 0 });
                     }
                 }
@@ -438,8 +510,8 @@ impl AsyncChat<Connected> {
                     let n = self.channel.send(&buf[*sent..end])?;
                     *sent += n;
                     let done = *sent == buf.len();
-                    self.out_bytes -= n;
-                    self.watermarks.update(self.out_bytes);
+                    self.out_bytes.sent(n);
+                    self.watermarks.update(self.out_bytes.bytes);
                     if !done {
                         self.compact_front();
                     } else if let Some(Out::Data { mut buf, .. }) = self.out.pop_front()
@@ -552,7 +624,7 @@ impl<R: Role> fmt::Debug for AsyncChat<R> {
             .field("channel", &self.channel)
             .field("terminator", &self.terminator)
             .field("held", &self.held.len())
-            .field("queued", &self.out_bytes)
+            .field("queued", &self.out_bytes.bytes)
             .field("closing", &self.closing)
             .finish_non_exhaustive()
     }
