@@ -521,15 +521,18 @@ impl From<Channel<Connecting>> for Buffered<Connecting> {
     }
 }
 
+impl crate::handler::RawChannel for Buffered<Connected> {
+    #[inline]
+    fn channel_mut(&mut self) -> &mut Channel<Connected> {
+        &mut self.channel
+    }
+}
+
 impl Transport for Buffered<Connected> {
     type Pending = Buffered<Connecting>;
     #[inline]
     fn channel(&self) -> &Channel<Connected> {
         &self.channel
-    }
-    #[inline]
-    fn channel_mut(&mut self) -> &mut Channel<Connected> {
-        &mut self.channel
     }
     #[inline]
     fn has_queued_output(&self) -> bool {

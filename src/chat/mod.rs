@@ -13,7 +13,9 @@
 //! record without its terminator was collected but gets no
 //! `found_terminator` (P16). What changes on purpose: the terminator is a
 //! typed value set at construction (D14), a `push` after `close_when_done`
-//! is an error instead of silently lost (D16), input is bounded (a record
+//! is an error instead of silently lost (D16), only a connected or
+//! connecting chat can push ([`CanPush`]), nothing can write to the socket
+//! around the queue (there is no `get_mut`), input is bounded (a record
 //! longer than [`AsyncChat::max_record`] is a [`RecordTooLong`] error, by
 //! default reported and closed), and output is bounded.
 //!
@@ -120,6 +122,32 @@ impl Drop for Queued {
     }
 }
 
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::channel::Connected {}
+    impl Sealed for crate::channel::Connecting {}
+}
+
+/// The roles on which an [`AsyncChat`] can queue output: [`Connected`], and
+/// [`Connecting`] (the output goes out once the connect completes). Sealed.
+///
+/// asynchat let a listening or unconnected `async_chat` push, and the bytes
+/// were queued and never sent; here [`AsyncChat::push`],
+/// [`push_with_producer`](AsyncChat::push_with_producer) and
+/// [`close_when_done`](AsyncChat::close_when_done) need this bound, so that
+/// does not compile.
+#[diagnostic::on_unimplemented(
+    message = "an `AsyncChat<{Self}>` cannot queue output: nothing would ever send it",
+    label = "`push`, `push_with_producer` and `close_when_done` need a connected or connecting chat",
+    note = "wrap a connected channel (one accepted from a listener, or `Channel::connect`'s \
+            `Channel<Connecting>`) in the AsyncChat; a listener's connections are chats, \
+            not the listener"
+)]
+pub trait CanPush: Role + sealed::Sealed {}
+
+impl CanPush for Connected {}
+impl CanPush for Connecting {}
+
 /// A stream that splits input into records and queues output: asynchat's
 /// `async_chat`. See the [module documentation](self).
 pub struct AsyncChat<R: Role = Connected> {
@@ -214,7 +242,15 @@ impl<R: Role> AsyncChat<R> {
     /// [`close_when_done`](Self::close_when_done) (asynchat lost such data
     /// silently, D16), and of kind `StorageFull` when the queue would grow
     /// past [`output_limit`](Self::output_limit).
-    pub fn push(&mut self, data: &[u8]) -> io::Result<()> {
+    ///
+    /// Only a chat that can send has it: connected, or connecting (the bytes
+    /// go out once the connect completes, after `handle_connect`). A
+    /// listener's, a fresh socket's or a datagram socket's chat would queue
+    /// bytes that are never sent.
+    pub fn push(&mut self, data: &[u8]) -> io::Result<()>
+    where
+        R: CanPush,
+    {
         self.check_push(data.len())?;
         if let Some(budget) = &self.out_bytes.budget {
             budget.try_charge(data.len())?;
@@ -227,7 +263,11 @@ impl<R: Role> AsyncChat<R> {
 
     /// Queues a producer, asked for more as the socket takes it (asynchat's
     /// `push_with_producer`).
-    pub fn push_with_producer(&mut self, producer: impl Producer + 'static) -> io::Result<()> {
+    /// Only on a connected or connecting chat, as [`push`](Self::push).
+    pub fn push_with_producer(&mut self, producer: impl Producer + 'static) -> io::Result<()>
+    where
+        R: CanPush,
+    {
         self.check_push(0)?;
         if let Some(Out::Data { buf, .. }) = self.out.back_mut() {
             // Nothing is appended to it any more: its slack would be held
@@ -244,7 +284,14 @@ impl<R: Role> AsyncChat<R> {
     /// Closes the channel once everything queued so far has been sent.
     /// Later pushes fail, and input that arrived after it is not delivered
     /// as records.
-    pub fn close_when_done(&mut self) {
+    ///
+    /// Only on a connected or connecting chat, as [`push`](Self::push): a
+    /// connecting chat closes once its connect completed and its queue is
+    /// sent.
+    pub fn close_when_done(&mut self)
+    where
+        R: CanPush,
+    {
         if !self.closing {
             self.closing = true;
             self.out.push_back(Out::Close);
@@ -531,9 +578,17 @@ impl AsyncChat<Connected> {
         }
     }
 
-    /// The connected channel underneath, mutably.
-    pub fn get_mut(&mut self) -> &mut Channel<Connected> {
-        &mut self.channel
+    /// Sets `TCP_NODELAY` on the channel underneath (an error on a Unix
+    /// socket).
+    ///
+    /// The chat gives no `&mut` access to its channel (asynchat's `socket`),
+    /// for sending through it would overtake what is queued: a goodbye queued
+    /// with [`close_when_done`](Self::close_when_done) would arrive after
+    /// bytes sent later. Read-only socket queries go through
+    /// [`get_ref`](Self::get_ref); output goes through
+    /// [`push`](Self::push).
+    pub fn set_nodelay(&mut self, nodelay: bool) -> io::Result<()> {
+        self.channel.set_nodelay(nodelay)
     }
 
     /// Reads once and runs the terminator engine over what arrived, calling
@@ -630,15 +685,18 @@ impl<R: Role> fmt::Debug for AsyncChat<R> {
     }
 }
 
+impl crate::handler::RawChannel for AsyncChat<Connected> {
+    #[inline]
+    fn channel_mut(&mut self) -> &mut Channel<Connected> {
+        &mut self.channel
+    }
+}
+
 impl Transport for AsyncChat<Connected> {
     type Pending = AsyncChat<Connecting>;
     #[inline]
     fn channel(&self) -> &Channel<Connected> {
         &self.channel
-    }
-    #[inline]
-    fn channel_mut(&mut self) -> &mut Channel<Connected> {
-        &mut self.channel
     }
     #[inline]
     fn has_queued_output(&self) -> bool {
