@@ -2,7 +2,7 @@
 //! reaches every other client, prefixed with the sender's address.
 //!
 //! ```text
-//! cargo run --release --example chat_server -- [ADDR] [--backend select|poll|epoll]
+//! cargo run --release --example chat_server -- [ADDR] [--backend select|poll|epoll] [--output-budget BYTES]
 //! ```
 //!
 //! ADDR defaults to 127.0.0.1:5555 (port 0 picks a free port); the first line
@@ -26,6 +26,17 @@
 //! limit is reached) is disconnected. Lines are bounded by the chat itself
 //! ([`AsyncChat::set_max_record`]); `handle_record_too_long` answers and keeps
 //! the connection.
+//!
+//! # One bound for the whole room
+//!
+//! Each chat's output limit (4 MiB) bounds one slow reader, not a hundred:
+//! a hundred members that never read, while one member sends, would each
+//! fill their queue. Every chat is therefore charged to one shared
+//! [`OutputBudget`] (`--output-budget`, 64 MiB by default). When a push would
+//! pass it, the member with the largest queue — the slowest reader, and the
+//! one whose going frees the most — is disconnected, and the push is tried
+//! again. The server's queued output stays within the budget whatever its
+//! members do.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -34,12 +45,15 @@ use std::process::ExitCode;
 use std::rc::Rc;
 
 use rolecore::{
-    AcceptHandler, Address, AsyncChat, Backend, Channel, ChatHandler, Connected, Ctx, Listening, LoopOptions,
-    Map, Terminator, Token,
+    AcceptHandler, Address, AsyncChat, Backend, BudgetFull, Channel, ChatHandler, Connected, Ctx, Listening,
+    LoopOptions, Map, OutputBudget, Terminator, Token,
 };
 
 /// The longest line relayed, without its line ending.
 const MAX_LINE: usize = 4096;
+
+/// The default bound on the output queued for all members together.
+const DEFAULT_OUTPUT_BUDGET: usize = 64 * 1024 * 1024;
 
 /// The members of the room, by token.
 #[derive(Debug, Default)]
@@ -69,18 +83,53 @@ impl Member {
         message.extend_from_slice(line);
         message.push(b'\n');
         for token in others {
-            let Some(mut member) = cx.stream_mut::<AsyncChat, Member>(token) else {
-                // Gone, or draining its last output: no longer in the room.
-                self.room.borrow_mut().members.remove(&token);
-                continue;
-            };
-            if member.transport().push(&message).is_err() {
-                // It does not keep up: a full output queue. Let it go.
+            // At most one eviction per recipient: each frees the largest queue,
+            // and a push is smaller than a line's worth of any queue.
+            for attempt in 0..2 {
+                let Some(mut member) = cx.stream_mut::<AsyncChat, Member>(token) else {
+                    // Gone, or draining its last output: no longer in the room.
+                    self.room.borrow_mut().members.remove(&token);
+                    break;
+                };
+                let Err(e) = member.transport().push(&message) else { break };
                 drop(member);
-                self.room.borrow_mut().members.remove(&token);
-                cx.remove(token);
+                let over_budget = e.get_ref().is_some_and(|inner| inner.is::<BudgetFull>());
+                if over_budget && attempt == 0 && self.evict_slowest(me, cx) {
+                    continue; // the budget has room now: try again
+                }
+                // It does not keep up (a full queue of its own), or nothing
+                // could be freed for it. Let it go.
+                self.drop_member(token, cx);
+                break;
             }
         }
+    }
+
+    /// Disconnects the member with the largest queue, other than the
+    /// sender (whose own channel cannot close in its own callback): the
+    /// slowest reader, and the most memory freed. Returns whether one was.
+    fn evict_slowest(&self, me: Token, cx: &mut Ctx<'_>) -> bool {
+        let members: Vec<Token> = self.room.borrow().members.iter().copied().filter(|&t| t != me).collect();
+        let mut slowest: Option<(usize, Token)> = None;
+        for token in members {
+            if let Some(mut member) = cx.stream_mut::<AsyncChat, Member>(token) {
+                let queued = member.transport().queued();
+                if queued > 0 && slowest.is_none_or(|(most, _)| queued > most) {
+                    slowest = Some((queued, token));
+                }
+            }
+        }
+        let Some((queued, token)) = slowest else { return false };
+        eprintln!(
+            "chat_server: output budget exhausted, dropping the slowest reader ({queued} bytes queued)"
+        );
+        self.drop_member(token, cx);
+        true
+    }
+
+    fn drop_member(&self, token: Token, cx: &mut Ctx<'_>) {
+        self.room.borrow_mut().members.remove(&token);
+        cx.remove(token);
     }
 }
 
@@ -120,6 +169,8 @@ impl ChatHandler for Member {
 
 struct ChatServer {
     room: Shared,
+    /// Charged with every member's queued output.
+    budget: OutputBudget,
 }
 
 impl AcceptHandler for ChatServer {
@@ -132,6 +183,7 @@ impl AcceptHandler for ChatServer {
         let mut chat = AsyncChat::new(conn, Terminator::bytes(b"\n"));
         // One byte more for a `\r` before the `\n`.
         chat.set_max_record(MAX_LINE + 1);
+        chat.set_budget(&self.budget);
         let others = self.room.borrow().members.len();
         chat.push(format!("* welcome {peer}, {others} others here\n").as_bytes())?;
         let member = Member { room: Rc::clone(&self.room), prefix: format!("{peer}: ").into_bytes() };
@@ -145,11 +197,18 @@ impl AcceptHandler for ChatServer {
     }
 }
 
-const USAGE: &str = "usage: chat_server [ADDR] [--backend select|poll|epoll]";
+const USAGE: &str = "usage: chat_server [ADDR] [--backend select|poll|epoll] [--output-budget BYTES]";
 
-fn parse_args() -> Result<(Address, Backend), String> {
+struct Args {
+    addr: Address,
+    backend: Backend,
+    budget: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
     let mut addr: Address = "127.0.0.1:5555".parse().expect("a valid default");
     let mut backend = Backend::default();
+    let mut budget = DEFAULT_OUTPUT_BUDGET;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -157,22 +216,26 @@ fn parse_args() -> Result<(Address, Backend), String> {
                 let name = it.next().ok_or("--backend needs a value")?;
                 backend = name.parse().map_err(|e| format!("{e}"))?;
             }
+            "--output-budget" => {
+                let bytes = it.next().ok_or("--output-budget needs a value")?;
+                budget = bytes.parse().map_err(|e| format!("--output-budget {bytes}: {e}"))?;
+            }
             flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
             _ => addr = arg.parse().map_err(|e| format!("{e}"))?,
         }
     }
-    Ok((addr, backend))
+    Ok(Args { addr, backend, budget })
 }
 
 fn main() -> ExitCode {
-    let (addr, backend) = match parse_args() {
+    let args = match parse_args() {
         Ok(args) => args,
         Err(msg) => {
             eprintln!("chat_server: {msg}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
-    match run(addr, backend) {
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("chat_server: {e}");
@@ -181,7 +244,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(addr: Address, backend: Backend) -> io::Result<()> {
+fn run(Args { addr, backend, budget }: Args) -> io::Result<()> {
     if let Address::Unix(rolecore::UnixAddress::Path(path)) = &addr {
         let _ = std::fs::remove_file(path); // a stale socket file from an earlier run
     }
@@ -191,6 +254,7 @@ fn run(addr: Address, backend: Backend) -> io::Result<()> {
     stdout.flush()?;
     drop(stdout);
     let mut map = Map::with_backend(backend)?;
-    map.insert(listener, ChatServer { room: Shared::default() })?;
+    let budget = OutputBudget::new(budget);
+    map.insert(listener, ChatServer { room: Shared::default(), budget })?;
     map.run(LoopOptions::default())
 }

@@ -2,6 +2,8 @@
 
 use std::fmt;
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::channel::{Channel, Connected, Connecting, Role};
 use crate::handler::{Pending, Transport};
@@ -88,18 +90,26 @@ pub struct Buffered<R: Role = Connected> {
 
 /// The queue and its bounds, out of line: allocated by the first `send` that
 /// queues or the first bound that differs from the defaults.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Output {
     queue: Vec<u8>,
     /// Bytes of `queue` already sent; compacted away as the queue drains.
     sent: usize,
     limit: usize,
     watermarks: Watermarks,
+    /// Charged with every queued byte, until it is sent or dropped.
+    budget: Option<OutputBudget>,
 }
 
 impl Default for Output {
     fn default() -> Self {
-        Output { queue: Vec::new(), sent: 0, limit: DEFAULT_OUTPUT_LIMIT, watermarks: Watermarks::default() }
+        Output {
+            queue: Vec::new(),
+            sent: 0,
+            limit: DEFAULT_OUTPUT_LIMIT,
+            watermarks: Watermarks::default(),
+            budget: None,
+        }
     }
 }
 
@@ -108,6 +118,7 @@ impl Output {
         self.queue.len() - self.sent
     }
 
+    /// Queues `data`, whose bytes the caller already charged to the budget.
     fn enqueue(&mut self, data: &[u8]) {
         if self.sent > 0 && self.sent >= self.queue.len() / 2 {
             // Drop what was sent before growing: each byte moves at most once
@@ -119,6 +130,163 @@ impl Output {
         self.watermarks.update(self.queued());
     }
 }
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        // Bytes that will never be sent no longer count against the others.
+        if let Some(budget) = &self.budget {
+            budget.release(self.queued());
+        }
+    }
+}
+
+/// A bound on the output queued by many channels together: the sum of the
+/// bytes queued by every [`Buffered`] and [`AsyncChat`](crate::AsyncChat)
+/// that shares it.
+///
+/// Each channel's own limit bounds one slow reader; a budget bounds them all,
+/// so a hundred readers that stop at once cannot make the process hold a
+/// hundred full queues. A handle is cheap to clone (one reference count);
+/// every clone is the same budget, and it may be shared by loops on several
+/// threads. Attach it with [`Buffered::set_budget`] or
+/// [`AsyncChat::set_budget`](crate::AsyncChat::set_budget).
+///
+/// A byte is charged when it is queued and released when it is sent, or when
+/// its queue is discarded or dropped (the channel closed). Bytes that go
+/// straight to the socket are never charged. When queuing would pass the
+/// budget, the `send` or `push` is refused whole with an error of kind
+/// `StorageFull` carrying a [`BudgetFull`], as when a channel's own limit is
+/// reached: the caller decides whom to drop. A chat server drops the member
+/// with the largest queue (the slowest reader), which frees the most; see
+/// `examples/chat_server.rs`. Bytes a [`Producer`](crate::Producer) hands out
+/// are charged without a check, since the producer was queued already.
+///
+/// Without a budget nothing is counted: a channel pays nothing for the
+/// feature.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::ErrorKind;
+/// use rolecore::{BudgetFull, Buffered, Channel, OutputBudget};
+///
+/// # fn main() -> std::io::Result<()> {
+/// let budget = OutputBudget::new(300_000);
+/// let (a, _a_peer) = Channel::pair()?;
+/// let (b, _b_peer) = Channel::pair()?;
+/// let mut a = Buffered::new(a).with_budget(&budget);
+/// let mut b = Buffered::new(b).with_budget(&budget);
+/// // Neither peer reads: what their sockets cannot take is queued and charged.
+/// while a.queued() < 200_000 {
+///     a.send(&[0u8; 50_000])?;
+/// }
+/// let err = loop {
+///     if let Err(e) = b.send(&[0u8; 50_000]) {
+///         break e;
+///     }
+/// };
+/// assert_eq!(err.kind(), ErrorKind::StorageFull);
+/// assert!(err.get_ref().unwrap().is::<BudgetFull>());
+/// assert_eq!(budget.used(), a.queued() + b.queued());
+/// drop(a); // its queue is released
+/// assert_eq!(budget.used(), b.queued());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct OutputBudget(Arc<BudgetState>);
+
+#[derive(Debug)]
+struct BudgetState {
+    limit: AtomicUsize,
+    used: AtomicUsize,
+}
+
+impl OutputBudget {
+    /// A budget of `limit` bytes, none used.
+    pub fn new(limit: usize) -> OutputBudget {
+        OutputBudget(Arc::new(BudgetState { limit: AtomicUsize::new(limit), used: AtomicUsize::new(0) }))
+    }
+
+    /// The bound on the bytes queued by all channels sharing the budget.
+    pub fn limit(&self) -> usize {
+        self.0.limit.load(Ordering::Relaxed)
+    }
+
+    /// Changes the bound. Bytes already queued stay queued, even over it.
+    pub fn set_limit(&self, limit: usize) {
+        self.0.limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// Bytes queued, and not yet sent, by all channels sharing the budget.
+    pub fn used(&self) -> usize {
+        self.0.used.load(Ordering::Relaxed)
+    }
+
+    /// Bytes that may still be queued before the budget refuses.
+    pub fn available(&self) -> usize {
+        self.limit().saturating_sub(self.used())
+    }
+
+    /// Charges `n` bytes, or refuses them all if they would pass the limit.
+    pub(crate) fn try_charge(&self, n: usize) -> io::Result<()> {
+        let limit = self.limit();
+        let result = self.0.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+            used.checked_add(n).filter(|&total| total <= limit)
+        });
+        match result {
+            Ok(_) => Ok(()),
+            Err(used) => {
+                Err(io::Error::new(io::ErrorKind::StorageFull, BudgetFull { used, requested: n, limit }))
+            }
+        }
+    }
+
+    /// Charges `n` bytes whatever the limit: bytes already queued elsewhere
+    /// that move to this budget, or a producer's chunk.
+    pub(crate) fn charge(&self, n: usize) {
+        self.0.used.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Releases `n` bytes charged before.
+    pub(crate) fn release(&self, n: usize) {
+        if n > 0 {
+            self.0.used.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+}
+
+impl fmt::Debug for OutputBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutputBudget").field("used", &self.used()).field("limit", &self.limit()).finish()
+    }
+}
+
+/// The error inside the `StorageFull` [`io::Error`] of a `send` or `push`
+/// refused because it would pass a shared [`OutputBudget`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BudgetFull {
+    /// Bytes queued by all channels sharing the budget.
+    pub used: usize,
+    /// Bytes the refused call asked to queue.
+    pub requested: usize,
+    /// The budget's limit.
+    pub limit: usize,
+}
+
+impl fmt::Display for BudgetFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "output budget exhausted: {} bytes queued by the channels sharing it, {} more refused \
+             (budget {}); drop or pause the slowest reader (the largest queue), or raise the budget \
+             with OutputBudget::set_limit",
+            self.used, self.requested, self.limit
+        )
+    }
+}
+
+impl std::error::Error for BudgetFull {}
 
 /// The error inside the `StorageFull` [`io::Error`] of a refused
 /// [`Buffered::send`].
@@ -189,6 +357,29 @@ impl<R: Role> Buffered<R> {
         self.output.as_ref().map_or(0, |o| o.queued())
     }
 
+    /// Charges this stream's queued output to `budget`, shared with other
+    /// channels (see [`OutputBudget`]). Bytes already queued move to it from
+    /// any budget set before.
+    pub fn set_budget(&mut self, budget: &OutputBudget) {
+        let output = self.output_mut();
+        let queued = output.queued();
+        if let Some(old) = output.budget.replace(budget.clone()) {
+            old.release(queued);
+        }
+        budget.charge(queued);
+    }
+
+    /// The same, with its output charged to `budget`.
+    pub fn with_budget(mut self, budget: &OutputBudget) -> Self {
+        self.set_budget(budget);
+        self
+    }
+
+    /// The budget this stream's output is charged to, if any.
+    pub fn budget(&self) -> Option<&OutputBudget> {
+        self.output.as_ref().and_then(|o| o.budget.as_ref())
+    }
+
     /// The channel underneath.
     pub fn get_ref(&self) -> &Channel<R> {
         &self.channel
@@ -214,6 +405,22 @@ impl<R: Role> Buffered<R> {
         Ok(())
     }
 
+    /// Charges `n` bytes to the budget, if there is one; refused whole when
+    /// they would pass it.
+    fn reserve(&self, n: usize) -> io::Result<()> {
+        match self.budget() {
+            Some(budget) => budget.try_charge(n),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives back bytes reserved but not queued (they went straight out).
+    fn unreserve(&self, n: usize) {
+        if let Some(budget) = self.budget() {
+            budget.release(n);
+        }
+    }
+
     fn enqueue(&mut self, data: &[u8]) {
         self.output_mut().enqueue(data);
     }
@@ -223,6 +430,7 @@ impl Buffered<Connecting> {
     /// Queues `data` to send once connected.
     pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
         self.check_room(data.len())?;
+        self.reserve(data.len())?;
         self.enqueue(data);
         Ok(())
     }
@@ -233,13 +441,26 @@ impl Buffered<Connected> {
     ///
     /// Refused whole, with a `StorageFull` error carrying a [`BufferFull`],
     /// when the queue would grow past the limit.
+    ///
+    /// With an [`OutputBudget`], refused whole with a `StorageFull` error
+    /// carrying a [`BudgetFull`] when queuing all of `data` would pass it,
+    /// even if the socket could take part of it now: a send is never half
+    /// done.
     pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
         self.check_room(data.len())?;
+        self.reserve(data.len())?;
         if self.queued() > 0 {
             self.enqueue(data);
             return Ok(());
         }
-        let n = self.channel.send(data)?;
+        let n = match self.channel.send(data) {
+            Ok(n) => n,
+            Err(e) => {
+                self.unreserve(data.len());
+                return Err(e);
+            }
+        };
+        self.unreserve(n);
         if n < data.len() {
             self.enqueue(&data[n..]);
         }
@@ -261,6 +482,9 @@ impl Buffered<Connected> {
         let end = out.queue.len().min(out.sent + SEND_CHUNK);
         let n = self.channel.send(&out.queue[out.sent..end])?;
         out.sent += n;
+        if let Some(budget) = &out.budget {
+            budget.release(n);
+        }
         out.watermarks.update(out.queued());
         if out.sent == out.queue.len() {
             out.sent = 0;
@@ -297,15 +521,18 @@ impl From<Channel<Connecting>> for Buffered<Connecting> {
     }
 }
 
+impl crate::handler::RawChannel for Buffered<Connected> {
+    #[inline]
+    fn channel_mut(&mut self) -> &mut Channel<Connected> {
+        &mut self.channel
+    }
+}
+
 impl Transport for Buffered<Connected> {
     type Pending = Buffered<Connecting>;
     #[inline]
     fn channel(&self) -> &Channel<Connected> {
         &self.channel
-    }
-    #[inline]
-    fn channel_mut(&mut self) -> &mut Channel<Connected> {
-        &mut self.channel
     }
     #[inline]
     fn has_queued_output(&self) -> bool {

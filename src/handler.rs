@@ -47,25 +47,30 @@ use crate::report::{Level, log_info};
 mod sealed {
     pub trait Sealed {}
 
+    /// The loop's `&mut` access to a transport's channel (to read what a
+    /// callback did, and for the default `handle_expt`). Outside rolecore this
+    /// trait cannot be named, so the method cannot be called: a raw send
+    /// through it would overtake an `AsyncChat`'s queue.
+    pub trait RawChannel {
+        fn channel_mut(&mut self) -> &mut crate::channel::Channel<crate::channel::Connected>;
+    }
+
     /// A value only rolecore can make: methods that take it are callable
     /// only from inside the crate, though their trait is public.
     #[derive(Debug)]
     pub struct Seal(pub(crate) ());
 }
 
-pub(crate) use sealed::Seal;
+pub(crate) use sealed::{RawChannel, Seal};
 
 /// What a stream handler is handed: a [`Channel<Connected>`], or a
 /// [`Buffered`] one that queues what the socket cannot take yet. Sealed.
-pub trait Transport: sealed::Sealed + 'static {
+pub trait Transport: sealed::Sealed + sealed::RawChannel + 'static {
     /// The same transport before its connect has completed.
     type Pending: Pending<Ready = Self>;
 
     /// The connected channel underneath.
     fn channel(&self) -> &Channel<Connected>;
-
-    /// The connected channel underneath, mutably.
-    fn channel_mut(&mut self) -> &mut Channel<Connected>;
 
     /// Whether output is queued and waiting for the socket to take it; the
     /// default `writable()` of a [`StreamHandler`].
@@ -111,16 +116,19 @@ impl Transport for Channel<Connected> {
         self
     }
     #[inline]
-    fn channel_mut(&mut self) -> &mut Channel<Connected> {
-        self
-    }
-    #[inline]
     fn has_queued_output(&self) -> bool {
         false
     }
     #[inline]
     fn send_queued(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+impl RawChannel for Channel<Connected> {
+    #[inline]
+    fn channel_mut(&mut self) -> &mut Channel<Connected> {
+        self
     }
 }
 

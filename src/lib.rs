@@ -91,7 +91,8 @@ mod trace;
 
 pub use address::{Address, ParseAddressError, ToAddress, UnixAddress};
 pub use buffered::{
-    BufferFull, Buffered, DEFAULT_HIGH_WATERMARK, DEFAULT_LOW_WATERMARK, DEFAULT_OUTPUT_LIMIT, SEND_CHUNK,
+    BudgetFull, BufferFull, Buffered, DEFAULT_HIGH_WATERMARK, DEFAULT_LOW_WATERMARK, DEFAULT_OUTPUT_LIMIT,
+    OutputBudget, SEND_CHUNK,
 };
 pub use channel::{
     Bound, Channel, Connected, ConnectedDatagram, Connecting, Datagram, DatagramRole, Family, FileFd, Fresh,

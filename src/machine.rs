@@ -250,8 +250,12 @@ impl Wakeup {
 #[inline]
 fn plan(p: Phase, i: Interest, r: Readiness) -> u8 {
     let mut steps = 0;
+    // A datagram socket's pending error (an ICMP refusal) is reported by poll
+    // and epoll whatever the interest, and only a read clears it: it is read
+    // even while the handler does not want data, or the loop would be woken
+    // for it forever without a callback (a spin).
     let datagram_error = p == Phase::Datagram && r.is_error();
-    if (r.is_readable() || datagram_error) && i.is_readable() {
+    if (r.is_readable() && i.is_readable()) || datagram_error {
         steps |= READ;
     }
     if matches!(p, Phase::Connected | Phase::File | Phase::Datagram) && r.is_writable() && i.is_writable() {
@@ -559,6 +563,69 @@ mod tests {
         assert_eq!(run(Phase::Datagram, all, r, |_| Outcome::default()), [Step::Read, Step::Write]);
         let gone = |_| Outcome { peer_gone: true, ..Outcome::default() };
         assert_eq!(run(Phase::Datagram, Interest::READ, Readiness::READABLE, gone), [Step::Read]);
+        // Not reading now: the error is still read, once, so it stops being
+        // reported.
+        assert_eq!(
+            run(Phase::Datagram, Interest::WRITE, Readiness::ERROR, |_| Outcome::default()),
+            [Step::Read]
+        );
+        assert_eq!(
+            run(Phase::Datagram, Interest::NONE, Readiness::ERROR, |_| Outcome::default()),
+            [Step::Read]
+        );
+    }
+
+    /// No readiness a backend reports for an interest is left undelivered:
+    /// level-triggered, it would come back on every wait and the loop would
+    /// spin without calling anyone. Backends report readable, writable and
+    /// priority only when asked for, hang-ups and errors always.
+    #[test]
+    fn every_readiness_a_backend_can_report_is_delivered() {
+        let asked = |i: Interest| {
+            let mut r = Readiness::HANGUP | Readiness::ERROR;
+            if i.is_readable() {
+                r |= Readiness::READABLE;
+            }
+            if i.is_writable() {
+                r |= Readiness::WRITABLE;
+            }
+            if i.is_priority() {
+                r |= Readiness::PRIORITY;
+            }
+            r
+        };
+        for phase in [Phase::Connected, Phase::Listening, Phase::File, Phase::Datagram] {
+            for ib in 0..8u8 {
+                let interest = [Interest::READ, Interest::WRITE, Interest::PRIORITY]
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(k, _)| ib & (1 << k) != 0)
+                    .fold(Interest::NONE, |a, (_, b)| a | b);
+                // The interests the entries ask for: priority only with read,
+                // and only on streams; a listener only reads.
+                let impossible = (interest.is_priority() && !interest.is_readable())
+                    || (interest.is_priority() && phase != Phase::Connected)
+                    || (interest.is_writable() && phase == Phase::Listening);
+                if impossible {
+                    continue;
+                }
+                // INVALID cannot happen to an owned descriptor.
+                for bits in 1..Readiness::INVALID.bits() {
+                    let r = Readiness::from_bits_truncate(bits);
+                    if !asked(interest).contains(r) {
+                        continue;
+                    }
+                    if phase == Phase::Datagram && r == Readiness::HANGUP {
+                        // A datagram socket reports a hang-up only after its
+                        // own shutdown of both directions, and then also
+                        // readable and writable.
+                        continue;
+                    }
+                    let trace = run(phase, interest, r, |_| Outcome::default());
+                    assert!(!trace.is_empty(), "{phase:?} {interest:?} {r:?}: reported, never delivered");
+                }
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! record without its terminator was collected but gets no
 //! `found_terminator` (P16). What changes on purpose: the terminator is a
 //! typed value set at construction (D14), a `push` after `close_when_done`
-//! is an error instead of silently lost (D16), input is bounded (a record
+//! is an error instead of silently lost (D16), only a connected or
+//! connecting chat can push ([`CanPush`]), nothing can write to the socket
+//! around the queue (there is no `get_mut`), input is bounded (a record
 //! longer than [`AsyncChat::max_record`] is a [`RecordTooLong`] error, by
 //! default reported and closed), and output is bounded.
 //!
@@ -61,7 +63,7 @@ use std::io;
 pub use producer::{Producer, SimpleProducer};
 pub use terminator::{Framed, Framer, RecordTooLong, Split, Terminator, find_prefix_at_end, next_split};
 
-use crate::buffered::Watermarks;
+use crate::buffered::{OutputBudget, Watermarks};
 use crate::channel::{Channel, Connected, Connecting, Role};
 use crate::handler::{Pending, StreamHandler, Transport};
 use crate::map::Ctx;
@@ -76,6 +78,13 @@ pub const DEFAULT_MAX_RECORD: usize = 1024 * 1024;
 /// The default bound on queued output: 4 MiB.
 pub const DEFAULT_CHAT_OUTPUT_LIMIT: usize = 4 * 1024 * 1024;
 
+/// The most bytes one queued buffer holds. Output is queued in buffers of at
+/// most this size, so that a buffer being sent is never also the one that
+/// grows: asynchat's queue (and this one, before) appended every push to the
+/// partly sent front buffer, which was freed only once fully sent, so a peer
+/// that kept the queue from emptying grew it by every byte pushed.
+const CHUNK: usize = DEFAULT_OUT_BUFFER_SIZE;
+
 enum Out {
     Data {
         buf: Vec<u8>,
@@ -85,6 +94,59 @@ enum Out {
     /// `close_when_done`: everything before it is sent, then the channel closes.
     Close,
 }
+
+/// The bytes a chat has queued, and the budget they are charged to: the
+/// charge is released when they are sent, discarded, or dropped with the
+/// chat. A field of its own so that the chat needs no `Drop` (it is taken
+/// apart when its connect completes).
+struct Queued {
+    bytes: usize,
+    budget: Option<OutputBudget>,
+}
+
+impl Queued {
+    /// `n` queued bytes left the queue: sent or discarded.
+    fn sent(&mut self, n: usize) {
+        self.bytes -= n;
+        if let Some(budget) = &self.budget {
+            budget.release(n);
+        }
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.release(self.bytes);
+        }
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::channel::Connected {}
+    impl Sealed for crate::channel::Connecting {}
+}
+
+/// The roles on which an [`AsyncChat`] can queue output: [`Connected`], and
+/// [`Connecting`] (the output goes out once the connect completes). Sealed.
+///
+/// asynchat let a listening or unconnected `async_chat` push, and the bytes
+/// were queued and never sent; here [`AsyncChat::push`],
+/// [`push_with_producer`](AsyncChat::push_with_producer) and
+/// [`close_when_done`](AsyncChat::close_when_done) need this bound, so that
+/// does not compile.
+#[diagnostic::on_unimplemented(
+    message = "an `AsyncChat<{Self}>` cannot queue output: nothing would ever send it",
+    label = "`push`, `push_with_producer` and `close_when_done` need a connected or connecting chat",
+    note = "wrap a connected channel (one accepted from a listener, or `Channel::connect`'s \
+            `Channel<Connecting>`) in the AsyncChat; a listener's connections are chats, \
+            not the listener"
+)]
+pub trait CanPush: Role + sealed::Sealed {}
+
+impl CanPush for Connected {}
+impl CanPush for Connecting {}
 
 /// A stream that splits input into records and queues output: asynchat's
 /// `async_chat`. See the [module documentation](self).
@@ -100,7 +162,8 @@ pub struct AsyncChat<R: Role = Connected> {
     /// Dropping the rest of an over-long record, up to its terminator.
     skipping: bool,
     out: VecDeque<Out>,
-    out_bytes: usize,
+    /// Bytes queued and not sent, and the shared budget they are charged to.
+    out_bytes: Queued,
     /// A sent-out buffer kept for the next push, so steady traffic does not
     /// allocate.
     spare: Vec<u8>,
@@ -123,7 +186,7 @@ impl<R: Role> AsyncChat<R> {
             record_len: 0,
             skipping: false,
             out: VecDeque::new(),
-            out_bytes: 0,
+            out_bytes: Queued { bytes: 0, budget: None },
             spare: Vec::new(),
             closing: false,
             in_buffer_size: DEFAULT_IN_BUFFER_SIZE,
@@ -138,7 +201,7 @@ impl<R: Role> AsyncChat<R> {
     /// `high` bytes queued and resumes at or below `low` (defaults: 1 MiB
     /// and 256 KiB). `usize::MAX` as `high` turns back-pressure off.
     pub fn set_watermarks(&mut self, low: usize, high: usize) {
-        self.watermarks.set(low, high, self.out_bytes);
+        self.watermarks.set(low, high, self.out_bytes.bytes);
     }
 
     /// The terminator the next bytes are split at (asynchat's
@@ -179,25 +242,41 @@ impl<R: Role> AsyncChat<R> {
     /// [`close_when_done`](Self::close_when_done) (asynchat lost such data
     /// silently, D16), and of kind `StorageFull` when the queue would grow
     /// past [`output_limit`](Self::output_limit).
-    pub fn push(&mut self, data: &[u8]) -> io::Result<()> {
+    ///
+    /// Only a chat that can send has it: connected, or connecting (the bytes
+    /// go out once the connect completes, after `handle_connect`). A
+    /// listener's, a fresh socket's or a datagram socket's chat would queue
+    /// bytes that are never sent.
+    pub fn push(&mut self, data: &[u8]) -> io::Result<()>
+    where
+        R: CanPush,
+    {
         self.check_push(data.len())?;
-        match self.out.back_mut() {
-            Some(Out::Data { buf, .. }) => buf.extend_from_slice(data),
-            _ => {
-                let mut buf = std::mem::take(&mut self.spare);
-                buf.extend_from_slice(data);
-                self.out.push_back(Out::Data { buf, sent: 0 });
-            }
+        if let Some(budget) = &self.out_bytes.budget {
+            budget.try_charge(data.len())?;
         }
-        self.out_bytes += data.len();
-        self.watermarks.update(self.out_bytes);
+        self.enqueue(data);
+        self.out_bytes.bytes += data.len();
+        self.watermarks.update(self.out_bytes.bytes);
         Ok(())
     }
 
     /// Queues a producer, asked for more as the socket takes it (asynchat's
     /// `push_with_producer`).
-    pub fn push_with_producer(&mut self, producer: impl Producer + 'static) -> io::Result<()> {
+    /// Only on a connected or connecting chat, as [`push`](Self::push).
+    pub fn push_with_producer(&mut self, producer: impl Producer + 'static) -> io::Result<()>
+    where
+        R: CanPush,
+    {
         self.check_push(0)?;
+        if let Some(Out::Data { buf, .. }) = self.out.back_mut() {
+            // Nothing is appended to it any more: its slack would be held
+            // while the producer runs, beside the next buffer's.
+            buf.shrink_to_fit();
+        }
+        // Kept only for a queue that empties; with a producer in the queue it
+        // would sit beside the producer's chunks.
+        self.spare = Vec::new();
         self.out.push_back(Out::Producer(Box::new(producer)));
         Ok(())
     }
@@ -205,7 +284,14 @@ impl<R: Role> AsyncChat<R> {
     /// Closes the channel once everything queued so far has been sent.
     /// Later pushes fail, and input that arrived after it is not delivered
     /// as records.
-    pub fn close_when_done(&mut self) {
+    ///
+    /// Only on a connected or connecting chat, as [`push`](Self::push): a
+    /// connecting chat closes once its connect completed and its queue is
+    /// sent.
+    pub fn close_when_done(&mut self)
+    where
+        R: CanPush,
+    {
         if !self.closing {
             self.closing = true;
             self.out.push_back(Out::Close);
@@ -224,7 +310,7 @@ impl<R: Role> AsyncChat<R> {
         self.incoming.clear();
         self.record_len = 0;
         self.out.clear();
-        self.out_bytes = 0;
+        self.out_bytes.sent(self.out_bytes.bytes);
         self.watermarks.update(0);
         if self.closing {
             self.out.push_back(Out::Close);
@@ -233,7 +319,45 @@ impl<R: Role> AsyncChat<R> {
 
     /// Bytes queued and not yet sent (producers' future output not counted).
     pub fn queued(&self) -> usize {
-        self.out_bytes
+        self.out_bytes.bytes
+    }
+
+    /// Charges this chat's queued output to `budget`, shared with other
+    /// channels (see [`OutputBudget`]): a push that would pass it is refused
+    /// whole with a `StorageFull` error carrying a
+    /// [`BudgetFull`](crate::BudgetFull). Bytes already queued move to it
+    /// from any budget set before.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rolecore::{AsyncChat, Channel, OutputBudget, Terminator};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let budget = OutputBudget::new(100);
+    /// let (a, _peer) = Channel::pair()?;
+    /// let mut chat = AsyncChat::new(a, Terminator::bytes(b"\n"));
+    /// chat.set_budget(&budget);
+    /// chat.push(&[b'x'; 80])?; // queued until the loop sends it
+    /// assert_eq!(budget.used(), 80);
+    /// let refused = chat.push(&[b'y'; 40]).unwrap_err();
+    /// assert_eq!(refused.kind(), std::io::ErrorKind::StorageFull);
+    /// drop(chat);
+    /// assert_eq!(budget.used(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set_budget(&mut self, budget: &OutputBudget) {
+        let queued = self.out_bytes.bytes;
+        if let Some(old) = self.out_bytes.budget.replace(budget.clone()) {
+            old.release(queued);
+        }
+        budget.charge(queued);
+    }
+
+    /// The budget this chat's output is charged to, if any.
+    pub fn budget(&self) -> Option<&OutputBudget> {
+        self.out_bytes.budget.as_ref()
     }
 
     /// Whether bytes or producers wait to be sent.
@@ -286,6 +410,105 @@ impl<R: Role> AsyncChat<R> {
         &self.channel
     }
 
+    /// The memory the output queue holds: the capacities of its queued
+    /// buffers and of the one kept for the next push. Producers' own state
+    /// is not counted.
+    ///
+    /// For pushed bytes it stays within [`queued`](Self::queued) plus 64 KiB
+    /// (one buffer), hence within [`output_limit`](Self::output_limit) plus
+    /// 64 KiB, whatever the pattern of pushes and partial sends. A chunk a
+    /// producer returns is queued as it is, and adds at most its own length.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rolecore::{AsyncChat, Channel, Terminator};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, _b) = Channel::pair()?;
+    /// let mut chat = AsyncChat::new(a, Terminator::bytes(b"\n"));
+    /// assert_eq!(chat.output_capacity(), 0);
+    /// chat.push(&[b'x'; 100_000])?;
+    /// assert!(chat.output_capacity() <= chat.queued() + 64 * 1024);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn output_capacity(&self) -> usize {
+        let queued: usize = self
+            .out
+            .iter()
+            .map(|o| match o {
+                Out::Data { buf, .. } => buf.capacity(),
+                _ => 0,
+            })
+            .sum();
+        queued + self.spare.capacity()
+    }
+
+    /// Appends `data` to the queue, in buffers of at most [`CHUNK`] bytes.
+    ///
+    /// Why the bound holds: every buffer but the first and the last is full
+    /// (length = capacity = `CHUNK`, or shrunk when a producer was queued
+    /// after it); the last grows by at most doubling, capped at `CHUNK`, so
+    /// its slack is at most `CHUNK / 2`; the first's sent prefix is
+    /// compacted away past `CHUNK / 2` when another buffer follows it
+    /// ([`compact_front`](Self::compact_front)). A single buffer holds at
+    /// most `CHUNK`. So the memory is at most the unsent bytes plus `CHUNK`.
+    fn enqueue(&mut self, mut data: &[u8]) {
+        if let Some(Out::Data { buf, .. }) = self.out.back_mut()
+            && buf.len() < CHUNK
+        {
+            let take = data.len().min(CHUNK - buf.len());
+            let needed = buf.len() + take;
+            if needed > buf.capacity() {
+                let target = needed.max(buf.capacity().saturating_mul(2).min(CHUNK));
+                buf.reserve_exact(target - buf.len());
+            }
+            buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+        let mut added = false;
+        while !data.is_empty() {
+            let take = data.len().min(CHUNK);
+            let mut buf = if self.out.is_empty() {
+                // The queue was empty: the buffer is first and last at once,
+                // so the spare's slack is within the one-buffer allowance.
+                std::mem::take(&mut self.spare)
+            } else {
+                Vec::new()
+            };
+            if buf.capacity() < take {
+                buf.reserve_exact(take);
+            }
+            buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            self.out.push_back(Out::Data { buf, sent: 0 });
+            added = true;
+        }
+        if added {
+            self.compact_front();
+        }
+    }
+
+    /// Drops the sent prefix of the front buffer once it is more than half a
+    /// chunk (and half the buffer, so that a producer's large chunk moves each
+    /// byte at most once more) and another entry follows: then nothing more
+    /// is appended to the front buffer, and its sent bytes would be held
+    /// until the last of it is sent.
+    fn compact_front(&mut self) {
+        if self.out.len() < 2 {
+            return;
+        }
+        if let Some(Out::Data { buf, sent }) = self.out.front_mut()
+            && *sent > CHUNK / 2
+            && *sent >= buf.len() / 2
+        {
+            buf.drain(..*sent);
+            buf.shrink_to_fit();
+            *sent = 0;
+        }
+    }
+
     fn check_push(&self, more: usize) -> io::Result<()> {
         if self.closing {
             // Not BrokenPipe: that is a disconnection, on which the loop would
@@ -294,9 +517,9 @@ impl<R: Role> AsyncChat<R> {
                 "push after close_when_done: the channel closes once its queue is sent",
             ));
         }
-        if self.out_bytes.saturating_add(more) > self.output_limit {
+        if self.out_bytes.bytes.saturating_add(more) > self.output_limit {
             let full =
-                crate::BufferFull { queued: self.out_bytes, requested: more, limit: self.output_limit };
+                crate::BufferFull { queued: self.out_bytes.bytes, requested: more, limit: self.output_limit };
             return Err(io::Error::new(io::ErrorKind::StorageFull, full));
         }
         Ok(())
@@ -321,8 +544,11 @@ impl AsyncChat<Connected> {
                     if chunk.is_empty() {
                         self.out.pop_front();
                     } else {
-                        self.out_bytes += chunk.len();
-                        self.watermarks.update(self.out_bytes);
+                        self.out_bytes.bytes += chunk.len();
+                        if let Some(budget) = &self.out_bytes.budget {
+                            budget.charge(chunk.len());
+                        }
+                        self.watermarks.update(self.out_bytes.bytes);
                         self.out.push_front(Out::Data { buf: chunk, sent: 0 });
                     }
                 }
@@ -330,12 +556,19 @@ impl AsyncChat<Connected> {
                     let end = buf.len().min(*sent + self.out_buffer_size);
                     let n = self.channel.send(&buf[*sent..end])?;
                     *sent += n;
-                    self.out_bytes -= n;
-                    self.watermarks.update(self.out_bytes);
-                    if *sent == buf.len()
-                        && let Some(Out::Data { mut buf, .. }) = self.out.pop_front()
-                        && buf.capacity() <= self.out_buffer_size
+                    let done = *sent == buf.len();
+                    self.out_bytes.sent(n);
+                    self.watermarks.update(self.out_bytes.bytes);
+                    if !done {
+                        self.compact_front();
+                    } else if let Some(Out::Data { mut buf, .. }) = self.out.pop_front()
+                        && buf.capacity() <= CHUNK
+                        && matches!(self.out.front(), None | Some(Out::Close))
                     {
+                        // Kept for the next push only when the queue emptied:
+                        // beside queued buffers it would be memory over the
+                        // bound; a queue that empties is the steady case the
+                        // spare is for.
                         buf.clear();
                         self.spare = buf;
                     }
@@ -345,9 +578,17 @@ impl AsyncChat<Connected> {
         }
     }
 
-    /// The connected channel underneath, mutably.
-    pub fn get_mut(&mut self) -> &mut Channel<Connected> {
-        &mut self.channel
+    /// Sets `TCP_NODELAY` on the channel underneath (an error on a Unix
+    /// socket).
+    ///
+    /// The chat gives no `&mut` access to its channel (asynchat's `socket`),
+    /// for sending through it would overtake what is queued: a goodbye queued
+    /// with [`close_when_done`](Self::close_when_done) would arrive after
+    /// bytes sent later. Read-only socket queries go through
+    /// [`get_ref`](Self::get_ref); output goes through
+    /// [`push`](Self::push).
+    pub fn set_nodelay(&mut self, nodelay: bool) -> io::Result<()> {
+        self.channel.set_nodelay(nodelay)
     }
 
     /// Reads once and runs the terminator engine over what arrived, calling
@@ -438,9 +679,16 @@ impl<R: Role> fmt::Debug for AsyncChat<R> {
             .field("channel", &self.channel)
             .field("terminator", &self.terminator)
             .field("held", &self.held.len())
-            .field("queued", &self.out_bytes)
+            .field("queued", &self.out_bytes.bytes)
             .field("closing", &self.closing)
             .finish_non_exhaustive()
+    }
+}
+
+impl crate::handler::RawChannel for AsyncChat<Connected> {
+    #[inline]
+    fn channel_mut(&mut self) -> &mut Channel<Connected> {
+        &mut self.channel
     }
 }
 
@@ -449,10 +697,6 @@ impl Transport for AsyncChat<Connected> {
     #[inline]
     fn channel(&self) -> &Channel<Connected> {
         &self.channel
-    }
-    #[inline]
-    fn channel_mut(&mut self) -> &mut Channel<Connected> {
-        &mut self.channel
     }
     #[inline]
     fn has_queued_output(&self) -> bool {

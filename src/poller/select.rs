@@ -4,6 +4,8 @@
 //! has no `FD_SETSIZE` limit (asyncore's raised `ValueError` past 1024, P2), but
 //! its cost is O(highest descriptor) per wait. It cannot see a hang-up on a
 //! channel that wants neither reading nor writing: use poll or epoll for that.
+//! Urgent data is watched (the exception set) only for a channel whose
+//! interest includes priority, as poll and epoll do.
 //!
 //! This is the one module of rolecore that contains `unsafe`: rustix's
 //! `select` is an `unsafe fn` because the kernel reads descriptor numbers out
@@ -73,8 +75,14 @@ impl SelectPoller {
             if wanted.is_writable() {
                 fd_set_insert(&mut self.write, fd);
             }
-            // asyncore put every polled descriptor in the exception set.
-            fd_set_insert(&mut self.except, fd);
+            // Only with priority interest, as poll's POLLPRI and epoll's
+            // EPOLLPRI: asyncore put every descriptor in the exception set,
+            // and an urgent byte on a channel that does not read (paused by
+            // back-pressure) was then reported forever, though the loop
+            // delivers priority data only to a channel that reads: a spin.
+            if wanted.is_priority() {
+                fd_set_insert(&mut self.except, fd);
+            }
         }
         let len = fd_set_num_elements(1, nfds);
         let (read, write, except) = (&mut self.read[..len], &mut self.write[..len], &mut self.except[..len]);
