@@ -6,7 +6,8 @@
 //! ```
 //!
 //! ADDR defaults to 127.0.0.1:5555 (port 0 picks a free port); the first line
-//! on stdout is `listening on HOST:PORT`.
+//! on stdout is `listening on HOST:PORT`. Ctrl-C or SIGTERM shuts it down
+//! cleanly. The room is one loop's state, so there is no `--threads`.
 //!
 //! What a client sees:
 //!
@@ -38,15 +39,18 @@
 //! again. The server's queued output stays within the budget whatever its
 //! members do.
 
+mod serve;
+use serve::{Flag, Server};
+
 use std::cell::RefCell;
 use std::collections::BTreeSet;
-use std::io::{self, Write};
+use std::io;
 use std::process::ExitCode;
 use std::rc::Rc;
 
 use rolecore::{
-    AcceptHandler, Address, AsyncChat, Backend, BudgetFull, Channel, ChatHandler, Connected, Ctx, Listening,
-    LoopOptions, Map, OutputBudget, Terminator, Token,
+    AcceptHandler, Address, AsyncChat, BudgetFull, Channel, ChatHandler, Connected, Ctx, Listening,
+    OutputBudget, Terminator, Token,
 };
 
 /// The longest line relayed, without its line ending.
@@ -197,64 +201,15 @@ impl AcceptHandler for ChatServer {
     }
 }
 
-const USAGE: &str = "usage: chat_server [ADDR] [--backend select|poll|epoll] [--output-budget BYTES]";
-
-struct Args {
-    addr: Address,
-    backend: Backend,
-    budget: usize,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut addr: Address = "127.0.0.1:5555".parse().expect("a valid default");
-    let mut backend = Backend::default();
-    let mut budget = DEFAULT_OUTPUT_BUDGET;
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--backend" => {
-                let name = it.next().ok_or("--backend needs a value")?;
-                backend = name.parse().map_err(|e| format!("{e}"))?;
-            }
-            "--output-budget" => {
-                let bytes = it.next().ok_or("--output-budget needs a value")?;
-                budget = bytes.parse().map_err(|e| format!("--output-budget {bytes}: {e}"))?;
-            }
-            flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
-            _ => addr = arg.parse().map_err(|e| format!("{e}"))?,
-        }
-    }
-    Ok(Args { addr, backend, budget })
-}
-
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(msg) => {
-            eprintln!("chat_server: {msg}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    let server = Server {
+        name: "chat_server",
+        default_addr: "127.0.0.1:5555",
+        threads: false, // one room, one loop
+        flags: &[Flag { name: "--output-budget", value: "BYTES" }],
     };
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("chat_server: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(Args { addr, backend, budget }: Args) -> io::Result<()> {
-    if let Address::Unix(rolecore::UnixAddress::Path(path)) = &addr {
-        let _ = std::fs::remove_file(path); // a stale socket file from an earlier run
-    }
-    let listener = Channel::for_address(&addr)?.set_reuse_addr()?.bind(&addr)?.listen(1024)?;
-    let mut stdout = io::stdout().lock();
-    writeln!(stdout, "listening on {}", listener.local_addr()?)?;
-    stdout.flush()?;
-    drop(stdout);
-    let mut map = Map::with_backend(backend)?;
-    let budget = OutputBudget::new(budget);
-    map.insert(listener, ChatServer { room: Shared::default(), budget })?;
-    map.run(LoopOptions::default())
+    serve::main(server, |cli| {
+        let budget = cli.count("--output-budget", DEFAULT_OUTPUT_BUDGET as u64, 1, 1 << 40)? as usize;
+        Ok(move || ChatServer { room: Shared::default(), budget: OutputBudget::new(budget) })
+    })
 }

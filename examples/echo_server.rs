@@ -39,7 +39,9 @@ impl AcceptHandler for Server {
 }
 
 fn main() -> std::process::ExitCode {
-    serve::main("echo_server", "127.0.0.1:8080", &[], |_| Ok(|| Server))
+    let echo =
+        serve::Server { name: "echo_server", default_addr: "127.0.0.1:8080", threads: true, flags: &[] };
+    serve::main(echo, |_| Ok(|| Server))
 }
 
 mod serve;

@@ -30,7 +30,7 @@
 //! answers with one send.
 
 mod serve;
-use serve::Flag;
+use serve::{Flag, Server};
 
 use std::io;
 use std::process::ExitCode;
@@ -398,8 +398,13 @@ impl AcceptHandler for HttpServer {
 }
 
 fn main() -> ExitCode {
-    let flags = [Flag { name: "--idle-timeout", value: "SECS" }];
-    serve::main("http_server", "127.0.0.1:8080", &flags, |cli| {
+    let server = Server {
+        name: "http_server",
+        default_addr: "127.0.0.1:8080",
+        threads: true,
+        flags: &[Flag { name: "--idle-timeout", value: "SECS" }],
+    };
+    serve::main(server, |cli| {
         let idle_timeout = cli.seconds("--idle-timeout", 60.0)?;
         Ok(move || HttpServer { idle_timeout })
     })

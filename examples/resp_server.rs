@@ -22,7 +22,7 @@
 //! terminator comes next, so it can be driven without a socket.
 
 mod serve;
-use serve::Flag;
+use serve::{Flag, Server};
 
 use std::collections::HashMap;
 use std::io;
@@ -489,8 +489,13 @@ impl AcceptHandler for RespServer {
 // ---- main ----------------------------------------------------------------------
 
 fn main() -> ExitCode {
-    let flags = [Flag { name: "--max-bulk", value: "BYTES" }];
-    serve::main("resp_server", "127.0.0.1:6379", &flags, |cli| {
+    let server = Server {
+        name: "resp_server",
+        default_addr: "127.0.0.1:6379",
+        threads: true,
+        flags: &[Flag { name: "--max-bulk", value: "BYTES" }],
+    };
+    serve::main(server, |cli| {
         // Redis's own ceiling for one bulk string is 512 MiB.
         let max_bulk = cli.count("--max-bulk", 16 << 20, 1, 512 << 20)? as usize;
         // One store for every loop (`--threads`): uncontended with one thread.

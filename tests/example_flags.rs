@@ -121,6 +121,26 @@ fn resp_server_refuses_absurd_flags() {
 }
 
 #[test]
+fn chat_server_refuses_absurd_flags() {
+    // One room, one loop: no --threads.
+    let cases: Vec<&[&str]> = SERVER_CASES.iter().copied().filter(|c| c.first() != Some(&"--threads")).collect();
+    refuses("chat_server", &cases, true);
+    refuses(
+        "chat_server",
+        &[
+            &["--threads", "2"],
+            &["--output-budget", "0"],
+            &["--output-budget", "-1"],
+            &["--output-budget", "1e9"],
+            &["--output-budget", "99999999999999999999999"],
+            &["--output-budget", ""],
+            &["--output-budget"],
+        ],
+        true,
+    );
+}
+
+#[test]
 fn netcat_refuses_absurd_flags() {
     refuses(
         "netcat",

@@ -25,17 +25,30 @@ pub use cli::{Cli, Flag, Usage};
 /// How long connections may finish after a shutdown signal.
 pub const GRACE: Duration = Duration::from_secs(1);
 
-/// A whole server's `main`: parses the command line for `name` (listening
-/// on `default_addr` unless told otherwise, with its own `flags`), lets
-/// `setup` read those flags and return what builds each loop's accept
-/// handler, then serves until a signal.
+/// What one example server is: its name, where it listens by default,
+/// whether it takes `--threads`, and the flags it adds.
+pub struct Server {
+    /// The program's name, for its messages and usage line.
+    pub name: &'static str,
+    /// Where it listens without an ADDR.
+    pub default_addr: &'static str,
+    /// Whether `--threads N` runs N loops (a server whose state is one
+    /// shared room says no).
+    pub threads: bool,
+    /// The flags it adds to the shared ones.
+    pub flags: &'static [Flag],
+}
+
+/// A whole server's `main`: parses the command line, lets `setup` read the
+/// server's own flags and return what builds each loop's accept handler,
+/// then serves until a signal.
 pub fn main<H: AcceptHandler, M: Fn() -> H + Sync>(
-    name: &'static str,
-    default_addr: &str,
-    flags: &[Flag],
+    server: Server,
     setup: impl FnOnce(&Cli) -> Result<M, Usage>,
 ) -> ExitCode {
-    let cli = match Cli::parse(name, default_addr, true, flags, std::env::args().skip(1)) {
+    let name = server.name;
+    let args = std::env::args().skip(1);
+    let cli = match Cli::parse(name, server.default_addr, server.threads, server.flags, args) {
         Ok(cli) => cli,
         Err(usage) => return usage.exit(),
     };
