@@ -1,0 +1,225 @@
+//! Misuses the types cannot rule out, refused at run time (issue 15, "the
+//! type promise without holes"). Each test names the hole it closes; the
+//! misuses that do not compile are in `tests/ui/`.
+
+mod util;
+
+use std::io::ErrorKind;
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+
+use rolecore::{Channel, Connected, Listening, RoleError};
+
+// ---- D13: every way into a role checks what the descriptor is ----------------
+
+/// A loopback listener and its address.
+fn tcp_listener() -> (TcpListener, std::net::SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    (l, addr)
+}
+
+/// A TCP socket whose connect is still in progress: connects to a listener
+/// whose accept queue is full, so the SYN goes unanswered. `None` if the
+/// kernel completed every attempt anyway.
+fn still_connecting() -> Option<(OwnedFd, Vec<OwnedFd>, Channel<Listening>)> {
+    let listener = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut others = Vec::new();
+    for _ in 0..16 {
+        let fd = OwnedFd::from(Channel::tcp_v4().unwrap().connect(&addr).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        if rustix::net::getpeername(&fd).is_err() {
+            return Some((fd, others, listener));
+        }
+        others.push(fd);
+    }
+    eprintln!("every connect completed at once: the still-connecting case is skipped");
+    None
+}
+
+/// Checks a refusal: the error says what the descriptor was and what the
+/// role needs, and the value comes back with the same descriptor.
+fn refused<T: AsRawFd>(result: Result<impl Sized, RoleError<T>>, fd: i32, says: &str) -> T {
+    let Err(err) = result else { panic!("adopted, but the descriptor is {says}") };
+    assert!(
+        matches!(err.error().kind(), ErrorKind::InvalidInput | ErrorKind::NotConnected),
+        "{:?}",
+        err.error()
+    );
+    assert!(err.to_string().contains(says), "the error says what the descriptor is ({says}): {err}");
+    assert!(err.to_string().contains("must be"), "the error says what the role needs: {err}");
+    let back = err.into_inner();
+    assert_eq!(back.as_raw_fd(), fd, "the same descriptor comes back");
+    back
+}
+
+#[test]
+fn d13_tcp_stream_adoption_refuses_anything_but_a_connected_tcp_socket() {
+    let (listener, addr) = tcp_listener();
+
+    // A listener wrapped as a TcpStream, and a duplicate of its descriptor.
+    let dup = TcpStream::from(OwnedFd::from(listener.try_clone().unwrap()));
+    let fd = dup.as_raw_fd();
+    refused(Channel::<Connected>::try_from(dup), fd, "listening");
+    let as_stream = TcpStream::from(OwnedFd::from(listener));
+    let fd = as_stream.as_raw_fd();
+    let back = refused(Channel::<Connected>::try_from(as_stream), fd, "listening");
+    let listener = TcpListener::from(OwnedFd::from(back));
+
+    // A socket never connected, and one bound but not connected.
+    let fresh = TcpStream::from(OwnedFd::from(Channel::tcp_v4().unwrap()));
+    let fd = fresh.as_raw_fd();
+    refused(Channel::<Connected>::try_from(fresh), fd, "no peer");
+    let bound = TcpStream::from(OwnedFd::from(Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap()));
+    let fd = bound.as_raw_fd();
+    refused(Channel::<Connected>::try_from(bound), fd, "no peer");
+
+    // A connect still in progress.
+    if let Some((connecting, _others, _l)) = still_connecting() {
+        let s = TcpStream::from(connecting);
+        let fd = s.as_raw_fd();
+        refused(Channel::<Connected>::try_from(s), fd, "still connecting");
+    }
+
+    // A UDP socket, connected or not.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.connect(addr).unwrap();
+    let s = TcpStream::from(OwnedFd::from(udp));
+    let fd = s.as_raw_fd();
+    refused(Channel::<Connected>::try_from(s), fd, "datagram");
+
+    // A pipe.
+    let (reader, _writer) = std::io::pipe().unwrap();
+    let s = TcpStream::from(OwnedFd::from(reader));
+    let fd = s.as_raw_fd();
+    refused(Channel::<Connected>::try_from(s), fd, "not a socket");
+
+    // A connected Unix socket is not TCP.
+    let (a, _b) = UnixStream::pair().unwrap();
+    let s = TcpStream::from(OwnedFd::from(a));
+    let fd = s.as_raw_fd();
+    refused(Channel::<Connected>::try_from(s), fd, "another family");
+
+    // The real thing is adopted, non-blocking, with its peer.
+    let stream = TcpStream::connect(addr).unwrap();
+    let ch = Channel::<Connected>::try_from(stream).unwrap();
+    assert_eq!(ch.peer_addr().unwrap().inet(), Some(addr));
+    drop(listener);
+}
+
+#[test]
+fn d13_unix_stream_adoption_refuses_anything_but_a_connected_unix_socket() {
+    let dir = std::env::temp_dir().join(format!("rolecore-misuse-{}", std::process::id()));
+    let _ = std::fs::remove_file(&dir);
+    let listener = UnixListener::bind(&dir).unwrap();
+
+    let s = UnixStream::from(OwnedFd::from(listener.try_clone().unwrap()));
+    let fd = s.as_raw_fd();
+    refused(Channel::<Connected>::try_from(s), fd, "listening");
+
+    let fresh = UnixStream::from(OwnedFd::from(Channel::unix_stream().unwrap()));
+    let fd = fresh.as_raw_fd();
+    refused(Channel::<Connected>::try_from(fresh), fd, "no peer");
+
+    let (tcp_listener, addr) = tcp_listener();
+    let tcp = TcpStream::connect(addr).unwrap();
+    let s = UnixStream::from(OwnedFd::from(tcp));
+    let fd = s.as_raw_fd();
+    refused(Channel::<Connected>::try_from(s), fd, "another family");
+
+    let (reader, _writer) = std::io::pipe().unwrap();
+    let s = UnixStream::from(OwnedFd::from(reader));
+    let fd = s.as_raw_fd();
+    refused(Channel::<Connected>::try_from(s), fd, "not a socket");
+
+    let dgram = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    let s = UnixStream::from(OwnedFd::from(dgram));
+    let fd = s.as_raw_fd();
+    refused(Channel::<Connected>::try_from(s), fd, "datagram");
+
+    let ok = UnixStream::connect(&dir).unwrap();
+    assert!(Channel::<Connected>::try_from(ok).is_ok());
+    let (a, _b) = UnixStream::pair().unwrap();
+    assert!(Channel::<Connected>::try_from(a).is_ok(), "a socketpair end is connected");
+    drop((listener, tcp_listener));
+    let _ = std::fs::remove_file(&dir);
+}
+
+#[test]
+fn d13_listener_adoption_refuses_anything_but_a_listening_socket() {
+    // TcpListener wrapping a fresh, a bound, a connected socket, a UDP socket.
+    let fresh = TcpListener::from(OwnedFd::from(Channel::tcp_v4().unwrap()));
+    let fd = fresh.as_raw_fd();
+    refused(Channel::<Listening>::try_from(fresh), fd, "not listening");
+    let bound = TcpListener::from(OwnedFd::from(Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap()));
+    let fd = bound.as_raw_fd();
+    refused(Channel::<Listening>::try_from(bound), fd, "not listening");
+    let (listener, addr) = tcp_listener();
+    let connected = TcpListener::from(OwnedFd::from(TcpStream::connect(addr).unwrap()));
+    let fd = connected.as_raw_fd();
+    refused(Channel::<Listening>::try_from(connected), fd, "not listening");
+    let udp = TcpListener::from(OwnedFd::from(UdpSocket::bind("127.0.0.1:0").unwrap()));
+    let fd = udp.as_raw_fd();
+    refused(Channel::<Listening>::try_from(udp), fd, "datagram");
+    let (a, _b) = UnixStream::pair().unwrap();
+    let unix = TcpListener::from(OwnedFd::from(a));
+    let fd = unix.as_raw_fd();
+    refused(Channel::<Listening>::try_from(unix), fd, "another family");
+
+    // UnixListener wrapping a fresh or a connected Unix socket, or a TCP listener.
+    let fresh = UnixListener::from(OwnedFd::from(Channel::unix_stream().unwrap()));
+    let fd = fresh.as_raw_fd();
+    refused(Channel::<Listening>::try_from(fresh), fd, "not listening");
+    let (a, _b) = UnixStream::pair().unwrap();
+    let connected = UnixListener::from(OwnedFd::from(a));
+    let fd = connected.as_raw_fd();
+    refused(Channel::<Listening>::try_from(connected), fd, "not listening");
+    let tcp = UnixListener::from(OwnedFd::from(listener.try_clone().unwrap()));
+    let fd = tcp.as_raw_fd();
+    refused(Channel::<Listening>::try_from(tcp), fd, "another family");
+
+    // The real things.
+    assert!(Channel::<Listening>::try_from(listener).is_ok());
+    let path = std::env::temp_dir().join(format!("rolecore-misuse-l-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    assert!(Channel::<Listening>::try_from(UnixListener::bind(&path).unwrap()).is_ok());
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn d13_owned_fd_adoption_probes_every_role() {
+    let (listener, addr) = tcp_listener();
+    let fd = OwnedFd::from(listener);
+    let raw = fd.as_raw_fd();
+    let fd = refused(Channel::<Connected>::try_from(fd), raw, "listening");
+    let listener = Channel::<Listening>::try_from(fd).unwrap();
+
+    let fresh = OwnedFd::from(Channel::tcp_v4().unwrap());
+    let raw = fresh.as_raw_fd();
+    let fresh = refused(Channel::<Connected>::try_from(fresh), raw, "no peer");
+    refused(Channel::<Listening>::try_from(fresh), raw, "not listening");
+
+    if let Some((connecting, _others, _l)) = still_connecting() {
+        let raw = connecting.as_raw_fd();
+        refused(Channel::<Connected>::try_from(connecting), raw, "still connecting");
+    }
+
+    let udp = OwnedFd::from(UdpSocket::bind("127.0.0.1:0").unwrap());
+    let raw = udp.as_raw_fd();
+    let udp = refused(Channel::<Connected>::try_from(udp), raw, "datagram");
+    refused(Channel::<Listening>::try_from(udp), raw, "datagram");
+
+    let (reader, _writer) = std::io::pipe().unwrap();
+    let pipe = OwnedFd::from(reader);
+    let raw = pipe.as_raw_fd();
+    let pipe = refused(Channel::<Connected>::try_from(pipe), raw, "not a socket");
+    refused(Channel::<Listening>::try_from(pipe), raw, "not a socket");
+
+    let connected = OwnedFd::from(TcpStream::connect(addr).unwrap());
+    let raw = connected.as_raw_fd();
+    let connected = refused(Channel::<Listening>::try_from(connected), raw, "not listening");
+    assert!(Channel::<Connected>::try_from(connected).is_ok());
+    drop(listener);
+}
