@@ -59,7 +59,9 @@ use std::fmt;
 use std::io;
 
 pub use producer::{Producer, SimpleProducer};
-pub use terminator::{Framed, Framer, RecordTooLong, Split, Terminator, find_prefix_at_end, next_split};
+pub use terminator::{
+    Framed, Framer, RecordTooLong, Split, Terminator, TerminatorBytes, find_prefix_at_end, next_split,
+};
 
 use crate::buffered::Watermarks;
 use crate::channel::{Channel, Connected, Connecting, Role};
