@@ -26,9 +26,10 @@ assert_impl_all!(Channel<FileFd>: Send, Sync);
 // A map holds handlers of any type, `Rc` included: it stays on its thread.
 assert_not_impl_any!(Map: Send, Sync);
 
-// Tokens are plain values: copy them, send them, hash them.
+// Tokens are plain values: copy them, send them, hash them. Three words:
+// descriptor, generation, and the id of the map that issued them.
 assert_impl_all!(Token: Copy, Send, Sync, std::hash::Hash, Eq);
-assert_eq_size!(Token, u64);
+assert_eq_size!(Token, [u32; 3]);
 
 // A channel is its descriptor plus one byte of bookkeeping.
 assert_eq_size!(Channel<Connected>, u64);

@@ -12,6 +12,7 @@
 use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::entry::{Entry, Resume};
@@ -23,12 +24,31 @@ use crate::trace::{Trace, Traced};
 /// The size of the read buffer a map lends to callbacks ([`Ctx::buffer`]).
 const SCRATCH_SIZE: usize = 64 * 1024;
 
-/// A handle to a channel in a [`Map`]: its descriptor number and a
-/// generation, so a handle outlives its channel harmlessly.
+/// A handle to a channel in a [`Map`]: its descriptor number, a generation,
+/// and the map that issued it, so a handle outlives its channel harmlessly
+/// and names nothing in another map. A token that a map did not issue (or
+/// whose channel closed) is refused by every call that takes one: `None`,
+/// `false`, or nothing done.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Token {
     index: u32,
     generation: u32,
+    /// The issuing map's id, unique in the process (see [`next_map_id`]).
+    map: u32,
+}
+
+/// The last id given to a map; ids start at 1.
+static LAST_MAP_ID: AtomicU32 = AtomicU32::new(0);
+
+/// A map id no other map of this process has had. Tokens carry it, so a
+/// token from one map reaches nothing in another, even when both have a
+/// channel on the same descriptor with the same generation. Fails once
+/// `u32::MAX` maps were made, rather than reuse an id.
+fn next_map_id() -> io::Result<u32> {
+    LAST_MAP_ID
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| last.checked_add(1))
+        .map(|last| last + 1)
+        .map_err(|_| io::Error::other("this process has made 4294967295 maps: map ids are used up"))
 }
 
 impl Token {
@@ -49,14 +69,16 @@ impl Token {
         (u64::from(self.generation) << 32) | u64::from(self.index)
     }
 
-    pub(crate) fn from_key(key: u64) -> Token {
-        Token { index: key as u32, generation: (key >> 32) as u32 }
+    /// The token of map `map` that the poller key `key` stands for.
+    #[inline]
+    pub(crate) fn from_key(key: u64, map: u32) -> Token {
+        Token { index: key as u32, generation: (key >> 32) as u32, map }
     }
 }
 
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Token(fd {}, generation {})", self.index, self.generation)
+        write!(f, "Token(fd {}, generation {}, map {})", self.index, self.generation, self.map)
     }
 }
 
@@ -141,6 +163,8 @@ struct Slot {
 /// The table and the poller: what a [`Ctx`] needs to change the map from
 /// inside a callback.
 pub(crate) struct Registry {
+    /// This map's id: in every token it issues, checked on every lookup.
+    id: u32,
     slots: Vec<Slot>,
     /// One read buffer for the whole map, lent to callbacks in turn: no
     /// per-connection buffer, no zeroing per read.
@@ -158,11 +182,12 @@ pub(crate) struct Registry {
 
 impl Registry {
     fn new(backend: Backend) -> io::Result<Registry> {
-        Ok(Registry::with_poller(Poller::new(backend)?))
+        Registry::with_poller(Poller::new(backend)?)
     }
 
-    fn with_poller(poller: Poller) -> Registry {
-        Registry {
+    fn with_poller(poller: Poller) -> io::Result<Registry> {
+        Ok(Registry {
+            id: next_map_id()?,
             slots: Vec::new(),
             scratch: Vec::new(),
             len: 0,
@@ -171,13 +196,36 @@ impl Registry {
             timers: Timers::default(),
             trace: None,
             shutdown: None,
+        })
+    }
+
+    /// A token of this map: `index` at its slot's current generation.
+    #[inline]
+    fn token(&self, index: usize, generation: u32) -> Token {
+        Token { index: index as u32, generation, map: self.id }
+    }
+
+    /// The slot a token names, if this map issued it and the slot's
+    /// generation is still the token's. Every lookup by token goes through
+    /// here or [`slot_mut`](Self::slot_mut).
+    #[inline]
+    fn slot(&self, token: Token) -> Option<&Slot> {
+        if token.map != self.id {
+            return None;
         }
+        self.slots.get(token.index as usize).filter(|s| s.generation == token.generation)
+    }
+
+    #[inline]
+    fn slot_mut(&mut self, token: Token) -> Option<&mut Slot> {
+        if token.map != self.id {
+            return None;
+        }
+        self.slots.get_mut(token.index as usize).filter(|s| s.generation == token.generation)
     }
 
     fn live(&self, token: Token) -> Option<&Slot> {
-        self.slots
-            .get(token.index as usize)
-            .filter(|s| s.generation == token.generation && (s.entry.is_some() || s.busy))
+        self.slot(token).filter(|s| s.entry.is_some() || s.busy)
     }
 
     fn insert<C: Register<H>, H>(&mut self, channel: C, handler: H) -> Result<Token, InsertError<C, H>> {
@@ -185,8 +233,8 @@ impl Registry {
         if self.slots.len() <= index {
             self.slots.resize_with(index + 1, Slot::default);
         }
+        let token = self.token(index, self.slots[index].generation);
         let slot = &self.slots[index];
-        let token = Token { index: index as u32, generation: slot.generation };
         if slot.entry.is_some() || slot.busy {
             // Two owned channels cannot share a descriptor number; only a
             // channel built from a borrowed descriptor could get here.
@@ -216,7 +264,7 @@ impl Registry {
         if self.slots.len() <= index {
             self.slots.resize_with(index + 1, Slot::default);
         }
-        let token = Token { index: index as u32, generation: self.slots[index].generation };
+        let token = self.token(index, self.slots[index].generation);
         let interest = entry.interest();
         self.poller.register(entry.fd(), token.key(), interest)?;
         self.place(token, entry, interest, false, daemon);
@@ -244,11 +292,9 @@ impl Registry {
     }
 
     /// Takes a channel out for its callback; `None` for a stale token.
+    #[inline]
     fn take(&mut self, token: Token) -> Option<(Box<dyn Entry>, Interest)> {
-        let slot = self.slots.get_mut(token.index as usize)?;
-        if slot.generation != token.generation {
-            return None;
-        }
+        let slot = self.slot_mut(token)?;
         let entry = slot.entry.take()?;
         slot.busy = true;
         Some((entry, slot.interest))
@@ -354,10 +400,7 @@ impl Registry {
     }
 
     pub(crate) fn refresh(&mut self, token: Token) {
-        let Some(slot) = self.slots.get_mut(token.index as usize) else { return };
-        if slot.generation != token.generation {
-            return;
-        }
+        let Some(slot) = self.slot_mut(token) else { return };
         let Some(entry) = &slot.entry else { return };
         let interest = entry.interest();
         if interest != slot.interest {
@@ -366,11 +409,7 @@ impl Registry {
     }
 
     fn entry_mut(&mut self, token: Token) -> Option<&mut Box<dyn Entry>> {
-        let slot = self.slots.get_mut(token.index as usize)?;
-        if slot.generation != token.generation {
-            return None;
-        }
-        slot.entry.as_mut()
+        self.slot_mut(token)?.entry.as_mut()
     }
 
     fn begin_shutdown(&mut self, grace: Duration) {
@@ -390,7 +429,7 @@ impl Registry {
             if slot.daemon || !which(entry) {
                 continue;
             }
-            let token = Token { index: index as u32, generation: slot.generation };
+            let token = self.token(index, slot.generation);
             let Some((mut entry, _)) = self.take(token) else { continue };
             let mut cx = Ctx::new(self, token);
             entry.shut(&mut cx);
@@ -402,7 +441,7 @@ impl Registry {
 
     fn token_at(&self, index: usize) -> Option<Token> {
         let slot = self.slots.get(index).filter(|s| s.entry.is_some())?;
-        Some(Token { index: index as u32, generation: slot.generation })
+        Some(self.token(index, slot.generation))
     }
 
     fn tokens(&self) -> impl Iterator<Item = Token> + '_ {
@@ -410,7 +449,7 @@ impl Registry {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.entry.is_some())
-            .map(|(i, s)| Token { index: i as u32, generation: s.generation })
+            .map(|(i, s)| self.token(i, s.generation))
     }
 
     fn switch_backend(&mut self, backend: Backend) -> io::Result<()> {
@@ -421,7 +460,7 @@ impl Registry {
         let mut always = Vec::new();
         for (i, slot) in self.slots.iter().enumerate() {
             let Some(entry) = &slot.entry else { continue };
-            let key = Token { index: i as u32, generation: slot.generation }.key();
+            let key = self.token(i, slot.generation).key();
             match poller.register(entry.fd(), key, slot.interest) {
                 Ok(()) => always.push(false),
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
@@ -459,10 +498,10 @@ impl Registry {
             }
             None => timeout,
         };
-        let slots = &self.slots;
+        let (slots, id) = (&self.slots, self.id);
         let sources = slots.iter().enumerate().filter(|(_, s)| !s.always_ready).filter_map(|(i, s)| {
             let entry = s.entry.as_ref()?;
-            let key = Token { index: i as u32, generation: s.generation }.key();
+            let key = Token { index: i as u32, generation: s.generation, map: id }.key();
             Some(Source { fd: entry.fd(), key, interest: s.interest })
         });
         self.poller.wait(sources, events, timeout)?;
@@ -476,7 +515,7 @@ impl Registry {
                     r |= Readiness::WRITABLE;
                 }
                 if !r.is_empty() {
-                    events.push((Token { index: i as u32, generation: s.generation }.key(), r));
+                    events.push((Token { index: i as u32, generation: s.generation, map: self.id }.key(), r));
                 }
             }
         }
@@ -867,7 +906,7 @@ impl Map {
         self.events.clear();
         self.registry.wait(&mut self.events, timeout)?;
         for &(key, readiness) in &self.events {
-            let token = Token::from_key(key);
+            let token = Token::from_key(key, self.registry.id);
             // A stale key (the channel closed earlier in this batch, maybe
             // replaced by a new one on the same descriptor) finds nothing.
             let Some((mut entry, interest)) = self.registry.take(token) else { continue };
@@ -895,7 +934,7 @@ impl Map {
         }
         if !self.registry.timers.is_empty() {
             let now = Instant::now();
-            while let Some(token) = self.registry.timers.pop_expired(now) {
+            while let Some(token) = self.registry.timers.pop_expired(now, self.registry.id) {
                 let Some((mut entry, _)) = self.registry.take(token) else { continue };
                 let mut cx = Ctx::new(&mut self.registry, token);
                 let mut resume = Resume::Close;
@@ -955,7 +994,12 @@ impl Map {
     }
 
     pub(crate) fn with_poller(poller: Poller) -> Map {
-        Map { registry: Registry::with_poller(poller), events: Vec::new(), catch_panics: false, waker: None }
+        Map {
+            registry: Registry::with_poller(poller).expect("a map id for the simulation"),
+            events: Vec::new(),
+            catch_panics: false,
+            waker: None,
+        }
     }
 
     /// Whether a panic in a handler is caught (see

@@ -11,6 +11,14 @@ use std::os::unix::net::{UnixListener, UnixStream};
 
 use rolecore::{Channel, Connected, Listening, RoleError};
 
+/// The tests here run one at a time: some rely on the kernel handing out the
+/// lowest free descriptor number, which a test opening sockets on another
+/// thread would take first.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 // ---- D13: every way into a role checks what the descriptor is ----------------
 
 /// A loopback listener and its address.
@@ -57,6 +65,7 @@ fn refused<T: AsRawFd>(result: Result<impl Sized, RoleError<T>>, fd: i32, says: 
 
 #[test]
 fn d13_tcp_stream_adoption_refuses_anything_but_a_connected_tcp_socket() {
+    let _serial = serial();
     let (listener, addr) = tcp_listener();
 
     // A listener wrapped as a TcpStream, and a duplicate of its descriptor.
@@ -111,6 +120,7 @@ fn d13_tcp_stream_adoption_refuses_anything_but_a_connected_tcp_socket() {
 
 #[test]
 fn d13_unix_stream_adoption_refuses_anything_but_a_connected_unix_socket() {
+    let _serial = serial();
     let dir = std::env::temp_dir().join(format!("rolecore-misuse-{}", std::process::id()));
     let _ = std::fs::remove_file(&dir);
     let listener = UnixListener::bind(&dir).unwrap();
@@ -149,6 +159,7 @@ fn d13_unix_stream_adoption_refuses_anything_but_a_connected_unix_socket() {
 
 #[test]
 fn d13_listener_adoption_refuses_anything_but_a_listening_socket() {
+    let _serial = serial();
     // TcpListener wrapping a fresh, a bound, a connected socket, a UDP socket.
     let fresh = TcpListener::from(OwnedFd::from(Channel::tcp_v4().unwrap()));
     let fd = fresh.as_raw_fd();
@@ -190,6 +201,7 @@ fn d13_listener_adoption_refuses_anything_but_a_listening_socket() {
 
 #[test]
 fn d13_owned_fd_adoption_probes_every_role() {
+    let _serial = serial();
     let (listener, addr) = tcp_listener();
     let fd = OwnedFd::from(listener);
     let raw = fd.as_raw_fd();
@@ -222,4 +234,98 @@ fn d13_owned_fd_adoption_probes_every_role() {
     let connected = refused(Channel::<Listening>::try_from(connected), raw, "not listening");
     assert!(Channel::<Connected>::try_from(connected).is_ok());
     drop(listener);
+}
+
+// ---- tokens name channels of the map that issued them only ------------------
+
+struct Quiet;
+impl rolecore::StreamHandler for Quiet {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _: &mut rolecore::Ctx<'_>) -> std::io::Result<()> {
+        ch.recv(&mut [0u8; 64]).map(drop)
+    }
+}
+
+/// Checks that `token` reaches nothing in `map`, which holds `own` on the
+/// same descriptor number and generation.
+fn foreign_token_reaches_nothing(map: &mut rolecore::Map, token: rolecore::Token, own: rolecore::Token) {
+    assert_eq!((token.fd(), format!("{token:?}").contains("generation 0")), (own.fd(), true));
+    assert_ne!(token, own, "the tokens differ by their map");
+    assert!(!map.contains(token));
+    assert!(map.handler::<Quiet>(token).is_none());
+    assert!(map.handler_mut::<Quiet>(token).is_none());
+    assert!(map.stream_mut::<Channel<Connected>, Quiet>(token).is_none());
+    assert!(!map.set_deadline(token, Some(std::time::Instant::now())));
+    assert!(!map.set_idle_timeout(token, Some(std::time::Duration::from_secs(1))));
+    map.refresh(token);
+    assert!(!map.remove(token), "a foreign token closes nothing");
+    assert!(map.contains(own) && map.handler::<Quiet>(own).is_some(), "the map's own channel is untouched");
+}
+
+#[test]
+fn a_token_from_another_map_is_refused_even_on_a_reused_descriptor() {
+    let _serial = serial();
+    let mut a = rolecore::Map::new().unwrap();
+    let mut b = rolecore::Map::new().unwrap();
+    let (ours, _peer) = Channel::pair().unwrap();
+    let fd = ours.as_raw_fd();
+    let token_a = a.insert(ours, Quiet).unwrap();
+    assert!(a.remove(token_a));
+    // The kernel hands the lowest free number out again: the first end of a
+    // new pair gets `fd`, at generation 0 in map `b`.
+    let (again, _peer2) = Channel::pair().unwrap();
+    assert_eq!(again.as_raw_fd(), fd, "the descriptor number is reused");
+    let token_b = b.insert(again, Quiet).unwrap();
+    foreign_token_reaches_nothing(&mut b, token_a, token_b);
+
+    // From inside a callback, through the Ctx, too.
+    struct Reacher {
+        foreign: rolecore::Token,
+        seen: std::rc::Rc<std::cell::Cell<Option<(bool, bool)>>>,
+    }
+    impl rolecore::StreamHandler for Reacher {
+        fn handle_read(
+            &mut self,
+            ch: &mut Channel<Connected>,
+            cx: &mut rolecore::Ctx<'_>,
+        ) -> std::io::Result<()> {
+            ch.recv(&mut [0u8; 64])?;
+            let reached = cx.handler_mut::<Quiet>(self.foreign).is_some();
+            self.seen.set(Some((reached, cx.remove(self.foreign))));
+            cx.stop();
+            Ok(())
+        }
+    }
+    let seen = std::rc::Rc::default();
+    let (c, mut peer) = UnixStream::pair().unwrap();
+    b.insert(Channel::try_from(c).unwrap(), Reacher { foreign: token_a, seen: std::rc::Rc::clone(&seen) })
+        .unwrap();
+    std::io::Write::write_all(&mut peer, b"x").unwrap();
+    assert!(util::run_until(&mut b, |_| seen.get().is_some()));
+    assert_eq!(seen.get(), Some((false, false)), "Ctx refuses the foreign token");
+    assert!(b.contains(token_b));
+}
+
+#[test]
+fn a_token_sent_to_another_thread_names_nothing_in_that_threads_map() {
+    let _serial = serial();
+    let mut a = rolecore::Map::new().unwrap();
+    let (ours, _peer) = Channel::pair().unwrap();
+    let fd = ours.as_raw_fd();
+    let token_a = a.insert(ours, Quiet).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<rolecore::Token>();
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn(move || {
+        let token_a = rx.recv().unwrap();
+        // Descriptors are per process: `a` closed `fd`; take it first.
+        let (again, _peer) = Channel::pair().unwrap();
+        assert_eq!(again.as_raw_fd(), fd);
+        let mut b = rolecore::Map::new().unwrap();
+        let token_b = b.insert(again, Quiet).unwrap();
+        foreign_token_reaches_nothing(&mut b, token_a, token_b);
+        back_tx.send(()).unwrap();
+    });
+    assert!(a.remove(token_a));
+    tx.send(token_a).unwrap();
+    back_rx.recv().unwrap();
+    other.join().unwrap();
 }
