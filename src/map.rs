@@ -178,6 +178,11 @@ pub(crate) struct Registry {
     /// A graceful shutdown in progress: when every channel still open is
     /// closed.
     shutdown: Option<Instant>,
+    /// A channel left its entry behind the map's back (a handler swapped the
+    /// `&mut` channel it was lent for another one): the poller may still
+    /// watch a descriptor the map can no longer name, so its registrations
+    /// are rebuilt from the map before the next wait.
+    orphans: bool,
 }
 
 impl Registry {
@@ -196,6 +201,7 @@ impl Registry {
             timers: Timers::default(),
             trace: None,
             shutdown: None,
+            orphans: false,
         })
     }
 
@@ -250,6 +256,13 @@ impl Registry {
             if error.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) {
                 // epoll refuses what is always ready anyway (regular files).
                 always_ready = true;
+            } else if error.raw_os_error() == Some(rustix::io::Errno::EXIST.raw_os_error())
+                && let Ok(()) = self.poller.reregister(channel.fd(), token.key(), interest)
+            {
+                // This very descriptor is still registered: it was taken out
+                // of an entry by a swap, and comes back before the map
+                // rebuilt its registrations. It is watched again, under its
+                // new token.
             } else {
                 return Err(InsertError { error, channel, handler });
             }
@@ -306,11 +319,7 @@ impl Registry {
     fn resume(&mut self, token: Token, entry: Box<dyn Entry>, resume: Resume) {
         let Resume::Watch(interest) = resume else {
             if resume == Resume::Replaced {
-                // The handler swapped its `&mut` channel for another one.
-                log_info(
-                    Level::Error,
-                    format_args!("a handler replaced its channel {}; closing it", entry.describe()),
-                );
+                return self.replaced(token, entry);
             }
             return self.discard(token, entry);
         };
@@ -351,11 +360,21 @@ impl Registry {
 
     /// Deregisters, then drops (closing the descriptor) — in that order, so no
     /// registration outlives the channel through a duplicate descriptor (P12).
+    ///
+    /// An entry whose descriptor is not its slot's (its handler swapped the
+    /// channel) is dropped without deregistering: the descriptor it holds is
+    /// not the one registered under this token, and may be registered under
+    /// another. The map rebuilds its registrations before the next wait
+    /// instead, which forgets the one it can no longer name.
     fn discard(&mut self, token: Token, entry: Box<dyn Entry>) {
         let slot = &mut self.slots[token.index as usize];
         if !slot.always_ready && self.poller.keeps_registrations() {
-            // Only fails if the kernel already forgot the descriptor.
-            let _ = self.poller.deregister(entry.fd());
+            if entry.fd().as_raw_fd() as u32 == token.index {
+                // Only fails if the kernel already forgot the descriptor.
+                let _ = self.poller.deregister(entry.fd());
+            } else {
+                self.orphans = true;
+            }
         }
         self.always_ready -= usize::from(slot.always_ready);
         self.len -= usize::from(!slot.daemon);
@@ -367,6 +386,81 @@ impl Registry {
         }
         *slot = Slot { generation: slot.generation.wrapping_add(1), ..Slot::default() };
         drop(entry);
+    }
+
+    /// An entry that holds another descriptor than the one its slot was
+    /// registered with: its handler swapped the `&mut` channel it was lent
+    /// (`std::mem::swap`, `std::mem::replace`) for another one. The map
+    /// reports it and closes the entry (with the channel it now holds); the
+    /// channel taken out lives on wherever the handler put it, and no longer
+    /// belongs to the map: its registration is dropped before the next wait,
+    /// so it neither wakes the loop nor stops it from being inserted again.
+    #[cold]
+    fn replaced(&mut self, token: Token, entry: Box<dyn Entry>) {
+        log_info(
+            Level::Error,
+            format_args!(
+                "a handler replaced the channel of {token:?} with {}: the map closes what the entry \
+                 now holds and forgets the channel taken out; a handler must not swap the channel \
+                 it is lent",
+                entry.describe()
+            ),
+        );
+        self.discard(token, entry);
+        self.orphans = true;
+    }
+
+    /// Forgets every registration and makes them again from the map, after
+    /// a swap left one the map can no longer name (see
+    /// [`replaced`](Self::replaced)). Entries still holding a descriptor
+    /// other than their slot's are closed first. If a new poller cannot be
+    /// made (out of descriptors), the old one is kept and the rebuild is
+    /// tried again before the next wait.
+    #[cold]
+    fn rebuild_registrations(&mut self) {
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            if let Some(entry) = &slot.entry
+                && entry.fd().as_raw_fd() as usize != index
+            {
+                let token = self.token(index, slot.generation);
+                let entry = self.slots[index].entry.take().expect("checked above");
+                self.slots[index].busy = true;
+                self.replaced(token, entry);
+            }
+        }
+        self.orphans = false;
+        if !self.poller.keeps_registrations() {
+            return;
+        }
+        let backend = self.poller.backend();
+        let old = match Poller::new(backend) {
+            Ok(fresh) => std::mem::replace(&mut self.poller, fresh),
+            Err(e) => {
+                log_info(Level::Error, format_args!("cannot rebuild the {backend} poller: {e}; retrying"));
+                self.orphans = true;
+                return;
+            }
+        };
+        drop(old);
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            let Some(entry) = &slot.entry else { continue };
+            if slot.always_ready {
+                continue;
+            }
+            let key = self.token(index, slot.generation).key();
+            if let Err(e) = self.poller.register(entry.fd(), key, slot.interest) {
+                let token = self.token(index, slot.generation);
+                log_info(
+                    Level::Error,
+                    format_args!("cannot watch {} again: {e}; closing it", entry.describe()),
+                );
+                let entry = self.slots[index].entry.take().expect("checked above");
+                self.slots[index].busy = true;
+                self.discard(token, entry);
+            }
+        }
     }
 
     pub(crate) fn remove(&mut self, token: Token) -> bool {
@@ -402,6 +496,12 @@ impl Registry {
     pub(crate) fn refresh(&mut self, token: Token) {
         let Some(slot) = self.slot_mut(token) else { return };
         let Some(entry) = &slot.entry else { return };
+        if entry.fd().as_raw_fd() as u32 != token.index {
+            // Swapped through `stream_mut`: see `Resume::Replaced`.
+            let entry = slot.entry.take().expect("checked above");
+            slot.busy = true;
+            return self.replaced(token, entry);
+        }
         let interest = entry.interest();
         if interest != slot.interest {
             self.rewatch(token, interest);
@@ -482,6 +582,9 @@ impl Registry {
     }
 
     fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
+        if self.orphans {
+            self.rebuild_registrations();
+        }
         // A regular file that wants something is ready now: do not sleep. One
         // that wants nothing must not turn the wait into a busy loop.
         let files_ready = self.always_ready > 0

@@ -329,3 +329,147 @@ fn a_token_sent_to_another_thread_names_nothing_in_that_threads_map() {
     back_rx.recv().unwrap();
     other.join().unwrap();
 }
+
+// ---- a channel swapped out of its entry leaves nothing registered -------------
+
+type Shelf = std::rc::Rc<std::cell::RefCell<Option<Channel<Connected>>>>;
+
+/// On its first read, puts a decoy in place of the channel it is lent and
+/// keeps the original on a shelf the test can reach. It reads nothing, so
+/// the original stays readable: under level triggering a registration left
+/// behind would wake every wait.
+struct Thief {
+    decoy: Option<Channel<Connected>>,
+    shelf: Shelf,
+}
+
+impl rolecore::StreamHandler for Thief {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _: &mut rolecore::Ctx<'_>) -> std::io::Result<()> {
+        if let Some(decoy) = self.decoy.take() {
+            *self.shelf.borrow_mut() = Some(std::mem::replace(ch, decoy));
+        }
+        Ok(())
+    }
+}
+
+/// Counts what it reads.
+struct Counter(std::rc::Rc<std::cell::Cell<usize>>);
+
+impl rolecore::StreamHandler for Counter {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _: &mut rolecore::Ctx<'_>) -> std::io::Result<()> {
+        let n = ch.recv(&mut [0u8; 64])?;
+        self.0.set(self.0.get() + n);
+        Ok(())
+    }
+}
+
+/// Runs `n` iterations of at most `wait` each and says how long they took.
+fn timed_iterations(map: &mut rolecore::Map, n: u64, wait: std::time::Duration) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    map.run(rolecore::LoopOptions::new().timeout(wait).count(n)).unwrap();
+    start.elapsed()
+}
+
+#[test]
+fn a_channel_replaced_in_a_callback_is_forgotten_and_can_join_again() {
+    let _serial = serial();
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let (decoy, _decoy_peer) = Channel::pair().unwrap();
+        let (idle, _idle_peer) = Channel::pair().unwrap(); // keeps the map from emptying
+        let idle = map.insert(idle, Quiet).unwrap();
+        let shelf = Shelf::default();
+        let token = map
+            .insert(Channel::try_from(ours).unwrap(), Thief { decoy: Some(decoy), shelf: shelf.clone() })
+            .unwrap();
+        std::io::Write::write_all(&mut peer, b"stay readable").unwrap();
+        assert!(util::run_until(&mut map, |_| shelf.borrow().is_some()), "{backend}: the swap happened");
+        assert!(!map.contains(token), "{backend}: the entry holding the decoy was closed");
+        assert!(map.contains(idle));
+
+        // Nothing the map can name is ready: five waits of 40 ms take about
+        // 200 ms. A registration left behind for the readable original would
+        // end every wait at once.
+        let took = timed_iterations(&mut map, 5, std::time::Duration::from_millis(40));
+        assert!(
+            took >= std::time::Duration::from_millis(150),
+            "{backend}: the loop spun ({took:?} for 5 waits)"
+        );
+
+        // The original can join the map again and reads its data.
+        let stolen = shelf.borrow_mut().take().unwrap();
+        let read = std::rc::Rc::new(std::cell::Cell::new(0));
+        let again = map.insert(stolen, Counter(read.clone())).expect("the stolen channel joins again");
+        assert!(util::run_until(&mut map, |_| read.get() == 13), "{backend}: it is watched again");
+        assert!(map.contains(again));
+    }
+}
+
+#[test]
+fn a_channel_replaced_and_inserted_again_before_the_next_wait_is_watched() {
+    let _serial = serial();
+    // The swap, then the insert, with no wait between them (epoll still
+    // holds the old registration when the insert comes).
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let (decoy, _decoy_peer) = Channel::pair().unwrap();
+        let shelf = Shelf::default();
+        map.insert(Channel::try_from(ours).unwrap(), Thief { decoy: Some(decoy), shelf: shelf.clone() })
+            .unwrap();
+        std::io::Write::write_all(&mut peer, b"12345").unwrap();
+        while shelf.borrow().is_none() {
+            map.poll(Some(std::time::Duration::from_millis(100))).unwrap();
+        }
+        let read = std::rc::Rc::new(std::cell::Cell::new(0));
+        let stolen = shelf.borrow_mut().take().unwrap();
+        map.insert(stolen, Counter(read.clone())).expect("no EEXIST");
+        assert!(util::run_until(&mut map, |_| read.get() == 5), "{backend}");
+    }
+}
+
+/// Swaps its channel with another entry's, through `Ctx::stream_mut`.
+struct Swapper {
+    other: rolecore::Token,
+    done: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl rolecore::StreamHandler for Swapper {
+    fn handle_read(
+        &mut self,
+        ch: &mut Channel<Connected>,
+        cx: &mut rolecore::Ctx<'_>,
+    ) -> std::io::Result<()> {
+        if let Some(mut other) = cx.stream_mut::<Channel<Connected>, Quiet>(self.other) {
+            std::mem::swap(ch, other.transport());
+            self.done.set(true);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn two_channels_swapped_between_entries_are_both_closed_and_the_loop_does_not_spin() {
+    let _serial = serial();
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let (a, mut a_peer) = Channel::pair().unwrap();
+        let (b, mut b_peer) = Channel::pair().unwrap();
+        let (idle, _idle_peer) = Channel::pair().unwrap();
+        map.insert(idle, Quiet).unwrap();
+        let tb = map.insert(b, Quiet).unwrap();
+        let done = std::rc::Rc::new(std::cell::Cell::new(false));
+        let ta = map.insert(a, Swapper { other: tb, done: done.clone() }).unwrap();
+        a_peer.send(b"go").unwrap();
+        b_peer.send(b"unread").unwrap();
+        assert!(util::run_until(&mut map, |_| done.get()), "{backend}");
+        assert!(!map.contains(ta) && !map.contains(tb), "{backend}: both entries were closed");
+        let took = timed_iterations(&mut map, 5, std::time::Duration::from_millis(40));
+        assert!(took >= std::time::Duration::from_millis(150), "{backend}: the loop spun ({took:?})");
+        // Both channels were closed: each peer reads its end of stream.
+        let mut buf = [0u8; 8];
+        assert_eq!(a_peer.recv(&mut buf).unwrap(), 0, "{backend}: a was closed");
+        assert_eq!(b_peer.recv(&mut buf).unwrap(), 0, "{backend}: b was closed");
+    }
+}
