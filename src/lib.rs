@@ -82,6 +82,7 @@ mod mailbox;
 mod map;
 pub mod poller;
 pub mod report;
+mod seal;
 #[cfg(feature = "signals")]
 pub mod signal;
 pub mod sim;

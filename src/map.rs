@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crate::entry::{Entry, Resume};
 use crate::poller::{Backend, Event, Interest, MAX_WAIT, Poller, Readiness, Source};
 use crate::report::{Level, log_info};
+use crate::seal::Seal;
 use crate::timer::Timers;
 use crate::trace::{Trace, Traced};
 
@@ -88,27 +89,25 @@ impl fmt::Debug for Token {
 /// [`StreamHandler`](crate::StreamHandler), a listener with an
 /// [`AcceptHandler`](crate::AcceptHandler), a file with a
 /// [`FileHandler`](crate::FileHandler), a datagram socket with a
-/// [`DatagramHandler`](crate::DatagramHandler). Sealed.
+/// [`DatagramHandler`](crate::DatagramHandler).
+///
+/// Sealed, and its methods are the map's own: they live in a supertrait
+/// user code cannot name, and each takes a proof only rolecore can make, so
+/// no code outside rolecore can turn a channel into an entry and drive it
+/// with readiness it made up.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot join a map with this handler",
-    label = "this channel and handler do not go together",
-    note = "a map holds Connecting or Connected streams (raw, Buffered or AsyncChat) with a \
-            StreamHandler for that transport, Listening channels with an AcceptHandler, FileFd \
-            channels with a FileHandler, and datagram sockets with a DatagramHandler; Fresh and \
-            Bound sockets must connect or listen first"
+    message = "`{Self}` cannot join a map with the handler `{H}`",
+    label = "`{H}` does not implement the handler trait this channel needs",
+    note = "what joins a map, and the handler it needs: a Connected or Connecting stream with \
+            `impl StreamHandler<T> for {H}`, where T is the transport the callbacks get \
+            (`Channel<Connected>`, the default; `Buffered<Connected>` for a Buffered stream; an \
+            `AsyncChat`'s handler implements `ChatHandler` instead); a Listening channel with \
+            `impl AcceptHandler for {H}`; a FileFd channel with `impl FileHandler for {H}`; a \
+            Datagram or ConnectedDatagram socket with `impl DatagramHandler<Datagram>` (or \
+            `<ConnectedDatagram>`) for {H}. A Fresh or Bound socket must `connect` or `listen` \
+            first, an UnboundDatagram must `bind` or `connect` first"
 )]
-pub trait Register<H>: Sized {
-    #[doc(hidden)]
-    fn interest(&self, handler: &H) -> Interest;
-    #[doc(hidden)]
-    fn fd(&self) -> std::os::fd::BorrowedFd<'_>;
-    #[doc(hidden)]
-    fn always_ready(&self) -> bool {
-        false
-    }
-    #[doc(hidden)]
-    fn into_entry(self, handler: H) -> Box<dyn Entry>;
-}
+pub trait Register<H>: Sized + crate::entry::RegisterSealed<H> {}
 
 /// An insertion that failed (the poller refused the descriptor), with the
 /// channel and handler given back.
@@ -235,7 +234,7 @@ impl Registry {
     }
 
     fn insert<C: Register<H>, H>(&mut self, channel: C, handler: H) -> Result<Token, InsertError<C, H>> {
-        let index = channel.fd().as_raw_fd() as usize;
+        let index = channel.fd(Seal(())).as_raw_fd() as usize;
         if self.slots.len() <= index {
             self.slots.resize_with(index + 1, Slot::default);
         }
@@ -250,14 +249,15 @@ impl Registry {
             );
             return Err(InsertError { error, channel, handler });
         }
-        let interest = channel.interest(&handler);
-        let mut always_ready = channel.always_ready();
-        if !always_ready && let Err(error) = self.poller.register(channel.fd(), token.key(), interest) {
+        let interest = channel.interest(&handler, Seal(()));
+        let mut always_ready = channel.always_ready(Seal(()));
+        let fd = channel.fd(Seal(()));
+        if !always_ready && let Err(error) = self.poller.register(fd, token.key(), interest) {
             if error.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) {
                 // epoll refuses what is always ready anyway (regular files).
                 always_ready = true;
             } else if error.raw_os_error() == Some(rustix::io::Errno::EXIST.raw_os_error())
-                && let Ok(()) = self.poller.reregister(channel.fd(), token.key(), interest)
+                && let Ok(()) = self.poller.reregister(fd, token.key(), interest)
             {
                 // This very descriptor is still registered: it was taken out
                 // of an entry by a swap, and comes back before the map
@@ -267,7 +267,7 @@ impl Registry {
                 return Err(InsertError { error, channel, handler });
             }
         }
-        self.place(token, channel.into_entry(handler), interest, always_ready, false);
+        self.place(token, channel.into_entry(handler, Seal(())), interest, always_ready, false);
         Ok(token)
     }
 

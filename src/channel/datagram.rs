@@ -52,7 +52,7 @@ impl Channel<Datagram> {
     /// # }
     /// ```
     pub fn datagram(family: Family) -> io::Result<Channel<Datagram>> {
-        Ok(Channel::from_fd(net::socket_with(domain(family), SocketType::DGRAM, NEW_FD, None)?))
+        Ok(super::wrap(net::socket_with(domain(family), SocketType::DGRAM, NEW_FD, None)?))
     }
 
     /// A UDP socket over IPv4.
@@ -134,7 +134,7 @@ impl Channel<ConnectedDatagram> {
     /// A connected pair of Unix datagram sockets (`socketpair(2)`).
     pub fn datagram_pair() -> io::Result<(Channel<ConnectedDatagram>, Channel<ConnectedDatagram>)> {
         let (a, b) = net::socketpair(AddressFamily::UNIX, SocketType::DGRAM, NEW_FD, None)?;
-        Ok((Channel::from_fd(a), Channel::from_fd(b)))
+        Ok((super::wrap(a), super::wrap(b)))
     }
 
     /// Sends one datagram to the peer; `WouldBlock` when the buffer is full.

@@ -45,7 +45,7 @@ impl Channel<FileFd> {
             Err(e) => return Err(RoleError::new(e.into(), fd)),
         }
         match set_nonblocking(fd.as_fd()) {
-            Ok(()) => Ok(Channel::from_fd(fd)),
+            Ok(()) => Ok(super::wrap(fd)),
             Err(e) => Err(RoleError::new(e, fd)),
         }
     }

@@ -123,13 +123,17 @@ pub trait DatagramRole: Role {}
 impl DatagramRole for Datagram {}
 impl DatagramRole for ConnectedDatagram {}
 
-impl<R: Role> Channel<R> {
-    pub(crate) fn from_fd(fd: OwnedFd) -> Self {
-        Channel { fd, observed: Observed::default(), role: PhantomData }
-    }
+/// Wraps a descriptor in the role `R`, unchecked: for descriptors rolecore
+/// made itself, or probed. A free function rather than an associated one, so
+/// that rustc's hint for a `Channel { .. }` struct literal does not point
+/// users at it.
+pub(crate) fn wrap<R: Role>(fd: OwnedFd) -> Channel<R> {
+    Channel { fd, observed: Observed::default(), role: PhantomData }
+}
 
+impl<R: Role> Channel<R> {
     pub(crate) fn into_role<S: Role>(self) -> Channel<S> {
-        Channel::from_fd(self.fd)
+        wrap(self.fd)
     }
 
     pub(crate) fn observed(&self) -> Observed {

@@ -55,7 +55,7 @@ impl Channel<Fresh> {
             Family::Unix => AddressFamily::UNIX,
         };
         let SockType::Stream = kind;
-        Ok(Channel::from_fd(net::socket_with(domain, SocketType::STREAM, NEW_FD, None)?))
+        Ok(super::wrap(net::socket_with(domain, SocketType::STREAM, NEW_FD, None)?))
     }
 
     /// A fresh TCP socket over IPv4.
@@ -217,7 +217,7 @@ impl Channel<Listening> {
                         Some(any) => Address::from_any(any)?,
                         None => Address::Unix(UnixAddress::Unnamed),
                     };
-                    Ok(Some((Channel::from_fd(fd), peer)))
+                    Ok(Some((super::wrap(fd), peer)))
                 }
                 Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN | Errno::CONNABORTED) => Ok(None),
@@ -243,7 +243,7 @@ impl Channel<Connected> {
     /// tests and for talking to a child thread.
     pub fn pair() -> io::Result<(Channel<Connected>, Channel<Connected>)> {
         let (a, b) = net::socketpair(AddressFamily::UNIX, SocketType::STREAM, NEW_FD, None)?;
-        Ok((Channel::from_fd(a), Channel::from_fd(b)))
+        Ok((super::wrap(a), super::wrap(b)))
     }
 
     /// Receives up to `buf.len()` bytes.
@@ -365,7 +365,7 @@ impl Channel<Connected> {
 /// failure the socket comes back in the error.
 fn adopt<T: AsFd + Into<OwnedFd>, R: super::Role>(sock: T) -> Result<Channel<R>, RoleError<T>> {
     match set_nonblocking(sock.as_fd()) {
-        Ok(()) => Ok(Channel::from_fd(sock.into())),
+        Ok(()) => Ok(super::wrap(sock.into())),
         Err(e) => Err(RoleError::new(e, sock)),
     }
 }

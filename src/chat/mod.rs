@@ -475,7 +475,7 @@ impl Pending for AsyncChat<Connecting> {
     fn channel(&self) -> &Channel<Connecting> {
         &self.channel
     }
-    fn into_ready(self, _: crate::handler::Seal) -> AsyncChat<Connected> {
+    fn into_ready(self, _: impl crate::seal::ConnectProof) -> AsyncChat<Connected> {
         let AsyncChat {
             channel,
             terminator,
