@@ -95,7 +95,7 @@ pub use buffered::{
 };
 pub use channel::{
     Bound, Channel, Connected, ConnectedDatagram, Connecting, Datagram, DatagramRole, Family, FileFd, Fresh,
-    Listening, Role, SockType,
+    Listening, Role, SockType, UnboundDatagram,
 };
 pub use chat::{AsyncChat, ChatHandler, Producer, SimpleProducer, Terminator};
 pub use error::{RoleError, is_disconnect};

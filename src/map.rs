@@ -96,15 +96,15 @@ impl fmt::Debug for Token {
 /// no code outside rolecore can turn a channel into an entry and drive it
 /// with readiness it made up.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot join a map with the handler `{H}`",
-    label = "`{H}` does not implement the handler trait this channel needs",
+    message = "`{Self}` cannot join a map with this handler",
+    label = "this channel and handler do not go together",
     note = "what joins a map, and the handler it needs: a Connected or Connecting stream with \
-            `impl StreamHandler<T> for {H}`, where T is the transport the callbacks get \
+            `impl StreamHandler<T> for YourHandler`, where T is the transport the callbacks get \
             (`Channel<Connected>`, the default; `Buffered<Connected>` for a Buffered stream; an \
             `AsyncChat`'s handler implements `ChatHandler` instead); a Listening channel with \
-            `impl AcceptHandler for {H}`; a FileFd channel with `impl FileHandler for {H}`; a \
-            Datagram or ConnectedDatagram socket with `impl DatagramHandler<Datagram>` (or \
-            `<ConnectedDatagram>`) for {H}. A Fresh or Bound socket must `connect` or `listen` \
+            `impl AcceptHandler for YourHandler`; a FileFd channel with `impl FileHandler for YourHandler`; a \
+            Datagram or ConnectedDatagram socket with `impl DatagramHandler<Datagram> for YourHandler` \
+            (or `<ConnectedDatagram>`). A Fresh or Bound socket must `connect` or `listen` \
             first, an UnboundDatagram must `bind` or `connect` first"
 )]
 pub trait Register<H>: Sized + crate::entry::RegisterSealed<H> {}

@@ -8,7 +8,8 @@
 //!                      │             │                                   ▲
 //!                      └──connect────┴──► Connecting ──(the loop)────────┘
 //!   Channel::file(fd) ─► FileFd
-//!   Channel::datagram(family) ─► Datagram ─connect─► ConnectedDatagram
+//!   Channel::datagram(family) ─► UnboundDatagram ─bind / without_bind─► Datagram
+//!                                       └──────────connect─────────► ConnectedDatagram ◄─connect─ Datagram
 //! ```
 //!
 //! Role changes consume the channel and return it in its new role; when one
@@ -111,8 +112,11 @@ roles! {
     /// A pipe, terminal, character device or regular file: `recv`, `send`,
     /// nothing else.
     FileFd,
+    /// A datagram socket just created: it can be bound (once), connected, or
+    /// used unbound with [`without_bind`](Channel::without_bind).
+    UnboundDatagram = stream: false,
     /// A datagram socket (UDP, or Unix datagram) with no fixed peer:
-    /// `send_to` and `recv_from`.
+    /// `send_to` and `recv_from`. It cannot be bound again (D6).
     Datagram = stream: false,
     /// A datagram socket connected to one peer: `send` and `recv`.
     ConnectedDatagram = stream: false,
