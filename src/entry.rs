@@ -138,6 +138,9 @@ fn run<H, C, R: Role>(
     match result {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        // The handler closed its channel, then tried to use it: the I/O was
+        // refused and the channel closes as it asked.
+        Err(e) if cx.is_closing() && crate::channel::is_closed_in_callback(&e) => {}
         // A datagram socket has no peer to lose: every error is the handler's.
         Err(e) if is_disconnect(&e) && R::HAS_PEER_STREAM => outcome.peer_gone = true,
         Err(e) => {

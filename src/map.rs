@@ -533,7 +533,7 @@ impl Registry {
             let Some((mut entry, _)) = self.take(token) else { continue };
             let mut cx = Ctx::new(self, token);
             entry.shut(&mut cx);
-            stop |= cx.stopping;
+            stop |= cx.end();
             self.discard(token, entry);
         }
         stop
@@ -643,11 +643,24 @@ pub struct Ctx<'a> {
     token: Token,
     closing: bool,
     stopping: bool,
+    /// What [`crate::channel::mark_closing`] replaced when this callback
+    /// closed its channel, to put back when the callback ends.
+    unmark: Option<std::os::fd::RawFd>,
 }
 
 impl<'a> Ctx<'a> {
     pub(crate) fn new(registry: &'a mut Registry, token: Token) -> Self {
-        Ctx { registry, token, closing: false, stopping: false }
+        Ctx { registry, token, closing: false, stopping: false, unmark: None }
+    }
+
+    /// The callback is over: the channel it closed is no longer refused
+    /// I/O here (the map is about to close it). Returns whether it asked to
+    /// stop the loop.
+    pub(crate) fn end(self) -> bool {
+        if let Some(previous) = self.unmark {
+            crate::channel::unmark_closing(previous);
+        }
+        self.stopping
     }
 
     /// The token of the channel whose callback this is.
@@ -662,7 +675,18 @@ impl<'a> Ctx<'a> {
 
     /// Closes this channel when the callback returns (asyncore's `close()`):
     /// nothing more is delivered to it, and `handle_close` is not called.
+    ///
+    /// From this call on, the channel this callback was lent refuses I/O:
+    /// `send`, `recv`, `accept`, `send_to`, `recv_from` (and `Read`/`Write`)
+    /// fail with an error of kind `NotConnected` that says it was closed,
+    /// and send nothing. Send a last message *before* closing. A
+    /// [`Buffered`](crate::Buffered) or [`AsyncChat`](crate::AsyncChat)
+    /// drops what is still queued; to send it all first, use
+    /// `AsyncChat::close_when_done` or wait for `writable()` to turn false.
     pub fn close(&mut self) {
+        if !self.closing {
+            self.unmark = Some(crate::channel::mark_closing(self.token.fd()));
+        }
         self.closing = true;
     }
 
@@ -676,7 +700,7 @@ impl<'a> Ctx<'a> {
     /// collected for it is dropped.
     pub fn remove(&mut self, token: Token) -> bool {
         if token == self.token {
-            self.closing = true;
+            self.close();
             return true;
         }
         self.registry.remove(token)
@@ -1016,7 +1040,7 @@ impl Map {
             let mut cx = Ctx::new(&mut self.registry, token);
             let mut resume = Resume::Close;
             let panicked = guard(self.catch_panics, || resume = entry.wake(readiness, interest, &mut cx));
-            let stopping = cx.stopping;
+            let stopping = cx.end();
             if let Some(panic) = panicked {
                 self.registry.discard(token, entry);
                 std::panic::resume_unwind(panic);
@@ -1042,7 +1066,7 @@ impl Map {
                 let mut cx = Ctx::new(&mut self.registry, token);
                 let mut resume = Resume::Close;
                 let panicked = guard(self.catch_panics, || resume = entry.expire(&mut cx));
-                let stopping = cx.stopping;
+                let stopping = cx.end();
                 if let Some(panic) = panicked {
                     self.registry.discard(token, entry);
                     std::panic::resume_unwind(panic);

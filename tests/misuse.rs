@@ -473,3 +473,104 @@ fn two_channels_swapped_between_entries_are_both_closed_and_the_loop_does_not_sp
         assert_eq!(b_peer.recv(&mut buf).unwrap(), 0, "{backend}: b was closed");
     }
 }
+
+// ---- a channel closed in its callback refuses I/O ------------------------------
+
+/// Sends "bye", closes, then tries to send and receive more, and passes the
+/// refusal to the loop with `?`.
+struct CloseThenSend {
+    log: util::Log,
+}
+
+impl rolecore::StreamHandler for CloseThenSend {
+    fn handle_read(
+        &mut self,
+        ch: &mut Channel<Connected>,
+        cx: &mut rolecore::Ctx<'_>,
+    ) -> std::io::Result<()> {
+        ch.recv(&mut [0u8; 64])?;
+        ch.send(b"bye")?;
+        cx.close();
+        let refused = ch.send(b"after close").unwrap_err();
+        self.log.push(format!("send: {:?}: {refused}", refused.kind()));
+        let refused = ch.recv(&mut [0u8; 64]).unwrap_err();
+        self.log.push(format!("recv: {:?}", refused.kind()));
+        let refused = std::io::Write::write(ch, b"after close").unwrap_err();
+        self.log.push(format!("write: {:?}", refused.kind()));
+        ch.send(b"after close")?;
+        self.log.push("not reached");
+        Ok(())
+    }
+    fn handle_close(&mut self, _: &mut Channel<Connected>, _: &mut rolecore::Ctx<'_>) {
+        self.log.push("handle_close");
+    }
+    fn handle_error(&mut self, _: &mut Channel<Connected>, e: std::io::Error, _: &mut rolecore::Ctx<'_>) {
+        self.log.push(format!("handle_error: {e}"));
+    }
+}
+
+#[test]
+fn after_ctx_close_the_lent_channel_sends_and_receives_nothing() {
+    let _serial = serial();
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let log = util::Log::default();
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let token = map.insert(Channel::try_from(ours).unwrap(), CloseThenSend { log: log.clone() }).unwrap();
+        std::io::Write::write_all(&mut peer, b"hi").unwrap();
+        assert!(util::run_until(&mut map, |m| !m.contains(token)), "{backend}");
+        let events = log.events();
+        assert_eq!(events.len(), 3, "{backend}: {events:?}");
+        assert!(
+            events[0].starts_with("send: NotConnected: the channel was closed with Ctx::close"),
+            "{events:?}"
+        );
+        assert_eq!(events[1..], ["recv: NotConnected", "write: NotConnected"], "{backend}");
+        // The refusal passed to the loop is neither handle_error nor
+        // handle_close: the channel simply closes, as it asked.
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut peer, &mut got).unwrap();
+        assert_eq!(got, b"bye", "{backend}: what was sent before the close arrives, nothing after");
+    }
+}
+
+/// Closes its listener in `handle_accepted`, then tries to accept again.
+struct CloseThenAccept(util::Log);
+
+impl rolecore::AcceptHandler for CloseThenAccept {
+    fn handle_accepted(
+        &mut self,
+        _conn: Channel<Connected>,
+        _peer: rolecore::Address,
+        cx: &mut rolecore::Ctx<'_>,
+    ) -> std::io::Result<()> {
+        cx.close();
+        Ok(())
+    }
+    fn handle_accept(
+        &mut self,
+        ch: &mut Channel<Listening>,
+        cx: &mut rolecore::Ctx<'_>,
+    ) -> std::io::Result<()> {
+        if let Some((conn, peer)) = ch.accept()? {
+            self.handle_accepted(conn, peer, cx)?;
+        }
+        let refused = ch.accept().unwrap_err();
+        self.0.push(format!("{:?}", refused.kind()));
+        Ok(())
+    }
+}
+
+#[test]
+fn after_ctx_close_a_listener_accepts_nothing() {
+    let _serial = serial();
+    let mut map = rolecore::Map::new().unwrap();
+    let listener = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(8).unwrap();
+    let addr = listener.local_addr().unwrap().inet().unwrap();
+    let log = util::Log::default();
+    let token = map.insert(listener, CloseThenAccept(log.clone())).unwrap();
+    let _a = TcpStream::connect(addr).unwrap();
+    let _b = TcpStream::connect(addr).unwrap();
+    assert!(util::run_until(&mut map, |m| !m.contains(token)));
+    assert_eq!(log.events(), ["NotConnected"]);
+}

@@ -126,6 +126,7 @@ impl Channel<Datagram> {
     /// the socket's buffer is full: a datagram goes whole or not at all, so
     /// unlike a stream's `send` there is no partial count to report.
     pub fn send_to(&mut self, data: &[u8], addr: impl ToAddress) -> io::Result<usize> {
+        self.check_open()?;
         let to = addr.to_address()?.to_any()?;
         loop {
             return match net::sendto(&self.fd, data, SendFlags::NOSIGNAL, &to) {
@@ -143,6 +144,7 @@ impl Channel<Datagram> {
     /// dropped) and says who sent it. `Ok((0, from))` is an empty datagram;
     /// `WouldBlock` when none is waiting.
     pub fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, Address)> {
+        self.check_open()?;
         loop {
             return match net::recvfrom(&self.fd, &mut *buf, RecvFlags::empty()) {
                 Ok((n, _, from)) => {
@@ -172,6 +174,7 @@ impl Channel<ConnectedDatagram> {
     /// A peer that is not listening may show up as `ConnectionRefused` on a
     /// later send or receive (an ICMP error, for UDP).
     pub fn send(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.check_open()?;
         loop {
             return match net::send(&self.fd, data, SendFlags::NOSIGNAL) {
                 Ok(n) => {
@@ -186,6 +189,7 @@ impl Channel<ConnectedDatagram> {
 
     /// Receives one datagram: `Ok(0)` is an empty datagram, not an end.
     pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.check_open()?;
         loop {
             return match net::recv(&self.fd, &mut *buf, RecvFlags::empty()) {
                 Ok((n, _)) => {

@@ -21,6 +21,7 @@ mod datagram;
 mod file;
 mod socket;
 
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -186,6 +187,60 @@ impl<R: Role> fmt::Debug for Channel<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Channel<{}>(fd {})", R::NAME, self.fd.as_raw_fd())
     }
+}
+
+thread_local! {
+    /// The descriptor of the channel whose callback called `Ctx::close` and
+    /// has not returned yet, or -1. Read by every I/O call of a channel: a
+    /// closing channel refuses I/O (it would otherwise send after its close).
+    static CLOSING: Cell<RawFd> = const { Cell::new(-1) };
+}
+
+/// Marks `fd` as closed by the running callback; returns what to put back
+/// with [`unmark_closing`] when the callback ends.
+pub(crate) fn mark_closing(fd: RawFd) -> RawFd {
+    CLOSING.replace(fd)
+}
+
+pub(crate) fn unmark_closing(previous: RawFd) {
+    CLOSING.set(previous);
+}
+
+/// The error a channel's I/O gives after `Ctx::close` in the callback that
+/// was lent it.
+#[derive(Debug)]
+pub(crate) struct ClosedInCallback;
+
+impl fmt::Display for ClosedInCallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the channel was closed with Ctx::close (or Ctx::remove) in this callback: it sends and \
+             receives nothing more; send a last message before closing",
+        )
+    }
+}
+
+impl std::error::Error for ClosedInCallback {}
+
+/// Whether `error` is [`ClosedInCallback`].
+pub(crate) fn is_closed_in_callback(error: &std::io::Error) -> bool {
+    error.get_ref().is_some_and(|e| e.is::<ClosedInCallback>())
+}
+
+impl<R: Role> Channel<R> {
+    /// Refuses I/O once the callback this channel is lent to has closed it.
+    #[inline]
+    pub(crate) fn check_open(&self) -> std::io::Result<()> {
+        if CLOSING.get() == self.fd.as_raw_fd() {
+            return Err(closed_in_callback());
+        }
+        Ok(())
+    }
+}
+
+#[cold]
+fn closed_in_callback() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotConnected, ClosedInCallback)
 }
 
 /// Sets or clears `O_NONBLOCK` on the open file description.

@@ -210,6 +210,7 @@ impl Channel<Listening> {
     /// the loop pauses the listener's read interest for a back-off period
     /// instead of spinning on a listener that stays readable (asyncore P1).
     pub fn accept(&mut self) -> io::Result<Option<(Channel<Connected>, Address)>> {
+        self.check_open()?;
         loop {
             return match net::acceptfrom_with(&self.fd, NEW_FD) {
                 Ok((fd, peer)) => {
@@ -264,6 +265,7 @@ impl Channel<Connected> {
     }
 
     fn recv_with(&mut self, buf: &mut [u8], flags: RecvFlags) -> io::Result<usize> {
+        self.check_open()?;
         if buf.is_empty() {
             return Ok(0);
         }
@@ -307,6 +309,7 @@ impl Channel<Connected> {
     }
 
     fn send_with(&mut self, data: &[u8], flags: SendFlags) -> io::Result<usize> {
+        self.check_open()?;
         loop {
             return match net::send(&self.fd, data, flags) {
                 Ok(n) => {
@@ -533,6 +536,7 @@ impl io::Read for Channel<Connected> {
 /// never raises `SIGPIPE`.
 impl io::Write for Channel<Connected> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.check_open()?;
         if data.is_empty() {
             return Ok(0);
         }
