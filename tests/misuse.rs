@@ -574,3 +574,76 @@ fn after_ctx_close_a_listener_accepts_nothing() {
     assert!(util::run_until(&mut map, |m| !m.contains(token)));
     assert_eq!(log.events(), ["NotConnected"]);
 }
+
+// ---- with_socket_map from inside the default map's loop -------------------------
+
+/// Tries to insert a new channel into the default map from inside its loop.
+struct Nested {
+    log: util::Log,
+}
+
+impl rolecore::StreamHandler for Nested {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _: &mut rolecore::Ctx<'_>) -> std::io::Result<()> {
+        ch.recv(&mut [0u8; 64])?;
+        let (extra, _peer) = Channel::pair()?;
+        rolecore::with_socket_map(|map| map.insert(extra, Quiet).map(drop))??;
+        self.log.push("not reached");
+        Ok(())
+    }
+    fn handle_error(&mut self, _: &mut Channel<Connected>, e: std::io::Error, cx: &mut rolecore::Ctx<'_>) {
+        self.log.push(format!("{:?}: {e}", e.kind()));
+        cx.close();
+    }
+}
+
+#[test]
+fn with_socket_map_inside_its_own_loop_is_an_error_the_handler_sees() {
+    let _serial = serial();
+    let log = util::Log::default();
+    let (ours, mut peer) = UnixStream::pair().unwrap();
+    let ours = Channel::try_from(ours).unwrap();
+    let token = rolecore::with_socket_map(|m| m.insert(ours, Nested { log: log.clone() }).unwrap()).unwrap();
+    std::io::Write::write_all(&mut peer, b"go").unwrap();
+    rolecore::loop_(Some(std::time::Duration::from_millis(50)), rolecore::Backend::Poll, None, Some(20))
+        .unwrap();
+    let events = log.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].starts_with("ResourceBusy: rolecore::with_socket_map"), "{events:?}");
+    assert!(events[0].contains("cx.insert"), "the error says what to do instead: {events:?}");
+    assert!(!rolecore::with_socket_map(|m| m.contains(token)).unwrap(), "handle_error closed it");
+    assert!(rolecore::with_socket_map(|m| m.is_empty()).unwrap(), "nothing was inserted");
+}
+
+#[test]
+fn with_socket_map_inside_its_own_loop_reaches_the_default_handle_error() {
+    let _serial = serial();
+    // A handler without its own handle_error: the default reports the error
+    // (through the log hook) and closes the channel.
+    struct Plain;
+    impl rolecore::StreamHandler for Plain {
+        fn handle_read(
+            &mut self,
+            ch: &mut Channel<Connected>,
+            _: &mut rolecore::Ctx<'_>,
+        ) -> std::io::Result<()> {
+            ch.recv(&mut [0u8; 64])?;
+            rolecore::with_socket_map(|map| map.len())?;
+            Ok(())
+        }
+    }
+    let reports = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = reports.clone();
+    rolecore::report::set_log_hook(Some(Box::new(move |level, message| {
+        sink.lock().unwrap().push(format!("{level}: {message}"));
+    })));
+    let (ours, mut peer) = UnixStream::pair().unwrap();
+    let token =
+        rolecore::with_socket_map(|m| m.insert(Channel::try_from(ours).unwrap(), Plain).unwrap()).unwrap();
+    std::io::Write::write_all(&mut peer, b"go").unwrap();
+    rolecore::loop_(Some(std::time::Duration::from_millis(50)), rolecore::Backend::Poll, None, Some(20))
+        .unwrap();
+    rolecore::report::set_log_hook(None);
+    assert!(!rolecore::with_socket_map(|m| m.contains(token)).unwrap());
+    let reports = reports.lock().unwrap();
+    assert!(reports.iter().any(|r| r.contains("with_socket_map")), "reported: {reports:?}");
+}
