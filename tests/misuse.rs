@@ -647,3 +647,23 @@ fn with_socket_map_inside_its_own_loop_reaches_the_default_handle_error() {
     let reports = reports.lock().unwrap();
     assert!(reports.iter().any(|r| r.contains("with_socket_map")), "reported: {reports:?}");
 }
+
+// ---- the select backend is opt-in ---------------------------------------------
+
+#[test]
+#[cfg(not(feature = "select"))]
+fn without_the_select_feature_select_is_a_clear_error() {
+    let err = "select".parse::<rolecore::Backend>().unwrap_err();
+    assert!(err.to_string().contains("`select` feature"), "{err}");
+    assert!(!rolecore::Backend::Select.is_available());
+    let err = rolecore::Map::with_backend(rolecore::Backend::Select).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    assert!(err.to_string().contains("`select` feature"), "{err}");
+}
+
+#[test]
+#[cfg(feature = "select")]
+fn with_the_select_feature_select_parses_and_runs() {
+    assert_eq!("select".parse::<rolecore::Backend>(), Ok(rolecore::Backend::Select));
+    assert!(rolecore::Map::with_backend(rolecore::Backend::Select).is_ok());
+}
