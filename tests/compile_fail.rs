@@ -1,6 +1,7 @@
-//! Misuse that must not compile: D1–D12 of the asyncore semantics
-//! (`/work/shared/reference/asyncore-semantics.md`, section 3a) and a few more a
-//! user would hit. One case per file in `tests/ui/`; `tests/ui/README.md` maps
+//! Misuse that must not compile: D1–D17 of the asyncore semantics
+//! (`/work/shared/reference/asyncore-semantics.md`, section 3a) but D13 and D16,
+//! which are run-time refusals (`tests/misuse.rs`, `tests/chat.rs`), and a few
+//! more a user would hit. One case per file in `tests/ui/`; `tests/ui/README.md` maps
 //! each D-item to its case and the error it produces.
 //!
 //! Re-bless the expected `.stderr` files after a toolchain or message change with
