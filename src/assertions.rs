@@ -8,7 +8,11 @@ use std::os::fd::OwnedFd;
 
 use crate::address::{Address, ParseAddressError};
 use crate::buffered::{BufferFull, Buffered};
-use crate::channel::{Bound, Channel, Connected, Connecting, FileFd, Fresh, Listening};
+use crate::channel::{
+    Bound, Channel, Connected, ConnectedDatagram, Connecting, Datagram, FileFd, Fresh, Listening,
+    UnboundDatagram,
+};
+use crate::chat::{AsyncChat, Terminator, TerminatorBytes};
 use crate::error::RoleError;
 use crate::event_loop::{LoopOptions, Refresh};
 use crate::map::{Map, Token};
@@ -22,13 +26,60 @@ assert_impl_all!(Channel<Connecting>: Send, Sync);
 assert_impl_all!(Channel<Connected>: Send, Sync);
 assert_impl_all!(Channel<Listening>: Send, Sync);
 assert_impl_all!(Channel<FileFd>: Send, Sync);
+assert_impl_all!(Channel<UnboundDatagram>: Send, Sync);
+assert_impl_all!(Channel<Datagram>: Send, Sync);
+assert_impl_all!(Channel<ConnectedDatagram>: Send, Sync);
+
+// An AsyncChat holds producers of any type (`Rc` included, `Producer` asks
+// for no `Send`), so it stays on the thread of its loop: a connection moves
+// to another loop as its `Channel`, and is wrapped there.
+assert_not_impl_any!(AsyncChat<Connected>: Send, Sync);
+assert_not_impl_any!(AsyncChat<Connecting>: Send, Sync);
+assert_impl_all!(Terminator: Send, Sync, Clone, Eq, std::hash::Hash);
+assert_impl_all!(TerminatorBytes: Send, Sync, std::ops::Deref<Target = [u8]>);
+
+// What must not exist (issue 15, the type promise without holes).
+//
+// No byte I/O on a role that has no peer stream: a listener, a socket still
+// connecting, a fresh or bound one, a datagram socket (D1, D2, D7, D8).
+assert_not_impl_any!(Channel<Listening>: std::io::Read, std::io::Write);
+assert_not_impl_any!(Channel<Connecting>: std::io::Read, std::io::Write);
+assert_not_impl_any!(Channel<Fresh>: std::io::Read, std::io::Write);
+assert_not_impl_any!(Channel<Bound>: std::io::Read, std::io::Write);
+assert_not_impl_any!(Channel<UnboundDatagram>: std::io::Read, std::io::Write);
+assert_not_impl_any!(Channel<Datagram>: std::io::Read, std::io::Write);
+assert_not_impl_any!(Buffered<Connecting>: std::io::Read, std::io::Write);
+
+// No way into a role without a probe (D13): only `TryFrom`, which checks the
+// descriptor, never an infallible `From` of a std socket or a descriptor.
+assert_not_impl_any!(
+    Channel<Connected>: From<std::net::TcpStream>,
+    From<std::os::unix::net::UnixStream>,
+    From<OwnedFd>,
+    From<std::net::TcpListener>,
+    From<std::net::UdpSocket>
+);
+assert_not_impl_any!(
+    Channel<Listening>: From<std::net::TcpListener>,
+    From<std::os::unix::net::UnixListener>,
+    From<OwnedFd>,
+    From<std::net::TcpStream>
+);
+assert_not_impl_any!(Channel<FileFd>: From<OwnedFd>, TryFrom<OwnedFd>);
+assert_not_impl_any!(Channel<Datagram>: From<std::net::UdpSocket>, From<OwnedFd>, TryFrom<OwnedFd>);
+assert_not_impl_any!(Channel<Fresh>: From<OwnedFd>, TryFrom<OwnedFd>);
+assert_not_impl_any!(Channel<Connecting>: From<OwnedFd>, TryFrom<OwnedFd>);
+// Nor from another role: role changes are methods that check, or consume.
+assert_not_impl_any!(Channel<Connected>: From<Channel<Connecting>>, From<Channel<Listening>>);
+assert_not_impl_any!(Channel<Listening>: From<Channel<Connected>>, From<Channel<Fresh>>);
 
 // A map holds handlers of any type, `Rc` included: it stays on its thread.
 assert_not_impl_any!(Map: Send, Sync);
 
-// Tokens are plain values: copy them, send them, hash them.
+// Tokens are plain values: copy them, send them, hash them. Three words:
+// descriptor, generation, and the id of the map that issued them.
 assert_impl_all!(Token: Copy, Send, Sync, std::hash::Hash, Eq);
-assert_eq_size!(Token, u64);
+assert_eq_size!(Token, [u32; 3]);
 
 // A channel is its descriptor plus one byte of bookkeeping.
 assert_eq_size!(Channel<Connected>, u64);

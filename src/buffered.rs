@@ -553,7 +553,7 @@ impl Pending for Buffered<Connecting> {
     fn channel(&self) -> &Channel<Connecting> {
         &self.channel
     }
-    fn into_ready(self, _: crate::handler::Seal) -> Buffered<Connected> {
+    fn into_ready(self, _: impl crate::seal::ConnectProof) -> Buffered<Connected> {
         Buffered { channel: self.channel.into_connected(), output: self.output }
     }
 }

@@ -15,6 +15,7 @@ use crate::machine::{Outcome, Phase, Plain, Step, Wakeup};
 use crate::map::{Ctx, Register};
 use crate::poller::{Interest, Readiness};
 use crate::report::{Level, log_info};
+use crate::seal::{EntryProof, Seal};
 use crate::trace::{Callback, Joined};
 
 /// A channel and its handler, type-erased for the map. Public only so the
@@ -71,6 +72,25 @@ pub trait Entry: 'static {
     }
 }
 
+/// The methods of [`Register`]: in a supertrait user code cannot name (this
+/// module is private), each with a proof argument only rolecore can make.
+/// A bound `C: Register<H>` would otherwise let generic user code call them
+/// (supertrait methods are in scope through the bound) and drive an entry
+/// with readiness it made up.
+pub trait RegisterSealed<H> {
+    /// The interest the handler's predicates ask for now.
+    fn interest(&self, handler: &H, seal: impl EntryProof) -> Interest;
+    /// The descriptor, for the poller.
+    fn fd(&self, seal: impl EntryProof) -> BorrowedFd<'_>;
+    /// A regular file: never given to the kernel, always reported ready.
+    fn always_ready(&self, seal: impl EntryProof) -> bool {
+        let _ = seal;
+        false
+    }
+    /// The entry the map stores.
+    fn into_entry(self, handler: H, seal: impl EntryProof) -> Box<dyn Entry>;
+}
+
 /// What the loop does with a channel after a wake-up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resume {
@@ -118,6 +138,9 @@ fn run<H, C, R: Role>(
     match result {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        // The handler closed its channel, then tried to use it: the I/O was
+        // refused and the channel closes as it asked.
+        Err(e) if cx.is_closing() && crate::channel::is_closed_in_callback(&e) => {}
         // A datagram socket has no peer to lose: every error is the handler's.
         Err(e) if is_disconnect(&e) && R::HAS_PEER_STREAM => outcome.peer_gone = true,
         Err(e) => {
@@ -270,7 +293,7 @@ impl<T: Transport, H: StreamHandler<T>> StreamEntry<T, H> {
                 };
                 match pending.channel().connect_result() {
                     Ok(()) => {
-                        self.state = StreamState::Connected(pending.into_ready(crate::handler::Seal(())));
+                        self.state = StreamState::Connected(pending.into_ready(Seal(())));
                         wakeup.connect_result(true);
                     }
                     Err(e) => {
@@ -393,26 +416,30 @@ fn drained<T: Transport>(t: &mut T, readiness: Readiness) -> bool {
 
 macro_rules! register_stream {
     ($connected:ty, $connecting:ty) => {
-        impl<H: StreamHandler<$connected>> Register<H> for $connected {
-            fn interest(&self, handler: &H) -> Interest {
+        #[diagnostic::do_not_recommend]
+        impl<H: StreamHandler<$connected>> Register<H> for $connected {}
+        impl<H: StreamHandler<$connected>> RegisterSealed<H> for $connected {
+            fn interest(&self, handler: &H, _: impl EntryProof) -> Interest {
                 stream_interest(handler, self)
             }
-            fn fd(&self) -> BorrowedFd<'_> {
+            fn fd(&self, _: impl EntryProof) -> BorrowedFd<'_> {
                 Transport::channel(self).as_fd()
             }
-            fn into_entry(self, handler: H) -> Box<dyn Entry> {
+            fn into_entry(self, handler: H, _: impl EntryProof) -> Box<dyn Entry> {
                 Box::new(StreamEntry::<$connected, H> { state: StreamState::Connected(self), handler })
             }
         }
 
-        impl<H: StreamHandler<$connected>> Register<H> for $connecting {
-            fn interest(&self, _: &H) -> Interest {
+        #[diagnostic::do_not_recommend]
+        impl<H: StreamHandler<$connected>> Register<H> for $connecting {}
+        impl<H: StreamHandler<$connected>> RegisterSealed<H> for $connecting {
+            fn interest(&self, _: &H, _: impl EntryProof) -> Interest {
                 Interest::WRITE
             }
-            fn fd(&self) -> BorrowedFd<'_> {
+            fn fd(&self, _: impl EntryProof) -> BorrowedFd<'_> {
                 Pending::channel(self).as_fd()
             }
-            fn into_entry(self, handler: H) -> Box<dyn Entry> {
+            fn into_entry(self, handler: H, _: impl EntryProof) -> Box<dyn Entry> {
                 Box::new(StreamEntry::<$connected, H> { state: StreamState::Connecting(self), handler })
             }
         }
@@ -579,14 +606,16 @@ fn accept_error<H: AcceptHandler>(h: &mut H, ch: &mut Channel<Listening>, e: io:
     }
 }
 
-impl<H: AcceptHandler> Register<H> for Channel<Listening> {
-    fn interest(&self, handler: &H) -> Interest {
+#[diagnostic::do_not_recommend]
+impl<H: AcceptHandler> Register<H> for Channel<Listening> {}
+impl<H: AcceptHandler> RegisterSealed<H> for Channel<Listening> {
+    fn interest(&self, handler: &H, _: impl EntryProof) -> Interest {
         Interest::from_predicates(handler.readable(self), false, false)
     }
-    fn fd(&self) -> BorrowedFd<'_> {
+    fn fd(&self, _: impl EntryProof) -> BorrowedFd<'_> {
         self.as_fd()
     }
-    fn into_entry(self, handler: H) -> Box<dyn Entry> {
+    fn into_entry(self, handler: H, _: impl EntryProof) -> Box<dyn Entry> {
         Box::new(ListenerEntry { channel: self, handler, paused: false, backoff: FIRST_BACKOFF })
     }
 }
@@ -664,17 +693,19 @@ impl<H: FileHandler> Entry for FileEntry<H> {
     }
 }
 
-impl<H: FileHandler> Register<H> for Channel<FileFd> {
-    fn interest(&self, handler: &H) -> Interest {
+#[diagnostic::do_not_recommend]
+impl<H: FileHandler> Register<H> for Channel<FileFd> {}
+impl<H: FileHandler> RegisterSealed<H> for Channel<FileFd> {
+    fn interest(&self, handler: &H, _: impl EntryProof) -> Interest {
         file_interest(handler, self)
     }
-    fn fd(&self) -> BorrowedFd<'_> {
+    fn fd(&self, _: impl EntryProof) -> BorrowedFd<'_> {
         self.as_fd()
     }
-    fn always_ready(&self) -> bool {
+    fn always_ready(&self, _: impl EntryProof) -> bool {
         self.is_regular_file()
     }
-    fn into_entry(self, handler: H) -> Box<dyn Entry> {
+    fn into_entry(self, handler: H, _: impl EntryProof) -> Box<dyn Entry> {
         Box::new(FileEntry { channel: self, handler })
     }
 }
@@ -751,14 +782,16 @@ impl<R: DatagramRole, H: DatagramHandler<R>> Entry for DatagramEntry<R, H> {
 // datagram role, instead of showing `Register`'s message.
 macro_rules! register_datagram {
     ($($role:ty),*) => {$(
-        impl<H: DatagramHandler<$role>> Register<H> for Channel<$role> {
-            fn interest(&self, handler: &H) -> Interest {
+        #[diagnostic::do_not_recommend]
+        impl<H: DatagramHandler<$role>> Register<H> for Channel<$role> {}
+        impl<H: DatagramHandler<$role>> RegisterSealed<H> for Channel<$role> {
+            fn interest(&self, handler: &H, _: impl EntryProof) -> Interest {
                 datagram_interest(handler, self)
             }
-            fn fd(&self) -> BorrowedFd<'_> {
+            fn fd(&self, _: impl EntryProof) -> BorrowedFd<'_> {
                 self.as_fd()
             }
-            fn into_entry(self, handler: H) -> Box<dyn Entry> {
+            fn into_entry(self, handler: H, _: impl EntryProof) -> Box<dyn Entry> {
                 Box::new(DatagramEntry { channel: self, handler })
             }
         }

@@ -245,8 +245,14 @@ thread_local! {
 ///
 /// The default map is per thread, not per process (asyncore's was shared by
 /// every thread, P20). Calling this again from inside `f` — for example from a
-/// handler while the default map's loop runs — is an error of kind
-/// `WouldBlock`, not a panic: use the handler's [`Ctx`](crate::Ctx) instead.
+/// handler while the default map's loop runs — cannot reach the map: it is an
+/// error of kind [`ResourceBusy`](io::ErrorKind::ResourceBusy), not a panic,
+/// and `f` is dropped without running (with whatever it captured: a channel
+/// it would have inserted is closed). Use the handler's [`Ctx`](crate::Ctx)
+/// instead (`cx.insert`). The kind is not `WouldBlock` on purpose: a handler
+/// that returns the error with `?` gets it in `handle_error` (whose default
+/// reports it and closes the channel), where a `WouldBlock` would be taken
+/// for a spurious wake-up and ignored.
 ///
 /// # Examples
 ///
@@ -258,9 +264,11 @@ pub fn with_socket_map<T>(f: impl FnOnce(&mut Map) -> T) -> io::Result<T> {
     SOCKET_MAP.with(|cell| {
         let mut slot = cell.try_borrow_mut().map_err(|_| {
             io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "the default socket map is in use by this thread (a handler of its loop?): \
-                 use the callback's Ctx to reach the map",
+                io::ErrorKind::ResourceBusy,
+                "rolecore::with_socket_map was called while this thread's default socket map is \
+                 in use (from a handler of its own loop?): the closure did not run, and what it \
+                 captured was dropped; inside a callback, reach the map through the Ctx \
+                 (cx.insert, cx.remove, cx.handler_mut)",
             )
         })?;
         if slot.is_none() {

@@ -54,17 +54,21 @@ mod sealed {
     pub trait RawChannel {
         fn channel_mut(&mut self) -> &mut crate::channel::Channel<crate::channel::Connected>;
     }
-
-    /// A value only rolecore can make: methods that take it are callable
-    /// only from inside the crate, though their trait is public.
-    #[derive(Debug)]
-    pub struct Seal(pub(crate) ());
 }
 
-pub(crate) use sealed::{RawChannel, Seal};
+pub(crate) use sealed::RawChannel;
 
 /// What a stream handler is handed: a [`Channel<Connected>`], or a
 /// [`Buffered`] one that queues what the socket cannot take yet. Sealed.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a connected stream: a StreamHandler's callbacks cannot be handed it",
+    label = "a StreamHandler is written for a connected stream transport",
+    note = "write `impl StreamHandler for H` (callbacks get `Channel<Connected>`), \
+            `impl StreamHandler<Buffered<Connected>> for H`, or `impl ChatHandler for H` for an \
+            AsyncChat; a Listening channel takes an AcceptHandler, a FileFd channel a FileHandler, \
+            a datagram socket a DatagramHandler; a connecting stream takes the StreamHandler of \
+            its connected form, and the loop makes it Connected before `handle_connect`"
+)]
 pub trait Transport: sealed::Sealed + sealed::RawChannel + 'static {
     /// The same transport before its connect has completed.
     type Pending: Pending<Ready = Self>;
@@ -96,10 +100,11 @@ pub trait Pending: sealed::Sealed + 'static {
     fn channel(&self) -> &Channel<Connecting>;
 
     /// Becomes connected. Only the loop can call it (it alone knows the
-    /// connect completed): the [`Seal`](sealed::Seal) argument cannot be made
-    /// outside rolecore.
+    /// connect completed): its proof argument can be made only inside
+    /// rolecore, and anything else fails to compile with a message saying
+    /// to insert the channel into a map instead.
     #[doc(hidden)]
-    fn into_ready(self, seal: sealed::Seal) -> Self::Ready;
+    fn into_ready(self, seal: impl crate::seal::ConnectProof) -> Self::Ready;
 }
 
 impl sealed::Sealed for Channel<Connected> {}
@@ -137,7 +142,7 @@ impl Pending for Channel<Connecting> {
     fn channel(&self) -> &Channel<Connecting> {
         self
     }
-    fn into_ready(self, _: sealed::Seal) -> Channel<Connected> {
+    fn into_ready(self, _: impl crate::seal::ConnectProof) -> Channel<Connected> {
         self.into_connected()
     }
 }

@@ -83,6 +83,7 @@ mod mailbox;
 mod map;
 pub mod poller;
 pub mod report;
+mod seal;
 #[cfg(feature = "signals")]
 pub mod signal;
 pub mod sim;
@@ -96,7 +97,7 @@ pub use buffered::{
 };
 pub use channel::{
     Bound, Channel, Connected, ConnectedDatagram, Connecting, Datagram, DatagramRole, Family, FileFd, Fresh,
-    Listening, Role, SockType,
+    Listening, Role, SockType, UnboundDatagram,
 };
 pub use chat::{AsyncChat, ChatHandler, Producer, SimpleProducer, Terminator};
 pub use error::{RoleError, is_disconnect};

@@ -12,23 +12,44 @@
 use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::entry::{Entry, Resume};
 use crate::poller::{Backend, Event, Interest, MAX_WAIT, Poller, Readiness, Source};
 use crate::report::{Level, log_info};
+use crate::seal::Seal;
 use crate::timer::Timers;
 use crate::trace::{Trace, Traced};
 
 /// The size of the read buffer a map lends to callbacks ([`Ctx::buffer`]).
 const SCRATCH_SIZE: usize = 64 * 1024;
 
-/// A handle to a channel in a [`Map`]: its descriptor number and a
-/// generation, so a handle outlives its channel harmlessly.
+/// A handle to a channel in a [`Map`]: its descriptor number, a generation,
+/// and the map that issued it, so a handle outlives its channel harmlessly
+/// and names nothing in another map. A token that a map did not issue (or
+/// whose channel closed) is refused by every call that takes one: `None`,
+/// `false`, or nothing done.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Token {
     index: u32,
     generation: u32,
+    /// The issuing map's id, unique in the process (see [`next_map_id`]).
+    map: u32,
+}
+
+/// The last id given to a map; ids start at 1.
+static LAST_MAP_ID: AtomicU32 = AtomicU32::new(0);
+
+/// A map id no other map of this process has had. Tokens carry it, so a
+/// token from one map reaches nothing in another, even when both have a
+/// channel on the same descriptor with the same generation. Fails once
+/// `u32::MAX` maps were made, rather than reuse an id.
+fn next_map_id() -> io::Result<u32> {
+    LAST_MAP_ID
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| last.checked_add(1))
+        .map(|last| last + 1)
+        .map_err(|_| io::Error::other("this process has made 4294967295 maps: map ids are used up"))
 }
 
 impl Token {
@@ -49,14 +70,16 @@ impl Token {
         (u64::from(self.generation) << 32) | u64::from(self.index)
     }
 
-    pub(crate) fn from_key(key: u64) -> Token {
-        Token { index: key as u32, generation: (key >> 32) as u32 }
+    /// The token of map `map` that the poller key `key` stands for.
+    #[inline]
+    pub(crate) fn from_key(key: u64, map: u32) -> Token {
+        Token { index: key as u32, generation: (key >> 32) as u32, map }
     }
 }
 
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Token(fd {}, generation {})", self.index, self.generation)
+        write!(f, "Token(fd {}, generation {}, map {})", self.index, self.generation, self.map)
     }
 }
 
@@ -66,27 +89,25 @@ impl fmt::Debug for Token {
 /// [`StreamHandler`](crate::StreamHandler), a listener with an
 /// [`AcceptHandler`](crate::AcceptHandler), a file with a
 /// [`FileHandler`](crate::FileHandler), a datagram socket with a
-/// [`DatagramHandler`](crate::DatagramHandler). Sealed.
+/// [`DatagramHandler`](crate::DatagramHandler).
+///
+/// Sealed, and its methods are the map's own: they live in a supertrait
+/// user code cannot name, and each takes a proof only rolecore can make, so
+/// no code outside rolecore can turn a channel into an entry and drive it
+/// with readiness it made up.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot join a map with this handler",
     label = "this channel and handler do not go together",
-    note = "a map holds Connecting or Connected streams (raw, Buffered or AsyncChat) with a \
-            StreamHandler for that transport, Listening channels with an AcceptHandler, FileFd \
-            channels with a FileHandler, and datagram sockets with a DatagramHandler; Fresh and \
-            Bound sockets must connect or listen first"
+    note = "what joins a map, and the handler it needs: a Connected or Connecting stream with \
+            `impl StreamHandler<T> for YourHandler`, where T is the transport the callbacks get \
+            (`Channel<Connected>`, the default; `Buffered<Connected>` for a Buffered stream; an \
+            `AsyncChat`'s handler implements `ChatHandler` instead); a Listening channel with \
+            `impl AcceptHandler for YourHandler`; a FileFd channel with `impl FileHandler for YourHandler`; a \
+            Datagram or ConnectedDatagram socket with `impl DatagramHandler<Datagram> for YourHandler` \
+            (or `<ConnectedDatagram>`). A Fresh or Bound socket must `connect` or `listen` \
+            first, an UnboundDatagram must `bind` or `connect` first"
 )]
-pub trait Register<H>: Sized {
-    #[doc(hidden)]
-    fn interest(&self, handler: &H) -> Interest;
-    #[doc(hidden)]
-    fn fd(&self) -> std::os::fd::BorrowedFd<'_>;
-    #[doc(hidden)]
-    fn always_ready(&self) -> bool {
-        false
-    }
-    #[doc(hidden)]
-    fn into_entry(self, handler: H) -> Box<dyn Entry>;
-}
+pub trait Register<H>: Sized + crate::entry::RegisterSealed<H> {}
 
 /// An insertion that failed (the poller refused the descriptor), with the
 /// channel and handler given back.
@@ -141,6 +162,8 @@ struct Slot {
 /// The table and the poller: what a [`Ctx`] needs to change the map from
 /// inside a callback.
 pub(crate) struct Registry {
+    /// This map's id: in every token it issues, checked on every lookup.
+    id: u32,
     slots: Vec<Slot>,
     /// One read buffer for the whole map, lent to callbacks in turn: no
     /// per-connection buffer, no zeroing per read.
@@ -154,15 +177,21 @@ pub(crate) struct Registry {
     /// A graceful shutdown in progress: when every channel still open is
     /// closed.
     shutdown: Option<Instant>,
+    /// A channel left its entry behind the map's back (a handler swapped the
+    /// `&mut` channel it was lent for another one): the poller may still
+    /// watch a descriptor the map can no longer name, so its registrations
+    /// are rebuilt from the map before the next wait.
+    orphans: bool,
 }
 
 impl Registry {
     fn new(backend: Backend) -> io::Result<Registry> {
-        Ok(Registry::with_poller(Poller::new(backend)?))
+        Registry::with_poller(Poller::new(backend)?)
     }
 
-    fn with_poller(poller: Poller) -> Registry {
-        Registry {
+    fn with_poller(poller: Poller) -> io::Result<Registry> {
+        Ok(Registry {
+            id: next_map_id()?,
             slots: Vec::new(),
             scratch: Vec::new(),
             len: 0,
@@ -171,22 +200,46 @@ impl Registry {
             timers: Timers::default(),
             trace: None,
             shutdown: None,
+            orphans: false,
+        })
+    }
+
+    /// A token of this map: `index` at its slot's current generation.
+    #[inline]
+    fn token(&self, index: usize, generation: u32) -> Token {
+        Token { index: index as u32, generation, map: self.id }
+    }
+
+    /// The slot a token names, if this map issued it and the slot's
+    /// generation is still the token's. Every lookup by token goes through
+    /// here or [`slot_mut`](Self::slot_mut).
+    #[inline]
+    fn slot(&self, token: Token) -> Option<&Slot> {
+        if token.map != self.id {
+            return None;
         }
+        self.slots.get(token.index as usize).filter(|s| s.generation == token.generation)
+    }
+
+    #[inline]
+    fn slot_mut(&mut self, token: Token) -> Option<&mut Slot> {
+        if token.map != self.id {
+            return None;
+        }
+        self.slots.get_mut(token.index as usize).filter(|s| s.generation == token.generation)
     }
 
     fn live(&self, token: Token) -> Option<&Slot> {
-        self.slots
-            .get(token.index as usize)
-            .filter(|s| s.generation == token.generation && (s.entry.is_some() || s.busy))
+        self.slot(token).filter(|s| s.entry.is_some() || s.busy)
     }
 
     fn insert<C: Register<H>, H>(&mut self, channel: C, handler: H) -> Result<Token, InsertError<C, H>> {
-        let index = channel.fd().as_raw_fd() as usize;
+        let index = channel.fd(Seal(())).as_raw_fd() as usize;
         if self.slots.len() <= index {
             self.slots.resize_with(index + 1, Slot::default);
         }
+        let token = self.token(index, self.slots[index].generation);
         let slot = &self.slots[index];
-        let token = Token { index: index as u32, generation: slot.generation };
         if slot.entry.is_some() || slot.busy {
             // Two owned channels cannot share a descriptor number; only a
             // channel built from a borrowed descriptor could get here.
@@ -196,17 +249,25 @@ impl Registry {
             );
             return Err(InsertError { error, channel, handler });
         }
-        let interest = channel.interest(&handler);
-        let mut always_ready = channel.always_ready();
-        if !always_ready && let Err(error) = self.poller.register(channel.fd(), token.key(), interest) {
+        let interest = channel.interest(&handler, Seal(()));
+        let mut always_ready = channel.always_ready(Seal(()));
+        let fd = channel.fd(Seal(()));
+        if !always_ready && let Err(error) = self.poller.register(fd, token.key(), interest) {
             if error.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) {
                 // epoll refuses what is always ready anyway (regular files).
                 always_ready = true;
+            } else if error.raw_os_error() == Some(rustix::io::Errno::EXIST.raw_os_error())
+                && let Ok(()) = self.poller.reregister(fd, token.key(), interest)
+            {
+                // This very descriptor is still registered: it was taken out
+                // of an entry by a swap, and comes back before the map
+                // rebuilt its registrations. It is watched again, under its
+                // new token.
             } else {
                 return Err(InsertError { error, channel, handler });
             }
         }
-        self.place(token, channel.into_entry(handler), interest, always_ready, false);
+        self.place(token, channel.into_entry(handler, Seal(())), interest, always_ready, false);
         Ok(token)
     }
 
@@ -216,7 +277,7 @@ impl Registry {
         if self.slots.len() <= index {
             self.slots.resize_with(index + 1, Slot::default);
         }
-        let token = Token { index: index as u32, generation: self.slots[index].generation };
+        let token = self.token(index, self.slots[index].generation);
         let interest = entry.interest();
         self.poller.register(entry.fd(), token.key(), interest)?;
         self.place(token, entry, interest, false, daemon);
@@ -244,11 +305,9 @@ impl Registry {
     }
 
     /// Takes a channel out for its callback; `None` for a stale token.
+    #[inline]
     fn take(&mut self, token: Token) -> Option<(Box<dyn Entry>, Interest)> {
-        let slot = self.slots.get_mut(token.index as usize)?;
-        if slot.generation != token.generation {
-            return None;
-        }
+        let slot = self.slot_mut(token)?;
         let entry = slot.entry.take()?;
         slot.busy = true;
         Some((entry, slot.interest))
@@ -260,11 +319,7 @@ impl Registry {
     fn resume(&mut self, token: Token, entry: Box<dyn Entry>, resume: Resume) {
         let Resume::Watch(interest) = resume else {
             if resume == Resume::Replaced {
-                // The handler swapped its `&mut` channel for another one.
-                log_info(
-                    Level::Error,
-                    format_args!("a handler replaced its channel {}; closing it", entry.describe()),
-                );
+                return self.replaced(token, entry);
             }
             return self.discard(token, entry);
         };
@@ -305,11 +360,21 @@ impl Registry {
 
     /// Deregisters, then drops (closing the descriptor) — in that order, so no
     /// registration outlives the channel through a duplicate descriptor (P12).
+    ///
+    /// An entry whose descriptor is not its slot's (its handler swapped the
+    /// channel) is dropped without deregistering: the descriptor it holds is
+    /// not the one registered under this token, and may be registered under
+    /// another. The map rebuilds its registrations before the next wait
+    /// instead, which forgets the one it can no longer name.
     fn discard(&mut self, token: Token, entry: Box<dyn Entry>) {
         let slot = &mut self.slots[token.index as usize];
         if !slot.always_ready && self.poller.keeps_registrations() {
-            // Only fails if the kernel already forgot the descriptor.
-            let _ = self.poller.deregister(entry.fd());
+            if entry.fd().as_raw_fd() as u32 == token.index {
+                // Only fails if the kernel already forgot the descriptor.
+                let _ = self.poller.deregister(entry.fd());
+            } else {
+                self.orphans = true;
+            }
         }
         self.always_ready -= usize::from(slot.always_ready);
         self.len -= usize::from(!slot.daemon);
@@ -321,6 +386,81 @@ impl Registry {
         }
         *slot = Slot { generation: slot.generation.wrapping_add(1), ..Slot::default() };
         drop(entry);
+    }
+
+    /// An entry that holds another descriptor than the one its slot was
+    /// registered with: its handler swapped the `&mut` channel it was lent
+    /// (`std::mem::swap`, `std::mem::replace`) for another one. The map
+    /// reports it and closes the entry (with the channel it now holds); the
+    /// channel taken out lives on wherever the handler put it, and no longer
+    /// belongs to the map: its registration is dropped before the next wait,
+    /// so it neither wakes the loop nor stops it from being inserted again.
+    #[cold]
+    fn replaced(&mut self, token: Token, entry: Box<dyn Entry>) {
+        log_info(
+            Level::Error,
+            format_args!(
+                "a handler replaced the channel of {token:?} with {}: the map closes what the entry \
+                 now holds and forgets the channel taken out; a handler must not swap the channel \
+                 it is lent",
+                entry.describe()
+            ),
+        );
+        self.discard(token, entry);
+        self.orphans = true;
+    }
+
+    /// Forgets every registration and makes them again from the map, after
+    /// a swap left one the map can no longer name (see
+    /// [`replaced`](Self::replaced)). Entries still holding a descriptor
+    /// other than their slot's are closed first. If a new poller cannot be
+    /// made (out of descriptors), the old one is kept and the rebuild is
+    /// tried again before the next wait.
+    #[cold]
+    fn rebuild_registrations(&mut self) {
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            if let Some(entry) = &slot.entry
+                && entry.fd().as_raw_fd() as usize != index
+            {
+                let token = self.token(index, slot.generation);
+                let entry = self.slots[index].entry.take().expect("checked above");
+                self.slots[index].busy = true;
+                self.replaced(token, entry);
+            }
+        }
+        self.orphans = false;
+        if !self.poller.keeps_registrations() {
+            return;
+        }
+        let backend = self.poller.backend();
+        let old = match Poller::new(backend) {
+            Ok(fresh) => std::mem::replace(&mut self.poller, fresh),
+            Err(e) => {
+                log_info(Level::Error, format_args!("cannot rebuild the {backend} poller: {e}; retrying"));
+                self.orphans = true;
+                return;
+            }
+        };
+        drop(old);
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            let Some(entry) = &slot.entry else { continue };
+            if slot.always_ready {
+                continue;
+            }
+            let key = self.token(index, slot.generation).key();
+            if let Err(e) = self.poller.register(entry.fd(), key, slot.interest) {
+                let token = self.token(index, slot.generation);
+                log_info(
+                    Level::Error,
+                    format_args!("cannot watch {} again: {e}; closing it", entry.describe()),
+                );
+                let entry = self.slots[index].entry.take().expect("checked above");
+                self.slots[index].busy = true;
+                self.discard(token, entry);
+            }
+        }
     }
 
     pub(crate) fn remove(&mut self, token: Token) -> bool {
@@ -354,11 +494,14 @@ impl Registry {
     }
 
     pub(crate) fn refresh(&mut self, token: Token) {
-        let Some(slot) = self.slots.get_mut(token.index as usize) else { return };
-        if slot.generation != token.generation {
-            return;
-        }
+        let Some(slot) = self.slot_mut(token) else { return };
         let Some(entry) = &slot.entry else { return };
+        if entry.fd().as_raw_fd() as u32 != token.index {
+            // Swapped through `stream_mut`: see `Resume::Replaced`.
+            let entry = slot.entry.take().expect("checked above");
+            slot.busy = true;
+            return self.replaced(token, entry);
+        }
         let interest = entry.interest();
         if interest != slot.interest {
             self.rewatch(token, interest);
@@ -366,11 +509,7 @@ impl Registry {
     }
 
     fn entry_mut(&mut self, token: Token) -> Option<&mut Box<dyn Entry>> {
-        let slot = self.slots.get_mut(token.index as usize)?;
-        if slot.generation != token.generation {
-            return None;
-        }
-        slot.entry.as_mut()
+        self.slot_mut(token)?.entry.as_mut()
     }
 
     fn begin_shutdown(&mut self, grace: Duration) {
@@ -390,11 +529,11 @@ impl Registry {
             if slot.daemon || !which(entry) {
                 continue;
             }
-            let token = Token { index: index as u32, generation: slot.generation };
+            let token = self.token(index, slot.generation);
             let Some((mut entry, _)) = self.take(token) else { continue };
             let mut cx = Ctx::new(self, token);
             entry.shut(&mut cx);
-            stop |= cx.stopping;
+            stop |= cx.end();
             self.discard(token, entry);
         }
         stop
@@ -402,7 +541,7 @@ impl Registry {
 
     fn token_at(&self, index: usize) -> Option<Token> {
         let slot = self.slots.get(index).filter(|s| s.entry.is_some())?;
-        Some(Token { index: index as u32, generation: slot.generation })
+        Some(self.token(index, slot.generation))
     }
 
     fn tokens(&self) -> impl Iterator<Item = Token> + '_ {
@@ -410,7 +549,7 @@ impl Registry {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.entry.is_some())
-            .map(|(i, s)| Token { index: i as u32, generation: s.generation })
+            .map(|(i, s)| self.token(i, s.generation))
     }
 
     fn switch_backend(&mut self, backend: Backend) -> io::Result<()> {
@@ -421,7 +560,7 @@ impl Registry {
         let mut always = Vec::new();
         for (i, slot) in self.slots.iter().enumerate() {
             let Some(entry) = &slot.entry else { continue };
-            let key = Token { index: i as u32, generation: slot.generation }.key();
+            let key = self.token(i, slot.generation).key();
             match poller.register(entry.fd(), key, slot.interest) {
                 Ok(()) => always.push(false),
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
@@ -443,6 +582,9 @@ impl Registry {
     }
 
     fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
+        if self.orphans {
+            self.rebuild_registrations();
+        }
         // A regular file that wants something is ready now: do not sleep. One
         // that wants nothing must not turn the wait into a busy loop.
         let files_ready = self.always_ready > 0
@@ -459,10 +601,10 @@ impl Registry {
             }
             None => timeout,
         };
-        let slots = &self.slots;
+        let (slots, id) = (&self.slots, self.id);
         let sources = slots.iter().enumerate().filter(|(_, s)| !s.always_ready).filter_map(|(i, s)| {
             let entry = s.entry.as_ref()?;
-            let key = Token { index: i as u32, generation: s.generation }.key();
+            let key = Token { index: i as u32, generation: s.generation, map: id }.key();
             Some(Source { fd: entry.fd(), key, interest: s.interest })
         });
         self.poller.wait(sources, events, timeout)?;
@@ -476,7 +618,7 @@ impl Registry {
                     r |= Readiness::WRITABLE;
                 }
                 if !r.is_empty() {
-                    events.push((Token { index: i as u32, generation: s.generation }.key(), r));
+                    events.push((Token { index: i as u32, generation: s.generation, map: self.id }.key(), r));
                 }
             }
         }
@@ -501,11 +643,24 @@ pub struct Ctx<'a> {
     token: Token,
     closing: bool,
     stopping: bool,
+    /// What [`crate::channel::mark_closing`] replaced when this callback
+    /// closed its channel, to put back when the callback ends.
+    unmark: Option<std::os::fd::RawFd>,
 }
 
 impl<'a> Ctx<'a> {
     pub(crate) fn new(registry: &'a mut Registry, token: Token) -> Self {
-        Ctx { registry, token, closing: false, stopping: false }
+        Ctx { registry, token, closing: false, stopping: false, unmark: None }
+    }
+
+    /// The callback is over: the channel it closed is no longer refused
+    /// I/O here (the map is about to close it). Returns whether it asked to
+    /// stop the loop.
+    pub(crate) fn end(self) -> bool {
+        if let Some(previous) = self.unmark {
+            crate::channel::unmark_closing(previous);
+        }
+        self.stopping
     }
 
     /// The token of the channel whose callback this is.
@@ -520,7 +675,18 @@ impl<'a> Ctx<'a> {
 
     /// Closes this channel when the callback returns (asyncore's `close()`):
     /// nothing more is delivered to it, and `handle_close` is not called.
+    ///
+    /// From this call on, the channel this callback was lent refuses I/O:
+    /// `send`, `recv`, `accept`, `send_to`, `recv_from` (and `Read`/`Write`)
+    /// fail with an error of kind `NotConnected` that says it was closed,
+    /// and send nothing. Send a last message *before* closing. A
+    /// [`Buffered`](crate::Buffered) or [`AsyncChat`](crate::AsyncChat)
+    /// drops what is still queued; to send it all first, use
+    /// `AsyncChat::close_when_done` or wait for `writable()` to turn false.
     pub fn close(&mut self) {
+        if !self.closing {
+            self.unmark = Some(crate::channel::mark_closing(self.token.fd()));
+        }
         self.closing = true;
     }
 
@@ -534,7 +700,7 @@ impl<'a> Ctx<'a> {
     /// collected for it is dropped.
     pub fn remove(&mut self, token: Token) -> bool {
         if token == self.token {
-            self.closing = true;
+            self.close();
             return true;
         }
         self.registry.remove(token)
@@ -867,14 +1033,14 @@ impl Map {
         self.events.clear();
         self.registry.wait(&mut self.events, timeout)?;
         for &(key, readiness) in &self.events {
-            let token = Token::from_key(key);
+            let token = Token::from_key(key, self.registry.id);
             // A stale key (the channel closed earlier in this batch, maybe
             // replaced by a new one on the same descriptor) finds nothing.
             let Some((mut entry, interest)) = self.registry.take(token) else { continue };
             let mut cx = Ctx::new(&mut self.registry, token);
             let mut resume = Resume::Close;
             let panicked = guard(self.catch_panics, || resume = entry.wake(readiness, interest, &mut cx));
-            let stopping = cx.stopping;
+            let stopping = cx.end();
             if let Some(panic) = panicked {
                 self.registry.discard(token, entry);
                 std::panic::resume_unwind(panic);
@@ -895,12 +1061,12 @@ impl Map {
         }
         if !self.registry.timers.is_empty() {
             let now = Instant::now();
-            while let Some(token) = self.registry.timers.pop_expired(now) {
+            while let Some(token) = self.registry.timers.pop_expired(now, self.registry.id) {
                 let Some((mut entry, _)) = self.registry.take(token) else { continue };
                 let mut cx = Ctx::new(&mut self.registry, token);
                 let mut resume = Resume::Close;
                 let panicked = guard(self.catch_panics, || resume = entry.expire(&mut cx));
-                let stopping = cx.stopping;
+                let stopping = cx.end();
                 if let Some(panic) = panicked {
                     self.registry.discard(token, entry);
                     std::panic::resume_unwind(panic);
@@ -955,7 +1121,12 @@ impl Map {
     }
 
     pub(crate) fn with_poller(poller: Poller) -> Map {
-        Map { registry: Registry::with_poller(poller), events: Vec::new(), catch_panics: false, waker: None }
+        Map {
+            registry: Registry::with_poller(poller).expect("a map id for the simulation"),
+            events: Vec::new(),
+            catch_panics: false,
+            waker: None,
+        }
     }
 
     /// Whether a panic in a handler is caught (see

@@ -132,13 +132,13 @@ impl Timers {
 
     /// The next channel whose deadline has passed at `now`, if any. Its
     /// timer is disarmed (an idle timer re-arms after the timeout callback).
-    pub fn pop_expired(&mut self, now: Instant) -> Option<Token> {
+    pub fn pop_expired(&mut self, now: Instant, map: u32) -> Option<Token> {
         while let Some(&Reverse((at, key))) = self.heap.peek() {
             if at > now {
                 return None;
             }
             self.heap.pop();
-            let token = Token::from_key(key);
+            let token = Token::from_key(key, map);
             let Some(timer) = self.by_index.get_mut(&token.index()) else { continue };
             if timer.generation != token.generation() || timer.queued != Some(at) {
                 continue; // superseded by another entry
@@ -167,7 +167,7 @@ mod tests {
     use super::*;
 
     fn token(index: u32, generation: u32) -> Token {
-        Token::from_key((u64::from(generation) << 32) | u64::from(index))
+        Token::from_key((u64::from(generation) << 32) | u64::from(index), 1)
     }
 
     #[test]
@@ -176,11 +176,11 @@ mod tests {
         let now = Instant::now();
         t.set_deadline(token(3, 0), Some(now + Duration::from_millis(20)));
         t.set_deadline(token(4, 0), Some(now + Duration::from_millis(10)));
-        assert_eq!(t.pop_expired(now), None);
+        assert_eq!(t.pop_expired(now, 1), None);
         let later = now + Duration::from_millis(30);
-        assert_eq!(t.pop_expired(later), Some(token(4, 0)));
-        assert_eq!(t.pop_expired(later), Some(token(3, 0)));
-        assert_eq!(t.pop_expired(later), None);
+        assert_eq!(t.pop_expired(later, 1), Some(token(4, 0)));
+        assert_eq!(t.pop_expired(later, 1), Some(token(3, 0)));
+        assert_eq!(t.pop_expired(later, 1), None);
         assert!(t.is_empty());
     }
 
@@ -195,9 +195,9 @@ mod tests {
         }
         assert_eq!(t.heap.len(), 1, "re-arming later does not push");
         // The early entry comes due, finds the timer pushed back, moves it.
-        assert_eq!(t.pop_expired(start + Duration::from_millis(150)), None);
+        assert_eq!(t.pop_expired(start + Duration::from_millis(150), 1), None);
         assert_eq!(t.next_wake(), Some(start + Duration::from_millis(1099)));
-        assert_eq!(t.pop_expired(start + Duration::from_millis(1100)), Some(tok));
+        assert_eq!(t.pop_expired(start + Duration::from_millis(1100), 1), Some(tok));
     }
 
     #[test]
@@ -211,7 +211,7 @@ mod tests {
         t.remove(token(3, 0));
         assert_eq!(t.next_wake(), None, "nothing left to wake for: no spin on stale entries");
         t.set_deadline(token(4, 0), Some(now));
-        assert_eq!(t.pop_expired(now), Some(token(4, 0)));
+        assert_eq!(t.pop_expired(now, 1), Some(token(4, 0)));
         assert_eq!(t.next_wake(), None);
     }
 
@@ -222,8 +222,8 @@ mod tests {
         t.set_deadline(token(7, 0), Some(now));
         t.remove(token(7, 0));
         t.set_deadline(token(7, 1), Some(now + Duration::from_secs(60)));
-        assert_eq!(t.pop_expired(now + Duration::from_secs(1)), None);
-        assert_eq!(t.pop_expired(now + Duration::from_secs(61)), Some(token(7, 1)));
+        assert_eq!(t.pop_expired(now + Duration::from_secs(1), 1), None);
+        assert_eq!(t.pop_expired(now + Duration::from_secs(61), 1), Some(token(7, 1)));
     }
 
     #[test]
@@ -232,7 +232,7 @@ mod tests {
         let now = Instant::now();
         t.set_deadline(token(1, 0), Some(now + Duration::from_secs(60)));
         t.set_deadline(token(1, 0), Some(now + Duration::from_secs(1)));
-        assert_eq!(t.pop_expired(now + Duration::from_secs(2)), Some(token(1, 0)));
-        assert_eq!(t.pop_expired(now + Duration::from_secs(61)), None, "the old entry is stale");
+        assert_eq!(t.pop_expired(now + Duration::from_secs(2), 1), Some(token(1, 0)));
+        assert_eq!(t.pop_expired(now + Duration::from_secs(61), 1), None, "the old entry is stale");
     }
 }

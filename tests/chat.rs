@@ -718,7 +718,7 @@ fn find_prefix_at_end_gives_the_longest_proper_prefix_at_the_end() {
 }
 
 // T45 (#11259): asynchat's set_terminator(-1) raised ValueError. A count is
-// a `usize` here (`Terminator::Count(usize)`, `Terminator::count(usize)`),
+// a `usize` here (`Terminator::count(usize)`; the variant holds a `NonZeroUsize`),
 // so a negative count cannot be written; there is nothing to run.
 
 // ---- D16: push after close_when_done ------------------------------------------------
@@ -1233,7 +1233,7 @@ fn reference(s: &Scenario) -> Framing {
         let rest = &s.stream[pos..];
         let end = match &terminator {
             Terminator::None => None,
-            Terminator::Count(n) => (rest.len() >= *n).then_some((*n, 0)),
+            Terminator::Count(n) => (rest.len() >= n.get()).then_some((n.get(), 0)),
             Terminator::Bytes(t) => naive_find(rest, t).map(|i| (i, t.len())),
         };
         let Some((len, skip)) = end else { break };

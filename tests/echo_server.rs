@@ -31,6 +31,7 @@ const SLOW_START: Duration = Duration::from_millis(500);
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[test]
+#[cfg(feature = "select")]
 fn echoes_every_byte_to_concurrent_clients_and_survives_resets_on_select() {
     stress(Backend::Select);
 }

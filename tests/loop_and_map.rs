@@ -584,7 +584,7 @@ fn default_map_is_per_thread() {
 fn reentrant_with_socket_map_is_an_error_not_a_panic() {
     let inner = rolecore::with_socket_map(|_| rolecore::with_socket_map(|m| m.len()).map_err(|e| e.kind()))
         .expect("the outer call works");
-    assert_eq!(inner, Err(io::ErrorKind::WouldBlock), "the nested call is an error");
+    assert_eq!(inner, Err(io::ErrorKind::ResourceBusy), "the nested call is an error");
     // And the map is usable again afterwards.
     assert_eq!(rolecore::with_socket_map(|m| m.len()).expect("default map"), 0);
 }
@@ -623,7 +623,7 @@ fn with_socket_map_from_a_handler_of_the_default_loop_is_an_error() {
         rolecore::loop_(Some(Duration::from_secs(5)), backend, None, Some(2)).expect("loop_");
         assert_eq!(
             *results.borrow(),
-            [Err(io::ErrorKind::WouldBlock), Err(io::ErrorKind::WouldBlock)],
+            [Err(io::ErrorKind::ResourceBusy), Err(io::ErrorKind::ResourceBusy)],
             "{backend}: an error in each callback, no panic"
         );
         rolecore::close_all(None).expect("close_all");

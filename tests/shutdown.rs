@@ -61,7 +61,9 @@ fn connect(addr: &str) -> TcpStream {
 
 #[test]
 fn sigterm_answers_the_request_in_flight_then_exits_zero() {
-    for backend in ["select", "poll", "epoll"] {
+    for backend in
+        ["select", "poll", "epoll"].into_iter().filter(|b| *b != "select" || cfg!(feature = "select"))
+    {
         let mut server = Server::start("http_server", &["127.0.0.1:0", "--backend", backend]);
         let mut client = connect(&server.addr);
         // A keep-alive connection with a request the server has not read yet.

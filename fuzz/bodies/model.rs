@@ -112,7 +112,7 @@ pub fn split(stream: &[u8], initial: &Terminator, protocol: &Protocol) -> Split 
         let rest = &stream[pos..];
         let end = match &terminator {
             Terminator::None => None,
-            Terminator::Count(n) => (rest.len() >= *n).then_some((*n, 0)),
+            Terminator::Count(n) => (rest.len() >= n.get()).then_some((n.get(), 0)),
             Terminator::Bytes(t) => naive_find(rest, t).map(|i| (i, t.len())),
         };
         let Some((len, skip)) = end else { break };

@@ -11,7 +11,7 @@ use std::io;
 use rustix::io::Errno;
 use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
-use super::{Channel, ConnectedDatagram, Datagram, Family, Observed};
+use super::{Channel, ConnectedDatagram, Datagram, Family, Observed, UnboundDatagram};
 use crate::address::{Address, ToAddress, UnixAddress};
 use crate::error::RoleError;
 
@@ -32,9 +32,11 @@ fn address(peer: Option<net::SocketAddrAny>) -> io::Result<Address> {
     }
 }
 
-impl Channel<Datagram> {
-    /// A non-blocking, close-on-exec datagram socket of `family`, unbound
-    /// (the kernel picks a port at the first send, for IP).
+impl Channel<UnboundDatagram> {
+    /// A non-blocking, close-on-exec datagram socket of `family`, not yet
+    /// bound: [`bind`](Self::bind) it to receive at a known address,
+    /// [`connect`](Self::connect) it to one peer, or use it as it is with
+    /// [`without_bind`](Self::without_bind).
     ///
     /// ```
     /// use rolecore::{Channel, Family};
@@ -42,7 +44,7 @@ impl Channel<Datagram> {
     /// # fn main() -> std::io::Result<()> {
     /// let mut server = Channel::datagram(Family::Ipv4)?.bind("127.0.0.1:0")?;
     /// let to = server.local_addr()?;
-    /// let mut client = Channel::udp_v4()?;
+    /// let mut client = Channel::udp_v4()?.without_bind();
     /// client.send_to(b"ping", &to)?;
     /// # std::thread::sleep(std::time::Duration::from_millis(10));
     /// let mut buf = [0u8; 16];
@@ -51,50 +53,80 @@ impl Channel<Datagram> {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn datagram(family: Family) -> io::Result<Channel<Datagram>> {
-        Ok(Channel::from_fd(net::socket_with(domain(family), SocketType::DGRAM, NEW_FD, None)?))
+    pub fn datagram(family: Family) -> io::Result<Channel<UnboundDatagram>> {
+        Ok(super::wrap(net::socket_with(domain(family), SocketType::DGRAM, NEW_FD, None)?))
     }
 
     /// A UDP socket over IPv4.
-    pub fn udp_v4() -> io::Result<Channel<Datagram>> {
+    pub fn udp_v4() -> io::Result<Channel<UnboundDatagram>> {
         Self::datagram(Family::Ipv4)
     }
 
     /// A UDP socket over IPv6.
-    pub fn udp_v6() -> io::Result<Channel<Datagram>> {
+    pub fn udp_v6() -> io::Result<Channel<UnboundDatagram>> {
         Self::datagram(Family::Ipv6)
     }
 
     /// A Unix datagram socket.
-    pub fn unix_datagram() -> io::Result<Channel<Datagram>> {
+    pub fn unix_datagram() -> io::Result<Channel<UnboundDatagram>> {
         Self::datagram(Family::Unix)
     }
 
-    /// Binds to a local address, to receive datagrams sent there.
-    pub fn bind(self, addr: impl ToAddress) -> Result<Channel<Datagram>, RoleError<Channel<Datagram>>> {
-        let result = addr.to_address().and_then(|a| a.to_any()).and_then(|a| Ok(net::bind(&self.fd, &a)?));
-        match result {
-            Ok(()) => Ok(self),
-            Err(e) => Err(RoleError::new(e, self)),
-        }
-    }
-
-    /// Fixes the peer: datagrams go only to it and come only from it.
-    pub fn connect(
+    /// Binds to a local address, to receive datagrams sent there. The bound
+    /// socket has no `bind`: binding twice does not compile (D6). A failed
+    /// bind gives the socket back.
+    pub fn bind(
         self,
         addr: impl ToAddress,
-    ) -> Result<Channel<ConnectedDatagram>, RoleError<Channel<Datagram>>> {
-        let result = addr.to_address().and_then(|a| a.to_any()).and_then(|a| Ok(net::connect(&self.fd, &a)?));
+    ) -> Result<Channel<Datagram>, RoleError<Channel<UnboundDatagram>>> {
+        let result = addr.to_address().and_then(|a| a.to_any()).and_then(|a| Ok(net::bind(&self.fd, &a)?));
         match result {
             Ok(()) => Ok(self.into_role()),
             Err(e) => Err(RoleError::new(e, self)),
         }
     }
 
+    /// Uses the socket without binding it: the kernel gives a UDP socket a
+    /// port at its first send; a Unix datagram socket stays unnamed (its
+    /// peers cannot answer it). Either way it can no longer be bound.
+    pub fn without_bind(self) -> Channel<Datagram> {
+        self.into_role()
+    }
+
+    /// Fixes the peer: datagrams go only to it and come only from it.
+    pub fn connect(
+        self,
+        addr: impl ToAddress,
+    ) -> Result<Channel<ConnectedDatagram>, RoleError<Channel<UnboundDatagram>>> {
+        connect(self, addr)
+    }
+}
+
+fn connect<R: super::Role>(
+    ch: Channel<R>,
+    addr: impl ToAddress,
+) -> Result<Channel<ConnectedDatagram>, RoleError<Channel<R>>> {
+    let result = addr.to_address().and_then(|a| a.to_any()).and_then(|a| Ok(net::connect(&ch.fd, &a)?));
+    match result {
+        Ok(()) => Ok(ch.into_role()),
+        Err(e) => Err(RoleError::new(e, ch)),
+    }
+}
+
+impl Channel<Datagram> {
+    /// Fixes the peer: datagrams go only to it and come only from it.
+    pub fn connect(
+        self,
+        addr: impl ToAddress,
+    ) -> Result<Channel<ConnectedDatagram>, RoleError<Channel<Datagram>>> {
+        connect(self, addr)
+    }
+
     /// Sends one datagram to `addr`; returns its length. `WouldBlock` when
     /// the socket's buffer is full: a datagram goes whole or not at all, so
     /// unlike a stream's `send` there is no partial count to report.
     pub fn send_to(&mut self, data: &[u8], addr: impl ToAddress) -> io::Result<usize> {
+        self.check_open()?;
         let to = addr.to_address()?.to_any()?;
         loop {
             return match net::sendto(&self.fd, data, SendFlags::NOSIGNAL, &to) {
@@ -112,6 +144,7 @@ impl Channel<Datagram> {
     /// dropped) and says who sent it. `Ok((0, from))` is an empty datagram;
     /// `WouldBlock` when none is waiting.
     pub fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, Address)> {
+        self.check_open()?;
         loop {
             return match net::recvfrom(&self.fd, &mut *buf, RecvFlags::empty()) {
                 Ok((n, _, from)) => {
@@ -134,13 +167,14 @@ impl Channel<ConnectedDatagram> {
     /// A connected pair of Unix datagram sockets (`socketpair(2)`).
     pub fn datagram_pair() -> io::Result<(Channel<ConnectedDatagram>, Channel<ConnectedDatagram>)> {
         let (a, b) = net::socketpair(AddressFamily::UNIX, SocketType::DGRAM, NEW_FD, None)?;
-        Ok((Channel::from_fd(a), Channel::from_fd(b)))
+        Ok((super::wrap(a), super::wrap(b)))
     }
 
     /// Sends one datagram to the peer; `WouldBlock` when the buffer is full.
     /// A peer that is not listening may show up as `ConnectionRefused` on a
     /// later send or receive (an ICMP error, for UDP).
     pub fn send(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.check_open()?;
         loop {
             return match net::send(&self.fd, data, SendFlags::NOSIGNAL) {
                 Ok(n) => {
@@ -155,6 +189,7 @@ impl Channel<ConnectedDatagram> {
 
     /// Receives one datagram: `Ok(0)` is an empty datagram, not an end.
     pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.check_open()?;
         loop {
             return match net::recv(&self.fd, &mut *buf, RecvFlags::empty()) {
                 Ok((n, _)) => {

@@ -45,7 +45,7 @@ impl Channel<FileFd> {
             Err(e) => return Err(RoleError::new(e.into(), fd)),
         }
         match set_nonblocking(fd.as_fd()) {
-            Ok(()) => Ok(Channel::from_fd(fd)),
+            Ok(()) => Ok(super::wrap(fd)),
             Err(e) => Err(RoleError::new(e, fd)),
         }
     }
@@ -85,6 +85,7 @@ impl Channel<FileFd> {
     /// Reads up to `buf.len()` bytes: `Ok(0)` at end of file (the loop then
     /// calls `handle_close`), `WouldBlock` when nothing is there yet.
     pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.check_open()?;
         if buf.is_empty() {
             return Ok(0);
         }
@@ -112,6 +113,7 @@ impl Channel<FileFd> {
     /// `main` of a Rust binary sets it to `SIG_IGN`). A program that restores
     /// the default disposition must expect to be killed by it.
     pub fn send(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.check_open()?;
         loop {
             return match rustix::io::write(&self.fd, data) {
                 Ok(n) => {
@@ -147,6 +149,7 @@ impl io::Read for Channel<FileFd> {
 /// descriptor.
 impl io::Write for Channel<FileFd> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.check_open()?;
         loop {
             return match rustix::io::write(&self.fd, data) {
                 Ok(n) => {

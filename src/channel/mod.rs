@@ -8,7 +8,8 @@
 //!                      │             │                                   ▲
 //!                      └──connect────┴──► Connecting ──(the loop)────────┘
 //!   Channel::file(fd) ─► FileFd
-//!   Channel::datagram(family) ─► Datagram ─connect─► ConnectedDatagram
+//!   Channel::datagram(family) ─► UnboundDatagram ─bind / without_bind─► Datagram
+//!                                       └──────────connect─────────► ConnectedDatagram ◄─connect─ Datagram
 //! ```
 //!
 //! Role changes consume the channel and return it in its new role; when one
@@ -20,6 +21,7 @@ mod datagram;
 mod file;
 mod socket;
 
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -111,8 +113,11 @@ roles! {
     /// A pipe, terminal, character device or regular file: `recv`, `send`,
     /// nothing else.
     FileFd,
+    /// A datagram socket just created: it can be bound (once), connected, or
+    /// used unbound with [`without_bind`](Channel::without_bind).
+    UnboundDatagram = stream: false,
     /// A datagram socket (UDP, or Unix datagram) with no fixed peer:
-    /// `send_to` and `recv_from`.
+    /// `send_to` and `recv_from`. It cannot be bound again (D6).
     Datagram = stream: false,
     /// A datagram socket connected to one peer: `send` and `recv`.
     ConnectedDatagram = stream: false,
@@ -123,13 +128,17 @@ pub trait DatagramRole: Role {}
 impl DatagramRole for Datagram {}
 impl DatagramRole for ConnectedDatagram {}
 
-impl<R: Role> Channel<R> {
-    pub(crate) fn from_fd(fd: OwnedFd) -> Self {
-        Channel { fd, observed: Observed::default(), role: PhantomData }
-    }
+/// Wraps a descriptor in the role `R`, unchecked: for descriptors rolecore
+/// made itself, or probed. A free function rather than an associated one, so
+/// that rustc's hint for a `Channel { .. }` struct literal does not point
+/// users at it.
+pub(crate) fn wrap<R: Role>(fd: OwnedFd) -> Channel<R> {
+    Channel { fd, observed: Observed::default(), role: PhantomData }
+}
 
+impl<R: Role> Channel<R> {
     pub(crate) fn into_role<S: Role>(self) -> Channel<S> {
-        Channel::from_fd(self.fd)
+        wrap(self.fd)
     }
 
     pub(crate) fn observed(&self) -> Observed {
@@ -178,6 +187,60 @@ impl<R: Role> fmt::Debug for Channel<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Channel<{}>(fd {})", R::NAME, self.fd.as_raw_fd())
     }
+}
+
+thread_local! {
+    /// The descriptor of the channel whose callback called `Ctx::close` and
+    /// has not returned yet, or -1. Read by every I/O call of a channel: a
+    /// closing channel refuses I/O (it would otherwise send after its close).
+    static CLOSING: Cell<RawFd> = const { Cell::new(-1) };
+}
+
+/// Marks `fd` as closed by the running callback; returns what to put back
+/// with [`unmark_closing`] when the callback ends.
+pub(crate) fn mark_closing(fd: RawFd) -> RawFd {
+    CLOSING.replace(fd)
+}
+
+pub(crate) fn unmark_closing(previous: RawFd) {
+    CLOSING.set(previous);
+}
+
+/// The error a channel's I/O gives after `Ctx::close` in the callback that
+/// was lent it.
+#[derive(Debug)]
+pub(crate) struct ClosedInCallback;
+
+impl fmt::Display for ClosedInCallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the channel was closed with Ctx::close (or Ctx::remove) in this callback: it sends and \
+             receives nothing more; send a last message before closing",
+        )
+    }
+}
+
+impl std::error::Error for ClosedInCallback {}
+
+/// Whether `error` is [`ClosedInCallback`].
+pub(crate) fn is_closed_in_callback(error: &std::io::Error) -> bool {
+    error.get_ref().is_some_and(|e| e.is::<ClosedInCallback>())
+}
+
+impl<R: Role> Channel<R> {
+    /// Refuses I/O once the callback this channel is lent to has closed it.
+    #[inline]
+    pub(crate) fn check_open(&self) -> std::io::Result<()> {
+        if CLOSING.get() == self.fd.as_raw_fd() {
+            return Err(closed_in_callback());
+        }
+        Ok(())
+    }
+}
+
+#[cold]
+fn closed_in_callback() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotConnected, ClosedInCallback)
 }
 
 /// Sets or clears `O_NONBLOCK` on the open file description.

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 
 use rustix::io::Errno;
@@ -55,7 +55,7 @@ impl Channel<Fresh> {
             Family::Unix => AddressFamily::UNIX,
         };
         let SockType::Stream = kind;
-        Ok(Channel::from_fd(net::socket_with(domain, SocketType::STREAM, NEW_FD, None)?))
+        Ok(super::wrap(net::socket_with(domain, SocketType::STREAM, NEW_FD, None)?))
     }
 
     /// A fresh TCP socket over IPv4.
@@ -210,6 +210,7 @@ impl Channel<Listening> {
     /// the loop pauses the listener's read interest for a back-off period
     /// instead of spinning on a listener that stays readable (asyncore P1).
     pub fn accept(&mut self) -> io::Result<Option<(Channel<Connected>, Address)>> {
+        self.check_open()?;
         loop {
             return match net::acceptfrom_with(&self.fd, NEW_FD) {
                 Ok((fd, peer)) => {
@@ -217,7 +218,7 @@ impl Channel<Listening> {
                         Some(any) => Address::from_any(any)?,
                         None => Address::Unix(UnixAddress::Unnamed),
                     };
-                    Ok(Some((Channel::from_fd(fd), peer)))
+                    Ok(Some((super::wrap(fd), peer)))
                 }
                 Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN | Errno::CONNABORTED) => Ok(None),
@@ -243,7 +244,7 @@ impl Channel<Connected> {
     /// tests and for talking to a child thread.
     pub fn pair() -> io::Result<(Channel<Connected>, Channel<Connected>)> {
         let (a, b) = net::socketpair(AddressFamily::UNIX, SocketType::STREAM, NEW_FD, None)?;
-        Ok((Channel::from_fd(a), Channel::from_fd(b)))
+        Ok((super::wrap(a), super::wrap(b)))
     }
 
     /// Receives up to `buf.len()` bytes.
@@ -264,6 +265,7 @@ impl Channel<Connected> {
     }
 
     fn recv_with(&mut self, buf: &mut [u8], flags: RecvFlags) -> io::Result<usize> {
+        self.check_open()?;
         if buf.is_empty() {
             return Ok(0);
         }
@@ -307,6 +309,7 @@ impl Channel<Connected> {
     }
 
     fn send_with(&mut self, data: &[u8], flags: SendFlags) -> io::Result<usize> {
+        self.check_open()?;
         loop {
             return match net::send(&self.fd, data, flags) {
                 Ok(n) => {
@@ -361,98 +364,162 @@ impl Channel<Connected> {
     }
 }
 
-/// Makes a std socket non-blocking and wraps it; on failure the socket comes
-/// back in the error.
+/// Makes a socket whose role was checked non-blocking and wraps it; on
+/// failure the socket comes back in the error.
 fn adopt<T: AsFd + Into<OwnedFd>, R: super::Role>(sock: T) -> Result<Channel<R>, RoleError<T>> {
     match set_nonblocking(sock.as_fd()) {
-        Ok(()) => Ok(Channel::from_fd(sock.into())),
+        Ok(()) => Ok(super::wrap(sock.into())),
+        Err(e) => Err(RoleError::new(e, sock)),
+    }
+}
+
+/// The address families an adopted socket may have.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Families {
+    /// TCP: IPv4 or IPv6 (`TcpStream`, `TcpListener`).
+    Inet,
+    /// A Unix stream socket (`UnixStream`, `UnixListener`).
+    Unix,
+    /// Any of the three (`OwnedFd`).
+    Any,
+}
+
+impl Families {
+    fn admits(self, domain: AddressFamily) -> bool {
+        let inet = domain == AddressFamily::INET || domain == AddressFamily::INET6;
+        let unix = domain == AddressFamily::UNIX;
+        match self {
+            Families::Inet => inet,
+            Families::Unix => unix,
+            Families::Any => inet || unix,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Families::Inet => "a TCP (IPv4 or IPv6) socket",
+            Families::Unix => "a Unix stream socket",
+            Families::Any => "an IPv4, IPv6 or Unix stream socket",
+        }
+    }
+}
+
+fn refused(what: &str, expected: &str, actual: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("cannot adopt {actual} as a {what} channel: it must be {expected}"),
+    )
+}
+
+/// Checks what a descriptor is before it takes a role (D13): a stream
+/// socket (`SO_TYPE`) of the right family (`SO_DOMAIN`), listening or not
+/// as claimed (`SO_ACCEPTCONN`), and, to be connected, with a peer
+/// (`getpeername`: a socket still connecting, or never connected, has none).
+/// std's `TcpStream`, `UnixStream`, `TcpListener` and `UnixListener` can wrap
+/// any descriptor through `From<OwnedFd>`, so their type proves nothing.
+fn probe(fd: BorrowedFd<'_>, listening: bool, families: Families) -> io::Result<()> {
+    let what = if listening { "listening" } else { "connected" };
+    let expected = if listening {
+        format!("{} that listens", families.name())
+    } else {
+        format!("{} connected to a peer", families.name())
+    };
+    let kind = sockopt::socket_type(fd)
+        .map_err(|e| refused(what, &expected, format_args!("a descriptor that is not a socket ({e})")))?;
+    if kind != SocketType::STREAM {
+        let actual =
+            if kind == SocketType::DGRAM { "a datagram socket" } else { "a socket that is not a stream" };
+        return Err(refused(what, &expected, actual));
+    }
+    let domain = sockopt::socket_domain(fd)?;
+    if !families.admits(domain) {
+        return Err(refused(what, &expected, format_args!("a stream socket of another family ({domain:?})")));
+    }
+    let accepting = sockopt::socket_acceptconn(fd)?;
+    if accepting != listening {
+        let actual = if accepting { "a listening socket" } else { "a socket that is not listening" };
+        return Err(refused(what, &expected, actual));
+    }
+    if !listening {
+        net::getpeername(fd).map_err(|e| {
+            let actual = format!("a socket with no peer (never connected, or still connecting: {e})");
+            let e = refused(what, &expected, actual);
+            io::Error::new(io::ErrorKind::NotConnected, e.to_string())
+        })?;
+    }
+    Ok(())
+}
+
+/// Probes, then adopts; the value comes back whole if either step fails.
+fn adopt_checked<T: AsFd + Into<OwnedFd>, R: super::Role>(
+    sock: T,
+    listening: bool,
+    families: Families,
+) -> Result<Channel<R>, RoleError<T>> {
+    match probe(sock.as_fd(), listening, families) {
+        Ok(()) => adopt(sock),
         Err(e) => Err(RoleError::new(e, sock)),
     }
 }
 
 impl TryFrom<TcpListener> for Channel<Listening> {
     type Error = RoleError<TcpListener>;
-    /// Adopts a listening std socket, making it non-blocking.
+    /// Adopts a listening TCP socket, making it non-blocking. Its role is
+    /// checked first (a `TcpListener` can wrap any descriptor through
+    /// `From<OwnedFd>`): anything but a listening IPv4 or IPv6 stream socket
+    /// is refused, and comes back in the error.
     fn try_from(l: TcpListener) -> Result<Self, Self::Error> {
-        adopt(l)
+        adopt_checked(l, true, Families::Inet)
     }
 }
 
 impl TryFrom<UnixListener> for Channel<Listening> {
     type Error = RoleError<UnixListener>;
-    /// Adopts a listening std socket, making it non-blocking.
+    /// Adopts a listening Unix stream socket, making it non-blocking; its
+    /// role is checked first, as for a `TcpListener`.
     fn try_from(l: UnixListener) -> Result<Self, Self::Error> {
-        adopt(l)
+        adopt_checked(l, true, Families::Unix)
     }
 }
 
 impl TryFrom<TcpStream> for Channel<Connected> {
     type Error = RoleError<TcpStream>;
-    /// Adopts a connected std socket, making it non-blocking.
+    /// Adopts a connected TCP socket, making it non-blocking. Its role is
+    /// checked first (a `TcpStream` can wrap any descriptor through
+    /// `From<OwnedFd>`): a listener, a socket never connected or still
+    /// connecting, a datagram socket, a Unix socket or a pipe is refused,
+    /// and comes back in the error.
     fn try_from(s: TcpStream) -> Result<Self, Self::Error> {
-        adopt(s)
+        adopt_checked(s, false, Families::Inet)
     }
 }
 
 impl TryFrom<UnixStream> for Channel<Connected> {
     type Error = RoleError<UnixStream>;
-    /// Adopts a connected std socket, making it non-blocking.
+    /// Adopts a connected Unix stream socket, making it non-blocking; its
+    /// role is checked first, as for a `TcpStream`.
     fn try_from(s: UnixStream) -> Result<Self, Self::Error> {
-        adopt(s)
+        adopt_checked(s, false, Families::Unix)
     }
-}
-
-fn probe(fd: &OwnedFd, listening: bool) -> io::Result<()> {
-    let what = if listening { "listening" } else { "connected" };
-    let is_stream = sockopt::socket_type(fd).map_err(|e| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("not a socket ({e}): cannot be a {what} channel"))
-    })? == SocketType::STREAM;
-    let accepting = sockopt::socket_acceptconn(fd)?;
-    if !is_stream {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("not a stream socket: cannot be a {what} channel"),
-        ));
-    }
-    if accepting != listening {
-        let actual = if accepting { "listening" } else { "not listening" };
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("the socket is {actual}: cannot be a {what} channel"),
-        ));
-    }
-    if !listening {
-        net::getpeername(fd).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::NotConnected,
-                format!("the socket has no peer ({e}): cannot be a connected channel"),
-            )
-        })?;
-    }
-    Ok(())
 }
 
 impl TryFrom<OwnedFd> for Channel<Listening> {
     type Error = RoleError<OwnedFd>;
-    /// Adopts a descriptor after checking it is a listening stream socket
-    /// (`SO_ACCEPTCONN`), making it non-blocking.
+    /// Adopts a descriptor after checking it is a listening IPv4, IPv6 or
+    /// Unix stream socket (`SO_TYPE`, `SO_DOMAIN`, `SO_ACCEPTCONN`), making
+    /// it non-blocking.
     fn try_from(fd: OwnedFd) -> Result<Self, Self::Error> {
-        match probe(&fd, true) {
-            Ok(()) => adopt(fd),
-            Err(e) => Err(RoleError::new(e, fd)),
-        }
+        adopt_checked(fd, true, Families::Any)
     }
 }
 
 impl TryFrom<OwnedFd> for Channel<Connected> {
     type Error = RoleError<OwnedFd>;
-    /// Adopts a descriptor after checking it is a connected stream socket
-    /// (not listening, with a peer), making it non-blocking.
+    /// Adopts a descriptor after checking it is a connected IPv4, IPv6 or
+    /// Unix stream socket (not listening, with a peer), making it
+    /// non-blocking.
     fn try_from(fd: OwnedFd) -> Result<Self, Self::Error> {
-        match probe(&fd, false) {
-            Ok(()) => adopt(fd),
-            Err(e) => Err(RoleError::new(e, fd)),
-        }
+        adopt_checked(fd, false, Families::Any)
     }
 }
 
@@ -469,6 +536,7 @@ impl io::Read for Channel<Connected> {
 /// never raises `SIGPIPE`.
 impl io::Write for Channel<Connected> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.check_open()?;
         if data.is_empty() {
             return Ok(0);
         }

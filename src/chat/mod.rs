@@ -61,7 +61,9 @@ use std::fmt;
 use std::io;
 
 pub use producer::{Producer, SimpleProducer};
-pub use terminator::{Framed, Framer, RecordTooLong, Split, Terminator, find_prefix_at_end, next_split};
+pub use terminator::{
+    Framed, Framer, RecordTooLong, Split, Terminator, TerminatorBytes, find_prefix_at_end, next_split,
+};
 
 use crate::buffered::{OutputBudget, Watermarks};
 use crate::channel::{Channel, Connected, Connecting, Role};
@@ -717,7 +719,7 @@ impl Pending for AsyncChat<Connecting> {
     fn channel(&self) -> &Channel<Connecting> {
         &self.channel
     }
-    fn into_ready(self, _: crate::handler::Seal) -> AsyncChat<Connected> {
+    fn into_ready(self, _: impl crate::seal::ConnectProof) -> AsyncChat<Connected> {
         let AsyncChat {
             channel,
             terminator,

@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::io;
+use std::num::NonZeroUsize;
 
 /// Where a record ends (asynchat's `set_terminator` argument, typed: D14).
 ///
@@ -32,19 +33,62 @@ use std::io;
 /// [`Terminator::CRLF`] or one made by [`Terminator::from_static`]: those
 /// borrow their bytes, where [`Terminator::bytes`] copies them into a new
 /// allocation each time.
+///
+/// The variants can be matched, but their payloads can only be made valid:
+/// a [`TerminatorBytes`] is never empty and a count is a [`NonZeroUsize`],
+/// so no terminator makes the splitter loop on an empty match or end an
+/// empty record for nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Terminator {
     /// No terminator: everything is collected, no record ever ends.
     #[default]
     None,
-    /// A record ends at these bytes (never empty; see [`Terminator::bytes`]
-    /// and [`Terminator::from_static`]).
-    Bytes(Cow<'static, [u8]>),
+    /// A record ends at these bytes (never empty: made by
+    /// [`Terminator::bytes`], [`Terminator::from_static`] or
+    /// [`TerminatorBytes::new`]).
+    Bytes(TerminatorBytes),
     /// A record ends after this many more bytes (never 0; see
     /// [`Terminator::count`]). When it completes the terminator becomes
     /// [`Terminator::None`] until the handler sets another, as asynchat's
     /// count reached 0 and stayed there.
-    Count(usize),
+    Count(NonZeroUsize),
+}
+
+/// The bytes of a [`Terminator::Bytes`]: never empty, so a record always
+/// ends after at least one byte of terminator (an empty one would match
+/// everywhere, and the splitter would end records forever). Dereferences to
+/// `[u8]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TerminatorBytes(Cow<'static, [u8]>);
+
+impl TerminatorBytes {
+    /// Copies `bytes`; `None` if they are empty.
+    pub fn new(bytes: &[u8]) -> Option<TerminatorBytes> {
+        (!bytes.is_empty()).then(|| TerminatorBytes(Cow::Owned(bytes.to_vec())))
+    }
+
+    /// Borrows `bytes` (no allocation); `None` if they are empty.
+    pub const fn from_static(bytes: &'static [u8]) -> Option<TerminatorBytes> {
+        if bytes.is_empty() { None } else { Some(TerminatorBytes(Cow::Borrowed(bytes))) }
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for TerminatorBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for TerminatorBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 impl Terminator {
@@ -54,15 +98,15 @@ impl Terminator {
     /// `\n`. Allocates nothing.
     pub const LF: Terminator = Terminator::from_static(b"\n");
 
-    /// A byte terminator; empty means [`Terminator::None`]. `\r\n` and `\n`
-    /// give the borrowed [`Terminator::CRLF`] and [`Terminator::LF`]; other
-    /// bytes are copied into a new allocation.
+    /// A byte terminator; empty means [`Terminator::None`] (asynchat's
+    /// `set_terminator(b"")`). `\r\n` and `\n` give the borrowed
+    /// [`Terminator::CRLF`] and [`Terminator::LF`]; other bytes are copied
+    /// into a new allocation.
     pub fn bytes(bytes: &[u8]) -> Terminator {
         match bytes {
-            [] => Terminator::None,
             b"\r\n" => Terminator::CRLF,
             b"\n" => Terminator::LF,
-            _ => Terminator::Bytes(Cow::Owned(bytes.to_vec())),
+            _ => TerminatorBytes::new(bytes).map_or(Terminator::None, Terminator::Bytes),
         }
     }
 
@@ -76,12 +120,20 @@ impl Terminator {
     /// assert_eq!(BLANK_LINE, Terminator::bytes(b"\r\n\r\n"));
     /// ```
     pub const fn from_static(bytes: &'static [u8]) -> Terminator {
-        if bytes.is_empty() { Terminator::None } else { Terminator::Bytes(Cow::Borrowed(bytes)) }
+        if bytes.is_empty() {
+            Terminator::None
+        } else {
+            Terminator::Bytes(TerminatorBytes(Cow::Borrowed(bytes)))
+        }
     }
 
-    /// A count terminator; 0 means [`Terminator::None`].
-    pub fn count(n: usize) -> Terminator {
-        if n == 0 { Terminator::None } else { Terminator::Count(n) }
+    /// A count terminator; 0 means [`Terminator::None`] (asynchat's
+    /// `set_terminator(0)`).
+    pub const fn count(n: usize) -> Terminator {
+        match NonZeroUsize::new(n) {
+            Some(n) => Terminator::Count(n),
+            None => Terminator::None,
+        }
     }
 
     /// The bytes of a byte terminator; `None` for the others.
@@ -116,11 +168,11 @@ pub fn next_split(buf: &[u8], terminator: &mut Terminator) -> Split {
     match terminator {
         Terminator::None => Split { collect: len, skip: 0, found: false, keep_rest: false },
         Terminator::Count(n) => {
-            if len < *n {
-                *n -= len;
+            if len < n.get() {
+                *n = NonZeroUsize::new(n.get() - len).expect("len < n");
                 Split { collect: len, skip: 0, found: false, keep_rest: false }
             } else {
-                let collect = *n;
+                let collect = n.get();
                 *terminator = Terminator::None;
                 Split { collect, skip: 0, found: true, keep_rest: false }
             }
@@ -351,6 +403,26 @@ mod tests {
             }
             assert_eq!(find(&haystack, b""), Some(0));
         }
+    }
+
+    #[test]
+    fn no_terminator_is_empty_or_zero() {
+        // The payloads cannot be made invalid: an empty byte terminator and
+        // a zero count do not exist, and asynchat's spellings of "none" give
+        // `Terminator::None`.
+        assert_eq!(TerminatorBytes::new(b""), None);
+        assert_eq!(TerminatorBytes::from_static(b""), None);
+        assert_eq!(Terminator::bytes(b""), Terminator::None);
+        assert_eq!(Terminator::from_static(b""), Terminator::None);
+        assert_eq!(Terminator::count(0), Terminator::None);
+        assert_eq!(Terminator::count(3), Terminator::Count(NonZeroUsize::new(3).unwrap()));
+        let ab = Terminator::Bytes(TerminatorBytes::new(b"ab").unwrap());
+        assert_eq!(ab, Terminator::bytes(b"ab"));
+        assert_eq!(ab.as_bytes(), Some(&b"ab"[..]));
+        // Every byte terminator ends a record only after consuming input.
+        let mut t = ab;
+        let split = next_split(b"xab", &mut t);
+        assert_eq!((split.collect, split.skip, split.found), (1, 2, true));
     }
 
     #[test]
