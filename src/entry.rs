@@ -87,6 +87,11 @@ pub trait RegisterSealed<H> {
         let _ = seal;
         false
     }
+    /// A listening socket (an idle timeout is refused for it).
+    fn is_listener(&self, seal: impl EntryProof) -> bool {
+        let _ = seal;
+        false
+    }
     /// The entry the map stores.
     fn into_entry(self, handler: H, seal: impl EntryProof) -> Box<dyn Entry>;
 }
@@ -614,6 +619,9 @@ impl<H: AcceptHandler> RegisterSealed<H> for Channel<Listening> {
     }
     fn fd(&self, _: impl EntryProof) -> BorrowedFd<'_> {
         self.as_fd()
+    }
+    fn is_listener(&self, _: impl EntryProof) -> bool {
+        true
     }
     fn into_entry(self, handler: H, _: impl EntryProof) -> Box<dyn Entry> {
         Box::new(ListenerEntry { channel: self, handler, paused: false, backoff: FIRST_BACKOFF })

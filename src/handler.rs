@@ -335,6 +335,8 @@ pub trait AcceptHandler: 'static {
     }
 
     /// A connection was accepted. Typically: `cx.insert(conn, handler)`.
+    /// Here `cx.token()` is the listener's token; the connection's is the
+    /// one `insert` returns (give *it* an idle timeout).
     fn handle_accepted(
         &mut self,
         conn: Channel<Connected>,
@@ -342,8 +344,13 @@ pub trait AcceptHandler: 'static {
         cx: &mut Ctx<'_>,
     ) -> io::Result<()>;
 
-    /// The listener's deadline passed. Default: `handle_close`, then close.
+    /// The listener's deadline passed. Default: report it in one line (the
+    /// server stops accepting), `handle_close`, then close.
     fn handle_timeout(&mut self, ch: &mut Channel<Listening>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        log_info(
+            Level::Info,
+            format_args!("listener {ch:?} of {} closed by its deadline", std::any::type_name::<Self>()),
+        );
         self.handle_close(ch, cx);
         cx.close();
         Ok(())

@@ -156,6 +156,8 @@ struct Slot {
     /// rolecore's own (the waker): not counted, so it never keeps a loop
     /// alive.
     daemon: bool,
+    /// A listening socket: an idle timeout is refused for it.
+    listener: bool,
     entry: Option<Box<dyn Entry>>,
 }
 
@@ -267,7 +269,9 @@ impl Registry {
                 return Err(InsertError { error, channel, handler });
             }
         }
+        let listener = channel.is_listener(Seal(()));
         self.place(token, channel.into_entry(handler, Seal(())), interest, always_ready, false);
+        self.slots[token.index as usize].listener = listener;
         Ok(token)
     }
 
@@ -299,6 +303,7 @@ impl Registry {
         slot.interest = interest;
         slot.always_ready = always_ready;
         slot.daemon = daemon;
+        slot.listener = false;
         slot.entry = Some(entry);
         self.len += usize::from(!daemon);
         self.always_ready += usize::from(always_ready);
@@ -487,6 +492,20 @@ impl Registry {
 
     fn set_idle_timeout(&mut self, token: Token, idle: Option<Duration>) -> bool {
         let live = self.live(token).is_some();
+        if live && idle.is_some() && self.slots[token.index as usize].listener {
+            // Nearly always `cx.set_idle_timeout(cx.token(), ..)` written in
+            // `handle_accepted` for the new connection: it would close the
+            // listener when no connection came for a while, and the server
+            // would stop accepting without a word.
+            crate::report::log_info(
+                crate::report::Level::Error,
+                format_args!(
+                    "set_idle_timeout refused for listener {token:?}: it would close the listener; \
+                     for a new connection, pass the token that insert returned"
+                ),
+            );
+            return false;
+        }
         if live {
             self.timers.set_idle(token, idle, Instant::now());
         }
@@ -723,7 +742,38 @@ impl<'a> Ctx<'a> {
 
     /// Gives a channel an idle timeout: `handle_timeout` runs when `idle`
     /// passes without a callback into the channel (every event re-arms it).
-    /// `None` clears it. Returns whether the token is live.
+    /// `None` clears it. Returns whether the timeout was set: `false` for a
+    /// token that names no live channel, and for a listener, which is
+    /// refused with a report line (a listener's events are connections, so
+    /// its idle timeout would close it when none came for a while; a
+    /// listener that should stop at some point takes a
+    /// [`deadline`](Self::set_deadline)).
+    ///
+    /// In `handle_accepted`, [`token`](Self::token) is the *listener's*
+    /// token. To time out the new connection, use the token `insert`
+    /// returns:
+    ///
+    /// ```
+    /// use std::io;
+    /// use std::time::Duration;
+    /// use rolecore::{AcceptHandler, Address, Buffered, Channel, Connected, Ctx, StreamHandler};
+    ///
+    /// struct Idle;
+    /// impl StreamHandler<Buffered<Connected>> for Idle {
+    ///     fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+    ///         ch.recv(cx.buffer()).map(drop)
+    ///     }
+    /// }
+    ///
+    /// struct Server;
+    /// impl AcceptHandler for Server {
+    ///     fn handle_accepted(&mut self, conn: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+    ///         let token = cx.insert(Buffered::new(conn), Idle)?; // the connection's token
+    ///         cx.set_idle_timeout(token, Some(Duration::from_secs(60)));
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
     pub fn set_idle_timeout(&mut self, token: Token, idle: Option<Duration>) -> bool {
         self.registry.set_idle_timeout(token, idle)
     }

@@ -123,7 +123,8 @@ fn resp_server_refuses_absurd_flags() {
 #[test]
 fn chat_server_refuses_absurd_flags() {
     // One room, one loop: no --threads.
-    let cases: Vec<&[&str]> = SERVER_CASES.iter().copied().filter(|c| c.first() != Some(&"--threads")).collect();
+    let cases: Vec<&[&str]> =
+        SERVER_CASES.iter().copied().filter(|c| c.first() != Some(&"--threads")).collect();
     refuses("chat_server", &cases, true);
     refuses(
         "chat_server",

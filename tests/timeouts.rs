@@ -3,13 +3,15 @@
 
 mod util;
 
+use std::cell::Cell;
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rolecore::{Channel, Connected, Ctx, LoopOptions, StreamHandler};
+use rolecore::{AcceptHandler, Address, Channel, Connected, Ctx, LoopOptions, StreamHandler};
 use util::Log;
 
 struct Idle(Log);
@@ -120,4 +122,52 @@ fn clearing_a_deadline_cancels_it_and_the_default_closes_with_handle_close() {
         assert_eq!(log_a.events(), ["close"], "{backend}: default handle_timeout = handle_close + close");
         assert!(log_b.events().is_empty(), "{backend}");
     }
+}
+
+/// The listener-token trap: in `handle_accepted`, `cx.token()` is the
+/// listener's, so an idle timeout meant for the new connection would close
+/// the listener. It is refused; the connection's own token works.
+struct TimedServer {
+    refused_on_listener: Rc<Cell<bool>>,
+}
+
+impl AcceptHandler for TimedServer {
+    fn handle_accepted(&mut self, conn: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let listener = cx.token();
+        self.refused_on_listener.set(!cx.set_idle_timeout(listener, Some(Duration::from_millis(20))));
+        let token = cx.insert(conn, Idle(Log::default()))?;
+        assert!(cx.set_idle_timeout(token, Some(Duration::from_millis(20))), "the connection's own token");
+        Ok(())
+    }
+}
+
+#[test]
+fn an_idle_timeout_on_a_listener_is_refused_and_it_keeps_accepting() {
+    let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = reports.clone();
+    rolecore::report::set_log_hook(Some(Box::new(move |_, message| {
+        sink.lock().unwrap().push(message.to_string())
+    })));
+    for backend in util::backends() {
+        let listener = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(8).unwrap();
+        let addr = listener.local_addr().unwrap().inet().unwrap();
+        let refused = Rc::new(Cell::new(false));
+        let mut map = util::map(backend);
+        let token = map.insert(listener, TimedServer { refused_on_listener: refused.clone() }).unwrap();
+        let _first = std::net::TcpStream::connect(addr).unwrap();
+        assert!(map.run_until(Duration::from_secs(5), |map| map.len() == 2).unwrap());
+        assert!(refused.get(), "{backend}: an idle timeout on a listener was accepted");
+        // Well past the 20 ms: the connection timed out, the listener did not.
+        assert!(map.run_until(Duration::from_secs(5), |map| map.len() == 1).unwrap());
+        util::run_iterations(&mut map, 5);
+        assert!(map.contains(token), "{backend}: the listener was closed");
+        let _second = std::net::TcpStream::connect(addr).unwrap();
+        assert!(
+            map.run_until(Duration::from_secs(5), |map| map.len() == 2).unwrap(),
+            "{backend}: still accepting"
+        );
+    }
+    rolecore::report::set_log_hook(None);
+    let reports = reports.lock().unwrap();
+    assert!(reports.iter().any(|r| r.contains("set_idle_timeout refused for listener")), "{reports:?}");
 }
