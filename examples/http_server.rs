@@ -252,10 +252,11 @@ impl ChatHandler for HttpConnection {
     }
 
     fn handle_error(&mut self, chat: &mut AsyncChat, error: io::Error, cx: &mut Ctx<'_>) {
-        if RecordTooLong::from_io(&error).is_some() && !chat.is_closing() {
-            if Self::refuse(chat, TOO_LARGE, &too_large_reason()).is_ok() {
-                return; // sent, then closed, by the chat
-            }
+        if RecordTooLong::from_io(&error).is_some()
+            && !chat.is_closing()
+            && Self::refuse(chat, TOO_LARGE, &too_large_reason()).is_ok()
+        {
+            return; // sent, then closed, by the chat
         }
         eprintln!("http_server: closing a connection: {error}");
         cx.close();
