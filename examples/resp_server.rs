@@ -2,12 +2,17 @@
 //! [`AsyncChat`]: enough for `redis-cli` and `redis-benchmark`.
 //!
 //! ```text
-//! cargo run --release --example resp_server -- [ADDR] [--backend select|poll|epoll] [--threads N] [--max-bulk BYTES]
+//! cargo run --release --example resp_server -- [ADDR] [--backend select|poll|epoll] [--threads N]
+//!     [--max-bulk BYTES] [--max-request BYTES] [--idle-timeout SECS]
 //! ```
 //!
 //! ADDR defaults to 127.0.0.1:6379 (port 0 picks a free port); the first line
 //! on stdout is `listening on HOST:PORT`. `--max-bulk` (default 16 MiB) bounds
-//! one bulk string of a request.
+//! one bulk string of a request; `--max-request` (default twice `--max-bulk`
+//! plus 1 MiB) bounds a whole request, all its arguments together (each
+//! counted with 8 bytes more, what the server keeps to split them).
+//! `--idle-timeout` (default 300, 0 for none) closes a connection that stays
+//! silent that long (no request, and no reply taken).
 //!
 //! Commands: `PING [msg]`, `ECHO msg`, `SET key value [EX s|PX ms]`, `GET`,
 //! `DEL key...`, `EXISTS key...`, `INCR`, `DECR`, `MGET key...`,
@@ -15,20 +20,29 @@
 //! `COMMAND`. Requests are multibulk frames or inline lines, pipelined or
 //! not. Expired keys are dropped when they are next looked at.
 //!
+//! Replies are bounded by the connection's output limit (the chat's 4 MiB,
+//! raised to twice `--max-bulk` plus 1 MiB): a reply is measured before it is
+//! built, one larger than the limit is refused with `-ERR reply too large`,
+//! and one that does not fit beside the replies already queued (a client
+//! that does not read them) closes the connection. Big pieces of a reply go
+//! to the chat's queue directly, never through a second buffer, and a
+//! connection's own buffers shrink back after a big request or reply.
+//!
 //! Framing uses the chat's terminators: a line (`*N`, `$N` or an inline
 //! command) ends at `\r\n`; the payload of a bulk string is a count
 //! terminator of `N + 2` bytes whose last two must be `\r\n`. The parser,
 //! [`RespParser`], is a plain struct that is told each record and says which
-//! terminator comes next, so it can be driven without a socket.
+//! terminator comes next, so it can be driven without a socket; the commands
+//! (`examples/resp/commands.rs`) write to a [`Sink`], so they run without
+//! one too. Both are fuzzed (`fuzz/bodies/resp.rs`, `fuzz/bodies/resp_exec.rs`).
 
 mod serve;
 use serve::{Flag, Server};
 
-use std::collections::HashMap;
 use std::io;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rolecore::chat::RecordTooLong;
 use rolecore::{
@@ -38,320 +52,60 @@ use rolecore::{
 /// The longest line: a `*N`/`$N` header or an inline command (Redis allows
 /// 64 KiB inline).
 const MAX_LINE: usize = 64 * 1024;
-/// Stop reading while this much output waits for a slow client.
-const READ_PAUSE: usize = 1 << 20;
+/// A connection's record and reply buffers are kept from request to request
+/// up to this capacity; a bigger one is freed once its request is done.
+const KEEP_CAPACITY: usize = 64 * 1024;
+/// A piece of a reply at least this big is pushed to the chat at once
+/// instead of being copied into the connection's reply buffer first.
+const DIRECT_PUSH: usize = 4096;
 
-// ---- the parser: examples/resp/parser.rs (also fuzzed: fuzz/bodies/resp.rs) ----
+// ---- the parser and the commands: examples/resp/ (fuzzed: fuzz/bodies/resp*.rs) ----
 
 #[path = "resp/parser.rs"]
 mod parser;
-use parser::{Command, ProtocolError, RespParser};
+use parser::{ProtocolError, RespParser};
 
-// ---- replies -------------------------------------------------------------------
-
-// Replies are written straight into the connection's reused output buffer:
-// no `format!`, no allocation once the buffer has grown.
-
-fn simple(out: &mut Vec<u8>, s: &str) {
-    out.push(b'+');
-    out.extend_from_slice(s.as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-fn error(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(b"-ERR ");
-    out.extend_from_slice(s.as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Appends `n` in decimal.
-fn decimal(out: &mut Vec<u8>, n: i64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut rest = n.unsigned_abs();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
-/// A reply header: `prefix`, a decimal, `\r\n`.
-fn header(out: &mut Vec<u8>, prefix: u8, n: i64) {
-    out.push(prefix);
-    decimal(out, n);
-    out.extend_from_slice(b"\r\n");
-}
-
-fn integer(out: &mut Vec<u8>, n: i64) {
-    header(out, b':', n);
-}
-
-fn bulk(out: &mut Vec<u8>, value: Option<&[u8]>) {
-    match value {
-        Some(v) => {
-            header(out, b'$', v.len() as i64);
-            out.extend_from_slice(v);
-            out.extend_from_slice(b"\r\n");
-        }
-        None => out.extend_from_slice(b"$-1\r\n"),
-    }
-}
-
-fn array_header(out: &mut Vec<u8>, n: usize) {
-    header(out, b'*', n as i64);
-}
-
-// ---- the store -----------------------------------------------------------------
-
-#[derive(Debug)]
-struct Entry {
-    value: Vec<u8>,
-    expires: Option<Instant>,
-}
-
-impl Entry {
-    fn live(&self, now: Instant) -> bool {
-        self.expires.is_none_or(|at| at > now)
-    }
-
-    /// Replaces the value, reusing its buffer unless that is much too big.
-    fn set_value(&mut self, value: &[u8]) {
-        if self.value.capacity() > 4096 && self.value.capacity() / 4 > value.len() {
-            self.value = value.to_vec();
-        } else {
-            self.value.clear();
-            self.value.extend_from_slice(value);
-        }
-    }
-}
-
-/// The data set, shared by every connection of the loop.
-#[derive(Debug, Default)]
-struct Store {
-    map: HashMap<Vec<u8>, Entry>,
-    /// Whether any entry may have an expiry (set by `SET … EX|PX`, cleared
-    /// by `FLUSHALL`): until then no lookup needs the clock or a second
-    /// probe.
-    volatile: bool,
-}
-
-impl Store {
-    /// The live entry of `key`; an expired one is dropped.
-    fn get(&mut self, key: &[u8]) -> Option<&mut Entry> {
-        if self.volatile {
-            let now = Instant::now();
-            if self.map.get(key).is_some_and(|e| !e.live(now)) {
-                self.map.remove(key);
-            }
-        }
-        self.map.get_mut(key)
-    }
-
-    /// Sets `key` to `value`, reusing the key's entry when there is one.
-    fn set(&mut self, key: &[u8], value: &[u8], expires: Option<Instant>) {
-        if expires.is_some() {
-            self.volatile = true;
-        }
-        match self.map.get_mut(key) {
-            Some(entry) => {
-                entry.set_value(value);
-                entry.expires = expires;
-            }
-            None => {
-                self.map.insert(key.to_vec(), Entry { value: value.to_vec(), expires });
-            }
-        }
-    }
-
-    /// Drops expired entries.
-    fn purge(&mut self) {
-        if self.volatile {
-            let now = Instant::now();
-            self.map.retain(|_, e| e.live(now));
-        }
-    }
-}
+#[path = "resp/commands.rs"]
+mod commands;
+use commands::{After, Budget, READ_PAUSE, Sink, Store, error, execute, output_limit};
 
 type Shared = Arc<Mutex<Store>>;
 
-/// What a command asks of the connection after its reply.
-#[derive(PartialEq, Eq)]
-enum After {
-    Continue,
-    Close,
-}
-
-fn wrong_arity(out: &mut Vec<u8>, name: &[u8]) {
-    out.extend_from_slice(b"-ERR wrong number of arguments for '");
-    out.extend_from_slice(name);
-    out.extend_from_slice(b"' command\r\n");
-}
-
-/// Parses an integer as Redis does for values and options.
-fn parse_i64(bytes: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(bytes).ok()?;
-    if s.is_empty() || s.starts_with('+') || (s.len() > 1 && (s.starts_with('0') || s.starts_with("-0"))) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-/// The longest command name; a longer one is unknown.
-const MAX_NAME: usize = 8;
-
-/// Runs one command, appending its reply to `out`.
-fn execute(store: &mut Store, args: Command<'_>, out: &mut Vec<u8>) -> After {
-    // The name, lower-cased on the stack; too long a name matches nothing.
-    let raw_name = args.arg(0);
-    let mut lower = [0u8; MAX_NAME];
-    let name: &[u8] = if raw_name.len() <= MAX_NAME {
-        let lower = &mut lower[..raw_name.len()];
-        lower.copy_from_slice(raw_name);
-        lower.make_ascii_lowercase();
-        lower
-    } else {
-        b""
-    };
-    let argc = args.len();
-    match name {
-        b"ping" => match argc {
-            1 => simple(out, "PONG"),
-            2 => bulk(out, Some(args.arg(1))),
-            _ => wrong_arity(out, name),
-        },
-        b"echo" if argc == 2 => bulk(out, Some(args.arg(1))),
-        b"set" if argc >= 3 => {
-            let mut expires = None;
-            let mut options = args.args_from(3);
-            while let Some(option) = options.next() {
-                let unit = if option.eq_ignore_ascii_case(b"EX") {
-                    1000
-                } else if option.eq_ignore_ascii_case(b"PX") {
-                    1
-                } else {
-                    error(out, "syntax error");
-                    return After::Continue;
-                };
-                let Some(amount) = options.next() else {
-                    error(out, "syntax error");
-                    return After::Continue;
-                };
-                match parse_i64(amount).filter(|&n| n > 0).and_then(|n| n.checked_mul(unit)) {
-                    Some(ms) => expires = Some(Instant::now() + Duration::from_millis(ms as u64)),
-                    None => {
-                        error(out, "invalid expire time in 'set' command");
-                        return After::Continue;
-                    }
-                }
-            }
-            store.set(args.arg(1), args.arg(2), expires);
-            simple(out, "OK");
-        }
-        b"get" if argc == 2 => bulk(out, store.get(args.arg(1)).map(|e| &e.value[..])),
-        b"del" | b"exists" if argc >= 2 => {
-            let mut n = 0;
-            for key in args.args_from(1) {
-                if store.get(key).is_some() {
-                    n += 1;
-                    if name == b"del" {
-                        store.map.remove(key);
-                    }
-                }
-            }
-            integer(out, n);
-        }
-        b"incr" | b"decr" if argc == 2 => {
-            let delta = if name == b"incr" { 1 } else { -1 };
-            let entry = store.get(args.arg(1));
-            let current = match &entry {
-                Some(e) => parse_i64(&e.value),
-                None => Some(0),
-            };
-            match current.and_then(|n| n.checked_add(delta)) {
-                Some(n) => {
-                    match entry {
-                        Some(e) => {
-                            // Keeps its expiry, as Redis.
-                            e.value.clear();
-                            decimal(&mut e.value, n);
-                        }
-                        None => {
-                            let mut value = Vec::new();
-                            decimal(&mut value, n);
-                            store.map.insert(args.arg(1).to_vec(), Entry { value, expires: None });
-                        }
-                    }
-                    integer(out, n);
-                }
-                None => error(out, "value is not an integer or out of range"),
-            }
-        }
-        b"mget" if argc >= 2 => {
-            array_header(out, argc - 1);
-            for key in args.args_from(1) {
-                bulk(out, store.get(key).map(|e| &e.value[..]));
-            }
-        }
-        b"mset" if argc >= 3 && argc % 2 == 1 => {
-            for i in (1..argc).step_by(2) {
-                store.set(args.arg(i), args.arg(i + 1), None);
-            }
-            simple(out, "OK");
-        }
-        b"dbsize" if argc == 1 => {
-            store.purge();
-            integer(out, store.map.len() as i64);
-        }
-        b"flushall" | b"flushdb" if argc <= 2 => {
-            store.map.clear();
-            store.volatile = false;
-            simple(out, "OK");
-        }
-        b"quit" => {
-            simple(out, "OK");
-            return After::Close;
-        }
-        b"config" if argc >= 2 => {
-            if !args.arg(1).eq_ignore_ascii_case(b"GET") || argc < 3 {
-                error(out, "only CONFIG GET parameter... is supported");
-                return After::Continue;
-            }
-            // What redis-benchmark asks at start, with an in-memory answer.
-            let known: [(&[u8], &[u8]); 2] = [(b"save", b""), (b"appendonly", b"no")];
-            let pairs: Vec<_> = known
-                .iter()
-                .filter(|(k, _)| args.args_from(2).any(|a| a.eq_ignore_ascii_case(k) || a == b"*"))
-                .collect();
-            array_header(out, pairs.len() * 2);
-            for (k, v) in pairs {
-                bulk(out, Some(k));
-                bulk(out, Some(v));
-            }
-        }
-        b"command" => array_header(out, 0),
-        b"echo" | b"set" | b"get" | b"del" | b"exists" | b"incr" | b"decr" | b"mget" | b"mset"
-        | b"dbsize" | b"flushall" | b"flushdb" | b"config" => wrong_arity(out, name),
-        _ => {
-            let mut msg =
-                format!("unknown command '{}', with args beginning with:", String::from_utf8_lossy(raw_name));
-            for arg in args.args_from(1).take(8) {
-                msg.push_str(&format!(" '{}'", String::from_utf8_lossy(arg)));
-            }
-            error(out, &msg);
-        }
-    }
-    After::Continue
-}
-
 // ---- the connection ------------------------------------------------------------
+
+/// A [`Sink`] onto a connection: small pieces gather in `out` (one push per
+/// reply), big ones go to the chat's queue without a copy in between.
+struct ChatSink<'a> {
+    chat: &'a mut AsyncChat,
+    out: &'a mut Vec<u8>,
+    failed: Option<io::Error>,
+}
+
+impl ChatSink<'_> {
+    fn flush(&mut self) {
+        if !self.out.is_empty() && self.failed.is_none() {
+            if let Err(e) = self.chat.push(self.out) {
+                self.failed = Some(e);
+            }
+            self.out.clear();
+        }
+    }
+}
+
+impl Sink for ChatSink<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        if bytes.len() < DIRECT_PUSH {
+            self.out.extend_from_slice(bytes);
+            return;
+        }
+        self.flush();
+        if self.failed.is_none()
+            && let Err(e) = self.chat.push(bytes)
+        {
+            self.failed = Some(e);
+        }
+    }
+}
 
 struct RespConnection {
     parser: RespParser,
@@ -359,7 +113,8 @@ struct RespConnection {
     /// The record being collected, reused from record to record (the chat's
     /// own collector would hand over a fresh `Vec` each time).
     record: Vec<u8>,
-    /// The reply being built, reused from command to command.
+    /// The small pieces of the reply being written, reused from command to
+    /// command.
     out: Vec<u8>,
 }
 
@@ -384,6 +139,34 @@ impl RespConnection {
         }
         Ok(())
     }
+
+    /// Frees the buffers a big request or reply grew, so an idle connection
+    /// does not keep its peak memory.
+    fn shrink(&mut self) {
+        if self.record.capacity() > KEEP_CAPACITY {
+            self.record = Vec::new();
+        }
+        if self.out.capacity() > KEEP_CAPACITY {
+            self.out = Vec::new();
+        }
+        self.parser.shrink();
+    }
+
+    /// Runs a complete command, its reply pushed to the chat.
+    fn run(&mut self, chat: &mut AsyncChat) -> io::Result<After> {
+        let Some(args) = self.parser.command() else {
+            return Ok(After::Continue);
+        };
+        let budget = Budget::new(chat.output_limit(), chat.queued());
+        let mut sink = ChatSink { chat, out: &mut self.out, failed: None };
+        let after =
+            execute(&mut self.store.lock().unwrap_or_else(|e| e.into_inner()), args, &mut sink, budget);
+        sink.flush();
+        match sink.failed {
+            Some(e) => Err(e),
+            None => Ok(after),
+        }
+    }
 }
 
 impl ChatHandler for RespConnection {
@@ -402,29 +185,36 @@ impl ChatHandler for RespConnection {
         if chat.is_closing() {
             return Ok(());
         }
-        let parsed = self.parser.record(&self.record);
-        let after = match parsed {
-            Ok(Some(args)) => {
-                Some(execute(&mut self.store.lock().unwrap_or_else(|e| e.into_inner()), args, &mut self.out))
-            }
-            Ok(None) => None,
+        let complete = match self.parser.record(&self.record) {
+            Ok(command) => command.is_some(),
             Err(ProtocolError(why)) => {
                 self.record.clear();
                 return self.protocol_error(chat, &why);
             }
         };
-        if self.record.capacity() > MAX_LINE {
-            self.record = Vec::new(); // after a big bulk string
-        } else {
-            self.record.clear();
-        }
-        if let Some(after) = after {
-            if after == After::Close {
-                return self.close_after_reply(chat);
+        self.record.clear();
+        if complete {
+            let after = self.run(chat);
+            self.shrink();
+            match after? {
+                After::Continue => {}
+                After::Close => return self.close_after_reply(chat),
+                After::Overflow => {
+                    // What push would have refused, refused before the
+                    // reply was built.
+                    eprintln!(
+                        "resp_server: closing a connection that does not read its replies \
+                         ({} bytes queued)",
+                        chat.queued()
+                    );
+                    chat.discard_buffers();
+                    chat.close_when_done();
+                    chat.set_terminator(Terminator::None);
+                    return Ok(());
+                }
             }
-            // One push per reply; the chat gathers a pipelined batch's
-            // replies into one send when the read's records are done.
-            self.flush(chat)?;
+        } else if self.record.capacity() > KEEP_CAPACITY {
+            self.record = Vec::new(); // after a big bulk string
         }
         // A line terminator stays set from line to line; only a count
         // terminator (which the chat turns into `None` once it is reached)
@@ -457,6 +247,8 @@ impl ChatHandler for RespConnection {
 struct RespServer {
     store: Shared,
     max_bulk: usize,
+    max_request: usize,
+    idle_timeout: Option<Duration>,
 }
 
 impl AcceptHandler for RespServer {
@@ -466,18 +258,15 @@ impl AcceptHandler for RespServer {
         _peer: Address,
         cx: &mut Ctx<'_>,
     ) -> io::Result<()> {
-        let parser = RespParser::new(self.max_bulk);
+        let parser = RespParser::new(self.max_bulk).with_max_request(self.max_request);
         let mut chat = AsyncChat::new(conn, parser.terminator());
         chat.set_max_record(MAX_LINE);
-        // A GET of the largest value must fit, beside a pipeline's worth of
-        // smaller replies.
-        chat.set_output_limit(
-            chat.output_limit().max(self.max_bulk.saturating_mul(2).saturating_add(READ_PAUSE)),
-        );
-        cx.insert(
+        chat.set_output_limit(output_limit(self.max_bulk));
+        let token = cx.insert(
             chat,
             RespConnection { parser, store: Arc::clone(&self.store), record: Vec::new(), out: Vec::new() },
         )?;
+        cx.set_idle_timeout(token, self.idle_timeout);
         Ok(())
     }
 
@@ -493,14 +282,22 @@ fn main() -> ExitCode {
         name: "resp_server",
         default_addr: "127.0.0.1:6379",
         threads: true,
-        flags: &[Flag { name: "--max-bulk", value: "BYTES" }],
+        flags: &[
+            Flag { name: "--max-bulk", value: "BYTES" },
+            Flag { name: "--max-request", value: "BYTES" },
+            Flag { name: "--idle-timeout", value: "SECS" },
+        ],
     };
     serve::main(server, |cli| {
         // Redis's own ceiling for one bulk string is 512 MiB.
         let max_bulk = cli.count("--max-bulk", 16 << 20, 1, 512 << 20)? as usize;
+        // Redis's client-query-buffer-limit is 1 GiB.
+        let default_request = parser::default_max_request(max_bulk) as u64;
+        let max_request = cli.count("--max-request", default_request, 1, 1 << 30)? as usize;
+        let idle_timeout = cli.seconds("--idle-timeout", 300.0)?;
         // One store for every loop (`--threads`): uncontended with one thread.
         let store = Shared::default();
-        Ok(move || RespServer { store: Arc::clone(&store), max_bulk })
+        Ok(move || RespServer { store: Arc::clone(&store), max_bulk, max_request, idle_timeout })
     })
 }
 
@@ -532,6 +329,67 @@ mod tests {
             Ok(())
         });
         failure.map_or(Ok(commands), Err)
+    }
+
+    /// A connection that answered a 4 MiB `SET` and `GET` keeps no buffer
+    /// of that size once it is idle; and an `MGET` whose reply would pass
+    /// the output limit is refused without building it.
+    #[test]
+    fn an_idle_connection_gives_its_buffers_back() {
+        use std::io::{Read, Write};
+        use std::time::Instant;
+
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        theirs.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        theirs.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        let max_bulk = 8 << 20;
+        let parser = RespParser::new(max_bulk);
+        let mut chat = AsyncChat::new(Channel::try_from(ours).unwrap(), parser.terminator());
+        chat.set_max_record(MAX_LINE);
+        chat.set_output_limit(output_limit(max_bulk));
+        let connection =
+            RespConnection { parser, store: Shared::default(), record: Vec::new(), out: Vec::new() };
+        let mut map = rolecore::Map::new().unwrap();
+        let token = map.insert(chat, connection).unwrap();
+
+        let value = vec![b'v'; 4 << 20];
+        let mut request = format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n", value.len()).into_bytes();
+        request.extend_from_slice(&value);
+        request.extend_from_slice(b"\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        // 2,000 keys × 4 MiB: 8 GiB asked, refused.
+        request.extend_from_slice(b"*2001\r\n$4\r\nMGET\r\n");
+        for _ in 0..2000 {
+            request.extend_from_slice(b"$1\r\nk\r\n");
+        }
+        let mut expected = format!("+OK\r\n${}\r\n", value.len()).into_bytes();
+        expected.extend_from_slice(&value);
+        expected.extend_from_slice(b"\r\n-ERR reply too large\r\n");
+
+        let mut writer = theirs.try_clone().unwrap();
+        let write = std::thread::spawn(move || writer.write_all(&request).map(|()| writer));
+        let want = expected.len();
+        let mut reader = theirs;
+        let read = std::thread::spawn(move || {
+            let mut got = vec![0; want];
+            // The peer stays open (returned) so the connection stays too.
+            reader.read_exact(&mut got).map(|()| (got, reader))
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !read.is_finished() && Instant::now() < deadline {
+            map.run(rolecore::LoopOptions::new().timeout(Duration::from_millis(10)).count(1)).unwrap();
+        }
+        let _writer = write.join().unwrap().unwrap();
+        let (got, _peer) = read.join().unwrap().unwrap();
+        assert!(got == expected, "the replies differ: {:?}", String::from_utf8_lossy(&got[got.len() - 40..]));
+
+        let connection = map.handler::<RespConnection>(token).expect("the connection is open");
+        assert!(connection.record.capacity() <= KEEP_CAPACITY, "record: {}", connection.record.capacity());
+        assert!(connection.out.capacity() <= KEEP_CAPACITY, "out: {}", connection.out.capacity());
+        assert!(
+            connection.parser.capacity() <= 2 * KEEP_CAPACITY,
+            "parser: {}",
+            connection.parser.capacity()
+        );
     }
 
     #[test]

@@ -115,6 +115,13 @@ fn resp_server_refuses_absurd_flags() {
             &["--max-bulk", ""],
             &["--max-bulk", "NaN"],
             &["--max-bulk"],
+            &["--max-request", "0"],
+            &["--max-request", "99999999999"],
+            &["--max-request", "-1"],
+            &["--idle-timeout", "1e20"],
+            &["--idle-timeout", "-0.5"],
+            &["--idle-timeout", "NaN"],
+            &["--idle-timeout", ""],
         ],
         true,
     );

@@ -146,6 +146,28 @@ fn resp_generated() {
 }
 
 #[test]
+fn resp_exec_corpus() {
+    replay_corpus("resp_exec");
+}
+
+#[test]
+fn resp_exec_generated() {
+    let checked = generated("resp_exec", 7, 400);
+    assert!(checked > 100, "the batch ran {checked} commands");
+}
+
+#[test]
+fn http_head_corpus() {
+    replay_corpus("http_head");
+}
+
+#[test]
+fn http_head_generated() {
+    let checked = generated("http_head", 8, 400);
+    assert!(checked > 100, "the batch answered {checked} requests");
+}
+
+#[test]
 fn sim_echo_buffered_corpus() {
     replay_corpus("sim_echo_buffered");
 }

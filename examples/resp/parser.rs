@@ -12,6 +12,15 @@ const MAX_ARGS: usize = 1024 * 1024;
 /// The argument buffer kept from one request to the next; a bigger one is
 /// freed when its request is done.
 const KEEP_CAPACITY: usize = 64 * 1024;
+/// What one argument costs beside its bytes, counted against the request
+/// bound: its end offset in `ends`.
+pub const ARG_OVERHEAD: usize = std::mem::size_of::<usize>();
+
+/// The default bound on a whole request for `max_bulk`: a `SET` of a key and
+/// a value of the largest size fits, with room to spare.
+pub fn default_max_request(max_bulk: usize) -> usize {
+    max_bulk.saturating_mul(2).saturating_add(1 << 20)
+}
 
 /// A request frame that breaks the protocol; the connection is answered with
 /// `-ERR Protocol error: …` and closed.
@@ -81,12 +90,62 @@ pub struct RespParser {
     /// Where each argument ends in `buf`.
     ends: Vec<usize>,
     max_bulk: usize,
+    /// The most bytes one request may take: its arguments, each with
+    /// [`ARG_OVERHEAD`].
+    max_request: usize,
 }
 
 impl RespParser {
-    /// A parser that refuses bulk strings longer than `max_bulk` bytes.
+    /// A parser that refuses bulk strings longer than `max_bulk` bytes, and
+    /// requests larger than [`default_max_request`].
     pub fn new(max_bulk: usize) -> RespParser {
-        RespParser { state: State::Idle, remaining: 0, buf: Vec::new(), ends: Vec::new(), max_bulk }
+        RespParser {
+            state: State::Idle,
+            remaining: 0,
+            buf: Vec::new(),
+            ends: Vec::new(),
+            max_bulk,
+            max_request: default_max_request(max_bulk),
+        }
+    }
+
+    /// Bounds a whole request: its arguments' bytes, each counted with
+    /// [`ARG_OVERHEAD`] more. A frame that announces a bulk string past it
+    /// is a protocol error before the string is read.
+    pub fn with_max_request(mut self, max_request: usize) -> RespParser {
+        self.max_request = max_request;
+        self
+    }
+
+    /// The bytes the current request holds, as counted against the bound.
+    pub fn request_size(&self) -> usize {
+        self.buf.len() + self.ends.len() * ARG_OVERHEAD
+    }
+
+    /// The command `record` just returned, again; `None` in the middle of a
+    /// frame.
+    pub fn command(&self) -> Option<Command<'_>> {
+        (self.state == State::Idle && !self.ends.is_empty()).then(|| self.command_unchecked())
+    }
+
+    /// Frees the argument buffers if a big request grew them, so a
+    /// connection that goes idle does not keep its peak memory. The last
+    /// command is gone after it.
+    pub fn shrink(&mut self) {
+        if self.state == State::Idle {
+            if self.buf.capacity() > KEEP_CAPACITY || self.ends.capacity() > KEEP_CAPACITY / 8 {
+                self.buf = Vec::new();
+                self.ends = Vec::new();
+            }
+            self.buf.clear();
+            self.ends.clear();
+        }
+    }
+
+    /// The capacity of the argument buffers, in bytes (for tests).
+    #[allow(dead_code)]
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity() + self.ends.capacity() * ARG_OVERHEAD
     }
 
     /// The terminator of the next record.
@@ -123,9 +182,15 @@ impl RespParser {
                     Some((b'$', digits)) => parse_length(digits)
                         .filter(|&n| n <= self.max_bulk)
                         .ok_or_else(|| ProtocolError("invalid bulk length".into()))?,
-                    Some((&c, _)) => return Err(ProtocolError(format!("expected '$', got '{}'", c as char))),
+                    Some((&c, _)) => {
+                        // Escaped: the byte goes back in a reply line.
+                        return Err(ProtocolError(format!("expected '$', got '{}'", c.escape_ascii())));
+                    }
                     None => return Err(ProtocolError("expected '$', got an empty line".into())),
                 };
+                if self.request_size().saturating_add(len).saturating_add(ARG_OVERHEAD) > self.max_request {
+                    return Err(ProtocolError("request too large".into()));
+                }
                 self.state = State::BulkBody(len + 2);
                 Ok(None)
             }
@@ -138,7 +203,7 @@ impl RespParser {
                 self.remaining -= 1;
                 if self.remaining == 0 {
                     self.state = State::Idle;
-                    Ok(Some(self.command()))
+                    Ok(Some(self.command_unchecked()))
                 } else {
                     self.state = State::BulkHeader;
                     Ok(None)
@@ -147,7 +212,7 @@ impl RespParser {
         }
     }
 
-    fn command(&self) -> Command<'_> {
+    fn command_unchecked(&self) -> Command<'_> {
         Command { buf: &self.buf, ends: &self.ends }
     }
 
@@ -168,6 +233,9 @@ impl RespParser {
                     .filter(|&n| n <= MAX_ARGS)
                     .ok_or_else(|| ProtocolError("invalid multibulk length".into()))?,
             };
+            if n.saturating_mul(ARG_OVERHEAD) > self.max_request {
+                return Err(ProtocolError("request too large".into()));
+            }
             if n > 0 {
                 self.remaining = n;
                 self.ends.reserve(n.min(64));
@@ -182,7 +250,7 @@ impl RespParser {
             self.buf.extend_from_slice(word);
             self.ends.push(self.buf.len());
         }
-        Ok((!self.ends.is_empty()).then(|| self.command()))
+        Ok((!self.ends.is_empty()).then(|| self.command_unchecked()))
     }
 }
 

@@ -17,9 +17,11 @@
 #![allow(dead_code)]
 
 pub mod framer;
+pub mod http_head;
 pub mod machine;
 pub mod model;
 pub mod resp;
+pub mod resp_exec;
 pub mod sim_chat;
 pub mod sim_echo_buffered;
 pub mod sim_echo_raw;
@@ -36,6 +38,8 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("sim_echo_raw", sim_echo_raw::run),
     ("sim_chat", sim_chat::run),
     ("resp", resp::run),
+    ("resp_exec", resp_exec::run),
+    ("http_head", http_head::run),
 ];
 
 /// Every target's `describe`, by name.
@@ -47,6 +51,8 @@ pub fn describe(target: &str, data: &[u8]) -> Option<String> {
         "sim_echo_raw" => sim_echo_raw::describe(data),
         "sim_chat" => sim_chat::describe(data),
         "resp" => resp::describe(data),
+        "resp_exec" => resp_exec::describe(data),
+        "http_head" => http_head::describe(data),
         _ => return None,
     })
 }

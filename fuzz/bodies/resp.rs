@@ -15,7 +15,7 @@ use rolecore::chat::{Framed, Framer};
 use super::Input;
 
 #[path = "../../examples/resp/parser.rs"]
-mod parser;
+pub mod parser;
 
 use parser::RespParser;
 

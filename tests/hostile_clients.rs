@@ -1,0 +1,381 @@
+//! Hostile clients of the protocol example servers (`resp_server`,
+//! `http_server`), run as real processes on port 0: requests whose cost in
+//! server memory is a product of what they name and what is stored, names a
+//! megabyte long, connections left idle, request heads with bare-LF line
+//! endings, and long pipelines. See "Hostile clients of the protocol
+//! servers" in `docs/reliability.md`.
+//!
+//! Every server process is killed (by its PID, through its `Child`) when its
+//! guard drops; every socket operation has a timeout and every load a fixed
+//! count, so a bug fails a test, never hangs it. Nothing here asserts a
+//! time: a read timeout only bounds how long a test waits for an answer.
+
+mod util;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+/// The longest any socket read or write may block.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The bound on a server's peak resident memory (`VmHWM`) in these tests.
+const PEAK_RSS_KIB: u64 = 64 * 1024;
+/// An address-space limit under which a server must survive: a request
+/// that made it allocate gigabytes aborts it.
+const ADDRESS_SPACE: &str = "--as=1073741824";
+
+/// A server example running as a child process; killed on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    name: &'static str,
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Server {
+    /// Starts `name` on port 0 with `extra` flags; under `prlimit` with
+    /// `limit` when given (prlimit sets the limit and executes the server,
+    /// so the child's PID is the server's).
+    fn start(name: &'static str, extra: &[&str], limit: Option<&str>) -> Server {
+        let binary = util::example(name);
+        let mut command = match limit {
+            Some(limit) => {
+                let mut c = Command::new("prlimit");
+                c.arg(limit).arg("--").arg(&binary);
+                c
+            }
+            None => Command::new(&binary),
+        };
+        let mut child = command
+            .arg("127.0.0.1:0")
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let result = reader.read_line(&mut line).map(|_| line);
+            let _ = tx.send((result, reader));
+        });
+        let (line, reader) = match rx.recv_timeout(IO_TIMEOUT) {
+            Ok((Ok(line), reader)) => (line, reader),
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{name}: no `listening on` line: {:?}", other.map(|(r, _)| r));
+            }
+        };
+        let addr = match line.trim_end().strip_prefix("listening on ").and_then(|a| a.parse().ok()) {
+            Some(addr) => addr,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{name}: first line {line:?} is not `listening on HOST:PORT`");
+            }
+        };
+        Server { child, addr, name, _stdout: reader }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connect to the server");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream
+    }
+
+    fn assert_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited during the test: {status}", self.name);
+        }
+    }
+
+    /// A field of `/proc/PID/status` in KiB (`VmHWM`, `VmRSS`).
+    fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_else(|e| panic!("{}: /proc status: {e}", self.name));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{}: no {field} in /proc status", self.name))
+    }
+
+    fn assert_peak_under(&self, kib: u64, what: &str) {
+        let peak = self.status_kib("VmHWM");
+        eprintln!("{} after {what}: VmHWM {peak} KiB", self.name);
+        assert!(peak < kib, "{} peaked at {peak} KiB after {what} (bound {kib} KiB)", self.name);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A RESP multibulk frame.
+fn frame(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Reads one line (up to `\n`) of at most `max` bytes; what came if the
+/// peer closed first.
+fn read_line(stream: &mut TcpStream, max: usize) -> Vec<u8> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() <= max {
+        match stream.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => {
+                line.push(byte[0]);
+                if byte[0] == b'\n' {
+                    break;
+                }
+            }
+            Err(e) => panic!("reading a reply line: {e} after {} bytes", line.len()),
+        }
+    }
+    line
+}
+
+/// Writes `request` from a thread while reading the answer here, so neither
+/// side's socket buffer stalls the other.
+fn write_while_reading(stream: &TcpStream, request: Vec<u8>) -> thread::JoinHandle<std::io::Result<()>> {
+    let mut writer = stream.try_clone().unwrap();
+    thread::spawn(move || writer.write_all(&request))
+}
+
+fn assert_pong(server: &Server) {
+    let mut stream = server.connect();
+    stream.write_all(b"PING\r\n").unwrap();
+    assert_eq!(read_line(&mut stream, 64), b"+PONG\r\n", "{} no longer answers", server.name);
+}
+
+// ---- resp_server ----------------------------------------------------------------
+
+/// One `SET` of 1 MiB, then an 18 KB `MGET` naming that key 2,000 times: a
+/// 2 GiB reply. It is refused (an error or a close) before anything of that
+/// size is allocated: the server lives under a 1 GiB address-space limit and
+/// its peak stays small.
+#[test]
+fn resp_an_mget_of_a_big_value_many_times_is_refused_not_allocated() {
+    let mut server = Server::start("resp_server", &[], Some(ADDRESS_SPACE));
+    let mut stream = server.connect();
+    let value = vec![b'x'; 1 << 20];
+    let set = frame(&[b"SET", b"k", &value]);
+    let writer = write_while_reading(&stream, set);
+    assert_eq!(read_line(&mut stream, 64), b"+OK\r\n");
+    writer.join().unwrap().unwrap();
+
+    let mut mget: Vec<&[u8]> = vec![b"MGET"];
+    mget.extend(std::iter::repeat_n(&b"k"[..], 2000));
+    let request = frame(&mget);
+    assert!(request.len() < 20_000, "an 18 KB request");
+    let writer = write_while_reading(&stream, request);
+    let reply = read_line(&mut stream, 1024);
+    writer.join().unwrap().unwrap();
+    assert!(
+        reply.is_empty() || reply.starts_with(b"-ERR"),
+        "the MGET got {:?}…, not an error or a close",
+        String::from_utf8_lossy(&reply[..reply.len().min(60)])
+    );
+    server.assert_alive();
+    assert_pong(&server);
+    server.assert_alive();
+    server.assert_peak_under(PEAK_RSS_KIB, "a 1 MiB SET and an MGET of it 2,000 times");
+}
+
+/// An unknown command whose name is 1 MiB of `0xff` bytes is answered with
+/// an error line of a bounded size, escaped, not with the name back (3 MiB
+/// of U+FFFD before).
+#[test]
+fn resp_an_unknown_command_of_a_megabyte_gets_a_short_error() {
+    let mut server = Server::start("resp_server", &[], None);
+    let mut stream = server.connect();
+    let name = vec![0xffu8; 1 << 20];
+    let writer = write_while_reading(&stream, frame(&[&name, b"arg"]));
+    let reply = read_line(&mut stream, 4096);
+    writer.join().unwrap().unwrap();
+    assert!(reply.starts_with(b"-ERR unknown command '"), "{:?}", String::from_utf8_lossy(&reply));
+    assert!(reply.ends_with(b"\r\n") && reply.len() <= 1024, "a reply line of {} bytes", reply.len());
+    assert!(reply.is_ascii(), "the name is escaped");
+    // The connection goes on.
+    stream.write_all(b"PING\r\n").unwrap();
+    assert_eq!(read_line(&mut stream, 64), b"+PONG\r\n");
+    server.assert_alive();
+}
+
+/// A multibulk frame is bounded as a whole, not only bulk by bulk: many
+/// bulks each under `--max-bulk` but together over `--max-request` are a
+/// protocol error once the bound is passed, before the rest is read.
+#[test]
+fn resp_a_frame_of_many_bulks_is_bounded_as_a_whole() {
+    let mut server = Server::start("resp_server", &["--max-bulk", "65536", "--max-request", "1048576"], None);
+    let mut stream = server.connect();
+    let bulk = vec![b'b'; 60_000];
+    // 40 × 60 KB = 2.4 MB announced in one frame; the client stops writing
+    // when the server closes.
+    let mut args: Vec<&[u8]> = vec![b"MSET"];
+    for _ in 0..40 {
+        args.push(b"key");
+        args.push(&bulk);
+    }
+    let request = frame(&args[..81]);
+    let writer = write_while_reading(&stream, request);
+    let reply = read_line(&mut stream, 1024);
+    assert_eq!(String::from_utf8_lossy(&reply), "-ERR Protocol error: request too large\r\n");
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest); // then the close
+    assert!(rest.is_empty(), "after the error: {:?}", String::from_utf8_lossy(&rest));
+    let _ = writer.join().unwrap(); // may fail: the server closed
+    server.assert_alive();
+    assert_pong(&server);
+}
+
+/// `--idle-timeout 1` closes a connection that says nothing.
+#[test]
+fn resp_idle_timeout_closes_a_silent_connection() {
+    let mut server = Server::start("resp_server", &["--idle-timeout", "1"], None);
+    let mut stream = server.connect();
+    let mut buf = [0u8; 16];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("the idle connection got {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(e) => panic!("the idle connection was not closed within {IO_TIMEOUT:?}: {e}"),
+    }
+    server.assert_alive();
+    assert_pong(&server);
+}
+
+/// A client that pipelines 200,000 `GET`s of a 512-byte value (100 MB of
+/// replies) and reads everything as it goes keeps the server's peak RSS
+/// small: its replies wait in a queue bounded by back-pressure. (The replies
+/// to one read of requests, 64 KiB of them, must fit the output limit: see
+/// the reliability page.)
+#[test]
+fn resp_a_long_pipeline_read_as_it_goes_keeps_the_peak_small() {
+    let mut server = Server::start("resp_server", &[], None);
+    let mut stream = server.connect();
+    let value = vec![b'v'; 512];
+    stream.write_all(&frame(&[b"SET", b"k", &value])).unwrap();
+    assert_eq!(read_line(&mut stream, 64), b"+OK\r\n");
+    let count = 200_000;
+    let get = frame(&[b"GET", b"k"]);
+    let request: Vec<u8> = get.iter().copied().cycle().take(get.len() * count).collect();
+    let writer = write_while_reading(&stream, request);
+    let one = format!("${}\r\n", value.len()).len() + value.len() + 2;
+    let mut left = one * count;
+    let mut buf = vec![0u8; 64 << 10];
+    while left > 0 {
+        let n = stream.read(&mut buf[..left.min(64 << 10)]).expect("read the replies");
+        assert!(n > 0, "the server closed with {left} reply bytes unread");
+        left -= n;
+    }
+    writer.join().unwrap().unwrap();
+    server.assert_alive();
+    server.assert_peak_under(PEAK_RSS_KIB, "200,000 pipelined GETs of 512 bytes");
+}
+
+// ---- http_server ----------------------------------------------------------------
+
+/// Reads one HTTP response head (up to the blank line) and its body of
+/// `Content-Length` bytes; `None` if the server closed first.
+fn read_response(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let line = read_line(stream, 8192);
+        if line.is_empty() {
+            return None;
+        }
+        head.extend_from_slice(&line);
+    }
+    let head = String::from_utf8(head).expect("an ASCII head");
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).expect("the body");
+    Some((head, body))
+}
+
+/// Request heads whose lines end with a bare LF, or with a mix of endings,
+/// are answered, and promptly: the read timeout (10 s) is far below the
+/// server's idle timeout (60 s), which is what answered them before (with a
+/// close).
+#[test]
+fn http_heads_with_bare_lf_endings_are_answered() {
+    let mut server = Server::start("http_server", &[], None);
+    for request in [
+        &b"GET / HTTP/1.1\nHost: x\n\n"[..],
+        b"GET / HTTP/1.1\r\nHost: x\n\r\n",
+        b"GET / HTTP/1.1\nHost: x\r\n\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n\n",
+        b"\nGET / HTTP/1.0\n\n",
+        b"\r\n\nGET / HTTP/1.1\nHost: x\r\nConnection: close\n\r\n",
+    ] {
+        let mut stream = server.connect();
+        stream.write_all(request).unwrap();
+        let shown = String::from_utf8_lossy(request).escape_debug().to_string();
+        let (head, body) = read_response(&mut stream).unwrap_or_else(|| panic!("{shown}: closed unanswered"));
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{shown}: {head}");
+        assert_eq!(body, b"Hello, world!", "{shown}");
+    }
+    // Pipelined, with every ending, on one connection.
+    let mut stream = server.connect();
+    stream
+        .write_all(
+            b"GET /1 HTTP/1.1\nHost: x\n\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\nGET /3 HTTP/1.1\nHost: x\r\n\n",
+        )
+        .unwrap();
+    for i in 1..=3 {
+        let (head, _) =
+            read_response(&mut stream).unwrap_or_else(|| panic!("request {i}: closed unanswered"));
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "request {i}: {head}");
+    }
+    server.assert_alive();
+}
+
+/// A client that pipelines 200,000 requests and reads every answer as it
+/// goes keeps the server's peak RSS small.
+#[test]
+fn http_a_long_pipeline_read_as_it_goes_keeps_the_peak_small() {
+    let mut server = Server::start("http_server", &[], None);
+    let stream = server.connect();
+    let count = 200_000;
+    let one: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let request: Vec<u8> = one.iter().copied().cycle().take(one.len() * count).collect();
+    let writer = write_while_reading(&stream, request);
+    let mut reader = BufReader::with_capacity(64 << 10, stream.try_clone().unwrap());
+    let mut answered = 0;
+    let mut line = Vec::new();
+    while answered < count {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).expect("read the answers");
+        assert!(n > 0, "the server closed after {answered} answers");
+        if line == b"Hello, world!HTTP/1.1 200 OK\r\n" || (answered == 0 && line.starts_with(b"HTTP/1.1 200"))
+        {
+            answered += 1;
+        }
+    }
+    writer.join().unwrap().unwrap();
+    stream.shutdown(Shutdown::Both).unwrap();
+    server.assert_alive();
+    server.assert_peak_under(PEAK_RSS_KIB, "200,000 pipelined requests");
+}
