@@ -87,8 +87,8 @@ pub trait RegisterSealed<H> {
         let _ = seal;
         false
     }
-    /// A listening socket (an idle timeout is refused for it).
-    fn is_listener(&self, seal: impl EntryProof) -> bool {
+    /// Whether an idle timeout is refused for it: a listening socket.
+    fn takes_no_idle_timeout(&self, seal: impl EntryProof) -> bool {
         let _ = seal;
         false
     }
@@ -620,7 +620,7 @@ impl<H: AcceptHandler> RegisterSealed<H> for Channel<Listening> {
     fn fd(&self, _: impl EntryProof) -> BorrowedFd<'_> {
         self.as_fd()
     }
-    fn is_listener(&self, _: impl EntryProof) -> bool {
+    fn takes_no_idle_timeout(&self, _: impl EntryProof) -> bool {
         true
     }
     fn into_entry(self, handler: H, _: impl EntryProof) -> Box<dyn Entry> {

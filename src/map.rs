@@ -269,7 +269,7 @@ impl Registry {
                 return Err(InsertError { error, channel, handler });
             }
         }
-        let listener = channel.is_listener(Seal(()));
+        let listener = channel.takes_no_idle_timeout(Seal(()));
         self.place(token, channel.into_entry(handler, Seal(())), interest, always_ready, false);
         self.slots[token.index as usize].listener = listener;
         Ok(token)
