@@ -460,7 +460,10 @@ pub trait FileHandler: 'static {
     note = "datagram sockets take a DatagramHandler; streams take a StreamHandler; listeners an AcceptHandler"
 )]
 pub trait DatagramHandler<R: DatagramRole = crate::channel::Datagram>: 'static {
-    /// Whether to watch for datagrams. Default: always.
+    /// Whether to watch for datagrams. Default: always. A pending error (an
+    /// ICMP refusal on a connected datagram socket) still reaches
+    /// `handle_read` when this is false: poll and epoll report it whatever
+    /// the interest, and only a read clears it.
     fn readable(&self, ch: &Channel<R>) -> bool {
         let _ = ch;
         true

@@ -93,8 +93,10 @@ impl Model {
                 _ => None,
             };
         }
-        let readable = r.is_readable() || (self.phase == Phase::Datagram && r.is_error());
-        if after(2) && !self.peer_gone && readable && self.interest.is_readable() {
+        // A datagram socket's pending error is read whatever the interest:
+        // only a read clears it, and poll/epoll report it until then.
+        let datagram_error = self.phase == Phase::Datagram && r.is_error();
+        if after(2) && !self.peer_gone && ((r.is_readable() && self.interest.is_readable()) || datagram_error) {
             return Some(if self.phase == Phase::Listening { Step::Accept } else { Step::Read });
         }
         let can_write = matches!(self.phase, Phase::Connected | Phase::File | Phase::Datagram);
@@ -182,6 +184,7 @@ pub fn run(data: &[u8]) -> usize {
             model.delivered(step);
             assert!(!life.closed, "{}: a step after the channel closed (D18)", ctx(&trace));
             let wanted = match step {
+                Step::Read if phase == Phase::Datagram && r.is_error() => true, // its pending error
                 Step::Read | Step::Accept => model.interest.is_readable(),
                 Step::Write => model.interest.is_writable(),
                 Step::Expt => model.interest.is_priority(),
