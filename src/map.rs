@@ -773,6 +773,10 @@ impl<'a> Ctx<'a> {
     ///         Ok(())
     ///     }
     /// }
+    /// # let mut map = rolecore::Map::new().unwrap();
+    /// # let listener = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(1).unwrap();
+    /// # map.insert(listener, Server).unwrap();
+    /// # let _ = Idle;
     /// ```
     pub fn set_idle_timeout(&mut self, token: Token, idle: Option<Duration>) -> bool {
         self.registry.set_idle_timeout(token, idle)
