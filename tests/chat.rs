@@ -597,6 +597,10 @@ fn close_when_done_sends_everything_then_closes_before_any_echo() -> io::Result<
         let mut chat = AsyncChat::new(Channel::tcp_v4()?.connect(server.addr)?, Terminator::bytes(b"\n"));
         chat.push(data)?;
         chat.push(QUIT)?;
+        // asynchat closes as soon as the queue is out; rolecore's default
+        // lingers until the server closes too (tests/lingering_close.rs),
+        // and this server is held until the client has closed.
+        chat.set_linger(None);
         chat.close_when_done();
         assert!(chat.is_closing());
         map.insert(chat, Recorder::new(&seen))?;

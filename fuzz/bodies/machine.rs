@@ -96,7 +96,8 @@ impl Model {
         // A datagram socket's pending error is read whatever the interest:
         // only a read clears it, and poll/epoll report it until then.
         let datagram_error = self.phase == Phase::Datagram && r.is_error();
-        if after(2) && !self.peer_gone && ((r.is_readable() && self.interest.is_readable()) || datagram_error) {
+        if after(2) && !self.peer_gone && ((r.is_readable() && self.interest.is_readable()) || datagram_error)
+        {
             return Some(if self.phase == Phase::Listening { Step::Accept } else { Step::Read });
         }
         let can_write = matches!(self.phase, Phase::Connected | Phase::File | Phase::Datagram);

@@ -59,6 +59,7 @@ mod terminator;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
+use std::time::{Duration, Instant};
 
 pub use producer::{Producer, SimpleProducer};
 pub use terminator::{
@@ -175,7 +176,33 @@ pub struct AsyncChat<R: Role = Connected> {
     max_record: usize,
     output_limit: usize,
     watermarks: Watermarks,
+    linger: Linger,
 }
+
+/// How a chat closes after `close_when_done` once its queue is out: it shuts
+/// down its sending side, then reads and drops what the peer still sends
+/// until the peer closes too, for at most `time` and [`LINGER_BYTES`].
+///
+/// Closing a socket with unread input makes the kernel send a reset, and a
+/// reset can make the peer's kernel discard the last reply before its
+/// application read it: the goodbye or error line the server meant to be
+/// the last word. nginx's "lingering close" exists for exactly this.
+#[derive(Clone, Copy, Debug)]
+struct Linger {
+    /// The longest the chat lingers; `None` closes at once (asynchat's way).
+    time: Option<Duration>,
+    /// Lingering now: the sending side is shut down.
+    active: bool,
+    /// Bytes read and dropped while lingering.
+    discarded: usize,
+}
+
+/// The longest a chat lingers after `close_when_done` by default (nginx's
+/// `lingering_timeout`).
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(5);
+
+/// The most input a lingering chat reads and drops before it closes anyway.
+pub const LINGER_BYTES: usize = 1 << 20;
 
 impl<R: Role> AsyncChat<R> {
     /// Wraps a stream channel, splitting its input at `terminator`.
@@ -196,7 +223,26 @@ impl<R: Role> AsyncChat<R> {
             max_record: DEFAULT_MAX_RECORD,
             output_limit: DEFAULT_CHAT_OUTPUT_LIMIT,
             watermarks: Watermarks::default(),
+            linger: Linger { time: Some(DEFAULT_LINGER), active: false, discarded: 0 },
         }
+    }
+
+    /// How long the chat may linger after
+    /// [`close_when_done`](Self::close_when_done) (default
+    /// [`DEFAULT_LINGER`], 5 s): once its queue is sent it shuts down its
+    /// sending side, then reads and drops whatever the peer still sends
+    /// (at most [`LINGER_BYTES`]) until the peer closes, and only then
+    /// closes, so that the peer reads the last reply instead of a reset.
+    /// `None` closes as soon as the queue is sent, as asynchat did; unread
+    /// input then makes the kernel send a reset.
+    pub fn set_linger(&mut self, linger: Option<Duration>) {
+        self.linger.time = linger;
+    }
+
+    /// Whether the chat is lingering: its queue is sent, its sending side
+    /// shut down, and it waits for the peer to close.
+    pub fn is_lingering(&self) -> bool {
+        self.linger.active
     }
 
     /// Sets the back-pressure watermarks: the channel stops reading above
@@ -736,6 +782,7 @@ impl Pending for AsyncChat<Connecting> {
             max_record,
             output_limit,
             watermarks,
+            linger,
         } = self;
         AsyncChat {
             channel: channel.into_connected(),
@@ -753,6 +800,7 @@ impl Pending for AsyncChat<Connecting> {
             max_record,
             output_limit,
             watermarks,
+            linger,
         }
     }
 }
@@ -840,16 +888,42 @@ fn finish<H: ChatHandler>(
     result: io::Result<()>,
 ) -> io::Result<()> {
     let result = result.and_then(|()| if cx.is_closing() { Ok(()) } else { chat.initiate_send() });
-    if result.is_ok() && chat.done() && !cx.is_closing() {
-        handler.handle_close(chat, cx);
-        cx.close();
+    if result.is_ok() && chat.done() && !cx.is_closing() && !chat.linger.active {
+        match chat.linger.time {
+            // The sending side is shut down after everything queued: the
+            // peer reads it all, then the end of the stream.
+            Some(time) if chat.channel.shutdown(std::net::Shutdown::Write).is_ok() => {
+                chat.linger.active = true;
+                cx.set_deadline(cx.token(), Instant::now().checked_add(time));
+            }
+            _ => {
+                handler.handle_close(chat, cx);
+                cx.close();
+            }
+        }
     }
     result
 }
 
+/// One read while lingering: the input is dropped; the peer's end of stream
+/// ends the lingering (the loop then calls `handle_close`), and so does
+/// [`LINGER_BYTES`] of input.
+fn linger_read<H: ChatHandler>(handler: &mut H, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
+    let mut scratch = cx.take_scratch(DEFAULT_IN_BUFFER_SIZE);
+    let read = chat.channel.recv(&mut scratch);
+    cx.put_scratch(scratch);
+    chat.linger.discarded += read?;
+    if chat.linger.discarded > LINGER_BYTES {
+        handler.handle_close(chat, cx);
+        cx.close();
+    }
+    Ok(())
+}
+
 impl<H: ChatHandler> StreamHandler<AsyncChat> for H {
     fn readable(&self, chat: &AsyncChat) -> bool {
-        ChatHandler::readable(self, chat) && !chat.closing
+        // Lingering, the chat reads (and drops) until the peer closes.
+        chat.linger.active || (ChatHandler::readable(self, chat) && !chat.closing)
     }
 
     fn handle_connect(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
@@ -862,6 +936,9 @@ impl<H: ChatHandler> StreamHandler<AsyncChat> for H {
     }
 
     fn handle_read(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
+        if chat.linger.active {
+            return linger_read(self, chat, cx);
+        }
         let result = chat.read_records(self, cx);
         finish(self, chat, cx, result)
     }
@@ -871,6 +948,12 @@ impl<H: ChatHandler> StreamHandler<AsyncChat> for H {
     }
 
     fn handle_timeout(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
+        if chat.linger.active {
+            // The peer did not close in time: close anyway.
+            ChatHandler::handle_close(self, chat, cx);
+            cx.close();
+            return Ok(());
+        }
         let result = ChatHandler::handle_timeout(self, chat, cx);
         finish(self, chat, cx, result)
     }
