@@ -7,8 +7,11 @@
 //! The tests that drive an external client are `#[ignore]`d, so that
 //! `cargo test` passes on a machine with only Rust: `.ci/run` installs the
 //! clients (`apt-get install -y curl wrk redis-tools`) and runs them with
-//! `cargo test --test protocol_servers -- --include-ignored`. Run that way, a
-//! test that does not find its client fails; it never skips.
+//! `cargo build --all-features --examples` then
+//! `cargo test --all-features --test protocol_servers -- --ignored` (a
+//! `cargo test` filtered to one test target does not build the examples it
+//! starts). Run that way, a test that does not find its client fails; it
+//! never skips.
 //!
 //! Every server process is killed when its guard drops, every client process
 //! and every socket read is bounded in time: a bug fails a test, never hangs
