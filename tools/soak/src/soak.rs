@@ -1,16 +1,14 @@
-//! A bounded soak and fault-injection run against the example servers.
-//!
-//! ```text
-//! cargo build --release --examples
-//! cargo run --release --example soak -- --duration SECS [--clients N] [--seed S] [--backend select|poll|epoll]
-//! ```
+//! The soak itself: a bounded soak and fault-injection run against
+//! rolecore's example servers. `main.rs` is its command line; `tests/soak.rs`
+//! (in the rolecore crate) includes this file with `#[path]` and runs a short
+//! soak in the test process, so `cargo test` needs no second build.
 //!
 //! It starts the real `echo_server`, `http_server` (`--idle-timeout 2`) and
-//! `resp_server` (`--max-bulk 65536`) binaries, found next to its own
-//! executable (`target/<profile>/examples/`), each on port 0, and counts each
-//! one's open descriptors (`/proc/PID/fd`) once it listens. Then, for
-//! `--duration` seconds, `--clients` threads (default 200) each run one
-//! client after another, picked at random by weight:
+//! `resp_server` (`--max-bulk 65536`) binaries from the directory it is given
+//! (`target/release/examples/` of a rolecore checkout, by default), each on
+//! port 0, and counts each one's open descriptors (`/proc/PID/fd`) once it
+//! listens. Then, for `--duration` seconds, `--clients` threads (default 200)
+//! each run one client after another, picked at random by weight:
 //!
 //! | kind | what the client does | what it checks |
 //! |---|---|---|
@@ -32,18 +30,19 @@
 //! work at the duration. Then it waits for the servers to settle (every
 //! connection closed), and checks that each server has the descriptors it
 //! had after startup, is alive, idles without spinning, still serves a
-//! request, wrote no panic to stderr, and exits 0 on SIGTERM. It prints a
+//! request, wrote no panic to stderr, and exits 0 on SIGTERM. It writes a
 //! report — connections served, faults injected by kind, bytes verified,
-//! descriptors before and after, peak RSS (`VmHWM`), panics — and a last
-//! line `soak: PASS` (exit 0) or `soak: FAIL <reason>` (exit 1). A failed
-//! check names the client (`w<worker>#<n>`) and the seed of its action.
+//! descriptors before and after, peak RSS (`VmHWM`), panics — and returns
+//! `Err` with the reasons if a check failed (the command line then prints
+//! `soak: FAIL <reasons>`, else `soak: PASS`). A failed check names the
+//! client (`w<worker>#<n>`) and the seed of its action.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
@@ -313,6 +312,13 @@ macro_rules! ensure {
         if !$cond {
             return Err(format!($($fmt)*));
         }
+    };
+}
+
+/// A line of the report; a report that cannot be written does not stop the run.
+macro_rules! say {
+    ($out:expr, $($fmt:tt)*) => {
+        let _ = writeln!($out, $($fmt)*);
     };
 }
 
@@ -1384,101 +1390,35 @@ fn probe(srv: Srv, addr: SocketAddr) -> Outcome {
 
 // ---- the run -----------------------------------------------------------------------------
 
-struct Args {
-    duration: Duration,
-    clients: usize,
-    seed: u64,
-    backend: String,
+/// What the run is asked to do (the command line's flags).
+pub struct Args {
+    pub duration: Duration,
+    pub clients: usize,
+    pub seed: u64,
+    /// `select`, `poll` or `epoll`: the servers' `--backend`.
+    pub backend: String,
 }
 
-const USAGE: &str = "usage: soak --duration SECS [--clients N] [--seed S] [--backend select|poll|epoll]";
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        duration: Duration::from_secs(30),
-        clients: 200,
-        seed: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1),
-        backend: "epoll".into(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-        match arg.as_str() {
-            "--duration" => {
-                let v = value("--duration")?;
-                let secs: f64 = v.parse().map_err(|_| format!("bad --duration {v:?}"))?;
-                if !secs.is_finite() || secs <= 0.0 || secs > 7.0 * 86400.0 {
-                    return Err(format!("bad --duration {v:?}"));
-                }
-                args.duration = Duration::from_secs_f64(secs);
-            }
-            "--clients" => {
-                let v = value("--clients")?;
-                args.clients = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=5000).contains(n))
-                    .ok_or(format!("bad --clients {v:?}"))?;
-            }
-            "--seed" => {
-                let v = value("--seed")?;
-                args.seed = v.parse().map_err(|_| format!("bad --seed {v:?}"))?;
-            }
-            "--backend" => {
-                let v = value("--backend")?;
-                if !["select", "poll", "epoll"].contains(&v.as_str()) {
-                    return Err(format!("bad --backend {v:?}"));
-                }
-                args.backend = v;
-            }
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(args)
-}
-
-fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(msg) => {
-            eprintln!("soak: {msg}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match soak(&args) {
-        Ok(()) => {
-            println!("soak: PASS");
-            ExitCode::SUCCESS
-        }
-        Err(reason) => {
-            println!("soak: FAIL {reason}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Where the example servers are: beside this executable.
-fn examples_dir() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().ctx("find this executable")?;
-    let dir = exe.parent().ok_or("this executable has no directory")?.to_path_buf();
+/// Checks that `dir` holds the three server binaries.
+fn check_servers(dir: &Path) -> Result<(), String> {
     for srv in SERVERS {
         let path = dir.join(srv.binary());
         if !path.is_file() {
             return Err(format!(
-                "{} is missing: run `cargo build --release --examples` first (or `cargo build --examples` for a debug soak)",
+                "{} is missing: run `cargo build --release --examples` in the rolecore checkout first (or pass `--servers DIR`, e.g. `target/debug/examples` after `cargo build --examples`)",
                 path.display()
             ));
         }
     }
-    Ok(dir)
+    Ok(())
 }
 
-fn soak(args: &Args) -> Result<(), String> {
-    let dir = examples_dir()?;
-    println!(
+/// Runs the soak against the servers in `dir`, writing its report to `out`.
+/// `Ok` if every check passed, else the reasons.
+pub fn run(args: &Args, dir: &Path, out: &mut dyn Write) -> Result<(), String> {
+    check_servers(dir)?;
+    say!(
+        out,
         "soak: seed {}, {} clients, {:.0} s, backend {}, servers from {}",
         args.seed,
         args.clients,
@@ -1488,10 +1428,11 @@ fn soak(args: &Args) -> Result<(), String> {
     );
     let mut servers = Vec::new();
     for srv in SERVERS {
-        servers.push(Server::start(&dir, srv, &args.backend)?);
+        servers.push(Server::start(dir, srv, &args.backend)?);
     }
     for s in &servers {
-        println!(
+        say!(
+            out,
             "{} (pid {}) on {}: {} descriptors after startup",
             s.name(),
             s.child.id(),
@@ -1540,7 +1481,8 @@ fn soak(args: &Args) -> Result<(), String> {
         if now >= next_note && now < deadline {
             next_note += Duration::from_secs(60);
             let runs: u64 = world.stats.kinds.iter().map(|k| k.runs.load(Ordering::Relaxed)).sum();
-            println!(
+            say!(
+                out,
                 "  t={:>4.0} s: {runs} client actions, {} failures, {:.1} MiB verified",
                 started.elapsed().as_secs_f64(),
                 world.stats.failure_count.load(Ordering::Relaxed),
@@ -1694,16 +1636,18 @@ fn soak(args: &Args) -> Result<(), String> {
     // ---- the report ----
     let stats = &world.stats;
     let runs: u64 = stats.kinds.iter().map(|k| k.runs.load(Ordering::Relaxed)).sum();
-    println!("== soak report ==");
-    println!(
+    say!(out, "== soak report ==");
+    say!(
+        out,
         "duration: {:.1} s of clients (stopped starting actions at {:.1} s), settled in {:.1} s",
         client_time.as_secs_f64(),
         args.duration.as_secs_f64(),
         settle_time.as_secs_f64()
     );
-    println!("client actions: {runs} by {} concurrent clients", args.clients);
+    say!(out, "client actions: {runs} by {} concurrent clients", args.clients);
     let conns: Vec<u64> = stats.connections.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-    println!(
+    say!(
+        out,
         "connections served: {} (echo_server {}, http_server {}, resp_server {})",
         conns.iter().sum::<u64>(),
         conns[0],
@@ -1717,16 +1661,17 @@ fn soak(args: &Args) -> Result<(), String> {
             (k.runs.load(Ordering::Relaxed), k.ok.load(Ordering::Relaxed), k.failed.load(Ordering::Relaxed));
         if kind.is_fault() {
             faults += n;
-            println!("fault {}: {n} injected, {ok} handled as expected, {failed} failed", kind.name());
+            say!(out, "fault {}: {n} injected, {ok} handled as expected, {failed} failed", kind.name());
         } else {
-            println!("healthy {}: {n} clients, {ok} verified, {failed} failed", kind.name());
+            say!(out, "healthy {}: {n} clients, {ok} verified, {failed} failed", kind.name());
         }
     }
-    println!("faults injected: {faults}");
+    say!(out, "faults injected: {faults}");
     let bytes = stats.bytes_verified.load(Ordering::Relaxed);
-    println!("bytes verified: {bytes} ({:.1} MiB)", bytes as f64 / (1 << 20) as f64);
+    say!(out, "bytes verified: {bytes} ({:.1} MiB)", bytes as f64 / (1 << 20) as f64);
     for (i, s) in servers.iter().enumerate() {
-        println!(
+        say!(
+            out,
             "{}: descriptors {} after startup, {} after the soak; RSS {} KiB after startup, peak {} KiB (bound {} KiB); idle CPU {} ticks/s; stderr {} lines; exit {}",
             s.name(),
             s.fds_at_start,
@@ -1739,13 +1684,13 @@ fn soak(args: &Args) -> Result<(), String> {
             exit_codes[i].map_or("-".to_string(), |c| c.to_string())
         );
     }
-    print!("{report}");
-    println!("panics: {panics}");
+    let _ = write!(out, "{report}");
+    say!(out, "panics: {panics}");
     let shown = stats.failures.lock().unwrap_or_else(|e| e.into_inner());
     if !shown.is_empty() {
-        println!("failed checks ({failures}, the first {} shown):", shown.len());
+        say!(out, "failed checks ({failures}, the first {} shown):", shown.len());
         for f in shown.iter() {
-            println!("    {f}");
+            say!(out, "    {f}");
         }
     }
     match problems.first() {
