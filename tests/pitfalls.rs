@@ -339,7 +339,7 @@ fn p13_a_stream_that_wants_nothing_still_learns_that_its_peer_left() {
 // ---- found by the soak: timers of closed channels -----------------------------------------
 
 /// An idle timeout belongs to a channel; once the channel is gone, its timer
-/// must not wake the loop. Found by `examples/soak.rs`: an `http_server`
+/// must not wake the loop. Found by the soak (`tools/soak`): an `http_server`
 /// (`--idle-timeout`) whose last connection had closed used ~100% CPU from
 /// the moment that connection's idle timeout would have passed, until a new
 /// connection arrived. Here: one channel with a 30 ms idle timeout leaves the
