@@ -1,0 +1,282 @@
+//! Protocol servers against their peers (nginx, redis-server): starting them, probing, and what the HTTP and RESP scenarios share.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::Result;
+use crate::callgrind::{callgrind_control, callgrind_total};
+use crate::headline::MainResult;
+use crate::http::{wrk, wrk_limited};
+use crate::procs::{Ready, ServerProc, lines_of};
+use crate::resp::{RESP_TESTS, redis_bench};
+use crate::settings::Settings;
+
+/// How a protocol server is started.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// One of rolecore's examples: prints `listening on HOST:PORT`.
+    Example,
+    /// nginx, one process, from a configuration written to the temp dir.
+    Nginx,
+    /// redis-server, persistence off.
+    Redis,
+}
+
+pub struct ProtoServer {
+    pub key: &'static str,
+    pub label: String,
+    pub peer: Peer,
+    /// The example's command (for `Peer::Example`).
+    pub argv: Vec<String>,
+}
+
+/// A free loopback port for a server that must be told one (nginx,
+/// redis-server): bound, read, released. Another process could take it in
+/// between; the start then fails and says so.
+pub fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    Ok(l.local_addr().map_err(|e| format!("local_addr: {e}"))?.port())
+}
+
+pub fn nginx_conf(dir: &Path, port: u16) -> String {
+    let d = dir.display();
+    format!(
+        "# Written by benches/harness/src/bin/run.rs for one measured start.\n\
+         worker_processes 1;\n\
+         daemon off;\n\
+         master_process off;\n\
+         pid {d}/nginx.pid;\n\
+         error_log {d}/error.log warn;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n\
+         \x20   access_log off;\n\
+         \x20   client_body_temp_path {d}/client_body;\n\
+         \x20   proxy_temp_path {d}/proxy;\n\
+         \x20   fastcgi_temp_path {d}/fastcgi;\n\
+         \x20   uwsgi_temp_path {d}/uwsgi;\n\
+         \x20   scgi_temp_path {d}/scgi;\n\
+         \x20   keepalive_requests 1000000;\n\
+         \x20   server {{\n\
+         \x20       listen 127.0.0.1:{port};\n\
+         \x20       location / {{\n\
+         \x20           default_type text/plain;\n\
+         \x20           return 200 \"Hello, world!\";\n\
+         \x20       }}\n\
+         \x20   }}\n\
+         }}\n"
+    )
+}
+
+impl ProtoServer {
+    /// Starts the server pinned to CPU 0 (under `prefix`, e.g. valgrind) and
+    /// checks one exchange with it.
+    pub fn start(&self, logs: &Path, tmp: &Path, prefix: &[&str]) -> Result<ServerProc> {
+        let log = logs.join(format!("{}{}.err", self.key, if prefix.is_empty() { "" } else { ".cg" }));
+        let server = match self.peer {
+            Peer::Example => ServerProc::start(&self.argv, prefix, &log)?,
+            Peer::Nginx => {
+                let port = free_port()?;
+                let dir = tmp.join("nginx");
+                fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                let conf = dir.join("nginx.conf");
+                fs::write(&conf, nginx_conf(&dir, port)).map_err(|e| format!("{}: {e}", conf.display()))?;
+                let p = |x: &Path| x.to_string_lossy().into_owned();
+                let argv = vec![
+                    "nginx".to_string(),
+                    "-p".into(),
+                    p(&dir),
+                    "-c".into(),
+                    p(&conf),
+                    "-e".into(),
+                    p(&dir.join("error.log")),
+                ];
+                ServerProc::spawn(&argv, prefix, &log, Some("0"), Ready::Port(port))?
+            }
+            Peer::Redis => {
+                let port = free_port()?;
+                let argv: Vec<String> = [
+                    "redis-server",
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                    "--dir",
+                    &tmp.to_string_lossy(),
+                    "--logfile",
+                    &logs.join(format!("{}.log", self.key)).to_string_lossy(),
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                ServerProc::spawn(&argv, prefix, &log, Some("0"), Ready::Port(port))?
+            }
+        };
+        let check = match self.peer {
+            Peer::Redis => probe(
+                &server.addr,
+                b"*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET\r\n$2\r\nk0\r\n$3\r\nabc\r\n*2\r\n$3\r\nGET\r\n$2\r\nk0\r\n",
+                b"+PONG\r\n+OK\r\n$3\r\nabc\r\n",
+            ),
+            _ if self.key.contains("resp") => probe(
+                &server.addr,
+                b"*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET\r\n$2\r\nk0\r\n$3\r\nabc\r\n*2\r\n$3\r\nGET\r\n$2\r\nk0\r\n",
+                b"+PONG\r\n+OK\r\n$3\r\nabc\r\n",
+            ),
+            _ => probe(&server.addr, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", b"Hello, world!"),
+        };
+        if let Err(e) = check {
+            server.stop();
+            return Err(format!("{}: {e}", self.label));
+        }
+        Ok(server)
+    }
+}
+
+/// Sends `request` on a fresh connection and waits (at most 5 s) for
+/// `expect` in the answer: the server answers correctly before it is timed.
+pub fn probe(addr: &str, request: &[u8], expect: &[u8]) -> Result<()> {
+    use std::io::Read as _;
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("probe connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| format!("probe: {e}"))?;
+    s.write_all(request).map_err(|e| format!("probe write: {e}"))?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(expect.len()).any(|w| w == expect) {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                return Err(format!(
+                    "probe: expected {:?} in the answer, got {:?}",
+                    String::from_utf8_lossy(expect),
+                    String::from_utf8_lossy(&got)
+                ));
+            }
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    Ok(())
+}
+
+/// Runs a load command to its end (killed past `timeout`); its stdout.
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn {cmd:?}: {e}"))?;
+    let out = lines_of(child.stdout.take().expect("piped"));
+    let err = lines_of(child.stderr.take().expect("piped"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{cmd:?} did not finish within {timeout:?}"));
+            }
+        }
+    };
+    let drain = |rx: Receiver<String>| {
+        let mut s = String::new();
+        while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
+            s.push_str(&l);
+            s.push('\n');
+        }
+        s
+    };
+    let (out, err) = (drain(out), drain(err));
+    if !status.success() {
+        return Err(format!("{cmd:?}: {status}: {}", err.trim()));
+    }
+    Ok(out)
+}
+
+pub const PROTO_CONNS: usize = 50;
+
+pub fn port_of(addr: &str) -> Result<u16> {
+    addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).ok_or(format!("no port in {addr}"))
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ProtoResult {
+    pub main: MainResult,
+    /// Bytes of one response (HTTP: wrk's bytes read over its requests).
+    pub bytes: f64,
+    /// The callgrind dump of the counted requests, and their number
+    /// (instructions per request are in `main.ir_per_msg`).
+    pub dump: Option<(PathBuf, u64)>,
+}
+
+/// Instructions per request of a protocol server: it runs under callgrind;
+/// after a warm-up the counters are zeroed (`callgrind_control -z`) while no
+/// load runs, a counted load runs (`http_cg_n` requests of wrk, or
+/// `resp_cg_n` of each redis-benchmark test), and the counters are dumped
+/// (`-d`); one dump per load. Fills `ir_per_msg` and `dump` of each result.
+pub fn proto_callgrind(
+    logs: &Path,
+    tmp: &Path,
+    s: &ProtoServer,
+    set: &Settings,
+    http: Option<&mut ProtoResult>,
+    resp: Option<&mut BTreeMap<&'static str, ProtoResult>>,
+) -> Result<()> {
+    let out = logs.join(format!("{}.cg", s.key));
+    for i in 0..=RESP_TESTS.len() {
+        let _ = fs::remove_file(format!("{}.{i}", out.display()));
+    }
+    let _ = fs::remove_file(&out);
+    let file_arg = format!("--callgrind-out-file={}", out.display());
+    let prefix = ["valgrind", "--tool=callgrind", "--dump-instr=no", &file_arg];
+    let server = s.start(logs, tmp, &prefix)?;
+    let pid = server.pid;
+    let mut dumps = 0;
+    let mut dump = |n: u64| -> Result<((PathBuf, u64), f64)> {
+        callgrind_control(pid, "-d")?;
+        dumps += 1;
+        let file = PathBuf::from(format!("{}.{dumps}", out.display()));
+        let per = callgrind_total(&file)? as f64 / n.max(1) as f64;
+        Ok(((file, n), per))
+    };
+    let r = (|| -> Result<()> {
+        if let Some(res) = http {
+            let url = format!("http://{}/", server.addr);
+            wrk(&url, set.http_warm_secs, PROTO_CONNS, &tmp.join("summary.lua"))?;
+            callgrind_control(pid, "-z")?;
+            let n = wrk_limited(&url, PROTO_CONNS, &tmp.join("limited_cg.lua"))?;
+            let (file, per) = dump(n)?;
+            res.main.ir_per_msg = Some(per);
+            res.dump = Some(file);
+        }
+        if let Some(res) = resp {
+            let port = port_of(&server.addr)?;
+            let all: Vec<&str> = RESP_TESTS.iter().map(|t| t.1).collect();
+            redis_bench(port, &all.join(","), set.resp_warm_n)?;
+            for (name, test) in RESP_TESTS {
+                callgrind_control(pid, "-z")?;
+                let r = redis_bench(port, test, set.resp_cg_n)?;
+                let (file, per) = dump(r.msgs)?;
+                let e = res.entry(name).or_default();
+                e.main.ir_per_msg = Some(per);
+                e.dump = Some(file);
+            }
+        }
+        Ok(())
+    })();
+    thread::sleep(Duration::from_millis(200));
+    server.stop();
+    r
+}
