@@ -1,4 +1,5 @@
-//! Instructions per message, from callgrind (counters zeroed and dumped around a load).
+//! Instructions per message, from callgrind (counters zeroed and dumped around
+//! a load).
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,4 +1,5 @@
-//! The headline scenario: echo at 1,000 active connections (CPU per message, throughput, latency, syscalls).
+//! The headline scenario: echo ping-pong on the active connections (CPU per
+//! message, throughput, latency, and a window under strace).
 
 use std::path::Path;
 

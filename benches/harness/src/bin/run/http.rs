@@ -14,7 +14,7 @@ use crate::strace::strace_window;
 
 /// wrk's summary, as one line the driver parses: every completed request,
 /// the bytes read, the errors (socket errors and non-2xx answers).
-pub const WRK_SCRIPT: &str = r#"-- Written by benches/harness/src/bin/run.rs.
+pub const WRK_SCRIPT: &str = r#"-- Written by benches/harness/src/bin/run/http.rs.
 done = function(summary, latency, requests)
   local e = summary.errors
   local secs = summary.duration / 1e6

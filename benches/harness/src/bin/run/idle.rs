@@ -1,4 +1,6 @@
-//! The idle scenario: active load while up to 10,000 connections sit idle.
+//! The idle scenario: the active load beside idle connections, up to the
+//! largest level the descriptor limit allows (throughput, CPU per message,
+//! RSS).
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,4 +1,5 @@
-//! The processes a run starts and stops: servers, the load generator, their output.
+//! The processes a run starts and stops: servers, the load generator, their
+//! output.
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,4 +1,5 @@
-//! Protocol servers against their peers (nginx, redis-server): starting them, probing, and what the HTTP and RESP scenarios share.
+//! Protocol servers against their peers (nginx, redis-server): starting them,
+//! probing, and what the HTTP and RESP scenarios share.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -47,7 +48,7 @@ pub fn free_port() -> Result<u16> {
 pub fn nginx_conf(dir: &Path, port: u16) -> String {
     let d = dir.display();
     format!(
-        "# Written by benches/harness/src/bin/run.rs for one measured start.\n\
+        "# Written by benches/harness/src/bin/run/proto.rs for one measured start.\n\
          worker_processes 1;\n\
          daemon off;\n\
          master_process off;\n\

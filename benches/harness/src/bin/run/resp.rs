@@ -1,4 +1,5 @@
-//! The RESP scenario: redis-benchmark against rolecore's `resp_server` and redis-server.
+//! The RESP scenario: redis-benchmark against rolecore's `resp_server` and
+//! redis-server.
 
 use std::collections::BTreeMap;
 use std::path::Path;

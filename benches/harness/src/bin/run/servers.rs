@@ -1,4 +1,5 @@
-//! The echo servers compared: rolecore's example, the mio peer, the C and Python ones.
+//! The echo servers compared: rolecore's example on each backend, the C epoll
+//! floor, the mio peer, Python's asyncore.
 
 use std::path::{Path, PathBuf};
 
