@@ -60,8 +60,10 @@ done
 echo "==> build: C floor"
 mkdir -p benches/harness/target/c
 cc -O2 -Wall -o benches/harness/target/c/epoll_echo benches/c/epoll_echo.c
-echo "==> build: rolecore examples echo_server, http_server, resp_server (release)"
-cargo build --release --quiet --example echo_server --example http_server --example resp_server
+echo "==> build: rolecore examples echo_server, http_server, resp_server (release, with select)"
+# The select backend is opt-in (feature `select`); the headline and idle
+# scenarios run the echo server on it too.
+cargo build --release --quiet --features select --example echo_server --example http_server --example resp_server
 echo "==> build: harness (loadgen, mio_echo, run)"
 cargo build --release --quiet --manifest-path benches/harness/Cargo.toml
 echo "==> test: no allocation per event (tests/alloc_steady_state.rs)"
