@@ -126,6 +126,7 @@ impl StreamHandler<Buffered<Connected>> for BufferedClient {
     }
 }
 
+/// `Buffered` output queued while connecting (asyncore T12).
 #[test]
 fn buffered_output_queued_while_connecting_is_sent_after_handle_connect() {
     let data: Vec<u8> = b"I'm not dead yet!\n".repeat(200);

@@ -539,6 +539,7 @@ impl StreamHandler for ClosesInRead {
     }
 }
 
+/// D18: nothing after close.
 #[test]
 fn closing_in_handle_read_delivers_nothing_more_and_no_handle_close() {
     for backend in util::backends() {
@@ -573,6 +574,7 @@ fn closing_in_handle_read_delivers_nothing_more_and_no_handle_close() {
     }
 }
 
+/// D23: drain before close.
 #[test]
 fn peer_data_is_drained_before_handle_close_on_socketpair_hangup() {
     let message: Vec<u8> = (b'a'..=b'z').chain(b'0'..=b'8').collect();
@@ -621,6 +623,7 @@ impl FileHandler for PipeReader {
     }
 }
 
+/// D23: drain before close.
 #[test]
 fn pipe_data_is_drained_before_handle_close_on_hangup() {
     let message: Vec<u8> = (b'a'..=b'z').chain(b'0'..=b'8').collect();
@@ -663,6 +666,7 @@ impl StreamHandler<Buffered<Connected>> for QueuedWriter {
     }
 }
 
+/// `Buffered` output (asyncore T12) draining to a half-closed peer.
 #[test]
 fn handle_close_called_once_after_queued_output_drains_to_a_half_closed_peer() {
     let big: Vec<u8> = (0..8u32 << 20).map(|i| (i % 253) as u8).collect();

@@ -259,6 +259,7 @@ impl StreamHandler for ConnectProbe {
     }
 }
 
+/// D21: connected before `handle_connect`.
 #[test]
 fn handle_connect_sees_connected_channel_and_precedes_read_and_write() {
     for backend in util::backends() {

@@ -246,6 +246,7 @@ fn a_removed_channels_deadline_never_fires_on_the_channel_reusing_its_number() -
     Ok(())
 }
 
+/// D20: stale tokens.
 #[test]
 fn stale_token_does_not_reach_a_new_channel_on_the_same_descriptor() {
     let _fds = shared();
@@ -366,6 +367,7 @@ impl StreamHandler for Replacer {
     }
 }
 
+/// D20: stale tokens.
 #[test]
 fn readiness_collected_for_a_closed_channel_does_not_reach_its_replacement_in_the_same_batch() {
     let _fds = shared();

@@ -218,6 +218,7 @@ impl StreamHandler for FailsWith {
     }
 }
 
+/// D19: disconnection errors from handlers.
 #[test]
 fn connection_reset_returned_by_handler_goes_to_handle_close_on_every_backend() {
     for backend in util::backends() {
@@ -239,6 +240,7 @@ fn connection_reset_returned_by_handler_goes_to_handle_close_on_every_backend() 
     }
 }
 
+/// D19: disconnection errors from handlers.
 #[test]
 fn connection_refused_returned_by_handler_goes_to_handle_error_not_handle_close() {
     for backend in util::backends() {

@@ -439,6 +439,7 @@ impl StreamHandler for Drainer {
     }
 }
 
+/// D22: would-block is not an error.
 #[test]
 fn recv_would_block_propagated_with_question_mark_is_not_an_error() {
     for backend in util::backends() {
@@ -505,6 +506,7 @@ impl StreamHandler for SpuriousReader {
     }
 }
 
+/// D22: would-block is not an error.
 #[test]
 fn spurious_wakeup_with_recv_would_block_does_not_reach_handle_error() {
     for backend in util::backends() {
