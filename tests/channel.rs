@@ -1,11 +1,15 @@
 //! Channel-level promises: role checks on adoption, errors that give the
 //! channel back, non-blocking close-on-exec descriptors.
 
-use std::io::ErrorKind;
+#[macro_use]
+mod util;
+
+use std::io::{self, ErrorKind};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 
-use rolecore::{Channel, Connected, FileFd, Listening};
+use rolecore::{Backend, Channel, Connected, FileFd, Listening, SockType};
+use util::cpython::*;
 
 fn is_nonblocking(fd: impl AsFd) -> bool {
     rustix_like_flags(fd).0
@@ -135,4 +139,89 @@ fn connected_channels_are_std_read_and_write() {
     let mut empty = [0u8; 4];
     let (_c, mut d) = Channel::pair().unwrap();
     assert_eq!(d.read(&mut empty).unwrap_err().kind(), ErrorKind::WouldBlock);
+}
+
+/// T7 `test_repr` (A15): `repr(dispatcher())` named the class and the
+/// object. rolecore's `Debug` names the role and the descriptor; a channel
+/// without a socket (`<asyncore.dispatcher at 0x…>`) does not exist (D9,
+/// `tests/ui/d09_no_default_channel.rs`).
+#[test]
+fn t07_repr() {
+    let fresh = Channel::tcp_v4().unwrap();
+    assert_eq!(format!("{fresh:?}"), format!("Channel<Fresh>(fd {})", fresh.fileno()));
+    let bound = fresh.bind("127.0.0.1:0").unwrap();
+    assert_eq!(format!("{bound:?}"), format!("Channel<Bound>(fd {})", bound.fileno()));
+    let listening = bound.listen(1).unwrap();
+    assert_eq!(format!("{listening:?}"), format!("Channel<Listening>(fd {})", listening.fileno()));
+    let connecting = Channel::tcp_v4().unwrap().connect(listening.local_addr().unwrap()).unwrap();
+    assert_eq!(format!("{connecting:?}"), format!("Channel<Connecting>(fd {})", connecting.fileno()));
+    let (connected, _peer) = Channel::pair().unwrap();
+    assert_eq!(format!("{connected:?}"), format!("Channel<Connected>(fd {})", connected.fileno()));
+    let (reader, _writer) = std::io::pipe().unwrap();
+    let file = Channel::file(reader.into()).unwrap();
+    assert_eq!(format!("{file:?}"), format!("Channel<FileFd>(fd {})", file.fileno()));
+}
+
+fn t28(_backend: Backend, fam: Fam) {
+    let s = Channel::create_socket(fam.family(), SockType::Stream).expect("create_socket");
+    assert_eq!(rustix::net::sockopt::socket_type(&s).unwrap(), rustix::net::SocketType::STREAM);
+    let domain = rustix::net::sockopt::socket_domain(&s).unwrap();
+    let expected = match fam {
+        Fam::Ipv4 => rustix::net::AddressFamily::INET,
+        Fam::Ipv6 => rustix::net::AddressFamily::INET6,
+        Fam::Unix => rustix::net::AddressFamily::UNIX,
+    };
+    assert_eq!(domain, expected, "the family asked for");
+    let flags = rustix::fs::fcntl_getfl(&s).unwrap();
+    assert!(flags.contains(rustix::fs::OFlags::NONBLOCK), "non-blocking (gettimeout() == 0)");
+    let fd_flags = rustix::io::fcntl_getfd(&s).unwrap();
+    assert!(fd_flags.contains(rustix::io::FdFlags::CLOEXEC), "not inheritable");
+}
+
+ported! {
+    /// T28 `test_create_socket` (A18): a stream socket of the family asked
+    /// for, non-blocking and close-on-exec. (No loop: the backend plays no
+    /// part, as in CPython's six variants.)
+    t28_create_socket => t28, [ipv4, ipv6, unix]
+}
+
+fn t29(_backend: Backend, fam: Fam) {
+    let (addr, _file) = bind_address(fam);
+    let s1 = Channel::create_socket(fam.family(), SockType::Stream)
+        .unwrap()
+        .bind(&addr)
+        .unwrap()
+        .listen(5)
+        .unwrap();
+    let taken = s1.local_addr().unwrap();
+    let s2 = Channel::create_socket(fam.family(), SockType::Stream).unwrap();
+    let err = s2.bind(&taken).expect_err("EADDRINUSE: the first socket holds the port");
+    assert_eq!(err.error().kind(), io::ErrorKind::AddrInUse, "{err}");
+    // The failed bind gives the fresh socket back: it can bind elsewhere.
+    let s2 = err.into_inner();
+    let s2 = s2.bind(&addr).expect("another port");
+    assert_ne!(s2.local_addr().unwrap(), taken);
+}
+
+ported! {
+    /// T29 `test_bind` (A23, D6): binding a port another socket listens on
+    /// fails with `AddrInUse`; the `RoleError` hands the socket back (asyncore
+    /// had already overwritten `addr`). Not for Unix sockets, as in CPython.
+    t29_bind => t29, [ipv4, ipv6]
+}
+
+fn t30(_backend: Backend, fam: Fam) {
+    let s = Channel::create_socket(fam.family(), SockType::Stream).unwrap();
+    assert!(!rustix::net::sockopt::socket_reuseaddr(&s).unwrap(), "SO_REUSEADDR is off at first");
+    let s = s.set_reuse_addr().expect("set_reuse_addr");
+    assert!(rustix::net::sockopt::socket_reuseaddr(&s).unwrap(), "and on after set_reuse_addr()");
+}
+
+ported! {
+    /// T30 `test_set_reuse_addr` (A14, A18, A20): `set_reuse_addr` sets
+    /// `SO_REUSEADDR` (and would report a failure; asyncore swallowed it).
+    /// CPython closed the socket behind the dispatcher before
+    /// `create_socket`, leaving a stale map entry: a channel owns its socket,
+    /// so that cannot happen. Not for Unix sockets, as in CPython.
+    t30_set_reuse_addr => t30, [ipv4, ipv6]
 }

@@ -4,11 +4,15 @@
 
 mod util;
 
+use std::cell::RefCell;
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+use std::time::Duration;
 
-use rolecore::{Channel, Connected, Ctx, LoopOptions, StreamHandler};
-use util::Log;
+use rolecore::{Backend, Channel, Connected, Ctx, LoopOptions, Map, StreamHandler, Token};
+use util::probe::*;
+use util::*;
 
 struct Reader {
     name: &'static str,
@@ -33,6 +37,7 @@ impl StreamHandler for Reader {
 
 #[test]
 fn a_panicking_handler_closes_only_its_channel_when_caught() {
+    let _fds = util::shared();
     for backend in util::backends() {
         let (a, mut peer_a) = UnixStream::pair().unwrap();
         let (b, mut peer_b) = UnixStream::pair().unwrap();
@@ -65,6 +70,7 @@ fn a_panicking_handler_closes_only_its_channel_when_caught() {
 
 #[test]
 fn an_uncaught_panic_reaches_the_caller() {
+    let _fds = util::shared();
     let (a, mut peer) = UnixStream::pair().unwrap();
     let mut map = util::map(rolecore::Backend::Epoll);
     map.insert(Channel::try_from(a).unwrap(), Reader { name: "bad", panics: true, log: Log::default() })
@@ -99,6 +105,7 @@ impl StreamHandler for PanickyPredicate {
 
 #[test]
 fn a_predicate_that_panics_after_a_callback_is_caught_like_the_callback() {
+    let _fds = util::shared();
     for backend in util::backends() {
         let (a, mut peer) = UnixStream::pair().unwrap();
         let mut map = util::map(backend);
@@ -112,4 +119,98 @@ fn a_predicate_that_panics_after_a_callback_is_caught_like_the_callback() {
         let mut buf = [0u8; 1];
         assert_eq!(io::Read::read(&mut peer, &mut buf).unwrap(), 0, "{backend}: its peer sees the end");
     }
+}
+
+/// Panics on its first read.
+struct Panicker;
+
+impl StreamHandler for Panicker {
+    fn handle_read(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        panic!("a handler panics on purpose (conformance item 25)");
+    }
+}
+
+/// Two channels, the first with a handler that panics on the data already
+/// waiting for it.
+struct PanicSetup {
+    m: Map,
+    log: Log,
+    panicked: Token,
+    panic_peer: Channel<Connected>,
+    other: Token,
+    peer: Channel<Connected>,
+    data: Rc<RefCell<Vec<u8>>>,
+}
+
+fn panic_setup(backend: Backend) -> io::Result<PanicSetup> {
+    let log = Log::default();
+    let mut m = map(backend);
+    let (ours, mut panic_peer) = Channel::pair()?;
+    send_all(&mut panic_peer, b"boom");
+    let panicked = m.insert(ours, Panicker)?;
+    let (ours, peer) = Channel::pair()?;
+    let probe = Probe::new("other", &log);
+    let data = probe.data.clone();
+    let other = m.insert(ours, probe)?;
+    Ok(PanicSetup { m, log, panicked, panic_peer, other, peer, data })
+}
+
+/// What must hold after a handler panicked, caught or not: the channel is
+/// gone and the map says so, its number can carry a new channel, and the
+/// others are served.
+fn check_after_panic(backend: Backend, mut s: PanicSetup) -> io::Result<()> {
+    let m = &mut s.m;
+    send_all(&mut s.peer, b"fine");
+    assert!(run_until(m, |_| s.data.borrow().len() == 4), "{backend}: {:?}", s.log.events());
+    assert!(m.contains(s.other), "{backend}");
+
+    assert_eq!(s.panic_peer.recv(&mut [0u8; 8])?, 0, "{backend}: the panicked channel is still open");
+    assert!(!m.contains(s.panicked), "{backend}: the map still claims the panicked channel");
+    assert_eq!(m.len(), 1, "{backend}: the map still counts the panicked channel");
+
+    let mut spare = Vec::new();
+    let reborn = claim_fds(&[s.panicked.fd()], &mut spare).pop().expect("the number was not reused");
+    let token = m
+        .insert(reborn, Probe::new("reborn", &s.log))
+        .unwrap_or_else(|e| panic!("{backend}: a new channel on the freed number was refused: {e}"));
+    assert!(m.contains(token), "{backend}");
+    m.close_all();
+    assert!(m.is_empty(), "{backend}: close_all left {} channels", m.len());
+    Ok(())
+}
+
+/// Item 25, a handler that panics (no peer tests it), with
+/// `LoopOptions::catch_panics(true)`: the loop goes on, only the panicking
+/// channel is closed, and the map stays coherent.
+#[test]
+fn a_caught_panic_closes_only_its_channel_and_leaves_the_map_coherent() -> io::Result<()> {
+    let _fds = exclusive();
+    for backend in backends() {
+        let mut s = panic_setup(backend)?;
+        s.m.run(LoopOptions::new().timeout(Duration::from_secs(1)).count(1).catch_panics(true))?;
+        check_after_panic(backend, s)?;
+    }
+    Ok(())
+}
+
+/// Item 25, a handler that panics, by default: the panic propagates out of
+/// the loop rather than being swallowed, and a caller that catches it
+/// (`catch_unwind` around the loop, as a supervisor or test harness does)
+/// finds the map coherent: the channel whose handler panicked was dropped by
+/// the unwinding, so the map must neither claim nor count it, nor refuse a
+/// new channel on its descriptor number, and `close_all` must empty it.
+#[test]
+fn an_uncaught_panic_propagates_and_leaves_the_map_coherent() -> io::Result<()> {
+    let _fds = exclusive();
+    for backend in backends() {
+        let mut s = panic_setup(backend)?;
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            s.m.run(LoopOptions::new().timeout(Duration::from_secs(1)).count(1))
+        }));
+        let payload = caught.expect_err("the panic was swallowed");
+        let message = payload.downcast_ref::<&str>().copied().unwrap_or_default();
+        assert!(message.contains("on purpose"), "{backend}: another panic: {message:?}");
+        check_after_panic(backend, s)?;
+    }
+    Ok(())
 }

@@ -9,10 +9,12 @@ use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use rolecore::{AcceptHandler, Address, Channel, Connected, Ctx, LoopOptions, StreamHandler};
-use util::Log;
+use util::probe::*;
+use util::*;
 
 struct Idle(Log);
 
@@ -170,4 +172,113 @@ fn an_idle_timeout_on_a_listener_is_refused_and_it_keeps_accepting() {
     rolecore::report::set_log_hook(None);
     let reports = reports.lock().unwrap();
     assert!(reports.iter().any(|r| r.contains("set_idle_timeout refused for listener")), "{reports:?}");
+}
+
+/// Item 13 (calloop `high_precision_timer`, polling `precision.rs`), for
+/// deadlines: each fires once, never before its instant, sub-millisecond
+/// ones included.
+#[test]
+fn deadlines_fire_once_and_never_early_sub_millisecond_included() -> io::Result<()> {
+    let _fds = shared();
+    let delays = [Duration::from_micros(200), Duration::from_millis(1), Duration::from_millis(30)];
+    for backend in backends() {
+        let log = Log::default();
+        let mut m = map(backend);
+        let (ours, _peer) = Channel::pair()?;
+        let probe = Probe::new("t", &log);
+        let fired = probe.fired.clone();
+        let token = m.insert(ours, probe)?;
+        for (i, delay) in delays.into_iter().enumerate() {
+            let due = Instant::now() + delay;
+            assert!(m.set_deadline(token, Some(due)));
+            assert!(run_until(&mut m, |_| fired.borrow().len() > i), "{backend}: {delay:?} never fired");
+            let at = fired.borrow()[i];
+            assert!(at >= due, "{backend}: a {delay:?} deadline fired {:?} early", due - at);
+        }
+        run_iterations(&mut m, 3);
+        assert_eq!(log.count("t:timeout"), delays.len(), "{backend}: a deadline fired twice");
+    }
+    Ok(())
+}
+
+/// Item 13 (calloop `no_overflow`), for deadlines: one 35 000 years away is
+/// accepted, does not fire, and does not disturb the wait.
+#[test]
+fn a_far_deadline_neither_overflows_nor_fires() -> io::Result<()> {
+    let _fds = shared();
+    for backend in backends() {
+        let log = Log::default();
+        let mut m = map(backend);
+        let (ours, mut peer) = Channel::pair()?;
+        let probe = Probe::new("a", &log);
+        let data = probe.data.clone();
+        let token = m.insert(ours, probe)?;
+        assert!(m.set_deadline(token, Some(Instant::now() + Duration::from_secs(1 << 40))));
+        let writer = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(50));
+            send_all(&mut peer, b"ready");
+            peer
+        });
+        m.run(LoopOptions::new().no_timeout().count(1))?;
+        let _peer = writer.join().expect("writer");
+        assert_eq!(*data.borrow(), b"ready", "{backend}: the wait returned with nothing");
+        assert!(!log.contains("a:timeout"), "{backend}");
+    }
+    Ok(())
+}
+
+/// Item 13 (calloop `no_overflow`), for idle timeouts: `Duration::MAX` means
+/// "never", not an overflow panic, and activity re-arming it does not
+/// overflow either.
+#[test]
+fn an_idle_timeout_of_duration_max_does_not_overflow() -> io::Result<()> {
+    let _fds = shared();
+    for backend in backends() {
+        let log = Log::default();
+        let mut m = map(backend);
+        let (ours, mut peer) = Channel::pair()?;
+        let probe = Probe::new("a", &log);
+        let data = probe.data.clone();
+        let token = m.insert(ours, probe)?;
+        assert!(m.set_idle_timeout(token, Some(Duration::MAX)), "{backend}");
+        send_all(&mut peer, b"activity");
+        assert!(run_until(&mut m, |_| data.borrow().len() == 8), "{backend}: {:?}", log.events());
+        run_iterations(&mut m, 2);
+        assert!(!log.contains("a:timeout"), "{backend}");
+    }
+    Ok(())
+}
+
+/// An idle timeout belongs to a channel; once the channel is gone, its timer
+/// must not wake the loop. Found by the soak (`tools/soak`): an `http_server`
+/// (`--idle-timeout`) whose last connection had closed used ~100% CPU from
+/// the moment that connection's idle timeout would have passed, until a new
+/// connection arrived. Here: one channel with a 30 ms idle timeout leaves the
+/// map (another channel, without a timer, keeps the map alive); once the
+/// 30 ms are over, five 50 ms waits must still take at least 200 ms.
+#[test]
+fn the_idle_timeout_of_a_channel_that_closed_does_not_make_the_loop_spin() {
+    for backend in util::backends() {
+        for how in ["removed", "closed by its peer"] {
+            let mut map = util::map(backend);
+            let events = Rc::new(Cell::new(0));
+            let (timed, timed_peer) = Channel::pair().unwrap();
+            let token = map.insert(timed, Quiet(events.clone())).unwrap();
+            assert!(map.set_idle_timeout(token, Some(Duration::from_millis(30))));
+            let (stays, _stays_peer) = Channel::pair().unwrap();
+            map.insert(stays, Quiet(Rc::default())).unwrap();
+            if how == "removed" {
+                assert!(map.remove(token));
+            } else {
+                drop(timed_peer);
+                assert!(util::run_until(&mut map, |m| !m.contains(token)), "{backend}");
+            }
+            std::thread::sleep(Duration::from_millis(60));
+            let took = timed_iterations(&mut map, 5, Duration::from_millis(50));
+            assert!(
+                took >= Duration::from_millis(200),
+                "{backend}, {how}: 5 idle waits took {took:?}: the loop spins on the timer of a channel that is gone"
+            );
+        }
+    }
 }

@@ -1,0 +1,176 @@
+//! `Buffered` output: `dispatcher_with_send`'s queue (T12), and output queued
+//! while connecting is sent after `handle_connect`.
+//!
+//! Each test names where it comes from: CPython's `test_asyncore.py` (T1–T31,
+//! `docs/asyncore.md`), a peer conformance item (1–25, `docs/rules.md`), a
+//! pitfall (P1–P22, `docs/reliability.md`) or a decision (D-codes).
+
+#[macro_use]
+mod util;
+
+use std::cell::Cell;
+use std::io::{self, Read};
+use std::net::TcpListener;
+use std::rc::Rc;
+use std::thread::{self};
+use std::time::Duration;
+
+use rolecore::{Backend, Buffered, Channel, Connected, Ctx, StreamHandler};
+use util::*;
+
+/// `dispatcherwithsend_noread`, recording how much is still queued.
+struct SendNoRead {
+    queued: Rc<Cell<usize>>,
+}
+
+impl StreamHandler<Buffered<Connected>> for SendNoRead {
+    fn readable(&self, _ch: &Buffered<Connected>) -> bool {
+        false
+    }
+
+    fn handle_connect(&mut self, _ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn handle_read(&mut self, ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0u8; 64]).map(drop)
+    }
+
+    fn handle_write(&mut self, ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        ch.initiate_send()?;
+        self.queued.set(ch.queued());
+        Ok(())
+    }
+
+    fn handle_error(&mut self, _ch: &mut Buffered<Connected>, error: io::Error, _cx: &mut Ctx<'_>) {
+        panic!("handle_error: {error}");
+    }
+}
+
+/// CPython's `capture_server`: one connection, read 10 bytes at a time
+/// until a newline, keep everything but newlines; at most 3 s.
+fn capture_server(listener: TcpListener) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 10];
+        loop {
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    buf.extend(chunk[..n].iter().filter(|&&b| b != b'\n'));
+                    if chunk[..n].contains(&b'\n') {
+                        break;
+                    }
+                }
+            }
+        }
+        buf
+    })
+}
+
+fn t12(backend: Backend) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = capture_server(listener);
+    let data = b"Suppose there isn't a 16-ton weight?";
+    let mut d = Buffered::new(Channel::tcp_v4().unwrap().connect(addr).unwrap());
+    // send() before the connect completed: queued (D7), sent after it.
+    d.send(data).unwrap();
+    d.send(data).unwrap();
+    d.send(b"\n").unwrap();
+    let queued = Rc::new(Cell::new(d.queued()));
+    let mut map = util::map(backend);
+    map.insert(d, SendNoRead { queued: Rc::clone(&queued) }).unwrap();
+    // `while d.out_buffer and n > 0: asyncore.poll()`
+    let mut n = 1000;
+    while queued.get() > 0 && n > 0 {
+        map.poll(Some(Duration::from_millis(10))).unwrap();
+        n -= 1;
+    }
+    assert_eq!(queued.get(), 0, "the queue drained");
+    assert_eq!(server.join().unwrap(), data.repeat(2), "the server received data*2");
+}
+
+per_backend! {
+    /// T12 `DispatcherWithSendTests.test_send` (A24, A40–A44, D7): two sends
+    /// and a newline through a `Buffered` (asyncore's `dispatcher_with_send`)
+    /// arrive whole, in order, driven by `Map::poll` (asyncore's `poll()`).
+    t12_dispatcher_with_send => t12
+}
+
+struct BufferedClient {
+    log: Log,
+    queued_at_connect: Rc<Cell<Option<usize>>>,
+}
+
+impl StreamHandler<Buffered<Connected>> for BufferedClient {
+    fn readable(&self, _ch: &Buffered<Connected>) -> bool {
+        false
+    }
+
+    fn handle_connect(&mut self, ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.log.push("connect");
+        self.queued_at_connect.set(Some(ch.queued()));
+        Ok(())
+    }
+
+    fn handle_read(&mut self, ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0u8; 64]).map(drop)
+    }
+
+    fn handle_error(&mut self, _ch: &mut Buffered<Connected>, error: io::Error, cx: &mut Ctx<'_>) {
+        self.log.push(format!("error:{error}"));
+        cx.close();
+    }
+}
+
+/// `Buffered` output queued while connecting (asyncore T12).
+#[test]
+fn buffered_output_queued_while_connecting_is_sent_after_handle_connect() {
+    let data: Vec<u8> = b"I'm not dead yet!\n".repeat(200);
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let log = Log::default();
+        let (listener, addr) = std_listener();
+        let mut client = Buffered::new(Channel::tcp_v4().expect("socket").connect(addr).expect("connect"));
+        client.send(&data).expect("queue while connecting");
+        client.send(&data).expect("queue while connecting");
+        client.send(b"\n").expect("queue while connecting");
+        assert_eq!(
+            client.queued(),
+            2 * data.len() + 1,
+            "{backend}: nothing is sent before the connect completes"
+        );
+        let queued_at_connect = Rc::new(Cell::new(None));
+        let handler = BufferedClient { log: log.clone(), queued_at_connect: Rc::clone(&queued_at_connect) };
+        map.insert(client, handler).expect("insert");
+        let mut server = accept(&listener);
+        server.set_nonblocking(true).expect("nonblocking server");
+        let mut expected = data.repeat(2);
+        expected.push(b'\n');
+        let mut received = Vec::new();
+        let done = util::run_until(&mut map, |_| {
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = server.read(&mut buf) {
+                received.extend_from_slice(&buf[..n]);
+            }
+            received.len() >= expected.len()
+        });
+        assert!(
+            done,
+            "{backend}: all queued output arrived; got {} of {} bytes",
+            received.len(),
+            expected.len()
+        );
+        assert!(received == expected, "{backend}: the server received exactly data*2 + newline, in order");
+        assert_eq!(log.events()[0], "connect", "{backend}: handle_connect came first: {:?}", log.events());
+        assert_eq!(
+            queued_at_connect.get(),
+            Some(2 * data.len() + 1),
+            "{backend}: the output was still queued when handle_connect ran"
+        );
+        assert_eq!(log.events(), ["connect"], "{backend}: no error");
+    }
+}

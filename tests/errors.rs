@@ -1,0 +1,260 @@
+//! Errors: a callback's error reaches `handle_error` exactly as returned; the
+//! default `handle_error` closes with `handle_close` once; the defaults of
+//! events a program did not handle; a disconnection returned by a handler is a
+//! close, any other error is `handle_error` (D19).
+//!
+//! Each test names where it comes from: CPython's `test_asyncore.py` (T1–T31,
+//! `docs/asyncore.md`), a peer conformance item (1–25, `docs/rules.md`), a
+//! pitfall (P1–P22, `docs/reliability.md`) or a decision (D-codes).
+
+#[macro_use]
+mod util;
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io::{self, Write};
+use std::rc::Rc;
+
+use rolecore::{Backend, Channel, Connected, Ctx, StreamHandler};
+use util::cpython::*;
+use util::*;
+
+// T5 `test_compact_traceback` (A11) is Python-only: there is no traceback.
+// handle_error receives the error value itself (T26), and a panic caught by
+// `LoopOptions::catch_panics` is reported in one line (tests/panics.rs).
+
+/// T26's `ZeroDivisionError`.
+#[derive(Debug)]
+struct ZeroDivisionError;
+
+impl fmt::Display for ZeroDivisionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("float division by zero")
+    }
+}
+
+impl std::error::Error for ZeroDivisionError {}
+
+/// T26's `TestClient`: `handle_write` fails; `handle_error` checks that it
+/// received that very error and sets the flag.
+struct ErrorFlag(Flag);
+
+impl StreamHandler for ErrorFlag {
+    fn writable(&self, _ch: &Channel<Connected>) -> bool {
+        true
+    }
+
+    fn handle_connect(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        discard(ch)
+    }
+
+    fn handle_write(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        Err(io::Error::other(ZeroDivisionError)) // 1.0 / 0
+    }
+
+    fn handle_error(&mut self, _ch: &mut Channel<Connected>, error: io::Error, _cx: &mut Ctx<'_>) {
+        // `raise` re-raises the ZeroDivisionError: the error is the one the
+        // callback returned.
+        assert!(
+            error.get_ref().is_some_and(|e| e.is::<ZeroDivisionError>()),
+            "exception not raised: handle_error got {error:?}"
+        );
+        self.0.set(true);
+    }
+    trip!(connect_failed, expt, close);
+}
+
+fn t26(backend: Backend, fam: Fam) {
+    let mut map = util::map(backend);
+    let server = start_server(&mut map, fam, base_test_handler());
+    let flag = Flag::default();
+    map.insert(connect(&server.address), ErrorFlag(Rc::clone(&flag))).unwrap();
+    wait_for(&mut map, &flag, "handle_error");
+}
+
+ported! {
+    /// T26 `test_handle_error` (A6, A7, A35): a callback's error reaches
+    /// `handle_error` intact. asyncore checked that the exception was still
+    /// current inside `handle_error`; rolecore passes the error as a value.
+    t26_handle_error => t26, [ipv4, ipv6, unix]
+}
+
+/// The error a failing handler returns, to check `handle_error` gets it intact.
+#[derive(Debug, PartialEq, Eq)]
+struct Boom(u32);
+
+impl fmt::Display for Boom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "boom {}", self.0)
+    }
+}
+
+impl std::error::Error for Boom {}
+
+/// What a handle_error saw: the kind, the `Boom` inside if any, the message.
+type SeenError = (io::ErrorKind, Option<u32>, String);
+
+/// Reads, then fails with `Boom`; its handle_error records what it got and
+/// leaves the channel open.
+struct FailsThenKeepsOpen {
+    log: Log,
+    errors: Rc<RefCell<Vec<SeenError>>>,
+}
+
+impl StreamHandler for FailsThenKeepsOpen {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        let n = ch.recv(&mut [0u8; 64])?;
+        self.log.push(if n == 0 { "read:eof" } else { "read" });
+        Err(io::Error::other(Boom(7)))
+    }
+
+    fn handle_close(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) {
+        self.log.push("close");
+    }
+
+    fn handle_error(&mut self, _ch: &mut Channel<Connected>, error: io::Error, _cx: &mut Ctx<'_>) {
+        self.log.push("error");
+        let boom = error.get_ref().and_then(|e| e.downcast_ref::<Boom>()).map(|b| b.0);
+        self.errors.borrow_mut().push((error.kind(), boom, error.to_string()));
+    }
+}
+
+#[test]
+fn handle_error_receives_the_exact_error_a_handler_returned() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let log = Log::default();
+        let errors = Rc::default();
+        let (ours, mut peer) = tcp_pair();
+        let token = map
+            .insert(ours, FailsThenKeepsOpen { log: log.clone(), errors: Rc::clone(&errors) })
+            .expect("insert");
+        peer.write_all(b"x").expect("peer write");
+        assert!(util::run_until(&mut map, |_| log.contains("error")), "{backend}: handle_error within 5 s");
+        assert_eq!(
+            *errors.borrow(),
+            vec![(io::ErrorKind::Other, Some(7), "boom 7".to_string())],
+            "{backend}: handle_error got the handler's own error"
+        );
+        // The overriding handle_error did not close: the channel is still served.
+        assert!(map.contains(token), "{backend}: a handle_error that does not close keeps the channel");
+        peer.write_all(b"y").expect("peer write");
+        assert!(
+            util::run_until(&mut map, |_| log.count("error") == 2),
+            "{backend}: the channel is still served"
+        );
+        assert_eq!(log.count("close"), 0, "{backend}: no handle_close: {:?}", log.events());
+    }
+}
+
+/// Reads, then fails with `io::Error::other("boom")`; keeps the default
+/// handle_error.
+struct FailsWithDefaultErrorHandling {
+    log: Log,
+}
+
+impl StreamHandler for FailsWithDefaultErrorHandling {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0u8; 64])?;
+        self.log.push("read");
+        Err(io::Error::other("boom"))
+    }
+
+    fn handle_write(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.log.push("write");
+        Ok(())
+    }
+
+    fn handle_close(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) {
+        self.log.push("close");
+    }
+}
+
+#[test]
+fn default_handle_error_calls_handle_close_once_and_closes_the_channel() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let _keeper = keep_loop_alive(&mut map);
+        let log = Log::default();
+        let (ours, mut peer) = tcp_pair();
+        let token = map.insert(ours, FailsWithDefaultErrorHandling { log: log.clone() }).expect("insert");
+        peer.write_all(b"x").expect("peer write");
+        assert!(
+            util::run_until(&mut map, |m| !m.contains(token)),
+            "{backend}: the channel closed within 5 s"
+        );
+        // More data after the close reaches nobody.
+        let _ = peer.write_all(b"more");
+        util::run_iterations(&mut map, 5);
+        assert_eq!(log.events(), ["read", "close"], "{backend}: handle_close once, then nothing");
+        assert!(peer_sees_eof(&mut peer), "{backend}: the descriptor was closed");
+    }
+}
+
+/// Returns `kind` from handle_read.
+struct FailsWith {
+    log: Log,
+    kind: io::ErrorKind,
+}
+
+impl StreamHandler for FailsWith {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0u8; 64])?;
+        self.log.push("read");
+        Err(self.kind.into())
+    }
+
+    fn handle_close(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) {
+        self.log.push("close");
+    }
+
+    fn handle_error(&mut self, _ch: &mut Channel<Connected>, error: io::Error, cx: &mut Ctx<'_>) {
+        self.log.push(format!("error:{:?}", error.kind()));
+        cx.close();
+    }
+}
+
+/// D19: disconnection errors from handlers.
+#[test]
+fn connection_reset_returned_by_handler_goes_to_handle_close_on_every_backend() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let _keeper = keep_loop_alive(&mut map);
+        let log = Log::default();
+        let (ours, mut peer) = tcp_pair();
+        let handler = FailsWith { log: log.clone(), kind: io::ErrorKind::ConnectionReset };
+        let token = map.insert(ours, handler).expect("insert");
+        peer.write_all(b"x").expect("peer write");
+        assert!(util::run_until(&mut map, |m| !m.contains(token)), "{backend}: closed within 5 s");
+        util::run_iterations(&mut map, 3);
+        assert_eq!(
+            log.events(),
+            ["read", "close"],
+            "{backend}: ConnectionReset is handle_close, not handle_error"
+        );
+        assert!(peer_sees_eof(&mut peer), "{backend}: the descriptor was closed");
+    }
+}
+
+/// D19: disconnection errors from handlers.
+#[test]
+fn connection_refused_returned_by_handler_goes_to_handle_error_not_handle_close() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let log = Log::default();
+        let (ours, mut peer) = tcp_pair();
+        let handler = FailsWith { log: log.clone(), kind: io::ErrorKind::ConnectionRefused };
+        let token = map.insert(ours, handler).expect("insert");
+        peer.write_all(b"x").expect("peer write");
+        assert!(util::run_until(&mut map, |m| !m.contains(token)), "{backend}: closed within 5 s");
+        assert_eq!(
+            log.events(),
+            ["read", "error:ConnectionRefused"],
+            "{backend}: not a disconnection (A2): handle_error"
+        );
+    }
+}

@@ -1,0 +1,315 @@
+//! Regular files, pipes and duplicated descriptors in the map: `Channel::dup_file`,
+//! `Channel::file`, a regular file always ready and read to its end (on every
+//! backend and across backend switches), and closing.
+//!
+//! Each test names where it comes from: CPython's `test_asyncore.py` (T1–T31,
+//! `docs/asyncore.md`), a peer conformance item (1–25, `docs/rules.md`), a
+//! pitfall (P1–P22, `docs/reliability.md`) or a decision (D-codes).
+
+#[macro_use]
+mod util;
+
+use std::cell::{Cell, RefCell};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use rolecore::{Backend, Channel, Ctx, FileFd, FileHandler, LoopOptions, Map};
+use util::probe::*;
+use util::*;
+
+const SLEEPING: &[u8] = b"It's not dead, it's sleeping!";
+
+/// T13 `FileWrapperTest.test_recv` (A45, A47, A49): `Channel::dup_file` is
+/// `file_wrapper`: a duplicate, independent of the original descriptor, read
+/// in successive pieces. Reading after `close()` raised `OSError`; here
+/// `close(self)` consumes the channel, so that read does not compile
+/// (`tests/ui/d10_use_after_drop.rs`). Also on a pipe.
+#[test]
+fn t13_file_wrapper_recv() {
+    let temp = TempFile::new(SLEEPING);
+    let file = std::fs::File::open(&temp.0).unwrap();
+    let fd = file.as_raw_fd();
+    let mut w = Channel::dup_file(&file).unwrap();
+    drop(file); // os.close(fd)
+    assert_ne!(w.fileno(), fd, "a duplicate");
+    let mut buf = [0u8; 13];
+    assert_eq!(w.recv(&mut buf).unwrap(), 13);
+    assert_eq!(&buf, b"It's not dead");
+    let mut buf = [0u8; 6];
+    assert_eq!(w.recv(&mut buf).unwrap(), 6);
+    assert_eq!(&buf, b", it's");
+    w.close();
+
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    writer.write_all(SLEEPING).unwrap();
+    let fd = reader.as_raw_fd();
+    let mut w = Channel::dup_file(&reader).unwrap();
+    drop(reader);
+    assert_ne!(w.fileno(), fd);
+    let mut buf = [0u8; 13];
+    assert_eq!(w.recv(&mut buf).unwrap(), 13);
+    assert_eq!(&buf, b"It's not dead");
+    assert_eq!(w.recv(&mut [0u8; 64]).unwrap(), SLEEPING.len() - 13);
+    // A pipe with nothing in it yet: would-block, not an end.
+    assert_eq!(w.recv(&mut [0u8; 8]).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    drop(writer);
+    assert_eq!(w.recv(&mut [0u8; 8]).unwrap(), 0, "the end, once the writer closed");
+}
+
+/// T14 `FileWrapperTest.test_send` (A47): writes through a duplicate of an
+/// `O_APPEND` descriptor land after the file's content. Also on a pipe.
+#[test]
+fn t14_file_wrapper_send() {
+    let (d1, d2) = (b"Come again?", b"I want to buy some cheese.");
+    let temp = TempFile::new(SLEEPING);
+    let file = std::fs::OpenOptions::new().append(true).open(&temp.0).unwrap();
+    let mut w = Channel::dup_file(&file).unwrap();
+    drop(file);
+    assert_eq!(w.send(d1).unwrap(), d1.len());
+    assert_eq!(w.send(d2).unwrap(), d2.len());
+    w.close();
+    assert_eq!(std::fs::read(&temp.0).unwrap(), [SLEEPING, d1, d2].concat());
+
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let mut w = Channel::dup_file(&writer).unwrap();
+    drop(writer);
+    assert_eq!(w.send(d1).unwrap(), d1.len());
+    assert_eq!(w.send(d2).unwrap(), d2.len());
+    w.close();
+    let mut got = Vec::new();
+    reader.read_to_end(&mut got).unwrap();
+    assert_eq!(got, [&d1[..], d2].concat());
+}
+
+/// `FileDispatcher`: `data.append(self.recv(29))`.
+struct FileDispatcher {
+    data: Rc<RefCell<Vec<u8>>>,
+    closes: Rc<Cell<usize>>,
+}
+
+impl FileHandler for FileDispatcher {
+    fn handle_read(&mut self, ch: &mut Channel<FileFd>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0u8; 29];
+        let n = ch.recv(&mut buf)?;
+        self.data.borrow_mut().extend_from_slice(&buf[..n]);
+        Ok(())
+    }
+
+    fn handle_close(&mut self, _ch: &mut Channel<FileFd>, _cx: &mut Ctx<'_>) {
+        self.closes.set(self.closes.get() + 1);
+    }
+
+    fn handle_error(&mut self, _ch: &mut Channel<FileFd>, error: io::Error, _cx: &mut Ctx<'_>) {
+        panic!("handle_error: {error}");
+    }
+}
+
+fn t15(backend: Backend) {
+    // The regular file, as CPython: loop(timeout=0.01, count=2).
+    let temp = TempFile::new(SLEEPING);
+    let file = std::fs::File::open(&temp.0).unwrap();
+    let (data, closes) = (Rc::default(), Rc::default());
+    let mut map = util::map(backend);
+    let channel = Channel::dup_file(&file).unwrap();
+    assert!(channel.is_regular_file());
+    map.insert(channel, FileDispatcher { data: Rc::clone(&data), closes: Rc::clone(&closes) }).unwrap();
+    drop(file);
+    map.run(LoopOptions::new().timeout(Duration::from_millis(10)).count(2)).unwrap();
+    assert_eq!(*data.borrow(), SLEEPING, "the 29 bytes were read through the loop");
+    assert_eq!(closes.get(), 1, "the second iteration read the end: handle_close");
+    assert!(map.is_empty(), "and the channel left the map");
+
+    // A pipe whose writer wrote the same and closed.
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    writer.write_all(SLEEPING).unwrap();
+    drop(writer);
+    let (data, closes) = (Rc::default(), Rc::default());
+    map.insert(
+        Channel::dup_file(&reader).unwrap(),
+        FileDispatcher { data: Rc::clone(&data), closes: Rc::clone(&closes) },
+    )
+    .unwrap();
+    drop(reader);
+    assert!(util::run_until(&mut map, Map::is_empty), "the pipe was read to its end");
+    assert_eq!(*data.borrow(), SLEEPING);
+    assert_eq!(closes.get(), 1, "handle_close once");
+}
+
+per_backend! {
+    /// T15 `FileWrapperTest.test_dispatcher` (A50, A27, A9, P17): a regular
+    /// file read to its end through the loop, 29 bytes then the end, in
+    /// two iterations; on epoll too, which refuses regular files (the map
+    /// treats them as always ready). Then a pipe.
+    t15_file_dispatcher => t15
+}
+
+/// T16 `test_resource_warning` (A46): a `file_wrapper` dropped unclosed
+/// warned, then closed. Dropping a channel closes its descriptor, silently:
+/// there is nothing to warn about. Checked on a pipe: the reader sees the end.
+#[test]
+fn t16_drop_closes() {
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let channel = Channel::dup_file(&writer).unwrap();
+    drop(writer);
+    drop(channel);
+    let mut got = Vec::new();
+    reader.read_to_end(&mut got).unwrap();
+    assert!(got.is_empty(), "the end of file: no writer is left");
+}
+
+/// T17 `test_close_twice` (A49): a `file_wrapper` whose descriptor was
+/// closed behind its back raised on `close()`, then a second `close()` did
+/// nothing. A channel owns its descriptor: safe code cannot close it behind
+/// its back, and `close(self)` consumes the channel, so a second close does
+/// not compile (`tests/ui/d10_use_after_drop.rs`). One close, and its effect:
+#[test]
+fn t17_close_twice() {
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let channel = Channel::dup_file(&writer).unwrap();
+    drop(writer);
+    channel.close();
+    assert_eq!(reader.read(&mut [0u8; 8]).unwrap(), 0, "closed once, for good");
+}
+
+/// Item 25, a regular file in the map (no peer tests it): epoll refuses
+/// regular files, so the map reports them always ready, on every backend;
+/// the handler reads the whole file, then its end and `handle_close`. One
+/// that wants nothing does not turn the wait into a busy loop.
+#[test]
+fn a_regular_file_in_the_map_is_read_to_its_end_then_closed() -> io::Result<()> {
+    let _fds = shared();
+    let content: Vec<u8> = (0..10_000usize).map(|i| (i * 13 % 251) as u8).collect();
+    for backend in backends() {
+        let channel = tempfile_channel(&content, backend)?;
+        assert!(channel.is_regular_file());
+        let log = Log::default();
+        let mut m = map(backend);
+        let probe = Probe::new("f", &log).chunk(1000);
+        let data = probe.data.clone();
+        m.insert(channel, FileProbe::reader(probe))?;
+        assert!(run_until(&mut m, |m| m.is_empty()), "{backend}: {:?}", log.events());
+        assert!(*data.borrow() == content, "{backend}: {} of {} bytes", data.borrow().len(), content.len());
+        assert_eq!(log.count("f:data"), 10, "{backend}");
+        assert_eq!(log.count("f:close"), 1, "{backend}");
+        assert_eq!(log.events().last().map(String::as_str), Some("f:close"), "{backend}");
+
+        // A regular file that wants nothing is not ready: the wait sleeps.
+        let (reader, _writer) = io::pipe()?; // something for select and poll to wait on
+        let file = tempfile_channel(&content, backend)?;
+        let log = Log::default();
+        m.insert(file, FileProbe::deaf(Probe::new("g", &log)))?;
+        m.insert(Channel::file(OwnedFd::from(reader))?, FileProbe::deaf(Probe::new("p", &log)))?;
+        let timeout = Duration::from_millis(30);
+        let start = Instant::now();
+        m.poll(Some(timeout))?;
+        let elapsed = start.elapsed();
+        assert!(elapsed >= timeout, "{backend}: a deaf regular file ended the wait after {elapsed:?}");
+        assert!(log.events().is_empty(), "{backend}: {:?}", log.events());
+    }
+    Ok(())
+}
+
+/// A file channel on a fresh, already unlinked regular file holding `content`.
+fn tempfile_channel(content: &[u8], backend: Backend) -> io::Result<Channel<FileFd>> {
+    let path = std::env::temp_dir().join(format!("rolecore-conformance-{}-{backend}", std::process::id()));
+    std::fs::write(&path, content)?;
+    let file = File::open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(Channel::file(OwnedFd::from(file))?)
+}
+
+/// Reads a file in small pieces; records the end.
+struct FileReader {
+    data: Rc<RefCell<Vec<u8>>>,
+    log: Log,
+    /// Bytes asked per read event.
+    chunk: usize,
+}
+
+impl FileHandler for FileReader {
+    fn handle_read(&mut self, ch: &mut Channel<FileFd>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = vec![0u8; self.chunk];
+        let n = ch.recv(&mut buf)?;
+        self.log.push(if n == 0 { "read:eof" } else { "read" });
+        self.data.borrow_mut().extend_from_slice(&buf[..n]);
+        Ok(())
+    }
+
+    fn handle_close(&mut self, _ch: &mut Channel<FileFd>, _cx: &mut Ctx<'_>) {
+        self.log.push("close");
+    }
+
+    fn handle_error(&mut self, _ch: &mut Channel<FileFd>, error: io::Error, cx: &mut Ctx<'_>) {
+        self.log.push(format!("error:{error}"));
+        cx.close();
+    }
+}
+
+#[test]
+fn regular_file_is_always_ready_and_read_to_the_end_on_every_backend() {
+    let content: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    for backend in util::backends() {
+        let path =
+            std::env::temp_dir().join(format!("rolecore-loop-and-map-{}-{backend}.bin", std::process::id()));
+        let _cleanup = TempFile(path.clone());
+        std::fs::write(&path, &content).expect("write the temporary file");
+        let file = std::fs::File::open(&path).expect("open the temporary file");
+        let channel = Channel::file(OwnedFd::from(file)).expect("a file channel");
+        assert!(channel.is_regular_file(), "{backend}");
+
+        let mut map = util::map(backend);
+        let (keeper, _keeper_peer) = Channel::pair().expect("socketpair");
+        map.insert(keeper, Reader::new()).expect("insert the keeper");
+        let log = Log::default();
+        let data = Rc::new(RefCell::new(Vec::new()));
+        let token = map
+            .insert(channel, FileReader { data: Rc::clone(&data), log: log.clone(), chunk: 100 })
+            .unwrap_or_else(|e| panic!("{backend}: a regular file joins the map: {e}"));
+        assert!(
+            util::run_until(&mut map, |_| log.contains("close")),
+            "{backend}: read to the end within 5 s"
+        );
+        util::run_iterations(&mut map, 3);
+        assert_eq!(*data.borrow(), content, "{backend}: the whole file was read");
+        let events = log.events();
+        assert_eq!(log.count("read"), 10, "{backend}: 100 bytes per event: {events:?}");
+        assert_eq!(&events[10..], ["read:eof", "close"], "{backend}: end of file, then handle_close once");
+        assert!(!map.contains(token), "{backend}: the file left the map");
+        assert_eq!(map.len(), 1, "{backend}: the keeper is still there");
+    }
+}
+
+#[test]
+fn regular_file_stays_always_ready_across_backend_switches() {
+    let content: Vec<u8> = (b'a'..=b'z').collect();
+    // epoll refuses the file, poll and select report it: switch through
+    // every pair of backends, one read per iteration on each.
+    let order: Vec<Backend> = util::backends().chain(util::backends()).collect();
+    let path = std::env::temp_dir().join(format!("rolecore-loop-and-map-switch-{}.bin", std::process::id()));
+    let _cleanup = TempFile(path.clone());
+    std::fs::write(&path, &content).expect("write the temporary file");
+    let file = std::fs::File::open(&path).expect("open the temporary file");
+    let channel = Channel::file(OwnedFd::from(file)).expect("a file channel");
+    let mut map = util::map(order[0]);
+    let log = Log::default();
+    let data = Rc::new(RefCell::new(Vec::new()));
+    map.insert(channel, FileReader { data: Rc::clone(&data), log: log.clone(), chunk: 2 }).expect("insert");
+    for (i, backend) in order.iter().enumerate() {
+        map.set_backend(*backend)
+            .unwrap_or_else(|e| panic!("{backend}: set_backend with a file in the map: {e}"));
+        map.run(LoopOptions::new().timeout(Duration::from_secs(5)).count(1)).expect("loop");
+        assert_eq!(
+            log.count("read"),
+            i + 1,
+            "{backend}: the file is still ready after the switch: {:?}",
+            log.events()
+        );
+    }
+    assert!(util::run_until(&mut map, |_| log.contains("close")), "reached the end within 5 s");
+    assert_eq!(*data.borrow(), content);
+    assert_eq!(log.count("close"), 1);
+    assert!(map.is_empty());
+}
