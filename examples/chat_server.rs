@@ -40,17 +40,14 @@
 //! members do.
 
 mod serve;
-use serve::{Flag, Server};
+use serve::{Connections, Flag, Server};
 
-use std::cell::RefCell;
-use std::collections::BTreeSet;
 use std::io;
 use std::process::ExitCode;
-use std::rc::Rc;
 
 use rolecore::{
     AcceptHandler, Address, AsyncChat, BudgetFull, Channel, ChatHandler, Connected, Ctx, Listening,
-    OutputBudget, Terminator, Token,
+    Terminator,
 };
 
 /// The longest line relayed, without its line ending.
@@ -59,81 +56,45 @@ const MAX_LINE: usize = 4096;
 /// The default bound on the output queued for all members together.
 const DEFAULT_OUTPUT_BUDGET: usize = 64 * 1024 * 1024;
 
-/// The members of the room, by token.
-#[derive(Debug, Default)]
-struct Room {
-    members: BTreeSet<Token>,
-}
-
-type Shared = Rc<RefCell<Room>>;
+/// The members of the room, and the budget their queued output shares.
+type Room = Connections<Member>;
 
 struct Member {
-    room: Shared,
+    room: Room,
     /// `HOST:PORT: `, put before each line this member sends.
     prefix: Vec<u8>,
 }
 
 impl Member {
-    fn leave(&self, cx: &Ctx<'_>) {
-        self.room.borrow_mut().members.remove(&cx.token());
-    }
-
     /// Pushes `line` into every other member's chat.
     fn relay(&self, line: &[u8], cx: &mut Ctx<'_>) {
         let me = cx.token();
-        let others: Vec<Token> = self.room.borrow().members.iter().copied().filter(|&t| t != me).collect();
         let mut message = Vec::with_capacity(self.prefix.len() + line.len() + 1);
         message.extend_from_slice(&self.prefix);
         message.extend_from_slice(line);
         message.push(b'\n');
-        for token in others {
+        for token in self.room.others(me) {
             // At most one eviction per recipient: each frees the largest queue,
             // and a push is smaller than a line's worth of any queue.
             for attempt in 0..2 {
                 let Some(mut member) = cx.stream_mut::<AsyncChat, Member>(token) else {
                     // Gone, or draining its last output: no longer in the room.
-                    self.room.borrow_mut().members.remove(&token);
+                    self.room.leave(token);
                     break;
                 };
                 let Err(e) = member.transport().push(&message) else { break };
                 drop(member);
                 let over_budget = e.get_ref().is_some_and(|inner| inner.is::<BudgetFull>());
-                if over_budget && attempt == 0 && self.evict_slowest(me, cx) {
+                if over_budget && attempt == 0 && self.room.drop_slowest(me, cx, "chat_server") {
                     continue; // the budget has room now: try again
                 }
                 // It does not keep up (a full queue of its own), or nothing
                 // could be freed for it. Let it go.
-                self.drop_member(token, cx);
+                self.room.leave(token);
+                cx.remove(token);
                 break;
             }
         }
-    }
-
-    /// Disconnects the member with the largest queue, other than the
-    /// sender (whose own channel cannot close in its own callback): the
-    /// slowest reader, and the most memory freed. Returns whether one was.
-    fn evict_slowest(&self, me: Token, cx: &mut Ctx<'_>) -> bool {
-        let members: Vec<Token> = self.room.borrow().members.iter().copied().filter(|&t| t != me).collect();
-        let mut slowest: Option<(usize, Token)> = None;
-        for token in members {
-            if let Some(mut member) = cx.stream_mut::<AsyncChat, Member>(token) {
-                let queued = member.transport().queued();
-                if queued > 0 && slowest.is_none_or(|(most, _)| queued > most) {
-                    slowest = Some((queued, token));
-                }
-            }
-        }
-        let Some((queued, token)) = slowest else { return false };
-        eprintln!(
-            "chat_server: output budget exhausted, dropping the slowest reader ({queued} bytes queued)"
-        );
-        self.drop_member(token, cx);
-        true
-    }
-
-    fn drop_member(&self, token: Token, cx: &mut Ctx<'_>) {
-        self.room.borrow_mut().members.remove(&token);
-        cx.remove(token);
     }
 }
 
@@ -158,7 +119,7 @@ impl ChatHandler for Member {
     }
 
     fn handle_close(&mut self, _chat: &mut AsyncChat, cx: &mut Ctx<'_>) {
-        self.leave(cx);
+        self.room.leave(cx.token());
     }
 
     fn handle_error(&mut self, _chat: &mut AsyncChat, error: io::Error, cx: &mut Ctx<'_>) {
@@ -166,15 +127,13 @@ impl ChatHandler for Member {
             "chat_server: dropping {}: {error}",
             String::from_utf8_lossy(&self.prefix).trim_end_matches(": ")
         );
-        self.leave(cx);
+        self.room.leave(cx.token());
         cx.close();
     }
 }
 
 struct ChatServer {
-    room: Shared,
-    /// Charged with every member's queued output.
-    budget: OutputBudget,
+    room: Room,
 }
 
 impl AcceptHandler for ChatServer {
@@ -187,12 +146,12 @@ impl AcceptHandler for ChatServer {
         let mut chat = AsyncChat::new(conn, Terminator::bytes(b"\n"));
         // One byte more for a `\r` before the `\n`.
         chat.set_max_record(MAX_LINE + 1);
-        chat.set_budget(&self.budget);
-        let others = self.room.borrow().members.len();
+        self.room.charge(&mut chat);
+        let others = self.room.others(cx.token()).len();
         chat.push(format!("* welcome {peer}, {others} others here\n").as_bytes())?;
-        let member = Member { room: Rc::clone(&self.room), prefix: format!("{peer}: ").into_bytes() };
+        let member = Member { room: self.room.clone(), prefix: format!("{peer}: ").into_bytes() };
         let token = cx.insert(chat, member)?;
-        self.room.borrow_mut().members.insert(token);
+        self.room.join(token);
         Ok(())
     }
 
@@ -210,6 +169,6 @@ fn main() -> ExitCode {
     };
     serve::main(server, |cli| {
         let budget = cli.count("--output-budget", DEFAULT_OUTPUT_BUDGET as u64, 1, 1 << 40)? as usize;
-        Ok(move || ChatServer { room: Shared::default(), budget: OutputBudget::new(budget) })
+        Ok(move || ChatServer { room: Connections::new(budget) })
     })
 }

@@ -39,9 +39,8 @@ impl StreamHandler<Buffered<Connected>> for HttpClient {
 fn main() -> ExitCode {
     let Some((addr, path)) = parse_args() else {
         eprintln!(
-            "usage: http_client HOST:PORT PATH\n\
-             HOST is an IP address or localhost (rolecore does not resolve host names); \
-             PATH has no spaces, e.g. /index.html"
+            "http_client: bad arguments; usage: http_client HOST:PORT PATH, where HOST is an IP address \
+             or localhost (rolecore does not resolve host names) and PATH has no spaces, e.g. /index.html"
         );
         return ExitCode::from(2);
     };

@@ -2,7 +2,8 @@
 //! pipelining, and `Hello, world!` for every `GET` or `HEAD`.
 //!
 //! ```text
-//! cargo run --release --example http_server -- [ADDR] [--backend select|poll|epoll] [--threads N] [--idle-timeout SECS]
+//! cargo run --release --example http_server -- [ADDR] [--backend select|poll|epoll] [--threads N]
+//!     [--idle-timeout SECS] [--output-budget BYTES]
 //! ```
 //!
 //! ADDR defaults to 127.0.0.1:8080 (port 0 picks a free port); the first line
@@ -10,6 +11,9 @@
 //! none) closes connections that stay silent that long, and connections that
 //! take longer than that to send a request head: a client trickling one byte
 //! a second (a slow loris) is not silent, but its head is late.
+//! `--output-budget` (default 64 MiB) bounds the answers queued by all of one
+//! loop's connections together; when it runs short, the connection with the
+//! most output queued (the slowest reader) is dropped first.
 //!
 //! What it answers:
 //!
@@ -34,7 +38,7 @@
 //! `fuzz/bodies/http_head.rs`).
 
 mod serve;
-use serve::{Flag, Server};
+use serve::{Connections, Flag, Server};
 
 use std::io;
 use std::process::ExitCode;
@@ -57,6 +61,9 @@ fn too_large_reason() -> String {
 const MAX_BODY: usize = 1 << 20;
 /// Stop reading while this much output waits for a slow client.
 const READ_PAUSE: usize = 1 << 20;
+/// Room the shared output budget keeps for one answer; below it, the
+/// slowest reader is dropped before answering.
+const ANSWER_ROOM: usize = 64 * 1024;
 
 /// The `200` answer to a `GET` or `HEAD`: the one every benchmark asks for,
 /// so it is written once, not formatted per request.
@@ -119,6 +126,8 @@ enum Phase {
 
 struct HttpConnection {
     phase: Phase,
+    /// This loop's connections and the budget their answers share.
+    connections: Connections<HttpConnection>,
     idle_timeout: Option<Duration>,
     /// The head being read; its buffer is reused from request to request.
     head: HeadReader,
@@ -234,6 +243,11 @@ impl ChatHandler for HttpConnection {
                     Line::TooLong => return Self::refuse(chat, TOO_LARGE, &too_large_reason()),
                     Line::Head(head) => head,
                 };
+                // Room for this answer, taken from the slowest reader of
+                // the loop when the shared budget runs short.
+                if self.connections.available() < ANSWER_ROOM {
+                    self.connections.drop_slowest(cx.token(), cx, "http_server");
+                }
                 let answered = Self::answer(&mut self.phase, head, chat);
                 self.head.clear();
                 chat.set_max_record(self.head.room());
@@ -259,12 +273,18 @@ impl ChatHandler for HttpConnection {
             return; // sent, then closed, by the chat
         }
         eprintln!("http_server: closing a connection: {error}");
+        self.connections.leave(cx.token());
         cx.close();
+    }
+
+    fn handle_close(&mut self, _chat: &mut AsyncChat, cx: &mut Ctx<'_>) {
+        self.connections.leave(cx.token());
     }
 }
 
 struct HttpServer {
     idle_timeout: Option<Duration>,
+    connections: Connections<HttpConnection>,
 }
 
 impl AcceptHandler for HttpServer {
@@ -275,10 +295,16 @@ impl AcceptHandler for HttpServer {
         cx: &mut Ctx<'_>,
     ) -> io::Result<()> {
         let mut chat = AsyncChat::new(conn, LINE_END);
-        let connection =
-            HttpConnection { phase: Phase::Head, idle_timeout: self.idle_timeout, head: HeadReader::new() };
+        self.connections.charge(&mut chat);
+        let connection = HttpConnection {
+            phase: Phase::Head,
+            connections: self.connections.clone(),
+            idle_timeout: self.idle_timeout,
+            head: HeadReader::new(),
+        };
         chat.set_max_record(connection.head.room());
         let token = cx.insert(chat, connection)?;
+        self.connections.join(token);
         if let Some(timeout) = self.idle_timeout {
             cx.set_deadline(token, Instant::now().checked_add(timeout));
         }
@@ -296,11 +322,16 @@ fn main() -> ExitCode {
         name: "http_server",
         default_addr: "127.0.0.1:8080",
         threads: true,
-        flags: &[Flag { name: "--idle-timeout", value: "SECS" }],
+        flags: &[
+            Flag { name: "--idle-timeout", value: "SECS" },
+            Flag { name: "--output-budget", value: "BYTES" },
+        ],
     };
     serve::main(server, |cli| {
         let idle_timeout = cli.seconds("--idle-timeout", 60.0)?;
-        Ok(move || HttpServer { idle_timeout })
+        // What all of one loop's connections may queue together.
+        let budget = cli.count("--output-budget", 64 << 20, 1, 1 << 40)? as usize;
+        Ok(move || HttpServer { idle_timeout, connections: Connections::new(budget) })
     })
 }
 

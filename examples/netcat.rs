@@ -67,8 +67,7 @@ const QUEUE: usize = 1 << 20;
 /// The most bytes one read asks for.
 const CHUNK: usize = 64 * 1024;
 
-const USAGE: &str = "usage: netcat HOST:PORT [--backend select|poll|epoll]\n       \
-                     netcat --listen ADDR [--backend select|poll|epoll]";
+const USAGE: &str = "usage: netcat HOST:PORT [--backend select|poll|epoll] | netcat --listen ADDR [--backend select|poll|epoll]";
 
 // ---- the queues ------------------------------------------------------------------
 
@@ -398,10 +397,9 @@ fn main() -> ExitCode {
     let (mode, backend) = match parse_args(std::env::args().skip(1)) {
         Ok(parsed) => parsed,
         Err(message) => {
-            if !message.is_empty() {
-                eprintln!("netcat: {message}");
-            }
-            eprintln!("{USAGE}");
+            // One line: what is wrong, then how to call it.
+            let message = if message.is_empty() { "help".to_string() } else { message };
+            eprintln!("netcat: {message}; {USAGE}");
             return ExitCode::from(2);
         }
     };

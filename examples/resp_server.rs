@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example resp_server -- [ADDR] [--backend select|poll|epoll] [--threads N]
-//!     [--max-bulk BYTES] [--max-request BYTES] [--idle-timeout SECS]
+//!     [--max-bulk BYTES] [--max-request BYTES] [--idle-timeout SECS] [--output-budget BYTES]
 //! ```
 //!
 //! ADDR defaults to 127.0.0.1:6379 (port 0 picks a free port); the first line
@@ -12,7 +12,12 @@
 //! plus 1 MiB) bounds a whole request, all its arguments together (each
 //! counted with 8 bytes more, what the server keeps to split them).
 //! `--idle-timeout` (default 300, 0 for none) closes a connection that stays
-//! silent that long (no request, and no reply taken).
+//! silent that long (no request, and no reply taken). `--output-budget`
+//! (default 256 MiB) bounds the replies queued by all of one loop's
+//! connections together: each connection's output limit bounds one client
+//! that does not read, the budget bounds a thousand of them. When it runs
+//! short, the connection with the most output queued (the slowest reader)
+//! is dropped first.
 //!
 //! Commands: `PING [msg]`, `ECHO msg`, `SET key value [EX s|PX ms]`, `GET`,
 //! `DEL key...`, `EXISTS key...`, `INCR`, `DECR`, `MGET key...`,
@@ -37,7 +42,7 @@
 //! one too. Both are fuzzed (`fuzz/bodies/resp.rs`, `fuzz/bodies/resp_exec.rs`).
 
 mod serve;
-use serve::{Flag, Server};
+use serve::{Connections, Flag, Server};
 
 use std::io;
 use std::process::ExitCode;
@@ -110,6 +115,8 @@ impl Sink for ChatSink<'_> {
 struct RespConnection {
     parser: RespParser,
     store: Shared,
+    /// This loop's connections and the budget their output shares.
+    connections: Connections<RespConnection>,
     /// The record being collected, reused from record to record (the chat's
     /// own collector would hand over a fresh `Vec` each time).
     record: Vec<u8>,
@@ -153,11 +160,18 @@ impl RespConnection {
     }
 
     /// Runs a complete command, its reply pushed to the chat.
-    fn run(&mut self, chat: &mut AsyncChat) -> io::Result<After> {
+    fn run(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<After> {
         let Some(args) = self.parser.command() else {
             return Ok(After::Continue);
         };
-        let budget = Budget::new(chat.output_limit(), chat.queued());
+        // Room for the largest reply this connection may queue, taken from
+        // the slowest readers of the loop when the shared budget runs short.
+        let wanted = chat.output_limit().saturating_sub(chat.queued());
+        while self.connections.available() < wanted
+            && self.connections.drop_slowest(cx.token(), cx, "resp_server")
+        {}
+        let mut budget = Budget::new(chat.output_limit(), chat.queued());
+        budget.room = budget.room.min(self.connections.available());
         let mut sink = ChatSink { chat, out: &mut self.out, failed: None };
         let after =
             execute(&mut self.store.lock().unwrap_or_else(|e| e.into_inner()), args, &mut sink, budget);
@@ -181,7 +195,7 @@ impl ChatHandler for RespConnection {
         Ok(())
     }
 
-    fn found_terminator(&mut self, chat: &mut AsyncChat, _cx: &mut Ctx<'_>) -> io::Result<()> {
+    fn found_terminator(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
         if chat.is_closing() {
             return Ok(());
         }
@@ -194,7 +208,7 @@ impl ChatHandler for RespConnection {
         };
         self.record.clear();
         if complete {
-            let after = self.run(chat);
+            let after = self.run(chat, cx);
             self.shrink();
             match after? {
                 After::Continue => {}
@@ -240,12 +254,18 @@ impl ChatHandler for RespConnection {
             }
         }
         eprintln!("resp_server: closing a connection: {error}");
+        self.connections.leave(cx.token());
         cx.close();
+    }
+
+    fn handle_close(&mut self, _chat: &mut AsyncChat, cx: &mut Ctx<'_>) {
+        self.connections.leave(cx.token());
     }
 }
 
 struct RespServer {
     store: Shared,
+    connections: Connections<RespConnection>,
     max_bulk: usize,
     max_request: usize,
     idle_timeout: Option<Duration>,
@@ -262,10 +282,16 @@ impl AcceptHandler for RespServer {
         let mut chat = AsyncChat::new(conn, parser.terminator());
         chat.set_max_record(MAX_LINE);
         chat.set_output_limit(output_limit(self.max_bulk));
-        let token = cx.insert(
-            chat,
-            RespConnection { parser, store: Arc::clone(&self.store), record: Vec::new(), out: Vec::new() },
-        )?;
+        self.connections.charge(&mut chat);
+        let connection = RespConnection {
+            parser,
+            store: Arc::clone(&self.store),
+            connections: self.connections.clone(),
+            record: Vec::new(),
+            out: Vec::new(),
+        };
+        let token = cx.insert(chat, connection)?;
+        self.connections.join(token);
         cx.set_idle_timeout(token, self.idle_timeout);
         Ok(())
     }
@@ -286,6 +312,7 @@ fn main() -> ExitCode {
             Flag { name: "--max-bulk", value: "BYTES" },
             Flag { name: "--max-request", value: "BYTES" },
             Flag { name: "--idle-timeout", value: "SECS" },
+            Flag { name: "--output-budget", value: "BYTES" },
         ],
     };
     serve::main(server, |cli| {
@@ -295,9 +322,17 @@ fn main() -> ExitCode {
         let default_request = parser::default_max_request(max_bulk) as u64;
         let max_request = cli.count("--max-request", default_request, 1, 1 << 30)? as usize;
         let idle_timeout = cli.seconds("--idle-timeout", 300.0)?;
+        // What all of one loop's connections may queue together.
+        let budget = cli.count("--output-budget", 256 << 20, 1, 1 << 40)? as usize;
         // One store for every loop (`--threads`): uncontended with one thread.
         let store = Shared::default();
-        Ok(move || RespServer { store: Arc::clone(&store), max_bulk, max_request, idle_timeout })
+        Ok(move || RespServer {
+            store: Arc::clone(&store),
+            connections: Connections::new(budget),
+            max_bulk,
+            max_request,
+            idle_timeout,
+        })
     })
 }
 

@@ -379,3 +379,32 @@ fn http_a_long_pipeline_read_as_it_goes_keeps_the_peak_small() {
     server.assert_alive();
     server.assert_peak_under(PEAK_RSS_KIB, "200,000 pipelined requests");
 }
+
+/// Many clients that each ask for a big value and never read: each
+/// connection's output limit bounds one of them, the server's output budget
+/// bounds them all together. The slowest readers are dropped; the server
+/// keeps answering others.
+#[test]
+fn resp_many_connections_that_never_read_are_bounded_together() {
+    // 32 MiB for every connection's replies together.
+    let mut server = Server::start("resp_server", &["--output-budget", "33554432"], None);
+    let mut stream = server.connect();
+    let value = vec![b'v'; 8 << 20];
+    let writer = write_while_reading(&stream, frame(&[b"SET", b"k", &value]));
+    assert_eq!(read_line(&mut stream, 64), b"+OK\r\n");
+    writer.join().unwrap().unwrap();
+    // Twelve readers that never read: 96 MiB of replies without the budget.
+    let silent: Vec<TcpStream> = (0..12)
+        .map(|_| {
+            let mut s = server.connect();
+            s.write_all(&frame(&[b"GET", b"k"])).unwrap();
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    server.assert_alive();
+    assert_pong(&server);
+    // The store's 8 MiB, the budget's 32 MiB, and the process itself.
+    server.assert_peak_under(PEAK_RSS_KIB, "twelve 8 MiB GETs that are never read");
+    drop(silent);
+}

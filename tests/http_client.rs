@@ -50,7 +50,8 @@ fn bad_arguments_print_usage_and_exit_2() {
     for args in [&[][..], &["127.0.0.1:80"], &["example.com:80", "/"], &["127.0.0.1:80", "/a b"]] {
         let out = run_client(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: stderr: {}", out.stderr);
-        assert!(out.stderr.starts_with("usage: http_client HOST:PORT PATH"), "{args:?}: {:?}", out.stderr);
+        assert!(out.stderr.contains("usage: http_client HOST:PORT PATH"), "{args:?}: {:?}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "one line: {:?}", out.stderr);
         assert!(out.stderr.contains("does not resolve"), "the usage says why names fail: {:?}", out.stderr);
     }
 }

@@ -19,6 +19,8 @@ use rolecore::{Address, Backend};
 /// The longest timeout a flag takes: a week. Longer is a typo, and
 /// `Duration::from_secs_f64` would panic past `u64::MAX` seconds.
 const MAX_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+/// The shortest timeout a flag takes: a millisecond, the loop's resolution.
+const MIN_SECONDS: f64 = 0.001;
 /// The most loops `--threads` starts.
 const MAX_THREADS: u64 = 256;
 
@@ -138,17 +140,23 @@ impl Cli {
         Usage { line: format!("{}: {what}; {}", self.name, self.usage) }
     }
 
-    /// A timeout flag in seconds (fractions allowed): `None` for 0 (no
-    /// timeout) or when the flag is absent and `default` is 0.
+    /// A timeout flag in seconds (fractions allowed, down to a
+    /// millisecond): `None` for 0 (no timeout) or when the flag is absent
+    /// and `default` is 0.
     pub fn seconds(&self, flag: &str, default: f64) -> Result<Option<Duration>, Usage> {
         let secs = match self.value(flag) {
             None => default,
             Some(text) => {
-                let bad =
-                    || self.usage_error(format!("{flag} {text:?}: expected seconds from 0 to {MAX_SECONDS}"));
+                let bad = || {
+                    self.usage_error(format!(
+                        "{flag} {text:?}: expected 0 (none) or seconds from {MIN_SECONDS} to {MAX_SECONDS}"
+                    ))
+                };
                 let secs: f64 = text.trim().parse().map_err(|_| bad())?;
-                if !(0.0..=MAX_SECONDS).contains(&secs) {
-                    return Err(bad()); // NaN fails `contains` too
+                // NaN fails `contains` too; a timeout of a few nanoseconds
+                // would close every connection at once.
+                if secs != 0.0 && !(MIN_SECONDS..=MAX_SECONDS).contains(&secs) {
+                    return Err(bad());
                 }
                 secs
             }
@@ -222,6 +230,7 @@ mod tests {
             &["--idle-timeout", "inf"],
             &["--idle-timeout", ""],
             &["--idle-timeout", "soon"],
+            &["--idle-timeout", "1e-9"],
             &["--idle-timeout"],
             &["--max", "0"],
             &["--max", "101"],

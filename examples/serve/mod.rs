@@ -11,6 +11,7 @@
 //! that cannot be listened on, 1 for a failure while serving.
 
 mod cli;
+mod connections;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -21,6 +22,8 @@ use rolecore::signal::{SIGINT, SIGTERM};
 use rolecore::{AcceptHandler, Address, Backend, Channel, Ctx, Listening, LoopOptions, Map};
 
 pub use cli::{Cli, Flag, Usage};
+#[allow(unused_imports)] // not every server bounds its connections together
+pub use connections::Connections;
 
 /// How long connections may finish after a shutdown signal.
 pub const GRACE: Duration = Duration::from_secs(1);
