@@ -13,7 +13,7 @@ use crate::error::is_disconnect;
 use crate::handler::{AcceptHandler, DatagramHandler, FileHandler, Pending, StreamHandler, Transport};
 use crate::machine::{Outcome, Phase, Plain, Step, Wakeup};
 use crate::map::{Ctx, Register};
-use crate::poller::{Interest, Readiness};
+use crate::readiness::{Interest, Readiness};
 use crate::report::{Level, log_info};
 use crate::seal::{EntryProof, Seal};
 use crate::trace::{Callback, Joined};

@@ -82,12 +82,14 @@ pub mod machine;
 mod mailbox;
 mod map;
 pub mod poller;
+mod readiness;
 pub mod report;
 mod seal;
 #[cfg(feature = "signals")]
 pub mod signal;
 pub mod sim;
 mod timer;
+mod token;
 mod trace;
 
 pub use address::{Address, ParseAddressError, ToAddress, UnixAddress};
@@ -107,5 +109,7 @@ pub use event_loop::{
 pub use handler::{AcceptHandler, DatagramHandler, FileHandler, Pending, StreamHandler, Transport};
 pub use kept::Kept;
 pub use mailbox::{MailboxHandler, SendError, Sender, Waker};
-pub use map::{Ctx, HandlerMut, InsertError, Map, Register, StreamMut, Token};
-pub use poller::{Backend, Interest, ParseBackendError, Readiness};
+pub use map::{Ctx, HandlerMut, InsertError, Map, Register, StreamMut};
+pub use poller::{Backend, ParseBackendError};
+pub use readiness::{Interest, Readiness};
+pub use token::Token;

@@ -24,9 +24,10 @@ use rustix::event::{EventfdFlags, eventfd};
 
 use crate::entry::Entry;
 use crate::machine::{Phase, Step, Wakeup};
-use crate::map::{Ctx, Map, Token};
-use crate::poller::{Interest, Readiness};
+use crate::map::{Ctx, Map};
+use crate::readiness::{Interest, Readiness};
 use crate::report::{Level, log_info};
+use crate::token::Token;
 use crate::trace::Joined;
 
 struct Shared<M> {

@@ -12,76 +12,19 @@
 use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::entry::{Entry, Resume};
-use crate::poller::{Backend, Event, Interest, MAX_WAIT, Poller, Readiness, Source};
+use crate::poller::{Backend, Event, MAX_WAIT, Poller, Source};
+use crate::readiness::{Interest, Readiness};
 use crate::report::{Level, log_info};
 use crate::seal::Seal;
 use crate::timer::Timers;
+use crate::token::{Token, next_map_id};
 use crate::trace::{Trace, Traced};
 
 /// The size of the read buffer a map lends to callbacks ([`Ctx::buffer`]).
 const SCRATCH_SIZE: usize = 64 * 1024;
-
-/// A handle to a channel in a [`Map`]: its descriptor number, a generation,
-/// and the map that issued it, so a handle outlives its channel harmlessly
-/// and names nothing in another map. A token that a map did not issue (or
-/// whose channel closed) is refused by every call that takes one: `None`,
-/// `false`, or nothing done.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Token {
-    index: u32,
-    generation: u32,
-    /// The issuing map's id, unique in the process (see [`next_map_id`]).
-    map: u32,
-}
-
-/// The last id given to a map; ids start at 1.
-static LAST_MAP_ID: AtomicU32 = AtomicU32::new(0);
-
-/// A map id no other map of this process has had. Tokens carry it, so a
-/// token from one map reaches nothing in another, even when both have a
-/// channel on the same descriptor with the same generation. Fails once
-/// `u32::MAX` maps were made, rather than reuse an id.
-fn next_map_id() -> io::Result<u32> {
-    LAST_MAP_ID
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| last.checked_add(1))
-        .map(|last| last + 1)
-        .map_err(|_| io::Error::other("this process has made 4294967295 maps: map ids are used up"))
-}
-
-impl Token {
-    /// The descriptor number of the channel this token was issued for.
-    pub fn fd(self) -> i32 {
-        self.index as i32
-    }
-
-    pub(crate) fn index(self) -> u32 {
-        self.index
-    }
-
-    pub(crate) fn generation(self) -> u32 {
-        self.generation
-    }
-
-    pub(crate) fn key(self) -> u64 {
-        (u64::from(self.generation) << 32) | u64::from(self.index)
-    }
-
-    /// The token of map `map` that the poller key `key` stands for.
-    #[inline]
-    pub(crate) fn from_key(key: u64, map: u32) -> Token {
-        Token { index: key as u32, generation: (key >> 32) as u32, map }
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Token(fd {}, generation {}, map {})", self.index, self.generation, self.map)
-    }
-}
 
 /// A channel type that can join a map with handler `H`: a stream channel
 /// (connecting or connected; raw, [`Buffered`](crate::Buffered) or
@@ -209,7 +152,7 @@ impl Registry {
     /// A token of this map: `index` at its slot's current generation.
     #[inline]
     fn token(&self, index: usize, generation: u32) -> Token {
-        Token { index: index as u32, generation, map: self.id }
+        Token::new(index as u32, generation, self.id)
     }
 
     /// The slot a token names, if this map issued it and the slot's
@@ -217,18 +160,18 @@ impl Registry {
     /// here or [`slot_mut`](Self::slot_mut).
     #[inline]
     fn slot(&self, token: Token) -> Option<&Slot> {
-        if token.map != self.id {
+        if token.map() != self.id {
             return None;
         }
-        self.slots.get(token.index as usize).filter(|s| s.generation == token.generation)
+        self.slots.get(token.index() as usize).filter(|s| s.generation == token.generation())
     }
 
     #[inline]
     fn slot_mut(&mut self, token: Token) -> Option<&mut Slot> {
-        if token.map != self.id {
+        if token.map() != self.id {
             return None;
         }
-        self.slots.get_mut(token.index as usize).filter(|s| s.generation == token.generation)
+        self.slots.get_mut(token.index() as usize).filter(|s| s.generation == token.generation())
     }
 
     fn live(&self, token: Token) -> Option<&Slot> {
@@ -271,7 +214,7 @@ impl Registry {
         }
         let listener = channel.takes_no_idle_timeout(Seal(()));
         self.place(token, channel.into_entry(handler, Seal(())), interest, always_ready, false);
-        self.slots[token.index as usize].listener = listener;
+        self.slots[token.index() as usize].listener = listener;
         Ok(token)
     }
 
@@ -299,7 +242,7 @@ impl Registry {
         if let Some(trace) = &mut self.trace {
             trace.push((token, Traced::Inserted(entry.joined())));
         }
-        let slot = &mut self.slots[token.index as usize];
+        let slot = &mut self.slots[token.index() as usize];
         slot.interest = interest;
         slot.always_ready = always_ready;
         slot.daemon = daemon;
@@ -328,7 +271,7 @@ impl Registry {
             }
             return self.discard(token, entry);
         };
-        let slot = &mut self.slots[token.index as usize];
+        let slot = &mut self.slots[token.index() as usize];
         slot.busy = false;
         let changed = interest != slot.interest;
         slot.entry = Some(entry);
@@ -346,7 +289,7 @@ impl Registry {
     /// changes far less often than it wakes up.
     #[cold]
     fn rewatch(&mut self, token: Token, interest: Interest) -> bool {
-        let slot = &mut self.slots[token.index as usize];
+        let slot = &mut self.slots[token.index() as usize];
         slot.interest = interest;
         let Some(entry) = &slot.entry else { return true };
         if slot.always_ready {
@@ -372,9 +315,9 @@ impl Registry {
     /// another. The map rebuilds its registrations before the next wait
     /// instead, which forgets the one it can no longer name.
     fn discard(&mut self, token: Token, entry: Box<dyn Entry>) {
-        let slot = &mut self.slots[token.index as usize];
+        let slot = &mut self.slots[token.index() as usize];
         if !slot.always_ready && self.poller.keeps_registrations() {
-            if entry.fd().as_raw_fd() as u32 == token.index {
+            if entry.fd().as_raw_fd() as u32 == token.index() {
                 // Only fails if the kernel already forgot the descriptor.
                 let _ = self.poller.deregister(entry.fd());
             } else {
@@ -471,8 +414,8 @@ impl Registry {
     pub(crate) fn remove(&mut self, token: Token) -> bool {
         match self.live(token) {
             Some(slot) if !slot.busy => {
-                let entry = self.slots[token.index as usize].entry.take();
-                self.slots[token.index as usize].busy = true;
+                let entry = self.slots[token.index() as usize].entry.take();
+                self.slots[token.index() as usize].busy = true;
                 if let Some(entry) = entry {
                     self.discard(token, entry);
                 }
@@ -492,7 +435,7 @@ impl Registry {
 
     fn set_idle_timeout(&mut self, token: Token, idle: Option<Duration>) -> bool {
         let live = self.live(token).is_some();
-        if live && idle.is_some() && self.slots[token.index as usize].listener {
+        if live && idle.is_some() && self.slots[token.index() as usize].listener {
             // Nearly always `cx.set_idle_timeout(cx.token(), ..)` written in
             // `handle_accepted` for the new connection: it would close the
             // listener when no connection came for a while, and the server
@@ -515,7 +458,7 @@ impl Registry {
     pub(crate) fn refresh(&mut self, token: Token) {
         let Some(slot) = self.slot_mut(token) else { return };
         let Some(entry) = &slot.entry else { return };
-        if entry.fd().as_raw_fd() as u32 != token.index {
+        if entry.fd().as_raw_fd() as u32 != token.index() {
             // Swapped through `stream_mut`: see `Resume::Replaced`.
             let entry = slot.entry.take().expect("checked above");
             slot.busy = true;
@@ -623,7 +566,7 @@ impl Registry {
         let (slots, id) = (&self.slots, self.id);
         let sources = slots.iter().enumerate().filter(|(_, s)| !s.always_ready).filter_map(|(i, s)| {
             let entry = s.entry.as_ref()?;
-            let key = Token { index: i as u32, generation: s.generation, map: id }.key();
+            let key = Token::new(i as u32, s.generation, id).key();
             Some(Source { fd: entry.fd(), key, interest: s.interest })
         });
         self.poller.wait(sources, events, timeout)?;
@@ -637,7 +580,7 @@ impl Registry {
                     r |= Readiness::WRITABLE;
                 }
                 if !r.is_empty() {
-                    events.push((Token { index: i as u32, generation: s.generation, map: self.id }.key(), r));
+                    events.push((Token::new(i as u32, s.generation, self.id).key(), r));
                 }
             }
         }

@@ -24,7 +24,7 @@ use signal_hook::SigId;
 use crate::entry::Entry;
 use crate::machine::{Phase, Step, Wakeup};
 use crate::map::{Ctx, Map};
-use crate::poller::{Interest, Readiness};
+use crate::readiness::{Interest, Readiness};
 use crate::report::{Level, log_info};
 use crate::trace::Joined;
 

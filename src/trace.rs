@@ -2,7 +2,7 @@
 //! for it (one branch per callback otherwise), and checked against the
 //! loop's invariants by [`sim`](crate::sim).
 
-use crate::map::Token;
+use crate::token::Token;
 
 /// A callback the loop made into a handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

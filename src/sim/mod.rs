@@ -83,9 +83,10 @@ pub use crate::trace::{Callback, Joined, Traced};
 use crate::address::{Address, UnixAddress};
 use crate::channel::{Channel, Connected, Connecting, Listening};
 use crate::handler::AcceptHandler;
-use crate::map::{Map, Token};
+use crate::map::Map;
 use crate::poller::Poller;
 use crate::poller::scripted::ScriptedPoller;
+use crate::token::Token;
 
 /// How big a simulated world is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
