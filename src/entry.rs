@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use crate::buffered::Buffered;
 use crate::channel::{Channel, Connected, Connecting, DatagramRole, FileFd, Listening, Observed, Role};
 use crate::error::is_disconnect;
-use crate::handler::{AcceptHandler, DatagramHandler, FileHandler, Pending, StreamHandler, Transport};
+use crate::handler::{AcceptHandler, DatagramHandler, FileHandler, StreamHandler};
 use crate::machine::{Outcome, Phase, Plain, Step, Wakeup};
 use crate::map::{Ctx, Register};
 use crate::readiness::{Interest, Readiness};
 use crate::report::{Level, log_info};
 use crate::seal::{EntryProof, Seal};
 use crate::trace::{Callback, Joined};
+use crate::transport::{Pending, Transport};
 
 /// A channel and its handler, type-erased for the map. Public only so the
 /// sealed [`Register`] trait can name it; not reachable by users.

@@ -91,6 +91,7 @@ pub mod sim;
 mod timer;
 mod token;
 mod trace;
+mod transport;
 
 pub use address::{Address, ParseAddressError, ToAddress, UnixAddress};
 pub use buffered::{
@@ -106,10 +107,11 @@ pub use error::{RoleError, is_disconnect};
 pub use event_loop::{
     DEFAULT_TIMEOUT, LoopOptions, RUN_UNTIL_TICK, Refresh, close_all, loop_, with_socket_map,
 };
-pub use handler::{AcceptHandler, DatagramHandler, FileHandler, Pending, StreamHandler, Transport};
+pub use handler::{AcceptHandler, DatagramHandler, FileHandler, StreamHandler};
 pub use kept::Kept;
 pub use mailbox::{MailboxHandler, SendError, Sender, Waker};
 pub use map::{Ctx, HandlerMut, InsertError, Map, Register, StreamMut};
 pub use poller::{Backend, ParseBackendError};
 pub use readiness::{Interest, Readiness};
 pub use token::Token;
+pub use transport::{Pending, Transport};
