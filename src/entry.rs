@@ -4,7 +4,7 @@
 
 use std::any::Any;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use crate::buffered::Buffered;
@@ -12,102 +12,12 @@ use crate::channel::{Channel, Connected, Connecting, DatagramRole, FileFd, Liste
 use crate::error::is_disconnect;
 use crate::handler::{AcceptHandler, DatagramHandler, FileHandler, StreamHandler};
 use crate::machine::{Outcome, Phase, Plain, Step, Wakeup};
-use crate::map::{Ctx, Register};
+use crate::map::{Ctx, Entry, Register, RegisterSealed};
 use crate::readiness::{Interest, Readiness};
 use crate::report::{Level, log_info};
 use crate::seal::{EntryProof, Seal};
 use crate::trace::{Callback, Joined};
 use crate::transport::{Pending, Transport};
-
-/// A channel and its handler, type-erased for the map. Public only so the
-/// sealed [`Register`] trait can name it; not reachable by users.
-pub trait Entry: 'static {
-    /// The descriptor, for the poller.
-    fn fd(&self) -> BorrowedFd<'_>;
-    /// The interest the handler's predicates ask for now.
-    fn interest(&self) -> Interest;
-    /// Runs one wake-up; sets `cx`'s closing flag when the channel is done.
-    fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>);
-    /// Runs one wake-up and says what the loop does with the channel next.
-    /// One virtual call per event: the descriptor check and the predicates
-    /// run in [`resume`](Self::resume), where the entry's type is known,
-    /// instead of as two more virtual calls from the map.
-    #[inline]
-    fn wake(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) -> Resume {
-        self.dispatch(readiness, interest, cx);
-        self.resume(cx)
-    }
-    /// Runs the timeout callback, then as [`wake`](Self::wake).
-    fn expire(&mut self, cx: &mut Ctx<'_>) -> Resume {
-        self.timeout(cx);
-        self.resume(cx)
-    }
-    /// What the loop does with the channel after a callback.
-    #[inline]
-    fn resume(&self, cx: &Ctx<'_>) -> Resume {
-        if cx.is_closing() {
-            Resume::Close
-        } else if self.fd().as_raw_fd() as u32 != cx.token().index() {
-            Resume::Replaced
-        } else {
-            Resume::Watch(self.interest())
-        }
-    }
-    /// The channel's deadline passed.
-    fn timeout(&mut self, cx: &mut Ctx<'_>);
-    /// The loop is shutting down and closes the channel: its handler's
-    /// `handle_close` (or, still connecting, `handle_connect_failed`).
-    fn shut(&mut self, cx: &mut Ctx<'_>);
-    /// The handler, for downcasting.
-    fn handler(&self) -> &dyn Any;
-    /// The handler, for downcasting.
-    fn handler_mut(&mut self) -> &mut dyn Any;
-    /// A short description for reports.
-    fn describe(&self) -> String;
-    /// What the channel was when it joined, for traces.
-    fn joined(&self) -> Joined;
-    /// A connected stream's transport and handler, for another channel's
-    /// callback to reach them.
-    fn stream_parts(&mut self) -> Option<(&mut dyn Any, &mut dyn Any)> {
-        None
-    }
-}
-
-/// The methods of [`Register`]: in a supertrait user code cannot name (this
-/// module is private), each with a proof argument only rolecore can make.
-/// A bound `C: Register<H>` would otherwise let generic user code call them
-/// (supertrait methods are in scope through the bound) and drive an entry
-/// with readiness it made up.
-pub trait RegisterSealed<H> {
-    /// The interest the handler's predicates ask for now.
-    fn interest(&self, handler: &H, seal: impl EntryProof) -> Interest;
-    /// The descriptor, for the poller.
-    fn fd(&self, seal: impl EntryProof) -> BorrowedFd<'_>;
-    /// A regular file: never given to the kernel, always reported ready.
-    fn always_ready(&self, seal: impl EntryProof) -> bool {
-        let _ = seal;
-        false
-    }
-    /// Whether an idle timeout is refused for it: a listening socket.
-    fn takes_no_idle_timeout(&self, seal: impl EntryProof) -> bool {
-        let _ = seal;
-        false
-    }
-    /// The entry the map stores.
-    fn into_entry(self, handler: H, seal: impl EntryProof) -> Box<dyn Entry>;
-}
-
-/// What the loop does with a channel after a wake-up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Resume {
-    /// Watch it with this interest (its predicates' answer now).
-    Watch(Interest),
-    /// It closed: take it out of the map.
-    Close,
-    /// The handler swapped the channel it was lent for another one: the
-    /// slot no longer matches the descriptor the poller watches.
-    Replaced,
-}
 
 /// Runs one callback and condenses what happened into an [`Outcome`]:
 /// would-block is nothing, a disconnection is the peer leaving, any other

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use rustix::event::{EventfdFlags, eventfd};
 
-use crate::entry::Entry;
 use crate::machine::{Phase, Step, Wakeup};
+use crate::map::Entry;
 use crate::map::{Ctx, Map};
 use crate::readiness::{Interest, Readiness};
 use crate::report::{Level, log_info};
@@ -238,14 +238,13 @@ impl Map {
     /// This map's [`Waker`], created on first use. Its mailbox does not keep
     /// the loop alive: a map holding only the waker counts as empty.
     pub fn waker(&mut self) -> io::Result<Waker> {
-        if let Some(waker) = self.waker_slot() {
-            return Ok(waker);
+        if let Some(commands) = self.waker.and_then(|token| self.handler::<Commands>(token)) {
+            return Ok(commands.waker.clone());
         }
         let shared = new_shared::<Command>()?;
-        let entry = Box::new(MailboxEntry { shared: shared.clone(), handler: run_command });
-        let token = self.insert_entry(entry, true)?;
-        let waker = Waker { sender: Sender { shared } };
-        self.set_waker_slot(token, waker.clone());
+        let waker = Waker { sender: Sender { shared: shared.clone() } };
+        let entry = Box::new(MailboxEntry { shared, handler: Commands { waker: waker.clone() } });
+        self.waker = Some(self.insert_entry(entry, true)?);
         Ok(waker)
     }
 }
@@ -258,13 +257,22 @@ enum Command {
     Shutdown(Duration),
 }
 
-fn run_command(command: Command, cx: &mut Ctx<'_>) -> io::Result<()> {
-    match command {
-        Command::Wake => {}
-        Command::Stop => cx.stop(),
-        Command::Shutdown(grace) => cx.shutdown(grace),
+/// The waker's mailbox handler. It keeps a clone of the waker, so that the
+/// map finds it again through its token: the map itself knows nothing of
+/// mailboxes.
+struct Commands {
+    waker: Waker,
+}
+
+impl MailboxHandler<Command> for Commands {
+    fn handle_message(&mut self, command: Command, cx: &mut Ctx<'_>) -> io::Result<()> {
+        match command {
+            Command::Wake => {}
+            Command::Stop => cx.stop(),
+            Command::Shutdown(grace) => cx.shutdown(grace),
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// A `Send + Sync + Clone` handle that wakes, stops or shuts down a loop

@@ -21,8 +21,8 @@ use std::rc::Rc;
 
 use signal_hook::SigId;
 
-use crate::entry::Entry;
 use crate::machine::{Phase, Step, Wakeup};
+use crate::map::Entry;
 use crate::map::{Ctx, Map};
 use crate::readiness::{Interest, Readiness};
 use crate::report::{Level, log_info};
