@@ -73,7 +73,7 @@ mod assertions;
 mod buffered;
 pub mod channel;
 pub mod chat;
-mod entry;
+mod dispatch;
 mod error;
 mod event_loop;
 mod handler;

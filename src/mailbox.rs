@@ -15,34 +15,27 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustix::event::{EventfdFlags, eventfd};
-
-use crate::machine::{Phase, Step, Wakeup};
-use crate::map::Entry;
+use crate::dispatch::{Own, OwnEntry};
 use crate::map::{Ctx, Map};
-use crate::readiness::{Interest, Readiness};
+use crate::poller::EventFd;
 use crate::report::{Level, log_info};
 use crate::token::Token;
-use crate::trace::Joined;
 
 struct Shared<M> {
     queue: Mutex<VecDeque<M>>,
-    eventfd: OwnedFd,
+    eventfd: EventFd,
     /// The mailbox left the map: sends fail and give the message back.
     closed: AtomicBool,
 }
 
 impl<M> Shared<M> {
     fn ring(&self) {
-        // Only fails when the counter is about to overflow (it is then
-        // already far from zero, so the loop wakes anyway) or the descriptor
-        // is gone with the mailbox.
-        let _ = rustix::io::write(&self.eventfd, &1u64.to_ne_bytes());
+        self.eventfd.ring();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<M>> {
@@ -136,53 +129,16 @@ impl<M, H> Drop for MailboxEntry<M, H> {
     }
 }
 
-impl<M: 'static, H: MailboxHandler<M>> Entry for MailboxEntry<M, H> {
+impl<M: 'static, H: MailboxHandler<M>> Own for MailboxEntry<M, H> {
     fn fd(&self) -> BorrowedFd<'_> {
         self.shared.eventfd.as_fd()
     }
 
-    fn interest(&self) -> Interest {
-        Interest::READ
-    }
-
-    fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) {
-        let mut wakeup = Wakeup::new(Phase::Datagram, interest, readiness);
-        while let Some(step) = wakeup.next_step() {
-            if step == Step::Read {
-                self.deliver(cx);
-            }
-            wakeup.record(Default::default());
-        }
-    }
-
-    fn timeout(&mut self, _: &mut Ctx<'_>) {}
-
-    fn shut(&mut self, _: &mut Ctx<'_>) {}
-
-    fn handler(&self) -> &dyn std::any::Any {
-        &self.handler
-    }
-
-    fn handler_mut(&mut self) -> &mut dyn std::any::Any {
-        &mut self.handler
-    }
-
-    fn describe(&self) -> String {
-        format!("mailbox of {}", std::any::type_name::<M>())
-    }
-
-    fn joined(&self) -> Joined {
-        Joined::File
-    }
-}
-
-impl<M: 'static, H: MailboxHandler<M>> MailboxEntry<M, H> {
     /// Delivers the messages queued when the wake-up came; later ones wait
     /// for the next wake-up, so a handler that sends to its own mailbox
     /// cannot starve the other channels.
     fn deliver(&mut self, cx: &mut Ctx<'_>) {
-        let mut counter = [0u8; 8];
-        let _ = rustix::io::read(&self.shared.eventfd, &mut counter);
+        self.shared.eventfd.drain();
         let mut pending = self.shared.lock().len();
         while pending > 0 && !cx.is_closing() {
             pending -= 1;
@@ -195,10 +151,22 @@ impl<M: 'static, H: MailboxHandler<M>> MailboxEntry<M, H> {
             self.shared.ring();
         }
     }
+
+    fn handler(&self) -> &dyn std::any::Any {
+        &self.handler
+    }
+
+    fn handler_mut(&mut self) -> &mut dyn std::any::Any {
+        &mut self.handler
+    }
+
+    fn describe(&self) -> String {
+        format!("mailbox of {}", std::any::type_name::<M>())
+    }
 }
 
 fn new_shared<M>() -> io::Result<Arc<Shared<M>>> {
-    let eventfd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+    let eventfd = EventFd::new()?;
     Ok(Arc::new(Shared { queue: Mutex::new(VecDeque::new()), eventfd, closed: AtomicBool::new(false) }))
 }
 
@@ -230,7 +198,7 @@ impl Map {
         handler: H,
     ) -> io::Result<(Token, Sender<M>)> {
         let shared = new_shared()?;
-        let entry = Box::new(MailboxEntry { shared: shared.clone(), handler });
+        let entry = Box::new(OwnEntry(MailboxEntry { shared: shared.clone(), handler }));
         let token = self.insert_entry(entry, false)?;
         Ok((token, Sender { shared }))
     }
@@ -243,7 +211,7 @@ impl Map {
         }
         let shared = new_shared::<Command>()?;
         let waker = Waker { sender: Sender { shared: shared.clone() } };
-        let entry = Box::new(MailboxEntry { shared, handler: Commands { waker: waker.clone() } });
+        let entry = Box::new(OwnEntry(MailboxEntry { shared, handler: Commands { waker: waker.clone() } }));
         self.waker = Some(self.insert_entry(entry, true)?);
         Ok(waker)
     }

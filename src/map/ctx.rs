@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use super::entry::{InsertError, Register};
 use super::registry::Registry;
 use crate::token::Token;
-use crate::trace::Traced;
 
 /// The size of the read buffer a map lends to callbacks ([`Ctx::buffer`]).
 const SCRATCH_SIZE: usize = 64 * 1024;
@@ -150,70 +149,10 @@ impl<'a> Ctx<'a> {
         self.registry.set_idle_timeout(token, idle)
     }
 
-    /// Records the start of a callback into this channel's handler, when
-    /// tracing; returns where to record its progress.
-    #[inline]
-    pub(crate) fn trace_call(&mut self, callback: crate::trace::Callback) -> Option<usize> {
-        let trace = self.registry.trace.as_mut()?;
-        trace.push((self.token, Traced::Called { callback, progress: false }));
-        Some(trace.len() - 1)
-    }
-
-    #[inline]
-    pub(crate) fn trace_progress(&mut self, at: Option<usize>, moved: bool) {
-        if let (Some(at), Some(trace)) = (at, self.registry.trace.as_mut())
-            && let Some((_, Traced::Called { progress, .. })) = trace.get_mut(at)
-        {
-            *progress = moved;
-        }
-    }
-
-    /// Another connected stream's transport and handler, if they have types
-    /// `T` and `H`, behind a guard that asks that channel's predicates again
-    /// when dropped: push output into another member of a chat room, say,
-    /// and it is sent when that channel's socket can take it. `None` for a
-    /// stale token, a channel still connecting or draining, this callback's
-    /// own channel, or other types.
-    ///
-    /// ```
-    /// use std::io;
-    /// use rolecore::{AsyncChat, ChatHandler, Ctx, Token};
-    ///
-    /// /// Forwards every line to a partner channel.
-    /// struct Relay { partner: Option<Token> }
-    ///
-    /// impl ChatHandler for Relay {
-    ///     fn found_terminator(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
-    ///         let mut line = chat.take_incoming();
-    ///         line.push(b'\n');
-    ///         if let Some(mut other) = self.partner.and_then(|p| cx.stream_mut::<AsyncChat, Relay>(p)) {
-    ///             other.transport().push(&line)?;
-    ///         }
-    ///         Ok(())
-    ///     }
-    /// }
-    ///
-    /// # fn main() -> io::Result<()> {
-    /// use std::io::{BufRead, Write};
-    /// use std::os::unix::net::UnixStream;
-    /// use rolecore::{Channel, LoopOptions, Map, Terminator};
-    ///
-    /// let (a, mut alice) = UnixStream::pair()?;
-    /// let (b, bob) = UnixStream::pair()?;
-    /// let mut map = Map::new()?;
-    /// let line = || Terminator::bytes(b"\n");
-    /// let ta = map.insert(AsyncChat::new(Channel::try_from(a)?, line()), Relay { partner: None })?;
-    /// let tb = map.insert(AsyncChat::new(Channel::try_from(b)?, line()), Relay { partner: Some(ta) })?;
-    /// map.handler_mut::<Relay>(ta).unwrap().partner = Some(tb);
-    /// alice.write_all(b"hello bob\n")?;
-    /// map.run(LoopOptions::new().count(3).timeout(std::time::Duration::from_millis(50)))?;
-    /// let mut got = String::new();
-    /// std::io::BufReader::new(bob).read_line(&mut got)?;
-    /// assert_eq!(got, "hello bob\n");
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn stream_mut<T: crate::Transport, H: 'static>(
+    /// Another stream's transport and handler, if they have types `T` and
+    /// `H` (the public, typed form is `Ctx::stream_mut`, beside the stream
+    /// entry).
+    pub(crate) fn stream_guard<T: 'static, H: 'static>(
         &mut self,
         token: Token,
     ) -> Option<StreamMut<'_, T, H>> {

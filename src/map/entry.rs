@@ -5,49 +5,27 @@
 use std::any::Any;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 
 use super::ctx::Ctx;
 use crate::readiness::{Interest, Readiness};
 use crate::seal::EntryProof;
-use crate::trace::Joined;
+use crate::trace::{Joined, Recorder};
 
-/// A channel and its handler, type-erased for the map. Public only so the
-/// sealed [`Register`] trait can name it; not reachable by users.
+/// A channel and its handler, type-erased for the map: one virtual call per
+/// event. Public only so the sealed [`Register`] trait can name it; not
+/// reachable by users. The entries themselves are in `dispatch/`, above the
+/// handler traits they call.
 pub trait Entry: 'static {
     /// The descriptor, for the poller.
     fn fd(&self) -> BorrowedFd<'_>;
     /// The interest the handler's predicates ask for now.
     fn interest(&self) -> Interest;
-    /// Runs one wake-up; sets `cx`'s closing flag when the channel is done.
-    fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>);
     /// Runs one wake-up and says what the loop does with the channel next.
-    /// One virtual call per event: the descriptor check and the predicates
-    /// run in [`resume`](Self::resume), where the entry's type is known,
-    /// instead of as two more virtual calls from the map.
-    #[inline]
-    fn wake(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) -> Resume {
-        self.dispatch(readiness, interest, cx);
-        self.resume(cx)
-    }
-    /// Runs the timeout callback, then as [`wake`](Self::wake).
-    fn expire(&mut self, cx: &mut Ctx<'_>) -> Resume {
-        self.timeout(cx);
-        self.resume(cx)
-    }
-    /// What the loop does with the channel after a callback.
-    #[inline]
-    fn resume(&self, cx: &Ctx<'_>) -> Resume {
-        if cx.is_closing() {
-            Resume::Close
-        } else if self.fd().as_raw_fd() as u32 != cx.token().index() {
-            Resume::Replaced
-        } else {
-            Resume::Watch(self.interest())
-        }
-    }
-    /// The channel's deadline passed.
-    fn timeout(&mut self, cx: &mut Ctx<'_>);
+    fn wake(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) -> Resume;
+    /// The channel's deadline passed: runs the timeout callback, then as
+    /// [`wake`](Self::wake).
+    fn expire(&mut self, cx: &mut Ctx<'_>) -> Resume;
     /// The loop is shutting down and closes the channel: its handler's
     /// `handle_close` (or, still connecting, `handle_connect_failed`).
     fn shut(&mut self, cx: &mut Ctx<'_>);
@@ -61,9 +39,10 @@ pub trait Entry: 'static {
     fn joined(&self) -> Joined;
     /// A connected stream's transport and handler, for another channel's
     /// callback to reach them.
-    fn stream_parts(&mut self) -> Option<(&mut dyn Any, &mut dyn Any)> {
-        None
-    }
+    fn stream_parts(&mut self) -> Option<(&mut dyn Any, &mut dyn Any)>;
+    /// The same entry, recording its callbacks with `recorder` (a map that
+    /// traces, for the simulation, asks this once per insert).
+    fn traced(self: Box<Self>, recorder: Recorder) -> Box<dyn Entry>;
 }
 
 /// The methods of [`Register`]: in a supertrait user code cannot name (this

@@ -32,7 +32,7 @@ pub(crate) use registry::Registry;
 
 use crate::poller::{Backend, Event, Poller};
 use crate::token::Token;
-use crate::trace::Trace;
+use crate::trace::{SharedTrace, Trace};
 
 /// Channels and their handlers, and the poller that watches them.
 ///
@@ -152,8 +152,9 @@ impl Map {
         self.registry.refresh(token);
     }
 
-    /// A connected stream's transport and handler, as [`Ctx::stream_mut`].
-    pub fn stream_mut<T: crate::Transport, H: 'static>(
+    /// Another stream's transport and handler (the public, typed form is
+    /// `Map::stream_mut`, beside the stream entry).
+    pub(crate) fn stream_guard<T: 'static, H: 'static>(
         &mut self,
         token: Token,
     ) -> Option<StreamMut<'_, T, H>> {
@@ -202,12 +203,12 @@ impl Map {
 
     /// Starts (or stops) recording callbacks, for the simulation.
     pub(crate) fn set_tracing(&mut self, on: bool) {
-        self.registry.trace = on.then(Vec::new);
+        self.registry.trace = on.then(SharedTrace::default);
     }
 
     /// Takes what was recorded since the last call.
     pub(crate) fn take_trace(&mut self) -> Trace {
-        self.registry.trace.as_mut().map(std::mem::take).unwrap_or_default()
+        self.registry.trace.as_ref().map(|t| std::mem::take(&mut *t.borrow_mut())).unwrap_or_default()
     }
 
     pub(crate) fn with_poller(poller: Poller) -> Map {

@@ -15,7 +15,7 @@ use crate::report::{Level, log_info};
 use crate::seal::Seal;
 use crate::timer::Timers;
 use crate::token::{Token, next_map_id};
-use crate::trace::{Joined, Trace, Traced};
+use crate::trace::{Joined, Recorder, SharedTrace, Traced};
 
 /// What a slot holds.
 #[derive(Default)]
@@ -105,7 +105,7 @@ pub(crate) struct Registry {
     pub(crate) poller: Poller,
     pub(crate) timers: Timers,
     /// Recorded callbacks, when a simulation asked for them.
-    pub(crate) trace: Option<Trace>,
+    pub(crate) trace: Option<SharedTrace>,
     /// A graceful shutdown in progress: when every channel still open is
     /// closed.
     pub(crate) shutdown: Option<Instant>,
@@ -236,9 +236,10 @@ impl Registry {
         always_ready: bool,
         daemon: bool,
     ) {
-        if let Some(trace) = &mut self.trace {
-            trace.push((token, Traced::Inserted(entry.joined())));
-        }
+        let entry = match &self.trace {
+            None => entry,
+            Some(trace) => traced(trace, token, entry),
+        };
         let slot = &mut self.slots[token.index() as usize];
         slot.interest = interest;
         slot.always_ready = always_ready;
@@ -323,8 +324,8 @@ impl Registry {
         if !self.timers.is_empty() {
             self.timers.remove(token);
         }
-        if let Some(trace) = &mut self.trace {
-            trace.push((token, Traced::Removed));
+        if let Some(trace) = &self.trace {
+            trace.borrow_mut().push((token, Traced::Removed));
         }
         *slot = Slot { generation: slot.generation.wrapping_add(1), ..Slot::default() };
         drop(entry);
@@ -596,4 +597,13 @@ impl Registry {
             _ => false,
         }
     }
+}
+
+/// A map that traces (the simulation's) records the entry's joining, and
+/// wraps it in one that records its callbacks. Once per insert; a map that
+/// does not trace never gets here.
+#[cold]
+fn traced(trace: &SharedTrace, token: Token, entry: Box<dyn Entry>) -> Box<dyn Entry> {
+    trace.borrow_mut().push((token, Traced::Inserted(entry.joined())));
+    entry.traced(Recorder::new(trace.clone(), token))
 }

@@ -19,6 +19,7 @@
 //! allocate.
 
 mod epoll;
+mod eventfd;
 mod poll;
 pub(crate) mod scripted;
 #[cfg(feature = "select")]
@@ -33,6 +34,8 @@ use std::time::{Duration, Instant};
 use rustix::event::Timespec;
 
 pub use crate::readiness::{Interest, Readiness};
+pub(crate) use eventfd::EventFd;
+pub(crate) use poll::readable_now;
 
 /// Which readiness mechanism a [`Map`](crate::Map) waits with.
 ///
