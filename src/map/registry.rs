@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::ctx::Ctx;
 use super::entry::{Entry, InsertError, Register, Resume};
-use crate::poller::{Backend, Event, MAX_WAIT, Poller, Source};
+use crate::poller::{Backend, Event, MAX_WAIT, Poller, Source, Watched};
 use crate::readiness::{Interest, Readiness};
 use crate::report::{Level, log_info};
 use crate::seal::Seal;
@@ -194,19 +194,13 @@ impl Registry {
         let interest = channel.interest(&handler, Seal(()));
         let mut always_ready = channel.always_ready(Seal(()));
         let fd = channel.fd(Seal(()));
-        if !always_ready && let Err(error) = self.poller.register(fd, token.key(), interest) {
-            if error.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) {
-                // epoll refuses what is always ready anyway (regular files).
-                always_ready = true;
-            } else if error.raw_os_error() == Some(rustix::io::Errno::EXIST.raw_os_error())
-                && let Ok(()) = self.poller.reregister(fd, token.key(), interest)
-            {
-                // This very descriptor is still registered: it was taken out
-                // of an entry by a swap, and comes back before the map
-                // rebuilt its registrations. It is watched again, under its
-                // new token.
-            } else {
-                return Err(InsertError { error, channel, handler });
+        if !always_ready {
+            // A descriptor still registered under an older token (taken out
+            // of an entry by a swap, back before the map rebuilt its
+            // registrations) is watched again, under its new token.
+            match self.poller.register(fd, token.key(), interest) {
+                Ok(watched) => always_ready = watched == Watched::AlwaysReady,
+                Err(error) => return Err(InsertError { error, channel, handler }),
             }
         }
         let listener = channel.takes_no_idle_timeout(Seal(()));
@@ -223,8 +217,8 @@ impl Registry {
         }
         let token = self.token(index, self.slots[index].generation);
         let interest = entry.interest();
-        self.poller.register(entry.fd(), token.key(), interest)?;
-        self.place(token, entry, interest, false, daemon);
+        let always_ready = self.poller.register(entry.fd(), token.key(), interest)? == Watched::AlwaysReady;
+        self.place(token, entry, interest, always_ready, daemon);
         Ok(token)
     }
 
@@ -376,7 +370,7 @@ impl Registry {
             return;
         }
         let backend = self.poller.backend();
-        let old = match Poller::new(backend) {
+        let old = match self.poller.successor(backend) {
             Ok(fresh) => std::mem::replace(&mut self.poller, fresh),
             Err(e) => {
                 log_info(Level::Error, format_args!("cannot rebuild the {backend} poller: {e}; retrying"));
@@ -517,18 +511,12 @@ impl Registry {
         if self.poller.backend() == backend {
             return Ok(());
         }
-        let mut poller = Poller::new(backend)?;
+        let mut poller = self.poller.successor(backend)?;
         let mut always = Vec::new();
         for (i, slot) in self.slots.iter().enumerate() {
             let Some(entry) = slot.entry() else { continue };
             let key = self.token(i, slot.generation).key();
-            match poller.register(entry.fd(), key, slot.interest) {
-                Ok(()) => always.push(false),
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
-                    always.push(true)
-                }
-                Err(e) => return Err(e),
-            }
+            always.push(poller.register(entry.fd(), key, slot.interest)? == Watched::AlwaysReady);
         }
         let mut flags = always.into_iter();
         let mut count = 0;

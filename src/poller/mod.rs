@@ -135,24 +135,41 @@ pub(crate) struct Source<'a> {
 /// A readiness report: the registration key and what was ready.
 pub(crate) type Event = (u64, Readiness);
 
-/// The backend a map waits with. An enum rather than a `dyn` trait: the set of
-/// backends is closed, and a match is cheaper than a virtual call per wait.
-pub(crate) enum Poller {
+/// How the poller watches a descriptor it accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Watched {
+    /// The kernel reports its readiness.
+    ByKernel,
+    /// Never given to the kernel, always reported ready: epoll refuses
+    /// regular files (`EPERM`), which are always ready anyway.
+    AlwaysReady,
+}
+
+/// The kernel mechanism a map waits with. An enum rather than a `dyn` trait:
+/// the set of backends is closed, and a match is cheaper than a virtual call
+/// per wait.
+enum Kernel {
     Epoll(epoll::EpollPoller),
     Poll(poll::PollPoller),
     #[cfg(feature = "select")]
     Select(select::SelectPoller),
-    /// The simulation's: `poll(2)` truth, altered by a script.
-    Scripted(scripted::ScriptedPoller),
 }
 
-impl Poller {
-    pub fn new(backend: Backend) -> io::Result<Poller> {
+/// What a map waits with: a real backend, and, in a simulation only, the
+/// script that wraps it ([`scripted`]): the real path pays one branch per
+/// wait for it, nothing per event.
+pub(crate) struct Poller {
+    kernel: Kernel,
+    script: Option<Box<scripted::Scripted>>,
+}
+
+impl Kernel {
+    fn new(backend: Backend) -> io::Result<Kernel> {
         match backend {
-            Backend::Epoll => Ok(Poller::Epoll(epoll::EpollPoller::new()?)),
-            Backend::Poll => Ok(Poller::Poll(poll::PollPoller::new())),
+            Backend::Epoll => Ok(Kernel::Epoll(epoll::EpollPoller::new()?)),
+            Backend::Poll => Ok(Kernel::Poll(poll::PollPoller::new())),
             #[cfg(feature = "select")]
-            Backend::Select => Ok(Poller::Select(select::SelectPoller::new())),
+            Backend::Select => Ok(Kernel::Select(select::SelectPoller::new())),
             #[cfg(not(feature = "select"))]
             Backend::Select => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -162,46 +179,7 @@ impl Poller {
         }
     }
 
-    pub fn backend(&self) -> Backend {
-        match self {
-            Poller::Epoll(_) => Backend::Epoll,
-            Poller::Poll(_) => Backend::Poll,
-            #[cfg(feature = "select")]
-            Poller::Select(_) => Backend::Select,
-            Poller::Scripted(_) => Backend::Poll,
-        }
-    }
-
-    /// Whether registrations live in the kernel (`register`/`reregister`/
-    /// `deregister` do work) or are rebuilt from the map on every wait.
-    pub fn keeps_registrations(&self) -> bool {
-        matches!(self, Poller::Epoll(_))
-    }
-
-    pub fn register(&mut self, fd: BorrowedFd<'_>, key: u64, interest: Interest) -> io::Result<()> {
-        match self {
-            Poller::Epoll(p) => p.register(fd, key, interest),
-            _ => Ok(()),
-        }
-    }
-
-    pub fn reregister(&mut self, fd: BorrowedFd<'_>, key: u64, interest: Interest) -> io::Result<()> {
-        match self {
-            Poller::Epoll(p) => p.reregister(fd, key, interest),
-            _ => Ok(()),
-        }
-    }
-
-    pub fn deregister(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        match self {
-            Poller::Epoll(p) => p.deregister(fd),
-            _ => Ok(()),
-        }
-    }
-
-    /// Waits up to `timeout` (`None`: forever) and appends what was ready to
-    /// `events`. `sources` is consulted only by the rebuilding backends.
-    pub fn wait<'a>(
+    fn wait<'a>(
         &mut self,
         sources: impl Iterator<Item = Source<'a>>,
         events: &mut Vec<Event>,
@@ -209,11 +187,95 @@ impl Poller {
     ) -> io::Result<()> {
         let timeout = timeout.map(round_up_to_millis);
         match self {
-            Poller::Epoll(p) => p.wait(events, timeout),
-            Poller::Poll(p) => p.wait(sources, events, timeout),
+            Kernel::Epoll(p) => p.wait(events, timeout),
+            Kernel::Poll(p) => p.wait(sources, events, timeout),
             #[cfg(feature = "select")]
-            Poller::Select(p) => p.wait(sources, events, timeout),
-            Poller::Scripted(p) => p.wait(sources, events),
+            Kernel::Select(p) => p.wait(sources, events, timeout),
+        }
+    }
+}
+
+impl Poller {
+    pub fn new(backend: Backend) -> io::Result<Poller> {
+        Ok(Poller { kernel: Kernel::new(backend)?, script: None })
+    }
+
+    /// The simulation's poller: `poll(2)`'s truth, altered by `script`.
+    pub fn scripted(script: scripted::SharedScript) -> Poller {
+        Poller {
+            kernel: Kernel::Poll(poll::PollPoller::new()),
+            script: Some(Box::new(scripted::Scripted::new(script))),
+        }
+    }
+
+    /// A new poller with `backend` and no registrations, under the same
+    /// script if this one has one.
+    pub fn successor(&self, backend: Backend) -> io::Result<Poller> {
+        let script = self.script.as_ref().map(|s| Box::new(s.successor()));
+        Ok(Poller { kernel: Kernel::new(backend)?, script })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.kernel {
+            Kernel::Epoll(_) => Backend::Epoll,
+            Kernel::Poll(_) => Backend::Poll,
+            #[cfg(feature = "select")]
+            Kernel::Select(_) => Backend::Select,
+        }
+    }
+
+    /// Whether registrations live in the kernel (`register`/`reregister`/
+    /// `deregister` do work) or are rebuilt from the map on every wait.
+    pub fn keeps_registrations(&self) -> bool {
+        matches!(self.kernel, Kernel::Epoll(_))
+    }
+
+    /// Watches `fd` under `key`. epoll's rules: a descriptor it refuses
+    /// with `EPERM` (a regular file) is accepted as [`Watched::AlwaysReady`]
+    /// (the map then reports it ready itself, as `poll` and `select` would);
+    /// one it already watches (`EEXIST`, under an older key) is watched
+    /// under the new key instead.
+    pub fn register(&mut self, fd: BorrowedFd<'_>, key: u64, interest: Interest) -> io::Result<Watched> {
+        let Kernel::Epoll(p) = &mut self.kernel else { return Ok(Watched::ByKernel) };
+        match p.register(fd, key, interest) {
+            Ok(()) => Ok(Watched::ByKernel),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
+                Ok(Watched::AlwaysReady)
+            }
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::EXIST.raw_os_error()) => {
+                p.reregister(fd, key, interest).map_err(|_| e).map(|()| Watched::ByKernel)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn reregister(&mut self, fd: BorrowedFd<'_>, key: u64, interest: Interest) -> io::Result<()> {
+        match &mut self.kernel {
+            Kernel::Epoll(p) => p.reregister(fd, key, interest),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn deregister(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        match &mut self.kernel {
+            Kernel::Epoll(p) => p.deregister(fd),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits up to `timeout` (`None`: forever) and appends what was ready to
+    /// `events`. `sources` is consulted only by the rebuilding backends (and
+    /// a script).
+    #[inline]
+    pub fn wait<'a>(
+        &mut self,
+        sources: impl Iterator<Item = Source<'a>>,
+        events: &mut Vec<Event>,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        match &mut self.script {
+            None => self.kernel.wait(sources, events, timeout),
+            Some(script) => script.wait(&mut self.kernel, sources, events),
         }
     }
 }

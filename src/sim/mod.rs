@@ -25,9 +25,10 @@
 //! A failure is a [`SimFailure`] that prints the seed and the trace, to be
 //! replayed in a unit test with the same seed.
 //!
-//! Real I/O pays nothing for this: the scripted poller is one more variant of
-//! the poller's `match`, and tracing is a branch per callback on an `Option`
-//! that is `None` outside a simulation.
+//! Real I/O pays next to nothing for this: the script wraps the map's real
+//! backend, one branch per wait when there is none, and only a tracing map
+//! (this one) makes entries that record their callbacks; the others call
+//! their handlers through a tracer that compiles to nothing.
 //!
 //! # Examples
 //!
@@ -85,7 +86,6 @@ use crate::channel::{Channel, Connected, Connecting, Listening};
 use crate::handler::AcceptHandler;
 use crate::map::Map;
 use crate::poller::Poller;
-use crate::poller::scripted::ScriptedPoller;
 use crate::token::Token;
 
 /// How big a simulated world is.
@@ -344,8 +344,8 @@ impl Sim {
             delivered: Vec::new(),
             ids: Default::default(),
         }));
-        let script: Rc<RefCell<dyn crate::poller::scripted::Script>> = chaos.clone();
-        let mut map = Map::with_poller(Poller::Scripted(ScriptedPoller::new(script)));
+        let script: crate::poller::scripted::SharedScript = chaos.clone();
+        let mut map = Map::with_poller(Poller::scripted(script));
         map.set_tracing(true);
         Ok(Sim {
             map,
