@@ -10,19 +10,9 @@ use rustix::io::Errno;
 use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, sockopt};
 
 use super::{Bound, Channel, Connected, Connecting, Fresh, Listening, Observed, set_nonblocking};
+pub use crate::address::Family;
 use crate::address::{Address, ToAddress, UnixAddress};
 use crate::error::{RoleError, is_disconnect};
-
-/// An address family for [`Channel::create_socket`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Family {
-    /// IPv4 (`AF_INET`).
-    Ipv4,
-    /// IPv6 (`AF_INET6`).
-    Ipv6,
-    /// Unix domain sockets (`AF_UNIX`), by path or abstract name.
-    Unix,
-}
 
 /// A socket type for [`Channel::create_socket`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

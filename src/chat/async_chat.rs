@@ -14,13 +14,8 @@ use crate::transport::queued_transport;
 
 /// asynchat's `ac_in_buffer_size`: the most bytes one read takes.
 pub const DEFAULT_IN_BUFFER_SIZE: usize = 64 * 1024;
-/// asynchat's `ac_out_buffer_size`: the most bytes one send gives.
-pub const DEFAULT_OUT_BUFFER_SIZE: usize = 64 * 1024;
 /// The default bound on one record under a byte terminator: 1 MiB.
 pub const DEFAULT_MAX_RECORD: usize = 1024 * 1024;
-/// The default bound on queued output: 4 MiB.
-pub const DEFAULT_CHAT_OUTPUT_LIMIT: usize = 4 * 1024 * 1024;
-
 mod sealed {
     pub trait Sealed {}
     impl Sealed for crate::channel::Connected {}
@@ -71,31 +66,6 @@ pub(super) struct Input {
     pub(super) max_record: usize,
 }
 
-/// How a chat closes after `close_when_done` once its queue is out: it shuts
-/// down its sending side, then reads and drops what the peer still sends
-/// until the peer closes too, for at most `time` and [`LINGER_BYTES`].
-///
-/// Closing a socket with unread input makes the kernel send a reset, and a
-/// reset can make the peer's kernel discard the last reply before its
-/// application read it: the goodbye or error line the server meant to be
-/// the last word. nginx's "lingering close" exists for exactly this.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Linger {
-    /// The longest the chat lingers; `None` closes at once (asynchat's way).
-    pub(super) time: Option<Duration>,
-    /// Lingering now: the sending side is shut down.
-    pub(super) active: bool,
-    /// Bytes read and dropped while lingering.
-    pub(super) discarded: usize,
-}
-
-/// The longest a chat lingers after `close_when_done` by default (nginx's
-/// `lingering_timeout`).
-pub const DEFAULT_LINGER: Duration = Duration::from_secs(5);
-
-/// The most input a lingering chat reads and drops before it closes anyway.
-pub const LINGER_BYTES: usize = 1 << 20;
-
 impl<R: Role> AsyncChat<R> {
     /// Wraps a stream channel, splitting its input at `terminator`.
     pub fn new(channel: Channel<R>, terminator: Terminator) -> Self {
@@ -116,9 +86,9 @@ impl<R: Role> AsyncChat<R> {
 
     /// How long the chat may linger after
     /// [`close_when_done`](Self::close_when_done) (default
-    /// [`DEFAULT_LINGER`], 5 s): once its queue is sent it shuts down its
+    /// [`DEFAULT_LINGER`](super::DEFAULT_LINGER), 5 s): once its queue is sent it shuts down its
     /// sending side, then reads and drops whatever the peer still sends
-    /// (at most [`LINGER_BYTES`]) until the peer closes, and only then
+    /// (at most [`LINGER_BYTES`](super::LINGER_BYTES)) until the peer closes, and only then
     /// closes, so that the peer reads the last reply instead of a reset.
     /// `None` closes as soon as the queue is sent, as asynchat did; unread
     /// input then makes the kernel send a reset.
@@ -186,11 +156,11 @@ impl<R: Role> AsyncChat<R> {
     where
         R: CanPush,
     {
-        self.check_push(data.len())?;
+        self.output.check_push(data.len())?;
         if let Some(budget) = &self.output.out_bytes.budget {
             budget.try_charge(data.len())?;
         }
-        self.enqueue(data);
+        self.output.enqueue(data);
         self.output.out_bytes.bytes += data.len();
         self.output.watermarks.update(self.output.out_bytes.bytes);
         Ok(())
@@ -203,7 +173,7 @@ impl<R: Role> AsyncChat<R> {
     where
         R: CanPush,
     {
-        self.check_push(0)?;
+        self.output.check_push(0)?;
         if let Some(Out::Data { buf, .. }) = self.output.out.back_mut() {
             // Nothing is appended to it any more: its slack would be held
             // while the producer runs, beside the next buffer's.
@@ -340,6 +310,33 @@ impl<R: Role> AsyncChat<R> {
         self.output.output_limit = limit;
     }
 
+    /// The memory the output queue holds: the capacities of its queued
+    /// buffers and of the one kept for the next push. Producers' own state
+    /// is not counted.
+    ///
+    /// For pushed bytes it stays within [`queued`](Self::queued) plus 64 KiB
+    /// (one buffer), hence within [`output_limit`](Self::output_limit) plus
+    /// 64 KiB, whatever the pattern of pushes and partial sends. A chunk a
+    /// producer returns is queued as it is, and adds at most its own length.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rolecore::{AsyncChat, Channel, Terminator};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, _b) = Channel::pair()?;
+    /// let mut chat = AsyncChat::new(a, Terminator::bytes(b"\n"));
+    /// assert_eq!(chat.output_capacity(), 0);
+    /// chat.push(&[b'x'; 100_000])?;
+    /// assert!(chat.output_capacity() <= chat.queued() + 64 * 1024);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn output_capacity(&self) -> usize {
+        self.output.capacity()
+    }
+
     /// The channel underneath.
     pub fn get_ref(&self) -> &Channel<R> {
         &self.channel
@@ -347,6 +344,13 @@ impl<R: Role> AsyncChat<R> {
 }
 
 impl AsyncChat<Connected> {
+    /// Makes one send of queued output, at most
+    /// [`out_buffer_size`](Self::out_buffer_size) bytes, asking producers for
+    /// more as needed (asynchat's `initiate_send`).
+    pub fn initiate_send(&mut self) -> io::Result<()> {
+        self.output.send(&mut self.channel)
+    }
+
     /// Sets `TCP_NODELAY` on the channel underneath (an error on a Unix
     /// socket).
     ///

@@ -5,7 +5,8 @@
 use std::io;
 use std::time::Instant;
 
-use super::async_chat::{AsyncChat, DEFAULT_IN_BUFFER_SIZE, LINGER_BYTES};
+use super::async_chat::{AsyncChat, DEFAULT_IN_BUFFER_SIZE};
+use super::output::LINGER_BYTES;
 use super::terminator::{RecordTooLong, Terminator, next_split};
 use crate::channel::Connected;
 use crate::handler::StreamHandler;
@@ -95,7 +96,7 @@ fn finish<H: ChatHandler>(
     result: io::Result<()>,
 ) -> io::Result<()> {
     let result = result.and_then(|()| if cx.is_closing() { Ok(()) } else { chat.initiate_send() });
-    if result.is_ok() && chat.done() && !cx.is_closing() && !chat.output.linger.active {
+    if result.is_ok() && chat.output.done() && !cx.is_closing() && !chat.output.linger.active {
         match chat.output.linger.time {
             // The sending side is shut down after everything queued: the
             // peer reads it all, then the end of the stream.

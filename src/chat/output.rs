@@ -1,15 +1,43 @@
-//! Layer 5: an [`AsyncChat`]'s output queue: buffers of bounded size, producers
+//! Layer 5: an [`AsyncChat`](super::AsyncChat)'s output queue: buffers of bounded size, producers
 //! asked for more as the socket takes it, and `close_when_done`'s marker.
 
 use std::collections::VecDeque;
 use std::io;
+use std::time::Duration;
 
-use super::async_chat::{
-    AsyncChat, DEFAULT_CHAT_OUTPUT_LIMIT, DEFAULT_LINGER, DEFAULT_OUT_BUFFER_SIZE, Linger,
-};
 use super::producer::Producer;
 use crate::buffered::{OutputBudget, Watermarks};
-use crate::channel::{Connected, Role};
+use crate::channel::{Channel, Connected};
+
+/// asynchat's `ac_out_buffer_size`: the most bytes one send gives.
+pub const DEFAULT_OUT_BUFFER_SIZE: usize = 64 * 1024;
+/// The default bound on queued output: 4 MiB.
+pub const DEFAULT_CHAT_OUTPUT_LIMIT: usize = 4 * 1024 * 1024;
+
+/// How a chat closes after `close_when_done` once its queue is out: it shuts
+/// down its sending side, then reads and drops what the peer still sends
+/// until the peer closes too, for at most `time` and [`LINGER_BYTES`].
+///
+/// Closing a socket with unread input makes the kernel send a reset, and a
+/// reset can make the peer's kernel discard the last reply before its
+/// application read it: the goodbye or error line the server meant to be
+/// the last word. nginx's "lingering close" exists for exactly this.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Linger {
+    /// The longest the chat lingers; `None` closes at once (asynchat's way).
+    pub(super) time: Option<Duration>,
+    /// Lingering now: the sending side is shut down.
+    pub(super) active: bool,
+    /// Bytes read and dropped while lingering.
+    pub(super) discarded: usize,
+}
+
+/// The longest a chat lingers after `close_when_done` by default (nginx's
+/// `lingering_timeout`).
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(5);
+
+/// The most input a lingering chat reads and drops before it closes anyway.
+pub const LINGER_BYTES: usize = 1 << 20;
 
 /// The most bytes one queued buffer holds. Output is queued in buffers of at
 /// most this size, so that a buffer being sent is never also the one that
@@ -86,33 +114,10 @@ impl Output {
     }
 }
 
-impl<R: Role> AsyncChat<R> {
-    /// The memory the output queue holds: the capacities of its queued
-    /// buffers and of the one kept for the next push. Producers' own state
-    /// is not counted.
-    ///
-    /// For pushed bytes it stays within [`queued`](Self::queued) plus 64 KiB
-    /// (one buffer), hence within [`output_limit`](Self::output_limit) plus
-    /// 64 KiB, whatever the pattern of pushes and partial sends. A chunk a
-    /// producer returns is queued as it is, and adds at most its own length.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use rolecore::{AsyncChat, Channel, Terminator};
-    ///
-    /// # fn main() -> std::io::Result<()> {
-    /// let (a, _b) = Channel::pair()?;
-    /// let mut chat = AsyncChat::new(a, Terminator::bytes(b"\n"));
-    /// assert_eq!(chat.output_capacity(), 0);
-    /// chat.push(&[b'x'; 100_000])?;
-    /// assert!(chat.output_capacity() <= chat.queued() + 64 * 1024);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn output_capacity(&self) -> usize {
+impl Output {
+    /// What [`AsyncChat::output_capacity`] reports.
+    pub(super) fn capacity(&self) -> usize {
         let queued: usize = self
-            .output
             .out
             .iter()
             .map(|o| match o {
@@ -120,7 +125,7 @@ impl<R: Role> AsyncChat<R> {
                 _ => 0,
             })
             .sum();
-        queued + self.output.spare.capacity()
+        queued + self.spare.capacity()
     }
 
     /// Appends `data` to the queue, in buffers of at most [`CHUNK`] bytes.
@@ -133,7 +138,7 @@ impl<R: Role> AsyncChat<R> {
     /// ([`compact_front`](Self::compact_front)). A single buffer holds at
     /// most `CHUNK`. So the memory is at most the unsent bytes plus `CHUNK`.
     pub(super) fn enqueue(&mut self, mut data: &[u8]) {
-        if let Some(Out::Data { buf, .. }) = self.output.out.back_mut()
+        if let Some(Out::Data { buf, .. }) = self.out.back_mut()
             && buf.len() < CHUNK
         {
             let take = data.len().min(CHUNK - buf.len());
@@ -148,10 +153,10 @@ impl<R: Role> AsyncChat<R> {
         let mut added = false;
         while !data.is_empty() {
             let take = data.len().min(CHUNK);
-            let mut buf = if self.output.out.is_empty() {
+            let mut buf = if self.out.is_empty() {
                 // The queue was empty: the buffer is first and last at once,
                 // so the spare's slack is within the one-buffer allowance.
-                std::mem::take(&mut self.output.spare)
+                std::mem::take(&mut self.spare)
             } else {
                 Vec::new()
             };
@@ -160,7 +165,7 @@ impl<R: Role> AsyncChat<R> {
             }
             buf.extend_from_slice(&data[..take]);
             data = &data[take..];
-            self.output.out.push_back(Out::Data { buf, sent: 0 });
+            self.out.push_back(Out::Data { buf, sent: 0 });
             added = true;
         }
         if added {
@@ -174,10 +179,10 @@ impl<R: Role> AsyncChat<R> {
     /// is appended to the front buffer, and its sent bytes would be held
     /// until the last of it is sent.
     fn compact_front(&mut self) {
-        if self.output.out.len() < 2 {
+        if self.out.len() < 2 {
             return;
         }
-        if let Some(Out::Data { buf, sent }) = self.output.out.front_mut()
+        if let Some(Out::Data { buf, sent }) = self.out.front_mut()
             && *sent > CHUNK / 2
             && *sent >= buf.len() / 2
         {
@@ -188,19 +193,16 @@ impl<R: Role> AsyncChat<R> {
     }
 
     pub(super) fn check_push(&self, more: usize) -> io::Result<()> {
-        if self.output.closing {
+        if self.closing {
             // Not BrokenPipe: that is a disconnection, on which the loop would
             // close at once and drop the queue close_when_done promised to send.
             return Err(io::Error::other(
                 "push after close_when_done: the channel closes once its queue is sent",
             ));
         }
-        if self.output.out_bytes.bytes.saturating_add(more) > self.output.output_limit {
-            let full = crate::BufferFull {
-                queued: self.output.out_bytes.bytes,
-                requested: more,
-                limit: self.output.output_limit,
-            };
+        if self.out_bytes.bytes.saturating_add(more) > self.output_limit {
+            let full =
+                crate::BufferFull { queued: self.out_bytes.bytes, requested: more, limit: self.output_limit };
             return Err(io::Error::new(io::ErrorKind::StorageFull, full));
         }
         Ok(())
@@ -208,50 +210,46 @@ impl<R: Role> AsyncChat<R> {
 
     /// Whether `close_when_done` was called and everything before it is out.
     pub(super) fn done(&self) -> bool {
-        matches!(self.output.out.front(), Some(Out::Close))
+        matches!(self.out.front(), Some(Out::Close))
     }
-}
 
-impl AsyncChat<Connected> {
-    /// Makes one send of queued output, at most
-    /// [`out_buffer_size`](Self::out_buffer_size) bytes, asking producers for
-    /// more as needed (asynchat's `initiate_send`).
-    pub fn initiate_send(&mut self) -> io::Result<()> {
+    /// What [`AsyncChat::initiate_send`] does, on `channel`.
+    pub(super) fn send(&mut self, channel: &mut Channel<Connected>) -> io::Result<()> {
         loop {
-            match self.output.out.front_mut() {
+            match self.out.front_mut() {
                 None | Some(Out::Close) => return Ok(()),
                 Some(Out::Producer(p)) => {
                     let chunk = p.more();
                     if chunk.is_empty() {
-                        self.output.out.pop_front();
+                        self.out.pop_front();
                     } else {
-                        self.output.out_bytes.bytes += chunk.len();
-                        if let Some(budget) = &self.output.out_bytes.budget {
+                        self.out_bytes.bytes += chunk.len();
+                        if let Some(budget) = &self.out_bytes.budget {
                             budget.charge(chunk.len());
                         }
-                        self.output.watermarks.update(self.output.out_bytes.bytes);
-                        self.output.out.push_front(Out::Data { buf: chunk, sent: 0 });
+                        self.watermarks.update(self.out_bytes.bytes);
+                        self.out.push_front(Out::Data { buf: chunk, sent: 0 });
                     }
                 }
                 Some(Out::Data { buf, sent }) => {
-                    let end = buf.len().min(*sent + self.output.out_buffer_size);
-                    let n = self.channel.send(&buf[*sent..end])?;
+                    let end = buf.len().min(*sent + self.out_buffer_size);
+                    let n = channel.send(&buf[*sent..end])?;
                     *sent += n;
                     let done = *sent == buf.len();
-                    self.output.out_bytes.sent(n);
-                    self.output.watermarks.update(self.output.out_bytes.bytes);
+                    self.out_bytes.sent(n);
+                    self.watermarks.update(self.out_bytes.bytes);
                     if !done {
                         self.compact_front();
-                    } else if let Some(Out::Data { mut buf, .. }) = self.output.out.pop_front()
+                    } else if let Some(Out::Data { mut buf, .. }) = self.out.pop_front()
                         && buf.capacity() <= CHUNK
-                        && matches!(self.output.out.front(), None | Some(Out::Close))
+                        && matches!(self.out.front(), None | Some(Out::Close))
                     {
                         // Kept for the next push only when the queue emptied:
                         // beside queued buffers it would be memory over the
                         // bound; a queue that empties is the steady case the
                         // spare is for.
                         buf.clear();
-                        self.output.spare = buf;
+                        self.spare = buf;
                     }
                     return Ok(());
                 }

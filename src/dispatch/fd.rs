@@ -7,7 +7,7 @@ use std::any::Any;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use super::{Dispatch, run, same};
+use super::entry::{Dispatch, run, same};
 use crate::channel::{Channel, ConnectedDatagram, Datagram, DatagramRole, FileFd, Role};
 use crate::handler::{DatagramHandler, FileHandler};
 use crate::machine::{Outcome, Phase, Step, Wakeup};

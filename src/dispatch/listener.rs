@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use super::{Dispatch, run, same};
+use super::entry::{Dispatch, run, same};
 use crate::channel::{Channel, Listening, Observed};
 use crate::handler::AcceptHandler;
 use crate::machine::{Outcome, Phase, Step, Wakeup};

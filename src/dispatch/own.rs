@@ -6,7 +6,7 @@
 use std::any::Any;
 use std::os::fd::BorrowedFd;
 
-use super::Dispatch;
+use super::entry::Dispatch;
 use crate::machine::{Outcome, Phase, Step, Wakeup};
 use crate::map::Ctx;
 use crate::readiness::{Interest, Readiness};

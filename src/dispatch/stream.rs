@@ -6,7 +6,7 @@ use std::any::Any;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use super::{Dispatch, run};
+use super::entry::{Dispatch, run};
 use crate::buffered::Buffered;
 use crate::channel::{Channel, Connected, Connecting, Observed};
 use crate::chat::AsyncChat;
