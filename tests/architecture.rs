@@ -65,6 +65,7 @@ const LAYERS: &[(u8, &[&str])] = &[
             "sim",
             "sim::check",
             "sim::chooser",
+            "sim::config",
             "sim::script",
             "assertions",
         ],
