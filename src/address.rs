@@ -8,6 +8,17 @@ use std::str::FromStr;
 
 use rustix::net::{SocketAddrAny, SocketAddrUnix};
 
+/// An address family for [`Channel::create_socket`](crate::Channel::create_socket).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// IPv4 (`AF_INET`).
+    Ipv4,
+    /// IPv6 (`AF_INET6`).
+    Ipv6,
+    /// Unix domain sockets (`AF_UNIX`), by path or abstract name.
+    Unix,
+}
+
 /// The address of a socket: an IP address and port, or a Unix socket name.
 ///
 /// Written as text, `127.0.0.1:8080` and `[::1]:8080` are IP addresses,
@@ -56,11 +67,11 @@ impl Address {
     }
 
     /// The address family a socket needs to bind or connect to this address.
-    pub fn family(&self) -> crate::Family {
+    pub fn family(&self) -> Family {
         match self {
-            Address::Inet(SocketAddr::V4(_)) => crate::Family::Ipv4,
-            Address::Inet(SocketAddr::V6(_)) => crate::Family::Ipv6,
-            Address::Unix(_) => crate::Family::Unix,
+            Address::Inet(SocketAddr::V4(_)) => Family::Ipv4,
+            Address::Inet(SocketAddr::V6(_)) => Family::Ipv6,
+            Address::Unix(_) => Family::Unix,
         }
     }
 
@@ -234,7 +245,7 @@ mod tests {
 
     #[test]
     fn parses_every_form() {
-        assert_eq!("[::1]:9".parse::<Address>().unwrap().family(), crate::Family::Ipv6);
+        assert_eq!("[::1]:9".parse::<Address>().unwrap().family(), Family::Ipv6);
         assert_eq!(
             "unix:@abc".parse::<Address>().unwrap(),
             Address::Unix(UnixAddress::Abstract(b"abc".to_vec()))

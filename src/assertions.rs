@@ -15,8 +15,10 @@ use crate::channel::{
 use crate::chat::{AsyncChat, Terminator, TerminatorBytes};
 use crate::error::RoleError;
 use crate::event_loop::{LoopOptions, Refresh};
-use crate::map::{Map, Token};
-use crate::poller::{Backend, Interest, ParseBackendError, Readiness};
+use crate::map::Map;
+use crate::poller::{Backend, ParseBackendError};
+use crate::readiness::{Interest, Readiness};
+use crate::token::Token;
 
 // A channel is an owned descriptor: it can move to another thread (to be
 // inserted into that thread's map).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::channel::{Channel, Connected, Connecting, Role};
-use crate::handler::{Pending, Transport};
+use crate::transport::queued_transport;
 
 /// Most bytes one write event sends, as asyncore's `initiate_send` (64 KiB).
 pub const SEND_CHUNK: usize = 64 * 1024;
@@ -521,46 +521,17 @@ impl From<Channel<Connecting>> for Buffered<Connecting> {
     }
 }
 
-impl crate::handler::RawChannel for Buffered<Connected> {
-    #[inline]
-    fn channel_mut(&mut self) -> &mut Channel<Connected> {
-        &mut self.channel
-    }
-}
-
-impl Transport for Buffered<Connected> {
-    type Pending = Buffered<Connecting>;
-    #[inline]
-    fn channel(&self) -> &Channel<Connected> {
-        &self.channel
-    }
-    #[inline]
-    fn has_queued_output(&self) -> bool {
-        self.queued() > 0
-    }
-    #[inline]
-    fn send_queued(&mut self) -> io::Result<()> {
-        self.initiate_send()
-    }
-    #[inline]
-    fn is_backlogged(&self) -> bool {
-        self.output.as_ref().is_some_and(|o| o.watermarks.backlogged)
-    }
-}
-
-impl Pending for Buffered<Connecting> {
-    type Ready = Buffered<Connected>;
-    fn channel(&self) -> &Channel<Connecting> {
-        &self.channel
-    }
-    fn into_ready(self, _: impl crate::seal::ConnectProof) -> Buffered<Connected> {
-        Buffered { channel: self.channel.into_connected(), output: self.output }
-    }
-}
+queued_transport!(
+    Buffered { output },
+    queued: |b| b.queued() > 0,
+    send: |b| b.initiate_send(),
+    backlogged: |b| b.output.as_ref().is_some_and(|o| o.watermarks.backlogged),
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::Transport;
 
     #[test]
     fn partial_sends_are_queued_in_order_and_drain() {

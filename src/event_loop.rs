@@ -1,4 +1,4 @@
-//! Layer 5: the loop.
+//! Layer 8: the loop.
 //!
 //! asyncore's `loop(timeout=30.0, use_poll=False, map=None, count=None)`
 //! waits, dispatches, and goes round again until the map is empty or `count`
@@ -10,8 +10,11 @@ use std::cell::RefCell;
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::map::Map;
+use crate::map::{Ctx, Entry, Map, Registry, Resume};
 use crate::poller::Backend;
+use crate::readiness::Interest;
+use crate::report::{Level, log_info};
+use crate::token::Token;
 
 /// When the loop asks handlers' `readable()`/`writable()` again.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -139,11 +142,93 @@ pub(crate) fn run(map: &mut Map, options: LoopOptions) -> io::Result<()> {
     Ok(())
 }
 
+/// Runs one callback into the channel of `token`, if it is still in the
+/// map: takes it out of its slot, runs `call` under the panic guard, puts
+/// it back as it asked (or closes it). Returns whether the callback asked
+/// to stop the loop. The one place a wake-up or an expiry is dispatched.
+#[inline(always)]
+fn callback(
+    registry: &mut Registry,
+    catch: bool,
+    token: Token,
+    call: impl FnOnce(&mut dyn Entry, Interest, &mut Ctx<'_>) -> Resume,
+) -> bool {
+    let Some((mut entry, interest)) = registry.take(token) else { return false };
+    let mut cx = Ctx::new(registry, token);
+    let mut resume = Resume::Close;
+    let panicked = guard(catch, || resume = call(&mut *entry, interest, &mut cx));
+    let stopping = cx.end();
+    if let Some(panic) = panicked {
+        registry.discard(token, entry);
+        std::panic::resume_unwind(panic);
+    }
+    registry.resume(token, entry, resume);
+    stopping
+}
+
+/// Runs one callback. A panic is always stopped long enough to take the
+/// channel out of the map; with `catch` on it is then reported and the loop
+/// goes on (the callback's `Resume` was never set, so the channel closes),
+/// otherwise it is returned, to pass on to the caller of the loop once the
+/// channel is out of the map (so the map stays coherent for a caller that
+/// catches it).
+fn guard(catch: bool, callback: impl FnOnce()) -> Option<Box<dyn std::any::Any + Send>> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback)) {
+        Ok(()) => None,
+        Err(payload) if !catch => Some(payload),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("a non-string panic payload");
+            log_info(Level::Error, format_args!("a handler panicked ({message}); closing its channel"));
+            None
+        }
+    }
+}
+
 /// The longest one wait of [`Map::run_until`] lasts before it asks its
 /// condition again.
 pub const RUN_UNTIL_TICK: Duration = Duration::from_millis(10);
 
 impl Map {
+    /// Runs the loop on this map: see [`LoopOptions`].
+    pub fn run(&mut self, options: LoopOptions) -> io::Result<()> {
+        run(self, options)
+    }
+
+    /// One wait and the dispatch of what it reported, then of the deadlines
+    /// that passed: asyncore's `poll()`. Returns whether a handler asked to
+    /// stop.
+    pub fn poll(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+        self.events.clear();
+        self.registry.wait(&mut self.events, timeout)?;
+        let catch = self.catch_panics;
+        for &(key, readiness) in &self.events {
+            let token = Token::from_key(key, self.registry.id);
+            // A stale key (the channel closed earlier in this batch, maybe
+            // replaced by a new one on the same descriptor) finds nothing.
+            let woken =
+                |entry: &mut dyn Entry, interest, cx: &mut Ctx<'_>| entry.wake(readiness, interest, cx);
+            if callback(&mut self.registry, catch, token, woken) {
+                return Ok(true);
+            }
+        }
+        if self.registry.shutdown.is_some() && self.registry.end_shutdown(Instant::now()) {
+            return Ok(true);
+        }
+        if !self.registry.timers.is_empty() {
+            let now = Instant::now();
+            while let Some(token) = self.registry.timers.pop_expired(now, self.registry.id) {
+                if callback(&mut self.registry, catch, token, |entry, _, cx| entry.expire(cx)) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// Runs the loop until `done(map)` holds, the map empties, a handler
     /// stops the loop, or `limit` has passed; returns whether `done` held.
     ///

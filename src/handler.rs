@@ -7,7 +7,7 @@
 //!
 //! | trait | channel | events |
 //! |---|---|---|
-//! | [`StreamHandler<T>`] | [`Channel<Connecting>`]/[`Channel<Connected>`], or [`Buffered`] | connect, connect failed, read, write, expt, close, error |
+//! | [`StreamHandler<T>`] | [`Channel<Connecting>`](crate::Connecting)/[`Channel<Connected>`], or [`Buffered`](crate::Buffered) | connect, connect failed, read, write, expt, close, error |
 //! | [`AcceptHandler`] | [`Channel<Listening>`] | accept/accepted, close, error |
 //! | [`FileHandler`] | [`Channel<FileFd>`] | read, write, close, error |
 //! | [`DatagramHandler<R>`] | [`Channel<Datagram>`](crate::Datagram) / [`Channel<ConnectedDatagram>`](crate::ConnectedDatagram) | read, write, error |
@@ -39,113 +39,10 @@
 use std::io;
 
 use crate::address::Address;
-use crate::buffered::Buffered;
-use crate::channel::{Channel, Connected, Connecting, DatagramRole, FileFd, Listening};
+use crate::channel::{Channel, Connected, DatagramRole, FileFd, Listening};
 use crate::map::Ctx;
 use crate::report::{Level, log_info};
-
-mod sealed {
-    pub trait Sealed {}
-
-    /// The loop's `&mut` access to a transport's channel (to read what a
-    /// callback did, and for the default `handle_expt`). Outside rolecore this
-    /// trait cannot be named, so the method cannot be called: a raw send
-    /// through it would overtake an `AsyncChat`'s queue.
-    pub trait RawChannel {
-        fn channel_mut(&mut self) -> &mut crate::channel::Channel<crate::channel::Connected>;
-    }
-}
-
-pub(crate) use sealed::RawChannel;
-
-/// What a stream handler is handed: a [`Channel<Connected>`], or a
-/// [`Buffered`] one that queues what the socket cannot take yet. Sealed.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a connected stream: a StreamHandler's callbacks cannot be handed it",
-    label = "a StreamHandler is written for a connected stream transport",
-    note = "write `impl StreamHandler for H` (callbacks get `Channel<Connected>`), \
-            `impl StreamHandler<Buffered<Connected>> for H`, or `impl ChatHandler for H` for an \
-            AsyncChat; a Listening channel takes an AcceptHandler, a FileFd channel a FileHandler, \
-            a datagram socket a DatagramHandler; a connecting stream takes the StreamHandler of \
-            its connected form, and the loop makes it Connected before `handle_connect`"
-)]
-pub trait Transport: sealed::Sealed + sealed::RawChannel + 'static {
-    /// The same transport before its connect has completed.
-    type Pending: Pending<Ready = Self>;
-
-    /// The connected channel underneath.
-    fn channel(&self) -> &Channel<Connected>;
-
-    /// Whether output is queued and waiting for the socket to take it; the
-    /// default `writable()` of a [`StreamHandler`].
-    fn has_queued_output(&self) -> bool;
-
-    /// Makes one attempt to send queued output; the default `handle_write`.
-    fn send_queued(&mut self) -> io::Result<()>;
-
-    /// Whether queued output went past the high watermark and has not yet
-    /// drained below the low one: the loop stops reading the channel until
-    /// it has, whatever `readable()` says (back-pressure).
-    fn is_backlogged(&self) -> bool {
-        false
-    }
-}
-
-/// A [`Transport`] whose connect is in progress. Sealed.
-pub trait Pending: sealed::Sealed + 'static {
-    /// What it becomes once connected.
-    type Ready;
-
-    /// The connecting channel underneath.
-    fn channel(&self) -> &Channel<Connecting>;
-
-    /// Becomes connected. Only the loop can call it (it alone knows the
-    /// connect completed): its proof argument can be made only inside
-    /// rolecore, and anything else fails to compile with a message saying
-    /// to insert the channel into a map instead.
-    #[doc(hidden)]
-    fn into_ready(self, seal: impl crate::seal::ConnectProof) -> Self::Ready;
-}
-
-impl sealed::Sealed for Channel<Connected> {}
-impl sealed::Sealed for Channel<Connecting> {}
-impl sealed::Sealed for Buffered<Connected> {}
-impl sealed::Sealed for Buffered<Connecting> {}
-impl sealed::Sealed for crate::chat::AsyncChat<Connected> {}
-impl sealed::Sealed for crate::chat::AsyncChat<Connecting> {}
-
-impl Transport for Channel<Connected> {
-    type Pending = Channel<Connecting>;
-    #[inline]
-    fn channel(&self) -> &Channel<Connected> {
-        self
-    }
-    #[inline]
-    fn has_queued_output(&self) -> bool {
-        false
-    }
-    #[inline]
-    fn send_queued(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl RawChannel for Channel<Connected> {
-    #[inline]
-    fn channel_mut(&mut self) -> &mut Channel<Connected> {
-        self
-    }
-}
-
-impl Pending for Channel<Connecting> {
-    type Ready = Channel<Connected>;
-    fn channel(&self) -> &Channel<Connecting> {
-        self
-    }
-    fn into_ready(self, _: impl crate::seal::ConnectProof) -> Channel<Connected> {
-        self.into_connected()
-    }
-}
+use crate::transport::Transport;
 
 /// The handler of a stream: asyncore's `dispatcher` for a connected or
 /// connecting socket.
@@ -155,7 +52,7 @@ impl Pending for Channel<Connecting> {
 /// default for it.
 ///
 /// `T` is what the callbacks are handed: [`Channel<Connected>`] (the default)
-/// for raw sends that may be partial, or [`Buffered`] for sends that queue
+/// for raw sends that may be partial, or [`Buffered`](crate::Buffered) for sends that queue
 /// what the socket cannot take yet, as asyncore's `dispatcher_with_send`.
 ///
 /// # Examples

@@ -16,8 +16,9 @@ use std::rc::Rc;
 
 use crate::address::Address;
 use crate::channel::{Channel, Connected, DatagramRole, FileFd, Listening};
-use crate::handler::{AcceptHandler, DatagramHandler, FileHandler, StreamHandler, Transport};
+use crate::handler::{AcceptHandler, DatagramHandler, FileHandler, StreamHandler};
 use crate::map::Ctx;
+use crate::transport::Transport;
 
 /// A handler shared between the map and the program: the map runs it, the
 /// program reads it between runs and takes it back when the map drops it.

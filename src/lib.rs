@@ -8,20 +8,22 @@
 //!
 //! # Layers
 //!
-//! From the bottom up; dependencies point down only.
+//! From the bottom up; a module imports modules of its own layer or lower
+//! only (`tests/architecture.rs` checks it against the same table in
+//! `docs/architecture.md`).
 //!
-//! | layer | module | what it does |
+//! | layer | modules | what they do |
 //! |---|---|---|
-//! | 1 | [`poller`] | readiness from `select`, `poll` or `epoll`, picked at run time by a [`Backend`] |
-//! | 2 | [`machine`] | the pure state machine: readiness in, asyncore's events out, in asyncore's order; no syscalls |
+//! | 1 | `token`, `readiness`, `error`, `address`, `report`, `trace`, `timer`, `seal` | leaves: [`Token`], [`Interest`] and [`Readiness`], errors, [`Address`], [`report`], deadlines |
+//! | 2 | [`poller`], [`machine`] | readiness from `select`, `poll` or `epoll` (picked at run time by a [`Backend`]) with every platform rule; the pure state machine: readiness in, asyncore's events out, no syscalls |
 //! | 3 | [`channel`] | [`Channel<R>`]: an owned descriptor in a role; role changes consume the channel |
-//! | 4 | [`Map`] | channels of every role with handlers of every type, behind generation-checked [`Token`]s |
-//! | 5 | [`loop_`], [`LoopOptions`] | asyncore's `loop`: wait, dispatch, until the map is empty |
-//! | 6 | [`StreamHandler`], [`AcceptHandler`], [`FileHandler`], [`DatagramHandler`] | the callbacks you write, each only where its event can happen |
-//! | 7 | [`Buffered`], [`chat`] | `dispatcher_with_send` (sends that queue what the socket cannot take yet) and `async_chat` (records split at terminators, producers) |
-//! | 8 | [`sim`] | a deterministic simulated world that runs your handlers from a seed or a fuzzer's bytes and checks the loop's invariants |
+//! | 4 | `map` | [`Map`], [`Ctx`]: channels of every role with handlers of every type, behind generation-checked [`Token`]s |
+//! | 5 | `transport`, `buffered`, [`chat`]'s transport | what a stream handler is handed: [`Transport`], [`Buffered`] (`dispatcher_with_send`), [`AsyncChat`] (`async_chat`: records split at terminators, producers) |
+//! | 6 | `handler`, [`ChatHandler`] | the callbacks you write, each only where its event can happen: [`StreamHandler`], [`AcceptHandler`], [`FileHandler`], [`DatagramHandler`] |
+//! | 7 | `dispatch` | the entries that run the machine for each wake-up and call the handlers |
+//! | 8 | [`loop_`], [`LoopOptions`], mailboxes, `signal`, [`Kept`], [`sim`] | asyncore's `loop`: wait, dispatch, until the map is empty; reaching the loop from other threads; a deterministic simulated world that runs your handlers and checks the loop's invariants |
 //!
-//! A typical server uses layers 3 to 7: it creates channels, implements
+//! A typical server uses layers 3 to 8: it creates channels, implements
 //! handlers, inserts both into a [`Map`] and runs it.
 //!
 //! # Example: an echo server
@@ -73,7 +75,7 @@ mod assertions;
 mod buffered;
 pub mod channel;
 pub mod chat;
-mod entry;
+mod dispatch;
 mod error;
 mod event_loop;
 mod handler;
@@ -82,13 +84,16 @@ pub mod machine;
 mod mailbox;
 mod map;
 pub mod poller;
+mod readiness;
 pub mod report;
 mod seal;
 #[cfg(feature = "signals")]
 pub mod signal;
 pub mod sim;
 mod timer;
+mod token;
 mod trace;
+mod transport;
 
 pub use address::{Address, ParseAddressError, ToAddress, UnixAddress};
 pub use buffered::{
@@ -104,8 +109,11 @@ pub use error::{RoleError, is_disconnect};
 pub use event_loop::{
     DEFAULT_TIMEOUT, LoopOptions, RUN_UNTIL_TICK, Refresh, close_all, loop_, with_socket_map,
 };
-pub use handler::{AcceptHandler, DatagramHandler, FileHandler, Pending, StreamHandler, Transport};
+pub use handler::{AcceptHandler, DatagramHandler, FileHandler, StreamHandler};
 pub use kept::Kept;
 pub use mailbox::{MailboxHandler, SendError, Sender, Waker};
-pub use map::{Ctx, HandlerMut, InsertError, Map, Register, StreamMut, Token};
-pub use poller::{Backend, Interest, ParseBackendError, Readiness};
+pub use map::{Ctx, HandlerMut, InsertError, Map, Register, StreamMut};
+pub use poller::{Backend, ParseBackendError};
+pub use readiness::{Interest, Readiness};
+pub use token::Token;
+pub use transport::{Pending, Transport};

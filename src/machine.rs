@@ -39,7 +39,7 @@
 //! assert_eq!(w.phase(), Phase::Closed);
 //! ```
 
-use crate::poller::{Interest, Readiness};
+use crate::readiness::{Interest, Readiness};
 
 /// What a channel is, as far as event delivery is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

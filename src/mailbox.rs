@@ -15,33 +15,27 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustix::event::{EventfdFlags, eventfd};
-
-use crate::entry::Entry;
-use crate::machine::{Phase, Step, Wakeup};
-use crate::map::{Ctx, Map, Token};
-use crate::poller::{Interest, Readiness};
+use crate::dispatch::{Own, OwnEntry};
+use crate::map::{Ctx, Map};
+use crate::poller::EventFd;
 use crate::report::{Level, log_info};
-use crate::trace::Joined;
+use crate::token::Token;
 
 struct Shared<M> {
     queue: Mutex<VecDeque<M>>,
-    eventfd: OwnedFd,
+    eventfd: EventFd,
     /// The mailbox left the map: sends fail and give the message back.
     closed: AtomicBool,
 }
 
 impl<M> Shared<M> {
     fn ring(&self) {
-        // Only fails when the counter is about to overflow (it is then
-        // already far from zero, so the loop wakes anyway) or the descriptor
-        // is gone with the mailbox.
-        let _ = rustix::io::write(&self.eventfd, &1u64.to_ne_bytes());
+        self.eventfd.ring();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<M>> {
@@ -135,53 +129,16 @@ impl<M, H> Drop for MailboxEntry<M, H> {
     }
 }
 
-impl<M: 'static, H: MailboxHandler<M>> Entry for MailboxEntry<M, H> {
+impl<M: 'static, H: MailboxHandler<M>> Own for MailboxEntry<M, H> {
     fn fd(&self) -> BorrowedFd<'_> {
         self.shared.eventfd.as_fd()
     }
 
-    fn interest(&self) -> Interest {
-        Interest::READ
-    }
-
-    fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) {
-        let mut wakeup = Wakeup::new(Phase::Datagram, interest, readiness);
-        while let Some(step) = wakeup.next_step() {
-            if step == Step::Read {
-                self.deliver(cx);
-            }
-            wakeup.record(Default::default());
-        }
-    }
-
-    fn timeout(&mut self, _: &mut Ctx<'_>) {}
-
-    fn shut(&mut self, _: &mut Ctx<'_>) {}
-
-    fn handler(&self) -> &dyn std::any::Any {
-        &self.handler
-    }
-
-    fn handler_mut(&mut self) -> &mut dyn std::any::Any {
-        &mut self.handler
-    }
-
-    fn describe(&self) -> String {
-        format!("mailbox of {}", std::any::type_name::<M>())
-    }
-
-    fn joined(&self) -> Joined {
-        Joined::File
-    }
-}
-
-impl<M: 'static, H: MailboxHandler<M>> MailboxEntry<M, H> {
     /// Delivers the messages queued when the wake-up came; later ones wait
     /// for the next wake-up, so a handler that sends to its own mailbox
     /// cannot starve the other channels.
     fn deliver(&mut self, cx: &mut Ctx<'_>) {
-        let mut counter = [0u8; 8];
-        let _ = rustix::io::read(&self.shared.eventfd, &mut counter);
+        self.shared.eventfd.drain();
         let mut pending = self.shared.lock().len();
         while pending > 0 && !cx.is_closing() {
             pending -= 1;
@@ -194,10 +151,22 @@ impl<M: 'static, H: MailboxHandler<M>> MailboxEntry<M, H> {
             self.shared.ring();
         }
     }
+
+    fn handler(&self) -> &dyn std::any::Any {
+        &self.handler
+    }
+
+    fn handler_mut(&mut self) -> &mut dyn std::any::Any {
+        &mut self.handler
+    }
+
+    fn describe(&self) -> String {
+        format!("mailbox of {}", std::any::type_name::<M>())
+    }
 }
 
 fn new_shared<M>() -> io::Result<Arc<Shared<M>>> {
-    let eventfd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+    let eventfd = EventFd::new()?;
     Ok(Arc::new(Shared { queue: Mutex::new(VecDeque::new()), eventfd, closed: AtomicBool::new(false) }))
 }
 
@@ -229,7 +198,7 @@ impl Map {
         handler: H,
     ) -> io::Result<(Token, Sender<M>)> {
         let shared = new_shared()?;
-        let entry = Box::new(MailboxEntry { shared: shared.clone(), handler });
+        let entry = Box::new(OwnEntry(MailboxEntry { shared: shared.clone(), handler }));
         let token = self.insert_entry(entry, false)?;
         Ok((token, Sender { shared }))
     }
@@ -237,14 +206,13 @@ impl Map {
     /// This map's [`Waker`], created on first use. Its mailbox does not keep
     /// the loop alive: a map holding only the waker counts as empty.
     pub fn waker(&mut self) -> io::Result<Waker> {
-        if let Some(waker) = self.waker_slot() {
-            return Ok(waker);
+        if let Some(commands) = self.waker.and_then(|token| self.handler::<Commands>(token)) {
+            return Ok(commands.waker.clone());
         }
         let shared = new_shared::<Command>()?;
-        let entry = Box::new(MailboxEntry { shared: shared.clone(), handler: run_command });
-        let token = self.insert_entry(entry, true)?;
-        let waker = Waker { sender: Sender { shared } };
-        self.set_waker_slot(token, waker.clone());
+        let waker = Waker { sender: Sender { shared: shared.clone() } };
+        let entry = Box::new(OwnEntry(MailboxEntry { shared, handler: Commands { waker: waker.clone() } }));
+        self.waker = Some(self.insert_entry(entry, true)?);
         Ok(waker)
     }
 }
@@ -257,13 +225,22 @@ enum Command {
     Shutdown(Duration),
 }
 
-fn run_command(command: Command, cx: &mut Ctx<'_>) -> io::Result<()> {
-    match command {
-        Command::Wake => {}
-        Command::Stop => cx.stop(),
-        Command::Shutdown(grace) => cx.shutdown(grace),
+/// The waker's mailbox handler. It keeps a clone of the waker, so that the
+/// map finds it again through its token: the map itself knows nothing of
+/// mailboxes.
+struct Commands {
+    waker: Waker,
+}
+
+impl MailboxHandler<Command> for Commands {
+    fn handle_message(&mut self, command: Command, cx: &mut Ctx<'_>) -> io::Result<()> {
+        match command {
+            Command::Wake => {}
+            Command::Stop => cx.stop(),
+            Command::Shutdown(grace) => cx.shutdown(grace),
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// A `Send + Sync + Clone` handle that wakes, stops or shuts down a loop

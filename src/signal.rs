@@ -21,12 +21,9 @@ use std::rc::Rc;
 
 use signal_hook::SigId;
 
-use crate::entry::Entry;
-use crate::machine::{Phase, Step, Wakeup};
+use crate::dispatch::{Own, OwnEntry};
 use crate::map::{Ctx, Map};
-use crate::poller::{Interest, Readiness};
 use crate::report::{Level, log_info};
-use crate::trace::Joined;
 
 pub use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 
@@ -58,39 +55,25 @@ impl Drop for SignalEntry {
     }
 }
 
-impl Entry for SignalEntry {
+impl Own for SignalEntry {
     fn fd(&self) -> BorrowedFd<'_> {
         self.reader.as_fd()
     }
 
-    fn interest(&self) -> Interest {
-        Interest::READ
-    }
-
-    fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>) {
-        let mut wakeup = Wakeup::new(Phase::Datagram, interest, readiness);
-        while let Some(step) = wakeup.next_step() {
-            if step == Step::Read {
-                // Drain every byte: signals that came meanwhile coalesce.
-                let mut buf = [0u8; 64];
-                let mut got = false;
-                while let Ok(n) = io::Read::read(&mut &self.reader, &mut buf) {
-                    got |= n > 0;
-                    if n < buf.len() {
-                        break;
-                    }
-                }
-                if got && let Err(e) = self.handler.borrow_mut().handle_signal(self.signal, cx) {
-                    log_info(Level::Error, format_args!("signal {} handler: {e}", self.signal));
-                }
+    fn deliver(&mut self, cx: &mut Ctx<'_>) {
+        // Drain every byte: signals that came meanwhile coalesce.
+        let mut buf = [0u8; 64];
+        let mut got = false;
+        while let Ok(n) = io::Read::read(&mut &self.reader, &mut buf) {
+            got |= n > 0;
+            if n < buf.len() {
+                break;
             }
-            wakeup.record(Default::default());
+        }
+        if got && let Err(e) = self.handler.borrow_mut().handle_signal(self.signal, cx) {
+            log_info(Level::Error, format_args!("signal {} handler: {e}", self.signal));
         }
     }
-
-    fn timeout(&mut self, _: &mut Ctx<'_>) {}
-
-    fn shut(&mut self, _: &mut Ctx<'_>) {}
 
     fn handler(&self) -> &dyn std::any::Any {
         &()
@@ -102,10 +85,6 @@ impl Entry for SignalEntry {
 
     fn describe(&self) -> String {
         format!("signal {} watcher", self.signal)
-    }
-
-    fn joined(&self) -> Joined {
-        Joined::File
     }
 }
 
@@ -147,7 +126,7 @@ impl Map {
                 io::Error::new(io::ErrorKind::InvalidInput, format!("cannot watch signal {signal}: {e}"))
             })?;
             let entry = SignalEntry { reader, signal, id, handler: handler.clone(), opaque: () };
-            self.insert_entry(Box::new(entry), true)?;
+            self.insert_entry(Box::new(OwnEntry(entry)), true)?;
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
-use crate::map::Token;
+use crate::token::Token;
 
 #[derive(Debug)]
 struct Timer {

@@ -1,8 +1,17 @@
-//! What the loop delivered, in order: recorded only when a simulation asks
-//! for it (one branch per callback otherwise), and checked against the
-//! loop's invariants by [`sim`](crate::sim).
+//! Layer 1: what the loop delivered, in order, recorded only when a
+//! simulation asks for it, and checked against the loop's invariants by
+//! [`sim`](crate::sim).
+//!
+//! The entries call their handlers through a [`Tracer`] type parameter: the
+//! map's own entries get [`NoTrace`], whose methods are empty and inline to
+//! nothing, and only a map that traces (the simulation's) wraps each entry
+//! it inserts in one that records, with a [`Recorder`]. Real I/O pays nothing
+//! for the trace: no branch, no call.
 
-use crate::map::Token;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::token::Token;
 
 /// A callback the loop made into a handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,3 +70,58 @@ pub enum Traced {
 
 /// The recorded events, each with the token of its channel.
 pub(crate) type Trace = Vec<(Token, Traced)>;
+
+/// A trace shared by a map and the entries that record into it.
+pub(crate) type SharedTrace = Rc<RefCell<Trace>>;
+
+/// What an entry tells about the callbacks it makes.
+pub(crate) trait Tracer {
+    /// A callback into the handler starts; returns where to record its
+    /// progress.
+    fn call(&self, callback: Callback) -> Option<usize>;
+    /// The callback recorded at `at` moved data (or not).
+    fn progress(&self, at: Option<usize>, moved: bool);
+}
+
+/// Records nothing, at no cost: every entry outside a simulation.
+pub(crate) struct NoTrace;
+
+impl Tracer for NoTrace {
+    #[inline(always)]
+    fn call(&self, _: Callback) -> Option<usize> {
+        None
+    }
+
+    #[inline(always)]
+    fn progress(&self, _: Option<usize>, _: bool) {}
+}
+
+/// Records one channel's callbacks into its map's trace. Public only so the
+/// sealed entry trait can name it; not reachable by users.
+#[derive(Debug)]
+pub struct Recorder {
+    trace: SharedTrace,
+    token: Token,
+}
+
+impl Recorder {
+    pub(crate) fn new(trace: SharedTrace, token: Token) -> Recorder {
+        Recorder { trace, token }
+    }
+}
+
+impl Tracer for Recorder {
+    fn call(&self, callback: Callback) -> Option<usize> {
+        let mut trace = self.trace.borrow_mut();
+        trace.push((self.token, Traced::Called { callback, progress: false }));
+        Some(trace.len() - 1)
+    }
+
+    fn progress(&self, at: Option<usize>, moved: bool) {
+        if let Some(at) = at
+            && let Some((_, Traced::Called { progress, .. })) = self.trace.borrow_mut().get_mut(at)
+        {
+            *progress = moved;
+        }
+    }
+}

@@ -8,10 +8,9 @@
 
 use std::io;
 
-use rustix::io::Errno;
 use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
-use super::{Channel, ConnectedDatagram, Datagram, Family, Observed, UnboundDatagram};
+use super::{Channel, ConnectedDatagram, Datagram, Family, Observed, UnboundDatagram, restarted};
 use crate::address::{Address, ToAddress, UnixAddress};
 use crate::error::RoleError;
 
@@ -128,15 +127,12 @@ impl Channel<Datagram> {
     pub fn send_to(&mut self, data: &[u8], addr: impl ToAddress) -> io::Result<usize> {
         self.check_open()?;
         let to = addr.to_address()?.to_any()?;
-        loop {
-            return match net::sendto(&self.fd, data, SendFlags::NOSIGNAL, &to) {
-                Ok(n) => {
-                    self.observe(Observed::WRITE_PROGRESS);
-                    Ok(n)
-                }
-                Err(Errno::INTR) => continue,
-                Err(e) => Err(e.into()),
-            };
+        match restarted(|| net::sendto(&self.fd, data, SendFlags::NOSIGNAL, &to)) {
+            Ok(n) => {
+                self.observe(Observed::WRITE_PROGRESS);
+                Ok(n)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -145,15 +141,12 @@ impl Channel<Datagram> {
     /// `WouldBlock` when none is waiting.
     pub fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, Address)> {
         self.check_open()?;
-        loop {
-            return match net::recvfrom(&self.fd, &mut *buf, RecvFlags::empty()) {
-                Ok((n, _, from)) => {
-                    self.observe(Observed::READ_PROGRESS);
-                    Ok((n, address(from)?))
-                }
-                Err(Errno::INTR) => continue,
-                Err(e) => Err(e.into()),
-            };
+        match restarted(|| net::recvfrom(&self.fd, &mut *buf, RecvFlags::empty())) {
+            Ok((n, _, from)) => {
+                self.observe(Observed::READ_PROGRESS);
+                Ok((n, address(from)?))
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -175,30 +168,24 @@ impl Channel<ConnectedDatagram> {
     /// later send or receive (an ICMP error, for UDP).
     pub fn send(&mut self, data: &[u8]) -> io::Result<usize> {
         self.check_open()?;
-        loop {
-            return match net::send(&self.fd, data, SendFlags::NOSIGNAL) {
-                Ok(n) => {
-                    self.observe(Observed::WRITE_PROGRESS);
-                    Ok(n)
-                }
-                Err(Errno::INTR) => continue,
-                Err(e) => Err(e.into()),
-            };
+        match restarted(|| net::send(&self.fd, data, SendFlags::NOSIGNAL)) {
+            Ok(n) => {
+                self.observe(Observed::WRITE_PROGRESS);
+                Ok(n)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Receives one datagram: `Ok(0)` is an empty datagram, not an end.
     pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.check_open()?;
-        loop {
-            return match net::recv(&self.fd, &mut *buf, RecvFlags::empty()) {
-                Ok((n, _)) => {
-                    self.observe(Observed::READ_PROGRESS);
-                    Ok(n)
-                }
-                Err(Errno::INTR) => continue,
-                Err(e) => Err(e.into()),
-            };
+        match restarted(|| net::recv(&self.fd, &mut *buf, RecvFlags::empty())) {
+            Ok((n, _)) => {
+                self.observe(Observed::READ_PROGRESS);
+                Ok(n)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 

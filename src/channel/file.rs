@@ -3,10 +3,8 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
-use rustix::io::Errno;
-
-use super::{Channel, FileFd, Observed, set_nonblocking};
-use crate::error::{RoleError, is_disconnect};
+use super::{Channel, FileFd, Observed, restarted, set_nonblocking};
+use crate::error::RoleError;
 
 impl Channel<FileFd> {
     /// Adopts a descriptor as a file channel and makes it non-blocking.
@@ -89,19 +87,16 @@ impl Channel<FileFd> {
         if buf.is_empty() {
             return Ok(0);
         }
-        loop {
-            return match rustix::io::read(&self.fd, &mut *buf) {
-                Ok(0) => {
-                    self.observe(Observed::PEER_GONE | Observed::EOF);
-                    Ok(0)
-                }
-                Ok(n) => {
-                    self.observe(Observed::READ_PROGRESS);
-                    Ok(n)
-                }
-                Err(Errno::INTR) => continue,
-                Err(e) => Err(e.into()),
-            };
+        match restarted(|| rustix::io::read(&self.fd, &mut *buf)) {
+            Ok(0) => {
+                self.observe(Observed::PEER_GONE | Observed::EOF);
+                Ok(0)
+            }
+            Ok(n) => {
+                self.observe(Observed::READ_PROGRESS);
+                Ok(n)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -114,27 +109,8 @@ impl Channel<FileFd> {
     /// the default disposition must expect to be killed by it.
     pub fn send(&mut self, data: &[u8]) -> io::Result<usize> {
         self.check_open()?;
-        loop {
-            return match rustix::io::write(&self.fd, data) {
-                Ok(n) => {
-                    if n > 0 {
-                        self.observe(Observed::WRITE_PROGRESS);
-                    }
-                    Ok(n)
-                }
-                Err(Errno::INTR) => continue,
-                Err(Errno::AGAIN) => Ok(0),
-                Err(e) => {
-                    let e = io::Error::from(e);
-                    if is_disconnect(&e) {
-                        self.observe(Observed::PEER_GONE);
-                        Ok(0)
-                    } else {
-                        Err(e)
-                    }
-                }
-            };
-        }
+        let result = restarted(|| rustix::io::write(&self.fd, data));
+        self.sent(result)
     }
 }
 
@@ -150,17 +126,14 @@ impl io::Read for Channel<FileFd> {
 impl io::Write for Channel<FileFd> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.check_open()?;
-        loop {
-            return match rustix::io::write(&self.fd, data) {
-                Ok(n) => {
-                    if n > 0 {
-                        self.observe(Observed::WRITE_PROGRESS);
-                    }
-                    Ok(n)
+        match restarted(|| rustix::io::write(&self.fd, data)) {
+            Ok(n) => {
+                if n > 0 {
+                    self.observe(Observed::WRITE_PROGRESS);
                 }
-                Err(Errno::INTR) => continue,
-                Err(e) => Err(e.into()),
-            };
+                Ok(n)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 

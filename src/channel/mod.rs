@@ -254,3 +254,41 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> std::io::Result<()> {
 }
 
 pub use socket::{Family, SockType};
+
+/// Runs a system call again for as long as a signal interrupts it (`EINTR`):
+/// every read, write and accept of a channel goes through here.
+#[inline]
+fn restarted<T>(mut call: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
+    loop {
+        match call() {
+            Err(rustix::io::Errno::INTR) => {}
+            result => return result,
+        }
+    }
+}
+
+impl<R: Role> Channel<R> {
+    /// What a stream's `send` makes of `write(2)`'s or `send(2)`'s answer:
+    /// bytes taken are progress; a full buffer is 0 bytes (D22); a
+    /// disconnection is 0 bytes and the peer marked gone (D19).
+    fn sent(&mut self, result: rustix::io::Result<usize>) -> std::io::Result<usize> {
+        match result {
+            Ok(n) => {
+                if n > 0 {
+                    self.observe(Observed::WRITE_PROGRESS);
+                }
+                Ok(n)
+            }
+            Err(rustix::io::Errno::AGAIN) => Ok(0),
+            Err(e) => {
+                let e = std::io::Error::from(e);
+                if crate::error::is_disconnect(&e) {
+                    self.observe(Observed::PEER_GONE);
+                    Ok(0)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}

@@ -9,20 +9,10 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use rustix::io::Errno;
 use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, sockopt};
 
-use super::{Bound, Channel, Connected, Connecting, Fresh, Listening, Observed, set_nonblocking};
+use super::{Bound, Channel, Connected, Connecting, Fresh, Listening, Observed, restarted, set_nonblocking};
+pub use crate::address::Family;
 use crate::address::{Address, ToAddress, UnixAddress};
 use crate::error::{RoleError, is_disconnect};
-
-/// An address family for [`Channel::create_socket`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Family {
-    /// IPv4 (`AF_INET`).
-    Ipv4,
-    /// IPv6 (`AF_INET6`).
-    Ipv6,
-    /// Unix domain sockets (`AF_UNIX`), by path or abstract name.
-    Unix,
-}
 
 /// A socket type for [`Channel::create_socket`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -211,25 +201,22 @@ impl Channel<Listening> {
     /// instead of spinning on a listener that stays readable (asyncore P1).
     pub fn accept(&mut self) -> io::Result<Option<(Channel<Connected>, Address)>> {
         self.check_open()?;
-        loop {
-            return match net::acceptfrom_with(&self.fd, NEW_FD) {
-                Ok((fd, peer)) => {
-                    let peer = match peer {
-                        Some(any) => Address::from_any(any)?,
-                        None => Address::Unix(UnixAddress::Unnamed),
-                    };
-                    Ok(Some((super::wrap(fd), peer)))
-                }
-                Err(Errno::INTR) => continue,
-                Err(Errno::AGAIN | Errno::CONNABORTED) => Ok(None),
-                Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
-                    // The loop pauses this listener for a while (see
-                    // `AcceptHandler`); the caller still learns why.
-                    self.observe(Observed::EXHAUSTED);
-                    Err(e.into())
-                }
-                Err(e) => Err(e.into()),
-            };
+        match restarted(|| net::acceptfrom_with(&self.fd, NEW_FD)) {
+            Ok((fd, peer)) => {
+                let peer = match peer {
+                    Some(any) => Address::from_any(any)?,
+                    None => Address::Unix(UnixAddress::Unnamed),
+                };
+                Ok(Some((super::wrap(fd), peer)))
+            }
+            Err(Errno::AGAIN | Errno::CONNABORTED) => Ok(None),
+            Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
+                // The loop pauses this listener for a while (see
+                // `AcceptHandler`); the caller still learns why.
+                self.observe(Observed::EXHAUSTED);
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -269,27 +256,24 @@ impl Channel<Connected> {
         if buf.is_empty() {
             return Ok(0);
         }
-        loop {
-            return match net::recv(&self.fd, &mut *buf, flags) {
-                Ok((0, _)) => {
-                    self.observe(Observed::PEER_GONE | Observed::EOF);
+        match restarted(|| net::recv(&self.fd, &mut *buf, flags)) {
+            Ok((0, _)) => {
+                self.observe(Observed::PEER_GONE | Observed::EOF);
+                Ok(0)
+            }
+            Ok((n, _)) => {
+                self.observe(Observed::READ_PROGRESS);
+                Ok(n)
+            }
+            Err(e) => {
+                let e = io::Error::from(e);
+                if is_disconnect(&e) {
+                    self.observe(Observed::PEER_GONE);
                     Ok(0)
+                } else {
+                    Err(e)
                 }
-                Ok((n, _)) => {
-                    self.observe(Observed::READ_PROGRESS);
-                    Ok(n)
-                }
-                Err(Errno::INTR) => continue,
-                Err(e) => {
-                    let e = io::Error::from(e);
-                    if is_disconnect(&e) {
-                        self.observe(Observed::PEER_GONE);
-                        Ok(0)
-                    } else {
-                        Err(e)
-                    }
-                }
-            };
+            }
         }
     }
 
@@ -310,27 +294,8 @@ impl Channel<Connected> {
 
     fn send_with(&mut self, data: &[u8], flags: SendFlags) -> io::Result<usize> {
         self.check_open()?;
-        loop {
-            return match net::send(&self.fd, data, flags) {
-                Ok(n) => {
-                    if n > 0 {
-                        self.observe(Observed::WRITE_PROGRESS);
-                    }
-                    Ok(n)
-                }
-                Err(Errno::INTR) => continue,
-                Err(Errno::AGAIN) => Ok(0),
-                Err(e) => {
-                    let e = io::Error::from(e);
-                    if is_disconnect(&e) {
-                        self.observe(Observed::PEER_GONE);
-                        Ok(0)
-                    } else {
-                        Err(e)
-                    }
-                }
-            };
-        }
+        let result = restarted(|| net::send(&self.fd, data, flags));
+        self.sent(result)
     }
 
     /// Shuts down the read half, the write half, or both.
@@ -540,21 +505,18 @@ impl io::Write for Channel<Connected> {
         if data.is_empty() {
             return Ok(0);
         }
-        loop {
-            return match net::send(&self.fd, data, SendFlags::NOSIGNAL) {
-                Ok(n) => {
-                    self.observe(Observed::WRITE_PROGRESS);
-                    Ok(n)
+        match restarted(|| net::send(&self.fd, data, SendFlags::NOSIGNAL)) {
+            Ok(n) => {
+                self.observe(Observed::WRITE_PROGRESS);
+                Ok(n)
+            }
+            Err(e) => {
+                let e = io::Error::from(e);
+                if is_disconnect(&e) {
+                    self.observe(Observed::PEER_GONE);
                 }
-                Err(Errno::INTR) => continue,
-                Err(e) => {
-                    let e = io::Error::from(e);
-                    if is_disconnect(&e) {
-                        self.observe(Observed::PEER_GONE);
-                    }
-                    Err(e)
-                }
-            };
+                Err(e)
+            }
         }
     }
 

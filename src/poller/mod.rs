@@ -19,6 +19,7 @@
 //! allocate.
 
 mod epoll;
+mod eventfd;
 mod poll;
 pub(crate) mod scripted;
 #[cfg(feature = "select")]
@@ -31,6 +32,10 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use rustix::event::Timespec;
+
+pub use crate::readiness::{Interest, Readiness};
+pub(crate) use eventfd::EventFd;
+pub(crate) use poll::readable_now;
 
 /// Which readiness mechanism a [`Map`](crate::Map) waits with.
 ///
@@ -119,207 +124,6 @@ impl FromStr for Backend {
     }
 }
 
-/// What a channel wants to be told about: the answer of its handler's
-/// `readable()` and `writable()` predicates, as the poller sees it.
-///
-/// Hang-ups and errors are always reported, whatever the interest: a channel
-/// that wants nothing still learns that its peer went away (asyncore did not,
-/// P13).
-///
-/// # Examples
-///
-/// ```
-/// use rolecore::Interest;
-///
-/// let both = Interest::READ | Interest::WRITE;
-/// assert!(both.is_readable() && both.is_writable());
-/// assert!(!Interest::NONE.is_readable());
-/// ```
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct Interest(u8);
-
-impl Interest {
-    /// Nothing but hang-ups and errors.
-    pub const NONE: Interest = Interest(0);
-    /// Readable: data, an incoming connection, or end of stream.
-    pub const READ: Interest = Interest(1);
-    /// Writable: room in the send buffer, or a finished connect.
-    pub const WRITE: Interest = Interest(2);
-    /// Priority (out-of-band) data.
-    pub const PRIORITY: Interest = Interest(4);
-
-    /// Whether read readiness is wanted.
-    pub const fn is_readable(self) -> bool {
-        self.0 & Self::READ.0 != 0
-    }
-    /// Whether write readiness is wanted.
-    pub const fn is_writable(self) -> bool {
-        self.0 & Self::WRITE.0 != 0
-    }
-    /// Whether priority readiness is wanted.
-    pub const fn is_priority(self) -> bool {
-        self.0 & Self::PRIORITY.0 != 0
-    }
-    /// Whether nothing at all is wanted.
-    pub const fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-    /// This interest with `other`'s added.
-    pub const fn add(self, other: Interest) -> Interest {
-        Interest(self.0 | other.0)
-    }
-    /// This interest with `other`'s taken away.
-    pub const fn remove(self, other: Interest) -> Interest {
-        Interest(self.0 & !other.0)
-    }
-    /// The interest of a channel from its predicates: read (with priority, as
-    /// asyncore asked `POLLIN|POLLPRI` together) and write.
-    pub const fn from_predicates(readable: bool, writable: bool, priority: bool) -> Interest {
-        let mut bits = 0;
-        if readable {
-            bits |= Self::READ.0;
-            if priority {
-                bits |= Self::PRIORITY.0;
-            }
-        }
-        if writable {
-            bits |= Self::WRITE.0;
-        }
-        Interest(bits)
-    }
-}
-
-impl std::ops::BitOr for Interest {
-    type Output = Interest;
-    fn bitor(self, rhs: Interest) -> Interest {
-        self.add(rhs)
-    }
-}
-
-impl fmt::Debug for Interest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_flags(f, self.0, &["READ", "WRITE", "PRIORITY"], "NONE")
-    }
-}
-
-/// What a backend reported for one descriptor in one wait.
-///
-/// This is the input of the [`machine`](crate::machine) layer, which turns it
-/// into asyncore's events.
-///
-/// # Examples
-///
-/// ```
-/// use rolecore::Readiness;
-///
-/// let r = Readiness::READABLE | Readiness::HANGUP;
-/// assert!(r.is_readable() && r.is_hangup() && !r.is_writable());
-/// ```
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct Readiness(u8);
-
-impl Readiness {
-    /// Nothing.
-    pub const EMPTY: Readiness = Readiness(0);
-    /// `POLLIN` / `EPOLLIN` / in the read set.
-    pub const READABLE: Readiness = Readiness(1);
-    /// `POLLOUT` / `EPOLLOUT` / in the write set.
-    pub const WRITABLE: Readiness = Readiness(2);
-    /// `POLLPRI` / `EPOLLPRI` / in the exception set: out-of-band data.
-    pub const PRIORITY: Readiness = Readiness(4);
-    /// `POLLHUP` / `EPOLLHUP`: the peer hung up.
-    pub const HANGUP: Readiness = Readiness(8);
-    /// `POLLERR` / `EPOLLERR`: an error is pending on the descriptor.
-    pub const ERROR: Readiness = Readiness(16);
-    /// `POLLNVAL`: the descriptor is not open (cannot happen to an owned
-    /// channel; kept so every `poll` bit has a meaning).
-    pub const INVALID: Readiness = Readiness(32);
-    /// Every bit; the machine's exhaustive tests iterate `0..=ALL.bits()`.
-    pub const ALL: Readiness = Readiness(63);
-
-    /// The raw bits, for iteration and fuzzing.
-    pub const fn bits(self) -> u8 {
-        self.0
-    }
-    /// A readiness from raw bits; bits beyond [`Readiness::ALL`] are dropped.
-    pub const fn from_bits_truncate(bits: u8) -> Readiness {
-        Readiness(bits & Self::ALL.0)
-    }
-    /// Whether `other`'s bits are all set in `self`.
-    pub const fn contains(self, other: Readiness) -> bool {
-        self.0 & other.0 == other.0
-    }
-    /// Whether no bit is set.
-    pub const fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-    /// Readable.
-    pub const fn is_readable(self) -> bool {
-        self.0 & Self::READABLE.0 != 0
-    }
-    /// Writable.
-    pub const fn is_writable(self) -> bool {
-        self.0 & Self::WRITABLE.0 != 0
-    }
-    /// Priority data is pending.
-    pub const fn is_priority(self) -> bool {
-        self.0 & Self::PRIORITY.0 != 0
-    }
-    /// The peer hung up.
-    pub const fn is_hangup(self) -> bool {
-        self.0 & Self::HANGUP.0 != 0
-    }
-    /// An error is pending.
-    pub const fn is_error(self) -> bool {
-        self.0 & Self::ERROR.0 != 0
-    }
-    /// The descriptor was invalid.
-    pub const fn is_invalid(self) -> bool {
-        self.0 & Self::INVALID.0 != 0
-    }
-    /// Any of hang-up, error or invalid: the conditions asyncore's `readwrite`
-    /// turned into `handle_close`.
-    pub const fn is_closed(self) -> bool {
-        self.0 & (Self::HANGUP.0 | Self::ERROR.0 | Self::INVALID.0) != 0
-    }
-}
-
-impl std::ops::BitOr for Readiness {
-    type Output = Readiness;
-    fn bitor(self, rhs: Readiness) -> Readiness {
-        Readiness(self.0 | rhs.0)
-    }
-}
-
-impl std::ops::BitOrAssign for Readiness {
-    fn bitor_assign(&mut self, rhs: Readiness) {
-        self.0 |= rhs.0;
-    }
-}
-
-impl fmt::Debug for Readiness {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_flags(f, self.0, &["READABLE", "WRITABLE", "PRIORITY", "HANGUP", "ERROR", "INVALID"], "EMPTY")
-    }
-}
-
-fn write_flags(f: &mut fmt::Formatter<'_>, bits: u8, names: &[&str], empty: &str) -> fmt::Result {
-    if bits == 0 {
-        return f.write_str(empty);
-    }
-    let mut first = true;
-    for (i, name) in names.iter().enumerate() {
-        if bits & (1 << i) != 0 {
-            if !first {
-                f.write_str(" | ")?;
-            }
-            f.write_str(name)?;
-            first = false;
-        }
-    }
-    Ok(())
-}
-
 /// One descriptor the map asks a rebuilding backend (poll, select) to watch.
 #[derive(Clone, Copy)]
 pub(crate) struct Source<'a> {
@@ -331,24 +135,41 @@ pub(crate) struct Source<'a> {
 /// A readiness report: the registration key and what was ready.
 pub(crate) type Event = (u64, Readiness);
 
-/// The backend a map waits with. An enum rather than a `dyn` trait: the set of
-/// backends is closed, and a match is cheaper than a virtual call per wait.
-pub(crate) enum Poller {
+/// How the poller watches a descriptor it accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Watched {
+    /// The kernel reports its readiness.
+    ByKernel,
+    /// Never given to the kernel, always reported ready: epoll refuses
+    /// regular files (`EPERM`), which are always ready anyway.
+    AlwaysReady,
+}
+
+/// The kernel mechanism a map waits with. An enum rather than a `dyn` trait:
+/// the set of backends is closed, and a match is cheaper than a virtual call
+/// per wait.
+enum Kernel {
     Epoll(epoll::EpollPoller),
     Poll(poll::PollPoller),
     #[cfg(feature = "select")]
     Select(select::SelectPoller),
-    /// The simulation's: `poll(2)` truth, altered by a script.
-    Scripted(scripted::ScriptedPoller),
 }
 
-impl Poller {
-    pub fn new(backend: Backend) -> io::Result<Poller> {
+/// What a map waits with: a real backend, and, in a simulation only, the
+/// script that wraps it ([`scripted`]): the real path pays one branch per
+/// wait for it, nothing per event.
+pub(crate) struct Poller {
+    kernel: Kernel,
+    script: Option<Box<scripted::Scripted>>,
+}
+
+impl Kernel {
+    fn new(backend: Backend) -> io::Result<Kernel> {
         match backend {
-            Backend::Epoll => Ok(Poller::Epoll(epoll::EpollPoller::new()?)),
-            Backend::Poll => Ok(Poller::Poll(poll::PollPoller::new())),
+            Backend::Epoll => Ok(Kernel::Epoll(epoll::EpollPoller::new()?)),
+            Backend::Poll => Ok(Kernel::Poll(poll::PollPoller::new())),
             #[cfg(feature = "select")]
-            Backend::Select => Ok(Poller::Select(select::SelectPoller::new())),
+            Backend::Select => Ok(Kernel::Select(select::SelectPoller::new())),
             #[cfg(not(feature = "select"))]
             Backend::Select => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -358,46 +179,7 @@ impl Poller {
         }
     }
 
-    pub fn backend(&self) -> Backend {
-        match self {
-            Poller::Epoll(_) => Backend::Epoll,
-            Poller::Poll(_) => Backend::Poll,
-            #[cfg(feature = "select")]
-            Poller::Select(_) => Backend::Select,
-            Poller::Scripted(_) => Backend::Poll,
-        }
-    }
-
-    /// Whether registrations live in the kernel (`register`/`reregister`/
-    /// `deregister` do work) or are rebuilt from the map on every wait.
-    pub fn keeps_registrations(&self) -> bool {
-        matches!(self, Poller::Epoll(_))
-    }
-
-    pub fn register(&mut self, fd: BorrowedFd<'_>, key: u64, interest: Interest) -> io::Result<()> {
-        match self {
-            Poller::Epoll(p) => p.register(fd, key, interest),
-            _ => Ok(()),
-        }
-    }
-
-    pub fn reregister(&mut self, fd: BorrowedFd<'_>, key: u64, interest: Interest) -> io::Result<()> {
-        match self {
-            Poller::Epoll(p) => p.reregister(fd, key, interest),
-            _ => Ok(()),
-        }
-    }
-
-    pub fn deregister(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        match self {
-            Poller::Epoll(p) => p.deregister(fd),
-            _ => Ok(()),
-        }
-    }
-
-    /// Waits up to `timeout` (`None`: forever) and appends what was ready to
-    /// `events`. `sources` is consulted only by the rebuilding backends.
-    pub fn wait<'a>(
+    fn wait<'a>(
         &mut self,
         sources: impl Iterator<Item = Source<'a>>,
         events: &mut Vec<Event>,
@@ -405,11 +187,95 @@ impl Poller {
     ) -> io::Result<()> {
         let timeout = timeout.map(round_up_to_millis);
         match self {
-            Poller::Epoll(p) => p.wait(events, timeout),
-            Poller::Poll(p) => p.wait(sources, events, timeout),
+            Kernel::Epoll(p) => p.wait(events, timeout),
+            Kernel::Poll(p) => p.wait(sources, events, timeout),
             #[cfg(feature = "select")]
-            Poller::Select(p) => p.wait(sources, events, timeout),
-            Poller::Scripted(p) => p.wait(sources, events),
+            Kernel::Select(p) => p.wait(sources, events, timeout),
+        }
+    }
+}
+
+impl Poller {
+    pub fn new(backend: Backend) -> io::Result<Poller> {
+        Ok(Poller { kernel: Kernel::new(backend)?, script: None })
+    }
+
+    /// The simulation's poller: `poll(2)`'s truth, altered by `script`.
+    pub fn scripted(script: scripted::SharedScript) -> Poller {
+        Poller {
+            kernel: Kernel::Poll(poll::PollPoller::new()),
+            script: Some(Box::new(scripted::Scripted::new(script))),
+        }
+    }
+
+    /// A new poller with `backend` and no registrations, under the same
+    /// script if this one has one.
+    pub fn successor(&self, backend: Backend) -> io::Result<Poller> {
+        let script = self.script.as_ref().map(|s| Box::new(s.successor()));
+        Ok(Poller { kernel: Kernel::new(backend)?, script })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.kernel {
+            Kernel::Epoll(_) => Backend::Epoll,
+            Kernel::Poll(_) => Backend::Poll,
+            #[cfg(feature = "select")]
+            Kernel::Select(_) => Backend::Select,
+        }
+    }
+
+    /// Whether registrations live in the kernel (`register`/`reregister`/
+    /// `deregister` do work) or are rebuilt from the map on every wait.
+    pub fn keeps_registrations(&self) -> bool {
+        matches!(self.kernel, Kernel::Epoll(_))
+    }
+
+    /// Watches `fd` under `key`. epoll's rules: a descriptor it refuses
+    /// with `EPERM` (a regular file) is accepted as [`Watched::AlwaysReady`]
+    /// (the map then reports it ready itself, as `poll` and `select` would);
+    /// one it already watches (`EEXIST`, under an older key) is watched
+    /// under the new key instead.
+    pub fn register(&mut self, fd: BorrowedFd<'_>, key: u64, interest: Interest) -> io::Result<Watched> {
+        let Kernel::Epoll(p) = &mut self.kernel else { return Ok(Watched::ByKernel) };
+        match p.register(fd, key, interest) {
+            Ok(()) => Ok(Watched::ByKernel),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
+                Ok(Watched::AlwaysReady)
+            }
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::EXIST.raw_os_error()) => {
+                p.reregister(fd, key, interest).map_err(|_| e).map(|()| Watched::ByKernel)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn reregister(&mut self, fd: BorrowedFd<'_>, key: u64, interest: Interest) -> io::Result<()> {
+        match &mut self.kernel {
+            Kernel::Epoll(p) => p.reregister(fd, key, interest),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn deregister(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        match &mut self.kernel {
+            Kernel::Epoll(p) => p.deregister(fd),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits up to `timeout` (`None`: forever) and appends what was ready to
+    /// `events`. `sources` is consulted only by the rebuilding backends (and
+    /// a script).
+    #[inline]
+    pub fn wait<'a>(
+        &mut self,
+        sources: impl Iterator<Item = Source<'a>>,
+        events: &mut Vec<Event>,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        match &mut self.script {
+            None => self.kernel.wait(sources, events, timeout),
+            Some(script) => script.wait(&mut self.kernel, sources, events),
         }
     }
 }
@@ -478,24 +344,6 @@ mod tests {
         }
         let err = "kqueue".parse::<Backend>().unwrap_err();
         assert!(err.to_string().contains("select, poll or epoll"));
-    }
-
-    #[test]
-    fn interest_from_predicates_adds_priority_only_with_read() {
-        assert_eq!(Interest::from_predicates(false, false, true), Interest::NONE);
-        assert_eq!(Interest::from_predicates(true, false, true), Interest::READ | Interest::PRIORITY);
-        assert_eq!(Interest::from_predicates(false, true, true), Interest::WRITE);
-        assert_eq!(format!("{:?}", Interest::READ | Interest::WRITE), "READ | WRITE");
-        assert_eq!(format!("{:?}", Interest::NONE), "NONE");
-    }
-
-    #[test]
-    fn readiness_closed_bits() {
-        assert!(!Readiness::READABLE.is_closed());
-        for bit in [Readiness::HANGUP, Readiness::ERROR, Readiness::INVALID] {
-            assert!(bit.is_closed());
-        }
-        assert_eq!(Readiness::from_bits_truncate(0xff), Readiness::ALL);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! wait, as asyncore's `poll2` did, but into a buffer that is reused.
 
 use std::io;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags, poll};
@@ -93,6 +94,15 @@ fn readiness(flags: PollFlags) -> Readiness {
         r |= Readiness::INVALID;
     }
     r
+}
+
+/// Whether a descriptor is readable right now (a zero-timeout `poll`): a
+/// shutting-down listener asks it for the connections still pending.
+pub(crate) fn readable_now(fd: &impl AsFd) -> bool {
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
+    let zero = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
+    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+        && fds[0].revents().contains(PollFlags::IN)
 }
 
 #[cfg(test)]

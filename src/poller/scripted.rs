@@ -1,15 +1,15 @@
-//! A poller whose reports a script may alter: the ground truth comes from
-//! `poll(2)` with a zero timeout, then the script withholds, adds, reorders
-//! or invents readiness. Used by [`sim`](crate::sim); the real backends never
-//! see it.
+//! A script that alters what a real backend reports: the ground truth comes
+//! from the backend with a zero timeout (`poll(2)`, for a simulation's map),
+//! then the script withholds, adds, reorders or invents readiness. Used by
+//! [`sim`](crate::sim); a map that is not simulated has no script, and its
+//! poller pays one branch per wait for the possibility.
 
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::poll::PollPoller;
-use super::{Event, Source};
+use super::{Event, Kernel, Source};
 
 /// Alters what one wait reports.
 pub(crate) trait Script {
@@ -18,28 +18,41 @@ pub(crate) trait Script {
     fn adjust(&mut self, live: &[u64], events: &mut Vec<Event>);
 }
 
-pub(crate) struct ScriptedPoller {
-    truth: PollPoller,
-    sources: Vec<u64>,
-    script: Rc<RefCell<dyn Script>>,
+/// A script, shared by the simulation that writes it and the poller.
+pub(crate) type SharedScript = Rc<RefCell<dyn Script>>;
+
+/// The script a [`Poller`](super::Poller) wraps its backend in.
+pub(crate) struct Scripted {
+    /// The keys of the descriptors watched in this wait (reused).
+    live: Vec<u64>,
+    script: SharedScript,
 }
 
-impl ScriptedPoller {
-    pub fn new(script: Rc<RefCell<dyn Script>>) -> Self {
-        ScriptedPoller { truth: PollPoller::new(), sources: Vec::new(), script }
+impl Scripted {
+    pub(crate) fn new(script: SharedScript) -> Self {
+        Scripted { live: Vec::new(), script }
+    }
+
+    /// The same script, for a poller that replaces this one.
+    pub(crate) fn successor(&self) -> Self {
+        Scripted::new(self.script.clone())
     }
 
     /// Never blocks: a simulation advances by steps, not by time.
-    pub fn wait<'a>(
+    pub(super) fn wait<'a>(
         &mut self,
+        kernel: &mut Kernel,
         sources: impl Iterator<Item = Source<'a>>,
         events: &mut Vec<Event>,
     ) -> io::Result<()> {
-        self.sources.clear();
-        let keys = &mut self.sources;
-        let sources = sources.inspect(|s| keys.push(s.key));
-        self.truth.wait(sources, events, Some(Duration::ZERO))?;
-        self.script.borrow_mut().adjust(&self.sources, events);
+        self.live.clear();
+        let live = &mut self.live;
+        let mut sources = sources.inspect(|s| live.push(s.key));
+        kernel.wait(&mut sources, events, Some(Duration::ZERO))?;
+        // A backend that keeps its registrations reads no source: the script
+        // still learns every live key.
+        sources.for_each(drop);
+        self.script.borrow_mut().adjust(&self.live, events);
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::map::Token;
+use crate::token::Token;
 use crate::trace::{Callback, Joined, Traced};
 
 #[derive(Debug)]

@@ -25,9 +25,10 @@
 //! A failure is a [`SimFailure`] that prints the seed and the trace, to be
 //! replayed in a unit test with the same seed.
 //!
-//! Real I/O pays nothing for this: the scripted poller is one more variant of
-//! the poller's `match`, and tracing is a branch per callback on an `Option`
-//! that is `None` outside a simulation.
+//! Real I/O pays next to nothing for this: the script wraps the map's real
+//! backend, one branch per wait when there is none, and only a tracing map
+//! (this one) makes entries that record their callbacks; the others call
+//! their handlers through a tracer that compiles to nothing.
 //!
 //! # Examples
 //!
@@ -65,6 +66,7 @@
 
 mod check;
 mod chooser;
+mod config;
 mod script;
 
 use std::cell::RefCell;
@@ -73,6 +75,8 @@ use std::io;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+pub use config::{OOB_BYTE, PeerReport, SETTLE_HARD_LIMIT, SimConfig, SimFailure, SimReport, Traffic};
 
 use check::Checker;
 use chooser::Chooser;
@@ -83,198 +87,9 @@ pub use crate::trace::{Callback, Joined, Traced};
 use crate::address::{Address, UnixAddress};
 use crate::channel::{Channel, Connected, Connecting, Listening};
 use crate::handler::AcceptHandler;
-use crate::map::{Map, Token};
+use crate::map::Map;
 use crate::poller::Poller;
-use crate::poller::scripted::ScriptedPoller;
-
-/// How big a simulated world is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SimConfig {
-    /// Steps to run before settling (a fuzzer's input may end sooner).
-    pub steps: usize,
-    /// Most peers alive at once.
-    pub max_peers: usize,
-    /// Most bytes a peer writes or reads in one step.
-    pub max_io: usize,
-    /// The send and receive buffer size asked for every simulated socket
-    /// (listeners pass it on to the connections they accept): small buffers
-    /// make partial writes and would-block common. `None` keeps the kernel's.
-    pub socket_buffer: Option<usize>,
-    /// Most loop iterations in a row, in the settling phase, whose callbacks
-    /// move no data before the simulation calls it a livelock. Iterations
-    /// that move data (a handler draining a full socket a few bytes at a
-    /// time) do not count, up to [`SETTLE_HARD_LIMIT`] in all.
-    pub settle_limit: usize,
-    /// Check that the process has as many open descriptors at the end as at
-    /// the start (only meaningful when nothing else in the process opens
-    /// descriptors meanwhile: fuzz targets, not parallel tests).
-    pub check_descriptors: bool,
-}
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        SimConfig {
-            steps: 200,
-            max_peers: 8,
-            max_io: 2048,
-            socket_buffer: Some(4096),
-            settle_limit: 200,
-            check_descriptors: false,
-        }
-    }
-}
-
-/// The byte peers send as out-of-band data; their ordinary data never
-/// contains it. Out-of-band bytes may still arrive inline (a second urgent
-/// byte pushes the first one into the stream, on TCP and on Linux Unix
-/// sockets alike), so [`PeerReport::received_data`] leaves them out.
-pub const OOB_BYTE: u8 = 0xFF;
-
-/// What simulated peers write: each peer's ordinary data is one endless
-/// stream, and each write step sends its next bytes (1 to
-/// [`SimConfig::max_io`] of them, as the seed decides), so a message may be
-/// cut anywhere between two writes. Set it with [`Sim::with_traffic`].
-///
-/// # Examples
-///
-/// A line protocol's peers sending real commands, and one line longer than
-/// the server's line limit:
-///
-/// ```
-/// use rolecore::sim::{Sim, SimConfig, Traffic};
-///
-/// let traffic = Traffic::messages([&b"PING\r\n"[..], b"GET key\r\n", &[b'x'; 5000]]).unwrap();
-/// let sim = Sim::from_seed(1, SimConfig::default()).unwrap().with_traffic(traffic);
-/// # drop(sim);
-/// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Traffic {
-    /// The default: byte `k` of peer `i`'s stream is `(31·k + 7·i) mod 255`.
-    /// Every value but [`OOB_BYTE`] (`0xFF`) occurs, each once per 255 bytes:
-    /// a `\n` every 255 bytes, a `\r\n` pair never, a zero byte every 255.
-    /// A line protocol therefore sees lines of exactly 254 bytes, never one
-    /// longer: to reach a line limit, send your own messages.
-    #[default]
-    Pattern,
-    /// Each peer sends these messages one after the other, starting over
-    /// after the last: a corpus of requests, or your protocol's own frames.
-    Messages(Vec<Vec<u8>>),
-}
-
-impl Traffic {
-    /// Peers that send `messages`, in order and over again. Refused with
-    /// `InvalidInput` when there is no byte to send at all, or when a message
-    /// holds [`OOB_BYTE`], which [`PeerReport::received_data`] takes for
-    /// out-of-band data.
-    pub fn messages<M: AsRef<[u8]>>(messages: impl IntoIterator<Item = M>) -> io::Result<Traffic> {
-        let messages: Vec<Vec<u8>> = messages.into_iter().map(|m| m.as_ref().to_vec()).collect();
-        if messages.iter().all(|m| m.is_empty()) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "simulated traffic needs at least one byte",
-            ));
-        }
-        if messages.iter().any(|m| m.contains(&OOB_BYTE)) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "simulated traffic may not hold 0xFF, the byte peers send as out-of-band data",
-            ));
-        }
-        Ok(Traffic::Messages(messages))
-    }
-
-    /// The `len` bytes of peer `peer`'s stream from offset `start`.
-    fn bytes(&self, peer: usize, start: usize, len: usize) -> Vec<u8> {
-        match self {
-            Traffic::Pattern => (start..start + len).map(|k| ((k * 31 + peer * 7) % 255) as u8).collect(),
-            Traffic::Messages(messages) => {
-                let cycle: usize = messages.iter().map(Vec::len).sum();
-                let mut out = Vec::with_capacity(len);
-                let mut offset = start % cycle; // into the cycle of messages
-                while out.len() < len {
-                    for message in messages {
-                        if offset >= message.len() {
-                            offset -= message.len();
-                            continue;
-                        }
-                        let take = (message.len() - offset).min(len - out.len());
-                        out.extend_from_slice(&message[offset..offset + take]);
-                        offset = 0;
-                        if out.len() == len {
-                            break;
-                        }
-                    }
-                }
-                out
-            }
-        }
-    }
-}
-
-/// What one peer sent and received over the whole run.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PeerReport {
-    /// Every ordinary byte the peer sent (out-of-band bytes not included).
-    pub sent: Vec<u8>,
-    /// Every byte the peer received.
-    pub received: Vec<u8>,
-    /// How many out-of-band bytes the peer sent.
-    pub oob_sent: usize,
-}
-
-impl PeerReport {
-    /// What the peer received, without out-of-band bytes that came inline.
-    pub fn received_data(&self) -> Vec<u8> {
-        self.received.iter().copied().filter(|&b| b != OOB_BYTE).collect()
-    }
-}
-
-/// A run that kept every invariant.
-#[derive(Clone, Debug)]
-pub struct SimReport {
-    /// The seed, when the run was seeded.
-    pub seed: Option<u64>,
-    /// Each peer's traffic, in the order peers were created.
-    pub peers: Vec<PeerReport>,
-    /// What happened, a line per event.
-    pub trace: Vec<String>,
-    /// Loop iterations run.
-    pub iterations: usize,
-    /// Callbacks the loop made.
-    pub callbacks: usize,
-}
-
-/// A broken invariant, with what led to it.
-#[derive(Clone, Debug)]
-pub struct SimFailure {
-    /// The seed to replay, when the run was seeded.
-    pub seed: Option<u64>,
-    /// Which invariant broke, in words.
-    pub violation: String,
-    /// What happened up to the failure, a line per event.
-    pub trace: Vec<String>,
-}
-
-impl fmt::Display for SimFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "rolecore::sim: {}", self.violation)?;
-        match self.seed {
-            Some(seed) => writeln!(f, "replay with Sim::from_seed({seed}, config) and the same handlers")?,
-            None => writeln!(f, "replay with Sim::from_bytes(input, config) on the fuzzer's input")?,
-        }
-        writeln!(f, "trace ({} events):", self.trace.len())?;
-        let skip = self.trace.len().saturating_sub(60);
-        if skip > 0 {
-            writeln!(f, "  … {skip} earlier events")?;
-        }
-        for line in &self.trace[skip..] {
-            writeln!(f, "  {line}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for SimFailure {}
+use crate::token::Token;
 
 struct Peer {
     channel: Option<Channel<Connected>>,
@@ -309,11 +124,6 @@ pub struct Sim {
 
 static NAMES: AtomicU64 = AtomicU64::new(0);
 
-/// Most iterations the settling phase takes in all, data moved or not: once
-/// every peer is gone there is a bounded amount left to read, so a loop that
-/// still moves data after this many is broken too.
-pub const SETTLE_HARD_LIMIT: usize = 1_000_000;
-
 fn open_descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
 }
@@ -343,8 +153,8 @@ impl Sim {
             delivered: Vec::new(),
             ids: Default::default(),
         }));
-        let script: Rc<RefCell<dyn crate::poller::scripted::Script>> = chaos.clone();
-        let mut map = Map::with_poller(Poller::Scripted(ScriptedPoller::new(script)));
+        let script: crate::poller::scripted::SharedScript = chaos.clone();
+        let mut map = Map::with_poller(Poller::scripted(script));
         map.set_tracing(true);
         Ok(Sim {
             map,

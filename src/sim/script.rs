@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use super::chooser::Chooser;
+use crate::poller::Event;
 use crate::poller::scripted::Script;
-use crate::poller::{Event, Readiness};
+use crate::readiness::Readiness;
 
 /// Alters readiness as the chooser says: withholds real readiness (a slow
 /// network, a slow connect), adds readiness that is not there (spurious

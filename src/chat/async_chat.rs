@@ -1,0 +1,385 @@
+//! Layer 5: the [`AsyncChat`] transport: a stream channel, the input it
+//! splits into records, the output it queues.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use super::output::{Out, Output};
+use super::producer::Producer;
+use super::terminator::Terminator;
+use crate::buffered::OutputBudget;
+use crate::channel::{Channel, Connected, Connecting, Role};
+use crate::transport::queued_transport;
+
+/// asynchat's `ac_in_buffer_size`: the most bytes one read takes.
+pub const DEFAULT_IN_BUFFER_SIZE: usize = 64 * 1024;
+/// The default bound on one record under a byte terminator: 1 MiB.
+pub const DEFAULT_MAX_RECORD: usize = 1024 * 1024;
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::channel::Connected {}
+    impl Sealed for crate::channel::Connecting {}
+}
+
+/// The roles on which an [`AsyncChat`] can queue output: [`Connected`], and
+/// [`Connecting`] (the output goes out once the connect completes). Sealed.
+///
+/// asynchat let a listening or unconnected `async_chat` push, and the bytes
+/// were queued and never sent; here [`AsyncChat::push`],
+/// [`push_with_producer`](AsyncChat::push_with_producer) and
+/// [`close_when_done`](AsyncChat::close_when_done) need this bound, so that
+/// does not compile.
+#[diagnostic::on_unimplemented(
+    message = "an `AsyncChat<{Self}>` cannot queue output: nothing would ever send it",
+    label = "`push`, `push_with_producer` and `close_when_done` need a connected or connecting chat",
+    note = "wrap a connected channel (one accepted from a listener, or `Channel::connect`'s \
+            `Channel<Connecting>`) in the AsyncChat; a listener's connections are chats, \
+            not the listener"
+)]
+pub trait CanPush: Role + sealed::Sealed {}
+
+impl CanPush for Connected {}
+impl CanPush for Connecting {}
+
+/// A stream that splits input into records and queues output: asynchat's
+/// `async_chat`. See the [module documentation](super).
+pub struct AsyncChat<R: Role = Connected> {
+    pub(super) channel: Channel<R>,
+    pub(super) input: Input,
+    pub(super) output: Output,
+}
+
+/// What a chat holds of its input: the same whatever the role, so it moves
+/// unchanged when the connect completes.
+pub(super) struct Input {
+    pub(super) terminator: Terminator,
+    /// Input held back between reads: a partial terminator, or what was left
+    /// when a callback failed.
+    pub(super) held: Vec<u8>,
+    /// The default collector's record so far (asynchat's `incoming`).
+    pub(super) incoming: Vec<u8>,
+    pub(super) record_len: usize,
+    /// Dropping the rest of an over-long record, up to its terminator.
+    pub(super) skipping: bool,
+    pub(super) in_buffer_size: usize,
+    pub(super) max_record: usize,
+}
+
+impl<R: Role> AsyncChat<R> {
+    /// Wraps a stream channel, splitting its input at `terminator`.
+    pub fn new(channel: Channel<R>, terminator: Terminator) -> Self {
+        AsyncChat {
+            channel,
+            input: Input {
+                terminator,
+                held: Vec::new(),
+                incoming: Vec::new(),
+                record_len: 0,
+                skipping: false,
+                in_buffer_size: DEFAULT_IN_BUFFER_SIZE,
+                max_record: DEFAULT_MAX_RECORD,
+            },
+            output: Output::new(),
+        }
+    }
+
+    /// How long the chat may linger after
+    /// [`close_when_done`](Self::close_when_done) (default
+    /// [`DEFAULT_LINGER`](super::DEFAULT_LINGER), 5 s): once its queue is sent it shuts down its
+    /// sending side, then reads and drops whatever the peer still sends
+    /// (at most [`LINGER_BYTES`](super::LINGER_BYTES)) until the peer closes, and only then
+    /// closes, so that the peer reads the last reply instead of a reset.
+    /// `None` closes as soon as the queue is sent, as asynchat did; unread
+    /// input then makes the kernel send a reset.
+    pub fn set_linger(&mut self, linger: Option<Duration>) {
+        self.output.linger.time = linger;
+    }
+
+    /// Whether the chat is lingering: its queue is sent, its sending side
+    /// shut down, and it waits for the peer to close.
+    pub fn is_lingering(&self) -> bool {
+        self.output.linger.active
+    }
+
+    /// Sets the back-pressure watermarks: the channel stops reading above
+    /// `high` bytes queued and resumes at or below `low` (defaults: 1 MiB
+    /// and 256 KiB). `usize::MAX` as `high` turns back-pressure off.
+    pub fn set_watermarks(&mut self, low: usize, high: usize) {
+        self.output.watermarks.set(low, high, self.output.out_bytes.bytes);
+    }
+
+    /// The terminator the next bytes are split at (asynchat's
+    /// `get_terminator`).
+    pub fn terminator(&self) -> &Terminator {
+        &self.input.terminator
+    }
+
+    /// Changes the terminator; inside `found_terminator` it applies to the
+    /// rest of the bytes already received.
+    pub fn set_terminator(&mut self, terminator: Terminator) {
+        self.input.terminator = terminator;
+    }
+
+    /// Appends to the default collector's record (asynchat's
+    /// `_collect_incoming_data`).
+    pub fn collect(&mut self, data: &[u8]) {
+        self.input.incoming.extend_from_slice(data);
+    }
+
+    /// The default collector's record so far.
+    pub fn incoming(&self) -> &[u8] {
+        &self.input.incoming
+    }
+
+    /// Takes the default collector's record, leaving it empty (asynchat's
+    /// `_get_data`).
+    pub fn take_incoming(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.input.incoming)
+    }
+
+    /// Queues `data` to send (asynchat's `push`). When the callback that
+    /// pushed returns, one send is attempted for everything it queued:
+    /// asynchat sent once per push, which cost a system call per pipelined
+    /// reply.
+    ///
+    /// Fails with an `io::Error` of kind `Other` after
+    /// [`close_when_done`](Self::close_when_done) (asynchat lost such data
+    /// silently, D16), and of kind `StorageFull` when the queue would grow
+    /// past [`output_limit`](Self::output_limit).
+    ///
+    /// Only a chat that can send has it: connected, or connecting (the bytes
+    /// go out once the connect completes, after `handle_connect`). A
+    /// listener's, a fresh socket's or a datagram socket's chat would queue
+    /// bytes that are never sent.
+    pub fn push(&mut self, data: &[u8]) -> io::Result<()>
+    where
+        R: CanPush,
+    {
+        self.output.check_push(data.len())?;
+        if let Some(budget) = &self.output.out_bytes.budget {
+            budget.try_charge(data.len())?;
+        }
+        self.output.enqueue(data);
+        self.output.out_bytes.bytes += data.len();
+        self.output.watermarks.update(self.output.out_bytes.bytes);
+        Ok(())
+    }
+
+    /// Queues a producer, asked for more as the socket takes it (asynchat's
+    /// `push_with_producer`).
+    /// Only on a connected or connecting chat, as [`push`](Self::push).
+    pub fn push_with_producer(&mut self, producer: impl Producer + 'static) -> io::Result<()>
+    where
+        R: CanPush,
+    {
+        self.output.check_push(0)?;
+        if let Some(Out::Data { buf, .. }) = self.output.out.back_mut() {
+            // Nothing is appended to it any more: its slack would be held
+            // while the producer runs, beside the next buffer's.
+            buf.shrink_to_fit();
+        }
+        // Kept only for a queue that empties; with a producer in the queue it
+        // would sit beside the producer's chunks.
+        self.output.spare = Vec::new();
+        self.output.out.push_back(Out::Producer(Box::new(producer)));
+        Ok(())
+    }
+
+    /// Closes the channel once everything queued so far has been sent.
+    /// Later pushes fail, and input that arrived after it is not delivered
+    /// as records.
+    ///
+    /// Only on a connected or connecting chat, as [`push`](Self::push): a
+    /// connecting chat closes once its connect completed and its queue is
+    /// sent.
+    pub fn close_when_done(&mut self)
+    where
+        R: CanPush,
+    {
+        if !self.output.closing {
+            self.output.closing = true;
+            self.output.out.push_back(Out::Close);
+        }
+    }
+
+    /// Whether [`close_when_done`](Self::close_when_done) was called.
+    pub fn is_closing(&self) -> bool {
+        self.output.closing
+    }
+
+    /// Drops buffered input and queued output (asynchat's
+    /// `discard_buffers`). A pending `close_when_done` stays pending.
+    pub fn discard_buffers(&mut self) {
+        self.input.held.clear();
+        self.input.incoming.clear();
+        self.input.record_len = 0;
+        self.output.out.clear();
+        self.output.out_bytes.sent(self.output.out_bytes.bytes);
+        self.output.watermarks.update(0);
+        if self.output.closing {
+            self.output.out.push_back(Out::Close);
+        }
+    }
+
+    /// Bytes queued and not yet sent (producers' future output not counted).
+    pub fn queued(&self) -> usize {
+        self.output.out_bytes.bytes
+    }
+
+    /// Charges this chat's queued output to `budget`, shared with other
+    /// channels (see [`OutputBudget`]): a push that would pass it is refused
+    /// whole with a `StorageFull` error carrying a
+    /// [`BudgetFull`](crate::BudgetFull). Bytes already queued move to it
+    /// from any budget set before.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rolecore::{AsyncChat, Channel, OutputBudget, Terminator};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let budget = OutputBudget::new(100);
+    /// let (a, _peer) = Channel::pair()?;
+    /// let mut chat = AsyncChat::new(a, Terminator::bytes(b"\n"));
+    /// chat.set_budget(&budget);
+    /// chat.push(&[b'x'; 80])?; // queued until the loop sends it
+    /// assert_eq!(budget.used(), 80);
+    /// let refused = chat.push(&[b'y'; 40]).unwrap_err();
+    /// assert_eq!(refused.kind(), std::io::ErrorKind::StorageFull);
+    /// drop(chat);
+    /// assert_eq!(budget.used(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set_budget(&mut self, budget: &OutputBudget) {
+        let queued = self.output.out_bytes.bytes;
+        if let Some(old) = self.output.out_bytes.budget.replace(budget.clone()) {
+            old.release(queued);
+        }
+        budget.charge(queued);
+    }
+
+    /// The budget this chat's output is charged to, if any.
+    pub fn budget(&self) -> Option<&OutputBudget> {
+        self.output.out_bytes.budget.as_ref()
+    }
+
+    /// Whether bytes or producers wait to be sent.
+    pub fn has_output(&self) -> bool {
+        !matches!(self.output.out.front(), None | Some(Out::Close))
+    }
+
+    /// The most bytes one read takes (asynchat's `ac_in_buffer_size`).
+    pub fn in_buffer_size(&self) -> usize {
+        self.input.in_buffer_size
+    }
+
+    /// Changes the most bytes one read takes (at least 1, at most 64 KiB).
+    pub fn set_in_buffer_size(&mut self, size: usize) {
+        self.input.in_buffer_size = size.clamp(1, DEFAULT_IN_BUFFER_SIZE);
+    }
+
+    /// The most bytes one send gives (asynchat's `ac_out_buffer_size`).
+    pub fn out_buffer_size(&self) -> usize {
+        self.output.out_buffer_size
+    }
+
+    /// Changes the most bytes one send gives (at least 1).
+    pub fn set_out_buffer_size(&mut self, size: usize) {
+        self.output.out_buffer_size = size.max(1);
+    }
+
+    /// The longest record accepted under a byte terminator.
+    pub fn max_record(&self) -> usize {
+        self.input.max_record
+    }
+
+    /// Changes the longest record accepted under a byte terminator.
+    pub fn set_max_record(&mut self, limit: usize) {
+        self.input.max_record = limit;
+    }
+
+    /// The bound on queued output.
+    pub fn output_limit(&self) -> usize {
+        self.output.output_limit
+    }
+
+    /// Changes the bound on queued output.
+    pub fn set_output_limit(&mut self, limit: usize) {
+        self.output.output_limit = limit;
+    }
+
+    /// The memory the output queue holds: the capacities of its queued
+    /// buffers and of the one kept for the next push. Producers' own state
+    /// is not counted.
+    ///
+    /// For pushed bytes it stays within [`queued`](Self::queued) plus 64 KiB
+    /// (one buffer), hence within [`output_limit`](Self::output_limit) plus
+    /// 64 KiB, whatever the pattern of pushes and partial sends. A chunk a
+    /// producer returns is queued as it is, and adds at most its own length.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rolecore::{AsyncChat, Channel, Terminator};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, _b) = Channel::pair()?;
+    /// let mut chat = AsyncChat::new(a, Terminator::bytes(b"\n"));
+    /// assert_eq!(chat.output_capacity(), 0);
+    /// chat.push(&[b'x'; 100_000])?;
+    /// assert!(chat.output_capacity() <= chat.queued() + 64 * 1024);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn output_capacity(&self) -> usize {
+        self.output.capacity()
+    }
+
+    /// The channel underneath.
+    pub fn get_ref(&self) -> &Channel<R> {
+        &self.channel
+    }
+}
+
+impl AsyncChat<Connected> {
+    /// Makes one send of queued output, at most
+    /// [`out_buffer_size`](Self::out_buffer_size) bytes, asking producers for
+    /// more as needed (asynchat's `initiate_send`).
+    pub fn initiate_send(&mut self) -> io::Result<()> {
+        self.output.send(&mut self.channel)
+    }
+
+    /// Sets `TCP_NODELAY` on the channel underneath (an error on a Unix
+    /// socket).
+    ///
+    /// The chat gives no `&mut` access to its channel (asynchat's `socket`),
+    /// for sending through it would overtake what is queued: a goodbye queued
+    /// with [`close_when_done`](Self::close_when_done) would arrive after
+    /// bytes sent later. Read-only socket queries go through
+    /// [`get_ref`](Self::get_ref); output goes through
+    /// [`push`](Self::push).
+    pub fn set_nodelay(&mut self, nodelay: bool) -> io::Result<()> {
+        self.channel.set_nodelay(nodelay)
+    }
+}
+
+impl<R: Role> fmt::Debug for AsyncChat<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncChat")
+            .field("channel", &self.channel)
+            .field("terminator", &self.input.terminator)
+            .field("held", &self.input.held.len())
+            .field("queued", &self.output.out_bytes.bytes)
+            .field("closing", &self.output.closing)
+            .finish_non_exhaustive()
+    }
+}
+
+queued_transport!(
+    AsyncChat { input, output },
+    queued: |c| c.has_output(),
+    send: |c| c.initiate_send(),
+    backlogged: |c| c.output.watermarks.backlogged,
+);

@@ -1,0 +1,259 @@
+//! Layer 5: an [`AsyncChat`](super::AsyncChat)'s output queue: buffers of bounded size, producers
+//! asked for more as the socket takes it, and `close_when_done`'s marker.
+
+use std::collections::VecDeque;
+use std::io;
+use std::time::Duration;
+
+use super::producer::Producer;
+use crate::buffered::{OutputBudget, Watermarks};
+use crate::channel::{Channel, Connected};
+
+/// asynchat's `ac_out_buffer_size`: the most bytes one send gives.
+pub const DEFAULT_OUT_BUFFER_SIZE: usize = 64 * 1024;
+/// The default bound on queued output: 4 MiB.
+pub const DEFAULT_CHAT_OUTPUT_LIMIT: usize = 4 * 1024 * 1024;
+
+/// How a chat closes after `close_when_done` once its queue is out: it shuts
+/// down its sending side, then reads and drops what the peer still sends
+/// until the peer closes too, for at most `time` and [`LINGER_BYTES`].
+///
+/// Closing a socket with unread input makes the kernel send a reset, and a
+/// reset can make the peer's kernel discard the last reply before its
+/// application read it: the goodbye or error line the server meant to be
+/// the last word. nginx's "lingering close" exists for exactly this.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Linger {
+    /// The longest the chat lingers; `None` closes at once (asynchat's way).
+    pub(super) time: Option<Duration>,
+    /// Lingering now: the sending side is shut down.
+    pub(super) active: bool,
+    /// Bytes read and dropped while lingering.
+    pub(super) discarded: usize,
+}
+
+/// The longest a chat lingers after `close_when_done` by default (nginx's
+/// `lingering_timeout`).
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(5);
+
+/// The most input a lingering chat reads and drops before it closes anyway.
+pub const LINGER_BYTES: usize = 1 << 20;
+
+/// The most bytes one queued buffer holds. Output is queued in buffers of at
+/// most this size, so that a buffer being sent is never also the one that
+/// grows: asynchat's queue (and this one, before) appended every push to the
+/// partly sent front buffer, which was freed only once fully sent, so a peer
+/// that kept the queue from emptying grew it by every byte pushed.
+const CHUNK: usize = DEFAULT_OUT_BUFFER_SIZE;
+
+pub(super) enum Out {
+    Data {
+        buf: Vec<u8>,
+        sent: usize,
+    },
+    Producer(Box<dyn Producer>),
+    /// `close_when_done`: everything before it is sent, then the channel closes.
+    Close,
+}
+
+/// The bytes a chat has queued, and the budget they are charged to: the
+/// charge is released when they are sent, discarded, or dropped with the
+/// chat. A field of its own so that the chat needs no `Drop` (it is taken
+/// apart when its connect completes).
+pub(super) struct Queued {
+    pub(super) bytes: usize,
+    pub(super) budget: Option<OutputBudget>,
+}
+
+impl Queued {
+    /// `n` queued bytes left the queue: sent or discarded.
+    pub(super) fn sent(&mut self, n: usize) {
+        self.bytes -= n;
+        if let Some(budget) = &self.budget {
+            budget.release(n);
+        }
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.release(self.bytes);
+        }
+    }
+}
+
+/// What a chat holds of its output: the same whatever the role, so it moves
+/// unchanged when the connect completes.
+pub(super) struct Output {
+    pub(super) out: VecDeque<Out>,
+    /// Bytes queued and not sent, and the shared budget they are charged to.
+    pub(super) out_bytes: Queued,
+    /// A sent-out buffer kept for the next push, so steady traffic does not
+    /// allocate.
+    pub(super) spare: Vec<u8>,
+    pub(super) closing: bool,
+    pub(super) out_buffer_size: usize,
+    pub(super) output_limit: usize,
+    pub(super) watermarks: Watermarks,
+    pub(super) linger: Linger,
+}
+
+impl Output {
+    pub(super) fn new() -> Output {
+        Output {
+            out: VecDeque::new(),
+            out_bytes: Queued { bytes: 0, budget: None },
+            spare: Vec::new(),
+            closing: false,
+            out_buffer_size: DEFAULT_OUT_BUFFER_SIZE,
+            output_limit: DEFAULT_CHAT_OUTPUT_LIMIT,
+            watermarks: Watermarks::default(),
+            linger: Linger { time: Some(DEFAULT_LINGER), active: false, discarded: 0 },
+        }
+    }
+}
+
+impl Output {
+    /// What [`AsyncChat::output_capacity`] reports.
+    pub(super) fn capacity(&self) -> usize {
+        let queued: usize = self
+            .out
+            .iter()
+            .map(|o| match o {
+                Out::Data { buf, .. } => buf.capacity(),
+                _ => 0,
+            })
+            .sum();
+        queued + self.spare.capacity()
+    }
+
+    /// Appends `data` to the queue, in buffers of at most [`CHUNK`] bytes.
+    ///
+    /// Why the bound holds: every buffer but the first and the last is full
+    /// (length = capacity = `CHUNK`, or shrunk when a producer was queued
+    /// after it); the last grows by at most doubling, capped at `CHUNK`, so
+    /// its slack is at most `CHUNK / 2`; the first's sent prefix is
+    /// compacted away past `CHUNK / 2` when another buffer follows it
+    /// ([`compact_front`](Self::compact_front)). A single buffer holds at
+    /// most `CHUNK`. So the memory is at most the unsent bytes plus `CHUNK`.
+    pub(super) fn enqueue(&mut self, mut data: &[u8]) {
+        if let Some(Out::Data { buf, .. }) = self.out.back_mut()
+            && buf.len() < CHUNK
+        {
+            let take = data.len().min(CHUNK - buf.len());
+            let needed = buf.len() + take;
+            if needed > buf.capacity() {
+                let target = needed.max(buf.capacity().saturating_mul(2).min(CHUNK));
+                buf.reserve_exact(target - buf.len());
+            }
+            buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+        let mut added = false;
+        while !data.is_empty() {
+            let take = data.len().min(CHUNK);
+            let mut buf = if self.out.is_empty() {
+                // The queue was empty: the buffer is first and last at once,
+                // so the spare's slack is within the one-buffer allowance.
+                std::mem::take(&mut self.spare)
+            } else {
+                Vec::new()
+            };
+            if buf.capacity() < take {
+                buf.reserve_exact(take);
+            }
+            buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            self.out.push_back(Out::Data { buf, sent: 0 });
+            added = true;
+        }
+        if added {
+            self.compact_front();
+        }
+    }
+
+    /// Drops the sent prefix of the front buffer once it is more than half a
+    /// chunk (and half the buffer, so that a producer's large chunk moves each
+    /// byte at most once more) and another entry follows: then nothing more
+    /// is appended to the front buffer, and its sent bytes would be held
+    /// until the last of it is sent.
+    fn compact_front(&mut self) {
+        if self.out.len() < 2 {
+            return;
+        }
+        if let Some(Out::Data { buf, sent }) = self.out.front_mut()
+            && *sent > CHUNK / 2
+            && *sent >= buf.len() / 2
+        {
+            buf.drain(..*sent);
+            buf.shrink_to_fit();
+            *sent = 0;
+        }
+    }
+
+    pub(super) fn check_push(&self, more: usize) -> io::Result<()> {
+        if self.closing {
+            // Not BrokenPipe: that is a disconnection, on which the loop would
+            // close at once and drop the queue close_when_done promised to send.
+            return Err(io::Error::other(
+                "push after close_when_done: the channel closes once its queue is sent",
+            ));
+        }
+        if self.out_bytes.bytes.saturating_add(more) > self.output_limit {
+            let full =
+                crate::BufferFull { queued: self.out_bytes.bytes, requested: more, limit: self.output_limit };
+            return Err(io::Error::new(io::ErrorKind::StorageFull, full));
+        }
+        Ok(())
+    }
+
+    /// Whether `close_when_done` was called and everything before it is out.
+    pub(super) fn done(&self) -> bool {
+        matches!(self.out.front(), Some(Out::Close))
+    }
+
+    /// What [`AsyncChat::initiate_send`] does, on `channel`.
+    pub(super) fn send(&mut self, channel: &mut Channel<Connected>) -> io::Result<()> {
+        loop {
+            match self.out.front_mut() {
+                None | Some(Out::Close) => return Ok(()),
+                Some(Out::Producer(p)) => {
+                    let chunk = p.more();
+                    if chunk.is_empty() {
+                        self.out.pop_front();
+                    } else {
+                        self.out_bytes.bytes += chunk.len();
+                        if let Some(budget) = &self.out_bytes.budget {
+                            budget.charge(chunk.len());
+                        }
+                        self.watermarks.update(self.out_bytes.bytes);
+                        self.out.push_front(Out::Data { buf: chunk, sent: 0 });
+                    }
+                }
+                Some(Out::Data { buf, sent }) => {
+                    let end = buf.len().min(*sent + self.out_buffer_size);
+                    let n = channel.send(&buf[*sent..end])?;
+                    *sent += n;
+                    let done = *sent == buf.len();
+                    self.out_bytes.sent(n);
+                    self.watermarks.update(self.out_bytes.bytes);
+                    if !done {
+                        self.compact_front();
+                    } else if let Some(Out::Data { mut buf, .. }) = self.out.pop_front()
+                        && buf.capacity() <= CHUNK
+                        && matches!(self.out.front(), None | Some(Out::Close))
+                    {
+                        // Kept for the next push only when the queue emptied:
+                        // beside queued buffers it would be memory over the
+                        // bound; a queue that empties is the steady case the
+                        // spare is for.
+                        buf.clear();
+                        self.spare = buf;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Layer 7: the entry of a listening socket, and its back-off when the
+//! process runs out of descriptors (asyncore's default `handle_error` closed
+//! the listener then, P1).
+
+use std::any::Any;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use super::entry::{Dispatch, run, same};
+use crate::channel::{Channel, Listening, Observed};
+use crate::handler::AcceptHandler;
+use crate::machine::{Outcome, Phase, Step, Wakeup};
+use crate::map::{Ctx, Entry, Register, RegisterSealed};
+use crate::poller::readable_now;
+use crate::readiness::{Interest, Readiness};
+use crate::report::{Level, log_info};
+use crate::seal::EntryProof;
+use crate::trace::{Callback, Joined, Tracer};
+
+/// The most pending connections a shutting-down listener accepts.
+const MAX_DRAIN: usize = 4096;
+
+/// Accepting paused while descriptors are exhausted: the pause doubles while
+/// accepts keep failing, from [`FIRST_BACKOFF`] up to [`MAX_BACKOFF`], and
+/// resets once one succeeds.
+#[derive(Debug)]
+struct Backoff {
+    /// Paused until the channel's deadline, when it resumes.
+    paused: bool,
+    /// The next pause.
+    next: Duration,
+}
+
+/// The first pause after descriptor exhaustion, and the longest.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff { paused: false, next: FIRST_BACKOFF }
+    }
+
+    /// Out of descriptors: stop asking for readability until the pause is
+    /// over (the channel's deadline), and say so once per pause.
+    fn pause(&mut self, channel: &Channel<Listening>, cx: &mut Ctx<'_>) {
+        log_info(
+            Level::Error,
+            format_args!(
+                "accept on {channel:?}: out of descriptors or memory; pausing accepts for {} ms",
+                self.next.as_millis()
+            ),
+        );
+        self.paused = true;
+        let token = cx.token();
+        cx.set_deadline(token, Some(Instant::now() + self.next));
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+    }
+
+    /// An accept went through: the next exhaustion pauses briefly again.
+    fn reset(&mut self) {
+        self.next = FIRST_BACKOFF;
+    }
+
+    /// The deadline passed: whether it was the pause's (now over).
+    fn resume(&mut self) -> bool {
+        std::mem::replace(&mut self.paused, false)
+    }
+}
+
+pub(crate) struct ListenerEntry<H> {
+    channel: Channel<Listening>,
+    handler: H,
+    backoff: Backoff,
+}
+
+impl<H: AcceptHandler> Dispatch for ListenerEntry<H> {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.channel.as_fd()
+    }
+
+    fn interest(&self) -> Interest {
+        Interest::from_predicates(!self.backoff.paused && self.handler.readable(&self.channel), false, false)
+    }
+
+    fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>, tr: &impl Tracer) {
+        let mut wakeup = Wakeup::new(Phase::Listening, interest, readiness);
+        while let Some(step) = wakeup.next_step() {
+            let (handler, ch) = (&mut self.handler, &mut self.channel);
+            let outcome = match step {
+                Step::Accept => {
+                    let outcome =
+                        run(handler, ch, cx, tr, Callback::Accept, same, H::handle_accept, accept_error::<H>);
+                    if ch.observed().has(Observed::EXHAUSTED) {
+                        self.backoff.pause(ch, cx);
+                    } else if outcome == Outcome::default() {
+                        self.backoff.reset();
+                    }
+                    outcome
+                }
+                Step::Close => {
+                    tr.call(Callback::Close);
+                    handler.handle_close(ch, cx);
+                    cx.close();
+                    Outcome::default()
+                }
+                _ => unreachable!("a listener only accepts or closes"),
+            };
+            wakeup.record(outcome);
+        }
+    }
+
+    fn timeout(&mut self, cx: &mut Ctx<'_>, tr: &impl Tracer) {
+        if self.backoff.resume() {
+            // The back-off is over: watch for connections again (the loop
+            // asks `interest` after this returns).
+            return;
+        }
+        let (handler, ch) = (&mut self.handler, &mut self.channel);
+        run(handler, ch, cx, tr, Callback::Timeout, same, H::handle_timeout, H::handle_error);
+    }
+
+    fn shut(&mut self, cx: &mut Ctx<'_>, tr: &impl Tracer) {
+        // Connections the kernel completed but the loop has not accepted yet
+        // would be reset when the listener closes: accept them first, so they
+        // get the grace period like the others.
+        let (handler, ch) = (&mut self.handler, &mut self.channel);
+        for _ in 0..MAX_DRAIN {
+            if !readable_now(ch) || cx.is_closing() {
+                break;
+            }
+            let outcome =
+                run(handler, ch, cx, tr, Callback::Accept, same, H::handle_accept, accept_error::<H>);
+            if outcome.failed || ch.observed().has(Observed::EXHAUSTED) {
+                break;
+            }
+        }
+        tr.call(Callback::Close);
+        handler.handle_close(ch, cx);
+    }
+
+    fn handler(&self) -> &dyn Any {
+        &self.handler
+    }
+
+    fn handler_mut(&mut self) -> &mut dyn Any {
+        &mut self.handler
+    }
+
+    fn describe(&self) -> String {
+        format!("{:?}", self.channel)
+    }
+
+    fn joined(&self) -> Joined {
+        Joined::Listening
+    }
+}
+
+/// A listener's errors go to `handle_error`, except exhaustion, which
+/// pauses the listener instead of closing it.
+fn accept_error<H: AcceptHandler>(h: &mut H, ch: &mut Channel<Listening>, e: io::Error, cx: &mut Ctx<'_>) {
+    if !ch.observed().has(Observed::EXHAUSTED) {
+        h.handle_error(ch, e, cx);
+    }
+}
+
+#[diagnostic::do_not_recommend]
+impl<H: AcceptHandler> Register<H> for Channel<Listening> {}
+impl<H: AcceptHandler> RegisterSealed<H> for Channel<Listening> {
+    fn interest(&self, handler: &H, _: impl EntryProof) -> Interest {
+        Interest::from_predicates(handler.readable(self), false, false)
+    }
+    fn fd(&self, _: impl EntryProof) -> BorrowedFd<'_> {
+        self.as_fd()
+    }
+    fn takes_no_idle_timeout(&self, _: impl EntryProof) -> bool {
+        true
+    }
+    fn into_entry(self, handler: H, _: impl EntryProof) -> Box<dyn Entry> {
+        Box::new(ListenerEntry { channel: self, handler, backoff: Backoff::new() })
+    }
+}

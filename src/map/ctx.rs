@@ -1,0 +1,338 @@
+//! Layer 4: what a callback reaches — [`Ctx`] — and the guards it and the
+//! map lend on another channel's handler or transport ([`HandlerMut`],
+//! [`StreamMut`]), which ask that channel's predicates again when dropped.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use super::entry::{InsertError, Register};
+use super::registry::Registry;
+use crate::token::Token;
+
+/// The size of the read buffer a map lends to callbacks ([`Ctx::buffer`]).
+const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// Sizes the map's read buffer, the first time a callback asks for it.
+#[cold]
+fn grow_scratch(scratch: &mut Vec<u8>) {
+    scratch.resize(SCRATCH_SIZE, 0);
+}
+
+/// What a callback can do to the loop beyond its own channel: add channels,
+/// close its channel or another, ask for predicates again, stop the loop.
+///
+/// Changes take effect at once for other channels; closing the current
+/// channel takes effect when the callback returns, and then nothing more is
+/// delivered to it.
+pub struct Ctx<'a> {
+    registry: &'a mut Registry,
+    token: Token,
+    closing: bool,
+    stopping: bool,
+    /// What [`crate::channel::mark_closing`] replaced when this callback
+    /// closed its channel, to put back when the callback ends.
+    unmark: Option<std::os::fd::RawFd>,
+}
+
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(registry: &'a mut Registry, token: Token) -> Self {
+        Ctx { registry, token, closing: false, stopping: false, unmark: None }
+    }
+
+    /// The callback is over: the channel it closed is no longer refused
+    /// I/O here (the map is about to close it). Returns whether it asked to
+    /// stop the loop.
+    pub(crate) fn end(self) -> bool {
+        if let Some(previous) = self.unmark {
+            crate::channel::unmark_closing(previous);
+        }
+        self.stopping
+    }
+
+    /// The token of the channel whose callback this is.
+    pub fn token(&self) -> Token {
+        self.token
+    }
+
+    /// Adds a channel to the loop; it is watched from the next wait on.
+    pub fn insert<C: Register<H>, H>(&mut self, channel: C, handler: H) -> Result<Token, InsertError<C, H>> {
+        self.registry.insert(channel, handler)
+    }
+
+    /// Closes this channel when the callback returns (asyncore's `close()`):
+    /// nothing more is delivered to it, and `handle_close` is not called.
+    ///
+    /// From this call on, the channel this callback was lent refuses I/O:
+    /// `send`, `recv`, `accept`, `send_to`, `recv_from` (and `Read`/`Write`)
+    /// fail with an error of kind `NotConnected` that says it was closed,
+    /// and send nothing. Send a last message *before* closing. A
+    /// [`Buffered`](crate::Buffered) or [`AsyncChat`](crate::AsyncChat)
+    /// drops what is still queued; to send it all first, use
+    /// `AsyncChat::close_when_done` or wait for `writable()` to turn false.
+    pub fn close(&mut self) {
+        if !self.closing {
+            self.unmark = Some(crate::channel::mark_closing(self.token.fd()));
+        }
+        self.closing = true;
+    }
+
+    /// Whether [`close`](Self::close) was called during this wake-up.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Closes another channel now (or this one, as [`close`](Self::close)).
+    /// Returns whether the token named a live channel. Readiness already
+    /// collected for it is dropped.
+    pub fn remove(&mut self, token: Token) -> bool {
+        if token == self.token {
+            self.close();
+            return true;
+        }
+        self.registry.remove(token)
+    }
+
+    /// Asks another channel's `readable()`/`writable()` again: call it after
+    /// changing state its predicates read.
+    pub fn refresh(&mut self, token: Token) {
+        if token != self.token {
+            self.registry.refresh(token);
+        }
+    }
+
+    /// Gives a channel (this one: [`token`](Self::token)) a deadline: when it
+    /// passes, the handler's `handle_timeout` runs once. `None` clears the
+    /// channel's deadline or idle timeout. Returns whether the token is live.
+    pub fn set_deadline(&mut self, token: Token, deadline: Option<Instant>) -> bool {
+        self.registry.set_deadline(token, deadline)
+    }
+
+    /// Gives a channel an idle timeout: `handle_timeout` runs when `idle`
+    /// passes without a callback into the channel (every event re-arms it).
+    /// `None` clears it. Returns whether the timeout was set: `false` for a
+    /// token that names no live channel, and for a listener, which is
+    /// refused with a report line (a listener's events are connections, so
+    /// its idle timeout would close it when none came for a while; a
+    /// listener that should stop at some point takes a
+    /// [`deadline`](Self::set_deadline)).
+    ///
+    /// In `handle_accepted`, [`token`](Self::token) is the *listener's*
+    /// token. To time out the new connection, use the token `insert`
+    /// returns:
+    ///
+    /// ```
+    /// use std::io;
+    /// use std::time::Duration;
+    /// use rolecore::{AcceptHandler, Address, Buffered, Channel, Connected, Ctx, StreamHandler};
+    ///
+    /// struct Idle;
+    /// impl StreamHandler<Buffered<Connected>> for Idle {
+    ///     fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+    ///         ch.recv(cx.buffer()).map(drop)
+    ///     }
+    /// }
+    ///
+    /// struct Server;
+    /// impl AcceptHandler for Server {
+    ///     fn handle_accepted(&mut self, conn: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+    ///         let token = cx.insert(Buffered::new(conn), Idle)?; // the connection's token
+    ///         cx.set_idle_timeout(token, Some(Duration::from_secs(60)));
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # let mut map = rolecore::Map::new().unwrap();
+    /// # let listener = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(1).unwrap();
+    /// # map.insert(listener, Server).unwrap();
+    /// # let _ = Idle;
+    /// ```
+    pub fn set_idle_timeout(&mut self, token: Token, idle: Option<Duration>) -> bool {
+        self.registry.set_idle_timeout(token, idle)
+    }
+
+    /// Another stream's transport and handler, if they have types `T` and
+    /// `H` (the public, typed form is `Ctx::stream_mut`, beside the stream
+    /// entry).
+    pub(crate) fn stream_guard<T: 'static, H: 'static>(
+        &mut self,
+        token: Token,
+    ) -> Option<StreamMut<'_, T, H>> {
+        StreamMut::new(self.registry, token)
+    }
+
+    /// The map's read buffer: 64 KiB, allocated once per map and reused by
+    /// every callback, so a handler need not zero a fresh array for each read.
+    ///
+    /// ```
+    /// use std::io;
+    /// use rolecore::{Buffered, Connected, Ctx, StreamHandler};
+    ///
+    /// struct Echo;
+    /// impl StreamHandler<Buffered<Connected>> for Echo {
+    ///     fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+    ///         let buf = cx.buffer();
+    ///         let n = ch.recv(buf)?;
+    ///         ch.send(&buf[..n])
+    ///     }
+    /// }
+    /// # let _ = Echo;
+    /// ```
+    #[inline]
+    pub fn buffer(&mut self) -> &mut [u8] {
+        let scratch = &mut self.registry.scratch;
+        if scratch.len() < SCRATCH_SIZE {
+            grow_scratch(scratch);
+        }
+        &mut scratch[..]
+    }
+
+    /// Lends the map's read buffer, at least `len` bytes long; give it back
+    /// with [`put_scratch`](Self::put_scratch).
+    pub(crate) fn take_scratch(&mut self, len: usize) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.registry.scratch);
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        buf
+    }
+
+    pub(crate) fn put_scratch(&mut self, buf: Vec<u8>) {
+        self.registry.scratch = buf;
+    }
+
+    /// Starts a graceful shutdown of the whole map: listeners close (with
+    /// `handle_close`) when this callback returns, the other channels have
+    /// `grace` to finish and close on their own, then each one still open
+    /// gets `handle_close` once and is closed. See also
+    /// [`Waker::shutdown`](crate::Waker::shutdown).
+    pub fn shutdown(&mut self, grace: Duration) {
+        self.registry.begin_shutdown(grace);
+    }
+
+    /// Ends the loop after this callback, leaving the map as it is
+    /// (asyncore's `ExitNow`).
+    pub fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    /// How many channels the map holds, this one included.
+    pub fn len(&self) -> usize {
+        self.registry.len
+    }
+
+    /// Whether the map is empty (never, while a callback runs).
+    pub fn is_empty(&self) -> bool {
+        self.registry.len == 0
+    }
+
+    /// The handler of another channel, if it has type `H`, behind a guard
+    /// that asks that channel's predicates again when dropped (so a handler
+    /// can queue work on another, e.g. a chat room relaying a line). `None`
+    /// for this callback's own channel: it is the `self` of the callback.
+    pub fn handler_mut<H: 'static>(&mut self, token: Token) -> Option<HandlerMut<'_, H>> {
+        HandlerMut::new(self.registry, token)
+    }
+}
+
+impl fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ctx")
+            .field("token", &self.token)
+            .field("closing", &self.closing)
+            .field("stopping", &self.stopping)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Another connected stream's transport and handler, borrowed through
+/// [`Ctx::stream_mut`] or [`Map::stream_mut`](crate::Map::stream_mut); dropping it asks the
+/// channel's predicates again, so output pushed through it gets sent.
+pub struct StreamMut<'a, T: 'static, H: 'static> {
+    registry: &'a mut Registry,
+    token: Token,
+    types: std::marker::PhantomData<(&'a mut T, &'a mut H)>,
+}
+
+impl<'a, T: 'static, H: 'static> StreamMut<'a, T, H> {
+    pub(crate) fn new(registry: &'a mut Registry, token: Token) -> Option<Self> {
+        let (t, h) = registry.entry_mut(token)?.stream_parts()?;
+        if !(t.is::<T>() && h.is::<H>()) {
+            return None;
+        }
+        Some(StreamMut { registry, token, types: std::marker::PhantomData })
+    }
+
+    /// The transport and the handler at once.
+    pub fn parts(&mut self) -> (&mut T, &mut H) {
+        let entry = self.registry.entry_mut(self.token).expect("checked when borrowed");
+        let (t, h) = entry.stream_parts().expect("checked when borrowed");
+        (t.downcast_mut::<T>().expect("checked"), h.downcast_mut::<H>().expect("checked"))
+    }
+
+    /// The transport: the channel, `Buffered` or `AsyncChat`.
+    pub fn transport(&mut self) -> &mut T {
+        self.parts().0
+    }
+
+    /// The handler.
+    pub fn handler(&mut self) -> &mut H {
+        self.parts().1
+    }
+}
+
+impl<T: 'static, H: 'static> Drop for StreamMut<'_, T, H> {
+    fn drop(&mut self) {
+        self.registry.refresh(self.token);
+    }
+}
+
+impl<T: 'static, H: 'static> fmt::Debug for StreamMut<'_, T, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamMut").field("token", &self.token).finish_non_exhaustive()
+    }
+}
+
+/// A handler borrowed from a [`Map`](crate::Map) or a [`Ctx`]; dropping it asks the channel's
+/// predicates again, so interest follows what the program changed.
+pub struct HandlerMut<'a, H: 'static> {
+    registry: &'a mut Registry,
+    token: Token,
+    handler: std::marker::PhantomData<&'a mut H>,
+}
+
+impl<'a, H: 'static> HandlerMut<'a, H> {
+    pub(crate) fn new(registry: &'a mut Registry, token: Token) -> Option<Self> {
+        registry.entry_mut(token)?.handler_mut().downcast_mut::<H>()?;
+        Some(HandlerMut { registry, token, handler: std::marker::PhantomData })
+    }
+
+    fn get(&self) -> &H {
+        let entry = self.registry.entry(self.token).expect("checked when borrowed");
+        entry.handler().downcast_ref::<H>().expect("checked")
+    }
+}
+
+impl<H: 'static> std::ops::Deref for HandlerMut<'_, H> {
+    type Target = H;
+    fn deref(&self) -> &H {
+        self.get()
+    }
+}
+
+impl<H: 'static> std::ops::DerefMut for HandlerMut<'_, H> {
+    fn deref_mut(&mut self) -> &mut H {
+        let entry = self.registry.entry_mut(self.token).expect("checked when borrowed");
+        entry.handler_mut().downcast_mut::<H>().expect("checked when borrowed")
+    }
+}
+
+impl<H: 'static> Drop for HandlerMut<'_, H> {
+    fn drop(&mut self) {
+        self.registry.refresh(self.token);
+    }
+}
+
+impl<H: fmt::Debug + 'static> fmt::Debug for HandlerMut<'_, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.get().fmt(f)
+    }
+}

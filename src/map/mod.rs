@@ -1,0 +1,234 @@
+//! Layer 4: the type-erased map of channels.
+//!
+//! A [`Map`] holds channels of any role with handlers of any type, keyed the
+//! way asyncore keyed its `socket_map` — by descriptor — but behind a
+//! generation-checked [`Token`]: when a channel closes and the kernel hands
+//! its descriptor number to a new channel, the old token (and any readiness
+//! still queued for the old channel) no longer reaches anything (D20).
+//!
+//! Channels can be inserted and closed from inside callbacks, through the
+//! [`Ctx`] every callback receives, without disturbing the loop's iteration.
+//!
+//! The map core is four files: `entry.rs` (what the map stores, and what
+//! may join it), `registry.rs` (the slots, the poller, the timers),
+//! `ctx.rs` (what a callback reaches) and this one (the public [`Map`]).
+//! The first three need each other — an entry's callbacks take a `Ctx`, a
+//! `Ctx` changes the registry, the registry runs entries — and are the one
+//! import cycle the crate allows. The loop that drives the map is in
+//! `event_loop.rs`, above the entries that it dispatches to.
+
+mod ctx;
+mod entry;
+mod registry;
+
+use std::fmt;
+use std::io;
+use std::time::{Duration, Instant};
+
+pub use ctx::{Ctx, HandlerMut, StreamMut};
+pub(crate) use entry::{Entry, RegisterSealed, Resume};
+pub use entry::{InsertError, Register};
+pub(crate) use registry::Registry;
+
+use crate::poller::{Backend, Event, Poller};
+use crate::token::Token;
+use crate::trace::{SharedTrace, Trace};
+
+/// Channels and their handlers, and the poller that watches them.
+///
+/// # Examples
+///
+/// ```
+/// use std::io;
+/// use rolecore::{AcceptHandler, Address, Channel, Connected, Ctx, LoopOptions, Map};
+///
+/// struct Server;
+/// impl AcceptHandler for Server {
+///     fn handle_accepted(&mut self, conn: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+///         drop(conn);
+///         cx.stop(); // one connection is enough for this example
+///         Ok(())
+///     }
+/// }
+///
+/// # fn main() -> io::Result<()> {
+/// let listener = Channel::tcp_v4()?.bind("127.0.0.1:0")?.listen(5)?;
+/// let addr = listener.local_addr()?.inet().unwrap();
+/// let mut map = Map::new()?;
+/// let token = map.insert(listener, Server)?;
+/// let _client = std::net::TcpStream::connect(addr)?;
+/// map.run(LoopOptions::default())?;
+/// assert!(map.contains(token));
+/// # Ok(())
+/// # }
+/// ```
+pub struct Map {
+    pub(crate) registry: Registry,
+    /// What the last wait reported, reused from one wait to the next.
+    pub(crate) events: Vec<Event>,
+    pub(crate) catch_panics: bool,
+    /// The token of the map's waker mailbox, once made (see `Map::waker`).
+    pub(crate) waker: Option<Token>,
+}
+
+impl Map {
+    /// An empty map that waits with the default backend (epoll).
+    pub fn new() -> io::Result<Map> {
+        Map::with_backend(Backend::default())
+    }
+
+    /// An empty map that waits with `backend`.
+    pub fn with_backend(backend: Backend) -> io::Result<Map> {
+        Ok(Map { registry: Registry::new(backend)?, events: Vec::new(), catch_panics: false, waker: None })
+    }
+
+    /// The backend the map waits with.
+    pub fn backend(&self) -> Backend {
+        self.registry.poller.backend()
+    }
+
+    /// Switches backend, moving every registration; on failure the map keeps
+    /// its old backend.
+    pub fn set_backend(&mut self, backend: Backend) -> io::Result<()> {
+        self.registry.switch_backend(backend)
+    }
+
+    /// Adds a channel with its handler.
+    pub fn insert<C: Register<H>, H>(&mut self, channel: C, handler: H) -> Result<Token, InsertError<C, H>> {
+        self.registry.insert(channel, handler)
+    }
+
+    /// Closes and removes a channel, without calling its `handle_close`.
+    /// Returns whether the token named a live channel.
+    pub fn remove(&mut self, token: Token) -> bool {
+        self.registry.remove(token)
+    }
+
+    /// Whether the token names a live channel.
+    pub fn contains(&self, token: Token) -> bool {
+        self.registry.contains(token)
+    }
+
+    /// How many channels the map holds.
+    pub fn len(&self) -> usize {
+        self.registry.len
+    }
+
+    /// Whether the map holds no channel (the loop then ends).
+    pub fn is_empty(&self) -> bool {
+        self.registry.len == 0
+    }
+
+    /// The tokens of every channel in the map.
+    pub fn tokens(&self) -> Vec<Token> {
+        self.registry.tokens().collect()
+    }
+
+    /// Closes every channel and empties the map, as asyncore's `close_all`.
+    /// No `handle_close` is called; handlers are dropped. Closing an owned
+    /// descriptor cannot fail in a way a caller could act on, so unlike
+    /// asyncore's there is nothing to ignore.
+    pub fn close_all(&mut self) {
+        for index in 0..self.registry.slot_count() {
+            if let Some(token) = self.registry.token_at(index) {
+                self.registry.remove(token);
+            }
+        }
+    }
+
+    /// The handler of a channel, if it has type `H`.
+    pub fn handler<H: 'static>(&self, token: Token) -> Option<&H> {
+        self.registry.entry(token)?.handler().downcast_ref::<H>()
+    }
+
+    /// The handler of a channel, if it has type `H`, behind a guard that asks
+    /// the channel's predicates again when dropped.
+    pub fn handler_mut<H: 'static>(&mut self, token: Token) -> Option<HandlerMut<'_, H>> {
+        HandlerMut::new(&mut self.registry, token)
+    }
+
+    /// Asks a channel's `readable()`/`writable()` again.
+    pub fn refresh(&mut self, token: Token) {
+        self.registry.refresh(token);
+    }
+
+    /// Another stream's transport and handler (the public, typed form is
+    /// `Map::stream_mut`, beside the stream entry).
+    pub(crate) fn stream_guard<T: 'static, H: 'static>(
+        &mut self,
+        token: Token,
+    ) -> Option<StreamMut<'_, T, H>> {
+        StreamMut::new(&mut self.registry, token)
+    }
+
+    /// Gives a channel a deadline, as [`Ctx::set_deadline`].
+    pub fn set_deadline(&mut self, token: Token, deadline: Option<Instant>) -> bool {
+        self.registry.set_deadline(token, deadline)
+    }
+
+    /// Gives a channel an idle timeout, as [`Ctx::set_idle_timeout`].
+    pub fn set_idle_timeout(&mut self, token: Token, idle: Option<Duration>) -> bool {
+        self.registry.set_idle_timeout(token, idle)
+    }
+
+    /// Asks every channel's predicates again.
+    pub fn refresh_all(&mut self) {
+        for index in 0..self.registry.slot_count() {
+            if let Some(token) = self.registry.token_at(index) {
+                self.registry.refresh(token);
+            }
+        }
+    }
+
+    /// Runs `f` on a channel's descriptor (for the simulation's socket
+    /// options); `None` for a stale token.
+    pub(crate) fn with_fd<T>(
+        &self,
+        token: Token,
+        f: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> T,
+    ) -> Option<T> {
+        let entry = self.registry.entry(token)?;
+        Some(f(entry.fd()))
+    }
+
+    pub(crate) fn insert_entry(&mut self, entry: Box<dyn Entry>, daemon: bool) -> io::Result<Token> {
+        self.registry.insert_entry(entry, daemon)
+    }
+
+    /// Starts a graceful shutdown, as [`Ctx::shutdown`]; the loop ends once
+    /// the map is empty.
+    pub fn shutdown(&mut self, grace: Duration) {
+        self.registry.begin_shutdown(grace);
+    }
+
+    /// Starts (or stops) recording callbacks, for the simulation.
+    pub(crate) fn set_tracing(&mut self, on: bool) {
+        self.registry.trace = on.then(SharedTrace::default);
+    }
+
+    /// Takes what was recorded since the last call.
+    pub(crate) fn take_trace(&mut self) -> Trace {
+        self.registry.trace.as_ref().map(|t| std::mem::take(&mut *t.borrow_mut())).unwrap_or_default()
+    }
+
+    pub(crate) fn with_poller(poller: Poller) -> Map {
+        Map {
+            registry: Registry::with_poller(poller).expect("a map id for the simulation"),
+            events: Vec::new(),
+            catch_panics: false,
+            waker: None,
+        }
+    }
+
+    /// Whether a panic in a handler is caught (see
+    /// [`LoopOptions::catch_panics`](crate::LoopOptions::catch_panics)).
+    pub fn set_catch_panics(&mut self, catch: bool) {
+        self.catch_panics = catch;
+    }
+}
+
+impl fmt::Debug for Map {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Map").field("backend", &self.backend()).field("len", &self.len()).finish()
+    }
+}

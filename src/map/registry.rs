@@ -1,0 +1,597 @@
+//! Layer 4: the registry — the slots that hold the channels, the poller
+//! that watches them, the timers — and everything that changes it: insert,
+//! take out for a callback and put back, rewatch, close. What a [`Ctx`]
+//! changes from inside a callback goes through here.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use super::ctx::Ctx;
+use super::entry::{Entry, InsertError, Register, Resume};
+use crate::poller::{Backend, Event, MAX_WAIT, Poller, Source, Watched};
+use crate::readiness::{Interest, Readiness};
+use crate::report::{Level, log_info};
+use crate::seal::Seal;
+use crate::timer::Timers;
+use crate::token::{Token, next_map_id};
+use crate::trace::{Joined, Recorder, SharedTrace, Traced};
+
+/// What a slot holds.
+#[derive(Default)]
+enum Held {
+    /// No channel (never had one, or its channel closed).
+    #[default]
+    Vacant,
+    /// A channel, waiting for readiness.
+    Occupied(Box<dyn Entry>),
+    /// A channel taken out while its own callback runs.
+    Busy,
+}
+
+/// One descriptor number's place in the map.
+#[derive(Default)]
+struct Slot {
+    generation: u32,
+    /// The interest the poller knows for this channel.
+    interest: Interest,
+    /// A regular file: never given to the kernel, always reported ready.
+    always_ready: bool,
+    /// rolecore's own (the waker): not counted, so it never keeps a loop
+    /// alive.
+    daemon: bool,
+    /// A listening socket: an idle timeout is refused for it.
+    listener: bool,
+    held: Held,
+}
+
+impl Slot {
+    /// The channel waiting here, if any (not while its callback runs).
+    #[inline]
+    fn entry(&self) -> Option<&dyn Entry> {
+        match &self.held {
+            Held::Occupied(entry) => Some(&**entry),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    fn entry_mut(&mut self) -> Option<&mut dyn Entry> {
+        match &mut self.held {
+            Held::Occupied(entry) => Some(&mut **entry),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    fn is_occupied(&self) -> bool {
+        matches!(self.held, Held::Occupied(_))
+    }
+
+    /// A channel is here, waiting or in its callback.
+    #[inline]
+    fn is_live(&self) -> bool {
+        !matches!(self.held, Held::Vacant)
+    }
+
+    /// Takes the channel out for its callback (or to close it): the slot is
+    /// busy until it is put back or discarded.
+    #[inline]
+    fn take(&mut self) -> Option<Box<dyn Entry>> {
+        match std::mem::take(&mut self.held) {
+            Held::Occupied(entry) => {
+                self.held = Held::Busy;
+                Some(entry)
+            }
+            other => {
+                self.held = other;
+                None
+            }
+        }
+    }
+}
+
+/// The table and the poller: what a [`Ctx`] needs to change the map from
+/// inside a callback.
+pub(crate) struct Registry {
+    /// This map's id: in every token it issues, checked on every lookup.
+    pub(crate) id: u32,
+    slots: Vec<Slot>,
+    /// One read buffer for the whole map, lent to callbacks in turn: no
+    /// per-connection buffer, no zeroing per read.
+    pub(crate) scratch: Vec<u8>,
+    pub(crate) len: usize,
+    always_ready: usize,
+    pub(crate) poller: Poller,
+    pub(crate) timers: Timers,
+    /// Recorded callbacks, when a simulation asked for them.
+    pub(crate) trace: Option<SharedTrace>,
+    /// A graceful shutdown in progress: when every channel still open is
+    /// closed.
+    pub(crate) shutdown: Option<Instant>,
+    /// A channel left its entry behind the map's back (a handler swapped the
+    /// `&mut` channel it was lent for another one): the poller may still
+    /// watch a descriptor the map can no longer name, so its registrations
+    /// are rebuilt from the map before the next wait.
+    pub(crate) orphans: bool,
+}
+
+impl Registry {
+    pub(crate) fn new(backend: Backend) -> io::Result<Registry> {
+        Registry::with_poller(Poller::new(backend)?)
+    }
+
+    pub(crate) fn with_poller(poller: Poller) -> io::Result<Registry> {
+        Ok(Registry {
+            id: next_map_id()?,
+            slots: Vec::new(),
+            scratch: Vec::new(),
+            len: 0,
+            always_ready: 0,
+            poller,
+            timers: Timers::default(),
+            trace: None,
+            shutdown: None,
+            orphans: false,
+        })
+    }
+
+    /// A token of this map: `index` at its slot's current generation.
+    #[inline]
+    pub(crate) fn token(&self, index: usize, generation: u32) -> Token {
+        Token::new(index as u32, generation, self.id)
+    }
+
+    /// The slot a token names, if this map issued it and the slot's
+    /// generation is still the token's. Every lookup by token goes through
+    /// here or [`slot_mut`](Self::slot_mut).
+    #[inline]
+    fn slot(&self, token: Token) -> Option<&Slot> {
+        if token.map() != self.id {
+            return None;
+        }
+        self.slots.get(token.index() as usize).filter(|s| s.generation == token.generation())
+    }
+
+    #[inline]
+    fn slot_mut(&mut self, token: Token) -> Option<&mut Slot> {
+        if token.map() != self.id {
+            return None;
+        }
+        self.slots.get_mut(token.index() as usize).filter(|s| s.generation == token.generation())
+    }
+
+    /// Whether the token names a channel of this map, waiting or in its
+    /// callback.
+    pub(crate) fn contains(&self, token: Token) -> bool {
+        self.live(token).is_some()
+    }
+
+    fn live(&self, token: Token) -> Option<&Slot> {
+        self.slot(token).filter(|s| s.is_live())
+    }
+
+    pub(crate) fn insert<C: Register<H>, H>(
+        &mut self,
+        channel: C,
+        handler: H,
+    ) -> Result<Token, InsertError<C, H>> {
+        let index = channel.fd(Seal(())).as_raw_fd() as usize;
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, Slot::default);
+        }
+        let token = self.token(index, self.slots[index].generation);
+        let slot = &self.slots[index];
+        if slot.is_live() {
+            // Two owned channels cannot share a descriptor number; only a
+            // channel built from a borrowed descriptor could get here.
+            let error = io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a channel with this descriptor is already in the map",
+            );
+            return Err(InsertError { error, channel, handler });
+        }
+        let interest = channel.interest(&handler, Seal(()));
+        let mut always_ready = channel.always_ready(Seal(()));
+        let fd = channel.fd(Seal(()));
+        if !always_ready {
+            // A descriptor still registered under an older token (taken out
+            // of an entry by a swap, back before the map rebuilt its
+            // registrations) is watched again, under its new token.
+            match self.poller.register(fd, token.key(), interest) {
+                Ok(watched) => always_ready = watched == Watched::AlwaysReady,
+                Err(error) => return Err(InsertError { error, channel, handler }),
+            }
+        }
+        let listener = channel.takes_no_idle_timeout(Seal(()));
+        self.place(token, channel.into_entry(handler, Seal(())), interest, always_ready, false);
+        self.slots[token.index() as usize].listener = listener;
+        Ok(token)
+    }
+
+    /// Inserts one of rolecore's own entries (a mailbox).
+    pub(crate) fn insert_entry(&mut self, entry: Box<dyn Entry>, daemon: bool) -> io::Result<Token> {
+        let index = entry.fd().as_raw_fd() as usize;
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, Slot::default);
+        }
+        let token = self.token(index, self.slots[index].generation);
+        let interest = entry.interest();
+        let always_ready = self.poller.register(entry.fd(), token.key(), interest)? == Watched::AlwaysReady;
+        self.place(token, entry, interest, always_ready, daemon);
+        Ok(token)
+    }
+
+    pub(crate) fn place(
+        &mut self,
+        token: Token,
+        entry: Box<dyn Entry>,
+        interest: Interest,
+        always_ready: bool,
+        daemon: bool,
+    ) {
+        let entry = match &self.trace {
+            None => entry,
+            Some(trace) => traced(trace, token, entry),
+        };
+        let slot = &mut self.slots[token.index() as usize];
+        slot.interest = interest;
+        slot.always_ready = always_ready;
+        slot.daemon = daemon;
+        slot.listener = false;
+        slot.held = Held::Occupied(entry);
+        self.len += usize::from(!daemon);
+        self.always_ready += usize::from(always_ready);
+    }
+
+    /// Takes a channel out for its callback; `None` for a stale token.
+    #[inline]
+    pub(crate) fn take(&mut self, token: Token) -> Option<(Box<dyn Entry>, Interest)> {
+        let slot = self.slot_mut(token)?;
+        let entry = slot.take()?;
+        Some((entry, slot.interest))
+    }
+
+    /// Ends a callback as the entry asked: back in its slot, watched with
+    /// its predicates' answer, or out of the map.
+    #[inline(always)]
+    pub(crate) fn resume(&mut self, token: Token, entry: Box<dyn Entry>, resume: Resume) {
+        let Resume::Watch(interest) = resume else {
+            if resume == Resume::Replaced {
+                return self.replaced(token, entry);
+            }
+            return self.discard(token, entry);
+        };
+        let slot = &mut self.slots[token.index() as usize];
+        let changed = interest != slot.interest;
+        slot.held = Held::Occupied(entry);
+        if changed && !self.rewatch(token, interest) {
+            return;
+        }
+        if !self.timers.is_empty() {
+            self.timers.touched(token, Instant::now());
+        }
+    }
+
+    /// The interest of a channel that is in its slot changed: records it and
+    /// tells the poller. A poller that refuses closes the channel; returns
+    /// whether it is still in the map. Cold: a busy channel's interest
+    /// changes far less often than it wakes up.
+    #[cold]
+    pub(crate) fn rewatch(&mut self, token: Token, interest: Interest) -> bool {
+        let slot = &mut self.slots[token.index() as usize];
+        slot.interest = interest;
+        let Some(entry) = slot.entry() else { return true };
+        if slot.always_ready {
+            return true;
+        }
+        let Err(e) = self.poller.reregister(entry.fd(), token.key(), interest) else { return true };
+        log_info(
+            Level::Error,
+            format_args!("cannot change interest of {}: {e}; closing it", entry.describe()),
+        );
+        let entry = slot.take().expect("checked above");
+        self.discard(token, entry);
+        false
+    }
+
+    /// Deregisters, then drops (closing the descriptor) — in that order, so no
+    /// registration outlives the channel through a duplicate descriptor (P12).
+    ///
+    /// An entry whose descriptor is not its slot's (its handler swapped the
+    /// channel) is dropped without deregistering: the descriptor it holds is
+    /// not the one registered under this token, and may be registered under
+    /// another. The map rebuilds its registrations before the next wait
+    /// instead, which forgets the one it can no longer name.
+    pub(crate) fn discard(&mut self, token: Token, entry: Box<dyn Entry>) {
+        let slot = &mut self.slots[token.index() as usize];
+        if !slot.always_ready && self.poller.keeps_registrations() {
+            if entry.fd().as_raw_fd() as u32 == token.index() {
+                // Only fails if the kernel already forgot the descriptor.
+                let _ = self.poller.deregister(entry.fd());
+            } else {
+                self.orphans = true;
+            }
+        }
+        self.always_ready -= usize::from(slot.always_ready);
+        self.len -= usize::from(!slot.daemon);
+        if !self.timers.is_empty() {
+            self.timers.remove(token);
+        }
+        if let Some(trace) = &self.trace {
+            trace.borrow_mut().push((token, Traced::Removed));
+        }
+        *slot = Slot { generation: slot.generation.wrapping_add(1), ..Slot::default() };
+        drop(entry);
+    }
+
+    /// An entry that holds another descriptor than the one its slot was
+    /// registered with: its handler swapped the `&mut` channel it was lent
+    /// (`std::mem::swap`, `std::mem::replace`) for another one. The map
+    /// reports it and closes the entry (with the channel it now holds); the
+    /// channel taken out lives on wherever the handler put it, and no longer
+    /// belongs to the map: its registration is dropped before the next wait,
+    /// so it neither wakes the loop nor stops it from being inserted again.
+    #[cold]
+    pub(crate) fn replaced(&mut self, token: Token, entry: Box<dyn Entry>) {
+        log_info(
+            Level::Error,
+            format_args!(
+                "a handler replaced the channel of {token:?} with {}: the map closes what the entry \
+                 now holds and forgets the channel taken out; a handler must not swap the channel \
+                 it is lent",
+                entry.describe()
+            ),
+        );
+        self.discard(token, entry);
+        self.orphans = true;
+    }
+
+    /// Forgets every registration and makes them again from the map, after
+    /// a swap left one the map can no longer name (see
+    /// [`replaced`](Self::replaced)). Entries still holding a descriptor
+    /// other than their slot's are closed first. If a new poller cannot be
+    /// made (out of descriptors), the old one is kept and the rebuild is
+    /// tried again before the next wait.
+    #[cold]
+    pub(crate) fn rebuild_registrations(&mut self) {
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            if let Some(entry) = slot.entry()
+                && entry.fd().as_raw_fd() as usize != index
+            {
+                let token = self.token(index, slot.generation);
+                let entry = self.slots[index].take().expect("checked above");
+                self.replaced(token, entry);
+            }
+        }
+        self.orphans = false;
+        if !self.poller.keeps_registrations() {
+            return;
+        }
+        let backend = self.poller.backend();
+        let old = match self.poller.successor(backend) {
+            Ok(fresh) => std::mem::replace(&mut self.poller, fresh),
+            Err(e) => {
+                log_info(Level::Error, format_args!("cannot rebuild the {backend} poller: {e}; retrying"));
+                self.orphans = true;
+                return;
+            }
+        };
+        drop(old);
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            let Some(entry) = slot.entry() else { continue };
+            if slot.always_ready {
+                continue;
+            }
+            let key = self.token(index, slot.generation).key();
+            if let Err(e) = self.poller.register(entry.fd(), key, slot.interest) {
+                let token = self.token(index, slot.generation);
+                log_info(
+                    Level::Error,
+                    format_args!("cannot watch {} again: {e}; closing it", entry.describe()),
+                );
+                let entry = self.slots[index].take().expect("checked above");
+                self.discard(token, entry);
+            }
+        }
+    }
+
+    pub(crate) fn remove(&mut self, token: Token) -> bool {
+        match self.live(token) {
+            Some(slot) if slot.is_occupied() => {
+                let entry = self.slots[token.index() as usize].take().expect("occupied");
+                self.discard(token, entry);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn set_deadline(&mut self, token: Token, deadline: Option<Instant>) -> bool {
+        let live = self.live(token).is_some();
+        if live {
+            self.timers.set_deadline(token, deadline);
+        }
+        live
+    }
+
+    pub(crate) fn set_idle_timeout(&mut self, token: Token, idle: Option<Duration>) -> bool {
+        let live = self.live(token).is_some();
+        if live && idle.is_some() && self.slots[token.index() as usize].listener {
+            // Nearly always `cx.set_idle_timeout(cx.token(), ..)` written in
+            // `handle_accepted` for the new connection: it would close the
+            // listener when no connection came for a while, and the server
+            // would stop accepting without a word.
+            log_info(
+                Level::Error,
+                format_args!(
+                    "set_idle_timeout refused for listener {token:?}: it would close the listener; \
+                     for a new connection, pass the token that insert returned"
+                ),
+            );
+            return false;
+        }
+        if live {
+            self.timers.set_idle(token, idle, Instant::now());
+        }
+        live
+    }
+
+    pub(crate) fn refresh(&mut self, token: Token) {
+        let Some(slot) = self.slot_mut(token) else { return };
+        let Some(entry) = slot.entry() else { return };
+        if entry.fd().as_raw_fd() as u32 != token.index() {
+            // Swapped through `stream_mut`: see `Resume::Replaced`.
+            let entry = slot.take().expect("checked above");
+            return self.replaced(token, entry);
+        }
+        let interest = entry.interest();
+        if interest != slot.interest {
+            self.rewatch(token, interest);
+        }
+    }
+
+    pub(crate) fn entry(&self, token: Token) -> Option<&dyn Entry> {
+        self.slot(token)?.entry()
+    }
+
+    pub(crate) fn entry_mut(&mut self, token: Token) -> Option<&mut dyn Entry> {
+        self.slot_mut(token)?.entry_mut()
+    }
+
+    pub(crate) fn begin_shutdown(&mut self, grace: Duration) {
+        let at = Instant::now().checked_add(grace).unwrap_or_else(|| Instant::now() + MAX_WAIT);
+        // Listeners go at once: a shutdown in the past closes them now.
+        self.shutdown = Some(self.shutdown.map_or(at, |old| old.min(at)));
+        self.close_where(|entry| entry.joined() == Joined::Listening);
+    }
+
+    /// Closes the channels `which` picks, each after its `handle_close`.
+    /// Returns whether one of them asked to stop the loop.
+    pub(crate) fn close_where(&mut self, which: impl Fn(&dyn Entry) -> bool) -> bool {
+        let mut stop = false;
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            let Some(entry) = slot.entry() else { continue };
+            if slot.daemon || !which(entry) {
+                continue;
+            }
+            let token = self.token(index, slot.generation);
+            let Some((mut entry, _)) = self.take(token) else { continue };
+            let mut cx = Ctx::new(self, token);
+            entry.shut(&mut cx);
+            stop |= cx.end();
+            self.discard(token, entry);
+        }
+        stop
+    }
+
+    /// How many slots there are: `token_at` answers for `0..slot_count()`.
+    pub(crate) fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The token of the channel waiting in slot `index`, if any.
+    pub(crate) fn token_at(&self, index: usize) -> Option<Token> {
+        let slot = self.slots.get(index).filter(|s| s.is_occupied())?;
+        Some(self.token(index, slot.generation))
+    }
+
+    pub(crate) fn tokens(&self) -> impl Iterator<Item = Token> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_occupied())
+            .map(|(i, s)| self.token(i, s.generation))
+    }
+
+    pub(crate) fn switch_backend(&mut self, backend: Backend) -> io::Result<()> {
+        if self.poller.backend() == backend {
+            return Ok(());
+        }
+        let mut poller = self.poller.successor(backend)?;
+        let mut always = Vec::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            let Some(entry) = slot.entry() else { continue };
+            let key = self.token(i, slot.generation).key();
+            always.push(poller.register(entry.fd(), key, slot.interest)? == Watched::AlwaysReady);
+        }
+        let mut flags = always.into_iter();
+        let mut count = 0;
+        for slot in self.slots.iter_mut().filter(|s| s.is_occupied()) {
+            let always_ready = slot.always_ready || flags.next().unwrap_or(false);
+            slot.always_ready = always_ready;
+            count += usize::from(always_ready);
+        }
+        self.always_ready = count;
+        self.poller = poller;
+        Ok(())
+    }
+
+    pub(crate) fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
+        if self.orphans {
+            self.rebuild_registrations();
+        }
+        // A regular file that wants something is ready now: do not sleep. One
+        // that wants nothing must not turn the wait into a busy loop.
+        let files_ready = self.always_ready > 0
+            && self.slots.iter().any(|s| s.always_ready && s.is_occupied() && !s.interest.is_empty());
+        let timeout = if files_ready { Some(Duration::ZERO) } else { timeout };
+        let next_wake = match (self.timers.next_wake(), self.shutdown) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = match next_wake {
+            Some(at) => {
+                let until = at.saturating_duration_since(Instant::now());
+                Some(timeout.map_or(until, |t| t.min(until)))
+            }
+            None => timeout,
+        };
+        let (slots, id) = (&self.slots, self.id);
+        let sources = slots.iter().enumerate().filter(|(_, s)| !s.always_ready).filter_map(|(i, s)| {
+            let entry = s.entry()?;
+            let key = Token::new(i as u32, s.generation, id).key();
+            Some(Source { fd: entry.fd(), key, interest: s.interest })
+        });
+        self.poller.wait(sources, events, timeout)?;
+        if files_ready {
+            for (i, s) in self.slots.iter().enumerate().filter(|(_, s)| s.always_ready && s.is_occupied()) {
+                let mut r = Readiness::EMPTY;
+                if s.interest.is_readable() {
+                    r |= Readiness::READABLE;
+                }
+                if s.interest.is_writable() {
+                    r |= Readiness::WRITABLE;
+                }
+                if !r.is_empty() {
+                    events.push((Token::new(i as u32, s.generation, self.id).key(), r));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The grace period of a shutdown in progress is over at `now`: closes
+    /// everyone still here. Returns whether one of them asked to stop.
+    pub(crate) fn end_shutdown(&mut self, now: Instant) -> bool {
+        match self.shutdown {
+            Some(deadline) if now >= deadline => {
+                self.shutdown = None;
+                self.close_where(|_| true)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A map that traces (the simulation's) records the entry's joining, and
+/// wraps it in one that records its callbacks. Once per insert; a map that
+/// does not trace never gets here.
+#[cold]
+fn traced(trace: &SharedTrace, token: Token, entry: Box<dyn Entry>) -> Box<dyn Entry> {
+    trace.borrow_mut().push((token, Traced::Inserted(entry.joined())));
+    entry.traced(Recorder::new(trace.clone(), token))
+}

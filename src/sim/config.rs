@@ -1,0 +1,199 @@
+//! Layer 8: what a simulation is given ([`SimConfig`], [`Traffic`]) and
+//! what it gives back ([`SimReport`], [`SimFailure`]).
+
+use std::fmt;
+use std::io;
+
+/// How big a simulated world is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimConfig {
+    /// Steps to run before settling (a fuzzer's input may end sooner).
+    pub steps: usize,
+    /// Most peers alive at once.
+    pub max_peers: usize,
+    /// Most bytes a peer writes or reads in one step.
+    pub max_io: usize,
+    /// The send and receive buffer size asked for every simulated socket
+    /// (listeners pass it on to the connections they accept): small buffers
+    /// make partial writes and would-block common. `None` keeps the kernel's.
+    pub socket_buffer: Option<usize>,
+    /// Most loop iterations in a row, in the settling phase, whose callbacks
+    /// move no data before the simulation calls it a livelock. Iterations
+    /// that move data (a handler draining a full socket a few bytes at a
+    /// time) do not count, up to [`SETTLE_HARD_LIMIT`] in all.
+    pub settle_limit: usize,
+    /// Check that the process has as many open descriptors at the end as at
+    /// the start (only meaningful when nothing else in the process opens
+    /// descriptors meanwhile: fuzz targets, not parallel tests).
+    pub check_descriptors: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            steps: 200,
+            max_peers: 8,
+            max_io: 2048,
+            socket_buffer: Some(4096),
+            settle_limit: 200,
+            check_descriptors: false,
+        }
+    }
+}
+
+/// The byte peers send as out-of-band data; their ordinary data never
+/// contains it. Out-of-band bytes may still arrive inline (a second urgent
+/// byte pushes the first one into the stream, on TCP and on Linux Unix
+/// sockets alike), so [`PeerReport::received_data`] leaves them out.
+pub const OOB_BYTE: u8 = 0xFF;
+
+/// What simulated peers write: each peer's ordinary data is one endless
+/// stream, and each write step sends its next bytes (1 to
+/// [`SimConfig::max_io`] of them, as the seed decides), so a message may be
+/// cut anywhere between two writes. Set it with [`Sim::with_traffic`](super::Sim::with_traffic).
+///
+/// # Examples
+///
+/// A line protocol's peers sending real commands, and one line longer than
+/// the server's line limit:
+///
+/// ```
+/// use rolecore::sim::{Sim, SimConfig, Traffic};
+///
+/// let traffic = Traffic::messages([&b"PING\r\n"[..], b"GET key\r\n", &[b'x'; 5000]]).unwrap();
+/// let sim = Sim::from_seed(1, SimConfig::default()).unwrap().with_traffic(traffic);
+/// # drop(sim);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Traffic {
+    /// The default: byte `k` of peer `i`'s stream is `(31·k + 7·i) mod 255`.
+    /// Every value but [`OOB_BYTE`] (`0xFF`) occurs, each once per 255 bytes:
+    /// a `\n` every 255 bytes, a `\r\n` pair never, a zero byte every 255.
+    /// A line protocol therefore sees lines of exactly 254 bytes, never one
+    /// longer: to reach a line limit, send your own messages.
+    #[default]
+    Pattern,
+    /// Each peer sends these messages one after the other, starting over
+    /// after the last: a corpus of requests, or your protocol's own frames.
+    Messages(Vec<Vec<u8>>),
+}
+
+impl Traffic {
+    /// Peers that send `messages`, in order and over again. Refused with
+    /// `InvalidInput` when there is no byte to send at all, or when a message
+    /// holds [`OOB_BYTE`], which [`PeerReport::received_data`] takes for
+    /// out-of-band data.
+    pub fn messages<M: AsRef<[u8]>>(messages: impl IntoIterator<Item = M>) -> io::Result<Traffic> {
+        let messages: Vec<Vec<u8>> = messages.into_iter().map(|m| m.as_ref().to_vec()).collect();
+        if messages.iter().all(|m| m.is_empty()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "simulated traffic needs at least one byte",
+            ));
+        }
+        if messages.iter().any(|m| m.contains(&OOB_BYTE)) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "simulated traffic may not hold 0xFF, the byte peers send as out-of-band data",
+            ));
+        }
+        Ok(Traffic::Messages(messages))
+    }
+
+    /// The `len` bytes of peer `peer`'s stream from offset `start`.
+    pub(super) fn bytes(&self, peer: usize, start: usize, len: usize) -> Vec<u8> {
+        match self {
+            Traffic::Pattern => (start..start + len).map(|k| ((k * 31 + peer * 7) % 255) as u8).collect(),
+            Traffic::Messages(messages) => {
+                let cycle: usize = messages.iter().map(Vec::len).sum();
+                let mut out = Vec::with_capacity(len);
+                let mut offset = start % cycle; // into the cycle of messages
+                while out.len() < len {
+                    for message in messages {
+                        if offset >= message.len() {
+                            offset -= message.len();
+                            continue;
+                        }
+                        let take = (message.len() - offset).min(len - out.len());
+                        out.extend_from_slice(&message[offset..offset + take]);
+                        offset = 0;
+                        if out.len() == len {
+                            break;
+                        }
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+/// What one peer sent and received over the whole run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerReport {
+    /// Every ordinary byte the peer sent (out-of-band bytes not included).
+    pub sent: Vec<u8>,
+    /// Every byte the peer received.
+    pub received: Vec<u8>,
+    /// How many out-of-band bytes the peer sent.
+    pub oob_sent: usize,
+}
+
+impl PeerReport {
+    /// What the peer received, without out-of-band bytes that came inline.
+    pub fn received_data(&self) -> Vec<u8> {
+        self.received.iter().copied().filter(|&b| b != OOB_BYTE).collect()
+    }
+}
+
+/// A run that kept every invariant.
+#[derive(Clone, Debug)]
+pub struct SimReport {
+    /// The seed, when the run was seeded.
+    pub seed: Option<u64>,
+    /// Each peer's traffic, in the order peers were created.
+    pub peers: Vec<PeerReport>,
+    /// What happened, a line per event.
+    pub trace: Vec<String>,
+    /// Loop iterations run.
+    pub iterations: usize,
+    /// Callbacks the loop made.
+    pub callbacks: usize,
+}
+
+/// A broken invariant, with what led to it.
+#[derive(Clone, Debug)]
+pub struct SimFailure {
+    /// The seed to replay, when the run was seeded.
+    pub seed: Option<u64>,
+    /// Which invariant broke, in words.
+    pub violation: String,
+    /// What happened up to the failure, a line per event.
+    pub trace: Vec<String>,
+}
+
+impl fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "rolecore::sim: {}", self.violation)?;
+        match self.seed {
+            Some(seed) => writeln!(f, "replay with Sim::from_seed({seed}, config) and the same handlers")?,
+            None => writeln!(f, "replay with Sim::from_bytes(input, config) on the fuzzer's input")?,
+        }
+        writeln!(f, "trace ({} events):", self.trace.len())?;
+        let skip = self.trace.len().saturating_sub(60);
+        if skip > 0 {
+            writeln!(f, "  … {skip} earlier events")?;
+        }
+        for line in &self.trace[skip..] {
+            writeln!(f, "  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SimFailure {}
+
+/// Most iterations the settling phase takes in all, data moved or not: once
+/// every peer is gone there is a bounded amount left to read, so a loop that
+/// still moves data after this many is broken too.
+pub const SETTLE_HARD_LIMIT: usize = 1_000_000;
