@@ -41,15 +41,27 @@ fn the_goodbye_is_the_last_thing_sent_and_a_later_push_fails() {
         let chat = AsyncChat::new(Channel::try_from(ours).unwrap(), Terminator::LF);
         let token = map.insert(chat, Bye { late_push: Rc::clone(&late) }).unwrap();
         io::Write::write_all(&mut peer, b"hello\n").unwrap();
+        // The peer reads to the end of the stream, then closes: the chat,
+        // lingering after its goodbye, then closes too.
+        let reader = read_to_end_then_close(peer);
         assert!(
             util::run_until(&mut map, |m| !m.contains(token)),
-            "{backend}: closed once the goodbye is sent"
+            "{backend}: closed once the goodbye is sent and the peer closed"
         );
-        let mut got = String::new();
-        peer.read_to_string(&mut got).unwrap();
+        let got = reader.join().unwrap();
         assert_eq!(got, "goodbye\n", "{backend}: the goodbye, then the end; nothing after it");
         assert_eq!(late.get(), Some(io::ErrorKind::Other), "{backend}: a push after close_when_done fails");
     }
+}
+
+/// Reads `peer` to the end of its stream on a thread of its own, then
+/// closes it; returns what it read.
+fn read_to_end_then_close(mut peer: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut got = String::new();
+        peer.read_to_string(&mut got).unwrap();
+        got
+    })
 }
 
 /// Does nothing with input; the test only watches what a connecting chat
@@ -74,10 +86,10 @@ fn a_connecting_chat_may_queue_a_greeting_and_its_goodbye() {
         assert!(chat.push(b"more\n").is_err());
         let mut map = util::map(backend);
         let token = map.insert(chat, Quiet).unwrap();
-        let (mut server, _) = listener.accept().unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let reader = read_to_end_then_close(server);
         assert!(util::run_until(&mut map, |m| !m.contains(token)), "{backend}: closed once sent");
-        let mut got = String::new();
-        server.read_to_string(&mut got).unwrap();
+        let got = reader.join().unwrap();
         assert_eq!(got, "HELO\n", "{backend}");
     }
 }
