@@ -168,7 +168,8 @@ fn main() -> ExitCode {
         flags: &[Flag { name: "--output-budget", value: "BYTES" }],
     };
     serve::main(server, |cli| {
-        let budget = cli.count("--output-budget", DEFAULT_OUTPUT_BUDGET as u64, 1, 1 << 40)? as usize;
+        // Below 64 KiB not even the welcome lines of a few members would fit.
+        let budget = cli.count("--output-budget", DEFAULT_OUTPUT_BUDGET as u64, 64 << 10, 1 << 40)? as usize;
         Ok(move || ChatServer { room: Connections::new(budget) })
     })
 }

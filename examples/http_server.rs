@@ -10,7 +10,8 @@
 //! on stdout is `listening on HOST:PORT`. `--idle-timeout` (default 60, 0 for
 //! none) closes connections that stay silent that long, and connections that
 //! take longer than that to send a request head: a client trickling one byte
-//! a second (a slow loris) is not silent, but its head is late.
+//! a second (a slow loris) is not silent, but its head is late; the same
+//! holds for a request body.
 //! `--output-budget` (default 64 MiB) bounds the answers queued by all of one
 //! loop's connections together; when it runs short, the connection with the
 //! most output queued (the slowest reader) is dropped first.
@@ -151,13 +152,11 @@ impl HttpConnection {
         }
     }
 
-    /// A body is bounded in size, not in time: it may take as long as it
-    /// keeps moving.
+    /// A body (at most `MAX_BODY`) must arrive whole within the idle
+    /// timeout too: a client trickling a byte a second keeps the connection
+    /// busy, not silent, and would otherwise hold it as long as it likes.
     fn expect_body(&self, cx: &mut Ctx<'_>) {
-        if self.idle_timeout.is_some() {
-            let token = cx.token();
-            cx.set_idle_timeout(token, self.idle_timeout);
-        }
+        self.expect_head(cx);
     }
 
     fn close_after_send(chat: &mut AsyncChat) {
@@ -241,6 +240,7 @@ impl ChatHandler for HttpConnection {
                         return Ok(());
                     }
                     Line::TooLong => return Self::refuse(chat, TOO_LARGE, &too_large_reason()),
+                    Line::BareCr => return Self::refuse(chat, "400 Bad Request", "a bare CR in the head"),
                     Line::Head(head) => head,
                 };
                 // Room for this answer, taken from the slowest reader of
@@ -330,7 +330,7 @@ fn main() -> ExitCode {
     serve::main(server, |cli| {
         let idle_timeout = cli.seconds("--idle-timeout", 60.0)?;
         // What all of one loop's connections may queue together.
-        let budget = cli.count("--output-budget", 64 << 20, 1, 1 << 40)? as usize;
+        let budget = cli.count("--output-budget", 64 << 20, 64 << 10, 1 << 40)? as usize;
         Ok(move || HttpServer { idle_timeout, connections: Connections::new(budget) })
     })
 }

@@ -47,7 +47,7 @@ use serve::{Connections, Flag, Server};
 use std::io;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rolecore::chat::RecordTooLong;
 use rolecore::{
@@ -117,6 +117,10 @@ struct RespConnection {
     store: Shared,
     /// This loop's connections and the budget their output shares.
     connections: Connections<RespConnection>,
+    /// `--idle-timeout`: also how long one request may take to arrive.
+    idle_timeout: Option<Duration>,
+    /// A request is arriving, against a deadline instead of the idle timeout.
+    mid_request: bool,
     /// The record being collected, reused from record to record (the chat's
     /// own collector would hand over a fresh `Vec` each time).
     record: Vec<u8>,
@@ -145,6 +149,24 @@ impl RespConnection {
             self.out.clear();
         }
         Ok(())
+    }
+
+    /// A request must arrive whole within the idle timeout: a client that
+    /// announces a bulk string and trickles it a byte at a time is busy, not
+    /// idle, and would otherwise hold the connection as long as it likes.
+    /// Between requests the idle timeout applies again.
+    fn time_the_request(&mut self, complete: bool, cx: &mut Ctx<'_>) {
+        let Some(timeout) = self.idle_timeout else { return };
+        let token = cx.token();
+        if complete || self.parser.is_idle() {
+            if self.mid_request {
+                self.mid_request = false;
+                cx.set_idle_timeout(token, Some(timeout));
+            }
+        } else if !self.mid_request {
+            self.mid_request = true;
+            cx.set_deadline(token, Instant::now().checked_add(timeout));
+        }
     }
 
     /// Frees the buffers a big request or reply grew, so an idle connection
@@ -207,6 +229,7 @@ impl ChatHandler for RespConnection {
             }
         };
         self.record.clear();
+        self.time_the_request(complete, cx);
         if complete {
             let after = self.run(chat, cx);
             self.shrink();
@@ -287,6 +310,8 @@ impl AcceptHandler for RespServer {
             parser,
             store: Arc::clone(&self.store),
             connections: self.connections.clone(),
+            idle_timeout: self.idle_timeout,
+            mid_request: false,
             record: Vec::new(),
             out: Vec::new(),
         };
@@ -323,7 +348,7 @@ fn main() -> ExitCode {
         let max_request = cli.count("--max-request", default_request, 1, 1 << 30)? as usize;
         let idle_timeout = cli.seconds("--idle-timeout", 300.0)?;
         // What all of one loop's connections may queue together.
-        let budget = cli.count("--output-budget", 256 << 20, 1, 1 << 40)? as usize;
+        let budget = cli.count("--output-budget", 256 << 20, 64 << 10, 1 << 40)? as usize;
         // One store for every loop (`--threads`): uncontended with one thread.
         let store = Shared::default();
         Ok(move || RespServer {
@@ -372,8 +397,6 @@ mod tests {
     #[test]
     fn an_idle_connection_gives_its_buffers_back() {
         use std::io::{Read, Write};
-        use std::time::Instant;
-
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         theirs.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         theirs.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -382,8 +405,15 @@ mod tests {
         let mut chat = AsyncChat::new(Channel::try_from(ours).unwrap(), parser.terminator());
         chat.set_max_record(MAX_LINE);
         chat.set_output_limit(output_limit(max_bulk));
-        let connection =
-            RespConnection { parser, store: Shared::default(), record: Vec::new(), out: Vec::new() };
+        let connection = RespConnection {
+            parser,
+            store: Shared::default(),
+            connections: Connections::new(256 << 20),
+            idle_timeout: None,
+            mid_request: false,
+            record: Vec::new(),
+            out: Vec::new(),
+        };
         let mut map = rolecore::Map::new().unwrap();
         let token = map.insert(chat, connection).unwrap();
 

@@ -117,6 +117,22 @@ impl<H> fmt::Debug for Kept<H> {
     }
 }
 
+/// A handler's `handle_error` could not run because the handler is in one of
+/// its own callbacks (the loop was run from inside [`Kept::with`]): the
+/// channel closes, and says why.
+fn re_entered<H>(cx: &mut Ctx<'_>) {
+    crate::report::log_info(
+        crate::report::Level::Error,
+        format_args!(
+            "closing channel {:?}: its Kept<{}> handler was called from inside one of its own callbacks \
+             (a loop run inside Kept::with)",
+            cx.token(),
+            std::any::type_name::<H>()
+        ),
+    );
+    cx.close();
+}
+
 /// Forwards a callback that returns `io::Result<()>`.
 macro_rules! forward {
     ($self:ident, |$h:ident| $call:expr) => {
@@ -174,7 +190,7 @@ impl<T: Transport, H: StreamHandler<T>> StreamHandler<T> for Kept<H> {
     fn handle_error(&mut self, ch: &mut T, error: io::Error, cx: &mut Ctx<'_>) {
         match self.0.try_borrow_mut() {
             Ok(mut h) => h.handle_error(ch, error, cx),
-            Err(_) => cx.close(),
+            Err(_) => re_entered::<H>(cx),
         }
     }
 }
@@ -203,7 +219,7 @@ impl<H: AcceptHandler> AcceptHandler for Kept<H> {
     fn handle_error(&mut self, ch: &mut Channel<Listening>, error: io::Error, cx: &mut Ctx<'_>) {
         match self.0.try_borrow_mut() {
             Ok(mut h) => h.handle_error(ch, error, cx),
-            Err(_) => cx.close(),
+            Err(_) => re_entered::<H>(cx),
         }
     }
 }
@@ -230,7 +246,7 @@ impl<H: FileHandler> FileHandler for Kept<H> {
     fn handle_error(&mut self, ch: &mut Channel<FileFd>, error: io::Error, cx: &mut Ctx<'_>) {
         match self.0.try_borrow_mut() {
             Ok(mut h) => h.handle_error(ch, error, cx),
-            Err(_) => cx.close(),
+            Err(_) => re_entered::<H>(cx),
         }
     }
 }
@@ -257,7 +273,7 @@ impl<R: DatagramRole, H: DatagramHandler<R>> DatagramHandler<R> for Kept<H> {
     fn handle_error(&mut self, ch: &mut Channel<R>, error: io::Error, cx: &mut Ctx<'_>) {
         match self.0.try_borrow_mut() {
             Ok(mut h) => h.handle_error(ch, error, cx),
-            Err(_) => cx.close(),
+            Err(_) => re_entered::<H>(cx),
         }
     }
 }

@@ -82,3 +82,23 @@ fn lines_after_quit_in_the_same_read_do_not_lose_the_goodbye() {
         assert_eq!(replies, "echo\nbye\n", "{backend}: the goodbye is sent, later lines are not read");
     }
 }
+
+/// `set_out_buffer_size(usize::MAX)` means "no cap on one send": a send that
+/// goes out partly must not overflow the arithmetic of the next one.
+#[test]
+fn an_unbounded_out_buffer_size_survives_partial_sends() {
+    let (ours, mut peer) = UnixStream::pair().unwrap();
+    let mut chat = AsyncChat::new(Channel::try_from(ours).unwrap(), Terminator::LF);
+    chat.set_out_buffer_size(usize::MAX);
+    let data: Vec<u8> = (0..(1 << 20)).map(|i| (i % 251) as u8).collect();
+    chat.push(&data).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while got.len() < data.len() {
+        chat.initiate_send().unwrap();
+        let n = peer.read(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, data);
+    assert_eq!(chat.queued(), 0);
+}

@@ -94,6 +94,7 @@ fn http_server_refuses_absurd_flags() {
             &["--idle-timeout"],
             &["--idle-timeout", "1e-9"],
             &["--output-budget", "0"],
+            &["--output-budget", "10"],
             &["--output-budget", "-1"],
             &["--output-budget", ""],
         ],

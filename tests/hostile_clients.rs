@@ -408,3 +408,54 @@ fn resp_many_connections_that_never_read_are_bounded_together() {
     server.assert_peak_under(PEAK_RSS_KIB, "twelve 8 MiB GETs that are never read");
     drop(silent);
 }
+
+/// Sends `head` and then one byte every 50 ms, for at most 8 s, while
+/// another thread reads until the server closes. Returns whether the server
+/// closed the connection before the trickle ended.
+fn trickle_until_closed(server: &Server, head: &[u8]) -> bool {
+    let mut stream = server.connect();
+    stream.write_all(head).unwrap();
+    let mut reader = stream.try_clone().unwrap();
+    let closed = thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                // ECONNRESET is a close too; a timeout is not.
+                Err(e) => {
+                    return e.kind() != std::io::ErrorKind::WouldBlock
+                        && e.kind() != std::io::ErrorKind::TimedOut;
+                }
+            }
+        }
+    });
+    for _ in 0..160 {
+        if closed.is_finished() || stream.write_all(b"x").is_err() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    closed.join().unwrap()
+}
+
+/// A request body trickled a byte at a time is busy, not idle: it must still
+/// arrive whole within the idle timeout.
+#[test]
+fn http_a_body_trickled_a_byte_at_a_time_is_closed_at_the_idle_timeout() {
+    let mut server = Server::start("http_server", &["--idle-timeout", "1"], None);
+    let head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n";
+    assert!(trickle_until_closed(&server, head), "the trickled body held its connection for 8 s");
+    server.assert_alive();
+}
+
+/// The same for a RESP bulk string announced and then trickled.
+#[test]
+fn resp_a_bulk_trickled_a_byte_at_a_time_is_closed_at_the_idle_timeout() {
+    let mut server = Server::start("resp_server", &["--idle-timeout", "1"], None);
+    let head = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000\r\n";
+    assert!(trickle_until_closed(&server, head), "the trickled bulk held its connection for 8 s");
+    server.assert_alive();
+    assert_pong(&server);
+}

@@ -497,6 +497,8 @@ impl rolecore::StreamHandler for CloseThenSend {
         self.log.push(format!("recv: {:?}", refused.kind()));
         let refused = std::io::Write::write(ch, b"after close").unwrap_err();
         self.log.push(format!("write: {:?}", refused.kind()));
+        let refused = ch.shutdown(std::net::Shutdown::Write).unwrap_err();
+        self.log.push(format!("shutdown: {:?}", refused.kind()));
         ch.send(b"after close")?;
         self.log.push("not reached");
         Ok(())
@@ -520,12 +522,16 @@ fn after_ctx_close_the_lent_channel_sends_and_receives_nothing() {
         std::io::Write::write_all(&mut peer, b"hi").unwrap();
         assert!(util::run_until(&mut map, |m| !m.contains(token)), "{backend}");
         let events = log.events();
-        assert_eq!(events.len(), 3, "{backend}: {events:?}");
+        assert_eq!(events.len(), 4, "{backend}: {events:?}");
         assert!(
             events[0].starts_with("send: NotConnected: the channel was closed with Ctx::close"),
             "{events:?}"
         );
-        assert_eq!(events[1..], ["recv: NotConnected", "write: NotConnected"], "{backend}");
+        assert_eq!(
+            events[1..],
+            ["recv: NotConnected", "write: NotConnected", "shutdown: NotConnected"],
+            "{backend}"
+        );
         // The refusal passed to the loop is neither handle_error nor
         // handle_close: the channel simply closes, as it asked.
         let mut got = Vec::new();

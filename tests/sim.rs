@@ -301,9 +301,9 @@ fn peers_send_the_messages_a_test_chooses_and_reach_a_line_limit() {
 #[test]
 fn the_default_pattern_has_a_newline_every_255_bytes_and_no_longer_line() {
     // Lines of the default pattern are at most 254 bytes and a terminator.
-    let (refused, reports) = limited_runs(0..10, &Traffic::Pattern, 254);
+    let (refused, reports) = limited_runs(0..10, &Traffic::pattern(), 254);
     assert_eq!(refused, 0);
-    let (refused, _) = limited_runs(0..10, &Traffic::Pattern, 253);
+    let (refused, _) = limited_runs(0..10, &Traffic::pattern(), 253);
     assert!(refused > 0, "no line of 254 bytes was sent");
     for peer in reports.iter().flat_map(|r| &r.peers) {
         let whole_lines = peer.sent.split_inclusive(|&b| b == b'\n').filter(|l| l.ends_with(b"\n"));
@@ -317,5 +317,22 @@ fn traffic_that_cannot_be_sent_is_refused() {
     for bad in [vec![], vec![Vec::new()], vec![b"a\xffb".to_vec()]] {
         let err = Traffic::messages(bad.clone()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+    }
+}
+
+/// A configuration of zeros is taken as the smallest meaningful one, not a
+/// panic or a false livelock.
+#[test]
+fn a_config_of_zeros_still_runs() {
+    let config = SimConfig { max_io: 0, settle_limit: 0, max_peers: 0, ..SimConfig::default() };
+    let mut sim = Sim::from_seed(5, config).unwrap();
+    sim.listen(EchoServer).unwrap();
+    sim.run().unwrap_or_else(|failure| panic!("{failure}"));
+    let config = SimConfig { max_io: 0, settle_limit: 0, ..SimConfig::default() };
+    let mut sim = Sim::from_seed(6, config).unwrap();
+    sim.listen(EchoServer).unwrap();
+    let report = sim.run().unwrap_or_else(|failure| panic!("{failure}"));
+    for peer in &report.peers {
+        assert!(peer.sent.starts_with(&peer.received_data()));
     }
 }

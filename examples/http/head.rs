@@ -27,6 +27,10 @@ pub enum Line<'a> {
     TooLong,
     /// A blank line ended this head.
     Head(&'a [u8]),
+    /// A CR stands inside a line, not just before its LF (RFC 9112 2.2: a
+    /// bare CR is invalid): `400`. A line of CRs alone would otherwise never
+    /// read as the blank line that ends the head.
+    BareCr,
 }
 
 /// A request head being read, line by line: the chat hands it each line's
@@ -75,6 +79,9 @@ impl HeadReader {
     /// head.
     pub fn end_line(&mut self) -> Line<'_> {
         let line = &self.buf[self.line_start..];
+        if line.len() > 1 && line[..line.len() - 1].contains(&b'\r') {
+            return Line::BareCr;
+        }
         if !line.is_empty() && line != b"\r" {
             if self.used() > MAX_HEAD + 1 {
                 return Line::TooLong;
@@ -255,9 +262,19 @@ mod tests {
                 }
                 Line::More => {}
                 Line::TooLong => panic!("too long"),
+                Line::BareCr => panic!("a bare CR"),
             }
         }
         found
+    }
+
+    #[test]
+    fn a_bare_cr_inside_a_line_is_refused_not_waited_on() {
+        for input in [&b"GET / HTTP/1.1\r\r\n"[..], b"GET / HT\rTP/1.1\n", b"\r\r\n"] {
+            let mut reader = HeadReader::new();
+            reader.collect(&input[..input.len() - 1]);
+            assert_eq!(reader.end_line(), Line::BareCr, "{}", input.escape_ascii());
+        }
     }
 
     #[test]

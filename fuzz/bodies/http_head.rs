@@ -74,6 +74,7 @@ fn serve(chunks: &[&[u8]]) -> Vec<Answer> {
                             return Ok(());
                         }
                         Line::TooLong => Answer::TooLarge,
+                        Line::BareCr => Answer::Refused,
                         Line::Head(head) => {
                             assert!(head.len() <= MAX_HEAD + 1, "a head of {} bytes was parsed", head.len());
                             match parse_head(head) {

@@ -300,6 +300,7 @@ impl Channel<Connected> {
 
     /// Shuts down the read half, the write half, or both.
     pub fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
+        self.check_open()?;
         let how = match how {
             Shutdown::Read => net::Shutdown::Read,
             Shutdown::Write => net::Shutdown::Write,

@@ -91,9 +91,11 @@ impl<R: Role> AsyncChat<R> {
     /// (at most [`LINGER_BYTES`](super::LINGER_BYTES)) until the peer closes, and only then
     /// closes, so that the peer reads the last reply instead of a reset.
     /// `None` closes as soon as the queue is sent, as asynchat did; unread
-    /// input then makes the kernel send a reset.
+    /// input then makes the kernel send a reset. At most
+    /// [`MAX_LINGER`](super::MAX_LINGER) (a minute): a longer time is taken
+    /// as that, so that a silent peer never holds the channel for good.
     pub fn set_linger(&mut self, linger: Option<Duration>) {
-        self.output.linger.time = linger;
+        self.output.linger.time = linger.map(|time| time.min(super::output::MAX_LINGER));
     }
 
     /// Whether the chat is lingering: its queue is sent, its sending side
@@ -285,7 +287,8 @@ impl<R: Role> AsyncChat<R> {
         self.output.out_buffer_size
     }
 
-    /// Changes the most bytes one send gives (at least 1).
+    /// Changes the most bytes one send gives (at least 1; a larger value
+    /// than the queue's 64 KiB buffers simply sends a whole buffer).
     pub fn set_out_buffer_size(&mut self, size: usize) {
         self.output.out_buffer_size = size.max(1);
     }

@@ -61,7 +61,9 @@ mod terminator;
 
 pub use async_chat::{AsyncChat, CanPush, DEFAULT_IN_BUFFER_SIZE, DEFAULT_MAX_RECORD};
 pub use handler::ChatHandler;
-pub use output::{DEFAULT_CHAT_OUTPUT_LIMIT, DEFAULT_LINGER, DEFAULT_OUT_BUFFER_SIZE, LINGER_BYTES};
+pub use output::{
+    DEFAULT_CHAT_OUTPUT_LIMIT, DEFAULT_LINGER, DEFAULT_OUT_BUFFER_SIZE, LINGER_BYTES, MAX_LINGER,
+};
 pub use producer::{Producer, SimpleProducer};
 pub use terminator::{
     Framed, Framer, RecordTooLong, Split, Terminator, TerminatorBytes, find_prefix_at_end, next_split,

@@ -39,6 +39,12 @@ pub const DEFAULT_LINGER: Duration = Duration::from_secs(5);
 /// The most input a lingering chat reads and drops before it closes anyway.
 pub const LINGER_BYTES: usize = 1 << 20;
 
+/// The longest a chat lingers, whatever [`AsyncChat::set_linger`] was
+/// given (nginx's `lingering_time` default is 30 s).
+///
+/// [`AsyncChat::set_linger`]: super::AsyncChat::set_linger
+pub const MAX_LINGER: Duration = Duration::from_secs(60);
+
 /// The most bytes one queued buffer holds. Output is queued in buffers of at
 /// most this size, so that a buffer being sent is never also the one that
 /// grows: asynchat's queue (and this one, before) appended every push to the
@@ -232,7 +238,8 @@ impl Output {
                     }
                 }
                 Some(Out::Data { buf, sent }) => {
-                    let end = buf.len().min(*sent + self.out_buffer_size);
+                    // Saturating: `set_out_buffer_size(usize::MAX)` means no cap.
+                    let end = buf.len().min(sent.saturating_add(self.out_buffer_size));
                     let n = channel.send(&buf[*sent..end])?;
                     *sent += n;
                     let done = *sent == buf.len();

@@ -11,7 +11,7 @@ pub struct SimConfig {
     pub steps: usize,
     /// Most peers alive at once.
     pub max_peers: usize,
-    /// Most bytes a peer writes or reads in one step.
+    /// Most bytes a peer writes or reads in one step (0 is taken as 1).
     pub max_io: usize,
     /// The send and receive buffer size asked for every simulated socket
     /// (listeners pass it on to the connections they accept): small buffers
@@ -20,7 +20,8 @@ pub struct SimConfig {
     /// Most loop iterations in a row, in the settling phase, whose callbacks
     /// move no data before the simulation calls it a livelock. Iterations
     /// that move data (a handler draining a full socket a few bytes at a
-    /// time) do not count, up to [`SETTLE_HARD_LIMIT`] in all.
+    /// time) do not count, up to [`SETTLE_HARD_LIMIT`] in all. 0 is taken
+    /// as 1.
     pub settle_limit: usize,
     /// Check that the process has as many open descriptors at the end as at
     /// the start (only meaningful when nothing else in the process opens
@@ -65,24 +66,32 @@ pub const OOB_BYTE: u8 = 0xFF;
 /// # drop(sim);
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Traffic {
+pub struct Traffic(Kind);
+
+/// Private, so that a corpus can only be built through [`Traffic::messages`],
+/// which checks it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum Kind {
+    #[default]
+    Pattern,
+    Messages(Vec<Vec<u8>>),
+}
+
+impl Traffic {
     /// The default: byte `k` of peer `i`'s stream is `(31·k + 7·i) mod 255`.
     /// Every value but [`OOB_BYTE`] (`0xFF`) occurs, each once per 255 bytes:
     /// a `\n` every 255 bytes, a `\r\n` pair never, a zero byte every 255.
     /// A line protocol therefore sees lines of exactly 254 bytes, never one
     /// longer: to reach a line limit, send your own messages.
-    #[default]
-    Pattern,
-    /// Each peer sends these messages one after the other, starting over
-    /// after the last: a corpus of requests, or your protocol's own frames.
-    Messages(Vec<Vec<u8>>),
-}
+    pub fn pattern() -> Traffic {
+        Traffic(Kind::Pattern)
+    }
 
-impl Traffic {
-    /// Peers that send `messages`, in order and over again. Refused with
-    /// `InvalidInput` when there is no byte to send at all, or when a message
-    /// holds [`OOB_BYTE`], which [`PeerReport::received_data`] takes for
-    /// out-of-band data.
+    /// Peers that send `messages` one after the other, starting over after
+    /// the last: a corpus of requests, or your protocol's own frames.
+    /// Refused with `InvalidInput` when there is no byte to send at all, or
+    /// when a message holds [`OOB_BYTE`], which
+    /// [`PeerReport::received_data`] takes for out-of-band data.
     pub fn messages<M: AsRef<[u8]>>(messages: impl IntoIterator<Item = M>) -> io::Result<Traffic> {
         let messages: Vec<Vec<u8>> = messages.into_iter().map(|m| m.as_ref().to_vec()).collect();
         if messages.iter().all(|m| m.is_empty()) {
@@ -97,14 +106,14 @@ impl Traffic {
                 "simulated traffic may not hold 0xFF, the byte peers send as out-of-band data",
             ));
         }
-        Ok(Traffic::Messages(messages))
+        Ok(Traffic(Kind::Messages(messages)))
     }
 
     /// The `len` bytes of peer `peer`'s stream from offset `start`.
     pub(super) fn bytes(&self, peer: usize, start: usize, len: usize) -> Vec<u8> {
-        match self {
-            Traffic::Pattern => (start..start + len).map(|k| ((k * 31 + peer * 7) % 255) as u8).collect(),
-            Traffic::Messages(messages) => {
+        match &self.0 {
+            Kind::Pattern => (start..start + len).map(|k| ((k * 31 + peer * 7) % 255) as u8).collect(),
+            Kind::Messages(messages) => {
                 let cycle: usize = messages.iter().map(Vec::len).sum();
                 let mut out = Vec::with_capacity(len);
                 let mut offset = start % cycle; // into the cycle of messages

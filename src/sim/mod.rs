@@ -143,7 +143,12 @@ impl Sim {
         Sim::new(Chooser::bytes(data), config)
     }
 
-    fn new(chooser: Chooser, config: SimConfig) -> io::Result<Sim> {
+    fn new(chooser: Chooser, mut config: SimConfig) -> io::Result<Sim> {
+        // A peer writes or reads at least a byte per step, and settling
+        // allows at least one quiet iteration: zero in either would make
+        // the run meaningless (or divide by zero).
+        config.max_io = config.max_io.max(1);
+        config.settle_limit = config.settle_limit.max(1);
         let descriptors_at_start = if config.check_descriptors { open_descriptors() } else { 0 };
         let chooser = Rc::new(RefCell::new(chooser));
         let chaos = Rc::new(RefCell::new(Chaos {
@@ -162,7 +167,7 @@ impl Sim {
             chaos,
             checker: Checker::default(),
             config,
-            traffic: Traffic::Pattern,
+            traffic: Traffic::pattern(),
             seed: None,
             listeners: Vec::new(),
             peers: Vec::new(),
@@ -175,7 +180,7 @@ impl Sim {
     }
 
     /// Sets what the simulated peers write (the default is
-    /// [`Traffic::Pattern`]).
+    /// [`Traffic::pattern`]).
     pub fn with_traffic(mut self, traffic: Traffic) -> Sim {
         self.traffic = traffic;
         self
