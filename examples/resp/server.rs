@@ -1,0 +1,295 @@
+//! The RESP server's handlers (`examples/resp_server.rs`): the accept
+//! handler [`RespServer`], each connection's [`RespConnection`], and the
+//! [`ChatSink`] its replies go through, in a file of their own so that
+//! `fuzz/bodies/sim_resp.rs` runs these very handlers in `rolecore::sim`.
+//!
+//! The module names three siblings through `super`: `parser`
+//! (`examples/resp/parser.rs`), `commands` (`examples/resp/commands.rs`) and
+//! `Connections` (from `examples/serve/connections.rs`); the example and the
+//! fuzz body each provide them.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rolecore::chat::RecordTooLong;
+use rolecore::{
+    AcceptHandler, Address, AsyncChat, Channel, ChatHandler, Connected, Ctx, Listening, Terminator,
+};
+
+use super::Connections;
+use super::commands::{After, Budget, READ_PAUSE, Sink, Store, error, execute};
+use super::parser::{ProtocolError, RespParser};
+
+/// The longest line: a `*N`/`$N` header or an inline command (Redis allows
+/// 64 KiB inline).
+pub const MAX_LINE: usize = 64 * 1024;
+/// A connection's record and reply buffers are kept from request to request
+/// up to this capacity; a bigger one is freed once its request is done.
+pub const KEEP_CAPACITY: usize = 64 * 1024;
+/// A piece of a reply at least this big is pushed to the chat at once
+/// instead of being copied into the connection's reply buffer first.
+pub const DIRECT_PUSH: usize = 4096;
+
+/// The store, shared by every loop of the process (`--threads`).
+pub type Shared = Arc<Mutex<Store>>;
+
+// ---- the connection ------------------------------------------------------------
+
+/// A [`Sink`] onto a connection: small pieces gather in `out` (one push per
+/// reply), big ones go to the chat's queue without a copy in between.
+struct ChatSink<'a> {
+    chat: &'a mut AsyncChat,
+    out: &'a mut Vec<u8>,
+    failed: Option<io::Error>,
+}
+
+impl ChatSink<'_> {
+    fn flush(&mut self) {
+        if !self.out.is_empty() && self.failed.is_none() {
+            if let Err(e) = self.chat.push(self.out) {
+                self.failed = Some(e);
+            }
+            self.out.clear();
+        }
+    }
+}
+
+impl Sink for ChatSink<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        if bytes.len() < DIRECT_PUSH {
+            self.out.extend_from_slice(bytes);
+            return;
+        }
+        self.flush();
+        if self.failed.is_none()
+            && let Err(e) = self.chat.push(bytes)
+        {
+            self.failed = Some(e);
+        }
+    }
+}
+
+pub struct RespConnection {
+    pub parser: RespParser,
+    pub store: Shared,
+    /// This loop's connections and the budget their output shares.
+    pub connections: Connections<RespConnection>,
+    /// `--idle-timeout`: also how long one request may take to arrive.
+    pub idle_timeout: Option<Duration>,
+    /// A request is arriving, against a deadline instead of the idle timeout.
+    pub mid_request: bool,
+    /// The record being collected, reused from record to record (the chat's
+    /// own collector would hand over a fresh `Vec` each time).
+    pub record: Vec<u8>,
+    /// The small pieces of the reply being written, reused from command to
+    /// command.
+    pub out: Vec<u8>,
+}
+
+impl RespConnection {
+    /// Answers a broken frame and closes once the answer is sent.
+    fn protocol_error(&mut self, chat: &mut AsyncChat, why: &str) -> io::Result<()> {
+        error(&mut self.out, &format!("Protocol error: {why}"));
+        self.close_after_reply(chat)
+    }
+
+    fn close_after_reply(&mut self, chat: &mut AsyncChat) -> io::Result<()> {
+        self.flush(chat)?;
+        chat.close_when_done();
+        chat.set_terminator(Terminator::None); // the rest is dropped, not parsed
+        Ok(())
+    }
+
+    fn flush(&mut self, chat: &mut AsyncChat) -> io::Result<()> {
+        if !self.out.is_empty() {
+            chat.push(&self.out)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// A request must arrive whole within the idle timeout: a client that
+    /// announces a bulk string and trickles it a byte at a time is busy, not
+    /// idle, and would otherwise hold the connection as long as it likes.
+    /// Between requests the idle timeout applies again.
+    fn time_the_request(&mut self, complete: bool, cx: &mut Ctx<'_>) {
+        let Some(timeout) = self.idle_timeout else { return };
+        let token = cx.token();
+        if complete || self.parser.is_idle() {
+            if self.mid_request {
+                self.mid_request = false;
+                cx.set_idle_timeout(token, Some(timeout));
+            }
+        } else if !self.mid_request {
+            self.mid_request = true;
+            cx.set_deadline(token, Instant::now().checked_add(timeout));
+        }
+    }
+
+    /// Frees the buffers a big request or reply grew, so an idle connection
+    /// does not keep its peak memory.
+    fn shrink(&mut self) {
+        if self.record.capacity() > KEEP_CAPACITY {
+            self.record = Vec::new();
+        }
+        if self.out.capacity() > KEEP_CAPACITY {
+            self.out = Vec::new();
+        }
+        self.parser.shrink();
+    }
+
+    /// Runs a complete command, its reply pushed to the chat.
+    fn run(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<After> {
+        let Some(args) = self.parser.command() else {
+            return Ok(After::Continue);
+        };
+        // Room for the largest reply this connection may queue, taken from
+        // the slowest readers of the loop when the shared budget runs short.
+        let wanted = chat.output_limit().saturating_sub(chat.queued());
+        while self.connections.available() < wanted
+            && self.connections.drop_slowest(cx.token(), cx, "resp_server")
+        {}
+        let mut budget = Budget::new(chat.output_limit(), chat.queued());
+        budget.room = budget.room.min(self.connections.available());
+        let mut sink = ChatSink { chat, out: &mut self.out, failed: None };
+        let after =
+            execute(&mut self.store.lock().unwrap_or_else(|e| e.into_inner()), args, &mut sink, budget);
+        sink.flush();
+        match sink.failed {
+            Some(e) => Err(e),
+            None => Ok(after),
+        }
+    }
+}
+
+impl ChatHandler for RespConnection {
+    fn readable(&self, chat: &AsyncChat) -> bool {
+        chat.queued() < READ_PAUSE
+    }
+
+    fn collect_incoming_data(&mut self, data: &[u8], chat: &mut AsyncChat) -> io::Result<()> {
+        if !chat.is_closing() {
+            self.record.extend_from_slice(data);
+        }
+        Ok(())
+    }
+
+    fn found_terminator(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
+        if chat.is_closing() {
+            return Ok(());
+        }
+        let complete = match self.parser.record(&self.record) {
+            Ok(command) => command.is_some(),
+            Err(ProtocolError(why)) => {
+                self.record.clear();
+                return self.protocol_error(chat, &why);
+            }
+        };
+        self.record.clear();
+        self.time_the_request(complete, cx);
+        if complete {
+            let after = self.run(chat, cx);
+            self.shrink();
+            match after? {
+                After::Continue => {}
+                After::Close => return self.close_after_reply(chat),
+                After::Overflow => {
+                    // What push would have refused, refused before the
+                    // reply was built.
+                    eprintln!(
+                        "resp_server: closing a connection that does not read its replies \
+                         ({} bytes queued)",
+                        chat.queued()
+                    );
+                    chat.discard_buffers();
+                    chat.close_when_done();
+                    chat.set_terminator(Terminator::None);
+                    return Ok(());
+                }
+            }
+        } else if self.record.capacity() > KEEP_CAPACITY {
+            self.record = Vec::new(); // after a big bulk string
+        }
+        // A line terminator stays set from line to line; only a count
+        // terminator (which the chat turns into `None` once it is reached)
+        // is replaced.
+        match self.parser.next_count() {
+            Some(n) => chat.set_terminator(Terminator::count(n)),
+            None => {
+                if !matches!(chat.terminator(), Terminator::Bytes(_)) {
+                    chat.set_terminator(Terminator::CRLF);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_error(&mut self, chat: &mut AsyncChat, error: io::Error, cx: &mut Ctx<'_>) {
+        self.record.clear();
+        if RecordTooLong::from_io(&error).is_some() && !chat.is_closing() {
+            let why =
+                if self.parser.is_idle() { "too big inline request" } else { "too big bulk count string" };
+            if self.protocol_error(chat, why).is_ok() {
+                return; // sent, then closed, by the chat
+            }
+        }
+        eprintln!("resp_server: closing a connection: {error}");
+        self.connections.leave(cx.token());
+        cx.close();
+    }
+
+    fn handle_close(&mut self, _chat: &mut AsyncChat, cx: &mut Ctx<'_>) {
+        self.connections.leave(cx.token());
+    }
+}
+
+pub struct RespServer {
+    /// The data set.
+    pub store: Shared,
+    /// This loop's connections and the budget their output shares
+    /// (`--output-budget`).
+    pub connections: Connections<RespConnection>,
+    /// `--max-bulk`: the longest bulk string of a request.
+    pub max_bulk: usize,
+    /// `--max-request`: the most a whole request may take.
+    pub max_request: usize,
+    /// `--idle-timeout`.
+    pub idle_timeout: Option<Duration>,
+    /// The longest line, a `*N`/`$N` header or an inline command: [`MAX_LINE`].
+    pub max_line: usize,
+    /// Each connection's bound on queued output: `output_limit(max_bulk)`.
+    pub output_limit: usize,
+}
+
+impl AcceptHandler for RespServer {
+    fn handle_accepted(
+        &mut self,
+        conn: Channel<Connected>,
+        _peer: Address,
+        cx: &mut Ctx<'_>,
+    ) -> io::Result<()> {
+        let parser = RespParser::new(self.max_bulk).with_max_request(self.max_request);
+        let mut chat = AsyncChat::new(conn, parser.terminator());
+        chat.set_max_record(self.max_line);
+        chat.set_output_limit(self.output_limit);
+        self.connections.charge(&mut chat);
+        let connection = RespConnection {
+            parser,
+            store: Arc::clone(&self.store),
+            connections: self.connections.clone(),
+            idle_timeout: self.idle_timeout,
+            mid_request: false,
+            record: Vec::new(),
+            out: Vec::new(),
+        };
+        let token = cx.insert(chat, connection)?;
+        self.connections.join(token);
+        cx.set_idle_timeout(token, self.idle_timeout);
+        Ok(())
+    }
+
+    fn handle_error(&mut self, _ch: &mut Channel<Listening>, error: io::Error, _cx: &mut Ctx<'_>) {
+        eprintln!("resp_server: accept failed: {error}");
+    }
+}
