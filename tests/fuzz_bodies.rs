@@ -168,6 +168,28 @@ fn http_head_generated() {
 }
 
 #[test]
+fn sim_resp_corpus() {
+    replay_corpus("sim_resp");
+}
+
+#[test]
+fn sim_resp_generated() {
+    let checked = generated("sim_resp", 9, 1500);
+    assert!(checked > 0, "some peer got a reply");
+}
+
+#[test]
+fn sim_http_corpus() {
+    replay_corpus("sim_http");
+}
+
+#[test]
+fn sim_http_generated() {
+    let checked = generated("sim_http", 10, 1500);
+    assert!(checked > 0, "some peer got a response");
+}
+
+#[test]
 fn sim_echo_buffered_corpus() {
     replay_corpus("sim_echo_buffered");
 }

@@ -16,6 +16,10 @@
 // which uses them all.
 #![allow(dead_code)]
 
+// The example servers' output budget, `serve::Connections`, which the
+// handlers `sim_resp` and `sim_http` run name through `super`.
+#[path = "../../examples/serve/connections.rs"]
+pub mod connections;
 pub mod framer;
 pub mod http_head;
 pub mod machine;
@@ -25,6 +29,8 @@ pub mod resp_exec;
 pub mod sim_chat;
 pub mod sim_echo_buffered;
 pub mod sim_echo_raw;
+pub mod sim_http;
+pub mod sim_resp;
 
 /// A body: runs one input, panics on a broken property, and says how many
 /// things it checked.
@@ -40,6 +46,8 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("resp", resp::run),
     ("resp_exec", resp_exec::run),
     ("http_head", http_head::run),
+    ("sim_resp", sim_resp::run),
+    ("sim_http", sim_http::run),
 ];
 
 /// Every target's `describe`, by name.
@@ -53,6 +61,8 @@ pub fn describe(target: &str, data: &[u8]) -> Option<String> {
         "resp" => resp::describe(data),
         "resp_exec" => resp_exec::describe(data),
         "http_head" => http_head::describe(data),
+        "sim_resp" => sim_resp::describe(data),
+        "sim_http" => sim_http::describe(data),
         _ => return None,
     })
 }
