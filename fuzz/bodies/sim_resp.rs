@@ -22,7 +22,8 @@
 //!   one possibly cut short (by the peer stopping reading, or the server
 //!   closing);
 //! - no reply is larger than the connection's output limit or the loop's
-//!   output budget, and no bulk string longer than `--max-bulk`;
+//!   output budget, and no bulk string longer than `--max-bulk` or the line
+//!   limit (an inline command's arguments are bounded by its line);
 //! - for every peer that sent at most one out-of-band byte, its replies are,
 //!   in order, those a reference model (a RESP request reader written here,
 //!   independently of the server's parser) gives for what the peer sent: a
@@ -108,7 +109,7 @@ fn binary(inp: &mut Input<'_>, n: usize) -> Vec<u8> {
 }
 
 fn word(inp: &mut Input<'_>) -> Vec<u8> {
-    (0..1 + inp.below(12)).map(|_| b'a' + inp.below(26) as u8).collect()
+    (0..1 + inp.below(40)).map(|_| b'a' + inp.below(26) as u8).collect()
 }
 
 const KEYS: [&[u8]; 3] = [b"k", b"a", b"counter"];
@@ -567,7 +568,10 @@ pub fn run_with(data: &[u8], check_descriptors: bool) -> usize {
     };
     let mut checked = 0;
     for (i, peer) in report.peers.iter().enumerate() {
-        let received = peer.received_data();
+        // Everything the server wrote: it sends no out-of-band data, and
+        // a 0xFF that reached it inline (a peer's second urgent byte) may
+        // come back in a reply, which `received_data()` would cut out.
+        let received = peer.received.clone();
         let fail = |why: String| -> ! {
             panic!(
                 "peer p{i} of the RESP server: {why}\n  sent {} bytes, received {}: {}\n  {}",
@@ -599,10 +603,16 @@ pub fn run_with(data: &[u8], check_descriptors: bool) -> usize {
                 other => vec![other.clone()],
             };
             for b in bulks {
+                // An argument is at most `--max-bulk` bytes in a multibulk
+                // frame, or a line in an inline command.
+                let longest = s.limits.max_bulk.max(s.limits.max_line);
                 if let Reply::Bulk(Some(v)) = b
-                    && v.len() > s.limits.max_bulk
+                    && v.len() > longest
                 {
-                    fail(format!("reply {n} holds a bulk string of {} bytes, past --max-bulk", v.len()));
+                    fail(format!(
+                        "reply {n} holds a bulk string of {} bytes, past --max-bulk and the line limit",
+                        v.len()
+                    ));
                 }
             }
             if let Some(expected) = &expected {
@@ -615,9 +625,12 @@ pub fn run_with(data: &[u8], check_descriptors: bool) -> usize {
                 };
                 if !matches(&e.what, &got, bytes) {
                     fail(format!(
-                        "reply {n} is {}, the model says {:?} (the request ends at byte {} of the stream)",
+                        "reply {n} is {}, the model says {} (the request ends at byte {} of the stream)",
                         show(bytes),
-                        e.what,
+                        match &e.what {
+                            Expect::Exact(b) => show(b),
+                            other => format!("{other:?}"),
+                        },
                         e.upto
                     ));
                 }
@@ -641,10 +654,10 @@ pub fn describe(data: &[u8]) -> String {
                 .peers
                 .iter()
                 .map(|p| {
-                    let r = p.received_data();
+                    let r = &p.received;
                     let mut at = 0;
                     let mut n = 0;
-                    while let Ok(Some((_, next))) = reply(&r, at, 0) {
+                    while let Ok(Some((_, next))) = reply(r, at, 0) {
                         at = next;
                         n += 1;
                     }
