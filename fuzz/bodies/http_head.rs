@@ -20,7 +20,7 @@ use rolecore::chat::{Framed, Framer};
 use super::Input;
 
 #[path = "../../examples/http/head.rs"]
-mod head;
+pub mod head;
 
 use head::{HeadReader, LINE_END, Line, MAX_HEAD, Refusal, parse_head};
 

@@ -25,7 +25,7 @@ use super::Input;
 use super::resp::parser;
 
 #[path = "../../examples/resp/commands.rs"]
-mod commands;
+pub mod commands;
 
 use commands::{After, Budget, SMALL_REPLY, Sink, Store, execute, output_limit};
 use parser::RespParser;

@@ -38,11 +38,10 @@ use rolecore::sim::{Sim, SimConfig, SimFailure, SimReport, Traffic};
 use super::{Input, config_name, show, sim_config, summarize_trace};
 
 // The example's files, as the example includes them: `server.rs` names
-// `head` and `Connections` through `super`.
+// `head` and `Connections` through `super` (one copy of each in the fuzz
+// crate: `http_head` includes the first).
 use super::connections::Connections;
-
-#[path = "../../examples/http/head.rs"]
-mod head;
+use super::http_head::head;
 
 #[path = "../../examples/http/server.rs"]
 mod server;

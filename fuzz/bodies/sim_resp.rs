@@ -43,12 +43,11 @@ use rolecore::sim::{SimConfig, SimFailure, SimReport, Traffic};
 use super::{Input, config_name, show, sim_config, summarize_trace};
 
 // The example's files, as the example includes them: `server.rs` names
-// `parser`, `commands` and `Connections` through `super`.
+// `parser`, `commands` and `Connections` through `super` (one copy of each
+// in the fuzz crate: `resp` and `resp_exec` include the first two).
 use super::connections::Connections;
 use super::resp::parser;
-
-#[path = "../../examples/resp/commands.rs"]
-mod commands;
+use super::resp_exec::commands;
 
 #[path = "../../examples/resp/server.rs"]
 mod server;
