@@ -256,8 +256,8 @@ impl Registry {
     /// its predicates' answer, or out of the map.
     #[inline(always)]
     pub(crate) fn resume(&mut self, token: Token, entry: Box<dyn Entry>, resume: Resume) {
-        let Resume::Watch(interest) = resume else {
-            if resume == Resume::Replaced {
+        let Some(interest) = resume.interest() else {
+            if resume == Resume::REPLACED {
                 return self.replaced(token, entry);
             }
             return self.discard(token, entry);
@@ -443,7 +443,7 @@ impl Registry {
         let Some(slot) = self.slot_mut(token) else { return };
         let Some(entry) = slot.entry() else { return };
         if entry.fd().as_raw_fd() as u32 != token.index() {
-            // Swapped through `stream_mut`: see `Resume::Replaced`.
+            // Swapped through `stream_mut`: see `Resume::REPLACED`.
             let entry = slot.take().expect("checked above");
             return self.replaced(token, entry);
         }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use rustix::buffer::spare_capacity;
 use rustix::event::epoll;
 
-use super::{Interest, Readiness, retry_interrupted};
+use super::{Interest, Readiness, retry_interrupted_at, round_up_to_millis, timespec};
+use rustix::event::Timespec;
 
 /// How many readiness reports one `epoll_wait` returns at most. When more
 /// channels are ready, the kernel hands the rest out on the next waits, in
@@ -17,11 +18,14 @@ pub(crate) const EVENTS_CAPACITY: usize = 1024;
 
 pub(crate) struct EpollPoller {
     epoll: OwnedFd,
+    /// The last timeout asked for, and what it was converted to (rounded up
+    /// to a millisecond, capped): a loop asks for the same one every time.
+    last: (Option<Duration>, Option<Duration>, Option<Timespec>),
 }
 
 impl EpollPoller {
     pub fn new() -> io::Result<Self> {
-        Ok(EpollPoller { epoll: epoll::create(epoll::CreateFlags::CLOEXEC)? })
+        Ok(EpollPoller { epoll: epoll::create(epoll::CreateFlags::CLOEXEC)?, last: (None, None, None) })
     }
 
     pub fn register(&mut self, fd: BorrowedFd<'_>, key: u64, interest: Interest) -> io::Result<()> {
@@ -48,8 +52,13 @@ impl EpollPoller {
             // Once per map: the buffer is kept from one wait to the next.
             buffer.reserve_exact(EVENTS_CAPACITY);
         }
+        if timeout != self.last.0 {
+            let rounded = timeout.map(round_up_to_millis);
+            self.last = (timeout, rounded, rounded.map(timespec));
+        }
+        let (_, timeout, spec) = self.last;
         let epoll = &self.epoll;
-        retry_interrupted(timeout, |t| epoll::wait(epoll, spare_capacity(&mut *buffer), t), 0)?;
+        retry_interrupted_at(timeout, spec, |t| epoll::wait(epoll, spare_capacity(&mut *buffer), t), 0)?;
         Ok(())
     }
 }

@@ -231,9 +231,12 @@ impl Kernel {
         events: &mut Events,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
+        if let Kernel::Epoll(p) = self {
+            return p.wait(&mut events.kernel, timeout);
+        }
         let timeout = timeout.map(round_up_to_millis);
         match self {
-            Kernel::Epoll(p) => p.wait(&mut events.kernel, timeout),
+            Kernel::Epoll(_) => unreachable!("waited above"),
             Kernel::Poll(p) => p.wait(sources, &mut events.list, timeout),
             #[cfg(feature = "select")]
             Kernel::Select(p) => p.wait(sources, &mut events.list, timeout),
@@ -340,6 +343,17 @@ impl Poller {
 #[inline]
 pub(crate) fn retry_interrupted<T>(
     timeout: Option<Duration>,
+    wait: impl FnMut(Option<&Timespec>) -> rustix::io::Result<T>,
+    on_timeout: T,
+) -> io::Result<T> {
+    retry_interrupted_at(timeout, timeout.map(timespec), wait, on_timeout)
+}
+
+/// [`retry_interrupted`] with `timeout` already converted (`spec`).
+#[inline]
+pub(crate) fn retry_interrupted_at<T>(
+    timeout: Option<Duration>,
+    spec: Option<Timespec>,
     mut wait: impl FnMut(Option<&Timespec>) -> rustix::io::Result<T>,
     on_timeout: T,
 ) -> io::Result<T> {
@@ -347,7 +361,6 @@ pub(crate) fn retry_interrupted<T>(
         Some(t) if !t.is_zero() => Some(Instant::now()),
         _ => None,
     };
-    let spec = timeout.map(timespec);
     match wait(spec.as_ref()) {
         Ok(v) => Ok(v),
         Err(rustix::io::Errno::INTR) => retry(timeout, start, spec, wait, on_timeout),
