@@ -421,6 +421,7 @@ impl<R: Role> Buffered<R> {
         }
     }
 
+    #[cold]
     fn enqueue(&mut self, data: &[u8]) {
         self.output_mut().enqueue(data);
     }
@@ -446,7 +447,36 @@ impl Buffered<Connected> {
     /// carrying a [`BudgetFull`] when queuing all of `data` would pass it,
     /// even if the socket could take part of it now: a send is never half
     /// done.
+    #[inline]
     pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        // The common case, inlined: nothing queued, no budget, within the
+        // limit. The bytes go straight to the socket; only what it does not
+        // take is queued (out of line), with no budget to charge.
+        if self.sends_directly(data.len()) {
+            let n = self.channel.send(data)?;
+            if n < data.len() {
+                self.enqueue(&data[n..]);
+            }
+            return Ok(());
+        }
+        self.send_checked(data)
+    }
+
+    /// Whether a send of `len` bytes needs none of the queue's bookkeeping:
+    /// nothing is queued, no budget is charged, and `len` is within the
+    /// limit (what [`send_checked`](Self::send_checked) would then do comes
+    /// down to one send, and queuing what it left).
+    #[inline]
+    fn sends_directly(&self, len: usize) -> bool {
+        match self.output.as_deref() {
+            None => len <= DEFAULT_OUTPUT_LIMIT,
+            Some(o) => o.sent == o.queue.len() && o.budget.is_none() && len <= o.limit,
+        }
+    }
+
+    /// [`send`](Self::send) with the limit, the budget and the queue.
+    #[inline(never)]
+    fn send_checked(&mut self, data: &[u8]) -> io::Result<()> {
         self.check_room(data.len())?;
         self.reserve(data.len())?;
         if self.queued() > 0 {
@@ -468,6 +498,7 @@ impl Buffered<Connected> {
     }
 
     /// Receives, as [`Channel::recv`].
+    #[inline]
     pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.channel.recv(buf)
     }

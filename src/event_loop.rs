@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::map::{Ctx, Entry, Map, Registry, Resume};
 use crate::poller::Backend;
-use crate::readiness::Interest;
+use crate::readiness::{Interest, Readiness};
 use crate::report::{Level, log_info};
 use crate::token::Token;
 
@@ -146,6 +146,10 @@ pub(crate) fn run(map: &mut Map, options: LoopOptions) -> io::Result<()> {
 /// map: takes it out of its slot, runs `call` under the panic guard, puts
 /// it back as it asked (or closes it). Returns whether the callback asked
 /// to stop the loop. The one place a wake-up or an expiry is dispatched.
+///
+/// A panic is always stopped long enough to take the channel out of the
+/// map (see [`panicked`]). The guard is `catch_unwind` itself, inlined with
+/// the callback into the loop: on the path without a panic it costs nothing.
 #[inline(always)]
 fn callback(
     registry: &mut Registry,
@@ -155,37 +159,49 @@ fn callback(
 ) -> bool {
     let Some((mut entry, interest)) = registry.take(token) else { return false };
     let mut cx = Ctx::new(registry, token);
-    let mut resume = Resume::Close;
-    let panicked = guard(catch, || resume = call(&mut *entry, interest, &mut cx));
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&mut *entry, interest, &mut cx)));
     let stopping = cx.end();
-    if let Some(panic) = panicked {
-        registry.discard(token, entry);
-        std::panic::resume_unwind(panic);
+    match result {
+        Ok(resume) => registry.resume(token, entry, resume),
+        Err(payload) => panicked(registry, catch, token, entry, payload),
     }
-    registry.resume(token, entry, resume);
     stopping
 }
 
-/// Runs one callback. A panic is always stopped long enough to take the
-/// channel out of the map; with `catch` on it is then reported and the loop
-/// goes on (the callback's `Resume` was never set, so the channel closes),
-/// otherwise it is returned, to pass on to the caller of the loop once the
-/// channel is out of the map (so the map stays coherent for a caller that
-/// catches it).
-fn guard(catch: bool, callback: impl FnOnce()) -> Option<Box<dyn std::any::Any + Send>> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback)) {
-        Ok(()) => None,
-        Err(payload) if !catch => Some(payload),
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-                .unwrap_or("a non-string panic payload");
-            log_info(Level::Error, format_args!("a handler panicked ({message}); closing its channel"));
-            None
-        }
+/// A callback panicked: the channel leaves the map. With `catch` on the
+/// panic is reported and the loop goes on; otherwise it is passed on to the
+/// caller of the loop once the channel is out of the map (so the map stays
+/// coherent for a caller that catches it).
+#[cold]
+#[inline(never)]
+fn panicked(
+    registry: &mut Registry,
+    catch: bool,
+    token: Token,
+    entry: Box<dyn Entry>,
+    payload: Box<dyn std::any::Any + Send>,
+) {
+    if !catch {
+        registry.discard(token, entry);
+        std::panic::resume_unwind(payload);
     }
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-string panic payload");
+    log_info(Level::Error, format_args!("a handler panicked ({message}); closing its channel"));
+    registry.discard(token, entry);
+}
+
+/// One readiness report, dispatched: a stale key (the channel closed
+/// earlier in this batch, maybe replaced by a new one on the same
+/// descriptor) finds nothing. Returns whether the callback asked to stop.
+#[inline(always)]
+fn woken(registry: &mut Registry, catch: bool, key: u64, readiness: Readiness) -> bool {
+    let token = Token::from_key(key, registry.id);
+    callback(registry, catch, token, |entry, interest, cx| entry.wake(readiness, interest, cx))
 }
 
 /// The longest one wait of [`Map::run_until`] lasts before it asks its
@@ -205,13 +221,13 @@ impl Map {
         self.events.clear();
         self.registry.wait(&mut self.events, timeout)?;
         let catch = self.catch_panics;
-        for &(key, readiness) in &self.events {
-            let token = Token::from_key(key, self.registry.id);
-            // A stale key (the channel closed earlier in this batch, maybe
-            // replaced by a new one on the same descriptor) finds nothing.
-            let woken =
-                |entry: &mut dyn Entry, interest, cx: &mut Ctx<'_>| entry.wake(readiness, interest, cx);
-            if callback(&mut self.registry, catch, token, woken) {
+        for (key, readiness) in self.events.kernel() {
+            if woken(&mut self.registry, catch, key, readiness) {
+                return Ok(true);
+            }
+        }
+        for &(key, readiness) in self.events.list() {
+            if woken(&mut self.registry, catch, key, readiness) {
                 return Ok(true);
             }
         }

@@ -50,6 +50,14 @@ impl Interest {
     pub const fn is_empty(self) -> bool {
         self.0 == 0
     }
+    /// The bits, for [`Resume`](crate::map::Resume)'s one byte.
+    pub(crate) const fn bits(self) -> u8 {
+        self.0
+    }
+    /// The interest of [`bits`](Self::bits)' answer (others are dropped).
+    pub(crate) const fn from_bits(bits: u8) -> Interest {
+        Interest(bits & (Self::READ.0 | Self::WRITE.0 | Self::PRIORITY.0))
+    }
     /// This interest with `other`'s added.
     pub const fn add(self, other: Interest) -> Interest {
         Interest(self.0 | other.0)

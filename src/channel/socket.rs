@@ -242,6 +242,7 @@ impl Channel<Connected> {
     ///   `Ok(0)` but means nothing (asyncore closed the channel on `recv(0)`).
     /// - `Err` of kind `WouldBlock`: nothing to read now. Returning it from a
     ///   handler with `?` is fine: the loop does not treat it as an error.
+    #[inline]
     pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.recv_with(buf, RecvFlags::empty())
     }
@@ -251,12 +252,38 @@ impl Channel<Connected> {
         self.recv_with(buf, RecvFlags::OOB)
     }
 
+    /// One receive. Inlined into the caller: the common case (bytes came)
+    /// is the system call and two branches; everything else is out of line.
+    #[inline]
     fn recv_with(&mut self, buf: &mut [u8], flags: RecvFlags) -> io::Result<usize> {
         self.check_open()?;
         if buf.is_empty() {
             return Ok(0);
         }
-        match restarted(|| net::recv(&self.fd, &mut *buf, flags)) {
+        match net::recv(&self.fd, &mut *buf, flags) {
+            Ok((n, _)) if n > 0 => {
+                self.observe(Observed::READ_PROGRESS);
+                Ok(n)
+            }
+            first => self.recv_rest(buf, flags, first),
+        }
+    }
+
+    /// What [`recv_with`](Self::recv_with) leaves out of line: the end of
+    /// the stream, a signal (the receive is made again), an error.
+    #[cold]
+    #[inline(never)]
+    fn recv_rest(
+        &mut self,
+        buf: &mut [u8],
+        flags: RecvFlags,
+        first: rustix::io::Result<(usize, usize)>,
+    ) -> io::Result<usize> {
+        let result = match first {
+            Err(Errno::INTR) => restarted(|| net::recv(&self.fd, &mut *buf, flags)),
+            other => other,
+        };
+        match result {
             Ok((0, _)) => {
                 self.observe(Observed::PEER_GONE | Observed::EOF);
                 Ok(0)
@@ -283,6 +310,7 @@ impl Channel<Connected> {
     /// gone (the loop then calls `handle_close`). Never raises `SIGPIPE`
     /// (`MSG_NOSIGNAL`). For sends that never lose a byte, wrap the channel in
     /// [`Buffered`](crate::Buffered).
+    #[inline]
     pub fn send(&mut self, data: &[u8]) -> io::Result<usize> {
         self.send_with(data, SendFlags::NOSIGNAL)
     }
@@ -292,9 +320,32 @@ impl Channel<Connected> {
         self.send_with(data, SendFlags::NOSIGNAL | SendFlags::OOB)
     }
 
+    /// One send, inlined as [`recv_with`](Self::recv_with) is: bytes taken
+    /// are the common case, the rest is out of line.
+    #[inline]
     fn send_with(&mut self, data: &[u8], flags: SendFlags) -> io::Result<usize> {
         self.check_open()?;
-        let result = restarted(|| net::send(&self.fd, data, flags));
+        match net::send(&self.fd, data, flags) {
+            Ok(n) if n > 0 => {
+                self.observe(Observed::WRITE_PROGRESS);
+                Ok(n)
+            }
+            first => self.send_rest(data, flags, first),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn send_rest(
+        &mut self,
+        data: &[u8],
+        flags: SendFlags,
+        first: rustix::io::Result<usize>,
+    ) -> io::Result<usize> {
+        let result = match first {
+            Err(Errno::INTR) => restarted(|| net::send(&self.fd, data, flags)),
+            other => other,
+        };
         self.sent(result)
     }
 

@@ -46,11 +46,11 @@ pub(crate) trait Dispatch: 'static {
 #[inline]
 fn resume<D: Dispatch>(entry: &D, cx: &Ctx<'_>) -> Resume {
     if cx.is_closing() {
-        Resume::Close
+        Resume::CLOSE
     } else if Dispatch::fd(entry).as_raw_fd() as u32 != cx.token().index() {
-        Resume::Replaced
+        Resume::REPLACED
     } else {
-        Resume::Watch(Dispatch::interest(entry))
+        Resume::watch(Dispatch::interest(entry))
     }
 }
 

@@ -27,21 +27,24 @@ fn grow_scratch(scratch: &mut Vec<u8>) {
 pub struct Ctx<'a> {
     registry: &'a mut Registry,
     token: Token,
-    closing: bool,
     stopping: bool,
-    /// What [`crate::channel::mark_closing`] replaced when this callback
-    /// closed its channel, to put back when the callback ends.
+    /// Set when this callback closed its channel: what
+    /// [`crate::channel::mark_closing`] replaced then, to put back when the
+    /// callback ends. `Some` is also what [`is_closing`](Self::is_closing)
+    /// answers.
     unmark: Option<std::os::fd::RawFd>,
 }
 
 impl<'a> Ctx<'a> {
+    #[inline]
     pub(crate) fn new(registry: &'a mut Registry, token: Token) -> Self {
-        Ctx { registry, token, closing: false, stopping: false, unmark: None }
+        Ctx { registry, token, stopping: false, unmark: None }
     }
 
     /// The callback is over: the channel it closed is no longer refused
     /// I/O here (the map is about to close it). Returns whether it asked to
     /// stop the loop.
+    #[inline]
     pub(crate) fn end(self) -> bool {
         if let Some(previous) = self.unmark {
             crate::channel::unmark_closing(previous);
@@ -50,6 +53,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// The token of the channel whose callback this is.
+    #[inline]
     pub fn token(&self) -> Token {
         self.token
     }
@@ -70,15 +74,15 @@ impl<'a> Ctx<'a> {
     /// drops what is still queued; to send it all first, use
     /// `AsyncChat::close_when_done` or wait for `writable()` to turn false.
     pub fn close(&mut self) {
-        if !self.closing {
+        if self.unmark.is_none() {
             self.unmark = Some(crate::channel::mark_closing(self.token.fd()));
         }
-        self.closing = true;
     }
 
     /// Whether [`close`](Self::close) was called during this wake-up.
+    #[inline]
     pub fn is_closing(&self) -> bool {
-        self.closing
+        self.unmark.is_some()
     }
 
     /// Closes another channel now (or this one, as [`close`](Self::close)).
@@ -237,7 +241,7 @@ impl fmt::Debug for Ctx<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ctx")
             .field("token", &self.token)
-            .field("closing", &self.closing)
+            .field("closing", &self.is_closing())
             .field("stopping", &self.stopping)
             .finish_non_exhaustive()
     }

@@ -69,16 +69,32 @@ pub trait RegisterSealed<H> {
     fn into_entry(self, handler: H, seal: impl EntryProof) -> Box<dyn Entry>;
 }
 
-/// What the loop does with a channel after a wake-up.
+/// What the loop does with a channel after a wake-up: watch it with an
+/// interest (its predicates' answer now), take it out of the map (it
+/// closed), or close it as [`REPLACED`](Self::REPLACED). One byte, so that
+/// a wake-up returns it in a register: an interest's bits, or one of two
+/// bits no interest has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Resume {
-    /// Watch it with this interest (its predicates' answer now).
-    Watch(Interest),
+pub struct Resume(u8);
+
+impl Resume {
     /// It closed: take it out of the map.
-    Close,
+    pub const CLOSE: Resume = Resume(0x80);
     /// The handler swapped the channel it was lent for another one: the
     /// slot no longer matches the descriptor the poller watches.
-    Replaced,
+    pub const REPLACED: Resume = Resume(0x40);
+
+    /// Watch it with `interest`.
+    #[inline]
+    pub fn watch(interest: Interest) -> Resume {
+        Resume(interest.bits())
+    }
+
+    /// The interest to watch it with, unless it leaves the map.
+    #[inline]
+    pub fn interest(self) -> Option<Interest> {
+        (self.0 & (Self::CLOSE.0 | Self::REPLACED.0) == 0).then(|| Interest::from_bits(self.0))
+    }
 }
 
 /// A channel type that can join a map with handler `H`: a stream channel

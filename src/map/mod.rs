@@ -30,7 +30,7 @@ pub(crate) use entry::{Entry, RegisterSealed, Resume};
 pub use entry::{InsertError, Register};
 pub(crate) use registry::Registry;
 
-use crate::poller::{Backend, Event, Poller};
+use crate::poller::{Backend, Events, Poller};
 use crate::token::Token;
 use crate::trace::{SharedTrace, Trace};
 
@@ -65,7 +65,7 @@ use crate::trace::{SharedTrace, Trace};
 pub struct Map {
     pub(crate) registry: Registry,
     /// What the last wait reported, reused from one wait to the next.
-    pub(crate) events: Vec<Event>,
+    pub(crate) events: Events,
     pub(crate) catch_panics: bool,
     /// The token of the map's waker mailbox, once made (see `Map::waker`).
     pub(crate) waker: Option<Token>,
@@ -79,7 +79,12 @@ impl Map {
 
     /// An empty map that waits with `backend`.
     pub fn with_backend(backend: Backend) -> io::Result<Map> {
-        Ok(Map { registry: Registry::new(backend)?, events: Vec::new(), catch_panics: false, waker: None })
+        Ok(Map {
+            registry: Registry::new(backend)?,
+            events: Events::default(),
+            catch_panics: false,
+            waker: None,
+        })
     }
 
     /// The backend the map waits with.
@@ -214,7 +219,7 @@ impl Map {
     pub(crate) fn with_poller(poller: Poller) -> Map {
         Map {
             registry: Registry::with_poller(poller).expect("a map id for the simulation"),
-            events: Vec::new(),
+            events: Events::default(),
             catch_panics: false,
             waker: None,
         }

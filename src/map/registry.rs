@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::ctx::Ctx;
 use super::entry::{Entry, InsertError, Register, Resume};
-use crate::poller::{Backend, Event, MAX_WAIT, Poller, Source, Watched};
+use crate::poller::{Backend, Events, MAX_WAIT, Poller, Source, Watched};
 use crate::readiness::{Interest, Readiness};
 use crate::report::{Level, log_info};
 use crate::seal::Seal;
@@ -256,8 +256,8 @@ impl Registry {
     /// its predicates' answer, or out of the map.
     #[inline(always)]
     pub(crate) fn resume(&mut self, token: Token, entry: Box<dyn Entry>, resume: Resume) {
-        let Resume::Watch(interest) = resume else {
-            if resume == Resume::Replaced {
+        let Some(interest) = resume.interest() else {
+            if resume == Resume::REPLACED {
                 return self.replaced(token, entry);
             }
             return self.discard(token, entry);
@@ -443,7 +443,7 @@ impl Registry {
         let Some(slot) = self.slot_mut(token) else { return };
         let Some(entry) = slot.entry() else { return };
         if entry.fd().as_raw_fd() as u32 != token.index() {
-            // Swapped through `stream_mut`: see `Resume::Replaced`.
+            // Swapped through `stream_mut`: see `Resume::REPLACED`.
             let entry = slot.take().expect("checked above");
             return self.replaced(token, entry);
         }
@@ -530,7 +530,28 @@ impl Registry {
         Ok(())
     }
 
-    pub(crate) fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
+    /// Waits for readiness, up to `timeout` and no later than the next
+    /// deadline, and adds what was ready to `events`.
+    #[inline]
+    pub(crate) fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        // The common case, inlined into the loop: epoll, which reads no list
+        // of sources; no file to report ready, no deadline to wake for
+        // (with no timer armed the heap is empty: `Timers::forget_stale`),
+        // no registration to rebuild.
+        if self.poller.keeps_registrations()
+            && !self.orphans
+            && self.always_ready == 0
+            && self.timers.is_empty()
+            && self.shutdown.is_none()
+        {
+            return self.poller.wait(std::iter::empty(), events, timeout);
+        }
+        self.wait_for_all(events, timeout)
+    }
+
+    /// [`wait`](Self::wait) in every case.
+    #[inline(never)]
+    fn wait_for_all(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         if self.orphans {
             self.rebuild_registrations();
         }

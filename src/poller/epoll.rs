@@ -8,7 +8,8 @@ use std::time::Duration;
 use rustix::buffer::spare_capacity;
 use rustix::event::epoll;
 
-use super::{Event, Interest, Readiness, retry_interrupted};
+use super::{Interest, Readiness, retry_interrupted_at, round_up_to_millis, timespec};
+use rustix::event::Timespec;
 
 /// How many readiness reports one `epoll_wait` returns at most. When more
 /// channels are ready, the kernel hands the rest out on the next waits, in
@@ -17,15 +18,14 @@ pub(crate) const EVENTS_CAPACITY: usize = 1024;
 
 pub(crate) struct EpollPoller {
     epoll: OwnedFd,
-    buffer: Vec<epoll::Event>,
+    /// The last timeout asked for, and what it was converted to (rounded up
+    /// to a millisecond, capped): a loop asks for the same one every time.
+    last: (Option<Duration>, Option<Duration>, Option<Timespec>),
 }
 
 impl EpollPoller {
     pub fn new() -> io::Result<Self> {
-        Ok(EpollPoller {
-            epoll: epoll::create(epoll::CreateFlags::CLOEXEC)?,
-            buffer: Vec::with_capacity(EVENTS_CAPACITY),
-        })
+        Ok(EpollPoller { epoll: epoll::create(epoll::CreateFlags::CLOEXEC)?, last: (None, None, None) })
     }
 
     pub fn register(&mut self, fd: BorrowedFd<'_>, key: u64, interest: Interest) -> io::Result<()> {
@@ -43,12 +43,22 @@ impl EpollPoller {
         Ok(())
     }
 
-    pub fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
-        self.buffer.clear();
+    /// Waits, leaving the reports in `buffer` as the kernel wrote them (the
+    /// loop reads them there).
+    #[inline]
+    pub fn wait(&mut self, buffer: &mut Vec<epoll::Event>, timeout: Option<Duration>) -> io::Result<()> {
+        buffer.clear();
+        if buffer.capacity() < EVENTS_CAPACITY {
+            // Once per map: the buffer is kept from one wait to the next.
+            buffer.reserve_exact(EVENTS_CAPACITY);
+        }
+        if timeout != self.last.0 {
+            let rounded = timeout.map(round_up_to_millis);
+            self.last = (timeout, rounded, rounded.map(timespec));
+        }
+        let (_, timeout, spec) = self.last;
         let epoll = &self.epoll;
-        let buffer = &mut self.buffer;
-        retry_interrupted(timeout, |t| epoll::wait(epoll, spare_capacity(buffer), t), 0)?;
-        events.extend(self.buffer.iter().map(|e| (e.data.u64(), readiness(e.flags))));
+        retry_interrupted_at(timeout, spec, |t| epoll::wait(epoll, spare_capacity(&mut *buffer), t), 0)?;
         Ok(())
     }
 }
@@ -100,7 +110,7 @@ const READINESS: [Readiness; 32] = {
 };
 
 #[inline]
-fn readiness(flags: epoll::EventFlags) -> Readiness {
+pub(super) fn readiness(flags: epoll::EventFlags) -> Readiness {
     let r = READINESS[(flags.bits() & 31) as usize];
     if flags.contains(epoll::EventFlags::RDHUP) { r | Readiness::HANGUP } else { r }
 }

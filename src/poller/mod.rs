@@ -135,6 +135,51 @@ pub(crate) struct Source<'a> {
 /// A readiness report: the registration key and what was ready.
 pub(crate) type Event = (u64, Readiness);
 
+/// What one wait reported. epoll's reports stay as the kernel wrote them and
+/// are read in place ([`kernel`](Self::kernel)), with no copy; the other
+/// backends', a script's and the map's always-ready files' are a list
+/// ([`list`](Self::list)), dispatched after the kernel's. Both buffers are
+/// kept from one wait to the next: a wait does not allocate.
+#[derive(Default)]
+pub(crate) struct Events {
+    kernel: Vec<rustix::event::epoll::Event>,
+    list: Vec<Event>,
+}
+
+impl Events {
+    /// Forgets the last wait's reports (keeps the buffers).
+    #[inline]
+    pub fn clear(&mut self) {
+        self.kernel.clear();
+        self.list.clear();
+    }
+
+    /// epoll's reports, read from its buffer.
+    #[inline]
+    pub fn kernel(&self) -> impl Iterator<Item = Event> + '_ {
+        self.kernel.iter().map(|e| (e.data.u64(), epoll::readiness(e.flags)))
+    }
+
+    /// The reports of the other backends, of a script, and the map's own.
+    #[inline]
+    pub fn list(&self) -> &[Event] {
+        &self.list
+    }
+
+    /// Adds a report after the others.
+    pub fn push(&mut self, event: Event) {
+        self.list.push(event);
+    }
+
+    /// Every report, as one list (for a script to alter).
+    fn flatten(&mut self) -> &mut Vec<Event> {
+        let kernel = self.kernel.iter().map(|e| (e.data.u64(), epoll::readiness(e.flags)));
+        self.list.splice(0..0, kernel);
+        self.kernel.clear();
+        &mut self.list
+    }
+}
+
 /// How the poller watches a descriptor it accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Watched {
@@ -179,18 +224,22 @@ impl Kernel {
         }
     }
 
+    #[inline]
     fn wait<'a>(
         &mut self,
         sources: impl Iterator<Item = Source<'a>>,
-        events: &mut Vec<Event>,
+        events: &mut Events,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
+        if let Kernel::Epoll(p) = self {
+            return p.wait(&mut events.kernel, timeout);
+        }
         let timeout = timeout.map(round_up_to_millis);
         match self {
-            Kernel::Epoll(p) => p.wait(events, timeout),
-            Kernel::Poll(p) => p.wait(sources, events, timeout),
+            Kernel::Epoll(_) => unreachable!("waited above"),
+            Kernel::Poll(p) => p.wait(sources, &mut events.list, timeout),
             #[cfg(feature = "select")]
-            Kernel::Select(p) => p.wait(sources, events, timeout),
+            Kernel::Select(p) => p.wait(sources, &mut events.list, timeout),
         }
     }
 }
@@ -226,6 +275,7 @@ impl Poller {
 
     /// Whether registrations live in the kernel (`register`/`reregister`/
     /// `deregister` do work) or are rebuilt from the map on every wait.
+    #[inline]
     pub fn keeps_registrations(&self) -> bool {
         matches!(self.kernel, Kernel::Epoll(_))
     }
@@ -263,14 +313,14 @@ impl Poller {
         }
     }
 
-    /// Waits up to `timeout` (`None`: forever) and appends what was ready to
+    /// Waits up to `timeout` (`None`: forever) and adds what was ready to
     /// `events`. `sources` is consulted only by the rebuilding backends (and
     /// a script).
     #[inline]
     pub fn wait<'a>(
         &mut self,
         sources: impl Iterator<Item = Source<'a>>,
-        events: &mut Vec<Event>,
+        events: &mut Events,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
         match &mut self.script {
@@ -285,25 +335,62 @@ impl Poller {
 /// A signal must neither end a wait early with nothing (the caller would count
 /// an iteration that did not happen) nor restart it with the full timeout (a
 /// steady stream of signals would then block forever).
+///
+/// The first wait is inlined; a retry is out of line. The clock is read
+/// before the first wait only when a retry would need it: not for a wait
+/// without a time limit (retried as it was), nor for a zero one (over at
+/// once).
+#[inline]
 pub(crate) fn retry_interrupted<T>(
     timeout: Option<Duration>,
+    wait: impl FnMut(Option<&Timespec>) -> rustix::io::Result<T>,
+    on_timeout: T,
+) -> io::Result<T> {
+    retry_interrupted_at(timeout, timeout.map(timespec), wait, on_timeout)
+}
+
+/// [`retry_interrupted`] with `timeout` already converted (`spec`).
+#[inline]
+pub(crate) fn retry_interrupted_at<T>(
+    timeout: Option<Duration>,
+    spec: Option<Timespec>,
     mut wait: impl FnMut(Option<&Timespec>) -> rustix::io::Result<T>,
     on_timeout: T,
 ) -> io::Result<T> {
-    let deadline = timeout.map(|t| (Instant::now(), t));
-    let mut spec = timeout.map(timespec);
+    let start = match timeout {
+        Some(t) if !t.is_zero() => Some(Instant::now()),
+        _ => None,
+    };
+    match wait(spec.as_ref()) {
+        Ok(v) => Ok(v),
+        Err(rustix::io::Errno::INTR) => retry(timeout, start, spec, wait, on_timeout),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// [`retry_interrupted`] after a signal: waits again with what is left of
+/// `timeout` counted from `start` (no `start`: a zero timeout, over), or
+/// without a limit as before.
+#[cold]
+#[inline(never)]
+fn retry<T>(
+    timeout: Option<Duration>,
+    start: Option<Instant>,
+    mut spec: Option<Timespec>,
+    mut wait: impl FnMut(Option<&Timespec>) -> rustix::io::Result<T>,
+    on_timeout: T,
+) -> io::Result<T> {
     loop {
+        if let Some(total) = timeout {
+            let elapsed = start.map_or(Duration::ZERO, |s| s.elapsed());
+            if elapsed >= total {
+                return Ok(on_timeout);
+            }
+            spec = Some(timespec(total - elapsed));
+        }
         match wait(spec.as_ref()) {
             Ok(v) => return Ok(v),
-            Err(rustix::io::Errno::INTR) => {
-                if let Some((start, total)) = deadline {
-                    let elapsed = start.elapsed();
-                    if elapsed >= total {
-                        return Ok(on_timeout);
-                    }
-                    spec = Some(timespec(total - elapsed));
-                }
-            }
+            Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -312,6 +399,7 @@ pub(crate) fn retry_interrupted<T>(
 /// Rounds a non-zero timeout below one millisecond up to one millisecond, on
 /// every backend alike: asyncore's `poll2` truncated 0.9 ms to 0 and spun
 /// (D25); `select` and `ppoll` would honour 100 ns and nearly spin.
+#[inline]
 pub(crate) fn round_up_to_millis(timeout: Duration) -> Duration {
     if timeout > Duration::ZERO && timeout < Duration::from_millis(1) {
         Duration::from_millis(1)
@@ -327,6 +415,7 @@ pub(crate) const MAX_WAIT: Duration = Duration::from_millis(i32::MAX as u64);
 /// A duration as a `Timespec`, capped at [`MAX_WAIT`]. rustix rounds a
 /// `Timespec` up to whole milliseconds for `epoll_wait`, so 0.1 ms waits 1 ms
 /// rather than busy-polling.
+#[inline]
 pub(crate) fn timespec(d: Duration) -> Timespec {
     let d = d.min(MAX_WAIT);
     Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as _ }

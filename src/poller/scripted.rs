@@ -9,7 +9,7 @@ use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::{Event, Kernel, Source};
+use super::{Event, Events, Kernel, Source};
 
 /// Alters what one wait reports.
 pub(crate) trait Script {
@@ -43,7 +43,7 @@ impl Scripted {
         &mut self,
         kernel: &mut Kernel,
         sources: impl Iterator<Item = Source<'a>>,
-        events: &mut Vec<Event>,
+        events: &mut Events,
     ) -> io::Result<()> {
         self.live.clear();
         let live = &mut self.live;
@@ -52,7 +52,7 @@ impl Scripted {
         // A backend that keeps its registrations reads no source: the script
         // still learns every live key.
         sources.for_each(drop);
-        self.script.borrow_mut().adjust(&self.live, events);
+        self.script.borrow_mut().adjust(&self.live, events.flatten());
         Ok(())
     }
 }
