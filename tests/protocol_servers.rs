@@ -4,7 +4,7 @@
 //! `redis-benchmark` for RESP, plain `TcpStream`s for the chat room and for
 //! the byte-exact protocol checks.
 //!
-//! The tests that drive an external client are `#[ignore]`d, so that
+//! The tests that drive an external client are ignored, each with its reason, so that
 //! `cargo test` passes on a machine with only Rust: `.ci/run` installs the
 //! clients (`apt-get install -y curl wrk redis-tools`) and runs them with
 //! `cargo build --all-features --examples` then
