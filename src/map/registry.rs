@@ -17,77 +17,90 @@ use crate::timer::Timers;
 use crate::token::{Token, next_map_id};
 use crate::trace::{Joined, Recorder, SharedTrace, Traced};
 
-/// What a slot holds.
-#[derive(Default)]
-enum Held {
-    /// No channel (never had one, or its channel closed).
-    #[default]
-    Vacant,
-    /// A channel, waiting for readiness.
-    Occupied(Box<dyn Entry>),
-    /// A channel taken out while its own callback runs.
-    Busy,
-}
-
-/// One descriptor number's place in the map.
+/// One descriptor number's place in the map: 24 bytes, since the map holds
+/// one per descriptor number up to the highest in use, idle or not.
+///
+/// A slot is vacant (no channel), occupied (a channel waiting for
+/// readiness) or busy (its channel taken out while its own callback runs).
+/// The three states are `entry` and the `BUSY` flag together, rather than an
+/// enum with a `Busy` variant: such an enum cannot hide its tag in the boxed
+/// pointer and would make every slot 8 bytes larger.
 #[derive(Default)]
 struct Slot {
+    entry: Option<Box<dyn Entry>>,
     generation: u32,
     /// The interest the poller knows for this channel.
     interest: Interest,
-    /// A regular file: never given to the kernel, always reported ready.
-    always_ready: bool,
-    /// rolecore's own (the waker): not counted, so it never keeps a loop
-    /// alive.
-    daemon: bool,
-    /// A listening socket: an idle timeout is refused for it.
-    listener: bool,
-    held: Held,
+    flags: u8,
 }
+
+static_assertions::const_assert!(std::mem::size_of::<Slot>() <= 24);
+
+/// The channel is out of its slot while its own callback runs.
+const BUSY: u8 = 1;
+/// A regular file: never given to the kernel, always reported ready.
+const ALWAYS_READY: u8 = 2;
+/// rolecore's own (the waker): not counted, so it never keeps a loop alive.
+const DAEMON: u8 = 4;
+/// A listening socket: an idle timeout is refused for it.
+const LISTENER: u8 = 8;
 
 impl Slot {
     /// The channel waiting here, if any (not while its callback runs).
     #[inline]
     fn entry(&self) -> Option<&dyn Entry> {
-        match &self.held {
-            Held::Occupied(entry) => Some(&**entry),
-            _ => None,
-        }
+        self.entry.as_deref()
     }
 
     #[inline]
     fn entry_mut(&mut self) -> Option<&mut dyn Entry> {
-        match &mut self.held {
-            Held::Occupied(entry) => Some(&mut **entry),
-            _ => None,
-        }
+        self.entry.as_deref_mut()
     }
 
     #[inline]
     fn is_occupied(&self) -> bool {
-        matches!(self.held, Held::Occupied(_))
+        self.entry.is_some()
     }
 
     /// A channel is here, waiting or in its callback.
     #[inline]
     fn is_live(&self) -> bool {
-        !matches!(self.held, Held::Vacant)
+        self.entry.is_some() || self.has(BUSY)
+    }
+
+    #[inline]
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    #[inline]
+    fn set(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+    }
+
+    #[inline]
+    fn always_ready(&self) -> bool {
+        self.has(ALWAYS_READY)
     }
 
     /// Takes the channel out for its callback (or to close it): the slot is
     /// busy until it is put back or discarded.
     #[inline]
     fn take(&mut self) -> Option<Box<dyn Entry>> {
-        match std::mem::take(&mut self.held) {
-            Held::Occupied(entry) => {
-                self.held = Held::Busy;
-                Some(entry)
-            }
-            other => {
-                self.held = other;
-                None
-            }
-        }
+        let entry = self.entry.take()?;
+        self.flags |= BUSY;
+        Some(entry)
+    }
+
+    /// Puts a channel (back) in: the slot is occupied.
+    #[inline]
+    fn hold(&mut self, entry: Box<dyn Entry>) {
+        self.entry = Some(entry);
+        self.flags &= !BUSY;
     }
 }
 
@@ -205,7 +218,7 @@ impl Registry {
         }
         let listener = channel.takes_no_idle_timeout(Seal(()));
         self.place(token, channel.into_entry(handler, Seal(())), interest, always_ready, false);
-        self.slots[token.index() as usize].listener = listener;
+        self.slots[token.index() as usize].set(LISTENER, listener);
         Ok(token)
     }
 
@@ -236,10 +249,10 @@ impl Registry {
         };
         let slot = &mut self.slots[token.index() as usize];
         slot.interest = interest;
-        slot.always_ready = always_ready;
-        slot.daemon = daemon;
-        slot.listener = false;
-        slot.held = Held::Occupied(entry);
+        slot.flags = 0;
+        slot.set(ALWAYS_READY, always_ready);
+        slot.set(DAEMON, daemon);
+        slot.hold(entry);
         self.len += usize::from(!daemon);
         self.always_ready += usize::from(always_ready);
     }
@@ -264,7 +277,7 @@ impl Registry {
         };
         let slot = &mut self.slots[token.index() as usize];
         let changed = interest != slot.interest;
-        slot.held = Held::Occupied(entry);
+        slot.hold(entry);
         if changed && !self.rewatch(token, interest) {
             return;
         }
@@ -282,7 +295,7 @@ impl Registry {
         let slot = &mut self.slots[token.index() as usize];
         slot.interest = interest;
         let Some(entry) = slot.entry() else { return true };
-        if slot.always_ready {
+        if slot.always_ready() {
             return true;
         }
         let Err(e) = self.poller.reregister(entry.fd(), token.key(), interest) else { return true };
@@ -305,7 +318,7 @@ impl Registry {
     /// instead, which forgets the one it can no longer name.
     pub(crate) fn discard(&mut self, token: Token, entry: Box<dyn Entry>) {
         let slot = &mut self.slots[token.index() as usize];
-        if !slot.always_ready && self.poller.keeps_registrations() {
+        if !slot.always_ready() && self.poller.keeps_registrations() {
             if entry.fd().as_raw_fd() as u32 == token.index() {
                 // Only fails if the kernel already forgot the descriptor.
                 let _ = self.poller.deregister(entry.fd());
@@ -313,8 +326,8 @@ impl Registry {
                 self.orphans = true;
             }
         }
-        self.always_ready -= usize::from(slot.always_ready);
-        self.len -= usize::from(!slot.daemon);
+        self.always_ready -= usize::from(slot.always_ready());
+        self.len -= usize::from(!slot.has(DAEMON));
         if !self.timers.is_empty() {
             self.timers.remove(token);
         }
@@ -382,7 +395,7 @@ impl Registry {
         for index in 0..self.slots.len() {
             let slot = &self.slots[index];
             let Some(entry) = slot.entry() else { continue };
-            if slot.always_ready {
+            if slot.always_ready() {
                 continue;
             }
             let key = self.token(index, slot.generation).key();
@@ -419,7 +432,7 @@ impl Registry {
 
     pub(crate) fn set_idle_timeout(&mut self, token: Token, idle: Option<Duration>) -> bool {
         let live = self.live(token).is_some();
-        if live && idle.is_some() && self.slots[token.index() as usize].listener {
+        if live && idle.is_some() && self.slots[token.index() as usize].has(LISTENER) {
             // Nearly always `cx.set_idle_timeout(cx.token(), ..)` written in
             // `handle_accepted` for the new connection: it would close the
             // listener when no connection came for a while, and the server
@@ -475,7 +488,7 @@ impl Registry {
         for index in 0..self.slots.len() {
             let slot = &self.slots[index];
             let Some(entry) = slot.entry() else { continue };
-            if slot.daemon || !which(entry) {
+            if slot.has(DAEMON) || !which(entry) {
                 continue;
             }
             let token = self.token(index, slot.generation);
@@ -521,8 +534,8 @@ impl Registry {
         let mut flags = always.into_iter();
         let mut count = 0;
         for slot in self.slots.iter_mut().filter(|s| s.is_occupied()) {
-            let always_ready = slot.always_ready || flags.next().unwrap_or(false);
-            slot.always_ready = always_ready;
+            let always_ready = slot.always_ready() || flags.next().unwrap_or(false);
+            slot.set(ALWAYS_READY, always_ready);
             count += usize::from(always_ready);
         }
         self.always_ready = count;
@@ -558,7 +571,7 @@ impl Registry {
         // A regular file that wants something is ready now: do not sleep. One
         // that wants nothing must not turn the wait into a busy loop.
         let files_ready = self.always_ready > 0
-            && self.slots.iter().any(|s| s.always_ready && s.is_occupied() && !s.interest.is_empty());
+            && self.slots.iter().any(|s| s.always_ready() && s.is_occupied() && !s.interest.is_empty());
         let timeout = if files_ready { Some(Duration::ZERO) } else { timeout };
         let next_wake = match (self.timers.next_wake(), self.shutdown) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -572,14 +585,14 @@ impl Registry {
             None => timeout,
         };
         let (slots, id) = (&self.slots, self.id);
-        let sources = slots.iter().enumerate().filter(|(_, s)| !s.always_ready).filter_map(|(i, s)| {
+        let sources = slots.iter().enumerate().filter(|(_, s)| !s.always_ready()).filter_map(|(i, s)| {
             let entry = s.entry()?;
             let key = Token::new(i as u32, s.generation, id).key();
             Some(Source { fd: entry.fd(), key, interest: s.interest })
         });
         self.poller.wait(sources, events, timeout)?;
         if files_ready {
-            for (i, s) in self.slots.iter().enumerate().filter(|(_, s)| s.always_ready && s.is_occupied()) {
+            for (i, s) in self.slots.iter().enumerate().filter(|(_, s)| s.always_ready() && s.is_occupied()) {
                 let mut r = Readiness::EMPTY;
                 if s.interest.is_readable() {
                     r |= Readiness::READABLE;
