@@ -150,6 +150,17 @@ macro_rules! ask {
     };
 }
 
+/// Forwards `handle_error`; a busy handler cannot take it (see
+/// [`re_entered`]).
+macro_rules! report {
+    ($self:ident, $cx:ident, |$h:ident| $call:expr) => {
+        match $self.0.try_borrow_mut() {
+            Ok(mut $h) => $call,
+            Err(_) => re_entered::<H>($cx),
+        }
+    };
+}
+
 /// Forwards a callback that returns nothing.
 macro_rules! tell {
     ($self:ident, |$h:ident| $call:expr) => {
@@ -188,10 +199,7 @@ impl<T: Transport, H: StreamHandler<T>> StreamHandler<T> for Kept<H> {
         tell!(self, |h| h.handle_close(ch, cx))
     }
     fn handle_error(&mut self, ch: &mut T, error: io::Error, cx: &mut Ctx<'_>) {
-        match self.0.try_borrow_mut() {
-            Ok(mut h) => h.handle_error(ch, error, cx),
-            Err(_) => re_entered::<H>(cx),
-        }
+        report!(self, cx, |h| h.handle_error(ch, error, cx))
     }
 }
 
@@ -217,10 +225,7 @@ impl<H: AcceptHandler> AcceptHandler for Kept<H> {
         tell!(self, |h| h.handle_close(ch, cx))
     }
     fn handle_error(&mut self, ch: &mut Channel<Listening>, error: io::Error, cx: &mut Ctx<'_>) {
-        match self.0.try_borrow_mut() {
-            Ok(mut h) => h.handle_error(ch, error, cx),
-            Err(_) => re_entered::<H>(cx),
-        }
+        report!(self, cx, |h| h.handle_error(ch, error, cx))
     }
 }
 
@@ -244,10 +249,7 @@ impl<H: FileHandler> FileHandler for Kept<H> {
         tell!(self, |h| h.handle_close(ch, cx))
     }
     fn handle_error(&mut self, ch: &mut Channel<FileFd>, error: io::Error, cx: &mut Ctx<'_>) {
-        match self.0.try_borrow_mut() {
-            Ok(mut h) => h.handle_error(ch, error, cx),
-            Err(_) => re_entered::<H>(cx),
-        }
+        report!(self, cx, |h| h.handle_error(ch, error, cx))
     }
 }
 
@@ -271,10 +273,7 @@ impl<R: DatagramRole, H: DatagramHandler<R>> DatagramHandler<R> for Kept<H> {
         tell!(self, |h| h.handle_close(ch, cx))
     }
     fn handle_error(&mut self, ch: &mut Channel<R>, error: io::Error, cx: &mut Ctx<'_>) {
-        match self.0.try_borrow_mut() {
-            Ok(mut h) => h.handle_error(ch, error, cx),
-            Err(_) => re_entered::<H>(cx),
-        }
+        report!(self, cx, |h| h.handle_error(ch, error, cx))
     }
 }
 

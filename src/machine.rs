@@ -72,9 +72,9 @@ pub enum Step {
     ConnectFailed,
     /// A listener is readable: `handle_accept`.
     Accept,
-    /// `handle_read`.
+    /// Data or the end of the stream is there: `handle_read`.
     Read,
-    /// `handle_write`.
+    /// There is room to send: `handle_write`.
     Write,
     /// Priority data: `handle_expt`.
     Expt,
@@ -582,17 +582,14 @@ mod tests {
     #[test]
     fn every_readiness_a_backend_can_report_is_delivered() {
         let asked = |i: Interest| {
-            let mut r = Readiness::HANGUP | Readiness::ERROR;
-            if i.is_readable() {
-                r |= Readiness::READABLE;
-            }
-            if i.is_writable() {
-                r |= Readiness::WRITABLE;
-            }
-            if i.is_priority() {
-                r |= Readiness::PRIORITY;
-            }
-            r
+            [
+                (i.is_readable(), Readiness::READABLE),
+                (i.is_writable(), Readiness::WRITABLE),
+                (i.is_priority(), Readiness::PRIORITY),
+            ]
+            .into_iter()
+            .filter(|&(wanted, _)| wanted)
+            .fold(Readiness::HANGUP | Readiness::ERROR, |r, (_, bit)| r | bit)
         };
         for phase in [Phase::Connected, Phase::Listening, Phase::File, Phase::Datagram] {
             for ib in 0..8u8 {

@@ -78,11 +78,7 @@ impl Channel<UnboundDatagram> {
         self,
         addr: impl ToAddress,
     ) -> Result<Channel<Datagram>, RoleError<Channel<UnboundDatagram>>> {
-        let result = addr.to_address().and_then(|a| a.to_any()).and_then(|a| Ok(net::bind(&self.fd, &a)?));
-        match result {
-            Ok(()) => Ok(self.into_role()),
-            Err(e) => Err(RoleError::new(e, self)),
-        }
+        with_address(self, addr, |fd, a| net::bind(fd, a))
     }
 
     /// Uses the socket without binding it: the kernel gives a UDP socket a
@@ -105,8 +101,17 @@ fn connect<R: super::Role>(
     ch: Channel<R>,
     addr: impl ToAddress,
 ) -> Result<Channel<ConnectedDatagram>, RoleError<Channel<R>>> {
-    let result = addr.to_address().and_then(|a| a.to_any()).and_then(|a| Ok(net::connect(&ch.fd, &a)?));
-    match result {
+    with_address(ch, addr, |fd, a| net::connect(fd, a))
+}
+
+/// Binds or connects (`op`) the socket to `addr`, moving it to role `S`; a
+/// failure gives the socket back in its role `R`.
+fn with_address<R: super::Role, S: super::Role, A: ToAddress>(
+    ch: Channel<R>,
+    addr: A,
+    op: fn(&std::os::fd::OwnedFd, &net::SocketAddrAny) -> rustix::io::Result<()>,
+) -> Result<Channel<S>, RoleError<Channel<R>>> {
+    match addr.to_address().and_then(|a| a.to_any()).and_then(|a| Ok(op(&ch.fd, &a)?)) {
         Ok(()) => Ok(ch.into_role()),
         Err(e) => Err(RoleError::new(e, ch)),
     }

@@ -40,6 +40,25 @@ pub(crate) trait Dispatch: 'static {
     }
 }
 
+/// The [`Dispatch`] accessors of an entry that holds its `channel` and its
+/// `handler` in fields of those names (files, datagram sockets, listeners).
+macro_rules! channel_and_handler {
+    () => {
+        fn handler(&self) -> &dyn std::any::Any {
+            &self.handler
+        }
+
+        fn handler_mut(&mut self) -> &mut dyn std::any::Any {
+            &mut self.handler
+        }
+
+        fn describe(&self) -> String {
+            format!("{:?}", self.channel)
+        }
+    };
+}
+pub(super) use channel_and_handler;
+
 /// What the loop does with a channel after a callback: the descriptor check
 /// and the predicates run here, where the entry's type is known, instead of
 /// as two more virtual calls from the map.
@@ -195,6 +214,21 @@ pub(super) fn run<H, C, R: Role>(
     }
     outcome.closed = cx.is_closing();
     outcome
+}
+
+/// The channel is done (its peer left, or its descriptor hung up):
+/// `handle_close`, then out of the map. Returns the empty outcome a step
+/// that ends the wake-up records.
+#[inline(always)]
+pub(super) fn closing(
+    tr: &impl Tracer,
+    cx: &mut Ctx<'_>,
+    handle_close: impl FnOnce(&mut Ctx<'_>),
+) -> Outcome {
+    tr.call(Callback::Close);
+    handle_close(cx);
+    cx.close();
+    Outcome::default()
 }
 
 /// The channel itself, for `run`'s `channel` argument when the callbacks

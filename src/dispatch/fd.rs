@@ -3,14 +3,13 @@
 //! connection to track, so one entry, generic over the handler kind
 //! ([`FdHandler`]), serves both.
 
-use std::any::Any;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use super::entry::{Dispatch, run, same};
+use super::entry::{Dispatch, channel_and_handler, closing, run, same};
 use crate::channel::{Channel, ConnectedDatagram, Datagram, DatagramRole, FileFd, Role};
 use crate::handler::{DatagramHandler, FileHandler};
-use crate::machine::{Outcome, Phase, Step, Wakeup};
+use crate::machine::{Phase, Step, Wakeup};
 use crate::map::{Ctx, Entry, Register, RegisterSealed};
 use crate::readiness::{Interest, Readiness};
 use crate::seal::EntryProof;
@@ -103,12 +102,7 @@ impl<R: Role, H: FdHandler<R>> Dispatch for FdEntry<R, H> {
                     run(handler, ch, cx, tr, Callback::Write, same, H::handle_write, H::handle_error)
                 }
                 // Files only: a datagram socket's readiness never closes it.
-                Step::Close => {
-                    tr.call(Callback::Close);
-                    handler.handle_close(ch, cx);
-                    cx.close();
-                    Outcome::default()
-                }
+                Step::Close => closing(tr, cx, |cx| handler.handle_close(ch, cx)),
                 _ => unreachable!("a file or datagram socket only reads, writes or closes"),
             };
             wakeup.record(outcome);
@@ -125,17 +119,7 @@ impl<R: Role, H: FdHandler<R>> Dispatch for FdEntry<R, H> {
         self.handler.handle_close(&mut self.channel, cx);
     }
 
-    fn handler(&self) -> &dyn Any {
-        &self.handler
-    }
-
-    fn handler_mut(&mut self) -> &mut dyn Any {
-        &mut self.handler
-    }
-
-    fn describe(&self) -> String {
-        format!("{:?}", self.channel)
-    }
+    channel_and_handler!();
 
     fn joined(&self) -> Joined {
         H::JOINED

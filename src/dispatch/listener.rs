@@ -2,12 +2,11 @@
 //! process runs out of descriptors (asyncore's default `handle_error` closed
 //! the listener then, P1).
 
-use std::any::Any;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use super::entry::{Dispatch, run, same};
+use super::entry::{Dispatch, channel_and_handler, closing, run, same};
 use crate::channel::{Channel, Listening, Observed};
 use crate::handler::AcceptHandler;
 use crate::machine::{Outcome, Phase, Step, Wakeup};
@@ -98,12 +97,7 @@ impl<H: AcceptHandler> Dispatch for ListenerEntry<H> {
                     }
                     outcome
                 }
-                Step::Close => {
-                    tr.call(Callback::Close);
-                    handler.handle_close(ch, cx);
-                    cx.close();
-                    Outcome::default()
-                }
+                Step::Close => closing(tr, cx, |cx| handler.handle_close(ch, cx)),
                 _ => unreachable!("a listener only accepts or closes"),
             };
             wakeup.record(outcome);
@@ -139,17 +133,7 @@ impl<H: AcceptHandler> Dispatch for ListenerEntry<H> {
         handler.handle_close(ch, cx);
     }
 
-    fn handler(&self) -> &dyn Any {
-        &self.handler
-    }
-
-    fn handler_mut(&mut self) -> &mut dyn Any {
-        &mut self.handler
-    }
-
-    fn describe(&self) -> String {
-        format!("{:?}", self.channel)
-    }
+    channel_and_handler!();
 
     fn joined(&self) -> Joined {
         Joined::Listening

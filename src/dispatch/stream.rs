@@ -6,7 +6,7 @@ use std::any::Any;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use super::entry::{Dispatch, run};
+use super::entry::{Dispatch, closing, run};
 use crate::buffered::Buffered;
 use crate::channel::{Channel, Connected, Connecting, Observed};
 use crate::chat::AsyncChat;
@@ -86,9 +86,7 @@ impl<T: Transport, H: StreamHandler<T>> Dispatch for StreamEntry<T, H> {
                 cx.close();
             }
             StreamState::Connected(t) if self.draining => {
-                tr.call(Callback::Close);
-                handler.handle_close(t, cx);
-                cx.close();
+                closing(tr, cx, |cx| handler.handle_close(t, cx));
             }
             StreamState::Connected(t) => {
                 run(
@@ -170,9 +168,7 @@ impl<T: Transport, H: StreamHandler<T>> StreamEntry<T, H> {
             && self.draining
         {
             if drained(t, readiness) {
-                tr.call(Callback::Close);
-                self.handler.handle_close(t, cx);
-                cx.close();
+                closing(tr, cx, |cx| self.handler.handle_close(t, cx));
             }
             return;
         }
@@ -273,9 +269,7 @@ fn close<T: Transport, H: StreamHandler<T>>(
         *draining = true;
         return;
     }
-    tr.call(Callback::Close);
-    handler.handle_close(t, cx);
-    cx.close();
+    closing(tr, cx, |cx| handler.handle_close(t, cx));
 }
 
 /// One write event of a draining stream; whether it is done (queue empty,
