@@ -19,24 +19,32 @@ use crate::token::Token;
 use crate::trace::{Callback, Joined, Tracer};
 use crate::transport::{Pending, Transport};
 
+/// Where a stream is. Connected is inline: it is the state of nearly every
+/// stream at nearly every wake-up, and with the rare states behind one box
+/// the enum needs no tag of its own (it lives in the descriptor's niche), so
+/// an idle connection's entry is as small as its transport and handler.
 enum StreamState<T: Transport> {
-    Connecting(T::Pending),
     Connected(T),
-    /// Only inside [`StreamEntry::connected`], for the instant the connecting
-    /// transport is moved out to become the connected one.
+    Rare(Box<Rare<T>>),
+}
+
+/// The states a stream is in once, briefly, if ever.
+enum Rare<T: Transport> {
+    Connecting(T::Pending),
+    /// The peer ended its side of the stream while output was still queued:
+    /// no more reads, the queue goes out, then `handle_close` (P14: asyncore
+    /// dropped it).
+    Draining(T),
+    /// Only for the instant a transport moves from one state to the next.
     Moving,
 }
 
 pub(crate) struct StreamEntry<T: Transport, H> {
     state: StreamState<T>,
-    /// The peer ended its side of the stream while output was still queued:
-    /// no more reads, the queue goes out, then `handle_close` (P14: asyncore
-    /// dropped it).
-    draining: bool,
     handler: H,
 }
 
-const MOVING: &str = "a stream is Moving only inside StreamEntry::connected";
+const MOVING: &str = "a stream is Moving only while StreamEntry changes its state";
 
 fn stream_interest<T: Transport, H: StreamHandler<T>>(handler: &H, t: &T) -> Interest {
     Interest::from_predicates(!t.is_backlogged() && handler.readable(t), handler.writable(t), true)
@@ -45,19 +53,22 @@ fn stream_interest<T: Transport, H: StreamHandler<T>>(handler: &H, t: &T) -> Int
 impl<T: Transport, H: StreamHandler<T>> Dispatch for StreamEntry<T, H> {
     fn fd(&self) -> BorrowedFd<'_> {
         match &self.state {
-            StreamState::Connecting(p) => p.channel().as_fd(),
             StreamState::Connected(t) => t.channel().as_fd(),
-            StreamState::Moving => unreachable!("{MOVING}"),
+            StreamState::Rare(rare) => match &**rare {
+                Rare::Connecting(p) => p.channel().as_fd(),
+                Rare::Draining(t) => t.channel().as_fd(),
+                Rare::Moving => unreachable!("{MOVING}"),
+            },
         }
     }
 
     fn interest(&self) -> Interest {
         match &self.state {
-            StreamState::Connected(t) if !self.draining => stream_interest(&self.handler, t),
+            StreamState::Connected(t) => stream_interest(&self.handler, t),
             // Connecting: completion and failure both show as writability
             // (and hang-up/error, which are always watched). Draining: the
             // queue goes out.
-            _ => Interest::WRITE,
+            StreamState::Rare(_) => Interest::WRITE,
         }
     }
 
@@ -65,14 +76,17 @@ impl<T: Transport, H: StreamHandler<T>> Dispatch for StreamEntry<T, H> {
     #[inline(always)]
     fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>, tr: &impl Tracer) {
         if let StreamState::Connected(t) = &mut self.state
-            && !self.draining
             && let Some(plain) = Plain::new(interest, readiness)
         {
-            let (handler, draining) = (&mut self.handler, &mut self.draining);
-            return plain.run(
+            let (handler, mut drain) = (&mut self.handler, false);
+            plain.run(
                 #[inline(always)]
-                |step| connected_step(handler, t, draining, step, readiness, cx, tr),
+                |step| connected_step(handler, t, &mut drain, step, readiness, cx, tr),
             );
+            if drain {
+                self.start_draining();
+            }
+            return;
         }
         self.general_wakeup(readiness, interest, cx, tr);
     }
@@ -80,14 +94,6 @@ impl<T: Transport, H: StreamHandler<T>> Dispatch for StreamEntry<T, H> {
     fn timeout(&mut self, cx: &mut Ctx<'_>, tr: &impl Tracer) {
         let handler = &mut self.handler;
         match &mut self.state {
-            StreamState::Connecting(_) => {
-                tr.call(Callback::ConnectFailed);
-                handler.handle_connect_failed(io::ErrorKind::TimedOut.into(), cx);
-                cx.close();
-            }
-            StreamState::Connected(t) if self.draining => {
-                closing(tr, cx, |cx| handler.handle_close(t, cx));
-            }
             StreamState::Connected(t) => {
                 run(
                     handler,
@@ -100,26 +106,39 @@ impl<T: Transport, H: StreamHandler<T>> Dispatch for StreamEntry<T, H> {
                     H::handle_error,
                 );
             }
-            StreamState::Moving => {}
+            StreamState::Rare(rare) => match &mut **rare {
+                Rare::Connecting(_) => {
+                    tr.call(Callback::ConnectFailed);
+                    handler.handle_connect_failed(io::ErrorKind::TimedOut.into(), cx);
+                    cx.close();
+                }
+                Rare::Draining(t) => {
+                    closing(tr, cx, |cx| handler.handle_close(t, cx));
+                }
+                Rare::Moving => {}
+            },
         }
     }
 
     fn shut(&mut self, cx: &mut Ctx<'_>, tr: &impl Tracer) {
-        match &mut self.state {
-            StreamState::Connecting(_) => {
-                tr.call(Callback::ConnectFailed);
-                let error = io::Error::new(
-                    io::ErrorKind::Interrupted,
-                    "the loop shut down before the connect completed",
-                );
-                self.handler.handle_connect_failed(error, cx);
-            }
-            StreamState::Connected(t) => {
-                tr.call(Callback::Close);
-                self.handler.handle_close(t, cx);
-            }
-            StreamState::Moving => {}
-        }
+        let handler = &mut self.handler;
+        let t = match &mut self.state {
+            StreamState::Connected(t) => t,
+            StreamState::Rare(rare) => match &mut **rare {
+                Rare::Draining(t) => t,
+                Rare::Connecting(_) => {
+                    tr.call(Callback::ConnectFailed);
+                    let error = io::Error::new(
+                        io::ErrorKind::Interrupted,
+                        "the loop shut down before the connect completed",
+                    );
+                    return handler.handle_connect_failed(error, cx);
+                }
+                Rare::Moving => return,
+            },
+        };
+        tr.call(Callback::Close);
+        handler.handle_close(t, cx);
     }
 
     fn handler(&self) -> &dyn Any {
@@ -131,24 +150,27 @@ impl<T: Transport, H: StreamHandler<T>> Dispatch for StreamEntry<T, H> {
     }
 
     fn joined(&self) -> Joined {
-        match self.state {
-            StreamState::Connecting(_) => Joined::Connecting,
+        match &self.state {
+            StreamState::Rare(rare) if matches!(**rare, Rare::Connecting(_)) => Joined::Connecting,
             _ => Joined::Connected,
         }
     }
 
     fn stream_parts(&mut self) -> Option<(&mut dyn Any, &mut dyn Any)> {
         match &mut self.state {
-            StreamState::Connected(t) if !self.draining => Some((t, &mut self.handler)),
-            _ => None,
+            StreamState::Connected(t) => Some((t, &mut self.handler)),
+            StreamState::Rare(_) => None,
         }
     }
 
     fn describe(&self) -> String {
         match &self.state {
-            StreamState::Connecting(p) => format!("{:?}", p.channel()),
             StreamState::Connected(t) => format!("{:?}", t.channel()),
-            StreamState::Moving => String::new(),
+            StreamState::Rare(rare) => match &**rare {
+                Rare::Connecting(p) => format!("{:?}", p.channel()),
+                Rare::Draining(t) => format!("{:?}", t.channel()),
+                Rare::Moving => String::new(),
+            },
         }
     }
 }
@@ -164,23 +186,25 @@ impl<T: Transport, H: StreamHandler<T>> StreamEntry<T, H> {
         cx: &mut Ctx<'_>,
         tr: &impl Tracer,
     ) {
-        if let StreamState::Connected(t) = &mut self.state
-            && self.draining
-        {
-            if drained(t, readiness) {
-                closing(tr, cx, |cx| self.handler.handle_close(t, cx));
-            }
-            return;
-        }
-        let phase = match self.state {
-            StreamState::Connecting(_) => Phase::Connecting,
-            _ => Phase::Connected,
+        let phase = match &mut self.state {
+            StreamState::Connected(_) => Phase::Connected,
+            StreamState::Rare(rare) => match &mut **rare {
+                Rare::Connecting(_) => Phase::Connecting,
+                Rare::Draining(t) => {
+                    if drained(t, readiness) {
+                        closing(tr, cx, |cx| self.handler.handle_close(t, cx));
+                    }
+                    return;
+                }
+                Rare::Moving => return,
+            },
         };
         let mut wakeup = Wakeup::new(phase, interest, readiness);
         let mut failure = None;
         while let Some(step) = wakeup.next_step() {
             match (step, &mut self.state) {
-                (Step::CheckConnect, StreamState::Connecting(pending)) => {
+                (Step::CheckConnect, StreamState::Rare(rare)) => {
+                    let Rare::Connecting(pending) = &**rare else { break };
                     let result = pending.channel().connect_result();
                     wakeup.connect_result(result.is_ok());
                     match result {
@@ -196,25 +220,46 @@ impl<T: Transport, H: StreamHandler<T>> StreamEntry<T, H> {
                     cx.close();
                 }
                 (_, StreamState::Connected(t)) => {
-                    let handler = &mut self.handler;
-                    let outcome = connected_step(handler, t, &mut self.draining, step, readiness, cx, tr);
+                    let (handler, mut drain) = (&mut self.handler, false);
+                    let outcome = connected_step(handler, t, &mut drain, step, readiness, cx, tr);
                     if step == Step::Connect {
                         wakeup.set_interest(stream_interest(handler, t));
                     }
                     wakeup.record(outcome);
+                    if drain {
+                        // The close step ends the wake-up: nothing follows.
+                        self.start_draining();
+                        break;
+                    }
                 }
-                _ => unreachable!("the machine delivers stream events only once connected"),
+                // The machine delivers stream events only once connected.
+                (_, StreamState::Rare(_)) => break,
             }
         }
     }
 
     /// The connect completed: the connecting transport becomes the
-    /// connected one. The only place the state is `Moving`.
+    /// connected one.
     fn connected(&mut self) {
-        if let StreamState::Connecting(_) = self.state
-            && let StreamState::Connecting(pending) = std::mem::replace(&mut self.state, StreamState::Moving)
+        if let StreamState::Rare(rare) = &mut self.state
+            && let Rare::Connecting(_) = **rare
+            && let Rare::Connecting(pending) = std::mem::replace(&mut **rare, Rare::Moving)
         {
             self.state = StreamState::Connected(pending.into_ready(Seal(())));
+        }
+    }
+
+    /// The peer ended its side with output still queued: the connected
+    /// transport moves into the draining state (one allocation, once in the
+    /// stream's life).
+    #[cold]
+    fn start_draining(&mut self) {
+        if let StreamState::Connected(_) = self.state
+            && let StreamState::Connected(t) =
+                std::mem::replace(&mut self.state, StreamState::Rare(Box::new(Rare::Moving)))
+            && let StreamState::Rare(rare) = &mut self.state
+        {
+            **rare = Rare::Draining(t);
         }
     }
 }
@@ -224,7 +269,7 @@ impl<T: Transport, H: StreamHandler<T>> StreamEntry<T, H> {
 fn connected_step<T: Transport, H: StreamHandler<T>>(
     handler: &mut H,
     t: &mut T,
-    draining: &mut bool,
+    drain: &mut bool,
     step: Step,
     readiness: Readiness,
     cx: &mut Ctx<'_>,
@@ -244,7 +289,7 @@ fn connected_step<T: Transport, H: StreamHandler<T>>(
             run(handler, t, cx, tr, Callback::Expt, T::channel_mut, H::handle_expt, H::handle_error)
         }
         Step::Close => {
-            close(handler, t, draining, readiness, cx, tr);
+            close(handler, t, drain, readiness, cx, tr);
             Outcome::default()
         }
         Step::CheckConnect | Step::ConnectFailed | Step::Accept => {
@@ -260,13 +305,13 @@ fn connected_step<T: Transport, H: StreamHandler<T>>(
 fn close<T: Transport, H: StreamHandler<T>>(
     handler: &mut H,
     t: &mut T,
-    draining: &mut bool,
+    drain: &mut bool,
     readiness: Readiness,
     cx: &mut Ctx<'_>,
     tr: &impl Tracer,
 ) {
     if t.has_queued_output() && t.channel().observed().has(Observed::EOF) && !readiness.is_error() {
-        *draining = true;
+        *drain = true;
         return;
     }
     closing(tr, cx, |cx| handler.handle_close(t, cx));
@@ -301,7 +346,7 @@ macro_rules! register_stream {
             }
             fn into_entry(self, handler: H, _: impl EntryProof) -> Box<dyn Entry> {
                 let state = StreamState::Connected(self);
-                Box::new(StreamEntry::<$connected, H> { state, draining: false, handler })
+                Box::new(StreamEntry::<$connected, H> { state, handler })
             }
         }
 
@@ -315,8 +360,8 @@ macro_rules! register_stream {
                 Pending::channel(self).as_fd()
             }
             fn into_entry(self, handler: H, _: impl EntryProof) -> Box<dyn Entry> {
-                let state = StreamState::Connecting(self);
-                Box::new(StreamEntry::<$connected, H> { state, draining: false, handler })
+                let state = StreamState::Rare(Box::new(Rare::Connecting(self)));
+                Box::new(StreamEntry::<$connected, H> { state, handler })
             }
         }
     };
@@ -381,5 +426,18 @@ impl Map {
     /// A connected stream's transport and handler, as [`Ctx::stream_mut`].
     pub fn stream_mut<T: Transport, H: 'static>(&mut self, token: Token) -> Option<StreamMut<'_, T, H>> {
         self.stream_guard(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle connection costs its slot and this entry: the state's tag
+    /// must stay hidden in the descriptor's niche.
+    #[test]
+    fn a_connected_entry_is_as_small_as_its_transport() {
+        assert_eq!(std::mem::size_of::<StreamEntry<Buffered<Connected>, ()>>(), 16);
+        assert_eq!(std::mem::size_of::<StreamState<Buffered<Connected>>>(), 16);
     }
 }
