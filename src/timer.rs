@@ -130,6 +130,12 @@ impl Timers {
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
+    /// The earliest deadline armed, and its channel's slot index (a scan:
+    /// for the simulation's checks, not the loop).
+    pub fn earliest(&self) -> Option<(Instant, u32)> {
+        self.by_index.iter().map(|(&index, t)| (t.deadline, index)).min()
+    }
+
     /// The next channel whose deadline has passed at `now`, if any. Its
     /// timer is disarmed (an idle timer re-arms after the timeout callback).
     pub fn pop_expired(&mut self, now: Instant, map: u32) -> Option<Token> {

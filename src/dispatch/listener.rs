@@ -5,7 +5,7 @@
 use std::any::Any;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::entry::{Dispatch, run, same};
 use crate::channel::{Channel, Listening, Observed};
@@ -53,7 +53,8 @@ impl Backoff {
         );
         self.paused = true;
         let token = cx.token();
-        cx.set_deadline(token, Some(Instant::now() + self.next));
+        let at = cx.now() + self.next;
+        cx.set_deadline(token, Some(at));
         self.next = (self.next * 2).min(MAX_BACKOFF);
     }
 

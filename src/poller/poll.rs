@@ -99,6 +99,9 @@ fn readiness(flags: PollFlags) -> Readiness {
 /// Whether a descriptor is readable right now (a zero-timeout `poll`): a
 /// shutting-down listener asks it for the connections still pending.
 pub(crate) fn readable_now(fd: &impl AsFd) -> bool {
+    if let Some(r) = crate::memory::readiness(fd.as_fd(), crate::readiness::Interest::READ) {
+        return r.is_readable();
+    }
     let mut fds = [PollFd::new(fd, PollFlags::IN)];
     let zero = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
     matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)

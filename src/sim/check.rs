@@ -1,7 +1,9 @@
 //! The loop's invariants, checked on every traced event.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
+use crate::clock::VirtualClock;
 use crate::token::Token;
 use crate::trace::{Callback, Joined, Traced};
 
@@ -13,6 +15,10 @@ struct Life {
     closes: u32,
     failed_connect: bool,
     removed: bool,
+    /// The timer the handler asked for, as the checker models it: when it
+    /// may expire at the earliest, and the idle timeout that re-arms it
+    /// after every callback (`None`: a one-shot deadline).
+    timer: Option<(Instant, Option<Duration>)>,
 }
 
 /// Per-channel state of the checks; channels are named `#1`, `#2`… in the
@@ -40,8 +46,29 @@ impl Checker {
         self.lives.values().filter(|l| !l.removed).count()
     }
 
-    /// Checks one event; `Err` says which invariant broke.
-    pub fn check(&mut self, token: Token, event: Traced) -> Result<String, String> {
+    /// A live channel whose one-shot deadline passed at or before `now`:
+    /// after a whole iteration at `now`, the loop must have served it.
+    /// (Idle timeouts are checked against the map's own timers: a wake-up
+    /// without a callback re-arms them too, which the trace does not show.)
+    pub fn overdue(&self, now: Instant) -> Option<String> {
+        let mut late: Vec<&Life> = self
+            .lives
+            .values()
+            .filter(|l| !l.removed && matches!(l.timer, Some((due, None)) if due <= now))
+            .collect();
+        late.sort_by(|a, b| a.name.cmp(&b.name));
+        late.first().map(|l| format!("{}'s deadline", l.name))
+    }
+
+    /// Checks one event, which happened at `now`; `Err` says which
+    /// invariant broke.
+    pub fn check(
+        &mut self,
+        token: Token,
+        event: Traced,
+        now: Instant,
+        clock: &VirtualClock,
+    ) -> Result<String, String> {
         if let Traced::Inserted(joined) = event {
             if self.lives.get(&token).is_some_and(|l| !l.removed) {
                 return Err(format!("token {token:?} inserted twice"));
@@ -56,6 +83,7 @@ impl Checker {
                 closes: 0,
                 failed_connect: false,
                 removed: false,
+                timer: None,
             };
             self.lives.insert(token, life);
             return Ok(format!("{name} joined the map ({joined:?})"));
@@ -72,6 +100,44 @@ impl Checker {
             Traced::Removed => {
                 life.removed = true;
                 Ok(format!("{name} closed"))
+            }
+            Traced::Deadline(at) => {
+                life.timer = at.map(|at| (at, None));
+                Ok(match at {
+                    Some(at) => format!("{name} deadline at t={:?}", clock.offset(at)),
+                    None => format!("{name} timer cleared"),
+                })
+            }
+            Traced::IdleTimeout(idle) => {
+                // Too long to represent: the map arms no timer.
+                life.timer = idle.and_then(|d| Some((now.checked_add(d)?, Some(d))));
+                Ok(match idle {
+                    Some(d) => format!("{name} idle timeout {d:?}"),
+                    None => format!("{name} timer cleared"),
+                })
+            }
+            Traced::Expired => {
+                let at = clock.offset(now);
+                if life.closes > 0 {
+                    return Err(format!("{name}: its timer expired at t={at:?}, after handle_close"));
+                }
+                match life.timer {
+                    None => return Err(format!("{name}: its timer expired at t={at:?}, but none was set")),
+                    Some((due, idle)) if due > now => {
+                        let kind = if idle.is_some() {
+                            "an idle timeout expired before the channel was idle that long (activity                              re-arms it)"
+                        } else {
+                            "a deadline expired early"
+                        };
+                        return Err(format!(
+                            "{name}: {kind}: expired at t={at:?}, due no earlier than t={:?}",
+                            clock.offset(due)
+                        ));
+                    }
+                    Some((_, Some(idle))) => life.timer = now.checked_add(idle).map(|due| (due, Some(idle))),
+                    Some((_, None)) => life.timer = None,
+                }
+                Ok(format!("{name} timer expired at t={at:?}"))
             }
             Traced::Called { callback, progress } => {
                 if life.closes > 0 {
@@ -102,6 +168,11 @@ impl Checker {
                         return Err(format!("{name}: {callback:?} on a channel that never connected out"));
                     }
                     _ => {}
+                }
+                if let Some((_, Some(idle))) = life.timer {
+                    // Activity re-arms an idle timeout (when the callback
+                    // returns, at the same virtual time).
+                    life.timer = now.checked_add(idle).map(|due| (due, Some(idle)));
                 }
                 match callback {
                     Callback::Connect => life.connected = true,
