@@ -125,7 +125,7 @@ impl Checker {
                     None => return Err(format!("{name}: its timer expired at t={at:?}, but none was set")),
                     Some((due, idle)) if due > now => {
                         let kind = if idle.is_some() {
-                            "an idle timeout expired before the channel was idle that long (activity                              re-arms it)"
+                            "an idle timeout expired before the channel was idle that long (activity re-arms it)"
                         } else {
                             "a deadline expired early"
                         };
@@ -198,5 +198,100 @@ fn callback_name(c: Callback) -> &'static str {
         Callback::Timeout => "handle_timeout",
         Callback::Error => "handle_error",
         Callback::Close => "handle_close",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn token(n: u32) -> Token {
+        Token::from_key(u64::from(n), 1)
+    }
+
+    /// A checker with one connected stream, `#1`, and a clock.
+    fn one_stream() -> (Checker, VirtualClock) {
+        let mut checker = Checker::default();
+        let clock = VirtualClock::new();
+        checker.check(token(1), Traced::Inserted(Joined::Connected), clock.now(), &clock).unwrap();
+        (checker, clock)
+    }
+
+    fn check(c: &mut Checker, clock: &VirtualClock, event: Traced) -> Result<String, String> {
+        c.check(token(1), event, clock.now(), clock)
+    }
+
+    const TIMEOUT: Traced = Traced::Called { callback: Callback::Timeout, progress: false };
+    const READ: Traced = Traced::Called { callback: Callback::Read, progress: true };
+
+    #[test]
+    fn an_expiry_before_the_deadline_is_caught_and_one_after_it_is_not() {
+        let (mut c, clock) = one_stream();
+        check(&mut c, &clock, Traced::Deadline(Some(clock.now() + 100 * MS))).unwrap();
+        clock.advance(99 * MS);
+        let early = check(&mut c, &clock, Traced::Expired).unwrap_err();
+        assert!(early.contains("a deadline expired early"), "{early}");
+
+        let (mut c, clock) = one_stream();
+        check(&mut c, &clock, Traced::Deadline(Some(clock.now() + 100 * MS))).unwrap();
+        clock.advance(100 * MS);
+        check(&mut c, &clock, Traced::Expired).unwrap();
+        check(&mut c, &clock, TIMEOUT).unwrap();
+        let again = check(&mut c, &clock, Traced::Expired).unwrap_err();
+        assert!(again.contains("none was set"), "a one-shot deadline expires once: {again}");
+    }
+
+    #[test]
+    fn activity_re_arms_an_idle_timeout() {
+        let (mut c, clock) = one_stream();
+        check(&mut c, &clock, Traced::IdleTimeout(Some(100 * MS))).unwrap();
+        clock.advance(60 * MS);
+        check(&mut c, &clock, READ).unwrap();
+        clock.advance(60 * MS);
+        // 120 ms after it was set, 60 ms after the last activity: a loop
+        // that did not re-arm it on the read would expire it now.
+        let not_rearmed = check(&mut c, &clock, Traced::Expired).unwrap_err();
+        assert!(not_rearmed.contains("activity re-arms it"), "{not_rearmed}");
+
+        let (mut c, clock) = one_stream();
+        check(&mut c, &clock, Traced::IdleTimeout(Some(100 * MS))).unwrap();
+        clock.advance(60 * MS);
+        check(&mut c, &clock, READ).unwrap();
+        clock.advance(100 * MS);
+        check(&mut c, &clock, Traced::Expired).unwrap();
+    }
+
+    #[test]
+    fn a_deadline_left_unserved_after_its_time_is_caught() {
+        let (mut c, clock) = one_stream();
+        check(&mut c, &clock, Traced::Deadline(Some(clock.now() + 10 * MS))).unwrap();
+        assert_eq!(c.overdue(clock.now()), None);
+        clock.advance(10 * MS);
+        assert_eq!(c.overdue(clock.now()).as_deref(), Some("#1's deadline"));
+        check(&mut c, &clock, Traced::Expired).unwrap();
+        assert_eq!(c.overdue(clock.now()), None, "served");
+        check(&mut c, &clock, Traced::Deadline(Some(clock.now() + 10 * MS))).unwrap();
+        check(&mut c, &clock, Traced::Deadline(None)).unwrap();
+        clock.advance(10 * MS);
+        assert_eq!(c.overdue(clock.now()), None, "a cleared deadline is not due");
+    }
+
+    #[test]
+    fn no_timer_expires_after_close() {
+        let (mut c, clock) = one_stream();
+        check(&mut c, &clock, Traced::Deadline(Some(clock.now()))).unwrap();
+        check(&mut c, &clock, Traced::Called { callback: Callback::Close, progress: false }).unwrap();
+        let after_close = check(&mut c, &clock, Traced::Expired).unwrap_err();
+        assert!(after_close.contains("after handle_close"), "{after_close}");
+
+        let (mut c, clock) = one_stream();
+        check(&mut c, &clock, Traced::IdleTimeout(Some(MS))).unwrap();
+        check(&mut c, &clock, Traced::Removed).unwrap();
+        clock.advance(MS);
+        let after_removal = check(&mut c, &clock, Traced::Expired).unwrap_err();
+        assert!(after_removal.contains("after the channel closed"), "{after_removal}");
+        assert_eq!(c.overdue(clock.now()), None, "a closed channel's timer is not due");
     }
 }

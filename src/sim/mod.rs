@@ -686,3 +686,89 @@ impl fmt::Debug for Sim {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffered::Buffered;
+    use crate::channel::Connected;
+    use crate::handler::StreamHandler;
+    use crate::map::Ctx;
+    use crate::timer::fault::{self, Fault};
+    use crate::{Address, Channel};
+
+    struct Echo;
+    impl StreamHandler<Buffered<Connected>> for Echo {
+        fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+            let buf = cx.buffer();
+            let n = ch.recv(buf)?;
+            ch.send(&buf[..n])
+        }
+    }
+
+    /// Every other connection gets an idle timeout, the others a deadline.
+    struct TimedServer(u32);
+    impl AcceptHandler for TimedServer {
+        fn handle_accepted(&mut self, c: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+            let token = cx.insert(Buffered::new(c), Echo)?;
+            self.0 += 1;
+            if self.0.is_multiple_of(2) {
+                cx.set_idle_timeout(token, Some(Duration::from_millis(300)));
+            } else {
+                let at = cx.now() + Duration::from_millis(250);
+                cx.set_deadline(token, Some(at));
+            }
+            Ok(())
+        }
+    }
+
+    fn timed_run(seed: u64) -> Result<SimReport, SimFailure> {
+        let mut sim = Sim::from_seed(seed, SimConfig::default()).unwrap();
+        sim.listen(TimedServer(0)).unwrap();
+        sim.run()
+    }
+
+    /// Runs seeds with `fault` planted until one fails; returns its message.
+    fn first_failure(fault: Fault) -> Option<(u64, String)> {
+        let _planted = fault::plant(fault);
+        (0..200).find_map(|seed| timed_run(seed).err().map(|f| (seed, f.violation)))
+    }
+
+    #[test]
+    fn timed_runs_keep_the_timer_invariants_and_fire_timers() {
+        let mut expired = 0;
+        for seed in 0..200 {
+            let report = timed_run(seed).unwrap_or_else(|f| panic!("{f}"));
+            expired += report.trace.iter().filter(|l| l.contains("timer expired")).count();
+        }
+        assert!(expired > 50, "timers fired in the runs ({expired})");
+    }
+
+    #[test]
+    fn a_deadline_that_fires_early_is_caught() {
+        let (seed, violation) = first_failure(Fault::EarlyDeadline).expect("a run catches it");
+        assert!(violation.contains("a deadline expired early"), "seed {seed}: {violation}");
+    }
+
+    #[test]
+    fn an_idle_timeout_that_activity_does_not_re_arm_is_caught() {
+        let (seed, violation) = first_failure(Fault::NoRearm).expect("a run catches it");
+        assert!(violation.contains("activity re-arms it"), "seed {seed}: {violation}");
+    }
+
+    #[test]
+    fn a_deadline_the_loop_never_serves_is_caught() {
+        let (seed, violation) = first_failure(Fault::Missed).expect("a run catches it");
+        assert!(violation.contains("did not expire it"), "seed {seed}: {violation}");
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_trace_timers_included() {
+        for seed in [1, 42, 777] {
+            let a = timed_run(seed).unwrap().trace;
+            let b = timed_run(seed).unwrap().trace;
+            assert!(a.iter().any(|l| l.contains("time +")), "time moved in seed {seed}");
+            assert_eq!(a, b, "seed {seed}");
+        }
+    }
+}
