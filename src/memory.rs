@@ -249,6 +249,12 @@ pub(crate) fn prepare() -> io::Result<()> {
     NET.with_borrow_mut(|net| net.placeholder().map(drop))
 }
 
+/// How many in-memory ends are open on this thread (channels, listeners
+/// and peers): a simulation's leak check, with no system call.
+pub(crate) fn open_ends() -> usize {
+    NET.with_borrow(|net| net.slots.len() - net.free.len())
+}
+
 /// Whether `fd` is an in-memory channel's descriptor on this thread.
 pub(crate) fn is_memory_fd(fd: BorrowedFd<'_>) -> bool {
     let index = fd.as_raw_fd() as usize;
@@ -435,9 +441,13 @@ pub(crate) fn recv(end: &End, buf: &mut [u8], oob: bool) -> Result<usize, Errno>
         }
         if !pipe.buf.is_empty() {
             let n = buf.len().min(pipe.buf.len()).min(pipe.chunk);
-            for (to, from) in buf[..n].iter_mut().zip(pipe.buf.drain(..n)) {
-                *to = from;
-            }
+            // Two slice copies, not a loop per byte: a fuzz target spends
+            // its time here.
+            let (front, back) = pipe.buf.as_slices();
+            let first = n.min(front.len());
+            buf[..first].copy_from_slice(&front[..first]);
+            buf[first..n].copy_from_slice(&back[..n - first]);
+            pipe.buf.drain(..n);
             return Ok(n);
         }
         if std::mem::take(&mut pipe.reset) {

@@ -66,6 +66,7 @@ const LAYERS: &[(u8, &[&str])] = &[
             "sim::check",
             "sim::chooser",
             "sim::config",
+            "sim::log",
             "sim::script",
             "assertions",
         ],

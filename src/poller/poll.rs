@@ -34,7 +34,13 @@ impl PollPoller {
             fds.push(PollFd::from_borrowed_fd(source.fd, flags(source.interest)));
             self.keys.push(source.key);
         }
-        let result = retry_interrupted(timeout, |t| poll(&mut fds, t), 0);
+        // Nothing to watch and no time to wait (a simulation whose channels
+        // are all in memory): the answer is known without a system call.
+        let result = if fds.is_empty() && timeout == Some(Duration::ZERO) {
+            Ok(0)
+        } else {
+            retry_interrupted(timeout, |t| poll(&mut fds, t), 0)
+        };
         if result.is_ok() {
             for (fd, &key) in fds.iter().zip(&self.keys) {
                 let r = readiness(fd.revents());

@@ -90,6 +90,7 @@
 mod check;
 mod chooser;
 mod config;
+mod log;
 mod script;
 
 use std::cell::RefCell;
@@ -102,6 +103,8 @@ pub use config::{OOB_BYTE, PeerReport, SETTLE_HARD_LIMIT, SimConfig, SimFailure,
 
 use check::Checker;
 use chooser::Chooser;
+pub use log::Trace;
+use log::{Act, Line};
 use script::Chaos;
 
 pub use crate::trace::{Callback, Joined, Traced};
@@ -167,7 +170,7 @@ pub struct Sim {
     seed: Option<u64>,
     listeners: Vec<Listener>,
     peers: Vec<Peer>,
-    trace: Vec<String>,
+    trace: Trace,
     iterations: usize,
     callbacks: usize,
     /// Callbacks that moved data (or found the end of a stream).
@@ -175,10 +178,6 @@ pub struct Sim {
     /// When the graceful shutdown's grace period ends, once one started.
     shutdown: Option<Instant>,
     descriptors_at_start: usize,
-}
-
-fn open_descriptors() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
 }
 
 impl Sim {
@@ -202,16 +201,18 @@ impl Sim {
         config.max_io = config.max_io.max(1);
         config.settle_limit = config.settle_limit.max(1);
         // The placeholder every in-memory descriptor duplicates is opened
-        // once per thread: open it before counting descriptors.
+        // once per thread, up front: a failure shows here, not mid-run.
         memory::prepare()?;
-        let descriptors_at_start = if config.check_descriptors { open_descriptors() } else { 0 };
+        let descriptors_at_start = memory::open_ends();
         let chooser = Rc::new(RefCell::new(chooser));
+        let checker = Checker::default();
         let chaos = Rc::new(RefCell::new(Chaos {
             chooser: chooser.clone(),
             graveyard: Vec::new(),
             truthful: false,
             delivered: Vec::new(),
-            ids: Default::default(),
+            ids: checker.ids.clone(),
+            live: Vec::new(),
         }));
         let script: crate::poller::scripted::SharedScript = chaos.clone();
         let mut map = Map::with_poller(Poller::scripted(script));
@@ -222,14 +223,14 @@ impl Sim {
             map,
             chooser,
             chaos,
-            checker: Checker::default(),
+            checker,
             clock,
             config,
             traffic: Traffic::pattern(),
             seed: None,
             listeners: Vec::new(),
             peers: Vec::new(),
-            trace: Vec::new(),
+            trace: Trace::default(),
             iterations: 0,
             callbacks: 0,
             progressed: 0,
@@ -266,7 +267,7 @@ impl Sim {
     /// (before [`run`](Self::run), to start from a later time).
     pub fn advance(&mut self, by: Duration) {
         self.clock.advance(by);
-        self.log(format!("time +{by:?} (t={:?})", self.clock.elapsed()));
+        self.log(Line::Time { by, t: self.clock.elapsed() });
     }
 
     /// Starts a listener with `handler`; simulated clients connect to it.
@@ -297,7 +298,7 @@ impl Sim {
         let fd = memory::descriptor_for(&ours)?;
         let token = insert(wrap_memory(fd, ours), &mut self.map)?;
         let id = self.peers.len();
-        self.log(format!("p{id}: the map connects out{}", if slow { " (slow connect)" } else { "" }));
+        self.log(Line::ConnectOut { peer: id, slow });
         self.peers.push(Peer {
             end: Some(theirs),
             report: PeerReport::default(),
@@ -331,12 +332,12 @@ impl Sim {
         Sizes { cap: [cap; 2], chunk: [chunk(), chunk()] }
     }
 
-    fn log(&mut self, line: String) {
+    fn log(&mut self, line: Line) {
         self.trace.push(line);
     }
 
     fn fail(&self, violation: String) -> SimFailure {
-        SimFailure { seed: self.seed, violation, trace: self.trace.clone() }
+        SimFailure { seed: self.seed, violation, trace: self.trace.render() }
     }
 
     /// Moves what the loop recorded into the checker and the trace.
@@ -352,9 +353,15 @@ impl Sim {
                 self.progressed += usize::from(progress);
             }
             match self.checker.check(token, event, now, &self.clock) {
-                Ok(line) => self.log(format!("  {line}")),
+                Ok(id) => {
+                    let deadline = match event {
+                        Traced::Deadline(Some(at)) => Some(self.clock.offset(at)),
+                        _ => None,
+                    };
+                    self.log(Line::Event { id, event, at: self.clock.offset(now), deadline });
+                }
                 Err(violation) => {
-                    self.log(format!("  !! {violation}"));
+                    self.log(Line::Violation(violation.clone()));
                     return Err(self.fail(violation));
                 }
             }
@@ -362,15 +369,18 @@ impl Sim {
                 self.chaos.borrow_mut().graveyard.push(token.key());
             }
         }
-        self.chaos.borrow_mut().ids.clone_from(&self.checker.ids);
         Ok(())
     }
 
     fn poll_once(&mut self) -> Result<bool, SimFailure> {
         self.iterations += 1;
         let result = self.map.poll(Some(Duration::ZERO));
-        let delivered = self.chaos.borrow().describe();
-        self.log(format!("poll:{delivered}"));
+        {
+            let chaos = self.chaos.borrow();
+            let ids = chaos.ids.borrow();
+            self.trace
+                .poll(chaos.delivered.iter().map(|&(key, r, notes)| (ids.get(&key).copied(), r, notes)));
+        }
         let stopped = result.map_err(|e| self.fail(format!("the loop failed: {e}")))?;
         self.absorb()?;
         if !stopped {
@@ -434,23 +444,19 @@ impl Sim {
             // it closed: for a client, a refused connection, not a failed
             // simulation.
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::ConnectionRefused) => {
-                let why = if e.kind() == io::ErrorKind::WouldBlock {
-                    "the listener's backlog is full"
-                } else {
-                    "the listener is closed"
-                };
-                self.log(format!("peer p{id} cannot connect: {why}"));
+                let backlog_full = e.kind() == io::ErrorKind::WouldBlock;
+                self.log(Line::Peer { peer: id, act: Act::CannotConnect { backlog_full } });
                 self.peers.push(Peer::gone());
                 return Ok(());
             }
             Err(e) => return Err(e),
         };
         if vanish {
-            self.log(format!("peer p{id} connects and vanishes before it is accepted"));
+            self.log(Line::Peer { peer: id, act: Act::Vanishes });
             drop(end);
             self.peers.push(Peer::gone());
         } else {
-            self.log(format!("peer p{id} connects"));
+            self.log(Line::Peer { peer: id, act: Act::Connects });
             self.peers.push(Peer {
                 end: Some(end),
                 report: PeerReport::default(),
@@ -491,7 +497,7 @@ impl Sim {
                 let data = self.traffic.bytes(i, start, size);
                 let n = self.peers[i].end.as_ref().map_or(0, |end| peer_io(memory::send(end, &data, false)));
                 self.peers[i].report.sent.extend_from_slice(&data[..n]);
-                self.log(format!("peer p{i} writes {n} of {size} bytes"));
+                self.log(Line::Peer { peer: i, act: Act::Writes { n, size } });
             }
             16..=19 => {
                 let Some(i) = self.pick_peer() else { return Ok(false) };
@@ -499,7 +505,7 @@ impl Sim {
                 let got =
                     self.peers[i].end.as_ref().map_or(0, |end| peer_io(memory::recv(end, &mut buf, false)));
                 self.peers[i].report.received.extend_from_slice(&buf[..got]);
-                self.log(format!("peer p{i} reads {got} bytes (asked {size})"));
+                self.log(Line::Peer { peer: i, act: Act::Reads { got, size } });
             }
             20 if self.chooser.borrow_mut().one_in(3) => {
                 let Some(i) = self.pick_peer() else { return Ok(false) };
@@ -507,14 +513,13 @@ impl Sim {
                     let _ = memory::shutdown(end, false, true);
                 }
                 self.peers[i].write_shut = true;
-                self.log(format!("peer p{i} shuts down its sending side (half-close)"));
+                self.log(Line::Peer { peer: i, act: Act::HalfCloses });
             }
             21 if self.chooser.borrow_mut().one_in(3) => {
                 let Some(i) = self.pick_peer() else { return Ok(false) };
                 let unread = self.peers[i].end.as_ref().map_or(0, memory::pending);
                 self.peers[i].end = None;
-                let how = if unread > 0 { "resets (closes with unread data)" } else { "closes" };
-                self.log(format!("peer p{i} {how}"));
+                self.log(Line::Peer { peer: i, act: Act::Closes { reset: unread > 0 } });
             }
             20 | 21 => return self.poll_once(),
             22 => {
@@ -522,7 +527,7 @@ impl Sim {
                 let sent =
                     self.peers[i].end.as_ref().map_or(0, |end| peer_io(memory::send(end, &[OOB_BYTE], true)));
                 self.peers[i].report.oob_sent += sent;
-                self.log(format!("peer p{i} sends {sent} byte of out-of-band data"));
+                self.log(Line::Peer { peer: i, act: Act::Oob { sent } });
             }
             24..=26 => {
                 let jump = TIME_JUMPS[self.chooser.borrow_mut().below(TIME_JUMPS.len()).unwrap_or(0)];
@@ -535,7 +540,7 @@ impl Sim {
                 let which = self.chooser.borrow_mut().below(self.listeners.len()).unwrap_or(0);
                 let n = 1 + self.chooser.borrow_mut().below(3).unwrap_or(0) as u32;
                 memory::exhaust(self.listeners[which].id, n);
-                self.log(format!("listener {which}: the next {n} accepts fail with EMFILE"));
+                self.log(Line::Exhaust { listener: which, n });
             }
             28 => {
                 let Some(i) = (0..self.peers.len()).find(|&i| self.peers[i].pending) else {
@@ -549,15 +554,14 @@ impl Sim {
                 if refuse {
                     self.peers[i].end = None;
                 }
-                let what = if refuse { "is refused" } else { "completes" };
-                self.log(format!("p{i}: the slow connect {what}"));
+                self.log(Line::SlowConnect { peer: i, refused: refuse });
             }
             _ => {
                 if self.shutdown.is_some() || !self.chooser.borrow_mut().one_in(16) {
                     return self.poll_once();
                 }
                 let grace = TIME_JUMPS[self.chooser.borrow_mut().below(TIME_JUMPS.len()).unwrap_or(0)];
-                self.log(format!("graceful shutdown, grace {grace:?}"));
+                self.log(Line::Shutdown { grace });
                 self.shutdown = Some(self.clock.now().checked_add(grace).unwrap_or(self.clock.now()));
                 self.map.shutdown(grace);
                 self.absorb()?;
@@ -594,10 +598,10 @@ impl Sim {
                 break;
             }
             if step % 32 == 0 {
-                self.log(format!("-- step {step}"));
+                self.log(Line::Step(step));
             }
             if self.step()? {
-                self.log("(a handler stopped the loop)".to_owned());
+                self.log(Line::Stopped);
             }
         }
         self.settle()?;
@@ -607,11 +611,15 @@ impl Sim {
             return Err(self.fail(format!("close_all left {} channels in the map", self.map.len())));
         }
         if self.config.check_descriptors {
+            // Every simulated channel's descriptor belongs to an in-memory
+            // end: counting the ends counts them, without reading
+            // /proc/self/fd (a dozen system calls per run).
             self.peers.iter_mut().for_each(|p| p.end = None);
-            let now = open_descriptors();
+            let now = memory::open_ends();
             if now != self.descriptors_at_start {
                 return Err(self.fail(format!(
-                    "descriptor leak: {} open at the start, {now} at the end",
+                    "descriptor leak: {} in-memory channels open at the start, {now} at the end (a \
+                     handler kept or forgot a channel the map closed)",
                     self.descriptors_at_start
                 )));
             }
@@ -622,13 +630,13 @@ impl Sim {
     /// Closes every peer, then runs the loop on the truth until it is quiet:
     /// every stream must have closed, and it must not take forever.
     fn settle(&mut self) -> Result<(), SimFailure> {
-        self.log("-- settling: every peer closes, readiness is truthful".to_owned());
+        self.log(Line::Settling);
         for (i, peer) in self.peers.iter_mut().enumerate() {
             if peer.end.take().is_some() {
-                self.trace.push(format!("peer p{i} closes"));
+                self.trace.push(Line::Peer { peer: i, act: Act::Closes { reset: false } });
             }
             if std::mem::take(&mut peer.pending) {
-                self.trace.push(format!("p{i}: the slow connect is refused"));
+                self.trace.push(Line::SlowConnect { peer: i, refused: true });
             }
         }
         self.chaos.borrow_mut().truthful = true;
