@@ -67,6 +67,15 @@ pub fn describe(target: &str, data: &[u8]) -> Option<String> {
     })
 }
 
+/// Silences rolecore's one-line reports for the rest of the process: a
+/// simulated listener that runs out of descriptors reports each pause, a
+/// closed peer's error is reported, and under a fuzzer that is thousands
+/// of lines a second written to stderr, none of them a finding (a finding
+/// is a panic, with the run's trace).
+pub fn quiet_reports() {
+    rolecore::report::set_log_hook(Some(Box::new(|_, _| {})));
+}
+
 /// A fuzzer's bytes, read front to back; 0 once they ran out.
 #[derive(Clone, Debug)]
 pub struct Input<'a> {

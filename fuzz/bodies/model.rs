@@ -62,7 +62,19 @@ pub fn parse_len(record: &[u8]) -> Option<usize> {
 }
 
 pub fn naive_find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    (0..=haystack.len().checked_sub(needle.len())?).find(|&i| &haystack[i..i + needle.len()] == needle)
+    // Candidates by their first byte, then one comparison each: comparing
+    // at every position called memcmp per byte, which a fuzzer intercepts.
+    let Some((&first, rest)) = needle.split_first() else { return Some(0) };
+    let last = haystack.len().checked_sub(needle.len())?;
+    let mut from = 0;
+    while from <= last {
+        let i = from + haystack[from..=last].iter().position(|&b| b == first)?;
+        if haystack[i + 1..i + needle.len()] == *rest {
+            return Some(i);
+        }
+        from = i + 1;
+    }
+    None
 }
 
 /// The longest proper prefix of `needle` that ends `haystack`, by definition.

@@ -34,6 +34,9 @@ pub(crate) struct Checker {
     /// Channel numbers by token key, shared with the script.
     pub ids: Ids,
     next: u32,
+    /// Whether any channel was ever given a timer (until then there is
+    /// nothing to scan for).
+    timed: bool,
 }
 
 impl Checker {
@@ -60,13 +63,15 @@ impl Checker {
     /// (Idle timeouts are checked against the map's own timers: a wake-up
     /// without a callback re-arms them too, which the trace does not show.)
     pub fn overdue(&self, now: Instant) -> Option<String> {
-        let mut late: Vec<&Life> = self
-            .lives
+        if !self.timed {
+            return None;
+        }
+        self.lives
             .values()
             .filter(|l| !l.removed && matches!(l.timer, Some((due, None)) if due <= now))
-            .collect();
-        late.sort_by_key(|l| l.id);
-        late.first().map(|l| format!("#{}'s deadline", l.id))
+            .map(|l| l.id)
+            .min()
+            .map(|id| format!("#{id}'s deadline"))
     }
 
     /// Checks one event, which happened at `now`: the channel's number, or
@@ -111,6 +116,7 @@ impl Checker {
                 Ok(id)
             }
             Traced::Deadline(at) => {
+                self.timed = true;
                 life.timer = at.map(|at| (at, None));
                 Ok(id)
             }

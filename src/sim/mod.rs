@@ -394,8 +394,12 @@ impl Sim {
     /// left nothing open.
     fn check_timers(&mut self) -> Result<(), SimFailure> {
         let now = self.clock.now();
+        let timers = &self.map.registry.timers;
         let overdue = self.checker.overdue(now).or_else(|| {
-            let (at, index) = self.map.registry.timers.earliest()?;
+            if timers.is_empty() {
+                return None;
+            }
+            let (at, index) = timers.earliest()?;
             (at <= now).then(|| format!("the timer of slot {index}"))
         });
         if let Some(name) = overdue {
