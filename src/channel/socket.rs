@@ -286,12 +286,10 @@ impl Channel<Connected> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let first = if self.end.is_memory() {
-            memory_recv(&self.end, buf, flags)
-        } else {
-            net::recv(&self.fd, &mut *buf, flags)
-        };
-        match first {
+        if self.end.is_memory() {
+            return self.recv_memory(buf, flags);
+        }
+        match net::recv(&self.fd, &mut *buf, flags) {
             Ok((n, _)) if n > 0 => {
                 self.observe(Observed::READ_PROGRESS);
                 Ok(n)
@@ -356,12 +354,10 @@ impl Channel<Connected> {
     #[inline]
     fn send_with(&mut self, data: &[u8], flags: SendFlags) -> io::Result<usize> {
         self.check_open()?;
-        let first = if self.end.is_memory() {
-            memory_send(&self.end, data, flags)
-        } else {
-            net::send(&self.fd, data, flags)
-        };
-        match first {
+        if self.end.is_memory() {
+            return self.send_memory(data, flags);
+        }
+        match net::send(&self.fd, data, flags) {
             Ok(n) if n > 0 => {
                 self.observe(Observed::WRITE_PROGRESS);
                 Ok(n)
@@ -382,6 +378,28 @@ impl Channel<Connected> {
             Err(Errno::INTR) => restarted(|| net::send(&self.fd, data, flags)),
             other => other,
         };
+        self.sent(result)
+    }
+
+    /// [`recv_with`](Self::recv_with) on an in-memory end: out of line, so
+    /// the real path keeps only the byte comparison that leads here.
+    #[cold]
+    #[inline(never)]
+    fn recv_memory(&mut self, buf: &mut [u8], flags: RecvFlags) -> io::Result<usize> {
+        match memory::recv(&self.end, buf, flags.contains(RecvFlags::OOB)).map(|n| (n, n)) {
+            Ok((n, _)) if n > 0 => {
+                self.observe(Observed::READ_PROGRESS);
+                Ok(n)
+            }
+            first => self.recv_rest(buf, flags, first),
+        }
+    }
+
+    /// [`send_with`](Self::send_with) on an in-memory end.
+    #[cold]
+    #[inline(never)]
+    fn send_memory(&mut self, data: &[u8], flags: SendFlags) -> io::Result<usize> {
+        let result = memory::send(&self.end, data, flags.contains(SendFlags::OOB));
         self.sent(result)
     }
 
@@ -627,19 +645,4 @@ impl io::Write for Channel<Connected> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-/// A receive from an in-memory end, as `recv(2)` answers: out of line, so
-/// the real path keeps only the branch that leads here.
-#[cold]
-#[inline(never)]
-fn memory_recv(end: &memory::End, buf: &mut [u8], flags: RecvFlags) -> rustix::io::Result<(usize, usize)> {
-    memory::recv(end, buf, flags.contains(RecvFlags::OOB)).map(|n| (n, n))
-}
-
-/// A send to an in-memory end, as `send(2)` answers.
-#[cold]
-#[inline(never)]
-fn memory_send(end: &memory::End, data: &[u8], flags: SendFlags) -> rustix::io::Result<usize> {
-    memory::send(end, data, flags.contains(SendFlags::OOB))
 }
