@@ -62,19 +62,11 @@ pub fn parse_len(record: &[u8]) -> Option<usize> {
 }
 
 pub fn naive_find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    // Candidates by their first byte, then one comparison each: comparing
-    // at every position called memcmp per byte, which a fuzzer intercepts.
-    let Some((&first, rest)) = needle.split_first() else { return Some(0) };
-    let last = haystack.len().checked_sub(needle.len())?;
-    let mut from = 0;
-    while from <= last {
-        let i = from + haystack[from..=last].iter().position(|&b| b == first)?;
-        if haystack[i + 1..i + needle.len()] == *rest {
-            return Some(i);
-        }
-        from = i + 1;
-    }
-    None
+    // Every position, byte by byte: naive on purpose (the reference must not
+    // share the engine's search), and without a memcmp per position, which
+    // a fuzzer intercepts at a high cost.
+    (0..=haystack.len().checked_sub(needle.len())?)
+        .find(|&i| haystack[i..i + needle.len()].iter().zip(needle).all(|(a, b)| a == b))
 }
 
 /// The longest proper prefix of `needle` that ends `haystack`, by definition.

@@ -289,7 +289,20 @@ impl Channel<Connected> {
         if self.end.is_memory() {
             return self.recv_memory(buf, flags);
         }
-        match net::recv(&self.fd, &mut *buf, flags) {
+        let first = net::recv(&self.fd, &mut *buf, flags);
+        self.received(buf, flags, first)
+    }
+
+    /// What a receive's answer means: bytes are progress, inline; the rest
+    /// is out of line. For both the kernel's answer and an in-memory end's.
+    #[inline(always)]
+    fn received(
+        &mut self,
+        buf: &mut [u8],
+        flags: RecvFlags,
+        first: rustix::io::Result<(usize, usize)>,
+    ) -> io::Result<usize> {
+        match first {
             Ok((n, _)) if n > 0 => {
                 self.observe(Observed::READ_PROGRESS);
                 Ok(n)
@@ -386,13 +399,8 @@ impl Channel<Connected> {
     #[cold]
     #[inline(never)]
     fn recv_memory(&mut self, buf: &mut [u8], flags: RecvFlags) -> io::Result<usize> {
-        match memory::recv(&self.end, buf, flags.contains(RecvFlags::OOB)).map(|n| (n, n)) {
-            Ok((n, _)) if n > 0 => {
-                self.observe(Observed::READ_PROGRESS);
-                Ok(n)
-            }
-            first => self.recv_rest(buf, flags, first),
-        }
+        let first = memory::recv(&self.end, buf, flags.contains(RecvFlags::OOB)).map(|n| (n, n));
+        self.received(buf, flags, first)
     }
 
     /// [`send_with`](Self::send_with) on an in-memory end.
