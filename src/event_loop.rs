@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::map::{Ctx, Entry, Map, Registry, Resume};
 use crate::poller::Backend;
@@ -231,11 +231,11 @@ impl Map {
                 return Ok(true);
             }
         }
-        if self.registry.shutdown.is_some() && self.registry.end_shutdown(Instant::now()) {
+        if self.registry.shutdown.is_some() && self.registry.end_shutdown(self.registry.clock.now()) {
             return Ok(true);
         }
         if !self.registry.timers.is_empty() {
-            let now = Instant::now();
+            let now = self.registry.clock.now();
             while let Some(token) = self.registry.timers.pop_expired(now, self.registry.id) {
                 if callback(&mut self.registry, catch, token, |entry, _, cx| entry.expire(cx)) {
                     return Ok(true);
@@ -285,7 +285,7 @@ impl Map {
     /// ```
     pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Map) -> bool) -> io::Result<bool> {
         // A limit too far to represent is no limit.
-        let deadline = Instant::now().checked_add(limit);
+        let deadline = self.registry.clock.now().checked_add(limit);
         loop {
             if done(self) {
                 return Ok(true);
@@ -294,7 +294,7 @@ impl Map {
                 return Ok(false);
             }
             let wait = match deadline {
-                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                Some(deadline) => match deadline.checked_duration_since(self.registry.clock.now()) {
                     Some(left) if !left.is_zero() => left.min(RUN_UNTIL_TICK),
                     _ => return Ok(false),
                 },

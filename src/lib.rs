@@ -14,7 +14,7 @@
 //!
 //! | layer | modules | what they do |
 //! |---|---|---|
-//! | 1 | `token`, `readiness`, `error`, `address`, `report`, `trace`, `timer`, `seal` | leaves: [`Token`], [`Interest`] and [`Readiness`], errors, [`Address`], [`report`], deadlines |
+//! | 1 | `token`, `readiness`, `error`, `address`, `report`, `trace`, `timer`, `seal`, `clock`, `memory` | leaves: [`Token`], [`Interest`] and [`Readiness`], errors, [`Address`], [`report`], deadlines, the map's clock, the simulation's in-memory streams |
 //! | 2 | [`poller`], [`machine`] | readiness from `select`, `poll` or `epoll` (picked at run time by a [`Backend`]) with every platform rule; the pure state machine: readiness in, asyncore's events out, no syscalls |
 //! | 3 | [`channel`] | [`Channel<R>`]: an owned descriptor in a role; role changes consume the channel |
 //! | 4 | `map` | [`Map`], [`Ctx`]: channels of every role with handlers of every type, behind generation-checked [`Token`]s |
@@ -75,6 +75,7 @@ mod assertions;
 mod buffered;
 pub mod channel;
 pub mod chat;
+mod clock;
 mod dispatch;
 mod error;
 mod event_loop;
@@ -83,6 +84,7 @@ mod kept;
 pub mod machine;
 mod mailbox;
 mod map;
+mod memory;
 pub mod poller;
 mod readiness;
 pub mod report;

@@ -79,6 +79,8 @@ impl Timers {
 
     /// A one-shot deadline; `None` removes the channel's timer.
     pub fn set_deadline(&mut self, token: Token, deadline: Option<Instant>) {
+        #[cfg(test)]
+        let deadline = fault::planted_deadline(deadline);
         match deadline {
             Some(at) => self.arm(token, at, None),
             None => self.remove(token),
@@ -97,6 +99,10 @@ impl Timers {
 
     /// The loop called into the channel: an idle timeout starts again.
     pub fn touched(&mut self, token: Token, now: Instant) {
+        #[cfg(test)]
+        if fault::is(fault::Fault::NoRearm) {
+            return;
+        }
         if let Some(timer) = self.by_index.get(&token.index())
             && timer.generation == token.generation()
             && let Some(idle) = timer.idle
@@ -130,9 +136,19 @@ impl Timers {
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
+    /// The earliest deadline armed, and its channel's slot index (a scan:
+    /// for the simulation's checks, not the loop).
+    pub fn earliest(&self) -> Option<(Instant, u32)> {
+        self.by_index.iter().map(|(&index, t)| (t.deadline, index)).min()
+    }
+
     /// The next channel whose deadline has passed at `now`, if any. Its
     /// timer is disarmed (an idle timer re-arms after the timeout callback).
     pub fn pop_expired(&mut self, now: Instant, map: u32) -> Option<Token> {
+        #[cfg(test)]
+        if fault::is(fault::Fault::Missed) {
+            return None;
+        }
         while let Some(&Reverse((at, key))) = self.heap.peek() {
             if at > now {
                 return None;
@@ -159,6 +175,57 @@ impl Timers {
             return Some(token);
         }
         None
+    }
+}
+
+/// Timer bugs planted on purpose, in unit tests only (`cfg(test)`: no build
+/// of the crate that others use has them), to show that the simulation's
+/// checker catches each one.
+#[cfg(test)]
+pub(crate) mod fault {
+    use std::cell::Cell;
+    use std::time::{Duration, Instant};
+
+    /// One planted bug.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Fault {
+        /// No bug.
+        None,
+        /// A deadline is armed 40 ms before the one asked for.
+        EarlyDeadline,
+        /// Activity does not re-arm an idle timeout.
+        NoRearm,
+        /// Expired deadlines are never served.
+        Missed,
+    }
+
+    thread_local! {
+        static FAULT: Cell<Fault> = const { Cell::new(Fault::None) };
+    }
+
+    /// Plants `fault` on this thread until the guard is dropped.
+    pub(crate) fn plant(fault: Fault) -> impl Drop {
+        struct Unplant;
+        impl Drop for Unplant {
+            fn drop(&mut self) {
+                FAULT.set(Fault::None);
+            }
+        }
+        FAULT.set(fault);
+        Unplant
+    }
+
+    pub(super) fn is(fault: Fault) -> bool {
+        FAULT.get() == fault
+    }
+
+    pub(super) fn planted_deadline(deadline: Option<Instant>) -> Option<Instant> {
+        match deadline {
+            Some(at) if is(Fault::EarlyDeadline) => {
+                Some(at.checked_sub(Duration::from_millis(40)).unwrap_or(at))
+            }
+            other => other,
+        }
     }
 }
 

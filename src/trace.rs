@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use crate::token::Token;
 
@@ -66,6 +67,15 @@ pub enum Traced {
     },
     /// The channel left the map (closed).
     Removed,
+    /// The channel was given a deadline (`None`: its timer was cleared).
+    Deadline(Option<Instant>),
+    /// The channel was given an idle timeout (`None`: its timer was
+    /// cleared).
+    IdleTimeout(Option<Duration>),
+    /// The channel's timer expired: the loop serves it now
+    /// (`handle_timeout`, a listener's back-off ending, a lingering close
+    /// giving up).
+    Expired,
 }
 
 /// The recorded events, each with the token of its channel.
@@ -81,6 +91,8 @@ pub(crate) trait Tracer {
     fn call(&self, callback: Callback) -> Option<usize>;
     /// The callback recorded at `at` moved data (or not).
     fn progress(&self, at: Option<usize>, moved: bool);
+    /// The channel's timer expired and the loop is about to serve it.
+    fn expired(&self);
 }
 
 /// Records nothing, at no cost: every entry outside a simulation.
@@ -94,6 +106,9 @@ impl Tracer for NoTrace {
 
     #[inline(always)]
     fn progress(&self, _: Option<usize>, _: bool) {}
+
+    #[inline(always)]
+    fn expired(&self) {}
 }
 
 /// Records one channel's callbacks into its map's trace. Public only so the
@@ -123,5 +138,9 @@ impl Tracer for Recorder {
         {
             *progress = moved;
         }
+    }
+
+    fn expired(&self) {
+        self.trace.borrow_mut().push((self.token, Traced::Expired));
     }
 }

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 /// Module → layer, from the bottom up. The same table as
 /// `docs/architecture.md`'s "Layers" table.
 const LAYERS: &[(u8, &[&str])] = &[
-    (1, &["token", "readiness", "error", "address", "report", "trace", "timer", "seal"]),
+    (1, &["token", "readiness", "error", "address", "report", "trace", "timer", "seal", "clock", "memory"]),
     (
         2,
         &[
@@ -66,6 +66,7 @@ const LAYERS: &[(u8, &[&str])] = &[
             "sim::check",
             "sim::chooser",
             "sim::config",
+            "sim::log",
             "sim::script",
             "assertions",
         ],

@@ -543,6 +543,24 @@ fn the_echo_server_survives_a_hostile_world() {
     }
 }
 
+#[test]
+fn the_impatient_server_keeps_its_timers_in_virtual_time() {
+    let mut hung_up = 0;
+    for seed in 0..50 {
+        let mut sim = Sim::from_seed(seed, SimConfig::default()).expect("a simulated world");
+        sim.listen(ImpatientServer).expect("a listener");
+        // Time is virtual: it stands still until the seed makes it jump (from
+        // 1 ms to 2 minutes), so a 200 ms idle timeout fires in a run that
+        // takes microseconds, at the same step on every replay. The checker
+        // holds each timer to what the handler asked: no handle_timeout
+        // before IDLE of silence, none left unserved, none after close.
+        let report = sim.run().unwrap_or_else(|failure| panic!("{failure}"));
+        let bye = b"idle for too long, bye\n";
+        hung_up += report.peers.iter().filter(|p| p.received.windows(bye.len()).any(|w| w == bye)).count();
+    }
+    assert!(hung_up > 0, "some peers stayed silent long enough to be hung up on");
+}
+
 // ---- chapter 10: a client -------------------------------------------------------
 
 /// Asks a time server for the time: one request line, one answer line.

@@ -67,6 +67,15 @@ pub fn describe(target: &str, data: &[u8]) -> Option<String> {
     })
 }
 
+/// Silences rolecore's one-line reports for the rest of the process: a
+/// simulated listener that runs out of descriptors reports each pause, a
+/// closed peer's error is reported, and under a fuzzer that is thousands
+/// of lines a second written to stderr, none of them a finding (a finding
+/// is a panic, with the run's trace).
+pub fn quiet_reports() {
+    rolecore::report::set_log_hook(Some(Box::new(|_, _| {})));
+}
+
 /// A fuzzer's bytes, read front to back; 0 once they ran out.
 #[derive(Clone, Debug)]
 pub struct Input<'a> {
@@ -116,11 +125,14 @@ pub fn first_difference(a: &[u8], b: &[u8]) -> usize {
     a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()))
 }
 
-/// Panics unless `got` is a prefix of `expected`, showing where they part.
-pub fn assert_prefix(expected: &[u8], got: &[u8], what: &str) {
+/// Panics unless `got` is a prefix of `expected`, showing where they part;
+/// `what` names the stream, made only on failure (formatting a setup for
+/// every run was a visible share of a fuzz target's time).
+pub fn assert_prefix(expected: &[u8], got: &[u8], what: impl FnOnce() -> String) {
     if expected.starts_with(got) {
         return;
     }
+    let what = what();
     let at = first_difference(expected, got);
     let from = at.saturating_sub(16);
     panic!(
@@ -169,6 +181,61 @@ pub fn sim_config(inp: &mut Input<'_>, check_descriptors: bool) -> rolecore::sim
         socket_buffer: [Some(4096), Some(1), Some(65_536), None][(b1 >> 3) % 4],
         settle_limit: 200,
         check_descriptors,
+    }
+}
+
+/// The timer an echo body's server gives each connection it accepts: the
+/// simulation's clock is virtual, so each of them fires in some runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    None,
+    /// `Ctx::set_idle_timeout`: every callback re-arms it.
+    Idle(std::time::Duration),
+    /// `Ctx::set_deadline(cx.now() + d)` at accept and again on every read.
+    Deadline(std::time::Duration),
+}
+
+impl Timer {
+    /// One of four timers, from two bits.
+    pub fn decode(bits: u8) -> Timer {
+        use std::time::Duration;
+        [
+            Timer::None,
+            Timer::Idle(Duration::from_millis(100)),
+            Timer::Idle(Duration::from_secs(3)),
+            Timer::Deadline(Duration::from_millis(500)),
+        ][usize::from(bits & 3)]
+    }
+
+    /// Arms it on a connection just inserted as `token`.
+    pub fn arm(self, token: rolecore::Token, cx: &mut rolecore::Ctx<'_>) {
+        match self {
+            Timer::None => {}
+            Timer::Idle(d) => {
+                cx.set_idle_timeout(token, Some(d));
+            }
+            Timer::Deadline(d) => {
+                let at = cx.now() + d;
+                cx.set_deadline(token, Some(at));
+            }
+        }
+    }
+
+    /// After a read: a deadline is pushed back (an idle timeout re-arms
+    /// by itself).
+    pub fn on_read(self, cx: &mut rolecore::Ctx<'_>) {
+        if let Timer::Deadline(_) = self {
+            self.arm(cx.token(), cx);
+        }
+    }
+
+    /// For `describe`.
+    pub fn name(self) -> String {
+        match self {
+            Timer::None => String::new(),
+            Timer::Idle(d) => format!("-idle{}ms", d.as_millis()),
+            Timer::Deadline(d) => format!("-deadline{}ms", d.as_millis()),
+        }
     }
 }
 

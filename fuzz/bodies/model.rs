@@ -62,7 +62,11 @@ pub fn parse_len(record: &[u8]) -> Option<usize> {
 }
 
 pub fn naive_find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    (0..=haystack.len().checked_sub(needle.len())?).find(|&i| &haystack[i..i + needle.len()] == needle)
+    // Every position, byte by byte: naive on purpose (the reference must not
+    // share the engine's search), and without a memcmp per position, which
+    // a fuzzer intercepts at a high cost.
+    (0..=haystack.len().checked_sub(needle.len())?)
+        .find(|&i| haystack[i..i + needle.len()].iter().zip(needle).all(|(a, b)| a == b))
 }
 
 /// The longest proper prefix of `needle` that ends `haystack`, by definition.

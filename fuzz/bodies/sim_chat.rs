@@ -178,7 +178,7 @@ pub fn run_with(data: &[u8], check_descriptors: bool) -> usize {
         }
         let received = peer.received_data();
         let expected = expected_replies(&s, &peer.sent);
-        assert_prefix(&expected, &received, &format!("peer p{i} of a chat server ({s:?})"));
+        assert_prefix(&expected, &received, || format!("peer p{i} of a chat server ({s:?})"));
         checked += received.len();
     }
     checked

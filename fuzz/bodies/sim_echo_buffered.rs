@@ -3,8 +3,10 @@
 //!
 //! The input's first bytes size the world and the server: how much one read
 //! takes, the output limit (small ones make sends refused whole), the
-//! back-pressure watermarks, and whether there is also an outgoing `Buffered`
-//! echo client, a refused connect, and a second listener. The rest drives
+//! back-pressure watermarks, the timer each accepted connection gets (an
+//! idle timeout, or a deadline pushed back on every read: they fire, time
+//! is virtual), and whether there is also an outgoing `Buffered` echo
+//! client, a refused connect, and a second listener. The rest drives
 //! the simulation. The run must keep every invariant the simulation checks
 //! (nothing after close, `handle_close` at most once, no stale token,
 //! connect before I/O, no livelock, no channel left open, no descriptor
@@ -18,7 +20,7 @@ use rolecore::{
     AcceptHandler, Address, Buffered, Channel, Connected, Ctx, DEFAULT_LOW_WATERMARK, StreamHandler,
 };
 
-use super::{Input, assert_prefix, config_name, sim_config, summarize_trace};
+use super::{Input, Timer, assert_prefix, config_name, sim_config, summarize_trace};
 
 /// How the echo servers and clients are set up.
 #[derive(Clone, Copy, Debug)]
@@ -31,6 +33,8 @@ pub struct Setup {
     pub outgoing: bool,
     pub refused: bool,
     pub listeners: usize,
+    /// The timer each accepted connection gets.
+    pub timer: Timer,
 }
 
 pub fn decode(inp: &mut Input<'_>, check_descriptors: bool) -> Setup {
@@ -46,15 +50,18 @@ pub fn decode(inp: &mut Input<'_>, check_descriptors: bool) -> Setup {
         outgoing: b3 & 1 != 0,
         refused: b3 & 2 != 0,
         listeners: 1 + usize::from(b3 >> 2 & 1),
+        timer: Timer::decode(b3 >> 3),
     }
 }
 
 struct Echo {
     read_size: usize,
+    timer: Timer,
 }
 
 impl StreamHandler<Buffered<Connected>> for Echo {
-    fn handle_read(&mut self, ch: &mut Buffered<Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
+    fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.timer.on_read(cx);
         let mut buf = [0u8; 8192];
         let n = ch.recv(&mut buf[..self.read_size])?;
         ch.send(&buf[..n])
@@ -79,7 +86,9 @@ struct Server(Setup);
 
 impl AcceptHandler for Server {
     fn handle_accepted(&mut self, c: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
-        cx.insert(buffered(c, &self.0), Echo { read_size: self.0.read_size })?;
+        let s = &self.0;
+        let token = cx.insert(buffered(c, s), Echo { read_size: s.read_size, timer: s.timer })?;
+        s.timer.arm(token, cx);
         Ok(())
     }
 }
@@ -92,12 +101,12 @@ pub fn simulate(data: &[u8], check_descriptors: bool) -> (Setup, Result<SimRepor
     for _ in 0..s.listeners {
         sim.listen(Server(s)).expect("listen");
     }
-    let echo = Echo { read_size: s.read_size };
+    let echo = Echo { read_size: s.read_size, timer: Timer::None };
     if s.outgoing {
         sim.connect(|c, map| Ok(map.insert(buffered(c, &s), echo)?)).expect("connect");
     }
     if s.refused {
-        let echo = Echo { read_size: s.read_size };
+        let echo = Echo { read_size: s.read_size, timer: Timer::None };
         sim.connect_refused(|c, map| Ok(map.insert(buffered(c, &s), echo)?)).expect("connect_refused");
     }
     (s, sim.run())
@@ -118,7 +127,7 @@ pub fn run_with(data: &[u8], check_descriptors: bool) -> usize {
     let mut checked = 0;
     for (i, peer) in report.peers.iter().enumerate() {
         let received = peer.received_data();
-        assert_prefix(&peer.sent, &received, &format!("peer p{i} of a Buffered echo ({s:?})"));
+        assert_prefix(&peer.sent, &received, || format!("peer p{i} of a Buffered echo ({s:?})"));
         checked += received.len();
     }
     checked
@@ -137,6 +146,7 @@ pub fn describe(data: &[u8]) -> String {
             if high == usize::MAX { "off".to_owned() } else { high.to_string() }
         ));
     }
+    name.push_str(&s.timer.name());
     for (on, word) in [(s.outgoing, "-outgoing"), (s.refused, "-refused"), (s.listeners > 1, "-2listeners")] {
         if on {
             name.push_str(word);

@@ -4,8 +4,10 @@
 //!
 //! The input's first bytes size the world and the server: how much one read
 //! takes, how much may be pending before it stops reading, whether it sends
-//! once per callback or until the socket is full, and whether there is also
-//! an outgoing raw echo client, a refused connect, and a second listener.
+//! once per callback or until the socket is full, the timer each accepted
+//! connection gets (an idle timeout, or a deadline pushed back on every
+//! read), and whether there is also an outgoing raw echo client, a refused
+//! connect, and a second listener.
 //! The rest drives the simulation. The run must keep every invariant the
 //! simulation checks, and every byte a peer got back must be a prefix of
 //! what it sent: partial sends must neither lose nor repeat bytes.
@@ -15,7 +17,7 @@ use std::io;
 use rolecore::sim::{Sim, SimConfig, SimFailure, SimReport};
 use rolecore::{AcceptHandler, Address, Channel, Connected, Ctx, StreamHandler};
 
-use super::{Input, assert_prefix, config_name, sim_config, summarize_trace};
+use super::{Input, Timer, assert_prefix, config_name, sim_config, summarize_trace};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Setup {
@@ -28,6 +30,8 @@ pub struct Setup {
     pub outgoing: bool,
     pub refused: bool,
     pub listeners: usize,
+    /// The timer each accepted connection gets.
+    pub timer: Timer,
 }
 
 pub fn decode(inp: &mut Input<'_>, check_descriptors: bool) -> Setup {
@@ -42,6 +46,7 @@ pub fn decode(inp: &mut Input<'_>, check_descriptors: bool) -> Setup {
         outgoing: b3 & 1 != 0,
         refused: b3 & 2 != 0,
         listeners: 1 + usize::from(b3 >> 2 & 1),
+        timer: Timer::decode(b3 >> 3),
     }
 }
 
@@ -79,7 +84,8 @@ impl StreamHandler for RawEcho {
         !self.pending.is_empty()
     }
 
-    fn handle_read(&mut self, ch: &mut Channel<Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.setup.timer.on_read(cx);
         let mut buf = [0u8; 8192];
         let n = ch.recv(&mut buf[..self.setup.read_size])?;
         self.pending.extend_from_slice(&buf[..n]);
@@ -101,7 +107,8 @@ struct Server(Setup);
 
 impl AcceptHandler for Server {
     fn handle_accepted(&mut self, c: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
-        cx.insert(c, RawEcho::new(self.0))?;
+        let token = cx.insert(c, RawEcho::new(self.0))?;
+        self.0.timer.arm(token, cx);
         Ok(())
     }
 }
@@ -114,7 +121,8 @@ pub fn simulate(data: &[u8], check_descriptors: bool) -> (Setup, Result<SimRepor
         sim.listen(Server(s)).expect("listen");
     }
     if s.outgoing {
-        sim.connect(|c, map| Ok(map.insert(c, RawEcho::new(s))?)).expect("connect");
+        let client = Setup { timer: Timer::None, ..s };
+        sim.connect(|c, map| Ok(map.insert(c, RawEcho::new(client))?)).expect("connect");
     }
     if s.refused {
         sim.connect_refused(|c, map| Ok(map.insert(c, RawEcho::new(s))?)).expect("connect_refused");
@@ -135,7 +143,7 @@ pub fn run_with(data: &[u8], check_descriptors: bool) -> usize {
     let mut checked = 0;
     for (i, peer) in report.peers.iter().enumerate() {
         let received = peer.received_data();
-        assert_prefix(&peer.sent, &received, &format!("peer p{i} of a raw echo ({s:?})"));
+        assert_prefix(&peer.sent, &received, || format!("peer p{i} of a raw echo ({s:?})"));
         checked += received.len();
     }
     checked
@@ -148,7 +156,7 @@ pub fn describe(data: &[u8]) -> String {
         Err(failure) => format!("FAILS-{}", summarize_trace(&failure.trace)),
     };
     let cap = if s.cap == usize::MAX { "unbounded".to_owned() } else { s.cap.to_string() };
-    let mut name = format!("{}-read{}-cap{cap}", config_name(&s.config), s.read_size);
+    let mut name = format!("{}-read{}-cap{cap}{}", config_name(&s.config), s.read_size, s.timer.name());
     for (on, word) in [
         (s.burst, "-burst"),
         (s.outgoing, "-outgoing"),

@@ -5,8 +5,9 @@
 //!
 //! The input picks the world's size, the server's output budget (down to
 //! 100 bytes, so that an answer does not fit beside another connection's)
-//! and an idle timeout (none, or long enough never to fire during a run:
-//! timers run on the real clock), then 1 to 8 requests the peers send one
+//! and an idle timeout (none, 250 ms or 60 s: the simulation's clock is
+//! virtual and jumps up to two minutes, so both fire, mid-request too, and
+//! the checker holds them to their deadlines), then 1 to 8 requests the peers send one
 //! after the other, over and over: `GET`s and `HEAD`s with lines ended by
 //! CRLF, bare LF or both, extra headers and leading empty lines; `POST`s and
 //! unknown methods with bodies of any bytes (line ends and request lines
@@ -233,7 +234,7 @@ pub fn decode(inp: &mut Input<'_>, check_descriptors: bool) -> Setup {
     let config = sim_config(inp, check_descriptors);
     let b = usize::from(inp.byte());
     let budget = [64 << 20, 100, 400, 70_000][b % 4];
-    let idle_timeout = [None, Some(Duration::from_secs(60)), Some(Duration::from_secs(3600))][(b >> 2) % 3];
+    let idle_timeout = [None, Some(Duration::from_millis(250)), Some(Duration::from_secs(60))][(b >> 2) % 3];
     let messages = (0..1 + inp.below(8)).map(|_| message(inp)).collect();
     Setup { config, budget, idle_timeout, messages }
 }
@@ -449,7 +450,7 @@ pub fn describe(data: &[u8]) -> String {
         name.push_str(&format!("-budget{}", s.budget));
     }
     if let Some(t) = s.idle_timeout {
-        name.push_str(&format!("-idle{}", t.as_secs()));
+        name.push_str(&format!("-idle{}ms", t.as_millis()));
     }
     format!("{name}-{trace}")
 }

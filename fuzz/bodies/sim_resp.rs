@@ -6,8 +6,9 @@
 //! The input picks the world's size, the server's limits, set small so that
 //! they are hit (`--max-bulk`, `--max-request`, the longest line, each
 //! connection's output limit, the loop's output budget) and an idle timeout
-//! (none, or long enough never to fire during a run: timers run on the real
-//! clock), then 1 to 8 requests the peers send one after the other, over
+//! (none, 250 ms or 60 s: the simulation's clock is virtual and jumps up to
+//! two minutes, so both fire, mid-pipeline too, and the checker holds them
+//! to their deadlines), then 1 to 8 requests the peers send one after the other, over
 //! and over: inline and multibulk `PING`s and `ECHO`s of binary arguments,
 //! `SET`s of values up to 70,000 bytes, `GET`s, `MGET`s naming a key up to
 //! 1,000 times, `DEL`/`EXISTS`/`INCR`, `QUIT`, unknown commands with long
@@ -199,7 +200,7 @@ pub fn decode(inp: &mut Input<'_>, check_descriptors: bool) -> Setup {
     let output_limit = [commands::output_limit(max_bulk), 16, 200, 6000][(b >> 6) % 4];
     let b = usize::from(inp.byte());
     let budget = [256 << 20, 100, 2000, 20_000][b % 4];
-    let idle_timeout = [None, Some(Duration::from_secs(60)), Some(Duration::from_secs(3600))][(b >> 2) % 3];
+    let idle_timeout = [None, Some(Duration::from_millis(250)), Some(Duration::from_secs(60))][(b >> 2) % 3];
     let limits = Limits { max_bulk, max_request, max_line, output_limit, budget, idle_timeout };
     let messages = (0..1 + inp.below(8)).map(|_| message(inp)).collect();
     Setup { config, limits, messages }
@@ -681,7 +682,7 @@ pub fn describe(data: &[u8]) -> String {
         }
     }
     if let Some(t) = l.idle_timeout {
-        name.push_str(&format!("-idle{}", t.as_secs()));
+        name.push_str(&format!("-idle{}ms", t.as_millis()));
     }
     format!("{name}-{trace}")
 }

@@ -26,6 +26,8 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
+use crate::memory::End;
+
 /// A socket or file descriptor in the role `R`.
 ///
 /// See the [module documentation](crate::channel) for the roles and how a
@@ -47,6 +49,11 @@ pub struct Channel<R: Role> {
     /// What the last receive or send saw, for the loop to read after the
     /// handler returns (end of stream, data received).
     observed: Observed,
+    /// Where the bytes go: the kernel, or an in-memory end of the
+    /// simulation's (then `fd` is a placeholder that no I/O reaches). It
+    /// lives in what was padding: a channel stays the size of a `u64`, and
+    /// the real path pays one byte comparison per send and receive.
+    pub(crate) end: End,
     role: PhantomData<fn() -> R>,
 }
 
@@ -133,12 +140,17 @@ impl DatagramRole for ConnectedDatagram {}
 /// that rustc's hint for a `Channel { .. }` struct literal does not point
 /// users at it.
 pub(crate) fn wrap<R: Role>(fd: OwnedFd) -> Channel<R> {
-    Channel { fd, observed: Observed::default(), role: PhantomData }
+    Channel { fd, observed: Observed::default(), end: End::KERNEL, role: PhantomData }
+}
+
+/// Wraps an in-memory end with its placeholder descriptor.
+pub(crate) fn wrap_memory<R: Role>(fd: OwnedFd, end: End) -> Channel<R> {
+    Channel { fd, observed: Observed::default(), end, role: PhantomData }
 }
 
 impl<R: Role> Channel<R> {
     pub(crate) fn into_role<S: Role>(self) -> Channel<S> {
-        wrap(self.fd)
+        Channel { fd: self.fd, observed: Observed::default(), end: self.end, role: PhantomData }
     }
 
     pub(crate) fn observed(&self) -> Observed {
@@ -185,6 +197,9 @@ impl<R: Role> From<Channel<R>> for OwnedFd {
 
 impl<R: Role> fmt::Debug for Channel<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.end.is_memory() {
+            return write!(f, "Channel<{}>(fd {}, in memory)", R::NAME, self.fd.as_raw_fd());
+        }
         write!(f, "Channel<{}>(fd {})", R::NAME, self.fd.as_raw_fd())
     }
 }

@@ -13,6 +13,7 @@ use super::{Bound, Channel, Connected, Connecting, Fresh, Listening, Observed, r
 pub use crate::address::Family;
 use crate::address::{Address, ToAddress, UnixAddress};
 use crate::error::{RoleError, is_disconnect};
+use crate::memory;
 
 /// A socket type for [`Channel::create_socket`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -158,6 +159,9 @@ fn connect<R: super::Role>(
 }
 
 fn local_addr<R: super::Role>(ch: &Channel<R>) -> io::Result<Address> {
+    if ch.end.is_memory() {
+        return Ok(Address::Unix(UnixAddress::Unnamed));
+    }
     Address::from_any(net::getsockname(&ch.fd)?)
 }
 
@@ -169,6 +173,9 @@ impl Channel<Connecting> {
 
     /// Reads and clears `SO_ERROR`: `Ok` once the connect has succeeded.
     pub(crate) fn connect_result(&self) -> io::Result<()> {
+        if self.end.is_memory() {
+            return memory::connect_result(&self.end);
+        }
         match sockopt::socket_error(&self.fd)? {
             Ok(()) => match net::getpeername(&self.fd) {
                 Ok(_) => Ok(()),
@@ -201,6 +208,9 @@ impl Channel<Listening> {
     /// instead of spinning on a listener that stays readable (asyncore P1).
     pub fn accept(&mut self) -> io::Result<Option<(Channel<Connected>, Address)>> {
         self.check_open()?;
+        if self.end.is_memory() {
+            return self.accept_memory();
+        }
         match restarted(|| net::acceptfrom_with(&self.fd, NEW_FD)) {
             Ok((fd, peer)) => {
                 let peer = match peer {
@@ -213,6 +223,22 @@ impl Channel<Listening> {
             Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
                 // The loop pauses this listener for a while (see
                 // `AcceptHandler`); the caller still learns why.
+                self.observe(Observed::EXHAUSTED);
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`accept`](Self::accept) on an in-memory listener.
+    #[cold]
+    fn accept_memory(&mut self) -> io::Result<Option<(Channel<Connected>, Address)>> {
+        match memory::accept(&self.end) {
+            Ok(Some((end, fd))) => {
+                Ok(Some((super::wrap_memory(fd, end), Address::Unix(UnixAddress::Unnamed))))
+            }
+            Ok(None) => Ok(None),
+            Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
                 self.observe(Observed::EXHAUSTED);
                 Err(e.into())
             }
@@ -260,7 +286,23 @@ impl Channel<Connected> {
         if buf.is_empty() {
             return Ok(0);
         }
-        match net::recv(&self.fd, &mut *buf, flags) {
+        if self.end.is_memory() {
+            return self.recv_memory(buf, flags);
+        }
+        let first = net::recv(&self.fd, &mut *buf, flags);
+        self.received(buf, flags, first)
+    }
+
+    /// What a receive's answer means: bytes are progress, inline; the rest
+    /// is out of line. For both the kernel's answer and an in-memory end's.
+    #[inline(always)]
+    fn received(
+        &mut self,
+        buf: &mut [u8],
+        flags: RecvFlags,
+        first: rustix::io::Result<(usize, usize)>,
+    ) -> io::Result<usize> {
+        match first {
             Ok((n, _)) if n > 0 => {
                 self.observe(Observed::READ_PROGRESS);
                 Ok(n)
@@ -325,6 +367,9 @@ impl Channel<Connected> {
     #[inline]
     fn send_with(&mut self, data: &[u8], flags: SendFlags) -> io::Result<usize> {
         self.check_open()?;
+        if self.end.is_memory() {
+            return self.send_memory(data, flags);
+        }
         match net::send(&self.fd, data, flags) {
             Ok(n) if n > 0 => {
                 self.observe(Observed::WRITE_PROGRESS);
@@ -349,9 +394,30 @@ impl Channel<Connected> {
         self.sent(result)
     }
 
+    /// [`recv_with`](Self::recv_with) on an in-memory end: out of line, so
+    /// the real path keeps only the byte comparison that leads here.
+    #[cold]
+    #[inline(never)]
+    fn recv_memory(&mut self, buf: &mut [u8], flags: RecvFlags) -> io::Result<usize> {
+        let first = memory::recv(&self.end, buf, flags.contains(RecvFlags::OOB)).map(|n| (n, n));
+        self.received(buf, flags, first)
+    }
+
+    /// [`send_with`](Self::send_with) on an in-memory end.
+    #[cold]
+    #[inline(never)]
+    fn send_memory(&mut self, data: &[u8], flags: SendFlags) -> io::Result<usize> {
+        let result = memory::send(&self.end, data, flags.contains(SendFlags::OOB));
+        self.sent(result)
+    }
+
     /// Shuts down the read half, the write half, or both.
     pub fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
         self.check_open()?;
+        if self.end.is_memory() {
+            let (read, write) = (how != Shutdown::Write, how != Shutdown::Read);
+            return Ok(memory::shutdown(&self.end, read, write)?);
+        }
         let how = match how {
             Shutdown::Read => net::Shutdown::Read,
             Shutdown::Write => net::Shutdown::Write,
@@ -363,12 +429,19 @@ impl Channel<Connected> {
 
     /// Sets `TCP_NODELAY` (no effect on Unix sockets is an error).
     pub fn set_nodelay(&mut self, nodelay: bool) -> io::Result<()> {
+        if self.end.is_memory() {
+            // What the kernel answers for a Unix socket.
+            return Err(Errno::OPNOTSUPP.into());
+        }
         sockopt::set_tcp_nodelay(&self.fd, nodelay)?;
         Ok(())
     }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<Address> {
+        if self.end.is_memory() {
+            return Ok(Address::Unix(UnixAddress::Unnamed));
+        }
         match net::getpeername(&self.fd)? {
             Some(any) => Address::from_any(any),
             None => Ok(Address::Unix(UnixAddress::Unnamed)),
@@ -557,7 +630,12 @@ impl io::Write for Channel<Connected> {
         if data.is_empty() {
             return Ok(0);
         }
-        match restarted(|| net::send(&self.fd, data, SendFlags::NOSIGNAL)) {
+        let sent = if self.end.is_memory() {
+            memory::send(&self.end, data, false)
+        } else {
+            restarted(|| net::send(&self.fd, data, SendFlags::NOSIGNAL))
+        };
+        match sent {
             Ok(n) => {
                 self.observe(Observed::WRITE_PROGRESS);
                 Ok(n)

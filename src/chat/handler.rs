@@ -3,7 +3,6 @@
 //! its callbacks, `close_when_done` and lingering carried out.
 
 use std::io;
-use std::time::Instant;
 
 use super::async_chat::{AsyncChat, DEFAULT_IN_BUFFER_SIZE};
 use super::output::LINGER_BYTES;
@@ -102,7 +101,8 @@ fn finish<H: ChatHandler>(
             // peer reads it all, then the end of the stream.
             Some(time) if chat.channel.shutdown(std::net::Shutdown::Write).is_ok() => {
                 chat.output.linger.active = true;
-                cx.set_deadline(cx.token(), Instant::now().checked_add(time));
+                let at = cx.now().checked_add(time);
+                cx.set_deadline(cx.token(), at);
             }
             _ => {
                 handler.handle_close(chat, cx);

@@ -138,6 +138,7 @@ impl<E: Tracing> Entry for E {
     }
     fn expire(&mut self, cx: &mut Ctx<'_>) -> Resume {
         let (inner, tracer) = self.parts();
+        tracer.expired();
         inner.timeout(cx, tracer);
         resume(inner, cx)
     }

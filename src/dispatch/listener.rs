@@ -4,7 +4,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::entry::{Dispatch, channel_and_handler, closing, run, same};
 use crate::channel::{Channel, Listening, Observed};
@@ -52,7 +52,8 @@ impl Backoff {
         );
         self.paused = true;
         let token = cx.token();
-        cx.set_deadline(token, Some(Instant::now() + self.next));
+        let at = cx.now() + self.next;
+        cx.set_deadline(token, Some(at));
         self.next = (self.next * 2).min(MAX_BACKOFF);
     }
 

@@ -104,6 +104,33 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// The time on the map's clock: the monotonic clock, or in a
+    /// [`Sim`](crate::sim::Sim) the simulation's virtual time. Compute
+    /// deadlines from it (`cx.now() + timeout`), not from `Instant::now()`,
+    /// so the same handler keeps its timing under the simulation, where
+    /// time moves only when the simulation advances it.
+    ///
+    /// ```
+    /// use std::io;
+    /// use std::time::Duration;
+    /// use rolecore::{Buffered, Connected, Ctx, StreamHandler};
+    ///
+    /// struct Deadline;
+    /// impl StreamHandler<Buffered<Connected>> for Deadline {
+    ///     fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+    ///         // The whole request must arrive within 5 s of its first byte.
+    ///         let at = cx.now() + Duration::from_secs(5);
+    ///         cx.set_deadline(cx.token(), Some(at));
+    ///         ch.recv(cx.buffer()).map(drop)
+    ///     }
+    /// }
+    /// # let _ = Deadline;
+    /// ```
+    #[inline]
+    pub fn now(&self) -> Instant {
+        self.registry.clock.now()
+    }
+
     /// Gives a channel (this one: [`token`](Self::token)) a deadline: when it
     /// passes, the handler's `handle_timeout` runs once. `None` clears the
     /// channel's deadline or idle timeout. Returns whether the token is live.

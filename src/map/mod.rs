@@ -166,6 +166,13 @@ impl Map {
         StreamMut::new(&mut self.registry, token)
     }
 
+    /// The time on the map's clock: the monotonic clock, or in a
+    /// [`Sim`](crate::sim::Sim) the simulation's virtual time (see
+    /// [`Ctx::now`]).
+    pub fn now(&self) -> Instant {
+        self.registry.clock.now()
+    }
+
     /// Gives a channel a deadline, as [`Ctx::set_deadline`].
     pub fn set_deadline(&mut self, token: Token, deadline: Option<Instant>) -> bool {
         self.registry.set_deadline(token, deadline)
@@ -183,17 +190,6 @@ impl Map {
                 self.registry.refresh(token);
             }
         }
-    }
-
-    /// Runs `f` on a channel's descriptor (for the simulation's socket
-    /// options); `None` for a stale token.
-    pub(crate) fn with_fd<T>(
-        &self,
-        token: Token,
-        f: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> T,
-    ) -> Option<T> {
-        let entry = self.registry.entry(token)?;
-        Some(f(entry.fd()))
     }
 
     pub(crate) fn insert_entry(&mut self, entry: Box<dyn Entry>, daemon: bool) -> io::Result<Token> {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::ctx::Ctx;
 use super::entry::{Entry, InsertError, Register, Resume};
+use crate::clock::Clock;
 use crate::poller::{Backend, Events, MAX_WAIT, Poller, Source, Watched};
 use crate::readiness::{Interest, Readiness};
 use crate::report::{Level, log_info};
@@ -127,6 +128,9 @@ pub(crate) struct Registry {
     /// watch a descriptor the map can no longer name, so its registrations
     /// are rebuilt from the map before the next wait.
     pub(crate) orphans: bool,
+    /// Where every deadline of this map is measured: the monotonic clock,
+    /// or a simulation's virtual one.
+    pub(crate) clock: Clock,
 }
 
 impl Registry {
@@ -146,6 +150,7 @@ impl Registry {
             trace: None,
             shutdown: None,
             orphans: false,
+            clock: Clock::Monotonic,
         })
     }
 
@@ -282,7 +287,7 @@ impl Registry {
             return;
         }
         if !self.timers.is_empty() {
-            self.timers.touched(token, Instant::now());
+            self.timers.touched(token, self.clock.now());
         }
     }
 
@@ -426,6 +431,9 @@ impl Registry {
         let live = self.live(token).is_some();
         if live {
             self.timers.set_deadline(token, deadline);
+            if let Some(trace) = &self.trace {
+                trace.borrow_mut().push((token, Traced::Deadline(deadline)));
+            }
         }
         live
     }
@@ -447,7 +455,10 @@ impl Registry {
             return false;
         }
         if live {
-            self.timers.set_idle(token, idle, Instant::now());
+            self.timers.set_idle(token, idle, self.clock.now());
+            if let Some(trace) = &self.trace {
+                trace.borrow_mut().push((token, Traced::IdleTimeout(idle)));
+            }
         }
         live
     }
@@ -475,7 +486,8 @@ impl Registry {
     }
 
     pub(crate) fn begin_shutdown(&mut self, grace: Duration) {
-        let at = Instant::now().checked_add(grace).unwrap_or_else(|| Instant::now() + MAX_WAIT);
+        let now = self.clock.now();
+        let at = now.checked_add(grace).unwrap_or_else(|| now + MAX_WAIT);
         // Listeners go at once: a shutdown in the past closes them now.
         self.shutdown = Some(self.shutdown.map_or(at, |old| old.min(at)));
         self.close_where(|entry| entry.joined() == Joined::Listening);
@@ -579,7 +591,7 @@ impl Registry {
         };
         let timeout = match next_wake {
             Some(at) => {
-                let until = at.saturating_duration_since(Instant::now());
+                let until = at.saturating_duration_since(self.clock.now());
                 Some(timeout.map_or(until, |t| t.min(until)))
             }
             None => timeout,

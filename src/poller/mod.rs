@@ -260,6 +260,15 @@ impl Poller {
     /// A new poller with `backend` and no registrations, under the same
     /// script if this one has one.
     pub fn successor(&self, backend: Backend) -> io::Result<Poller> {
+        if self.script.is_some() && backend == Backend::Epoll {
+            // The script reads every channel's readiness on each wait, and
+            // in-memory channels have none in the kernel: poll (or select)
+            // hands it the list that epoll keeps to itself.
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a simulation's map waits with poll or select, not epoll",
+            ));
+        }
         let script = self.script.as_ref().map(|s| Box::new(s.successor()));
         Ok(Poller { kernel: Kernel::new(backend)?, script })
     }
@@ -286,6 +295,9 @@ impl Poller {
     /// one it already watches (`EEXIST`, under an older key) is watched
     /// under the new key instead.
     pub fn register(&mut self, fd: BorrowedFd<'_>, key: u64, interest: Interest) -> io::Result<Watched> {
+        if crate::memory::is_memory_fd(fd) {
+            return self.register_memory();
+        }
         let Kernel::Epoll(p) = &mut self.kernel else { return Ok(Watched::ByKernel) };
         match p.register(fd, key, interest) {
             Ok(()) => Ok(Watched::ByKernel),
@@ -296,6 +308,19 @@ impl Poller {
                 p.reregister(fd, key, interest).map_err(|_| e).map(|()| Watched::ByKernel)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// An in-memory channel: its readiness comes from the simulation's
+    /// script, never from the kernel, so only a simulation's map takes it.
+    #[cold]
+    fn register_memory(&self) -> io::Result<Watched> {
+        match self.script {
+            Some(_) => Ok(Watched::ByKernel),
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an in-memory channel can only join a simulation's map (rolecore::sim::Sim)",
+            )),
         }
     }
 

@@ -1,6 +1,7 @@
 //! A script that alters what a real backend reports: the ground truth comes
-//! from the backend with a zero timeout (`poll(2)`, for a simulation's map),
-//! then the script withholds, adds, reorders or invents readiness. Used by
+//! from the in-memory channels' queues and, for any kernel descriptor in the
+//! map, from the backend with a zero timeout (`poll(2)`, for a simulation's
+//! map); then the script withholds, adds, reorders or invents readiness. Used by
 //! [`sim`](crate::sim); a map that is not simulated has no script, and its
 //! poller pays one branch per wait for the possibility.
 
@@ -25,12 +26,14 @@ pub(crate) type SharedScript = Rc<RefCell<dyn Script>>;
 pub(crate) struct Scripted {
     /// The keys of the descriptors watched in this wait (reused).
     live: Vec<u64>,
+    /// The in-memory channels' readiness in this wait (reused).
+    memory: Vec<Event>,
     script: SharedScript,
 }
 
 impl Scripted {
     pub(crate) fn new(script: SharedScript) -> Self {
-        Scripted { live: Vec::new(), script }
+        Scripted { live: Vec::new(), memory: Vec::new(), script }
     }
 
     /// The same script, for a poller that replaces this one.
@@ -38,7 +41,11 @@ impl Scripted {
         Scripted::new(self.script.clone())
     }
 
-    /// Never blocks: a simulation advances by steps, not by time.
+    /// Never blocks: a simulation advances by steps, not by time. Out of
+    /// line: inlined into the loop's wait, it made `Map::poll` keep more
+    /// values in registers on the real path (measured: 6 more instructions
+    /// per echoed message with it inlined).
+    #[inline(never)]
     pub(super) fn wait<'a>(
         &mut self,
         kernel: &mut Kernel,
@@ -46,12 +53,27 @@ impl Scripted {
         events: &mut Events,
     ) -> io::Result<()> {
         self.live.clear();
-        let live = &mut self.live;
-        let mut sources = sources.inspect(|s| live.push(s.key));
+        self.memory.clear();
+        let (live, memory) = (&mut self.live, &mut self.memory);
+        // In-memory channels are answered here; only the others reach the
+        // kernel (whose wait is then zero: the simulation decides when time
+        // moves, so a wait never blocks).
+        let mut sources = sources.inspect(|s| live.push(s.key)).filter(|s| {
+            match crate::memory::readiness(s.fd, s.interest) {
+                Some(r) => {
+                    if !r.is_empty() {
+                        memory.push((s.key, r));
+                    }
+                    false
+                }
+                None => true,
+            }
+        });
         kernel.wait(&mut sources, events, Some(Duration::ZERO))?;
-        // A backend that keeps its registrations reads no source: the script
-        // still learns every live key.
         sources.for_each(drop);
+        for &event in &self.memory {
+            events.push(event);
+        }
         self.script.borrow_mut().adjust(&self.live, events.flatten());
         Ok(())
     }

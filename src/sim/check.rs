@@ -1,27 +1,42 @@
 //! The loop's invariants, checked on every traced event.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::time::{Duration, Instant};
 
+use crate::clock::VirtualClock;
+
+/// Channel numbers (`#n`, in the order channels joined) by token key.
+pub(crate) type Ids = std::rc::Rc<std::cell::RefCell<HashMap<u64, u32, BuildHasherDefault<KeyHasher>>>>;
 use crate::token::Token;
 use crate::trace::{Callback, Joined, Traced};
 
 #[derive(Debug)]
 struct Life {
-    name: String,
+    /// The channel's number: `#id` in the trace.
+    id: u32,
     joined: Joined,
     connected: bool,
     closes: u32,
     failed_connect: bool,
     removed: bool,
+    /// The timer the handler asked for, as the checker models it: when it
+    /// may expire at the earliest, and the idle timeout that re-arms it
+    /// after every callback (`None`: a one-shot deadline).
+    timer: Option<(Instant, Option<Duration>)>,
 }
 
 /// Per-channel state of the checks; channels are named `#1`, `#2`… in the
 /// order they joined, so traces do not depend on descriptor numbers.
 #[derive(Debug, Default)]
 pub(crate) struct Checker {
-    lives: HashMap<Token, Life>,
-    pub ids: HashMap<u64, u32>,
+    lives: HashMap<Token, Life, BuildHasherDefault<KeyHasher>>,
+    /// Channel numbers by token key, shared with the script.
+    pub ids: Ids,
     next: u32,
+    /// Whether any channel was ever given a timer (until then there is
+    /// nothing to scan for).
+    timed: bool,
 }
 
 impl Checker {
@@ -30,7 +45,10 @@ impl Checker {
             .lives
             .values()
             .filter(|l| !l.removed && matches!(l.joined, Joined::Connecting | Joined::Connected))
-            .map(|l| l.name.clone())
+            .map(|l| l.id)
+            .collect::<Vec<u32>>()
+            .into_iter()
+            .map(|id| format!("#{id}"))
             .collect();
         open.sort();
         open
@@ -40,30 +58,54 @@ impl Checker {
         self.lives.values().filter(|l| !l.removed).count()
     }
 
-    /// Checks one event; `Err` says which invariant broke.
-    pub fn check(&mut self, token: Token, event: Traced) -> Result<String, String> {
+    /// A live channel whose one-shot deadline passed at or before `now`:
+    /// after a whole iteration at `now`, the loop must have served it.
+    /// (Idle timeouts are checked against the map's own timers: a wake-up
+    /// without a callback re-arms them too, which the trace does not show.)
+    pub fn overdue(&self, now: Instant) -> Option<String> {
+        if !self.timed {
+            return None;
+        }
+        self.lives
+            .values()
+            .filter(|l| !l.removed && matches!(l.timer, Some((due, None)) if due <= now))
+            .map(|l| l.id)
+            .min()
+            .map(|id| format!("#{id}'s deadline"))
+    }
+
+    /// Checks one event, which happened at `now`: the channel's number, or
+    /// `Err` saying which invariant broke.
+    pub fn check(
+        &mut self,
+        token: Token,
+        event: Traced,
+        now: Instant,
+        clock: &VirtualClock,
+    ) -> Result<u32, String> {
         if let Traced::Inserted(joined) = event {
             if self.lives.get(&token).is_some_and(|l| !l.removed) {
                 return Err(format!("token {token:?} inserted twice"));
             }
             self.next += 1;
-            let name = format!("#{}", self.next);
-            self.ids.insert(token.key(), self.next);
+            self.ids.borrow_mut().insert(token.key(), self.next);
             let life = Life {
-                name: name.clone(),
+                id: self.next,
                 joined,
                 connected: false,
                 closes: 0,
                 failed_connect: false,
                 removed: false,
+                timer: None,
             };
             self.lives.insert(token, life);
-            return Ok(format!("{name} joined the map ({joined:?})"));
+            return Ok(self.next);
         }
         let Some(life) = self.lives.get_mut(&token) else {
             return Err(format!("an event for a channel that never joined the map ({token:?}): {event:?}"));
         };
-        let name = life.name.clone();
+        let id = life.id;
+        let name = Name(id);
         if life.removed {
             return Err(format!("{name}: {event:?} after the channel closed (D18, stale token D20)"));
         }
@@ -71,9 +113,42 @@ impl Checker {
             Traced::Inserted(_) => unreachable!("handled above"),
             Traced::Removed => {
                 life.removed = true;
-                Ok(format!("{name} closed"))
+                Ok(id)
             }
-            Traced::Called { callback, progress } => {
+            Traced::Deadline(at) => {
+                self.timed = true;
+                life.timer = at.map(|at| (at, None));
+                Ok(id)
+            }
+            Traced::IdleTimeout(idle) => {
+                // Too long to represent: the map arms no timer.
+                life.timer = idle.and_then(|d| Some((now.checked_add(d)?, Some(d))));
+                Ok(id)
+            }
+            Traced::Expired => {
+                let at = clock.offset(now);
+                if life.closes > 0 {
+                    return Err(format!("{name}: its timer expired at t={at:?}, after handle_close"));
+                }
+                match life.timer {
+                    None => return Err(format!("{name}: its timer expired at t={at:?}, but none was set")),
+                    Some((due, idle)) if due > now => {
+                        let kind = if idle.is_some() {
+                            "an idle timeout expired before the channel was idle that long (activity re-arms it)"
+                        } else {
+                            "a deadline expired early"
+                        };
+                        return Err(format!(
+                            "{name}: {kind}: expired at t={at:?}, due no earlier than t={:?}",
+                            clock.offset(due)
+                        ));
+                    }
+                    Some((_, Some(idle))) => life.timer = now.checked_add(idle).map(|due| (due, Some(idle))),
+                    Some((_, None)) => life.timer = None,
+                }
+                Ok(id)
+            }
+            Traced::Called { callback, .. } => {
                 if life.closes > 0 {
                     return Err(format!("{name}: {callback:?} after handle_close (D18)"));
                 }
@@ -103,29 +178,148 @@ impl Checker {
                     }
                     _ => {}
                 }
+                if let Some((_, Some(idle))) = life.timer {
+                    // Activity re-arms an idle timeout (when the callback
+                    // returns, at the same virtual time).
+                    life.timer = now.checked_add(idle).map(|due| (due, Some(idle)));
+                }
                 match callback {
                     Callback::Connect => life.connected = true,
                     Callback::ConnectFailed => life.failed_connect = true,
                     Callback::Close => life.closes += 1,
                     _ => {}
                 }
-                let moved = if progress { " (moved data)" } else { "" };
-                Ok(format!("{name} {}{moved}", callback_name(callback)))
+                Ok(id)
             }
         }
     }
 }
 
-fn callback_name(c: Callback) -> &'static str {
-    match c {
-        Callback::Connect => "handle_connect",
-        Callback::ConnectFailed => "handle_connect_failed",
-        Callback::Accept => "handle_accept",
-        Callback::Read => "handle_read",
-        Callback::Write => "handle_write",
-        Callback::Expt => "handle_expt",
-        Callback::Timeout => "handle_timeout",
-        Callback::Error => "handle_error",
-        Callback::Close => "handle_close",
+/// Hashes a token with one multiplication: the keys are the map's own, not
+/// a peer's, and SipHash was a visible share of a fuzz run.
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+}
+
+/// A channel's name in messages: `#id`.
+struct Name(u32);
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn token(n: u32) -> Token {
+        Token::from_key(u64::from(n), 1)
+    }
+
+    /// A checker with one connected stream, `#1`, and a clock.
+    fn one_stream() -> (Checker, VirtualClock) {
+        let mut checker = Checker::default();
+        let clock = VirtualClock::new();
+        checker.check(token(1), Traced::Inserted(Joined::Connected), clock.now(), &clock).unwrap();
+        (checker, clock)
+    }
+
+    fn check(c: &mut Checker, clock: &VirtualClock, event: Traced) -> Result<u32, String> {
+        c.check(token(1), event, clock.now(), clock)
+    }
+
+    const TIMEOUT: Traced = Traced::Called { callback: Callback::Timeout, progress: false };
+    const READ: Traced = Traced::Called { callback: Callback::Read, progress: true };
+
+    #[test]
+    fn an_expiry_before_the_deadline_is_caught_and_one_after_it_is_not() {
+        let (mut c, clock) = one_stream();
+        check(&mut c, &clock, Traced::Deadline(Some(clock.now() + 100 * MS))).unwrap();
+        clock.advance(99 * MS);
+        let early = check(&mut c, &clock, Traced::Expired).unwrap_err();
+        assert!(early.contains("a deadline expired early"), "{early}");
+
+        let (mut c, clock) = one_stream();
+        check(&mut c, &clock, Traced::Deadline(Some(clock.now() + 100 * MS))).unwrap();
+        clock.advance(100 * MS);
+        check(&mut c, &clock, Traced::Expired).unwrap();
+        check(&mut c, &clock, TIMEOUT).unwrap();
+        let again = check(&mut c, &clock, Traced::Expired).unwrap_err();
+        assert!(again.contains("none was set"), "a one-shot deadline expires once: {again}");
+    }
+
+    #[test]
+    fn activity_re_arms_an_idle_timeout() {
+        let (mut c, clock) = one_stream();
+        check(&mut c, &clock, Traced::IdleTimeout(Some(100 * MS))).unwrap();
+        clock.advance(60 * MS);
+        check(&mut c, &clock, READ).unwrap();
+        clock.advance(60 * MS);
+        // 120 ms after it was set, 60 ms after the last activity: a loop
+        // that did not re-arm it on the read would expire it now.
+        let not_rearmed = check(&mut c, &clock, Traced::Expired).unwrap_err();
+        assert!(not_rearmed.contains("activity re-arms it"), "{not_rearmed}");
+
+        let (mut c, clock) = one_stream();
+        check(&mut c, &clock, Traced::IdleTimeout(Some(100 * MS))).unwrap();
+        clock.advance(60 * MS);
+        check(&mut c, &clock, READ).unwrap();
+        clock.advance(100 * MS);
+        check(&mut c, &clock, Traced::Expired).unwrap();
+    }
+
+    #[test]
+    fn a_deadline_left_unserved_after_its_time_is_caught() {
+        let (mut c, clock) = one_stream();
+        check(&mut c, &clock, Traced::Deadline(Some(clock.now() + 10 * MS))).unwrap();
+        assert_eq!(c.overdue(clock.now()), None);
+        clock.advance(10 * MS);
+        assert_eq!(c.overdue(clock.now()).as_deref(), Some("#1's deadline"));
+        check(&mut c, &clock, Traced::Expired).unwrap();
+        assert_eq!(c.overdue(clock.now()), None, "served");
+        check(&mut c, &clock, Traced::Deadline(Some(clock.now() + 10 * MS))).unwrap();
+        check(&mut c, &clock, Traced::Deadline(None)).unwrap();
+        clock.advance(10 * MS);
+        assert_eq!(c.overdue(clock.now()), None, "a cleared deadline is not due");
+    }
+
+    #[test]
+    fn no_timer_expires_after_close() {
+        let (mut c, clock) = one_stream();
+        check(&mut c, &clock, Traced::Deadline(Some(clock.now()))).unwrap();
+        check(&mut c, &clock, Traced::Called { callback: Callback::Close, progress: false }).unwrap();
+        let after_close = check(&mut c, &clock, Traced::Expired).unwrap_err();
+        assert!(after_close.contains("after handle_close"), "{after_close}");
+
+        let (mut c, clock) = one_stream();
+        check(&mut c, &clock, Traced::IdleTimeout(Some(MS))).unwrap();
+        check(&mut c, &clock, Traced::Removed).unwrap();
+        clock.advance(MS);
+        let after_removal = check(&mut c, &clock, Traced::Expired).unwrap_err();
+        assert!(after_removal.contains("after the channel closed"), "{after_removal}");
+        assert_eq!(c.overdue(clock.now()), None, "a closed channel's timer is not due");
     }
 }

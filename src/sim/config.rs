@@ -13,9 +13,11 @@ pub struct SimConfig {
     pub max_peers: usize,
     /// Most bytes a peer writes or reads in one step (0 is taken as 1).
     pub max_io: usize,
-    /// The send and receive buffer size asked for every simulated socket
-    /// (listeners pass it on to the connections they accept): small buffers
-    /// make partial writes and would-block common. `None` keeps the kernel's.
+    /// How many bytes each direction of a simulated connection holds at
+    /// once (its receive buffer): small ones make partial writes and
+    /// would-block common. `None` is about what Linux gives a socket
+    /// (208 KiB). Independently, each direction of each connection gets a
+    /// most-bytes-per-call chosen by the run (1 byte to unlimited).
     pub socket_buffer: Option<usize>,
     /// Most loop iterations in a row, in the settling phase, whose callbacks
     /// move no data before the simulation calls it a livelock. Iterations
@@ -23,9 +25,12 @@ pub struct SimConfig {
     /// time) do not count, up to [`SETTLE_HARD_LIMIT`] in all. 0 is taken
     /// as 1.
     pub settle_limit: usize,
-    /// Check that the process has as many open descriptors at the end as at
-    /// the start (only meaningful when nothing else in the process opens
-    /// descriptors meanwhile: fuzz targets, not parallel tests).
+    /// Check that as many simulated channels are open at the end as at the
+    /// start: none outlived the run (a handler that keeps or forgets a
+    /// channel the map closed leaks its descriptor). Counted in the
+    /// simulation's own table of in-memory ends, with no system call; only
+    /// meaningful when no other simulation runs on the same thread
+    /// meanwhile.
     pub check_descriptors: bool,
 }
 
@@ -112,7 +117,19 @@ impl Traffic {
     /// The `len` bytes of peer `peer`'s stream from offset `start`.
     pub(super) fn bytes(&self, peer: usize, start: usize, len: usize) -> Vec<u8> {
         match &self.0 {
-            Kind::Pattern => (start..start + len).map(|k| ((k * 31 + peer * 7) % 255) as u8).collect(),
+            Kind::Pattern => {
+                // The stream repeats every 255 bytes: copy one period at a
+                // time rather than compute each byte.
+                let period: Vec<u8> = (0..255).map(|k| ((k * 31 + peer * 7) % 255) as u8).collect();
+                let mut out = Vec::with_capacity(len);
+                let mut at = start % 255;
+                while out.len() < len {
+                    let take = (255 - at).min(len - out.len());
+                    out.extend_from_slice(&period[at..at + take]);
+                    at = 0;
+                }
+                out
+            }
             Kind::Messages(messages) => {
                 let cycle: usize = messages.iter().map(Vec::len).sum();
                 let mut out = Vec::with_capacity(len);
@@ -151,6 +168,9 @@ pub struct PeerReport {
 impl PeerReport {
     /// What the peer received, without out-of-band bytes that came inline.
     pub fn received_data(&self) -> Vec<u8> {
+        if !self.received.contains(&OOB_BYTE) {
+            return self.received.clone();
+        }
         self.received.iter().copied().filter(|&b| b != OOB_BYTE).collect()
     }
 }
@@ -162,8 +182,8 @@ pub struct SimReport {
     pub seed: Option<u64>,
     /// Each peer's traffic, in the order peers were created.
     pub peers: Vec<PeerReport>,
-    /// What happened, a line per event.
-    pub trace: Vec<String>,
+    /// What happened, a line per event (rendered when first read).
+    pub trace: super::Trace,
     /// Loop iterations run.
     pub iterations: usize,
     /// Callbacks the loop made.

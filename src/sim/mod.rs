@@ -1,23 +1,43 @@
 //! Layer 8: a deterministic simulated world for fuzzing handlers.
 //!
 //! A [`Sim`] runs your unchanged handlers in a real [`Map`] whose poller is
-//! scripted: every step, a seed (or a fuzzer's bytes) decides what happens
-//! next — a peer connects, writes some bytes, reads some, half-closes,
-//! closes or resets, sends out-of-band data, connects and vanishes before it
-//! is accepted — or the loop runs one iteration, with readiness withheld,
-//! invented (spurious wake-ups), reported for channels that have since
-//! closed, or reordered. Peers are the far ends of Unix stream sockets, whose
-//! transfers the kernel completes synchronously, so the same seed gives the
-//! same trace, byte for byte, as long as no timer fires: timers still run on
-//! the real clock. What peers write is a fixed pattern unless a test gives
-//! them messages of its own ([`Traffic`]).
+//! scripted and whose clock is virtual: every step, a seed (or a fuzzer's
+//! bytes) decides what happens next — a peer connects, writes some bytes,
+//! reads some, half-closes, closes or resets, sends out-of-band data,
+//! connects and vanishes before it is accepted; a slow connect completes or
+//! is refused; the listener runs out of descriptors (`EMFILE`) for its next
+//! accepts; time jumps ahead; a graceful shutdown starts — or the loop runs
+//! one iteration, with readiness withheld, invented (spurious wake-ups),
+//! reported for channels that have since closed, or reordered.
+//!
+//! **In memory.** The simulated channels and their peers exchange bytes
+//! through queues in memory, not kernel sockets: each connection's capacity
+//! and the most one call moves are chosen per connection, so partial reads
+//! and writes and would-block are common. Your handlers get the same
+//! `Channel<Connected>` (raw, in a [`Buffered`](crate::Buffered) or an
+//! [`AsyncChat`](crate::AsyncChat)) they get in production; only what is
+//! behind its `send` and `recv` differs. No socket is opened: a simulated
+//! channel's descriptor is a duplicate of `/dev/null`, there so the map can
+//! index it. What peers write is a fixed pattern unless a test gives them
+//! messages of its own ([`Traffic`]).
+//!
+//! **Virtual time.** The map's clock ([`Map::now`], [`Ctx::now`](crate::Ctx::now))
+//! stands still until the simulation moves it, by jumps from a millisecond
+//! to two minutes. Deadlines, idle timeouts, the listener's `EMFILE`
+//! back-off, a chat's lingering close and a shutdown's grace period all
+//! run on it, so the same seed gives the same trace, timers included, on
+//! any machine and at any speed.
 //!
 //! On every step the simulation checks what the loop delivered against its
 //! invariants: nothing after close and `handle_close` at most once (D18), no
 //! stale token reaching a channel (D20), `handle_connect` once and before any
-//! read or write (D21), no read, write or priority event to a listener. At
-//! the end it closes every peer and runs the loop with truthful readiness
-//! until it goes quiet: a channel still open then never had its
+//! read or write (D21), no read, write or priority event to a listener; and
+//! the timers': no expiry before the deadline a handler set (an idle
+//! timeout counts from the channel's last callback: activity re-arms it), no
+//! deadline left unserved by the iteration after time reached it, nothing
+//! after close, and every channel closed once a shutdown's grace period is
+//! over. At the end it closes every peer and runs the loop with truthful
+//! readiness until it goes quiet: a channel still open then never had its
 //! `handle_close`, and a loop that does not go quiet is a livelock (a
 //! handler that asks for events it never consumes). Then `close_all` must
 //! leave the map empty.
@@ -25,10 +45,13 @@
 //! A failure is a [`SimFailure`] that prints the seed and the trace, to be
 //! replayed in a unit test with the same seed.
 //!
-//! Real I/O pays next to nothing for this: the script wraps the map's real
-//! backend, one branch per wait when there is none, and only a tracing map
-//! (this one) makes entries that record their callbacks; the others call
-//! their handlers through a tracer that compiles to nothing.
+//! Real I/O pays next to nothing for this: a channel's in-memory end lives
+//! in what was padding (one byte comparison per send and receive), the
+//! script wraps the map's backend (one branch per wait when there is none),
+//! the clock is read only when a timer is armed (one more branch then), and
+//! only a tracing map (this one) makes entries that record their
+//! callbacks; the others call their handlers through a tracer that compiles
+//! to nothing.
 //!
 //! # Examples
 //!
@@ -67,71 +90,99 @@
 mod check;
 mod chooser;
 mod config;
+mod log;
 mod script;
 
 use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use config::{OOB_BYTE, PeerReport, SETTLE_HARD_LIMIT, SimConfig, SimFailure, SimReport, Traffic};
 
 use check::Checker;
 use chooser::Chooser;
+pub use log::Trace;
+use log::{Act, Line};
 use script::Chaos;
 
 pub use crate::trace::{Callback, Joined, Traced};
 
-use crate::address::{Address, UnixAddress};
-use crate::channel::{Channel, Connected, Connecting, Listening};
+use crate::channel::{Channel, Connecting, Listening, wrap_memory};
+use crate::clock::{Clock, VirtualClock};
 use crate::handler::AcceptHandler;
 use crate::map::Map;
+use crate::memory::{self, End, Link, Sizes};
 use crate::poller::Poller;
 use crate::token::Token;
 
 struct Peer {
-    channel: Option<Channel<Connected>>,
+    end: Option<End>,
     report: PeerReport,
     write_shut: bool,
+    /// A connect of the map's side that is still in progress (slow).
+    pending: bool,
 }
 
-/// Where simulated clients connect: a Unix listener in the map, with the
-/// user's handler.
+impl Peer {
+    fn gone() -> Peer {
+        Peer { end: None, report: PeerReport::default(), write_shut: true, pending: false }
+    }
+}
+
+/// Where simulated clients connect: an in-memory listener in the map, with
+/// the user's handler.
 struct Listener {
-    address: Address,
+    id: u16,
 }
 
-/// The simulated world: a map, its scripted poller, and the peers.
+/// How far one time step moves the clock: from below a typical deadline's
+/// resolution to past any idle timeout a test would set.
+const TIME_JUMPS: [Duration; 8] = [
+    Duration::from_millis(1),
+    Duration::from_millis(7),
+    Duration::from_millis(50),
+    Duration::from_millis(200),
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+];
+
+/// The most bytes one call moves on a connection, per direction, chosen
+/// when it is made: a byte at a time up to no limit but the capacity.
+const CHUNKS: [usize; 6] = [1, 3, 64, 1024, 16_384, usize::MAX];
+
+/// The capacity of each direction when [`SimConfig::socket_buffer`] is
+/// `None`: about what Linux gives a socket.
+const DEFAULT_CAPACITY: usize = 208 * 1024;
+
+/// The simulated world: a map, its scripted poller, its clock, and the peers.
 pub struct Sim {
     map: Map,
     chooser: Rc<RefCell<Chooser>>,
     chaos: Rc<RefCell<Chaos>>,
     checker: Checker,
+    clock: VirtualClock,
     config: SimConfig,
     traffic: Traffic,
     seed: Option<u64>,
     listeners: Vec<Listener>,
     peers: Vec<Peer>,
-    trace: Vec<String>,
+    trace: Trace,
     iterations: usize,
     callbacks: usize,
     /// Callbacks that moved data (or found the end of a stream).
     progressed: usize,
+    /// When the graceful shutdown's grace period ends, once one started.
+    shutdown: Option<Instant>,
     descriptors_at_start: usize,
-}
-
-static NAMES: AtomicU64 = AtomicU64::new(0);
-
-fn open_descriptors() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
 }
 
 impl Sim {
     /// A world whose choices come from `seed`: the same seed, the same run,
-    /// as long as no timer fires (deadlines and idle timeouts run on the
-    /// real clock, so a run in which one fires may differ when replayed).
+    /// timers included.
     pub fn from_seed(seed: u64, config: SimConfig) -> io::Result<Sim> {
         let mut sim = Sim::new(Chooser::seeded(seed), config)?;
         sim.seed = Some(seed);
@@ -149,32 +200,41 @@ impl Sim {
         // the run meaningless (or divide by zero).
         config.max_io = config.max_io.max(1);
         config.settle_limit = config.settle_limit.max(1);
-        let descriptors_at_start = if config.check_descriptors { open_descriptors() } else { 0 };
+        // The placeholder every in-memory descriptor duplicates is opened
+        // once per thread, up front: a failure shows here, not mid-run.
+        memory::prepare()?;
+        let descriptors_at_start = memory::open_ends();
         let chooser = Rc::new(RefCell::new(chooser));
+        let checker = Checker::default();
         let chaos = Rc::new(RefCell::new(Chaos {
             chooser: chooser.clone(),
             graveyard: Vec::new(),
             truthful: false,
             delivered: Vec::new(),
-            ids: Default::default(),
+            ids: checker.ids.clone(),
+            live: Vec::new(),
         }));
         let script: crate::poller::scripted::SharedScript = chaos.clone();
         let mut map = Map::with_poller(Poller::scripted(script));
         map.set_tracing(true);
+        let clock = VirtualClock::new();
+        map.registry.clock = Clock::Virtual(clock.clone());
         Ok(Sim {
             map,
             chooser,
             chaos,
-            checker: Checker::default(),
+            checker,
+            clock,
             config,
             traffic: Traffic::pattern(),
             seed: None,
             listeners: Vec::new(),
             peers: Vec::new(),
-            trace: Vec::new(),
+            trace: Trace::default(),
             iterations: 0,
             callbacks: 0,
             progressed: 0,
+            shutdown: None,
             descriptors_at_start,
         })
     }
@@ -186,73 +246,98 @@ impl Sim {
         self
     }
 
-    /// The map the simulation drives, to insert channels of your own.
+    /// The map the simulation drives, to insert channels of your own
+    /// (kernel descriptors work too: the script asks the kernel for their
+    /// readiness).
     pub fn map(&mut self) -> &mut Map {
         &mut self.map
     }
 
+    /// The simulation's virtual time: where the map's clock stands now.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    /// How far virtual time has moved since the simulation was made.
+    pub fn elapsed(&self) -> Duration {
+        self.clock.elapsed()
+    }
+
+    /// Moves virtual time forward by `by`, as a step of the run would
+    /// (before [`run`](Self::run), to start from a later time).
+    pub fn advance(&mut self, by: Duration) {
+        self.clock.advance(by);
+        self.log(Line::Time { by, t: self.clock.elapsed() });
+    }
+
     /// Starts a listener with `handler`; simulated clients connect to it.
     pub fn listen<H: AcceptHandler>(&mut self, handler: H) -> io::Result<Token> {
-        let name = format!("rolecore-sim-{}-{}", std::process::id(), NAMES.fetch_add(1, Ordering::Relaxed));
-        let address = Address::Unix(UnixAddress::Abstract(name.into_bytes()));
-        let listener: Channel<Listening> = Channel::unix_stream()?.bind(&address)?.listen(64)?;
-        self.shrink(&listener)?;
+        let end = memory::listener(64)?;
+        let id = end.id();
+        let fd = memory::descriptor_for(&end)?;
+        let listener: Channel<Listening> = wrap_memory(fd, end);
         let token = self.map.insert(listener, handler)?;
-        self.listeners.push(Listener { address });
+        self.listeners.push(Listener { id });
         self.absorb_trace()?;
         Ok(token)
     }
 
     /// Connects a channel of yours to a simulated server: `insert` gets the
     /// connecting channel and puts it in the map with your handler (raw,
-    /// `Buffered` or `AsyncChat`). The server side becomes a peer.
+    /// `Buffered` or `AsyncChat`). The server side becomes a peer. The run
+    /// chooses whether the connect completes at once or is slow (pending
+    /// until a later step completes or refuses it).
     pub fn connect(
         &mut self,
         insert: impl FnOnce(Channel<Connecting>, &mut Map) -> io::Result<Token>,
     ) -> io::Result<Token> {
-        let name = format!("rolecore-sim-{}-{}", std::process::id(), NAMES.fetch_add(1, Ordering::Relaxed));
-        let address = Address::Unix(UnixAddress::Abstract(name.into_bytes()));
-        let mut server: Channel<Listening> = Channel::unix_stream()?.bind(&address)?.listen(1)?;
-        self.shrink(&server)?;
-        let fresh = Channel::unix_stream()?;
-        self.shrink(&fresh)?;
-        let connecting = fresh.connect(&address)?;
-        let token = insert(connecting, &mut self.map)?;
-        let (peer, _) =
-            server.accept()?.ok_or_else(|| io::Error::other("the simulated server saw no connection"))?;
-        // Accepted Unix sockets do not inherit the listener's buffer sizes.
-        self.shrink(&peer)?;
-        self.peers.push(Peer { channel: Some(peer), report: PeerReport::default(), write_shut: false });
+        let slow = self.chooser.borrow_mut().one_in(3);
+        let link = if slow { Link::Pending } else { Link::Established };
+        let sizes = self.sizes();
+        let (ours, theirs) = memory::pair(sizes, link)?;
+        let fd = memory::descriptor_for(&ours)?;
+        let token = insert(wrap_memory(fd, ours), &mut self.map)?;
+        let id = self.peers.len();
+        self.log(Line::ConnectOut { peer: id, slow });
+        self.peers.push(Peer {
+            end: Some(theirs),
+            report: PeerReport::default(),
+            write_shut: false,
+            pending: slow,
+        });
         self.absorb_trace()?;
         Ok(token)
     }
 
-    /// Connects a channel of yours to a port where nothing listens: the loop
-    /// must report `handle_connect_failed`, never `handle_connect`.
+    /// Connects a channel of yours to an address where nothing listens: the
+    /// loop must report `handle_connect_failed`, never `handle_connect`.
     pub fn connect_refused(
         &mut self,
         insert: impl FnOnce(Channel<Connecting>, &mut Map) -> io::Result<Token>,
     ) -> io::Result<Token> {
-        let port = {
-            let probe = Channel::tcp_v4()?.bind("127.0.0.1:0")?.listen(1)?;
-            probe.local_addr()?
-        };
-        let connecting = Channel::tcp_v4()?.connect(&port)?;
-        let token = insert(connecting, &mut self.map)?;
+        let (ours, theirs) = memory::pair(self.sizes(), Link::Refused)?;
+        drop(theirs);
+        let fd = memory::descriptor_for(&ours)?;
+        let token = insert(wrap_memory(fd, ours), &mut self.map)?;
         self.absorb_trace()?;
         Ok(token)
     }
 
-    fn shrink(&self, socket: &impl std::os::fd::AsFd) -> io::Result<()> {
-        shrink_socket(self.config, socket)
+    /// A new connection's sizes: the configured capacity each way, and the
+    /// most one call moves, chosen per direction.
+    fn sizes(&mut self) -> Sizes {
+        let cap = self.config.socket_buffer.unwrap_or(DEFAULT_CAPACITY).max(1);
+        let mut c = self.chooser.borrow_mut();
+        let mut chunk = || CHUNKS[c.below(CHUNKS.len()).unwrap_or(CHUNKS.len() - 1)];
+        Sizes { cap: [cap; 2], chunk: [chunk(), chunk()] }
     }
 
-    fn log(&mut self, line: String) {
+    fn log(&mut self, line: Line) {
         self.trace.push(line);
     }
 
     fn fail(&self, violation: String) -> SimFailure {
-        SimFailure { seed: self.seed, violation, trace: self.trace.clone() }
+        SimFailure { seed: self.seed, violation, trace: self.trace.render() }
     }
 
     /// Moves what the loop recorded into the checker and the trace.
@@ -261,44 +346,86 @@ impl Sim {
     }
 
     fn absorb(&mut self) -> Result<(), SimFailure> {
+        let now = self.clock.now();
         for (token, event) in self.map.take_trace() {
             if let Traced::Called { progress, .. } = event {
                 self.callbacks += 1;
                 self.progressed += usize::from(progress);
             }
-            match self.checker.check(token, event) {
-                Ok(line) => self.log(format!("  {line}")),
+            match self.checker.check(token, event, now, &self.clock) {
+                Ok(id) => {
+                    let deadline = match event {
+                        Traced::Deadline(Some(at)) => Some(self.clock.offset(at)),
+                        _ => None,
+                    };
+                    self.log(Line::Event { id, event, at: self.clock.offset(now), deadline });
+                }
                 Err(violation) => {
-                    self.log(format!("  !! {violation}"));
+                    self.log(Line::Violation(violation.clone()));
                     return Err(self.fail(violation));
                 }
             }
             if event == Traced::Removed {
                 self.chaos.borrow_mut().graveyard.push(token.key());
             }
-            if let Traced::Inserted(Joined::Connected | Joined::Connecting) = event {
-                // Accepted Unix sockets do not inherit the listener's buffer
-                // sizes: shrink each stream as it joins.
-                let config = self.config;
-                let _ = self.map.with_fd(token, |fd| shrink_socket(config, &fd));
-            }
         }
-        self.chaos.borrow_mut().ids.clone_from(&self.checker.ids);
         Ok(())
     }
 
     fn poll_once(&mut self) -> Result<bool, SimFailure> {
         self.iterations += 1;
         let result = self.map.poll(Some(Duration::ZERO));
-        let delivered = self.chaos.borrow().describe();
-        self.log(format!("poll:{delivered}"));
+        {
+            let chaos = self.chaos.borrow();
+            let ids = chaos.ids.borrow();
+            self.trace
+                .poll(chaos.delivered.iter().map(|&(key, r, notes)| (ids.get(&key).copied(), r, notes)));
+        }
         let stopped = result.map_err(|e| self.fail(format!("the loop failed: {e}")))?;
         self.absorb()?;
+        if !stopped {
+            self.check_timers()?;
+        }
         Ok(stopped)
     }
 
+    /// After a whole iteration at the current time: no deadline that time
+    /// reached is left unserved, and a shutdown whose grace period is over
+    /// left nothing open.
+    fn check_timers(&mut self) -> Result<(), SimFailure> {
+        let now = self.clock.now();
+        let timers = &self.map.registry.timers;
+        let overdue = self.checker.overdue(now).or_else(|| {
+            if timers.is_empty() {
+                return None;
+            }
+            let (at, index) = timers.earliest()?;
+            (at <= now).then(|| format!("the timer of slot {index}"))
+        });
+        if let Some(name) = overdue {
+            return Err(self.fail(format!(
+                "{name}: its deadline passed at or before t={:?} and a whole iteration at that time \
+                 did not expire it (a deadline must be served in the iteration after time reaches it)",
+                self.clock.elapsed()
+            )));
+        }
+        if let Some(at) = self.shutdown
+            && now >= at
+            && self.checker.live() > 0
+        {
+            return Err(self.fail(format!(
+                "the shutdown's grace period ended at t={:?}, and {} channels are still open after \
+                 an iteration at t={:?}",
+                self.clock.offset(at),
+                self.checker.live(),
+                self.clock.elapsed()
+            )));
+        }
+        Ok(())
+    }
+
     fn pick_peer(&mut self) -> Option<usize> {
-        let open: Vec<usize> = (0..self.peers.len()).filter(|&i| self.peers[i].channel.is_some()).collect();
+        let open: Vec<usize> = (0..self.peers.len()).filter(|&i| self.peers[i].end.is_some()).collect();
         if open.is_empty() {
             return None;
         }
@@ -307,107 +434,141 @@ impl Sim {
     }
 
     fn new_peer(&mut self, vanish: bool) -> io::Result<()> {
-        let open = self.peers.iter().filter(|p| p.channel.is_some()).count();
+        let open = self.peers.iter().filter(|p| p.end.is_some()).count();
         if self.listeners.is_empty() || open >= self.config.max_peers {
             return Ok(());
         }
         let which = self.chooser.borrow_mut().below(self.listeners.len()).unwrap_or(0);
-        let address = self.listeners[which].address.clone();
-        let fresh = Channel::unix_stream()?;
-        self.shrink(&fresh)?;
+        let listener = self.listeners[which].id;
+        let sizes = self.sizes();
         let id = self.peers.len();
-        let connecting = match fresh.connect(&address) {
-            Ok(connecting) => connecting,
-            // The listener's backlog is full (a Unix connect says EAGAIN):
-            // for a client, a refused connection, not a failed simulation.
-            Err(e) if e.error().kind() == io::ErrorKind::WouldBlock => {
-                self.log(format!("peer p{id} cannot connect: the listener's backlog is full"));
-                self.peers.push(Peer { channel: None, report: PeerReport::default(), write_shut: true });
+        let end = match memory::connect(listener, sizes) {
+            Ok(end) => end,
+            // The listener's backlog is full (a Unix connect says EAGAIN), or
+            // it closed: for a client, a refused connection, not a failed
+            // simulation.
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::ConnectionRefused) => {
+                let backlog_full = e.kind() == io::ErrorKind::WouldBlock;
+                self.log(Line::Peer { peer: id, act: Act::CannotConnect { backlog_full } });
+                self.peers.push(Peer::gone());
                 return Ok(());
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         if vanish {
-            self.log(format!("peer p{id} connects and vanishes before it is accepted"));
-            drop(connecting);
-            self.peers.push(Peer { channel: None, report: PeerReport::default(), write_shut: true });
+            self.log(Line::Peer { peer: id, act: Act::Vanishes });
+            drop(end);
+            self.peers.push(Peer::gone());
         } else {
-            self.log(format!("peer p{id} connects"));
-            let channel = connecting.into_connected();
+            self.log(Line::Peer { peer: id, act: Act::Connects });
             self.peers.push(Peer {
-                channel: Some(channel),
+                end: Some(end),
                 report: PeerReport::default(),
                 write_shut: false,
+                pending: false,
             });
         }
         Ok(())
     }
 
-    /// One step: a peer acts, or the loop runs once.
+    /// One step: a peer acts, time moves, the world changes, or the loop
+    /// runs once.
     fn step(&mut self) -> Result<bool, SimFailure> {
-        // Out of 24: the loop runs (10), a peer connects (2), writes (5),
+        // Out of 32: the loop runs (12), a peer connects (2), writes (5),
         // reads (4), sends urgent data (1); a third of the time a peer
-        // half-closes or closes (1 each, else the loop runs). Peers live long
-        // enough for their traffic to interleave with the loop's partial
-        // writes.
-        let Some(action) = self.chooser.borrow_mut().below(24) else { return Ok(false) };
+        // half-closes or closes (1 each, else the loop runs); time jumps
+        // (3); a listener runs out of descriptors (1); a slow connect ends
+        // (1); rarely, a graceful shutdown starts (1 in 16 of 1). Peers
+        // live long enough for their traffic to interleave with the loop's
+        // partial writes.
+        let Some(action) = self.chooser.borrow_mut().below(32) else { return Ok(false) };
         let size = {
             let mut c = self.chooser.borrow_mut();
             1 + c.below(self.config.max_io).unwrap_or(0)
         };
         let io_fail = |sim: &Sim, e: io::Error| sim.fail(format!("a simulated peer failed: {e}"));
         match action {
-            0..=8 | 23 => return self.poll_once(),
+            0..=8 | 23 | 30 | 31 => return self.poll_once(),
             9 | 10 => self
                 .new_peer(action == 10 && self.chooser.borrow_mut().one_in(3))
                 .map_err(|e| io_fail(self, e))?,
             11..=15 => {
                 let Some(i) = self.pick_peer() else { return Ok(false) };
-                let peer = &mut self.peers[i];
-                if peer.write_shut {
-                    return Ok(true);
+                if self.peers[i].write_shut {
+                    return Ok(false);
                 }
-                let start = peer.report.sent.len();
+                let start = self.peers[i].report.sent.len();
                 let data = self.traffic.bytes(i, start, size);
-                let n =
-                    peer.channel.as_mut().map_or(Ok(0), |c| c.send(&data)).map_err(|e| io_fail(self, e))?;
+                let n = self.peers[i].end.as_ref().map_or(0, |end| peer_io(memory::send(end, &data, false)));
                 self.peers[i].report.sent.extend_from_slice(&data[..n]);
-                self.log(format!("peer p{i} writes {n} of {size} bytes"));
+                self.log(Line::Peer { peer: i, act: Act::Writes { n, size } });
             }
             16..=19 => {
                 let Some(i) = self.pick_peer() else { return Ok(false) };
                 let mut buf = vec![0u8; size];
-                let got = match self.peers[i].channel.as_mut().map(|c| c.recv(&mut buf)) {
-                    Some(Ok(n)) => n,
-                    Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                    Some(Err(e)) => return Err(io_fail(self, e)),
-                    None => 0,
-                };
+                let got =
+                    self.peers[i].end.as_ref().map_or(0, |end| peer_io(memory::recv(end, &mut buf, false)));
                 self.peers[i].report.received.extend_from_slice(&buf[..got]);
-                self.log(format!("peer p{i} reads {got} bytes (asked {size})"));
+                self.log(Line::Peer { peer: i, act: Act::Reads { got, size } });
             }
             20 if self.chooser.borrow_mut().one_in(3) => {
                 let Some(i) = self.pick_peer() else { return Ok(false) };
-                if let Some(c) = self.peers[i].channel.as_mut() {
-                    let _ = c.shutdown(std::net::Shutdown::Write);
+                if let Some(end) = &self.peers[i].end {
+                    let _ = memory::shutdown(end, false, true);
                 }
                 self.peers[i].write_shut = true;
-                self.log(format!("peer p{i} shuts down its sending side (half-close)"));
+                self.log(Line::Peer { peer: i, act: Act::HalfCloses });
             }
             21 if self.chooser.borrow_mut().one_in(3) => {
                 let Some(i) = self.pick_peer() else { return Ok(false) };
-                let unread = self.peers[i].channel.as_ref().map(pending_input).unwrap_or(0);
-                self.peers[i].channel = None;
-                let how = if unread > 0 { "resets (closes with unread data)" } else { "closes" };
-                self.log(format!("peer p{i} {how}"));
+                let unread = self.peers[i].end.as_ref().map_or(0, memory::pending);
+                self.peers[i].end = None;
+                self.log(Line::Peer { peer: i, act: Act::Closes { reset: unread > 0 } });
             }
             20 | 21 => return self.poll_once(),
-            _ => {
+            22 => {
                 let Some(i) = self.pick_peer() else { return Ok(false) };
-                let sent = self.peers[i].channel.as_mut().map_or(Ok(0), |c| c.send_oob(&[OOB_BYTE]));
-                let sent = sent.map_err(|e| io_fail(self, e))?;
+                let sent =
+                    self.peers[i].end.as_ref().map_or(0, |end| peer_io(memory::send(end, &[OOB_BYTE], true)));
                 self.peers[i].report.oob_sent += sent;
-                self.log(format!("peer p{i} sends {sent} byte of out-of-band data"));
+                self.log(Line::Peer { peer: i, act: Act::Oob { sent } });
+            }
+            24..=26 => {
+                let jump = TIME_JUMPS[self.chooser.borrow_mut().below(TIME_JUMPS.len()).unwrap_or(0)];
+                self.advance(jump);
+            }
+            27 => {
+                if self.listeners.is_empty() {
+                    return Ok(false);
+                }
+                let which = self.chooser.borrow_mut().below(self.listeners.len()).unwrap_or(0);
+                let n = 1 + self.chooser.borrow_mut().below(3).unwrap_or(0) as u32;
+                memory::exhaust(self.listeners[which].id, n);
+                self.log(Line::Exhaust { listener: which, n });
+            }
+            28 => {
+                let Some(i) = (0..self.peers.len()).find(|&i| self.peers[i].pending) else {
+                    return Ok(false);
+                };
+                let refuse = self.chooser.borrow_mut().one_in(4);
+                self.peers[i].pending = false;
+                if let Some(end) = &self.peers[i].end {
+                    memory::set_link(end, if refuse { Link::Refused } else { Link::Established });
+                }
+                if refuse {
+                    self.peers[i].end = None;
+                }
+                self.log(Line::SlowConnect { peer: i, refused: refuse });
+            }
+            _ => {
+                if self.shutdown.is_some() || !self.chooser.borrow_mut().one_in(16) {
+                    return self.poll_once();
+                }
+                let grace = TIME_JUMPS[self.chooser.borrow_mut().below(TIME_JUMPS.len()).unwrap_or(0)];
+                self.log(Line::Shutdown { grace });
+                self.shutdown = Some(self.clock.now().checked_add(grace).unwrap_or(self.clock.now()));
+                self.map.shutdown(grace);
+                self.absorb()?;
             }
         }
         Ok(false)
@@ -441,10 +602,10 @@ impl Sim {
                 break;
             }
             if step % 32 == 0 {
-                self.log(format!("-- step {step}"));
+                self.log(Line::Step(step));
             }
             if self.step()? {
-                self.log("(a handler stopped the loop)".to_owned());
+                self.log(Line::Stopped);
             }
         }
         self.settle()?;
@@ -454,11 +615,15 @@ impl Sim {
             return Err(self.fail(format!("close_all left {} channels in the map", self.map.len())));
         }
         if self.config.check_descriptors {
-            self.peers.iter_mut().for_each(|p| p.channel = None);
-            let now = open_descriptors();
+            // Every simulated channel's descriptor belongs to an in-memory
+            // end: counting the ends counts them, without reading
+            // /proc/self/fd (a dozen system calls per run).
+            self.peers.iter_mut().for_each(|p| p.end = None);
+            let now = memory::open_ends();
             if now != self.descriptors_at_start {
                 return Err(self.fail(format!(
-                    "descriptor leak: {} open at the start, {now} at the end",
+                    "descriptor leak: {} in-memory channels open at the start, {now} at the end (a \
+                     handler kept or forgot a channel the map closed)",
                     self.descriptors_at_start
                 )));
             }
@@ -469,10 +634,13 @@ impl Sim {
     /// Closes every peer, then runs the loop on the truth until it is quiet:
     /// every stream must have closed, and it must not take forever.
     fn settle(&mut self) -> Result<(), SimFailure> {
-        self.log("-- settling: every peer closes, readiness is truthful".to_owned());
+        self.log(Line::Settling);
         for (i, peer) in self.peers.iter_mut().enumerate() {
-            if peer.channel.take().is_some() {
-                self.trace.push(format!("peer p{i} closes"));
+            if peer.end.take().is_some() {
+                self.trace.push(Line::Peer { peer: i, act: Act::Closes { reset: false } });
+            }
+            if std::mem::take(&mut peer.pending) {
+                self.trace.push(Line::SlowConnect { peer: i, refused: true });
             }
         }
         self.chaos.borrow_mut().truthful = true;
@@ -513,6 +681,12 @@ impl Sim {
     }
 }
 
+/// What a peer's send or receive moved: would-block, a connect still in
+/// progress and a connection gone all move nothing.
+fn peer_io(result: Result<usize, rustix::io::Errno>) -> usize {
+    result.unwrap_or(0)
+}
+
 impl fmt::Debug for Sim {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sim")
@@ -520,19 +694,93 @@ impl fmt::Debug for Sim {
             .field("config", &self.config)
             .field("peers", &self.peers.len())
             .field("iterations", &self.iterations)
+            .field("elapsed", &self.clock.elapsed())
             .finish_non_exhaustive()
     }
 }
 
-fn shrink_socket(config: SimConfig, socket: &impl std::os::fd::AsFd) -> io::Result<()> {
-    if let Some(size) = config.socket_buffer {
-        rustix::net::sockopt::set_socket_send_buffer_size(socket, size)?;
-        rustix::net::sockopt::set_socket_recv_buffer_size(socket, size)?;
-    }
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffered::Buffered;
+    use crate::channel::Connected;
+    use crate::handler::StreamHandler;
+    use crate::map::Ctx;
+    use crate::timer::fault::{self, Fault};
+    use crate::{Address, Channel};
 
-/// Bytes waiting to be read on a peer (FIONREAD), to tell a reset from a close.
-fn pending_input(channel: &Channel<Connected>) -> usize {
-    rustix::io::ioctl_fionread(channel).map(|n| n as usize).unwrap_or(0)
+    struct Echo;
+    impl StreamHandler<Buffered<Connected>> for Echo {
+        fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+            let buf = cx.buffer();
+            let n = ch.recv(buf)?;
+            ch.send(&buf[..n])
+        }
+    }
+
+    /// Every other connection gets an idle timeout, the others a deadline.
+    struct TimedServer(u32);
+    impl AcceptHandler for TimedServer {
+        fn handle_accepted(&mut self, c: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+            let token = cx.insert(Buffered::new(c), Echo)?;
+            self.0 += 1;
+            if self.0.is_multiple_of(2) {
+                cx.set_idle_timeout(token, Some(Duration::from_millis(300)));
+            } else {
+                let at = cx.now() + Duration::from_millis(250);
+                cx.set_deadline(token, Some(at));
+            }
+            Ok(())
+        }
+    }
+
+    fn timed_run(seed: u64) -> Result<SimReport, SimFailure> {
+        let mut sim = Sim::from_seed(seed, SimConfig::default()).unwrap();
+        sim.listen(TimedServer(0)).unwrap();
+        sim.run()
+    }
+
+    /// Runs seeds with `fault` planted until one fails; returns its message.
+    fn first_failure(fault: Fault) -> Option<(u64, String)> {
+        let _planted = fault::plant(fault);
+        (0..200).find_map(|seed| timed_run(seed).err().map(|f| (seed, f.violation)))
+    }
+
+    #[test]
+    fn timed_runs_keep_the_timer_invariants_and_fire_timers() {
+        let mut expired = 0;
+        for seed in 0..200 {
+            let report = timed_run(seed).unwrap_or_else(|f| panic!("{f}"));
+            expired += report.trace.iter().filter(|l| l.contains("timer expired")).count();
+        }
+        assert!(expired > 50, "timers fired in the runs ({expired})");
+    }
+
+    #[test]
+    fn a_deadline_that_fires_early_is_caught() {
+        let (seed, violation) = first_failure(Fault::EarlyDeadline).expect("a run catches it");
+        assert!(violation.contains("a deadline expired early"), "seed {seed}: {violation}");
+    }
+
+    #[test]
+    fn an_idle_timeout_that_activity_does_not_re_arm_is_caught() {
+        let (seed, violation) = first_failure(Fault::NoRearm).expect("a run catches it");
+        assert!(violation.contains("activity re-arms it"), "seed {seed}: {violation}");
+    }
+
+    #[test]
+    fn a_deadline_the_loop_never_serves_is_caught() {
+        let (seed, violation) = first_failure(Fault::Missed).expect("a run catches it");
+        assert!(violation.contains("did not expire it"), "seed {seed}: {violation}");
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_trace_timers_included() {
+        for seed in [1, 42, 777] {
+            let a = timed_run(seed).unwrap().trace;
+            let b = timed_run(seed).unwrap().trace;
+            assert!(a.iter().any(|l| l.contains("time +")), "time moved in seed {seed}");
+            assert_eq!(a, b, "seed {seed}");
+        }
+    }
 }

@@ -1,9 +1,7 @@
 //! The simulated poller's script: what it does to the truth.
 
-use std::collections::HashMap;
-use std::fmt::Write;
-
 use super::chooser::Chooser;
+use super::log::note;
 use crate::poller::Event;
 use crate::poller::scripted::Script;
 use crate::readiness::Readiness;
@@ -18,73 +16,70 @@ pub(crate) struct Chaos {
     pub graveyard: Vec<u64>,
     /// After the run: report the truth only.
     pub truthful: bool,
-    /// What the last wait delivered, with notes, for the trace.
-    pub delivered: Vec<(u64, Readiness, String)>,
+    /// What the last wait delivered, with notes (`log::note`), for the
+    /// trace.
+    pub delivered: Vec<(u64, Readiness, u8)>,
     /// Channel numbers (`#n`, in the order channels joined the map), for
-    /// the notes and for a canonical order: descriptor numbers depend on
+    /// the trace and for a canonical order: descriptor numbers depend on
     /// what else the process has open, channel numbers do not.
-    pub ids: HashMap<u64, u32>,
+    pub ids: super::check::Ids,
+    /// The live keys, in channel order (reused from wait to wait).
+    pub live: Vec<(u32, u64)>,
 }
 
 impl Script for Chaos {
     fn adjust(&mut self, live: &[u64], events: &mut Vec<Event>) {
         self.delivered.clear();
-        let id = |key: &u64| self.ids.get(key).copied().unwrap_or(u32::MAX);
-        events.sort_by_key(|(key, _)| id(key));
-        let mut live = live.to_vec();
-        live.sort_by_key(id);
+        {
+            // One lookup per key, then a sort on the numbers.
+            let ids = self.ids.borrow();
+            let id = |key: u64| ids.get(&key).copied().unwrap_or(u32::MAX);
+            self.live.clear();
+            self.live.extend(live.iter().map(|&key| (id(key), key)));
+            self.live.sort_unstable();
+            if events.len() > 1 {
+                let mut keyed: Vec<(u32, Event)> = events.iter().map(|&e| (id(e.0), e)).collect();
+                keyed.sort_by_key(|&(id, _)| id);
+                events.clear();
+                events.extend(keyed.into_iter().map(|(_, e)| e));
+            }
+        }
         if self.truthful {
-            self.delivered.extend(events.iter().map(|&(k, r)| (k, r, String::new())));
+            self.delivered.extend(events.iter().map(|&(k, r)| (k, r, 0)));
             return;
         }
         let mut c = self.chooser.borrow_mut();
-        let mut out: Vec<(u64, Readiness, String)> = Vec::with_capacity(events.len() + 2);
+        let out = &mut self.delivered;
         for &(key, r) in events.iter() {
             if c.one_in(6) {
                 continue; // withheld: level-triggered, so it comes back later
             }
-            let mut note = String::new();
+            let mut notes = 0;
             let mut r = r;
             if c.one_in(8) {
                 r |= Readiness::READABLE;
-                note.push_str(" +spurious READABLE");
+                notes |= note::SPURIOUS_READABLE;
             }
             if c.one_in(8) {
                 r |= Readiness::WRITABLE;
-                note.push_str(" +spurious WRITABLE");
+                notes |= note::SPURIOUS_WRITABLE;
             }
-            out.push((key, r, note));
+            out.push((key, r, notes));
         }
-        if !live.is_empty() && c.one_in(5) {
-            let key = live[c.below(live.len()).unwrap_or(0)];
+        if !self.live.is_empty() && c.one_in(5) {
+            let key = self.live[c.below(self.live.len()).unwrap_or(0)].1;
             let r = if c.one_in(2) { Readiness::READABLE } else { Readiness::WRITABLE };
-            out.push((key, r, " (spurious wake-up)".to_owned()));
+            out.push((key, r, note::WAKEUP));
         }
         if !self.graveyard.is_empty() && c.one_in(6) {
             let key = self.graveyard[c.below(self.graveyard.len()).unwrap_or(0)];
-            out.push((key, Readiness::READABLE | Readiness::WRITABLE, " (for a closed channel)".to_owned()));
+            out.push((key, Readiness::READABLE | Readiness::WRITABLE, note::CLOSED));
         }
         if out.len() > 1 {
             let k = c.below(out.len()).unwrap_or(0);
             out.rotate_left(k);
         }
         events.clear();
-        events.extend(out.iter().map(|(k, r, _)| (*k, *r)));
-        self.delivered = out;
-    }
-}
-
-impl Chaos {
-    /// The last wait's report, one line.
-    pub fn describe(&self) -> String {
-        let mut line = String::new();
-        for (key, r, note) in &self.delivered {
-            match self.ids.get(key) {
-                Some(id) => write!(line, " #{id} {r:?}{note};"),
-                None => write!(line, " #? {r:?}{note};"),
-            }
-            .expect("writing to a String");
-        }
-        if line.is_empty() { " nothing".to_owned() } else { line }
+        events.extend(out.iter().map(|&(k, r, _)| (k, r)));
     }
 }
