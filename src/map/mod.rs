@@ -20,6 +20,7 @@
 mod ctx;
 mod entry;
 mod registry;
+mod slot;
 
 use std::fmt;
 use std::io;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::ctx::Ctx;
 use super::entry::{Entry, InsertError, Register, Resume};
+use super::slot::{ALWAYS_READY, DAEMON, LISTENER, Slot};
 use crate::clock::Clock;
 use crate::poller::{Backend, Events, MAX_WAIT, Poller, Source, Watched};
 use crate::readiness::{Interest, Readiness};
@@ -18,99 +19,15 @@ use crate::timer::Timers;
 use crate::token::{Token, next_map_id};
 use crate::trace::{Joined, Recorder, SharedTrace, Traced};
 
-/// One descriptor number's place in the map: 24 bytes, since the map holds
-/// one per descriptor number up to the highest in use, idle or not.
-///
-/// A slot is vacant (no channel), occupied (a channel waiting for
-/// readiness) or busy (its channel taken out while its own callback runs).
-/// The three states are `entry` and the `BUSY` flag together, rather than an
-/// enum with a `Busy` variant: such an enum cannot hide its tag in the boxed
-/// pointer and would make every slot 8 bytes larger.
-#[derive(Default)]
-struct Slot {
-    entry: Option<Box<dyn Entry>>,
-    generation: u32,
-    /// The interest the poller knows for this channel.
-    interest: Interest,
-    flags: u8,
-}
-
-static_assertions::const_assert!(std::mem::size_of::<Slot>() <= 24);
-
-/// The channel is out of its slot while its own callback runs.
-const BUSY: u8 = 1;
-/// A regular file: never given to the kernel, always reported ready.
-const ALWAYS_READY: u8 = 2;
-/// rolecore's own (the waker): not counted, so it never keeps a loop alive.
-const DAEMON: u8 = 4;
-/// A listening socket: an idle timeout is refused for it.
-const LISTENER: u8 = 8;
-
-impl Slot {
-    /// The channel waiting here, if any (not while its callback runs).
-    #[inline]
-    fn entry(&self) -> Option<&dyn Entry> {
-        self.entry.as_deref()
-    }
-
-    #[inline]
-    fn entry_mut(&mut self) -> Option<&mut dyn Entry> {
-        self.entry.as_deref_mut()
-    }
-
-    #[inline]
-    fn is_occupied(&self) -> bool {
-        self.entry.is_some()
-    }
-
-    /// A channel is here, waiting or in its callback.
-    #[inline]
-    fn is_live(&self) -> bool {
-        self.entry.is_some() || self.has(BUSY)
-    }
-
-    #[inline]
-    fn has(&self, flag: u8) -> bool {
-        self.flags & flag != 0
-    }
-
-    #[inline]
-    fn set(&mut self, flag: u8, on: bool) {
-        if on {
-            self.flags |= flag;
-        } else {
-            self.flags &= !flag;
-        }
-    }
-
-    #[inline]
-    fn always_ready(&self) -> bool {
-        self.has(ALWAYS_READY)
-    }
-
-    /// Takes the channel out for its callback (or to close it): the slot is
-    /// busy until it is put back or discarded.
-    #[inline]
-    fn take(&mut self) -> Option<Box<dyn Entry>> {
-        let entry = self.entry.take()?;
-        self.flags |= BUSY;
-        Some(entry)
-    }
-
-    /// Puts a channel (back) in: the slot is occupied.
-    #[inline]
-    fn hold(&mut self, entry: Box<dyn Entry>) {
-        self.entry = Some(entry);
-        self.flags &= !BUSY;
-    }
-}
+// One slot per descriptor number, idle or not: see `Slot`.
+static_assertions::const_assert!(std::mem::size_of::<Slot<dyn Entry>>() <= 24);
 
 /// The table and the poller: what a [`Ctx`] needs to change the map from
 /// inside a callback.
 pub(crate) struct Registry {
     /// This map's id: in every token it issues, checked on every lookup.
     pub(crate) id: u32,
-    slots: Vec<Slot>,
+    slots: Vec<Slot<dyn Entry>>,
     /// One read buffer for the whole map, lent to callbacks in turn: no
     /// per-connection buffer, no zeroing per read.
     pub(crate) scratch: Vec<u8>,
@@ -164,7 +81,7 @@ impl Registry {
     /// generation is still the token's. Every lookup by token goes through
     /// here or [`slot_mut`](Self::slot_mut).
     #[inline]
-    fn slot(&self, token: Token) -> Option<&Slot> {
+    fn slot(&self, token: Token) -> Option<&Slot<dyn Entry>> {
         if token.map() != self.id {
             return None;
         }
@@ -172,7 +89,7 @@ impl Registry {
     }
 
     #[inline]
-    fn slot_mut(&mut self, token: Token) -> Option<&mut Slot> {
+    fn slot_mut(&mut self, token: Token) -> Option<&mut Slot<dyn Entry>> {
         if token.map() != self.id {
             return None;
         }
@@ -185,7 +102,7 @@ impl Registry {
         self.live(token).is_some()
     }
 
-    fn live(&self, token: Token) -> Option<&Slot> {
+    fn live(&self, token: Token) -> Option<&Slot<dyn Entry>> {
         self.slot(token).filter(|s| s.is_live())
     }
 
@@ -253,11 +170,7 @@ impl Registry {
             Some(trace) => traced(trace, token, entry),
         };
         let slot = &mut self.slots[token.index() as usize];
-        slot.interest = interest;
-        slot.flags = 0;
-        slot.set(ALWAYS_READY, always_ready);
-        slot.set(DAEMON, daemon);
-        slot.hold(entry);
+        slot.fill(entry, interest, always_ready, daemon);
         self.len += usize::from(!daemon);
         self.always_ready += usize::from(always_ready);
     }
@@ -339,7 +252,7 @@ impl Registry {
         if let Some(trace) = &self.trace {
             trace.borrow_mut().push((token, Traced::Removed));
         }
-        *slot = Slot { generation: slot.generation.wrapping_add(1), ..Slot::default() };
+        slot.vacate();
         drop(entry);
     }
 
