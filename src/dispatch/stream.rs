@@ -55,8 +55,10 @@ impl<T: Transport, H: StreamHandler<T>> Dispatch for StreamEntry<T, H> {
         match &self.state {
             StreamState::Connected(t) if !self.draining => stream_interest(&self.handler, t),
             // Connecting: completion and failure both show as writability
-            // (and hang-up/error, which are always watched). Draining: the
-            // queue goes out.
+            // (and hang-up/error, which are always watched); a TLS handshake
+            // asks for what it needs.
+            StreamState::Connecting(p) => p.interest(),
+            // Draining: the queue goes out.
             _ => Interest::WRITE,
         }
     }
@@ -69,12 +71,18 @@ impl<T: Transport, H: StreamHandler<T>> Dispatch for StreamEntry<T, H> {
             && let Some(plain) = Plain::new(interest, readiness)
         {
             let (handler, draining) = (&mut self.handler, &mut self.draining);
-            return plain.run(
+            plain.run(
                 #[inline(always)]
                 |step| connected_step(handler, t, draining, step, readiness, cx, tr),
             );
+        } else {
+            self.general_wakeup(readiness, interest, cx, tr);
         }
-        self.general_wakeup(readiness, interest, cx, tr);
+        if let StreamState::Connected(t) = &mut self.state
+            && t.has_buffered_input()
+        {
+            read_buffered(&mut self.handler, t, &mut self.draining, readiness, cx, tr);
+        }
     }
 
     fn timeout(&mut self, cx: &mut Ctx<'_>, tr: &impl Tracer) {
@@ -185,10 +193,13 @@ impl<T: Transport, H: StreamHandler<T>> StreamEntry<T, H> {
         while let Some(step) = wakeup.next_step() {
             match (step, &mut self.state) {
                 (Step::CheckConnect, StreamState::Connecting(pending)) => {
-                    let result = pending.channel().connect_result();
+                    let result = pending.advance(readiness, Seal(()));
+                    if let Ok(false) = result {
+                        return; // a TLS handshake waits for more readiness
+                    }
                     wakeup.connect_result(result.is_ok());
                     match result {
-                        Ok(()) => self.connected(),
+                        Ok(_) => self.connected(),
                         Err(e) => failure = Some(e),
                     }
                 }
@@ -253,6 +264,39 @@ fn connected_step<T: Transport, H: StreamHandler<T>>(
         }
         Step::CheckConnect | Step::ConnectFailed | Step::Accept => {
             unreachable!("not a connected stream's step")
+        }
+    }
+}
+
+/// Input the transport holds above the socket (a TLS session's decrypted
+/// records), read on while the handler is readable: the socket will not
+/// report it. Bounded, so that a handler that reads without consuming
+/// cannot hold the loop.
+#[cold]
+#[inline(never)]
+fn read_buffered<T: Transport, H: StreamHandler<T>>(
+    handler: &mut H,
+    t: &mut T,
+    draining: &mut bool,
+    readiness: Readiness,
+    cx: &mut Ctx<'_>,
+    tr: &impl Tracer,
+) {
+    for _ in 0..64 {
+        if cx.is_closing()
+            || *draining
+            || !t.has_buffered_input()
+            || !stream_interest(handler, t).is_readable()
+        {
+            return;
+        }
+        let outcome = connected_step(handler, t, draining, Step::Read, readiness, cx, tr);
+        if outcome.failed || outcome.closed {
+            return;
+        }
+        if outcome.peer_gone {
+            close(handler, t, draining, readiness, cx, tr);
+            return;
         }
     }
 }
@@ -328,9 +372,40 @@ macro_rules! register_stream {
     };
 }
 
+impl<T: Transport, H> Drop for StreamEntry<T, H> {
+    fn drop(&mut self) {
+        // A TLS stream's close_notify, whichever way it closes.
+        if let StreamState::Connected(t) = &mut self.state {
+            t.closing();
+        }
+    }
+}
+
 register_stream!(Channel<Connected>, Channel<Connecting>);
 register_stream!(Buffered<Connected>, Buffered<Connecting>);
 register_stream!(AsyncChat<Connected>, AsyncChat<Connecting>);
+
+/// A TLS stream still handshaking: the pending form of its transport.
+#[cfg(feature = "tls")]
+mod handshaking {
+    use super::*;
+    use crate::tls::Handshaking;
+
+    #[diagnostic::do_not_recommend]
+    impl<T: Transport, H: StreamHandler<T>> Register<H> for Handshaking<T> {}
+    impl<T: Transport, H: StreamHandler<T>> RegisterSealed<H> for Handshaking<T> {
+        fn interest(&self, _: &H, _: impl EntryProof) -> Interest {
+            self.0.interest()
+        }
+        fn fd(&self, _: impl EntryProof) -> BorrowedFd<'_> {
+            Pending::channel(&self.0).as_fd()
+        }
+        fn into_entry(self, handler: H, _: impl EntryProof) -> Box<dyn Entry> {
+            let state = StreamState::Connecting(self.0);
+            Box::new(StreamEntry::<T, H> { state, draining: false, handler })
+        }
+    }
+}
 
 impl Ctx<'_> {
     /// Another connected stream's transport and handler, if they have types
