@@ -102,6 +102,13 @@ pub trait Pending: sealed::Sealed + 'static {
     fn interest(&self) -> Interest {
         Interest::WRITE
     }
+
+    /// The error `handle_connect_failed` gets when the deadline passes
+    /// first.
+    #[doc(hidden)]
+    fn timed_out(&self) -> std::io::Error {
+        std::io::ErrorKind::TimedOut.into()
+    }
 }
 
 impl sealed::Sealed for Channel<Connected> {}
@@ -223,6 +230,9 @@ macro_rules! queued_transport {
             }
             fn interest(&self) -> $crate::readiness::Interest {
                 self.tls.pending_interest()
+            }
+            fn timed_out(&self) -> ::std::io::Error {
+                self.tls.timed_out()
             }
         }
     };

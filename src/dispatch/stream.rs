@@ -88,9 +88,9 @@ impl<T: Transport, H: StreamHandler<T>> Dispatch for StreamEntry<T, H> {
     fn timeout(&mut self, cx: &mut Ctx<'_>, tr: &impl Tracer) {
         let handler = &mut self.handler;
         match &mut self.state {
-            StreamState::Connecting(_) => {
+            StreamState::Connecting(pending) => {
                 tr.call(Callback::ConnectFailed);
-                handler.handle_connect_failed(io::ErrorKind::TimedOut.into(), cx);
+                handler.handle_connect_failed(pending.timed_out(), cx);
                 cx.close();
             }
             StreamState::Connected(t) if self.draining => {

@@ -111,6 +111,15 @@ impl Slot {
         ch.connect_result().map(|()| true)
     }
 
+    /// The error of a pending stream whose deadline passed.
+    pub fn timed_out(&self) -> io::Error {
+        #[cfg(feature = "tls")]
+        if let Some(s) = self.session.as_deref() {
+            return s.timed_out();
+        }
+        io::ErrorKind::TimedOut.into()
+    }
+
     /// What a pending stream waits for.
     pub fn pending_interest(&self) -> Interest {
         #[cfg(feature = "tls")]
@@ -208,7 +217,14 @@ mod engine {
 
     /// A TLS error as an `io::Error` the handler can read in one line.
     fn protocol_error(during: &str, e: rustls::Error) -> io::Error {
-        io::Error::new(io::ErrorKind::InvalidData, format!("TLS {during} failed: {e}"))
+        let hint = match e {
+            // The first byte was not a TLS record type: plain text or noise.
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+                " (the peer does not speak TLS: plain text or noise)"
+            }
+            _ => "",
+        };
+        io::Error::new(io::ErrorKind::InvalidData, format!("TLS {during} failed: {e}{hint}"))
     }
 
     /// Writes what rustls has to send; would-block leaves the rest queued.
@@ -224,6 +240,14 @@ mod engine {
     }
 
     impl Session {
+        pub(super) fn timed_out(&self) -> io::Error {
+            let what = if self.connected { "TLS handshake" } else { "connect" };
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{what} timed out: not complete by the channel's deadline"),
+            )
+        }
+
         pub(super) fn interest(&self) -> Interest {
             if !self.connected {
                 return Interest::WRITE;

@@ -90,3 +90,97 @@ pub fn roundtrip(client: &mut Client, data: &[u8]) -> io::Result<Vec<u8>> {
     client.read_exact(&mut back)?;
     Ok(back)
 }
+
+/// The certificate and key as PEM files, removed when dropped.
+pub struct PemFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl TestCert {
+    pub fn write_pems(&self) -> PemFiles {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let base = std::env::temp_dir().join(format!("rolecore-tls-{}-{n}", std::process::id()));
+        let files = PemFiles { cert: base.with_extension("cert.pem"), key: base.with_extension("key.pem") };
+        std::fs::write(&files.cert, &self.cert_pem).unwrap();
+        std::fs::write(&files.key, &self.key_pem).unwrap();
+        files
+    }
+}
+
+impl Drop for PemFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.cert);
+        let _ = std::fs::remove_file(&self.key);
+    }
+}
+
+impl PemFiles {
+    /// `--tls-cert CERT --tls-key KEY`.
+    pub fn flags(&self) -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            self.cert.display().to_string(),
+            "--tls-key".into(),
+            self.key.display().to_string(),
+        ]
+    }
+}
+
+/// An example server running as a child process, killed on drop.
+pub struct Example {
+    child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+/// The path of an example binary that `cargo test` built.
+pub fn example_path(name: &str) -> std::path::PathBuf {
+    let mut dir = std::env::current_exe().expect("test binary path");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("examples").join(name)
+}
+
+impl Example {
+    /// Starts `name` on a free port with `args`; waits for its
+    /// `listening on HOST:PORT` line.
+    pub fn start(name: &str, args: &[String]) -> Example {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(example_path(name))
+            .arg("127.0.0.1:0")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let Some(addr) = line.trim_end().strip_prefix("listening on ").and_then(|a| a.parse().ok()) else {
+            let _ = child.kill();
+            panic!("{name}: first line {line:?} is not `listening on HOST:PORT`");
+        };
+        Example { child, addr, _stdout: stdout }
+    }
+
+    /// Panics if the process has exited.
+    pub fn assert_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("the server exited: {status}");
+        }
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
