@@ -180,7 +180,7 @@ impl Cli {
 
     /// `--tls-cert PEM --tls-key PEM`, both or neither: the configuration
     /// of a server that speaks TLS 1.3 and 1.2, offering the ALPN
-    /// protocols `alpn`. A file that cannot be read, holds no certificate or
+    /// protocols `alpn`, without session resumption. A file that cannot be read, holds no certificate or
     /// key, or a key that does not fit the certificate is a usage error.
     #[cfg(feature = "tls")]
     pub fn tls(&self, alpn: &[&[u8]]) -> Result<Option<super::connections::TlsConfig>, Usage> {
@@ -214,6 +214,10 @@ impl Cli {
                 ))
             })?;
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        // No session resumption: every connection makes a full handshake,
+        // and the server keeps no session state (the benchmark's terms).
+        config.session_storage = std::sync::Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
         Ok(Some(std::sync::Arc::new(config)))
     }
 

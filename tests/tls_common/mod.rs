@@ -134,6 +134,8 @@ pub struct Example {
     child: std::process::Child,
     pub addr: std::net::SocketAddr,
     _stdout: std::io::BufReader<std::process::ChildStdout>,
+    /// Every line the server wrote on stderr so far.
+    pub stderr: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// The path of an example binary that `cargo test` built.
@@ -157,9 +159,17 @@ impl Example {
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let stderr = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = std::io::BufReader::new(child.stderr.take().unwrap());
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in lines.lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
         let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
@@ -167,7 +177,20 @@ impl Example {
             let _ = child.kill();
             panic!("{name}: first line {line:?} is not `listening on HOST:PORT`");
         };
-        Example { child, addr, _stdout: stdout }
+        Example { child, addr, _stdout: stdout, stderr }
+    }
+
+    /// Waits (at most 5 s) for a stderr line containing `what`; all the
+    /// lines so far.
+    pub fn wait_for_stderr(&self, what: &str) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let lines = self.stderr.lock().unwrap().clone();
+            if lines.iter().any(|l| l.contains(what)) || std::time::Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Panics if the process has exited.
