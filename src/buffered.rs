@@ -510,6 +510,8 @@ impl Buffered<Connected> {
     /// Makes one send of at most [`SEND_CHUNK`] queued bytes, as asyncore's
     /// `initiate_send`.
     pub fn initiate_send(&mut self) -> io::Result<()> {
+        // TLS records made earlier (the rest of a send, an alert) go first.
+        self.tls.flush(&mut self.channel)?;
         let Some(out) = self.output.as_deref_mut() else { return Ok(()) };
         if out.queued() == 0 {
             return Ok(());

@@ -185,8 +185,6 @@ macro_rules! queued_transport {
             #[inline]
             fn send_queued(&mut self) -> ::std::io::Result<()> {
                 let $s = self;
-                // TLS records made earlier go before more of the queue.
-                $s.tls.flush(&mut $s.channel)?;
                 $send
             }
             #[inline]

@@ -356,6 +356,8 @@ impl AsyncChat<Connected> {
     /// [`out_buffer_size`](Self::out_buffer_size) bytes, asking producers for
     /// more as needed (asynchat's `initiate_send`).
     pub fn initiate_send(&mut self) -> io::Result<()> {
+        // TLS records made earlier (the rest of a send, an alert) go first.
+        self.tls.flush(&mut self.channel)?;
         self.output.send(&mut self.tls, &mut self.channel)
     }
 
