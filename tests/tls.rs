@@ -314,3 +314,47 @@ fn a_client_refuses_a_certificate_it_does_not_trust() {
     let server = server_log.events();
     assert!(server[0].starts_with("failed InvalidData: TLS handshake failed:"), "{server:?}");
 }
+
+/// Found by the sim_tls fuzz target: a client whose Finished and
+/// close_notify arrive, and whose socket closes, before the server reads
+/// any of them. The handshake completed (that the server's tickets then
+/// find the peer gone is no handshake failure), and the close is clean. Over
+/// a Unix socket, where a write to a closed peer fails at once; the client
+/// runs in this thread, between the map's iterations, so the order is
+/// certain.
+#[test]
+fn a_client_leaving_right_after_its_finished_completed_its_handshake() {
+    let cert = cert();
+    let (server_end, mut sock) = std::os::unix::net::UnixStream::pair().unwrap();
+    let log = Log::default();
+    let mut map = Map::new().unwrap();
+    let tls = Handshaking::server(
+        Buffered::new(Channel::try_from(server_end).unwrap()),
+        server_config(&cert, &[], &[]),
+    );
+    map.insert(tls.unwrap(), Echo { log: log.clone() }).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let mut conn =
+        rustls::ClientConnection::new(client_config(&cert, &[&rustls::version::TLS13], &[]), localhost())
+            .unwrap();
+    conn.write_tls(&mut sock).unwrap(); // the ClientHello
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while conn.is_handshaking() && std::time::Instant::now() < deadline {
+        util::run_iterations(&mut map, 1);
+        match conn.read_tls(&mut sock) {
+            Ok(_) => {
+                conn.process_new_packets().unwrap();
+            }
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock),
+        }
+    }
+    assert!(!conn.is_handshaking(), "the client's handshake completed");
+    // Finished, close_notify and the end, with the server not running.
+    conn.send_close_notify();
+    while conn.wants_write() {
+        conn.write_tls(&mut sock).unwrap();
+    }
+    drop(sock);
+    assert!(run_until(&mut map, |_| log.contains("close")), "{:?}", log.events());
+    assert_eq!(log.events(), ["connect TLSv1_3 alpn=None", "close"]);
+}

@@ -100,14 +100,19 @@ impl Drop for Closes {
 /// settling ends after two iterations without one. Its write events move
 /// nothing (so a pair that never finishes still shows as a livelock), and
 /// it closes once both ends of the pair have.
-struct Ticker(Rc<Cell<usize>>);
+struct Ticker {
+    open: Rc<Cell<usize>>,
+    /// The socket's other end, closed with the ticker (so that no
+    /// descriptor outlives the run).
+    _far_end: Channel<Connected>,
+}
 
 impl StreamHandler for Ticker {
     fn writable(&self, _: &Channel<Connected>) -> bool {
         true
     }
     fn handle_write(&mut self, _: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
-        if self.0.get() == 0 {
+        if self.open.get() == 0 {
             cx.close();
         }
         Ok(())
@@ -233,8 +238,8 @@ pub fn simulate(data: &[u8], check_descriptors: bool) -> Outcome {
         let echo = Echo(Closes(Some(open.clone())));
         map.insert(Handshaking::server(Buffered::new(accepted), server_config).unwrap(), echo).unwrap();
     }
-    let (ticker, _far_end) = Channel::pair().unwrap();
-    map.insert(ticker, Ticker(open)).unwrap();
+    let (ticker, far_end) = Channel::pair().unwrap();
+    map.insert(ticker, Ticker { open, _far_end: far_end }).unwrap();
 
     let noise = Rc::new(RefCell::new(Seen::default()));
     if s.client_to_noise {

@@ -255,34 +255,27 @@ mod engine {
             Interest::from_predicates(self.conn.wants_read(), self.conn.wants_write(), true)
         }
 
-        /// Drives the connect and the handshake as far as the socket allows.
+        /// Drives the connect and the handshake as far as the socket allows:
+        /// reads what has come, then writes what rustls made of it.
         pub(super) fn advance(&mut self, ch: &Channel<Connecting>, readiness: Readiness) -> io::Result<bool> {
             if !self.connected {
                 ch.connect_result()?;
                 self.connected = true;
             }
             let mut wire = Wire(ch.as_fd());
-            loop {
-                write_out(&mut self.conn, &mut wire)?;
-                if !self.conn.is_handshaking() {
-                    self.note_input();
-                    return Ok(true);
-                }
-                if !self.conn.wants_read() {
-                    return Ok(false);
-                }
+            let mut ended = false;
+            while self.conn.is_handshaking() && self.conn.wants_read() {
                 match self.conn.read_tls(&mut wire) {
                     Ok(0) => {
-                        let what = if readiness.is_error() { "reset" } else { "closed" };
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            format!(
-                                "TLS handshake failed: the peer {what} the connection before it completed"
-                            ),
-                        ));
+                        ended = true;
+                        break;
                     }
                     Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if is_disconnect(&e) => {
+                        ended = true;
+                        break;
+                    }
                     Err(e) => return Err(e),
                 }
                 if let Err(e) = self.conn.process_new_packets() {
@@ -291,6 +284,21 @@ mod engine {
                     return Err(protocol_error("handshake", e));
                 }
             }
+            let wrote = write_out(&mut self.conn, &mut wire);
+            if !self.conn.is_handshaking() {
+                // Complete. A peer that already left (after its Finished,
+                // or its close_notify) is the established stream's to find.
+                self.note_input();
+                return Ok(true);
+            }
+            if ended || wrote.as_ref().is_err_and(is_disconnect) {
+                let what = if readiness.is_error() { "reset" } else { "closed" };
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("TLS handshake failed: the peer {what} the connection before it completed"),
+                ));
+            }
+            wrote.map(|()| false)
         }
 
         /// Notes whether plaintext (or the peer's `close_notify`) waits to be
