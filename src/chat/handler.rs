@@ -126,7 +126,17 @@ fn linger_read<H: ChatHandler>(handler: &mut H, chat: &mut AsyncChat, cx: &mut C
     let mut scratch = cx.take_scratch(DEFAULT_IN_BUFFER_SIZE);
     let read = chat.tls.recv(&mut chat.channel, &mut scratch);
     cx.put_scratch(scratch);
-    chat.output.linger.discarded += read?;
+    let read = match read {
+        // A TLS peer that leaves without close_notify once everything was
+        // sent truncates nothing the conversation still needed.
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            handler.handle_close(chat, cx);
+            cx.close();
+            return Ok(());
+        }
+        read => read?,
+    };
+    chat.output.linger.discarded += read;
     if chat.output.linger.discarded > LINGER_BYTES {
         handler.handle_close(chat, cx);
         cx.close();

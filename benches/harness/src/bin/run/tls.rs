@@ -182,7 +182,8 @@ fn section(set: &Settings, runs: &[Runs; 2]) -> String {
          with X25519, no session resumption on either side (wrk does not resume; nginx has \
          `ssl_session_cache off` and `ssl_session_tickets off`; the example keeps no sessions and \
          sends no tickets). Server on CPU 0, wrk on CPU 1. CPU is the server's utime + stime from \
-         `/proc/PID/stat` over each {} s run, per request; medians of {} rounds. *New connection* \
+         `/proc/PID/stat` over each {} s run, per request; medians of {} rounds (each column is its \
+         own median, so user + sys need not make the CPU column). *New connection* \
          sends `Connection: close`: every request is a new TCP connection and a full handshake, \
          and wrk's own handshakes on one core bound the rate.\n",
         crate::machine::sh("nginx -v 2>&1 | sed 's/^nginx version: //'"),
