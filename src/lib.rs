@@ -93,8 +93,12 @@ pub mod sim;
 mod timer;
 #[cfg(feature = "tls")]
 pub mod tls;
+// Without the feature, only the byte stream under the transports: an empty
+// `Slot`, whose methods are the channel's own calls.
 #[cfg(not(feature = "tls"))]
-mod tls;
+mod tls {
+    pub(crate) mod session;
+}
 mod token;
 mod trace;
 mod transport;

@@ -32,34 +32,22 @@
 //! The crypto provider is ring, which builds from crates.io with only a C
 //! compiler (aws-lc-rs also needs cmake, and NASM on some targets).
 
-#[cfg(feature = "tls")]
 use std::fmt;
-#[cfg(feature = "tls")]
 use std::io;
-#[cfg(feature = "tls")]
 use std::sync::Arc;
 
-#[cfg(feature = "tls")]
 pub use rustls;
-#[cfg(feature = "tls")]
 use rustls::pki_types::ServerName;
-#[cfg(feature = "tls")]
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 
-#[cfg(feature = "tls")]
 use crate::buffered::Buffered;
-#[cfg(feature = "tls")]
 use crate::channel::{Connected, Connecting};
-#[cfg(feature = "tls")]
 use crate::chat::AsyncChat;
-#[cfg(feature = "tls")]
 use crate::transport::Transport;
 
 pub(crate) mod session;
 
-#[cfg(feature = "tls")]
 use session::Slot;
-#[cfg(feature = "tls")]
 pub use session::TRUNCATED;
 
 /// A TLS stream whose handshake has not completed: the pending form of the
@@ -113,13 +101,11 @@ pub use session::TRUNCATED;
 /// }
 /// # let _ = serve;
 /// ```
-#[cfg(feature = "tls")]
 pub struct Handshaking<T: Transport = Buffered>(pub(crate) T::Pending);
 
 /// What would let a [`Handshaking`] stream send application data: no type
 /// implements it. It exists so that trying reads as a sentence saying what
 /// to do instead.
-#[cfg(feature = "tls")]
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is still handshaking: a TLS stream cannot send application data before its handshake completed",
     label = "a handshaking stream has no `send` or `push`",
@@ -134,12 +120,10 @@ pub trait Established: sealed::Sealed {
     fn push(&mut self, data: &[u8]) -> io::Result<()>;
 }
 
-#[cfg(feature = "tls")]
 mod sealed {
     pub trait Sealed {}
 }
 
-#[cfg(feature = "tls")]
 impl<T: Transport> Handshaking<T> {
     /// Does not compile: see [`Established`].
     pub fn send(&mut self, data: &[u8]) -> io::Result<()>
@@ -158,12 +142,10 @@ impl<T: Transport> Handshaking<T> {
     }
 }
 
-#[cfg(feature = "tls")]
 fn config_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, format!("TLS configuration refused: {e}"))
 }
 
-#[cfg(feature = "tls")]
 fn already_used(what: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
@@ -178,7 +160,6 @@ fn already_used(what: &str) -> io::Error {
 /// A transport that can carry a TLS session: [`Buffered`] and [`AsyncChat`],
 /// connected (a server's side, [`Handshaking::server`]) or connecting (a
 /// client's, [`Handshaking::client`]). Sealed.
-#[cfg(feature = "tls")]
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot carry a TLS session",
     label = "TLS runs under a Buffered or an AsyncChat",
@@ -193,7 +174,6 @@ pub trait Secure: sealed::Sealed + Sized {
     fn start(self, conn: Connection) -> io::Result<Handshaking<Self::Established>>;
 }
 
-#[cfg(feature = "tls")]
 impl<T: Transport> Handshaking<T> {
     /// The server side of a TLS stream over an accepted connection: a
     /// [`Buffered`] or [`AsyncChat`] over it, configured (limits, budget,
@@ -224,7 +204,6 @@ impl<T: Transport> Handshaking<T> {
 
 /// [`Secure`] for one queued transport, both roles, and its session's
 /// accessors.
-#[cfg(feature = "tls")]
 macro_rules! secure_transport {
     ($ty:ident, fresh: |$t:ident| $fresh:expr, $name:literal) => {
         impl sealed::Sealed for $ty<Connected> {}
@@ -280,12 +259,9 @@ macro_rules! secure_transport {
     };
 }
 
-#[cfg(feature = "tls")]
 secure_transport!(Buffered, fresh: |b| b.queued() == 0, "Buffered");
-#[cfg(feature = "tls")]
 secure_transport!(AsyncChat, fresh: |c| !c.has_output() && !c.is_closing(), "AsyncChat");
 
-#[cfg(feature = "tls")]
 impl<T: Transport> fmt::Debug for Handshaking<T>
 where
     T::Pending: fmt::Debug,

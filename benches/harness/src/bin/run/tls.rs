@@ -20,8 +20,8 @@ use std::process::Command;
 use crate::Result;
 use crate::http::wrk_with;
 use crate::procfs::{PerMsg, cpu, per_msg};
-use crate::procs::{Ready, RunResult, ServerProc};
-use crate::proto::{PROTO_CONNS, free_port, nginx_conf};
+use crate::procs::{RunResult, ServerProc};
+use crate::proto::{PROTO_CONNS, nginx_conf, start_nginx};
 use crate::settings::Settings;
 
 pub const BEGIN: &str =
@@ -84,23 +84,7 @@ fn start(root: &Path, logs: &Path, tmp: &Path, key: &str, cert: &(String, String
         ];
         return ServerProc::start(&argv, &[], &log);
     }
-    let port = free_port()?;
-    let dir = tmp.join("nginx-tls");
-    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let conf = dir.join("nginx.conf");
-    fs::write(&conf, nginx_tls_conf(&dir, port, &cert.0, &cert.1))
-        .map_err(|e| format!("{}: {e}", conf.display()))?;
-    let p = |x: &Path| x.to_string_lossy().into_owned();
-    let argv = vec![
-        "nginx".to_string(),
-        "-p".into(),
-        p(&dir),
-        "-c".into(),
-        p(&conf),
-        "-e".into(),
-        p(&dir.join("error.log")),
-    ];
-    ServerProc::spawn(&argv, &[], &log, Some("0"), Ready::Port(port))
+    start_nginx(&tmp.join("nginx-tls"), &[], &log, |dir, port| nginx_tls_conf(dir, port, &cert.0, &cert.1))
 }
 
 /// One round on one server: a warm-up, then each load measured.
