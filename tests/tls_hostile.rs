@@ -1,6 +1,7 @@
 //! Bad input on a TLS port (feature `tls`): plain text, random bytes, a
 //! truncated or oversized ClientHello, a client that stalls mid-handshake,
-//! one that floods records and never reads. Each is closed with one clear
+//! one that floods records and never reads, a TLS 1.2 renegotiation (a
+//! ClientHello the test encrypts into the established stream itself). Each is closed with one clear
 //! report line (the handler's default `handle_connect_failed` or
 //! `handle_error`), and a bystander connection, established before the
 //! attack, still echoes after it.
@@ -82,6 +83,7 @@ struct World {
     config: Arc<rustls::ClientConfig>,
     bystander: Client,
     connected: Rc<Cell<Option<Token>>>,
+    cert: tls_common::TestCert,
 }
 
 fn world<const ID: u8>(idle: Duration) -> World {
@@ -99,7 +101,7 @@ fn world<const ID: u8>(idle: Duration) -> World {
     };
     assert!(run_until(&mut map, |_| connected.get().is_some()));
     let bystander = handshake.join().unwrap();
-    World { map, addr, config, bystander, connected }
+    World { map, addr, config, bystander, connected, cert }
 }
 
 impl World {
@@ -305,5 +307,82 @@ fn a_client_that_floods_and_never_reads_is_bounded() {
     assert!(most > 0 && most <= (1 << 20) + (64 << 10), "queued {most}");
     assert!(sent >= 1 << 20, "the flood stopped early: {sent}");
     assert!(sent < 64 << 20, "the server read without bound: {sent}");
+    world.bystander_still_echoes();
+}
+
+/// One TLS 1.2 record, encrypted as the client's next record with its
+/// AES-GCM traffic secrets (RFC 5288: the nonce is the write IV's salt and
+/// an explicit part sent before the ciphertext).
+fn seal_tls12(secrets: &rustls::ConnectionTrafficSecrets, seq: u64, kind: u8, plain: &[u8]) -> Vec<u8> {
+    use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+    let (key, iv, alg) = match secrets {
+        rustls::ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (key, iv, &AES_128_GCM),
+        rustls::ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (key, iv, &AES_256_GCM),
+        _ => panic!("the test's TLS 1.2 suites are AES-GCM"),
+    };
+    let mut nonce = [0u8; 12];
+    nonce.copy_from_slice(iv.as_ref());
+    for (n, s) in nonce[4..].iter_mut().zip(seq.to_be_bytes()) {
+        *n ^= s;
+    }
+    let mut aad = seq.to_be_bytes().to_vec();
+    aad.extend_from_slice(&[kind, 3, 3]);
+    aad.extend_from_slice(&(plain.len() as u16).to_be_bytes());
+    let key = LessSafeKey::new(UnboundKey::new(alg, key.as_ref()).unwrap());
+    let mut body = plain.to_vec();
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body).unwrap();
+    let mut record = vec![kind, 3, 3];
+    record.extend_from_slice(&((8 + body.len()) as u16).to_be_bytes());
+    record.extend_from_slice(&nonce[4..]);
+    record.extend_from_slice(&body);
+    record
+}
+
+/// The content types of the records in `bytes` (their headers are in the
+/// clear in TLS 1.2).
+fn record_types(mut bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    while bytes.len() >= 5 {
+        types.push(bytes[0]);
+        let len = usize::from(u16::from_be_bytes([bytes[3], bytes[4]]));
+        bytes = &bytes[(5 + len).min(bytes.len())..];
+    }
+    types
+}
+
+#[test]
+fn a_tls12_renegotiation_is_refused() {
+    let mut world = world::<7>(Duration::from_secs(5));
+    // TLS 1.2, with the secrets the test needs to encrypt records itself.
+    let mut tls12 = (*client_config(&world.cert, &[&rustls::version::TLS12], &[])).clone();
+    tls12.enable_secret_extraction = true;
+    let tls12 = Arc::new(tls12);
+    let hello = client_hello(world.config.clone());
+    let handshake = hello[5..].to_vec(); // the ClientHello message, out of its record
+    let addr = world.addr;
+    let attacker = std::thread::spawn(move || {
+        let mut c = connect(addr, tls12).unwrap();
+        assert_eq!(c.conn.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+        assert_eq!(roundtrip(&mut c, b"before").unwrap(), b"before");
+        let rustls::StreamOwned { conn, mut sock } = c;
+        let secrets = conn.dangerous_extract_secrets().unwrap();
+        let (seq, tx) = secrets.tx;
+        // A renegotiation: a ClientHello inside the encrypted stream.
+        sock.write_all(&seal_tls12(&tx, seq, 22, &handshake)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut first = [0u8; 64];
+        let n = sock.read(&mut first).unwrap();
+        let answer = record_types(&first[..n]);
+        // A second one: rustls then gives up on the peer.
+        sock.write_all(&seal_tls12(&tx, seq + 1, 22, &handshake)).unwrap();
+        (answer, read_to_close(sock))
+    });
+    let lines = world.reported::<7>("TLS record processing failed");
+    assert!(run_until(&mut world.map, |_| attacker.is_finished()));
+    let (answer, rest) = attacker.join().unwrap();
+    assert_eq!(answer, [21], "the first attempt gets an alert record (no_renegotiation, a warning)");
+    assert_eq!(record_types(&rest), [21], "the second, a fatal alert, then the end");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("Renegotiation"), "{lines:?}");
     world.bystander_still_echoes();
 }
