@@ -8,8 +8,10 @@
 # docs/PERFORMANCE.md and docs/perf.svg. Servers run on CPU 0, the load on
 # CPU 1 (but for the thread scenario, which pins nothing); loopback only;
 # every process started is stopped by its PID. BENCH_ONLY=http,resp (any of
-# headline, callgrind, idle, http, resp, threads) runs only those, for trying
-# the harness, and writes its report under benches/harness/target instead.
+# headline, callgrind, idle, http, resp, threads, tls) runs only those, for
+# trying the harness, and writes its report under benches/harness/target
+# instead; the TLS scenario always writes its own section of
+# docs/PERFORMANCE.md (BENCH_ONLY=tls runs it alone).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -40,6 +42,7 @@ command -v nginx >/dev/null || missing+=(nginx-light)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v redis-benchmark >/dev/null || missing+=(redis-tools)
+command -v openssl >/dev/null || missing+=(openssl)
 peer_pids() { pgrep -x nginx || true; pgrep -x redis-server || true; }
 if (( ${#missing[@]} )); then
     echo "==> install: ${missing[*]}"
@@ -53,13 +56,23 @@ if (( ${#missing[@]} )); then
         fi
     done
 fi
-for tool in nginx redis-server wrk redis-benchmark; do
+for tool in nginx redis-server wrk redis-benchmark openssl; do
     command -v "$tool" >/dev/null || { echo "run.sh: $tool is missing" >&2; exit 1; }
 done
 
 echo "==> build: C floor"
 mkdir -p benches/harness/target/c
 cc -O2 -Wall -o benches/harness/target/c/epoll_echo benches/c/epoll_echo.c
+# The TLS scenario's server: http_server with the `tls` feature, kept apart
+# so that the other scenarios measure the build without it.
+only="${BENCH_ONLY:-}"
+only="${only// /}"
+if [[ -z "$only" || ",$only," == *",tls,"* ]]; then
+    echo "==> build: rolecore example http_server with tls (release)"
+    cargo build --release --quiet --features tls --example http_server
+    mkdir -p benches/harness/target/tls
+    cp target/release/examples/http_server benches/harness/target/tls/http_server
+fi
 echo "==> build: rolecore examples echo_server, http_server, resp_server (release, with select)"
 # The select backend is opt-in (feature `select`); the headline and idle
 # scenarios run the echo server on it too.

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example http_server -- [ADDR] [--backend select|poll|epoll] [--threads N]
-//!     [--idle-timeout SECS] [--output-budget BYTES]
+//!     [--idle-timeout SECS] [--output-budget BYTES] [--tls-cert PEM --tls-key PEM]
 //! ```
 //!
 //! ADDR defaults to 127.0.0.1:8080 (port 0 picks a free port); the first line
@@ -15,6 +15,10 @@
 //! `--output-budget` (default 64 MiB) bounds the answers queued by all of one
 //! loop's connections together; when it runs short, the connection with the
 //! most output queued (the slowest reader) is dropped first.
+//! `--tls-cert PEM --tls-key PEM` serve HTTPS (TLS 1.3 and 1.2, ALPN
+//! `http/1.1`; a build with rolecore's `tls` feature): the handlers are the
+//! same, each connection handshakes before its first request is read, and
+//! the idle timeout bounds the handshake too.
 //!
 //! What it answers:
 //!
@@ -61,13 +65,16 @@ fn main() -> ExitCode {
         flags: &[
             Flag { name: "--idle-timeout", value: "SECS" },
             Flag { name: "--output-budget", value: "BYTES" },
+            serve::TLS_CERT,
+            serve::TLS_KEY,
         ],
     };
     serve::main(server, |cli| {
         let idle_timeout = cli.seconds("--idle-timeout", 60.0)?;
         // What all of one loop's connections may queue together.
         let budget = cli.count("--output-budget", 64 << 20, 64 << 10, 1 << 40)? as usize;
-        Ok(move || HttpServer { idle_timeout, connections: Connections::new(budget) })
+        let tls = cli.tls(&[b"http/1.1"])?;
+        Ok(move || HttpServer { idle_timeout, connections: Connections::new(budget).with_tls(tls.clone()) })
     })
 }
 

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --example resp_server -- [ADDR] [--backend select|poll|epoll] [--threads N]
 //!     [--max-bulk BYTES] [--max-request BYTES] [--idle-timeout SECS] [--output-budget BYTES]
+//!     [--tls-cert PEM --tls-key PEM]
 //! ```
 //!
 //! ADDR defaults to 127.0.0.1:6379 (port 0 picks a free port); the first line
@@ -17,7 +18,9 @@
 //! connections together: each connection's output limit bounds one client
 //! that does not read, the budget bounds a thousand of them. When it runs
 //! short, the connection with the most output queued (the slowest reader)
-//! is dropped first.
+//! is dropped first. `--tls-cert PEM --tls-key PEM` serve RESP over TLS
+//! (TLS 1.3 and 1.2, as `redis-cli --tls` speaks it; a build with
+//! rolecore's `tls` feature), with the same handlers.
 //!
 //! Commands: `PING [msg]`, `ECHO msg`, `SET key value [EX s|PX ms]`, `GET`,
 //! `DEL key...`, `EXISTS key...`, `INCR`, `DECR`, `MGET key...`,
@@ -75,6 +78,8 @@ fn main() -> ExitCode {
             Flag { name: "--max-request", value: "BYTES" },
             Flag { name: "--idle-timeout", value: "SECS" },
             Flag { name: "--output-budget", value: "BYTES" },
+            serve::TLS_CERT,
+            serve::TLS_KEY,
         ],
     };
     serve::main(server, |cli| {
@@ -88,9 +93,10 @@ fn main() -> ExitCode {
         let budget = cli.count("--output-budget", 256 << 20, 64 << 10, 1 << 40)? as usize;
         // One store for every loop (`--threads`): uncontended with one thread.
         let store = Shared::default();
+        let tls = cli.tls(&[])?;
         Ok(move || RespServer {
             store: Arc::clone(&store),
-            connections: Connections::new(budget),
+            connections: Connections::new(budget).with_tls(tls.clone()),
             max_bulk,
             max_request,
             idle_timeout,

@@ -25,7 +25,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds="${FUZZ_SECONDS:-30}"
 runs="${FUZZ_RUNS:--1}"
 timeout="${FUZZ_TIMEOUT:-20}"
-targets="${FUZZ_TARGETS:-machine framer sim_echo_buffered sim_echo_raw sim_chat resp resp_exec http_head sim_resp sim_http}"
+targets="${FUZZ_TARGETS:-machine framer sim_echo_buffered sim_echo_raw sim_chat resp resp_exec http_head sim_resp sim_http sim_tls}"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz smoke: installing cargo-fuzz"

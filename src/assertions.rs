@@ -88,9 +88,13 @@ assert_eq_size!(Channel<Connected>, u64);
 
 // An idle buffered stream is its channel and one pointer: the queue and its
 // bounds are allocated when first needed (docs/PERFORMANCE.md, memory per
-// idle connection).
+// idle connection). With the `tls` feature, one more pointer for a session.
+#[cfg(not(feature = "tls"))]
 assert_eq_size!(Buffered<Connected>, [u64; 2]);
+#[cfg(not(feature = "tls"))]
 assert_eq_size!(Buffered<Connecting>, [u64; 2]);
+#[cfg(feature = "tls")]
+assert_eq_size!(Buffered<Connected>, [u64; 3]);
 
 // One owner per descriptor (D9, D10): a channel cannot be duplicated or made
 // from nothing, in any role. Closing is dropping; a copy would outlive it.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::channel::{Channel, Connected, Connecting, Role};
+use crate::tls::session::Slot;
 use crate::transport::queued_transport;
 
 /// Most bytes one write event sends, as asyncore's `initiate_send` (64 KiB).
@@ -86,6 +87,9 @@ pub struct Buffered<R: Role = Connected> {
     /// it stays, so a connection that backs up now and then does not
     /// allocate each time.
     output: Option<Box<Output>>,
+    /// The TLS session the bytes go through, if any (feature `tls`; empty
+    /// without it).
+    pub(crate) tls: Slot,
 }
 
 /// The queue and its bounds, out of line: allocated by the first `send` that
@@ -316,7 +320,7 @@ impl std::error::Error for BufferFull {}
 impl<R: Role> Buffered<R> {
     /// Wraps a channel with an empty queue and the default limit.
     pub fn new(channel: Channel<R>) -> Self {
-        Buffered { channel, output: None }
+        Buffered { channel, output: None, tls: Slot::default() }
     }
 
     /// The same, with another bound on queued output.
@@ -453,7 +457,7 @@ impl Buffered<Connected> {
         // limit. The bytes go straight to the socket; only what it does not
         // take is queued (out of line), with no budget to charge.
         if self.sends_directly(data.len()) {
-            let n = self.channel.send(data)?;
+            let n = self.tls.send(&mut self.channel, data)?;
             if n < data.len() {
                 self.enqueue(&data[n..]);
             }
@@ -483,7 +487,7 @@ impl Buffered<Connected> {
             self.enqueue(data);
             return Ok(());
         }
-        let n = match self.channel.send(data) {
+        let n = match self.tls.send(&mut self.channel, data) {
             Ok(n) => n,
             Err(e) => {
                 self.unreserve(data.len());
@@ -500,18 +504,20 @@ impl Buffered<Connected> {
     /// Receives, as [`Channel::recv`].
     #[inline]
     pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.channel.recv(buf)
+        self.tls.recv(&mut self.channel, buf)
     }
 
     /// Makes one send of at most [`SEND_CHUNK`] queued bytes, as asyncore's
     /// `initiate_send`.
     pub fn initiate_send(&mut self) -> io::Result<()> {
+        // TLS records made earlier (the rest of a send, an alert) go first.
+        self.tls.flush(&mut self.channel)?;
         let Some(out) = self.output.as_deref_mut() else { return Ok(()) };
         if out.queued() == 0 {
             return Ok(());
         }
         let end = out.queue.len().min(out.sent + SEND_CHUNK);
-        let n = self.channel.send(&out.queue[out.sent..end])?;
+        let n = self.tls.send(&mut self.channel, &out.queue[out.sent..end])?;
         out.sent += n;
         if let Some(budget) = &out.budget {
             budget.release(n);
@@ -553,7 +559,7 @@ impl From<Channel<Connecting>> for Buffered<Connecting> {
 }
 
 queued_transport!(
-    Buffered { output },
+    Buffered { output, tls },
     queued: |b| b.queued() > 0,
     send: |b| b.initiate_send(),
     backlogged: |b| b.output.as_ref().is_some_and(|o| o.watermarks.backlogged),

@@ -18,8 +18,8 @@
 //! | 2 | [`poller`], [`machine`] | readiness from `select`, `poll` or `epoll` (picked at run time by a [`Backend`]) with every platform rule; the pure state machine: readiness in, asyncore's events out, no syscalls |
 //! | 3 | [`channel`] | [`Channel<R>`]: an owned descriptor in a role; role changes consume the channel |
 //! | 4 | `map` | [`Map`], [`Ctx`]: channels of every role with handlers of every type, behind generation-checked [`Token`]s |
-//! | 5 | `transport`, `buffered`, [`chat`]'s transport | what a stream handler is handed: [`Transport`], [`Buffered`] (`dispatcher_with_send`), [`AsyncChat`] (`async_chat`: records split at terminators, producers) |
-//! | 6 | `handler`, [`ChatHandler`] | the callbacks you write, each only where its event can happen: [`StreamHandler`], [`AcceptHandler`], [`FileHandler`], [`DatagramHandler`] |
+//! | 5 | `transport`, `buffered`, [`chat`]'s transport, `tls::session` | what a stream handler is handed: [`Transport`], [`Buffered`] (`dispatcher_with_send`), [`AsyncChat`] (`async_chat`: records split at terminators, producers); the socket or TLS session under them |
+//! | 6 | `handler`, [`ChatHandler`], `tls` | the callbacks you write, each only where its event can happen: [`StreamHandler`], [`AcceptHandler`], [`FileHandler`], [`DatagramHandler`] |
 //! | 7 | `dispatch` | the entries that run the machine for each wake-up and call the handlers |
 //! | 8 | [`loop_`], [`LoopOptions`], mailboxes, `signal`, [`Kept`], [`sim`] | asyncore's `loop`: wait, dispatch, until the map is empty; reaching the loop from other threads; a deterministic simulated world that runs your handlers and checks the loop's invariants |
 //!
@@ -93,6 +93,14 @@ mod seal;
 pub mod signal;
 pub mod sim;
 mod timer;
+#[cfg(feature = "tls")]
+pub mod tls;
+// Without the feature, only the byte stream under the transports: an empty
+// `Slot`, whose methods are the channel's own calls.
+#[cfg(not(feature = "tls"))]
+mod tls {
+    pub(crate) mod session;
+}
 mod token;
 mod trace;
 mod transport;

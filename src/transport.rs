@@ -7,6 +7,7 @@
 use std::io;
 
 use crate::channel::{Channel, Connected, Connecting};
+use crate::readiness::{Interest, Readiness};
 
 pub(crate) mod sealed {
     pub trait Sealed {}
@@ -51,6 +52,19 @@ pub trait Transport: sealed::Sealed + sealed::RawChannel + 'static {
     fn is_backlogged(&self) -> bool {
         false
     }
+
+    /// Whether input is held above the socket (a TLS session's decrypted
+    /// records): the socket will not report it readable, so the loop reads
+    /// on while the handler is readable.
+    #[doc(hidden)]
+    fn has_buffered_input(&self) -> bool {
+        false
+    }
+
+    /// The loop is about to close the stream: a TLS session sends its
+    /// `close_notify`.
+    #[doc(hidden)]
+    fn closing(&mut self) {}
 }
 
 /// A [`Transport`] whose connect is in progress. Sealed.
@@ -67,6 +81,34 @@ pub trait Pending: sealed::Sealed + 'static {
     /// to insert the channel into a map instead.
     #[doc(hidden)]
     fn into_ready(self, seal: impl crate::seal::ConnectProof) -> Self::Ready;
+
+    /// One step towards readiness on a wake-up: `Ok(true)` once the stream
+    /// can be made ready, `Ok(false)` while it waits for more readiness
+    /// (a TLS handshake), `Err` if it failed. Default: the connect's
+    /// result. Only the loop calls it, as `into_ready`.
+    #[doc(hidden)]
+    fn advance(
+        &mut self,
+        readiness: Readiness,
+        seal: impl crate::seal::ConnectProof,
+    ) -> std::io::Result<bool> {
+        let _ = (readiness, seal);
+        self.channel().connect_result().map(|()| true)
+    }
+
+    /// What the stream waits for while pending: writability (the connect's
+    /// end), or what its handshake needs.
+    #[doc(hidden)]
+    fn interest(&self) -> Interest {
+        Interest::WRITE
+    }
+
+    /// The error `handle_connect_failed` gets when the deadline passes
+    /// first.
+    #[doc(hidden)]
+    fn timed_out(&self) -> std::io::Error {
+        std::io::ErrorKind::TimedOut.into()
+    }
 }
 
 impl sealed::Sealed for Channel<Connected> {}
@@ -138,7 +180,7 @@ macro_rules! queued_transport {
             #[inline]
             fn has_queued_output(&self) -> bool {
                 let $q = self;
-                $queued
+                $queued || $q.tls.wants_write()
             }
             #[inline]
             fn send_queued(&mut self) -> ::std::io::Result<()> {
@@ -150,6 +192,23 @@ macro_rules! queued_transport {
                 let $b = self;
                 $backlogged
             }
+            #[inline]
+            fn has_buffered_input(&self) -> bool {
+                self.tls.has_buffered_input()
+            }
+            #[inline]
+            fn closing(&mut self) {
+                self.tls.closing(&mut self.channel)
+            }
+        }
+
+        impl $ty<$crate::channel::Connected> {
+            /// Back to the pending form, for a TLS handshake: the loop makes
+            /// it connected again once the handshake completed.
+            #[cfg(feature = "tls")]
+            pub(crate) fn into_pending(self) -> $ty<$crate::channel::Connecting> {
+                $ty { channel: self.channel.into_role(), $($rest: self.$rest),+ }
+            }
         }
 
         impl $crate::transport::Pending for $ty<$crate::channel::Connecting> {
@@ -159,6 +218,19 @@ macro_rules! queued_transport {
             }
             fn into_ready(self, _: impl $crate::seal::ConnectProof) -> $ty<$crate::channel::Connected> {
                 $ty { channel: self.channel.into_connected(), $($rest: self.$rest),+ }
+            }
+            fn advance(
+                &mut self,
+                readiness: $crate::readiness::Readiness,
+                _: impl $crate::seal::ConnectProof,
+            ) -> ::std::io::Result<bool> {
+                self.tls.advance(&self.channel, readiness)
+            }
+            fn interest(&self) -> $crate::readiness::Interest {
+                self.tls.pending_interest()
+            }
+            fn timed_out(&self) -> ::std::io::Error {
+                self.tls.timed_out()
             }
         }
     };

@@ -42,8 +42,19 @@ const LAYERS: &[(u8, &[&str])] = &[
     ),
     (3, &["channel", "channel::socket", "channel::file", "channel::datagram"]),
     (4, &["map", "map::entry", "map::ctx", "map::registry", "map::slot"]),
-    (5, &["transport", "buffered", "chat::async_chat", "chat::output", "chat::producer", "chat::terminator"]),
-    (6, &["handler", "chat::handler", "chat"]),
+    (
+        5,
+        &[
+            "transport",
+            "buffered",
+            "chat::async_chat",
+            "chat::output",
+            "chat::producer",
+            "chat::terminator",
+            "tls::session",
+        ],
+    ),
+    (6, &["handler", "chat::handler", "chat", "tls"]),
     (
         7,
         &[

@@ -222,6 +222,19 @@ fn sim_chat_generated() {
     assert!(checked > 0, "some peer got a reply");
 }
 
+#[cfg(feature = "tls")]
+#[test]
+fn sim_tls_corpus() {
+    replay_corpus("sim_tls");
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn sim_tls_generated() {
+    let checked = generated("sim_tls", 11, 600);
+    assert!(checked > 0, "some payload was echoed");
+}
+
 #[test]
 fn every_target_has_a_corpus_and_a_test() {
     let names: Vec<&str> = bodies::TARGETS.iter().map(|(name, _)| *name).collect();
@@ -236,6 +249,10 @@ fn every_target_has_a_corpus_and_a_test() {
         assert!(target.exists(), "{} is missing", target.display());
     }
     for dir in &dirs {
+        // sim_tls's body is built only with the `tls` feature.
+        if dir == "sim_tls" && cfg!(not(feature = "tls")) {
+            continue;
+        }
         assert!(names.contains(&dir.as_str()), "fuzz/corpus/{dir}/ belongs to no target");
     }
 }

@@ -642,7 +642,8 @@ fn a_connect_the_kernel_refuses_at_once_is_an_error_from_connect() -> io::Result
 // ---- the guide cannot drift from this file ---------------------------------------
 
 /// The compile-fail cases chapter 2 quotes, source and compiler output.
-const UI_CASES: [(&str, &str); 6] = [
+const UI_CASES: [(&str, &str); 7] = [
+    (include_str!("ui/tls_send_while_handshaking.rs"), include_str!("ui/tls_send_while_handshaking.stderr")),
     (include_str!("ui/d01_send_on_listener.rs"), include_str!("ui/d01_send_on_listener.stderr")),
     (include_str!("ui/d07_send_while_connecting.rs"), include_str!("ui/d07_send_while_connecting.stderr")),
     (include_str!("ui/d10_use_after_insert.rs"), include_str!("ui/d10_use_after_insert.stderr")),
@@ -667,7 +668,8 @@ const UI_CASES: [(&str, &str); 6] = [
 #[test]
 fn the_guide_quotes_this_file() {
     let guide = include_str!("../docs/guide.md");
-    let this_file = format!("\n{}", include_str!("guide.rs"));
+    // The chapter on TLS quotes tests/tls_guide.rs, which needs the feature.
+    let this_file = format!("\n{}\n{}", include_str!("guide.rs"), include_str!("tls_guide.rs"));
     let blocks = fenced_blocks(guide);
     let checked = blocks.iter().filter(|(fence, _)| *fence == "rust").count();
     assert!(checked >= 10, "docs/guide.md has {checked} ```rust blocks");

@@ -271,8 +271,7 @@ impl AcceptHandler for HttpServer {
             head: HeadReader::new(),
         };
         chat.set_max_record(connection.head.room());
-        let token = cx.insert(chat, connection)?;
-        self.connections.join(token);
+        let token = self.connections.insert(cx, chat, connection)?;
         if let Some(timeout) = self.idle_timeout {
             cx.set_deadline(token, Instant::now().checked_add(timeout));
         }

@@ -283,8 +283,7 @@ impl AcceptHandler for RespServer {
             record: Vec::new(),
             out: Vec::new(),
         };
-        let token = cx.insert(chat, connection)?;
-        self.connections.join(token);
+        let token = self.connections.insert(cx, chat, connection)?;
         cx.set_idle_timeout(token, self.idle_timeout);
         Ok(())
     }

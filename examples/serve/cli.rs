@@ -1,6 +1,7 @@
 //! The command line every example server shares:
 //! `[ADDR] [--backend select|poll|epoll] [--threads N]`, plus the flags one
-//! server adds (`--idle-timeout SECS`, `--max-bulk BYTES`, …).
+//! server adds (`--idle-timeout SECS`, `--max-bulk BYTES`, …, and
+//! `--tls-cert PEM --tls-key PEM` for TLS).
 //!
 //! A bad command line is one line on stderr, `NAME: what is wrong; usage:
 //! …`, and exit status 2, never a panic: a value that is empty, not a
@@ -33,6 +34,11 @@ pub struct Flag {
     /// Its value in the usage line, `SECS`.
     pub value: &'static str,
 }
+
+/// `--tls-cert PEM`: the certificate chain a TLS server presents.
+pub const TLS_CERT: Flag = Flag { name: "--tls-cert", value: "PEM" };
+/// `--tls-key PEM`: its private key (PKCS#8, PKCS#1 or SEC1).
+pub const TLS_KEY: Flag = Flag { name: "--tls-key", value: "PEM" };
 
 /// A command line that could not be used: what to print before exiting 2.
 #[derive(Debug)]
@@ -169,6 +175,70 @@ impl Cli {
         match self.value(flag) {
             None => Ok(default),
             Some(text) => self.number(flag, text, min, max),
+        }
+    }
+
+    /// `--tls-cert PEM --tls-key PEM`, both or neither: the configuration
+    /// of a server that speaks TLS 1.3 and 1.2, offering the ALPN
+    /// protocols `alpn`, without session resumption. A file that cannot be read, holds no certificate or
+    /// key, or a key that does not fit the certificate is a usage error.
+    #[cfg(feature = "tls")]
+    pub fn tls(&self, alpn: &[&[u8]]) -> Result<Option<super::connections::TlsConfig>, Usage> {
+        use rolecore::tls::rustls;
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let Some((cert, key)) = self.tls_files()? else { return Ok(None) };
+        let read = |flag: &str, path: &str| {
+            std::fs::read(path).map_err(|e| self.usage_error(format!("{flag} {path:?}: {e}")))
+        };
+        let pem = read(TLS_CERT.name, cert)?;
+        let chain = CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>().map_err(|e| {
+            self.usage_error(format!("{} {cert:?}: not a PEM certificate chain: {e}", TLS_CERT.name))
+        })?;
+        if chain.is_empty() {
+            return Err(self.usage_error(format!("{} {cert:?}: no certificate in it", TLS_CERT.name)));
+        }
+        let pem = read(TLS_KEY.name, key)?;
+        let key_der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+            self.usage_error(format!("{} {key:?}: no PEM private key in it: {e}", TLS_KEY.name))
+        })?;
+        let versions = &[&rustls::version::TLS13, &rustls::version::TLS12];
+        let mut config = rustls::ServerConfig::builder_with_protocol_versions(versions)
+            .with_no_client_auth()
+            .with_single_cert(chain, key_der)
+            .map_err(|e| {
+                self.usage_error(format!(
+                    "{} {key:?} does not fit {} {cert:?}: {e}",
+                    TLS_KEY.name, TLS_CERT.name
+                ))
+            })?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        // No session resumption: every connection makes a full handshake,
+        // and the server keeps no session state (the benchmark's terms).
+        config.session_storage = std::sync::Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        Ok(Some(std::sync::Arc::new(config)))
+    }
+
+    /// Without rolecore's `tls` feature, the TLS flags are a usage error.
+    #[cfg(not(feature = "tls"))]
+    pub fn tls(&self, alpn: &[&[u8]]) -> Result<Option<super::connections::TlsConfig>, Usage> {
+        let _ = alpn;
+        match self.tls_files()? {
+            None => Ok(None),
+            Some(_) => Err(self.usage_error(
+                "this server was built without rolecore's `tls` feature; rebuild it with --features tls",
+            )),
+        }
+    }
+
+    /// The TLS flags' files: both, or neither.
+    fn tls_files(&self) -> Result<Option<(&str, &str)>, Usage> {
+        match (self.value(TLS_CERT.name), self.value(TLS_KEY.name)) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            _ => Err(self.usage_error("--tls-cert and --tls-key go together: give both or neither")),
         }
     }
 

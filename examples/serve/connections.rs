@@ -2,36 +2,83 @@
 //! connection's output limit bounds one slow reader, the budget bounds all
 //! of them together. When the budget runs short, the connection with the
 //! most output queued, the slowest reader and the one whose going frees the
-//! most, is dropped first.
+//! most, is dropped first. With a TLS configuration, each connection
+//! is inserted handshaking ([`Connections::insert`]): its handler, the same
+//! as over plain TCP, sees it once the handshake completed.
 
 // Each server uses the parts it needs.
 #![allow(dead_code)]
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::io;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
-use rolecore::{AsyncChat, Ctx, OutputBudget, Token};
+use rolecore::{AsyncChat, ChatHandler, Ctx, OutputBudget, Token};
+
+/// A server's TLS configuration (`--tls-cert`, `--tls-key`); without
+/// rolecore's `tls` feature there is none to have.
+#[cfg(feature = "tls")]
+pub type TlsConfig = std::sync::Arc<rolecore::tls::rustls::ServerConfig>;
+/// A server's TLS configuration: none can exist in a build without
+/// rolecore's `tls` feature.
+#[cfg(not(feature = "tls"))]
+#[derive(Clone)]
+pub enum TlsConfig {}
 
 /// The tokens of one loop's connections, whose chats have handlers of type
 /// `H`, and the budget their output is charged to.
 pub struct Connections<H> {
     tokens: Rc<RefCell<BTreeSet<Token>>>,
     budget: OutputBudget,
+    tls: Option<TlsConfig>,
     handler: PhantomData<fn() -> H>,
 }
 
 impl<H> Clone for Connections<H> {
     fn clone(&self) -> Self {
-        Connections { tokens: Rc::clone(&self.tokens), budget: self.budget.clone(), handler: PhantomData }
+        Connections {
+            tokens: Rc::clone(&self.tokens),
+            budget: self.budget.clone(),
+            tls: self.tls.clone(),
+            handler: PhantomData,
+        }
     }
 }
 
 impl<H: 'static> Connections<H> {
     /// No connection yet; their output together may not pass `budget` bytes.
     pub fn new(budget: usize) -> Connections<H> {
-        Connections { tokens: Rc::default(), budget: OutputBudget::new(budget), handler: PhantomData }
+        Connections {
+            tokens: Rc::default(),
+            budget: OutputBudget::new(budget),
+            tls: None,
+            handler: PhantomData,
+        }
+    }
+
+    /// The same, each connection speaking TLS with `tls` when given.
+    pub fn with_tls(mut self, tls: Option<TlsConfig>) -> Connections<H> {
+        self.tls = tls;
+        self
+    }
+
+    /// Inserts a connection's chat and handler (handshaking first, with a
+    /// TLS configuration) and has it join.
+    pub fn insert(&self, cx: &mut Ctx<'_>, chat: AsyncChat, handler: H) -> io::Result<Token>
+    where
+        H: ChatHandler,
+    {
+        let token = match &self.tls {
+            None => cx.insert(chat, handler)?,
+            #[cfg(feature = "tls")]
+            Some(config) => cx.insert(rolecore::tls::Handshaking::server(chat, config.clone())?, handler)?,
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match *never {},
+        };
+        self.join(token);
+        Ok(token)
     }
 
     /// Charges `chat`'s output to the budget; call before inserting it.

@@ -21,9 +21,10 @@ use rolecore::report::Level;
 use rolecore::signal::{SIGINT, SIGTERM};
 use rolecore::{AcceptHandler, Address, Backend, Channel, Ctx, Listening, LoopOptions, Map};
 
-pub use cli::{Cli, Flag, Usage};
+#[allow(unused_imports)] // not every server speaks TLS
+pub use cli::{Cli, Flag, TLS_CERT, TLS_KEY, Usage};
 #[allow(unused_imports)] // not every server bounds its connections together
-pub use connections::Connections;
+pub use connections::{Connections, TlsConfig};
 
 /// How long connections may finish after a shutdown signal.
 pub const GRACE: Duration = Duration::from_secs(1);

@@ -31,6 +31,10 @@ pub mod sim_echo_buffered;
 pub mod sim_echo_raw;
 pub mod sim_http;
 pub mod sim_resp;
+// Needs rolecore's `tls` feature (the fuzz crate's default; the main crate's
+// tests have it with `--features tls` or `--all-features`).
+#[cfg(feature = "tls")]
+pub mod sim_tls;
 
 /// A body: runs one input, panics on a broken property, and says how many
 /// things it checked.
@@ -48,6 +52,8 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("http_head", http_head::run),
     ("sim_resp", sim_resp::run),
     ("sim_http", sim_http::run),
+    #[cfg(feature = "tls")]
+    ("sim_tls", sim_tls::run),
 ];
 
 /// Every target's `describe`, by name.
@@ -63,6 +69,8 @@ pub fn describe(target: &str, data: &[u8]) -> Option<String> {
         "http_head" => http_head::describe(data),
         "sim_resp" => sim_resp::describe(data),
         "sim_http" => sim_http::describe(data),
+        #[cfg(feature = "tls")]
+        "sim_tls" => sim_tls::describe(data),
         _ => return None,
     })
 }

@@ -10,6 +10,7 @@ use super::producer::Producer;
 use super::terminator::Terminator;
 use crate::buffered::OutputBudget;
 use crate::channel::{Channel, Connected, Connecting, Role};
+use crate::tls::session::Slot;
 use crate::transport::queued_transport;
 
 /// asynchat's `ac_in_buffer_size`: the most bytes one read takes.
@@ -48,6 +49,9 @@ pub struct AsyncChat<R: Role = Connected> {
     pub(super) channel: Channel<R>,
     pub(super) input: Input,
     pub(super) output: Output,
+    /// The TLS session the bytes go through, if any (feature `tls`; empty
+    /// without it).
+    pub(crate) tls: Slot,
 }
 
 /// What a chat holds of its input: the same whatever the role, so it moves
@@ -81,6 +85,7 @@ impl<R: Role> AsyncChat<R> {
                 max_record: DEFAULT_MAX_RECORD,
             },
             output: Output::new(),
+            tls: Slot::default(),
         }
     }
 
@@ -351,7 +356,9 @@ impl AsyncChat<Connected> {
     /// [`out_buffer_size`](Self::out_buffer_size) bytes, asking producers for
     /// more as needed (asynchat's `initiate_send`).
     pub fn initiate_send(&mut self) -> io::Result<()> {
-        self.output.send(&mut self.channel)
+        // TLS records made earlier (the rest of a send, an alert) go first.
+        self.tls.flush(&mut self.channel)?;
+        self.output.send(&mut self.tls, &mut self.channel)
     }
 
     /// Sets `TCP_NODELAY` on the channel underneath (an error on a Unix
@@ -381,7 +388,7 @@ impl<R: Role> fmt::Debug for AsyncChat<R> {
 }
 
 queued_transport!(
-    AsyncChat { input, output },
+    AsyncChat { input, output, tls },
     queued: |c| c.has_output(),
     send: |c| c.initiate_send(),
     backlogged: |c| c.output.watermarks.backlogged,

@@ -95,11 +95,17 @@ fn finish<H: ChatHandler>(
     result: io::Result<()>,
 ) -> io::Result<()> {
     let result = result.and_then(|()| if cx.is_closing() { Ok(()) } else { chat.initiate_send() });
-    if result.is_ok() && chat.output.done() && !cx.is_closing() && !chat.output.linger.active {
+    if result.is_ok()
+        && chat.output.done()
+        && !chat.tls.wants_write()
+        && !cx.is_closing()
+        && !chat.output.linger.active
+    {
         match chat.output.linger.time {
             // The sending side is shut down after everything queued: the
             // peer reads it all, then the end of the stream.
-            Some(time) if chat.channel.shutdown(std::net::Shutdown::Write).is_ok() => {
+            // (After a TLS stream's close_notify.)
+            Some(time) if chat.tls.shutdown_write(&mut chat.channel).is_ok() => {
                 chat.output.linger.active = true;
                 let at = cx.now().checked_add(time);
                 cx.set_deadline(cx.token(), at);
@@ -118,9 +124,19 @@ fn finish<H: ChatHandler>(
 /// [`LINGER_BYTES`] of input.
 fn linger_read<H: ChatHandler>(handler: &mut H, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
     let mut scratch = cx.take_scratch(DEFAULT_IN_BUFFER_SIZE);
-    let read = chat.channel.recv(&mut scratch);
+    let read = chat.tls.recv(&mut chat.channel, &mut scratch);
     cx.put_scratch(scratch);
-    chat.output.linger.discarded += read?;
+    let read = match read {
+        // A TLS peer that leaves without close_notify once everything was
+        // sent truncates nothing the conversation still needed.
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            handler.handle_close(chat, cx);
+            cx.close();
+            return Ok(());
+        }
+        read => read?,
+    };
+    chat.output.linger.discarded += read;
     if chat.output.linger.discarded > LINGER_BYTES {
         handler.handle_close(chat, cx);
         cx.close();
@@ -180,7 +196,7 @@ impl AsyncChat<Connected> {
     /// the handler's `collect_incoming_data` and `found_terminator`.
     fn read_records<H: ChatHandler>(&mut self, handler: &mut H, cx: &mut Ctx<'_>) -> io::Result<()> {
         let mut scratch = cx.take_scratch(self.input.in_buffer_size);
-        let result = match self.channel.recv(&mut scratch[..self.input.in_buffer_size]) {
+        let result = match self.tls.recv(&mut self.channel, &mut scratch[..self.input.in_buffer_size]) {
             Ok(0) => Ok(()), // the end: the loop calls handle_close
             Ok(n) if self.input.held.is_empty() => self.split_records(&scratch[..n], handler, cx),
             Ok(n) => {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::producer::Producer;
 use crate::buffered::{OutputBudget, Watermarks};
 use crate::channel::{Channel, Connected};
+use crate::tls::session::Slot;
 
 /// asynchat's `ac_out_buffer_size`: the most bytes one send gives.
 pub const DEFAULT_OUT_BUFFER_SIZE: usize = 64 * 1024;
@@ -220,7 +221,7 @@ impl Output {
     }
 
     /// What [`AsyncChat::initiate_send`] does, on `channel`.
-    pub(super) fn send(&mut self, channel: &mut Channel<Connected>) -> io::Result<()> {
+    pub(super) fn send(&mut self, tls: &mut Slot, channel: &mut Channel<Connected>) -> io::Result<()> {
         loop {
             match self.out.front_mut() {
                 None | Some(Out::Close) => return Ok(()),
@@ -240,7 +241,7 @@ impl Output {
                 Some(Out::Data { buf, sent }) => {
                     // Saturating: `set_out_buffer_size(usize::MAX)` means no cap.
                     let end = buf.len().min(sent.saturating_add(self.out_buffer_size));
-                    let n = channel.send(&buf[*sent..end])?;
+                    let n = tls.send(channel, &buf[*sent..end])?;
                     *sent += n;
                     let done = *sent == buf.len();
                     self.out_bytes.sent(n);

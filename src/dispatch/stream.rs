@@ -66,9 +66,12 @@ impl<T: Transport, H: StreamHandler<T>> Dispatch for StreamEntry<T, H> {
         match &self.state {
             StreamState::Connected(t) => stream_interest(&self.handler, t),
             // Connecting: completion and failure both show as writability
-            // (and hang-up/error, which are always watched). Draining: the
-            // queue goes out.
-            StreamState::Rare(_) => Interest::WRITE,
+            // (and hang-up/error, which are always watched); a TLS handshake
+            // asks for what it needs. Draining: the queue goes out.
+            StreamState::Rare(rare) => match &**rare {
+                Rare::Connecting(p) => p.interest(),
+                _ => Interest::WRITE,
+            },
         }
     }
 
@@ -86,9 +89,18 @@ impl<T: Transport, H: StreamHandler<T>> Dispatch for StreamEntry<T, H> {
             if drain {
                 self.start_draining();
             }
-            return;
+        } else {
+            self.general_wakeup(readiness, interest, cx, tr);
         }
-        self.general_wakeup(readiness, interest, cx, tr);
+        if let StreamState::Connected(t) = &mut self.state
+            && t.has_buffered_input()
+        {
+            let mut drain = false;
+            read_buffered(&mut self.handler, t, &mut drain, readiness, cx, tr);
+            if drain {
+                self.start_draining();
+            }
+        }
     }
 
     fn timeout(&mut self, cx: &mut Ctx<'_>, tr: &impl Tracer) {
@@ -107,9 +119,9 @@ impl<T: Transport, H: StreamHandler<T>> Dispatch for StreamEntry<T, H> {
                 );
             }
             StreamState::Rare(rare) => match &mut **rare {
-                Rare::Connecting(_) => {
+                Rare::Connecting(pending) => {
                     tr.call(Callback::ConnectFailed);
-                    handler.handle_connect_failed(io::ErrorKind::TimedOut.into(), cx);
+                    handler.handle_connect_failed(pending.timed_out(), cx);
                     cx.close();
                 }
                 Rare::Draining(t) => {
@@ -204,11 +216,14 @@ impl<T: Transport, H: StreamHandler<T>> StreamEntry<T, H> {
         while let Some(step) = wakeup.next_step() {
             match (step, &mut self.state) {
                 (Step::CheckConnect, StreamState::Rare(rare)) => {
-                    let Rare::Connecting(pending) = &**rare else { break };
-                    let result = pending.channel().connect_result();
+                    let Rare::Connecting(pending) = &mut **rare else { break };
+                    let result = pending.advance(readiness, Seal(()));
+                    if let Ok(false) = result {
+                        return; // a TLS handshake waits for more readiness
+                    }
                     wakeup.connect_result(result.is_ok());
                     match result {
-                        Ok(()) => self.connected(),
+                        Ok(_) => self.connected(),
                         Err(e) => failure = Some(e),
                     }
                 }
@@ -298,6 +313,36 @@ fn connected_step<T: Transport, H: StreamHandler<T>>(
     }
 }
 
+/// Input the transport holds above the socket (a TLS session's decrypted
+/// records), read on while the handler is readable: the socket will not
+/// report it. Bounded, so that a handler that reads without consuming
+/// cannot hold the loop.
+#[cold]
+#[inline(never)]
+fn read_buffered<T: Transport, H: StreamHandler<T>>(
+    handler: &mut H,
+    t: &mut T,
+    drain: &mut bool,
+    readiness: Readiness,
+    cx: &mut Ctx<'_>,
+    tr: &impl Tracer,
+) {
+    for _ in 0..64 {
+        if cx.is_closing() || *drain || !t.has_buffered_input() || !stream_interest(handler, t).is_readable()
+        {
+            return;
+        }
+        let outcome = connected_step(handler, t, drain, Step::Read, readiness, cx, tr);
+        if outcome.failed || outcome.closed {
+            return;
+        }
+        if outcome.peer_gone {
+            close(handler, t, drain, readiness, cx, tr);
+            return;
+        }
+    }
+}
+
 /// The close step of a connected stream: `handle_close`, or, when the peer
 /// only shut down its sending side while output is still queued, draining
 /// that output first (P14).
@@ -367,9 +412,45 @@ macro_rules! register_stream {
     };
 }
 
+impl<T: Transport, H> Drop for StreamEntry<T, H> {
+    fn drop(&mut self) {
+        // A TLS stream's close_notify, whichever way it closes.
+        match &mut self.state {
+            StreamState::Connected(t) => t.closing(),
+            StreamState::Rare(rare) => {
+                if let Rare::Draining(t) = &mut **rare {
+                    t.closing();
+                }
+            }
+        }
+    }
+}
+
 register_stream!(Channel<Connected>, Channel<Connecting>);
 register_stream!(Buffered<Connected>, Buffered<Connecting>);
 register_stream!(AsyncChat<Connected>, AsyncChat<Connecting>);
+
+/// A TLS stream still handshaking: the pending form of its transport.
+#[cfg(feature = "tls")]
+mod handshaking {
+    use super::*;
+    use crate::tls::Handshaking;
+
+    #[diagnostic::do_not_recommend]
+    impl<T: Transport, H: StreamHandler<T>> Register<H> for Handshaking<T> {}
+    impl<T: Transport, H: StreamHandler<T>> RegisterSealed<H> for Handshaking<T> {
+        fn interest(&self, _: &H, _: impl EntryProof) -> Interest {
+            self.0.interest()
+        }
+        fn fd(&self, _: impl EntryProof) -> BorrowedFd<'_> {
+            Pending::channel(&self.0).as_fd()
+        }
+        fn into_entry(self, handler: H, _: impl EntryProof) -> Box<dyn Entry> {
+            let state = StreamState::Rare(Box::new(Rare::Connecting(self.0)));
+            Box::new(StreamEntry::<T, H> { state, handler })
+        }
+    }
+}
 
 impl Ctx<'_> {
     /// Another connected stream's transport and handler, if they have types
@@ -437,7 +518,11 @@ mod tests {
     /// must stay hidden in the descriptor's niche.
     #[test]
     fn a_connected_entry_is_as_small_as_its_transport() {
-        assert_eq!(std::mem::size_of::<StreamEntry<Buffered<Connected>, ()>>(), 16);
-        assert_eq!(std::mem::size_of::<StreamState<Buffered<Connected>>>(), 16);
+        // The `tls` feature's session pointer adds 8 bytes to `Buffered`;
+        // either size is one 32-byte malloc chunk.
+        let transport = std::mem::size_of::<Buffered<Connected>>();
+        assert_eq!(transport, if cfg!(feature = "tls") { 24 } else { 16 });
+        assert_eq!(std::mem::size_of::<StreamState<Buffered<Connected>>>(), transport);
+        assert_eq!(std::mem::size_of::<StreamEntry<Buffered<Connected>, ()>>(), transport);
     }
 }

@@ -84,9 +84,21 @@ pub fn wrk_limited(url: &str, conns: usize, script: &Path) -> Result<u64> {
 /// `wrk -t1 -cN -dSECSs` (keep-alive, one request in flight per connection)
 /// on CPU 1. Returns the requests, and the bytes of one response.
 pub fn wrk(url: &str, secs: u32, conns: usize, script: &Path) -> Result<(RunResult, f64)> {
+    wrk_with(url, secs, conns, script, &[])
+}
+
+/// [`wrk`] with more of wrk's arguments (`-H "Connection: close"`).
+pub fn wrk_with(
+    url: &str,
+    secs: u32,
+    conns: usize,
+    script: &Path,
+    extra: &[&str],
+) -> Result<(RunResult, f64)> {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", "1", "wrk", "-t1", &format!("-c{conns}"), &format!("-d{secs}s"), "-s"])
         .arg(script)
+        .args(extra)
         .arg(url);
     let out = run_bounded(&mut cmd, Duration::from_secs(u64::from(secs) + 30))?;
     let line = out.lines().find(|l| l.starts_with("result ")).ok_or(format!("wrk said {out:?}"))?;

@@ -26,6 +26,7 @@ mod servers;
 mod settings;
 mod strace;
 mod threads;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -73,8 +74,9 @@ fn real_main() -> Result<()> {
     let servers = servers(&root, &set);
 
     // Every scenario runs, unless BENCH_ONLY names some (comma-separated:
-    // headline, callgrind, idle, http, resp, threads); such a partial run
-    // writes its report under benches/harness/target, not docs/.
+    // headline, callgrind, idle, http, resp, threads, tls); such a partial
+    // run writes its report under benches/harness/target, not docs/, but
+    // for the TLS scenario's own section of docs/PERFORMANCE.md.
     let only = std::env::var("BENCH_ONLY").ok().filter(|o| !o.trim().is_empty());
     let wants = |name: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x.trim() == name));
 
@@ -466,6 +468,14 @@ fn real_main() -> Result<()> {
     fs::write(docs.join(name), md).map_err(|e| format!("{name}: {e}"))?;
     fs::write(docs.join(svg), write_svg(&servers, &idle, &cg_idle, max_idle))
         .map_err(|e| format!("{svg}: {e}"))?;
+    // The TLS scenario last: its section goes into docs/PERFORMANCE.md
+    // whatever else ran, replacing only the one written before.
+    if wants("tls") {
+        let t = Instant::now();
+        let section = tls::tls_scenario(&root, &logs, &set)?;
+        tls::splice(&root.join("docs/PERFORMANCE.md"), &section)?;
+        eprintln!("run: tls scenario written to docs/PERFORMANCE.md ({:.1} s)", t.elapsed().as_secs_f64());
+    }
     let stamp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     eprintln!(
         "run: wrote {} and {} in {:.0} s (at {stamp})",

@@ -74,6 +74,31 @@ pub fn nginx_conf(dir: &Path, port: u16) -> String {
     )
 }
 
+/// Starts nginx pinned to CPU 0 on a free port, with the configuration
+/// `conf(dir, port)` written to `dir`.
+pub fn start_nginx(
+    dir: &Path,
+    prefix: &[&str],
+    log: &Path,
+    conf: impl FnOnce(&Path, u16) -> String,
+) -> Result<ServerProc> {
+    let port = free_port()?;
+    fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let file = dir.join("nginx.conf");
+    fs::write(&file, conf(dir, port)).map_err(|e| format!("{}: {e}", file.display()))?;
+    let p = |x: &Path| x.to_string_lossy().into_owned();
+    let argv = vec![
+        "nginx".to_string(),
+        "-p".into(),
+        p(dir),
+        "-c".into(),
+        p(&file),
+        "-e".into(),
+        p(&dir.join("error.log")),
+    ];
+    ServerProc::spawn(&argv, prefix, log, Some("0"), Ready::Port(port))
+}
+
 impl ProtoServer {
     /// Starts the server pinned to CPU 0 (under `prefix`, e.g. valgrind) and
     /// checks one exchange with it.
@@ -81,24 +106,7 @@ impl ProtoServer {
         let log = logs.join(format!("{}{}.err", self.key, if prefix.is_empty() { "" } else { ".cg" }));
         let server = match self.peer {
             Peer::Example => ServerProc::start(&self.argv, prefix, &log)?,
-            Peer::Nginx => {
-                let port = free_port()?;
-                let dir = tmp.join("nginx");
-                fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-                let conf = dir.join("nginx.conf");
-                fs::write(&conf, nginx_conf(&dir, port)).map_err(|e| format!("{}: {e}", conf.display()))?;
-                let p = |x: &Path| x.to_string_lossy().into_owned();
-                let argv = vec![
-                    "nginx".to_string(),
-                    "-p".into(),
-                    p(&dir),
-                    "-c".into(),
-                    p(&conf),
-                    "-e".into(),
-                    p(&dir.join("error.log")),
-                ];
-                ServerProc::spawn(&argv, prefix, &log, Some("0"), Ready::Port(port))?
-            }
+            Peer::Nginx => start_nginx(&tmp.join("nginx"), prefix, &log, nginx_conf)?,
             Peer::Redis => {
                 let port = free_port()?;
                 let argv: Vec<String> = [
