@@ -631,52 +631,95 @@ impl Sim {
         Ok(())
     }
 
-    /// Closes every peer, then runs the loop on the truth until it is quiet:
-    /// every stream must have closed, and it must not take forever.
+    /// Ends the run in two phases on truthful readiness. First every peer
+    /// stops sending (a half-close) and reads everything that comes back
+    /// until the loop is quiet, so the replies to what it sent are in its
+    /// report; then every peer closes, and the loop must go quiet again
+    /// with every stream closed, and not take forever.
     fn settle(&mut self) -> Result<(), SimFailure> {
         self.log(Line::Settling);
+        for (i, peer) in self.peers.iter_mut().enumerate() {
+            if std::mem::take(&mut peer.pending) {
+                // A connect still in progress never completes now.
+                peer.end = None;
+                self.trace.push(Line::SlowConnect { peer: i, refused: true });
+            }
+            if let Some(end) = &peer.end
+                && !peer.write_shut
+            {
+                let _ = memory::shutdown(end, false, true);
+                peer.write_shut = true;
+                self.trace.push(Line::Peer { peer: i, act: Act::HalfCloses });
+            }
+        }
+        self.chaos.borrow_mut().truthful = true;
+        self.run_until_quiet(true)?;
         for (i, peer) in self.peers.iter_mut().enumerate() {
             if peer.end.take().is_some() {
                 self.trace.push(Line::Peer { peer: i, act: Act::Closes { reset: false } });
             }
-            if std::mem::take(&mut peer.pending) {
-                self.trace.push(Line::SlowConnect { peer: i, refused: true });
-            }
         }
-        self.chaos.borrow_mut().truthful = true;
+        self.run_until_quiet(false)?;
+        let open = self.checker.open_streams();
+        if !open.is_empty() {
+            return Err(self.fail(format!(
+                "{} still open after every peer closed and the loop went quiet: handle_close never \
+                 ran for them",
+                open.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Every open peer reads all that is waiting for it; returns how much.
+    fn peers_read_all(&mut self) -> usize {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0;
+        for (i, peer) in self.peers.iter_mut().enumerate() {
+            let Some(end) = &peer.end else { continue };
+            let mut got = 0;
+            while let Ok(n @ 1..) = memory::recv(end, &mut buf, false) {
+                peer.report.received.extend_from_slice(&buf[..n]);
+                got += n;
+            }
+            if got > 0 {
+                self.trace.push(Line::Peer { peer: i, act: Act::Reads { got, size: got } });
+            }
+            total += got;
+        }
+        total
+    }
+
+    /// Runs the loop until two iterations in a row make no callback (and,
+    /// when `reading`, the peers read nothing). A loop whose callbacks keep
+    /// moving no data is a livelock.
+    fn run_until_quiet(&mut self, reading: bool) -> Result<(), SimFailure> {
         let mut quiet = 0;
         let mut stuck = 0;
         for _ in 0..SETTLE_HARD_LIMIT {
             let (calls, moved) = (self.callbacks, self.progressed);
             self.poll_once()?;
-            if self.callbacks == calls {
+            let read = if reading { self.peers_read_all() } else { 0 };
+            if self.callbacks == calls && read == 0 {
                 quiet += 1;
                 if quiet == 2 {
-                    let open = self.checker.open_streams();
-                    if !open.is_empty() {
-                        return Err(self.fail(format!(
-                            "{} still open after every peer closed and the loop went quiet: \
-                             handle_close never ran for them",
-                            open.join(", ")
-                        )));
-                    }
                     return Ok(());
                 }
                 continue;
             }
             quiet = 0;
-            stuck = if self.progressed == moved { stuck + 1 } else { 0 };
+            stuck = if self.progressed == moved && read == 0 { stuck + 1 } else { 0 };
             if stuck >= self.config.settle_limit {
                 return Err(self.fail(format!(
                     "livelock: {stuck} truthful iterations in a row made callbacks that moved no \
-                     data, with every peer gone — a handler keeps asking for events it does not \
-                     consume (readable()/writable() true with nothing to read or write?)"
+                     data, with every peer done sending — a handler keeps asking for events it does \
+                     not consume (readable()/writable() true with nothing to read or write?)"
                 )));
             }
         }
         Err(self.fail(format!(
             "livelock: the loop still made callbacks after {SETTLE_HARD_LIMIT} truthful iterations \
-             with every peer gone"
+             with every peer done sending"
         )))
     }
 }
