@@ -183,6 +183,8 @@ pub struct Sim {
     progressed: usize,
     /// When the graceful shutdown's grace period ends, once one started.
     shutdown: Option<Instant>,
+    /// Where peers read in the settling (empty until then).
+    read_buf: Vec<u8>,
     descriptors_at_start: usize,
 }
 
@@ -241,6 +243,7 @@ impl Sim {
             callbacks: 0,
             progressed: 0,
             shutdown: None,
+            read_buf: Vec::new(),
             descriptors_at_start,
         })
     }
@@ -679,12 +682,16 @@ impl Sim {
 
     /// Every open peer reads all that is waiting for it; returns how much.
     fn peers_read_all(&mut self) -> usize {
-        let mut buf = [0u8; 16 * 1024];
+        // Made once per run, not zeroed on every iteration.
+        if self.read_buf.is_empty() {
+            self.read_buf = vec![0u8; 16 * 1024];
+        }
+        let buf = &mut self.read_buf;
         let mut total = 0;
         for (i, peer) in self.peers.iter_mut().enumerate() {
             let Some(end) = &peer.end else { continue };
             let mut got = 0;
-            while let Ok(n @ 1..) = memory::recv(end, &mut buf, false) {
+            while let Ok(n @ 1..) = memory::recv(end, buf, false) {
                 peer.report.received.extend_from_slice(&buf[..n]);
                 got += n;
             }
