@@ -185,6 +185,9 @@ pub struct Sim {
     shutdown: Option<Instant>,
     /// Where peers read in the settling (empty until then).
     read_buf: Vec<u8>,
+    /// The loop's recorded events, handed over after each wait (the
+    /// allocation goes back and forth with the map's).
+    events: crate::trace::Trace,
     descriptors_at_start: usize,
 }
 
@@ -221,6 +224,7 @@ impl Sim {
             delivered: Vec::new(),
             ids: checker.ids.clone(),
             live: Vec::new(),
+            keyed: Vec::new(),
         }));
         let script: crate::poller::scripted::SharedScript = chaos.clone();
         let mut map = Map::with_poller(Poller::scripted(script));
@@ -244,6 +248,7 @@ impl Sim {
             progressed: 0,
             shutdown: None,
             read_buf: Vec::new(),
+            events: Vec::new(),
             descriptors_at_start,
         })
     }
@@ -356,7 +361,9 @@ impl Sim {
 
     fn absorb(&mut self) -> Result<(), SimFailure> {
         let now = self.clock.now();
-        for (token, event) in self.map.take_trace() {
+        let mut events = std::mem::take(&mut self.events);
+        self.map.swap_trace(&mut events);
+        for &(token, event) in &events {
             if let Traced::Called { progress, .. } = event {
                 self.callbacks += 1;
                 self.progressed += usize::from(progress);
@@ -378,6 +385,8 @@ impl Sim {
                 self.chaos.borrow_mut().graveyard.push(token.key());
             }
         }
+        events.clear();
+        self.events = events;
         Ok(())
     }
 
