@@ -36,11 +36,12 @@
 //! timeout counts from the channel's last callback: activity re-arms it), no
 //! deadline left unserved by the iteration after time reached it, nothing
 //! after close, and every channel closed once a shutdown's grace period is
-//! over. At the end it closes every peer and runs the loop with truthful
-//! readiness until it goes quiet: a channel still open then never had its
-//! `handle_close`, and a loop that does not go quiet is a livelock (a
-//! handler that asks for events it never consumes). Then `close_all` must
-//! leave the map empty.
+//! over. At the end, on truthful readiness, every peer stops sending and
+//! reads the replies to what it sent (so a protocol check on the report
+//! sees them), then closes, and the loop runs until it goes quiet: a
+//! channel still open then never had its `handle_close`, and a loop that
+//! does not go quiet is a livelock (a handler that asks for events it never
+//! consumes). Then `close_all` must leave the map empty.
 //!
 //! A failure is a [`SimFailure`] that prints the seed and the trace, to be
 //! replayed in a unit test with the same seed.
