@@ -9,7 +9,7 @@
 //! provide them.
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rolecore::chat::RecordTooLong;
 use rolecore::{AcceptHandler, Address, AsyncChat, Channel, ChatHandler, Connected, Ctx, Terminator};
@@ -113,7 +113,8 @@ impl HttpConnection {
     fn expect_head(&self, cx: &mut Ctx<'_>) {
         if let Some(timeout) = self.idle_timeout {
             let token = cx.token();
-            cx.set_deadline(token, Instant::now().checked_add(timeout));
+            let at = cx.now().checked_add(timeout);
+            cx.set_deadline(token, at);
         }
     }
 
@@ -273,7 +274,8 @@ impl AcceptHandler for HttpServer {
         chat.set_max_record(connection.head.room());
         let token = self.connections.insert(cx, chat, connection)?;
         if let Some(timeout) = self.idle_timeout {
-            cx.set_deadline(token, Instant::now().checked_add(timeout));
+            let at = cx.now().checked_add(timeout);
+            cx.set_deadline(token, at);
         }
         Ok(())
     }

@@ -10,7 +10,7 @@
 
 use std::io;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rolecore::chat::RecordTooLong;
 use rolecore::{
@@ -123,7 +123,8 @@ impl RespConnection {
             }
         } else if !self.mid_request {
             self.mid_request = true;
-            cx.set_deadline(token, Instant::now().checked_add(timeout));
+            let at = cx.now().checked_add(timeout);
+            cx.set_deadline(token, at);
         }
     }
 

@@ -209,8 +209,14 @@ impl Map {
     }
 
     /// Takes what was recorded since the last call.
-    pub(crate) fn take_trace(&mut self) -> Trace {
-        self.registry.trace.as_ref().map(|t| std::mem::take(&mut *t.borrow_mut())).unwrap_or_default()
+    /// Hands the events recorded since the last call over in `into` (which
+    /// should be empty), keeping `into`'s allocation for the next ones: the
+    /// simulation takes them after every wait, and a new vector each time
+    /// was an allocation per wait.
+    pub(crate) fn swap_trace(&mut self, into: &mut Trace) {
+        if let Some(trace) = &self.registry.trace {
+            std::mem::swap(&mut *trace.borrow_mut(), into);
+        }
     }
 
     pub(crate) fn with_poller(poller: Poller) -> Map {

@@ -36,11 +36,12 @@
 //! timeout counts from the channel's last callback: activity re-arms it), no
 //! deadline left unserved by the iteration after time reached it, nothing
 //! after close, and every channel closed once a shutdown's grace period is
-//! over. At the end it closes every peer and runs the loop with truthful
-//! readiness until it goes quiet: a channel still open then never had its
-//! `handle_close`, and a loop that does not go quiet is a livelock (a
-//! handler that asks for events it never consumes). Then `close_all` must
-//! leave the map empty.
+//! over. At the end, on truthful readiness, every peer stops sending and
+//! reads the replies to what it sent (so a protocol check on the report
+//! sees them), then closes, and the loop runs until it goes quiet: a
+//! channel still open then never had its `handle_close`, and a loop that
+//! does not go quiet is a livelock (a handler that asks for events it never
+//! consumes). Then `close_all` must leave the map empty.
 //!
 //! A failure is a [`SimFailure`] that prints the seed and the trace, to be
 //! replayed in a unit test with the same seed.
@@ -137,6 +138,12 @@ struct Listener {
     id: u16,
 }
 
+/// Most loop iterations the settling's reading phase runs: the replies a
+/// server sends within them are read and checked; a server still busy
+/// after them (megabytes of input taken a byte per call) is cut short by
+/// the closing phase, as peers that leave would cut it.
+const READING_LIMIT: usize = 64;
+
 /// How far one time step moves the clock: from below a typical deadline's
 /// resolution to past any idle timeout a test would set.
 const TIME_JUMPS: [Duration; 8] = [
@@ -177,6 +184,11 @@ pub struct Sim {
     progressed: usize,
     /// When the graceful shutdown's grace period ends, once one started.
     shutdown: Option<Instant>,
+    /// Where peers read in the settling (empty until then).
+    read_buf: Vec<u8>,
+    /// The loop's recorded events, handed over after each wait (the
+    /// allocation goes back and forth with the map's).
+    events: crate::trace::Trace,
     descriptors_at_start: usize,
 }
 
@@ -213,6 +225,7 @@ impl Sim {
             delivered: Vec::new(),
             ids: checker.ids.clone(),
             live: Vec::new(),
+            keyed: Vec::new(),
         }));
         let script: crate::poller::scripted::SharedScript = chaos.clone();
         let mut map = Map::with_poller(Poller::scripted(script));
@@ -235,6 +248,8 @@ impl Sim {
             callbacks: 0,
             progressed: 0,
             shutdown: None,
+            read_buf: Vec::new(),
+            events: Vec::new(),
             descriptors_at_start,
         })
     }
@@ -347,7 +362,9 @@ impl Sim {
 
     fn absorb(&mut self) -> Result<(), SimFailure> {
         let now = self.clock.now();
-        for (token, event) in self.map.take_trace() {
+        let mut events = std::mem::take(&mut self.events);
+        self.map.swap_trace(&mut events);
+        for &(token, event) in &events {
             if let Traced::Called { progress, .. } = event {
                 self.callbacks += 1;
                 self.progressed += usize::from(progress);
@@ -369,6 +386,8 @@ impl Sim {
                 self.chaos.borrow_mut().graveyard.push(token.key());
             }
         }
+        events.clear();
+        self.events = events;
         Ok(())
     }
 
@@ -631,52 +650,103 @@ impl Sim {
         Ok(())
     }
 
-    /// Closes every peer, then runs the loop on the truth until it is quiet:
-    /// every stream must have closed, and it must not take forever.
+    /// Ends the run in two phases on truthful readiness. First every peer
+    /// stops sending (a half-close) and reads everything that comes back
+    /// until the loop is quiet, so the replies to what it sent are in its
+    /// report; then every peer closes, and the loop must go quiet again
+    /// with every stream closed, and not take forever.
     fn settle(&mut self) -> Result<(), SimFailure> {
         self.log(Line::Settling);
+        for (i, peer) in self.peers.iter_mut().enumerate() {
+            if std::mem::take(&mut peer.pending) {
+                // A connect still in progress never completes now.
+                peer.end = None;
+                self.trace.push(Line::SlowConnect { peer: i, refused: true });
+            }
+            if let Some(end) = &peer.end
+                && !peer.write_shut
+            {
+                let _ = memory::shutdown(end, false, true);
+                peer.write_shut = true;
+                self.trace.push(Line::Peer { peer: i, act: Act::HalfCloses });
+            }
+        }
+        self.chaos.borrow_mut().truthful = true;
+        self.run_until_quiet(true, READING_LIMIT)?;
         for (i, peer) in self.peers.iter_mut().enumerate() {
             if peer.end.take().is_some() {
                 self.trace.push(Line::Peer { peer: i, act: Act::Closes { reset: false } });
             }
-            if std::mem::take(&mut peer.pending) {
-                self.trace.push(Line::SlowConnect { peer: i, refused: true });
-            }
         }
-        self.chaos.borrow_mut().truthful = true;
+        self.run_until_quiet(false, SETTLE_HARD_LIMIT)?;
+        let open = self.checker.open_streams();
+        if !open.is_empty() {
+            return Err(self.fail(format!(
+                "{} still open after every peer closed and the loop went quiet: handle_close never \
+                 ran for them",
+                open.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Every open peer reads all that is waiting for it; returns how much.
+    fn peers_read_all(&mut self) -> usize {
+        // Made once per run, not zeroed on every iteration.
+        if self.read_buf.is_empty() {
+            self.read_buf = vec![0u8; 16 * 1024];
+        }
+        let buf = &mut self.read_buf;
+        let mut total = 0;
+        for (i, peer) in self.peers.iter_mut().enumerate() {
+            let Some(end) = &peer.end else { continue };
+            let mut got = 0;
+            while let Ok(n @ 1..) = memory::recv(end, buf, false) {
+                peer.report.received.extend_from_slice(&buf[..n]);
+                got += n;
+            }
+            if got > 0 {
+                self.trace.push(Line::Peer { peer: i, act: Act::Reads { got, size: got } });
+            }
+            total += got;
+        }
+        total
+    }
+
+    /// Runs the loop until two iterations in a row make no callback (and,
+    /// when `reading`, the peers read nothing), for at most `limit`
+    /// iterations (then `Ok` when `reading`: the closing phase follows). A
+    /// loop whose callbacks keep moving no data is a livelock.
+    fn run_until_quiet(&mut self, reading: bool, limit: usize) -> Result<(), SimFailure> {
         let mut quiet = 0;
         let mut stuck = 0;
-        for _ in 0..SETTLE_HARD_LIMIT {
+        for _ in 0..limit {
             let (calls, moved) = (self.callbacks, self.progressed);
             self.poll_once()?;
-            if self.callbacks == calls {
+            let read = if reading { self.peers_read_all() } else { 0 };
+            if self.callbacks == calls && read == 0 {
                 quiet += 1;
                 if quiet == 2 {
-                    let open = self.checker.open_streams();
-                    if !open.is_empty() {
-                        return Err(self.fail(format!(
-                            "{} still open after every peer closed and the loop went quiet: \
-                             handle_close never ran for them",
-                            open.join(", ")
-                        )));
-                    }
                     return Ok(());
                 }
                 continue;
             }
             quiet = 0;
-            stuck = if self.progressed == moved { stuck + 1 } else { 0 };
+            stuck = if self.progressed == moved && read == 0 { stuck + 1 } else { 0 };
             if stuck >= self.config.settle_limit {
                 return Err(self.fail(format!(
                     "livelock: {stuck} truthful iterations in a row made callbacks that moved no \
-                     data, with every peer gone — a handler keeps asking for events it does not \
-                     consume (readable()/writable() true with nothing to read or write?)"
+                     data, with every peer done sending — a handler keeps asking for events it does \
+                     not consume (readable()/writable() true with nothing to read or write?)"
                 )));
             }
         }
+        if reading {
+            return Ok(());
+        }
         Err(self.fail(format!(
             "livelock: the loop still made callbacks after {SETTLE_HARD_LIMIT} truthful iterations \
-             with every peer gone"
+             with every peer done sending"
         )))
     }
 }

@@ -25,6 +25,8 @@ pub(crate) struct Chaos {
     pub ids: super::check::Ids,
     /// The live keys, in channel order (reused from wait to wait).
     pub live: Vec<(u32, u64)>,
+    /// The reports with their channel numbers, to sort (reused).
+    pub keyed: Vec<(u32, Event)>,
 }
 
 impl Script for Chaos {
@@ -38,10 +40,12 @@ impl Script for Chaos {
             self.live.extend(live.iter().map(|&key| (id(key), key)));
             self.live.sort_unstable();
             if events.len() > 1 {
-                let mut keyed: Vec<(u32, Event)> = events.iter().map(|&e| (id(e.0), e)).collect();
+                let keyed = &mut self.keyed;
+                keyed.clear();
+                keyed.extend(events.iter().map(|&e| (id(e.0), e)));
                 keyed.sort_by_key(|&(id, _)| id);
                 events.clear();
-                events.extend(keyed.into_iter().map(|(_, e)| e));
+                events.extend(keyed.iter().map(|&(_, e)| e));
             }
         }
         if self.truthful {
