@@ -22,8 +22,11 @@
 //! Why a table per thread, named by a 16-bit id stored in the channel's
 //! padding: a channel stays the size of a `u64` and `Send`, the real path
 //! pays one byte comparison per send and receive, and a map's loop runs on
-//! one thread, as the simulation does. An end used on another thread than
-//! the one that made it finds nothing there and answers `ENOTCONN`.
+//! one thread, as the simulation does. An end belongs to the thread that
+//! made it: on a thread with no simulation its I/O answers `ENOTCONN`; on
+//! another thread's simulation the id would name that thread's end, so a
+//! simulated channel must not be sent to another thread (the simulation
+//! never does).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
