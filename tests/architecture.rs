@@ -40,7 +40,7 @@ const LAYERS: &[(u8, &[&str])] = &[
             "machine",
         ],
     ),
-    (3, &["channel", "channel::socket", "channel::file", "channel::datagram"]),
+    (3, &["channel", "channel::adopt", "channel::socket", "channel::file", "channel::datagram"]),
     (4, &["map", "map::entry", "map::ctx", "map::registry", "map::slot"]),
     (
         5,

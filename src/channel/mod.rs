@@ -17,6 +17,7 @@
 //! descriptor rolecore creates is non-blocking and close-on-exec, and the
 //! descriptor closes when the channel is dropped.
 
+mod adopt;
 mod datagram;
 mod file;
 mod socket;

@@ -857,7 +857,7 @@ mod tests {
         if std::env::var_os(ALONE).is_none() {
             let name = "sim::tests::the_same_seed_gives_the_same_trace_timers_included";
             let status = std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", name, "--test-threads=1", "--nocapture"])
+                .args(["--exact", name, "--test-threads=1"])
                 .env(ALONE, "1")
                 .status()
                 .unwrap();
