@@ -92,14 +92,10 @@ impl<T: Transport, H: StreamHandler<T>> Dispatch for StreamEntry<T, H> {
         } else {
             self.general_wakeup(readiness, interest, cx, tr);
         }
-        if let StreamState::Connected(t) = &mut self.state
+        if let StreamState::Connected(t) = &self.state
             && t.has_buffered_input()
         {
-            let mut drain = false;
-            read_buffered(&mut self.handler, t, &mut drain, readiness, cx, tr);
-            if drain {
-                self.start_draining();
-            }
+            self.read_buffered(readiness, cx, tr);
         }
     }
 
@@ -264,6 +260,37 @@ impl<T: Transport, H: StreamHandler<T>> StreamEntry<T, H> {
         }
     }
 
+    /// Input the transport holds above the socket (a TLS session's decrypted
+    /// records), read on while the handler is readable: the socket will not
+    /// report it. Bounded, so that a handler that reads without consuming
+    /// cannot hold the loop.
+    #[cold]
+    #[inline(never)]
+    fn read_buffered(&mut self, readiness: Readiness, cx: &mut Ctx<'_>, tr: &impl Tracer) {
+        let StreamState::Connected(t) = &mut self.state else { return };
+        let (handler, mut drain) = (&mut self.handler, false);
+        for _ in 0..64 {
+            if cx.is_closing()
+                || drain
+                || !t.has_buffered_input()
+                || !stream_interest(handler, t).is_readable()
+            {
+                break;
+            }
+            let outcome = connected_step(handler, t, &mut drain, Step::Read, readiness, cx, tr);
+            if outcome.failed || outcome.closed {
+                break;
+            }
+            if outcome.peer_gone {
+                close(handler, t, &mut drain, readiness, cx, tr);
+                break;
+            }
+        }
+        if drain {
+            self.start_draining();
+        }
+    }
+
     /// The peer ended its side with output still queued: the connected
     /// transport moves into the draining state (one allocation, once in the
     /// stream's life).
@@ -309,36 +336,6 @@ fn connected_step<T: Transport, H: StreamHandler<T>>(
         }
         Step::CheckConnect | Step::ConnectFailed | Step::Accept => {
             unreachable!("not a connected stream's step")
-        }
-    }
-}
-
-/// Input the transport holds above the socket (a TLS session's decrypted
-/// records), read on while the handler is readable: the socket will not
-/// report it. Bounded, so that a handler that reads without consuming
-/// cannot hold the loop.
-#[cold]
-#[inline(never)]
-fn read_buffered<T: Transport, H: StreamHandler<T>>(
-    handler: &mut H,
-    t: &mut T,
-    drain: &mut bool,
-    readiness: Readiness,
-    cx: &mut Ctx<'_>,
-    tr: &impl Tracer,
-) {
-    for _ in 0..64 {
-        if cx.is_closing() || *drain || !t.has_buffered_input() || !stream_interest(handler, t).is_readable()
-        {
-            return;
-        }
-        let outcome = connected_step(handler, t, drain, Step::Read, readiness, cx, tr);
-        if outcome.failed || outcome.closed {
-            return;
-        }
-        if outcome.peer_gone {
-            close(handler, t, drain, readiness, cx, tr);
-            return;
         }
     }
 }
