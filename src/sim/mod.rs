@@ -96,7 +96,9 @@ mod check;
 mod chooser;
 mod config;
 mod log;
+mod peer;
 mod script;
+mod settle;
 
 use std::cell::RefCell;
 use std::fmt;
@@ -108,8 +110,9 @@ pub use config::{OOB_BYTE, PeerReport, SETTLE_HARD_LIMIT, SimConfig, SimFailure,
 
 use check::Checker;
 use chooser::Chooser;
+use log::Line;
 pub use log::Trace;
-use log::{Act, Line};
+use peer::Peer;
 use script::Chaos;
 
 pub use crate::trace::{Callback, Joined, Traced};
@@ -122,31 +125,11 @@ use crate::memory::{self, End, Link, Sizes};
 use crate::poller::Poller;
 use crate::token::Token;
 
-struct Peer {
-    end: Option<End>,
-    report: PeerReport,
-    write_shut: bool,
-    /// A connect of the map's side that is still in progress (slow).
-    pending: bool,
-}
-
-impl Peer {
-    fn gone() -> Peer {
-        Peer { end: None, report: PeerReport::default(), write_shut: true, pending: false }
-    }
-}
-
 /// Where simulated clients connect: an in-memory listener in the map, with
 /// the user's handler.
 struct Listener {
     id: u16,
 }
-
-/// Most loop iterations the settling's reading phase runs: the replies a
-/// server sends within them are read and checked; a server still busy
-/// after them (megabytes of input taken a byte per call) is cut short by
-/// the closing phase, as peers that leave would cut it.
-const READING_LIMIT: usize = 64;
 
 /// How far one time step moves the clock: from below a typical deadline's
 /// resolution to past any idle timeout a test would set.
@@ -311,19 +294,10 @@ impl Sim {
         insert: impl FnOnce(Channel<Connecting>, &mut Map) -> io::Result<Token>,
     ) -> io::Result<Token> {
         let slow = self.chooser.borrow_mut().one_in(3);
-        let link = if slow { Link::Pending } else { Link::Established };
-        let sizes = self.sizes();
-        let (ours, theirs) = memory::pair(sizes, link)?;
-        let fd = memory::descriptor_for(&ours)?;
-        let token = insert(wrap_memory(fd, ours), &mut self.map)?;
-        let id = self.peers.len();
-        self.log(Line::ConnectOut { peer: id, slow });
-        self.peers.push(Peer {
-            end: Some(theirs),
-            report: PeerReport::default(),
-            write_shut: false,
-            pending: slow,
-        });
+        let (token, theirs) =
+            self.connect_with(if slow { Link::Pending } else { Link::Established }, insert)?;
+        self.log(Line::ConnectOut { peer: self.peers.len(), slow });
+        self.peers.push(Peer::open(theirs, slow));
         self.absorb_trace()?;
         Ok(token)
     }
@@ -334,12 +308,22 @@ impl Sim {
         &mut self,
         insert: impl FnOnce(Channel<Connecting>, &mut Map) -> io::Result<Token>,
     ) -> io::Result<Token> {
-        let (ours, theirs) = memory::pair(self.sizes(), Link::Refused)?;
+        let (token, theirs) = self.connect_with(Link::Refused, insert)?;
         drop(theirs);
-        let fd = memory::descriptor_for(&ours)?;
-        let token = insert(wrap_memory(fd, ours), &mut self.map)?;
         self.absorb_trace()?;
         Ok(token)
+    }
+
+    /// Makes a connection in state `link` and hands the map's end, as a
+    /// connecting channel, to `insert`; returns the token and the far end.
+    fn connect_with(
+        &mut self,
+        link: Link,
+        insert: impl FnOnce(Channel<Connecting>, &mut Map) -> io::Result<Token>,
+    ) -> io::Result<(Token, End)> {
+        let (ours, theirs) = memory::pair(self.sizes(), link)?;
+        let fd = memory::descriptor_for(&ours)?;
+        Ok((insert(wrap_memory(fd, ours), &mut self.map)?, theirs))
     }
 
     /// A new connection's sizes: the configured capacity each way, and the
@@ -447,53 +431,6 @@ impl Sim {
         Ok(())
     }
 
-    fn pick_peer(&mut self) -> Option<usize> {
-        let open: Vec<usize> = (0..self.peers.len()).filter(|&i| self.peers[i].end.is_some()).collect();
-        if open.is_empty() {
-            return None;
-        }
-        let i = self.chooser.borrow_mut().below(open.len())?;
-        Some(open[i])
-    }
-
-    fn new_peer(&mut self, vanish: bool) -> io::Result<()> {
-        let open = self.peers.iter().filter(|p| p.end.is_some()).count();
-        if self.listeners.is_empty() || open >= self.config.max_peers {
-            return Ok(());
-        }
-        let which = self.chooser.borrow_mut().below(self.listeners.len()).unwrap_or(0);
-        let listener = self.listeners[which].id;
-        let sizes = self.sizes();
-        let id = self.peers.len();
-        let end = match memory::connect(listener, sizes) {
-            Ok(end) => end,
-            // The listener's backlog is full (a Unix connect says EAGAIN), or
-            // it closed: for a client, a refused connection, not a failed
-            // simulation.
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::ConnectionRefused) => {
-                let backlog_full = e.kind() == io::ErrorKind::WouldBlock;
-                self.log(Line::Peer { peer: id, act: Act::CannotConnect { backlog_full } });
-                self.peers.push(Peer::gone());
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
-        if vanish {
-            self.log(Line::Peer { peer: id, act: Act::Vanishes });
-            drop(end);
-            self.peers.push(Peer::gone());
-        } else {
-            self.log(Line::Peer { peer: id, act: Act::Connects });
-            self.peers.push(Peer {
-                end: Some(end),
-                report: PeerReport::default(),
-                write_shut: false,
-                pending: false,
-            });
-        }
-        Ok(())
-    }
-
     /// One step: a peer acts, time moves, the world changes, or the loop
     /// runs once.
     fn step(&mut self) -> Result<bool, SimFailure> {
@@ -515,47 +452,12 @@ impl Sim {
             9 | 10 => self
                 .new_peer(action == 10 && self.chooser.borrow_mut().one_in(3))
                 .map_err(|e| io_fail(self, e))?,
-            11..=15 => {
-                let Some(i) = self.pick_peer() else { return Ok(false) };
-                if self.peers[i].write_shut {
-                    return Ok(false);
-                }
-                let start = self.peers[i].report.sent.len();
-                let data = self.traffic.bytes(i, start, size);
-                let n = self.peers[i].end.as_ref().map_or(0, |end| peer_io(memory::send(end, &data, false)));
-                self.peers[i].report.sent.extend_from_slice(&data[..n]);
-                self.log(Line::Peer { peer: i, act: Act::Writes { n, size } });
-            }
-            16..=19 => {
-                let Some(i) = self.pick_peer() else { return Ok(false) };
-                let mut buf = vec![0u8; size];
-                let got =
-                    self.peers[i].end.as_ref().map_or(0, |end| peer_io(memory::recv(end, &mut buf, false)));
-                self.peers[i].report.received.extend_from_slice(&buf[..got]);
-                self.log(Line::Peer { peer: i, act: Act::Reads { got, size } });
-            }
-            20 if self.chooser.borrow_mut().one_in(3) => {
-                let Some(i) = self.pick_peer() else { return Ok(false) };
-                if let Some(end) = &self.peers[i].end {
-                    let _ = memory::shutdown(end, false, true);
-                }
-                self.peers[i].write_shut = true;
-                self.log(Line::Peer { peer: i, act: Act::HalfCloses });
-            }
-            21 if self.chooser.borrow_mut().one_in(3) => {
-                let Some(i) = self.pick_peer() else { return Ok(false) };
-                let unread = self.peers[i].end.as_ref().map_or(0, memory::pending);
-                self.peers[i].end = None;
-                self.log(Line::Peer { peer: i, act: Act::Closes { reset: unread > 0 } });
-            }
+            11..=15 => self.peer_writes(size),
+            16..=19 => self.peer_reads(size),
+            20 if self.chooser.borrow_mut().one_in(3) => self.peer_half_closes(),
+            21 if self.chooser.borrow_mut().one_in(3) => self.peer_closes(),
             20 | 21 => return self.poll_once(),
-            22 => {
-                let Some(i) = self.pick_peer() else { return Ok(false) };
-                let sent =
-                    self.peers[i].end.as_ref().map_or(0, |end| peer_io(memory::send(end, &[OOB_BYTE], true)));
-                self.peers[i].report.oob_sent += sent;
-                self.log(Line::Peer { peer: i, act: Act::Oob { sent } });
-            }
+            22 => self.peer_sends_oob(),
             24..=26 => {
                 let jump = TIME_JUMPS[self.chooser.borrow_mut().below(TIME_JUMPS.len()).unwrap_or(0)];
                 self.advance(jump);
@@ -569,20 +471,7 @@ impl Sim {
                 memory::exhaust(self.listeners[which].id, n);
                 self.log(Line::Exhaust { listener: which, n });
             }
-            28 => {
-                let Some(i) = (0..self.peers.len()).find(|&i| self.peers[i].pending) else {
-                    return Ok(false);
-                };
-                let refuse = self.chooser.borrow_mut().one_in(4);
-                self.peers[i].pending = false;
-                if let Some(end) = &self.peers[i].end {
-                    memory::set_link(end, if refuse { Link::Refused } else { Link::Established });
-                }
-                if refuse {
-                    self.peers[i].end = None;
-                }
-                self.log(Line::SlowConnect { peer: i, refused: refuse });
-            }
+            28 => self.slow_connect_ends(),
             _ => {
                 if self.shutdown.is_some() || !self.chooser.borrow_mut().one_in(16) {
                     return self.poll_once();
@@ -653,112 +542,6 @@ impl Sim {
         }
         Ok(())
     }
-
-    /// Ends the run in two phases on truthful readiness. First every peer
-    /// stops sending (a half-close) and reads everything that comes back
-    /// until the loop is quiet, so the replies to what it sent are in its
-    /// report; then every peer closes, and the loop must go quiet again
-    /// with every stream closed, and not take forever.
-    fn settle(&mut self) -> Result<(), SimFailure> {
-        self.log(Line::Settling);
-        for (i, peer) in self.peers.iter_mut().enumerate() {
-            if std::mem::take(&mut peer.pending) {
-                // A connect still in progress never completes now.
-                peer.end = None;
-                self.trace.push(Line::SlowConnect { peer: i, refused: true });
-            }
-            if let Some(end) = &peer.end
-                && !peer.write_shut
-            {
-                let _ = memory::shutdown(end, false, true);
-                peer.write_shut = true;
-                self.trace.push(Line::Peer { peer: i, act: Act::HalfCloses });
-            }
-        }
-        self.chaos.borrow_mut().truthful = true;
-        self.run_until_quiet(true, READING_LIMIT)?;
-        for (i, peer) in self.peers.iter_mut().enumerate() {
-            if peer.end.take().is_some() {
-                self.trace.push(Line::Peer { peer: i, act: Act::Closes { reset: false } });
-            }
-        }
-        self.run_until_quiet(false, SETTLE_HARD_LIMIT)?;
-        let open = self.checker.open_streams();
-        if !open.is_empty() {
-            return Err(self.fail(format!(
-                "{} still open after every peer closed and the loop went quiet: handle_close never \
-                 ran for them",
-                open.join(", ")
-            )));
-        }
-        Ok(())
-    }
-
-    /// Every open peer reads all that is waiting for it; returns how much.
-    fn peers_read_all(&mut self) -> usize {
-        // Made once per run, not zeroed on every iteration.
-        if self.read_buf.is_empty() {
-            self.read_buf = vec![0u8; 16 * 1024];
-        }
-        let buf = &mut self.read_buf;
-        let mut total = 0;
-        for (i, peer) in self.peers.iter_mut().enumerate() {
-            let Some(end) = &peer.end else { continue };
-            let mut got = 0;
-            while let Ok(n @ 1..) = memory::recv(end, buf, false) {
-                peer.report.received.extend_from_slice(&buf[..n]);
-                got += n;
-            }
-            if got > 0 {
-                self.trace.push(Line::Peer { peer: i, act: Act::Reads { got, size: got } });
-            }
-            total += got;
-        }
-        total
-    }
-
-    /// Runs the loop until two iterations in a row make no callback (and,
-    /// when `reading`, the peers read nothing), for at most `limit`
-    /// iterations (then `Ok` when `reading`: the closing phase follows). A
-    /// loop whose callbacks keep moving no data is a livelock.
-    fn run_until_quiet(&mut self, reading: bool, limit: usize) -> Result<(), SimFailure> {
-        let mut quiet = 0;
-        let mut stuck = 0;
-        for _ in 0..limit {
-            let (calls, moved) = (self.callbacks, self.progressed);
-            self.poll_once()?;
-            let read = if reading { self.peers_read_all() } else { 0 };
-            if self.callbacks == calls && read == 0 {
-                quiet += 1;
-                if quiet == 2 {
-                    return Ok(());
-                }
-                continue;
-            }
-            quiet = 0;
-            stuck = if self.progressed == moved && read == 0 { stuck + 1 } else { 0 };
-            if stuck >= self.config.settle_limit {
-                return Err(self.fail(format!(
-                    "livelock: {stuck} truthful iterations in a row made callbacks that moved no \
-                     data, with every peer done sending — a handler keeps asking for events it does \
-                     not consume (readable()/writable() true with nothing to read or write?)"
-                )));
-            }
-        }
-        if reading {
-            return Ok(());
-        }
-        Err(self.fail(format!(
-            "livelock: the loop still made callbacks after {SETTLE_HARD_LIMIT} truthful iterations \
-             with every peer done sending"
-        )))
-    }
-}
-
-/// What a peer's send or receive moved: would-block, a connect still in
-/// progress and a connection gone all move nothing.
-fn peer_io(result: Result<usize, rustix::io::Errno>) -> usize {
-    result.unwrap_or(0)
 }
 
 impl fmt::Debug for Sim {

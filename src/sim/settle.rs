@@ -1,0 +1,119 @@
+//! Layer 8: the settling, how a simulated run ends.
+//!
+//! After its steps, a run stops choosing and lets the world settle on
+//! truthful readiness: every peer half-closes and reads all the replies
+//! that come back (so they are in its report and checked), then every peer
+//! closes, and the loop must go quiet with every stream closed, within
+//! bounds that tell a slow handler from a livelock.
+
+use super::log::{Act, Line};
+use super::{SETTLE_HARD_LIMIT, Sim, SimFailure};
+use crate::memory;
+
+/// Most loop iterations the settling's reading phase runs: the replies a
+/// server sends within them are read and checked; a server still busy
+/// after them (megabytes of input taken a byte per call) is cut short by
+/// the closing phase, as peers that leave would cut it.
+const READING_LIMIT: usize = 64;
+
+impl Sim {
+    /// Ends the run in two phases on truthful readiness. First every peer
+    /// stops sending (a half-close) and reads everything that comes back
+    /// until the loop is quiet, so the replies to what it sent are in its
+    /// report; then every peer closes, and the loop must go quiet again
+    /// with every stream closed, and not take forever.
+    pub(super) fn settle(&mut self) -> Result<(), SimFailure> {
+        self.log(Line::Settling);
+        for (i, peer) in self.peers.iter_mut().enumerate() {
+            if std::mem::take(&mut peer.pending) {
+                // A connect still in progress never completes now.
+                peer.end = None;
+                self.trace.push(Line::SlowConnect { peer: i, refused: true });
+            }
+            if let Some(end) = &peer.end
+                && !peer.write_shut
+            {
+                let _ = memory::shutdown(end, false, true);
+                peer.write_shut = true;
+                self.trace.push(Line::Peer { peer: i, act: Act::HalfCloses });
+            }
+        }
+        self.chaos.borrow_mut().truthful = true;
+        self.run_until_quiet(true, READING_LIMIT)?;
+        for (i, peer) in self.peers.iter_mut().enumerate() {
+            if peer.end.take().is_some() {
+                self.trace.push(Line::Peer { peer: i, act: Act::Closes { reset: false } });
+            }
+        }
+        self.run_until_quiet(false, SETTLE_HARD_LIMIT)?;
+        let open = self.checker.open_streams();
+        if !open.is_empty() {
+            return Err(self.fail(format!(
+                "{} still open after every peer closed and the loop went quiet: handle_close never \
+                 ran for them",
+                open.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Every open peer reads all that is waiting for it; returns how much.
+    fn peers_read_all(&mut self) -> usize {
+        // Made once per run, not zeroed on every iteration.
+        if self.read_buf.is_empty() {
+            self.read_buf = vec![0u8; 16 * 1024];
+        }
+        let buf = &mut self.read_buf;
+        let mut total = 0;
+        for (i, peer) in self.peers.iter_mut().enumerate() {
+            let Some(end) = &peer.end else { continue };
+            let mut got = 0;
+            while let Ok(n @ 1..) = memory::recv(end, buf, false) {
+                peer.report.received.extend_from_slice(&buf[..n]);
+                got += n;
+            }
+            if got > 0 {
+                self.trace.push(Line::Peer { peer: i, act: Act::Reads { got, size: got } });
+            }
+            total += got;
+        }
+        total
+    }
+
+    /// Runs the loop until two iterations in a row make no callback (and,
+    /// when `reading`, the peers read nothing), for at most `limit`
+    /// iterations (then `Ok` when `reading`: the closing phase follows). A
+    /// loop whose callbacks keep moving no data is a livelock.
+    fn run_until_quiet(&mut self, reading: bool, limit: usize) -> Result<(), SimFailure> {
+        let mut quiet = 0;
+        let mut stuck = 0;
+        for _ in 0..limit {
+            let (calls, moved) = (self.callbacks, self.progressed);
+            self.poll_once()?;
+            let read = if reading { self.peers_read_all() } else { 0 };
+            if self.callbacks == calls && read == 0 {
+                quiet += 1;
+                if quiet == 2 {
+                    return Ok(());
+                }
+                continue;
+            }
+            quiet = 0;
+            stuck = if self.progressed == moved && read == 0 { stuck + 1 } else { 0 };
+            if stuck >= self.config.settle_limit {
+                return Err(self.fail(format!(
+                    "livelock: {stuck} truthful iterations in a row made callbacks that moved no \
+                     data, with every peer done sending — a handler keeps asking for events it does \
+                     not consume (readable()/writable() true with nothing to read or write?)"
+                )));
+            }
+        }
+        if reading {
+            return Ok(());
+        }
+        Err(self.fail(format!(
+            "livelock: the loop still made callbacks after {SETTLE_HARD_LIMIT} truthful iterations \
+             with every peer done sending"
+        )))
+    }
+}
