@@ -188,6 +188,11 @@ pub struct SimReport {
     pub iterations: usize,
     /// Callbacks the loop made.
     pub callbacks: usize,
+    /// Whether the run started a graceful shutdown (`Map::shutdown`): its
+    /// grace period may have closed channels before their exchanges were
+    /// done, so a check that every exchange completed holds only without
+    /// one.
+    pub shut_down: bool,
 }
 
 /// A broken invariant, with what led to it.

@@ -498,13 +498,14 @@ impl Sim {
                 std::panic::resume_unwind(panic);
             }
         }
-        let Sim { seed, peers, trace, iterations, callbacks, .. } = self;
+        let Sim { seed, peers, trace, iterations, callbacks, shutdown, .. } = self;
         Ok(SimReport {
             seed,
             peers: peers.into_iter().map(|p| p.report).collect(),
             trace,
             iterations,
             callbacks,
+            shut_down: shutdown.is_some(),
         })
     }
 
@@ -611,6 +612,18 @@ mod tests {
             expired += report.trace.iter().filter(|l| l.contains("timer expired")).count();
         }
         assert!(expired > 50, "timers fired in the runs ({expired})");
+    }
+
+    #[test]
+    fn the_report_says_whether_a_shutdown_started() {
+        let (mut with, mut without) = (0, 0);
+        for seed in 0..100 {
+            let report = timed_run(seed).unwrap_or_else(|f| panic!("{f}"));
+            let in_trace = report.trace.iter().any(|l| l.starts_with("graceful shutdown"));
+            assert_eq!(report.shut_down, in_trace, "seed {seed}");
+            if in_trace { with += 1 } else { without += 1 }
+        }
+        assert!(with > 0 && without > 0, "both kinds of run ({with} with, {without} without)");
     }
 
     #[test]
