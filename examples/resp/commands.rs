@@ -201,13 +201,10 @@ pub struct Store {
 }
 
 impl Store {
-    /// The live entry of `key`; an expired one is dropped.
-    pub fn get(&mut self, key: &[u8]) -> Option<&mut Entry> {
-        if self.volatile {
-            let now = Instant::now();
-            if self.map.get(key).is_some_and(|e| !e.live(now)) {
-                self.map.remove(key);
-            }
+    /// The live entry of `key` at `now`; an expired one is dropped.
+    pub fn get(&mut self, key: &[u8], now: Instant) -> Option<&mut Entry> {
+        if self.volatile && self.map.get(key).is_some_and(|e| !e.live(now)) {
+            self.map.remove(key);
         }
         self.map.get_mut(key)
     }
@@ -228,10 +225,9 @@ impl Store {
         }
     }
 
-    /// Drops expired entries.
-    fn purge(&mut self) {
+    /// Drops the entries expired at `now`.
+    fn purge(&mut self, now: Instant) {
         if self.volatile {
-            let now = Instant::now();
             self.map.retain(|_, e| e.live(now));
         }
     }
@@ -281,9 +277,19 @@ fn admit(out: &mut impl Sink, size: usize, budget: Budget) -> Result<(), After> 
     Ok(())
 }
 
-/// Runs one command, writing its reply to `out`. A reply larger than
-/// [`SMALL_REPLY`] is written only if it fits `budget`.
-pub fn execute(store: &mut Store, args: Command<'_>, out: &mut impl Sink, budget: Budget) -> After {
+/// Runs one command at time `now`, writing its reply to `out`. A reply
+/// larger than [`SMALL_REPLY`] is written only if it fits `budget`.
+///
+/// `now` is the connection's map's time (`Ctx::now`), not the real clock:
+/// under the simulation, `SET … EX` and `PX` expire on virtual time, as the
+/// server's idle timeouts do, and a replay expires the same keys.
+pub fn execute(
+    store: &mut Store,
+    args: Command<'_>,
+    out: &mut impl Sink,
+    budget: Budget,
+    now: Instant,
+) -> After {
     // The name, lower-cased on the stack; too long a name matches nothing.
     let raw_name = args.arg(0);
     let mut lower = [0u8; MAX_NAME];
@@ -332,7 +338,7 @@ pub fn execute(store: &mut Store, args: Command<'_>, out: &mut impl Sink, budget
                 let at = parse_i64(amount)
                     .filter(|&n| n > 0)
                     .and_then(|n| n.checked_mul(unit))
-                    .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms as u64)));
+                    .and_then(|ms| now.checked_add(Duration::from_millis(ms as u64)));
                 match at {
                     Some(at) => expires = Some(at),
                     None => {
@@ -345,7 +351,7 @@ pub fn execute(store: &mut Store, args: Command<'_>, out: &mut impl Sink, budget
             simple(out, "OK");
         }
         b"get" if argc == 2 => {
-            let value = store.get(args.arg(1)).map(|e| &e.value[..]);
+            let value = store.get(args.arg(1), now).map(|e| &e.value[..]);
             if let Err(after) = admit(out, bulk_size(value), budget) {
                 return after;
             }
@@ -354,7 +360,7 @@ pub fn execute(store: &mut Store, args: Command<'_>, out: &mut impl Sink, budget
         b"del" | b"exists" if argc >= 2 => {
             let mut n = 0;
             for key in args.args_from(1) {
-                if store.get(key).is_some() {
+                if store.get(key, now).is_some() {
                     n += 1;
                     if name == b"del" {
                         store.map.remove(key);
@@ -365,7 +371,7 @@ pub fn execute(store: &mut Store, args: Command<'_>, out: &mut impl Sink, budget
         }
         b"incr" | b"decr" if argc == 2 => {
             let delta = if name == b"incr" { 1 } else { -1 };
-            let entry = store.get(args.arg(1));
+            let entry = store.get(args.arg(1), now);
             let current = match &entry {
                 Some(e) => parse_i64(&e.value),
                 None => Some(0),
@@ -395,7 +401,7 @@ pub fn execute(store: &mut Store, args: Command<'_>, out: &mut impl Sink, budget
             // is allocated for it.
             let mut size = 1 + digits(argc - 1) + 2;
             for key in args.args_from(1) {
-                size = size.saturating_add(bulk_size(store.get(key).map(|e| &e.value[..])));
+                size = size.saturating_add(bulk_size(store.get(key, now).map(|e| &e.value[..])));
                 if size > budget.limit {
                     break;
                 }
@@ -407,7 +413,7 @@ pub fn execute(store: &mut Store, args: Command<'_>, out: &mut impl Sink, budget
             for key in args.args_from(1) {
                 // A key that expired since it was measured makes the reply
                 // shorter, never longer.
-                bulk(out, store.get(key).map(|e| &e.value[..]));
+                bulk(out, store.get(key, now).map(|e| &e.value[..]));
             }
         }
         b"mset" if argc >= 3 && argc % 2 == 1 => {
@@ -417,7 +423,7 @@ pub fn execute(store: &mut Store, args: Command<'_>, out: &mut impl Sink, budget
             simple(out, "OK");
         }
         b"dbsize" if argc == 1 => {
-            store.purge();
+            store.purge(now);
             integer(out, store.map.len() as i64);
         }
         b"flushall" | b"flushdb" if argc <= 2 => {
@@ -478,7 +484,33 @@ fn unknown(out: &mut impl Sink, args: Command<'_>) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::parser::RespParser;
     use super::*;
+
+    /// Runs one inline command at `now`; returns its reply.
+    fn run(store: &mut Store, line: &[u8], now: Instant) -> Vec<u8> {
+        let mut parser = RespParser::new(1024);
+        let args = parser.record(line).expect("a well-formed line").expect("a whole command");
+        let mut out = Vec::new();
+        execute(store, args, &mut out, Budget::new(1 << 20, 0), now);
+        out
+    }
+
+    #[test]
+    fn keys_expire_on_the_time_the_caller_gives_not_the_real_clock() {
+        let mut store = Store::default();
+        let t0 = Instant::now();
+        assert_eq!(run(&mut store, b"SET k v PX 100", t0), b"+OK\r\n");
+        assert_eq!(run(&mut store, b"SET forever v", t0), b"+OK\r\n");
+        // However long the real clock runs, `k` lives until its time comes.
+        assert_eq!(run(&mut store, b"GET k", t0 + Duration::from_millis(99)), b"$1\r\nv\r\n");
+        assert_eq!(run(&mut store, b"DBSIZE", t0 + Duration::from_millis(99)), b":2\r\n");
+        // An hour later on the caller's clock it is gone, at once.
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!(run(&mut store, b"GET k", later), b"$-1\r\n");
+        assert_eq!(run(&mut store, b"DBSIZE", later), b":1\r\n");
+        assert_eq!(run(&mut store, b"GET forever", later), b"$1\r\nv\r\n");
+    }
 
     #[test]
     fn sizes_are_what_is_written() {

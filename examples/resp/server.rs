@@ -145,6 +145,7 @@ impl RespConnection {
         let Some(args) = self.parser.command() else {
             return Ok(After::Continue);
         };
+        let now = cx.now();
         // Room for the largest reply this connection may queue, taken from
         // the slowest readers of the loop when the shared budget runs short.
         let wanted = chat.output_limit().saturating_sub(chat.queued());
@@ -155,7 +156,7 @@ impl RespConnection {
         budget.room = budget.room.min(self.connections.available());
         let mut sink = ChatSink { chat, out: &mut self.out, failed: None };
         let after =
-            execute(&mut self.store.lock().unwrap_or_else(|e| e.into_inner()), args, &mut sink, budget);
+            execute(&mut self.store.lock().unwrap_or_else(|e| e.into_inner()), args, &mut sink, budget, now);
         sink.flush();
         match sink.failed {
             Some(e) => Err(e),

@@ -118,7 +118,7 @@ impl Server {
         let args = self.parser.command().expect("the command just completed");
         let budget = Budget::new(self.limit, self.queued);
         let mut sink = Bounded { len: 0, max: budget.room.max(SMALL_REPLY), start: Vec::new() };
-        let after = execute(&mut self.store, args, &mut sink, budget);
+        let after = execute(&mut self.store, args, &mut sink, budget, std::time::Instant::now());
         if after == After::Overflow {
             assert_eq!(sink.len, 0, "an Overflow wrote {}", super::show(&sink.start));
         }
