@@ -121,7 +121,7 @@ use crate::channel::{Channel, Connecting, Listening, wrap_memory};
 use crate::clock::{Clock, VirtualClock};
 use crate::handler::AcceptHandler;
 use crate::map::Map;
-use crate::memory::{self, End, Link, Sizes};
+use crate::memory::{self, Link, Sizes};
 use crate::poller::Poller;
 use crate::token::Token;
 
@@ -294,12 +294,7 @@ impl Sim {
         insert: impl FnOnce(Channel<Connecting>, &mut Map) -> io::Result<Token>,
     ) -> io::Result<Token> {
         let slow = self.chooser.borrow_mut().one_in(3);
-        let (token, theirs) =
-            self.connect_with(if slow { Link::Pending } else { Link::Established }, insert)?;
-        self.log(Line::ConnectOut { peer: self.peers.len(), slow });
-        self.peers.push(Peer::open(theirs, slow));
-        self.absorb_trace()?;
-        Ok(token)
+        self.connect_as(if slow { Link::Pending } else { Link::Established }, insert)
     }
 
     /// Connects a channel of yours to an address where nothing listens: the
@@ -308,22 +303,30 @@ impl Sim {
         &mut self,
         insert: impl FnOnce(Channel<Connecting>, &mut Map) -> io::Result<Token>,
     ) -> io::Result<Token> {
-        let (token, theirs) = self.connect_with(Link::Refused, insert)?;
-        drop(theirs);
-        self.absorb_trace()?;
-        Ok(token)
+        self.connect_as(Link::Refused, insert)
     }
 
     /// Makes a connection in state `link` and hands the map's end, as a
-    /// connecting channel, to `insert`; returns the token and the far end.
-    fn connect_with(
+    /// connecting channel, to `insert`. The far end of a refused connection
+    /// is dropped; any other's becomes a peer (a slow one while the connect
+    /// is pending). Returns the channel's token.
+    fn connect_as(
         &mut self,
         link: Link,
         insert: impl FnOnce(Channel<Connecting>, &mut Map) -> io::Result<Token>,
-    ) -> io::Result<(Token, End)> {
+    ) -> io::Result<Token> {
         let (ours, theirs) = memory::pair(self.sizes(), link)?;
         let fd = memory::descriptor_for(&ours)?;
-        Ok((insert(wrap_memory(fd, ours), &mut self.map)?, theirs))
+        let token = insert(wrap_memory(fd, ours), &mut self.map)?;
+        if link == Link::Refused {
+            drop(theirs);
+        } else {
+            let slow = link == Link::Pending;
+            self.log(Line::ConnectOut { peer: self.peers.len(), slow });
+            self.peers.push(Peer::open(theirs, slow));
+        }
+        self.absorb_trace()?;
+        Ok(token)
     }
 
     /// A new connection's sizes: the configured capacity each way, and the
