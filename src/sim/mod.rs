@@ -601,10 +601,13 @@ mod tests {
         sim.run()
     }
 
-    /// Runs seeds with `fault` planted until one fails; returns its message.
-    fn first_failure(fault: Fault) -> Option<(u64, String)> {
+    /// Runs seeds with `fault` planted until one fails, and asserts that
+    /// one does and that its message says `caught_as`.
+    fn assert_caught(fault: Fault, caught_as: &str) {
         let _planted = fault::plant(fault);
-        (0..200).find_map(|seed| timed_run(seed).err().map(|f| (seed, f.violation)))
+        let failure = (0..200).find_map(|seed| timed_run(seed).err().map(|f| (seed, f.violation)));
+        let (seed, violation) = failure.expect("a run catches it");
+        assert!(violation.contains(caught_as), "seed {seed}: {violation}");
     }
 
     #[test]
@@ -631,20 +634,17 @@ mod tests {
 
     #[test]
     fn a_deadline_that_fires_early_is_caught() {
-        let (seed, violation) = first_failure(Fault::EarlyDeadline).expect("a run catches it");
-        assert!(violation.contains("a deadline expired early"), "seed {seed}: {violation}");
+        assert_caught(Fault::EarlyDeadline, "a deadline expired early");
     }
 
     #[test]
     fn an_idle_timeout_that_activity_does_not_re_arm_is_caught() {
-        let (seed, violation) = first_failure(Fault::NoRearm).expect("a run catches it");
-        assert!(violation.contains("activity re-arms it"), "seed {seed}: {violation}");
+        assert_caught(Fault::NoRearm, "activity re-arms it");
     }
 
     #[test]
     fn a_deadline_the_loop_never_serves_is_caught() {
-        let (seed, violation) = first_failure(Fault::Missed).expect("a run catches it");
-        assert!(violation.contains("did not expire it"), "seed {seed}: {violation}");
+        assert_caught(Fault::Missed, "did not expire it");
     }
 
     /// Run in a process of its own (this test binary again, this test
