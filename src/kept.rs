@@ -229,53 +229,39 @@ impl<H: AcceptHandler> AcceptHandler for Kept<H> {
     }
 }
 
-impl<H: FileHandler> FileHandler for Kept<H> {
-    fn readable(&self, ch: &Channel<FileFd>) -> bool {
-        ask!(self, |h| h.readable(ch))
-    }
-    fn writable(&self, ch: &Channel<FileFd>) -> bool {
-        ask!(self, |h| h.writable(ch))
-    }
-    fn handle_read(&mut self, ch: &mut Channel<FileFd>, cx: &mut Ctx<'_>) -> io::Result<()> {
-        forward!(self, |h| h.handle_read(ch, cx))
-    }
-    fn handle_write(&mut self, ch: &mut Channel<FileFd>, cx: &mut Ctx<'_>) -> io::Result<()> {
-        forward!(self, |h| h.handle_write(ch, cx))
-    }
-    fn handle_timeout(&mut self, ch: &mut Channel<FileFd>, cx: &mut Ctx<'_>) -> io::Result<()> {
-        forward!(self, |h| h.handle_timeout(ch, cx))
-    }
-    fn handle_close(&mut self, ch: &mut Channel<FileFd>, cx: &mut Ctx<'_>) {
-        tell!(self, |h| h.handle_close(ch, cx))
-    }
-    fn handle_error(&mut self, ch: &mut Channel<FileFd>, error: io::Error, cx: &mut Ctx<'_>) {
-        report!(self, cx, |h| h.handle_error(ch, error, cx))
-    }
+/// The forwarding impl of the two handler traits with the same callbacks on
+/// a channel with no peer stream ([`FileHandler`], [`DatagramHandler`]):
+/// both predicates, read, write, timeout, close and error, on a `$ch`.
+macro_rules! forward_descriptor_handler {
+    ([$($generics:tt)*] $handler:path, $ch:ty) => {
+        impl<$($generics)*> $handler for Kept<H> {
+            fn readable(&self, ch: &$ch) -> bool {
+                ask!(self, |h| h.readable(ch))
+            }
+            fn writable(&self, ch: &$ch) -> bool {
+                ask!(self, |h| h.writable(ch))
+            }
+            fn handle_read(&mut self, ch: &mut $ch, cx: &mut Ctx<'_>) -> io::Result<()> {
+                forward!(self, |h| h.handle_read(ch, cx))
+            }
+            fn handle_write(&mut self, ch: &mut $ch, cx: &mut Ctx<'_>) -> io::Result<()> {
+                forward!(self, |h| h.handle_write(ch, cx))
+            }
+            fn handle_timeout(&mut self, ch: &mut $ch, cx: &mut Ctx<'_>) -> io::Result<()> {
+                forward!(self, |h| h.handle_timeout(ch, cx))
+            }
+            fn handle_close(&mut self, ch: &mut $ch, cx: &mut Ctx<'_>) {
+                tell!(self, |h| h.handle_close(ch, cx))
+            }
+            fn handle_error(&mut self, ch: &mut $ch, error: io::Error, cx: &mut Ctx<'_>) {
+                report!(self, cx, |h| h.handle_error(ch, error, cx))
+            }
+        }
+    };
 }
 
-impl<R: DatagramRole, H: DatagramHandler<R>> DatagramHandler<R> for Kept<H> {
-    fn readable(&self, ch: &Channel<R>) -> bool {
-        ask!(self, |h| h.readable(ch))
-    }
-    fn writable(&self, ch: &Channel<R>) -> bool {
-        ask!(self, |h| h.writable(ch))
-    }
-    fn handle_read(&mut self, ch: &mut Channel<R>, cx: &mut Ctx<'_>) -> io::Result<()> {
-        forward!(self, |h| h.handle_read(ch, cx))
-    }
-    fn handle_write(&mut self, ch: &mut Channel<R>, cx: &mut Ctx<'_>) -> io::Result<()> {
-        forward!(self, |h| h.handle_write(ch, cx))
-    }
-    fn handle_timeout(&mut self, ch: &mut Channel<R>, cx: &mut Ctx<'_>) -> io::Result<()> {
-        forward!(self, |h| h.handle_timeout(ch, cx))
-    }
-    fn handle_close(&mut self, ch: &mut Channel<R>, cx: &mut Ctx<'_>) {
-        tell!(self, |h| h.handle_close(ch, cx))
-    }
-    fn handle_error(&mut self, ch: &mut Channel<R>, error: io::Error, cx: &mut Ctx<'_>) {
-        report!(self, cx, |h| h.handle_error(ch, error, cx))
-    }
-}
+forward_descriptor_handler!([H: FileHandler] FileHandler, Channel<FileFd>);
+forward_descriptor_handler!([R: DatagramRole, H: DatagramHandler<R>] DatagramHandler<R>, Channel<R>);
 
 #[cfg(test)]
 mod tests {

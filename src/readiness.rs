@@ -5,6 +5,20 @@
 
 use std::fmt;
 
+/// Declares `const` predicates, each true when one flag's bit is set: in
+/// `is_readable => READ`, `is_readable(self)` tests `Self::READ`'s bit. The
+/// doc comments written before each name stay on the method.
+macro_rules! flag_predicates {
+    ($($(#[$doc:meta])* $name:ident => $flag:ident;)*) => {
+        $(
+            $(#[$doc])*
+            pub const fn $name(self) -> bool {
+                self.0 & Self::$flag.0 != 0
+            }
+        )*
+    };
+}
+
 /// What a channel wants to be told about: the answer of its handler's
 /// `readable()` and `writable()` predicates, as the poller sees it.
 ///
@@ -34,17 +48,13 @@ impl Interest {
     /// Priority (out-of-band) data.
     pub const PRIORITY: Interest = Interest(4);
 
-    /// Whether read readiness is wanted.
-    pub const fn is_readable(self) -> bool {
-        self.0 & Self::READ.0 != 0
-    }
-    /// Whether write readiness is wanted.
-    pub const fn is_writable(self) -> bool {
-        self.0 & Self::WRITE.0 != 0
-    }
-    /// Whether priority readiness is wanted.
-    pub const fn is_priority(self) -> bool {
-        self.0 & Self::PRIORITY.0 != 0
+    flag_predicates! {
+        /// Whether read readiness is wanted.
+        is_readable => READ;
+        /// Whether write readiness is wanted.
+        is_writable => WRITE;
+        /// Whether priority readiness is wanted.
+        is_priority => PRIORITY;
     }
     /// Whether nothing at all is wanted.
     pub const fn is_empty(self) -> bool {
@@ -147,29 +157,19 @@ impl Readiness {
     pub const fn is_empty(self) -> bool {
         self.0 == 0
     }
-    /// Readable.
-    pub const fn is_readable(self) -> bool {
-        self.0 & Self::READABLE.0 != 0
-    }
-    /// Writable.
-    pub const fn is_writable(self) -> bool {
-        self.0 & Self::WRITABLE.0 != 0
-    }
-    /// Priority data is pending.
-    pub const fn is_priority(self) -> bool {
-        self.0 & Self::PRIORITY.0 != 0
-    }
-    /// The peer hung up.
-    pub const fn is_hangup(self) -> bool {
-        self.0 & Self::HANGUP.0 != 0
-    }
-    /// An error is pending.
-    pub const fn is_error(self) -> bool {
-        self.0 & Self::ERROR.0 != 0
-    }
-    /// The descriptor was invalid.
-    pub const fn is_invalid(self) -> bool {
-        self.0 & Self::INVALID.0 != 0
+    flag_predicates! {
+        /// Readable.
+        is_readable => READABLE;
+        /// Writable.
+        is_writable => WRITABLE;
+        /// Priority data is pending.
+        is_priority => PRIORITY;
+        /// The peer hung up.
+        is_hangup => HANGUP;
+        /// An error is pending.
+        is_error => ERROR;
+        /// The descriptor was invalid.
+        is_invalid => INVALID;
     }
     /// Any of hang-up, error or invalid: the conditions asyncore's `readwrite`
     /// turned into `handle_close`.

@@ -237,10 +237,14 @@ mod tests {
         Token::from_key((u64::from(generation) << 32) | u64::from(index), 1)
     }
 
+    /// Empty timers, and the instant a test counts from.
+    fn timers() -> (Timers, Instant) {
+        (Timers::default(), Instant::now())
+    }
+
     #[test]
     fn deadlines_fire_in_order_once() {
-        let mut t = Timers::default();
-        let now = Instant::now();
+        let (mut t, now) = timers();
         t.set_deadline(token(3, 0), Some(now + Duration::from_millis(20)));
         t.set_deadline(token(4, 0), Some(now + Duration::from_millis(10)));
         assert_eq!(t.pop_expired(now, 1), None);
@@ -253,8 +257,7 @@ mod tests {
 
     #[test]
     fn activity_pushes_an_idle_timeout_back_without_growing_the_heap() {
-        let mut t = Timers::default();
-        let start = Instant::now();
+        let (mut t, start) = timers();
         let tok = token(5, 1);
         t.set_idle(tok, Some(Duration::from_millis(100)), start);
         for ms in 1..1000 {
@@ -269,8 +272,7 @@ mod tests {
 
     #[test]
     fn no_stale_entry_outlives_the_last_timer() {
-        let mut t = Timers::default();
-        let now = Instant::now();
+        let (mut t, now) = timers();
         t.set_idle(token(2, 0), Some(Duration::from_millis(5)), now);
         t.set_deadline(token(3, 0), Some(now + Duration::from_secs(1)));
         t.remove(token(2, 0));
@@ -284,8 +286,7 @@ mod tests {
 
     #[test]
     fn a_stale_generation_never_fires() {
-        let mut t = Timers::default();
-        let now = Instant::now();
+        let (mut t, now) = timers();
         t.set_deadline(token(7, 0), Some(now));
         t.remove(token(7, 0));
         t.set_deadline(token(7, 1), Some(now + Duration::from_secs(60)));
@@ -295,8 +296,7 @@ mod tests {
 
     #[test]
     fn moving_a_deadline_earlier_fires_at_the_earlier_time() {
-        let mut t = Timers::default();
-        let now = Instant::now();
+        let (mut t, now) = timers();
         t.set_deadline(token(1, 0), Some(now + Duration::from_secs(60)));
         t.set_deadline(token(1, 0), Some(now + Duration::from_secs(1)));
         assert_eq!(t.pop_expired(now + Duration::from_secs(2), 1), Some(token(1, 0)));

@@ -239,8 +239,7 @@ impl ChatHandler for HttpConnection {
             return; // sent, then closed, by the chat
         }
         eprintln!("http_server: closing a connection: {error}");
-        self.connections.leave(cx.token());
-        cx.close();
+        self.connections.close(cx);
     }
 
     fn handle_close(&mut self, _chat: &mut AsyncChat, cx: &mut Ctx<'_>) {

@@ -237,8 +237,7 @@ impl ChatHandler for RespConnection {
             }
         }
         eprintln!("resp_server: closing a connection: {error}");
-        self.connections.leave(cx.token());
-        cx.close();
+        self.connections.close(cx);
     }
 
     fn handle_close(&mut self, _chat: &mut AsyncChat, cx: &mut Ctx<'_>) {

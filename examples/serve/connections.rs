@@ -101,6 +101,13 @@ impl<H: 'static> Connections<H> {
         self.tokens.borrow_mut().remove(&token);
     }
 
+    /// Closes the connection whose callback this is, and has it leave: how a
+    /// connection's `handle_error` ends when it gives up on the connection.
+    pub fn close(&self, cx: &mut Ctx<'_>) {
+        self.leave(cx.token());
+        cx.close();
+    }
+
     /// Every connection but `me`.
     pub fn others(&self, me: Token) -> Vec<Token> {
         self.tokens.borrow().iter().copied().filter(|&t| t != me).collect()

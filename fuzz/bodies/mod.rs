@@ -36,6 +36,8 @@ pub mod sim_resp;
 #[cfg(feature = "tls")]
 pub mod sim_tls;
 
+use rolecore::sim::{PeerReport, SimFailure, SimReport};
+
 /// A body: runs one input, panics on a broken property, and says how many
 /// things it checked.
 pub type Body = fn(&[u8]) -> usize;
@@ -175,6 +177,79 @@ pub fn summarize_trace(trace: &[String]) -> String {
         }
     }
     parts.join("-")
+}
+
+/// The frame of a simulated server's `run_with`: a run that broke an
+/// invariant panics with the setup (made by `setup` only then) and the
+/// failure; otherwise `check` runs on every peer, with its index, and what
+/// it checked is summed.
+pub fn check_peers(
+    result: Result<SimReport, SimFailure>,
+    setup: impl Fn() -> String,
+    mut check: impl FnMut(usize, &PeerReport) -> usize,
+) -> usize {
+    let report = match result {
+        Ok(report) => report,
+        Err(failure) => panic!("{}\n{failure}", setup()),
+    };
+    report.peers.iter().enumerate().map(|(i, peer)| check(i, peer)).sum()
+}
+
+/// [`check_peers`] for a server whose replies a body parses one by one
+/// (`sim_http`, `sim_resp`): `check` gets each peer as a [`PeerCheck`],
+/// whose `fail` names the `server` and shows the first `shown` bytes the
+/// peer received.
+pub fn check_replies(
+    server: &str,
+    shown: usize,
+    result: Result<SimReport, SimFailure>,
+    setup: impl Fn() -> String,
+    mut check: impl FnMut(&PeerCheck<'_>) -> usize,
+) -> usize {
+    check_peers(result, &setup, |index, report| {
+        check(&PeerCheck { index, report, server, shown, setup: &setup })
+    })
+}
+
+/// One peer of a run, as [`check_replies`] hands it to a body.
+pub struct PeerCheck<'a> {
+    /// The peer's number: `p{index}` in the trace.
+    pub index: usize,
+    pub report: &'a PeerReport,
+    server: &'a str,
+    shown: usize,
+    setup: &'a dyn Fn() -> String,
+}
+
+impl PeerCheck<'_> {
+    /// Everything the server wrote to the peer. All of it: the servers send
+    /// no out-of-band data, and a 0xFF that reached one inline (a peer's
+    /// second urgent byte) may come back in a reply, which
+    /// `received_data()` would cut out.
+    pub fn received(&self) -> &[u8] {
+        &self.report.received
+    }
+
+    /// Whether a model of the server can follow what the peer sent: not
+    /// when it sent more than one out-of-band byte (the second arrives
+    /// inline).
+    pub fn modelled(&self) -> bool {
+        self.report.oob_sent <= 1
+    }
+
+    /// Panics with `why`, the peer's traffic and the setup.
+    pub fn fail(&self, why: String) -> ! {
+        let received = self.received();
+        panic!(
+            "peer p{} of the {} server: {why}\n  sent {} bytes, received {}: {}\n  {}",
+            self.index,
+            self.server,
+            self.report.sent.len(),
+            received.len(),
+            show(&received[..received.len().min(self.shown)]),
+            (self.setup)()
+        )
+    }
 }
 
 /// A simulated world's size, from two bytes: steps, peers, how much a peer

@@ -26,7 +26,7 @@ use rolecore::sim::{Sim, SimConfig, SimFailure, SimReport};
 use rolecore::{AcceptHandler, Address, AsyncChat, Channel, ChatHandler, Connected, Ctx, Terminator};
 
 use super::model::{self, Policy, Protocol};
-use super::{Input, assert_prefix, config_name, sim_config, summarize_trace};
+use super::{Input, assert_prefix, check_peers, config_name, sim_config, summarize_trace};
 
 #[derive(Clone, Debug)]
 pub struct Setup {
@@ -199,21 +199,16 @@ pub fn run(data: &[u8]) -> usize {
 
 pub fn run_with(data: &[u8], check_descriptors: bool) -> usize {
     let (s, result) = simulate(data, check_descriptors);
-    let report = match result {
-        Ok(report) => report,
-        Err(failure) => panic!("{s:?}\n{failure}"),
-    };
-    let mut checked = 0;
-    for (i, peer) in report.peers.iter().enumerate() {
+    let setup = || format!("{s:?}");
+    check_peers(result, setup, |i, peer| {
         if peer.oob_sent > 1 {
-            continue;
+            return 0;
         }
         let received = peer.received_data();
         let expected = expected_replies(&s, &peer.sent);
         assert_prefix(&expected, &received, || format!("peer p{i} of a chat server ({s:?})"));
-        checked += received.len();
-    }
-    checked
+        received.len()
+    })
 }
 
 pub fn describe(data: &[u8]) -> String {

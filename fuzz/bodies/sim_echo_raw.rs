@@ -17,7 +17,7 @@ use std::io;
 use rolecore::sim::{Sim, SimConfig, SimFailure, SimReport};
 use rolecore::{AcceptHandler, Address, Channel, Connected, Ctx, StreamHandler};
 
-use super::{Input, Timer, assert_prefix, config_name, sim_config, summarize_trace};
+use super::{Input, Timer, assert_prefix, check_peers, config_name, sim_config, summarize_trace};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Setup {
@@ -136,17 +136,12 @@ pub fn run(data: &[u8]) -> usize {
 
 pub fn run_with(data: &[u8], check_descriptors: bool) -> usize {
     let (s, result) = simulate(data, check_descriptors);
-    let report = match result {
-        Ok(report) => report,
-        Err(failure) => panic!("{s:?}\n{failure}"),
-    };
-    let mut checked = 0;
-    for (i, peer) in report.peers.iter().enumerate() {
+    let setup = || format!("{s:?}");
+    check_peers(result, setup, |i, peer| {
         let received = peer.received_data();
         assert_prefix(&peer.sent, &received, || format!("peer p{i} of a raw echo ({s:?})"));
-        checked += received.len();
-    }
-    checked
+        received.len()
+    })
 }
 
 pub fn describe(data: &[u8]) -> String {

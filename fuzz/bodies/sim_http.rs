@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use rolecore::sim::{Sim, SimConfig, SimFailure, SimReport, Traffic};
 
-use super::{Input, config_name, show, sim_config, summarize_trace};
+use super::{Input, check_replies, config_name, show, sim_config, summarize_trace};
 
 // The example's files, as the example includes them: `server.rs` names
 // `head` and `Connections` through `super` (one copy of each in the fuzz
@@ -364,31 +364,17 @@ pub fn run(data: &[u8]) -> usize {
 
 pub fn run_with(data: &[u8], check_descriptors: bool) -> usize {
     let (s, result) = simulate(data, check_descriptors);
-    let report = match result {
-        Ok(report) => report,
-        Err(failure) => panic!("{}\n{failure}", setup_text(&s)),
-    };
-    let mut checked = 0;
-    for (i, peer) in report.peers.iter().enumerate() {
-        // Everything the server wrote (it sends no out-of-band data).
-        let received = peer.received.clone();
-        let fail = |why: String| -> ! {
-            panic!(
-                "peer p{i} of the HTTP server: {why}\n  sent {} bytes, received {}: {}\n  {}",
-                peer.sent.len(),
-                received.len(),
-                show(&received[..received.len().min(600)]),
-                setup_text(&s)
-            )
-        };
-        let expected = if peer.oob_sent > 1 { None } else { Some(model(&peer.sent, &s.messages)) };
+    let setup = || setup_text(&s);
+    check_replies("HTTP", 600, result, setup, |peer| {
+        let received = peer.received();
+        let expected = peer.modelled().then(|| model(&peer.report.sent, &s.messages));
         let mut at = 0;
         let mut n = 0;
         loop {
             let request = match &expected {
                 Some(e) => match e.get(n) {
                     Some(m) => Some(*m),
-                    None if at < received.len() => fail(format!(
+                    None if at < received.len() => peer.fail(format!(
                         "response {n} at byte {at} answers nothing: {} requests could be answered",
                         e.len()
                     )),
@@ -396,18 +382,18 @@ pub fn run_with(data: &[u8], check_descriptors: bool) -> usize {
                 },
                 None => None,
             };
-            let (got, next) = match response(&received, at, request.map(|m| m.head_only)) {
+            let (got, next) = match response(received, at, request.map(|m| m.head_only)) {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
-                Err(why) => fail(format!("response {n} at byte {at} is malformed: {why}")),
+                Err(why) => peer.fail(format!("response {n} at byte {at} is malformed: {why}")),
             };
             if next - at > s.budget {
-                fail(format!("response {n} takes {} bytes, past the budget of {}", next - at, s.budget));
+                peer.fail(format!("response {n} takes {} bytes, past the budget of {}", next - at, s.budget));
             }
             if let Some(m) = request {
                 let close = got.header("Connection").iter().any(|v| v.eq_ignore_ascii_case(b"close"));
                 if got.status != m.status || close != m.closes {
-                    fail(format!(
+                    peer.fail(format!(
                         "response {n} is {} (Connection: close {close}), the request {} calls for {} (close {})",
                         got.status,
                         show(&m.bytes[..m.bytes.len().min(200)]),
@@ -416,18 +402,17 @@ pub fn run_with(data: &[u8], check_descriptors: bool) -> usize {
                     ));
                 }
                 if m.status == 200 && !m.head_only && got.body != b"Hello, world!" {
-                    fail(format!("response {n} says {}", show(&got.body)));
+                    peer.fail(format!("response {n} says {}", show(&got.body)));
                 }
                 if m.closes && next < received.len() {
-                    fail(format!("bytes after response {n}, after which the server closes"));
+                    peer.fail(format!("bytes after response {n}, after which the server closes"));
                 }
             }
             at = next;
             n += 1;
         }
-        checked += n;
-    }
-    checked
+        n
+    })
 }
 
 pub fn describe(data: &[u8]) -> String {

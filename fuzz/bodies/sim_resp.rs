@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use rolecore::sim::{SimConfig, SimFailure, SimReport, Traffic};
 
-use super::{Input, config_name, show, sim_config, summarize_trace};
+use super::{Input, check_replies, config_name, show, sim_config, summarize_trace};
 
 // The example's files, as the example includes them: `server.rs` names
 // `parser`, `commands` and `Connections` through `super` (one copy of each
@@ -562,37 +562,21 @@ pub fn run(data: &[u8]) -> usize {
 
 pub fn run_with(data: &[u8], check_descriptors: bool) -> usize {
     let (s, result) = simulate(data, check_descriptors);
-    let report = match result {
-        Ok(report) => report,
-        Err(failure) => panic!("{}\n{failure}", setup_text(&s)),
-    };
-    let mut checked = 0;
-    for (i, peer) in report.peers.iter().enumerate() {
-        // Everything the server wrote: it sends no out-of-band data, and
-        // a 0xFF that reached it inline (a peer's second urgent byte) may
-        // come back in a reply, which `received_data()` would cut out.
-        let received = peer.received.clone();
-        let fail = |why: String| -> ! {
-            panic!(
-                "peer p{i} of the RESP server: {why}\n  sent {} bytes, received {}: {}\n  {}",
-                peer.sent.len(),
-                received.len(),
-                show(&received[..received.len().min(400)]),
-                setup_text(&s)
-            )
-        };
-        let expected = if peer.oob_sent > 1 { None } else { Some(model(&peer.sent, &s.limits)) };
+    let setup = || setup_text(&s);
+    check_replies("RESP", 400, result, setup, |peer| {
+        let received = peer.received();
+        let expected = peer.modelled().then(|| model(&peer.report.sent, &s.limits));
         let mut at = 0;
         let mut n = 0;
         loop {
-            let (got, next) = match reply(&received, at, 0) {
+            let (got, next) = match reply(received, at, 0) {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
-                Err(why) => fail(format!("reply {n} at byte {at} is malformed: {why}")),
+                Err(why) => peer.fail(format!("reply {n} at byte {at} is malformed: {why}")),
             };
             let bytes = &received[at..next];
             if bytes.len() > s.limits.max_reply() {
-                fail(format!(
+                peer.fail(format!(
                     "reply {n} takes {} bytes, past the limit of {}",
                     bytes.len(),
                     s.limits.max_reply()
@@ -609,7 +593,7 @@ pub fn run_with(data: &[u8], check_descriptors: bool) -> usize {
                 if let Reply::Bulk(Some(v)) = b
                     && v.len() > longest
                 {
-                    fail(format!(
+                    peer.fail(format!(
                         "reply {n} holds a bulk string of {} bytes, past --max-bulk and the line limit",
                         v.len()
                     ));
@@ -617,14 +601,14 @@ pub fn run_with(data: &[u8], check_descriptors: bool) -> usize {
             }
             if let Some(expected) = &expected {
                 let Some(e) = expected.get(n) else {
-                    fail(format!(
+                    peer.fail(format!(
                         "reply {n} ({}) answers nothing: the model answers {} requests",
                         show(bytes),
                         expected.len()
                     ))
                 };
                 if !matches(&e.what, &got, bytes) {
-                    fail(format!(
+                    peer.fail(format!(
                         "reply {n} is {}, the model says {} (the request ends at byte {} of the stream)",
                         show(bytes),
                         match &e.what {
@@ -635,15 +619,14 @@ pub fn run_with(data: &[u8], check_descriptors: bool) -> usize {
                     ));
                 }
                 if e.closes && next < received.len() {
-                    fail(format!("bytes after reply {n}, after which the server closes"));
+                    peer.fail(format!("bytes after reply {n}, after which the server closes"));
                 }
             }
             at = next;
             n += 1;
         }
-        checked += n;
-    }
-    checked
+        n
+    })
 }
 
 pub fn describe(data: &[u8]) -> String {

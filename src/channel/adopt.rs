@@ -110,63 +110,50 @@ fn adopt_checked<T: AsFd + Into<OwnedFd>, R: super::Role>(
     }
 }
 
-impl TryFrom<TcpListener> for Channel<Listening> {
-    type Error = RoleError<TcpListener>;
+/// Declares `TryFrom<$from> for Channel<$role>` by [`adopt_checked`], with
+/// whether the socket must be listening and the families it may have. The
+/// doc comments before each line stay on its `try_from`.
+macro_rules! adopt_from {
+    ($($(#[$doc:meta])* $from:ty => $role:ty, listening: $listening:expr, $families:expr;)*) => {$(
+        impl TryFrom<$from> for Channel<$role> {
+            type Error = RoleError<$from>;
+            $(#[$doc])*
+            fn try_from(sock: $from) -> Result<Self, Self::Error> {
+                adopt_checked(sock, $listening, $families)
+            }
+        }
+    )*};
+}
+
+adopt_from! {
     /// Adopts a listening TCP socket, making it non-blocking. Its role is
     /// checked first (a `TcpListener` can wrap any descriptor through
     /// `From<OwnedFd>`): anything but a listening IPv4 or IPv6 stream socket
     /// is refused, and comes back in the error.
-    fn try_from(l: TcpListener) -> Result<Self, Self::Error> {
-        adopt_checked(l, true, Families::Inet)
-    }
-}
+    TcpListener => Listening, listening: true, Families::Inet;
 
-impl TryFrom<UnixListener> for Channel<Listening> {
-    type Error = RoleError<UnixListener>;
     /// Adopts a listening Unix stream socket, making it non-blocking; its
     /// role is checked first, as for a `TcpListener`.
-    fn try_from(l: UnixListener) -> Result<Self, Self::Error> {
-        adopt_checked(l, true, Families::Unix)
-    }
-}
+    UnixListener => Listening, listening: true, Families::Unix;
 
-impl TryFrom<TcpStream> for Channel<Connected> {
-    type Error = RoleError<TcpStream>;
     /// Adopts a connected TCP socket, making it non-blocking. Its role is
     /// checked first (a `TcpStream` can wrap any descriptor through
     /// `From<OwnedFd>`): a listener, a socket never connected or still
     /// connecting, a datagram socket, a Unix socket or a pipe is refused,
     /// and comes back in the error.
-    fn try_from(s: TcpStream) -> Result<Self, Self::Error> {
-        adopt_checked(s, false, Families::Inet)
-    }
-}
+    TcpStream => Connected, listening: false, Families::Inet;
 
-impl TryFrom<UnixStream> for Channel<Connected> {
-    type Error = RoleError<UnixStream>;
     /// Adopts a connected Unix stream socket, making it non-blocking; its
     /// role is checked first, as for a `TcpStream`.
-    fn try_from(s: UnixStream) -> Result<Self, Self::Error> {
-        adopt_checked(s, false, Families::Unix)
-    }
-}
+    UnixStream => Connected, listening: false, Families::Unix;
 
-impl TryFrom<OwnedFd> for Channel<Listening> {
-    type Error = RoleError<OwnedFd>;
     /// Adopts a descriptor after checking it is a listening IPv4, IPv6 or
     /// Unix stream socket (`SO_TYPE`, `SO_DOMAIN`, `SO_ACCEPTCONN`), making
     /// it non-blocking.
-    fn try_from(fd: OwnedFd) -> Result<Self, Self::Error> {
-        adopt_checked(fd, true, Families::Any)
-    }
-}
+    OwnedFd => Listening, listening: true, Families::Any;
 
-impl TryFrom<OwnedFd> for Channel<Connected> {
-    type Error = RoleError<OwnedFd>;
     /// Adopts a descriptor after checking it is a connected IPv4, IPv6 or
     /// Unix stream socket (not listening, with a peer), making it
     /// non-blocking.
-    fn try_from(fd: OwnedFd) -> Result<Self, Self::Error> {
-        adopt_checked(fd, false, Families::Any)
-    }
+    OwnedFd => Connected, listening: false, Families::Any;
 }

@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
-use super::{Channel, FileFd, Observed, restarted, set_nonblocking};
+use super::{Channel, FileFd, Observed, read_is_recv, restarted, set_nonblocking};
 use crate::error::RoleError;
 
 impl Channel<FileFd> {
@@ -114,11 +114,9 @@ impl Channel<FileFd> {
     }
 }
 
-/// Reads as [`Channel::recv`].
-impl io::Read for Channel<FileFd> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.recv(buf)
-    }
+read_is_recv! {
+    /// Reads as [`Channel::recv`].
+    FileFd
 }
 
 /// Writes with `WouldBlock` when full, as `std` expects of a non-blocking

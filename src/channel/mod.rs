@@ -283,6 +283,20 @@ fn restarted<T>(mut call: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::
     }
 }
 
+/// `io::Read` for a role whose channel has `recv`: a read is a receive.
+/// The doc comments before the role go on the impl.
+macro_rules! read_is_recv {
+    ($(#[$doc:meta])* $role:ty) => {
+        $(#[$doc])*
+        impl std::io::Read for Channel<$role> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.recv(buf)
+            }
+        }
+    };
+}
+use read_is_recv;
+
 impl<R: Role> Channel<R> {
     /// What a stream's `send` makes of `write(2)`'s or `send(2)`'s answer:
     /// bytes taken are progress; a full buffer is 0 bytes (D22); a

@@ -7,7 +7,7 @@ use std::net::Shutdown;
 use rustix::io::Errno;
 use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, sockopt};
 
-use super::{Bound, Channel, Connected, Connecting, Fresh, Listening, Observed, restarted};
+use super::{Bound, Channel, Connected, Connecting, Fresh, Listening, Observed, read_is_recv, restarted};
 pub use crate::address::Family;
 use crate::address::{Address, ToAddress, UnixAddress};
 use crate::error::{RoleError, is_disconnect};
@@ -452,12 +452,10 @@ impl Channel<Connected> {
     }
 }
 
-/// Reads as [`Channel::recv`]: `Ok(0)` at the end of the stream, `WouldBlock`
-/// when nothing is there yet.
-impl io::Read for Channel<Connected> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.recv(buf)
-    }
+read_is_recv! {
+    /// Reads as [`Channel::recv`]: `Ok(0)` at the end of the stream, `WouldBlock`
+    /// when nothing is there yet.
+    Connected
 }
 
 /// Writes as `std` expects of a non-blocking socket: a full send buffer is

@@ -104,80 +104,76 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// The time on the map's clock: the monotonic clock, or in a
-    /// [`Sim`](crate::sim::Sim) the simulation's virtual time. Compute
-    /// deadlines from it (`cx.now() + timeout`), not from `Instant::now()`,
-    /// so the same handler keeps its timing under the simulation, where
-    /// time moves only when the simulation advances it.
-    ///
-    /// ```
-    /// use std::io;
-    /// use std::time::Duration;
-    /// use rolecore::{Buffered, Connected, Ctx, StreamHandler};
-    ///
-    /// struct Deadline;
-    /// impl StreamHandler<Buffered<Connected>> for Deadline {
-    ///     fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
-    ///         // The whole request must arrive within 5 s of its first byte.
-    ///         let at = cx.now() + Duration::from_secs(5);
-    ///         cx.set_deadline(cx.token(), Some(at));
-    ///         ch.recv(cx.buffer()).map(drop)
-    ///     }
-    /// }
-    /// # let _ = Deadline;
-    /// ```
-    #[inline]
-    pub fn now(&self) -> Instant {
-        self.registry.clock.now()
-    }
+    registry_timing! {
+        /// The time on the map's clock: the monotonic clock, or in a
+        /// [`Sim`](crate::sim::Sim) the simulation's virtual time. Compute
+        /// deadlines from it (`cx.now() + timeout`), not from `Instant::now()`,
+        /// so the same handler keeps its timing under the simulation, where
+        /// time moves only when the simulation advances it.
+        ///
+        /// ```
+        /// use std::io;
+        /// use std::time::Duration;
+        /// use rolecore::{Buffered, Connected, Ctx, StreamHandler};
+        ///
+        /// struct Deadline;
+        /// impl StreamHandler<Buffered<Connected>> for Deadline {
+        ///     fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        ///         // The whole request must arrive within 5 s of its first byte.
+        ///         let at = cx.now() + Duration::from_secs(5);
+        ///         cx.set_deadline(cx.token(), Some(at));
+        ///         ch.recv(cx.buffer()).map(drop)
+        ///     }
+        /// }
+        /// # let _ = Deadline;
+        /// ```
+        #[inline]
+        now;
 
-    /// Gives a channel (this one: [`token`](Self::token)) a deadline: when it
-    /// passes, the handler's `handle_timeout` runs once. `None` clears the
-    /// channel's deadline or idle timeout. Returns whether the token is live.
-    pub fn set_deadline(&mut self, token: Token, deadline: Option<Instant>) -> bool {
-        self.registry.set_deadline(token, deadline)
-    }
+        /// Gives a channel (this one: [`token`](Self::token)) a deadline: when it
+        /// passes, the handler's `handle_timeout` runs once. `None` clears the
+        /// channel's deadline or idle timeout. Returns whether the token is live.
+        set_deadline;
 
-    /// Gives a channel an idle timeout: `handle_timeout` runs when `idle`
-    /// passes without a callback into the channel (every event re-arms it).
-    /// `None` clears it. Returns whether the timeout was set: `false` for a
-    /// token that names no live channel, and for a listener, which is
-    /// refused with a report line (a listener's events are connections, so
-    /// its idle timeout would close it when none came for a while; a
-    /// listener that should stop at some point takes a
-    /// [`deadline`](Self::set_deadline)).
-    ///
-    /// In `handle_accepted`, [`token`](Self::token) is the *listener's*
-    /// token. To time out the new connection, use the token `insert`
-    /// returns:
-    ///
-    /// ```
-    /// use std::io;
-    /// use std::time::Duration;
-    /// use rolecore::{AcceptHandler, Address, Buffered, Channel, Connected, Ctx, StreamHandler};
-    ///
-    /// struct Idle;
-    /// impl StreamHandler<Buffered<Connected>> for Idle {
-    ///     fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
-    ///         ch.recv(cx.buffer()).map(drop)
-    ///     }
-    /// }
-    ///
-    /// struct Server;
-    /// impl AcceptHandler for Server {
-    ///     fn handle_accepted(&mut self, conn: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
-    ///         let token = cx.insert(Buffered::new(conn), Idle)?; // the connection's token
-    ///         cx.set_idle_timeout(token, Some(Duration::from_secs(60)));
-    ///         Ok(())
-    ///     }
-    /// }
-    /// # let mut map = rolecore::Map::new().unwrap();
-    /// # let listener = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(1).unwrap();
-    /// # map.insert(listener, Server).unwrap();
-    /// # let _ = Idle;
-    /// ```
-    pub fn set_idle_timeout(&mut self, token: Token, idle: Option<Duration>) -> bool {
-        self.registry.set_idle_timeout(token, idle)
+        /// Gives a channel an idle timeout: `handle_timeout` runs when `idle`
+        /// passes without a callback into the channel (every event re-arms it).
+        /// `None` clears it. Returns whether the timeout was set: `false` for a
+        /// token that names no live channel, and for a listener, which is
+        /// refused with a report line (a listener's events are connections, so
+        /// its idle timeout would close it when none came for a while; a
+        /// listener that should stop at some point takes a
+        /// [`deadline`](Self::set_deadline)).
+        ///
+        /// In `handle_accepted`, [`token`](Self::token) is the *listener's*
+        /// token. To time out the new connection, use the token `insert`
+        /// returns:
+        ///
+        /// ```
+        /// use std::io;
+        /// use std::time::Duration;
+        /// use rolecore::{AcceptHandler, Address, Buffered, Channel, Connected, Ctx, StreamHandler};
+        ///
+        /// struct Idle;
+        /// impl StreamHandler<Buffered<Connected>> for Idle {
+        ///     fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        ///         ch.recv(cx.buffer()).map(drop)
+        ///     }
+        /// }
+        ///
+        /// struct Server;
+        /// impl AcceptHandler for Server {
+        ///     fn handle_accepted(&mut self, conn: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+        ///         let token = cx.insert(Buffered::new(conn), Idle)?; // the connection's token
+        ///         cx.set_idle_timeout(token, Some(Duration::from_secs(60)));
+        ///         Ok(())
+        ///     }
+        /// }
+        /// # let mut map = rolecore::Map::new().unwrap();
+        /// # let listener = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(1).unwrap();
+        /// # map.insert(listener, Server).unwrap();
+        /// # let _ = Idle;
+        /// ```
+        set_idle_timeout;
     }
 
     /// Another stream's transport and handler, if they have types `T` and

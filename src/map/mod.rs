@@ -17,6 +17,33 @@
 //! import cycle the crate allows. The loop that drives the map is in
 //! `event_loop.rs`, above the entries that it dispatches to.
 
+/// The three calls [`Map`] and [`Ctx`] both pass straight to the registry
+/// (the clock, a deadline, an idle timeout), written once. Each invocation
+/// brings its type's doc comments and attributes, one group before each
+/// method's name. Defined before `mod ctx` so that `ctx.rs` sees it.
+macro_rules! registry_timing {
+    (
+        $(#[$now:meta])* now;
+        $(#[$deadline:meta])* set_deadline;
+        $(#[$idle:meta])* set_idle_timeout;
+    ) => {
+        $(#[$now])*
+        pub fn now(&self) -> Instant {
+            self.registry.clock.now()
+        }
+
+        $(#[$deadline])*
+        pub fn set_deadline(&mut self, token: Token, deadline: Option<Instant>) -> bool {
+            self.registry.set_deadline(token, deadline)
+        }
+
+        $(#[$idle])*
+        pub fn set_idle_timeout(&mut self, token: Token, idle: Option<Duration>) -> bool {
+            self.registry.set_idle_timeout(token, idle)
+        }
+    };
+}
+
 mod ctx;
 mod entry;
 mod registry;
@@ -167,21 +194,17 @@ impl Map {
         StreamMut::new(&mut self.registry, token)
     }
 
-    /// The time on the map's clock: the monotonic clock, or in a
-    /// [`Sim`](crate::sim::Sim) the simulation's virtual time (see
-    /// [`Ctx::now`]).
-    pub fn now(&self) -> Instant {
-        self.registry.clock.now()
-    }
+    registry_timing! {
+        /// The time on the map's clock: the monotonic clock, or in a
+        /// [`Sim`](crate::sim::Sim) the simulation's virtual time (see
+        /// [`Ctx::now`]).
+        now;
 
-    /// Gives a channel a deadline, as [`Ctx::set_deadline`].
-    pub fn set_deadline(&mut self, token: Token, deadline: Option<Instant>) -> bool {
-        self.registry.set_deadline(token, deadline)
-    }
+        /// Gives a channel a deadline, as [`Ctx::set_deadline`].
+        set_deadline;
 
-    /// Gives a channel an idle timeout, as [`Ctx::set_idle_timeout`].
-    pub fn set_idle_timeout(&mut self, token: Token, idle: Option<Duration>) -> bool {
-        self.registry.set_idle_timeout(token, idle)
+        /// Gives a channel an idle timeout, as [`Ctx::set_idle_timeout`].
+        set_idle_timeout;
     }
 
     /// Asks every channel's predicates again.

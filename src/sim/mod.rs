@@ -121,7 +121,7 @@ use crate::channel::{Channel, Connecting, Listening, wrap_memory};
 use crate::clock::{Clock, VirtualClock};
 use crate::handler::AcceptHandler;
 use crate::map::Map;
-use crate::memory::{self, End, Link, Sizes};
+use crate::memory::{self, Link, Sizes};
 use crate::poller::Poller;
 use crate::token::Token;
 
@@ -294,12 +294,7 @@ impl Sim {
         insert: impl FnOnce(Channel<Connecting>, &mut Map) -> io::Result<Token>,
     ) -> io::Result<Token> {
         let slow = self.chooser.borrow_mut().one_in(3);
-        let (token, theirs) =
-            self.connect_with(if slow { Link::Pending } else { Link::Established }, insert)?;
-        self.log(Line::ConnectOut { peer: self.peers.len(), slow });
-        self.peers.push(Peer::open(theirs, slow));
-        self.absorb_trace()?;
-        Ok(token)
+        self.connect_as(if slow { Link::Pending } else { Link::Established }, insert)
     }
 
     /// Connects a channel of yours to an address where nothing listens: the
@@ -308,22 +303,30 @@ impl Sim {
         &mut self,
         insert: impl FnOnce(Channel<Connecting>, &mut Map) -> io::Result<Token>,
     ) -> io::Result<Token> {
-        let (token, theirs) = self.connect_with(Link::Refused, insert)?;
-        drop(theirs);
-        self.absorb_trace()?;
-        Ok(token)
+        self.connect_as(Link::Refused, insert)
     }
 
     /// Makes a connection in state `link` and hands the map's end, as a
-    /// connecting channel, to `insert`; returns the token and the far end.
-    fn connect_with(
+    /// connecting channel, to `insert`. The far end of a refused connection
+    /// is dropped; any other's becomes a peer (a slow one while the connect
+    /// is pending). Returns the channel's token.
+    fn connect_as(
         &mut self,
         link: Link,
         insert: impl FnOnce(Channel<Connecting>, &mut Map) -> io::Result<Token>,
-    ) -> io::Result<(Token, End)> {
+    ) -> io::Result<Token> {
         let (ours, theirs) = memory::pair(self.sizes(), link)?;
         let fd = memory::descriptor_for(&ours)?;
-        Ok((insert(wrap_memory(fd, ours), &mut self.map)?, theirs))
+        let token = insert(wrap_memory(fd, ours), &mut self.map)?;
+        if link == Link::Refused {
+            drop(theirs);
+        } else {
+            let slow = link == Link::Pending;
+            self.log(Line::ConnectOut { peer: self.peers.len(), slow });
+            self.peers.push(Peer::open(theirs, slow));
+        }
+        self.absorb_trace()?;
+        Ok(token)
     }
 
     /// A new connection's sizes: the configured capacity each way, and the
@@ -598,10 +601,13 @@ mod tests {
         sim.run()
     }
 
-    /// Runs seeds with `fault` planted until one fails; returns its message.
-    fn first_failure(fault: Fault) -> Option<(u64, String)> {
+    /// Runs seeds with `fault` planted until one fails, and asserts that
+    /// one does and that its message says `caught_as`.
+    fn assert_caught(fault: Fault, caught_as: &str) {
         let _planted = fault::plant(fault);
-        (0..200).find_map(|seed| timed_run(seed).err().map(|f| (seed, f.violation)))
+        let failure = (0..200).find_map(|seed| timed_run(seed).err().map(|f| (seed, f.violation)));
+        let (seed, violation) = failure.expect("a run catches it");
+        assert!(violation.contains(caught_as), "seed {seed}: {violation}");
     }
 
     #[test]
@@ -628,20 +634,17 @@ mod tests {
 
     #[test]
     fn a_deadline_that_fires_early_is_caught() {
-        let (seed, violation) = first_failure(Fault::EarlyDeadline).expect("a run catches it");
-        assert!(violation.contains("a deadline expired early"), "seed {seed}: {violation}");
+        assert_caught(Fault::EarlyDeadline, "a deadline expired early");
     }
 
     #[test]
     fn an_idle_timeout_that_activity_does_not_re_arm_is_caught() {
-        let (seed, violation) = first_failure(Fault::NoRearm).expect("a run catches it");
-        assert!(violation.contains("activity re-arms it"), "seed {seed}: {violation}");
+        assert_caught(Fault::NoRearm, "activity re-arms it");
     }
 
     #[test]
     fn a_deadline_the_loop_never_serves_is_caught() {
-        let (seed, violation) = first_failure(Fault::Missed).expect("a run catches it");
-        assert!(violation.contains("did not expire it"), "seed {seed}: {violation}");
+        assert_caught(Fault::Missed, "did not expire it");
     }
 
     /// Run in a process of its own (this test binary again, this test
