@@ -171,8 +171,6 @@ pub struct Sim {
     progressed: usize,
     /// When the graceful shutdown's grace period ends, once one started.
     shutdown: Option<Instant>,
-    /// Where peers read in the settling (empty until then).
-    read_buf: Vec<u8>,
     /// The loop's recorded events, handed over after each wait (the
     /// allocation goes back and forth with the map's).
     events: crate::trace::Trace,
@@ -235,7 +233,6 @@ impl Sim {
             callbacks: 0,
             progressed: 0,
             shutdown: None,
-            read_buf: Vec::new(),
             events: Vec::new(),
             descriptors_at_start,
         })

@@ -48,7 +48,7 @@ impl Sim {
         if open == 0 {
             return None;
         }
-        let nth = self.chooser.borrow_mut().below(open)?;
+        let nth = self.chooser.below(open)?;
         self.peers.iter().enumerate().filter(|(_, p)| p.end.is_some()).nth(nth).map(|(i, _)| i)
     }
 
@@ -59,7 +59,7 @@ impl Sim {
         if self.listeners.is_empty() || open >= self.config.max_peers {
             return Ok(());
         }
-        let which = self.chooser.borrow_mut().below(self.listeners.len()).unwrap_or(0);
+        let which = self.chooser.below(self.listeners.len()).unwrap_or(0);
         let listener = self.listeners[which].id;
         let sizes = self.sizes();
         let id = self.peers.len();
@@ -90,22 +90,34 @@ impl Sim {
     /// A peer that may still send writes up to `size` bytes of its traffic.
     pub(super) fn peer_writes(&mut self, size: usize) {
         let Some(i) = self.pick_peer() else { return };
-        if self.peers[i].write_shut {
+        let peer = &mut self.peers[i];
+        if peer.write_shut {
             return;
         }
-        let start = self.peers[i].report.sent.len();
-        let data = self.traffic.bytes(i, start, size);
-        let n = self.peers[i].end.as_ref().map_or(0, |end| peer_io(memory::send(end, &data, false)));
-        self.peers[i].report.sent.extend_from_slice(&data[..n]);
+        // Only the bytes the send will take are made (the rest of `size`
+        // would be thrown away), straight into the report.
+        let room = peer.end.as_ref().map_or(0, memory::send_room);
+        let start = peer.report.sent.len();
+        let mut n = 0;
+        if let Some(end) = &peer.end
+            && room > 0
+        {
+            let sent = &mut peer.report.sent;
+            self.traffic.extend_stream(i, start, size.min(room), sent);
+            n = peer_io(memory::send(end, &sent[start..], false));
+            sent.truncate(start + n);
+        }
         self.log(Line::Peer { peer: i, act: Act::Writes { n, size } });
     }
 
     /// A peer reads up to `size` bytes.
     pub(super) fn peer_reads(&mut self, size: usize) {
         let Some(i) = self.pick_peer() else { return };
-        let mut buf = vec![0u8; size];
-        let got = self.peers[i].end.as_ref().map_or(0, |end| peer_io(memory::recv(end, &mut buf, false)));
-        self.peers[i].report.received.extend_from_slice(&buf[..got]);
+        let peer = &mut self.peers[i];
+        let got = peer
+            .end
+            .as_ref()
+            .map_or(0, |end| peer_io(memory::recv_append(end, &mut peer.report.received, size)));
         self.log(Line::Peer { peer: i, act: Act::Reads { got, size } });
     }
 
@@ -138,7 +150,7 @@ impl Sim {
     /// The first slow connect still in progress completes, or is refused.
     pub(super) fn slow_connect_ends(&mut self) {
         let Some(i) = self.peers.iter().position(|p| p.pending) else { return };
-        let refuse = self.chooser.borrow_mut().one_in(4);
+        let refuse = self.chooser.one_in(4);
         self.peers[i].pending = false;
         if let Some(end) = &self.peers[i].end {
             memory::set_link(end, if refuse { Link::Refused } else { Link::Established });

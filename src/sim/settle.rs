@@ -59,17 +59,11 @@ impl Sim {
 
     /// Every open peer reads all that is waiting for it; returns how much.
     fn peers_read_all(&mut self) -> usize {
-        // Made once per run, not zeroed on every iteration.
-        if self.read_buf.is_empty() {
-            self.read_buf = vec![0u8; 16 * 1024];
-        }
-        let buf = &mut self.read_buf;
         let mut total = 0;
         for (i, peer) in self.peers.iter_mut().enumerate() {
             let Some(end) = &peer.end else { continue };
             let mut got = 0;
-            while let Ok(n @ 1..) = memory::recv(end, buf, false) {
-                peer.report.received.extend_from_slice(&buf[..n]);
+            while let Ok(n @ 1..) = memory::recv_append(end, &mut peer.report.received, usize::MAX) {
                 got += n;
             }
             if got > 0 {
