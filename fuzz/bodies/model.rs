@@ -25,31 +25,43 @@ pub struct Policy {
     protocol: Protocol,
     in_payload: bool,
     ended: usize,
+    /// `LenHeader`'s header terminator, made once.
+    header: Terminator,
+    /// The last payload count given.
+    payload: Terminator,
 }
 
 impl Policy {
     pub fn new(protocol: &Protocol) -> Policy {
-        Policy { protocol: protocol.clone(), in_payload: false, ended: 0 }
+        let header = match protocol {
+            Protocol::LenHeader(header) => Terminator::bytes(header),
+            _ => Terminator::None,
+        };
+        Policy { protocol: protocol.clone(), in_payload: false, ended: 0, header, payload: Terminator::None }
     }
 
-    /// The terminator to set after `record` ended, if it changes.
-    pub fn after_record(&mut self, record: &[u8]) -> Option<Terminator> {
+    /// The terminator to set after `record` ended, if it changes. Lent, not
+    /// made: a byte terminator is an allocation, and a caller that already
+    /// has an equal one keeps it (one-byte records, each ending with a
+    /// terminator chosen again, made and dropped one per record).
+    pub fn after_record(&mut self, record: &[u8]) -> Option<&Terminator> {
         self.ended += 1;
         match &self.protocol {
             Protocol::Fixed => None,
-            Protocol::LenHeader(header) => {
+            Protocol::LenHeader(_) => {
                 if self.in_payload {
                     self.in_payload = false;
-                    return Some(Terminator::bytes(header));
+                    return Some(&self.header);
                 }
                 self.in_payload = true;
                 let n = parse_len(record).unwrap_or(record.len() % 17);
-                Some(Terminator::count(n))
+                self.payload = Terminator::count(n);
+                Some(&self.payload)
             }
             Protocol::Switching(choices) => {
                 let h =
                     record.iter().fold(self.ended, |h, &b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
-                Some(choices[h % choices.len()].clone())
+                Some(&choices[h % choices.len()])
             }
         }
     }
@@ -161,8 +173,10 @@ pub fn walk(
         if !by_bytes {
             terminator = Terminator::None; // a completed count stays at "none"
         }
-        if let Some(next) = policy.after_record(data) {
-            terminator = next;
+        if let Some(next) = policy.after_record(data)
+            && *next != terminator
+        {
+            terminator = next.clone();
         }
         if !record(data, by_bytes) {
             break;
