@@ -50,6 +50,8 @@ struct Life {
     /// may expire at the earliest, and the idle timeout that re-arms it
     /// after every callback (`None`: a one-shot deadline).
     timer: Option<(Instant, Option<Duration>)>,
+    /// Whether it counts among the checker's `deadlines`.
+    counted: bool,
 }
 
 /// Per-channel state of the checks; channels are named `#1`, `#2`… in the
@@ -62,9 +64,10 @@ pub(crate) struct Checker {
     pub ids: Ids,
     /// How many channels joined and were not removed yet.
     open: usize,
-    /// Whether any channel was ever given a timer (until then there is
-    /// nothing to scan for).
-    timed: bool,
+    /// How many open channels have a one-shot deadline: until one does,
+    /// there is nothing to scan for (an idle timeout's channels are not
+    /// scanned, see `overdue`).
+    deadlines: usize,
 }
 
 impl Checker {
@@ -87,7 +90,7 @@ impl Checker {
     /// (Idle timeouts are checked against the map's own timers: a wake-up
     /// without a callback re-arms them too, which the trace does not show.)
     pub fn overdue(&self, now: Instant) -> Option<String> {
-        if !self.timed {
+        if self.deadlines == 0 {
             return None;
         }
         // The lowest number first: the lives are in number order.
@@ -100,6 +103,28 @@ impl Checker {
     /// Checks one event, which happened at `now`: the channel's number, or
     /// `Err` saying which invariant broke.
     pub fn check(
+        &mut self,
+        token: Token,
+        event: Traced,
+        now: Instant,
+        clock: &VirtualClock,
+    ) -> Result<u32, String> {
+        let id = self.check_event(token, event, now, clock)?;
+        // Keep the count of open channels with a one-shot deadline.
+        let life = &mut self.lives[id as usize - 1];
+        let deadline = !life.removed && matches!(life.timer, Some((_, None)));
+        if deadline != life.counted {
+            life.counted = deadline;
+            if deadline {
+                self.deadlines += 1;
+            } else {
+                self.deadlines -= 1;
+            }
+        }
+        Ok(id)
+    }
+
+    fn check_event(
         &mut self,
         token: Token,
         event: Traced,
@@ -120,6 +145,7 @@ impl Checker {
                 failed_connect: false,
                 removed: false,
                 timer: None,
+                counted: false,
             });
             self.open += 1;
             return Ok(id);
@@ -140,7 +166,6 @@ impl Checker {
                 Ok(id)
             }
             Traced::Deadline(at) => {
-                self.timed = true;
                 life.timer = at.map(|at| (at, None));
                 Ok(id)
             }

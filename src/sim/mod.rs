@@ -164,6 +164,9 @@ pub struct Sim {
     seed: Option<u64>,
     listeners: Vec<Listener>,
     peers: Vec<Peer>,
+    /// The indices of the peers still open (with an end), in order: a step
+    /// picks one without scanning every peer that ever was.
+    open_peers: Vec<usize>,
     trace: Trace,
     iterations: usize,
     callbacks: usize,
@@ -228,6 +231,7 @@ impl Sim {
             seed: None,
             listeners: Vec::new(),
             peers: Vec::new(),
+            open_peers: Vec::new(),
             trace: Trace::default(),
             iterations: 0,
             callbacks: 0,
@@ -294,6 +298,7 @@ impl Sim {
         let (token, theirs) =
             self.connect_with(if slow { Link::Pending } else { Link::Established }, insert)?;
         self.log(Line::ConnectOut { peer: self.peers.len(), slow });
+        self.open_peers.push(self.peers.len());
         self.peers.push(Peer::open(theirs, slow));
         self.absorb_trace()?;
         Ok(token)

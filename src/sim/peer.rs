@@ -42,21 +42,25 @@ fn peer_io(result: Result<usize, rustix::io::Errno>) -> usize {
 impl Sim {
     /// One of the open peers, chosen; `None` when none is open.
     fn pick_peer(&mut self) -> Option<usize> {
-        // Counted, then found again, rather than collected: no allocation
-        // per step.
-        let open = self.peers.iter().filter(|p| p.end.is_some()).count();
-        if open == 0 {
+        if self.open_peers.is_empty() {
             return None;
         }
-        let nth = self.chooser.below(open)?;
-        self.peers.iter().enumerate().filter(|(_, p)| p.end.is_some()).nth(nth).map(|(i, _)| i)
+        let nth = self.chooser.below(self.open_peers.len())?;
+        Some(self.open_peers[nth])
+    }
+
+    /// Peer `i` is closed (its end dropped, with whatever that does).
+    fn close_peer(&mut self, i: usize) {
+        self.peers[i].end = None;
+        if let Some(at) = self.open_peers.iter().position(|&open| open == i) {
+            self.open_peers.remove(at);
+        }
     }
 
     /// A new client connects to one of the listeners (and, if `vanish`,
     /// leaves before it is accepted).
     pub(super) fn new_peer(&mut self, vanish: bool) -> io::Result<()> {
-        let open = self.peers.iter().filter(|p| p.end.is_some()).count();
-        if self.listeners.is_empty() || open >= self.config.max_peers {
+        if self.listeners.is_empty() || self.open_peers.len() >= self.config.max_peers {
             return Ok(());
         }
         let which = self.chooser.below(self.listeners.len()).unwrap_or(0);
@@ -82,6 +86,7 @@ impl Sim {
             self.peers.push(Peer::gone());
         } else {
             self.log(Line::Peer { peer: id, act: Act::Connects });
+            self.open_peers.push(id);
             self.peers.push(Peer::open(end, false));
         }
         Ok(())
@@ -135,7 +140,7 @@ impl Sim {
     pub(super) fn peer_closes(&mut self) {
         let Some(i) = self.pick_peer() else { return };
         let unread = self.peers[i].end.as_ref().map_or(0, memory::pending);
-        self.peers[i].end = None;
+        self.close_peer(i);
         self.log(Line::Peer { peer: i, act: Act::Closes { reset: unread > 0 } });
     }
 
@@ -156,7 +161,7 @@ impl Sim {
             memory::set_link(end, if refuse { Link::Refused } else { Link::Established });
         }
         if refuse {
-            self.peers[i].end = None;
+            self.close_peer(i);
         }
         self.log(Line::SlowConnect { peer: i, refused: refuse });
     }

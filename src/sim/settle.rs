@@ -38,6 +38,8 @@ impl Sim {
                 self.trace.push(Line::Peer { peer: i, act: Act::HalfCloses });
             }
         }
+        let peers = &self.peers;
+        self.open_peers.retain(|&i| peers[i].end.is_some());
         self.chaos.borrow_mut().truthful = true;
         self.run_until_quiet(true, READING_LIMIT)?;
         for (i, peer) in self.peers.iter_mut().enumerate() {
@@ -45,6 +47,7 @@ impl Sim {
                 self.trace.push(Line::Peer { peer: i, act: Act::Closes { reset: false } });
             }
         }
+        self.open_peers.clear();
         self.run_until_quiet(false, SETTLE_HARD_LIMIT)?;
         let open = self.checker.open_streams();
         if !open.is_empty() {
