@@ -424,32 +424,57 @@ pub(crate) fn accept(listener: &End) -> Result<Option<(End, OwnedFd)>, Errno> {
 
 /// Receives into `buf` (non-empty); `oob` reads the urgent byte.
 pub(crate) fn recv(end: &End, buf: &mut [u8], oob: bool) -> Result<usize, Errno> {
+    if oob {
+        return NET.with_borrow_mut(|net| {
+            let (conn, side) = net.stream(end.0)?;
+            if conn.link != Link::Established {
+                return Err(Errno::NOTCONN);
+            }
+            match conn.to[side].urgent.take() {
+                Some(b) => {
+                    buf[0] = b;
+                    Ok(1)
+                }
+                None => Err(Errno::INVAL),
+            }
+        });
+    }
+    receive(end, buf.len(), |front, back| {
+        // Two slice copies, not a loop per byte: a fuzz target spends its
+        // time here.
+        buf[..front.len()].copy_from_slice(front);
+        buf[front.len()..front.len() + back.len()].copy_from_slice(back);
+    })
+}
+
+/// Receives up to `max` bytes (at least 1) onto the end of `out`, as
+/// [`recv`] into a buffer of `max` would: a simulated peer reads into its
+/// report without a buffer of `max` zeroed bytes (up to hundreds of
+/// kilobytes) for each read.
+pub(crate) fn recv_append(end: &End, out: &mut Vec<u8>, max: usize) -> Result<usize, Errno> {
+    receive(end, max, |front, back| {
+        out.extend_from_slice(front);
+        out.extend_from_slice(back);
+    })
+}
+
+/// An ordinary receive of up to `max` bytes: `take` gets them, in the two
+/// parts of the queue they may span.
+fn receive(end: &End, max: usize, take: impl FnOnce(&[u8], &[u8])) -> Result<usize, Errno> {
     NET.with_borrow_mut(|net| {
         let (conn, side) = net.stream(end.0)?;
         if conn.link != Link::Established {
             return Err(Errno::NOTCONN);
         }
         let pipe = &mut conn.to[side];
-        if oob {
-            return match pipe.urgent.take() {
-                Some(b) => {
-                    buf[0] = b;
-                    Ok(1)
-                }
-                None => Err(Errno::INVAL),
-            };
-        }
         if pipe.read_shut {
             return Ok(0);
         }
         if !pipe.buf.is_empty() {
-            let n = buf.len().min(pipe.buf.len()).min(pipe.chunk);
-            // Two slice copies, not a loop per byte: a fuzz target spends
-            // its time here.
+            let n = max.min(pipe.buf.len()).min(pipe.chunk);
             let (front, back) = pipe.buf.as_slices();
             let first = n.min(front.len());
-            buf[..first].copy_from_slice(&front[..first]);
-            buf[first..n].copy_from_slice(&back[..n - first]);
+            take(&front[..first], &back[..n - first]);
             pipe.buf.drain(..n);
             return Ok(n);
         }
@@ -457,6 +482,21 @@ pub(crate) fn recv(end: &End, buf: &mut [u8], oob: bool) -> Result<usize, Errno>
             return Err(Errno::CONNRESET);
         }
         if pipe.shut { Ok(0) } else { Err(Errno::AGAIN) }
+    })
+}
+
+/// How many bytes an ordinary send from `end` would take now: 0 when it
+/// would fail or block. A simulated peer makes only that many of its
+/// traffic's bytes, not all it was told it may write.
+pub(crate) fn send_room(end: &End) -> usize {
+    NET.with_borrow_mut(|net| {
+        let Ok((conn, side)) = net.stream(end.0) else { return 0 };
+        let peer_closed = conn.closed[1 - side];
+        let pipe = &conn.to[1 - side];
+        if conn.link != Link::Established || pipe.shut || pipe.read_shut || peer_closed {
+            return 0;
+        }
+        pipe.cap.saturating_sub(pipe.buf.len()).min(pipe.chunk)
     })
 }
 

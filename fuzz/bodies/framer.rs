@@ -114,7 +114,7 @@ fn feed(s: &Scenario, chunks: &[&[u8]]) -> Fed {
                 Framed::End => {
                     let record = std::mem::take(&mut current);
                     if let Some(next) = policy.after_record(&record) {
-                        *terminator = next;
+                        *terminator = next.clone();
                     }
                     records.push(record);
                 }

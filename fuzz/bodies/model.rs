@@ -25,31 +25,43 @@ pub struct Policy {
     protocol: Protocol,
     in_payload: bool,
     ended: usize,
+    /// `LenHeader`'s header terminator, made once.
+    header: Terminator,
+    /// The last payload count given.
+    payload: Terminator,
 }
 
 impl Policy {
     pub fn new(protocol: &Protocol) -> Policy {
-        Policy { protocol: protocol.clone(), in_payload: false, ended: 0 }
+        let header = match protocol {
+            Protocol::LenHeader(header) => Terminator::bytes(header),
+            _ => Terminator::None,
+        };
+        Policy { protocol: protocol.clone(), in_payload: false, ended: 0, header, payload: Terminator::None }
     }
 
-    /// The terminator to set after `record` ended, if it changes.
-    pub fn after_record(&mut self, record: &[u8]) -> Option<Terminator> {
+    /// The terminator to set after `record` ended, if it changes. Lent, not
+    /// made: a byte terminator is an allocation, and a caller that already
+    /// has an equal one keeps it (one-byte records, each ending with a
+    /// terminator chosen again, made and dropped one per record).
+    pub fn after_record(&mut self, record: &[u8]) -> Option<&Terminator> {
         self.ended += 1;
         match &self.protocol {
             Protocol::Fixed => None,
-            Protocol::LenHeader(header) => {
+            Protocol::LenHeader(_) => {
                 if self.in_payload {
                     self.in_payload = false;
-                    return Some(Terminator::bytes(header));
+                    return Some(&self.header);
                 }
                 self.in_payload = true;
                 let n = parse_len(record).unwrap_or(record.len() % 17);
-                Some(Terminator::count(n))
+                self.payload = Terminator::count(n);
+                Some(&self.payload)
             }
             Protocol::Switching(choices) => {
                 let h =
                     record.iter().fold(self.ended, |h, &b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
-                Some(choices[h % choices.len()].clone())
+                Some(&choices[h % choices.len()])
             }
         }
     }
@@ -108,31 +120,13 @@ impl Split {
 /// Splits `stream` as async_chat should, starting at `initial`, with the
 /// handler following `protocol`.
 pub fn split(stream: &[u8], initial: &Terminator, protocol: &Protocol) -> Split {
-    let mut policy = Policy::new(protocol);
-    let mut terminator = initial.clone();
-    let mut pos = 0;
     let mut records = Vec::new();
-    loop {
-        let rest = &stream[pos..];
-        let end = match &terminator {
-            Terminator::None => None,
-            Terminator::Count(n) => (rest.len() >= n.get()).then_some((n.get(), 0)),
-            Terminator::Bytes(t) => naive_find(rest, t).map(|i| (i, t.len())),
-        };
-        let Some((len, skip)) = end else { break };
-        let record = rest[..len].to_vec();
-        pos += len + skip;
-        let by_bytes = matches!(terminator, Terminator::Bytes(_));
-        if !by_bytes {
-            terminator = Terminator::None; // a completed count stays at "none"
-        }
-        if let Some(next) = policy.after_record(&record) {
-            terminator = next;
-        }
-        records.push(Record { data: record, by_bytes });
-    }
-    let rest = &stream[pos..];
-    let held = match &terminator {
+    let end = walk(stream, initial, protocol, |data, by_bytes| {
+        records.push(Record { data: data.to_vec(), by_bytes });
+        true
+    });
+    let rest = &stream[end.at..];
+    let held = match &end.terminator {
         Terminator::Bytes(t) => naive_prefix_at_end(rest, t),
         _ => 0,
     };
@@ -141,6 +135,52 @@ pub fn split(stream: &[u8], initial: &Terminator, protocol: &Protocol) -> Split 
         records,
         tail: tail.to_vec(),
         pending: pending.to_vec(),
-        tail_by_bytes: matches!(terminator, Terminator::Bytes(_)),
+        tail_by_bytes: matches!(end.terminator, Terminator::Bytes(_)),
     }
+}
+
+/// Where [`walk`] stopped: the offset of the first byte of no ended record
+/// it handed over, and the terminator in force there.
+pub struct Walked {
+    pub at: usize,
+    pub terminator: Terminator,
+}
+
+/// The records `stream` splits into, starting at `initial`, with the handler
+/// following `protocol`: `record(data, by_bytes)` gets each one in order
+/// (borrowed from `stream`, nothing copied) and returns whether to go on, so
+/// a caller that needs only the first records stops there.
+pub fn walk(
+    stream: &[u8],
+    initial: &Terminator,
+    protocol: &Protocol,
+    mut record: impl FnMut(&[u8], bool) -> bool,
+) -> Walked {
+    let mut policy = Policy::new(protocol);
+    let mut terminator = initial.clone();
+    let mut pos = 0;
+    loop {
+        let rest = &stream[pos..];
+        let end = match &terminator {
+            Terminator::None => None,
+            Terminator::Count(n) => (rest.len() >= n.get()).then_some((n.get(), 0)),
+            Terminator::Bytes(t) => naive_find(rest, t).map(|i| (i, t.len())),
+        };
+        let Some((len, skip)) = end else { break };
+        let data = &rest[..len];
+        pos += len + skip;
+        let by_bytes = matches!(terminator, Terminator::Bytes(_));
+        if !by_bytes {
+            terminator = Terminator::None; // a completed count stays at "none"
+        }
+        if let Some(next) = policy.after_record(data)
+            && *next != terminator
+        {
+            terminator = next.clone();
+        }
+        if !record(data, by_bytes) {
+            break;
+        }
+    }
+    Walked { at: pos, terminator }
 }

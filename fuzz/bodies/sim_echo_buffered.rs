@@ -62,9 +62,10 @@ struct Echo {
 impl StreamHandler<Buffered<Connected>> for Echo {
     fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
         self.timer.on_read(cx);
-        let mut buf = [0u8; 8192];
-        let n = ch.recv(&mut buf[..self.read_size])?;
-        ch.send(&buf[..n])
+        super::with_read_buffer(self.read_size, |buf| {
+            let n = ch.recv(buf)?;
+            ch.send(&buf[..n])
+        })
     }
 
     fn handle_connect_failed(&mut self, _: io::Error, _: &mut Ctx<'_>) {}

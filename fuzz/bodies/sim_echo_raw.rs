@@ -86,9 +86,11 @@ impl StreamHandler for RawEcho {
 
     fn handle_read(&mut self, ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
         self.setup.timer.on_read(cx);
-        let mut buf = [0u8; 8192];
-        let n = ch.recv(&mut buf[..self.setup.read_size])?;
-        self.pending.extend_from_slice(&buf[..n]);
+        super::with_read_buffer(self.setup.read_size, |buf| {
+            let n = ch.recv(buf)?;
+            self.pending.extend_from_slice(&buf[..n]);
+            io::Result::Ok(())
+        })?;
         self.flush(ch)
     }
 

@@ -145,6 +145,16 @@ impl Output {
     /// ([`compact_front`](Self::compact_front)). A single buffer holds at
     /// most `CHUNK`. So the memory is at most the unsent bytes plus `CHUNK`.
     pub(super) fn enqueue(&mut self, mut data: &[u8]) {
+        if let Some(Out::Data { buf, .. }) = self.out.back_mut() {
+            // The common case, a push that fits in the room the last buffer
+            // has: appended, with two comparisons rather than the general
+            // case's growth policy (same result: nothing grows, nothing new
+            // is queued).
+            if data.len() <= buf.capacity() - buf.len() && buf.capacity() <= CHUNK {
+                buf.extend_from_slice(data);
+                return;
+            }
+        }
         if let Some(Out::Data { buf, .. }) = self.out.back_mut()
             && buf.len() < CHUNK
         {

@@ -197,13 +197,26 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     let last_start = haystack.len().checked_sub(needle.len())?;
     let mut from = 0;
     while from <= last_start {
-        let at = from + haystack[from..=last_start].iter().position(|&b| b == first)?;
+        let at = from + memchr(first, &haystack[from..=last_start])?;
         if haystack[at + 1..at + needle.len()] == *rest {
             return Some(at);
         }
         from = at + 1;
     }
     None
+}
+
+/// Where `byte` first occurs in `haystack`: the C library's `memchr`, which
+/// std's `BufRead::skip_until` calls (it reads a slice up to and including
+/// the byte, or all of it). A word at a time, not a comparison per byte,
+/// and not instrumented by a fuzzer's comparison tracing, which made the
+/// byte loop most of a record's cost under `cargo fuzz`.
+fn memchr(byte: u8, haystack: &[u8]) -> Option<usize> {
+    use std::io::BufRead;
+    let mut rest = haystack;
+    let through = rest.skip_until(byte).ok()?;
+    // All of it was read: found only if it ends with the byte.
+    (through > 0 && haystack[through - 1] == byte).then(|| through - 1)
 }
 
 /// The length of the longest proper prefix of `needle` that ends `haystack`
@@ -402,6 +415,18 @@ mod tests {
                 assert_eq!(find(&haystack, needle), naive(&haystack, needle), "{haystack:?} {needle:?}");
             }
             assert_eq!(find(&haystack, b""), Some(0));
+        }
+    }
+
+    #[test]
+    fn memchr_finds_the_first_occurrence_or_none() {
+        let long: Vec<u8> = (0..300).map(|i| (i % 7) as u8 + b'a').collect();
+        let haystacks = [&b""[..], b"a", b"b", b"ab", b"ba", b"aab", b"bbb", &long, &long[5..], &long[..1]];
+        for haystack in haystacks {
+            for byte in [b'a', b'b', b'g', b'z', 0] {
+                let expected = haystack.iter().position(|&b| b == byte);
+                assert_eq!(memchr(byte, haystack), expected, "{byte} in {haystack:?}");
+            }
         }
     }
 

@@ -1,20 +1,46 @@
 //! The loop's invariants, checked on every traced event.
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
 
 use crate::clock::VirtualClock;
-
-/// Channel numbers (`#n`, in the order channels joined) by token key.
-pub(crate) type Ids = std::rc::Rc<std::cell::RefCell<HashMap<u64, u32, BuildHasherDefault<KeyHasher>>>>;
 use crate::token::Token;
 use crate::trace::{Callback, Joined, Traced};
 
+/// Channel numbers (`#n`, in the order channels joined) by token key, shared
+/// by the checker, which gives them, and the script, which orders by them.
+pub(crate) type Ids = std::rc::Rc<std::cell::RefCell<IdTable>>;
+
+/// Channel numbers by token key, in a table indexed by the key's slot (the
+/// map's own index, a small number): every slot keeps the numbers of the
+/// channels it held, latest last, with their generations. A lookup is an
+/// index and, for a channel still open, one comparison; hashing every key
+/// of every event was a visible share of a fuzz run.
+#[derive(Debug, Default)]
+pub(crate) struct IdTable {
+    slots: Vec<Vec<(u32, u32)>>,
+}
+
+impl IdTable {
+    /// The number of the channel with token key `key`, if it ever joined.
+    pub fn get(&self, key: u64) -> Option<u32> {
+        let (index, generation) = (key as u32, (key >> 32) as u32);
+        let held = self.slots.get(index as usize)?;
+        held.iter().rev().find(|&&(g, _)| g == generation).map(|&(_, id)| id)
+    }
+
+    fn insert(&mut self, key: u64, id: u32) {
+        let (index, generation) = (key as u32 as usize, (key >> 32) as u32);
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, Vec::new);
+        }
+        let held = &mut self.slots[index];
+        held.retain(|&(g, _)| g != generation);
+        held.push((generation, id));
+    }
+}
+
 #[derive(Debug)]
 struct Life {
-    /// The channel's number: `#id` in the trace.
-    id: u32,
     joined: Joined,
     connected: bool,
     closes: u32,
@@ -24,38 +50,39 @@ struct Life {
     /// may expire at the earliest, and the idle timeout that re-arms it
     /// after every callback (`None`: a one-shot deadline).
     timer: Option<(Instant, Option<Duration>)>,
+    /// Whether it counts among the checker's `deadlines`.
+    counted: bool,
 }
 
 /// Per-channel state of the checks; channels are named `#1`, `#2`… in the
 /// order they joined, so traces do not depend on descriptor numbers.
 #[derive(Debug, Default)]
 pub(crate) struct Checker {
-    lives: HashMap<Token, Life, BuildHasherDefault<KeyHasher>>,
+    /// Every channel that joined, `#id` at `id - 1`.
+    lives: Vec<Life>,
     /// Channel numbers by token key, shared with the script.
     pub ids: Ids,
-    next: u32,
-    /// Whether any channel was ever given a timer (until then there is
-    /// nothing to scan for).
-    timed: bool,
+    /// How many channels joined and were not removed yet.
+    open: usize,
+    /// How many open channels have a one-shot deadline: until one does,
+    /// there is nothing to scan for (an idle timeout's channels are not
+    /// scanned, see `overdue`).
+    deadlines: usize,
 }
 
 impl Checker {
     pub fn open_streams(&self) -> Vec<String> {
-        let mut open: Vec<String> = self
-            .lives
-            .values()
-            .filter(|l| !l.removed && matches!(l.joined, Joined::Connecting | Joined::Connected))
-            .map(|l| l.id)
-            .collect::<Vec<u32>>()
-            .into_iter()
-            .map(|id| format!("#{id}"))
+        let mut open: Vec<String> = (1..)
+            .zip(&self.lives)
+            .filter(|(_, l)| !l.removed && matches!(l.joined, Joined::Connecting | Joined::Connected))
+            .map(|(id, _)| format!("#{id}"))
             .collect();
         open.sort();
         open
     }
 
     pub fn live(&self) -> usize {
-        self.lives.values().filter(|l| !l.removed).count()
+        self.open
     }
 
     /// A live channel whose one-shot deadline passed at or before `now`:
@@ -63,15 +90,14 @@ impl Checker {
     /// (Idle timeouts are checked against the map's own timers: a wake-up
     /// without a callback re-arms them too, which the trace does not show.)
     pub fn overdue(&self, now: Instant) -> Option<String> {
-        if !self.timed {
+        if self.deadlines == 0 {
             return None;
         }
-        self.lives
-            .values()
-            .filter(|l| !l.removed && matches!(l.timer, Some((due, None)) if due <= now))
-            .map(|l| l.id)
-            .min()
-            .map(|id| format!("#{id}'s deadline"))
+        // The lowest number first: the lives are in number order.
+        (1..)
+            .zip(&self.lives)
+            .find(|(_, l)| !l.removed && matches!(l.timer, Some((due, None)) if due <= now))
+            .map(|(id, _)| format!("#{id}'s deadline"))
     }
 
     /// Checks one event, which happened at `now`: the channel's number, or
@@ -83,28 +109,51 @@ impl Checker {
         now: Instant,
         clock: &VirtualClock,
     ) -> Result<u32, String> {
+        let id = self.check_event(token, event, now, clock)?;
+        // Keep the count of open channels with a one-shot deadline.
+        let life = &mut self.lives[id as usize - 1];
+        let deadline = !life.removed && matches!(life.timer, Some((_, None)));
+        if deadline != life.counted {
+            life.counted = deadline;
+            if deadline {
+                self.deadlines += 1;
+            } else {
+                self.deadlines -= 1;
+            }
+        }
+        Ok(id)
+    }
+
+    fn check_event(
+        &mut self,
+        token: Token,
+        event: Traced,
+        now: Instant,
+        clock: &VirtualClock,
+    ) -> Result<u32, String> {
+        let known = self.ids.borrow().get(token.key());
         if let Traced::Inserted(joined) = event {
-            if self.lives.get(&token).is_some_and(|l| !l.removed) {
+            if known.is_some_and(|id| !self.lives[id as usize - 1].removed) {
                 return Err(format!("token {token:?} inserted twice"));
             }
-            self.next += 1;
-            self.ids.borrow_mut().insert(token.key(), self.next);
-            let life = Life {
-                id: self.next,
+            let id = u32::try_from(self.lives.len() + 1).expect("fewer than 2^32 channels");
+            self.ids.borrow_mut().insert(token.key(), id);
+            self.lives.push(Life {
                 joined,
                 connected: false,
                 closes: 0,
                 failed_connect: false,
                 removed: false,
                 timer: None,
-            };
-            self.lives.insert(token, life);
-            return Ok(self.next);
+                counted: false,
+            });
+            self.open += 1;
+            return Ok(id);
         }
-        let Some(life) = self.lives.get_mut(&token) else {
+        let Some(id) = known else {
             return Err(format!("an event for a channel that never joined the map ({token:?}): {event:?}"));
         };
-        let id = life.id;
+        let life = &mut self.lives[id as usize - 1];
         let name = Name(id);
         if life.removed {
             return Err(format!("{name}: {event:?} after the channel closed (D18, stale token D20)"));
@@ -113,10 +162,10 @@ impl Checker {
             Traced::Inserted(_) => unreachable!("handled above"),
             Traced::Removed => {
                 life.removed = true;
+                self.open -= 1;
                 Ok(id)
             }
             Traced::Deadline(at) => {
-                self.timed = true;
                 life.timer = at.map(|at| (at, None));
                 Ok(id)
             }
@@ -192,31 +241,6 @@ impl Checker {
                 Ok(id)
             }
         }
-    }
-}
-
-/// Hashes a token with one multiplication: the keys are the map's own, not
-/// a peer's, and SipHash was a visible share of a fuzz run.
-#[derive(Default)]
-pub(crate) struct KeyHasher(u64);
-
-impl std::hash::Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
     }
 }
 

@@ -114,45 +114,56 @@ impl Traffic {
         Ok(Traffic(Kind::Messages(messages)))
     }
 
-    /// The `len` bytes of peer `peer`'s stream from offset `start`.
-    pub(super) fn bytes(&self, peer: usize, start: usize, len: usize) -> Vec<u8> {
+    /// Appends the `len` bytes of peer `peer`'s stream from offset `start`
+    /// to `out`.
+    pub(super) fn extend_stream(&self, peer: usize, start: usize, len: usize, out: &mut Vec<u8>) {
+        out.reserve(len);
+        let end = out.len() + len;
         match &self.0 {
             Kind::Pattern => {
-                // The stream repeats every 255 bytes: copy one period at a
-                // time rather than compute each byte.
-                let period: Vec<u8> = (0..255).map(|k| ((k * 31 + peer * 7) % 255) as u8).collect();
-                let mut out = Vec::with_capacity(len);
-                let mut at = start % 255;
-                while out.len() < len {
-                    let take = (255 - at).min(len - out.len());
-                    out.extend_from_slice(&period[at..at + take]);
+                // Peer `peer`'s stream is peer 0's shifted: 31·k + 7·i is
+                // 31·(k + 181·7·i) mod 255, as 31·181 is 1 mod 255. So
+                // whole runs of one precomputed period are copied, with no
+                // arithmetic per byte.
+                let mut at = (start % 255 + (peer % 255) * 7 * 181 % 255) % 255;
+                while out.len() < end {
+                    let take = (255 - at).min(end - out.len());
+                    out.extend_from_slice(&PERIOD[at..at + take]);
                     at = 0;
                 }
-                out
             }
             Kind::Messages(messages) => {
                 let cycle: usize = messages.iter().map(Vec::len).sum();
-                let mut out = Vec::with_capacity(len);
                 let mut offset = start % cycle; // into the cycle of messages
-                while out.len() < len {
+                while out.len() < end {
                     for message in messages {
                         if offset >= message.len() {
                             offset -= message.len();
                             continue;
                         }
-                        let take = (message.len() - offset).min(len - out.len());
+                        let take = (message.len() - offset).min(end - out.len());
                         out.extend_from_slice(&message[offset..offset + take]);
                         offset = 0;
-                        if out.len() == len {
+                        if out.len() == end {
                             break;
                         }
                     }
                 }
-                out
             }
         }
     }
 }
+
+/// Peer 0's pattern stream, one period: byte `k` is `31·k mod 255`.
+const PERIOD: [u8; 255] = {
+    let mut period = [0u8; 255];
+    let mut k = 0;
+    while k < 255 {
+        period[k] = (k * 31 % 255) as u8;
+        k += 1;
+    }
+    period
+};
 
 /// What one peer sent and received over the whole run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -231,3 +242,30 @@ impl std::error::Error for SimFailure {}
 /// every peer is gone there is a bounded amount left to read, so a loop that
 /// still moves data after this many is broken too.
 pub const SETTLE_HARD_LIMIT: usize = 1_000_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pattern_is_the_formula_from_any_offset() {
+        for peer in [0, 1, 2, 36, 254, 255, 300] {
+            for (start, len) in [(0, 0), (0, 1), (3, 600), (254, 2), (1000, 511)] {
+                let mut out = vec![9];
+                Traffic::pattern().extend_stream(peer, start, len, &mut out);
+                let formula: Vec<u8> =
+                    (start..start + len).map(|k| ((k % 255 * 31 + peer * 7) % 255) as u8).collect();
+                assert_eq!(out[0], 9, "appended");
+                assert_eq!(out[1..], formula, "peer {peer}, from {start}, {len} bytes");
+            }
+        }
+    }
+
+    #[test]
+    fn messages_cycle_from_any_offset() {
+        let traffic = Traffic::messages([&b"ab"[..], b"", b"cde"]).unwrap();
+        let mut out = Vec::new();
+        traffic.extend_stream(3, 4, 9, &mut out);
+        assert_eq!(out, b"eabcdeabc");
+    }
+}

@@ -155,7 +155,7 @@ const DEFAULT_CAPACITY: usize = 208 * 1024;
 /// The simulated world: a map, its scripted poller, its clock, and the peers.
 pub struct Sim {
     map: Map,
-    chooser: Rc<RefCell<Chooser>>,
+    chooser: Rc<Chooser>,
     chaos: Rc<RefCell<Chaos>>,
     checker: Checker,
     clock: VirtualClock,
@@ -164,6 +164,9 @@ pub struct Sim {
     seed: Option<u64>,
     listeners: Vec<Listener>,
     peers: Vec<Peer>,
+    /// The indices of the peers still open (with an end), in order: a step
+    /// picks one without scanning every peer that ever was.
+    open_peers: Vec<usize>,
     trace: Trace,
     iterations: usize,
     callbacks: usize,
@@ -171,8 +174,6 @@ pub struct Sim {
     progressed: usize,
     /// When the graceful shutdown's grace period ends, once one started.
     shutdown: Option<Instant>,
-    /// Where peers read in the settling (empty until then).
-    read_buf: Vec<u8>,
     /// The loop's recorded events, handed over after each wait (the
     /// allocation goes back and forth with the map's).
     events: crate::trace::Trace,
@@ -203,7 +204,7 @@ impl Sim {
         // once per thread, up front: a failure shows here, not mid-run.
         memory::prepare()?;
         let descriptors_at_start = memory::open_ends();
-        let chooser = Rc::new(RefCell::new(chooser));
+        let chooser = Rc::new(chooser);
         let checker = Checker::default();
         let chaos = Rc::new(RefCell::new(Chaos {
             chooser: chooser.clone(),
@@ -230,12 +231,12 @@ impl Sim {
             seed: None,
             listeners: Vec::new(),
             peers: Vec::new(),
+            open_peers: Vec::new(),
             trace: Trace::default(),
             iterations: 0,
             callbacks: 0,
             progressed: 0,
             shutdown: None,
-            read_buf: Vec::new(),
             events: Vec::new(),
             descriptors_at_start,
         })
@@ -293,7 +294,7 @@ impl Sim {
         &mut self,
         insert: impl FnOnce(Channel<Connecting>, &mut Map) -> io::Result<Token>,
     ) -> io::Result<Token> {
-        let slow = self.chooser.borrow_mut().one_in(3);
+        let slow = self.chooser.one_in(3);
         self.connect_as(if slow { Link::Pending } else { Link::Established }, insert)
     }
 
@@ -323,6 +324,7 @@ impl Sim {
         } else {
             let slow = link == Link::Pending;
             self.log(Line::ConnectOut { peer: self.peers.len(), slow });
+            self.open_peers.push(self.peers.len());
             self.peers.push(Peer::open(theirs, slow));
         }
         self.absorb_trace()?;
@@ -333,8 +335,8 @@ impl Sim {
     /// most one call moves, chosen per direction.
     fn sizes(&mut self) -> Sizes {
         let cap = self.config.socket_buffer.unwrap_or(DEFAULT_CAPACITY).max(1);
-        let mut c = self.chooser.borrow_mut();
-        let mut chunk = || CHUNKS[c.below(CHUNKS.len()).unwrap_or(CHUNKS.len() - 1)];
+        let c = &self.chooser;
+        let chunk = || CHUNKS[c.below(CHUNKS.len()).unwrap_or(CHUNKS.len() - 1)];
         Sizes { cap: [cap; 2], chunk: [chunk(), chunk()] }
     }
 
@@ -355,6 +357,12 @@ impl Sim {
         let now = self.clock.now();
         let mut events = std::mem::take(&mut self.events);
         self.map.swap_trace(&mut events);
+        if events.is_empty() {
+            self.events = events;
+            return Ok(());
+        }
+        // Every event of one wait happened at the same virtual time.
+        let at = self.clock.offset(now);
         for &(token, event) in &events {
             if let Traced::Called { progress, .. } = event {
                 self.callbacks += 1;
@@ -366,7 +374,7 @@ impl Sim {
                         Traced::Deadline(Some(at)) => Some(self.clock.offset(at)),
                         _ => None,
                     };
-                    self.log(Line::Event { id, event, at: self.clock.offset(now), deadline });
+                    self.log(Line::Event { id, event, at, deadline });
                 }
                 Err(violation) => {
                     self.log(Line::Violation(violation.clone()));
@@ -388,8 +396,7 @@ impl Sim {
         {
             let chaos = self.chaos.borrow();
             let ids = chaos.ids.borrow();
-            self.trace
-                .poll(chaos.delivered.iter().map(|&(key, r, notes)| (ids.get(&key).copied(), r, notes)));
+            self.trace.poll(chaos.delivered.iter().map(|&(key, r, notes)| (ids.get(key), r, notes)));
         }
         let stopped = result.map_err(|e| self.fail(format!("the loop failed: {e}")))?;
         self.absorb()?;
@@ -444,42 +451,37 @@ impl Sim {
         // (1); rarely, a graceful shutdown starts (1 in 16 of 1). Peers
         // live long enough for their traffic to interleave with the loop's
         // partial writes.
-        let Some(action) = self.chooser.borrow_mut().below(32) else { return Ok(false) };
-        let size = {
-            let mut c = self.chooser.borrow_mut();
-            1 + c.below(self.config.max_io).unwrap_or(0)
-        };
+        let Some(action) = self.chooser.below(32) else { return Ok(false) };
+        let size = 1 + self.chooser.below(self.config.max_io).unwrap_or(0);
         let io_fail = |sim: &Sim, e: io::Error| sim.fail(format!("a simulated peer failed: {e}"));
         match action {
             0..=8 | 23 | 30 | 31 => return self.poll_once(),
-            9 | 10 => self
-                .new_peer(action == 10 && self.chooser.borrow_mut().one_in(3))
-                .map_err(|e| io_fail(self, e))?,
+            9 | 10 => self.new_peer(action == 10 && self.chooser.one_in(3)).map_err(|e| io_fail(self, e))?,
             11..=15 => self.peer_writes(size),
             16..=19 => self.peer_reads(size),
-            20 if self.chooser.borrow_mut().one_in(3) => self.peer_half_closes(),
-            21 if self.chooser.borrow_mut().one_in(3) => self.peer_closes(),
+            20 if self.chooser.one_in(3) => self.peer_half_closes(),
+            21 if self.chooser.one_in(3) => self.peer_closes(),
             20 | 21 => return self.poll_once(),
             22 => self.peer_sends_oob(),
             24..=26 => {
-                let jump = TIME_JUMPS[self.chooser.borrow_mut().below(TIME_JUMPS.len()).unwrap_or(0)];
+                let jump = TIME_JUMPS[self.chooser.below(TIME_JUMPS.len()).unwrap_or(0)];
                 self.advance(jump);
             }
             27 => {
                 if self.listeners.is_empty() {
                     return Ok(false);
                 }
-                let which = self.chooser.borrow_mut().below(self.listeners.len()).unwrap_or(0);
-                let n = 1 + self.chooser.borrow_mut().below(3).unwrap_or(0) as u32;
+                let which = self.chooser.below(self.listeners.len()).unwrap_or(0);
+                let n = 1 + self.chooser.below(3).unwrap_or(0) as u32;
                 memory::exhaust(self.listeners[which].id, n);
                 self.log(Line::Exhaust { listener: which, n });
             }
             28 => self.slow_connect_ends(),
             _ => {
-                if self.shutdown.is_some() || !self.chooser.borrow_mut().one_in(16) {
+                if self.shutdown.is_some() || !self.chooser.one_in(16) {
                     return self.poll_once();
                 }
-                let grace = TIME_JUMPS[self.chooser.borrow_mut().below(TIME_JUMPS.len()).unwrap_or(0)];
+                let grace = TIME_JUMPS[self.chooser.below(TIME_JUMPS.len()).unwrap_or(0)];
                 self.log(Line::Shutdown { grace });
                 self.shutdown = Some(self.clock.now().checked_add(grace).unwrap_or(self.clock.now()));
                 self.map.shutdown(grace);
@@ -514,7 +516,7 @@ impl Sim {
 
     fn run_inner(&mut self) -> Result<(), SimFailure> {
         for step in 0..self.config.steps {
-            if self.chooser.borrow().is_exhausted() {
+            if self.chooser.is_exhausted() {
                 break;
             }
             if step % 32 == 0 {

@@ -42,24 +42,28 @@ fn peer_io(result: Result<usize, rustix::io::Errno>) -> usize {
 impl Sim {
     /// One of the open peers, chosen; `None` when none is open.
     fn pick_peer(&mut self) -> Option<usize> {
-        // Counted, then found again, rather than collected: no allocation
-        // per step.
-        let open = self.peers.iter().filter(|p| p.end.is_some()).count();
-        if open == 0 {
+        if self.open_peers.is_empty() {
             return None;
         }
-        let nth = self.chooser.borrow_mut().below(open)?;
-        self.peers.iter().enumerate().filter(|(_, p)| p.end.is_some()).nth(nth).map(|(i, _)| i)
+        let nth = self.chooser.below(self.open_peers.len())?;
+        Some(self.open_peers[nth])
+    }
+
+    /// Peer `i` is closed (its end dropped, with whatever that does).
+    fn close_peer(&mut self, i: usize) {
+        self.peers[i].end = None;
+        if let Some(at) = self.open_peers.iter().position(|&open| open == i) {
+            self.open_peers.remove(at);
+        }
     }
 
     /// A new client connects to one of the listeners (and, if `vanish`,
     /// leaves before it is accepted).
     pub(super) fn new_peer(&mut self, vanish: bool) -> io::Result<()> {
-        let open = self.peers.iter().filter(|p| p.end.is_some()).count();
-        if self.listeners.is_empty() || open >= self.config.max_peers {
+        if self.listeners.is_empty() || self.open_peers.len() >= self.config.max_peers {
             return Ok(());
         }
-        let which = self.chooser.borrow_mut().below(self.listeners.len()).unwrap_or(0);
+        let which = self.chooser.below(self.listeners.len()).unwrap_or(0);
         let listener = self.listeners[which].id;
         let sizes = self.sizes();
         let id = self.peers.len();
@@ -82,6 +86,7 @@ impl Sim {
             self.peers.push(Peer::gone());
         } else {
             self.log(Line::Peer { peer: id, act: Act::Connects });
+            self.open_peers.push(id);
             self.peers.push(Peer::open(end, false));
         }
         Ok(())
@@ -90,22 +95,34 @@ impl Sim {
     /// A peer that may still send writes up to `size` bytes of its traffic.
     pub(super) fn peer_writes(&mut self, size: usize) {
         let Some(i) = self.pick_peer() else { return };
-        if self.peers[i].write_shut {
+        let peer = &mut self.peers[i];
+        if peer.write_shut {
             return;
         }
-        let start = self.peers[i].report.sent.len();
-        let data = self.traffic.bytes(i, start, size);
-        let n = self.peers[i].end.as_ref().map_or(0, |end| peer_io(memory::send(end, &data, false)));
-        self.peers[i].report.sent.extend_from_slice(&data[..n]);
+        // Only the bytes the send will take are made (the rest of `size`
+        // would be thrown away), straight into the report.
+        let room = peer.end.as_ref().map_or(0, memory::send_room);
+        let start = peer.report.sent.len();
+        let mut n = 0;
+        if let Some(end) = &peer.end
+            && room > 0
+        {
+            let sent = &mut peer.report.sent;
+            self.traffic.extend_stream(i, start, size.min(room), sent);
+            n = peer_io(memory::send(end, &sent[start..], false));
+            sent.truncate(start + n);
+        }
         self.log(Line::Peer { peer: i, act: Act::Writes { n, size } });
     }
 
     /// A peer reads up to `size` bytes.
     pub(super) fn peer_reads(&mut self, size: usize) {
         let Some(i) = self.pick_peer() else { return };
-        let mut buf = vec![0u8; size];
-        let got = self.peers[i].end.as_ref().map_or(0, |end| peer_io(memory::recv(end, &mut buf, false)));
-        self.peers[i].report.received.extend_from_slice(&buf[..got]);
+        let peer = &mut self.peers[i];
+        let got = peer
+            .end
+            .as_ref()
+            .map_or(0, |end| peer_io(memory::recv_append(end, &mut peer.report.received, size)));
         self.log(Line::Peer { peer: i, act: Act::Reads { got, size } });
     }
 
@@ -123,7 +140,7 @@ impl Sim {
     pub(super) fn peer_closes(&mut self) {
         let Some(i) = self.pick_peer() else { return };
         let unread = self.peers[i].end.as_ref().map_or(0, memory::pending);
-        self.peers[i].end = None;
+        self.close_peer(i);
         self.log(Line::Peer { peer: i, act: Act::Closes { reset: unread > 0 } });
     }
 
@@ -138,13 +155,13 @@ impl Sim {
     /// The first slow connect still in progress completes, or is refused.
     pub(super) fn slow_connect_ends(&mut self) {
         let Some(i) = self.peers.iter().position(|p| p.pending) else { return };
-        let refuse = self.chooser.borrow_mut().one_in(4);
+        let refuse = self.chooser.one_in(4);
         self.peers[i].pending = false;
         if let Some(end) = &self.peers[i].end {
             memory::set_link(end, if refuse { Link::Refused } else { Link::Established });
         }
         if refuse {
-            self.peers[i].end = None;
+            self.close_peer(i);
         }
         self.log(Line::SlowConnect { peer: i, refused: refuse });
     }

@@ -11,7 +11,7 @@ use crate::readiness::Readiness;
 /// wake-ups), reports readiness for channels that have since closed, and
 /// reorders.
 pub(crate) struct Chaos {
-    pub chooser: std::rc::Rc<std::cell::RefCell<Chooser>>,
+    pub chooser: std::rc::Rc<Chooser>,
     /// Keys of channels that have left the map.
     pub graveyard: Vec<u64>,
     /// After the run: report the truth only.
@@ -36,7 +36,7 @@ impl Script for Chaos {
         {
             // One lookup per key, then a sort on the numbers.
             let ids = self.ids.borrow();
-            let id = |key: u64| ids.get(&key).copied().unwrap_or(u32::MAX);
+            let id = |key: u64| ids.get(key).unwrap_or(u32::MAX);
             if events.len() > 1 {
                 let keyed = &mut self.keyed;
                 keyed.clear();
@@ -50,7 +50,7 @@ impl Script for Chaos {
             self.delivered.extend(events.iter().map(|&(k, r)| (k, r, 0)));
             return;
         }
-        let mut c = self.chooser.borrow_mut();
+        let c = &*self.chooser;
         let out = &mut self.delivered;
         for &(key, r) in events.iter() {
             if c.one_in(6) {
@@ -76,7 +76,7 @@ impl Script for Chaos {
             let n = c.below(live.len()).unwrap_or(0);
             let ids = self.ids.borrow();
             self.live.clear();
-            self.live.extend(live.iter().map(|&key| (ids.get(&key).copied().unwrap_or(u32::MAX), key)));
+            self.live.extend(live.iter().map(|&key| (ids.get(key).unwrap_or(u32::MAX), key)));
             let key = self.live.select_nth_unstable(n).1.1;
             let r = if c.one_in(2) { Readiness::READABLE } else { Readiness::WRITABLE };
             out.push((key, r, note::WAKEUP));

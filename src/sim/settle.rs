@@ -38,6 +38,8 @@ impl Sim {
                 self.trace.push(Line::Peer { peer: i, act: Act::HalfCloses });
             }
         }
+        let peers = &self.peers;
+        self.open_peers.retain(|&i| peers[i].end.is_some());
         self.chaos.borrow_mut().truthful = true;
         self.run_until_quiet(true, READING_LIMIT)?;
         for (i, peer) in self.peers.iter_mut().enumerate() {
@@ -45,6 +47,7 @@ impl Sim {
                 self.trace.push(Line::Peer { peer: i, act: Act::Closes { reset: false } });
             }
         }
+        self.open_peers.clear();
         self.run_until_quiet(false, SETTLE_HARD_LIMIT)?;
         let open = self.checker.open_streams();
         if !open.is_empty() {
@@ -59,17 +62,11 @@ impl Sim {
 
     /// Every open peer reads all that is waiting for it; returns how much.
     fn peers_read_all(&mut self) -> usize {
-        // Made once per run, not zeroed on every iteration.
-        if self.read_buf.is_empty() {
-            self.read_buf = vec![0u8; 16 * 1024];
-        }
-        let buf = &mut self.read_buf;
         let mut total = 0;
         for (i, peer) in self.peers.iter_mut().enumerate() {
             let Some(end) = &peer.end else { continue };
             let mut got = 0;
-            while let Ok(n @ 1..) = memory::recv(end, buf, false) {
-                peer.report.received.extend_from_slice(&buf[..n]);
+            while let Ok(n @ 1..) = memory::recv_append(end, &mut peer.report.received, usize::MAX) {
                 got += n;
             }
             if got > 0 {
