@@ -106,7 +106,15 @@ impl<E: ?Sized> Slot<E> {
     /// Puts a channel (back) in: the slot is occupied.
     #[inline]
     pub(super) fn hold(&mut self, entry: Box<E>) {
-        self.entry = Some(entry);
+        // Only an empty slot is filled: a vacant one (`insert` refuses a
+        // live one), or a busy one whose entry is out for its callback. So
+        // the old value is always `None`, and forgetting it spares the loop
+        // the test and drop of an entry that cannot be there: 8 instructions
+        // per echoed message (callgrind; a cold branch instead saved 2). Tests
+        // run with debug assertions, which check it.
+        let previous = self.entry.replace(entry);
+        debug_assert!(previous.is_none(), "a slot was filled twice");
+        std::mem::forget(previous);
         self.flags &= !BUSY;
     }
 }
