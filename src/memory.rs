@@ -489,29 +489,28 @@ fn receive(end: &End, max: usize, take: impl FnOnce(&[u8], &[u8])) -> Result<usi
 /// would fail or block. A simulated peer makes only that many of its
 /// traffic's bytes, not all it was told it may write.
 pub(crate) fn send_room(end: &End) -> usize {
-    NET.with_borrow_mut(|net| {
-        let Ok((conn, side)) = net.stream(end.0) else { return 0 };
-        let peer_closed = conn.closed[1 - side];
-        let pipe = &conn.to[1 - side];
-        if conn.link != Link::Established || pipe.shut || pipe.read_shut || peer_closed {
-            return 0;
-        }
-        pipe.cap.saturating_sub(pipe.buf.len()).min(pipe.chunk)
-    })
+    NET.with_borrow_mut(|net| net.stream(end.0).and_then(|(conn, side)| room(conn, side)).unwrap_or(0))
+}
+
+/// What a send from `side` of `conn` may put in its pipe now, or why it
+/// fails: the one place [`send`] and [`send_room`] take their rules from.
+fn room(conn: &Conn, side: usize) -> Result<usize, Errno> {
+    if conn.link != Link::Established {
+        return Err(Errno::NOTCONN);
+    }
+    let pipe = &conn.to[1 - side];
+    if pipe.shut || pipe.read_shut || conn.closed[1 - side] {
+        return Err(Errno::PIPE);
+    }
+    Ok(pipe.cap.saturating_sub(pipe.buf.len()).min(pipe.chunk))
 }
 
 /// Sends `data`; `oob` sends it as urgent data (its last byte urgent).
 pub(crate) fn send(end: &End, data: &[u8], oob: bool) -> Result<usize, Errno> {
     NET.with_borrow_mut(|net| {
         let (conn, side) = net.stream(end.0)?;
-        if conn.link != Link::Established {
-            return Err(Errno::NOTCONN);
-        }
-        let peer_closed = conn.closed[1 - side];
+        let room = room(conn, side)?;
         let pipe = &mut conn.to[1 - side];
-        if pipe.shut || pipe.read_shut || peer_closed {
-            return Err(Errno::PIPE);
-        }
         if data.is_empty() {
             return Ok(0);
         }
@@ -523,7 +522,7 @@ pub(crate) fn send(end: &End, data: &[u8], oob: bool) -> Result<usize, Errno> {
             }
             return Ok(data.len());
         }
-        let n = data.len().min(pipe.cap.saturating_sub(pipe.buf.len())).min(pipe.chunk);
+        let n = data.len().min(room);
         if n == 0 {
             return Err(Errno::AGAIN);
         }
