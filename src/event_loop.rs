@@ -79,6 +79,13 @@ impl LoopOptions {
 
     /// The longest one wait may block (per iteration, not in total).
     /// Sub-millisecond timeouts are rounded up, never down to a busy loop.
+    ///
+    /// The limit matters only where an iteration that ends with nothing
+    /// ready can be seen: with a [`count`](Self::count), which counts it, or
+    /// with [`Refresh::EveryIteration`], which asks every predicate again
+    /// after it. Otherwise `run` waits without a limit, for the next
+    /// readiness or timer (an idle server then does not wake up every 30 s),
+    /// and a signal's interruption needs no clock read to be retried.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -126,6 +133,7 @@ pub(crate) fn run(map: &mut Map, options: LoopOptions) -> io::Result<()> {
     }
     map.set_catch_panics(options.catch_panics);
     let mut remaining = options.count;
+    let timeout = observed_timeout(&options);
     while !map.is_empty() {
         match &mut remaining {
             Some(0) => break,
@@ -135,11 +143,28 @@ pub(crate) fn run(map: &mut Map, options: LoopOptions) -> io::Result<()> {
         if options.refresh == Refresh::EveryIteration {
             map.refresh_all();
         }
-        if map.poll(options.timeout)? {
+        if map.poll(timeout)? {
             break;
         }
     }
     Ok(())
+}
+
+/// The time limit `run` gives each wait: the caller's, unless no one could
+/// tell it apart from none.
+///
+/// A wait that ends at its limit with nothing ready runs no callback. With a
+/// count, that iteration counts; with [`Refresh::EveryIteration`], every
+/// predicate is asked again before the next wait. With neither, the loop
+/// just waits again, so the limit changes nothing but how often an idle
+/// server wakes up. Deadlines, idle timeouts and a shutdown's grace bound a
+/// wait by themselves (`Registry::wait`). Waiting without a limit then saves
+/// a clock read per wait (taken only so that a wait a signal interrupts is
+/// retried with what is left, rule 11) and the timeout's conversion to
+/// milliseconds: about 60 instructions per wait (callgrind, echo at one
+/// connection).
+fn observed_timeout(options: &LoopOptions) -> Option<Duration> {
+    if options.count.is_none() && options.refresh == Refresh::Touched { None } else { options.timeout }
 }
 
 /// Runs one callback into the channel of `token`, if it is still in the
@@ -388,5 +413,24 @@ pub fn close_all(map: Option<&mut Map>) -> io::Result<()> {
             Ok(())
         }
         None => with_socket_map(Map::close_all),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_has_no_limit_only_where_the_limit_cannot_be_seen() {
+        let ten = Duration::from_millis(10);
+        let base = LoopOptions::new().timeout(ten);
+        assert_eq!(observed_timeout(&base), None, "no count, refresh on touch: unobservable");
+        assert_eq!(observed_timeout(&base.count(3)), Some(ten), "a count counts idle iterations");
+        assert_eq!(
+            observed_timeout(&base.refresh(Refresh::EveryIteration)),
+            Some(ten),
+            "every iteration asks the predicates again"
+        );
+        assert_eq!(observed_timeout(&base.no_timeout().count(1)), None);
     }
 }

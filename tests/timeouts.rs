@@ -97,6 +97,42 @@ fn a_deadline_shortens_an_endless_wait() {
     }
 }
 
+/// `run` without a count and with the default refresh waits without a time
+/// limit (an idle wake-up there runs nothing anyone could see); a deadline
+/// and an idle timeout must still end those waits.
+#[test]
+fn a_loop_without_a_count_still_wakes_for_deadlines_and_idle_timeouts() {
+    for backend in util::backends() {
+        for idle in [false, true] {
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            let log = Log::default();
+            let mut map = util::map(backend);
+            let token = map.insert(Channel::try_from(ours).unwrap(), Idle(log.clone())).unwrap();
+            if idle {
+                map.set_idle_timeout(token, Some(Duration::from_millis(20)));
+            } else {
+                map.set_deadline(token, Some(Instant::now() + Duration::from_millis(20)));
+            }
+            // As above, a watchdog ends a wait that ignores the timer.
+            let woke = Arc::new(AtomicBool::new(false));
+            let watchdog = {
+                let woke = woke.clone();
+                let mut theirs = theirs;
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_secs(10));
+                    woke.store(true, Ordering::SeqCst);
+                    let _ = theirs.write_all(b"w");
+                })
+            };
+            // The timer closes the only channel, so the loop ends on an empty map.
+            map.run(LoopOptions::new().timeout(Duration::from_secs(3600))).unwrap();
+            assert!(!woke.load(Ordering::SeqCst), "{backend}, idle {idle}: the wait ignored the timer");
+            assert_eq!(log.events(), ["timeout"], "{backend}, idle {idle}");
+            drop(watchdog);
+        }
+    }
+}
+
 #[test]
 fn clearing_a_deadline_cancels_it_and_the_default_closes_with_handle_close() {
     struct Quiet(Log);
