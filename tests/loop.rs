@@ -103,6 +103,26 @@ fn an_interrupted_wait_is_retried_not_returned() -> io::Result<()> {
         assert!(elapsed >= timeout, "{backend}: the interrupted wait ended early, after {elapsed:?}");
         assert!(log.events().is_empty(), "{backend}: {:?}", log.events());
     }
+
+    // A wait without a limit (`run`'s, with no count) is retried as well:
+    // only the peer's write, after the interruption, ends it.
+    for backend in backends() {
+        let log = Log::default();
+        let mut m = map(backend);
+        let (ours, mut peer) = Channel::pair()?;
+        m.insert(ours, Probe::new("a", &log))?;
+        let mut stopper = stop_and_continue_after(Duration::from_millis(200));
+        let writer = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(800));
+            send_all(&mut peer, b"late");
+            peer
+        });
+        let result = m.poll(None);
+        assert!(stopper.wait()?.success());
+        let _peer = writer.join().expect("the writer");
+        assert_eq!(result.map_err(|e| e.to_string()), Ok(false), "{backend}: EINTR escaped");
+        assert_eq!(log.events(), ["a:read", "a:data"], "{backend}: the wait ended before the write");
+    }
     Ok(())
 }
 

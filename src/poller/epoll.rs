@@ -52,12 +52,22 @@ impl EpollPoller {
             // Once per map: the buffer is kept from one wait to the next.
             buffer.reserve_exact(EVENTS_CAPACITY);
         }
+        let epoll = &self.epoll;
+        if timeout.is_none() {
+            // A wait without a limit (a loop's usual one: `observed_timeout`)
+            // converts nothing and is retried as it was after a signal.
+            return loop {
+                match epoll::wait(epoll, spare_capacity(&mut *buffer), None) {
+                    Err(rustix::io::Errno::INTR) => continue,
+                    result => break result.map(drop).map_err(io::Error::from),
+                }
+            };
+        }
         if timeout != self.last.0 {
             let rounded = timeout.map(round_up_to_millis);
             self.last = (timeout, rounded, rounded.map(timespec));
         }
         let (_, timeout, spec) = self.last;
-        let epoll = &self.epoll;
         retry_interrupted_at(timeout, spec, |t| epoll::wait(epoll, spare_capacity(&mut *buffer), t), 0)?;
         Ok(())
     }
