@@ -52,7 +52,12 @@ const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
 
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Deadlines by time, then by the order they were queued in (the
+    /// third field is the token's key). Not by token: two timers due at the
+    /// same instant would then fire in descriptor order, which a simulation
+    /// cannot replay in another process.
+    heap: BinaryHeap<Reverse<(Instant, u64, u64)>>,
+    queued: u64,
     by_index: HashMap<u32, Timer, BuildHasherDefault<IndexHasher>>,
 }
 
@@ -73,7 +78,8 @@ impl Timers {
         timer.idle = idle;
         if timer.queued.is_none_or(|q| deadline < q) {
             timer.queued = Some(deadline);
-            self.heap.push(Reverse((deadline, token.key())));
+            self.queued += 1;
+            self.heap.push(Reverse((deadline, self.queued, token.key())));
         }
     }
 
@@ -133,7 +139,7 @@ impl Timers {
     /// The earliest instant the loop must wake for (possibly early: an entry
     /// whose timer was pushed back).
     pub fn next_wake(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((at, _))| *at)
+        self.heap.peek().map(|Reverse((at, _, _))| *at)
     }
 
     /// The earliest deadline armed, and its channel's slot index (a scan:
@@ -149,7 +155,7 @@ impl Timers {
         if fault::is(fault::Fault::Missed) {
             return None;
         }
-        while let Some(&Reverse((at, key))) = self.heap.peek() {
+        while let Some(&Reverse((at, _, key))) = self.heap.peek() {
             if at > now {
                 return None;
             }
@@ -163,7 +169,8 @@ impl Timers {
             if timer.deadline > now {
                 // Pushed back since this entry was queued: queue it again.
                 timer.queued = Some(timer.deadline);
-                self.heap.push(Reverse((timer.deadline, key)));
+                self.queued += 1;
+                self.heap.push(Reverse((timer.deadline, self.queued, key)));
                 continue;
             }
             if timer.idle.is_none() {

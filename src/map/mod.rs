@@ -162,10 +162,8 @@ impl Map {
     /// descriptor cannot fail in a way a caller could act on, so unlike
     /// asyncore's there is nothing to ignore.
     pub fn close_all(&mut self) {
-        for index in 0..self.registry.slot_count() {
-            if let Some(token) = self.registry.token_at(index) {
-                self.registry.remove(token);
-            }
+        for token in self.registry.in_turn(|slot| slot.is_occupied()) {
+            self.registry.remove(token);
         }
     }
 

@@ -37,6 +37,13 @@ pub(crate) struct Registry {
     pub(crate) timers: Timers,
     /// Recorded callbacks, when a simulation asked for them.
     pub(crate) trace: Option<SharedTrace>,
+    /// When a simulation traces: the order each slot's channel joined in
+    /// (by slot, numbered from 1), and the next number. Work the loop does
+    /// channel by channel — closing them all at the end of a shutdown's
+    /// grace — goes in this order there instead of by descriptor number, so
+    /// that a trace does not depend on the numbers the process hands out.
+    joined: Vec<u64>,
+    joins: u64,
     /// A graceful shutdown in progress: when every channel still open is
     /// closed.
     pub(crate) shutdown: Option<Instant>,
@@ -65,6 +72,8 @@ impl Registry {
             poller,
             timers: Timers::default(),
             trace: None,
+            joined: Vec::new(),
+            joins: 0,
             shutdown: None,
             orphans: false,
             clock: Clock::Monotonic,
@@ -167,7 +176,15 @@ impl Registry {
     ) {
         let entry = match &self.trace {
             None => entry,
-            Some(trace) => traced(trace, token, entry),
+            Some(trace) => {
+                let index = token.index() as usize;
+                if self.joined.len() <= index {
+                    self.joined.resize(index + 1, 0);
+                }
+                self.joins += 1;
+                self.joined[index] = self.joins;
+                traced(trace, token, entry)
+            }
         };
         let slot = &mut self.slots[token.index() as usize];
         slot.fill(entry, interest, always_ready, daemon);
@@ -408,25 +425,48 @@ impl Registry {
 
     /// Closes the channels `which` picks, each after its `handle_close`.
     /// Returns whether one of them asked to stop the loop.
+    /// Closes every channel `which` picks, calling its `shut`, and says
+    /// whether one of them stopped the loop.
+    ///
+    /// The channels are picked first, then closed, so what their callbacks
+    /// insert is not closed on the way at the whim of its descriptor number;
+    /// it is picked by the next pass, up to [`CLOSE_PASSES`] in all (a
+    /// handler that opens a channel whenever one closes cannot hold the loop
+    /// here forever).
     pub(crate) fn close_where(&mut self, which: impl Fn(&dyn Entry) -> bool) -> bool {
         let mut stop = false;
-        for index in 0..self.slots.len() {
-            let slot = &self.slots[index];
-            let Some(entry) = slot.entry() else { continue };
-            if slot.has(DAEMON) || !which(entry) {
-                continue;
+        for _ in 0..CLOSE_PASSES {
+            let picked = self.in_turn(|slot| !slot.has(DAEMON) && slot.entry().is_some_and(&which));
+            if picked.is_empty() {
+                break;
             }
-            let token = self.token(index, slot.generation);
-            let Some((mut entry, _)) = self.take(token) else { continue };
-            let mut cx = Ctx::new(self, token);
-            entry.shut(&mut cx);
-            stop |= cx.end();
-            self.discard(token, entry);
+            for token in picked {
+                // An earlier one's callback may have closed it.
+                let Some((mut entry, _)) = self.take(token) else { continue };
+                let mut cx = Ctx::new(self, token);
+                entry.shut(&mut cx);
+                stop |= cx.end();
+                self.discard(token, entry);
+            }
         }
         stop
     }
 
     /// How many slots there are: `token_at` answers for `0..slot_count()`.
+    /// The channels whose slot `pick` picks, in the order the loop serves
+    /// them one after another: by slot, or in a simulation's map the order
+    /// they joined (see `joined`).
+    pub(super) fn in_turn(&self, pick: impl Fn(&Slot<dyn Entry>) -> bool) -> Vec<Token> {
+        let mut picked: Vec<Token> = (0..self.slots.len())
+            .filter(|&index| pick(&self.slots[index]))
+            .map(|index| self.token(index, self.slots[index].generation))
+            .collect();
+        if self.trace.is_some() {
+            picked.sort_by_key(|token| self.joined.get(token.index() as usize).copied().unwrap_or(0));
+        }
+        picked
+    }
+
     pub(crate) fn slot_count(&self) -> usize {
         self.slots.len()
     }
@@ -549,6 +589,10 @@ impl Registry {
 /// A map that traces (the simulation's) records the entry's joining, and
 /// wraps it in one that records its callbacks. Once per insert; a map that
 /// does not trace never gets here.
+/// How many times `close_where` looks again for channels to close that the
+/// closing ones' callbacks opened.
+const CLOSE_PASSES: usize = 3;
+
 #[cold]
 fn traced(trace: &SharedTrace, token: Token, entry: Box<dyn Entry>) -> Box<dyn Entry> {
     trace.borrow_mut().push((token, Traced::Inserted(entry.joined())));
