@@ -331,6 +331,16 @@ pub fn write_report(r: &Report<'_>) -> String {
     );
     let sys_of = |k: &str| main(k).and_then(|m| m.syscalls.clone());
     let cg_at = |k: &str, n: usize| r.cg_idle.get(k)?.iter().find(|(l, _)| *l == n).map(|(_, x)| *x);
+    let one = |k: &str| cg_at(k, 0).unwrap_or(f64::NAN);
+    let (i1_rc, i1_mio) = (one("rc-epoll"), one("mio"));
+    let _ = writeln!(
+        w,
+        "| user instructions per message at 1 connection within 1.1× of mio's (rolecore epoll) | {} vs {} = {}× | {} |",
+        fmt_int(i1_rc),
+        fmt_int(i1_mio),
+        fmt_f(i1_rc / i1_mio, 2),
+        verdict(i1_rc <= 1.1 * i1_mio)
+    );
     if let (Some(rc), Some(c)) = (sys_of("rc-epoll"), sys_of("c")) {
         let ratio = rc.total_per_msg() / c.total_per_msg();
         let _ = writeln!(
@@ -464,6 +474,23 @@ pub fn write_report(r: &Report<'_>) -> String {
             fmt_int(i_mio),
             fmt_int(i_c),
             fmt_f(main("rc-epoll").map_or(f64::NAN, |m| m.med(|x| x.1.sys_us)), 0),
+        );
+    }
+    if i1_rc.partial_cmp(&(1.1 * i1_mio)).is_none_or(|o| o.is_gt()) {
+        let _ = writeln!(
+            w,
+            "- **Instructions per message at 1 connection.** Each message is a wait of its own \
+             here, so the figure is a message's work plus a whole wait's: {} for rolecore epoll \
+             against {} for mio. A wait costs rolecore about {} instructions beyond its share at \
+             50 connections, mio about {}: on top of the system call, rolecore's wait checks \
+             whether anything needs the general path (a file always ready, a timer, a \
+             shutdown, registrations to rebuild, a simulation's script) and starts and ends \
+             `Map::poll` and an iteration of `run`. The wait itself converts no timeout and \
+             reads no clock: `run` without a count gives a wait no limit of its own.",
+            fmt_int(i1_rc),
+            fmt_int(i1_mio),
+            fmt_int(i1_rc - i_rc),
+            fmt_int(i1_mio - i_mio),
         );
     }
     let mem_per = r.idle.get("rc-epoll").and_then(|irr| {
