@@ -134,6 +134,9 @@ pub(crate) fn run(map: &mut Map, options: LoopOptions) -> io::Result<()> {
     map.set_catch_panics(options.catch_panics);
     let mut remaining = options.count;
     let timeout = observed_timeout(&options);
+    if remaining.is_none() && options.refresh == Refresh::Touched {
+        return map.iterate_while_not_empty(timeout);
+    }
     while !map.is_empty() {
         match &mut remaining {
             Some(0) => break,
@@ -243,6 +246,24 @@ impl Map {
     /// that passed: asyncore's `poll()`. Returns whether a handler asked to
     /// stop.
     pub fn poll(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+        self.iterate(timeout)
+    }
+
+    /// Iterations while the map holds channels, until one asks to stop:
+    /// `run` without a count or a refresh of its own. One function, so that
+    /// an iteration does not start and end a call of its own.
+    fn iterate_while_not_empty(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        while !self.is_empty() {
+            if self.iterate(timeout)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`poll`](Self::poll)'s body.
+    #[inline(always)]
+    fn iterate(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
         self.events.clear();
         self.registry.wait(&mut self.events, timeout)?;
         let catch = self.catch_panics;

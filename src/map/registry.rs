@@ -510,7 +510,7 @@ impl Registry {
 
     /// Waits for readiness, up to `timeout` and no later than the next
     /// deadline, and adds what was ready to `events`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         // The common case, inlined into the loop: epoll, which reads no list
         // of sources; no file to report ready, no deadline to wake for

@@ -45,7 +45,7 @@ impl EpollPoller {
 
     /// Waits, leaving the reports in `buffer` as the kernel wrote them (the
     /// loop reads them there).
-    #[inline]
+    #[inline(always)]
     pub fn wait(&mut self, buffer: &mut Vec<epoll::Event>, timeout: Option<Duration>) -> io::Result<()> {
         buffer.clear();
         if buffer.capacity() < EVENTS_CAPACITY {

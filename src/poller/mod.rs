@@ -224,7 +224,7 @@ impl Kernel {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn wait<'a>(
         &mut self,
         sources: impl Iterator<Item = Source<'a>>,
@@ -341,7 +341,7 @@ impl Poller {
     /// Waits up to `timeout` (`None`: forever) and adds what was ready to
     /// `events`. `sources` is consulted only by the rebuilding backends (and
     /// a script).
-    #[inline]
+    #[inline(always)]
     pub fn wait<'a>(
         &mut self,
         sources: impl Iterator<Item = Source<'a>>,
