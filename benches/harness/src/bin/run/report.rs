@@ -484,9 +484,11 @@ pub fn write_report(r: &Report<'_>) -> String {
              against {} for mio. A wait costs rolecore about {} instructions beyond its share at \
              50 connections, mio about {}: on top of the system call, rolecore's wait checks \
              whether anything needs the general path (a file always ready, a timer, a \
-             shutdown, registrations to rebuild, a simulation's script) and starts and ends \
-             `Map::poll` and an iteration of `run`. The wait itself converts no timeout and \
-             reads no clock: `run` without a count gives a wait no limit of its own.",
+             shutdown, registrations to rebuild, a simulation's script), and sets up the \
+             iteration over the reports. It converts no timeout and reads no clock (`run` \
+             without a count gives a wait no limit of its own), and an iteration of `run` is no \
+             call of its own. The rest of the gap is the message's own work, as at 50 \
+             connections.",
             fmt_int(i1_rc),
             fmt_int(i1_mio),
             fmt_int(i1_rc - i_rc),
