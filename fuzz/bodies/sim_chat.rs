@@ -135,11 +135,10 @@ fn next_terminator(policy: &mut Policy, record: &[u8], chat: &mut AsyncChat) {
         // Copied, not cloned through the enum (one-byte counted records
         // set one per record).
         Some(&Terminator::Count(n)) => chat.set_terminator(Terminator::Count(n)),
-        Some(Terminator::Bytes(new)) => {
-            if chat.terminator().as_bytes() != Some(&**new) {
-                chat.set_terminator(Terminator::Bytes(new.clone()));
-            }
+        Some(Terminator::Bytes(new)) if chat.terminator().as_bytes() != Some(&**new) => {
+            chat.set_terminator(Terminator::Bytes(new.clone()));
         }
+        Some(Terminator::Bytes(_)) => {} // the chat has it already
         Some(Terminator::None) => chat.set_terminator(Terminator::None),
     }
 }
