@@ -130,13 +130,17 @@ struct Chat {
 /// has the same byte terminator already (one is an allocation to make and
 /// drop; a count is cheaper to set than to compare).
 fn next_terminator(policy: &mut Policy, record: &[u8], chat: &mut AsyncChat) {
-    let Some(next) = policy.after_record(record) else { return };
-    if let (Terminator::Bytes(now), Terminator::Bytes(new)) = (chat.terminator(), next)
-        && now == new
-    {
-        return;
+    match policy.after_record(record) {
+        None => {}
+        // Copied, not cloned through the enum (one-byte counted records
+        // set one per record).
+        Some(&Terminator::Count(n)) => chat.set_terminator(Terminator::Count(n)),
+        Some(Terminator::Bytes(new)) if chat.terminator().as_bytes() != Some(&**new) => {
+            chat.set_terminator(Terminator::Bytes(new.clone()));
+        }
+        Some(Terminator::Bytes(_)) => {} // the chat has it already
+        Some(Terminator::None) => chat.set_terminator(Terminator::None),
     }
-    chat.set_terminator(next.clone());
 }
 
 impl ChatHandler for Chat {
@@ -160,10 +164,26 @@ impl ChatHandler for Chat {
             }
             None => {
                 next_terminator(&mut self.policy, &self.record, chat);
-                self.out.clear();
-                reply_into(&mut self.out, &self.record);
+                let pushed = match self.record.len() {
+                    // A record of at most 9 bytes (the heaviest inputs send
+                    // hundreds of thousands of one-byte records): its reply
+                    // made on the stack, without the reply buffer's growth
+                    // checks and the digit loop.
+                    len @ 0..=9 => {
+                        let mut small = [b'\n'; 12];
+                        small[0] = b'0' + len as u8;
+                        small[1] = b':';
+                        small[2..2 + len].copy_from_slice(&self.record);
+                        chat.push(&small[..len + 3])
+                    }
+                    _ => {
+                        self.out.clear();
+                        reply_into(&mut self.out, &self.record);
+                        chat.push(&self.out)
+                    }
+                };
                 self.record.clear();
-                chat.push(&self.out)
+                pushed
             }
         }
     }

@@ -52,36 +52,53 @@ pub fn decode(inp: &mut Input<'_>, check_descriptors: bool) -> Setup {
 
 struct RawEcho {
     setup: Setup,
+    /// Bytes read and not yet echoed: `pending[sent..]`.
     pending: Vec<u8>,
+    /// How much of `pending` was sent. The sent front is dropped once it is
+    /// at least half of it, not after every send: a send of one byte (a
+    /// one-byte socket buffer) moved the whole pending buffer, up to
+    /// hundreds of kilobytes, each time.
+    sent: usize,
 }
 
 impl RawEcho {
     fn new(setup: Setup) -> RawEcho {
-        RawEcho { setup, pending: Vec::new() }
+        RawEcho { setup, pending: Vec::new(), sent: 0 }
     }
 
     fn flush(&mut self, ch: &mut Channel<Connected>) -> io::Result<()> {
-        while !self.pending.is_empty() {
-            let n = ch.send(&self.pending)?;
-            if n == 0 {
-                break; // full, or the peer is gone (then the loop closes)
+        let result = loop {
+            if self.sent == self.pending.len() {
+                break Ok(());
             }
-            self.pending.drain(..n);
+            match ch.send(&self.pending[self.sent..]) {
+                // Full, or the peer is gone (then the loop closes).
+                Ok(0) => break Ok(()),
+                Ok(n) => self.sent += n,
+                Err(e) => break Err(e),
+            }
             if !self.setup.burst {
-                break;
+                break Ok(());
             }
+        };
+        if self.sent == self.pending.len() {
+            self.pending.clear();
+            self.sent = 0;
+        } else if self.sent >= self.pending.len() / 2 {
+            self.pending.drain(..self.sent);
+            self.sent = 0;
         }
-        Ok(())
+        result
     }
 }
 
 impl StreamHandler for RawEcho {
     fn readable(&self, _: &Channel<Connected>) -> bool {
-        self.pending.len() < self.setup.cap
+        self.pending.len() - self.sent < self.setup.cap
     }
 
     fn writable(&self, _: &Channel<Connected>) -> bool {
-        !self.pending.is_empty()
+        self.sent < self.pending.len()
     }
 
     fn handle_read(&mut self, ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {

@@ -3,6 +3,7 @@
 //! its callbacks, `close_when_done` and lingering carried out.
 
 use std::io;
+use std::num::NonZeroUsize;
 
 use super::async_chat::{AsyncChat, DEFAULT_IN_BUFFER_SIZE};
 use super::output::LINGER_BYTES;
@@ -221,6 +222,33 @@ impl AsyncChat<Connected> {
                 // close_when_done: the conversation is over; what the peer
                 // sent after it is not read as more records.
                 return Ok(());
+            }
+            if let Terminator::Count(n) = &mut self.input.terminator {
+                // A count, on its own path: no record limit, nothing skipped
+                // or held back, so none of the checks below apply (what
+                // `next_split` and they would do, with fewer branches per
+                // record: a protocol of many small counted records pays
+                // them for every one).
+                self.input.skipping = false;
+                let want = n.get();
+                let Some((data, after)) = rest.split_at_checked(want) else {
+                    *n = NonZeroUsize::new(want - rest.len()).expect("rest.len() < want");
+                    self.input.record_len += rest.len();
+                    return handler.collect_incoming_data(rest, self);
+                };
+                self.input.terminator = Terminator::None;
+                self.input.record_len += want;
+                if let Err(e) = handler.collect_incoming_data(data, self) {
+                    self.input.held.extend_from_slice(after);
+                    return Err(e);
+                }
+                rest = after;
+                self.input.record_len = 0;
+                if let Err(e) = handler.found_terminator(self, cx) {
+                    self.input.held.extend_from_slice(rest);
+                    return Err(e);
+                }
+                continue;
             }
             let bounded = matches!(self.input.terminator, Terminator::Bytes(_));
             self.input.skipping &= bounded;

@@ -179,10 +179,21 @@ pub struct PeerReport {
 impl PeerReport {
     /// What the peer received, without out-of-band bytes that came inline.
     pub fn received_data(&self) -> Vec<u8> {
-        if !self.received.contains(&OOB_BYTE) {
-            return self.received.clone();
+        // Copied a run at a time between urgent bytes, found with the C
+        // library's `memchr` (through `BufRead::skip_until`): a filter
+        // compared every byte, and under a fuzzer's comparison tracing an
+        // echo target's peers (which get their urgent bytes echoed back)
+        // spent a tenth of a run there.
+        use std::io::BufRead;
+        let mut data = Vec::with_capacity(self.received.len());
+        let mut rest: &[u8] = &self.received;
+        loop {
+            let run = rest;
+            let read = rest.skip_until(OOB_BYTE).expect("reading a slice");
+            let Some((&last, before)) = run[..read].split_last() else { break };
+            data.extend_from_slice(if last == OOB_BYTE { before } else { &run[..read] });
         }
-        self.received.iter().copied().filter(|&b| b != OOB_BYTE).collect()
+        data
     }
 }
 
