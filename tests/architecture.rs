@@ -9,12 +9,15 @@
 //! What counts as an import: every path that starts with `crate::`,
 //! `super::` or `self::`, and every path in a `mod.rs` that starts with the
 //! name of one of its own submodules (`pub use child::Item`), in `use`
-//! declarations (braces expanded) and in code alike. Comments (doc links
-//! included) are not code, and neither is a file's `#[cfg(test)]` module,
-//! which comes last in every file. A path names the longest module that is
-//! a prefix of it: `crate::map::Ctx` is an import of `map` (its `mod.rs`,
+//! declarations (braces expanded, `as` renames dropped) and in code alike.
+//! Comments (doc links included) are not code, and neither is an item under
+//! `#[cfg(test)]` (what follows it is). A path names the longest module that
+//! is a prefix of it: `crate::map::Ctx` is an import of `map` (its `mod.rs`,
 //! which re-exports `Ctx`), `super::ctx::Ctx` from `map/registry.rs` one of
-//! `map::ctx`.
+//! `map::ctx`. A path to what the crate root re-exports (`crate::Map`) names
+//! the module the root takes it from, and after a glob import
+//! (`use crate::*`, `use super::*`) a bare path that starts with one of the
+//! glob's modules or items names that module.
 //!
 //! A submodule that uses its parent (`super::Item`) is part of the parent's
 //! module, not above or below it: that edge must respect the layers, but it
@@ -120,12 +123,51 @@ fn modules(dir: &Path, prefix: &str, out: &mut BTreeMap<String, PathBuf>) {
 }
 
 /// The code of a file: comments blanked, string and char literals emptied,
-/// the `#[cfg(test)]` module cut off.
+/// and every `#[cfg(test)]` item cut out (a unit test may use what it
+/// likes); the code after such an item is kept, so nothing placed after a
+/// test module escapes the check.
 fn code(text: &str) -> String {
-    let text = match text.find("#[cfg(test)]") {
-        Some(at) => &text[..at],
-        None => text,
-    };
+    cut_test_items(&blank(text))
+}
+
+/// Cuts each item under `#[cfg(test)]` from `code` (comments and literals
+/// already blanked, so braces match): the attribute, any attributes after
+/// it, and the item up to its `;` or its matching `}`.
+fn cut_test_items(code: &str) -> String {
+    const ATTRIBUTE: &str = "#[cfg(test)]";
+    let bytes = code.as_bytes();
+    let mut out = String::with_capacity(code.len());
+    let mut i = 0;
+    while let Some(at) = code[i..].find(ATTRIBUTE) {
+        out.push_str(&code[i..i + at]);
+        let mut j = i + at + ATTRIBUTE.len();
+        let mut depth = 0usize;
+        while j < bytes.len() {
+            match bytes[j] {
+                b'{' => depth += 1,
+                b'}' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        j += 1;
+                        break;
+                    }
+                }
+                b';' if depth == 0 => {
+                    j += 1;
+                    break;
+                }
+                _ => {}
+            }
+            j += 1;
+        }
+        i = j.min(bytes.len());
+    }
+    out.push_str(&code[i..]);
+    out
+}
+
+/// `text` with comments blanked and string and char literals emptied.
+fn blank(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
@@ -182,7 +224,19 @@ fn is_ident(c: char) -> bool {
 
 /// Expands a `use` tree (`a::{b, c::{d, e}}`) into its paths.
 fn expand(tree: &str) -> Vec<String> {
-    let tree: String = tree.chars().filter(|c| !c.is_whitespace()).collect();
+    // `a as b`: the path is `a`. Then the spaces go.
+    let mut words = Vec::new();
+    let mut tokens = tree.split_whitespace();
+    while let Some(word) = tokens.next() {
+        if word == "as" {
+            // The alias, with what sticks to it (`b,` or `b}`): keep that.
+            let alias = tokens.next().unwrap_or("");
+            words.push(alias.trim_start_matches(is_ident).to_owned());
+        } else {
+            words.push(word.to_owned());
+        }
+    }
+    let tree: String = words.concat();
     let Some(open) = tree.find('{') else { return vec![tree] };
     let prefix = &tree[..open];
     let inner = &tree[open + 1..tree.rfind('}').unwrap()];
@@ -258,7 +312,15 @@ fn paths(code: &str) -> Vec<String> {
 }
 
 /// The module a path from module `from` names, if it is one of the crate's.
-fn resolve(from: &str, from_is_mod_rs: bool, path: &str, modules: &BTreeSet<String>) -> Option<String> {
+/// `root` gives the module behind each item the crate root re-exports, so
+/// that `crate::Map` names `map` as `crate::map::Map` does.
+fn resolve(
+    from: &str,
+    from_is_mod_rs: bool,
+    path: &str,
+    modules: &BTreeSet<String>,
+    root: &BTreeMap<String, String>,
+) -> Option<String> {
     let segments: Vec<&str> = path.split("::").collect();
     let parent = |m: &str| m.rsplit_once("::").map_or(String::new(), |(p, _)| p.to_owned());
     // The module `self::` means, from this file.
@@ -284,6 +346,12 @@ fn resolve(from: &str, from_is_mod_rs: bool, path: &str, modules: &BTreeSet<Stri
         }
         _ => return None,
     };
+    if base.is_empty()
+        && let Some(first) = rest.first()
+        && !modules.contains(*first)
+    {
+        return root.get(*first).cloned();
+    }
     let mut named = base.clone();
     for segment in rest {
         let next = if base.is_empty() { (*segment).to_owned() } else { format!("{base}::{segment}") };
@@ -301,6 +369,7 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
     let mut files = BTreeMap::new();
     modules(&src(), "", &mut files);
     let names: BTreeSet<String> = files.keys().filter(|m| !m.is_empty()).cloned().collect();
+    let root = root_items(&fs::read_to_string(&files[""]).unwrap(), &names);
     let mut graph = BTreeMap::new();
     for (module, path) in &files {
         if module.is_empty() {
@@ -308,14 +377,68 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
         }
         let is_mod_rs = path.file_name().is_some_and(|n| n == "mod.rs");
         let text = fs::read_to_string(path).unwrap();
-        let imports: BTreeSet<String> = paths(&code(&text))
-            .iter()
-            .filter_map(|p| resolve(module, is_mod_rs, p, &names))
-            .filter(|m| m != module)
-            .collect();
-        graph.insert(module.clone(), imports);
+        graph.insert(module.clone(), imports(module, is_mod_rs, &code(&text), &names, &root));
     }
     graph
+}
+
+/// The modules the code of `module` names, itself left out.
+fn imports(
+    module: &str,
+    is_mod_rs: bool,
+    code: &str,
+    names: &BTreeSet<String>,
+    root: &BTreeMap<String, String>,
+) -> BTreeSet<String> {
+    let found = paths(code);
+    // A glob import (`use crate::*`, `use super::*`) brings a module's items
+    // into scope: a bare path can then start with one of them.
+    let globs: Vec<String> = found
+        .iter()
+        .filter_map(|p| p.strip_suffix("::*"))
+        .filter_map(|base| match base {
+            "crate" => Some(String::new()),
+            _ if base.split("::").all(|s| s == "super")
+                && module.matches("::").count() < base.matches("super").count() =>
+            {
+                Some(String::new())
+            }
+            _ => resolve(module, is_mod_rs, &format!("{base}::_"), names, root),
+        })
+        .collect();
+    found
+        .iter()
+        .filter_map(|p| {
+            resolve(module, is_mod_rs, p, names, root).or_else(|| {
+                let first = p.split("::").next()?;
+                if matches!(first, "crate" | "self" | "super") {
+                    return None;
+                }
+                globs.iter().find_map(|base| {
+                    if base.is_empty() && !names.contains(first) {
+                        return root.get(first).cloned();
+                    }
+                    let child = if base.is_empty() { first.to_owned() } else { format!("{base}::{first}") };
+                    names.contains(&child).then(|| resolve(base, true, p, names, root)).flatten()
+                })
+            })
+        })
+        .filter(|m| m != module)
+        .collect()
+}
+
+/// What the crate root re-exports (its `pub use` items), by name, with the
+/// module each comes from.
+fn root_items(lib_rs: &str, names: &BTreeSet<String>) -> BTreeMap<String, String> {
+    let empty = BTreeMap::new();
+    paths(&code(lib_rs))
+        .iter()
+        .filter_map(|p| {
+            let item = p.rsplit("::").next()?;
+            let module = resolve("", true, p, names, &empty)?;
+            (!names.contains(p)).then(|| (item.to_owned(), module))
+        })
+        .collect()
 }
 
 fn layer_of() -> BTreeMap<&'static str, u8> {
@@ -461,16 +584,44 @@ fn the_parser_sees_what_it_must() {
             .into_iter()
             .map(String::from)
             .collect();
+    let root = root_items("pub use map::{Ctx, Map as TheMap};\npub use poller::Backend;\n", &names);
+    assert_eq!(root.get("Ctx").map(String::as_str), Some("map"));
+    assert_eq!(root.get("TheMap"), None, "an alias is not the item's name");
+    assert_eq!(root.get("Backend").map(String::as_str), Some("poller"));
+    assert_eq!(resolve("chat::handler", false, "crate::Ctx", &names, &root).as_deref(), Some("map"));
+    assert_eq!(resolve("chat", true, "super::Backend", &names, &root).as_deref(), Some("poller"));
+    assert_eq!(expand("crate::map as m"), ["crate::map"]);
+    assert_eq!(
+        expand("crate::{map as m, poller::{Backend as B, Interest}}"),
+        ["crate::map", "crate::poller::Backend", "crate::poller::Interest"]
+    );
+    // A glob of the root, then a bare path through it.
+    let through_glob =
+        imports("chat::handler", false, "use crate::*; fn f() { poller::x(); Ctx::y(); }", &names, &root);
+    assert_eq!(through_glob.into_iter().collect::<Vec<_>>(), ["map", "poller"]);
     assert_eq!(
         expand("crate::map::{Ctx, ctx::{A, B}}"),
         ["crate::map::Ctx", "crate::map::ctx::A", "crate::map::ctx::B"]
     );
-    assert_eq!(resolve("map::registry", false, "super::ctx::Ctx", &names).as_deref(), Some("map::ctx"));
-    assert_eq!(resolve("map::registry", false, "crate::map::Ctx", &names).as_deref(), Some("map"));
-    assert_eq!(resolve("chat", true, "handler::ChatHandler", &names).as_deref(), Some("chat::handler"));
-    assert_eq!(resolve("chat::handler", false, "handler::Foo", &names), None);
-    assert_eq!(resolve("poller", true, "std::io::Result", &names), None);
-    let code =
+    assert_eq!(
+        resolve("map::registry", false, "super::ctx::Ctx", &names, &root).as_deref(),
+        Some("map::ctx")
+    );
+    assert_eq!(resolve("map::registry", false, "crate::map::Ctx", &names, &root).as_deref(), Some("map"));
+    assert_eq!(
+        resolve("chat", true, "handler::ChatHandler", &names, &root).as_deref(),
+        Some("chat::handler")
+    );
+    assert_eq!(resolve("chat::handler", false, "handler::Foo", &names, &root), None);
+    assert_eq!(resolve("poller", true, "std::io::Result", &names, &root), None);
+    let blanked =
         code("// use crate::sim;\n/// [`x`](crate::sim)\nlet s = \"crate::sim\"; use crate::map::{Ctx};\n");
-    assert_eq!(paths(&code), ["crate::map::Ctx"]);
+    assert_eq!(paths(&blanked), ["crate::map::Ctx"]);
+    // A test item is cut, braces in its strings and all; what follows it
+    // is still read.
+    let later = code(
+        "fn a() {}\n#[cfg(test)]\n#[allow(unused)]\nmod tests { fn t() { crate::sim::x(\"}\"); } }\n\
+         #[cfg(test)]\nuse crate::sim::Y;\nfn b() { super::event_loop::run(); }\n",
+    );
+    assert_eq!(paths(&later), ["super::event_loop::run"]);
 }
