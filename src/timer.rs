@@ -57,7 +57,8 @@ pub(crate) struct Timers {
     /// same instant would then fire in descriptor order, which a simulation
     /// cannot replay in another process.
     heap: BinaryHeap<Reverse<(Instant, u64, u64)>>,
-    queued: u64,
+    /// How many entries were ever pushed: the next one's place in a tie.
+    pushes: u64,
     by_index: HashMap<u32, Timer, BuildHasherDefault<IndexHasher>>,
 }
 
@@ -78,8 +79,8 @@ impl Timers {
         timer.idle = idle;
         if timer.queued.is_none_or(|q| deadline < q) {
             timer.queued = Some(deadline);
-            self.queued += 1;
-            self.heap.push(Reverse((deadline, self.queued, token.key())));
+            self.pushes += 1;
+            self.heap.push(Reverse((deadline, self.pushes, token.key())));
         }
     }
 
@@ -169,8 +170,8 @@ impl Timers {
             if timer.deadline > now {
                 // Pushed back since this entry was queued: queue it again.
                 timer.queued = Some(timer.deadline);
-                self.queued += 1;
-                self.heap.push(Reverse((timer.deadline, self.queued, key)));
+                self.pushes += 1;
+                self.heap.push(Reverse((timer.deadline, self.pushes, key)));
                 continue;
             }
             if timer.idle.is_none() {

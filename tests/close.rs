@@ -845,3 +845,46 @@ fn p13_a_stream_that_wants_nothing_still_learns_that_its_peer_left() {
         assert_eq!(log.events(), ["close"], "{backend}");
     }
 }
+
+/// Opens a new channel, with the same handler, whenever one closes.
+struct Reopen {
+    closes: Rc<Cell<u32>>,
+    peers: Rc<RefCell<Vec<Channel<Connected>>>>,
+}
+
+impl StreamHandler for Reopen {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0; 64]).map(drop)
+    }
+    fn handle_close(&mut self, _: &mut Channel<Connected>, cx: &mut Ctx<'_>) {
+        self.closes.set(self.closes.get() + 1);
+        let (ours, peer) = Channel::pair().expect("a socket pair");
+        self.peers.borrow_mut().push(peer);
+        let again = Reopen { closes: self.closes.clone(), peers: self.peers.clone() };
+        cx.insert(ours, again).expect("insert");
+    }
+}
+
+/// The end of a shutdown's grace closes every channel, and also those that
+/// closing handlers open meanwhile, picked again after each round; a
+/// handler that always opens another cannot keep the loop there: three
+/// rounds, then what is left stays for the loop to serve.
+#[test]
+fn a_shutdown_closes_what_closing_handlers_open_and_still_ends() -> io::Result<()> {
+    let _fds = shared();
+    for backend in backends() {
+        let closes = Rc::new(Cell::new(0));
+        let peers = Rc::new(RefCell::new(Vec::new()));
+        let mut m = map(backend);
+        for _ in 0..2 {
+            let (ours, peer) = Channel::pair()?;
+            peers.borrow_mut().push(peer);
+            m.insert(ours, Reopen { closes: closes.clone(), peers: peers.clone() })?;
+        }
+        m.shutdown(Duration::ZERO);
+        m.run(rolecore::LoopOptions::new().timeout(Duration::from_millis(10)).count(2))?;
+        assert_eq!(closes.get(), 6, "{backend}: two channels, then two rounds of their replacements");
+        assert_eq!(m.len(), 2, "{backend}: the third round's replacements stay open");
+    }
+    Ok(())
+}

@@ -423,8 +423,6 @@ impl Registry {
         self.close_where(|entry| entry.joined() == Joined::Listening);
     }
 
-    /// Closes the channels `which` picks, each after its `handle_close`.
-    /// Returns whether one of them asked to stop the loop.
     /// Closes every channel `which` picks, calling its `shut`, and says
     /// whether one of them stopped the loop.
     ///
@@ -452,7 +450,6 @@ impl Registry {
         stop
     }
 
-    /// How many slots there are: `token_at` answers for `0..slot_count()`.
     /// The channels whose slot `pick` picks, in the order the loop serves
     /// them one after another: by slot, or in a simulation's map the order
     /// they joined (see `joined`).
@@ -467,6 +464,7 @@ impl Registry {
         picked
     }
 
+    /// How many slots there are: `token_at` answers for `0..slot_count()`.
     pub(crate) fn slot_count(&self) -> usize {
         self.slots.len()
     }
@@ -586,13 +584,13 @@ impl Registry {
     }
 }
 
-/// A map that traces (the simulation's) records the entry's joining, and
-/// wraps it in one that records its callbacks. Once per insert; a map that
-/// does not trace never gets here.
 /// How many times `close_where` looks again for channels to close that the
 /// closing ones' callbacks opened.
 const CLOSE_PASSES: usize = 3;
 
+/// A map that traces (the simulation's) records the entry's joining, and
+/// wraps it in one that records its callbacks. Once per insert; a map that
+/// does not trace never gets here.
 #[cold]
 fn traced(trace: &SharedTrace, token: Token, entry: Box<dyn Entry>) -> Box<dyn Entry> {
     trace.borrow_mut().push((token, Traced::Inserted(entry.joined())));
