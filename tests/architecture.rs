@@ -130,29 +130,61 @@ fn code(text: &str) -> String {
     cut_test_items(&blank(text))
 }
 
-/// Cuts each item under `#[cfg(test)]` from `code` (comments and literals
-/// already blanked, so braces match): the attribute, any attributes after
-/// it, and the item up to its `;` or its matching `}`.
+/// Cuts what each `#[cfg(test)]` applies to from `code` (comments and
+/// literals already blanked, so brackets match): the attribute, and the
+/// item up to its `;` or its block's `}`, or the field, variant, match arm
+/// or statement up to its `,` or `;`. Brackets of all three kinds nest; a
+/// closing one that opened before the attribute (the end of the enclosing
+/// block) ends what is cut and stays.
 fn cut_test_items(code: &str) -> String {
     const ATTRIBUTE: &str = "#[cfg(test)]";
+    const ITEMS: &[&str] = &[
+        "pub",
+        "fn",
+        "mod",
+        "struct",
+        "enum",
+        "union",
+        "impl",
+        "use",
+        "const",
+        "static",
+        "trait",
+        "type",
+        "macro_rules",
+        "extern",
+        "unsafe",
+        "async",
+    ];
     let bytes = code.as_bytes();
     let mut out = String::with_capacity(code.len());
     let mut i = 0;
     while let Some(at) = code[i..].find(ATTRIBUTE) {
         out.push_str(&code[i..i + at]);
         let mut j = i + at + ATTRIBUTE.len();
+        // Whether an item follows (past more attributes): only a field,
+        // variant, arm or statement ends at a comma.
+        let after = code[j..].trim_start();
+        let after = after.strip_prefix("#[").map_or(after, |a| a.split_once(']').map_or(a, |(_, r)| r));
+        let word: String = after.trim_start().chars().take_while(|&c| is_ident(c)).collect();
+        let item = ITEMS.contains(&word.as_str());
         let mut depth = 0usize;
         while j < bytes.len() {
             match bytes[j] {
-                b'{' => depth += 1,
-                b'}' => {
-                    depth = depth.saturating_sub(1);
-                    if depth == 0 {
+                b'{' | b'(' | b'[' => depth += 1,
+                b'}' | b')' | b']' if depth == 0 => break, // the enclosing block's
+                b'}' | b')' | b']' => {
+                    depth -= 1;
+                    if depth == 0 && bytes[j] == b'}' && item {
                         j += 1;
                         break;
                     }
                 }
                 b';' if depth == 0 => {
+                    j += 1;
+                    break;
+                }
+                b',' if depth == 0 && !item => {
                     j += 1;
                     break;
                 }
@@ -179,10 +211,10 @@ fn blank(text: &str) -> String {
         } else if rest.starts_with("/*") {
             let end = rest.find("*/").map_or(rest.len(), |e| e + 2);
             i += end;
-        } else if rest.starts_with('"') || rest.starts_with("r\"") || rest.starts_with("r#\"") {
+        } else if rest.starts_with('"') || raw_string_hashes(rest).is_some() {
             // A string literal: skip to its end (raw strings end at `"` plus
             // as many `#` as they began with).
-            let hashes = rest.bytes().skip(1).take_while(|&b| b == b'#').count();
+            let hashes = raw_string_hashes(rest).unwrap_or(0);
             let (open, close) = if rest.starts_with('r') {
                 (2 + hashes, format!("\"{}", "#".repeat(hashes)))
             } else {
@@ -216,6 +248,14 @@ fn blank(text: &str) -> String {
         }
     }
     out
+}
+
+/// How many `#` a raw string starting at `text` has (`r"`: 0, `r##"`: 2),
+/// if one starts there.
+fn raw_string_hashes(text: &str) -> Option<usize> {
+    let rest = text.strip_prefix('r')?;
+    let hashes = rest.bytes().take_while(|&b| b == b'#').count();
+    (rest.as_bytes().get(hashes) == Some(&b'"')).then_some(hashes)
 }
 
 fn is_ident(c: char) -> bool {
@@ -431,12 +471,20 @@ fn imports(
 /// module each comes from.
 fn root_items(lib_rs: &str, names: &BTreeSet<String>) -> BTreeMap<String, String> {
     let empty = BTreeMap::new();
-    paths(&code(lib_rs))
+    let code = code(lib_rs);
+    // `pub use a::B as C` re-exports B under the name C: `expand` keeps the
+    // path, so the renames are read here.
+    let words: Vec<&str> = code.split(|c: char| !is_ident(c)).filter(|w| !w.is_empty()).collect();
+    let renamed: BTreeMap<&str, &str> =
+        words.windows(3).filter(|w| w[1] == "as").map(|w| (w[0], w[2])).collect();
+    paths(&code)
         .iter()
         .filter_map(|p| {
-            let item = p.rsplit("::").next()?;
+            let last = p.rsplit("::").next()?;
+            let name = renamed.get(last).copied().unwrap_or(last);
+            // An item names the module it is in; a module, itself.
             let module = resolve("", true, p, names, &empty)?;
-            (!names.contains(p)).then(|| (item.to_owned(), module))
+            Some((name.to_owned(), module))
         })
         .collect()
 }
@@ -586,7 +634,13 @@ fn the_parser_sees_what_it_must() {
             .collect();
     let root = root_items("pub use map::{Ctx, Map as TheMap};\npub use poller::Backend;\n", &names);
     assert_eq!(root.get("Ctx").map(String::as_str), Some("map"));
-    assert_eq!(root.get("TheMap"), None, "an alias is not the item's name");
+    assert_eq!(root.get("TheMap").map(String::as_str), Some("map"), "re-exported under its new name");
+    assert_eq!(root.get("Map"), None, "and only under it");
+    let root_with_module = root_items("pub use chat::handler;\n", &names);
+    assert_eq!(
+        resolve("poller", true, "crate::handler::X", &names, &root_with_module).as_deref(),
+        Some("chat::handler")
+    );
     assert_eq!(root.get("Backend").map(String::as_str), Some("poller"));
     assert_eq!(resolve("chat::handler", false, "crate::Ctx", &names, &root).as_deref(), Some("map"));
     assert_eq!(resolve("chat", true, "super::Backend", &names, &root).as_deref(), Some("poller"));
@@ -624,4 +678,30 @@ fn the_parser_sees_what_it_must() {
          #[cfg(test)]\nuse crate::sim::Y;\nfn b() { super::event_loop::run(); }\n",
     );
     assert_eq!(paths(&later), ["super::event_loop::run"]);
+    // A test-only field, variant, arm or statement: cut to its comma or
+    // semicolon, never past the block it is in.
+    for (source, expected) in [
+        ("struct A {\n #[cfg(test)]\n x: u32,\n y: crate::sim::Y,\n}\n", vec!["crate::sim::Y"]),
+        ("enum E { #[cfg(test)] A, B(crate::sim::T) }", vec!["crate::sim::T"]),
+        (
+            "enum E { B(crate::sim::T), #[cfg(test)] A }\nfn f() { crate::map::g(); }",
+            vec!["crate::sim::T", "crate::map::g"],
+        ),
+        ("fn f(v: u8) { match v { #[cfg(test)] 0 => (), _ => crate::sim::q(), } }", vec!["crate::sim::q"]),
+        ("fn f() { #[cfg(test)] let a = crate::map::a(); crate::sim::b(); }", vec!["crate::sim::b"]),
+        (
+            "#[cfg(test)]\nconst N: [u8; 2] = crate::sim::X;\nfn k() { crate::map::k(); }",
+            vec!["crate::map::k"],
+        ),
+        (
+            "#[cfg(test)]\nfn f<A, B>() -> [u8; 2] { crate::sim::x() }\nfn k() { crate::map::k(); }",
+            vec!["crate::map::k"],
+        ),
+        (
+            "#[cfg(test)]\nmod t { const S: &str = r##\"say \"{\" now\"##; }\nfn k() { crate::sim::y(); }\n",
+            vec!["crate::sim::y"],
+        ),
+    ] {
+        assert_eq!(paths(&code(source)), expected, "{source}");
+    }
 }

@@ -29,9 +29,10 @@
 //! any machine and at any speed, whatever else the process opens
 //! meanwhile. The map's table is indexed by descriptor number, so nothing
 //! the loop serves in turn goes by it: readiness is reported in the order
-//! channels joined, timers due at the same instant fire in the order they
-//! were armed, and the channels a shutdown closes go in the order they
-//! joined.
+//! channels joined, timers due at the same instant fire in the order the
+//! timer queue took them in (an idle timeout pushed back by activity is
+//! queued again when its old place comes due), and the channels a shutdown
+//! closes go in the order they joined.
 //!
 //! On every step the simulation checks what the loop delivered against its
 //! invariants: nothing after close and `handle_close` at most once (D18), no
@@ -665,10 +666,11 @@ mod tests {
     }
 
     /// Timers due at the same instant, and the channels a shutdown closes at
-    /// the end of its grace, are served in the order they were armed and
-    /// joined, not by descriptor number: a run whose descriptors are
-    /// numbered differently gives the same trace. (This test runs beside
-    /// others that open descriptors, which it must not mind either.)
+    /// the end of its grace, are served in the order the timer queue took
+    /// them in and the order they joined, not by descriptor number: a run
+    /// whose descriptors are numbered differently gives the same trace.
+    /// (This test runs beside others that open descriptors, which it must
+    /// not mind either.)
     #[test]
     fn the_same_seed_gives_the_same_trace_whatever_the_descriptor_numbers() {
         let (mut timers, mut shutdowns) = (0, 0);
