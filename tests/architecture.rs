@@ -164,9 +164,11 @@ fn cut_test_items(code: &str) -> String {
         let mut j = i + at + ATTRIBUTE.len();
         // Whether an item follows (past more attributes): only a field,
         // variant, arm or statement ends at a comma.
-        let after = code[j..].trim_start();
-        let after = after.strip_prefix("#[").map_or(after, |a| a.split_once(']').map_or(a, |(_, r)| r));
-        let word: String = after.trim_start().chars().take_while(|&c| is_ident(c)).collect();
+        let mut after = code[j..].trim_start();
+        while let Some((_, rest)) = after.strip_prefix("#[").and_then(|a| a.split_once(']')) {
+            after = rest.trim_start();
+        }
+        let word: String = after.chars().take_while(|&c| is_ident(c)).collect();
         let item = ITEMS.contains(&word.as_str());
         let mut depth = 0usize;
         while j < bytes.len() {
@@ -695,6 +697,10 @@ fn the_parser_sees_what_it_must() {
         ),
         (
             "#[cfg(test)]\nfn f<A, B>() -> [u8; 2] { crate::sim::x() }\nfn k() { crate::map::k(); }",
+            vec!["crate::map::k"],
+        ),
+        (
+            "#[cfg(test)]\n#[allow(dead_code)]\n#[inline]\nfn f<A, B>() { crate::sim::x() }\nfn k() { crate::map::k(); }",
             vec!["crate::map::k"],
         ),
         (
