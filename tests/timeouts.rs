@@ -70,6 +70,21 @@ fn activity_rearms_an_idle_timeout() {
     }
 }
 
+/// Wakes the loop after 10 s by writing to the channel's peer, so a wait
+/// that a timer should have ended ends the test instead of hanging it; the
+/// flag says whether it had to. The thread is left to finish on its own: it
+/// only writes to a socket that is closed by then.
+fn watchdog(mut theirs: UnixStream) -> Arc<AtomicBool> {
+    let woke = Arc::new(AtomicBool::new(false));
+    let flag = woke.clone();
+    thread::spawn(move || {
+        thread::sleep(Duration::from_secs(10));
+        flag.store(true, Ordering::SeqCst);
+        let _ = theirs.write_all(b"w");
+    });
+    woke
+}
+
 #[test]
 fn a_deadline_shortens_an_endless_wait() {
     for backend in util::backends() {
@@ -78,22 +93,10 @@ fn a_deadline_shortens_an_endless_wait() {
         let mut map = util::map(backend);
         let token = map.insert(Channel::try_from(ours).unwrap(), Idle(log.clone())).unwrap();
         map.set_deadline(token, Some(Instant::now() + Duration::from_millis(20)));
-        // A watchdog wakes the loop after 10 s by writing to the channel, so a
-        // wait that did not shrink ends the test instead of hanging it.
-        let woke = Arc::new(AtomicBool::new(false));
-        let watchdog = {
-            let woke = woke.clone();
-            let mut theirs = theirs;
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_secs(10));
-                woke.store(true, Ordering::SeqCst);
-                let _ = theirs.write_all(b"w");
-            })
-        };
+        let woke = watchdog(theirs);
         map.run(LoopOptions::new().no_timeout().count(1)).unwrap();
         assert!(!woke.load(Ordering::SeqCst), "{backend}: the wait ignored the deadline");
         assert_eq!(log.events(), ["timeout"], "{backend}");
-        drop(watchdog); // detached; it only writes to a closed socket
     }
 }
 
@@ -113,22 +116,11 @@ fn a_loop_without_a_count_still_wakes_for_deadlines_and_idle_timeouts() {
             } else {
                 map.set_deadline(token, Some(Instant::now() + Duration::from_millis(20)));
             }
-            // As above, a watchdog ends a wait that ignores the timer.
-            let woke = Arc::new(AtomicBool::new(false));
-            let watchdog = {
-                let woke = woke.clone();
-                let mut theirs = theirs;
-                std::thread::spawn(move || {
-                    std::thread::sleep(Duration::from_secs(10));
-                    woke.store(true, Ordering::SeqCst);
-                    let _ = theirs.write_all(b"w");
-                })
-            };
+            let woke = watchdog(theirs);
             // The timer closes the only channel, so the loop ends on an empty map.
             map.run(LoopOptions::new().timeout(Duration::from_secs(3600))).unwrap();
             assert!(!woke.load(Ordering::SeqCst), "{backend}, idle {idle}: the wait ignored the timer");
             assert_eq!(log.events(), ["timeout"], "{backend}, idle {idle}");
-            drop(watchdog);
         }
     }
 }
