@@ -439,7 +439,7 @@ pub(crate) fn recv(end: &End, buf: &mut [u8], oob: bool) -> Result<usize, Errno>
             }
         });
     }
-    receive(end, buf.len(), |front, back| {
+    receive(end, buf.len(), true, |front, back| {
         // Two slice copies, not a loop per byte: a fuzz target spends its
         // time here.
         buf[..front.len()].copy_from_slice(front);
@@ -452,15 +452,28 @@ pub(crate) fn recv(end: &End, buf: &mut [u8], oob: bool) -> Result<usize, Errno>
 /// report without a buffer of `max` zeroed bytes (up to hundreds of
 /// kilobytes) for each read.
 pub(crate) fn recv_append(end: &End, out: &mut Vec<u8>, max: usize) -> Result<usize, Errno> {
-    receive(end, max, |front, back| {
+    receive(end, max, true, |front, back| {
         out.extend_from_slice(front);
         out.extend_from_slice(back);
     })
 }
 
-/// An ordinary receive of up to `max` bytes: `take` gets them, in the two
-/// parts of the queue they may span.
-fn receive(end: &End, max: usize, take: impl FnOnce(&[u8], &[u8])) -> Result<usize, Errno> {
+/// Everything waiting at `end`, onto the end of `out`, in one call: what
+/// [`recv_append`] calls made until none returned a byte would give, in
+/// the same order and with the same final result, but without one call
+/// per byte when the connection moves a byte per call (a simulated peer
+/// reading a kernel-size buffer at the end of a run made 200,000 of them).
+pub(crate) fn recv_all_append(end: &End, out: &mut Vec<u8>) -> Result<usize, Errno> {
+    receive(end, usize::MAX, false, |front, back| {
+        out.extend_from_slice(front);
+        out.extend_from_slice(back);
+    })
+}
+
+/// An ordinary receive of up to `max` bytes (and of at most the
+/// connection's bytes per call, when `chunked`): `take` gets them, in the
+/// two parts of the queue they may span.
+fn receive(end: &End, max: usize, chunked: bool, take: impl FnOnce(&[u8], &[u8])) -> Result<usize, Errno> {
     NET.with_borrow_mut(|net| {
         let (conn, side) = net.stream(end.0)?;
         if conn.link != Link::Established {
@@ -471,7 +484,7 @@ fn receive(end: &End, max: usize, take: impl FnOnce(&[u8], &[u8])) -> Result<usi
             return Ok(0);
         }
         if !pipe.buf.is_empty() {
-            let n = max.min(pipe.buf.len()).min(pipe.chunk);
+            let n = max.min(pipe.buf.len()).min(if chunked { pipe.chunk } else { usize::MAX });
             let (front, back) = pipe.buf.as_slices();
             let first = n.min(front.len());
             take(&front[..first], &back[..n - first]);
@@ -636,6 +649,21 @@ mod tests {
         assert_eq!(recv(&a, &mut buf, false), Err(Errno::AGAIN));
         assert_eq!(send(&b, b"x", false), Ok(1));
         assert_eq!(recv(&a, &mut buf, false), Ok(1));
+    }
+
+    #[test]
+    fn reading_all_takes_every_byte_in_one_call_whatever_the_chunk() {
+        let (a, b) = pair(sizes(64, 1), Link::Established).unwrap();
+        for byte in b"abcde" {
+            assert_eq!(send(&a, &[*byte], false), Ok(1));
+        }
+        let mut got = b">".to_vec();
+        assert_eq!(recv_append(&b, &mut got, 64), Ok(1), "an ordinary call takes one byte");
+        assert_eq!(recv_all_append(&b, &mut got), Ok(4));
+        assert_eq!(got, b">abcde");
+        assert_eq!(recv_all_append(&b, &mut got), Err(Errno::AGAIN), "as an empty receive would");
+        shutdown(&a, false, true).unwrap();
+        assert_eq!(recv_all_append(&b, &mut got), Ok(0), "then the end of stream");
     }
 
     #[test]

@@ -17,7 +17,8 @@ pub struct SimConfig {
     /// once (its receive buffer): small ones make partial writes and
     /// would-block common. `None` is about what Linux gives a socket
     /// (208 KiB). Independently, each direction of each connection gets a
-    /// most-bytes-per-call chosen by the run (1 byte to unlimited).
+    /// most-bytes-per-call chosen by the run (1 byte to unlimited), and then
+    /// holds at most 64 calls' worth (64 bytes when a call moves one).
     pub socket_buffer: Option<usize>,
     /// Most loop iterations in a row, in the settling phase, whose callbacks
     /// move no data before the simulation calls it a livelock. Iterations

@@ -150,6 +150,10 @@ const TIME_JUMPS: [Duration; 8] = [
 /// when it is made: a byte at a time up to no limit but the capacity.
 const CHUNKS: [usize; 6] = [1, 3, 64, 1024, 16_384, usize::MAX];
 
+/// Most calls of [`CHUNKS`]' size that fill a direction: its capacity is
+/// at most this many times its bytes per call.
+const CALLS_PER_FILL: usize = 64;
+
 /// The capacity of each direction when [`SimConfig::socket_buffer`] is
 /// `None`: about what Linux gives a socket.
 const DEFAULT_CAPACITY: usize = 208 * 1024;
@@ -339,7 +343,14 @@ impl Sim {
         let cap = self.config.socket_buffer.unwrap_or(DEFAULT_CAPACITY).max(1);
         let c = &self.chooser;
         let chunk = || CHUNKS[c.below(CHUNKS.len()).unwrap_or(CHUNKS.len() - 1)];
-        Sizes { cap: [cap; 2], chunk: [chunk(), chunk()] }
+        let (a, b) = (chunk(), chunk());
+        // A direction never holds more than `CALLS_PER_FILL` calls' worth of
+        // bytes: a byte-per-call direction with a kernel-size buffer made a
+        // handler that sends until the buffer is full call `send` 200,000
+        // times, most of a fuzz run's time for nothing a 64-byte buffer
+        // does not show as well.
+        let capped = |chunk: usize| cap.min(chunk.saturating_mul(CALLS_PER_FILL));
+        Sizes { cap: [capped(a), capped(b)], chunk: [a, b] }
     }
 
     fn log(&mut self, line: Line) {
@@ -634,6 +645,19 @@ mod tests {
             if in_trace { with += 1 } else { without += 1 }
         }
         assert!(with > 0 && without > 0, "both kinds of run ({with} with, {without} without)");
+    }
+
+    #[test]
+    fn a_direction_holds_at_most_its_calls_per_fill_worth_of_bytes() {
+        let config = SimConfig { socket_buffer: None, ..SimConfig::default() };
+        // Chunk indices 0 (a byte per call) and 2 (64), then 5 (no limit) twice.
+        let mut sim = Sim::from_bytes(&[0, 2, 5, 5], config).unwrap();
+        let small = sim.sizes();
+        assert_eq!(small.chunk, [1, 64]);
+        assert_eq!(small.cap, [CALLS_PER_FILL, 64 * CALLS_PER_FILL]);
+        let big = sim.sizes();
+        assert_eq!(big.chunk, [usize::MAX; 2]);
+        assert_eq!(big.cap, [DEFAULT_CAPACITY; 2], "a kernel-size buffer when calls are not cut");
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl Sim {
         for (i, peer) in self.peers.iter_mut().enumerate() {
             let Some(end) = &peer.end else { continue };
             let mut got = 0;
-            while let Ok(n @ 1..) = memory::recv_append(end, &mut peer.report.received, usize::MAX) {
+            while let Ok(n @ 1..) = memory::recv_all_append(end, &mut peer.report.received) {
                 got += n;
             }
             if got > 0 {
