@@ -578,52 +578,71 @@ pub(crate) fn connect_result(end: &End) -> io::Result<()> {
 /// and errors whatever the interest, as `poll` reports them); `None` when
 /// `fd` is not one.
 pub(crate) fn readiness(fd: BorrowedFd<'_>, interest: Interest) -> Option<Readiness> {
-    NET.with_borrow_mut(|net| {
-        let id = *net.by_fd.get(fd.as_raw_fd() as usize).filter(|&&id| id != 0)?;
-        Some(net.end_readiness(id, interest))
-    })
+    probe(|net| net.readiness(fd, interest))
+}
+
+/// Runs `f` with this thread's in-memory channels borrowed once, to ask
+/// [`Probe::readiness`] of many: a simulation's wait asks it of every
+/// channel in the map, and a borrow of the thread's table per channel was
+/// a visible share of a fuzz run. Nothing `f` does may change the table.
+pub(crate) fn probe<T>(f: impl FnOnce(&Probe<'_>) -> T) -> T {
+    NET.with_borrow(|net| f(&Probe(net)))
+}
+
+/// This thread's in-memory channels, read for their readiness ([`probe`]).
+pub(crate) struct Probe<'n>(&'n Net);
+
+impl Probe<'_> {
+    /// What [`readiness`] says of `fd`.
+    pub(crate) fn readiness(&self, fd: BorrowedFd<'_>, interest: Interest) -> Option<Readiness> {
+        let id = *self.0.by_fd.get(fd.as_raw_fd() as usize).filter(|&&id| id != 0)?;
+        Some(self.0.end_readiness(id, interest))
+    }
+}
+
+// `end_readiness` selects by the interest's bits: they are the readiness's.
+const _: () = assert!(
+    Interest::READ.bits() == Readiness::READABLE.bits()
+        && Interest::WRITE.bits() == Readiness::WRITABLE.bits()
+        && Interest::PRIORITY.bits() == Readiness::PRIORITY.bits()
+);
+
+/// `flag`'s bits when `on`, else none.
+fn bits_if(on: bool, flag: Readiness) -> u8 {
+    if on { flag.bits() } else { 0 }
 }
 
 impl Net {
-    fn end_readiness(&mut self, id: u16, interest: Interest) -> Readiness {
-        let mut r = Readiness::EMPTY;
-        match self.slot(id) {
+    /// Computed with as few comparisons as it takes (each is a traced call
+    /// in a fuzzer's build): one lookup of the slot, the two directions
+    /// told apart once, and the interest applied as a mask.
+    fn end_readiness(&self, id: u16, interest: Interest) -> Readiness {
+        let (index, side) = match self.slot(id) {
+            Some(&Slot::Stream { conn, side, .. }) => (conn, side),
             Some(Slot::Listener { backlog, .. }) => {
-                if !backlog.is_empty() && interest.is_readable() {
-                    r |= Readiness::READABLE;
-                }
-                return r;
+                let r = bits_if(!backlog.is_empty(), Readiness::READABLE);
+                return Readiness::from_bits_truncate(r & interest.bits());
             }
-            Some(Slot::Stream { .. }) => {}
             _ => return Readiness::INVALID,
-        }
-        let Ok((conn, side)) = self.stream(id) else { return Readiness::HANGUP };
+        };
+        let Some(Some(conn)) = self.conns.get(index) else { return Readiness::HANGUP };
         match conn.link {
-            Link::Pending => return r,
+            Link::Pending => return Readiness::EMPTY,
             Link::Refused => return Readiness::WRITABLE | Readiness::ERROR | Readiness::HANGUP,
             Link::Established => {}
         }
-        let peer_gone = conn.closed[1 - side];
-        let inbound = &conn.to[side];
-        let outbound = &conn.to[1 - side];
-        let readable = !inbound.buf.is_empty() || inbound.shut || inbound.reset || inbound.read_shut;
-        if readable && interest.is_readable() {
-            r |= Readiness::READABLE;
-        }
-        if inbound.urgent.is_some() && interest.is_priority() {
-            r |= Readiness::PRIORITY;
-        }
+        let [to_map, to_peer] = &conn.to;
+        let (inbound, outbound, peer_gone) =
+            if side == 0 { (to_map, to_peer, conn.closed[1]) } else { (to_peer, to_map, conn.closed[0]) };
+        let queued = !inbound.buf.is_empty();
+        let readable = queued || inbound.shut || inbound.reset || inbound.read_shut;
         let writable = outbound.buf.len() < outbound.cap || outbound.shut || peer_gone;
-        if writable && interest.is_writable() {
-            r |= Readiness::WRITABLE;
-        }
-        if inbound.reset && inbound.buf.is_empty() {
-            r |= Readiness::ERROR;
-        }
-        if peer_gone && inbound.shut {
-            r |= Readiness::HANGUP;
-        }
-        r
+        let wanted = bits_if(readable, Readiness::READABLE)
+            | bits_if(writable, Readiness::WRITABLE)
+            | bits_if(inbound.urgent.is_some(), Readiness::PRIORITY);
+        let closed = bits_if(inbound.reset && !queued, Readiness::ERROR)
+            | bits_if(peer_gone && inbound.shut, Readiness::HANGUP);
+        Readiness::from_bits_truncate(wanted & interest.bits() | closed)
     }
 }
 

@@ -55,25 +55,25 @@ impl Scripted {
         self.live.clear();
         self.memory.clear();
         let (live, memory) = (&mut self.live, &mut self.memory);
-        // In-memory channels are answered here; only the others reach the
-        // kernel (whose wait is then zero: the simulation decides when time
-        // moves, so a wait never blocks).
-        let mut sources = sources.inspect(|s| live.push(s.key)).filter(|s| {
-            match crate::memory::readiness(s.fd, s.interest) {
-                Some(r) => {
-                    if !r.is_empty() {
-                        memory.push((s.key, r));
+        // In-memory channels are answered here, from one borrow of their
+        // table; only the others reach the kernel (whose wait is then zero:
+        // the simulation decides when time moves, so a wait never blocks).
+        crate::memory::probe(|net| {
+            let mut sources =
+                sources.inspect(|s| live.push(s.key)).filter(|s| match net.readiness(s.fd, s.interest) {
+                    Some(r) => {
+                        if !r.is_empty() {
+                            memory.push((s.key, r));
+                        }
+                        false
                     }
-                    false
-                }
-                None => true,
-            }
-        });
-        kernel.wait(&mut sources, events, Some(Duration::ZERO))?;
-        sources.for_each(drop);
-        for &event in &self.memory {
-            events.push(event);
-        }
+                    None => true,
+                });
+            kernel.wait(&mut sources, events, Some(Duration::ZERO))?;
+            sources.for_each(drop);
+            io::Result::Ok(())
+        })?;
+        events.list.extend_from_slice(&self.memory);
         self.script.borrow_mut().adjust(&self.live, events.flatten());
         Ok(())
     }

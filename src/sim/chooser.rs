@@ -6,47 +6,62 @@ use std::cell::Cell;
 /// script through an `Rc`: its state is in cells, so a choice costs no
 /// borrow (a `RefCell`'s flag was checked, and traced by the fuzzer, on
 /// every byte taken).
+///
+/// A fuzzer's bytes are read first and a seed's generator runs only once
+/// they are used up (a seeded chooser has none): a byte from the input
+/// costs one comparison, its bounds check, where telling the two kinds
+/// apart first cost another on every byte, and each is a traced call in
+/// a fuzzer's build.
 #[derive(Clone, Debug)]
-pub(crate) enum Chooser {
-    /// xorshift64* from a seed: endless.
-    Seeded(Cell<u64>),
-    /// A fuzzer's input, read a byte at a time: runs out.
-    Bytes { data: Vec<u8>, at: Cell<usize> },
+pub(crate) struct Chooser {
+    /// A fuzzer's input, read a byte at a time (empty when seeded).
+    data: Vec<u8>,
+    /// How many bytes were asked for.
+    at: Cell<usize>,
+    /// xorshift64*'s state, when seeded: endless.
+    seeded: Option<Cell<u64>>,
 }
 
 impl Chooser {
     pub fn seeded(seed: u64) -> Chooser {
         // xorshift needs a non-zero state; mix the seed so 0, 1, 2… differ.
-        Chooser::Seeded(Cell::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1))
+        let state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        Chooser { data: Vec::new(), at: Cell::new(0), seeded: Some(Cell::new(state)) }
     }
 
     pub fn bytes(data: &[u8]) -> Chooser {
-        Chooser::Bytes { data: data.to_vec(), at: Cell::new(0) }
+        Chooser { data: data.to_vec(), at: Cell::new(0), seeded: None }
     }
 
+    #[inline]
     pub fn byte(&self) -> Option<u8> {
-        match self {
-            Chooser::Seeded(state) => {
-                let mut x = state.get();
-                x ^= x >> 12;
-                x ^= x << 25;
-                x ^= x >> 27;
-                state.set(x);
-                Some((x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8)
-            }
-            Chooser::Bytes { data, at } => {
-                let b = data.get(at.get()).copied();
-                at.set(at.get() + 1);
-                b
-            }
+        let at = self.at.get();
+        self.at.set(at + 1);
+        match self.data.get(at) {
+            Some(&b) => Some(b),
+            None => self.generated(),
         }
     }
 
-    pub fn is_exhausted(&self) -> bool {
-        matches!(self, Chooser::Bytes { data, at } if at.get() >= data.len())
+    /// The seed's next byte; `None` for a fuzzer's input that ran out.
+    #[cold]
+    fn generated(&self) -> Option<u8> {
+        let state = self.seeded.as_ref()?;
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        Some((x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8)
     }
 
-    /// A number below `n` (n ≥ 1), from one or two bytes.
+    pub fn is_exhausted(&self) -> bool {
+        self.seeded.is_none() && self.at.get() >= self.data.len()
+    }
+
+    /// A number below `n` (n ≥ 1), from one or two bytes. Inlined: most
+    /// callers' `n` is a constant, and its comparisons then fold away.
+    #[inline]
     pub fn below(&self, n: usize) -> Option<usize> {
         if n <= 256 {
             Some(usize::from(self.byte()?) % n)
@@ -58,6 +73,7 @@ impl Chooser {
     }
 
     /// True about once in `n` (never once the bytes ran out).
+    #[inline]
     pub fn one_in(&self, n: u8) -> bool {
         self.byte().is_some_and(|b| b % n == 0)
     }
