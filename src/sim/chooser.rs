@@ -33,7 +33,7 @@ impl Chooser {
         Chooser { data: data.to_vec(), at: Cell::new(0), seeded: None }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn byte(&self) -> Option<u8> {
         let at = self.at.get();
         self.at.set(at + 1);
@@ -61,7 +61,7 @@ impl Chooser {
 
     /// A number below `n` (n ≥ 1), from one or two bytes. Inlined: most
     /// callers' `n` is a constant, and its comparisons then fold away.
-    #[inline]
+    #[inline(always)]
     pub fn below(&self, n: usize) -> Option<usize> {
         if n <= 256 {
             Some(usize::from(self.byte()?) % n)
@@ -73,7 +73,7 @@ impl Chooser {
     }
 
     /// True about once in `n` (never once the bytes ran out).
-    #[inline]
+    #[inline(always)]
     pub fn one_in(&self, n: u8) -> bool {
         self.byte().is_some_and(|b| b % n == 0)
     }

@@ -5,6 +5,7 @@
 //! second and reads the trace of almost none of them; formatting every
 //! event was most of what a run cost.
 
+use std::cell::Cell;
 use std::fmt::{self, Write};
 use std::ops::Deref;
 use std::sync::OnceLock;
@@ -24,7 +25,7 @@ pub(crate) mod note {
 }
 
 /// What a peer did.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) enum Act {
     Connects,
     Vanishes,
@@ -36,8 +37,10 @@ pub(crate) enum Act {
     Oob { sent: usize },
 }
 
-/// One line of the trace, before it is text.
-#[derive(Clone, Debug)]
+/// One line of the trace, before it is text. `Copy`, owning nothing (a
+/// violation's text is kept beside the lines): a run's lines are freed, or
+/// cleared for the next run, without a look at each.
+#[derive(Clone, Copy, Debug)]
 pub(crate) enum Line {
     Step(usize),
     /// A wait: its reports are `delivered[start..end]`.
@@ -53,7 +56,8 @@ pub(crate) enum Line {
         at: Duration,
         deadline: Option<Duration>,
     },
-    Violation(String),
+    /// The trace's `n`-th violation.
+    Violation(u32),
     Peer {
         peer: usize,
         act: Act,
@@ -81,16 +85,47 @@ pub(crate) enum Line {
     Stopped,
 }
 
+/// One report of a wait, as the trace keeps it: channel number (`None`:
+/// unknown), readiness, notes.
+type Report = (Option<u32>, Readiness, u8);
+
+thread_local! {
+    /// The buffers of the last trace dropped on this thread, emptied, for
+    /// the next one: a fuzz target runs thousands of worlds a second, one
+    /// after another, and growing every trace from nothing (a dozen
+    /// reallocations and copies of its lines) was a visible share of a run.
+    static SPARE: Cell<(Vec<Line>, Vec<Report>)> = const { Cell::new((Vec::new(), Vec::new())) };
+}
+
 /// What happened in a simulated run, a line per event: `Deref`s to the
 /// lines of text (`report.trace.join("\n")`, `report.trace.iter()`),
 /// rendered the first time they are read.
-#[derive(Default)]
 pub struct Trace {
     lines: Vec<Line>,
-    /// Every wait's reports, in order: channel number (`None`: unknown),
-    /// readiness, notes.
-    delivered: Vec<(Option<u32>, Readiness, u8)>,
+    /// Every wait's reports, in order.
+    delivered: Vec<Report>,
+    /// The text of each `Line::Violation`, in order.
+    violations: Vec<String>,
     text: OnceLock<Vec<String>>,
+}
+
+impl Default for Trace {
+    /// An empty trace, in the buffers of the last one dropped on this thread.
+    fn default() -> Trace {
+        let (lines, delivered) = SPARE.take();
+        Trace { lines, delivered, violations: Vec::new(), text: OnceLock::new() }
+    }
+}
+
+impl Drop for Trace {
+    fn drop(&mut self) {
+        let mut lines = std::mem::take(&mut self.lines);
+        let mut delivered = std::mem::take(&mut self.delivered);
+        lines.clear();
+        delivered.clear();
+        // The spare is gone only while the thread exits: then nothing to keep.
+        let _ = SPARE.try_with(|spare| spare.set((lines, delivered)));
+    }
 }
 
 impl Trace {
@@ -98,8 +133,14 @@ impl Trace {
         self.lines.push(line);
     }
 
+    /// Records a broken invariant.
+    pub(crate) fn violation(&mut self, violation: String) {
+        self.lines.push(Line::Violation(self.violations.len() as u32));
+        self.violations.push(violation);
+    }
+
     /// Records one wait's reports.
-    pub(crate) fn poll(&mut self, reports: impl Iterator<Item = (Option<u32>, Readiness, u8)>) {
+    pub(crate) fn poll(&mut self, reports: impl Iterator<Item = Report>) {
         let start = self.delivered.len() as u32;
         self.delivered.extend(reports);
         let end = self.delivered.len() as u32;
@@ -167,7 +208,7 @@ impl Trace {
                     Traced::Expired => write!(s, "timer expired at t={at:?}"),
                 }
             }
-            Line::Violation(v) => write!(s, "  !! {v}"),
+            Line::Violation(n) => write!(s, "  !! {}", self.violations[*n as usize]),
             Line::Peer { peer, act } => {
                 write!(s, "peer p{peer} ")?;
                 match act {
@@ -214,7 +255,12 @@ impl Deref for Trace {
 
 impl Clone for Trace {
     fn clone(&self) -> Trace {
-        Trace { lines: self.lines.clone(), delivered: self.delivered.clone(), text: OnceLock::new() }
+        Trace {
+            lines: self.lines.clone(),
+            delivered: self.delivered.clone(),
+            violations: self.violations.clone(),
+            text: OnceLock::new(),
+        }
     }
 }
 

@@ -377,26 +377,28 @@ impl Sim {
         // Every event of one wait happened at the same virtual time.
         let at = self.clock.offset(now);
         for &(token, event) in &events {
-            if let Traced::Called { progress, .. } = event {
-                self.callbacks += 1;
-                self.progressed += usize::from(progress);
-            }
-            match self.checker.check(token, event, now, &self.clock) {
-                Ok(id) => {
-                    let deadline = match event {
-                        Traced::Deadline(Some(at)) => Some(self.clock.offset(at)),
-                        _ => None,
-                    };
-                    self.log(Line::Event { id, event, at, deadline });
-                }
+            let id = match self.checker.check(token, event, now, &self.clock) {
+                Ok(id) => id,
                 Err(violation) => {
-                    self.log(Line::Violation(violation.clone()));
+                    self.trace.violation(violation.clone());
                     return Err(self.fail(violation));
                 }
-            }
-            if event == Traced::Removed {
-                self.chaos.borrow_mut().graveyard.push(token.key());
-            }
+            };
+            // What else the event tells, from one look at its kind.
+            let deadline = match event {
+                Traced::Called { progress, .. } => {
+                    self.callbacks += 1;
+                    self.progressed += usize::from(progress);
+                    None
+                }
+                Traced::Deadline(Some(at)) => Some(self.clock.offset(at)),
+                Traced::Removed => {
+                    self.chaos.borrow_mut().graveyard.push(token.key());
+                    None
+                }
+                _ => None,
+            };
+            self.log(Line::Event { id, event, at, deadline });
         }
         events.clear();
         self.events = events;
