@@ -408,11 +408,9 @@ impl Sim {
     fn poll_once(&mut self) -> Result<bool, SimFailure> {
         self.iterations += 1;
         let result = self.map.poll(Some(Duration::ZERO));
-        {
-            let chaos = self.chaos.borrow();
-            let ids = chaos.ids.borrow();
-            self.trace.poll(chaos.delivered.iter().map(|&(key, r, notes)| (ids.get(key), r, notes)));
-        }
+        let chaos = self.chaos.borrow();
+        self.trace.poll(chaos.delivered.iter().map(|&(_, id, r, notes)| (id, r, notes)));
+        drop(chaos);
         let stopped = result.map_err(|e| self.fail(format!("the loop failed: {e}")))?;
         self.absorb()?;
         if !stopped {

@@ -16,9 +16,9 @@ pub(crate) struct Chaos {
     pub graveyard: Vec<u64>,
     /// After the run: report the truth only.
     pub truthful: bool,
-    /// What the last wait delivered, with notes (`log::note`), for the
-    /// trace.
-    pub delivered: Vec<(u64, Readiness, u8)>,
+    /// What the last wait delivered: key, channel number (`None`:
+    /// unknown), readiness and notes (`log::note`), for the trace.
+    pub delivered: Vec<(u64, Option<u32>, Readiness, u8)>,
     /// Channel numbers (`#n`, in the order channels joined the map), for
     /// the trace and for a canonical order: descriptor numbers depend on
     /// what else the process has open, channel numbers do not.
@@ -26,33 +26,41 @@ pub(crate) struct Chaos {
     /// The live keys with their channel numbers, put in order only when one
     /// is picked (reused from wait to wait).
     pub live: Vec<(u32, u64)>,
-    /// The reports with their channel numbers, to sort (reused).
-    pub keyed: Vec<(u32, Event)>,
+    /// The reports with their channel numbers, in channel order (reused).
+    pub keyed: Vec<(Option<u32>, Event)>,
 }
 
 impl Script for Chaos {
     fn adjust(&mut self, live: &[u64], events: &mut Vec<Event>) {
         self.delivered.clear();
         {
-            // One lookup per key, then a sort on the numbers.
+            // One lookup per key, kept for the trace, then a sort on the
+            // numbers (unknown last) when there is more than one.
             let ids = self.ids.borrow();
-            let id = |key: u64| ids.get(key).unwrap_or(u32::MAX);
-            if events.len() > 1 {
-                let keyed = &mut self.keyed;
-                keyed.clear();
-                keyed.extend(events.iter().map(|&e| (id(e.0), e)));
-                keyed.sort_by_key(|&(id, _)| id);
-                events.clear();
-                events.extend(keyed.iter().map(|&(_, e)| e));
+            let keyed = &mut self.keyed;
+            keyed.clear();
+            keyed.extend(events.iter().map(|&e| (ids.get(e.0), e)));
+            if keyed.len() > 1 {
+                keyed.sort_by_key(|&(id, _)| id.unwrap_or(u32::MAX));
             }
         }
         if self.truthful {
-            self.delivered.extend(events.iter().map(|&(k, r)| (k, r, 0)));
-            return;
+            self.delivered.extend(self.keyed.iter().map(|&(id, (k, r))| (k, id, r, 0)));
+        } else {
+            self.alter(live);
         }
+        events.clear();
+        events.extend(self.delivered.iter().map(|&(k, _, r, _)| (k, r)));
+    }
+}
+
+impl Chaos {
+    /// What a wait delivers of the truth in `keyed`, as the chooser says,
+    /// into `delivered`; `live` holds the keys of every watched channel.
+    fn alter(&mut self, live: &[u64]) {
         let c = &*self.chooser;
         let out = &mut self.delivered;
-        for &(key, r) in events.iter() {
+        for &(id, (key, r)) in &self.keyed {
             if c.one_in(6) {
                 continue; // withheld: level-triggered, so it comes back later
             }
@@ -66,7 +74,7 @@ impl Script for Chaos {
                 r |= Readiness::WRITABLE;
                 notes |= note::SPURIOUS_WRITABLE;
             }
-            out.push((key, r, notes));
+            out.push((key, id, r, notes));
         }
         if !live.is_empty() && c.one_in(5) {
             // The n-th live channel in channel order, found only when a
@@ -79,17 +87,16 @@ impl Script for Chaos {
             self.live.extend(live.iter().map(|&key| (ids.get(key).unwrap_or(u32::MAX), key)));
             let key = self.live.select_nth_unstable(n).1.1;
             let r = if c.one_in(2) { Readiness::READABLE } else { Readiness::WRITABLE };
-            out.push((key, r, note::WAKEUP));
+            out.push((key, ids.get(key), r, note::WAKEUP));
         }
         if !self.graveyard.is_empty() && c.one_in(6) {
             let key = self.graveyard[c.below(self.graveyard.len()).unwrap_or(0)];
-            out.push((key, Readiness::READABLE | Readiness::WRITABLE, note::CLOSED));
+            let id = self.ids.borrow().get(key);
+            out.push((key, id, Readiness::READABLE | Readiness::WRITABLE, note::CLOSED));
         }
         if out.len() > 1 {
             let k = c.below(out.len()).unwrap_or(0);
             out.rotate_left(k);
         }
-        events.clear();
-        events.extend(out.iter().map(|&(k, r, _)| (k, r)));
     }
 }
