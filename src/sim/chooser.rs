@@ -56,7 +56,7 @@ impl Chooser {
     }
 
     pub fn is_exhausted(&self) -> bool {
-        self.seeded.is_none() && self.at.get() >= self.data.len()
+        self.at.get() >= self.data.len() && self.seeded.is_none()
     }
 
     /// A number below `n` (n ≥ 1), from one or two bytes. Inlined: most

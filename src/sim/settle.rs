@@ -63,12 +63,12 @@ impl Sim {
     /// Every open peer reads all that is waiting for it; returns how much.
     fn peers_read_all(&mut self) -> usize {
         let mut total = 0;
-        for (i, peer) in self.peers.iter_mut().enumerate() {
+        // The open peers, not every peer that ever was: in the settling,
+        // they are the peers with an end, in order.
+        for &i in &self.open_peers {
+            let peer = &mut self.peers[i];
             let Some(end) = &peer.end else { continue };
-            let mut got = 0;
-            while let Ok(n @ 1..) = memory::recv_all_append(end, &mut peer.report.received) {
-                got += n;
-            }
+            let got = memory::recv_all_append(end, &mut peer.report.received);
             if got > 0 {
                 self.trace.push(Line::Peer { peer: i, act: Act::Reads { got, size: got } });
             }
