@@ -1,11 +1,12 @@
 //! `cargo fuzz run sim_chat`: see `fuzz/bodies/sim_chat.rs` for what it checks.
 //! Alone in its process, it also checks that no simulated channel leaks,
-//! and silences rolecore's reports (the trace of a failure says it all).
+//! silences rolecore's reports (the trace of a failure says it all), and
+//! keeps freed memory for the next input (`bodies::init_sim_target`).
 #![no_main]
 
 #[path = "../bodies/mod.rs"]
 mod bodies;
 
-libfuzzer_sys::fuzz_target!(init: bodies::quiet_reports(), |data: &[u8]| {
+libfuzzer_sys::fuzz_target!(init: bodies::init_sim_target(), |data: &[u8]| {
     bodies::sim_chat::run_with(data, true);
 });
