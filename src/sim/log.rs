@@ -109,10 +109,16 @@ pub struct Trace {
     text: OnceLock<Vec<String>>,
 }
 
+/// The most lines (and reports) whose buffers a dropped trace leaves to the
+/// next: 4 MiB of lines. A run that hit the settling's hard limit (a
+/// million iterations) would otherwise keep 64 MB on its thread for good.
+const SPARE_MAX: usize = 1 << 16;
+
 impl Default for Trace {
     /// An empty trace, in the buffers of the last one dropped on this thread.
     fn default() -> Trace {
-        let (lines, delivered) = SPARE.take();
+        // Empty buffers while the thread exits (the spare is gone then).
+        let (lines, delivered) = SPARE.try_with(Cell::take).unwrap_or_default();
         Trace { lines, delivered, violations: Vec::new(), text: OnceLock::new() }
     }
 }
@@ -121,10 +127,18 @@ impl Drop for Trace {
     fn drop(&mut self) {
         let mut lines = std::mem::take(&mut self.lines);
         let mut delivered = std::mem::take(&mut self.delivered);
+        if lines.capacity() > SPARE_MAX || delivered.capacity() > SPARE_MAX {
+            return;
+        }
         lines.clear();
         delivered.clear();
-        // The spare is gone only while the thread exits: then nothing to keep.
-        let _ = SPARE.try_with(|spare| spare.set((lines, delivered)));
+        // The spare is gone only while the thread exits: then nothing to
+        // keep. Of two traces dropped in a row (a report's and an empty
+        // one made meanwhile), the bigger buffers stay.
+        let _ = SPARE.try_with(|spare| {
+            let kept = spare.take();
+            spare.set(if kept.0.capacity() > lines.capacity() { kept } else { (lines, delivered) });
+        });
     }
 }
 
@@ -317,5 +331,39 @@ mod tests {
             ]
         );
         assert_eq!(trace.clone(), trace);
+    }
+
+    #[test]
+    fn a_new_trace_reuses_the_biggest_buffers_dropped_and_no_huge_ones() {
+        let spare = || {
+            SPARE.with(|s| {
+                let kept = s.take();
+                let caps = (kept.0.capacity(), kept.1.capacity());
+                s.set(kept);
+                caps
+            })
+        };
+        SPARE.with(|s| drop(s.take()));
+        let mut big = Trace::default();
+        for step in 0..1000 {
+            big.push(Line::Step(step));
+        }
+        let small = Trace::default(); // made while the big one lives
+        drop(big);
+        let (lines, _) = spare();
+        assert!(lines >= 1000, "the big trace's buffer is kept ({lines})");
+        drop(small);
+        assert_eq!(spare().0, lines, "an empty trace dropped later does not replace it");
+        let reused = Trace::default();
+        assert!(reused.lines.capacity() >= 1000 && reused.lines.is_empty());
+        drop(reused);
+
+        SPARE.with(|s| drop(s.take()));
+        let mut huge = Trace::default();
+        for step in 0..=SPARE_MAX {
+            huge.push(Line::Step(step));
+        }
+        drop(huge);
+        assert_eq!(spare().0, 0, "buffers over SPARE_MAX are freed, not kept");
     }
 }
