@@ -103,7 +103,9 @@ pub fn quiet_reports() {
 /// `sim_echo_raw` (`-runs=30000 -seed=3`), against 32 and 8,015 with it.
 /// Other allocators ignore it.
 pub fn keep_freed_memory() {
-    // 16 MiB, not more: glibc adjusts only up to 32 MiB a block.
+    // glibc raises the thresholds for a block of up to 32 MiB, and then
+    // keeps up to twice the block free in the heap: 16 MiB keeps 32 MiB at
+    // most, more than an input's buffers, less than a campaign's memory.
     drop(std::hint::black_box(Vec::<u8>::with_capacity(16 << 20)));
 }
 
@@ -298,10 +300,10 @@ pub fn sim_config(inp: &mut Input<'_>, check_descriptors: bool) -> rolecore::sim
         steps: [50, 200, 600, 1500][b0 % 4],
         max_peers: 1 + (b0 >> 2) % 8,
         // At most 16 KiB a step: writes of 60 and 200 KB into kernel-size
-        // buffers were a fifth of the inputs a campaign keeps and nine tenths
-        // of `sim_chat`'s time (megabytes per input), and found the planted
-        // faults no sooner (docs/fuzzing.md); a buffer still fills over a
-        // few steps.
+        // buffers were a third of the inputs a `sim_chat` campaign kept and
+        // nine tenths of its time (megabytes per input), and found the
+        // planted faults no sooner (docs/fuzzing.md); a kernel-size buffer
+        // still fills, over 13 writes or more to one connection.
         max_io: [1, 3, 64, 700, 2048, 4096, 9000, 16_384][b1 % 8],
         socket_buffer: [Some(4096), Some(1), Some(65_536), None][(b1 >> 3) % 4],
         settle_limit: 200,

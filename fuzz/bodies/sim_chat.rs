@@ -66,9 +66,9 @@ pub fn decode(inp: &mut Input<'_>, check_descriptors: bool) -> Setup {
     let max_record = [usize::MAX, rolecore::chat::DEFAULT_MAX_RECORD, 300, 1][b3 % 4];
     let outgoing = b3 >> 2 & 1 != 0;
     let listeners = 1 + (b3 >> 3 & 1);
-    // Small reads only where the peers' send buffers are small (the peer of
-    // an outgoing connection keeps the kernel's: `Sim::connect` does not
-    // shrink it).
+    // Small reads only where the peers' send buffers are small, and not
+    // with an outgoing connection (whose peer once kept the kernel's
+    // buffer; the rule stays so that the corpus keeps its meaning).
     let small_buffers = matches!(config.socket_buffer, Some(n) if n <= 4096) && !outgoing;
     let in_buffer = if small_buffers { [7, 61, 512, 4096, 65_536][b2 % 5] } else { [4096, 65_536][b2 % 2] };
     let out_buffer = [1, 7, 512, 65_536][(b2 >> 3) % 4];

@@ -12,8 +12,10 @@ use crate::memory;
 
 /// Most loop iterations the settling's reading phase runs: the replies a
 /// server sends within them are read and checked; a server still busy
-/// after them (megabytes of input taken a byte per call) is cut short by
-/// the closing phase, as peers that leave would cut it.
+/// after them (a handler that reads a few bytes per callback with
+/// megabytes queued) is cut short by the closing phase, as peers that
+/// leave would cut it. On a direction that moves one byte per call, which
+/// holds 64 bytes, that is at most 4 KiB of replies read and checked.
 const READING_LIMIT: usize = 64;
 
 impl Sim {
