@@ -73,7 +73,7 @@ impl Scripted {
             sources.for_each(drop);
             io::Result::Ok(())
         })?;
-        events.list.extend_from_slice(&self.memory);
+        events.extend_from_slice(&self.memory);
         self.script.borrow_mut().adjust(&self.live, events.flatten());
         Ok(())
     }
