@@ -353,57 +353,101 @@ fn paths(code: &str) -> Vec<String> {
     found
 }
 
-/// The module a path from module `from` names, if it is one of the crate's.
-/// `root` gives the module behind each item the crate root re-exports, so
-/// that `crate::Map` names `map` as `crate::map::Map` does.
-fn resolve(
-    from: &str,
-    from_is_mod_rs: bool,
-    path: &str,
-    modules: &BTreeSet<String>,
-    root: &BTreeMap<String, String>,
-) -> Option<String> {
-    let segments: Vec<&str> = path.split("::").collect();
-    let parent = |m: &str| m.rsplit_once("::").map_or(String::new(), |(p, _)| p.to_owned());
-    // The module `self::` means, from this file.
-    let here = from.to_owned();
-    let (mut base, rest) = match segments[0] {
-        "crate" => (String::new(), &segments[1..]),
-        "self" => (here.clone(), &segments[1..]),
-        "super" => {
-            let mut base = parent(&here);
-            let mut rest = &segments[1..];
-            while rest.first() == Some(&"super") {
-                base = parent(&base);
-                rest = &rest[1..];
+/// What a path is resolved against: the crate's modules, and the module
+/// behind each item the crate root re-exports, so that `crate::Map` names
+/// `map` as `crate::map::Map` does.
+struct Crate {
+    modules: BTreeSet<String>,
+    root: BTreeMap<String, String>,
+}
+
+impl Crate {
+    /// The module a path from module `from` names, if it is one of the crate's.
+    fn resolve(&self, from: &str, from_is_mod_rs: bool, path: &str) -> Option<String> {
+        let (modules, root) = (&self.modules, &self.root);
+        let segments: Vec<&str> = path.split("::").collect();
+        let parent = |m: &str| m.rsplit_once("::").map_or(String::new(), |(p, _)| p.to_owned());
+        // The module `self::` means, from this file.
+        let here = from.to_owned();
+        let (mut base, rest) = match segments[0] {
+            "crate" => (String::new(), &segments[1..]),
+            "self" => (here.clone(), &segments[1..]),
+            "super" => {
+                let mut base = parent(&here);
+                let mut rest = &segments[1..];
+                while rest.first() == Some(&"super") {
+                    base = parent(&base);
+                    rest = &rest[1..];
+                }
+                (base, rest)
             }
-            (base, rest)
-        }
-        first if from_is_mod_rs || from.is_empty() => {
-            let child = if from.is_empty() { first.to_owned() } else { format!("{from}::{first}") };
-            if !modules.contains(&child) {
-                return None;
+            first if from_is_mod_rs || from.is_empty() => {
+                let child = if from.is_empty() { first.to_owned() } else { format!("{from}::{first}") };
+                if !modules.contains(&child) {
+                    return None;
+                }
+                (here.clone(), &segments[..])
             }
-            (here.clone(), &segments[..])
+            _ => return None,
+        };
+        if base.is_empty()
+            && let Some(first) = rest.first()
+            && !modules.contains(*first)
+        {
+            return root.get(*first).cloned();
         }
-        _ => return None,
-    };
-    if base.is_empty()
-        && let Some(first) = rest.first()
-        && !modules.contains(*first)
-    {
-        return root.get(*first).cloned();
-    }
-    let mut named = base.clone();
-    for segment in rest {
-        let next = if base.is_empty() { (*segment).to_owned() } else { format!("{base}::{segment}") };
-        if !modules.contains(&next) {
-            break;
+        let mut named = base.clone();
+        for segment in rest {
+            let next = if base.is_empty() { (*segment).to_owned() } else { format!("{base}::{segment}") };
+            if !modules.contains(&next) {
+                break;
+            }
+            base = next;
+            named = base.clone();
         }
-        base = next;
-        named = base.clone();
+        (!named.is_empty()).then_some(named)
     }
-    (!named.is_empty()).then_some(named)
+
+    /// The modules the code of `module` names, itself left out.
+    fn imports(&self, module: &str, is_mod_rs: bool, code: &str) -> BTreeSet<String> {
+        let (names, root) = (&self.modules, &self.root);
+        let found = paths(code);
+        // A glob import (`use crate::*`, `use super::*`) brings a module's items
+        // into scope: a bare path can then start with one of them.
+        let globs: Vec<String> = found
+            .iter()
+            .filter_map(|p| p.strip_suffix("::*"))
+            .filter_map(|base| match base {
+                "crate" => Some(String::new()),
+                _ if base.split("::").all(|s| s == "super")
+                    && module.matches("::").count() < base.matches("super").count() =>
+                {
+                    Some(String::new())
+                }
+                _ => self.resolve(module, is_mod_rs, &format!("{base}::_")),
+            })
+            .collect();
+        found
+            .iter()
+            .filter_map(|p| {
+                self.resolve(module, is_mod_rs, p).or_else(|| {
+                    let first = p.split("::").next()?;
+                    if matches!(first, "crate" | "self" | "super") {
+                        return None;
+                    }
+                    globs.iter().find_map(|base| {
+                        if base.is_empty() && !names.contains(first) {
+                            return root.get(first).cloned();
+                        }
+                        let child =
+                            if base.is_empty() { first.to_owned() } else { format!("{base}::{first}") };
+                        names.contains(&child).then(|| self.resolve(base, true, p)).flatten()
+                    })
+                })
+            })
+            .filter(|m| m != module)
+            .collect()
+    }
 }
 
 /// The crate's import graph: module → the modules it names.
@@ -411,7 +455,7 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
     let mut files = BTreeMap::new();
     modules(&src(), "", &mut files);
     let names: BTreeSet<String> = files.keys().filter(|m| !m.is_empty()).cloned().collect();
-    let root = root_items(&fs::read_to_string(&files[""]).unwrap(), &names);
+    let krate = with_root(names, &fs::read_to_string(&files[""]).unwrap());
     let mut graph = BTreeMap::new();
     for (module, path) in &files {
         if module.is_empty() {
@@ -419,76 +463,33 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
         }
         let is_mod_rs = path.file_name().is_some_and(|n| n == "mod.rs");
         let text = fs::read_to_string(path).unwrap();
-        graph.insert(module.clone(), imports(module, is_mod_rs, &code(&text), &names, &root));
+        graph.insert(module.clone(), krate.imports(module, is_mod_rs, &code(&text)));
     }
     graph
 }
 
-/// The modules the code of `module` names, itself left out.
-fn imports(
-    module: &str,
-    is_mod_rs: bool,
-    code: &str,
-    names: &BTreeSet<String>,
-    root: &BTreeMap<String, String>,
-) -> BTreeSet<String> {
-    let found = paths(code);
-    // A glob import (`use crate::*`, `use super::*`) brings a module's items
-    // into scope: a bare path can then start with one of them.
-    let globs: Vec<String> = found
-        .iter()
-        .filter_map(|p| p.strip_suffix("::*"))
-        .filter_map(|base| match base {
-            "crate" => Some(String::new()),
-            _ if base.split("::").all(|s| s == "super")
-                && module.matches("::").count() < base.matches("super").count() =>
-            {
-                Some(String::new())
-            }
-            _ => resolve(module, is_mod_rs, &format!("{base}::_"), names, root),
-        })
-        .collect();
-    found
-        .iter()
-        .filter_map(|p| {
-            resolve(module, is_mod_rs, p, names, root).or_else(|| {
-                let first = p.split("::").next()?;
-                if matches!(first, "crate" | "self" | "super") {
-                    return None;
-                }
-                globs.iter().find_map(|base| {
-                    if base.is_empty() && !names.contains(first) {
-                        return root.get(first).cloned();
-                    }
-                    let child = if base.is_empty() { first.to_owned() } else { format!("{base}::{first}") };
-                    names.contains(&child).then(|| resolve(base, true, p, names, root)).flatten()
-                })
-            })
-        })
-        .filter(|m| m != module)
-        .collect()
-}
-
-/// What the crate root re-exports (its `pub use` items), by name, with the
-/// module each comes from.
-fn root_items(lib_rs: &str, names: &BTreeSet<String>) -> BTreeMap<String, String> {
-    let empty = BTreeMap::new();
+/// The crate of `modules`, with what its root `lib_rs` re-exports (its
+/// `pub use` items), by name, and the module each comes from.
+fn with_root(modules: BTreeSet<String>, lib_rs: &str) -> Crate {
+    let mut krate = Crate { modules, root: BTreeMap::new() };
     let code = code(lib_rs);
     // `pub use a::B as C` re-exports B under the name C: `expand` keeps the
     // path, so the renames are read here.
     let words: Vec<&str> = code.split(|c: char| !is_ident(c)).filter(|w| !w.is_empty()).collect();
     let renamed: BTreeMap<&str, &str> =
         words.windows(3).filter(|w| w[1] == "as").map(|w| (w[0], w[2])).collect();
-    paths(&code)
+    let root = paths(&code)
         .iter()
         .filter_map(|p| {
             let last = p.rsplit("::").next()?;
             let name = renamed.get(last).copied().unwrap_or(last);
             // An item names the module it is in; a module, itself.
-            let module = resolve("", true, p, names, &empty)?;
+            let module = krate.resolve("", true, p)?;
             Some((name.to_owned(), module))
         })
-        .collect()
+        .collect();
+    krate.root = root;
+    krate
 }
 
 fn layer_of() -> BTreeMap<&'static str, u8> {
@@ -634,18 +635,16 @@ fn the_parser_sees_what_it_must() {
             .into_iter()
             .map(String::from)
             .collect();
-    let root = root_items("pub use map::{Ctx, Map as TheMap};\npub use poller::Backend;\n", &names);
+    let krate = with_root(names.clone(), "pub use map::{Ctx, Map as TheMap};\npub use poller::Backend;\n");
+    let root = &krate.root;
     assert_eq!(root.get("Ctx").map(String::as_str), Some("map"));
     assert_eq!(root.get("TheMap").map(String::as_str), Some("map"), "re-exported under its new name");
     assert_eq!(root.get("Map"), None, "and only under it");
-    let root_with_module = root_items("pub use chat::handler;\n", &names);
-    assert_eq!(
-        resolve("poller", true, "crate::handler::X", &names, &root_with_module).as_deref(),
-        Some("chat::handler")
-    );
+    let with_module = with_root(names.clone(), "pub use chat::handler;\n");
+    assert_eq!(with_module.resolve("poller", true, "crate::handler::X").as_deref(), Some("chat::handler"));
     assert_eq!(root.get("Backend").map(String::as_str), Some("poller"));
-    assert_eq!(resolve("chat::handler", false, "crate::Ctx", &names, &root).as_deref(), Some("map"));
-    assert_eq!(resolve("chat", true, "super::Backend", &names, &root).as_deref(), Some("poller"));
+    assert_eq!(krate.resolve("chat::handler", false, "crate::Ctx").as_deref(), Some("map"));
+    assert_eq!(krate.resolve("chat", true, "super::Backend").as_deref(), Some("poller"));
     assert_eq!(expand("crate::map as m"), ["crate::map"]);
     assert_eq!(
         expand("crate::{map as m, poller::{Backend as B, Interest}}"),
@@ -653,23 +652,17 @@ fn the_parser_sees_what_it_must() {
     );
     // A glob of the root, then a bare path through it.
     let through_glob =
-        imports("chat::handler", false, "use crate::*; fn f() { poller::x(); Ctx::y(); }", &names, &root);
+        krate.imports("chat::handler", false, "use crate::*; fn f() { poller::x(); Ctx::y(); }");
     assert_eq!(through_glob.into_iter().collect::<Vec<_>>(), ["map", "poller"]);
     assert_eq!(
         expand("crate::map::{Ctx, ctx::{A, B}}"),
         ["crate::map::Ctx", "crate::map::ctx::A", "crate::map::ctx::B"]
     );
-    assert_eq!(
-        resolve("map::registry", false, "super::ctx::Ctx", &names, &root).as_deref(),
-        Some("map::ctx")
-    );
-    assert_eq!(resolve("map::registry", false, "crate::map::Ctx", &names, &root).as_deref(), Some("map"));
-    assert_eq!(
-        resolve("chat", true, "handler::ChatHandler", &names, &root).as_deref(),
-        Some("chat::handler")
-    );
-    assert_eq!(resolve("chat::handler", false, "handler::Foo", &names, &root), None);
-    assert_eq!(resolve("poller", true, "std::io::Result", &names, &root), None);
+    assert_eq!(krate.resolve("map::registry", false, "super::ctx::Ctx").as_deref(), Some("map::ctx"));
+    assert_eq!(krate.resolve("map::registry", false, "crate::map::Ctx").as_deref(), Some("map"));
+    assert_eq!(krate.resolve("chat", true, "handler::ChatHandler").as_deref(), Some("chat::handler"));
+    assert_eq!(krate.resolve("chat::handler", false, "handler::Foo"), None);
+    assert_eq!(krate.resolve("poller", true, "std::io::Result"), None);
     let blanked =
         code("// use crate::sim;\n/// [`x`](crate::sim)\nlet s = \"crate::sim\"; use crate::map::{Ctx};\n");
     assert_eq!(paths(&blanked), ["crate::map::Ctx"]);
