@@ -30,7 +30,23 @@ use std::path::{Path, PathBuf};
 /// Module → layer, from the bottom up. The same table as
 /// `docs/architecture.md`'s "Layers" table.
 const LAYERS: &[(u8, &[&str])] = &[
-    (1, &["token", "readiness", "error", "address", "report", "trace", "timer", "seal", "clock", "memory"]),
+    (
+        1,
+        &[
+            "token",
+            "readiness",
+            "error",
+            "address",
+            "report",
+            "trace",
+            "timer",
+            "seal",
+            "clock",
+            "memory",
+            "memory::net",
+            "memory::pipe",
+        ],
+    ),
     (
         2,
         &[

@@ -12,12 +12,8 @@
 //! kernel.
 //!
 //! The rules are those of Linux Unix stream sockets, which the simulation
-//! used before: a connect completes when the listener's backlog takes it;
-//! closing with unread input resets the peer (it reads what was sent, then
-//! `ECONNRESET` once, then the end); a second urgent byte pushes the first
-//! one inline; sending after the peer left is `EPIPE`. What the kernel
-//! leaves to its buffer sizes, the simulation chooses: each direction's
-//! capacity and the most one call moves (partial reads and writes).
+//! used before; [`pipe`] holds them, one connection at a time, and [`net`]
+//! the thread's table of ends and connections that these functions reach.
 //!
 //! Why a table per thread, named by a 16-bit id stored in the channel's
 //! padding: a channel stays the size of a `u64` and `Send`, the real path
@@ -28,212 +24,20 @@
 //! simulated channel must not be sent to another thread (the simulation
 //! never does).
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::io::Errno;
 
 use crate::readiness::{Interest, Readiness};
+pub(crate) use net::End;
+use net::{NET, Net, Slot};
+use pipe::Conn;
+pub(crate) use pipe::{Link, Sizes};
 
-/// Where a channel's bytes go: the kernel (0), or this thread's in-memory
-/// end with this id. Dropping a memory end closes it, as closing a socket
-/// would.
-#[derive(PartialEq, Eq)]
-pub(crate) struct End(u16);
-
-impl End {
-    /// A channel of the kernel's.
-    pub(crate) const KERNEL: End = End(0);
-
-    #[inline(always)]
-    pub(crate) fn is_memory(&self) -> bool {
-        self.0 != 0
-    }
-
-    /// The end's id, for the simulation's bookkeeping (0: the kernel's).
-    pub(crate) fn id(&self) -> u16 {
-        self.0
-    }
-}
-
-impl Drop for End {
-    #[inline]
-    fn drop(&mut self) {
-        if self.0 != 0 {
-            release(self.0);
-        }
-    }
-}
-
-impl std::fmt::Debug for End {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0 == 0 { f.write_str("kernel") } else { write!(f, "memory end {}", self.0) }
-    }
-}
-
-/// A connection's state, as its connecting side sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Link {
-    /// Connect in progress: neither writable nor readable yet.
-    Pending,
-    /// Connected.
-    Established,
-    /// Refused: the connecting side reports `ECONNREFUSED`.
-    Refused,
-}
-
-/// One direction of a connection: the bytes on their way to one side.
-#[derive(Debug)]
-struct Pipe {
-    buf: VecDeque<u8>,
-    /// Most bytes queued at once (the receiver's buffer).
-    cap: usize,
-    /// Most bytes one send or receive moves.
-    chunk: usize,
-    /// The sender will send no more: after `buf`, the end of the stream.
-    shut: bool,
-    /// The sender closed with input unread: after `buf`, `ECONNRESET` once.
-    reset: bool,
-    /// The receiver shut its reading side down: receives give the end.
-    read_shut: bool,
-    /// An urgent byte not yet read with `MSG_OOB`.
-    urgent: Option<u8>,
-}
-
-impl Pipe {
-    fn new(cap: usize, chunk: usize) -> Pipe {
-        Pipe {
-            buf: VecDeque::new(),
-            cap: cap.max(1),
-            chunk: chunk.max(1),
-            shut: false,
-            reset: false,
-            read_shut: false,
-            urgent: None,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Conn {
-    /// `to[s]`: bytes flowing to side `s` (0: the side in the map, 1: the
-    /// simulated peer).
-    to: [Pipe; 2],
-    /// Whether each side's end was closed (side 0 of a connection still in
-    /// a backlog is not closed: the peer may already send to it).
-    closed: [bool; 2],
-    link: Link,
-}
-
-#[derive(Debug)]
-enum Slot {
-    Free,
-    Stream { conn: usize, side: usize, fd: Option<RawFd> },
-    Listener { backlog: VecDeque<usize>, max_backlog: usize, exhaust: u32, fd: Option<RawFd> },
-}
-
-#[derive(Default)]
-struct Net {
-    placeholder: Option<OwnedFd>,
-    slots: Vec<Slot>,
-    free: Vec<u16>,
-    conns: Vec<Option<Conn>>,
-    free_conns: Vec<usize>,
-    /// Descriptor number → end id (0: none), for the poller.
-    by_fd: Vec<u16>,
-}
-
-thread_local! {
-    static NET: RefCell<Net> = RefCell::new(Net::default());
-}
-
-impl Net {
-    fn alloc(&mut self, slot: Slot) -> io::Result<End> {
-        if let Some(id) = self.free.pop() {
-            self.slots[usize::from(id) - 1] = slot;
-            return Ok(End(id));
-        }
-        let id = u16::try_from(self.slots.len() + 1).map_err(|_| {
-            io::Error::new(io::ErrorKind::OutOfMemory, "more than 65535 in-memory channels on one thread")
-        })?;
-        self.slots.push(slot);
-        Ok(End(id))
-    }
-
-    fn slot(&self, id: u16) -> Option<&Slot> {
-        self.slots.get(usize::from(id).checked_sub(1)?)
-    }
-
-    fn slot_mut(&mut self, id: u16) -> Option<&mut Slot> {
-        self.slots.get_mut(usize::from(id).checked_sub(1)?)
-    }
-
-    fn new_conn(&mut self, conn: Conn) -> usize {
-        match self.free_conns.pop() {
-            Some(i) => {
-                self.conns[i] = Some(conn);
-                i
-            }
-            None => {
-                self.conns.push(Some(conn));
-                self.conns.len() - 1
-            }
-        }
-    }
-
-    /// The stream an end names, and its side.
-    fn stream(&mut self, id: u16) -> Result<(&mut Conn, usize), Errno> {
-        let Some(&Slot::Stream { conn, side, .. }) = self.slot(id) else { return Err(Errno::NOTCONN) };
-        let conn = self.conns.get_mut(conn).and_then(Option::as_mut).ok_or(Errno::NOTCONN)?;
-        Ok((conn, side))
-    }
-
-    fn close_side(&mut self, index: usize, side: usize) {
-        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else { return };
-        conn.closed[side] = true;
-        if conn.link == Link::Pending {
-            // The other side of a connect in progress is gone: refused.
-            conn.link = Link::Refused;
-        }
-        let inbound = &mut conn.to[side];
-        let unread = !inbound.buf.is_empty() || inbound.urgent.is_some();
-        inbound.buf = VecDeque::new();
-        inbound.urgent = None;
-        inbound.read_shut = true;
-        let outbound = &mut conn.to[1 - side];
-        outbound.shut = true;
-        outbound.reset |= unread;
-        if conn.closed[0] && conn.closed[1] {
-            self.conns[index] = None;
-            self.free_conns.push(index);
-        }
-    }
-
-    fn placeholder(&mut self) -> io::Result<OwnedFd> {
-        if self.placeholder.is_none() {
-            use rustix::fs::{Mode, OFlags};
-            let fd = rustix::fs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
-                .or_else(|_| rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC))?;
-            self.placeholder = Some(fd);
-        }
-        let original = self.placeholder.as_ref().expect("opened above");
-        Ok(rustix::io::fcntl_dupfd_cloexec(original, 0)?)
-    }
-
-    fn bind_fd(&mut self, id: u16, fd: BorrowedFd<'_>) {
-        let raw = fd.as_raw_fd();
-        let index = raw as usize;
-        if self.by_fd.len() <= index {
-            self.by_fd.resize(index + 1, 0);
-        }
-        self.by_fd[index] = id;
-        if let Some(Slot::Stream { fd, .. } | Slot::Listener { fd, .. }) = self.slot_mut(id) {
-            *fd = Some(raw);
-        }
-    }
-}
+mod net;
+mod pipe;
 
 /// A descriptor for a new in-memory channel: a duplicate of this thread's
 /// placeholder, registered under `end`, so the map's table (indexed by
@@ -241,7 +45,7 @@ impl Net {
 pub(crate) fn descriptor_for(end: &End) -> io::Result<OwnedFd> {
     NET.with_borrow_mut(|net| {
         let fd = net.placeholder()?;
-        net.bind_fd(end.0, fd.as_fd());
+        net.bind_fd(end.id(), fd.as_fd());
         Ok(fd)
     })
 }
@@ -255,46 +59,12 @@ pub(crate) fn prepare() -> io::Result<()> {
 /// How many in-memory ends are open on this thread (channels, listeners
 /// and peers): a simulation's leak check, with no system call.
 pub(crate) fn open_ends() -> usize {
-    NET.with_borrow(|net| net.slots.len() - net.free.len())
+    NET.with_borrow(Net::open_ends)
 }
 
 /// Whether `fd` is an in-memory channel's descriptor on this thread.
 pub(crate) fn is_memory_fd(fd: BorrowedFd<'_>) -> bool {
-    let index = fd.as_raw_fd() as usize;
-    NET.with_borrow(|net| net.by_fd.get(index).is_some_and(|&id| id != 0))
-}
-
-fn release(id: u16) {
-    // A thread's table is gone only while the thread exits: nothing to tell.
-    let _ = NET.try_with(|net| {
-        let mut net = net.borrow_mut();
-        let Some(slot) = net.slot_mut(id) else { return };
-        let slot = std::mem::replace(slot, Slot::Free);
-        let fd = match &slot {
-            Slot::Stream { fd, .. } | Slot::Listener { fd, .. } => *fd,
-            Slot::Free => None,
-        };
-        if let Some(fd) = fd
-            && net.by_fd.get(fd as usize) == Some(&id)
-        {
-            net.by_fd[fd as usize] = 0;
-        }
-        match slot {
-            Slot::Free => return,
-            Slot::Stream { conn, side, .. } => net.close_side(conn, side),
-            Slot::Listener { backlog, .. } => {
-                // Connections still in the backlog are reset, as the kernel
-                // does when a listener closes.
-                for conn in backlog {
-                    net.close_side(conn, 0);
-                    if let Some(c) = net.conns.get_mut(conn).and_then(Option::as_mut) {
-                        c.to[1].reset = true;
-                    }
-                }
-            }
-        }
-        net.free.push(id);
-    });
+    NET.with_borrow(|net| net.end_of(fd).is_some())
 }
 
 /// A listener with room for `backlog` connections waiting to be accepted.
@@ -307,22 +77,6 @@ pub(crate) fn listener(backlog: usize) -> io::Result<End> {
             fd: None,
         })
     })
-}
-
-/// How a new connection's two directions are sized: `cap` bytes queued at
-/// most, `chunk` bytes per call at most; index 0 toward the map's side.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Sizes {
-    pub cap: [usize; 2],
-    pub chunk: [usize; 2],
-}
-
-fn conn(sizes: Sizes, link: Link) -> Conn {
-    Conn {
-        to: [Pipe::new(sizes.cap[0], sizes.chunk[0]), Pipe::new(sizes.cap[1], sizes.chunk[1])],
-        closed: [false; 2],
-        link,
-    }
 }
 
 /// A peer connects to `listener`: the connection waits in its backlog and
@@ -338,12 +92,11 @@ pub(crate) fn connect(listener: u16, sizes: Sizes) -> io::Result<End> {
             Some(Slot::Listener { .. }) => {}
             _ => return Err(io::Error::from(Errno::CONNREFUSED)),
         }
-        let index = net.new_conn(conn(sizes, Link::Established));
+        let index = net.new_conn(Conn::new(sizes, Link::Established));
         let peer = match net.alloc(Slot::Stream { conn: index, side: 1, fd: None }) {
             Ok(peer) => peer,
             Err(e) => {
-                net.conns[index] = None;
-                net.free_conns.push(index);
+                net.drop_conn(index);
                 return Err(e);
             }
         };
@@ -358,18 +111,13 @@ pub(crate) fn connect(listener: u16, sizes: Sizes) -> io::Result<End> {
 /// connecting channel) and the peer's (side 1), in state `link`.
 pub(crate) fn pair(sizes: Sizes, link: Link) -> io::Result<(End, End)> {
     NET.with_borrow_mut(|net| {
-        let index = net.new_conn(conn(sizes, link));
+        let index = net.new_conn(Conn::new(sizes, link));
         let ours = net.alloc(Slot::Stream { conn: index, side: 0, fd: None })?;
         match net.alloc(Slot::Stream { conn: index, side: 1, fd: None }) {
             Ok(theirs) => Ok((ours, theirs)),
             Err(e) => {
-                // Undone here: dropping `ours` would borrow the table again.
-                let id = ours.0;
-                std::mem::forget(ours);
-                net.slots[usize::from(id) - 1] = Slot::Free;
-                net.free.push(id);
-                net.conns[index] = None;
-                net.free_conns.push(index);
+                net.unalloc(ours);
+                net.drop_conn(index);
                 Err(e)
             }
         }
@@ -380,7 +128,7 @@ pub(crate) fn pair(sizes: Sizes, link: Link) -> io::Result<(End, End)> {
 /// completes, or is refused).
 pub(crate) fn set_link(end: &End, link: Link) {
     NET.with_borrow_mut(|net| {
-        if let Ok((conn, _)) = net.stream(end.0) {
+        if let Ok((conn, _)) = net.stream(end.id()) {
             conn.link = link;
         }
     });
@@ -388,7 +136,7 @@ pub(crate) fn set_link(end: &End, link: Link) {
 
 /// The state of `end`'s connection.
 pub(crate) fn link(end: &End) -> Option<Link> {
-    NET.with_borrow_mut(|net| net.stream(end.0).ok().map(|(conn, _)| conn.link))
+    NET.with_borrow_mut(|net| net.stream(end.id()).ok().map(|(conn, _)| conn.link))
 }
 
 /// The next `n` accepts on the listener `listener` fail with `EMFILE`.
@@ -404,7 +152,7 @@ pub(crate) fn exhaust(listener: u16, n: u32) {
 /// with its descriptor. `Ok(None)` when there is none.
 pub(crate) fn accept(listener: &End) -> Result<Option<(End, OwnedFd)>, Errno> {
     NET.with_borrow_mut(|net| {
-        let Some(Slot::Listener { backlog, exhaust, .. }) = net.slot_mut(listener.0) else {
+        let Some(Slot::Listener { backlog, exhaust, .. }) = net.slot_mut(listener.id()) else {
             return Err(Errno::INVAL);
         };
         let Some(&index) = backlog.front() else { return Ok(None) };
@@ -414,10 +162,10 @@ pub(crate) fn accept(listener: &End) -> Result<Option<(End, OwnedFd)>, Errno> {
         }
         let fd = net.placeholder().map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::NOMEM))?;
         let end = net.alloc(Slot::Stream { conn: index, side: 0, fd: None }).map_err(|_| Errno::NOMEM)?;
-        if let Some(Slot::Listener { backlog, .. }) = net.slot_mut(listener.0) {
+        if let Some(Slot::Listener { backlog, .. }) = net.slot_mut(listener.id()) {
             backlog.pop_front();
         }
-        net.bind_fd(end.0, fd.as_fd());
+        net.bind_fd(end.id(), fd.as_fd());
         Ok(Some((end, fd)))
     })
 }
@@ -426,17 +174,8 @@ pub(crate) fn accept(listener: &End) -> Result<Option<(End, OwnedFd)>, Errno> {
 pub(crate) fn recv(end: &End, buf: &mut [u8], oob: bool) -> Result<usize, Errno> {
     if oob {
         return NET.with_borrow_mut(|net| {
-            let (conn, side) = net.stream(end.0)?;
-            if conn.link != Link::Established {
-                return Err(Errno::NOTCONN);
-            }
-            match conn.to[side].urgent.take() {
-                Some(b) => {
-                    buf[0] = b;
-                    Ok(1)
-                }
-                None => Err(Errno::INVAL),
-            }
+            let (conn, side) = net.stream(end.id())?;
+            conn.receive_urgent(side, buf)
         });
     }
     receive(end, buf.len(), true, |front, back| {
@@ -481,8 +220,7 @@ pub(crate) fn recv_all_append(end: &End, out: &mut Vec<u8>) -> usize {
 }
 
 /// An ordinary receive of up to `max` bytes (and of at most the
-/// connection's bytes per call, when `chunked`): `take` gets them, in the
-/// two parts of the queue they may span.
+/// connection's bytes per call, when `chunked`): see [`Conn::receive`].
 fn receive(end: &End, max: usize, chunked: bool, take: impl FnOnce(&[u8], &[u8])) -> Result<usize, Errno> {
     NET.with_borrow_mut(|net| receive_in(net, end, max, chunked, take))
 }
@@ -495,91 +233,37 @@ fn receive_in(
     chunked: bool,
     take: impl FnOnce(&[u8], &[u8]),
 ) -> Result<usize, Errno> {
-    let (conn, side) = net.stream(end.0)?;
-    if conn.link != Link::Established {
-        return Err(Errno::NOTCONN);
-    }
-    let pipe = &mut conn.to[side];
-    if pipe.read_shut {
-        return Ok(0);
-    }
-    if !pipe.buf.is_empty() {
-        let n = max.min(pipe.buf.len()).min(if chunked { pipe.chunk } else { usize::MAX });
-        let (front, back) = pipe.buf.as_slices();
-        let first = n.min(front.len());
-        take(&front[..first], &back[..n - first]);
-        pipe.buf.drain(..n);
-        return Ok(n);
-    }
-    if std::mem::take(&mut pipe.reset) {
-        return Err(Errno::CONNRESET);
-    }
-    if pipe.shut { Ok(0) } else { Err(Errno::AGAIN) }
+    let (conn, side) = net.stream(end.id())?;
+    conn.receive(side, max, chunked, take)
 }
 
 /// How many bytes an ordinary send from `end` would take now: 0 when it
 /// would fail or block. A simulated peer makes only that many of its
 /// traffic's bytes, not all it was told it may write.
 pub(crate) fn send_room(end: &End) -> usize {
-    NET.with_borrow_mut(|net| net.stream(end.0).and_then(|(conn, side)| room(conn, side)).unwrap_or(0))
-}
-
-/// What a send from `side` of `conn` may put in its pipe now, or why it
-/// fails: the one place [`send`] and [`send_room`] take their rules from.
-fn room(conn: &Conn, side: usize) -> Result<usize, Errno> {
-    if conn.link != Link::Established {
-        return Err(Errno::NOTCONN);
-    }
-    let pipe = &conn.to[1 - side];
-    if pipe.shut || pipe.read_shut || conn.closed[1 - side] {
-        return Err(Errno::PIPE);
-    }
-    Ok(pipe.cap.saturating_sub(pipe.buf.len()).min(pipe.chunk))
+    NET.with_borrow_mut(|net| net.stream(end.id()).and_then(|(conn, side)| conn.room(side)).unwrap_or(0))
 }
 
 /// Sends `data`; `oob` sends it as urgent data (its last byte urgent).
 pub(crate) fn send(end: &End, data: &[u8], oob: bool) -> Result<usize, Errno> {
     NET.with_borrow_mut(|net| {
-        let (conn, side) = net.stream(end.0)?;
-        let room = room(conn, side)?;
-        let pipe = &mut conn.to[1 - side];
-        if data.is_empty() {
-            return Ok(0);
-        }
-        if oob {
-            let (&last, inline) = data.split_last().expect("not empty");
-            pipe.buf.extend(inline);
-            if let Some(older) = pipe.urgent.replace(last) {
-                pipe.buf.push_back(older);
-            }
-            return Ok(data.len());
-        }
-        let n = data.len().min(room);
-        if n == 0 {
-            return Err(Errno::AGAIN);
-        }
-        pipe.buf.extend(&data[..n]);
-        Ok(n)
+        let (conn, side) = net.stream(end.id())?;
+        conn.send(side, data, oob)
     })
 }
 
 /// Shuts down `end`'s reading side, sending side, or both.
 pub(crate) fn shutdown(end: &End, read: bool, write: bool) -> Result<(), Errno> {
     NET.with_borrow_mut(|net| {
-        let (conn, side) = net.stream(end.0)?;
-        if read {
-            conn.to[side].read_shut = true;
-        }
-        if write {
-            conn.to[1 - side].shut = true;
-        }
+        let (conn, side) = net.stream(end.id())?;
+        conn.shutdown(side, read, write);
         Ok(())
     })
 }
 
 /// Bytes waiting to be read at `end` (`FIONREAD`).
 pub(crate) fn pending(end: &End) -> usize {
-    NET.with_borrow_mut(|net| net.stream(end.0).map_or(0, |(conn, side)| conn.to[side].buf.len()))
+    NET.with_borrow_mut(|net| net.stream(end.id()).map_or(0, |(conn, side)| conn.pending(side)))
 }
 
 /// The result of a connect from `end`, as `SO_ERROR` gives it.
@@ -614,54 +298,8 @@ pub(crate) struct Probe<'n>(&'n Net);
 impl Probe<'_> {
     /// What [`readiness`] says of `fd`.
     pub(crate) fn readiness(&self, fd: BorrowedFd<'_>, interest: Interest) -> Option<Readiness> {
-        let id = *self.0.by_fd.get(fd.as_raw_fd() as usize).filter(|&&id| id != 0)?;
+        let id = self.0.end_of(fd)?;
         Some(self.0.end_readiness(id, interest))
-    }
-}
-
-// `end_readiness` selects by the interest's bits: they are the readiness's.
-const _: () = assert!(
-    Interest::READ.bits() == Readiness::READABLE.bits()
-        && Interest::WRITE.bits() == Readiness::WRITABLE.bits()
-        && Interest::PRIORITY.bits() == Readiness::PRIORITY.bits()
-);
-
-/// `flag`'s bits when `on`, else none.
-fn bits_if(on: bool, flag: Readiness) -> u8 {
-    if on { flag.bits() } else { 0 }
-}
-
-impl Net {
-    /// Computed with as few comparisons as it takes (each is a traced call
-    /// in a fuzzer's build): one lookup of the slot, the two directions
-    /// told apart once, and the interest applied as a mask.
-    fn end_readiness(&self, id: u16, interest: Interest) -> Readiness {
-        let (index, side) = match self.slot(id) {
-            Some(&Slot::Stream { conn, side, .. }) => (conn, side),
-            Some(Slot::Listener { backlog, .. }) => {
-                let r = bits_if(!backlog.is_empty(), Readiness::READABLE);
-                return Readiness::from_bits_truncate(r & interest.bits());
-            }
-            _ => return Readiness::INVALID,
-        };
-        let Some(Some(conn)) = self.conns.get(index) else { return Readiness::HANGUP };
-        match conn.link {
-            Link::Pending => return Readiness::EMPTY,
-            Link::Refused => return Readiness::WRITABLE | Readiness::ERROR | Readiness::HANGUP,
-            Link::Established => {}
-        }
-        let [to_map, to_peer] = &conn.to;
-        let (inbound, outbound, peer_gone) =
-            if side == 0 { (to_map, to_peer, conn.closed[1]) } else { (to_peer, to_map, conn.closed[0]) };
-        let queued = !inbound.buf.is_empty();
-        let readable = queued || inbound.shut || inbound.reset || inbound.read_shut;
-        let writable = outbound.buf.len() < outbound.cap || outbound.shut || peer_gone;
-        let wanted = bits_if(readable, Readiness::READABLE)
-            | bits_if(writable, Readiness::WRITABLE)
-            | bits_if(inbound.urgent.is_some(), Readiness::PRIORITY);
-        let closed = bits_if(inbound.reset && !queued, Readiness::ERROR)
-            | bits_if(peer_gone && inbound.shut, Readiness::HANGUP);
-        Readiness::from_bits_truncate(wanted & interest.bits() | closed)
     }
 }
 

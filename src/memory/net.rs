@@ -1,0 +1,227 @@
+//! This thread's table of in-memory ends (channels, listeners, peers) and
+//! connections, the [`End`] that names one, and the placeholder
+//! descriptors that give the map's channels numbers of their own.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use super::pipe::Conn;
+use crate::readiness::{Interest, Readiness};
+
+/// Where a channel's bytes go: the kernel (0), or this thread's in-memory
+/// end with this id. Dropping a memory end closes it, as closing a socket
+/// would.
+#[derive(PartialEq, Eq)]
+pub(crate) struct End(u16);
+
+impl End {
+    /// A channel of the kernel's.
+    pub(crate) const KERNEL: End = End(0);
+
+    #[inline(always)]
+    pub(crate) fn is_memory(&self) -> bool {
+        self.0 != 0
+    }
+
+    /// The end's id, for the simulation's bookkeeping (0: the kernel's).
+    pub(crate) fn id(&self) -> u16 {
+        self.0
+    }
+}
+
+impl Drop for End {
+    #[inline]
+    fn drop(&mut self) {
+        if self.0 != 0 {
+            release(self.0);
+        }
+    }
+}
+
+impl std::fmt::Debug for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0 == 0 { f.write_str("kernel") } else { write!(f, "memory end {}", self.0) }
+    }
+}
+
+/// What an end's id names: nothing, a side of connection `conn` (its
+/// index in `Net::conns`), or a listener.
+#[derive(Debug)]
+pub(super) enum Slot {
+    Free,
+    Stream { conn: usize, side: usize, fd: Option<RawFd> },
+    Listener { backlog: VecDeque<usize>, max_backlog: usize, exhaust: u32, fd: Option<RawFd> },
+}
+
+#[derive(Default)]
+pub(super) struct Net {
+    placeholder: Option<OwnedFd>,
+    slots: Vec<Slot>,
+    free: Vec<u16>,
+    pub(super) conns: Vec<Option<Conn>>,
+    free_conns: Vec<usize>,
+    /// Descriptor number → end id (0: none), for the poller.
+    by_fd: Vec<u16>,
+}
+
+thread_local! {
+    pub(super) static NET: RefCell<Net> = RefCell::new(Net::default());
+}
+
+impl Net {
+    pub(super) fn alloc(&mut self, slot: Slot) -> io::Result<End> {
+        if let Some(id) = self.free.pop() {
+            self.slots[usize::from(id) - 1] = slot;
+            return Ok(End(id));
+        }
+        let id = u16::try_from(self.slots.len() + 1).map_err(|_| {
+            io::Error::new(io::ErrorKind::OutOfMemory, "more than 65535 in-memory channels on one thread")
+        })?;
+        self.slots.push(slot);
+        Ok(End(id))
+    }
+
+    /// Gives an id back without closing anything: the undoing of an
+    /// [`alloc`](Self::alloc) whose end never left the table's borrow.
+    pub(super) fn unalloc(&mut self, end: End) {
+        let id = end.0;
+        std::mem::forget(end); // dropping it would borrow the table again
+        self.slots[usize::from(id) - 1] = Slot::Free;
+        self.free.push(id);
+    }
+
+    pub(super) fn slot(&self, id: u16) -> Option<&Slot> {
+        self.slots.get(usize::from(id).checked_sub(1)?)
+    }
+
+    pub(super) fn slot_mut(&mut self, id: u16) -> Option<&mut Slot> {
+        self.slots.get_mut(usize::from(id).checked_sub(1)?)
+    }
+
+    /// How many ends are open.
+    pub(super) fn open_ends(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    pub(super) fn new_conn(&mut self, conn: Conn) -> usize {
+        match self.free_conns.pop() {
+            Some(i) => {
+                self.conns[i] = Some(conn);
+                i
+            }
+            None => {
+                self.conns.push(Some(conn));
+                self.conns.len() - 1
+            }
+        }
+    }
+
+    /// Forgets connection `index`: no end names it any more.
+    pub(super) fn drop_conn(&mut self, index: usize) {
+        self.conns[index] = None;
+        self.free_conns.push(index);
+    }
+
+    /// The stream an end names, and its side.
+    pub(super) fn stream(&mut self, id: u16) -> Result<(&mut Conn, usize), rustix::io::Errno> {
+        use rustix::io::Errno;
+        let Some(&Slot::Stream { conn, side, .. }) = self.slot(id) else { return Err(Errno::NOTCONN) };
+        let conn = self.conns.get_mut(conn).and_then(Option::as_mut).ok_or(Errno::NOTCONN)?;
+        Ok((conn, side))
+    }
+
+    /// A duplicate of this thread's placeholder descriptor (`/dev/null`,
+    /// opened on first use).
+    pub(super) fn placeholder(&mut self) -> io::Result<OwnedFd> {
+        if self.placeholder.is_none() {
+            use rustix::fs::{Mode, OFlags};
+            let fd = rustix::fs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+                .or_else(|_| rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC))?;
+            self.placeholder = Some(fd);
+        }
+        let original = self.placeholder.as_ref().expect("opened above");
+        Ok(rustix::io::fcntl_dupfd_cloexec(original, 0)?)
+    }
+
+    /// Files descriptor `fd` as end `id`'s, for the poller.
+    pub(super) fn bind_fd(&mut self, id: u16, fd: BorrowedFd<'_>) {
+        let raw = fd.as_raw_fd();
+        let index = raw as usize;
+        if self.by_fd.len() <= index {
+            self.by_fd.resize(index + 1, 0);
+        }
+        self.by_fd[index] = id;
+        if let Some(Slot::Stream { fd, .. } | Slot::Listener { fd, .. }) = self.slot_mut(id) {
+            *fd = Some(raw);
+        }
+    }
+
+    /// The end whose descriptor `fd` is, if any.
+    #[inline]
+    pub(super) fn end_of(&self, fd: BorrowedFd<'_>) -> Option<u16> {
+        self.by_fd.get(fd.as_raw_fd() as usize).copied().filter(|&id| id != 0)
+    }
+
+    /// Side `side` of connection `index` closes; the connection goes when
+    /// both have.
+    fn close_side(&mut self, index: usize, side: usize) {
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else { return };
+        if conn.close(side) {
+            self.drop_conn(index);
+        }
+    }
+
+    /// End `id` closes, as closing its socket would.
+    fn release(&mut self, id: u16) {
+        let Some(slot) = self.slot_mut(id) else { return };
+        let slot = std::mem::replace(slot, Slot::Free);
+        let fd = match &slot {
+            Slot::Stream { fd, .. } | Slot::Listener { fd, .. } => *fd,
+            Slot::Free => None,
+        };
+        if let Some(fd) = fd
+            && self.by_fd.get(fd as usize) == Some(&id)
+        {
+            self.by_fd[fd as usize] = 0;
+        }
+        match slot {
+            Slot::Free => return,
+            Slot::Stream { conn, side, .. } => self.close_side(conn, side),
+            Slot::Listener { backlog, .. } => {
+                // Connections still in the backlog are reset, as the kernel
+                // does when a listener closes.
+                for index in backlog {
+                    if let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut)
+                        && conn.reset_by_listener()
+                    {
+                        self.drop_conn(index);
+                    }
+                }
+            }
+        }
+        self.free.push(id);
+    }
+
+    /// End `id`'s readiness (see [`Conn::readiness`]): a listener is
+    /// readable while its backlog holds a connection.
+    pub(super) fn end_readiness(&self, id: u16, interest: Interest) -> Readiness {
+        let (index, side) = match self.slot(id) {
+            Some(&Slot::Stream { conn, side, .. }) => (conn, side),
+            Some(Slot::Listener { backlog, .. }) => {
+                let r = super::pipe::bits_if(!backlog.is_empty(), Readiness::READABLE);
+                return Readiness::from_bits_truncate(r & interest.bits());
+            }
+            _ => return Readiness::INVALID,
+        };
+        let Some(Some(conn)) = self.conns.get(index) else { return Readiness::HANGUP };
+        conn.readiness(side, interest)
+    }
+}
+
+/// Closes end `id` (an [`End`] was dropped).
+pub(super) fn release(id: u16) {
+    // A thread's table is gone only while the thread exits: nothing to tell.
+    let _ = NET.try_with(|net| net.borrow_mut().release(id));
+}
