@@ -68,6 +68,8 @@ impl Timers {
     }
 
     fn arm(&mut self, token: Token, deadline: Instant, idle: Option<Duration>) {
+        #[cfg(test)]
+        let deadline = fault::planted_idle(deadline, idle);
         let timer = self.by_index.entry(token.index()).or_insert(Timer {
             generation: token.generation(),
             deadline,
@@ -156,6 +158,8 @@ impl Timers {
         if fault::is(fault::Fault::Missed) {
             return None;
         }
+        #[cfg(test)]
+        let now = fault::planted_now(now);
         while let Some(&Reverse((at, _, key))) = self.heap.peek() {
             if at > now {
                 return None;
@@ -205,6 +209,10 @@ pub(crate) mod fault {
         NoRearm,
         /// Expired deadlines are never served.
         Missed,
+        /// Timers expire a millisecond before they are due.
+        SlightlyEarly,
+        /// Idle timeouts are armed a millisecond short.
+        IdleShort,
     }
 
     thread_local! {
@@ -233,6 +241,21 @@ pub(crate) mod fault {
                 Some(at.checked_sub(Duration::from_millis(40)).unwrap_or(at))
             }
             other => other,
+        }
+    }
+
+    /// What `pop_expired` takes for the time.
+    pub(super) fn planted_now(now: Instant) -> Instant {
+        if is(Fault::SlightlyEarly) { now + Duration::from_millis(1) } else { now }
+    }
+
+    /// When an idle timeout (`idle`) armed for `deadline` is armed.
+    pub(super) fn planted_idle(deadline: Instant, idle: Option<Duration>) -> Instant {
+        match idle {
+            Some(_) if is(Fault::IdleShort) => {
+                deadline.checked_sub(Duration::from_millis(1)).unwrap_or(deadline)
+            }
+            _ => deadline,
         }
     }
 }

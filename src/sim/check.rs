@@ -100,6 +100,13 @@ impl Checker {
             .map(|(id, _)| format!("#{id}'s deadline"))
     }
 
+    /// The earliest instant a timer of a live channel may expire, as the
+    /// checker models it: the one to land just before, or on, to test the
+    /// timers at their edge. A scan, for a rare step.
+    pub fn earliest_due(&self) -> Option<Instant> {
+        self.lives.iter().filter(|l| !l.removed).filter_map(|l| Some(l.timer?.0)).min()
+    }
+
     /// Checks one event, which happened at `now`: the channel's number, or
     /// `Err` saying which invariant broke.
     pub fn check(

@@ -23,7 +23,9 @@
 //!
 //! **Virtual time.** The map's clock ([`Map::now`], [`Ctx::now`](crate::Ctx::now))
 //! stands still until the simulation moves it, by jumps from a millisecond
-//! to two minutes. Deadlines, idle timeouts, the listener's `EMFILE`
+//! to two minutes, or to the edge of the earliest timer a handler set: a
+//! microsecond before it is due, where it must not fire, or onto it, where
+//! it must (a timer a millisecond early is caught there). Deadlines, idle timeouts, the listener's `EMFILE`
 //! back-off, a chat's lingering close and a shutdown's grace period all
 //! run on it, so the same seed gives the same trace, timers included, on
 //! any machine and at any speed, whatever else the process opens
@@ -145,6 +147,13 @@ const TIME_JUMPS: [Duration; 8] = [
     Duration::from_secs(30),
     Duration::from_secs(120),
 ];
+
+/// A time step's byte at or above this lands on a timer's edge (see
+/// `Sim::step`).
+const EDGE_JUMPS: u8 = 224;
+
+/// How far before a timer's due instant its edge's first jump lands.
+const BEFORE_DUE: Duration = Duration::from_micros(1);
 
 /// The most bytes one call moves on a connection, per direction, chosen
 /// when it is made: a byte at a time up to no limit but the capacity.
@@ -477,7 +486,20 @@ impl Sim {
             20 | 21 => return self.poll_once(),
             22 => self.peer_sends_oob(),
             24..=26 => {
-                let jump = TIME_JUMPS[self.chooser.below(TIME_JUMPS.len()).unwrap_or(0)];
+                let choice = self.chooser.byte().unwrap_or(0);
+                let jump = match self.checker.earliest_due() {
+                    // An eighth of the jumps land on a timer's edge: just
+                    // before the earliest one is due, where it must not
+                    // fire, or on it, where it must; a jump from the table
+                    // lands within a millisecond of it too rarely to catch
+                    // a timer a millisecond early. The other bytes pick from
+                    // the table as `below` did, so inputs keep their jumps.
+                    Some(due) if choice >= EDGE_JUMPS => {
+                        let to_due = due.saturating_duration_since(self.clock.now());
+                        if choice.is_multiple_of(2) { to_due.saturating_sub(BEFORE_DUE) } else { to_due }
+                    }
+                    _ => TIME_JUMPS[usize::from(choice) % TIME_JUMPS.len()],
+                };
                 self.advance(jump);
             }
             27 => {
@@ -668,6 +690,16 @@ mod tests {
     #[test]
     fn an_idle_timeout_that_activity_does_not_re_arm_is_caught() {
         assert_caught(Fault::NoRearm, "activity re-arms it");
+    }
+
+    #[test]
+    fn timers_that_expire_a_millisecond_early_are_caught() {
+        assert_caught(Fault::SlightlyEarly, "due no earlier than");
+    }
+
+    #[test]
+    fn an_idle_timeout_armed_a_millisecond_short_is_caught() {
+        assert_caught(Fault::IdleShort, "before the channel was idle that long");
     }
 
     #[test]
