@@ -343,9 +343,56 @@ fn the_idle_timeout_of_a_channel_that_closed_does_not_make_the_loop_spin() {
 // pin "not a microsecond early" and "in the very iteration time reaches it"
 // without reading a wall clock.
 
-/// A quiet map with a virtual clock: no simulated peer, no chaos.
-fn virtual_map() -> rolecore::sim::Sim {
-    rolecore::sim::Sim::from_bytes(&[], rolecore::sim::SimConfig::default()).expect("a simulated world")
+/// A quiet map with a virtual clock (no simulated peer, no chaos), and a
+/// guard against a timer loop that spins: see [`Clocked`].
+fn virtual_map() -> Clocked {
+    let sim =
+        rolecore::sim::Sim::from_bytes(&[], rolecore::sim::SimConfig::default()).expect("a simulated world");
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    thread::spawn(move || {
+        let start = Instant::now();
+        while !flag.load(Ordering::SeqCst) {
+            if start.elapsed() > Duration::from_secs(30) {
+                // A timer loop that never returns (an expired entry queued
+                // again and again) would hang `cargo test`: fail it instead.
+                // Straight to stderr: the harness's capture would swallow it.
+                let message = "a virtual-time timer test still runs after 30 s: the loop spins\n";
+                let _ = io::stderr().write_all(message.as_bytes());
+                std::process::exit(101);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    });
+    Clocked { sim, done }
+}
+
+/// A [`Sim`](rolecore::sim::Sim) used as a map with a virtual clock. The
+/// test process exits with a failure if the test holding it is still
+/// running 30 s later: these tests take milliseconds, and a timer loop that
+/// spins forever must fail the run, not hang it.
+struct Clocked {
+    sim: rolecore::sim::Sim,
+    done: Arc<AtomicBool>,
+}
+
+impl std::ops::Deref for Clocked {
+    type Target = rolecore::sim::Sim;
+    fn deref(&self) -> &rolecore::sim::Sim {
+        &self.sim
+    }
+}
+
+impl std::ops::DerefMut for Clocked {
+    fn deref_mut(&mut self) -> &mut rolecore::sim::Sim {
+        &mut self.sim
+    }
+}
+
+impl Drop for Clocked {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+    }
 }
 
 /// One iteration that does not wait.
