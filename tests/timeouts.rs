@@ -624,3 +624,48 @@ fn a_cleared_deadline_or_idle_timeout_never_fires() {
     assert_eq!(kept_log.count("timeout"), 6, "the idle timeout left alone fires every period");
     assert!(cleared_log.events().is_empty(), "a cleared idle timeout fired: {:?}", cleared_log.events());
 }
+
+/// Says goodbye and records its close.
+struct Goodbye(Log);
+
+impl rolecore::ChatHandler for Goodbye {
+    fn found_terminator(&mut self, chat: &mut rolecore::AsyncChat, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        chat.take_incoming();
+        Ok(())
+    }
+    fn handle_close(&mut self, _chat: &mut rolecore::AsyncChat, _cx: &mut Ctx<'_>) {
+        self.0.push("close");
+    }
+}
+
+/// A chat's lingering close waits exactly its linger time for a silent peer:
+/// after `close_when_done` its queue goes out and its sending side shuts
+/// down, then it stays open until the linger time is over, not half a
+/// millisecond less, and closes in the iteration that time reaches it.
+#[test]
+fn a_lingering_close_lasts_exactly_its_linger_time() {
+    let mut sim = virtual_map();
+    let (ours, mut peer) = UnixStream::pair().unwrap();
+    peer.set_nonblocking(true).unwrap();
+    let log = Log::default();
+    let mut chat = rolecore::AsyncChat::new(Channel::try_from(ours).unwrap(), rolecore::Terminator::LF);
+    let linger = Duration::from_millis(300);
+    chat.set_linger(Some(linger));
+    chat.push(b"bye\n").unwrap();
+    chat.close_when_done();
+    let token = sim.map().insert(chat, Goodbye(log.clone())).unwrap();
+    tick(&mut sim); // the queue goes out, the sending side shuts down
+    let mut got = Vec::new();
+    peer.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"bye\n", "the goodbye, then the end of the stream");
+    let lingering_since = sim.now();
+    sim.advance(linger - HALF_MS);
+    tick(&mut sim);
+    assert!(sim.map().contains(token), "the lingering close ended half a millisecond early");
+    assert!(log.events().is_empty());
+    sim.advance(HALF_MS);
+    assert_eq!(sim.now(), lingering_since + linger);
+    tick(&mut sim);
+    assert!(!sim.map().contains(token), "still lingering when the linger time was over");
+    assert_eq!(log.events(), ["close"]);
+}
