@@ -4,7 +4,7 @@
 mod util;
 
 use std::cell::Cell;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -74,11 +74,16 @@ fn activity_rearms_an_idle_timeout() {
 /// that a timer should have ended ends the test instead of hanging it; the
 /// flag says whether it had to. The thread is left to finish on its own: it
 /// only writes to a socket that is closed by then.
-fn watchdog(mut theirs: UnixStream) -> Arc<AtomicBool> {
+fn watchdog(theirs: UnixStream) -> Arc<AtomicBool> {
+    watchdog_after(theirs, Duration::from_secs(10))
+}
+
+/// [`watchdog`], waking the loop after `after`.
+fn watchdog_after(mut theirs: UnixStream, after: Duration) -> Arc<AtomicBool> {
     let woke = Arc::new(AtomicBool::new(false));
     let flag = woke.clone();
     thread::spawn(move || {
-        thread::sleep(Duration::from_secs(10));
+        thread::sleep(after);
         flag.store(true, Ordering::SeqCst);
         let _ = theirs.write_all(b"w");
     });
@@ -96,6 +101,25 @@ fn a_deadline_shortens_an_endless_wait() {
         let woke = watchdog(theirs);
         map.run(LoopOptions::new().no_timeout().count(1)).unwrap();
         assert!(!woke.load(Ordering::SeqCst), "{backend}: the wait ignored the deadline");
+        assert_eq!(log.events(), ["timeout"], "{backend}");
+    }
+}
+
+/// The wait ends when the nearest deadline comes, not some time later: a
+/// 20 ms deadline ends one wait with no time limit well before a write that
+/// comes 1.5 s later (generous: a loaded machine is late by milliseconds,
+/// not by seconds), and the iteration serves only the timeout.
+#[test]
+fn the_wait_ends_at_the_deadline_not_after_it() {
+    for backend in util::backends() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let log = Log::default();
+        let mut map = util::map(backend);
+        let token = map.insert(Channel::try_from(ours).unwrap(), Idle(log.clone())).unwrap();
+        map.set_deadline(token, Some(Instant::now() + Duration::from_millis(20)));
+        let woke = watchdog_after(theirs, Duration::from_millis(1500));
+        map.run(LoopOptions::new().no_timeout().count(1)).unwrap();
+        assert!(!woke.load(Ordering::SeqCst), "{backend}: the wait overshot the deadline by over a second");
         assert_eq!(log.events(), ["timeout"], "{backend}");
     }
 }
@@ -309,4 +333,339 @@ fn the_idle_timeout_of_a_channel_that_closed_does_not_make_the_loop_spin() {
             );
         }
     }
+}
+
+// ---- exact timers on the simulation's virtual clock -------------------------
+//
+// A `Sim` made from no fuzzer bytes reports readiness truthfully and moves
+// its clock only when told: a channel of ours (a kernel socket pair) in its
+// map sees deadlines and idle timeouts at exact instants, so these tests
+// pin "not a microsecond early" and "in the very iteration time reaches it"
+// without reading a wall clock.
+
+/// A quiet map with a virtual clock (no simulated peer, no chaos), and a
+/// guard against a timer loop that spins: see [`Clocked`].
+fn virtual_map() -> Clocked {
+    let sim =
+        rolecore::sim::Sim::from_bytes(&[], rolecore::sim::SimConfig::default()).expect("a simulated world");
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    thread::spawn(move || {
+        let start = Instant::now();
+        while !flag.load(Ordering::SeqCst) {
+            if start.elapsed() > Duration::from_secs(30) {
+                // A timer loop that never returns (an expired entry queued
+                // again and again) would hang `cargo test`: fail it instead.
+                // Straight to stderr: the harness's capture would swallow it.
+                let message = "a virtual-time timer test still runs after 30 s: the loop spins\n";
+                let _ = io::stderr().write_all(message.as_bytes());
+                std::process::exit(101);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    });
+    Clocked { sim, done }
+}
+
+/// A [`Sim`](rolecore::sim::Sim) used as a map with a virtual clock. The
+/// test process exits with a failure if the test holding it is still
+/// running 30 s later: these tests take milliseconds, and a timer loop that
+/// spins forever must fail the run, not hang it.
+struct Clocked {
+    sim: rolecore::sim::Sim,
+    done: Arc<AtomicBool>,
+}
+
+impl std::ops::Deref for Clocked {
+    type Target = rolecore::sim::Sim;
+    fn deref(&self) -> &rolecore::sim::Sim {
+        &self.sim
+    }
+}
+
+impl std::ops::DerefMut for Clocked {
+    fn deref_mut(&mut self) -> &mut rolecore::sim::Sim {
+        &mut self.sim
+    }
+}
+
+impl Drop for Clocked {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+    }
+}
+
+/// One iteration that does not wait.
+fn tick(sim: &mut rolecore::sim::Sim) {
+    sim.map().poll(Some(Duration::ZERO)).expect("poll");
+}
+
+/// Reads whatever comes, records timeouts, and stays open after them.
+struct Timed(Log);
+
+impl StreamHandler for Timed {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        let n = ch.recv(&mut [0u8; 64])?;
+        self.0.push(format!("read {n}"));
+        Ok(())
+    }
+    fn handle_timeout(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.0.push("timeout");
+        Ok(())
+    }
+}
+
+/// A channel in `sim`'s map with a `Timed` handler, and its peer.
+fn timed_channel(sim: &mut rolecore::sim::Sim) -> (rolecore::Token, UnixStream, Log) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let log = Log::default();
+    let token = sim.map().insert(Channel::try_from(ours).unwrap(), Timed(log.clone())).unwrap();
+    (token, theirs, log)
+}
+
+const HALF_MS: Duration = Duration::from_micros(500);
+
+/// A deadline fires neither a fraction of a millisecond before its instant
+/// nor an iteration after it: at `at - 0.5 ms` nothing, at exactly `at` the
+/// timeout, once.
+#[test]
+fn a_deadline_fires_exactly_at_its_instant_on_virtual_time() {
+    let mut sim = virtual_map();
+    let (token, _peer, log) = timed_channel(&mut sim);
+    let at = sim.now() + Duration::from_millis(100);
+    assert!(sim.map().set_deadline(token, Some(at)));
+    sim.advance(Duration::from_millis(100) - HALF_MS);
+    tick(&mut sim);
+    assert!(log.events().is_empty(), "fired 0.5 ms early: {:?}", log.events());
+    sim.advance(HALF_MS);
+    assert_eq!(sim.now(), at);
+    tick(&mut sim);
+    assert_eq!(log.events(), ["timeout"], "not served in the iteration time reached it");
+    sim.advance(Duration::from_secs(10));
+    tick(&mut sim);
+    assert_eq!(log.events(), ["timeout"], "a one-shot deadline fired twice");
+}
+
+/// An idle timeout counts its whole length from when it was set, and again
+/// from each callback: activity half a millisecond after setting it moves
+/// the expiry by exactly that much, and it then fires at exactly that
+/// instant (not at the old one, not a fraction of a millisecond before the
+/// new one).
+#[test]
+fn an_idle_timeout_fires_exactly_one_period_after_the_last_activity() {
+    let mut sim = virtual_map();
+    let (token, mut peer, log) = timed_channel(&mut sim);
+    let idle = Duration::from_millis(100);
+    assert!(sim.map().set_idle_timeout(token, Some(idle)));
+    sim.advance(idle - HALF_MS);
+    tick(&mut sim);
+    assert!(log.events().is_empty(), "fired before a whole idle period: {:?}", log.events());
+    // Activity at 99.5 ms: the next expiry is at 199.5 ms.
+    peer.write_all(b"x").unwrap();
+    tick(&mut sim);
+    assert_eq!(log.events(), ["read 1"]);
+    let active = sim.now();
+    sim.advance(HALF_MS); // t = 100 ms, where the first entry comes due
+    tick(&mut sim);
+    assert_eq!(log.events(), ["read 1"], "activity did not push the idle timeout back");
+    sim.advance(idle - 2 * HALF_MS); // half a millisecond before the new expiry
+    tick(&mut sim);
+    assert_eq!(log.events(), ["read 1"], "fired before a whole idle period after the activity");
+    sim.advance(HALF_MS);
+    assert_eq!(sim.now(), active + idle);
+    tick(&mut sim);
+    assert_eq!(log.events(), ["read 1", "timeout"], "not served in the iteration time reached it");
+    // The handler kept the channel: the timeout's own callback re-arms it.
+    sim.advance(idle - HALF_MS);
+    tick(&mut sim);
+    assert_eq!(log.count("timeout"), 1, "re-armed short after the timeout callback");
+    sim.advance(HALF_MS);
+    tick(&mut sim);
+    assert_eq!(log.count("timeout"), 2, "an ignored idle timeout fires again one period later");
+}
+
+/// Activity pushes an idle timeout back even when the activity lands a
+/// fraction of a millisecond after the timeout was set, and a channel kept
+/// busy for many periods never times out.
+#[test]
+fn activity_just_after_arming_pushes_the_idle_timeout_back_by_exactly_that_much() {
+    let mut sim = virtual_map();
+    let (token, mut peer, log) = timed_channel(&mut sim);
+    let idle = Duration::from_millis(100);
+    assert!(sim.map().set_idle_timeout(token, Some(idle)));
+    sim.advance(HALF_MS);
+    peer.write_all(b"x").unwrap();
+    tick(&mut sim);
+    sim.advance(idle - HALF_MS); // t = 100 ms: the old expiry, 0.5 ms before the new one
+    tick(&mut sim);
+    assert_eq!(log.events(), ["read 1"], "fired at the expiry the activity replaced");
+    sim.advance(HALF_MS);
+    tick(&mut sim);
+    assert_eq!(log.events(), ["read 1", "timeout"]);
+    // Busy for ten periods: never idle.
+    for _ in 0..20 {
+        sim.advance(idle / 2);
+        peer.write_all(b"y").unwrap();
+        tick(&mut sim);
+    }
+    assert_eq!(log.count("timeout"), 1, "a busy channel timed out: {:?}", log.events());
+}
+
+/// Every channel whose deadline time reached is served in that iteration,
+/// however many come due at once.
+#[test]
+fn deadlines_due_at_the_same_instant_all_fire_in_one_iteration() {
+    let mut sim = virtual_map();
+    let at = sim.now() + Duration::from_millis(50);
+    let channels: Vec<_> = (0..4).map(|_| timed_channel(&mut sim)).collect();
+    for (token, _, _) in &channels {
+        assert!(sim.map().set_deadline(*token, Some(at)));
+    }
+    sim.advance(Duration::from_millis(50));
+    tick(&mut sim);
+    for (i, (_, _, log)) in channels.iter().enumerate() {
+        assert_eq!(log.events(), ["timeout"], "channel {i} was not served in the iteration");
+    }
+}
+
+/// Reads nothing, sends a large reply, records timeouts.
+struct Sender(Log);
+
+impl StreamHandler<rolecore::Buffered<Connected>> for Sender {
+    fn readable(&self, _ch: &rolecore::Buffered<Connected>) -> bool {
+        false
+    }
+    fn handle_read(&mut self, _ch: &mut rolecore::Buffered<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        Ok(())
+    }
+    fn handle_timeout(
+        &mut self,
+        _ch: &mut rolecore::Buffered<Connected>,
+        _cx: &mut Ctx<'_>,
+    ) -> io::Result<()> {
+        self.0.push("timeout");
+        Ok(())
+    }
+}
+
+/// Write progress is activity too: a channel that does nothing but send a
+/// reply to a slow reader, making progress on every write event, is not idle,
+/// however many idle periods the reply takes; once the queue is out and it
+/// sits still, the idle timeout fires one period after its last write.
+#[test]
+fn sending_to_a_slow_reader_rearms_an_idle_timeout() {
+    let mut sim = virtual_map();
+    let (ours, mut peer) = UnixStream::pair().unwrap();
+    peer.set_nonblocking(true).unwrap();
+    let log = Log::default();
+    let mut out = rolecore::Buffered::new(Channel::try_from(ours).unwrap());
+    let reply: Vec<u8> = (0..2 << 20).map(|i| (i % 251) as u8).collect();
+    out.send(&reply).unwrap();
+    assert!(out.queued() > 0, "a socket pair cannot take 2 MiB at once");
+    let token = sim.map().insert(out, Sender(log.clone())).unwrap();
+    let idle = Duration::from_millis(100);
+    assert!(sim.map().set_idle_timeout(token, Some(idle)));
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut periods = 0;
+    while got.len() < reply.len() {
+        sim.advance(idle / 2);
+        // The reader drains what arrived, then the loop's write event sends
+        // one more chunk.
+        loop {
+            match peer.read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        tick(&mut sim);
+        assert!(
+            log.events().is_empty(),
+            "timed out while sending, {} of {} bytes read",
+            got.len(),
+            reply.len()
+        );
+        periods += 1;
+        assert!(periods < 10_000, "the reply never finished");
+    }
+    assert!(periods > 4, "the reply took only {periods} half periods: not a test of re-arming");
+    assert!(got == reply, "the reply arrived changed");
+    sim.advance(idle);
+    tick(&mut sim);
+    assert_eq!(log.events(), ["timeout"], "idle after its last write, it did not time out");
+}
+
+/// `set_deadline(.., None)` and `set_idle_timeout(.., None)` take the timer
+/// away: neither fires, however long the channel then sits idle, while the
+/// same timer left alone on a second channel does.
+#[test]
+fn a_cleared_deadline_or_idle_timeout_never_fires() {
+    let mut sim = virtual_map();
+    let (kept, _peer_kept, kept_log) = timed_channel(&mut sim);
+    let (cleared, _peer_cleared, cleared_log) = timed_channel(&mut sim);
+    let at = sim.now() + Duration::from_millis(10);
+    for token in [kept, cleared] {
+        assert!(sim.map().set_deadline(token, Some(at)));
+    }
+    assert!(sim.map().set_deadline(cleared, None));
+    sim.advance(Duration::from_millis(10));
+    tick(&mut sim);
+    assert_eq!(kept_log.events(), ["timeout"]);
+    assert!(cleared_log.events().is_empty(), "a cleared deadline fired");
+    for token in [kept, cleared] {
+        assert!(sim.map().set_idle_timeout(token, Some(Duration::from_millis(10))));
+    }
+    assert!(sim.map().set_idle_timeout(cleared, None));
+    for _ in 0..5 {
+        sim.advance(Duration::from_millis(10));
+        tick(&mut sim);
+    }
+    assert_eq!(kept_log.count("timeout"), 6, "the idle timeout left alone fires every period");
+    assert!(cleared_log.events().is_empty(), "a cleared idle timeout fired: {:?}", cleared_log.events());
+}
+
+/// Says goodbye and records its close.
+struct Goodbye(Log);
+
+impl rolecore::ChatHandler for Goodbye {
+    fn found_terminator(&mut self, chat: &mut rolecore::AsyncChat, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        chat.take_incoming();
+        Ok(())
+    }
+    fn handle_close(&mut self, _chat: &mut rolecore::AsyncChat, _cx: &mut Ctx<'_>) {
+        self.0.push("close");
+    }
+}
+
+/// A chat's lingering close waits exactly its linger time for a silent peer:
+/// after `close_when_done` its queue goes out and its sending side shuts
+/// down, then it stays open until the linger time is over, not half a
+/// millisecond less, and closes in the iteration that time reaches it.
+#[test]
+fn a_lingering_close_lasts_exactly_its_linger_time() {
+    let mut sim = virtual_map();
+    let (ours, mut peer) = UnixStream::pair().unwrap();
+    peer.set_nonblocking(true).unwrap();
+    let log = Log::default();
+    let mut chat = rolecore::AsyncChat::new(Channel::try_from(ours).unwrap(), rolecore::Terminator::LF);
+    let linger = Duration::from_millis(300);
+    chat.set_linger(Some(linger));
+    chat.push(b"bye\n").unwrap();
+    chat.close_when_done();
+    let token = sim.map().insert(chat, Goodbye(log.clone())).unwrap();
+    tick(&mut sim); // the queue goes out, the sending side shuts down
+    let mut got = Vec::new();
+    peer.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"bye\n", "the goodbye, then the end of the stream");
+    let lingering_since = sim.now();
+    sim.advance(linger - HALF_MS);
+    tick(&mut sim);
+    assert!(sim.map().contains(token), "the lingering close ended half a millisecond early");
+    assert!(log.events().is_empty());
+    sim.advance(HALF_MS);
+    assert_eq!(sim.now(), lingering_since + linger);
+    tick(&mut sim);
+    assert!(!sim.map().contains(token), "still lingering when the linger time was over");
+    assert_eq!(log.events(), ["close"]);
 }
