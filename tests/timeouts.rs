@@ -90,6 +90,10 @@ fn watchdog_after(mut theirs: UnixStream, after: Duration) -> Arc<AtomicBool> {
     woke
 }
 
+/// A 20 ms deadline ends a wait with no time limit, and ends it when it
+/// comes, not some time later: well before a write that comes 1.5 s later
+/// (generous: a loaded machine is late by milliseconds, not by seconds);
+/// the iteration serves only the timeout.
 #[test]
 fn a_deadline_shortens_an_endless_wait() {
     for backend in util::backends() {
@@ -98,28 +102,12 @@ fn a_deadline_shortens_an_endless_wait() {
         let mut map = util::map(backend);
         let token = map.insert(Channel::try_from(ours).unwrap(), Idle(log.clone())).unwrap();
         map.set_deadline(token, Some(Instant::now() + Duration::from_millis(20)));
-        let woke = watchdog(theirs);
-        map.run(LoopOptions::new().no_timeout().count(1)).unwrap();
-        assert!(!woke.load(Ordering::SeqCst), "{backend}: the wait ignored the deadline");
-        assert_eq!(log.events(), ["timeout"], "{backend}");
-    }
-}
-
-/// The wait ends when the nearest deadline comes, not some time later: a
-/// 20 ms deadline ends one wait with no time limit well before a write that
-/// comes 1.5 s later (generous: a loaded machine is late by milliseconds,
-/// not by seconds), and the iteration serves only the timeout.
-#[test]
-fn the_wait_ends_at_the_deadline_not_after_it() {
-    for backend in util::backends() {
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        let log = Log::default();
-        let mut map = util::map(backend);
-        let token = map.insert(Channel::try_from(ours).unwrap(), Idle(log.clone())).unwrap();
-        map.set_deadline(token, Some(Instant::now() + Duration::from_millis(20)));
         let woke = watchdog_after(theirs, Duration::from_millis(1500));
         map.run(LoopOptions::new().no_timeout().count(1)).unwrap();
-        assert!(!woke.load(Ordering::SeqCst), "{backend}: the wait overshot the deadline by over a second");
+        assert!(
+            !woke.load(Ordering::SeqCst),
+            "{backend}: the wait ignored the deadline or overshot it by a second"
+        );
         assert_eq!(log.events(), ["timeout"], "{backend}");
     }
 }
