@@ -267,3 +267,71 @@ fn partial_writes_and_partial_drains_keep_every_byte_in_order() {
         }
     }
 }
+
+/// Sends one large reply to the first byte it reads, then only reads;
+/// records how much output was still queued at each read.
+struct Flood {
+    reads: Rc<std::cell::RefCell<Vec<usize>>>,
+}
+
+impl StreamHandler<Buffered<Connected>> for Flood {
+    fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        if ch.recv(cx.buffer())? == 0 {
+            return Ok(());
+        }
+        self.reads.borrow_mut().push(ch.queued());
+        if self.reads.borrow().len() == 1 {
+            ch.send(&vec![7u8; 1 << 20])?;
+        }
+        Ok(())
+    }
+
+    fn handle_error(&mut self, _ch: &mut Buffered<Connected>, error: io::Error, _cx: &mut Ctx<'_>) {
+        panic!("handle_error: {error}");
+    }
+}
+
+/// P15 (back-pressure watermarks): once more than the high watermark is
+/// queued, the loop stops reading the channel, even with input waiting; as
+/// the peer drains it, reading resumes as soon as the queue is at or below
+/// the low watermark, not only once it is empty.
+#[test]
+fn reads_pause_above_the_high_watermark_and_resume_at_the_low_one() {
+    const LOW: usize = 128 << 10;
+    const HIGH: usize = 256 << 10;
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let (ours, mut peer) = Channel::pair().unwrap();
+        let mut ours = Buffered::new(ours).with_limit(4 << 20);
+        ours.set_watermarks(LOW, HIGH);
+        let reads = Rc::new(std::cell::RefCell::new(Vec::new()));
+        let token = map.insert(ours, Flood { reads: Rc::clone(&reads) }).unwrap();
+
+        peer.send(b"a").unwrap();
+        assert!(util::run_until(&mut map, |_| reads.borrow().len() == 1), "{backend}: first read");
+        let queued = map.stream_mut::<Buffered<Connected>, Flood>(token).unwrap().transport().queued();
+        assert!(queued > HIGH, "{backend}: the reply backs up past the high watermark ({queued} queued)");
+
+        // Input waits, but the channel is over its high watermark.
+        peer.send(b"b").unwrap();
+        util::run_iterations(&mut map, 5);
+        assert_eq!(reads.borrow().len(), 1, "{backend}: no read above the high watermark");
+
+        // The peer drains; reading resumes at the low watermark.
+        let mut got = Vec::new();
+        for _ in 0..100_000 {
+            if reads.borrow().len() == 2 || got.len() == 1 << 20 {
+                break;
+            }
+            read_some(&mut peer, 16 << 10, &mut got);
+            map.poll(Some(Duration::from_millis(10))).unwrap();
+        }
+        let reads = reads.borrow();
+        assert_eq!(reads.len(), 2, "{backend}: reading resumed");
+        assert!(
+            reads[1] > 0 && reads[1] <= LOW,
+            "{backend}: resumed with {} queued: at or below the low watermark, before the queue emptied",
+            reads[1]
+        );
+    }
+}
