@@ -888,3 +888,50 @@ fn a_shutdown_closes_what_closing_handlers_open_and_still_ends() -> io::Result<(
     }
     Ok(())
 }
+
+/// Removes its own channel through `cx.remove(cx.token())` in `handle_read`,
+/// recording what `remove` answered and every later callback.
+struct RemovesItself {
+    log: Log,
+}
+
+impl StreamHandler for RemovesItself {
+    fn writable(&self, _ch: &Channel<Connected>) -> bool {
+        true
+    }
+
+    fn handle_read(&mut self, _ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let token = cx.token();
+        self.log.push(format!("read, remove gave {}", cx.remove(token)));
+        Ok(())
+    }
+
+    fn handle_write(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.log.push("write");
+        Ok(())
+    }
+
+    fn handle_close(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) {
+        self.log.push("close");
+    }
+}
+
+/// D18: `cx.remove` of the callback's own token is `cx.close()`: it answers
+/// true, nothing more is delivered (not the write of the same wake-up, no
+/// `handle_close`), and the channel leaves the map, its descriptor closed.
+#[test]
+fn removing_its_own_token_in_a_callback_closes_the_channel() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let _keeper = keep_loop_alive(&mut map);
+        let log = Log::default();
+        let (ours, mut peer) = Channel::pair().expect("socketpair");
+        peer.send(b"data").expect("peer send");
+        let token = map.insert(ours, RemovesItself { log: log.clone() }).expect("insert");
+        assert!(util::run_until(&mut map, |m| !m.contains(token)), "{backend}: removed within 5 s");
+        util::run_iterations(&mut map, 3);
+        assert_eq!(log.events(), ["read, remove gave true"], "{backend}: nothing after the removal");
+        let mut buf = [0u8; 8];
+        assert_eq!(peer.recv(&mut buf).ok(), Some(0), "{backend}: the descriptor was closed");
+    }
+}
