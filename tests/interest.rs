@@ -340,3 +340,41 @@ fn p3_idle_channels_are_not_asked_for_their_interest_on_every_iteration() {
         drop(peers);
     }
 }
+
+/// Sets an outside flag that another channel's `writable()` reads, then
+/// asks that channel's predicates again with `Ctx::refresh`.
+struct Refresher {
+    flag: Rc<Cell<bool>>,
+    target: Token,
+}
+
+impl StreamHandler for Refresher {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(cx.buffer())?;
+        self.flag.set(true);
+        cx.refresh(self.target);
+        Ok(())
+    }
+}
+
+/// D26: `Ctx::refresh` asks another channel's `readable()`/`writable()`
+/// again from inside a callback, so a predicate that reads outside state
+/// changed by that callback takes effect without any touch of its handler.
+#[test]
+fn ctx_refresh_asks_another_channels_predicates_again() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let flag = Rc::new(Cell::new(false));
+        let (a, _a_peer) = Channel::pair().expect("socketpair");
+        let ta = map.insert(a, FlagWriter { flag: Rc::clone(&flag), writes: 0 }).expect("insert");
+        let (b, mut b_peer) = Channel::pair().expect("socketpair");
+        map.insert(b, Refresher { flag: Rc::clone(&flag), target: ta }).expect("insert");
+        util::run_iterations(&mut map, 2);
+        assert_eq!(map.handler::<FlagWriter>(ta).unwrap().writes, 0, "{backend}: not writable yet");
+        b_peer.send(b"go").expect("peer send");
+        assert!(
+            util::run_until(&mut map, |m| m.handler::<FlagWriter>(ta).unwrap().writes > 0),
+            "{backend}: Ctx::refresh made the other channel writable"
+        );
+    }
+}
