@@ -339,3 +339,202 @@ fn a_config_of_zeros_still_runs() {
         assert!(peer.sent.starts_with(&peer.received_data()));
     }
 }
+
+/// The lines of `trace` that come after the settling starts.
+fn after_settling(trace: &[String]) -> &[String] {
+    let at = trace.iter().position(|l| l.starts_with("-- settling")).expect("every run settles");
+    &trace[at + 1..]
+}
+
+/// The sum of the first number after `prefix` in the lines that start
+/// with it.
+fn sum_after(trace: &[String], prefix: &str) -> usize {
+    trace
+        .iter()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .map(|rest| rest.split(' ').next().unwrap().parse::<usize>().unwrap())
+        .sum()
+}
+
+/// A peer's report holds exactly what its sends took, not what it was
+/// told it may write: its ordinary bytes are the sum of its writes'
+/// counts in the trace, its urgent bytes the sum of its urgent sends'.
+#[test]
+fn a_peer_reports_exactly_the_bytes_its_sends_took() {
+    let mut partial = 0;
+    for seed in 0..60 {
+        let report = echo_run(seed);
+        for (i, peer) in report.peers.iter().enumerate() {
+            let writes = sum_after(&report.trace, &format!("peer p{i} writes "));
+            assert_eq!(peer.sent.len(), writes, "seed {seed}: p{i}'s ordinary bytes");
+            let urgent = sum_after(&report.trace, &format!("peer p{i} sends "));
+            assert_eq!(peer.oob_sent, urgent, "seed {seed}: p{i}'s urgent bytes");
+        }
+        partial +=
+            report.trace.iter().filter(|l| l.contains(" writes ") && !l.contains(" writes 0 ")).count();
+    }
+    assert!(partial > 100, "peers wrote ({partial} writes)");
+}
+
+/// Greets every connection with a line as soon as it is accepted, and
+/// reads and drops whatever comes.
+struct Greeter;
+impl StreamHandler<Buffered<Connected>> for Greeter {
+    fn handle_read(&mut self, ch: &mut Buffered<Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0u8; 512];
+        ch.recv(&mut buf).map(drop)
+    }
+}
+
+struct GreeterServer;
+impl AcceptHandler for GreeterServer {
+    fn handle_accepted(&mut self, c: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let mut ch = Buffered::new(c);
+        ch.send(b"hello\n")?;
+        cx.insert(ch, Greeter)?;
+        Ok(())
+    }
+}
+
+/// In the settling, every open peer reads what comes back, and what it
+/// reads is in its report: a greeting still unread when the run stops
+/// is read there (as much of it as the server sent before it saw the
+/// end of its input and closed), and the trace says so.
+#[test]
+fn the_settling_peers_read_the_replies_into_their_reports() {
+    let mut read_in_settling = 0;
+    for seed in 0..60 {
+        let mut sim = Sim::from_seed(seed, SimConfig::default()).unwrap();
+        sim.listen(GreeterServer).unwrap();
+        let report = sim.run().unwrap_or_else(|failure| panic!("{failure}"));
+        let settling = after_settling(&report.trace);
+        for (i, peer) in report.peers.iter().enumerate() {
+            let read_late = sum_after(settling, &format!("peer p{i} reads "));
+            if read_late > 0 {
+                read_in_settling += 1;
+                assert!(
+                    !peer.received.is_empty() && b"hello\n".starts_with(&peer.received),
+                    "seed {seed}: p{i}'s greeting, read in the settling: {:?}",
+                    peer.received
+                );
+            }
+            let read = sum_after(&report.trace, &format!("peer p{i} reads "));
+            assert_eq!(peer.received.len(), read, "seed {seed}: p{i} reports what it read");
+        }
+    }
+    assert!(read_in_settling > 20, "greetings read in the settling ({read_in_settling})");
+}
+
+/// The settling half-closes every peer before any closes, so a server
+/// sees the end of its input while its peers still read: channels close
+/// in the settling before the first peer does.
+#[test]
+fn the_settling_half_closes_the_peers_before_they_close() {
+    let mut closed_first = 0;
+    for seed in 0..60 {
+        let report = echo_run(seed);
+        let settling = after_settling(&report.trace);
+        let first_close = settling.iter().position(|l| l.starts_with("peer p") && l.ends_with(" closes"));
+        let before = &settling[..first_close.unwrap_or(settling.len())];
+        closed_first += usize::from(before.iter().any(|l| l.ends_with(" closed")));
+    }
+    assert!(closed_first > 20, "runs where a server saw the end before its peer closed ({closed_first})");
+}
+
+/// The script lies while the steps run, and says so in the trace: it
+/// adds readiness that is not there, invents wake-ups and reports
+/// readiness for channels that have closed (which the loop must ignore);
+/// in the settling it tells the truth only.
+#[test]
+fn the_script_lies_during_the_run_and_not_in_the_settling() {
+    let lies = [" +spurious READABLE", " +spurious WRITABLE", "(spurious wake-up)", "(for a closed channel)"];
+    let mut seen = [0; 4];
+    for seed in 0..60 {
+        let report = echo_run(seed);
+        for line in after_settling(&report.trace) {
+            assert!(!lies.iter().any(|lie| line.contains(lie)), "seed {seed}: a lie in the settling: {line}");
+        }
+        for (n, lie) in seen.iter_mut().zip(lies) {
+            *n += report.trace.iter().filter(|l| l.contains(lie)).count();
+        }
+    }
+    assert!(seen.iter().all(|&n| n > 10), "every kind of lie was told: {seen:?}");
+}
+
+/// Broken on purpose: hands every accepted channel to something that
+/// outlives the map, instead of inserting it or dropping it.
+struct Hoarder(Rc<std::cell::RefCell<Vec<Channel<Connected>>>>);
+impl AcceptHandler for Hoarder {
+    fn handle_accepted(&mut self, c: Channel<Connected>, _: Address, _: &mut Ctx<'_>) -> io::Result<()> {
+        self.0.borrow_mut().push(c);
+        Ok(())
+    }
+}
+
+/// With `check_descriptors`, a run that ends with an in-memory channel
+/// still open outside the map fails as a descriptor leak; without it,
+/// nothing is counted.
+#[test]
+fn a_channel_kept_past_the_run_is_reported_as_a_descriptor_leak() {
+    let config = SimConfig { check_descriptors: true, ..SimConfig::default() };
+    let kept = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let leak = (0..50u64).find_map(|seed| {
+        let mut sim = Sim::from_seed(seed, config).unwrap();
+        sim.listen(Hoarder(kept.clone())).unwrap();
+        let failure = sim.run().err();
+        kept.borrow_mut().clear();
+        failure
+    });
+    let leak = leak.expect("some run accepts a connection");
+    assert!(leak.violation.contains("descriptor leak"), "{}", leak.violation);
+
+    let mut sim = Sim::from_seed(0, SimConfig::default()).unwrap();
+    sim.listen(Hoarder(kept.clone())).unwrap();
+    assert!(sim.run().is_ok(), "not counted unless asked");
+}
+
+/// Never asks for anything and never closes its channel.
+struct Deaf;
+impl StreamHandler for Deaf {
+    fn readable(&self, _: &Channel<Connected>) -> bool {
+        false
+    }
+    fn writable(&self, _: &Channel<Connected>) -> bool {
+        false
+    }
+    fn handle_read(&mut self, _: &mut Channel<Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A stream still open when every peer closed and the loop went quiet
+/// never had its `handle_close`: the run fails and names it.
+#[test]
+fn a_stream_still_open_after_the_settling_is_reported() {
+    let (ours, theirs) = Channel::pair().unwrap();
+    let mut sim = Sim::from_seed(3, SimConfig::default()).unwrap();
+    sim.map().insert(ours, Deaf).unwrap();
+    let failure = sim.run().expect_err("the stream never closes");
+    assert!(failure.violation.contains("#1 still open"), "{}", failure.violation);
+    assert!(failure.violation.contains("handle_close never ran"), "{}", failure.violation);
+    drop(theirs);
+}
+
+/// A slow connect that is refused ends its peer: no peer action names it
+/// afterwards, in the steps or in the settling.
+#[test]
+fn a_refused_slow_connect_leaves_no_peer_behind() {
+    let mut refused = 0;
+    for seed in 0..150 {
+        let mut sim = Sim::from_seed(seed, SimConfig::default()).unwrap();
+        sim.connect(|c, map| Ok(map.insert(Buffered::new(c), Client)?)).unwrap();
+        let report = sim.run().unwrap_or_else(|failure| panic!("{failure}"));
+        let Some(at) = report.trace.iter().position(|l| l == "p0: the slow connect is refused") else {
+            continue;
+        };
+        refused += 1;
+        let later = report.trace[at + 1..].iter().find(|l| l.starts_with("peer p0 "));
+        assert_eq!(later, None, "seed {seed}: p0 acted after its connect was refused");
+    }
+    assert!(refused > 3, "slow connects were refused ({refused})");
+}

@@ -430,4 +430,122 @@ mod tests {
         drop(a);
         assert_eq!(readiness(fd.as_fd(), all), None);
     }
+
+    /// Closing with only an urgent byte unread is closing with unread
+    /// input: the peer gets `ECONNRESET` once, then the end.
+    #[test]
+    fn closing_with_only_an_urgent_byte_unread_resets_the_peer() {
+        let (a, b) = pair(sizes(64, 64), Link::Established).unwrap();
+        assert_eq!(send(&a, b"!", true), Ok(1));
+        drop(b);
+        let mut buf = [0u8; 4];
+        assert_eq!(recv(&a, &mut buf, false), Err(Errno::CONNRESET));
+        assert_eq!(recv(&a, &mut buf, false), Ok(0));
+    }
+
+    /// A half-close makes the other side readable (its end of stream) but
+    /// is no hang-up: that comes when the peer's end is closed.
+    #[test]
+    fn a_half_close_is_readable_and_only_a_close_hangs_up() {
+        let (a, b) = pair(sizes(64, 64), Link::Established).unwrap();
+        let fd = descriptor_for(&a).unwrap();
+        assert_eq!(readiness(fd.as_fd(), Interest::READ), Some(Readiness::EMPTY));
+        shutdown(&b, false, true).unwrap();
+        assert_eq!(readiness(fd.as_fd(), Interest::READ), Some(Readiness::READABLE));
+        drop(b);
+        assert_eq!(readiness(fd.as_fd(), Interest::READ), Some(Readiness::READABLE | Readiness::HANGUP));
+    }
+
+    /// An urgent byte makes its receiver ready for priority (only when it
+    /// asks for it) until it is read with `MSG_OOB`.
+    #[test]
+    fn an_urgent_byte_is_priority_readiness_until_read() {
+        let (a, b) = pair(sizes(64, 64), Link::Established).unwrap();
+        let fd = descriptor_for(&a).unwrap();
+        send(&b, b"!", true).unwrap();
+        assert_eq!(readiness(fd.as_fd(), Interest::PRIORITY), Some(Readiness::PRIORITY));
+        assert_eq!(readiness(fd.as_fd(), Interest::READ), Some(Readiness::EMPTY), "not inline data");
+        let mut buf = [0u8; 4];
+        assert_eq!(recv(&a, &mut buf, true), Ok(1));
+        assert_eq!(buf[0], b'!');
+        assert_eq!(readiness(fd.as_fd(), Interest::PRIORITY), Some(Readiness::EMPTY));
+    }
+
+    /// A side that shut its reading down receives the end of stream, even
+    /// with bytes queued, is readable, and its peer's sends are `EPIPE`.
+    #[test]
+    fn shutting_the_reading_side_gives_the_end_of_stream() {
+        let (a, b) = pair(sizes(64, 64), Link::Established).unwrap();
+        let fd = descriptor_for(&a).unwrap();
+        send(&b, b"queued", false).unwrap();
+        shutdown(&a, true, false).unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(recv(&a, &mut buf, false), Ok(0));
+        assert_eq!(recv(&a, &mut buf, false), Ok(0));
+        assert!(readiness(fd.as_fd(), Interest::READ).unwrap().contains(Readiness::READABLE));
+        assert_eq!(send(&b, b"more", false), Err(Errno::PIPE));
+        assert_eq!(send(&a, b"reply", false), Ok(5), "its sending side still works");
+    }
+
+    /// A listener that closes resets the connections still in its backlog,
+    /// as the kernel does: their peers read `ECONNRESET` once, then the
+    /// end, and cannot send; and every end goes back to the table.
+    #[test]
+    fn a_listener_that_closes_resets_its_backlog_and_frees_every_end() {
+        let before = open_ends();
+        let l = listener(4).unwrap();
+        let p1 = connect(l.id(), sizes(16, 16)).unwrap();
+        let p2 = connect(l.id(), sizes(16, 16)).unwrap();
+        assert_eq!(send(&p1, b"hi", false), Ok(2));
+        assert_eq!(open_ends(), before + 3);
+        drop(l);
+        let mut buf = [0u8; 8];
+        for p in [&p1, &p2] {
+            assert_eq!(recv(p, &mut buf, false), Err(Errno::CONNRESET));
+            assert_eq!(recv(p, &mut buf, false), Ok(0));
+            assert_eq!(send(p, b"x", false), Err(Errno::PIPE));
+        }
+        drop((p1, p2));
+        assert_eq!(open_ends(), before, "no end leaked");
+    }
+
+    /// Closing ends gives their ids back: a pair, an accepted connection
+    /// and a listener leave the table as it was.
+    #[test]
+    fn closed_ends_leave_the_table_as_it_was() {
+        let before = open_ends();
+        let (a, b) = pair(sizes(16, 16), Link::Established).unwrap();
+        assert_eq!(open_ends(), before + 2);
+        drop((a, b));
+        assert_eq!(open_ends(), before);
+        let l = listener(1).unwrap();
+        let p = connect(l.id(), sizes(16, 16)).unwrap();
+        let (s, _fd) = accept(&l).unwrap().unwrap();
+        assert_eq!(open_ends(), before + 3);
+        drop((s, p, l));
+        assert_eq!(open_ends(), before);
+    }
+
+    /// A connect's result: established is success, refused is
+    /// `ECONNREFUSED`; a connect in progress whose far end closes is
+    /// refused, and is then writable with an error and a hang-up.
+    #[test]
+    fn a_connect_is_refused_when_told_or_when_its_far_end_closes() {
+        let (a, b) = pair(sizes(16, 16), Link::Established).unwrap();
+        assert!(connect_result(&a).is_ok());
+        drop(b);
+        let (a, _b) = pair(sizes(16, 16), Link::Refused).unwrap();
+        assert_eq!(connect_result(&a).unwrap_err().raw_os_error(), Some(Errno::CONNREFUSED.raw_os_error()));
+        let (a, b) = pair(sizes(16, 16), Link::Pending).unwrap();
+        let fd = descriptor_for(&a).unwrap();
+        assert_eq!(connect_result(&a).unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
+        drop(b);
+        assert_eq!(link(&a), Some(Link::Refused));
+        let all = Interest::READ | Interest::WRITE;
+        assert_eq!(
+            readiness(fd.as_fd(), all),
+            Some(Readiness::WRITABLE | Readiness::ERROR | Readiness::HANGUP)
+        );
+        assert_eq!(connect_result(&a).unwrap_err().raw_os_error(), Some(Errno::CONNREFUSED.raw_os_error()));
+    }
 }

@@ -351,4 +351,98 @@ mod tests {
         assert!(after_removal.contains("after the channel closed"), "{after_removal}");
         assert_eq!(c.overdue(clock.now()), None, "a closed channel's timer is not due");
     }
+
+    /// A checker with one channel, `#1`, that joined as `joined`.
+    fn one(joined: Joined) -> (Checker, VirtualClock) {
+        let mut checker = Checker::default();
+        let clock = VirtualClock::new();
+        checker.check(token(1), Traced::Inserted(joined), clock.now(), &clock).unwrap();
+        (checker, clock)
+    }
+
+    fn called(callback: Callback) -> Traced {
+        Traced::Called { callback, progress: false }
+    }
+
+    /// Nothing reaches a channel after its `handle_close` (D18): not a
+    /// read, and not a second `handle_close`.
+    #[test]
+    fn a_callback_or_a_second_close_after_handle_close_is_caught() {
+        let (mut c, clock) = one_stream();
+        check(&mut c, &clock, READ).unwrap();
+        check(&mut c, &clock, called(Callback::Close)).unwrap();
+        let read = check(&mut c, &clock, READ).unwrap_err();
+        assert!(read.contains("Read after handle_close (D18)"), "{read}");
+
+        let (mut c, clock) = one_stream();
+        check(&mut c, &clock, called(Callback::Close)).unwrap();
+        let twice = check(&mut c, &clock, called(Callback::Close)).unwrap_err();
+        assert!(twice.contains("Close after handle_close (D18)"), "{twice}");
+    }
+
+    /// Nothing reaches a channel after it left the map, whatever it is: a
+    /// callback for its token is a stale one (D18, D20).
+    #[test]
+    fn a_callback_after_the_channel_left_the_map_is_caught() {
+        let (mut c, clock) = one_stream();
+        check(&mut c, &clock, Traced::Removed).unwrap();
+        let stale = check(&mut c, &clock, READ).unwrap_err();
+        assert!(stale.contains("after the channel closed (D18, stale token D20)"), "{stale}");
+        let unknown = c.check(token(9), READ, clock.now(), &clock).unwrap_err();
+        assert!(unknown.contains("never joined the map"), "{unknown}");
+    }
+
+    /// A token is in the map once at a time: inserting it again while its
+    /// channel is open is caught; once the channel left, the token's slot
+    /// may hold a new channel, with a new number.
+    #[test]
+    fn a_token_inserted_twice_is_caught_and_a_reused_one_is_a_new_channel() {
+        let (mut c, clock) = one_stream();
+        let twice = check(&mut c, &clock, Traced::Inserted(Joined::Connected)).unwrap_err();
+        assert!(twice.contains("inserted twice"), "{twice}");
+        check(&mut c, &clock, Traced::Removed).unwrap();
+        assert_eq!(check(&mut c, &clock, Traced::Inserted(Joined::Connected)), Ok(2));
+        assert_eq!(check(&mut c, &clock, READ), Ok(2), "the new channel gets the events");
+    }
+
+    /// A channel that connects out gets `handle_connect` once, before any
+    /// read, write or priority event (D21), and nothing after
+    /// `handle_connect_failed`.
+    #[test]
+    fn a_connecting_channel_gets_handle_connect_once_and_first() {
+        for early in [Callback::Read, Callback::Write, Callback::Expt] {
+            let (mut c, clock) = one(Joined::Connecting);
+            let before = check(&mut c, &clock, called(early)).unwrap_err();
+            assert!(before.contains(&format!("{early:?} before handle_connect (D21)")), "{before}");
+        }
+        let (mut c, clock) = one(Joined::Connecting);
+        check(&mut c, &clock, called(Callback::Connect)).unwrap();
+        check(&mut c, &clock, READ).unwrap();
+        check(&mut c, &clock, called(Callback::Write)).unwrap();
+        let twice = check(&mut c, &clock, called(Callback::Connect)).unwrap_err();
+        assert!(twice.contains("handle_connect twice"), "{twice}");
+
+        let (mut c, clock) = one(Joined::Connecting);
+        check(&mut c, &clock, called(Callback::ConnectFailed)).unwrap();
+        let after = check(&mut c, &clock, called(Callback::Close)).unwrap_err();
+        assert!(after.contains("after handle_connect_failed"), "{after}");
+    }
+
+    /// A listener gets accepts, never a read, write, priority event or
+    /// `handle_connect`; a channel that did not connect out never gets
+    /// `handle_connect` or `handle_connect_failed`.
+    #[test]
+    fn a_listener_gets_no_stream_event_and_an_accepted_channel_no_connect() {
+        for wrong in [Callback::Read, Callback::Write, Callback::Expt, Callback::Connect] {
+            let (mut c, clock) = one(Joined::Listening);
+            check(&mut c, &clock, called(Callback::Accept)).unwrap();
+            let got = check(&mut c, &clock, called(wrong)).unwrap_err();
+            assert!(got.contains(&format!("a listener got {wrong:?}")), "{got}");
+        }
+        for wrong in [Callback::Connect, Callback::ConnectFailed] {
+            let (mut c, clock) = one_stream();
+            let got = check(&mut c, &clock, called(wrong)).unwrap_err();
+            assert!(got.contains("never connected out"), "{got}");
+        }
+    }
 }

@@ -100,3 +100,47 @@ impl Chaos {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chaos(seed: u64, truthful: bool) -> Chaos {
+        Chaos {
+            chooser: std::rc::Rc::new(Chooser::seeded(seed)),
+            graveyard: Vec::new(),
+            truthful,
+            delivered: Vec::new(),
+            ids: Default::default(),
+            live: Vec::new(),
+            keyed: Vec::new(),
+        }
+    }
+
+    /// While the steps run, the script withholds real readiness now and
+    /// then (it is level-triggered: it comes back) and only ever adds to
+    /// what it delivers; in the settling it delivers the truth, always.
+    #[test]
+    fn the_script_withholds_real_readiness_but_never_in_the_settling() {
+        let (mut withheld, mut delivered) = (0, 0);
+        let mut script = chaos(5, false);
+        for _ in 0..600 {
+            // No live channel and no closed one: no invented report.
+            let mut events = vec![(7, Readiness::READABLE)];
+            script.adjust(&[], &mut events);
+            match events[..] {
+                [] => withheld += 1,
+                [(7, r)] if r.contains(Readiness::READABLE) => delivered += 1,
+                ref other => panic!("the script changed the truth into {other:?}"),
+            }
+        }
+        assert!(withheld > 30 && delivered > 300, "withheld {withheld}, delivered {delivered}");
+
+        let mut script = chaos(5, true);
+        for _ in 0..600 {
+            let mut events = vec![(7, Readiness::READABLE), (9, Readiness::WRITABLE)];
+            script.adjust(&[7, 9, 11], &mut events);
+            assert_eq!(events, [(7, Readiness::READABLE), (9, Readiness::WRITABLE)], "the truth");
+        }
+    }
+}
