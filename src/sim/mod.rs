@@ -25,9 +25,9 @@
 //! stands still until the simulation moves it, by jumps from a millisecond
 //! to two minutes, or to the edge of the earliest timer a handler set: a
 //! microsecond before it is due, where it must not fire, or onto it, where
-//! it must (a timer a millisecond early is caught there). Deadlines, idle timeouts, the listener's `EMFILE`
-//! back-off, a chat's lingering close and a shutdown's grace period all
-//! run on it, so the same seed gives the same trace, timers included, on
+//! it must (a timer a millisecond early is caught there). Deadlines, idle
+//! timeouts, the listener's `EMFILE` back-off, a chat's lingering close and
+//! a shutdown's grace period all run on it, so the same seed gives the same trace, timers included, on
 //! any machine and at any speed, whatever else the process opens
 //! meanwhile. The map's table is indexed by descriptor number, so nothing
 //! the loop serves in turn goes by it: readiness is reported in the order
