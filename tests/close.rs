@@ -504,9 +504,12 @@ fn handle_close_called_once_when_sending_to_a_reset_peer() {
     }
 }
 
-/// Closes its own channel from handle_read; every later callback is a bug.
+/// Closes its own channel from handle_read, with `cx.close()` or, when
+/// `by_remove`, with `cx.remove` of its own token; every later callback is
+/// a bug.
 struct ClosesInRead {
     log: Log,
+    by_remove: bool,
 }
 
 impl StreamHandler for ClosesInRead {
@@ -516,7 +519,11 @@ impl StreamHandler for ClosesInRead {
 
     fn handle_read(&mut self, _ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
         self.log.push("read");
-        cx.close();
+        if !self.by_remove {
+            cx.close();
+        } else if !cx.remove(cx.token()) {
+            self.log.push("remove answered false");
+        }
         Ok(())
     }
 
@@ -551,7 +558,7 @@ fn closing_in_handle_read_delivers_nothing_more_and_no_handle_close() {
         let (ours, mut peer) = Channel::pair().expect("socketpair");
         peer.send(b"data").expect("peer send");
         drop(peer);
-        let token = map.insert(ours, ClosesInRead { log: log.clone() }).expect("insert");
+        let token = map.insert(ours, ClosesInRead { log: log.clone(), by_remove: false }).expect("insert");
         assert!(util::run_until(&mut map, |m| !m.contains(token)), "{backend}: closed within 5 s");
         util::run_iterations(&mut map, 5);
         assert_eq!(
@@ -565,7 +572,7 @@ fn closing_in_handle_read_delivers_nothing_more_and_no_handle_close() {
         let (ours, mut peer) = tcp_channel_pair();
         peer.send(b"data").expect("peer send");
         peer.send_oob(b"!").expect("peer send_oob");
-        let token = map.insert(ours, ClosesInRead { log: log.clone() }).expect("insert");
+        let token = map.insert(ours, ClosesInRead { log: log.clone(), by_remove: false }).expect("insert");
         assert!(util::run_until(&mut map, |m| !m.contains(token)), "{backend}: closed within 5 s");
         util::run_iterations(&mut map, 5);
         assert_eq!(log.events(), ["read"], "{backend} (tcp): nothing after cx.close(), no handle_close");
@@ -889,33 +896,6 @@ fn a_shutdown_closes_what_closing_handlers_open_and_still_ends() -> io::Result<(
     Ok(())
 }
 
-/// Removes its own channel through `cx.remove(cx.token())` in `handle_read`,
-/// recording what `remove` answered and every later callback.
-struct RemovesItself {
-    log: Log,
-}
-
-impl StreamHandler for RemovesItself {
-    fn writable(&self, _ch: &Channel<Connected>) -> bool {
-        true
-    }
-
-    fn handle_read(&mut self, _ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
-        let token = cx.token();
-        self.log.push(format!("read, remove gave {}", cx.remove(token)));
-        Ok(())
-    }
-
-    fn handle_write(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
-        self.log.push("write");
-        Ok(())
-    }
-
-    fn handle_close(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) {
-        self.log.push("close");
-    }
-}
-
 /// D18: `cx.remove` of the callback's own token is `cx.close()`: it answers
 /// true, nothing more is delivered (not the write of the same wake-up, no
 /// `handle_close`), and the channel leaves the map, its descriptor closed.
@@ -927,10 +907,10 @@ fn removing_its_own_token_in_a_callback_closes_the_channel() {
         let log = Log::default();
         let (ours, mut peer) = Channel::pair().expect("socketpair");
         peer.send(b"data").expect("peer send");
-        let token = map.insert(ours, RemovesItself { log: log.clone() }).expect("insert");
+        let token = map.insert(ours, ClosesInRead { log: log.clone(), by_remove: true }).expect("insert");
         assert!(util::run_until(&mut map, |m| !m.contains(token)), "{backend}: removed within 5 s");
         util::run_iterations(&mut map, 3);
-        assert_eq!(log.events(), ["read, remove gave true"], "{backend}: nothing after the removal");
+        assert_eq!(log.events(), ["read"], "{backend}: remove answered true, nothing after it");
         let mut buf = [0u8; 8];
         assert_eq!(peer.recv(&mut buf).ok(), Some(0), "{backend}: the descriptor was closed");
     }
