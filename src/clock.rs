@@ -70,11 +70,11 @@ impl VirtualClock {
         self.now.get()
     }
 
-    /// Moves time forward by `by` (saturating far in the future, where an
-    /// `Instant` can no longer represent it: time never goes back).
+    /// Moves time forward by `by`, up to the last instant an `Instant` can
+    /// represent, where the clock then stays: time never goes back, and
+    /// everything due by then comes due.
     pub(crate) fn advance(&self, by: Duration) {
-        let now = self.now.get();
-        self.now.set(now.checked_add(by).unwrap_or(now));
+        self.now.set(saturating_add(self.now.get(), by));
     }
 
     /// How far the clock has moved since it was made.
@@ -86,6 +86,31 @@ impl VirtualClock {
     pub(crate) fn offset(&self, at: Instant) -> Duration {
         at.saturating_duration_since(self.start)
     }
+}
+
+/// `at + by`, or the last instant an `Instant` can represent when that is
+/// past it. For the times that must exist (a shutdown's end, the end of a
+/// back-off): a user's `Duration::MAX` or a virtual clock moved to the end
+/// of time would otherwise panic in `Instant`'s `+`.
+#[inline]
+pub(crate) fn saturating_add(at: Instant, by: Duration) -> Instant {
+    at.checked_add(by).unwrap_or_else(|| last_instant(at, by))
+}
+
+/// The largest `at + d` with `d <= by` that an `Instant` represents, to the
+/// nanosecond (about a hundred halvings at most).
+#[cold]
+fn last_instant(at: Instant, by: Duration) -> Instant {
+    let (mut fits, mut overflows) = (Duration::ZERO, by);
+    while overflows - fits > Duration::from_nanos(1) {
+        let mid = fits + (overflows - fits) / 2;
+        if at.checked_add(mid).is_some() {
+            fits = mid;
+        } else {
+            overflows = mid;
+        }
+    }
+    at + fits
 }
 
 #[cfg(test)]
@@ -102,9 +127,24 @@ mod tests {
         clock.advance(Duration::from_secs(3600));
         assert_eq!(shared.now(), t0 + Duration::from_secs(3600));
         assert_eq!(clock.elapsed(), Duration::from_secs(3600));
-        // Too far to represent: time stays where it was rather than wrap.
+        // Too far to represent: time stops at the last instant there is,
+        // rather than wrap, panic or stay put.
         clock.advance(Duration::MAX);
-        assert_eq!(clock.elapsed(), Duration::from_secs(3600));
+        let end = clock.now();
+        assert!(end > t0 + Duration::from_secs(3600));
+        assert_eq!(end.checked_add(Duration::from_nanos(1)), None, "the last representable instant");
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(clock.now(), end, "time never goes back, and has nowhere to go");
+    }
+
+    #[test]
+    fn saturating_add_adds_or_stops_at_the_last_instant() {
+        let t0 = Instant::now();
+        assert_eq!(saturating_add(t0, Duration::from_millis(5)), t0 + Duration::from_millis(5));
+        let end = saturating_add(t0, Duration::MAX);
+        assert_eq!(end.checked_add(Duration::from_nanos(1)), None);
+        assert_eq!(saturating_add(end, Duration::from_nanos(1)), end);
+        assert_eq!(saturating_add(end, Duration::ZERO), end);
     }
 
     #[test]

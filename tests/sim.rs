@@ -4,6 +4,7 @@
 //! user can act on.
 
 use std::io;
+use std::time::Duration;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -340,6 +341,38 @@ fn a_config_of_zeros_still_runs() {
     }
 }
 
+/// Time has an end: an `Instant` holds about 292 billion years. A test that
+/// moves the virtual clock there (`Duration::MAX`, or to just before it)
+/// still gets a run, not a panic in `Instant`'s `+`: the listener's
+/// `EMFILE` back-off, a shutdown's grace and the clock itself stop at the
+/// last instant there is, and the timer invariants hold.
+#[test]
+fn a_clock_moved_to_the_end_of_time_still_runs() {
+    let mut backed_off = 0;
+    for seed in 0..120 {
+        let mut sim = Sim::from_seed(seed, SimConfig::default()).unwrap();
+        if seed % 2 == 0 {
+            sim.advance(Duration::MAX);
+        } else {
+            // 100 ms before the end: the back-off's second pause (100 ms)
+            // and any grace reach past it.
+            let now = sim.now();
+            let (mut fits, mut overflows) = (Duration::ZERO, Duration::MAX);
+            while overflows - fits > Duration::from_nanos(1) {
+                let mid = fits + (overflows - fits) / 2;
+                if now.checked_add(mid).is_some() { fits = mid } else { overflows = mid }
+            }
+            sim.advance(fits - Duration::from_millis(100));
+        }
+        sim.listen(EchoServer).unwrap();
+        let report = sim.run().unwrap_or_else(|failure| panic!("seed {seed}: {failure}"));
+        backed_off += usize::from(report.trace.iter().any(|l| l.contains("fail with EMFILE")));
+        for peer in &report.peers {
+            assert!(peer.sent.starts_with(&peer.received_data()), "seed {seed}");
+        }
+    }
+    assert!(backed_off > 5, "the seeds exhaust the listener's descriptors ({backed_off} runs)");
+}
 /// The lines of `trace` that come after the settling starts.
 fn after_settling(trace: &[String]) -> &[String] {
     let at = trace.iter().position(|l| l.starts_with("-- settling")).expect("every run settles");

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::entry::{Dispatch, channel_and_handler, closing, run, same};
 use crate::channel::{Channel, Listening, Observed};
+use crate::clock::saturating_add;
 use crate::handler::AcceptHandler;
 use crate::machine::{Outcome, Phase, Step, Wakeup};
 use crate::map::{Ctx, Entry, Register, RegisterSealed};
@@ -52,7 +53,7 @@ impl Backoff {
         );
         self.paused = true;
         let token = cx.token();
-        let at = cx.now() + self.next;
+        let at = saturating_add(cx.now(), self.next);
         cx.set_deadline(token, Some(at));
         self.next = (self.next * 2).min(MAX_BACKOFF);
     }

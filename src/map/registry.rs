@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use super::ctx::Ctx;
 use super::entry::{Entry, InsertError, Register, Resume};
 use super::slot::{ALWAYS_READY, DAEMON, LISTENER, Slot};
-use crate::clock::Clock;
-use crate::poller::{Backend, Events, MAX_WAIT, Poller, Source, Watched};
+use crate::clock::{Clock, saturating_add};
+use crate::poller::{Backend, Events, Poller, Source, Watched};
 use crate::readiness::{Interest, Readiness};
 use crate::report::{Level, log_info};
 use crate::seal::Seal;
@@ -417,7 +417,7 @@ impl Registry {
 
     pub(crate) fn begin_shutdown(&mut self, grace: Duration) {
         let now = self.clock.now();
-        let at = now.checked_add(grace).unwrap_or_else(|| now + MAX_WAIT);
+        let at = saturating_add(now, grace);
         // Listeners go at once: a shutdown in the past closes them now.
         self.shutdown = Some(self.shutdown.map_or(at, |old| old.min(at)));
         self.close_where(|entry| entry.joined() == Joined::Listening);

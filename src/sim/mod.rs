@@ -122,7 +122,7 @@ use script::Chaos;
 pub use crate::trace::{Callback, Joined, Traced};
 
 use crate::channel::{Channel, Connecting, Listening, wrap_memory};
-use crate::clock::{Clock, VirtualClock};
+use crate::clock::{Clock, VirtualClock, saturating_add};
 use crate::handler::AcceptHandler;
 use crate::map::Map;
 use crate::memory::{self, Link, Sizes};
@@ -282,7 +282,9 @@ impl Sim {
     }
 
     /// Moves virtual time forward by `by`, as a step of the run would
-    /// (before [`run`](Self::run), to start from a later time).
+    /// (before [`run`](Self::run), to start from a later time). Time stops
+    /// at the last instant an [`Instant`] can hold: `Duration::MAX` moves
+    /// the clock to the end of time, where everything due comes due.
     pub fn advance(&mut self, by: Duration) {
         self.clock.advance(by);
         self.log(Line::Time { by, t: self.clock.elapsed() });
@@ -518,7 +520,7 @@ impl Sim {
                 }
                 let grace = TIME_JUMPS[self.chooser.below(TIME_JUMPS.len()).unwrap_or(0)];
                 self.log(Line::Shutdown { grace });
-                self.shutdown = Some(self.clock.now().checked_add(grace).unwrap_or(self.clock.now()));
+                self.shutdown = Some(saturating_add(self.clock.now(), grace));
                 self.map.shutdown(grace);
                 self.absorb()?;
             }
