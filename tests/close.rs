@@ -19,7 +19,9 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::Duration;
 
-use rolecore::{Backend, Buffered, Channel, Connected, Ctx, FileFd, FileHandler, Map, StreamHandler};
+use rolecore::{
+    Address, Backend, Buffered, Channel, Connected, Ctx, FileFd, FileHandler, Map, StreamHandler,
+};
 use util::cpython::*;
 use util::probe::*;
 use util::recorder::*;
@@ -894,6 +896,51 @@ fn a_shutdown_closes_what_closing_handlers_open_and_still_ends() -> io::Result<(
         assert_eq!(m.len(), 2, "{backend}: the third round's replacements stay open");
     }
     Ok(())
+}
+
+/// A listener that starts a shutdown from its own callback.
+struct ShutsDownOnAccept {
+    closes: Rc<Cell<u32>>,
+    accepted: Rc<Cell<u32>>,
+}
+
+impl rolecore::AcceptHandler for ShutsDownOnAccept {
+    fn handle_accepted(&mut self, _conn: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.accepted.set(self.accepted.get() + 1);
+        cx.shutdown(Duration::from_secs(60));
+        Ok(())
+    }
+
+    fn handle_close(&mut self, _ch: &mut Channel<rolecore::Listening>, _cx: &mut Ctx<'_>) {
+        self.closes.set(self.closes.get() + 1);
+    }
+}
+
+/// `Ctx::shutdown` closes every listener when the callback returns, the
+/// one whose callback called it included (it is out of its slot while its
+/// callback runs, so the pass over the map that closes listeners cannot
+/// reach it): `handle_close` once, the listener leaves the map, and a new
+/// client is refused, long before the grace ends.
+#[test]
+fn a_listener_that_starts_a_shutdown_closes_itself_too() {
+    let _fds = shared();
+    for backend in backends() {
+        let mut m = map(backend);
+        let (listener, address, _file) = listener(Fam::Ipv4);
+        let closes = Rc::new(Cell::new(0));
+        let accepted = Rc::new(Cell::new(0));
+        let token = m
+            .insert(listener, ShutsDownOnAccept { closes: closes.clone(), accepted: accepted.clone() })
+            .expect("insert");
+        let Address::Inet(addr) = address else { unreachable!("an IPv4 listener") };
+        let _first = std::net::TcpStream::connect(addr).expect("connect");
+        assert!(
+            run_until(&mut m, |m| accepted.get() == 1 && !m.contains(token)),
+            "{backend}: closed within 5 s"
+        );
+        assert_eq!(closes.get(), 1, "{backend}: handle_close once");
+        assert!(std::net::TcpStream::connect(addr).is_err(), "{backend}: nothing listens any more");
+    }
 }
 
 /// D18: `cx.remove` of the callback's own token is `cx.close()`: it answers

@@ -104,16 +104,18 @@ impl<H: AcceptHandler> Dispatch for ListenerEntry<H> {
             };
             wakeup.record(outcome);
         }
+        self.close_if_shutting_down(cx, tr);
     }
 
     fn timeout(&mut self, cx: &mut Ctx<'_>, tr: &impl Tracer) {
         if self.backoff.resume() {
             // The back-off is over: watch for connections again (the loop
             // asks `interest` after this returns).
-            return;
+        } else {
+            let (handler, ch) = (&mut self.handler, &mut self.channel);
+            run(handler, ch, cx, tr, Callback::Timeout, same, H::handle_timeout, H::handle_error);
         }
-        let (handler, ch) = (&mut self.handler, &mut self.channel);
-        run(handler, ch, cx, tr, Callback::Timeout, same, H::handle_timeout, H::handle_error);
+        self.close_if_shutting_down(cx, tr);
     }
 
     fn shut(&mut self, cx: &mut Ctx<'_>, tr: &impl Tracer) {
@@ -139,6 +141,19 @@ impl<H: AcceptHandler> Dispatch for ListenerEntry<H> {
 
     fn joined(&self) -> Joined {
         Joined::Listening
+    }
+}
+
+impl<H: AcceptHandler> ListenerEntry<H> {
+    /// A shutdown closes every listener at once, but one whose own callback
+    /// started it was not in its slot for that: it closes here, as the
+    /// others did, when its callback is over (and so does one inserted
+    /// during the grace, at its first wake-up).
+    fn close_if_shutting_down(&mut self, cx: &mut Ctx<'_>, tr: &impl Tracer) {
+        if cx.is_shutting_down() && !cx.is_closing() {
+            Dispatch::shut(self, cx, tr);
+            cx.close();
+        }
     }
 }
 

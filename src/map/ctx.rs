@@ -235,6 +235,13 @@ impl<'a> Ctx<'a> {
         self.registry.begin_shutdown(grace);
     }
 
+    /// Whether a graceful shutdown is under way: a listener whose own
+    /// callback started it was out of its slot when the others closed, and
+    /// closes itself when that callback returns.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.registry.shutdown.is_some()
+    }
+
     /// Ends the loop after this callback, leaving the map as it is
     /// (asyncore's `ExitNow`).
     pub fn stop(&mut self) {
