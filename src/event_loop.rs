@@ -13,7 +13,6 @@ use std::time::Duration;
 use crate::map::{Ctx, Entry, Map, Registry, Resume};
 use crate::poller::Backend;
 use crate::readiness::{Interest, Readiness};
-use crate::report::{Level, log_info};
 use crate::token::Token;
 
 /// When the loop asks handlers' `readable()`/`writable()` again.
@@ -176,12 +175,12 @@ fn observed_timeout(options: &LoopOptions) -> Option<Duration> {
 /// to stop the loop. The one place a wake-up or an expiry is dispatched.
 ///
 /// A panic is always stopped long enough to take the channel out of the
-/// map (see [`panicked`]). The guard is `catch_unwind` itself, inlined with
-/// the callback into the loop: on the path without a panic it costs nothing.
+/// map (see [`Registry::panicked`]). The guard is `catch_unwind` itself,
+/// inlined with the callback into the loop: on the path without a panic it
+/// costs nothing.
 #[inline(always)]
 fn callback(
     registry: &mut Registry,
-    catch: bool,
     token: Token,
     call: impl FnOnce(&mut dyn Entry, Interest, &mut Ctx<'_>) -> Resume,
 ) -> bool {
@@ -192,44 +191,18 @@ fn callback(
     let stopping = cx.end();
     match result {
         Ok(resume) => registry.resume(token, entry, resume),
-        Err(payload) => panicked(registry, catch, token, entry, payload),
+        Err(payload) => registry.panicked(token, entry, payload),
     }
     stopping
-}
-
-/// A callback panicked: the channel leaves the map. With `catch` on the
-/// panic is reported and the loop goes on; otherwise it is passed on to the
-/// caller of the loop once the channel is out of the map (so the map stays
-/// coherent for a caller that catches it).
-#[cold]
-#[inline(never)]
-fn panicked(
-    registry: &mut Registry,
-    catch: bool,
-    token: Token,
-    entry: Box<dyn Entry>,
-    payload: Box<dyn std::any::Any + Send>,
-) {
-    if !catch {
-        registry.discard(token, entry);
-        std::panic::resume_unwind(payload);
-    }
-    let message = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a non-string panic payload");
-    log_info(Level::Error, format_args!("a handler panicked ({message}); closing its channel"));
-    registry.discard(token, entry);
 }
 
 /// One readiness report, dispatched: a stale key (the channel closed
 /// earlier in this batch, maybe replaced by a new one on the same
 /// descriptor) finds nothing. Returns whether the callback asked to stop.
 #[inline(always)]
-fn woken(registry: &mut Registry, catch: bool, key: u64, readiness: Readiness) -> bool {
+fn woken(registry: &mut Registry, key: u64, readiness: Readiness) -> bool {
     let token = Token::from_key(key, registry.id);
-    callback(registry, catch, token, |entry, interest, cx| entry.wake(readiness, interest, cx))
+    callback(registry, token, |entry, interest, cx| entry.wake(readiness, interest, cx))
 }
 
 /// The longest one wait of [`Map::run_until`] lasts before it asks its
@@ -266,14 +239,13 @@ impl Map {
     fn iterate(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
         self.events.clear();
         self.registry.wait(&mut self.events, timeout)?;
-        let catch = self.catch_panics;
         for (key, readiness) in self.events.kernel() {
-            if woken(&mut self.registry, catch, key, readiness) {
+            if woken(&mut self.registry, key, readiness) {
                 return Ok(true);
             }
         }
         for &(key, readiness) in self.events.list() {
-            if woken(&mut self.registry, catch, key, readiness) {
+            if woken(&mut self.registry, key, readiness) {
                 return Ok(true);
             }
         }
@@ -283,7 +255,7 @@ impl Map {
         if !self.registry.timers.is_empty() {
             let now = self.registry.clock.now();
             while let Some(token) = self.registry.timers.pop_expired(now, self.registry.id) {
-                if callback(&mut self.registry, catch, token, |entry, _, cx| entry.expire(cx)) {
+                if callback(&mut self.registry, token, |entry, _, cx| entry.expire(cx)) {
                     return Ok(true);
                 }
             }

@@ -94,7 +94,6 @@ pub struct Map {
     pub(crate) registry: Registry,
     /// What the last wait reported, reused from one wait to the next.
     pub(crate) events: Events,
-    pub(crate) catch_panics: bool,
     /// The token of the map's waker mailbox, once made (see `Map::waker`).
     pub(crate) waker: Option<Token>,
 }
@@ -107,12 +106,7 @@ impl Map {
 
     /// An empty map that waits with `backend`.
     pub fn with_backend(backend: Backend) -> io::Result<Map> {
-        Ok(Map {
-            registry: Registry::new(backend)?,
-            events: Events::default(),
-            catch_panics: false,
-            waker: None,
-        })
+        Ok(Map { registry: Registry::new(backend)?, events: Events::default(), waker: None })
     }
 
     /// The backend the map waits with.
@@ -244,7 +238,6 @@ impl Map {
         Map {
             registry: Registry::with_poller(poller).expect("a map id for the simulation"),
             events: Events::default(),
-            catch_panics: false,
             waker: None,
         }
     }
@@ -252,7 +245,7 @@ impl Map {
     /// Whether a panic in a handler is caught (see
     /// [`LoopOptions::catch_panics`](crate::LoopOptions::catch_panics)).
     pub fn set_catch_panics(&mut self, catch: bool) {
-        self.catch_panics = catch;
+        self.registry.catch_panics = catch;
     }
 }
 

@@ -3,8 +3,10 @@
 //! take out for a callback and put back, rewatch, close. What a [`Ctx`]
 //! changes from inside a callback goes through here.
 
+use std::any::Any;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use super::ctx::Ctx;
@@ -55,6 +57,9 @@ pub(crate) struct Registry {
     /// Where every deadline of this map is measured: the monotonic clock,
     /// or a simulation's virtual one.
     pub(crate) clock: Clock,
+    /// Whether a panic in a handler is caught (see
+    /// [`LoopOptions::catch_panics`](crate::LoopOptions::catch_panics)).
+    pub(crate) catch_panics: bool,
 }
 
 impl Registry {
@@ -77,6 +82,7 @@ impl Registry {
             shutdown: None,
             orphans: false,
             clock: Clock::Monotonic,
+            catch_panics: false,
         })
     }
 
@@ -273,6 +279,27 @@ impl Registry {
         drop(entry);
     }
 
+    /// A callback panicked: the channel leaves the map. With
+    /// [`catch_panics`](Self::catch_panics) on, the panic is reported and
+    /// the loop goes on; otherwise it is passed on once the channel is out
+    /// of the map (so the map stays coherent for a caller that catches it).
+    /// Every callback runs under this guard: the loop's (`event_loop.rs`)
+    /// and the `handle_close` a shutdown runs ([`close_where`](Self::close_where)).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn panicked(&mut self, token: Token, entry: Box<dyn Entry>, payload: Box<dyn Any + Send>) {
+        self.discard(token, entry);
+        if !self.catch_panics {
+            std::panic::resume_unwind(payload);
+        }
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a non-string panic payload");
+        log_info(Level::Error, format_args!("a handler panicked ({message}); closing its channel"));
+    }
+
     /// An entry that holds another descriptor than the one its slot was
     /// registered with: its handler swapped the `&mut` channel it was lent
     /// (`std::mem::swap`, `std::mem::replace`) for another one. The map
@@ -442,9 +469,14 @@ impl Registry {
                 // An earlier one's callback may have closed it.
                 let Some((mut entry, _)) = self.take(token) else { continue };
                 let mut cx = Ctx::new(self, token);
-                entry.shut(&mut cx);
+                // Under the panic guard, as every callback: a panic here
+                // would leave the slot busy with no entry, counted forever.
+                let shut = std::panic::catch_unwind(AssertUnwindSafe(|| entry.shut(&mut cx)));
                 stop |= cx.end();
-                self.discard(token, entry);
+                match shut {
+                    Ok(()) => self.discard(token, entry),
+                    Err(payload) => self.panicked(token, entry, payload),
+                }
             }
         }
         stop
