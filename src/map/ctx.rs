@@ -229,10 +229,14 @@ impl<'a> Ctx<'a> {
     /// Starts a graceful shutdown of the whole map: listeners close (with
     /// `handle_close`) when this callback returns, the other channels have
     /// `grace` to finish and close on their own, then each one still open
-    /// gets `handle_close` once and is closed. See also
+    /// gets `handle_close` once and is closed. A listener's `handle_close`
+    /// that calls [`stop`](Self::stop) stops the loop after this callback.
+    /// See also
     /// [`Waker::shutdown`](crate::Waker::shutdown).
     pub fn shutdown(&mut self, grace: Duration) {
-        self.registry.begin_shutdown(grace);
+        if self.registry.begin_shutdown(grace) {
+            self.stopping = true;
+        }
     }
 
     /// Whether a graceful shutdown is under way: a listener whose own

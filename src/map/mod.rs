@@ -213,7 +213,8 @@ impl Map {
     }
 
     /// Starts a graceful shutdown, as [`Ctx::shutdown`]; the loop ends once
-    /// the map is empty.
+    /// the map is empty. The listeners' `handle_close` run now, outside any
+    /// loop: a [`Ctx::stop`] there has no loop to end.
     pub fn shutdown(&mut self, grace: Duration) {
         self.registry.begin_shutdown(grace);
     }

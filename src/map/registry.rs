@@ -442,12 +442,15 @@ impl Registry {
         self.slot_mut(token)?.entry_mut()
     }
 
-    pub(crate) fn begin_shutdown(&mut self, grace: Duration) {
+    /// Starts a graceful shutdown (or brings one forward): closes the
+    /// listeners now, and says whether one of their `handle_close` asked to
+    /// stop the loop.
+    pub(crate) fn begin_shutdown(&mut self, grace: Duration) -> bool {
         let now = self.clock.now();
         let at = saturating_add(now, grace);
         // Listeners go at once: a shutdown in the past closes them now.
         self.shutdown = Some(self.shutdown.map_or(at, |old| old.min(at)));
-        self.close_where(|entry| entry.joined() == Joined::Listening);
+        self.close_where(|entry| entry.joined() == Joined::Listening)
     }
 
     /// Closes every channel `which` picks, calling its `shut`, and says
