@@ -231,7 +231,7 @@ impl<'a> Ctx<'a> {
     /// `grace` to finish and close on their own, then each one still open
     /// gets `handle_close` once and is closed. A listener's `handle_close`
     /// that calls [`stop`](Self::stop) stops the loop after this callback.
-    /// See also
+    /// The shutdown is over once the map is empty. See also
     /// [`Waker::shutdown`](crate::Waker::shutdown).
     pub fn shutdown(&mut self, grace: Duration) {
         if self.registry.begin_shutdown(grace) {

@@ -213,8 +213,9 @@ impl Map {
     }
 
     /// Starts a graceful shutdown, as [`Ctx::shutdown`]; the loop ends once
-    /// the map is empty. The listeners' `handle_close` run now, outside any
-    /// loop: a [`Ctx::stop`] there has no loop to end.
+    /// the map is empty, and so does the shutdown: a channel inserted
+    /// afterwards is served as usual. The listeners' `handle_close` run
+    /// now, outside any loop: a [`Ctx::stop`] there has no loop to end.
     pub fn shutdown(&mut self, grace: Duration) {
         self.registry.begin_shutdown(grace);
     }

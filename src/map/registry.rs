@@ -269,6 +269,11 @@ impl Registry {
         }
         self.always_ready -= usize::from(slot.always_ready());
         self.len -= usize::from(!slot.has(DAEMON));
+        if self.len == 0 {
+            // A shutdown is over once the map is empty (the loop ends then):
+            // what joins the map later is not part of it.
+            self.shutdown = None;
+        }
         if !self.timers.is_empty() {
             self.timers.remove(token);
         }
@@ -450,7 +455,12 @@ impl Registry {
         let at = saturating_add(now, grace);
         // Listeners go at once: a shutdown in the past closes them now.
         self.shutdown = Some(self.shutdown.map_or(at, |old| old.min(at)));
-        self.close_where(|entry| entry.joined() == Joined::Listening)
+        let stop = self.close_where(|entry| entry.joined() == Joined::Listening);
+        if self.len == 0 {
+            // Nothing was left but listeners: the shutdown is over already.
+            self.shutdown = None;
+        }
+        stop
     }
 
     /// Closes every channel `which` picks, calling its `shut`, and says
