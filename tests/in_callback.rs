@@ -365,3 +365,34 @@ fn channels_inserted_during_the_grace_are_closed_by_its_end() {
         }
     }
 }
+
+/// A listener's `handle_close` that a shutdown runs from another channel's
+/// callback may remove that channel too (a server closing every session,
+/// the one that asked for the shutdown included): `remove` answers true,
+/// as for any live channel, and the channel leaves the map when its own
+/// callback returns, with no `handle_close`.
+#[test]
+fn removing_the_channel_whose_callback_started_the_shutdown_closes_it() {
+    let _fds = shared();
+    for backend in backends() {
+        let log = Log::default();
+        let mut m = map(backend);
+        let sessions = Rc::new(RefCell::new(Vec::<Token>::new()));
+        let (sessions2, log2) = (sessions.clone(), log.clone());
+        let (channel, _addr) = tcp_listener();
+        let listener = Listener::new("listener", &log).on_close(move |cx| {
+            for &session in sessions2.borrow().iter() {
+                log2.push(format!("removed: {}", cx.remove(session)));
+            }
+        });
+        m.insert(channel, listener).expect("insert");
+        let admin = Scripted::new("admin", &log).on_read(|cx| cx.shutdown(Duration::from_secs(60)));
+        let (admin, mut peer) = stream(&mut m, admin, b"shut down");
+        sessions.borrow_mut().push(admin);
+        m.run(LoopOptions::new().timeout(Duration::from_millis(10)).count(3)).expect("run");
+        assert_eq!(log.events(), ["admin:read", "listener:close", "removed: true"], "{backend}");
+        assert!(!m.contains(admin), "{backend}: still in the map");
+        assert!(m.is_empty(), "{backend}");
+        assert!(sees_eof(&mut peer), "{backend}: its descriptor closed");
+    }
+}
