@@ -87,7 +87,11 @@ impl<'a> Ctx<'a> {
 
     /// Closes another channel now (or this one, as [`close`](Self::close)).
     /// Returns whether the token named a live channel. Readiness already
-    /// collected for it is dropped.
+    /// collected for it is dropped. The one channel that cannot close now
+    /// is one whose callback is under way further up: a shutdown runs the
+    /// listeners' `handle_close` inside the callback that started it, and
+    /// if one removes that callback's channel, it closes as with `close`
+    /// when [`shutdown`](Self::shutdown) returns.
     pub fn remove(&mut self, token: Token) -> bool {
         if token == self.token {
             self.close();
@@ -236,6 +240,22 @@ impl<'a> Ctx<'a> {
     pub fn shutdown(&mut self, grace: Duration) {
         if self.registry.begin_shutdown(grace) {
             self.stopping = true;
+        }
+        if !self.registry.removed_busy.is_empty() {
+            self.closed_from_below();
+        }
+    }
+
+    /// A listener's `handle_close`, run by the shutdown this callback
+    /// started, may have removed this callback's channel (it was out of
+    /// its slot): it closes, as with [`close`](Self::close).
+    #[cold]
+    fn closed_from_below(&mut self) {
+        let me = self.token;
+        let removed = self.registry.removed_busy.len();
+        self.registry.removed_busy.retain(|&token| token != me);
+        if self.registry.removed_busy.len() < removed {
+            self.close();
         }
     }
 

@@ -60,6 +60,12 @@ pub(crate) struct Registry {
     /// Whether a panic in a handler is caught (see
     /// [`LoopOptions::catch_panics`](crate::LoopOptions::catch_panics)).
     pub(crate) catch_panics: bool,
+    /// Channels removed while out of their slot for a callback further up
+    /// the stack: a shutdown runs the listeners' `handle_close` inside the
+    /// callback that started it, and one may remove that callback's
+    /// channel. Each closes when its own `Ctx::shutdown` returns. Empty
+    /// (and unallocated) but then.
+    pub(crate) removed_busy: Vec<Token>,
 }
 
 impl Registry {
@@ -83,6 +89,7 @@ impl Registry {
             orphans: false,
             clock: Clock::Monotonic,
             catch_panics: false,
+            removed_busy: Vec::new(),
         })
     }
 
@@ -385,7 +392,13 @@ impl Registry {
                 self.discard(token, entry);
                 true
             }
-            _ => false,
+            // Busy: its callback is further up the stack, and closes the
+            // channel when its `Ctx::shutdown` returns (see `removed_busy`).
+            Some(_) => {
+                self.removed_busy.push(token);
+                true
+            }
+            None => false,
         }
     }
 
