@@ -396,3 +396,31 @@ fn removing_the_channel_whose_callback_started_the_shutdown_closes_it() {
         assert!(sees_eof(&mut peer), "{backend}: its descriptor closed");
     }
 }
+
+/// A shutdown stops accepting at once, also on a listener that joins the
+/// map during its grace: such a listener is closed, with its
+/// `handle_close`, before the loop waits again, not left listening until
+/// its first connection or the end of the grace.
+#[test]
+fn a_listener_inserted_during_the_grace_is_closed_before_the_next_wait() {
+    let _fds = shared();
+    for backend in backends() {
+        let log = Log::default();
+        let mut m = map(backend);
+        let late = Rc::new(RefCell::new(None));
+        let (late2, log2) = (late.clone(), log.clone());
+        let opener = Scripted::new("opener", &log).on_read(move |cx| {
+            let (listener, addr) = tcp_listener();
+            let token = cx.insert(listener, Listener::new("late", &log2)).expect("insert a listener");
+            *late2.borrow_mut() = Some((token, addr));
+        });
+        let (_opener, mut peer) = stream(&mut m, opener, b"");
+        m.shutdown(Duration::from_secs(60));
+        peer.send(b"go").expect("send");
+        assert!(run_until(&mut m, |_| late.borrow().is_some()), "{backend}: inserted");
+        let (token, addr) = late.borrow().expect("inserted");
+        assert_eq!(log.events(), ["opener:read", "late:close"], "{backend}");
+        assert!(!m.contains(token), "{backend}: the late listener is still in the map");
+        assert!(std::net::TcpStream::connect(addr).is_err(), "{backend}: it still listens");
+    }
+}
