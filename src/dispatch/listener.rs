@@ -147,8 +147,9 @@ impl<H: AcceptHandler> Dispatch for ListenerEntry<H> {
 impl<H: AcceptHandler> ListenerEntry<H> {
     /// A shutdown closes every listener at once, but one whose own callback
     /// started it was not in its slot for that: it closes here, as the
-    /// others did, when its callback is over (and so does one inserted
-    /// during the grace, at its first wake-up).
+    /// others did, when its callback is over. (One inserted during the
+    /// grace is closed by the loop before its next wait:
+    /// `Registry::end_shutdown`.)
     fn close_if_shutting_down(&mut self, cx: &mut Ctx<'_>, tr: &impl Tracer) {
         if cx.is_shutting_down() && !cx.is_closing() {
             Dispatch::shut(self, cx, tr);

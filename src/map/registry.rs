@@ -49,6 +49,9 @@ pub(crate) struct Registry {
     /// A graceful shutdown in progress: when every channel still open is
     /// closed.
     pub(crate) shutdown: Option<Instant>,
+    /// A listener joined the map during the shutdown's grace: the loop
+    /// closes it, as the shutdown closed the others, before it waits again.
+    late_listener: bool,
     /// A channel left its entry behind the map's back (a handler swapped the
     /// `&mut` channel it was lent for another one): the poller may still
     /// watch a descriptor the map can no longer name, so its registrations
@@ -86,6 +89,7 @@ impl Registry {
             joined: Vec::new(),
             joins: 0,
             shutdown: None,
+            late_listener: false,
             orphans: false,
             clock: Clock::Monotonic,
             catch_panics: false,
@@ -161,6 +165,7 @@ impl Registry {
             }
         }
         let listener = channel.takes_no_idle_timeout(Seal(()));
+        self.late_listener |= listener && self.shutdown.is_some();
         self.place(token, channel.into_entry(handler, Seal(())), interest, always_ready, false);
         self.slots[token.index() as usize].set(LISTENER, listener);
         Ok(token)
@@ -468,6 +473,7 @@ impl Registry {
         let at = saturating_add(now, grace);
         // Listeners go at once: a shutdown in the past closes them now.
         self.shutdown = Some(self.shutdown.map_or(at, |old| old.min(at)));
+        self.late_listener = false;
         let stop = self.close_where(|entry| entry.joined() == Joined::Listening);
         if self.len == 0 {
             // Nothing was left but listeners: the shutdown is over already.
@@ -630,12 +636,19 @@ impl Registry {
     }
 
     /// The grace period of a shutdown in progress is over at `now`: closes
-    /// everyone still here. Returns whether one of them asked to stop.
+    /// everyone still here. Before that, closes the listeners that joined
+    /// the map during the grace, so that none is watched. Returns whether
+    /// one of them asked to stop.
     pub(crate) fn end_shutdown(&mut self, now: Instant) -> bool {
         match self.shutdown {
             Some(deadline) if now >= deadline => {
                 self.shutdown = None;
+                self.late_listener = false;
                 self.close_where(|_| true)
+            }
+            Some(_) if self.late_listener => {
+                self.late_listener = false;
+                self.close_where(|entry| entry.joined() == Joined::Listening)
             }
             _ => false,
         }
