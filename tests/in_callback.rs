@@ -424,3 +424,63 @@ fn a_listener_inserted_during_the_grace_is_closed_before_the_next_wait() {
         assert!(std::net::TcpStream::connect(addr).is_err(), "{backend}: it still listens");
     }
 }
+
+/// `Ctx::len` counts the channel whose callback runs, though it is out of
+/// its slot (also once it called `close`: it leaves when the callback
+/// returns); a channel the callback removes stops counting at once, one it
+/// inserts counts at once.
+#[test]
+fn ctx_len_counts_the_busy_channel_and_follows_inserts_and_removals_at_once() {
+    let _fds = shared();
+    for backend in backends() {
+        let log = Log::default();
+        let mut m = map(backend);
+        let (other, _other_peer) = stream(&mut m, Scripted::new("other", &log), b"");
+        let log2 = log.clone();
+        let counter = Scripted::new("counter", &log).on_read(move |cx| {
+            let mut lens = vec![cx.len()];
+            cx.close();
+            lens.push(cx.len());
+            cx.remove(other);
+            lens.push(cx.len());
+            let (ours, _peer) = Channel::pair().expect("a socket pair");
+            cx.insert(ours, Scripted::new("new", &log2)).expect("insert");
+            lens.push(cx.len());
+            log2.push(format!("{lens:?} empty: {}", cx.is_empty()));
+        });
+        let (counter, _peer) = stream(&mut m, counter, b"count");
+        assert!(run_until(&mut m, |m| !m.contains(counter)), "{backend}");
+        assert_eq!(log.events(), ["counter:read", "[2, 2, 1, 2] empty: false"], "{backend}");
+        assert_eq!(m.len(), 1, "{backend}: only the new channel");
+    }
+}
+
+/// A deadline already due for a channel that a readiness callback earlier
+/// in the same iteration removed is not delivered, not even to a channel
+/// inserted on the same descriptor number.
+#[test]
+fn a_due_deadline_of_a_channel_removed_by_a_callback_in_the_same_iteration_is_not_delivered() {
+    let _fds = shared();
+    for backend in backends() {
+        let log = Log::default();
+        let mut m = map(backend);
+        let (doomed, _doomed_peer) = stream(&mut m, Scripted::new("doomed", &log), b"");
+        assert!(m.set_deadline(doomed, Some(m.now())), "{backend}");
+        let (log2, peers) = (log.clone(), Rc::new(RefCell::new(Vec::new())));
+        let peers2 = peers.clone();
+        let remover = Scripted::new("remover", &log).on_read(move |cx| {
+            assert!(cx.remove(doomed));
+            let (ours, peer) = Channel::pair().expect("a socket pair");
+            let reborn = cx.insert(ours, Scripted::new("reborn", &log2)).expect("insert");
+            log2.push(format!("same number: {}", reborn.fd() == doomed.fd()));
+            peers2.borrow_mut().push(peer); // kept open: the new channel stays quiet
+        });
+        let (_remover, _peer) = stream(&mut m, remover, b"go");
+        m.run(LoopOptions::new().timeout(Duration::from_secs(1)).count(1)).expect("run");
+        run_iterations(&mut m, 2);
+        let events = log.events();
+        assert_eq!(events[0], "remover:read", "{backend}: {events:?}");
+        assert_eq!(events.len(), 2, "{backend}: a deadline reached a channel: {events:?}");
+        assert_eq!(m.len(), 2, "{backend}");
+    }
+}
