@@ -272,12 +272,15 @@ impl<'a> Ctx<'a> {
         self.stopping = true;
     }
 
-    /// How many channels the map holds, this one included.
+    /// How many channels the map holds, this one included (though it is
+    /// out of its slot while this callback runs). A signal watcher, whose
+    /// callback this may be, is not a channel and does not count.
     pub fn len(&self) -> usize {
         self.registry.len
     }
 
-    /// Whether the map is empty (never, while a callback runs).
+    /// Whether the map is empty: never in a channel's own callback; a
+    /// signal watcher's callback may find it empty.
     pub fn is_empty(&self) -> bool {
         self.registry.len == 0
     }
