@@ -484,3 +484,46 @@ fn a_due_deadline_of_a_channel_removed_by_a_callback_in_the_same_iteration_is_no
         assert_eq!(m.len(), 2, "{backend}");
     }
 }
+
+/// Re-arms its own deadline at a fixed instant, already past, from every
+/// `handle_timeout`, up to a bound.
+struct Rearms {
+    at: std::time::Instant,
+    timeouts: Rc<std::cell::Cell<u32>>,
+}
+
+impl StreamHandler for Rearms {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0u8; 64]).map(drop)
+    }
+
+    fn handle_timeout(&mut self, _ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.timeouts.set(self.timeouts.get() + 1);
+        if self.timeouts.get() < 1000 {
+            cx.set_deadline(cx.token(), Some(self.at));
+        }
+        Ok(())
+    }
+}
+
+/// A deadline that a timeout callback sets at or before the instant the
+/// loop serves expiries at fires in the next iteration, not in this one: a
+/// channel that re-arms itself in the past gets one `handle_timeout` per
+/// iteration and cannot hold the loop away from its wait (and from every
+/// other channel, the waker and the signals included).
+#[test]
+fn a_deadline_re_armed_in_the_past_by_handle_timeout_fires_once_per_iteration() {
+    let _fds = shared();
+    for backend in backends() {
+        let mut m = map(backend);
+        let timeouts = Rc::new(std::cell::Cell::new(0));
+        let at = m.now();
+        let (ours, _peer) = Channel::pair().expect("a socket pair");
+        let token = m.insert(ours, Rearms { at, timeouts: timeouts.clone() }).expect("insert");
+        assert!(m.set_deadline(token, Some(at)));
+        m.poll(Some(Duration::from_secs(5))).expect("poll");
+        assert_eq!(timeouts.get(), 1, "{backend}: one iteration served the same timer again and again");
+        m.poll(Some(Duration::from_secs(5))).expect("poll");
+        assert_eq!(timeouts.get(), 2, "{backend}: the re-armed deadline fires in the next iteration");
+    }
+}
