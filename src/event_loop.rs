@@ -254,7 +254,8 @@ impl Map {
         }
         if !self.registry.timers.is_empty() {
             let now = self.registry.clock.now();
-            while let Some(token) = self.registry.timers.pop_expired(now, self.registry.id) {
+            let round = self.registry.timers.round();
+            while let Some(token) = self.registry.timers.pop_expired(now, self.registry.id, round) {
                 if callback(&mut self.registry, token, |entry, _, cx| entry.expire(cx)) {
                     return Ok(true);
                 }

@@ -60,6 +60,11 @@ pub(crate) struct Timers {
     /// How many entries were ever pushed: the next one's place in a tie.
     pushes: u64,
     by_index: HashMap<u32, Timer, BuildHasherDefault<IndexHasher>>,
+    /// Entries due already but queued while the loop served this round of
+    /// expiries (see [`round`](Self::round)): they go back in the heap for
+    /// the next round, so that a callback that arms a timer in the past
+    /// cannot keep one round going. Empty (and unallocated) but then.
+    deferred: Vec<Reverse<(Instant, u64, u64)>>,
 }
 
 impl Timers {
@@ -136,6 +141,26 @@ impl Timers {
     fn forget_stale(&mut self) {
         if self.by_index.is_empty() {
             self.heap.clear();
+            self.deferred.clear();
+        }
+    }
+
+    /// Starts a round of expiries: what [`pop_expired`](Self::pop_expired)
+    /// takes to tell the entries queued before it from those its callbacks
+    /// queue. Puts back what the last round deferred.
+    pub fn round(&mut self) -> u64 {
+        self.requeue_deferred();
+        self.pushes
+    }
+
+    /// Puts the entries a round deferred back in the heap (or drops them,
+    /// with every other entry, if no timer is armed any more: see
+    /// [`forget_stale`](Self::forget_stale)). The loop calls it before it
+    /// waits, so that the wait ends for them at once.
+    pub fn requeue_deferred(&mut self) {
+        if !self.deferred.is_empty() {
+            self.heap.extend(self.deferred.drain(..));
+            self.forget_stale();
         }
     }
 
@@ -146,25 +171,42 @@ impl Timers {
     }
 
     /// The earliest deadline armed, and its channel's slot index (a scan:
-    /// for the simulation's checks, not the loop).
+    /// for the simulation's checks, not the loop). Leaves out a timer whose
+    /// entry the last round deferred: it is due at the next one.
     pub fn earliest(&self) -> Option<(Instant, u32)> {
-        self.by_index.iter().map(|(&index, t)| (t.deadline, index)).min()
+        let deferred = |index: u32, t: &Timer| {
+            self.deferred.iter().any(|&Reverse((at, _, key))| {
+                key as u32 == index && (key >> 32) as u32 == t.generation && t.queued == Some(at)
+            })
+        };
+        self.by_index
+            .iter()
+            .filter(|&(&index, t)| !deferred(index, t))
+            .map(|(&index, t)| (t.deadline, index))
+            .min()
     }
 
-    /// The next channel whose deadline has passed at `now`, if any. Its
-    /// timer is disarmed (an idle timer re-arms after the timeout callback).
-    pub fn pop_expired(&mut self, now: Instant, map: u32) -> Option<Token> {
+    /// The next channel whose deadline has passed at `now`, if any, among
+    /// the entries queued before the `round` began ([`round`](Self::round)):
+    /// one queued since, by a timeout callback of this round, waits for the
+    /// next. Its timer is disarmed (an idle timer re-arms after the timeout
+    /// callback).
+    pub fn pop_expired(&mut self, now: Instant, map: u32, round: u64) -> Option<Token> {
         #[cfg(test)]
         if fault::is(fault::Fault::Missed) {
             return None;
         }
         #[cfg(test)]
         let now = fault::planted_now(now);
-        while let Some(&Reverse((at, _, key))) = self.heap.peek() {
+        while let Some(&Reverse((at, pushed, key))) = self.heap.peek() {
             if at > now {
                 return None;
             }
-            self.heap.pop();
+            let entry = self.heap.pop().expect("peeked");
+            if pushed > round {
+                self.deferred.push(entry);
+                continue;
+            }
             let token = Token::from_key(key, map);
             let Some(timer) = self.by_index.get_mut(&token.index()) else { continue };
             if timer.generation != token.generation() || timer.queued != Some(at) {
@@ -278,11 +320,11 @@ mod tests {
         let (mut t, now) = timers();
         t.set_deadline(token(3, 0), Some(now + Duration::from_millis(20)));
         t.set_deadline(token(4, 0), Some(now + Duration::from_millis(10)));
-        assert_eq!(t.pop_expired(now, 1), None);
+        assert_eq!(t.pop_expired(now, 1, u64::MAX), None);
         let later = now + Duration::from_millis(30);
-        assert_eq!(t.pop_expired(later, 1), Some(token(4, 0)));
-        assert_eq!(t.pop_expired(later, 1), Some(token(3, 0)));
-        assert_eq!(t.pop_expired(later, 1), None);
+        assert_eq!(t.pop_expired(later, 1, u64::MAX), Some(token(4, 0)));
+        assert_eq!(t.pop_expired(later, 1, u64::MAX), Some(token(3, 0)));
+        assert_eq!(t.pop_expired(later, 1, u64::MAX), None);
         assert!(t.is_empty());
     }
 
@@ -296,9 +338,9 @@ mod tests {
         }
         assert_eq!(t.heap.len(), 1, "re-arming later does not push");
         // The early entry comes due, finds the timer pushed back, moves it.
-        assert_eq!(t.pop_expired(start + Duration::from_millis(150), 1), None);
+        assert_eq!(t.pop_expired(start + Duration::from_millis(150), 1, u64::MAX), None);
         assert_eq!(t.next_wake(), Some(start + Duration::from_millis(1099)));
-        assert_eq!(t.pop_expired(start + Duration::from_millis(1100), 1), Some(tok));
+        assert_eq!(t.pop_expired(start + Duration::from_millis(1100), 1, u64::MAX), Some(tok));
     }
 
     #[test]
@@ -311,7 +353,7 @@ mod tests {
         t.remove(token(3, 0));
         assert_eq!(t.next_wake(), None, "nothing left to wake for: no spin on stale entries");
         t.set_deadline(token(4, 0), Some(now));
-        assert_eq!(t.pop_expired(now, 1), Some(token(4, 0)));
+        assert_eq!(t.pop_expired(now, 1, u64::MAX), Some(token(4, 0)));
         assert_eq!(t.next_wake(), None);
     }
 
@@ -321,8 +363,8 @@ mod tests {
         t.set_deadline(token(7, 0), Some(now));
         t.remove(token(7, 0));
         t.set_deadline(token(7, 1), Some(now + Duration::from_secs(60)));
-        assert_eq!(t.pop_expired(now + Duration::from_secs(1), 1), None);
-        assert_eq!(t.pop_expired(now + Duration::from_secs(61), 1), Some(token(7, 1)));
+        assert_eq!(t.pop_expired(now + Duration::from_secs(1), 1, u64::MAX), None);
+        assert_eq!(t.pop_expired(now + Duration::from_secs(61), 1, u64::MAX), Some(token(7, 1)));
     }
 
     #[test]
@@ -330,7 +372,26 @@ mod tests {
         let (mut t, now) = timers();
         t.set_deadline(token(1, 0), Some(now + Duration::from_secs(60)));
         t.set_deadline(token(1, 0), Some(now + Duration::from_secs(1)));
-        assert_eq!(t.pop_expired(now + Duration::from_secs(2), 1), Some(token(1, 0)));
-        assert_eq!(t.pop_expired(now + Duration::from_secs(61), 1), None, "the old entry is stale");
+        assert_eq!(t.pop_expired(now + Duration::from_secs(2), 1, u64::MAX), Some(token(1, 0)));
+        assert_eq!(t.pop_expired(now + Duration::from_secs(61), 1, u64::MAX), None, "the old entry is stale");
+    }
+
+    #[test]
+    fn an_entry_queued_during_a_round_waits_for_the_next_one() {
+        let (mut t, now) = timers();
+        t.set_deadline(token(1, 0), Some(now));
+        t.set_deadline(token(2, 0), Some(now));
+        let round = t.round();
+        assert_eq!(t.pop_expired(now, 1, round), Some(token(1, 0)));
+        // Token 1's timeout callback arms it again, in the past.
+        t.set_deadline(token(1, 0), Some(now - Duration::from_millis(1)));
+        assert_eq!(t.pop_expired(now, 1, round), Some(token(2, 0)), "the older entry still comes");
+        assert_eq!(t.pop_expired(now, 1, round), None, "the new one waits");
+        t.requeue_deferred();
+        assert_eq!(t.next_wake(), Some(now - Duration::from_millis(1)), "the next wait ends at once");
+        let round = t.round();
+        assert_eq!(t.pop_expired(now, 1, round), Some(token(1, 0)));
+        assert!(t.is_empty());
+        assert_eq!(t.next_wake(), None);
     }
 }

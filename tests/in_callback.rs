@@ -527,3 +527,53 @@ fn a_deadline_re_armed_in_the_past_by_handle_timeout_fires_once_per_iteration() 
         assert_eq!(timeouts.get(), 2, "{backend}: the re-armed deadline fires in the next iteration");
     }
 }
+
+/// Echoes, and from every `handle_timeout` re-arms its deadline at the
+/// current instant, up to a bound (then closes).
+struct RearmsNow(u32);
+
+impl StreamHandler for RearmsNow {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let buf = cx.buffer();
+        let n = ch.recv(buf)?;
+        ch.send(&buf[..n]).map(drop)
+    }
+
+    fn handle_timeout(&mut self, _ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.0 += 1;
+        if self.0 < 5 {
+            cx.set_deadline(cx.token(), Some(cx.now()));
+        } else {
+            cx.close();
+        }
+        Ok(())
+    }
+}
+
+/// Gives every connection a deadline 100 ms away, re-armed as [`RearmsNow`].
+struct RearmingServer;
+
+impl AcceptHandler for RearmingServer {
+    fn handle_accepted(&mut self, conn: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let token = cx.insert(conn, RearmsNow(0))?;
+        let at = cx.now() + Duration::from_millis(100);
+        cx.set_deadline(token, Some(at));
+        Ok(())
+    }
+}
+
+/// The simulation's checker holds the loop to the same rule: a deadline a
+/// timeout callback arms at the current instant is served in the next
+/// iteration (the loop's virtual time standing still meanwhile), which is
+/// no overdue timer.
+#[test]
+fn under_the_simulation_a_deadline_re_armed_at_now_is_served_next_iteration() {
+    for seed in 0..20 {
+        let mut sim =
+            rolecore::sim::Sim::from_seed(seed, rolecore::sim::SimConfig::default()).expect("a world");
+        sim.listen(RearmingServer).expect("listen");
+        if let Err(failure) = sim.run() {
+            panic!("seed {seed}: {failure}");
+        }
+    }
+}

@@ -595,6 +595,9 @@ impl Registry {
         if self.orphans {
             self.rebuild_registrations();
         }
+        // Timers the last round of expiries armed already due: the wait
+        // ends at once for them.
+        self.timers.requeue_deferred();
         // A regular file that wants something is ready now: do not sleep. One
         // that wants nothing must not turn the wait into a busy loop.
         let files_ready = self.always_ready > 0

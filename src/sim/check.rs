@@ -52,6 +52,9 @@ struct Life {
     timer: Option<(Instant, Option<Duration>)>,
     /// Whether it counts among the checker's `deadlines`.
     counted: bool,
+    /// The batch in which a timeout callback armed its deadline already
+    /// due: the loop serves it in the next iteration, not this one.
+    late: Option<u64>,
 }
 
 /// Per-channel state of the checks; channels are named `#1`, `#2`… in the
@@ -68,6 +71,11 @@ pub(crate) struct Checker {
     /// there is nothing to scan for (an idle timeout's channels are not
     /// scanned, see `overdue`).
     deadlines: usize,
+    /// The batch of events being checked (one wait's, or one step's).
+    batch: u64,
+    /// Whether this batch reached the loop's expiries (an `Expired` event):
+    /// what is armed after it was armed by a timeout callback.
+    expiring: bool,
 }
 
 impl Checker {
@@ -85,8 +93,15 @@ impl Checker {
         self.open
     }
 
+    /// A new batch of events begins: the events of one wait, or of one step.
+    pub fn begin_batch(&mut self) {
+        self.batch += 1;
+        self.expiring = false;
+    }
+
     /// A live channel whose one-shot deadline passed at or before `now`:
-    /// after a whole iteration at `now`, the loop must have served it.
+    /// after a whole iteration at `now`, the loop must have served it
+    /// (one a timeout callback armed already due: after the next one).
     /// (Idle timeouts are checked against the map's own timers: a wake-up
     /// without a callback re-arms them too, which the trace does not show.)
     pub fn overdue(&self, now: Instant) -> Option<String> {
@@ -96,7 +111,9 @@ impl Checker {
         // The lowest number first: the lives are in number order.
         (1..)
             .zip(&self.lives)
-            .find(|(_, l)| !l.removed && matches!(l.timer, Some((due, None)) if due <= now))
+            .find(|(_, l)| {
+                !l.removed && l.late != Some(self.batch) && matches!(l.timer, Some((due, None)) if due <= now)
+            })
             .map(|(id, _)| format!("#{id}'s deadline"))
     }
 
@@ -131,6 +148,7 @@ impl Checker {
                 removed: false,
                 timer: None,
                 counted: false,
+                late: None,
             });
             self.open += 1;
             return Ok(id);
@@ -138,6 +156,9 @@ impl Checker {
         let Some(id) = known else {
             return Err(format!("an event for a channel that never joined the map ({token:?}): {event:?}"));
         };
+        if event == Traced::Expired {
+            self.expiring = true;
+        }
         let life = &mut self.lives[id as usize - 1];
         let name = Name(id);
         if life.removed {
@@ -153,6 +174,9 @@ impl Checker {
             }
             Traced::Deadline(at) => {
                 life.timer = at.map(|at| (at, None));
+                // Armed by a timeout callback, already due: the loop's next
+                // round of expiries serves it (`Timers::round`).
+                life.late = at.filter(|&at| self.expiring && at <= now).map(|_| self.batch);
                 recount(&mut self.deadlines, life);
                 Ok(id)
             }

@@ -378,6 +378,7 @@ impl Sim {
     }
 
     fn absorb(&mut self) -> Result<(), SimFailure> {
+        self.checker.begin_batch();
         let now = self.clock.now();
         let mut events = std::mem::take(&mut self.events);
         self.map.swap_trace(&mut events);
