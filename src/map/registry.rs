@@ -289,6 +289,11 @@ impl Registry {
         if !self.timers.is_empty() {
             self.timers.remove(token);
         }
+        if !self.removed_busy.is_empty() {
+            // Its callback ended before its `Ctx::shutdown` returned (an
+            // uncaught panic unwound through it): nothing is left to close.
+            self.removed_busy.retain(|&removed| removed != token);
+        }
         if let Some(trace) = &self.trace {
             trace.borrow_mut().push((token, Traced::Removed));
         }
