@@ -459,3 +459,51 @@ fn resp_a_bulk_trickled_a_byte_at_a_time_is_closed_at_the_idle_timeout() {
     server.assert_alive();
     assert_pong(&server);
 }
+
+// ---- chat_server ----------------------------------------------------------------
+
+/// Joins the chat room: reads the welcome line, returns the stream.
+fn chat_join(server: &Server) -> TcpStream {
+    let mut stream = server.connect();
+    let welcome = read_line(&mut stream, 256);
+    assert!(welcome.starts_with(b"* welcome "), "{}", welcome.escape_ascii());
+    stream
+}
+
+/// A member's line is relayed after the sender's address, which is all that
+/// tells the others who spoke. A carriage return, a backspace or an escape
+/// sequence inside the line would move a terminal's cursor back over that
+/// address and print a forged one in its place (`10.0.0.1:80: hi` shown as
+/// another member's line): no relayed line may carry a control character,
+/// only the `\n` that ends it.
+#[test]
+fn chat_a_line_cannot_overwrite_its_senders_address() {
+    let mut server = Server::start("chat_server", &[], None);
+    let mut a = chat_join(&server);
+    let mut b = chat_join(&server);
+    let forged: [&[u8]; 4] = [
+        b"ok\r10.0.0.1:80: I am someone else",
+        b"ok\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08I am someone else",
+        b"ok\x1b[2K\x1b[1G10.0.0.1:80: I am someone else",
+        b"ok\x00hidden",
+    ];
+    for line in forged {
+        a.write_all(line).unwrap();
+        a.write_all(b"\n").unwrap();
+    }
+    a.write_all(b"the end\n").unwrap();
+    loop {
+        let line = read_line(&mut b, 8192);
+        assert!(!line.is_empty(), "chat_server closed b before the last line");
+        let text = &line[..line.len() - 1];
+        assert!(
+            !text.iter().any(|&c| c.is_ascii_control() && c != b'\t'),
+            "relayed with a control character: {}",
+            line.escape_ascii()
+        );
+        if text.ends_with(b": the end") {
+            break;
+        }
+    }
+    server.assert_alive();
+}
