@@ -291,6 +291,31 @@ fn resp_a_long_pipeline_read_as_it_goes_keeps_the_peak_small() {
     server.assert_peak_under(PEAK_RSS_KIB, "200,000 pipelined GETs of 512 bytes");
 }
 
+/// Many clients that each send most of a large bulk string and never finish
+/// it: each connection's `--max-request` bounds one of them, nothing bounded
+/// them together, so forty 16 MiB bulks (the default `--max-bulk`) held 1.3
+/// GiB of record buffers, and the server died under a 1 GiB address-space
+/// limit. The bytes of unfinished requests are bounded per loop
+/// (`--input-budget`): a connection whose bytes do not fit is answered with
+/// an error and closed, and the server keeps answering others.
+#[test]
+fn resp_many_unfinished_big_requests_are_bounded_together() {
+    let mut server = Server::start("resp_server", &[], Some(ADDRESS_SPACE));
+    let mut payload = b"*2\r\n$4\r\nECHO\r\n$16777216\r\n".to_vec();
+    payload.resize(payload.len() + (16 << 20), b'x'); // the bulk, without its CRLF
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let mut stream = server.connect();
+        // A connection refused meanwhile fails the write: that is the point.
+        let _ = stream.write_all(&payload);
+        held.push(stream);
+        server.assert_alive();
+    }
+    server.assert_alive();
+    assert_pong(&server);
+    drop(held);
+}
+
 // ---- http_server ----------------------------------------------------------------
 
 /// Reads one HTTP response head (up to the blank line) and its body of
