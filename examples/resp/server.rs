@@ -8,7 +8,10 @@
 //! `Connections` (from `examples/serve/connections.rs`); the example and the
 //! fuzz body each provide them.
 
+use std::cell::Cell;
+use std::fmt;
 use std::io;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +36,60 @@ pub const DIRECT_PUSH: usize = 4096;
 
 /// The store, shared by every loop of the process (`--threads`).
 pub type Shared = Arc<Mutex<Store>>;
+
+// ---- the input budget ----------------------------------------------------------
+
+/// The bytes of unfinished requests that all of one loop's connections may
+/// hold together (`--input-budget`). `--max-request` bounds one connection;
+/// without this, a thousand connections that each send most of a big bulk
+/// string and never its end would hold a thousand times that.
+#[derive(Clone)]
+pub struct InputBudget {
+    used: Rc<Cell<usize>>,
+    limit: usize,
+}
+
+impl InputBudget {
+    pub fn new(limit: usize) -> InputBudget {
+        InputBudget { used: Rc::default(), limit }
+    }
+
+    /// Bytes charged and not yet released.
+    #[allow(dead_code)]
+    pub fn used(&self) -> usize {
+        self.used.get()
+    }
+
+    /// Charges `n` bytes, or refuses them all if they would pass the limit.
+    fn try_charge(&self, n: usize) -> Result<(), InputBudgetFull> {
+        match self.used.get().checked_add(n).filter(|&total| total <= self.limit) {
+            Some(total) => {
+                self.used.set(total);
+                Ok(())
+            }
+            None => Err(InputBudgetFull { limit: self.limit }),
+        }
+    }
+
+    fn release(&self, n: usize) {
+        self.used.set(self.used.get().saturating_sub(n));
+    }
+}
+
+/// The error `collect_incoming_data` fails with when a request's bytes do
+/// not fit the loop's [`InputBudget`].
+#[derive(Debug)]
+pub struct InputBudgetFull {
+    limit: usize,
+}
+
+impl fmt::Display for InputBudgetFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the unfinished requests of all connections passed the input budget ({} bytes)", self.limit)
+    }
+}
+
+impl std::error::Error for InputBudgetFull {}
 
 // ---- the connection ------------------------------------------------------------
 
@@ -82,6 +139,11 @@ pub struct RespConnection {
     /// The record being collected, reused from record to record (the chat's
     /// own collector would hand over a fresh `Vec` each time).
     pub record: Vec<u8>,
+    /// The loop's bound on the bytes of unfinished requests.
+    pub input: InputBudget,
+    /// The bytes of the current request charged to `input`: released once
+    /// the parser is between requests again, or when the connection goes.
+    pub charged: usize,
     /// The small pieces of the reply being written, reused from command to
     /// command.
     pub out: Vec<u8>,
@@ -128,6 +190,11 @@ impl RespConnection {
         }
     }
 
+    /// The request's bytes are no longer held: gives them back to the budget.
+    fn release_input(&mut self) {
+        self.input.release(std::mem::take(&mut self.charged));
+    }
+
     /// Frees the buffers a big request or reply grew, so an idle connection
     /// does not keep its peak memory.
     fn shrink(&mut self) {
@@ -172,6 +239,10 @@ impl ChatHandler for RespConnection {
 
     fn collect_incoming_data(&mut self, data: &[u8], chat: &mut AsyncChat) -> io::Result<()> {
         if !chat.is_closing() {
+            self.input
+                .try_charge(data.len())
+                .map_err(|full| io::Error::new(io::ErrorKind::StorageFull, full))?;
+            self.charged += data.len();
             self.record.extend_from_slice(data);
         }
         Ok(())
@@ -189,6 +260,11 @@ impl ChatHandler for RespConnection {
             }
         };
         self.record.clear();
+        if self.parser.is_idle() {
+            // A command is complete (run below, then its buffers shrink), or
+            // the line held none.
+            self.release_input();
+        }
         self.time_the_request(complete, cx);
         if complete {
             let after = self.run(chat, cx);
@@ -229,6 +305,14 @@ impl ChatHandler for RespConnection {
 
     fn handle_error(&mut self, chat: &mut AsyncChat, error: io::Error, cx: &mut Ctx<'_>) {
         self.record.clear();
+        if error.get_ref().is_some_and(|e| e.is::<InputBudgetFull>()) && !chat.is_closing() {
+            eprintln!("resp_server: closing a connection: {error}");
+            // The request's bytes stay charged until the connection goes.
+            super::commands::error(&mut self.out, "server busy: too many unfinished requests");
+            if self.close_after_reply(chat).is_ok() {
+                return; // sent, then closed, by the chat
+            }
+        }
         if RecordTooLong::from_io(&error).is_some() && !chat.is_closing() {
             let why =
                 if self.parser.is_idle() { "too big inline request" } else { "too big bulk count string" };
@@ -245,6 +329,14 @@ impl ChatHandler for RespConnection {
     }
 }
 
+impl Drop for RespConnection {
+    /// However the connection ends, the bytes of its unfinished request go
+    /// back to the budget.
+    fn drop(&mut self) {
+        self.release_input();
+    }
+}
+
 pub struct RespServer {
     /// The data set.
     pub store: Shared,
@@ -255,6 +347,9 @@ pub struct RespServer {
     pub max_bulk: usize,
     /// `--max-request`: the most a whole request may take.
     pub max_request: usize,
+    /// `--input-budget`: the most all of this loop's unfinished requests may
+    /// take together.
+    pub input: InputBudget,
     /// `--idle-timeout`.
     pub idle_timeout: Option<Duration>,
     /// The longest line, a `*N`/`$N` header or an inline command: [`MAX_LINE`].
@@ -282,6 +377,8 @@ impl AcceptHandler for RespServer {
             idle_timeout: self.idle_timeout,
             mid_request: false,
             record: Vec::new(),
+            input: self.input.clone(),
+            charged: 0,
             out: Vec::new(),
         };
         let token = self.connections.insert(cx, chat, connection)?;
