@@ -532,3 +532,92 @@ fn chat_a_line_cannot_overwrite_its_senders_address() {
     }
     server.assert_alive();
 }
+
+// ---- a Unix socket path on the command line -------------------------------------
+
+/// Runs `name` with `args` until it prints its first line (on stdout, or
+/// on stderr for `netcat`) or exits, at most `IO_TIMEOUT`, then kills it.
+/// Returns that line (empty if none).
+fn first_line_then_kill(name: &str, args: &[&str]) -> String {
+    let on_stderr = name == "netcat";
+    let (out, err) =
+        if on_stderr { (Stdio::null(), Stdio::piped()) } else { (Stdio::piped(), Stdio::null()) };
+    let mut child = Command::new(util::example(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let pipe: Box<dyn std::io::Read + Send> = match (child.stdout.take(), child.stderr.take()) {
+        (Some(stdout), _) => Box::new(stdout),
+        (None, Some(stderr)) => Box::new(stderr),
+        (None, None) => unreachable!("one of them is piped"),
+    };
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(pipe).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(IO_TIMEOUT).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    line
+}
+
+/// `unix:PATH` removes a stale socket file left by an earlier run before it
+/// binds, but it removed whatever the path named: a regular file (a typo in
+/// the path deleted the user's data), or the socket of a server still
+/// listening there (which went on running, unreachable). Only a socket that
+/// nothing listens on may be removed; anything else is left alone, and the
+/// bind fails.
+#[test]
+fn unix_path_servers_remove_only_a_stale_socket() {
+    let file = util::TempFile::new(b"precious data\n");
+    let addr = format!("unix:{}", file.0.display());
+    for (name, args) in [("echo_server", [&addr[..]].as_slice()), ("netcat", &["--listen", &addr])] {
+        let _ = first_line_then_kill(name, args);
+        let kept = std::fs::read(&file.0).unwrap_or_else(|e| panic!("{name} removed the file {addr}: {e}"));
+        assert_eq!(kept, b"precious data\n", "{name}");
+    }
+
+    // A live server keeps its socket: a second one on the same path does not
+    // take it over.
+    let path = util::temp_path("sock");
+    let addr = format!("unix:{}", path.display());
+    let mut live = Command::new(util::example("echo_server"))
+        .arg(&addr)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start echo_server");
+    let mut live_out = BufReader::new(live.stdout.take().unwrap());
+    let mut line = String::new();
+    live_out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("listening on unix:"), "{line:?}");
+    let second = first_line_then_kill("echo_server", &[&addr]);
+    let echoed = (|| {
+        let mut stream = std::os::unix::net::UnixStream::connect(&path)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.write_all(b"still mine\n")?;
+        let mut got = [0u8; 11];
+        stream.read_exact(&mut got)?;
+        Ok::<_, std::io::Error>(got)
+    })();
+    let _ = live.kill();
+    let _ = live.wait();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        matches!(echoed, Ok(ref got) if got == b"still mine\n"),
+        "the first server lost its socket to a second one ({second:?}): {echoed:?}"
+    );
+
+    // A stale socket (its server gone) is still replaced.
+    let stale = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    drop(stale);
+    let line = first_line_then_kill("echo_server", &[&addr]);
+    let _ = std::fs::remove_file(&path);
+    assert!(line.starts_with("listening on unix:"), "a stale socket file was not replaced: {line:?}");
+}
