@@ -10,6 +10,8 @@
 //! count, so a bug fails a test, never hangs it. Nothing here asserts a
 //! time: a read timeout only bounds how long a test waits for an answer.
 
+#[cfg(feature = "tls")]
+mod tls_common;
 mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -455,14 +457,21 @@ fn trickle_until_closed(server: &Server, head: &[u8]) -> bool {
             }
         }
     });
+    // Whether the server closed before the trickle ended: the reader saw the
+    // end, or a write failed. Not the reader's answer alone: our own
+    // shutdown below ends its read with a 0 too, and then every trickle
+    // counted as closed by the server.
+    let mut server_closed = false;
     for _ in 0..160 {
         if closed.is_finished() || stream.write_all(b"x").is_err() {
+            server_closed = true;
             break;
         }
         thread::sleep(Duration::from_millis(50));
     }
     let _ = stream.shutdown(std::net::Shutdown::Both);
-    closed.join().unwrap()
+    let reader_saw_the_end = closed.join().unwrap();
+    server_closed && reader_saw_the_end
 }
 
 /// A request body trickled a byte at a time is busy, not idle: it must still
@@ -483,6 +492,42 @@ fn resp_a_bulk_trickled_a_byte_at_a_time_is_closed_at_the_idle_timeout() {
     assert!(trickle_until_closed(&server, head), "the trickled bulk held its connection for 8 s");
     server.assert_alive();
     assert_pong(&server);
+}
+
+/// The same for a request line: an inline command, or a frame's `*N`
+/// header, trickled a byte at a time never ended a record, so no request
+/// deadline was set, and every byte re-armed the idle timeout: a line could
+/// hold its connection for `MAX_LINE` (64 KiB) times the idle timeout.
+#[test]
+fn resp_a_line_trickled_a_byte_at_a_time_is_closed_at_the_idle_timeout() {
+    let mut server = Server::start("resp_server", &["--idle-timeout", "1"], None);
+    for head in [&b"PING"[..], b"*2", b"PING\r\nPING"] {
+        assert!(
+            trickle_until_closed(&server, head),
+            "the trickled line {} held its connection for 8 s",
+            head.escape_ascii()
+        );
+    }
+    server.assert_alive();
+    assert_pong(&server);
+}
+
+/// Over TLS the handshake comes first: a ClientHello record announced and
+/// then trickled a byte at a time kept its connection, the idle timeout
+/// re-armed by every byte, for as long as the client liked.
+#[cfg(feature = "tls")]
+#[test]
+fn resp_a_tls_handshake_trickled_a_byte_at_a_time_is_closed_at_the_idle_timeout() {
+    let cert = tls_common::cert();
+    let pems = cert.write_pems();
+    let mut flags: Vec<&str> = vec!["--idle-timeout", "1"];
+    let pem_flags = pems.flags();
+    flags.extend(pem_flags.iter().map(String::as_str));
+    let mut server = Server::start("resp_server", &flags, None);
+    // A handshake record of 16 KiB, of which only the header is sent.
+    let head = [0x16, 0x03, 0x01, 0x40, 0x00];
+    assert!(trickle_until_closed(&server, &head), "the trickled handshake held its connection for 8 s");
+    server.assert_alive();
 }
 
 // ---- chat_server ----------------------------------------------------------------
