@@ -13,7 +13,9 @@
 //! plus 1 MiB) bounds a whole request, all its arguments together (each
 //! counted with 8 bytes more, what the server keeps to split them).
 //! `--idle-timeout` (default 300, 0 for none) closes a connection that stays
-//! silent that long (no request, and no reply taken). `--output-budget`
+//! silent that long (no request, and no reply taken); a request, however
+//! its bytes trickle in, must arrive within twice that (over TLS, the
+//! handshake within once). `--output-budget`
 //! (default 256 MiB) bounds the replies queued by all of one loop's
 //! connections together: each connection's output limit bounds one client
 //! that does not read, the budget bounds a thousand of them. When it runs
@@ -172,7 +174,8 @@ mod tests {
             store: Shared::default(),
             connections: Connections::new(256 << 20),
             idle_timeout: None,
-            mid_request: false,
+            extended: false,
+            queued_at_deadline: 0,
             record: Vec::new(),
             input: InputBudget::new(256 << 20),
             charged: 0,

@@ -134,8 +134,12 @@ pub struct RespConnection {
     pub connections: Connections<RespConnection>,
     /// `--idle-timeout`: also how long one request may take to arrive.
     pub idle_timeout: Option<Duration>,
-    /// A request is arriving, against a deadline instead of the idle timeout.
-    pub mid_request: bool,
+    /// The request still arriving when the last deadline passed was given
+    /// one more idle timeout; it gets no third.
+    pub extended: bool,
+    /// `chat.queued()` when the deadline was set: less at the deadline means
+    /// the client took some of its replies, and is not idle.
+    pub queued_at_deadline: usize,
     /// The record being collected, reused from record to record (the chat's
     /// own collector would hand over a fresh `Vec` each time).
     pub record: Vec<u8>,
@@ -171,23 +175,19 @@ impl RespConnection {
         Ok(())
     }
 
-    /// A request must arrive whole within the idle timeout: a client that
-    /// announces a bulk string and trickles it a byte at a time is busy, not
-    /// idle, and would otherwise hold the connection as long as it likes.
-    /// Between requests the idle timeout applies again.
-    fn time_the_request(&mut self, complete: bool, cx: &mut Ctx<'_>) {
+    /// Sets the connection's deadline one idle timeout from now. It is a
+    /// deadline, not the loop's idle timeout, which every byte re-arms: a
+    /// client that trickles a request (a line, a bulk string, a TLS
+    /// handshake) a byte at a time is busy, not idle, and would otherwise
+    /// hold the connection as long as it likes. A complete request sets it
+    /// again; [`handle_timeout`](ChatHandler::handle_timeout) decides the
+    /// rest.
+    fn set_deadline(&mut self, chat: &AsyncChat, cx: &mut Ctx<'_>) {
         let Some(timeout) = self.idle_timeout else { return };
+        self.queued_at_deadline = chat.queued();
         let token = cx.token();
-        if complete || self.parser.is_idle() {
-            if self.mid_request {
-                self.mid_request = false;
-                cx.set_idle_timeout(token, Some(timeout));
-            }
-        } else if !self.mid_request {
-            self.mid_request = true;
-            let at = cx.now().checked_add(timeout);
-            cx.set_deadline(token, at);
-        }
+        let at = cx.now().checked_add(timeout);
+        cx.set_deadline(token, at);
     }
 
     /// The request's bytes are no longer held: gives them back to the budget.
@@ -265,12 +265,15 @@ impl ChatHandler for RespConnection {
             // the line held none.
             self.release_input();
         }
-        self.time_the_request(complete, cx);
         if complete {
             let after = self.run(chat, cx);
             self.shrink();
             match after? {
-                After::Continue => {}
+                After::Continue => {
+                    // The next request has an idle timeout from now.
+                    self.extended = false;
+                    self.set_deadline(chat, cx);
+                }
                 After::Close => return self.close_after_reply(chat),
                 After::Overflow => {
                     // What push would have refused, refused before the
@@ -327,6 +330,25 @@ impl ChatHandler for RespConnection {
     fn handle_close(&mut self, _chat: &mut AsyncChat, cx: &mut Ctx<'_>) {
         self.connections.leave(cx.token());
     }
+
+    /// No request completed within an idle timeout. A request that is
+    /// arriving gets one more (it may have begun just before the deadline);
+    /// a client that took some of its replies meanwhile is not idle and
+    /// gets another; otherwise the connection closes. So a request takes
+    /// at most two idle timeouts to arrive, however its bytes trickle, and
+    /// a silent connection is closed after one or two.
+    fn handle_timeout(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let arriving = !self.record.is_empty() || !self.parser.is_idle();
+        let took_replies = chat.queued() < self.queued_at_deadline;
+        if (arriving && !self.extended) || (!arriving && took_replies) {
+            self.extended = arriving;
+            self.set_deadline(chat, cx);
+            return Ok(());
+        }
+        ChatHandler::handle_close(self, chat, cx);
+        cx.close();
+        Ok(())
+    }
 }
 
 impl Drop for RespConnection {
@@ -375,14 +397,20 @@ impl AcceptHandler for RespServer {
             store: Arc::clone(&self.store),
             connections: self.connections.clone(),
             idle_timeout: self.idle_timeout,
-            mid_request: false,
+            extended: false,
+            queued_at_deadline: 0,
             record: Vec::new(),
             input: self.input.clone(),
             charged: 0,
             out: Vec::new(),
         };
         let token = self.connections.insert(cx, chat, connection)?;
-        cx.set_idle_timeout(token, self.idle_timeout);
+        // The first request (and, over TLS, the handshake) within the idle
+        // timeout: a deadline, as after each request.
+        if let Some(timeout) = self.idle_timeout {
+            let at = cx.now().checked_add(timeout);
+            cx.set_deadline(token, at);
+        }
         Ok(())
     }
 
