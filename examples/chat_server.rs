@@ -17,6 +17,11 @@
 //!   not relayed; `\r\n` and `\n` both end a line);
 //! - `! line too long (max 4096 bytes)` when its own line was longer than
 //!   4096 bytes: the line is dropped, the connection stays.
+//! - `! control characters are not relayed` when its own line held an ASCII
+//!   control character other than a tab (a CR counts, but for one just
+//!   before the `\n`): the line is dropped, the connection stays. A CR,
+//!   backspace or escape sequence would move the others' cursor back over
+//!   the sender's address and print a forged one in its place.
 //!
 //! # Relaying between channels
 //!
@@ -106,6 +111,11 @@ impl ChatHandler for Member {
         }
         if line.len() > MAX_LINE {
             return self.handle_record_too_long(chat, cx);
+        }
+        if line.iter().any(|&b| b.is_ascii_control() && b != b'\t') {
+            // The sender's address before the line is the only proof of who
+            // spoke: nothing in the line may move a terminal's cursor over it.
+            return chat.push(b"! control characters are not relayed\n");
         }
         if !line.is_empty() {
             self.relay(&line, cx);

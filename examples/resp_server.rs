@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --example resp_server -- [ADDR] [--backend select|poll|epoll] [--threads N]
 //!     [--max-bulk BYTES] [--max-request BYTES] [--idle-timeout SECS] [--output-budget BYTES]
-//!     [--tls-cert PEM --tls-key PEM]
+//!     [--input-budget BYTES] [--tls-cert PEM --tls-key PEM]
 //! ```
 //!
 //! ADDR defaults to 127.0.0.1:6379 (port 0 picks a free port); the first line
@@ -13,12 +13,19 @@
 //! plus 1 MiB) bounds a whole request, all its arguments together (each
 //! counted with 8 bytes more, what the server keeps to split them).
 //! `--idle-timeout` (default 300, 0 for none) closes a connection that stays
-//! silent that long (no request, and no reply taken). `--output-budget`
+//! silent that long (no request, and no reply taken); a request, however
+//! its bytes trickle in, must arrive within twice that (over TLS, the
+//! handshake within once). `--output-budget`
 //! (default 256 MiB) bounds the replies queued by all of one loop's
 //! connections together: each connection's output limit bounds one client
 //! that does not read, the budget bounds a thousand of them. When it runs
 //! short, the connection with the most output queued (the slowest reader)
-//! is dropped first. `--tls-cert PEM --tls-key PEM` serve RESP over TLS
+//! is dropped first. `--input-budget` (default 256 MiB, and at least
+//! `--max-request`) bounds the same way the bytes of requests still
+//! arriving: `--max-request` bounds one client that sends most of a big
+//! request and never the rest, the input budget a thousand of them. A
+//! connection whose bytes do not fit is answered
+//! `-ERR server busy: too many unfinished requests` and closed. `--tls-cert PEM --tls-key PEM` serve RESP over TLS
 //! (TLS 1.3 and 1.2, as `redis-cli --tls` speaks it; a build with
 //! rolecore's `tls` feature), with the same handlers.
 //!
@@ -64,7 +71,7 @@ use commands::output_limit;
 
 #[path = "resp/server.rs"]
 mod server;
-use server::{MAX_LINE, RespServer, Shared};
+use server::{InputBudget, MAX_LINE, RespServer, Shared};
 
 // ---- main ----------------------------------------------------------------------
 
@@ -78,6 +85,7 @@ fn main() -> ExitCode {
             Flag { name: "--max-request", value: "BYTES" },
             Flag { name: "--idle-timeout", value: "SECS" },
             Flag { name: "--output-budget", value: "BYTES" },
+            Flag { name: "--input-budget", value: "BYTES" },
             serve::TLS_CERT,
             serve::TLS_KEY,
         ],
@@ -91,6 +99,10 @@ fn main() -> ExitCode {
         let idle_timeout = cli.seconds("--idle-timeout", 300.0)?;
         // What all of one loop's connections may queue together.
         let budget = cli.count("--output-budget", 256 << 20, 64 << 10, 1 << 40)? as usize;
+        // What all of one loop's unfinished requests may hold together: by
+        // default, room for one of the largest at least.
+        let default_input = (max_request as u64).max(256 << 20);
+        let input_budget = cli.count("--input-budget", default_input, 64 << 10, 1 << 40)? as usize;
         // One store for every loop (`--threads`): uncontended with one thread.
         let store = Shared::default();
         let tls = cli.tls(&[])?;
@@ -99,6 +111,7 @@ fn main() -> ExitCode {
             connections: Connections::new(budget).with_tls(tls.clone()),
             max_bulk,
             max_request,
+            input: InputBudget::new(input_budget),
             idle_timeout,
             max_line: MAX_LINE,
             output_limit: output_limit(max_bulk),
@@ -161,8 +174,11 @@ mod tests {
             store: Shared::default(),
             connections: Connections::new(256 << 20),
             idle_timeout: None,
-            mid_request: false,
+            extended: false,
+            queued_at_deadline: 0,
             record: Vec::new(),
+            input: InputBudget::new(256 << 20),
+            charged: 0,
             out: Vec::new(),
         };
         let mut map = rolecore::Map::new().unwrap();

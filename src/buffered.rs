@@ -384,15 +384,17 @@ impl<R: Role> Buffered<R> {
         self.output.as_ref().and_then(|o| o.budget.as_ref())
     }
 
-    /// The channel underneath.
+    /// The channel underneath, for socket queries (`local_addr`,
+    /// `peer_addr`).
+    ///
+    /// A `Buffered` gives no `&mut` access to its channel, as an
+    /// [`AsyncChat`](crate::AsyncChat) gives none: a send through it would
+    /// overtake what is queued, and on a TLS stream would put plaintext
+    /// between the TLS records (a receive would eat the peer's records).
+    /// Output goes through [`send`](Buffered::send), `TCP_NODELAY` through
+    /// [`set_nodelay`](Buffered::set_nodelay).
     pub fn get_ref(&self) -> &Channel<R> {
         &self.channel
-    }
-
-    /// The channel underneath, mutably (for socket options; sending through it
-    /// directly would overtake the queue).
-    pub fn get_mut(&mut self) -> &mut Channel<R> {
-        &mut self.channel
     }
 
     fn output_mut(&mut self) -> &mut Output {
@@ -507,6 +509,12 @@ impl Buffered<Connected> {
         self.tls.recv(&mut self.channel, buf)
     }
 
+    /// Sets `TCP_NODELAY` on the socket underneath (an error on a Unix
+    /// socket), as [`Channel::set_nodelay`].
+    pub fn set_nodelay(&mut self, nodelay: bool) -> io::Result<()> {
+        self.channel.set_nodelay(nodelay)
+    }
+
     /// Makes one send of at most [`SEND_CHUNK`] queued bytes, as asyncore's
     /// `initiate_send`.
     pub fn initiate_send(&mut self) -> io::Result<()> {
@@ -604,7 +612,7 @@ mod tests {
         let mut a = Buffered::new(a);
         a.set_watermarks(100, 1000);
         // Fill the socket so that what follows stays queued.
-        while a.get_mut().send(&[0u8; 4096]).unwrap() > 0 {}
+        while a.channel.send(&[0u8; 4096]).unwrap() > 0 {}
         a.send(&[1u8; 900]).unwrap();
         assert!(!a.is_backlogged(), "900 <= high");
         a.send(&[1u8; 200]).unwrap();
@@ -630,7 +638,7 @@ mod tests {
         assert!(a.output.is_none(), "nothing queued, default bounds: no allocation");
         assert_eq!(a.limit(), DEFAULT_OUTPUT_LIMIT);
         assert_eq!(a.watermarks(), (DEFAULT_LOW_WATERMARK, DEFAULT_HIGH_WATERMARK));
-        while a.get_mut().send(&[0u8; 4096]).unwrap() > 0 {}
+        while a.channel.send(&[0u8; 4096]).unwrap() > 0 {}
         a.send(b"queued").unwrap();
         assert_eq!(a.queued(), 6);
         let mut sink = vec![0u8; 1 << 16];

@@ -10,6 +10,8 @@
 //! count, so a bug fails a test, never hangs it. Nothing here asserts a
 //! time: a read timeout only bounds how long a test waits for an answer.
 
+#[cfg(feature = "tls")]
+mod tls_common;
 mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -291,6 +293,31 @@ fn resp_a_long_pipeline_read_as_it_goes_keeps_the_peak_small() {
     server.assert_peak_under(PEAK_RSS_KIB, "200,000 pipelined GETs of 512 bytes");
 }
 
+/// Many clients that each send most of a large bulk string and never finish
+/// it: each connection's `--max-request` bounds one of them, nothing bounded
+/// them together, so forty 16 MiB bulks (the default `--max-bulk`) held 1.3
+/// GiB of record buffers, and the server died under a 1 GiB address-space
+/// limit. The bytes of unfinished requests are bounded per loop
+/// (`--input-budget`): a connection whose bytes do not fit is answered with
+/// an error and closed, and the server keeps answering others.
+#[test]
+fn resp_many_unfinished_big_requests_are_bounded_together() {
+    let mut server = Server::start("resp_server", &[], Some(ADDRESS_SPACE));
+    let mut payload = b"*2\r\n$4\r\nECHO\r\n$16777216\r\n".to_vec();
+    payload.resize(payload.len() + (16 << 20), b'x'); // the bulk, without its CRLF
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let mut stream = server.connect();
+        // A connection refused meanwhile fails the write: that is the point.
+        let _ = stream.write_all(&payload);
+        held.push(stream);
+        server.assert_alive();
+    }
+    server.assert_alive();
+    assert_pong(&server);
+    drop(held);
+}
+
 // ---- http_server ----------------------------------------------------------------
 
 /// Reads one HTTP response head (up to the blank line) and its body of
@@ -430,14 +457,21 @@ fn trickle_until_closed(server: &Server, head: &[u8]) -> bool {
             }
         }
     });
+    // Whether the server closed before the trickle ended: the reader saw the
+    // end, or a write failed. Not the reader's answer alone: our own
+    // shutdown below ends its read with a 0 too, and then every trickle
+    // counted as closed by the server.
+    let mut server_closed = false;
     for _ in 0..160 {
         if closed.is_finished() || stream.write_all(b"x").is_err() {
+            server_closed = true;
             break;
         }
         thread::sleep(Duration::from_millis(50));
     }
     let _ = stream.shutdown(std::net::Shutdown::Both);
-    closed.join().unwrap()
+    let reader_saw_the_end = closed.join().unwrap();
+    server_closed && reader_saw_the_end
 }
 
 /// A request body trickled a byte at a time is busy, not idle: it must still
@@ -458,4 +492,177 @@ fn resp_a_bulk_trickled_a_byte_at_a_time_is_closed_at_the_idle_timeout() {
     assert!(trickle_until_closed(&server, head), "the trickled bulk held its connection for 8 s");
     server.assert_alive();
     assert_pong(&server);
+}
+
+/// The same for a request line: an inline command, or a frame's `*N`
+/// header, trickled a byte at a time never ended a record, so no request
+/// deadline was set, and every byte re-armed the idle timeout: a line could
+/// hold its connection for `MAX_LINE` (64 KiB) times the idle timeout.
+#[test]
+fn resp_a_line_trickled_a_byte_at_a_time_is_closed_at_the_idle_timeout() {
+    let mut server = Server::start("resp_server", &["--idle-timeout", "1"], None);
+    for head in [&b"PING"[..], b"*2", b"PING\r\nPING"] {
+        assert!(
+            trickle_until_closed(&server, head),
+            "the trickled line {} held its connection for 8 s",
+            head.escape_ascii()
+        );
+    }
+    server.assert_alive();
+    assert_pong(&server);
+}
+
+/// Over TLS the handshake comes first: a ClientHello record announced and
+/// then trickled a byte at a time kept its connection, the idle timeout
+/// re-armed by every byte, for as long as the client liked.
+#[cfg(feature = "tls")]
+#[test]
+fn resp_a_tls_handshake_trickled_a_byte_at_a_time_is_closed_at_the_idle_timeout() {
+    let cert = tls_common::cert();
+    let pems = cert.write_pems();
+    let mut flags: Vec<&str> = vec!["--idle-timeout", "1"];
+    let pem_flags = pems.flags();
+    flags.extend(pem_flags.iter().map(String::as_str));
+    let mut server = Server::start("resp_server", &flags, None);
+    // A handshake record of 16 KiB, of which only the header is sent.
+    let head = [0x16, 0x03, 0x01, 0x40, 0x00];
+    assert!(trickle_until_closed(&server, &head), "the trickled handshake held its connection for 8 s");
+    server.assert_alive();
+}
+
+// ---- chat_server ----------------------------------------------------------------
+
+/// Joins the chat room: reads the welcome line, returns the stream.
+fn chat_join(server: &Server) -> TcpStream {
+    let mut stream = server.connect();
+    let welcome = read_line(&mut stream, 256);
+    assert!(welcome.starts_with(b"* welcome "), "{}", welcome.escape_ascii());
+    stream
+}
+
+/// A member's line is relayed after the sender's address, which is all that
+/// tells the others who spoke. A carriage return, a backspace or an escape
+/// sequence inside the line would move a terminal's cursor back over that
+/// address and print a forged one in its place (`10.0.0.1:80: hi` shown as
+/// another member's line): no relayed line may carry a control character,
+/// only the `\n` that ends it.
+#[test]
+fn chat_a_line_cannot_overwrite_its_senders_address() {
+    let mut server = Server::start("chat_server", &[], None);
+    let mut a = chat_join(&server);
+    let mut b = chat_join(&server);
+    let forged: [&[u8]; 4] = [
+        b"ok\r10.0.0.1:80: I am someone else",
+        b"ok\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08I am someone else",
+        b"ok\x1b[2K\x1b[1G10.0.0.1:80: I am someone else",
+        b"ok\x00hidden",
+    ];
+    for line in forged {
+        a.write_all(line).unwrap();
+        a.write_all(b"\n").unwrap();
+    }
+    a.write_all(b"the end\n").unwrap();
+    loop {
+        let line = read_line(&mut b, 8192);
+        assert!(!line.is_empty(), "chat_server closed b before the last line");
+        let text = &line[..line.len() - 1];
+        assert!(
+            !text.iter().any(|&c| c.is_ascii_control() && c != b'\t'),
+            "relayed with a control character: {}",
+            line.escape_ascii()
+        );
+        if text.ends_with(b": the end") {
+            break;
+        }
+    }
+    server.assert_alive();
+}
+
+// ---- a Unix socket path on the command line -------------------------------------
+
+/// Runs `name` with `args` until it prints its first line (on stdout, or
+/// on stderr for `netcat`) or exits, at most `IO_TIMEOUT`, then kills it.
+/// Returns that line (empty if none).
+fn first_line_then_kill(name: &str, args: &[&str]) -> String {
+    let on_stderr = name == "netcat";
+    let (out, err) =
+        if on_stderr { (Stdio::null(), Stdio::piped()) } else { (Stdio::piped(), Stdio::null()) };
+    let mut child = Command::new(util::example(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let pipe: Box<dyn std::io::Read + Send> = match (child.stdout.take(), child.stderr.take()) {
+        (Some(stdout), _) => Box::new(stdout),
+        (None, Some(stderr)) => Box::new(stderr),
+        (None, None) => unreachable!("one of them is piped"),
+    };
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(pipe).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(IO_TIMEOUT).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    line
+}
+
+/// `unix:PATH` removes a stale socket file left by an earlier run before it
+/// binds, but it removed whatever the path named: a regular file (a typo in
+/// the path deleted the user's data), or the socket of a server still
+/// listening there (which went on running, unreachable). Only a socket that
+/// nothing listens on may be removed; anything else is left alone, and the
+/// bind fails.
+#[test]
+fn unix_path_servers_remove_only_a_stale_socket() {
+    let file = util::TempFile::new(b"precious data\n");
+    let addr = format!("unix:{}", file.0.display());
+    for (name, args) in [("echo_server", [&addr[..]].as_slice()), ("netcat", &["--listen", &addr])] {
+        let _ = first_line_then_kill(name, args);
+        let kept = std::fs::read(&file.0).unwrap_or_else(|e| panic!("{name} removed the file {addr}: {e}"));
+        assert_eq!(kept, b"precious data\n", "{name}");
+    }
+
+    // A live server keeps its socket: a second one on the same path does not
+    // take it over.
+    let path = util::temp_path("sock");
+    let addr = format!("unix:{}", path.display());
+    let mut live = Command::new(util::example("echo_server"))
+        .arg(&addr)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start echo_server");
+    let mut live_out = BufReader::new(live.stdout.take().unwrap());
+    let mut line = String::new();
+    live_out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("listening on unix:"), "{line:?}");
+    let second = first_line_then_kill("echo_server", &[&addr]);
+    let echoed = (|| {
+        let mut stream = std::os::unix::net::UnixStream::connect(&path)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.write_all(b"still mine\n")?;
+        let mut got = [0u8; 11];
+        stream.read_exact(&mut got)?;
+        Ok::<_, std::io::Error>(got)
+    })();
+    let _ = live.kill();
+    let _ = live.wait();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        matches!(echoed, Ok(ref got) if got == b"still mine\n"),
+        "the first server lost its socket to a second one ({second:?}): {echoed:?}"
+    );
+
+    // A stale socket (its server gone) is still replaced.
+    let stale = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    drop(stale);
+    let line = first_line_then_kill("echo_server", &[&addr]);
+    let _ = std::fs::remove_file(&path);
+    assert!(line.starts_with("listening on unix:"), "a stale socket file was not replaced: {line:?}");
 }

@@ -8,7 +8,10 @@
 //! `Connections` (from `examples/serve/connections.rs`); the example and the
 //! fuzz body each provide them.
 
+use std::cell::Cell;
+use std::fmt;
 use std::io;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +36,60 @@ pub const DIRECT_PUSH: usize = 4096;
 
 /// The store, shared by every loop of the process (`--threads`).
 pub type Shared = Arc<Mutex<Store>>;
+
+// ---- the input budget ----------------------------------------------------------
+
+/// The bytes of unfinished requests that all of one loop's connections may
+/// hold together (`--input-budget`). `--max-request` bounds one connection;
+/// without this, a thousand connections that each send most of a big bulk
+/// string and never its end would hold a thousand times that.
+#[derive(Clone)]
+pub struct InputBudget {
+    used: Rc<Cell<usize>>,
+    limit: usize,
+}
+
+impl InputBudget {
+    pub fn new(limit: usize) -> InputBudget {
+        InputBudget { used: Rc::default(), limit }
+    }
+
+    /// Bytes charged and not yet released.
+    #[allow(dead_code)]
+    pub fn used(&self) -> usize {
+        self.used.get()
+    }
+
+    /// Charges `n` bytes, or refuses them all if they would pass the limit.
+    fn try_charge(&self, n: usize) -> Result<(), InputBudgetFull> {
+        match self.used.get().checked_add(n).filter(|&total| total <= self.limit) {
+            Some(total) => {
+                self.used.set(total);
+                Ok(())
+            }
+            None => Err(InputBudgetFull { limit: self.limit }),
+        }
+    }
+
+    fn release(&self, n: usize) {
+        self.used.set(self.used.get().saturating_sub(n));
+    }
+}
+
+/// The error `collect_incoming_data` fails with when a request's bytes do
+/// not fit the loop's [`InputBudget`].
+#[derive(Debug)]
+pub struct InputBudgetFull {
+    limit: usize,
+}
+
+impl fmt::Display for InputBudgetFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the unfinished requests of all connections passed the input budget ({} bytes)", self.limit)
+    }
+}
+
+impl std::error::Error for InputBudgetFull {}
 
 // ---- the connection ------------------------------------------------------------
 
@@ -77,11 +134,20 @@ pub struct RespConnection {
     pub connections: Connections<RespConnection>,
     /// `--idle-timeout`: also how long one request may take to arrive.
     pub idle_timeout: Option<Duration>,
-    /// A request is arriving, against a deadline instead of the idle timeout.
-    pub mid_request: bool,
+    /// The request still arriving when the last deadline passed was given
+    /// one more idle timeout; it gets no third.
+    pub extended: bool,
+    /// `chat.queued()` when the deadline was set: less at the deadline means
+    /// the client took some of its replies, and is not idle.
+    pub queued_at_deadline: usize,
     /// The record being collected, reused from record to record (the chat's
     /// own collector would hand over a fresh `Vec` each time).
     pub record: Vec<u8>,
+    /// The loop's bound on the bytes of unfinished requests.
+    pub input: InputBudget,
+    /// The bytes of the current request charged to `input`: released once
+    /// the parser is between requests again, or when the connection goes.
+    pub charged: usize,
     /// The small pieces of the reply being written, reused from command to
     /// command.
     pub out: Vec<u8>,
@@ -109,23 +175,24 @@ impl RespConnection {
         Ok(())
     }
 
-    /// A request must arrive whole within the idle timeout: a client that
-    /// announces a bulk string and trickles it a byte at a time is busy, not
-    /// idle, and would otherwise hold the connection as long as it likes.
-    /// Between requests the idle timeout applies again.
-    fn time_the_request(&mut self, complete: bool, cx: &mut Ctx<'_>) {
+    /// Sets the connection's deadline one idle timeout from now. It is a
+    /// deadline, not the loop's idle timeout, which every byte re-arms: a
+    /// client that trickles a request (a line, a bulk string, a TLS
+    /// handshake) a byte at a time is busy, not idle, and would otherwise
+    /// hold the connection as long as it likes. A complete request sets it
+    /// again; [`handle_timeout`](ChatHandler::handle_timeout) decides the
+    /// rest.
+    fn set_deadline(&mut self, chat: &AsyncChat, cx: &mut Ctx<'_>) {
         let Some(timeout) = self.idle_timeout else { return };
+        self.queued_at_deadline = chat.queued();
         let token = cx.token();
-        if complete || self.parser.is_idle() {
-            if self.mid_request {
-                self.mid_request = false;
-                cx.set_idle_timeout(token, Some(timeout));
-            }
-        } else if !self.mid_request {
-            self.mid_request = true;
-            let at = cx.now().checked_add(timeout);
-            cx.set_deadline(token, at);
-        }
+        let at = cx.now().checked_add(timeout);
+        cx.set_deadline(token, at);
+    }
+
+    /// The request's bytes are no longer held: gives them back to the budget.
+    fn release_input(&mut self) {
+        self.input.release(std::mem::take(&mut self.charged));
     }
 
     /// Frees the buffers a big request or reply grew, so an idle connection
@@ -172,6 +239,10 @@ impl ChatHandler for RespConnection {
 
     fn collect_incoming_data(&mut self, data: &[u8], chat: &mut AsyncChat) -> io::Result<()> {
         if !chat.is_closing() {
+            self.input
+                .try_charge(data.len())
+                .map_err(|full| io::Error::new(io::ErrorKind::StorageFull, full))?;
+            self.charged += data.len();
             self.record.extend_from_slice(data);
         }
         Ok(())
@@ -189,12 +260,20 @@ impl ChatHandler for RespConnection {
             }
         };
         self.record.clear();
-        self.time_the_request(complete, cx);
+        if self.parser.is_idle() {
+            // A command is complete (run below, then its buffers shrink), or
+            // the line held none.
+            self.release_input();
+        }
         if complete {
             let after = self.run(chat, cx);
             self.shrink();
             match after? {
-                After::Continue => {}
+                After::Continue => {
+                    // The next request has an idle timeout from now.
+                    self.extended = false;
+                    self.set_deadline(chat, cx);
+                }
                 After::Close => return self.close_after_reply(chat),
                 After::Overflow => {
                     // What push would have refused, refused before the
@@ -229,6 +308,14 @@ impl ChatHandler for RespConnection {
 
     fn handle_error(&mut self, chat: &mut AsyncChat, error: io::Error, cx: &mut Ctx<'_>) {
         self.record.clear();
+        if error.get_ref().is_some_and(|e| e.is::<InputBudgetFull>()) && !chat.is_closing() {
+            eprintln!("resp_server: closing a connection: {error}");
+            // The request's bytes stay charged until the connection goes.
+            super::commands::error(&mut self.out, "server busy: too many unfinished requests");
+            if self.close_after_reply(chat).is_ok() {
+                return; // sent, then closed, by the chat
+            }
+        }
         if RecordTooLong::from_io(&error).is_some() && !chat.is_closing() {
             let why =
                 if self.parser.is_idle() { "too big inline request" } else { "too big bulk count string" };
@@ -243,6 +330,33 @@ impl ChatHandler for RespConnection {
     fn handle_close(&mut self, _chat: &mut AsyncChat, cx: &mut Ctx<'_>) {
         self.connections.leave(cx.token());
     }
+
+    /// No request completed within an idle timeout. A request that is
+    /// arriving gets one more (it may have begun just before the deadline);
+    /// a client that took some of its replies meanwhile is not idle and
+    /// gets another; otherwise the connection closes. So a request takes
+    /// at most two idle timeouts to arrive, however its bytes trickle, and
+    /// a silent connection is closed after one or two.
+    fn handle_timeout(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let arriving = !self.record.is_empty() || !self.parser.is_idle();
+        let took_replies = chat.queued() < self.queued_at_deadline;
+        if (arriving && !self.extended) || (!arriving && took_replies) {
+            self.extended = arriving;
+            self.set_deadline(chat, cx);
+            return Ok(());
+        }
+        ChatHandler::handle_close(self, chat, cx);
+        cx.close();
+        Ok(())
+    }
+}
+
+impl Drop for RespConnection {
+    /// However the connection ends, the bytes of its unfinished request go
+    /// back to the budget.
+    fn drop(&mut self) {
+        self.release_input();
+    }
 }
 
 pub struct RespServer {
@@ -255,6 +369,9 @@ pub struct RespServer {
     pub max_bulk: usize,
     /// `--max-request`: the most a whole request may take.
     pub max_request: usize,
+    /// `--input-budget`: the most all of this loop's unfinished requests may
+    /// take together.
+    pub input: InputBudget,
     /// `--idle-timeout`.
     pub idle_timeout: Option<Duration>,
     /// The longest line, a `*N`/`$N` header or an inline command: [`MAX_LINE`].
@@ -280,12 +397,20 @@ impl AcceptHandler for RespServer {
             store: Arc::clone(&self.store),
             connections: self.connections.clone(),
             idle_timeout: self.idle_timeout,
-            mid_request: false,
+            extended: false,
+            queued_at_deadline: 0,
             record: Vec::new(),
+            input: self.input.clone(),
+            charged: 0,
             out: Vec::new(),
         };
         let token = self.connections.insert(cx, chat, connection)?;
-        cx.set_idle_timeout(token, self.idle_timeout);
+        // The first request (and, over TLS, the handshake) within the idle
+        // timeout: a deadline, as after each request.
+        if let Some(timeout) = self.idle_timeout {
+            let at = cx.now().checked_add(timeout);
+            cx.set_deadline(token, at);
+        }
         Ok(())
     }
 

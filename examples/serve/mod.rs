@@ -83,7 +83,7 @@ pub fn main<H: AcceptHandler, M: Fn() -> H + Sync>(
 /// `threads` listeners on `addr`, sharing it when there are several.
 fn bind(addr: &Address, threads: usize) -> io::Result<Vec<Channel<Listening>>> {
     if let Address::Unix(rolecore::UnixAddress::Path(path)) = addr {
-        let _ = std::fs::remove_file(path); // a stale socket file from an earlier run
+        remove_stale_socket(path); // a socket file left by an earlier run
     }
     if threads > 1 && addr.inet().is_none() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "--threads above 1 needs an IP address"));
@@ -135,6 +135,29 @@ fn serve<H: AcceptHandler>(
             .try_for_each(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("a loop panicked"))));
         setup.and(ran)
     })
+}
+
+/// Removes the socket file at `path` if it is stale: a socket that nothing
+/// listens on (a connect is refused), left by an earlier run. A regular
+/// file, or the socket of a server still listening there, is left alone
+/// (the bind then fails): removing it lost the file, or left that server
+/// running where no client could reach it.
+fn remove_stale_socket(path: &std::path::Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if !is_socket {
+        return;
+    }
+    // rolecore's connect does not block: a live server's full backlog does
+    // not stall the start.
+    let addr = rolecore::Address::Unix(rolecore::UnixAddress::Path(path.to_path_buf()));
+    let refused = rolecore::Channel::for_address(&addr).is_ok_and(|fresh| match fresh.connect(&addr) {
+        Ok(_) => false,
+        Err(e) => std::io::Error::from(e).kind() == std::io::ErrorKind::ConnectionRefused,
+    });
+    if refused {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 fn listener(addr: &Address, share: bool) -> io::Result<Channel<Listening>> {

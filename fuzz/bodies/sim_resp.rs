@@ -53,7 +53,7 @@ use super::resp_exec::commands;
 #[path = "../../examples/resp/server.rs"]
 mod server;
 
-use server::{MAX_LINE, RespServer, Shared};
+use server::{InputBudget, MAX_LINE, RespServer, Shared};
 
 /// What the parser allows in one multibulk frame (`MAX_ARGS` in the parser).
 const MAX_ARGS: usize = 1024 * 1024;
@@ -538,6 +538,7 @@ pub fn simulate(data: &[u8], check_descriptors: bool) -> (Setup, Result<SimRepor
         connections: Connections::new(l.budget),
         max_bulk: l.max_bulk,
         max_request: l.max_request,
+        input: InputBudget::new(usize::MAX), // unbounded: the checks expect every request within max_request answered
         idle_timeout: l.idle_timeout,
         max_line: l.max_line,
         output_limit: l.output_limit,
