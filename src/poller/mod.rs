@@ -504,6 +504,34 @@ mod tests {
         assert!(calls.windows(2).all(|w| w[1] <= w[0]));
     }
 
+    /// A retry after a signal asks only for what is left of the timeout:
+    /// the time the interrupted wait took comes off, so a steady stream of
+    /// signals cannot stretch a wait without end (P18).
+    #[test]
+    fn a_retry_after_eintr_asks_for_the_time_left_not_the_whole_timeout() {
+        let total = Duration::from_secs(10);
+        let slept = Duration::from_millis(20);
+        let mut asked = Vec::new();
+        retry_interrupted(
+            Some(total),
+            |t| {
+                let t = t.expect("a limited wait");
+                asked.push(Duration::new(t.tv_sec as u64, t.tv_nsec as u32));
+                if asked.len() == 1 {
+                    std::thread::sleep(slept);
+                    Err(rustix::io::Errno::INTR)
+                } else {
+                    Ok(())
+                }
+            },
+            (),
+        )
+        .unwrap();
+        assert_eq!(asked.len(), 2);
+        assert_eq!(asked[0], total);
+        assert!(asked[1] <= total - slept, "the retry asked for {:?} of {total:?}", asked[1]);
+    }
+
     #[test]
     fn eintr_after_the_deadline_returns_the_timeout_value() {
         let result =
