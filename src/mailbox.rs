@@ -301,3 +301,25 @@ impl Waker {
         self.command(Command::Shutdown(grace))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::poller::{Backend, readable_now};
+
+    /// The wake-up that delivers a mailbox's messages reads its counter
+    /// back to zero: a level-triggered backend would otherwise report the
+    /// idle mailbox ready on every wait, and the loop would spin.
+    #[test]
+    fn a_delivery_drains_the_counter_so_an_idle_mailbox_is_not_ready_again() {
+        for backend in Backend::ALL.into_iter().filter(|b| b.is_available()) {
+            let mut map = Map::with_backend(backend).unwrap();
+            let (_, sender) = map.mailbox(|_: u32, _: &mut Ctx<'_>| Ok(())).unwrap();
+            sender.send(1).unwrap();
+            sender.send(2).unwrap();
+            assert!(readable_now(&sender.shared.eventfd), "{backend}: a send rings the counter");
+            map.poll(Some(Duration::ZERO)).unwrap();
+            assert!(!readable_now(&sender.shared.eventfd), "{backend}: the delivery left the counter rung");
+        }
+    }
+}

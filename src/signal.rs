@@ -131,3 +131,58 @@ impl Map {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::poller::Backend;
+
+    /// Signals that arrive before the loop reads them coalesce: one
+    /// `handle_signal` per watched signal per wake-up, however many came,
+    /// and none on the next wake-up, the watcher's socket read empty.
+    /// (`raise` runs signal-hook's handler before it returns, so the three
+    /// bytes are in the socket before the poll.)
+    #[test]
+    fn signals_that_came_meanwhile_coalesce_into_one_call() {
+        for backend in Backend::ALL.into_iter().filter(|b| b.is_available()) {
+            let calls = Rc::new(Cell::new(0));
+            let mut map = Map::with_backend(backend).unwrap();
+            let seen = calls.clone();
+            map.on_signals(&[SIGUSR2], move |signal: i32, _: &mut Ctx<'_>| {
+                assert_eq!(signal, SIGUSR2);
+                seen.set(seen.get() + 1);
+                Ok(())
+            })
+            .unwrap();
+            for _ in 0..3 {
+                signal_hook::low_level::raise(SIGUSR2).unwrap();
+            }
+            map.poll(Some(Duration::ZERO)).unwrap();
+            assert_eq!(calls.get(), 1, "{backend}: three signals before the wake-up, one call");
+            map.poll(Some(Duration::ZERO)).unwrap();
+            assert_eq!(calls.get(), 1, "{backend}: the wake-up left bytes behind: a second call");
+        }
+    }
+
+    /// Dropping a map unregisters its signal watchers from signal-hook,
+    /// which closes the writing end of each watcher's socket: no
+    /// descriptor is left behind, and nothing writes for a map that is gone.
+    #[test]
+    fn dropping_the_map_unregisters_its_watchers_and_closes_their_sockets() {
+        let mut map = Map::with_backend(Backend::Poll).unwrap();
+        map.on_signals(&[SIGUSR1], |_: i32, _: &mut Ctx<'_>| Ok(())).unwrap();
+        let token = map.registry.tokens().next().expect("the watcher is in the map");
+        let reader = map.registry.entry(token).unwrap().fd().try_clone_to_owned().unwrap();
+        drop(map);
+        let mut buf = [0u8; 1];
+        assert_eq!(
+            rustix::io::read(&reader, &mut buf),
+            Ok(0),
+            "the watcher's writing end is still open after its map was dropped"
+        );
+    }
+}

@@ -83,3 +83,48 @@ fn set_backend_with_live_channels_keeps_them_working() {
         }
     }
 }
+
+/// One wait reports every channel that is ready, on every backend: five
+/// streams with data each get their read in a single iteration (epoll's
+/// buffer takes many reports per wait, not one).
+#[test]
+fn one_wait_reports_every_ready_channel() {
+    use std::cell::Cell;
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let reads = Rc::new(Cell::new(0));
+        let mut peers = Vec::new();
+        for _ in 0..5 {
+            let (ours, mut peer) = Channel::pair().expect("socketpair");
+            map.insert(ours, Quiet(reads.clone())).expect("insert");
+            peer.send(b"x").expect("send");
+            peers.push(peer);
+        }
+        map.poll(Some(Duration::ZERO)).expect("poll");
+        assert_eq!(reads.get(), 5, "{backend}: one iteration reads every ready channel");
+    }
+}
+
+/// Level-triggered, not sticky: a channel whose data was read is not
+/// reported again by a later wait, on any backend, however busy the other
+/// channels keep the waits (an always-writable one here).
+#[test]
+fn a_channel_read_dry_is_not_reported_by_the_next_waits() {
+    use std::cell::Cell;
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let reads = Rc::new(Cell::new(0));
+        let (ours, mut peer) = Channel::pair().expect("socketpair");
+        map.insert(ours, Quiet(reads.clone())).expect("insert");
+        let (busy, _busy_peer) = Channel::pair().expect("socketpair");
+        let busy = map.insert(busy, AlwaysWritable::default()).expect("insert");
+        peer.send(b"once").expect("send");
+        map.poll(Some(Duration::ZERO)).expect("poll");
+        assert_eq!(reads.get(), 1, "{backend}");
+        for _ in 0..5 {
+            map.poll(Some(Duration::ZERO)).expect("poll");
+        }
+        assert_eq!(writes(&map, busy), 6, "{backend}: the writer was served every iteration");
+        assert_eq!(reads.get(), 1, "{backend}: the drained channel was reported again");
+    }
+}

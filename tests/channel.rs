@@ -225,3 +225,79 @@ ported! {
     /// so that cannot happen. Not for Unix sockets, as in CPython.
     t30_set_reuse_addr => t30, [ipv4, ipv6]
 }
+
+/// Every descriptor rolecore creates is non-blocking and close-on-exec from
+/// the start, not only listeners and accepted streams: datagram sockets of
+/// every family (bound, unbound, connected), and both ends of the stream
+/// and datagram socket pairs. A descriptor without close-on-exec leaks
+/// into every child the program spawns.
+#[test]
+fn datagram_sockets_and_socket_pairs_are_nonblocking_and_cloexec() {
+    let udp4 = Channel::udp_v4().unwrap().bind("127.0.0.1:0").unwrap();
+    let udp6 = Channel::udp_v6().unwrap().without_bind();
+    let unix = Channel::unix_datagram().unwrap();
+    let connected = Channel::udp_v4().unwrap().connect(udp4.local_addr().unwrap()).unwrap();
+    let (d1, d2) = Channel::datagram_pair().unwrap();
+    let (s1, s2) = Channel::pair().unwrap();
+    let fds: [(&str, std::os::fd::BorrowedFd<'_>); 8] = [
+        ("udp v4, bound", udp4.as_fd()),
+        ("udp v6, unbound", udp6.as_fd()),
+        ("unix datagram", unix.as_fd()),
+        ("udp v4, connected", connected.as_fd()),
+        ("datagram pair, first", d1.as_fd()),
+        ("datagram pair, second", d2.as_fd()),
+        ("stream pair, first", s1.as_fd()),
+        ("stream pair, second", s2.as_fd()),
+    ];
+    for (what, fd) in fds {
+        assert_eq!(rustix_like_flags(fd), (true, true), "{what}: (non-blocking, close-on-exec)");
+    }
+}
+
+/// Records whether a connect completed or failed.
+struct ConnectOutcome(util::Log);
+
+impl rolecore::StreamHandler for ConnectOutcome {
+    fn handle_connect(&mut self, _: &mut Channel<Connected>, _: &mut rolecore::Ctx<'_>) -> io::Result<()> {
+        self.0.push("connect");
+        Ok(())
+    }
+    fn handle_connect_failed(&mut self, _: io::Error, _: &mut rolecore::Ctx<'_>) {
+        self.0.push("connect failed");
+    }
+    fn handle_read(&mut self, _: &mut Channel<Connected>, _: &mut rolecore::Ctx<'_>) -> io::Result<()> {
+        self.0.push("read");
+        Ok(())
+    }
+}
+
+/// A refused connect whose error someone else already read from
+/// `SO_ERROR` (which clears it) is still a refusal: the completion check
+/// finds no peer (`getpeername`: `ENOTCONN`) and the loop reports
+/// `handle_connect_failed`, never `handle_connect`, on every backend.
+#[test]
+fn a_refused_connect_whose_error_was_already_read_is_still_a_refusal() {
+    for backend in util::backends() {
+        let connecting = Channel::tcp_v4().unwrap().connect(util::closed_port()).unwrap();
+        // A duplicate of the socket, to read (and clear) its error as
+        // another reader would; the refusal comes at once on loopback.
+        let dup = TcpStream::from(connecting.as_fd().try_clone_to_owned().unwrap());
+        let mut error = None;
+        for _ in 0..500 {
+            error = dup.take_error().unwrap();
+            if error.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(error.map(|e| e.kind()), Some(ErrorKind::ConnectionRefused), "{backend}");
+        assert!(dup.take_error().unwrap().is_none(), "{backend}: reading SO_ERROR cleared it");
+        drop(dup);
+        let log = util::Log::default();
+        let mut map = util::map(backend);
+        map.insert(connecting, ConnectOutcome(log.clone())).unwrap();
+        assert!(util::run_until(&mut map, |_| !log.events().is_empty()), "{backend}: no outcome");
+        assert_eq!(log.events(), ["connect failed"], "{backend}");
+        assert!(map.is_empty(), "{backend}: the refused channel left the map");
+    }
+}

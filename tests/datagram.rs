@@ -144,3 +144,21 @@ fn a_port_unreachable_error_reaches_handle_error_and_the_socket_stays() {
         );
     }
 }
+
+/// A graceful shutdown closes a datagram socket still open when the grace
+/// ends with its `handle_close`, once, on every backend (readiness never
+/// closes one: the shutdown is how a datagram socket's handler learns of
+/// the end).
+#[test]
+fn a_shutdown_closes_a_datagram_socket_with_handle_close_once() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let log = Log::default();
+        let socket = Channel::unix_datagram().unwrap().without_bind();
+        map.insert(socket, Echo(log.clone())).unwrap();
+        map.shutdown(std::time::Duration::ZERO);
+        map.run(rolecore::LoopOptions::new().no_timeout()).unwrap();
+        assert!(map.is_empty(), "{backend}");
+        assert_eq!(log.events(), ["close"], "{backend}");
+    }
+}

@@ -313,3 +313,61 @@ fn regular_file_stays_always_ready_across_backend_switches() {
     assert_eq!(log.count("close"), 1);
     assert!(map.is_empty());
 }
+
+/// A pipe's reading end: records its reads, timeouts and close.
+struct Piped(Log);
+
+impl FileHandler for Piped {
+    fn handle_read(&mut self, ch: &mut Channel<FileFd>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        let n = ch.recv(&mut [0u8; 64])?;
+        self.0.push(format!("read {n}"));
+        Ok(())
+    }
+    fn handle_timeout(&mut self, _ch: &mut Channel<FileFd>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.0.push("timeout");
+        Ok(())
+    }
+    fn handle_close(&mut self, _ch: &mut Channel<FileFd>, _cx: &mut Ctx<'_>) {
+        self.0.push("close");
+    }
+}
+
+/// A file channel's deadline reaches its handler's `handle_timeout`, once,
+/// at the deadline's instant on the map's clock (a simulation's virtual
+/// one), and the channel stays open: a pipe that falls silent can be timed
+/// out like a socket.
+#[test]
+fn a_file_channels_deadline_reaches_handle_timeout_once_at_its_instant() {
+    let mut sim =
+        rolecore::sim::Sim::from_bytes(&[], rolecore::sim::SimConfig::default()).expect("a simulated world");
+    let (reader, _writer) = std::io::pipe().unwrap();
+    let log = Log::default();
+    let token = sim.map().insert(Channel::file(reader.into()).unwrap(), Piped(log.clone())).unwrap();
+    let at = sim.now() + Duration::from_millis(10);
+    assert!(sim.map().set_deadline(token, Some(at)));
+    sim.advance(Duration::from_millis(10) - Duration::from_micros(1));
+    sim.map().poll(Some(Duration::ZERO)).unwrap();
+    assert!(log.events().is_empty(), "{:?}", log.events());
+    sim.advance(Duration::from_micros(1));
+    sim.map().poll(Some(Duration::ZERO)).unwrap();
+    sim.map().poll(Some(Duration::ZERO)).unwrap();
+    assert_eq!(log.events(), ["timeout"]);
+    assert!(sim.map().contains(token), "a timeout does not close the channel");
+}
+
+/// A graceful shutdown closes a file channel still open when the grace
+/// ends, as every other channel: with its `handle_close`, once, on every
+/// backend.
+#[test]
+fn a_shutdown_closes_a_file_channel_with_handle_close_once() {
+    for backend in backends() {
+        let mut m = map(backend);
+        let (reader, _writer) = std::io::pipe().unwrap();
+        let log = Log::default();
+        m.insert(Channel::file(reader.into()).unwrap(), Piped(log.clone())).unwrap();
+        m.shutdown(Duration::ZERO);
+        m.run(LoopOptions::new().no_timeout()).unwrap();
+        assert!(m.is_empty(), "{backend}");
+        assert_eq!(log.events(), ["close"], "{backend}");
+    }
+}

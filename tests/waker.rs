@@ -200,3 +200,90 @@ fn graceful_shutdown_stops_accepting_lets_streams_finish_then_closes_the_rest_on
         assert!(TcpStream::connect(addr).is_err(), "{backend}: no more accepting");
     }
 }
+
+/// A mailbox whose handler sends to itself: each wake-up delivers only the
+/// messages queued when it came (the others wait, so the loop cannot
+/// starve its other channels), and the loop wakes again for those, so none
+/// waits for a send from outside. One message per zero-timeout poll here,
+/// each poll delivering the next.
+#[test]
+fn a_mailbox_that_sends_to_itself_gets_one_message_per_wakeup_and_wakes_itself_for_the_next() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let log = Log::default();
+        let sink = log.clone();
+        let me: std::rc::Rc<std::cell::RefCell<Option<rolecore::Sender<u32>>>> = Default::default();
+        let myself = me.clone();
+        let (_, sender) = map
+            .mailbox(move |n: u32, _: &mut Ctx<'_>| {
+                sink.push(n.to_string());
+                if n < 4 {
+                    myself.borrow().as_ref().expect("set below").send(n + 1).expect("send to itself");
+                }
+                Ok(())
+            })
+            .unwrap();
+        *me.borrow_mut() = Some(sender.clone());
+        sender.send(0).unwrap();
+        for polls in 1..=5 {
+            map.poll(Some(Duration::ZERO)).unwrap();
+            let expected: Vec<String> = (0..polls).map(|n| n.to_string()).collect();
+            assert_eq!(log.events(), expected, "{backend}: after {polls} polls");
+        }
+        map.poll(Some(Duration::ZERO)).unwrap();
+        assert_eq!(log.events().len(), 5, "{backend}: nothing more was sent");
+    }
+}
+
+/// A mailbox handler that closes its own mailbox (`Ctx::close`) gets no
+/// further message in that wake-up: what was queued after is not
+/// delivered to a mailbox that is gone, and the senders learn it is
+/// closed.
+#[test]
+fn a_mailbox_closed_by_its_handler_delivers_nothing_after_the_close() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let log = Log::default();
+        let sink = log.clone();
+        let (token, sender) = map
+            .mailbox(move |n: u32, cx: &mut Ctx<'_>| {
+                sink.push(n.to_string());
+                if n == 1 {
+                    cx.close();
+                }
+                Ok(())
+            })
+            .unwrap();
+        (0..4).for_each(|n| sender.send(n).unwrap());
+        map.poll(Some(Duration::ZERO)).unwrap();
+        assert_eq!(log.events(), ["0", "1"], "{backend}");
+        assert!(!map.contains(token), "{backend}: the mailbox left the map");
+        assert!(sender.is_closed(), "{backend}");
+        assert_eq!(sender.send(9), Err(SendError(9)), "{backend}");
+    }
+}
+
+/// An error a message's handling returns goes to the mailbox handler's
+/// `handle_error`, once, and the mailbox stays open for the next message.
+#[test]
+fn a_failed_message_reaches_handle_error_and_the_mailbox_stays() {
+    struct Failing(Log);
+    impl rolecore::MailboxHandler<u32> for Failing {
+        fn handle_message(&mut self, n: u32, _: &mut Ctx<'_>) -> io::Result<()> {
+            self.0.push(format!("message {n}"));
+            if n == 1 { Err(io::Error::other("odd")) } else { Ok(()) }
+        }
+        fn handle_error(&mut self, error: io::Error, _: &mut Ctx<'_>) {
+            self.0.push(format!("error {error}"));
+        }
+    }
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let log = Log::default();
+        let (token, sender) = map.mailbox(Failing(log.clone())).unwrap();
+        (0..3).for_each(|n| sender.send(n).unwrap());
+        map.poll(Some(Duration::ZERO)).unwrap();
+        assert_eq!(log.events(), ["message 0", "message 1", "error odd", "message 2"], "{backend}");
+        assert!(map.contains(token), "{backend}");
+    }
+}

@@ -182,3 +182,110 @@ impl<H: AcceptHandler> RegisterSealed<H> for Channel<Listening> {
         Box::new(ListenerEntry { channel: self, handler, backoff: Backoff::new() })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::channel::{Connected, wrap_memory};
+    use crate::memory::{self, End};
+    use crate::sim::{Sim, SimConfig};
+
+    /// Records every accept attempt and every callback the loop makes.
+    struct Counting(Rc<RefCell<Vec<&'static str>>>);
+
+    impl AcceptHandler for Counting {
+        fn handle_accept(&mut self, ch: &mut Channel<Listening>, _: &mut Ctx<'_>) -> io::Result<()> {
+            let result = ch.accept();
+            self.0.borrow_mut().push(match &result {
+                Ok(Some(_)) => "accepted",
+                Ok(None) => "nothing",
+                Err(_) => "failed",
+            });
+            result.map(drop)
+        }
+        fn handle_accepted(
+            &mut self,
+            _: Channel<Connected>,
+            _: crate::Address,
+            _: &mut Ctx<'_>,
+        ) -> io::Result<()> {
+            unreachable!("handle_accept is overridden")
+        }
+        fn handle_timeout(&mut self, _: &mut Channel<Listening>, _: &mut Ctx<'_>) -> io::Result<()> {
+            self.0.borrow_mut().push("timeout");
+            Ok(())
+        }
+        fn handle_error(&mut self, _: &mut Channel<Listening>, _: io::Error, _: &mut Ctx<'_>) {
+            self.0.borrow_mut().push("error");
+        }
+        fn handle_close(&mut self, _: &mut Channel<Listening>, _: &mut Ctx<'_>) {
+            self.0.borrow_mut().push("close");
+        }
+    }
+
+    /// One iteration that does not wait.
+    fn tick(sim: &mut Sim) {
+        sim.map().poll(Some(Duration::ZERO)).unwrap();
+    }
+
+    const MICRO: Duration = Duration::from_micros(1);
+
+    /// The back-off of a listener out of descriptors, on virtual time: each
+    /// failed accept pauses accepting for twice the last pause, from 50 ms
+    /// up to 1 s; not one attempt is made a microsecond before a pause ends,
+    /// the first one right after; the pause's end is not a `handle_timeout`
+    /// and the exhaustion not a `handle_error`; an accept that goes through
+    /// makes the next pause 50 ms again.
+    #[test]
+    fn the_exhaustion_backoff_doubles_from_50_ms_up_to_1_s_and_resets_after_an_accept() {
+        let mut sim = Sim::from_bytes(&[], SimConfig::default()).unwrap();
+        let listener = memory::listener(64).unwrap();
+        let id = listener.id();
+        let fd = memory::descriptor_for(&listener).unwrap();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let channel: Channel<Listening> = wrap_memory(fd, listener);
+        let token = sim.map().insert(channel, Counting(log.clone())).unwrap();
+        let sizes = crate::memory::Sizes { cap: [64; 2], chunk: [64; 2] };
+        let mut clients: Vec<End> = Vec::new();
+        let attempts = |log: &Rc<RefCell<Vec<&'static str>>>| log.borrow().len();
+
+        // Seven failures in a row, then an accept that goes through.
+        memory::exhaust(id, 7);
+        clients.push(memory::connect(id, sizes).unwrap());
+        let pauses_ms = [50, 100, 200, 400, 800, 1000, 1000];
+        for (n, pause) in pauses_ms.into_iter().map(Duration::from_millis).enumerate() {
+            tick(&mut sim);
+            assert_eq!(attempts(&log), n + 1, "failure {n}: {:?}", log.borrow());
+            assert_eq!(log.borrow()[n], "failed");
+            tick(&mut sim);
+            sim.advance(pause - MICRO);
+            tick(&mut sim);
+            tick(&mut sim);
+            assert_eq!(attempts(&log), n + 1, "an attempt before the pause of {pause:?} ended");
+            sim.advance(MICRO);
+            tick(&mut sim); // the pause ends: interest in accepting again
+        }
+        tick(&mut sim);
+        assert_eq!(log.borrow().last(), Some(&"accepted"), "{:?}", log.borrow());
+
+        // The accept reset the back-off: the next exhaustion pauses 50 ms.
+        memory::exhaust(id, 1);
+        clients.push(memory::connect(id, sizes).unwrap());
+        tick(&mut sim);
+        assert_eq!(log.borrow().last(), Some(&"failed"), "{:?}", log.borrow());
+        sim.advance(Duration::from_millis(50));
+        tick(&mut sim);
+        tick(&mut sim);
+        assert_eq!(log.borrow().last(), Some(&"accepted"), "paused longer than 50 ms: {:?}", log.borrow());
+
+        let events = log.borrow().clone();
+        assert!(
+            events.iter().all(|e| *e == "failed" || *e == "accepted"),
+            "a pause's end is no handle_timeout, exhaustion no handle_error: {events:?}"
+        );
+        assert!(sim.map().contains(token));
+    }
+}

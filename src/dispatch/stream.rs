@@ -509,7 +509,56 @@ impl Map {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::time::Duration;
+
     use super::*;
+    use crate::channel::wrap_memory;
+    use crate::memory::{self, Link, Sizes};
+    use crate::sim::{Sim, SimConfig};
+
+    /// Records the callbacks of a stream that never connects.
+    struct Waiting(Rc<RefCell<Vec<String>>>);
+
+    impl StreamHandler for Waiting {
+        fn handle_connect(&mut self, _: &mut Channel<Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
+            self.0.borrow_mut().push("connect".into());
+            Ok(())
+        }
+        fn handle_connect_failed(&mut self, error: io::Error, _: &mut Ctx<'_>) {
+            self.0.borrow_mut().push(format!("connect failed: {:?}", error.kind()));
+        }
+        fn handle_read(&mut self, _: &mut Channel<Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
+            self.0.borrow_mut().push("read".into());
+            Ok(())
+        }
+        fn handle_close(&mut self, _: &mut Channel<Connected>, _: &mut Ctx<'_>) {
+            self.0.borrow_mut().push("close".into());
+        }
+    }
+
+    /// A stream still connecting when a shutdown's grace ends learns it
+    /// through `handle_connect_failed`, once, with `Interrupted`, the one
+    /// callback its handler can get before it is connected; and it leaves
+    /// the map. (An in-memory connect the simulation keeps pending: a
+    /// kernel one on loopback would complete first.)
+    #[test]
+    fn a_stream_still_connecting_at_the_end_of_a_shutdown_gets_connect_failed_once() {
+        let mut sim = Sim::from_bytes(&[], SimConfig::default()).unwrap();
+        let sizes = Sizes { cap: [64; 2], chunk: [64; 2] };
+        let (ours, _theirs) = memory::pair(sizes, Link::Pending).unwrap();
+        let fd = memory::descriptor_for(&ours).unwrap();
+        let connecting: Channel<Connecting> = wrap_memory(fd, ours);
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let token = sim.map().insert(connecting, Waiting(log.clone())).unwrap();
+        sim.map().poll(Some(Duration::ZERO)).unwrap();
+        assert!(log.borrow().is_empty(), "the connect is still pending: {:?}", log.borrow());
+        sim.map().shutdown(Duration::ZERO);
+        sim.map().poll(Some(Duration::ZERO)).unwrap();
+        assert_eq!(*log.borrow(), ["connect failed: Interrupted"]);
+        assert!(!sim.map().contains(token));
+    }
 
     /// An idle connection costs its slot and this entry: the state's tag
     /// must stay hidden in the descriptor's niche.

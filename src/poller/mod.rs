@@ -504,6 +504,81 @@ mod tests {
         assert!(calls.windows(2).all(|w| w[1] <= w[0]));
     }
 
+    /// A retry after a signal asks only for what is left of the timeout:
+    /// the time the interrupted wait took comes off, so a steady stream of
+    /// signals cannot stretch a wait without end (P18).
+    #[test]
+    fn a_retry_after_eintr_asks_for_the_time_left_not_the_whole_timeout() {
+        let total = Duration::from_secs(10);
+        let slept = Duration::from_millis(20);
+        let mut asked = Vec::new();
+        retry_interrupted(
+            Some(total),
+            |t| {
+                let t = t.expect("a limited wait");
+                asked.push(Duration::new(t.tv_sec as u64, t.tv_nsec as u32));
+                if asked.len() == 1 {
+                    std::thread::sleep(slept);
+                    Err(rustix::io::Errno::INTR)
+                } else {
+                    Ok(())
+                }
+            },
+            (),
+        )
+        .unwrap();
+        assert_eq!(asked.len(), 2);
+        assert_eq!(asked[0], total);
+        assert!(asked[1] <= total - slept, "the retry asked for {:?} of {total:?}", asked[1]);
+    }
+
+    /// epoll's `EEXIST` rule: registering a descriptor epoll already
+    /// watches (under an older key, as a swapped channel leaves it) watches
+    /// it under the new key and the new interest instead of failing: the
+    /// next wait reports the new key, for what the new interest asks.
+    #[test]
+    fn registering_a_watched_descriptor_again_moves_it_to_the_new_key_and_interest() {
+        use std::io::Write;
+        use std::os::fd::AsFd;
+        let mut poller = Poller::new(Backend::Epoll).unwrap();
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert_eq!(poller.register(ours.as_fd(), 1, Interest::WRITE).unwrap(), Watched::ByKernel);
+        assert_eq!(poller.register(ours.as_fd(), 2, Interest::READ).unwrap(), Watched::ByKernel);
+        (&theirs).write_all(b"x").unwrap();
+        let mut events = Events::default();
+        poller.wait(std::iter::empty(), &mut events, Some(Duration::ZERO)).unwrap();
+        let reported: Vec<Event> = events.kernel().collect();
+        assert_eq!(reported, [(2, Readiness::READABLE)]);
+    }
+
+    /// epoll's `EPERM` rule: a descriptor epoll refuses (a regular file) is
+    /// accepted as always ready, for the map to report itself.
+    #[test]
+    fn a_regular_file_is_always_ready_not_an_error_on_epoll() {
+        use std::os::fd::AsFd;
+        let mut poller = Poller::new(Backend::Epoll).unwrap();
+        let file = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(poller.register(file.as_fd(), 1, Interest::READ).unwrap(), Watched::AlwaysReady);
+    }
+
+    /// A zero timeout that a signal interrupts is over: the retry returns
+    /// the timeout's value without a second wait (a second wait with no
+    /// time left would spin for as long as signals come).
+    #[test]
+    fn eintr_on_a_zero_timeout_returns_without_waiting_again() {
+        let mut calls = 0;
+        let result = retry_interrupted(
+            Some(Duration::ZERO),
+            |_| {
+                calls += 1;
+                if calls < 3 { Err(rustix::io::Errno::INTR) } else { Ok(7) }
+            },
+            42,
+        )
+        .unwrap();
+        assert_eq!((result, calls), (42, 1));
+    }
+
     #[test]
     fn eintr_after_the_deadline_returns_the_timeout_value() {
         let result =
