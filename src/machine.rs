@@ -625,6 +625,32 @@ mod tests {
         }
     }
 
+    /// The machine takes an answer only to the question it asked:
+    /// `connect_result` outside a [`Step::CheckConnect`] changes nothing (a
+    /// connected stream is not connected again, nor failed), and `record`
+    /// does not answer a `CheckConnect`: the wake-up still waits for its
+    /// `connect_result`.
+    #[test]
+    fn answers_out_of_turn_are_ignored() {
+        for ok in [true, false] {
+            let mut w = Wakeup::new(Phase::Connected, Interest::READ, Readiness::READABLE);
+            w.connect_result(ok);
+            assert_eq!(w.next_step(), Some(Step::Read), "connect_result({ok}) before the first step");
+            w.connect_result(ok);
+            assert_eq!(w.next_step(), None, "connect_result({ok}) does not record the read");
+            w.record(Outcome::default());
+            assert_eq!((w.next_step(), w.phase()), (None, Phase::Connected));
+        }
+        for outcome in outcomes() {
+            let mut w = Wakeup::new(Phase::Connecting, Interest::WRITE, Readiness::WRITABLE);
+            assert_eq!(w.next_step(), Some(Step::CheckConnect));
+            w.record(outcome);
+            assert_eq!((w.next_step(), w.phase()), (None, Phase::Connecting), "{outcome:?}");
+            w.connect_result(true);
+            assert_eq!(w.next_step(), Some(Step::Connect), "{outcome:?}");
+        }
+    }
+
     #[test]
     fn order_is_read_write_expt() {
         let all = Interest::READ | Interest::WRITE | Interest::PRIORITY;

@@ -304,3 +304,181 @@ fn sim_connect_with_a_full_backlog_is_a_refused_peer_not_a_failure() {
         }
     }
 }
+
+// ---- the RESP parser's bounds, at their edges ----------------------------------
+
+/// Feeds `lines` (each a whole record: a line without its CRLF, or a bulk
+/// payload with it) to `parser`; the result of the last one.
+fn resp_records(
+    parser: &mut bodies::resp::parser::RespParser,
+    lines: &[&[u8]],
+) -> Result<Option<Vec<Vec<u8>>>, String> {
+    let mut last = Ok(None);
+    for line in lines {
+        last = parser.record(line).map(|c| c.map(|c| c.to_vecs())).map_err(|e| e.0);
+        if last.is_err() {
+            break;
+        }
+    }
+    last
+}
+
+/// A multibulk frame may announce at most 1,048,576 arguments (Redis's
+/// bound), whatever the request bound leaves room for: one more is a
+/// protocol error on its `*N` line, before an argument is read.
+#[test]
+fn resp_multibulk_length_is_bounded_by_redis_s_limit() {
+    use bodies::resp::parser::RespParser;
+    // Bulk and request bounds large enough that only the count's own bound
+    // can refuse.
+    let mut parser = RespParser::new(1 << 30);
+    assert_eq!(resp_records(&mut parser, &[b"*1048576"]), Ok(None));
+    let mut parser = RespParser::new(1 << 30);
+    let refused = resp_records(&mut parser, &[b"*1048577"]);
+    assert!(refused.as_ref().is_err_and(|e| e.contains("multibulk length")), "{refused:?}");
+}
+
+/// `*-1` is a null multibulk (nothing to do, as Redis); any other negative
+/// or signed count is a protocol error.
+#[test]
+fn resp_only_minus_one_is_a_null_multibulk() {
+    use bodies::resp::parser::RespParser;
+    let mut parser = RespParser::new(100);
+    assert_eq!(resp_records(&mut parser, &[b"*-1", b"PING"]), Ok(Some(vec![b"PING".to_vec()])));
+    for bad in [&b"*-2"[..], b"*-0", b"*+1", b"*-10"] {
+        let mut parser = RespParser::new(100);
+        assert!(resp_records(&mut parser, &[bad]).is_err(), "{}", bad.escape_ascii());
+    }
+}
+
+/// A length of any number of digits is refused cleanly, never overflows:
+/// a `$` or `*` of 19 or 20 digits is a protocol error, not a panic.
+#[test]
+fn resp_huge_lengths_are_protocol_errors() {
+    use bodies::resp::parser::RespParser;
+    for digits in [19, 20, 21, 40] {
+        let nines = vec![b'9'; digits];
+        let mut parser = RespParser::new(100);
+        let star = [&b"*"[..], &nines].concat();
+        assert!(resp_records(&mut parser, &[&star]).is_err(), "*{digits} nines");
+        let mut parser = RespParser::new(100);
+        let dollar = [&b"$"[..], &nines].concat();
+        assert!(resp_records(&mut parser, &[b"*1", &dollar]).is_err(), "${digits} nines");
+    }
+}
+
+/// A request is bounded by `--max-request` with each argument counted as
+/// its bytes plus `ARG_OVERHEAD`: an argument count whose overheads alone
+/// pass the bound is refused at its `*N`, and a bulk string that would take
+/// the request one byte past the bound is refused at its `$N`; exactly at
+/// the bound both are taken.
+#[test]
+fn resp_request_bound_is_exact() {
+    use bodies::resp::parser::{ARG_OVERHEAD, RespParser};
+    let bound = 12 * ARG_OVERHEAD;
+    let fresh = || RespParser::new(1 << 20).with_max_request(bound);
+    // The count alone.
+    assert_eq!(resp_records(&mut fresh(), &[b"*12"]), Ok(None));
+    assert!(resp_records(&mut fresh(), &[b"*13"]).is_err(), "13 overheads pass the bound");
+    // One argument: its bytes and its overhead.
+    let fits = format!("${}", bound - ARG_OVERHEAD);
+    let over = format!("${}", bound - ARG_OVERHEAD + 1);
+    assert_eq!(resp_records(&mut fresh(), &[b"*1", fits.as_bytes()]), Ok(None));
+    assert!(resp_records(&mut fresh(), &[b"*1", over.as_bytes()]).is_err(), "one byte past the bound");
+    // A second argument counts what the first took.
+    let first = vec![b'a'; 10];
+    let first_payload = [&first[..], b"\r\n"].concat();
+    let second_fits = format!("${}", bound - 10 - 2 * ARG_OVERHEAD);
+    let second_over = format!("${}", bound - 10 - 2 * ARG_OVERHEAD + 1);
+    assert_eq!(
+        resp_records(&mut fresh(), &[b"*2", b"$10", &first_payload, second_fits.as_bytes()]),
+        Ok(None)
+    );
+    assert!(resp_records(&mut fresh(), &[b"*2", b"$10", &first_payload, second_over.as_bytes()]).is_err());
+}
+
+// ---- the example servers' shared output budget ---------------------------------
+
+/// A chat of the connections test: on `drop` it drops the slowest other
+/// reader, on `close` it closes itself the way a server's `handle_error`
+/// gives up on a connection.
+struct Member {
+    connections: bodies::connections::Connections<Member>,
+    dropped: std::rc::Rc<std::cell::RefCell<Vec<bool>>>,
+}
+
+impl rolecore::ChatHandler for Member {
+    fn found_terminator(
+        &mut self,
+        chat: &mut rolecore::AsyncChat,
+        cx: &mut rolecore::Ctx<'_>,
+    ) -> std::io::Result<()> {
+        match &chat.take_incoming()[..] {
+            b"drop" => {
+                let dropped = self.connections.drop_slowest(cx.token(), cx, "test");
+                self.dropped.borrow_mut().push(dropped);
+            }
+            b"close" => self.connections.close(cx),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// `Connections::drop_slowest` drops the other connection with the most
+/// output queued, one per call, and never one with nothing queued (it
+/// frees nothing): when none is left, it says so and drops nothing. A
+/// connection that closes itself through `Connections::close` leaves the
+/// set at once.
+#[test]
+fn connections_drop_the_slowest_reader_first_and_never_an_idle_one() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    use rolecore::{AsyncChat, Channel, LoopOptions, Map, Terminator};
+
+    let mut map = Map::new().unwrap();
+    let connections = bodies::connections::Connections::<Member>::new(64 << 20);
+    let dropped = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    // The peers stay open and never read.
+    let mut peers = Vec::new();
+    let mut add = |map: &mut Map, queued: usize| {
+        let (ours, peer) = UnixStream::pair().unwrap();
+        let mut chat = AsyncChat::new(Channel::try_from(ours).unwrap(), Terminator::LF);
+        connections.charge(&mut chat);
+        if queued > 0 {
+            chat.push(&vec![b'q'; queued]).unwrap();
+        }
+        let member = Member { connections: connections.clone(), dropped: dropped.clone() };
+        let token = map.insert(chat, member).unwrap();
+        connections.join(token);
+        peers.push(peer);
+        (token, peers.len() - 1)
+    };
+    let (driver, driver_peer) = add(&mut map, 0);
+    let (idle, idle_peer) = add(&mut map, 0);
+    let (less, _) = add(&mut map, 2 << 20);
+    let (most, _) = add(&mut map, 3 << 20);
+    // Whatever each socket takes, `most` keeps a megabyte more queued.
+    let mut say = |map: &mut Map, peer: usize, line: &[u8], calls: usize| {
+        peers[peer].write_all(line).unwrap();
+        for _ in 0..1000 {
+            if dropped.borrow().len() == calls && !(line == b"close\n" && map.contains(idle)) {
+                return;
+            }
+            map.run(LoopOptions::new().timeout(Duration::from_millis(10)).count(1)).unwrap();
+        }
+        panic!("{} was not handled", String::from_utf8_lossy(line));
+    };
+    say(&mut map, driver_peer, b"drop\n", 1);
+    assert_eq!((map.contains(most), map.contains(less), map.contains(idle)), (false, true, true));
+    say(&mut map, driver_peer, b"drop\n", 2);
+    assert_eq!((map.contains(less), map.contains(idle)), (false, true));
+    say(&mut map, driver_peer, b"drop\n", 3);
+    assert_eq!(*dropped.borrow(), [true, true, false], "nothing queued: nothing to drop");
+    assert!(map.contains(idle), "an idle connection is not the slowest reader");
+    assert_eq!(connections.others(driver), [idle]);
+    say(&mut map, idle_peer, b"close\n", 3);
+    assert_eq!(connections.others(driver), [], "a closed connection left the set");
+}

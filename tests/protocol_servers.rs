@@ -412,6 +412,40 @@ fn http_raw(backend: Backend) {
     server.assert_alive();
 }
 
+/// The HTTP server skips a request body of any length from 1 byte up to
+/// 1 MiB (`MAX_BODY`, 1,048,576 bytes) and reads the next request after
+/// it, on the same connection; one byte longer and it answers with
+/// `Connection: close` and closes instead of reading the body.
+#[test]
+fn http_bodies_up_to_one_mebibyte_are_skipped_one_byte_more_closes() {
+    const MAX_BODY: usize = 1 << 20;
+    let server = Server::start("http_server", Backend::Epoll, &[]);
+    for length in [1, 2, MAX_BODY] {
+        let mut s = server.connect();
+        let mut request =
+            format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n").into_bytes();
+        // A body that would read as a request line if it were not skipped.
+        request.resize(request.len() + length, b'G');
+        request.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut writer = s.try_clone().unwrap();
+        let writing = thread::spawn(move || writer.write_all(&request));
+        let all = read_to_eof(&mut s);
+        writing.join().unwrap().unwrap();
+        let all = String::from_utf8_lossy(&all);
+        let statuses: Vec<&str> = all.match_indices("HTTP/1.1 ").map(|(i, _)| &all[i..i + 12]).collect();
+        assert_eq!(statuses, ["HTTP/1.1 405", "HTTP/1.1 200"], "a body of {length}: {all}");
+        let first = &all[..all.find("HTTP/1.1 200").unwrap()];
+        assert!(!first.contains("Connection: close"), "a body of {length}: {all}");
+    }
+    let mut s = server.connect();
+    let head = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);
+    s.write_all(head.as_bytes()).unwrap();
+    let all = read_to_eof(&mut s);
+    let all = String::from_utf8_lossy(&all);
+    assert!(all.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{all}");
+    assert!(all.contains("\r\nConnection: close\r\n"), "{all}");
+}
+
 /// What `wrk` printed, reduced to what the test checks.
 #[derive(Debug)]
 struct WrkReport {
@@ -605,6 +639,42 @@ fn resp_raw(backend: Backend) {
     server.assert_alive();
 }
 
+/// A RESP request must arrive whole within `--idle-timeout`: a client that
+/// announces a bulk string and trickles it a byte at a time, never silent
+/// for the idle timeout, is closed all the same. Nothing here is timed:
+/// the trickle goes on until a write fails or 100 bytes are sent (10 s),
+/// and the server must have closed by then.
+#[test]
+fn resp_a_trickled_request_is_closed_though_never_idle() {
+    let server = Server::start("resp_server", Backend::Epoll, &["--idle-timeout", "1"]);
+    let mut s = server.connect();
+    s.set_nodelay(true).unwrap();
+    s.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000\r\n").unwrap();
+    let mut reader = s.try_clone().unwrap();
+    // Reads until the server closes (an end of stream or a reset), or the
+    // read times out (IO_TIMEOUT): the server kept the connection.
+    let closed = thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) => {
+                    return !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
+                }
+            }
+        }
+    });
+    for _ in 0..100 {
+        if closed.is_finished() || s.write_all(b"x").is_err() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    // Not shut down here: that would end the reader's read as a close would.
+    assert!(closed.join().unwrap(), "the server kept a request trickling for 10 s and more");
+}
+
 fn resp_with_redis_benchmark(backend: Backend) {
     let mut server = Server::start("resp_server", backend, &[]);
     let port = server.port();
@@ -726,6 +796,71 @@ fn chat_room(backend: Backend) {
     b.say(b"bye c");
     assert_eq!(a.line(), format!("{}bye c", b.prefix));
     server.assert_alive();
+}
+
+/// The chat server relays no empty line: a line with nothing before its
+/// `\n`, or nothing before its `\r\n`, reaches no other member (the
+/// example's doc: "empty lines are not relayed").
+#[test]
+fn chat_empty_lines_are_not_relayed() {
+    let server = Server::start("chat_server", Backend::Epoll, &[]);
+    let mut a = ChatClient::join(&server);
+    let mut b = ChatClient::join(&server);
+    a.say(b"");
+    a.say(b"\r");
+    a.say(b"after the empty ones");
+    // The first line b reads is the one with text: the empty ones were dropped.
+    assert_eq!(b.line(), format!("{}after the empty ones", a.prefix));
+}
+
+/// The chat server's 4096-byte bound is on the line without its line end,
+/// whichever it is: a line of exactly 4096 bytes ended by `\r\n` is relayed
+/// (without its `\r`), as one ended by `\n` is; one byte more is refused.
+#[test]
+fn chat_the_longest_line_may_end_with_crlf() {
+    let server = Server::start("chat_server", Backend::Epoll, &[]);
+    let mut a = ChatClient::join(&server);
+    let mut b = ChatClient::join(&server);
+    let longest = "z".repeat(4096);
+    a.say(format!("{longest}\r").as_bytes());
+    assert_eq!(b.line(), format!("{}{longest}", a.prefix));
+    a.say(format!("{longest}z\r").as_bytes());
+    assert_eq!(a.line(), "! line too long (max 4096 bytes)");
+    a.say(b"next");
+    assert_eq!(b.line(), format!("{}next", a.prefix), "the long line was not relayed");
+}
+
+/// A chat member that does not read its lines is disconnected once its
+/// own queue is full (the chat's 4 MiB output limit), not kept with the
+/// lines it missed silently dropped: after a flood from another member,
+/// its stream ends.
+#[test]
+fn chat_a_member_that_does_not_read_is_disconnected() {
+    let server = Server::start("chat_server", Backend::Epoll, &[]);
+    let mut a = ChatClient::join(&server);
+    let b = ChatClient::join(&server);
+    // 32 MiB of lines: more than b's queue and both kernels' buffers hold.
+    let line = vec![b'f'; 4000];
+    let mut flood = Vec::with_capacity(33 << 20);
+    while flood.len() < 32 << 20 {
+        flood.extend_from_slice(&line);
+        flood.push(b'\n');
+    }
+    let sent = flood.len();
+    let mut writer = a.stream.try_clone().unwrap();
+    let flooding = thread::spawn(move || writer.write_all(&flood));
+    flooding.join().unwrap().expect("the server reads the sender on");
+    // Now b reads: what was queued for it, then the end of its stream (a
+    // kept member would block here until the read timeout).
+    let mut reader = b.reader;
+    let mut got = Vec::new();
+    let ended = reader.read_to_end(&mut got);
+    assert!(ended.is_ok(), "b was kept: {ended:?} after {} bytes", got.len());
+    assert!(got.len() < sent, "b cannot have had all {sent} bytes");
+    // The room goes on for the sender.
+    let mut c = ChatClient::join(&server);
+    a.say(b"still here");
+    assert_eq!(c.line(), format!("{}still here", a.prefix));
 }
 
 /// Many members talk at once: each receives every other member's lines, in

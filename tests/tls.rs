@@ -358,3 +358,152 @@ fn a_client_leaving_right_after_its_finished_completed_its_handshake() {
     assert!(run_until(&mut map, |_| log.contains("close")), "{:?}", log.events());
     assert_eq!(log.events(), ["connect TLSv1_3 alpn=None", "close"]);
 }
+
+/// A TLS stream must start fresh: `Handshaking::server` refuses, with
+/// `InvalidInput`, a `Buffered` with output already queued, and an
+/// `AsyncChat` with output queued or a `close_when_done` pending (bytes
+/// queued before the handshake would go out as plaintext, or the stream
+/// would close before it started); a fresh one of each is taken.
+#[test]
+fn a_tls_stream_must_start_fresh() {
+    let cert = cert();
+    let config = server_config(&cert, &[], &[]);
+    let pair = || {
+        let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        (Channel::try_from(ours).unwrap(), peer)
+    };
+    macro_rules! kind {
+        ($result:expr) => {
+            $result.err().map(|e| e.kind())
+        };
+    }
+
+    let (ch, _peer) = pair();
+    let mut queued = Buffered::new(ch);
+    // More than the socket takes while the peer does not read.
+    queued.send(&vec![b'q'; 1 << 20]).unwrap();
+    assert!(queued.queued() > 0);
+    assert_eq!(kind!(Handshaking::server(queued, config.clone())), Some(io::ErrorKind::InvalidInput));
+
+    let (ch, _peer) = pair();
+    let mut pushed = AsyncChat::new(ch, Terminator::CRLF);
+    pushed.push(b"early\r\n").unwrap();
+    assert_eq!(kind!(Handshaking::server(pushed, config.clone())), Some(io::ErrorKind::InvalidInput));
+
+    let (ch, _peer) = pair();
+    let mut closing = AsyncChat::new(ch, Terminator::CRLF);
+    closing.close_when_done();
+    assert_eq!(kind!(Handshaking::server(closing, config.clone())), Some(io::ErrorKind::InvalidInput));
+
+    let (ch, _peer) = pair();
+    assert_eq!(kind!(Handshaking::server(Buffered::new(ch), config.clone())), None);
+    let (ch, _peer) = pair();
+    assert_eq!(kind!(Handshaking::server(AsyncChat::new(ch, Terminator::CRLF), config)), None);
+}
+
+/// Plaintext that arrives in the same read as the client's `Finished` is
+/// handed to the handler at once: the handshake's last read leaves it
+/// decrypted in the session, where the socket will never report it
+/// readable again. The client queues its request before the handshake
+/// completed (rustls sends it right behind its `Finished`), then only waits
+/// for the echo.
+#[test]
+fn data_that_came_with_the_client_s_finished_is_read_at_once() {
+    let cert = cert();
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let (mut map, addr, _log) = echo_server(server_config(&cert, &[], &[]));
+        let client = client_config(&cert, &[version], &[]);
+        let back = with_client(&mut map, move || {
+            let sock = std::net::TcpStream::connect(addr).unwrap();
+            sock.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            let mut conn = rustls::ClientConnection::new(client, localhost()).unwrap();
+            conn.writer().write_all(b"right behind the Finished").unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, sock);
+            let mut back = [0u8; 25];
+            tls.read_exact(&mut back).map(|()| back.to_vec())
+        });
+        assert_eq!(back.map_err(|e| e.kind()), Ok(b"right behind the Finished".to_vec()), "{version:?}");
+    }
+}
+
+/// Answers `quit` with `bye` and closes when done, lingering: its sending
+/// side is shut down first.
+struct Quits;
+
+impl ChatHandler for Quits {
+    fn found_terminator(&mut self, chat: &mut AsyncChat, _: &mut Ctx<'_>) -> io::Result<()> {
+        if chat.take_incoming() == b"quit" {
+            chat.push(b"bye\n")?;
+            chat.close_when_done();
+        }
+        Ok(())
+    }
+}
+
+struct LingeringServer(Arc<rustls::ServerConfig>);
+
+impl AcceptHandler for LingeringServer {
+    fn handle_accepted(&mut self, conn: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let mut chat = AsyncChat::new(conn, Terminator::LF);
+        chat.set_linger(Some(std::time::Duration::from_secs(5)));
+        cx.insert(Handshaking::server(chat, self.0.clone())?, Quits)?;
+        Ok(())
+    }
+}
+
+/// A lingering TLS chat shuts its sending side down only after its
+/// `close_notify`: the client reads the last reply, then a clean end of
+/// the stream, not a truncation.
+#[test]
+fn a_lingering_close_sends_close_notify_before_the_end_of_stream() {
+    let cert = cert();
+    let (listener, addr) = tcp_listener();
+    let mut map = Map::new().unwrap();
+    map.insert(listener, LingeringServer(server_config(&cert, &[], &[]))).unwrap();
+    let client = client_config(&cert, &[], &[]);
+    let (reply, end) = with_client(&mut map, move || {
+        let mut c = connect(addr, client).unwrap();
+        c.write_all(b"quit\n").unwrap();
+        c.flush().unwrap();
+        let mut reply = Vec::new();
+        let end = c.read_to_end(&mut reply).map_err(|e| e.kind());
+        (reply, end)
+    });
+    assert_eq!(reply, b"bye\n");
+    // Ok only after close_notify; a bare end of stream is UnexpectedEof.
+    assert_eq!(end, Ok(4));
+}
+
+/// Handshakes with an idle timeout of 100 ms.
+struct ImpatientServer(Arc<rustls::ServerConfig>, Log);
+
+impl AcceptHandler for ImpatientServer {
+    fn handle_accepted(&mut self, conn: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let tls = Handshaking::server(Buffered::new(conn), self.0.clone())?;
+        let token = cx.insert(tls, Echo { log: self.1.clone() })?;
+        cx.set_idle_timeout(token, Some(std::time::Duration::from_millis(100)));
+        Ok(())
+    }
+}
+
+/// A handshake still running when its idle timeout passes fails with an
+/// error of kind `TimedOut` (what the module's docs promise), saying that
+/// it was the TLS handshake that timed out.
+#[test]
+fn a_handshake_that_times_out_fails_with_timed_out() {
+    let cert = cert();
+    let (listener, addr) = tcp_listener();
+    let log = Log::default();
+    let mut map = Map::new().unwrap();
+    map.insert(listener, ImpatientServer(server_config(&cert, &[], &[]), log.clone())).unwrap();
+    // A client that connects and says nothing.
+    let silent = std::net::TcpStream::connect(addr).unwrap();
+    assert!(
+        run_until(&mut map, |_| log.events().iter().any(|e| e.starts_with("failed"))),
+        "{:?}",
+        log.events()
+    );
+    let failed = log.events().into_iter().find(|e| e.starts_with("failed")).unwrap();
+    assert!(failed.starts_with("failed TimedOut: TLS handshake timed out"), "{failed}");
+    drop(silent);
+}

@@ -354,4 +354,72 @@ mod tests {
         assert!(parse_head(b"GET / HTTP/1.0\r\nbad header").is_err());
         assert!(parse_head(b"GET / HTTP/1.0\r\nContent-Length: -1").is_err());
     }
+
+    /// `Connection: close` wins over `keep-alive`, whatever their order, in
+    /// one header or in several: a client that asked to close is never kept.
+    #[test]
+    fn close_wins_over_keep_alive_in_any_order() {
+        for head in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close, keep-alive"[..],
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nConnection: keep-alive",
+            b"GET / HTTP/1.0\r\nConnection: keep-alive, CLOSE",
+        ] {
+            let request = parse_head(head).expect("parses");
+            assert_eq!(request.connection_close, Some(true), "{}", head.escape_ascii());
+        }
+        let request = parse_head(b"GET / HTTP/1.0\r\nConnection: Keep-Alive").unwrap();
+        assert_eq!(request.connection_close, Some(false));
+    }
+
+    /// A head is refused (400) for a Content-Length that is not plain
+    /// digits, two that disagree, one beside Transfer-Encoding (request
+    /// smuggling), a header with an empty name, and a request target with a
+    /// byte that is not visible ASCII; the same head without the fault
+    /// parses.
+    #[test]
+    fn smuggling_and_malformed_headers_are_refused() {
+        let good = b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5";
+        assert_eq!(parse_head(good).map(|r| r.content_length), Ok(5));
+        for bad in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: +5"[..],
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5",
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6",
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 00001",
+            b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5",
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked",
+            b"GET / HTTP/1.1\r\nHost: x\r\n: no name",
+            b"GET /\x01 HTTP/1.1\r\nHost: x",
+            b"GET /\t HTTP/1.1\r\nHost: x",
+            b"GET /\x7f HTTP/1.1\r\nHost: x",
+            b"GET /\xc3\xa9 HTTP/1.1\r\nHost: x",
+        ] {
+            assert!(
+                matches!(parse_head(bad), Err(Refusal::BadRequest(_))),
+                "accepted: {}",
+                bad.escape_ascii()
+            );
+        }
+    }
+
+    /// Empty lines before the request line are skipped (RFC 9112 2.2) but
+    /// count against [`MAX_HEAD`]: a client sending nothing but line ends
+    /// is refused with 431 once they pass it, not read forever.
+    #[test]
+    fn empty_lines_before_the_request_line_are_bounded() {
+        for empty in [&b"\r"[..], b""] {
+            let mut reader = HeadReader::new();
+            let mut skipped = 0;
+            loop {
+                reader.collect(empty);
+                skipped += empty.len() + 1;
+                match reader.end_line() {
+                    Line::More => assert!(skipped <= MAX_HEAD + 1, "{skipped} bytes of empty lines skipped"),
+                    Line::TooLong => break,
+                    other => panic!("{other:?} after {skipped} bytes of empty lines"),
+                }
+            }
+            assert!(skipped > MAX_HEAD, "refused after {skipped} bytes");
+            assert!(reader.room() <= MAX_HEAD + 3, "the room never grows");
+        }
+    }
 }

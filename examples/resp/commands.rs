@@ -512,6 +512,122 @@ mod tests {
         assert_eq!(run(&mut store, b"GET forever", later), b"$1\r\nv\r\n");
     }
 
+    /// Integers are read as Redis reads them: no leading zero, no `+`, no
+    /// overflow. `INCR` past `i64::MAX` (or `DECR` past `i64::MIN`) is an
+    /// error that leaves the value as it was, and a value with a leading
+    /// zero is not an integer.
+    #[test]
+    fn integers_are_strict_and_never_wrap() {
+        let mut store = Store::default();
+        let t0 = Instant::now();
+        let not_integer = &b"-ERR value is not an integer or out of range\r\n"[..];
+        assert_eq!(run(&mut store, b"SET n 9223372036854775807", t0), b"+OK\r\n");
+        assert_eq!(run(&mut store, b"INCR n", t0), not_integer);
+        assert_eq!(run(&mut store, b"GET n", t0), b"$19\r\n9223372036854775807\r\n");
+        assert_eq!(run(&mut store, b"SET m -9223372036854775808", t0), b"+OK\r\n");
+        assert_eq!(run(&mut store, b"DECR m", t0), not_integer);
+        for value in [&b"007"[..], b"+7", b"-07", b"00", b"7x", b""] {
+            let mut store = Store::default();
+            store.set(b"z", value, None);
+            assert_eq!(run(&mut store, b"INCR z", t0), not_integer, "{}", value.escape_ascii());
+        }
+        assert_eq!(run(&mut store, b"SET e v EX 010", t0), b"-ERR invalid expire time in 'set' command\r\n");
+    }
+
+    /// `SET … EX` counts seconds and `PX` milliseconds; an expire time of 0
+    /// or less is refused (the key is not set), as Redis does.
+    #[test]
+    fn ex_is_seconds_px_is_milliseconds_and_zero_is_refused() {
+        let mut store = Store::default();
+        let t0 = Instant::now();
+        assert_eq!(run(&mut store, b"SET s v EX 1", t0), b"+OK\r\n");
+        assert_eq!(run(&mut store, b"SET m v PX 1", t0), b"+OK\r\n");
+        let later = t0 + Duration::from_millis(500);
+        assert_eq!(run(&mut store, b"GET s", later), b"$1\r\nv\r\n", "EX 1 lives a second");
+        assert_eq!(run(&mut store, b"GET m", later), b"$-1\r\n", "PX 1 lives a millisecond");
+        assert_eq!(run(&mut store, b"GET s", t0 + Duration::from_millis(1001)), b"$-1\r\n");
+        for line in [&b"SET z v EX 0"[..], b"SET z v PX 0", b"SET z v EX -1", b"SET z v PX -5"] {
+            assert_eq!(
+                run(&mut store, line, t0),
+                b"-ERR invalid expire time in 'set' command\r\n",
+                "{}",
+                line.escape_ascii()
+            );
+        }
+        assert_eq!(run(&mut store, b"EXISTS z", t0), b":0\r\n", "a refused SET sets nothing");
+    }
+
+    /// `INCR` and `DECR` keep the key's expiry, as Redis does: the counter
+    /// still expires when the key set it to.
+    #[test]
+    fn incr_keeps_the_expiry() {
+        let mut store = Store::default();
+        let t0 = Instant::now();
+        assert_eq!(run(&mut store, b"SET c 1 PX 100", t0), b"+OK\r\n");
+        assert_eq!(run(&mut store, b"INCR c", t0 + Duration::from_millis(50)), b":2\r\n");
+        assert_eq!(run(&mut store, b"DECR c", t0 + Duration::from_millis(60)), b":1\r\n");
+        assert_eq!(run(&mut store, b"GET c", t0 + Duration::from_millis(101)), b"$-1\r\n");
+    }
+
+    /// `EXISTS` counts and leaves the keys; `DEL` counts and removes them.
+    #[test]
+    fn exists_reads_del_removes() {
+        let mut store = Store::default();
+        let t0 = Instant::now();
+        assert_eq!(run(&mut store, b"MSET a 1 b 2", t0), b"+OK\r\n");
+        assert_eq!(run(&mut store, b"EXISTS a b a nope", t0), b":3\r\n");
+        assert_eq!(run(&mut store, b"EXISTS a b", t0), b":2\r\n");
+        assert_eq!(run(&mut store, b"DEL a nope", t0), b":1\r\n");
+        assert_eq!(run(&mut store, b"EXISTS a b", t0), b":1\r\n");
+    }
+
+    /// A measured reply exactly as large as the output limit is written;
+    /// one byte more is refused with `reply too large`; one that fits the
+    /// limit but not the room left beside the queued output is not written
+    /// at all (`After::Overflow`).
+    #[test]
+    fn a_reply_may_take_the_whole_limit_and_no_more() {
+        let mut store = Store::default();
+        let t0 = Instant::now();
+        store.set(b"k", &[b'v'; 100], None);
+        // `$100\r\n` + 100 bytes + `\r\n`.
+        let size = 108;
+        let mut parser = RespParser::new(1024);
+        let get = |parser: &mut RespParser, store: &mut Store, budget: Budget| {
+            let args = parser.record(b"GET k").unwrap().unwrap();
+            let mut out = Vec::new();
+            let after = execute(store, args, &mut out, budget, t0);
+            (after, out)
+        };
+        let (after, out) = get(&mut parser, &mut store, Budget::new(size, 0));
+        assert_eq!((after, out.len()), (After::Continue, size));
+        let (after, out) = get(&mut parser, &mut store, Budget::new(size - 1, 0));
+        assert_eq!((after, &out[..]), (After::Continue, &b"-ERR reply too large\r\n"[..]));
+        let (after, out) = get(&mut parser, &mut store, Budget::new(size, 1));
+        assert_eq!((after, out.len()), (After::Overflow, 0));
+    }
+
+    /// The unknown-command error echoes at most [`ECHOED_NAME`] bytes of the
+    /// name and as much of the arguments together, escaped, however large
+    /// the request.
+    #[test]
+    fn the_unknown_command_error_is_bounded() {
+        let mut store = Store::default();
+        let name = vec![b'n'; 1000];
+        let arg = vec![b'a'; 1000];
+        let mut line = name.clone();
+        for _ in 0..8 {
+            line.push(b' ');
+            line.extend_from_slice(&arg);
+        }
+        let reply = run(&mut store, &line, Instant::now());
+        assert!(reply.starts_with(b"-ERR unknown command 'nnn"), "{}", reply.escape_ascii());
+        assert!(reply.ends_with(b"\r\n") && reply.len() < 2 * ECHOED_NAME + 100, "{} bytes", reply.len());
+        // Short arguments are echoed whole.
+        let reply = run(&mut store, b"FROB a b", Instant::now());
+        assert_eq!(reply, b"-ERR unknown command 'FROB', with args beginning with: 'a' 'b'\r\n");
+    }
+
     #[test]
     fn sizes_are_what_is_written() {
         for value in [None, Some(&b""[..]), Some(b"x"), Some(&[7u8; 12345][..])] {

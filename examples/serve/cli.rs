@@ -291,6 +291,19 @@ mod tests {
         assert_eq!(parse(&["--idle-timeout", "0"]).unwrap().seconds("--idle-timeout", 60.0).unwrap(), None);
     }
 
+    /// `--threads` above 1 shares one IP port among its loops through
+    /// `SO_REUSEPORT`; a Unix socket cannot be shared so, and is refused
+    /// with `InvalidInput` that names `--threads`, before anything binds.
+    #[test]
+    fn more_than_one_thread_needs_an_ip_address() {
+        let addr: Address = format!("unix:@rolecore-cli-threads-{}", std::process::id()).parse().unwrap();
+        let error = super::super::bind(&addr, 2).err().expect("two loops on a Unix socket are refused");
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{error}");
+        assert!(error.to_string().contains("--threads"), "{error}");
+        // One loop on the same address is fine: nothing was left bound.
+        assert_eq!(super::super::bind(&addr, 1).map(|listeners| listeners.len()).ok(), Some(1));
+    }
+
     #[test]
     fn absurd_values_are_one_line_errors() {
         for args in [

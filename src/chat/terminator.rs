@@ -540,6 +540,30 @@ mod tests {
         assert_eq!(framer.pending(), b"\r");
     }
 
+    /// A framer's record bound applies under a byte terminator only: a
+    /// count terminator already says how long its record is, so a count
+    /// past the bound is read whole, and the bound applies again to the
+    /// lines after it.
+    #[test]
+    fn the_record_bound_leaves_count_records_alone() {
+        let mut framer = Framer::new(Terminator::count(10)).with_max_record(4);
+        let mut got = Vec::new();
+        let mut on = |piece: Framed<'_>, t: &mut Terminator| {
+            match piece {
+                Framed::Data(d) => got.extend_from_slice(d),
+                Framed::End => {
+                    got.push(b'|');
+                    *t = Terminator::LF;
+                }
+            }
+            Ok(())
+        };
+        framer.feed(b"0123456789abcd\n", &mut on).unwrap();
+        let err = framer.feed(b"abcde", &mut on).unwrap_err();
+        assert_eq!(RecordTooLong::from_io(&err), Some(RecordTooLong { limit: 4 }));
+        assert_eq!(got, b"0123456789|abcd|");
+    }
+
     #[test]
     fn records_over_the_limit_fail_clearly() {
         let mut framer = Framer::new(Terminator::bytes(b"\n")).with_max_record(4);
