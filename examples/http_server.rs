@@ -83,6 +83,54 @@ mod tests {
     use super::head::Version;
     use super::server::{hello, response};
 
+    /// Over TLS every connection joins the loop's set when it is accepted,
+    /// before its handshake; one whose handshake fails must leave it again,
+    /// though no `handle_close` follows. Each garbage handshake left a
+    /// token behind before: the set grew without bound.
+    #[cfg(feature = "tls")]
+    #[test]
+    fn a_failed_tls_handshake_leaves_the_set_of_connections() {
+        use std::io::Write;
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use rolecore::tls::rustls;
+        use rolecore::{Address, Channel, Map};
+
+        use super::serve::Connections;
+        use super::server::HttpServer;
+
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("a certificate");
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![made.cert.der().clone()], key)
+            .expect("a server configuration");
+        let connections = Connections::new(1 << 20).with_tls(Some(Arc::new(config)));
+        let any: Address = "127.0.0.1:0".parse().expect("an address");
+        let listener = Channel::for_address(&any)
+            .expect("a socket")
+            .bind(&any)
+            .expect("bind")
+            .listen(16)
+            .expect("listen");
+        let Address::Inet(at) = listener.local_addr().expect("its address") else {
+            unreachable!("an IPv4 listener")
+        };
+        let mut map = Map::new().expect("a map");
+        let server = HttpServer { idle_timeout: None, connections: connections.clone() };
+        let listener = map.insert(listener, server).expect("insert");
+        for round in 0..3 {
+            let mut client = std::net::TcpStream::connect(at).expect("connect");
+            client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("plain HTTP, not a ClientHello");
+            let accepted = map.run_until(Duration::from_secs(5), |m| m.len() == 2).expect("run");
+            assert!(accepted, "round {round}: accepted within 5 s");
+            let closed = map.run_until(Duration::from_secs(5), |m| m.len() == 1).expect("run");
+            assert!(closed, "round {round}: the failed handshake closed the connection within 5 s");
+            assert_eq!(connections.others(listener), [], "round {round}: it left the set too");
+        }
+    }
+
     #[test]
     fn the_written_out_hello_is_what_response_formats() {
         for keep_alive in [true, false] {

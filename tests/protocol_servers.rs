@@ -660,7 +660,10 @@ fn resp_a_trickled_request_is_closed_though_never_idle() {
                 Ok(0) => return true,
                 Ok(_) => {}
                 Err(e) => {
-                    return !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
+                    return !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    );
                 }
             }
         }

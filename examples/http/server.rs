@@ -181,6 +181,14 @@ impl HttpConnection {
 }
 
 impl ChatHandler for HttpConnection {
+    // Over TLS, a handshake that failed (garbage, a timeout, a peer that
+    // left): the connection joined the set when it was accepted, and no
+    // `handle_close` follows to have it leave. Silent, as a client that
+    // drops is: one line per failed handshake would let anyone fill the log.
+    fn handle_connect_failed(&mut self, _error: io::Error, cx: &mut Ctx<'_>) {
+        self.connections.leave(cx.token());
+    }
+
     // Back-pressure: a client that pipelines without reading is not read.
     fn readable(&self, chat: &AsyncChat) -> bool {
         chat.queued() < READ_PAUSE

@@ -233,6 +233,14 @@ impl RespConnection {
 }
 
 impl ChatHandler for RespConnection {
+    // Over TLS, a handshake that failed (garbage, a timeout, a peer that
+    // left): the connection joined the set when it was accepted, and no
+    // `handle_close` follows to have it leave. Silent, as a client that
+    // drops is: one line per failed handshake would let anyone fill the log.
+    fn handle_connect_failed(&mut self, _error: io::Error, cx: &mut Ctx<'_>) {
+        self.connections.leave(cx.token());
+    }
+
     fn readable(&self, chat: &AsyncChat) -> bool {
         chat.queued() < READ_PAUSE
     }
