@@ -38,17 +38,23 @@
 //! Each chat's output limit (4 MiB) bounds one slow reader, not a hundred:
 //! a hundred members that never read, while one member sends, would each
 //! fill their queue. Every chat is therefore charged to one shared
-//! [`OutputBudget`] (`--output-budget`, 64 MiB by default). When a push would
-//! pass it, the member with the largest queue — the slowest reader, and the
-//! one whose going frees the most — is disconnected, and the push is tried
-//! again. The server's queued output stays within the budget whatever its
-//! members do.
+//! [`OutputBudget`] (`--output-budget`, 64 MiB by default). A line is relayed
+//! when the budget has room for all its copies; until then its sender waits,
+//! and nothing more is read from it, so one member sending faster than the
+//! others read slows down to their pace instead of filling the budget (a
+//! 4 KiB read of short lines is megabytes of copies). When the budget has had
+//! no room for a member's line for a second, the member with the largest
+//! queue — the slowest reader, and the one whose going frees the most — is
+//! disconnected to make some. The server's queued output stays within the
+//! budget whatever its members do.
 
 mod serve;
 use serve::{Connections, Flag, Server};
 
+use std::collections::VecDeque;
 use std::io;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use rolecore::{
     AcceptHandler, Address, AsyncChat, BudgetFull, Channel, ChatHandler, Connected, Ctx, Listening,
@@ -68,16 +74,55 @@ struct Member {
     room: Room,
     /// `HOST:PORT: `, put before each line this member sends.
     prefix: Vec<u8>,
+    /// This member's lines, prefixed, that wait for room in the budget, in
+    /// order. Nothing more is read from the member meanwhile, so they are at
+    /// most what one read brought.
+    backlog: VecDeque<Vec<u8>>,
+    /// Since when the budget has had no room for the first of them.
+    stalled_since: Option<Instant>,
 }
 
+/// How soon a member whose lines wait for room in the budget tries again.
+const RETRY: Duration = Duration::from_millis(5);
+
+/// How long the budget may have no room for a member's next line before the
+/// slowest reader is dropped to make some: members that read keep up within
+/// it, one that never reads does not.
+const STALL: Duration = Duration::from_secs(1);
+
 impl Member {
-    /// Pushes `line` into every other member's chat.
-    fn relay(&self, line: &[u8], cx: &mut Ctx<'_>) {
+    /// Relays the waiting lines, oldest first, each while the budget has
+    /// room for all its copies. One member sending faster than the others
+    /// read would otherwise fill the budget within one read (a 4 KiB read
+    /// of short lines is megabytes of copies), and the readers, not the
+    /// sender, would be dropped to make room: the sender waits instead.
+    fn relay_backlog(&mut self, cx: &mut Ctx<'_>) {
         let me = cx.token();
-        let mut message = Vec::with_capacity(self.prefix.len() + line.len() + 1);
-        message.extend_from_slice(&self.prefix);
-        message.extend_from_slice(line);
-        message.push(b'\n');
+        while let Some(message) = self.backlog.front() {
+            let cost = message.len().saturating_mul(self.room.len().saturating_sub(1));
+            // A line whose copies could never fit goes out as before, each
+            // recipient making room for itself.
+            if cost > self.room.available() && cost <= self.room.limit() {
+                let now = cx.now();
+                let since = *self.stalled_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= STALL
+                    && self.room.drop_slowest(me, cx, "chat_server")
+                {
+                    self.stalled_since = Some(now);
+                    continue;
+                }
+                cx.set_deadline(me, now.checked_add(RETRY));
+                return;
+            }
+            let message = self.backlog.pop_front().expect("looked at above");
+            self.relay(&message, cx);
+            self.stalled_since = None;
+        }
+    }
+
+    /// Pushes `message` into every other member's chat.
+    fn relay(&self, message: &[u8], cx: &mut Ctx<'_>) {
+        let me = cx.token();
         for token in self.room.others(me) {
             // At most one eviction per recipient: each frees the largest queue,
             // and a push is smaller than a line's worth of any queue.
@@ -87,7 +132,7 @@ impl Member {
                     self.room.leave(token);
                     break;
                 };
-                let Err(e) = member.transport().push(&message) else { break };
+                let Err(e) = member.transport().push(message) else { break };
                 drop(member);
                 let over_budget = e.get_ref().is_some_and(|inner| inner.is::<BudgetFull>());
                 if over_budget && attempt == 0 && self.room.drop_slowest(me, cx, "chat_server") {
@@ -104,6 +149,17 @@ impl Member {
 }
 
 impl ChatHandler for Member {
+    // Not read while its lines wait for room (see `relay_backlog`).
+    fn readable(&self, _chat: &AsyncChat) -> bool {
+        self.backlog.is_empty()
+    }
+
+    // The only deadline a member has: its waiting lines try again.
+    fn handle_timeout(&mut self, _chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.relay_backlog(cx);
+        Ok(())
+    }
+
     fn found_terminator(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
         let mut line = chat.take_incoming();
         if line.last() == Some(&b'\r') {
@@ -118,7 +174,14 @@ impl ChatHandler for Member {
             return chat.push(b"! control characters are not relayed\n");
         }
         if !line.is_empty() {
-            self.relay(&line, cx);
+            let mut message = Vec::with_capacity(self.prefix.len() + line.len() + 1);
+            message.extend_from_slice(&self.prefix);
+            message.extend_from_slice(&line);
+            message.push(b'\n');
+            self.backlog.push_back(message);
+            if self.backlog.len() == 1 {
+                self.relay_backlog(cx);
+            }
         }
         Ok(())
     }
@@ -159,7 +222,12 @@ impl AcceptHandler for ChatServer {
         self.room.charge(&mut chat);
         let others = self.room.others(cx.token()).len();
         chat.push(format!("* welcome {peer}, {others} others here\n").as_bytes())?;
-        let member = Member { room: self.room.clone(), prefix: format!("{peer}: ").into_bytes() };
+        let member = Member {
+            room: self.room.clone(),
+            prefix: format!("{peer}: ").into_bytes(),
+            backlog: VecDeque::new(),
+            stalled_since: None,
+        };
         let token = cx.insert(chat, member)?;
         self.room.join(token);
         Ok(())

@@ -578,6 +578,44 @@ fn chat_a_line_cannot_overwrite_its_senders_address() {
     server.assert_alive();
 }
 
+/// One member sending short lines as fast as loopback lets it must not get
+/// the members who read evicted: a 4 KiB read of `a\n` lines is megabytes
+/// of copies for twenty members, past a 1 MiB budget within one read, and
+/// the room used to drop its readers (the largest queues) to make room, all
+/// twenty of them. The sender now waits for room instead, and every reader
+/// gets every line.
+#[test]
+fn chat_a_flooding_member_cannot_get_the_readers_evicted() {
+    const READERS: usize = 20;
+    const LINES: usize = 100_000;
+    let mut server = Server::start("chat_server", &["--output-budget", "1048576"], None);
+    let readers: Vec<_> = (0..READERS)
+        .map(|i| {
+            let stream = chat_join(&server);
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream);
+                let mut lines = 0;
+                loop {
+                    let mut line = Vec::new();
+                    match std::io::BufRead::read_until(&mut reader, b'\n', &mut line) {
+                        Ok(0) => return Err(format!("reader {i}: evicted after {lines} lines")),
+                        Ok(_) if line.ends_with(b": the end\n") => return Ok(lines),
+                        Ok(_) => lines += 1,
+                        Err(e) => return Err(format!("reader {i}: {e} after {lines} lines")),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut flooder = chat_join(&server);
+    flooder.write_all(&b"a\n".repeat(LINES)).unwrap();
+    flooder.write_all(b"the end\n").unwrap();
+    for reader in readers {
+        assert_eq!(reader.join().unwrap(), Ok(LINES), "every reader stays and gets every line");
+    }
+    server.assert_alive();
+}
+
 // ---- a Unix socket path on the command line -------------------------------------
 
 /// Runs `name` with `args` until it prints its first line (on stdout, or

@@ -86,6 +86,16 @@ impl<H: 'static> Connections<H> {
         chat.set_budget(&self.budget);
     }
 
+    /// How many connections there are.
+    pub fn len(&self) -> usize {
+        self.tokens.borrow().len()
+    }
+
+    /// The most bytes the budget holds.
+    pub fn limit(&self) -> usize {
+        self.budget.limit()
+    }
+
     /// Bytes the budget still has room for.
     pub fn available(&self) -> usize {
         self.budget.available()
