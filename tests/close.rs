@@ -525,6 +525,9 @@ impl StreamHandler for ClosesInRead {
             cx.close();
         } else if !cx.remove(cx.token()) {
             self.log.push("remove answered false");
+        } else if cx.remove(cx.token()) {
+            // The channel is on its way out: no longer a live channel.
+            self.log.push("a second remove answered true");
         }
         Ok(())
     }
@@ -944,8 +947,9 @@ fn a_listener_that_starts_a_shutdown_closes_itself_too() {
 }
 
 /// D18: `cx.remove` of the callback's own token is `cx.close()`: it answers
-/// true, nothing more is delivered (not the write of the same wake-up, no
-/// `handle_close`), and the channel leaves the map, its descriptor closed.
+/// true (and false to a second one), nothing more is delivered (not the write
+/// of the same wake-up, no `handle_close`), and the channel leaves the map, its
+/// descriptor closed.
 #[test]
 fn removing_its_own_token_in_a_callback_closes_the_channel() {
     for backend in util::backends() {

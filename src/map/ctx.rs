@@ -86,7 +86,8 @@ impl<'a> Ctx<'a> {
     }
 
     /// Closes another channel now (or this one, as [`close`](Self::close)).
-    /// Returns whether the token named a live channel. Readiness already
+    /// Returns whether the token named a live channel: a second removal of
+    /// the same channel, its own included, answers false. Readiness already
     /// collected for it is dropped. The one channel that cannot close now
     /// is one whose callback is under way further up: a shutdown runs the
     /// listeners' `handle_close` inside the callback that started it, and
@@ -94,8 +95,9 @@ impl<'a> Ctx<'a> {
     /// when [`shutdown`](Self::shutdown) returns.
     pub fn remove(&mut self, token: Token) -> bool {
         if token == self.token {
+            let open = !self.is_closing();
             self.close();
-            return true;
+            return open;
         }
         self.registry.remove(token)
     }
