@@ -146,7 +146,9 @@ impl Map {
         self.registry.len == 0
     }
 
-    /// The tokens of every channel in the map.
+    /// The tokens of everything in the map: every channel, and also the
+    /// map's waker and signal watchers, which [`len`](Self::len) does not
+    /// count (they do not keep the loop running).
     pub fn tokens(&self) -> Vec<Token> {
         self.registry.tokens().collect()
     }
