@@ -386,7 +386,7 @@ fn resp_request_bound_is_exact() {
     assert_eq!(resp_records(&mut fresh(), &[b"*1", fits.as_bytes()]), Ok(None));
     assert!(resp_records(&mut fresh(), &[b"*1", over.as_bytes()]).is_err(), "one byte past the bound");
     // A second argument counts what the first took.
-    let first = vec![b'a'; 10];
+    let first = [b'a'; 10];
     let first_payload = [&first[..], b"\r\n"].concat();
     let second_fits = format!("${}", bound - 10 - 2 * ARG_OVERHEAD);
     let second_over = format!("${}", bound - 10 - 2 * ARG_OVERHEAD + 1);
