@@ -131,6 +131,83 @@ mod tests {
         }
     }
 
+    /// The loop's shared output budget is drawn on only when it runs short:
+    /// while it has room for an answer, answering one client never drops
+    /// another, however much output that other has queued. Every wait is
+    /// bounded by a deadline; nothing is timed.
+    #[test]
+    fn a_slow_reader_is_kept_while_the_budget_has_room() {
+        use std::io::{Read, Write};
+        use std::net::TcpStream;
+        use std::time::{Duration, Instant};
+
+        use rolecore::{Channel, LoopOptions, Map};
+
+        use super::serve::Connections;
+        use super::server::HttpServer;
+
+        const BUDGET: usize = 64 << 20;
+        // About 38 MB of answers: more than both kernels' buffers hold.
+        const REQUESTS: usize = 400_000;
+        let connections = Connections::new(BUDGET);
+        let listener = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(16).unwrap();
+        let addr = listener.local_addr().unwrap().inet().unwrap();
+        let mut map = Map::new().unwrap();
+        map.insert(listener, HttpServer { idle_timeout: None, connections: connections.clone() }).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let step = |map: &mut Map, what: &str| {
+            assert!(Instant::now() < deadline, "still waiting for {what}");
+            map.run(LoopOptions::new().timeout(Duration::from_millis(10)).count(1)).unwrap();
+        };
+
+        // A client pipelines requests and reads nothing, until answers wait
+        // in the server's queue for it (charged to the budget).
+        let slow = TcpStream::connect(addr).unwrap();
+        slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut writer = slow.try_clone().unwrap();
+        let writing = std::thread::spawn(move || {
+            writer.write_all(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(REQUESTS))
+        });
+        while connections.available() == BUDGET {
+            step(&mut map, "answers queued for the slow reader");
+        }
+
+        // Another client is answered, with the budget far from short.
+        let mut fast = TcpStream::connect(addr).unwrap();
+        fast.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        fast.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let answer = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            fast.read_to_end(&mut all).map(|_| all)
+        });
+        while !answer.is_finished() {
+            step(&mut map, "the other client's answer");
+        }
+        let answer = answer.join().unwrap().unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n"), "{}", answer.escape_ascii());
+
+        // The slow reader was kept: it reads every answer it asked for.
+        let mut reader = slow;
+        let want = REQUESTS * hello(true, Version::Http11, false).len();
+        let reading = std::thread::spawn(move || {
+            let mut got = 0;
+            let mut buf = vec![0; 1 << 16];
+            while got < want {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(_) => break,
+                }
+            }
+            got
+        });
+        while !reading.is_finished() {
+            step(&mut map, "the slow reader's answers");
+        }
+        assert_eq!(reading.join().unwrap(), want, "the slow reader was dropped");
+        writing.join().unwrap().unwrap();
+    }
+
     #[test]
     fn the_written_out_hello_is_what_response_formats() {
         for keep_alive in [true, false] {

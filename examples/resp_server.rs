@@ -224,6 +224,65 @@ mod tests {
         );
     }
 
+    /// A reply that would not fit beside the output already queued closes
+    /// the connection at once, its queue dropped: a client that does not
+    /// read its replies does not keep a connection and its queued megabytes
+    /// for as long as it likes. The peer here never reads a reply.
+    #[test]
+    fn a_client_that_does_not_read_is_closed_with_its_queue_dropped() {
+        use std::io::{Read, Write};
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        theirs.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let max_bulk = 1 << 20;
+        let parser = RespParser::new(max_bulk);
+        let mut chat = AsyncChat::new(Channel::try_from(ours).unwrap(), parser.terminator());
+        chat.set_max_record(MAX_LINE);
+        chat.set_output_limit(output_limit(max_bulk));
+        let connection = RespConnection {
+            parser,
+            store: Shared::default(),
+            connections: Connections::new(256 << 20),
+            idle_timeout: None,
+            mid_request: false,
+            record: Vec::new(),
+            out: Vec::new(),
+        };
+        let mut map = rolecore::Map::new().unwrap();
+        let token = map.insert(chat, connection).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let step = |map: &mut rolecore::Map| {
+            assert!(Instant::now() < deadline, "the connection was kept");
+            map.run(rolecore::LoopOptions::new().timeout(Duration::from_millis(10)).count(1)).unwrap();
+        };
+
+        let mut request = format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${max_bulk}\r\n").into_bytes();
+        request.resize(request.len() + max_bulk, b'v');
+        request.extend_from_slice(b"\r\n");
+        let mut peer = theirs;
+        let mut writer = peer.try_clone().unwrap();
+        let write = std::thread::spawn(move || writer.write_all(&request).map(|()| writer));
+        let read = std::thread::spawn(move || {
+            let mut ok = [0; 5];
+            peer.read_exact(&mut ok).map(|()| (ok, peer))
+        });
+        while !read.is_finished() {
+            step(&mut map);
+        }
+        let (ok, peer) = read.join().unwrap().unwrap();
+        assert_eq!(&ok, b"+OK\r\n");
+        // Twenty GETs of the megabyte in one write, one read of the
+        // server's: their replies pass the 4 MiB output limit long before
+        // the last.
+        let mut writer = write.join().unwrap().unwrap();
+        writer.write_all(&b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n".repeat(20)).unwrap();
+        // Closed once the chat's default linger ends (the peer stays silent),
+        // however much it was sent before.
+        while map.contains(token) {
+            step(&mut map);
+        }
+        drop(peer);
+    }
+
     #[test]
     fn frames() {
         let c = parse(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n*0\r\n*1\r\n$0\r\n\r\n", 100).unwrap();

@@ -840,12 +840,13 @@ fn chat_the_longest_line_may_end_with_crlf() {
 #[test]
 fn chat_a_member_that_does_not_read_is_disconnected() {
     let server = Server::start("chat_server", Backend::Epoll, &[]);
-    let mut a = ChatClient::join(&server);
+    let a = ChatClient::join(&server);
     let b = ChatClient::join(&server);
-    // 32 MiB of lines: more than b's queue and both kernels' buffers hold.
+    // 64 MiB of lines: once the sender's write returns, the server has
+    // relayed far more than b's queue and both kernels' buffers hold.
     let line = vec![b'f'; 4000];
-    let mut flood = Vec::with_capacity(33 << 20);
-    while flood.len() < 32 << 20 {
+    let mut flood = Vec::with_capacity(65 << 20);
+    while flood.len() < 64 << 20 {
         flood.extend_from_slice(&line);
         flood.push(b'\n');
     }
