@@ -840,7 +840,7 @@ fn chat_the_longest_line_may_end_with_crlf() {
 #[test]
 fn chat_a_member_that_does_not_read_is_disconnected() {
     let server = Server::start("chat_server", Backend::Epoll, &[]);
-    let a = ChatClient::join(&server);
+    let mut a = ChatClient::join(&server);
     let b = ChatClient::join(&server);
     // 64 MiB of lines: once the sender's write returns, the server has
     // relayed far more than b's queue and both kernels' buffers hold.
