@@ -9,10 +9,36 @@ mod util;
 
 use std::process::Command;
 
-/// Runs an example to its exit; (status, stderr).
+/// Runs an example to its exit, at most 10 s; (status, stderr). A usage
+/// error exits at once: an example that starts serving instead is killed
+/// and reported as such, so the test fails rather than waits forever.
 fn run(name: &str, args: &[String]) -> (Option<i32>, String) {
-    let out = Command::new(util::example(name)).args(args).output().expect("run the example");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let mut child = Command::new(util::example(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the example");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the example") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (None, format!("{name} was still running after 10 s: it did not refuse {args:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    child.stderr.take().expect("piped").read_to_string(&mut stderr).expect("read its stderr");
+    (status.code(), stderr)
 }
 
 #[cfg(not(feature = "tls"))]
