@@ -581,7 +581,7 @@ fn bad_arguments_print_the_usage_and_exit_2() {
         &["--listen"],
         &["127.0.0.1:1", "--backend", "kqueue"],
     ] {
-        let output = netcat(args).stdin(Stdio::null()).output().expect("run netcat");
+        let output = util::output_within(&mut netcat(args), Duration::from_secs(10));
         let err = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains("usage: netcat HOST:PORT"), "{args:?}: {err}");

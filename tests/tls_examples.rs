@@ -8,37 +8,14 @@ mod tls_common;
 mod util;
 
 use std::process::Command;
+use std::time::Duration;
 
-/// Runs an example to its exit, at most 10 s; (status, stderr). A usage
-/// error exits at once: an example that starts serving instead is killed
-/// and reported as such, so the test fails rather than waits forever.
+/// Runs an example to its exit, at most 10 s (a usage error exits at once;
+/// one that starts serving instead is killed and fails the test); (status,
+/// stderr).
 fn run(name: &str, args: &[String]) -> (Option<i32>, String) {
-    use std::io::Read;
-    use std::process::Stdio;
-    use std::time::{Duration, Instant};
-
-    let mut child = Command::new(util::example(name))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the example");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the example") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return (None, format!("{name} was still running after 10 s: it did not refuse {args:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut stderr = String::new();
-    child.stderr.take().expect("piped").read_to_string(&mut stderr).expect("read its stderr");
-    (status.code(), stderr)
+    let out = util::output_within(Command::new(util::example(name)).args(args), Duration::from_secs(10));
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[cfg(not(feature = "tls"))]
@@ -130,7 +107,10 @@ mod with_tls {
             let target = format!("{host}:{}", server.addr.port());
             let args =
                 [target, "/".into(), "--tls".into(), "--cacert".into(), pems.cert.display().to_string()];
-            let out = std::process::Command::new(util::example("http_client")).args(&args).output().unwrap();
+            let out = util::output_within(
+                std::process::Command::new(util::example("http_client")).args(&args),
+                std::time::Duration::from_secs(30),
+            );
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert_eq!(out.status.code(), Some(0), "{host}: {}", String::from_utf8_lossy(&out.stderr));
             assert!(stdout.starts_with("HTTP/1.1 200 OK") && stdout.ends_with("Hello, world!"), "{stdout}");
