@@ -282,3 +282,41 @@ fn timeout_makes_the_loop_wait_when_a_regular_file_wants_nothing() {
         assert!(waited >= Duration::from_millis(40), "{backend}: one idle iteration waited only {waited:?}");
     }
 }
+
+/// Stops the loop from its `handle_timeout`.
+struct StopOnTimeout(Log);
+
+impl rolecore::StreamHandler for StopOnTimeout {
+    fn handle_read(&mut self, ch: &mut Channel<rolecore::Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0u8; 64])?;
+        Ok(())
+    }
+    fn handle_timeout(&mut self, _: &mut Channel<rolecore::Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.0.push("timeout");
+        cx.stop();
+        Ok(())
+    }
+}
+
+/// `Ctx::stop` from a deadline's `handle_timeout` ends the iteration as it
+/// does from any other callback: `poll` reports the stop and the other
+/// expiry due waits for the next iteration, which `run` makes and then
+/// returns on that one's stop, the map intact.
+#[test]
+fn stop_from_handle_timeout_ends_the_iteration_like_any_callback() {
+    for backend in backends() {
+        let mut m = map(backend);
+        let log = Log::default();
+        let (a, _peer_a) = Channel::pair().unwrap();
+        let (b, _peer_b) = Channel::pair().unwrap();
+        let a = m.insert(a, StopOnTimeout(log.clone())).unwrap();
+        let b = m.insert(b, StopOnTimeout(log.clone())).unwrap();
+        let now = Instant::now();
+        assert!(m.set_deadline(a, Some(now)) && m.set_deadline(b, Some(now)));
+        assert!(m.poll(Some(Duration::ZERO)).unwrap(), "{backend}: the stop did not reach poll");
+        assert_eq!(log.events(), ["timeout"], "{backend}: the iteration went on after the stop");
+        m.run(LoopOptions::new().no_timeout()).unwrap();
+        assert_eq!(log.events(), ["timeout", "timeout"], "{backend}");
+        assert_eq!(m.len(), 2, "{backend}");
+    }
+}

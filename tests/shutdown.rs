@@ -1,5 +1,7 @@
 //! The example servers end cleanly on SIGTERM (exit 0, an in-flight request
-//! answered, no reset), and with `--threads N` every loop serves.
+//! answered, no reset), and with `--threads N` every loop serves; a map's
+//! own graceful shutdown accepts its listeners' backlog, and its grace ends
+//! at its instant on virtual time.
 
 mod util;
 
@@ -142,4 +144,190 @@ fn with_two_threads_both_loops_accept_and_serve() {
     assert!(busy >= 2, "both loop threads served connections ({busy} threads used CPU)");
     server.terminate();
     assert_eq!(server.wait(), Some(0));
+}
+
+// ---- the graceful shutdown of a map, in the test's own process --------------
+
+use std::io;
+use std::os::unix::net::UnixStream;
+
+use rolecore::sim::{Sim, SimConfig};
+use rolecore::{AcceptHandler, Address, Channel, Connected, Ctx, Listening, LoopOptions, StreamHandler};
+use util::Log;
+
+/// Echoes what it reads and stays open until the shutdown closes it.
+struct Echo(Log);
+
+impl StreamHandler for Echo {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0u8; 64];
+        let n = ch.recv(&mut buf)?;
+        ch.send(&buf[..n])?;
+        Ok(())
+    }
+    fn handle_close(&mut self, _: &mut Channel<Connected>, _: &mut Ctx<'_>) {
+        self.0.push("stream close");
+    }
+}
+
+struct EchoServer(Log);
+
+impl AcceptHandler for EchoServer {
+    fn handle_accepted(&mut self, conn: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.0.push("accepted");
+        cx.insert(conn, Echo(self.0.clone()))?;
+        Ok(())
+    }
+    fn handle_close(&mut self, _: &mut Channel<Listening>, _: &mut Ctx<'_>) {
+        self.0.push("listener close");
+    }
+}
+
+/// Connections the kernel completed but the loop had not accepted yet are
+/// accepted when a graceful shutdown closes their listener, all of them,
+/// before its `handle_close`: they get the grace period like the others and
+/// their requests an answer, instead of a reset. (A Unix socket's connect
+/// is in the listener's backlog when it returns: no wait needed.)
+#[test]
+fn a_shutdown_accepts_every_pending_connection_before_closing_the_listener() {
+    for backend in util::backends() {
+        let path = util::temp_path("sock");
+        let path = path.to_str().unwrap();
+        let log = Log::default();
+        let mut map = util::map(backend);
+        let listener = Channel::unix_stream()
+            .unwrap()
+            .bind(format!("unix:{path}").as_str())
+            .unwrap()
+            .listen(16)
+            .unwrap();
+        map.insert(listener, EchoServer(log.clone())).unwrap();
+        let mut clients: Vec<UnixStream> = (0..3).map(|_| UnixStream::connect(path).unwrap()).collect();
+        for c in &mut clients {
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c.write_all(b"hi").unwrap();
+        }
+        map.shutdown(Duration::ZERO);
+        assert_eq!(
+            log.events(),
+            ["accepted", "accepted", "accepted", "listener close"],
+            "{backend}: the backlog is accepted before the listener closes"
+        );
+        assert_eq!(map.len(), 3, "{backend}: the accepted streams wait for their grace");
+        map.run(LoopOptions::new().no_timeout()).unwrap();
+        assert!(map.is_empty(), "{backend}");
+        assert_eq!(log.count("stream close"), 3, "{backend}: {:?}", log.events());
+        for mut c in clients {
+            let mut got = Vec::new();
+            c.read_to_end(&mut got).unwrap();
+            assert_eq!(got, b"hi", "{backend}: answered, then closed (not reset)");
+        }
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Reads, stays open, and records its `handle_close`.
+struct Stays(Log);
+
+impl StreamHandler for Stays {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0u8; 64])?;
+        Ok(())
+    }
+    fn handle_close(&mut self, _: &mut Channel<Connected>, _: &mut Ctx<'_>) {
+        self.0.push("close");
+    }
+}
+
+/// A map with a virtual clock (a `Sim` with no fuzzer bytes: truthful
+/// readiness, time moves only when told) and one stream of ours in it.
+fn virtual_map_with_a_stream() -> (Sim, rolecore::Token, UnixStream, Log) {
+    let mut sim = Sim::from_bytes(&[], SimConfig::default()).unwrap();
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let log = Log::default();
+    let token = sim.map().insert(Channel::try_from(ours).unwrap(), Stays(log.clone())).unwrap();
+    (sim, token, theirs, log)
+}
+
+/// One iteration that does not wait.
+fn tick(sim: &mut Sim) {
+    sim.map().poll(Some(Duration::ZERO)).unwrap();
+}
+
+const MICRO: Duration = Duration::from_micros(1);
+
+/// A shutdown's grace ends at its instant on the map's clock: not a
+/// microsecond before, and in the very iteration that reaches it, whatever
+/// deadline of a channel is armed meanwhile (here one an hour away); the
+/// channel still open then gets `handle_close` once.
+#[test]
+fn a_shutdowns_grace_ends_exactly_at_its_instant_even_with_a_deadline_armed() {
+    let (mut sim, token, _peer, log) = virtual_map_with_a_stream();
+    let far = sim.now() + Duration::from_secs(3600);
+    assert!(sim.map().set_deadline(token, Some(far)));
+    sim.map().shutdown(Duration::from_millis(100));
+    tick(&mut sim);
+    sim.advance(Duration::from_millis(100) - MICRO);
+    tick(&mut sim);
+    assert!(sim.map().contains(token), "the grace ended early: {:?}", log.events());
+    sim.advance(MICRO);
+    tick(&mut sim);
+    assert!(!sim.map().contains(token), "the grace did not end at its instant");
+    assert_eq!(log.events(), ["close"]);
+}
+
+/// A second shutdown while one is in progress can bring its end closer,
+/// never push it further: the earlier of the two ends wins.
+#[test]
+fn a_second_shutdown_shortens_the_grace_but_never_extends_it() {
+    for (first, second) in [(100, 10_000), (10_000, 100)] {
+        let (mut sim, token, _peer, log) = virtual_map_with_a_stream();
+        sim.map().shutdown(Duration::from_millis(first));
+        sim.map().shutdown(Duration::from_millis(second));
+        sim.advance(Duration::from_millis(100));
+        tick(&mut sim);
+        assert!(!sim.map().contains(token), "grace {first} ms, then {second} ms: still open at 100 ms");
+        assert_eq!(log.events(), ["close"]);
+    }
+}
+
+/// Reads until the end of the stream, and records its `handle_close`.
+struct Draining(Log);
+
+impl StreamHandler<rolecore::Buffered<Connected>> for Draining {
+    fn handle_read(&mut self, ch: &mut rolecore::Buffered<Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0u8; 64])?;
+        Ok(())
+    }
+    fn handle_close(&mut self, _: &mut rolecore::Buffered<Connected>, _: &mut Ctx<'_>) {
+        self.0.push("close");
+    }
+}
+
+/// A stream still sending what it had queued when its peer ended its side
+/// (P14: it drains before `handle_close`) and still draining when a
+/// shutdown's grace ends gets its `handle_close` then, once, like every
+/// other channel.
+#[test]
+fn a_stream_still_draining_at_the_end_of_a_shutdown_gets_handle_close_once() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let (ours, peer) = UnixStream::pair().unwrap();
+        let mut ours = rolecore::Buffered::new(Channel::try_from(ours).unwrap());
+        // More than the socket takes, less than the high watermark (which
+        // would stop the stream reading, and so seeing the end).
+        ours.send(&vec![7u8; 900 * 1024]).unwrap();
+        let log = Log::default();
+        let token = map.insert(ours, Draining(log.clone())).unwrap();
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        map.poll(Some(Duration::ZERO)).unwrap();
+        map.poll(Some(Duration::ZERO)).unwrap();
+        assert!(map.contains(token), "{backend}: the stream drains its queue first");
+        assert!(log.events().is_empty(), "{backend}: {:?}", log.events());
+        map.shutdown(Duration::ZERO);
+        map.poll(Some(Duration::ZERO)).unwrap();
+        assert!(map.is_empty(), "{backend}");
+        assert_eq!(log.events(), ["close"], "{backend}");
+        drop(peer);
+    }
 }

@@ -287,3 +287,22 @@ fn a_failed_message_reaches_handle_error_and_the_mailbox_stays() {
         assert!(map.contains(token), "{backend}");
     }
 }
+
+/// A waker's stop is the stop of the iteration that delivers it, as a
+/// handler's `Ctx::stop`: `poll` reports it (a wake does not), and the map
+/// is left as it was.
+#[test]
+fn the_poll_that_delivers_a_wakers_stop_reports_it_and_a_wake_is_no_stop() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let listener = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(5).unwrap();
+        let token = map.insert(listener, Refuse).unwrap();
+        let waker = map.waker().unwrap();
+        waker.wake().unwrap();
+        assert!(!map.poll(Some(Duration::ZERO)).unwrap(), "{backend}: a wake is no stop");
+        waker.stop().unwrap();
+        assert!(map.poll(Some(Duration::ZERO)).unwrap(), "{backend}: the stop was not reported");
+        assert!(map.contains(token), "{backend}");
+        assert!(!map.poll(Some(Duration::ZERO)).unwrap(), "{backend}: a stop is delivered once");
+    }
+}
