@@ -72,6 +72,15 @@ impl Timers {
         self.by_index.is_empty()
     }
 
+    /// The one-shot deadline armed for `token`, if any (not an idle
+    /// timeout's next expiry).
+    pub fn deadline(&self, token: Token) -> Option<Instant> {
+        self.by_index
+            .get(&token.index())
+            .filter(|t| t.generation == token.generation() && t.idle.is_none())
+            .map(|t| t.deadline)
+    }
+
     fn arm(&mut self, token: Token, deadline: Instant, idle: Option<Duration>) {
         #[cfg(test)]
         let deadline = fault::planted_idle(deadline, idle);

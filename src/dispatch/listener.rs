@@ -4,7 +4,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::entry::{Dispatch, channel_and_handler, closing, run, same};
 use crate::channel::{Channel, Listening, Observed};
@@ -26,8 +26,12 @@ const MAX_DRAIN: usize = 4096;
 /// resets once one succeeds.
 #[derive(Debug)]
 struct Backoff {
-    /// Paused until the channel's deadline, when it resumes.
-    paused: bool,
+    /// Paused until this instant (the channel's deadline while paused).
+    paused: Option<Instant>,
+    /// The deadline the listener's handler had armed when the pause began:
+    /// a channel has one timer, which the pause borrows. It is armed again
+    /// when the pause ends, or delivered then if it passed meanwhile.
+    saved: Option<Instant>,
     /// The next pause.
     next: Duration,
 }
@@ -38,7 +42,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Backoff {
     fn new() -> Backoff {
-        Backoff { paused: false, next: FIRST_BACKOFF }
+        Backoff { paused: None, saved: None, next: FIRST_BACKOFF }
     }
 
     /// Out of descriptors: stop asking for readability until the pause is
@@ -51,10 +55,14 @@ impl Backoff {
                 self.next.as_millis()
             ),
         );
-        self.paused = true;
         let token = cx.token();
         let at = saturating_add(cx.now(), self.next);
-        cx.set_deadline(token, Some(at));
+        if self.paused.is_none() {
+            self.saved = cx.own_deadline();
+        }
+        self.paused = Some(at);
+        // The handler's own deadline, if sooner, still comes on time.
+        cx.set_deadline(token, Some(self.saved.map_or(at, |saved| saved.min(at))));
         self.next = (self.next * 2).min(MAX_BACKOFF);
     }
 
@@ -63,9 +71,50 @@ impl Backoff {
         self.next = FIRST_BACKOFF;
     }
 
-    /// The deadline passed: whether it was the pause's (now over).
-    fn resume(&mut self) -> bool {
-        std::mem::replace(&mut self.paused, false)
+    /// The channel's deadline passed at `now`: ends the pause if it is
+    /// over, and says whether the handler's own deadline is due (always,
+    /// when no pause was under way). [`rearm`](Self::rearm) follows.
+    ///
+    /// The handler (which cannot see the pause) may set the listener's
+    /// deadline during one from another channel's callback, replacing the
+    /// timer the pause borrowed: one that passes before the pause's end is
+    /// delivered on time and the pause goes on; one after it ends the pause
+    /// when it passes (late), and is not delivered.
+    fn expired(&mut self, now: Instant) -> bool {
+        let Some(end) = self.paused else { return true };
+        let saved_due = self.saved.is_some_and(|saved| saved <= now);
+        // Neither the pause's end nor the saved deadline: one the handler
+        // set during the pause.
+        let set_meanwhile = now < end && !saved_due;
+        if now >= end {
+            self.paused = None;
+        }
+        if saved_due {
+            self.saved = None;
+        }
+        saved_due || set_meanwhile
+    }
+
+    /// After an expiry and the `handle_timeout` it may have run: arms what
+    /// is still to come, the pause's end and the handler's deadline (a new
+    /// one it set just now replaces the saved one).
+    fn rearm(&mut self, cx: &mut Ctx<'_>) {
+        let set = cx.own_deadline();
+        match self.paused {
+            Some(end) => {
+                if set.is_some() {
+                    self.saved = set;
+                }
+                cx.set_deadline(cx.token(), Some(self.saved.map_or(end, |saved| saved.min(end))));
+            }
+            None => {
+                if let Some(saved) = self.saved.take()
+                    && set.is_none()
+                {
+                    cx.set_deadline(cx.token(), Some(saved));
+                }
+            }
+        }
     }
 }
 
@@ -81,7 +130,11 @@ impl<H: AcceptHandler> Dispatch for ListenerEntry<H> {
     }
 
     fn interest(&self) -> Interest {
-        Interest::from_predicates(!self.backoff.paused && self.handler.readable(&self.channel), false, false)
+        Interest::from_predicates(
+            self.backoff.paused.is_none() && self.handler.readable(&self.channel),
+            false,
+            false,
+        )
     }
 
     fn dispatch(&mut self, readiness: Readiness, interest: Interest, cx: &mut Ctx<'_>, tr: &impl Tracer) {
@@ -108,12 +161,14 @@ impl<H: AcceptHandler> Dispatch for ListenerEntry<H> {
     }
 
     fn timeout(&mut self, cx: &mut Ctx<'_>, tr: &impl Tracer) {
-        if self.backoff.resume() {
-            // The back-off is over: watch for connections again (the loop
-            // asks `interest` after this returns).
-        } else {
+        // A pause that is over watches for connections again: the loop asks
+        // `interest` after this returns.
+        if self.backoff.expired(cx.now()) {
             let (handler, ch) = (&mut self.handler, &mut self.channel);
             run(handler, ch, cx, tr, Callback::Timeout, same, H::handle_timeout, H::handle_error);
+        }
+        if !cx.is_closing() {
+            self.backoff.rearm(cx);
         }
         self.close_if_shutting_down(cx, tr);
     }
@@ -232,6 +287,63 @@ mod tests {
     }
 
     const MICRO: Duration = Duration::from_micros(1);
+
+    /// A listener in a map with `deadline_in` as its handler's own
+    /// deadline, whose first accept fails for want of descriptors (a 50 ms
+    /// pause). Returns the map, the log and the listener's token.
+    fn paused_with_a_deadline(deadline_in: Duration) -> (Sim, Rc<RefCell<Vec<&'static str>>>, End) {
+        let mut sim = Sim::from_bytes(&[], SimConfig::default()).unwrap();
+        let listener = memory::listener(64).unwrap();
+        let id = listener.id();
+        let fd = memory::descriptor_for(&listener).unwrap();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let channel: Channel<Listening> = wrap_memory(fd, listener);
+        let token = sim.map().insert(channel, Counting(log.clone())).unwrap();
+        let at = sim.now() + deadline_in;
+        assert!(sim.map().set_deadline(token, Some(at)));
+        memory::exhaust(id, 1);
+        let sizes = crate::memory::Sizes { cap: [64; 2], chunk: [64; 2] };
+        let client = memory::connect(id, sizes).unwrap();
+        tick(&mut sim);
+        assert_eq!(*log.borrow(), ["failed"]);
+        (sim, log, client)
+    }
+
+    /// A channel has one timer, which an `EMFILE` pause borrows: the
+    /// handler's own deadline (`handle_timeout`, by default the end of
+    /// accepting) comes back when the pause ends, and arrives on time.
+    #[test]
+    fn a_listeners_own_deadline_survives_an_exhaustion_pause() {
+        let (mut sim, log, _client) = paused_with_a_deadline(Duration::from_secs(10));
+        sim.advance(Duration::from_millis(50));
+        tick(&mut sim);
+        tick(&mut sim);
+        assert_eq!(*log.borrow(), ["failed", "accepted"], "the pause ended at 50 ms");
+        sim.advance(Duration::from_secs(10) - Duration::from_millis(50) - MICRO);
+        tick(&mut sim);
+        assert_eq!(*log.borrow(), ["failed", "accepted"], "not a microsecond early");
+        sim.advance(MICRO);
+        tick(&mut sim);
+        assert_eq!(*log.borrow(), ["failed", "accepted", "timeout"], "the listener's own deadline, once");
+    }
+
+    /// A handler's deadline that falls inside an `EMFILE` pause is not put
+    /// off to its end: `handle_timeout` comes at the deadline, and the pause
+    /// still ends at its own time.
+    #[test]
+    fn a_listeners_deadline_inside_a_pause_comes_on_time() {
+        let (mut sim, log, _client) = paused_with_a_deadline(Duration::from_millis(20));
+        sim.advance(Duration::from_millis(20));
+        tick(&mut sim);
+        assert_eq!(*log.borrow(), ["failed", "timeout"], "at 20 ms, during the pause");
+        sim.advance(Duration::from_millis(30) - MICRO);
+        tick(&mut sim);
+        assert_eq!(*log.borrow(), ["failed", "timeout"], "still paused");
+        sim.advance(MICRO);
+        tick(&mut sim);
+        tick(&mut sim);
+        assert_eq!(*log.borrow(), ["failed", "timeout", "accepted"], "the pause ended at 50 ms");
+    }
 
     /// The back-off of a listener out of descriptors, on virtual time: each
     /// failed accept pauses accepting for twice the last pause, from 50 ms

@@ -261,6 +261,13 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// The deadline this callback's channel has armed, if any: what a
+    /// listener's `EMFILE` pause, which needs the channel's one timer,
+    /// puts back when it is over.
+    pub(crate) fn own_deadline(&self) -> Option<Instant> {
+        self.registry.timers.deadline(self.token)
+    }
+
     /// Whether a graceful shutdown is under way: a listener whose own
     /// callback started it was out of its slot when the others closed, and
     /// closes itself when that callback returns.
