@@ -1,0 +1,204 @@
+//! No byte a handler queued or a peer sent is lost without an error value.
+//!
+//! Each test states its rule; each runs on every backend this build has,
+//! over socket pairs.
+
+mod util;
+
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+
+use rolecore::{
+    AsyncChat, Backend, Buffered, Channel, ChatHandler, Connected, Ctx, StreamHandler, Terminator,
+};
+
+/// Our end as a channel, the peer's as a plain socket.
+fn pair() -> io::Result<(Channel<Connected>, UnixStream)> {
+    let (ours, theirs) = Channel::pair()?;
+    Ok((ours, UnixStream::from(OwnedFd::from(theirs))))
+}
+
+/// What a chat handler saw: every piece of data, every record end, and
+/// whether `handle_close` came.
+#[derive(Default)]
+struct Seen {
+    data: Vec<u8>,
+    records: Vec<Vec<u8>>,
+    closed: bool,
+    errors: usize,
+}
+
+/// Collects every byte it is given; optionally fails the first record end
+/// (and survives the error).
+struct Collector {
+    seen: Rc<RefCell<Seen>>,
+    fail_first: bool,
+}
+
+impl ChatHandler for Collector {
+    fn collect_incoming_data(&mut self, data: &[u8], chat: &mut AsyncChat) -> io::Result<()> {
+        self.seen.borrow_mut().data.extend_from_slice(data);
+        chat.collect(data);
+        Ok(())
+    }
+
+    fn found_terminator(&mut self, chat: &mut AsyncChat, _: &mut Ctx<'_>) -> io::Result<()> {
+        let record = chat.take_incoming();
+        let mut seen = self.seen.borrow_mut();
+        seen.records.push(record);
+        if self.fail_first && seen.records.len() == 1 {
+            return Err(io::Error::other("the first record fails"));
+        }
+        Ok(())
+    }
+
+    fn handle_close(&mut self, _: &mut AsyncChat, _: &mut Ctx<'_>) {
+        self.seen.borrow_mut().closed = true;
+    }
+
+    fn handle_error(&mut self, _: &mut AsyncChat, _: io::Error, _: &mut Ctx<'_>) {
+        // Survives: the channel stays open.
+        self.seen.borrow_mut().errors += 1;
+    }
+}
+
+/// Runs a chat under `terminator` over a socket pair whose peer writes
+/// `sent` and closes before the loop runs; returns what the handler saw.
+fn chat_sees(backend: Backend, terminator: Terminator, sent: &[u8], fail_first: bool) -> io::Result<Seen> {
+    let (ours, mut peer) = pair()?;
+    peer.write_all(sent)?;
+    drop(peer);
+    let seen = Rc::new(RefCell::new(Seen::default()));
+    let mut map = util::map(backend);
+    map.insert(AsyncChat::new(ours, terminator), Collector { seen: seen.clone(), fail_first })?;
+    let closed = util::run_until(&mut map, |_| seen.borrow().closed);
+    assert!(closed, "{backend}: handle_close never came");
+    Ok(Rc::try_unwrap(seen).ok().expect("the map dropped the handler").into_inner())
+}
+
+/// Input kept back when a callback failed (the handler survives its error)
+/// is split into records before `handle_close` when the peer closes next:
+/// "a handler that survives its error loses no input".
+#[test]
+fn records_kept_back_by_a_failed_callback_are_delivered_before_handle_close() -> io::Result<()> {
+    for backend in util::backends() {
+        let seen = chat_sees(backend, Terminator::LF, b"a\nb\nc\n", true)?;
+        assert_eq!(seen.errors, 1, "{backend}");
+        assert_eq!(seen.records, [&b"a"[..], b"b", b"c"], "{backend}: every record");
+    }
+    Ok(())
+}
+
+/// A record split exactly at `max_record`, a count terminator split across
+/// reads, and a terminator changed inside `found_terminator` mid-buffer:
+/// every byte between the terminators reaches the handler, in order.
+#[test]
+fn records_at_the_bound_and_changed_terminators_lose_no_byte() -> io::Result<()> {
+    /// A line that is a number gives a count; the count's bytes are one
+    /// record; then lines again.
+    struct Switcher {
+        seen: Rc<RefCell<Seen>>,
+    }
+    impl ChatHandler for Switcher {
+        fn found_terminator(&mut self, chat: &mut AsyncChat, _: &mut Ctx<'_>) -> io::Result<()> {
+            let record = chat.take_incoming();
+            // A count that completed left the terminator at None.
+            if chat.terminator() == &Terminator::None {
+                chat.set_terminator(Terminator::LF);
+            } else if let Some(n) = std::str::from_utf8(&record).ok().and_then(|r| r.parse().ok()) {
+                chat.set_terminator(Terminator::count(n));
+            }
+            self.seen.borrow_mut().records.push(record);
+            Ok(())
+        }
+        fn handle_close(&mut self, _: &mut AsyncChat, _: &mut Ctx<'_>) {
+            self.seen.borrow_mut().closed = true;
+        }
+    }
+    for backend in util::backends() {
+        for in_buffer in [1, 2, 3, 7, 64 * 1024] {
+            let (ours, mut peer) = pair()?;
+            // Each count record is 4 bytes long, the max_record: at the bound.
+            peer.write_all(b"4\nab\ncd\n\n\n3\nxyzabcd\n")?;
+            drop(peer);
+            let seen = Rc::new(RefCell::new(Seen::default()));
+            let mut chat = AsyncChat::new(ours, Terminator::LF);
+            chat.set_max_record(4);
+            chat.set_in_buffer_size(in_buffer);
+            let mut map = util::map(backend);
+            map.insert(chat, Switcher { seen: seen.clone() })?;
+            assert!(util::run_until(&mut map, |_| seen.borrow().closed), "{backend}");
+            let records = seen.borrow().records.clone();
+            assert_eq!(
+                records,
+                [&b"4"[..], b"ab\nc", b"d", b"", b"", b"3", b"xyz", b"abcd"],
+                "{backend}, reads of {in_buffer}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Echoes what it reads through its queue.
+struct Echo {
+    closed: Rc<RefCell<bool>>,
+}
+
+impl StreamHandler<Buffered> for Echo {
+    fn handle_read(&mut self, b: &mut Buffered, _: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0; 4096];
+        let n = b.recv(&mut buf)?;
+        b.send(&buf[..n])
+    }
+    fn handle_close(&mut self, _: &mut Buffered, _: &mut Ctx<'_>) {
+        *self.closed.borrow_mut() = true;
+    }
+}
+
+/// Output queued in reply to what the peer sent before its half-close goes
+/// out in full, even when the socket takes it a little at a time, before
+/// `handle_close`.
+#[test]
+fn a_queue_larger_than_the_socket_is_sent_whole_after_the_peers_half_close() -> io::Result<()> {
+    for backend in util::backends() {
+        let (ours, mut peer) = pair()?;
+        let sent: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let closed = Rc::new(RefCell::new(false));
+        let mut echo = Buffered::new(ours);
+        echo.set_watermarks(usize::MAX, usize::MAX);
+        let mut map = util::map(backend);
+        map.insert(echo, Echo { closed: closed.clone() })?;
+        let mut received = Vec::new();
+        peer.set_nonblocking(true)?;
+        let mut written = 0;
+        let mut buf = vec![0; 64 * 1024];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut shut = false;
+        while std::time::Instant::now() < deadline {
+            if written < sent.len() {
+                match peer.write(&sent[written..]) {
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            } else if !shut {
+                peer.shutdown(std::net::Shutdown::Write)?;
+                shut = true;
+            }
+            util::run_iterations(&mut map, 1);
+            match peer.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        assert_eq!(received.len(), sent.len(), "{backend}: every byte echoed");
+        assert!(received == sent, "{backend}: in order");
+        assert!(*closed.borrow(), "{backend}: handle_close after the queue went out");
+    }
+    Ok(())
+}
