@@ -3,6 +3,8 @@
 //! Each test states its rule; each runs on every backend this build has,
 //! over socket pairs.
 
+#[cfg(feature = "tls")]
+mod tls_common;
 mod util;
 
 use std::cell::RefCell;
@@ -201,4 +203,80 @@ fn a_queue_larger_than_the_socket_is_sent_whole_after_the_peers_half_close() -> 
         assert!(*closed.borrow(), "{backend}: handle_close after the queue went out");
     }
     Ok(())
+}
+
+/// TLS: plaintext decrypted above the socket and not yet read.
+#[cfg(feature = "tls")]
+mod tls {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::thread;
+
+    use rolecore::tls::{Handshaking, rustls};
+    use rolecore::{AcceptHandler, Address, Map};
+
+    use super::tls_common::{cert, client_config, connect, roundtrip, server_config};
+    use super::*;
+
+    /// Echoes one byte per `handle_read`: a handler that takes less than a
+    /// TLS record at a time.
+    struct Sip;
+
+    impl StreamHandler<Buffered> for Sip {
+        fn handle_read(&mut self, ch: &mut Buffered, _: &mut Ctx<'_>) -> io::Result<()> {
+            let mut byte = [0; 1];
+            let n = ch.recv(&mut byte)?;
+            ch.send(&byte[..n])
+        }
+    }
+
+    struct Server(Arc<rustls::ServerConfig>);
+
+    impl AcceptHandler for Server {
+        fn handle_accepted(
+            &mut self,
+            conn: Channel<Connected>,
+            _: Address,
+            cx: &mut Ctx<'_>,
+        ) -> io::Result<()> {
+            cx.insert(Handshaking::server(Buffered::new(conn), self.0.clone())?, Sip)?;
+            Ok(())
+        }
+    }
+
+    fn run_with_client<R: Send + 'static>(map: &mut Map, client: impl FnOnce() -> R + Send + 'static) -> R {
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        let thread = thread::spawn(move || {
+            let result = client();
+            flag.store(true, Ordering::SeqCst);
+            result
+        });
+        assert!(util::run_until(map, |_| done.load(Ordering::SeqCst)), "the client did not finish");
+        thread.join().expect("the client panicked")
+    }
+
+    /// Every byte of a TLS record reaches a handler that reads it a byte at
+    /// a time while the peer waits for the answer (no later readiness of the
+    /// socket to wake it): plaintext held by the session is read on, not
+    /// left until the peer sends again.
+    #[test]
+    fn a_record_read_a_byte_at_a_time_is_read_whole_while_the_peer_waits() {
+        let cert = cert();
+        for backend in util::backends() {
+            let (listener, addr): (_, SocketAddr) = util::tcp_listener();
+            let mut map = util::map(backend);
+            map.insert(listener, Server(server_config(&cert, &[], &[]))).unwrap();
+            let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
+            let sent: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+            let expected = sent.clone();
+            let back = run_with_client(&mut map, move || {
+                let mut c = connect(addr, client).unwrap();
+                roundtrip(&mut c, &sent)
+            });
+            let back = back.unwrap_or_else(|e| panic!("{backend}: the echo stalled: {e}"));
+            assert!(back == expected, "{backend}: every byte back, in order");
+        }
+    }
 }
