@@ -144,6 +144,35 @@ fn records_at_the_bound_and_changed_terminators_lose_no_byte() -> io::Result<()>
     Ok(())
 }
 
+/// A two-byte terminator split across reads of every size, records exactly
+/// `max_record` long, and a held `\r` that turns out to be data: each record
+/// whole, no byte dropped or added, no `RecordTooLong`.
+#[test]
+fn a_split_terminator_and_records_at_the_bound_lose_no_byte() -> io::Result<()> {
+    for backend in util::backends() {
+        for in_buffer in 1..=7 {
+            let (ours, mut peer) = pair()?;
+            peer.write_all(b"abcd\r\n\r\nab\r\r\n\rxy\r\n")?;
+            drop(peer);
+            let seen = Rc::new(RefCell::new(Seen::default()));
+            let mut chat = AsyncChat::new(ours, Terminator::CRLF);
+            chat.set_max_record(4);
+            chat.set_in_buffer_size(in_buffer);
+            let mut map = util::map(backend);
+            map.insert(chat, Collector { seen: seen.clone(), fail_first: false })?;
+            assert!(util::run_until(&mut map, |_| seen.borrow().closed), "{backend}");
+            let seen = seen.borrow();
+            assert_eq!(seen.errors, 0, "{backend}, reads of {in_buffer}");
+            assert_eq!(
+                seen.records,
+                [&b"abcd"[..], b"", b"ab\r", b"\rxy"],
+                "{backend}, reads of {in_buffer}"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Echoes what it reads through its queue.
 struct Echo {
     closed: Rc<RefCell<bool>>,
@@ -201,6 +230,70 @@ fn a_queue_larger_than_the_socket_is_sent_whole_after_the_peers_half_close() -> 
         assert_eq!(received.len(), sent.len(), "{backend}: every byte echoed");
         assert!(received == sent, "{backend}: in order");
         assert!(*closed.borrow(), "{backend}: handle_close after the queue went out");
+    }
+    Ok(())
+}
+
+/// Answers its one request with pushed bytes and a producer's, larger than
+/// the socket takes at once; optionally then `close_when_done`.
+struct Replier {
+    reply: Vec<u8>,
+    close_when_done: bool,
+    closed: Rc<RefCell<bool>>,
+}
+
+impl ChatHandler for Replier {
+    fn found_terminator(&mut self, chat: &mut AsyncChat, _: &mut Ctx<'_>) -> io::Result<()> {
+        chat.take_incoming();
+        let (head, tail) = self.reply.split_at(self.reply.len() / 3);
+        chat.push(head)?;
+        chat.push_with_producer(rolecore::chat::SimpleProducer::new(tail[..tail.len() / 2].to_vec(), 4096))?;
+        chat.push(&tail[tail.len() / 2..])?;
+        if self.close_when_done {
+            chat.close_when_done();
+        }
+        Ok(())
+    }
+    fn handle_close(&mut self, _: &mut AsyncChat, _: &mut Ctx<'_>) {
+        *self.closed.borrow_mut() = true;
+    }
+}
+
+/// What an `AsyncChat` queued (pushes and a producer's chunks) reaches a
+/// peer that half-closed right after its request, in order and whole,
+/// before `handle_close`; with `close_when_done` too.
+#[test]
+fn a_chats_pushes_and_producer_reach_a_peer_that_half_closed() -> io::Result<()> {
+    for backend in util::backends() {
+        for close_when_done in [false, true] {
+            let ctx = format!("{backend}, close_when_done {close_when_done}");
+            let (ours, mut peer) = pair()?;
+            let reply: Vec<u8> = (0..900_000u32).map(|i| (i % 253) as u8).collect();
+            let closed = Rc::new(RefCell::new(false));
+            let mut chat = AsyncChat::new(ours, Terminator::LF);
+            chat.set_watermarks(usize::MAX, usize::MAX);
+            let mut map = util::map(backend);
+            let replier = Replier { reply: reply.clone(), close_when_done, closed: closed.clone() };
+            map.insert(chat, replier)?;
+            peer.write_all(b"go\n")?;
+            peer.shutdown(std::net::Shutdown::Write)?;
+            peer.set_nonblocking(true)?;
+            let mut received = Vec::new();
+            let mut buf = vec![0; 64 * 1024];
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                util::run_iterations(&mut map, 1);
+                match peer.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => received.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            assert_eq!(received.len(), reply.len(), "{ctx}: every queued byte");
+            assert!(received == reply, "{ctx}: in order");
+            assert!(util::run_until(&mut map, |_| *closed.borrow()), "{ctx}: handle_close after");
+        }
     }
     Ok(())
 }
