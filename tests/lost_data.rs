@@ -372,4 +372,50 @@ mod tls {
             assert!(back == expected, "{backend}: every byte back, in order");
         }
     }
+
+    /// Plaintext that arrives in the same batch as the peer's
+    /// `close_notify` and its FIN is all read before `handle_close`, and
+    /// its echo, queued then, all reaches the peer, before our own
+    /// `close_notify`.
+    #[test]
+    fn plaintext_with_close_notify_is_read_and_answered_whole() {
+        let cert = cert();
+        for backend in util::backends() {
+            let (listener, addr): (_, SocketAddr) = util::tcp_listener();
+            let mut map = util::map(backend);
+            map.insert(listener, Server(server_config(&cert, &[], &[]))).unwrap();
+            let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
+            let sent: Vec<u8> = (0..3000u32).map(|i| (i % 249) as u8).collect();
+            let expected = sent.clone();
+            let back = run_with_client(&mut map, move || -> io::Result<Vec<u8>> {
+                let mut c = connect(addr, client)?;
+                c.conn.writer().write_all(&sent)?;
+                c.conn.send_close_notify();
+                let mut batch = Vec::new();
+                while c.conn.wants_write() {
+                    c.conn.write_tls(&mut batch)?;
+                }
+                c.sock.write_all(&batch)?;
+                c.sock.shutdown(std::net::Shutdown::Write)?;
+                let mut back = Vec::new();
+                let mut buf = [0; 4096];
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) => return Ok(back),
+                        Ok(n) => back.extend_from_slice(&buf[..n]),
+                        Err(e) => {
+                            return Err(io::Error::new(e.kind(), format!("after {} bytes: {e}", back.len())));
+                        }
+                    }
+                }
+            });
+            let back = back.unwrap_or_else(|e| panic!("{backend}: {e}"));
+            assert!(
+                back == expected,
+                "{backend}: every byte back, then close_notify ({} of {})",
+                back.len(),
+                expected.len()
+            );
+        }
+    }
 }
