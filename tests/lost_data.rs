@@ -449,15 +449,12 @@ mod tls {
         }
     }
 
-    /// Known gap, not yet fixed: a TLS handler that paused itself
-    /// (`readable()` false) with plaintext still held by the session, and
-    /// is let read again from outside its own wake-ups (`refresh_all`,
-    /// `update`, a `stream_mut` guard), gets no readiness for that
-    /// plaintext: it waits until the peer sends again, and a peer that waits
-    /// for the answer never does. (A pause by back-pressure resumes inside
-    /// the write wake-up that drained the queue, and reads on.)
+    /// A TLS handler that paused itself (`readable()` false) with
+    /// plaintext still held by the session, and is let read again from
+    /// outside its own wake-ups (`refresh_all`, `update`, a `stream_mut`
+    /// guard), reads that plaintext at once: the socket will not report it,
+    /// and a peer that waits for the answer sends nothing more.
     #[test]
-    #[ignore = "known gap: input held above the socket is not re-armed when a paused handler resumes from outside"]
     fn a_paused_tls_handler_let_read_again_from_outside_reads_the_held_plaintext() {
         let cert = cert();
         for backend in util::backends() {
