@@ -169,6 +169,10 @@ impl<T: Transport, H: StreamHandler<T>> Dispatch for StreamEntry<T, H> {
         }
     }
 
+    fn has_buffered_input(&self) -> bool {
+        matches!(&self.state, StreamState::Connected(t) if t.has_buffered_input())
+    }
+
     fn stream_parts(&mut self) -> Option<(&mut dyn Any, &mut dyn Any)> {
         match &mut self.state {
             StreamState::Connected(t) => Some((t, &mut self.handler)),
