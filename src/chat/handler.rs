@@ -198,7 +198,9 @@ impl AsyncChat<Connected> {
     fn read_records<H: ChatHandler>(&mut self, handler: &mut H, cx: &mut Ctx<'_>) -> io::Result<()> {
         let mut scratch = cx.take_scratch(self.input.in_buffer_size);
         let result = match self.tls.recv(&mut self.channel, &mut scratch[..self.input.in_buffer_size]) {
-            Ok(0) => Ok(()), // the end: the loop calls handle_close
+            // The end: the loop calls handle_close, after what was held.
+            Ok(0) if self.input.held.is_empty() => Ok(()),
+            Ok(0) => self.end_of_input(handler, cx),
             Ok(n) if self.input.held.is_empty() => self.split_records(&scratch[..n], handler, cx),
             Ok(n) => {
                 let mut joined = std::mem::take(&mut self.input.held);
@@ -209,6 +211,16 @@ impl AsyncChat<Connected> {
         };
         cx.put_scratch(scratch);
         result
+    }
+
+    /// The peer's end of stream with input held back: records kept when a
+    /// callback failed are split now, before `handle_close`, or they would
+    /// be lost. A partial terminator still held stays uncollected (P16).
+    #[cold]
+    #[inline(never)]
+    fn end_of_input<H: ChatHandler>(&mut self, handler: &mut H, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let held = std::mem::take(&mut self.input.held);
+        self.split_records(&held, handler, cx)
     }
 
     fn split_records<H: ChatHandler>(

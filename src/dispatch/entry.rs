@@ -38,6 +38,11 @@ pub(crate) trait Dispatch: 'static {
     fn stream_parts(&mut self) -> Option<(&mut dyn Any, &mut dyn Any)> {
         None
     }
+    /// Whether input waits above the socket (a TLS session's plaintext),
+    /// which no readiness will report.
+    fn has_buffered_input(&self) -> bool {
+        false
+    }
 }
 
 /// The [`Dispatch`] accessors of an entry that holds its `channel` and its
@@ -128,6 +133,9 @@ impl<E: Tracing> Entry for E {
     #[inline]
     fn interest(&self) -> Interest {
         Dispatch::interest(self.inner())
+    }
+    fn has_buffered_input(&self) -> bool {
+        Dispatch::has_buffered_input(self.inner())
     }
     // Inlined: the common wake-up is one function behind one virtual call.
     #[inline]

@@ -44,6 +44,11 @@ pub(crate) struct StreamEntry<T: Transport, H> {
     handler: H,
 }
 
+/// The most reads of input held above the socket in one wake-up: more than
+/// a session's buffered plaintext (rustls holds at most 16 KiB of it and the
+/// records it has not yet decrypted) read a byte at a time.
+const MAX_BUFFERED_READS: usize = 64 * 1024;
+
 const MOVING: &str = "a stream is Moving only while StreamEntry changes its state";
 
 fn stream_interest<T: Transport, H: StreamHandler<T>>(handler: &H, t: &T) -> Interest {
@@ -164,6 +169,10 @@ impl<T: Transport, H: StreamHandler<T>> Dispatch for StreamEntry<T, H> {
         }
     }
 
+    fn has_buffered_input(&self) -> bool {
+        matches!(&self.state, StreamState::Connected(t) if t.has_buffered_input())
+    }
+
     fn stream_parts(&mut self) -> Option<(&mut dyn Any, &mut dyn Any)> {
         match &mut self.state {
             StreamState::Connected(t) => Some((t, &mut self.handler)),
@@ -262,14 +271,20 @@ impl<T: Transport, H: StreamHandler<T>> StreamEntry<T, H> {
 
     /// Input the transport holds above the socket (a TLS session's decrypted
     /// records), read on while the handler is readable: the socket will not
-    /// report it. Bounded, so that a handler that reads without consuming
-    /// cannot hold the loop.
+    /// report it, so what is left when this stops waits for the peer to send
+    /// again. It stops once the input is read, or after 64 reads in a row
+    /// that took none of it (a handler that reads without consuming cannot
+    /// hold the loop). A read that took some goes on: the session holds at
+    /// most a few records, so a handler that reads a byte at a time gets
+    /// them all (it stalled after 64 bytes). [`MAX_BUFFERED_READS`] bounds
+    /// a handler that reads the socket again inside its callback.
     #[cold]
     #[inline(never)]
     fn read_buffered(&mut self, readiness: Readiness, cx: &mut Ctx<'_>, tr: &impl Tracer) {
         let StreamState::Connected(t) = &mut self.state else { return };
         let (handler, mut drain) = (&mut self.handler, false);
-        for _ in 0..64 {
+        let mut idle = 0;
+        for _ in 0..MAX_BUFFERED_READS {
             if cx.is_closing()
                 || drain
                 || !t.has_buffered_input()
@@ -283,6 +298,10 @@ impl<T: Transport, H: StreamHandler<T>> StreamEntry<T, H> {
             }
             if outcome.peer_gone {
                 close(handler, t, &mut drain, readiness, cx, tr);
+                break;
+            }
+            idle = if outcome.read_progress { 0 } else { idle + 1 };
+            if idle == 64 {
                 break;
             }
         }

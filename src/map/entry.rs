@@ -40,6 +40,9 @@ pub trait Entry: 'static {
     /// A connected stream's transport and handler, for another channel's
     /// callback to reach them.
     fn stream_parts(&mut self) -> Option<(&mut dyn Any, &mut dyn Any)>;
+    /// Whether input waits above the socket (a TLS session's plaintext),
+    /// which no readiness will report.
+    fn has_buffered_input(&self) -> bool;
     /// The same entry, recording its callbacks with `recorder` (a map that
     /// traces, for the simulation, asks this once per insert).
     fn traced(self: Box<Self>, recorder: Recorder) -> Box<dyn Entry>;

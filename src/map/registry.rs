@@ -35,6 +35,10 @@ pub(crate) struct Registry {
     pub(crate) scratch: Vec<u8>,
     pub(crate) len: usize,
     always_ready: usize,
+    /// Streams let read again from outside their wake-ups (`refresh`) with
+    /// input held above the socket, which no readiness will report: the
+    /// next wait does not sleep and reports them readable.
+    held_input: Vec<Token>,
     pub(crate) poller: Poller,
     pub(crate) timers: Timers,
     /// Recorded callbacks, when a simulation asked for them.
@@ -83,6 +87,7 @@ impl Registry {
             scratch: Vec::new(),
             len: 0,
             always_ready: 0,
+            held_input: Vec::new(),
             poller,
             timers: Timers::default(),
             trace: None,
@@ -457,8 +462,12 @@ impl Registry {
             return self.replaced(token, entry);
         }
         let interest = entry.interest();
+        let held = interest.is_readable() && entry.has_buffered_input();
         if interest != slot.interest {
             self.rewatch(token, interest);
+        }
+        if held && !self.held_input.contains(&token) {
+            self.held_input.push(token);
         }
     }
 
@@ -586,6 +595,7 @@ impl Registry {
         if self.poller.keeps_registrations()
             && !self.orphans
             && self.always_ready == 0
+            && self.held_input.is_empty()
             && self.timers.is_empty()
             && self.shutdown.is_none()
         {
@@ -607,7 +617,8 @@ impl Registry {
         // that wants nothing must not turn the wait into a busy loop.
         let files_ready = self.always_ready > 0
             && self.slots.iter().any(|s| s.always_ready() && s.is_occupied() && !s.interest.is_empty());
-        let timeout = if files_ready { Some(Duration::ZERO) } else { timeout };
+        let held = !self.held_input.is_empty();
+        let timeout = if files_ready || held { Some(Duration::ZERO) } else { timeout };
         let next_wake = match (self.timers.next_wake(), self.shutdown) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -626,6 +637,13 @@ impl Registry {
             Some(Source { fd: entry.fd(), key, interest: s.interest })
         });
         self.poller.wait(sources, events, timeout)?;
+        if held {
+            for token in std::mem::take(&mut self.held_input) {
+                if self.slot(token).is_some_and(|s| s.interest.is_readable()) {
+                    events.push((token.key(), Readiness::READABLE));
+                }
+            }
+        }
         if files_ready {
             for (i, s) in self.slots.iter().enumerate().filter(|(_, s)| s.always_ready() && s.is_occupied()) {
                 let mut r = Readiness::EMPTY;

@@ -1,0 +1,488 @@
+//! No byte a handler queued or a peer sent is lost without an error value.
+//!
+//! Each test states its rule; each runs on every backend this build has,
+//! over socket pairs.
+
+#[cfg(feature = "tls")]
+mod tls_common;
+mod util;
+
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+
+use rolecore::{
+    AsyncChat, Backend, Buffered, Channel, ChatHandler, Connected, Ctx, StreamHandler, Terminator,
+};
+
+/// Our end as a channel, the peer's as a plain socket.
+fn pair() -> io::Result<(Channel<Connected>, UnixStream)> {
+    let (ours, theirs) = Channel::pair()?;
+    Ok((ours, UnixStream::from(OwnedFd::from(theirs))))
+}
+
+/// What a chat handler saw: every piece of data, every record end, and
+/// whether `handle_close` came.
+#[derive(Default)]
+struct Seen {
+    data: Vec<u8>,
+    records: Vec<Vec<u8>>,
+    closed: bool,
+    errors: usize,
+}
+
+/// Collects every byte it is given; optionally fails the first record end
+/// (and survives the error).
+struct Collector {
+    seen: Rc<RefCell<Seen>>,
+    fail_first: bool,
+}
+
+impl ChatHandler for Collector {
+    fn collect_incoming_data(&mut self, data: &[u8], chat: &mut AsyncChat) -> io::Result<()> {
+        self.seen.borrow_mut().data.extend_from_slice(data);
+        chat.collect(data);
+        Ok(())
+    }
+
+    fn found_terminator(&mut self, chat: &mut AsyncChat, _: &mut Ctx<'_>) -> io::Result<()> {
+        let record = chat.take_incoming();
+        let mut seen = self.seen.borrow_mut();
+        seen.records.push(record);
+        if self.fail_first && seen.records.len() == 1 {
+            return Err(io::Error::other("the first record fails"));
+        }
+        Ok(())
+    }
+
+    fn handle_close(&mut self, _: &mut AsyncChat, _: &mut Ctx<'_>) {
+        self.seen.borrow_mut().closed = true;
+    }
+
+    fn handle_error(&mut self, _: &mut AsyncChat, _: io::Error, _: &mut Ctx<'_>) {
+        // Survives: the channel stays open.
+        self.seen.borrow_mut().errors += 1;
+    }
+}
+
+/// Runs a chat under `terminator` over a socket pair whose peer writes
+/// `sent` and closes before the loop runs; returns what the handler saw.
+fn chat_sees(backend: Backend, terminator: Terminator, sent: &[u8], fail_first: bool) -> io::Result<Seen> {
+    let (ours, mut peer) = pair()?;
+    peer.write_all(sent)?;
+    drop(peer);
+    let seen = Rc::new(RefCell::new(Seen::default()));
+    let mut map = util::map(backend);
+    map.insert(AsyncChat::new(ours, terminator), Collector { seen: seen.clone(), fail_first })?;
+    let closed = util::run_until(&mut map, |_| seen.borrow().closed);
+    assert!(closed, "{backend}: handle_close never came");
+    Ok(Rc::try_unwrap(seen).ok().expect("the map dropped the handler").into_inner())
+}
+
+/// Input kept back when a callback failed (the handler survives its error)
+/// is split into records before `handle_close` when the peer closes next:
+/// "a handler that survives its error loses no input".
+#[test]
+fn records_kept_back_by_a_failed_callback_are_delivered_before_handle_close() -> io::Result<()> {
+    for backend in util::backends() {
+        let seen = chat_sees(backend, Terminator::LF, b"a\nb\nc\n", true)?;
+        assert_eq!(seen.errors, 1, "{backend}");
+        assert_eq!(seen.records, [&b"a"[..], b"b", b"c"], "{backend}: every record");
+    }
+    Ok(())
+}
+
+/// A record split exactly at `max_record`, a count terminator split across
+/// reads, and a terminator changed inside `found_terminator` mid-buffer:
+/// every byte between the terminators reaches the handler, in order.
+#[test]
+fn records_at_the_bound_and_changed_terminators_lose_no_byte() -> io::Result<()> {
+    /// A line that is a number gives a count; the count's bytes are one
+    /// record; then lines again.
+    struct Switcher {
+        seen: Rc<RefCell<Seen>>,
+    }
+    impl ChatHandler for Switcher {
+        fn found_terminator(&mut self, chat: &mut AsyncChat, _: &mut Ctx<'_>) -> io::Result<()> {
+            let record = chat.take_incoming();
+            // A count that completed left the terminator at None.
+            if chat.terminator() == &Terminator::None {
+                chat.set_terminator(Terminator::LF);
+            } else if let Some(n) = std::str::from_utf8(&record).ok().and_then(|r| r.parse().ok()) {
+                chat.set_terminator(Terminator::count(n));
+            }
+            self.seen.borrow_mut().records.push(record);
+            Ok(())
+        }
+        fn handle_close(&mut self, _: &mut AsyncChat, _: &mut Ctx<'_>) {
+            self.seen.borrow_mut().closed = true;
+        }
+    }
+    for backend in util::backends() {
+        for in_buffer in [1, 2, 3, 7, 64 * 1024] {
+            let (ours, mut peer) = pair()?;
+            // Each count record is 4 bytes long, the max_record: at the bound.
+            peer.write_all(b"4\nab\ncd\n\n\n3\nxyzabcd\n")?;
+            drop(peer);
+            let seen = Rc::new(RefCell::new(Seen::default()));
+            let mut chat = AsyncChat::new(ours, Terminator::LF);
+            chat.set_max_record(4);
+            chat.set_in_buffer_size(in_buffer);
+            let mut map = util::map(backend);
+            map.insert(chat, Switcher { seen: seen.clone() })?;
+            assert!(util::run_until(&mut map, |_| seen.borrow().closed), "{backend}");
+            let records = seen.borrow().records.clone();
+            assert_eq!(
+                records,
+                [&b"4"[..], b"ab\nc", b"d", b"", b"", b"3", b"xyz", b"abcd"],
+                "{backend}, reads of {in_buffer}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A two-byte terminator split across reads of every size, records exactly
+/// `max_record` long, and a held `\r` that turns out to be data: each record
+/// whole, no byte dropped or added, no `RecordTooLong`.
+#[test]
+fn a_split_terminator_and_records_at_the_bound_lose_no_byte() -> io::Result<()> {
+    for backend in util::backends() {
+        for in_buffer in 1..=7 {
+            let (ours, mut peer) = pair()?;
+            peer.write_all(b"abcd\r\n\r\nab\r\r\n\rxy\r\n")?;
+            drop(peer);
+            let seen = Rc::new(RefCell::new(Seen::default()));
+            let mut chat = AsyncChat::new(ours, Terminator::CRLF);
+            chat.set_max_record(4);
+            chat.set_in_buffer_size(in_buffer);
+            let mut map = util::map(backend);
+            map.insert(chat, Collector { seen: seen.clone(), fail_first: false })?;
+            assert!(util::run_until(&mut map, |_| seen.borrow().closed), "{backend}");
+            let seen = seen.borrow();
+            assert_eq!(seen.errors, 0, "{backend}, reads of {in_buffer}");
+            assert_eq!(
+                seen.records,
+                [&b"abcd"[..], b"", b"ab\r", b"\rxy"],
+                "{backend}, reads of {in_buffer}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Echoes what it reads through its queue.
+struct Echo {
+    closed: Rc<RefCell<bool>>,
+}
+
+impl StreamHandler<Buffered> for Echo {
+    fn handle_read(&mut self, b: &mut Buffered, _: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0; 4096];
+        let n = b.recv(&mut buf)?;
+        b.send(&buf[..n])
+    }
+    fn handle_close(&mut self, _: &mut Buffered, _: &mut Ctx<'_>) {
+        *self.closed.borrow_mut() = true;
+    }
+}
+
+/// Output queued in reply to what the peer sent before its half-close goes
+/// out in full, even when the socket takes it a little at a time, before
+/// `handle_close`.
+#[test]
+fn a_queue_larger_than_the_socket_is_sent_whole_after_the_peers_half_close() -> io::Result<()> {
+    for backend in util::backends() {
+        let (ours, mut peer) = pair()?;
+        let sent: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let closed = Rc::new(RefCell::new(false));
+        let mut echo = Buffered::new(ours);
+        echo.set_watermarks(usize::MAX, usize::MAX);
+        let mut map = util::map(backend);
+        map.insert(echo, Echo { closed: closed.clone() })?;
+        let mut received = Vec::new();
+        peer.set_nonblocking(true)?;
+        let mut written = 0;
+        let mut buf = vec![0; 64 * 1024];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut shut = false;
+        while std::time::Instant::now() < deadline {
+            if written < sent.len() {
+                match peer.write(&sent[written..]) {
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            } else if !shut {
+                peer.shutdown(std::net::Shutdown::Write)?;
+                shut = true;
+            }
+            util::run_iterations(&mut map, 1);
+            match peer.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        assert_eq!(received.len(), sent.len(), "{backend}: every byte echoed");
+        assert!(received == sent, "{backend}: in order");
+        assert!(*closed.borrow(), "{backend}: handle_close after the queue went out");
+    }
+    Ok(())
+}
+
+/// Answers its one request with pushed bytes and a producer's, larger than
+/// the socket takes at once; optionally then `close_when_done`.
+struct Replier {
+    reply: Vec<u8>,
+    close_when_done: bool,
+    closed: Rc<RefCell<bool>>,
+}
+
+impl ChatHandler for Replier {
+    fn found_terminator(&mut self, chat: &mut AsyncChat, _: &mut Ctx<'_>) -> io::Result<()> {
+        chat.take_incoming();
+        let (head, tail) = self.reply.split_at(self.reply.len() / 3);
+        chat.push(head)?;
+        chat.push_with_producer(rolecore::chat::SimpleProducer::new(tail[..tail.len() / 2].to_vec(), 4096))?;
+        chat.push(&tail[tail.len() / 2..])?;
+        if self.close_when_done {
+            chat.close_when_done();
+        }
+        Ok(())
+    }
+    fn handle_close(&mut self, _: &mut AsyncChat, _: &mut Ctx<'_>) {
+        *self.closed.borrow_mut() = true;
+    }
+}
+
+/// What an `AsyncChat` queued (pushes and a producer's chunks) reaches a
+/// peer that half-closed right after its request, in order and whole,
+/// before `handle_close`; with `close_when_done` too.
+#[test]
+fn a_chats_pushes_and_producer_reach_a_peer_that_half_closed() -> io::Result<()> {
+    for backend in util::backends() {
+        for close_when_done in [false, true] {
+            let ctx = format!("{backend}, close_when_done {close_when_done}");
+            let (ours, mut peer) = pair()?;
+            let reply: Vec<u8> = (0..900_000u32).map(|i| (i % 253) as u8).collect();
+            let closed = Rc::new(RefCell::new(false));
+            let mut chat = AsyncChat::new(ours, Terminator::LF);
+            chat.set_watermarks(usize::MAX, usize::MAX);
+            let mut map = util::map(backend);
+            let replier = Replier { reply: reply.clone(), close_when_done, closed: closed.clone() };
+            map.insert(chat, replier)?;
+            peer.write_all(b"go\n")?;
+            peer.shutdown(std::net::Shutdown::Write)?;
+            peer.set_nonblocking(true)?;
+            let mut received = Vec::new();
+            let mut buf = vec![0; 64 * 1024];
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                util::run_iterations(&mut map, 1);
+                match peer.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => received.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            assert_eq!(received.len(), reply.len(), "{ctx}: every queued byte");
+            assert!(received == reply, "{ctx}: in order");
+            assert!(util::run_until(&mut map, |_| *closed.borrow()), "{ctx}: handle_close after");
+        }
+    }
+    Ok(())
+}
+
+/// TLS: plaintext decrypted above the socket and not yet read.
+#[cfg(feature = "tls")]
+mod tls {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::thread;
+
+    use rolecore::tls::{Handshaking, rustls};
+    use rolecore::{AcceptHandler, Address, Map};
+
+    use super::tls_common::{cert, client_config, connect, roundtrip, server_config};
+    use super::*;
+
+    /// Echoes one byte per `handle_read`: a handler that takes less than a
+    /// TLS record at a time.
+    struct Sip;
+
+    impl StreamHandler<Buffered> for Sip {
+        fn handle_read(&mut self, ch: &mut Buffered, _: &mut Ctx<'_>) -> io::Result<()> {
+            let mut byte = [0; 1];
+            let n = ch.recv(&mut byte)?;
+            ch.send(&byte[..n])
+        }
+    }
+
+    struct Server(Arc<rustls::ServerConfig>);
+
+    impl AcceptHandler for Server {
+        fn handle_accepted(
+            &mut self,
+            conn: Channel<Connected>,
+            _: Address,
+            cx: &mut Ctx<'_>,
+        ) -> io::Result<()> {
+            cx.insert(Handshaking::server(Buffered::new(conn), self.0.clone())?, Sip)?;
+            Ok(())
+        }
+    }
+
+    fn run_with_client<R: Send + 'static>(map: &mut Map, client: impl FnOnce() -> R + Send + 'static) -> R {
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        let thread = thread::spawn(move || {
+            let result = client();
+            flag.store(true, Ordering::SeqCst);
+            result
+        });
+        assert!(util::run_until(map, |_| done.load(Ordering::SeqCst)), "the client did not finish");
+        thread.join().expect("the client panicked")
+    }
+
+    /// Every byte of a TLS record reaches a handler that reads it a byte at
+    /// a time while the peer waits for the answer (no later readiness of the
+    /// socket to wake it): plaintext held by the session is read on, not
+    /// left until the peer sends again.
+    #[test]
+    fn a_record_read_a_byte_at_a_time_is_read_whole_while_the_peer_waits() {
+        let cert = cert();
+        for backend in util::backends() {
+            let (listener, addr): (_, SocketAddr) = util::tcp_listener();
+            let mut map = util::map(backend);
+            map.insert(listener, Server(server_config(&cert, &[], &[]))).unwrap();
+            let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
+            let sent: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+            let expected = sent.clone();
+            let back = run_with_client(&mut map, move || {
+                let mut c = connect(addr, client).unwrap();
+                roundtrip(&mut c, &sent)
+            });
+            let back = back.unwrap_or_else(|e| panic!("{backend}: the echo stalled: {e}"));
+            assert!(back == expected, "{backend}: every byte back, in order");
+        }
+    }
+
+    /// Plaintext that arrives in the same batch as the peer's
+    /// `close_notify` and its FIN is all read before `handle_close`, and
+    /// its echo, queued then, all reaches the peer, before our own
+    /// `close_notify`.
+    #[test]
+    fn plaintext_with_close_notify_is_read_and_answered_whole() {
+        let cert = cert();
+        for backend in util::backends() {
+            let (listener, addr): (_, SocketAddr) = util::tcp_listener();
+            let mut map = util::map(backend);
+            map.insert(listener, Server(server_config(&cert, &[], &[]))).unwrap();
+            let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
+            let sent: Vec<u8> = (0..3000u32).map(|i| (i % 249) as u8).collect();
+            let expected = sent.clone();
+            let back = run_with_client(&mut map, move || -> io::Result<Vec<u8>> {
+                let mut c = connect(addr, client)?;
+                c.conn.writer().write_all(&sent)?;
+                c.conn.send_close_notify();
+                let mut batch = Vec::new();
+                while c.conn.wants_write() {
+                    c.conn.write_tls(&mut batch)?;
+                }
+                c.sock.write_all(&batch)?;
+                c.sock.shutdown(std::net::Shutdown::Write)?;
+                let mut back = Vec::new();
+                let mut buf = [0; 4096];
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) => return Ok(back),
+                        Ok(n) => back.extend_from_slice(&buf[..n]),
+                        Err(e) => {
+                            return Err(io::Error::new(e.kind(), format!("after {} bytes: {e}", back.len())));
+                        }
+                    }
+                }
+            });
+            let back = back.unwrap_or_else(|e| panic!("{backend}: {e}"));
+            assert!(
+                back == expected,
+                "{backend}: every byte back, then close_notify ({} of {})",
+                back.len(),
+                expected.len()
+            );
+        }
+    }
+
+    /// Reads 10 bytes, then pauses itself (`readable()` false) until the
+    /// program lets it read again.
+    struct Pausing(Rc<std::cell::Cell<bool>>);
+
+    impl StreamHandler<Buffered> for Pausing {
+        fn readable(&self, _: &Buffered) -> bool {
+            !self.0.get()
+        }
+        fn handle_read(&mut self, ch: &mut Buffered, _: &mut Ctx<'_>) -> io::Result<()> {
+            let mut buf = [0; 10];
+            let n = ch.recv(&mut buf)?;
+            self.0.set(true);
+            ch.send(&buf[..n])
+        }
+    }
+
+    struct PausingServer(Arc<rustls::ServerConfig>, Rc<std::cell::Cell<bool>>);
+
+    impl AcceptHandler for PausingServer {
+        fn handle_accepted(
+            &mut self,
+            conn: Channel<Connected>,
+            _: Address,
+            cx: &mut Ctx<'_>,
+        ) -> io::Result<()> {
+            cx.insert(Handshaking::server(Buffered::new(conn), self.0.clone())?, Pausing(self.1.clone()))?;
+            Ok(())
+        }
+    }
+
+    /// A TLS handler that paused itself (`readable()` false) with
+    /// plaintext still held by the session, and is let read again from
+    /// outside its own wake-ups (`refresh_all`, `update`, a `stream_mut`
+    /// guard), reads that plaintext at once: the socket will not report it,
+    /// and a peer that waits for the answer sends nothing more.
+    #[test]
+    fn a_paused_tls_handler_let_read_again_from_outside_reads_the_held_plaintext() {
+        let cert = cert();
+        for backend in util::backends() {
+            let (listener, addr): (_, SocketAddr) = util::tcp_listener();
+            let paused = Rc::new(std::cell::Cell::new(false));
+            let mut map = util::map(backend);
+            map.insert(listener, PausingServer(server_config(&cert, &[], &[]), paused.clone())).unwrap();
+            let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
+            let sent: Vec<u8> = (0..100u8).collect();
+            let expected = sent.clone();
+            let done = Arc::new(AtomicBool::new(false));
+            let flag = done.clone();
+            let thread = thread::spawn(move || {
+                let result = connect(addr, client).and_then(|mut c| roundtrip(&mut c, &sent));
+                flag.store(true, Ordering::SeqCst);
+                result
+            });
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+            while !done.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                util::run_iterations(&mut map, 1);
+                if paused.get() {
+                    paused.set(false);
+                    map.refresh_all();
+                }
+            }
+            let back = thread.join().expect("the client panicked");
+            let back = back.unwrap_or_else(|e| panic!("{backend}: the echo stalled: {e}"));
+            assert!(back == expected, "{backend}: every byte back");
+        }
+    }
+}
