@@ -60,7 +60,18 @@ const LAYERS: &[(u8, &[&str])] = &[
         ],
     ),
     (3, &["channel", "channel::adopt", "channel::socket", "channel::file", "channel::datagram"]),
-    (4, &["map", "map::entry", "map::ctx", "map::registry", "map::slot"]),
+    (
+        4,
+        &[
+            "map",
+            "map::entry",
+            "map::ctx",
+            "map::registry",
+            "map::registry::wait",
+            "map::registry::shutdown",
+            "map::slot",
+        ],
+    ),
     (
         5,
         &[

@@ -10,7 +10,8 @@
 //! [`Ctx`] every callback receives, without disturbing the loop's iteration.
 //!
 //! The map core is four files: `entry.rs` (what the map stores, and what
-//! may join it), `registry.rs` (the slots, the poller, the timers),
+//! may join it), `registry/` (the slots, the poller, the timers; its wait
+//! and a graceful shutdown in files of their own),
 //! `ctx.rs` (what a callback reaches) and this one (the public [`Map`]).
 //! The first three need each other — an entry's callbacks take a `Ctx`, a
 //! `Ctx` changes the registry, the registry runs entries — and are the one

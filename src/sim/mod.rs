@@ -281,10 +281,8 @@ impl Sim {
         self.clock.elapsed()
     }
 
-    /// Moves virtual time forward by `by`, as a step of the run would
-    /// (before [`run`](Self::run), to start from a later time). Time stops
-    /// at the last instant an [`Instant`] can hold: `Duration::MAX` moves
-    /// the clock to the end of time, where everything due comes due.
+    /// Moves virtual time forward by `by`, as a run's step would (before
+    /// [`run`](Self::run), to start later), up to the last [`Instant`] there is.
     pub fn advance(&mut self, by: Duration) {
         self.clock.advance(by);
         self.log(Line::Time { by, t: self.clock.elapsed() });

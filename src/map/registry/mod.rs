@@ -1,30 +1,33 @@
 //! Layer 4: the registry — the slots that hold the channels, the poller
 //! that watches them, the timers — and everything that changes it: insert,
-//! take out for a callback and put back, rewatch, close. What a [`Ctx`]
-//! changes from inside a callback goes through here.
+//! take out for a callback and put back, rewatch, close. What a
+//! [`Ctx`](super::Ctx) changes from inside a callback goes through here.
+//! Its wait (`wait.rs`) and a graceful shutdown (`shutdown.rs`) live
+//! beside it.
+
+mod shutdown;
+mod wait;
 
 use std::any::Any;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
-use super::ctx::Ctx;
 use super::entry::{Entry, InsertError, Register, Resume};
 use super::slot::{ALWAYS_READY, DAEMON, LISTENER, Slot};
-use crate::clock::{Clock, saturating_add};
-use crate::poller::{Backend, Events, Poller, Source, Watched};
-use crate::readiness::{Interest, Readiness};
+use crate::clock::Clock;
+use crate::poller::{Backend, Poller, Watched};
+use crate::readiness::Interest;
 use crate::report::{Level, log_info};
 use crate::seal::Seal;
 use crate::timer::Timers;
 use crate::token::{Token, next_map_id};
-use crate::trace::{Joined, Recorder, SharedTrace, Traced};
+use crate::trace::{Recorder, SharedTrace, Traced};
 
 // One slot per descriptor number, idle or not: see `Slot`.
 static_assertions::const_assert!(std::mem::size_of::<Slot<dyn Entry>>() <= 24);
 
-/// The table and the poller: what a [`Ctx`] needs to change the map from
+/// The table and the poller: what a [`Ctx`](super::Ctx) needs to change the map from
 /// inside a callback.
 pub(crate) struct Registry {
     /// This map's id: in every token it issues, checked on every lookup.
@@ -479,55 +482,6 @@ impl Registry {
         self.slot_mut(token)?.entry_mut()
     }
 
-    /// Starts a graceful shutdown (or brings one forward): closes the
-    /// listeners now, and says whether one of their `handle_close` asked to
-    /// stop the loop.
-    pub(crate) fn begin_shutdown(&mut self, grace: Duration) -> bool {
-        let now = self.clock.now();
-        let at = saturating_add(now, grace);
-        // Listeners go at once: a shutdown in the past closes them now.
-        self.shutdown = Some(self.shutdown.map_or(at, |old| old.min(at)));
-        self.late_listener = false;
-        let stop = self.close_where(|entry| entry.joined() == Joined::Listening);
-        if self.len == 0 {
-            // Nothing was left but listeners: the shutdown is over already.
-            self.shutdown = None;
-        }
-        stop
-    }
-
-    /// Closes every channel `which` picks, calling its `shut`, and says
-    /// whether one of them stopped the loop.
-    ///
-    /// The channels are picked first, then closed, so what their callbacks
-    /// insert is not closed on the way at the whim of its descriptor number;
-    /// it is picked by the next pass, up to [`CLOSE_PASSES`] in all (a
-    /// handler that opens a channel whenever one closes cannot hold the loop
-    /// here forever).
-    pub(crate) fn close_where(&mut self, which: impl Fn(&dyn Entry) -> bool) -> bool {
-        let mut stop = false;
-        for _ in 0..CLOSE_PASSES {
-            let picked = self.in_turn(|slot| !slot.has(DAEMON) && slot.entry().is_some_and(&which));
-            if picked.is_empty() {
-                break;
-            }
-            for token in picked {
-                // An earlier one's callback may have closed it.
-                let Some((mut entry, _)) = self.take(token) else { continue };
-                let mut cx = Ctx::new(self, token);
-                // Under the panic guard, as every callback: a panic here
-                // would leave the slot busy with no entry, counted forever.
-                let shut = std::panic::catch_unwind(AssertUnwindSafe(|| entry.shut(&mut cx)));
-                stop |= cx.end();
-                match shut {
-                    Ok(()) => self.discard(token, entry),
-                    Err(payload) => self.panicked(token, entry, payload),
-                }
-            }
-        }
-        stop
-    }
-
     /// The channels whose slot `pick` picks, in the order the loop serves
     /// them one after another: by slot, or in a simulation's map the order
     /// they joined (see `joined`).
@@ -583,107 +537,7 @@ impl Registry {
         self.poller = poller;
         Ok(())
     }
-
-    /// Waits for readiness, up to `timeout` and no later than the next
-    /// deadline, and adds what was ready to `events`.
-    #[inline(always)]
-    pub(crate) fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        // The common case, inlined into the loop: epoll, which reads no list
-        // of sources; no file to report ready, no deadline to wake for
-        // (with no timer armed the heap is empty: `Timers::forget_stale`),
-        // no registration to rebuild.
-        if self.poller.keeps_registrations()
-            && !self.orphans
-            && self.always_ready == 0
-            && self.held_input.is_empty()
-            && self.timers.is_empty()
-            && self.shutdown.is_none()
-        {
-            return self.poller.wait(std::iter::empty(), events, timeout);
-        }
-        self.wait_for_all(events, timeout)
-    }
-
-    /// [`wait`](Self::wait) in every case.
-    #[inline(never)]
-    fn wait_for_all(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        if self.orphans {
-            self.rebuild_registrations();
-        }
-        // Timers the last round of expiries armed already due: the wait
-        // ends at once for them.
-        self.timers.requeue_deferred();
-        // A regular file that wants something is ready now: do not sleep. One
-        // that wants nothing must not turn the wait into a busy loop.
-        let files_ready = self.always_ready > 0
-            && self.slots.iter().any(|s| s.always_ready() && s.is_occupied() && !s.interest.is_empty());
-        let held = !self.held_input.is_empty();
-        let timeout = if files_ready || held { Some(Duration::ZERO) } else { timeout };
-        let next_wake = match (self.timers.next_wake(), self.shutdown) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let timeout = match next_wake {
-            Some(at) => {
-                let until = at.saturating_duration_since(self.clock.now());
-                Some(timeout.map_or(until, |t| t.min(until)))
-            }
-            None => timeout,
-        };
-        let (slots, id) = (&self.slots, self.id);
-        let sources = slots.iter().enumerate().filter(|(_, s)| !s.always_ready()).filter_map(|(i, s)| {
-            let entry = s.entry()?;
-            let key = Token::new(i as u32, s.generation, id).key();
-            Some(Source { fd: entry.fd(), key, interest: s.interest })
-        });
-        self.poller.wait(sources, events, timeout)?;
-        if held {
-            for token in std::mem::take(&mut self.held_input) {
-                if self.slot(token).is_some_and(|s| s.interest.is_readable()) {
-                    events.push((token.key(), Readiness::READABLE));
-                }
-            }
-        }
-        if files_ready {
-            for (i, s) in self.slots.iter().enumerate().filter(|(_, s)| s.always_ready() && s.is_occupied()) {
-                let mut r = Readiness::EMPTY;
-                if s.interest.is_readable() {
-                    r |= Readiness::READABLE;
-                }
-                if s.interest.is_writable() {
-                    r |= Readiness::WRITABLE;
-                }
-                if !r.is_empty() {
-                    events.push((Token::new(i as u32, s.generation, self.id).key(), r));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The grace period of a shutdown in progress is over at `now`: closes
-    /// everyone still here. Before that, closes the listeners that joined
-    /// the map during the grace, so that none is watched. Returns whether
-    /// one of them asked to stop.
-    pub(crate) fn end_shutdown(&mut self, now: Instant) -> bool {
-        match self.shutdown {
-            Some(deadline) if now >= deadline => {
-                self.shutdown = None;
-                self.late_listener = false;
-                self.close_where(|_| true)
-            }
-            Some(_) if self.late_listener => {
-                self.late_listener = false;
-                self.close_where(|entry| entry.joined() == Joined::Listening)
-            }
-            _ => false,
-        }
-    }
 }
-
-/// How many times `close_where` looks again for channels to close that the
-/// closing ones' callbacks opened.
-const CLOSE_PASSES: usize = 3;
 
 /// A map that traces (the simulation's) records the entry's joining, and
 /// wraps it in one that records its callbacks. Once per insert; a map that

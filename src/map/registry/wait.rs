@@ -1,0 +1,90 @@
+//! Layer 4: the registry's wait — what the poller is asked to watch, for
+//! how long (the next deadline, a shutdown's end), and the readiness the
+//! map adds itself (regular files, input held above the socket).
+
+use std::io;
+use std::time::Duration;
+
+use super::Registry;
+use crate::poller::{Events, Source};
+use crate::readiness::Readiness;
+use crate::token::Token;
+
+impl Registry {
+    /// Waits for readiness, up to `timeout` and no later than the next
+    /// deadline, and adds what was ready to `events`.
+    #[inline(always)]
+    pub(crate) fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        // The common case, inlined into the loop: epoll, which reads no list
+        // of sources; no file to report ready, no deadline to wake for
+        // (with no timer armed the heap is empty: `Timers::forget_stale`),
+        // no registration to rebuild.
+        if self.poller.keeps_registrations()
+            && !self.orphans
+            && self.always_ready == 0
+            && self.held_input.is_empty()
+            && self.timers.is_empty()
+            && self.shutdown.is_none()
+        {
+            return self.poller.wait(std::iter::empty(), events, timeout);
+        }
+        self.wait_for_all(events, timeout)
+    }
+
+    /// [`wait`](Self::wait) in every case.
+    #[inline(never)]
+    fn wait_for_all(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        if self.orphans {
+            self.rebuild_registrations();
+        }
+        // Timers the last round of expiries armed already due: the wait
+        // ends at once for them.
+        self.timers.requeue_deferred();
+        // A regular file that wants something is ready now: do not sleep. One
+        // that wants nothing must not turn the wait into a busy loop.
+        let files_ready = self.always_ready > 0
+            && self.slots.iter().any(|s| s.always_ready() && s.is_occupied() && !s.interest.is_empty());
+        let held = !self.held_input.is_empty();
+        let timeout = if files_ready || held { Some(Duration::ZERO) } else { timeout };
+        let next_wake = match (self.timers.next_wake(), self.shutdown) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = match next_wake {
+            Some(at) => {
+                let until = at.saturating_duration_since(self.clock.now());
+                Some(timeout.map_or(until, |t| t.min(until)))
+            }
+            None => timeout,
+        };
+        let (slots, id) = (&self.slots, self.id);
+        let sources = slots.iter().enumerate().filter(|(_, s)| !s.always_ready()).filter_map(|(i, s)| {
+            let entry = s.entry()?;
+            let key = Token::new(i as u32, s.generation, id).key();
+            Some(Source { fd: entry.fd(), key, interest: s.interest })
+        });
+        self.poller.wait(sources, events, timeout)?;
+        if held {
+            for token in std::mem::take(&mut self.held_input) {
+                if self.slot(token).is_some_and(|s| s.interest.is_readable()) {
+                    events.push((token.key(), Readiness::READABLE));
+                }
+            }
+        }
+        if files_ready {
+            for (i, s) in self.slots.iter().enumerate().filter(|(_, s)| s.always_ready() && s.is_occupied()) {
+                let mut r = Readiness::EMPTY;
+                if s.interest.is_readable() {
+                    r |= Readiness::READABLE;
+                }
+                if s.interest.is_writable() {
+                    r |= Readiness::WRITABLE;
+                }
+                if !r.is_empty() {
+                    events.push((Token::new(i as u32, s.generation, self.id).key(), r));
+                }
+            }
+        }
+        Ok(())
+    }
+}
