@@ -243,8 +243,11 @@ mod tests {
             store: Shared::default(),
             connections: Connections::new(256 << 20),
             idle_timeout: None,
-            mid_request: false,
+            extended: false,
+            queued_at_deadline: 0,
             record: Vec::new(),
+            input: InputBudget::new(256 << 20),
+            charged: 0,
             out: Vec::new(),
         };
         let mut map = rolecore::Map::new().unwrap();
