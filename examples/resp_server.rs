@@ -155,16 +155,9 @@ mod tests {
         failure.map_or(Ok(commands), Err)
     }
 
-    /// A connection that answered a 4 MiB `SET` and `GET` keeps no buffer
-    /// of that size once it is idle; and an `MGET` whose reply would pass
-    /// the output limit is refused without building it.
-    #[test]
-    fn an_idle_connection_gives_its_buffers_back() {
-        use std::io::{Read, Write};
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-        theirs.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        theirs.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-        let max_bulk = 8 << 20;
+    /// One client's chat and connection, as the server makes them (no idle
+    /// timeout; bulks up to `max_bulk`).
+    fn connection(ours: std::os::unix::net::UnixStream, max_bulk: usize) -> (AsyncChat, RespConnection) {
         let parser = RespParser::new(max_bulk);
         let mut chat = AsyncChat::new(Channel::try_from(ours).unwrap(), parser.terminator());
         chat.set_max_record(MAX_LINE);
@@ -181,6 +174,20 @@ mod tests {
             charged: 0,
             out: Vec::new(),
         };
+        (chat, connection)
+    }
+
+    /// A connection that answered a 4 MiB `SET` and `GET` keeps no buffer
+    /// of that size once it is idle; and an `MGET` whose reply would pass
+    /// the output limit is refused without building it.
+    #[test]
+    fn an_idle_connection_gives_its_buffers_back() {
+        use std::io::{Read, Write};
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        theirs.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        theirs.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        let max_bulk = 8 << 20;
+        let (chat, connection) = connection(ours, max_bulk);
         let mut map = rolecore::Map::new().unwrap();
         let token = map.insert(chat, connection).unwrap();
 
@@ -234,22 +241,7 @@ mod tests {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         theirs.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let max_bulk = 1 << 20;
-        let parser = RespParser::new(max_bulk);
-        let mut chat = AsyncChat::new(Channel::try_from(ours).unwrap(), parser.terminator());
-        chat.set_max_record(MAX_LINE);
-        chat.set_output_limit(output_limit(max_bulk));
-        let connection = RespConnection {
-            parser,
-            store: Shared::default(),
-            connections: Connections::new(256 << 20),
-            idle_timeout: None,
-            extended: false,
-            queued_at_deadline: 0,
-            record: Vec::new(),
-            input: InputBudget::new(256 << 20),
-            charged: 0,
-            out: Vec::new(),
-        };
+        let (chat, connection) = connection(ours, max_bulk);
         let mut map = rolecore::Map::new().unwrap();
         let token = map.insert(chat, connection).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);

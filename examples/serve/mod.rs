@@ -13,6 +13,8 @@
 mod cli;
 mod connections;
 
+mod stale_socket;
+use stale_socket::remove_stale_socket;
 use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -135,29 +137,6 @@ fn serve<H: AcceptHandler>(
             .try_for_each(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("a loop panicked"))));
         setup.and(ran)
     })
-}
-
-/// Removes the socket file at `path` if it is stale: a socket that nothing
-/// listens on (a connect is refused), left by an earlier run. A regular
-/// file, or the socket of a server still listening there, is left alone
-/// (the bind then fails): removing it lost the file, or left that server
-/// running where no client could reach it.
-fn remove_stale_socket(path: &std::path::Path) {
-    use std::os::unix::fs::FileTypeExt;
-    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
-    if !is_socket {
-        return;
-    }
-    // rolecore's connect does not block: a live server's full backlog does
-    // not stall the start.
-    let addr = rolecore::Address::Unix(rolecore::UnixAddress::Path(path.to_path_buf()));
-    let refused = rolecore::Channel::for_address(&addr).is_ok_and(|fresh| match fresh.connect(&addr) {
-        Ok(_) => false,
-        Err(e) => std::io::Error::from(e).kind() == std::io::ErrorKind::ConnectionRefused,
-    });
-    if refused {
-        let _ = std::fs::remove_file(path);
-    }
 }
 
 fn listener(addr: &Address, share: bool) -> io::Result<Channel<Listening>> {

@@ -288,10 +288,9 @@ mod tests {
 
     const MICRO: Duration = Duration::from_micros(1);
 
-    /// A listener in a map with `deadline_in` as its handler's own
-    /// deadline, whose first accept fails for want of descriptors (a 50 ms
-    /// pause). Returns the map, the log and the listener's token.
-    fn paused_with_a_deadline(deadline_in: Duration) -> (Sim, Rc<RefCell<Vec<&'static str>>>, End) {
+    /// A simulation's map with an in-memory listener whose handler logs;
+    /// returns the map, the log, the listener's in-memory id and its token.
+    fn counting_listener() -> (Sim, Rc<RefCell<Vec<&'static str>>>, u16, crate::Token) {
         let mut sim = Sim::from_bytes(&[], SimConfig::default()).unwrap();
         let listener = memory::listener(64).unwrap();
         let id = listener.id();
@@ -299,6 +298,14 @@ mod tests {
         let log = Rc::new(RefCell::new(Vec::new()));
         let channel: Channel<Listening> = wrap_memory(fd, listener);
         let token = sim.map().insert(channel, Counting(log.clone())).unwrap();
+        (sim, log, id, token)
+    }
+
+    /// A listener in a map with `deadline_in` as its handler's own
+    /// deadline, whose first accept fails for want of descriptors (a 50 ms
+    /// pause). Returns the map, the log and the listener's token.
+    fn paused_with_a_deadline(deadline_in: Duration) -> (Sim, Rc<RefCell<Vec<&'static str>>>, End) {
+        let (mut sim, log, id, token) = counting_listener();
         let at = sim.now() + deadline_in;
         assert!(sim.map().set_deadline(token, Some(at)));
         memory::exhaust(id, 1);
@@ -353,13 +360,7 @@ mod tests {
     /// makes the next pause 50 ms again.
     #[test]
     fn the_exhaustion_backoff_doubles_from_50_ms_up_to_1_s_and_resets_after_an_accept() {
-        let mut sim = Sim::from_bytes(&[], SimConfig::default()).unwrap();
-        let listener = memory::listener(64).unwrap();
-        let id = listener.id();
-        let fd = memory::descriptor_for(&listener).unwrap();
-        let log = Rc::new(RefCell::new(Vec::new()));
-        let channel: Channel<Listening> = wrap_memory(fd, listener);
-        let token = sim.map().insert(channel, Counting(log.clone())).unwrap();
+        let (mut sim, log, id, token) = counting_listener();
         let sizes = crate::memory::Sizes { cap: [64; 2], chunk: [64; 2] };
         let mut clients: Vec<End> = Vec::new();
         let attempts = |log: &Rc<RefCell<Vec<&'static str>>>| log.borrow().len();
