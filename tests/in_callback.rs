@@ -175,6 +175,36 @@ fn an_uncaught_panic_in_a_shutdowns_handle_close_leaves_the_map_coherent() {
     }
 }
 
+/// Without `catch_panics`, a `handle_close` that panics at the end of a
+/// shutdown's grace does not end the shutdown for the channels not closed
+/// yet: the next run of the loop closes them at once, each with its
+/// `handle_close`, instead of leaving them open with no shutdown under way.
+#[test]
+fn the_channels_left_by_an_uncaught_panic_at_the_end_of_the_grace_close_on_the_next_run() {
+    let _fds = shared();
+    for backend in backends() {
+        let log = Log::default();
+        let mut m = map(backend);
+        // The map closes in descriptor order: the one that panics comes
+        // first, so the others are still open when the panic unwinds.
+        let bad = Scripted::new("bad", &log).on_close(|_| panic!("handle_close panics (on purpose)"));
+        let (bad, _bad_peer) = stream(&mut m, bad, b"");
+        let (first, mut first_peer) = stream(&mut m, Scripted::new("first", &log), b"");
+        let (second, mut second_peer) = stream(&mut m, Scripted::new("second", &log), b"");
+        m.shutdown(Duration::ZERO);
+        let options = LoopOptions::new().timeout(Duration::from_millis(10)).count(1);
+        let ran = catch_unwind(AssertUnwindSafe(|| m.run(options)));
+        assert!(ran.is_err(), "{backend}: the panic reaches the caller");
+        assert!(!m.contains(bad), "{backend}");
+        let open = [first, second].iter().filter(|&&t| m.contains(t)).count();
+        assert!(open > 0, "{backend}: nothing was left open to test ({:?})", log.events());
+        m.run(LoopOptions::new().timeout(Duration::from_millis(10)).count(1)).unwrap();
+        assert!(m.is_empty(), "{backend}: left open after the panic: {:?}", log.events());
+        assert_eq!(log.count("first:close") + log.count("second:close"), 2, "{backend}: {:?}", log.events());
+        assert!(sees_eof(&mut first_peer) && sees_eof(&mut second_peer), "{backend}");
+    }
+}
+
 /// A shutdown started from one channel's callback closes the listeners
 /// from inside that callback: a listener whose `handle_close` panics there
 /// is the one closed (with `catch_panics`), not the channel that started

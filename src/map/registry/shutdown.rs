@@ -73,9 +73,14 @@ impl Registry {
     pub(crate) fn end_shutdown(&mut self, now: Instant) -> bool {
         match self.shutdown {
             Some(deadline) if now >= deadline => {
+                // The shutdown stays under way while its last channels
+                // close: a `handle_close` whose panic reaches the caller
+                // leaves the others to the next iteration, which closes
+                // them at once, instead of open with the shutdown over.
+                let stop = self.close_where(|_| true);
                 self.shutdown = None;
                 self.late_listener = false;
-                self.close_where(|_| true)
+                stop
             }
             Some(_) if self.late_listener => {
                 self.late_listener = false;
