@@ -571,6 +571,7 @@ queued_transport!(
     queued: |b| b.queued() > 0,
     send: |b| b.initiate_send(),
     backlogged: |b| b.output.as_ref().is_some_and(|o| o.watermarks.backlogged),
+    held_input: |_b| false,
 );
 
 #[cfg(test)]

@@ -151,15 +151,17 @@ impl Pending for Channel<Connecting> {
 /// `channel` field and state that moves unchanged when the connect
 /// completes (`Buffered`, `AsyncChat`): written once, here.
 ///
-/// `queued_transport!(Type { rest, fields }, queued: |t| .., send: |t| .., backlogged: |t| ..)`
-/// gives `Type<Connected>`'s `has_queued_output`, `send_queued` and
-/// `is_backlogged`.
+/// `queued_transport!(Type { rest, fields }, queued: |t| .., send: |t| .., backlogged: |t| .., held_input: |t| ..)`
+/// gives `Type<Connected>`'s `has_queued_output`, `send_queued`,
+/// `is_backlogged`, and the input it holds above the session's that the
+/// loop hands over without a readiness report (`has_buffered_input`).
 macro_rules! queued_transport {
     (
         $ty:ident { $($rest:ident),+ },
         queued: |$q:ident| $queued:expr,
         send: |$s:ident| $send:expr,
-        backlogged: |$b:ident| $backlogged:expr $(,)?
+        backlogged: |$b:ident| $backlogged:expr,
+        held_input: |$h:ident| $held:expr $(,)?
     ) => {
         impl $crate::transport::sealed::Sealed for $ty<$crate::channel::Connected> {}
         impl $crate::transport::sealed::Sealed for $ty<$crate::channel::Connecting> {}
@@ -194,7 +196,8 @@ macro_rules! queued_transport {
             }
             #[inline]
             fn has_buffered_input(&self) -> bool {
-                self.tls.has_buffered_input()
+                let $h = self;
+                $held || $h.tls.has_buffered_input()
             }
             #[inline]
             fn closing(&mut self) {

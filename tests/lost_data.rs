@@ -94,6 +94,32 @@ fn records_kept_back_by_a_failed_callback_are_delivered_before_handle_close() ->
     Ok(())
 }
 
+/// Records kept back by a failed callback are split without waiting for
+/// more input: a peer that sent three requests at once and awaits the
+/// replies, its side still open, gets all three handled, not one.
+#[test]
+fn records_kept_back_by_a_failed_callback_are_delivered_while_the_peer_stays_open() -> io::Result<()> {
+    for backend in util::backends() {
+        for in_buffer in [2, 64 * 1024] {
+            let (ours, mut peer) = pair()?;
+            peer.write_all(b"a\nb\nc\n")?;
+            let seen = Rc::new(RefCell::new(Seen::default()));
+            let mut chat = AsyncChat::new(ours, Terminator::LF);
+            chat.set_in_buffer_size(in_buffer);
+            let mut map = util::map(backend);
+            map.insert(chat, Collector { seen: seen.clone(), fail_first: true })?;
+            let all = util::run_until(&mut map, |_| seen.borrow().records.len() == 3);
+            let seen = seen.borrow();
+            assert!(all, "{backend}, reads of {in_buffer}: records {:?}", seen.records);
+            assert_eq!(seen.records, [&b"a"[..], b"b", b"c"], "{backend}, reads of {in_buffer}");
+            assert_eq!(seen.errors, 1, "{backend}");
+            assert!(!seen.closed, "{backend}: the peer is still there");
+            drop(peer);
+        }
+    }
+    Ok(())
+}
+
 /// A record split exactly at `max_record`, a count terminator split across
 /// reads, and a terminator changed inside `found_terminator` mid-buffer:
 /// every byte between the terminators reaches the handler, in order.

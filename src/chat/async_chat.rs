@@ -61,6 +61,10 @@ pub(super) struct Input {
     /// Input held back between reads: a partial terminator, or what was left
     /// when a callback failed.
     pub(super) held: Vec<u8>,
+    /// `held` is what was left when a callback failed: bytes no split has
+    /// looked at, maybe whole records, which the loop hands over without
+    /// waiting for the peer to send more.
+    pub(super) unexamined: bool,
     /// The default collector's record so far (asynchat's `incoming`).
     pub(super) incoming: Vec<u8>,
     pub(super) record_len: usize,
@@ -78,6 +82,7 @@ impl<R: Role> AsyncChat<R> {
             input: Input {
                 terminator,
                 held: Vec::new(),
+                unexamined: false,
                 incoming: Vec::new(),
                 record_len: 0,
                 skipping: false,
@@ -392,4 +397,5 @@ queued_transport!(
     queued: |c| c.has_output(),
     send: |c| c.initiate_send(),
     backlogged: |c| c.output.watermarks.backlogged,
+    held_input: |c| c.input.unexamined && !c.input.held.is_empty(),
 );

@@ -196,6 +196,9 @@ impl AsyncChat<Connected> {
     /// Reads once and runs the terminator engine over what arrived, calling
     /// the handler's `collect_incoming_data` and `found_terminator`.
     fn read_records<H: ChatHandler>(&mut self, handler: &mut H, cx: &mut Ctx<'_>) -> io::Result<()> {
+        if self.input.unexamined {
+            return self.split_unexamined(handler, cx);
+        }
         let mut scratch = cx.take_scratch(self.input.in_buffer_size);
         let result = match self.tls.recv(&mut self.channel, &mut scratch[..self.input.in_buffer_size]) {
             // The end: the loop calls handle_close, after what was held.
@@ -203,6 +206,7 @@ impl AsyncChat<Connected> {
             Ok(0) => self.end_of_input(handler, cx),
             Ok(n) if self.input.held.is_empty() => self.split_records(&scratch[..n], handler, cx),
             Ok(n) => {
+                self.input.unexamined = false;
                 let mut joined = std::mem::take(&mut self.input.held);
                 joined.extend_from_slice(&scratch[..n]);
                 self.split_records(&joined, handler, cx)
@@ -213,14 +217,33 @@ impl AsyncChat<Connected> {
         result
     }
 
+    /// Input a failed callback left unexamined, split before anything more
+    /// is read: records the peer sent all at once are not held until it
+    /// sends again (which a peer awaiting its replies never does).
+    #[cold]
+    #[inline(never)]
+    fn split_unexamined<H: ChatHandler>(&mut self, handler: &mut H, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.input.unexamined = false;
+        let held = std::mem::take(&mut self.input.held);
+        self.split_records(&held, handler, cx)
+    }
+
     /// The peer's end of stream with input held back: records kept when a
     /// callback failed are split now, before `handle_close`, or they would
     /// be lost. A partial terminator still held stays uncollected (P16).
     #[cold]
     #[inline(never)]
     fn end_of_input<H: ChatHandler>(&mut self, handler: &mut H, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.input.unexamined = false;
         let held = std::mem::take(&mut self.input.held);
         self.split_records(&held, handler, cx)
+    }
+
+    /// A callback failed before the split got to `rest`: kept for the
+    /// handler, if it survives its error, to be split without new input.
+    fn hold_unexamined(&mut self, rest: &[u8]) {
+        self.input.held.extend_from_slice(rest);
+        self.input.unexamined = true;
     }
 
     fn split_records<H: ChatHandler>(
@@ -251,13 +274,13 @@ impl AsyncChat<Connected> {
                 self.input.terminator = Terminator::None;
                 self.input.record_len += want;
                 if let Err(e) = handler.collect_incoming_data(data, self) {
-                    self.input.held.extend_from_slice(after);
+                    self.hold_unexamined(after);
                     return Err(e);
                 }
                 rest = after;
                 self.input.record_len = 0;
                 if let Err(e) = handler.found_terminator(self, cx) {
-                    self.input.held.extend_from_slice(rest);
+                    self.hold_unexamined(rest);
                     return Err(e);
                 }
                 continue;
@@ -283,7 +306,7 @@ impl AsyncChat<Connected> {
                 self.input.record_len = 0;
                 self.input.skipping = true;
                 if let Err(e) = handler.handle_record_too_long(self, cx) {
-                    self.input.held.extend_from_slice(rest);
+                    self.hold_unexamined(rest);
                     return Err(e);
                 }
                 continue; // the same bytes again, now skipped
@@ -291,7 +314,7 @@ impl AsyncChat<Connected> {
             if split.collect > 0 {
                 self.input.record_len += split.collect;
                 if let Err(e) = handler.collect_incoming_data(&rest[..split.collect], self) {
-                    self.input.held.extend_from_slice(&rest[split.collect..]);
+                    self.hold_unexamined(&rest[split.collect..]);
                     return Err(e);
                 }
             }
@@ -305,7 +328,7 @@ impl AsyncChat<Connected> {
                 if let Err(e) = handler.found_terminator(self, cx) {
                     // Keep what was not yet looked at: a handler that survives
                     // its error loses no input.
-                    self.input.held.extend_from_slice(rest);
+                    self.hold_unexamined(rest);
                     return Err(e);
                 }
             }
