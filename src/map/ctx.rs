@@ -85,10 +85,14 @@ impl<'a> Ctx<'a> {
         self.unmark.is_some()
     }
 
-    /// Closes another channel now (or this one, as [`close`](Self::close)).
-    /// Returns whether the token named a live channel: a second removal of
-    /// the same channel, its own included, answers false. Readiness already
-    /// collected for it is dropped. The one channel that cannot close now
+    /// Closes another channel now (or this one, as [`close`](Self::close)),
+    /// without its `handle_close`. Returns whether the token named a live
+    /// channel: a second removal of the same channel, its own included,
+    /// answers false. Readiness already collected for it is dropped, and so
+    /// is the output a [`Buffered`](crate::Buffered) or
+    /// [`AsyncChat`](crate::AsyncChat) still had queued (as with `close`):
+    /// to have it sent first, let the channel close itself when its queue
+    /// is empty (`AsyncChat::close_when_done`). The one channel that cannot close now
     /// is one whose callback is under way further up: a shutdown runs the
     /// listeners' `handle_close` inside the callback that started it, and
     /// if one removes that callback's channel, it closes as with `close`

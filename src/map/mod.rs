@@ -127,7 +127,11 @@ impl Map {
     }
 
     /// Closes and removes a channel, without calling its `handle_close`.
-    /// Returns whether the token named a live channel.
+    /// Returns whether the token named a live channel. Output a
+    /// [`Buffered`](crate::Buffered) or [`AsyncChat`](crate::AsyncChat)
+    /// still had queued is dropped with it: to have it sent first, let the
+    /// channel close itself when its queue is empty
+    /// (`AsyncChat::close_when_done`).
     pub fn remove(&mut self, token: Token) -> bool {
         self.registry.remove(token)
     }
