@@ -5,6 +5,7 @@
 use std::any::Any;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Instant;
 
 use crate::channel::{Channel, Observed, Role};
 use crate::error::is_disconnect;
@@ -42,6 +43,10 @@ pub(crate) trait Dispatch: 'static {
     /// which no readiness will report.
     fn has_buffered_input(&self) -> bool {
         false
+    }
+    /// See [`Entry::deadline_set`].
+    fn deadline_set(&mut self, deadline: Option<Instant>) -> Option<Instant> {
+        deadline
     }
 }
 
@@ -168,6 +173,9 @@ impl<E: Tracing> Entry for E {
     }
     fn stream_parts(&mut self) -> Option<(&mut dyn Any, &mut dyn Any)> {
         Dispatch::stream_parts(self.parts().0)
+    }
+    fn deadline_set(&mut self, deadline: Option<Instant>) -> Option<Instant> {
+        Dispatch::deadline_set(self.parts().0, deadline)
     }
     fn traced(self: Box<Self>, recorder: Recorder) -> Box<dyn Entry> {
         self.record(recorder)

@@ -71,28 +71,30 @@ impl Backoff {
         self.next = FIRST_BACKOFF;
     }
 
+    /// The handler (which cannot see the pause) set the listener's deadline
+    /// from another channel's callback or from outside the loop: during a
+    /// pause it is kept as the handler's, and the timer the pause borrowed
+    /// is armed with the sooner of it and the pause's end. Returns what to
+    /// arm.
+    fn deadline_set(&mut self, deadline: Option<Instant>) -> Option<Instant> {
+        let Some(end) = self.paused else { return deadline };
+        self.saved = deadline;
+        Some(deadline.map_or(end, |at| at.min(end)))
+    }
+
     /// The channel's deadline passed at `now`: ends the pause if it is
     /// over, and says whether the handler's own deadline is due (always,
     /// when no pause was under way). [`rearm`](Self::rearm) follows.
-    ///
-    /// The handler (which cannot see the pause) may set the listener's
-    /// deadline during one from another channel's callback, replacing the
-    /// timer the pause borrowed: one that passes before the pause's end is
-    /// delivered on time and the pause goes on; one after it ends the pause
-    /// when it passes (late), and is not delivered.
     fn expired(&mut self, now: Instant) -> bool {
         let Some(end) = self.paused else { return true };
         let saved_due = self.saved.is_some_and(|saved| saved <= now);
-        // Neither the pause's end nor the saved deadline: one the handler
-        // set during the pause.
-        let set_meanwhile = now < end && !saved_due;
         if now >= end {
             self.paused = None;
         }
         if saved_due {
             self.saved = None;
         }
-        saved_due || set_meanwhile
+        saved_due
     }
 
     /// After an expiry and the `handle_timeout` it may have run: arms what
@@ -196,6 +198,10 @@ impl<H: AcceptHandler> Dispatch for ListenerEntry<H> {
 
     fn joined(&self) -> Joined {
         Joined::Listening
+    }
+
+    fn deadline_set(&mut self, deadline: Option<Instant>) -> Option<Instant> {
+        self.backoff.deadline_set(deadline)
     }
 }
 
@@ -350,6 +356,60 @@ mod tests {
         tick(&mut sim);
         tick(&mut sim);
         assert_eq!(*log.borrow(), ["failed", "timeout", "accepted"], "the pause ended at 50 ms");
+    }
+
+    /// A deadline set on a paused listener from outside its callbacks
+    /// (another channel's, or the map's owner) does not take the timer the
+    /// pause borrowed: the pause still ends at its time, and
+    /// `handle_timeout` comes at the deadline, once, whether that falls
+    /// before the pause's end or after it. Clearing it clears the deadline
+    /// the handler had, not the pause.
+    #[test]
+    fn a_deadline_set_from_outside_during_a_pause_moves_no_pause_and_is_not_lost() {
+        let ms = Duration::from_millis;
+        for (set_ms, expected) in
+            [(Some(200), ["failed", "accepted", "timeout"]), (Some(20), ["failed", "timeout", "accepted"])]
+        {
+            let (mut sim, log, id, token) = counting_listener();
+            memory::exhaust(id, 1);
+            let sizes = crate::memory::Sizes { cap: [64; 2], chunk: [64; 2] };
+            let _client = memory::connect(id, sizes).unwrap();
+            let start = sim.now();
+            tick(&mut sim);
+            assert_eq!(*log.borrow(), ["failed"]);
+            sim.advance(ms(10));
+            assert!(sim.map().set_deadline(token, set_ms.map(|m| start + ms(m))));
+            let mut seen_at = Vec::new();
+            for _ in 0..400 {
+                sim.advance(ms(1) / 2);
+                tick(&mut sim);
+                if log.borrow().len() > 1 + seen_at.len() {
+                    seen_at.push(sim.now() - start);
+                }
+            }
+            assert_eq!(*log.borrow(), expected, "deadline at {set_ms:?} ms: {seen_at:?}");
+            let at = |event| seen_at[expected.iter().position(|e| *e == event).unwrap() - 1];
+            // The pause ends in the iteration at 50 ms; the accept waits
+            // for the next one, as in the tests above.
+            assert_eq!(
+                at("accepted"),
+                ms(50) + ms(1) / 2,
+                "the pause ended at 50 ms (deadline at {set_ms:?} ms)"
+            );
+            assert_eq!(at("timeout"), ms(set_ms.unwrap()), "handle_timeout at its deadline");
+        }
+        // Cleared during the pause: the handler's own deadline goes, the
+        // pause's end stays.
+        let (mut sim, log, _client) = paused_with_a_deadline(ms(100));
+        let token = sim.map().tokens()[0];
+        assert!(sim.map().set_deadline(token, None));
+        sim.advance(ms(50));
+        tick(&mut sim);
+        tick(&mut sim);
+        assert_eq!(*log.borrow(), ["failed", "accepted"], "the pause ended at 50 ms");
+        sim.advance(ms(100));
+        tick(&mut sim);
+        assert_eq!(*log.borrow(), ["failed", "accepted"], "the cleared deadline did not come");
     }
 
     /// The back-off of a listener out of descriptors, on virtual time: each

@@ -6,6 +6,7 @@ use std::any::Any;
 use std::fmt;
 use std::io;
 use std::os::fd::BorrowedFd;
+use std::time::Instant;
 
 use super::ctx::Ctx;
 use crate::readiness::{Interest, Readiness};
@@ -43,6 +44,11 @@ pub trait Entry: 'static {
     /// Whether input waits above the socket (a TLS session's plaintext),
     /// which no readiness will report.
     fn has_buffered_input(&self) -> bool;
+    /// A deadline set on this channel while it is in its slot (from another
+    /// channel's callback, or from outside the loop): what its timer is to
+    /// be armed with. A listener paused after `EMFILE` keeps it for the
+    /// handler and arms the sooner of it and the pause's end.
+    fn deadline_set(&mut self, deadline: Option<Instant>) -> Option<Instant>;
     /// The same entry, recording its callbacks with `recorder` (a map that
     /// traces, for the simulation, asks this once per insert).
     fn traced(self: Box<Self>, recorder: Recorder) -> Box<dyn Entry>;

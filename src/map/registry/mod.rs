@@ -421,14 +421,21 @@ impl Registry {
     }
 
     pub(crate) fn set_deadline(&mut self, token: Token, deadline: Option<Instant>) -> bool {
-        let live = self.live(token).is_some();
-        if live {
-            self.timers.set_deadline(token, deadline);
-            if let Some(trace) = &self.trace {
-                trace.borrow_mut().push((token, Traced::Deadline(deadline)));
-            }
+        let Some(slot) = self.slot_mut(token).filter(|s| s.is_live()) else { return false };
+        // A listener's `EMFILE` pause borrows its one timer (a connection
+        // pays for no second one): the listener keeps a deadline set
+        // meanwhile for its handler. Its own callbacks, when it is out of
+        // its slot, see to that themselves.
+        let listener = slot.has(LISTENER);
+        let deadline = match slot.entry_mut() {
+            Some(entry) if listener => entry.deadline_set(deadline),
+            _ => deadline,
+        };
+        self.timers.set_deadline(token, deadline);
+        if let Some(trace) = &self.trace {
+            trace.borrow_mut().push((token, Traced::Deadline(deadline)));
         }
-        live
+        true
     }
 
     pub(crate) fn set_idle_timeout(&mut self, token: Token, idle: Option<Duration>) -> bool {
