@@ -397,5 +397,30 @@ queued_transport!(
     queued: |c| c.has_output(),
     send: |c| c.initiate_send(),
     backlogged: |c| c.output.watermarks.backlogged,
-    held_input: |c| c.input.unexamined && !c.input.held.is_empty(),
+    // Not once closing: the records after `close_when_done` are not read
+    // (and a lingering chat would spin on input it never takes).
+    held_input: |c| c.input.unexamined && !c.input.held.is_empty() && !c.output.closing,
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::Transport;
+
+    /// Input a failed callback left unexamined is input the loop hands
+    /// over without a readiness report; a partial terminator held between
+    /// reads is not (it waits for the peer), and nothing is once the chat
+    /// is closing.
+    #[test]
+    fn input_left_by_a_failed_callback_is_held_input_until_the_chat_closes() {
+        let (ours, _peer) = Channel::pair().unwrap();
+        let mut chat = AsyncChat::new(ours, Terminator::LF);
+        assert!(!chat.has_buffered_input());
+        chat.input.held.extend_from_slice(b"partial");
+        assert!(!chat.has_buffered_input(), "a partial record waits for the peer");
+        chat.input.unexamined = true;
+        assert!(chat.has_buffered_input());
+        chat.close_when_done();
+        assert!(!chat.has_buffered_input(), "closing: no record is read any more");
+    }
+}
