@@ -529,7 +529,10 @@ impl Registry {
         let mut flags = always.into_iter();
         let mut count = 0;
         for slot in self.slots.iter_mut().filter(|s| s.is_occupied()) {
-            let always_ready = slot.always_ready() || flags.next().unwrap_or(false);
+            // Take this slot's flag first: a short-circuit past it would
+            // hand it to the next slot.
+            let reported = flags.next().unwrap_or(false);
+            let always_ready = slot.always_ready() || reported;
             slot.set(ALWAYS_READY, always_ready);
             count += usize::from(always_ready);
         }
