@@ -17,11 +17,13 @@
 //!   not relayed; `\r\n` and `\n` both end a line);
 //! - `! line too long (max 4096 bytes)` when its own line was longer than
 //!   4096 bytes: the line is dropped, the connection stays.
-//! - `! control characters are not relayed` when its own line held an ASCII
+//! - `! control characters are not relayed` when its own line held a
 //!   control character other than a tab (a CR counts, but for one just
-//!   before the `\n`): the line is dropped, the connection stays. A CR,
-//!   backspace or escape sequence would move the others' cursor back over
-//!   the sender's address and print a forged one in its place.
+//!   before the `\n`; the 8-bit controls, U+0080 to U+009F or a raw
+//!   `0x80`–`0x9F` byte, count too, and so do Unicode's bidirectional
+//!   overrides): the line is dropped, the connection stays. A CR, backspace
+//!   or escape sequence would move the others' cursor back over the
+//!   sender's address and print a forged one in its place.
 //!
 //! # Relaying between channels
 //!
@@ -168,7 +170,7 @@ impl ChatHandler for Member {
         if line.len() > MAX_LINE {
             return self.handle_record_too_long(chat, cx);
         }
-        if line.iter().any(|&b| b.is_ascii_control() && b != b'\t') {
+        if moves_the_cursor(&line) {
             // The sender's address before the line is the only proof of who
             // spoke: nothing in the line may move a terminal's cursor over it.
             return chat.push(b"! control characters are not relayed\n");
@@ -235,6 +237,20 @@ impl AcceptHandler for ChatServer {
 
     fn handle_error(&mut self, _ch: &mut Channel<Listening>, error: io::Error, _cx: &mut Ctx<'_>) {
         eprintln!("chat_server: accept failed: {error}");
+    }
+}
+
+/// Whether `line` holds a control character other than a tab: an ASCII one
+/// (below a space, or DEL), an 8-bit one (U+0080 to U+009F in UTF-8, or the
+/// raw byte an 8-bit terminal takes for it: `0x9B` is CSI, the start of an
+/// escape sequence),
+/// or a bidirectional override or isolate, which makes a terminal show the
+/// rest of the line, or the address before it, in another order.
+fn moves_the_cursor(line: &[u8]) -> bool {
+    let bidi = |c: char| matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    match std::str::from_utf8(line) {
+        Ok(text) => text.chars().any(|c| (c.is_control() && c != '\t') || bidi(c)),
+        Err(_) => line.iter().any(|&b| (b.is_ascii_control() && b != b'\t') || (0x80..=0x9f).contains(&b)),
     }
 }
 

@@ -30,7 +30,8 @@
 //! - Other standard methods: `405 Method Not Allowed`, unknown ones:
 //!   `501 Not Implemented`, both with the same keep-alive rules (a request
 //!   body announced with `Content-Length` is read and dropped).
-//! - A malformed request: `400 Bad Request`; a head longer than 8 KiB:
+//! - A malformed request (a header value with a NUL or another control
+//!   character included): `400 Bad Request`; a head longer than 8 KiB:
 //!   `431 Request Header Fields Too Large`; an HTTP version other than 1.0 or
 //!   1.1: `505`. Each then closes the connection.
 //!

@@ -143,10 +143,14 @@ macro_rules! forward {
     };
 }
 
-/// Forwards a predicate; a busy handler wants nothing this time.
+/// Forwards a predicate; a busy handler wants nothing this time, and the
+/// map asks it again before its next wait.
 macro_rules! ask {
     ($self:ident, |$h:ident| $call:expr) => {
-        $self.0.try_borrow().map(|$h| $call).unwrap_or(false)
+        $self.0.try_borrow().map(|$h| $call).unwrap_or_else(|_| {
+            crate::map::predicate_unanswered();
+            false
+        })
     };
 }
 

@@ -24,6 +24,7 @@ use signal_hook::SigId;
 use crate::dispatch::{Own, OwnEntry};
 use crate::map::{Ctx, Map};
 use crate::report::{Level, log_info};
+use crate::token::Token;
 
 pub use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 
@@ -93,7 +94,10 @@ impl Map {
     /// loop's thread. The watchers do not keep the loop alive.
     ///
     /// Signals rolecore cannot watch (`SIGKILL`, `SIGSTOP`, and those
-    /// signal-hook forbids such as `SIGSEGV`) are an `InvalidInput` error.
+    /// signal-hook forbids such as `SIGSEGV`) are an `InvalidInput` error,
+    /// and so is a number that names no signal. The call is all or nothing:
+    /// after an error, none of `signals` is watched by it. A signal listed
+    /// twice is watched once (one call per arrival).
     ///
     /// ```no_run
     /// use std::time::Duration;
@@ -118,17 +122,38 @@ impl Map {
                 format!("cannot watch signal {bad}: it cannot be caught, or catching it is unsound"),
             ));
         }
-        for &signal in signals {
-            let (reader, writer) = UnixStream::pair()?;
-            reader.set_nonblocking(true)?;
-            writer.set_nonblocking(true)?;
-            let id = signal_hook::low_level::pipe::register(signal, writer).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidInput, format!("cannot watch signal {signal}: {e}"))
-            })?;
-            let entry = SignalEntry { reader, signal, id, handler: handler.clone(), opaque: () };
-            self.insert_entry(Box::new(OwnEntry(entry)), true)?;
+        // All or nothing: a signal that cannot be watched (or a descriptor
+        // that cannot be made) takes back the watchers this call already
+        // added, so an error leaves no signal caught. A signal named twice
+        // is watched once: one call per arrival.
+        let mut added = Vec::with_capacity(signals.len());
+        for (i, &signal) in signals.iter().enumerate() {
+            if signals[..i].contains(&signal) {
+                continue;
+            }
+            match self.watch_signal(signal, &handler) {
+                Ok(token) => added.push(token),
+                Err(e) => {
+                    for token in added {
+                        self.remove(token);
+                    }
+                    return Err(e);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// One watcher of `signal`, in the map.
+    fn watch_signal(&mut self, signal: i32, handler: &Rc<RefCell<dyn SignalHandler>>) -> io::Result<Token> {
+        let (reader, writer) = UnixStream::pair()?;
+        reader.set_nonblocking(true)?;
+        writer.set_nonblocking(true)?;
+        let id = signal_hook::low_level::pipe::register(signal, writer).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("cannot watch signal {signal}: {e}"))
+        })?;
+        let entry = SignalEntry { reader, signal, id, handler: handler.clone(), opaque: () };
+        self.insert_entry(Box::new(OwnEntry(entry)), true)
     }
 }
 

@@ -557,6 +557,29 @@ fn simple_producer_output_is_sent_in_full_and_echoed_back_as_records() -> io::Re
     Ok(())
 }
 
+/// A SimpleProducer whose chunk size is larger than any data (up to
+/// `usize::MAX`) hands the data out whole, then reports that it is done:
+/// no overflow, no panic, and through a chat the bytes arrive in full.
+#[test]
+fn simple_producer_with_the_largest_buffer_size_hands_everything_out_once() -> io::Result<()> {
+    use rolecore::Producer;
+    for size in [usize::MAX, usize::MAX - 1, usize::MAX / 2 + 1] {
+        let mut producer = SimpleProducer::new(b"abc".to_vec(), size);
+        assert_eq!(producer.more(), b"abc", "buffer size {size}");
+        assert_eq!(producer.more(), b"", "buffer size {size}: the producer is done");
+        assert_eq!(producer.more(), b"", "buffer size {size}: and stays done");
+    }
+    let data = b"hello world\nI'm not dead yet!\n";
+    for backend in util::backends() {
+        let (seen, received) = echo_exchange(backend, 1, Terminator::bytes(b"\n"), |chat| {
+            chat.push_with_producer(SimpleProducer::new([&data[..], QUIT].concat(), usize::MAX))
+        })?;
+        assert_eq!(received, data, "{backend}: what the server received");
+        assert_eq!(texts(&seen.records), ["hello world", "I'm not dead yet!"], "{backend}");
+    }
+    Ok(())
+}
+
 /// T39: plain bytes passed to push_with_producer (a `Vec<u8>` is a Producer).
 #[test]
 fn plain_bytes_work_as_a_producer() -> io::Result<()> {

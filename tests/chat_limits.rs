@@ -102,3 +102,91 @@ fn an_unbounded_out_buffer_size_survives_partial_sends() {
     assert_eq!(got, data);
     assert_eq!(chat.queued(), 0);
 }
+
+/// Records what the chat's default collector held after each read, and
+/// whether the record was refused; keeps the connection when `keep`.
+struct Hoarder {
+    most: std::rc::Rc<std::cell::Cell<usize>>,
+    refused: std::rc::Rc<std::cell::Cell<usize>>,
+    errors: std::rc::Rc<std::cell::RefCell<Vec<String>>>,
+    keep: bool,
+}
+
+impl ChatHandler for Hoarder {
+    fn collect_incoming_data(&mut self, data: &[u8], chat: &mut AsyncChat) -> io::Result<()> {
+        chat.collect(data);
+        self.most.set(self.most.get().max(chat.incoming().len()));
+        Ok(())
+    }
+
+    fn found_terminator(&mut self, _: &mut AsyncChat, _: &mut Ctx<'_>) -> io::Result<()> {
+        unreachable!("no terminator: no record ends")
+    }
+
+    fn handle_record_too_long(&mut self, chat: &mut AsyncChat, _: &mut Ctx<'_>) -> io::Result<()> {
+        assert!(chat.incoming().is_empty(), "what the record held is dropped first");
+        self.refused.set(self.refused.get() + 1);
+        if self.keep {
+            Ok(())
+        } else {
+            Err(rolecore::chat::RecordTooLong { limit: chat.max_record() }.into_io())
+        }
+    }
+
+    fn handle_error(&mut self, _: &mut AsyncChat, error: io::Error, cx: &mut Ctx<'_>) {
+        self.errors.borrow_mut().push(error.to_string());
+        cx.close();
+    }
+}
+
+/// With no terminator a record never ends, and a peer that keeps sending
+/// would grow the default collector without end: it is bounded by
+/// `max_record` as a line is. By default the chat closes with
+/// `RecordTooLong`; a handler that returns `Ok` keeps the connection, and
+/// the collector never holds more than the bound plus one read.
+#[test]
+fn with_no_terminator_the_default_collector_is_bounded_by_max_record() {
+    const LIMIT: usize = 10_000;
+    for backend in util::backends() {
+        for keep in [false, true] {
+            let (ours, mut peer) = UnixStream::pair().unwrap();
+            let mut chat = AsyncChat::new(Channel::try_from(ours).unwrap(), Terminator::None);
+            chat.set_max_record(LIMIT);
+            let handler = Hoarder {
+                most: Default::default(),
+                refused: Default::default(),
+                errors: Default::default(),
+                keep,
+            };
+            let (most, refused, errors) =
+                (handler.most.clone(), handler.refused.clone(), handler.errors.clone());
+            let mut map = util::map(backend);
+            let token = map.insert(chat, handler).unwrap();
+            peer.set_nonblocking(true).unwrap();
+            let chunk = [b'x'; 4096];
+            let mut sent = 0;
+            while sent < 1 << 20 && map.contains(token) {
+                match peer.write(&chunk) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("{backend}: {e}"),
+                }
+                util::run_iterations(&mut map, 1);
+            }
+            util::run_iterations(&mut map, 3);
+            assert!(refused.get() >= 1, "{backend}, keep {keep}: {sent} bytes and never refused");
+            assert!(
+                most.get() <= LIMIT + rolecore::chat::DEFAULT_IN_BUFFER_SIZE,
+                "{backend}, keep {keep}: the collector held {} bytes",
+                most.get()
+            );
+            if keep {
+                assert!(map.contains(token), "{backend}: the handler kept the connection");
+                assert!(refused.get() >= 50, "{backend}: refused {} times for {sent} bytes", refused.get());
+            } else {
+                assert!(!map.contains(token), "{backend}: the default closes");
+                assert!(errors.borrow()[0].contains("max_record"), "{backend}: {:?}", errors.borrow());
+            }
+        }
+    }
+}

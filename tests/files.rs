@@ -314,6 +314,37 @@ fn regular_file_stays_always_ready_across_backend_switches() {
     assert!(map.is_empty());
 }
 
+/// A backend switch moves each channel's own "always ready" mark, not its
+/// neighbour's: a regular file (always ready) on a lower descriptor than a
+/// pipe must not hand its mark to the pipe, which would then be reported
+/// readable on every wait with nothing to read (a spinning loop, once the
+/// file is gone).
+#[test]
+fn a_backend_switch_does_not_make_the_next_channel_always_ready() {
+    for from in util::backends() {
+        for to in util::backends().filter(|&to| to != from) {
+            let file = tempfile_channel(b"x", from).expect("a file channel");
+            let (reader, _writer) = io::pipe().expect("a pipe");
+            assert!(file.as_raw_fd() < reader.as_raw_fd(), "the file comes first in the map's slots");
+            let mut map = util::map(from);
+            let log = Log::default();
+            map.insert(file, FileProbe::deaf(Probe::new("file", &log))).expect("insert the file");
+            let pipe = map
+                .insert(
+                    Channel::file(OwnedFd::from(reader)).expect("a pipe channel"),
+                    FileProbe::reader(Probe::new("pipe", &log)),
+                )
+                .expect("insert the pipe");
+            map.set_backend(to).unwrap_or_else(|e| panic!("{from} -> {to}: {e}"));
+            for _ in 0..3 {
+                map.poll(Some(Duration::from_millis(5))).expect("poll");
+            }
+            assert!(map.contains(pipe), "{from} -> {to}");
+            assert!(log.events().is_empty(), "{from} -> {to}: an empty pipe was woken: {:?}", log.events());
+        }
+    }
+}
+
 /// A pipe's reading end: records its reads, timeouts and close.
 struct Piped(Log);
 

@@ -109,3 +109,106 @@ fn a_handler_still_in_the_map_is_not_handed_back() {
     map.run(LoopOptions::default()).unwrap();
     assert_eq!(recorder.into_inner().unwrap().0, b"abc");
 }
+
+/// Two channels served by one `Kept` handler (the two legs of a relay).
+#[derive(Default)]
+struct Legs {
+    other: Option<rolecore::Token>,
+    got: Vec<u8>,
+}
+
+impl StreamHandler for Legs {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let buf = cx.buffer();
+        let n = ch.recv(buf)?;
+        self.got.extend_from_slice(&buf[..n]);
+        // The other leg's predicates read this handler's state.
+        if let Some(other) = self.other {
+            cx.refresh(other);
+        }
+        Ok(())
+    }
+}
+
+/// A `Kept` handler asked for another channel's predicates from inside one
+/// of its own callbacks (a `refresh`, a channel inserted with a clone) is
+/// busy and cannot answer: that channel is asked again once the callback is
+/// over, instead of staying unwatched (it read nothing more, ever).
+#[test]
+fn a_kept_handler_shared_by_two_channels_keeps_both_read() {
+    for backend in rolecore::Backend::ALL.into_iter().filter(|b| b.is_available()) {
+        let legs = Kept::new(Legs::default());
+        let (a, mut peer_a) = UnixStream::pair().unwrap();
+        let (b, mut peer_b) = UnixStream::pair().unwrap();
+        let mut map = Map::with_backend(backend).unwrap();
+        map.insert(Channel::try_from(a).unwrap(), legs.clone()).unwrap();
+        let tb = map.insert(Channel::try_from(b).unwrap(), legs.clone()).unwrap();
+        legs.with(|l| l.other = Some(tb)).unwrap();
+        peer_a.write_all(b"a").unwrap();
+        poll_until(&mut map, || legs.with(|l| l.got.len() == 1).unwrap_or(false));
+        peer_b.write_all(b"b").unwrap();
+        poll_until(&mut map, || legs.with(|l| l.got.len() == 2).unwrap_or(false));
+        assert_eq!(legs.with(|l| l.got.clone()).unwrap(), b"ab", "{backend}: the second leg was never read");
+    }
+}
+
+/// Polls `map` until `done()` or 100 short waits.
+fn poll_until(map: &mut Map, mut done: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if done() {
+            return;
+        }
+        map.poll(Some(std::time::Duration::from_millis(20))).unwrap();
+    }
+}
+
+/// Serves every channel it inserts itself: a clone of its own `Kept`.
+#[derive(Default)]
+struct Spawner {
+    me: Option<Kept<Spawner>>,
+    pending: Vec<UnixStream>,
+    got: Vec<u8>,
+}
+
+impl StreamHandler for Spawner {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let buf = cx.buffer();
+        let n = ch.recv(buf)?;
+        self.got.extend_from_slice(&buf[..n]);
+        if let (Some(me), Some(stream)) = (self.me.clone(), self.pending.pop()) {
+            // Its predicates are asked now, while this handler is busy.
+            cx.insert(Channel::try_from(stream)?, me).map_err(io::Error::from)?;
+        }
+        Ok(())
+    }
+}
+
+/// The same with a channel inserted, from inside a callback, with a clone
+/// of the busy `Kept` handler: it is read once the callback is over.
+#[test]
+fn a_channel_inserted_with_a_clone_of_the_busy_kept_handler_is_read() {
+    for backend in rolecore::Backend::ALL.into_iter().filter(|b| b.is_available()) {
+        let spawner = Kept::new(Spawner::default());
+        let (a, mut peer_a) = UnixStream::pair().unwrap();
+        let (b, mut peer_b) = UnixStream::pair().unwrap();
+        spawner
+            .with(|s| {
+                s.me = Some(spawner.clone());
+                s.pending.push(b);
+            })
+            .unwrap();
+        let mut map = Map::with_backend(backend).unwrap();
+        map.insert(Channel::try_from(a).unwrap(), spawner.clone()).unwrap();
+        peer_a.write_all(b"a").unwrap();
+        poll_until(&mut map, || got_len_is(&spawner, 1));
+        peer_b.write_all(b"b").unwrap();
+        poll_until(&mut map, || got_len_is(&spawner, 2));
+        let got = spawner.with(|s| s.got.clone()).unwrap();
+        spawner.with(|s| s.me = None).unwrap(); // the cycle, undone
+        assert_eq!(got, b"ab", "{backend}: the inserted channel was never read");
+    }
+}
+
+fn got_len_is(spawner: &Kept<Spawner>, n: usize) -> bool {
+    spawner.with(|s| s.got.len() == n).unwrap_or(false)
+}

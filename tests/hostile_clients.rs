@@ -551,11 +551,18 @@ fn chat_a_line_cannot_overwrite_its_senders_address() {
     let mut server = Server::start("chat_server", &[], None);
     let mut a = chat_join(&server);
     let mut b = chat_join(&server);
-    let forged: [&[u8]; 4] = [
+    let forged: [&[u8]; 8] = [
         b"ok\r10.0.0.1:80: I am someone else",
         b"ok\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08I am someone else",
         b"ok\x1b[2K\x1b[1G10.0.0.1:80: I am someone else",
         b"ok\x00hidden",
+        // The 8-bit CSI, as UTF-8 and as the raw byte an 8-bit terminal reads.
+        b"ok\xc2\x9b2K\xc2\x9b1G10.0.0.1:80: I am someone else",
+        b"ok\x9b2K\x9b1G10.0.0.1:80: I am someone else",
+        // NEL (U+0085): a new line without a \n.
+        b"ok\xc2\x8510.0.0.1:80: I am someone else",
+        // RIGHT-TO-LEFT OVERRIDE: the rest of the line shown reversed.
+        b"\xe2\x80\xae08:1.0.0.01 :esle enoemos ma I",
     ];
     for line in forged {
         a.write_all(line).unwrap();
@@ -567,7 +574,10 @@ fn chat_a_line_cannot_overwrite_its_senders_address() {
         assert!(!line.is_empty(), "chat_server closed b before the last line");
         let text = &line[..line.len() - 1];
         assert!(
-            !text.iter().any(|&c| c.is_ascii_control() && c != b'\t'),
+            !text.iter().any(|&c| c.is_ascii_control() && c != b'\t')
+                && !text.windows(2).any(|w| w[0] == 0xc2 && (0x80..=0x9f).contains(&w[1]))
+                && !text.contains(&0x9b)
+                && !text.windows(3).any(|w| w == b"\xe2\x80\xae"),
             "relayed with a control character: {}",
             line.escape_ascii()
         );

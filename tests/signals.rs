@@ -59,3 +59,44 @@ fn a_signal_that_cannot_be_watched_is_an_error() {
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     assert!(err.to_string().contains("signal 9"), "{err}");
 }
+
+/// `on_signals` is all or nothing: a list with one signal that cannot be
+/// watched leaves none of the others caught (no watcher, no descriptor),
+/// so the caller's error is the whole story.
+#[test]
+fn a_list_with_one_signal_that_cannot_be_watched_watches_none_of_them() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        for bad in [9, 0, 1000] {
+            let err = map.on_signals(&[SIGUSR1, SIGUSR2, bad], |_: i32, _: &mut Ctx<'_>| Ok(())).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{backend}: signal {bad}: {err}");
+            assert!(err.to_string().contains(&format!("signal {bad}")), "{backend}: {err}");
+            assert_eq!(map.tokens(), [], "{backend}: signal {bad}: watchers were left behind");
+        }
+    }
+}
+
+/// A signal listed twice is watched once: one call per arrival, not two.
+#[test]
+fn a_signal_listed_twice_is_watched_once() {
+    for backend in util::backends() {
+        let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut map = util::map(backend);
+        let seen = calls.clone();
+        map.on_signals(&[SIGUSR2, SIGUSR2], move |_: i32, _: &mut Ctx<'_>| {
+            seen.set(seen.get() + 1);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(map.tokens().len(), 1, "{backend}: one watcher for one signal");
+        raise("-USR2");
+        for _ in 0..100 {
+            map.poll(Some(Duration::from_millis(20))).unwrap();
+            if calls.get() > 0 {
+                break;
+            }
+        }
+        map.poll(Some(Duration::ZERO)).unwrap();
+        assert_eq!(calls.get(), 1, "{backend}: one signal, one call");
+    }
+}

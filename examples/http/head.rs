@@ -206,6 +206,11 @@ pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Refusal> {
         if name.is_empty() || !name.iter().all(|&b| is_token_byte(b)) {
             return Err(Refusal::BadRequest("bad header name"));
         }
+        // RFC 9110 5.5: a field value holds visible characters, spaces and
+        // tabs; a NUL (or another control) in it is refused, not read past.
+        if value.iter().any(|&b| (b < b' ' && b != b'\t') || b == 0x7f) {
+            return Err(Refusal::BadRequest("a control character in a header value"));
+        }
         if name.eq_ignore_ascii_case(b"connection") {
             for option in value.split(|&b| b == b',').map(trim) {
                 if option.eq_ignore_ascii_case(b"close") {
@@ -275,6 +280,21 @@ mod tests {
             reader.collect(&input[..input.len() - 1]);
             assert_eq!(reader.end_line(), Line::BareCr, "{}", input.escape_ascii());
         }
+    }
+
+    #[test]
+    fn a_control_character_in_a_header_value_is_refused() {
+        for value in [&b"a\0b"[..], b"\0", b"a\x01", b"x\x7f", b"a\x1bb"] {
+            let head = [&b"GET / HTTP/1.1\r\nHost: x\r\nX-Any: "[..], value, b"\r"].concat();
+            assert_eq!(
+                parse_head(&head),
+                Err(Refusal::BadRequest("a control character in a header value")),
+                "{}",
+                value.escape_ascii()
+            );
+        }
+        let tabs = b"GET / HTTP/1.1\r\nHost: x\r\nX-Any: a\tb \x80\r";
+        assert!(parse_head(tabs).is_ok(), "tabs, spaces and obs-text are field content");
     }
 
     #[test]

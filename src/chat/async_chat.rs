@@ -303,12 +303,14 @@ impl<R: Role> AsyncChat<R> {
         self.output.out_buffer_size = size.max(1);
     }
 
-    /// The longest record accepted under a byte terminator.
+    /// The longest record accepted under a byte terminator, and the most
+    /// the default collector holds under [`Terminator::None`].
     pub fn max_record(&self) -> usize {
         self.input.max_record
     }
 
-    /// Changes the longest record accepted under a byte terminator.
+    /// Changes the longest record accepted under a byte terminator (and
+    /// the bound on the default collector under [`Terminator::None`]).
     pub fn set_max_record(&mut self, limit: usize) {
         self.input.max_record = limit;
     }

@@ -40,6 +40,12 @@ pub trait ChatHandler: 'static {
     /// was collected of the record is dropped, the rest of it up to its
     /// terminator is skipped, and the next record is read as usual — a line
     /// protocol can answer "line too long" and keep the connection.
+    ///
+    /// Under [`Terminator::None`] the record never ends: this is called
+    /// when the default collector's record ([`AsyncChat::incoming`]) grew
+    /// past `max_record`, and what it held is dropped (a peer cannot make
+    /// it hold more). A `collect_incoming_data` of your own that keeps the
+    /// bytes elsewhere is not limited.
     fn handle_record_too_long(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
         let _ = cx;
         Err(RecordTooLong { limit: chat.max_record() }.into_io())
@@ -316,6 +322,18 @@ impl AsyncChat<Connected> {
                 if let Err(e) = handler.collect_incoming_data(&rest[..split.collect], self) {
                     self.hold_unexamined(&rest[split.collect..]);
                     return Err(e);
+                }
+                if !bounded && self.input.incoming.len() > self.input.max_record {
+                    // No terminator: the record never ends, and the default
+                    // collector would keep all the peer sends. It is
+                    // bounded as a line is (a collector of its own, which
+                    // leaves `incoming` empty, is never stopped here).
+                    self.input.incoming = Vec::new();
+                    self.input.record_len = 0;
+                    if let Err(e) = handler.handle_record_too_long(self, cx) {
+                        self.input.held.extend_from_slice(&rest[split.collect..]);
+                        return Err(e);
+                    }
                 }
             }
             if split.keep_rest {

@@ -41,7 +41,7 @@ impl SimpleProducer {
 
 impl Producer for SimpleProducer {
     fn more(&mut self) -> Vec<u8> {
-        let end = self.data.len().min(self.at + self.buffer_size);
+        let end = self.data.len().min(self.at.saturating_add(self.buffer_size));
         let chunk = self.data[self.at..end].to_vec();
         self.at = end;
         chunk

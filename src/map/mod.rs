@@ -50,6 +50,7 @@ mod entry;
 mod registry;
 mod slot;
 
+use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::time::{Duration, Instant};
@@ -62,6 +63,24 @@ pub(crate) use registry::Registry;
 use crate::poller::{Backend, Events, Poller};
 use crate::token::Token;
 use crate::trace::{SharedTrace, Trace};
+
+thread_local! {
+    /// Set when a predicate could not answer: its handler is busy in one of
+    /// its own callbacks (a [`Kept`](crate::Kept) that serves several
+    /// channels). The registry asks that channel again before the next
+    /// wait, rather than leave it unwatched.
+    static UNANSWERED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A predicate is answering "no" only because its handler is busy.
+pub(crate) fn predicate_unanswered() {
+    UNANSWERED.set(true);
+}
+
+/// Whether a predicate asked since the last call could not answer.
+fn take_unanswered() -> bool {
+    UNANSWERED.replace(false)
+}
 
 /// Channels and their handlers, and the poller that watches them.
 ///

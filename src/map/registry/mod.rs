@@ -42,6 +42,12 @@ pub(crate) struct Registry {
     /// input held above the socket, which no readiness will report: the
     /// next wait does not sleep and reports them readable.
     held_input: Vec<Token>,
+    /// Channels whose predicates could not answer when asked (a [`Kept`]
+    /// handler busy in one of its own callbacks, asked for another channel
+    /// it serves): asked again before the next wait.
+    ///
+    /// [`Kept`]: crate::Kept
+    pub(crate) unanswered: Vec<Token>,
     pub(crate) poller: Poller,
     pub(crate) timers: Timers,
     /// Recorded callbacks, when a simulation asked for them.
@@ -91,6 +97,7 @@ impl Registry {
             len: 0,
             always_ready: 0,
             held_input: Vec::new(),
+            unanswered: Vec::new(),
             poller,
             timers: Timers::default(),
             trace: None,
@@ -161,6 +168,7 @@ impl Registry {
             return Err(InsertError { error, channel, handler });
         }
         let interest = channel.interest(&handler, Seal(()));
+        let unanswered = super::take_unanswered();
         let mut always_ready = channel.always_ready(Seal(()));
         let fd = channel.fd(Seal(()));
         if !always_ready {
@@ -176,6 +184,9 @@ impl Registry {
         self.late_listener |= listener && self.shutdown.is_some();
         self.place(token, channel.into_entry(handler, Seal(())), interest, always_ready, false);
         self.slots[token.index() as usize].set(LISTENER, listener);
+        if unanswered {
+            self.unanswered.push(token);
+        }
         Ok(token)
     }
 
@@ -476,6 +487,9 @@ impl Registry {
         if interest != slot.interest {
             self.rewatch(token, interest);
         }
+        if super::take_unanswered() && !self.unanswered.contains(&token) {
+            self.unanswered.push(token);
+        }
         if held && !self.held_input.contains(&token) {
             self.held_input.push(token);
         }
@@ -536,7 +550,10 @@ impl Registry {
         let mut flags = always.into_iter();
         let mut count = 0;
         for slot in self.slots.iter_mut().filter(|s| s.is_occupied()) {
-            let always_ready = slot.always_ready() || flags.next().unwrap_or(false);
+            // Take this slot's flag first: a short-circuit past it would
+            // hand it to the next slot.
+            let reported = flags.next().unwrap_or(false);
+            let always_ready = slot.always_ready() || reported;
             slot.set(ALWAYS_READY, always_ready);
             count += usize::from(always_ready);
         }

@@ -23,6 +23,7 @@ impl Registry {
             && !self.orphans
             && self.always_ready == 0
             && self.held_input.is_empty()
+            && self.unanswered.is_empty()
             && self.timers.is_empty()
             && self.shutdown.is_none()
         {
@@ -36,6 +37,12 @@ impl Registry {
     fn wait_for_all(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         if self.orphans {
             self.rebuild_registrations();
+        }
+        // Predicates a busy handler could not answer: asked now, when no
+        // callback runs (one still busy, in a loop run inside `Kept::with`,
+        // is asked again before the next wait).
+        for token in std::mem::take(&mut self.unanswered) {
+            self.refresh(token);
         }
         // Timers the last round of expiries armed already due: the wait
         // ends at once for them.
