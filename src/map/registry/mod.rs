@@ -65,11 +65,9 @@ pub(crate) struct Registry {
     /// A listener joined the map during the shutdown's grace: the loop
     /// closes it, as the shutdown closed the others, before it waits again.
     late_listener: bool,
-    /// A channel left its entry behind the map's back (a handler swapped the
-    /// `&mut` channel it was lent for another one): the poller may still
-    /// watch a descriptor the map can no longer name, so its registrations
-    /// are rebuilt from the map before the next wait.
-    pub(crate) orphans: bool,
+    /// Work the next wait does first, off the common path: [`ORPHANS`],
+    /// [`UNANSWERED`]. One byte, so that the common wait tests it once.
+    pub(crate) pending: u8,
     /// Where every deadline of this map is measured: the monotonic clock,
     /// or a simulation's virtual one.
     pub(crate) clock: Clock,
@@ -83,6 +81,15 @@ pub(crate) struct Registry {
     /// (and unallocated) but then.
     pub(crate) removed_busy: Vec<Token>,
 }
+
+/// [`Registry::pending`]: a channel left its entry behind the map's back (a
+/// handler swapped the `&mut` channel it was lent for another one), so the
+/// poller may still watch a descriptor the map can no longer name: its
+/// registrations are rebuilt from the map before the next wait.
+pub(crate) const ORPHANS: u8 = 1;
+/// [`Registry::pending`]: a channel's predicates could not answer
+/// ([`Registry::unanswered`]): asked again before the next wait.
+pub(crate) const UNANSWERED: u8 = 2;
 
 impl Registry {
     pub(crate) fn new(backend: Backend) -> io::Result<Registry> {
@@ -105,7 +112,7 @@ impl Registry {
             joins: 0,
             shutdown: None,
             late_listener: false,
-            orphans: false,
+            pending: 0,
             clock: Clock::Monotonic,
             catch_panics: false,
             removed_busy: Vec::new(),
@@ -186,6 +193,7 @@ impl Registry {
         self.slots[token.index() as usize].set(LISTENER, listener);
         if unanswered {
             self.unanswered.push(token);
+            self.pending |= UNANSWERED;
         }
         Ok(token)
     }
@@ -295,7 +303,7 @@ impl Registry {
                 // Only fails if the kernel already forgot the descriptor.
                 let _ = self.poller.deregister(entry.fd());
             } else {
-                self.orphans = true;
+                self.pending |= ORPHANS;
             }
         }
         self.always_ready -= usize::from(slot.always_ready());
@@ -360,7 +368,7 @@ impl Registry {
             ),
         );
         self.discard(token, entry);
-        self.orphans = true;
+        self.pending |= ORPHANS;
     }
 
     /// Forgets every registration and makes them again from the map, after
@@ -381,7 +389,7 @@ impl Registry {
                 self.replaced(token, entry);
             }
         }
-        self.orphans = false;
+        self.pending &= !ORPHANS;
         if !self.poller.keeps_registrations() {
             return;
         }
@@ -390,7 +398,7 @@ impl Registry {
             Ok(fresh) => std::mem::replace(&mut self.poller, fresh),
             Err(e) => {
                 log_info(Level::Error, format_args!("cannot rebuild the {backend} poller: {e}; retrying"));
-                self.orphans = true;
+                self.pending |= ORPHANS;
                 return;
             }
         };
@@ -489,6 +497,7 @@ impl Registry {
         }
         if super::take_unanswered() && !self.unanswered.contains(&token) {
             self.unanswered.push(token);
+            self.pending |= UNANSWERED;
         }
         if held && !self.held_input.contains(&token) {
             self.held_input.push(token);

@@ -5,7 +5,7 @@
 use std::io;
 use std::time::Duration;
 
-use super::Registry;
+use super::{ORPHANS, Registry, UNANSWERED};
 use crate::poller::{Events, Source};
 use crate::readiness::Readiness;
 use crate::token::Token;
@@ -20,10 +20,9 @@ impl Registry {
         // (with no timer armed the heap is empty: `Timers::forget_stale`),
         // no registration to rebuild.
         if self.poller.keeps_registrations()
-            && !self.orphans
+            && self.pending == 0
             && self.always_ready == 0
             && self.held_input.is_empty()
-            && self.unanswered.is_empty()
             && self.timers.is_empty()
             && self.shutdown.is_none()
         {
@@ -35,14 +34,17 @@ impl Registry {
     /// [`wait`](Self::wait) in every case.
     #[inline(never)]
     fn wait_for_all(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        if self.orphans {
+        if self.pending & ORPHANS != 0 {
             self.rebuild_registrations();
         }
         // Predicates a busy handler could not answer: asked now, when no
         // callback runs (one still busy, in a loop run inside `Kept::with`,
         // is asked again before the next wait).
-        for token in std::mem::take(&mut self.unanswered) {
-            self.refresh(token);
+        if self.pending & UNANSWERED != 0 {
+            self.pending &= !UNANSWERED;
+            for token in std::mem::take(&mut self.unanswered) {
+                self.refresh(token);
+            }
         }
         // Timers the last round of expiries armed already due: the wait
         // ends at once for them.
