@@ -298,8 +298,7 @@ pub(crate) struct Probe<'n>(&'n Net);
 impl Probe<'_> {
     /// What [`readiness`] says of `fd`.
     pub(crate) fn readiness(&self, fd: BorrowedFd<'_>, interest: Interest) -> Option<Readiness> {
-        let id = self.0.end_of(fd)?;
-        Some(self.0.end_readiness(id, interest))
+        self.0.fd_readiness(fd, interest)
     }
 }
 

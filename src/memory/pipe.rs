@@ -216,24 +216,34 @@ impl Conn {
     /// the interest, computed with as few comparisons as it takes (each is
     /// a traced call in a fuzzer's build): the two directions told apart
     /// once, and the interest applied as a mask.
+    /// The flags are combined with `|` and `&`, not `||` and `&&`: each
+    /// short circuit was a branch on a flag, a traced comparison too.
     pub(super) fn readiness(&self, side: usize, interest: Interest) -> Readiness {
-        match self.link {
-            Link::Pending => return Readiness::EMPTY,
-            Link::Refused => return Readiness::WRITABLE | Readiness::ERROR | Readiness::HANGUP,
-            Link::Established => {}
+        if self.link != Link::Established {
+            return self.unestablished();
         }
         let [to_map, to_peer] = &self.to;
         let (inbound, outbound, peer_gone) =
             if side == 0 { (to_map, to_peer, self.closed[1]) } else { (to_peer, to_map, self.closed[0]) };
         let queued = !inbound.buf.is_empty();
-        let readable = queued || inbound.shut || inbound.reset || inbound.read_shut;
-        let writable = outbound.buf.len() < outbound.cap || outbound.shut || peer_gone;
+        let readable = queued | inbound.shut | inbound.reset | inbound.read_shut;
+        let writable = (outbound.buf.len() < outbound.cap) | outbound.shut | peer_gone;
         let wanted = bits_if(readable, Readiness::READABLE)
             | bits_if(writable, Readiness::WRITABLE)
             | bits_if(inbound.urgent.is_some(), Readiness::PRIORITY);
-        let closed = bits_if(inbound.reset && !queued, Readiness::ERROR)
-            | bits_if(peer_gone && inbound.shut, Readiness::HANGUP);
+        let closed = bits_if(inbound.reset & !queued, Readiness::ERROR)
+            | bits_if(peer_gone & inbound.shut, Readiness::HANGUP);
         Readiness::from_bits_truncate(wanted & interest.bits() | closed)
+    }
+
+    /// [`readiness`](Self::readiness) of a connection not established.
+    #[cold]
+    fn unestablished(&self) -> Readiness {
+        match self.link {
+            Link::Pending => Readiness::EMPTY,
+            // Refused (an established connection is not asked here).
+            _ => Readiness::WRITABLE | Readiness::ERROR | Readiness::HANGUP,
+        }
     }
 }
 

@@ -184,9 +184,6 @@ pub struct Sim {
     open_peers: Vec<usize>,
     trace: Trace,
     iterations: usize,
-    callbacks: usize,
-    /// Callbacks that moved data (or found the end of a stream).
-    progressed: usize,
     /// When the graceful shutdown's grace period ends, once one started.
     shutdown: Option<Instant>,
     /// The loop's recorded events, handed over after each wait (the
@@ -223,7 +220,6 @@ impl Sim {
         let checker = Checker::default();
         let chaos = Rc::new(RefCell::new(Chaos {
             chooser: chooser.clone(),
-            graveyard: Vec::new(),
             truthful: false,
             delivered: Vec::new(),
             ids: checker.ids.clone(),
@@ -235,6 +231,8 @@ impl Sim {
         map.set_tracing(true);
         let clock = VirtualClock::new();
         map.registry.clock = Clock::Virtual(clock.clone());
+        let mut trace = Trace::default();
+        trace.set_origin(clock.start());
         Ok(Sim {
             map,
             chooser,
@@ -247,10 +245,8 @@ impl Sim {
             listeners: Vec::new(),
             peers: Vec::new(),
             open_peers: Vec::new(),
-            trace: Trace::default(),
+            trace,
             iterations: 0,
-            callbacks: 0,
-            progressed: 0,
             shutdown: None,
             events: Vec::new(),
             descriptors_at_start,
@@ -377,7 +373,6 @@ impl Sim {
 
     fn absorb(&mut self) -> Result<(), SimFailure> {
         self.checker.begin_batch();
-        let now = self.clock.now();
         let mut events = std::mem::take(&mut self.events);
         self.map.swap_trace(&mut events);
         if events.is_empty() {
@@ -385,30 +380,15 @@ impl Sim {
             return Ok(());
         }
         // Every event of one wait happened at the same virtual time.
+        let now = self.clock.now();
         let at = self.clock.offset(now);
-        for &(token, event) in &events {
-            let id = match self.checker.check(token, event, now, &self.clock) {
-                Ok(id) => id,
-                Err(violation) => {
-                    self.trace.violation(violation.clone());
-                    return Err(self.fail(violation));
-                }
-            };
-            // What else the event tells, from one look at its kind.
-            let deadline = match event {
-                Traced::Called { progress, .. } => {
-                    self.callbacks += 1;
-                    self.progressed += usize::from(progress);
-                    None
-                }
-                Traced::Deadline(Some(at)) => Some(self.clock.offset(at)),
-                Traced::Removed => {
-                    self.chaos.borrow_mut().graveyard.push(token.key());
-                    None
-                }
-                _ => None,
-            };
-            self.log(Line::Event { id, event, at, deadline });
+        let trace = &mut self.trace;
+        let checked = self.checker.check_all(&events, now, &self.clock, |id, event| {
+            trace.push(Line::Event { id, event, at });
+        });
+        if let Err(violation) = checked {
+            self.trace.violation(violation.clone());
+            return Err(self.fail(violation));
         }
         events.clear();
         self.events = events;
@@ -416,7 +396,9 @@ impl Sim {
     }
 
     fn poll_once(&mut self) -> Result<bool, SimFailure> {
-        self.iterations += 1;
+        // Wrapping: one traced comparison less per iteration, in a count
+        // that cannot reach 2^64.
+        self.iterations = self.iterations.wrapping_add(1);
         let result = self.map.poll(Some(Duration::ZERO));
         let chaos = self.chaos.borrow();
         self.trace.poll(chaos.delivered.iter().map(|&(_, id, r, notes)| (id, r, notes)));
@@ -539,7 +521,8 @@ impl Sim {
                 std::panic::resume_unwind(panic);
             }
         }
-        let Sim { seed, peers, trace, iterations, callbacks, shutdown, .. } = self;
+        let callbacks = self.checker.callbacks;
+        let Sim { seed, peers, trace, iterations, shutdown, .. } = self;
         Ok(SimReport {
             seed,
             peers: peers.into_iter().map(|p| p.report).collect(),

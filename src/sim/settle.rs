@@ -87,10 +87,10 @@ impl Sim {
         let mut quiet = 0;
         let mut stuck = 0;
         for _ in 0..limit {
-            let (calls, moved) = (self.callbacks, self.progressed);
+            let (calls, moved) = (self.checker.callbacks, self.checker.progressed);
             self.poll_once()?;
             let read = if reading { self.peers_read_all() } else { 0 };
-            if self.callbacks == calls && read == 0 {
+            if self.checker.callbacks == calls && read == 0 {
                 quiet += 1;
                 if quiet == 2 {
                     return Ok(());
@@ -98,7 +98,7 @@ impl Sim {
                 continue;
             }
             quiet = 0;
-            stuck = if self.progressed == moved && read == 0 { stuck + 1 } else { 0 };
+            stuck = if self.checker.progressed == moved && read == 0 { stuck + 1 } else { 0 };
             if stuck >= self.config.settle_limit {
                 return Err(self.fail(format!(
                     "livelock: {stuck} truthful iterations in a row made callbacks that moved no \
