@@ -67,6 +67,9 @@ pub(super) struct Net {
     free_conns: Vec<usize>,
     /// Descriptor number → end id (0: none), for the poller.
     by_fd: Vec<u16>,
+    /// How many sends were made, ever (wrapping): a reader of every peer's
+    /// input skips a round in which there was none (`memory::sends`).
+    pub(super) sends: u64,
 }
 
 thread_local! {

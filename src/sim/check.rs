@@ -111,6 +111,12 @@ pub(crate) struct Checker {
 }
 
 impl Checker {
+    /// A checker with room for `n` channels before it grows.
+    pub fn with_capacity(n: usize) -> Checker {
+        let ids = IdTable { latest: Vec::with_capacity(n), older: Vec::new(), closed: Vec::with_capacity(n) };
+        Checker { lives: Vec::with_capacity(n), ids: std::rc::Rc::new(ids.into()), ..Checker::default() }
+    }
+
     pub fn open_streams(&self) -> Vec<String> {
         let mut open: Vec<String> = (1..)
             .zip(&self.lives)

@@ -167,6 +167,12 @@ const CALLS_PER_FILL: usize = 64;
 /// `None`: about what Linux gives a socket.
 const DEFAULT_CAPACITY: usize = 208 * 1024;
 
+/// How many channels, peers, or events of one wait the simulation's lists
+/// have room for from the start: a fuzz run's worlds are small, and growing
+/// each list from nothing (four allocations and copies to reach 32) was a
+/// visible share of one.
+const ROOM: usize = 32;
+
 /// The simulated world: a map, its scripted poller, its clock, and the peers.
 pub struct Sim {
     map: Map,
@@ -186,6 +192,8 @@ pub struct Sim {
     iterations: usize,
     /// When the graceful shutdown's grace period ends, once one started.
     shutdown: Option<Instant>,
+    /// `memory::sends()` when the settling's peers last read everything.
+    peers_read_at: Option<u64>,
     /// The loop's recorded events, handed over after each wait (the
     /// allocation goes back and forth with the map's).
     events: crate::trace::Trace,
@@ -217,14 +225,14 @@ impl Sim {
         memory::prepare()?;
         let descriptors_at_start = memory::open_ends();
         let chooser = Rc::new(chooser);
-        let checker = Checker::default();
+        let checker = Checker::with_capacity(ROOM);
         let chaos = Rc::new(RefCell::new(Chaos {
             chooser: chooser.clone(),
             truthful: false,
-            delivered: Vec::new(),
+            delivered: Vec::with_capacity(ROOM),
             ids: checker.ids.clone(),
-            live: Vec::new(),
-            keyed: Vec::new(),
+            live: Vec::with_capacity(ROOM),
+            keyed: Vec::with_capacity(ROOM),
         }));
         let script: crate::poller::scripted::SharedScript = chaos.clone();
         let mut map = Map::with_poller(Poller::scripted(script));
@@ -243,12 +251,13 @@ impl Sim {
             traffic: Traffic::pattern(),
             seed: None,
             listeners: Vec::new(),
-            peers: Vec::new(),
-            open_peers: Vec::new(),
+            peers: Vec::with_capacity(ROOM),
+            open_peers: Vec::with_capacity(ROOM),
             trace,
             iterations: 0,
             shutdown: None,
-            events: Vec::new(),
+            peers_read_at: None,
+            events: Vec::with_capacity(ROOM),
             descriptors_at_start,
         })
     }
