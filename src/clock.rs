@@ -82,6 +82,11 @@ impl VirtualClock {
         self.now.get().saturating_duration_since(self.start)
     }
 
+    /// The instant the clock started at.
+    pub(crate) fn start(&self) -> Instant {
+        self.start
+    }
+
     /// `at` as an offset from the clock's start, for traces.
     pub(crate) fn offset(&self, at: Instant) -> Duration {
         at.saturating_duration_since(self.start)

@@ -128,15 +128,20 @@ impl Recorder {
 impl Tracer for Recorder {
     fn call(&self, callback: Callback) -> Option<usize> {
         let mut trace = self.trace.borrow_mut();
+        // Its index is the length before (`len() - 1` after the push was
+        // one more traced comparison, its overflow check, in a fuzzer's build).
+        let at = trace.len();
         trace.push((self.token, Traced::Called { callback, progress: false }));
-        Some(trace.len() - 1)
+        Some(at)
     }
 
     fn progress(&self, at: Option<usize>, moved: bool) {
-        if let Some(at) = at
+        // Recorded as not moving data: only a move changes it.
+        if moved
+            && let Some(at) = at
             && let Some((_, Traced::Called { progress, .. })) = self.trace.borrow_mut().get_mut(at)
         {
-            *progress = moved;
+            *progress = true;
         }
     }
 

@@ -171,11 +171,6 @@ impl Events {
         self.list.push(event);
     }
 
-    /// Adds reports after the others, in order.
-    pub(crate) fn extend_from_slice(&mut self, events: &[Event]) {
-        self.list.extend_from_slice(events);
-    }
-
     /// Every report, as one list (for a script to alter). A script's
     /// backend is never epoll, so the kernel's buffer is empty: checked
     /// first, as an empty splice cost a fuzz run over 500 instructions a

@@ -11,31 +11,49 @@ use crate::trace::{Callback, Joined, Traced};
 pub(crate) type Ids = std::rc::Rc<std::cell::RefCell<IdTable>>;
 
 /// Channel numbers by token key, in a table indexed by the key's slot (the
-/// map's own index, a small number): every slot keeps the numbers of the
-/// channels it held, latest last, with their generations. A lookup is an
-/// index and, for a channel still open, one comparison; hashing every key
-/// of every event was a visible share of a fuzz run.
+/// map's own index, a small number) that holds the latest channel of each
+/// slot: a lookup is an index and one comparison of the key. The numbers of
+/// channels a later one replaced in their slot are kept aside, looked up
+/// only for a stale key (a report for a closed channel, or a violation).
+/// Hashing every key of every event was a visible share of a fuzz run; a
+/// list per slot cost an allocation per slot and a loop per lookup.
 #[derive(Debug, Default)]
 pub(crate) struct IdTable {
-    slots: Vec<Vec<(u32, u32)>>,
+    /// `(key, number)` of the latest channel in each slot; `u64::MAX` in a
+    /// slot that never held one (no key of slot `i` is: its low half is `i`).
+    latest: Vec<(u64, u32)>,
+    /// `(key, number)` of the channels a later one replaced, oldest first.
+    older: Vec<(u64, u32)>,
+    /// The keys of the channels that left the map, in order: the script
+    /// reports readiness for them now and then.
+    pub closed: Vec<u64>,
 }
 
 impl IdTable {
     /// The number of the channel with token key `key`, if it ever joined.
     pub fn get(&self, key: u64) -> Option<u32> {
-        let (index, generation) = (key as u32, (key >> 32) as u32);
-        let held = self.slots.get(index as usize)?;
-        held.iter().rev().find(|&&(g, _)| g == generation).map(|&(_, id)| id)
+        match self.latest.get(key as u32 as usize) {
+            Some(&(latest, id)) if latest == key => Some(id),
+            _ => self.replaced(key),
+        }
+    }
+
+    #[cold]
+    fn replaced(&self, key: u64) -> Option<u32> {
+        self.older.iter().rev().find(|&&(k, _)| k == key).map(|&(_, id)| id)
     }
 
     fn insert(&mut self, key: u64, id: u32) {
-        let (index, generation) = (key as u32 as usize, (key >> 32) as u32);
-        if self.slots.len() <= index {
-            self.slots.resize_with(index + 1, Vec::new);
+        let index = key as u32 as usize;
+        if self.latest.len() <= index {
+            self.latest.resize(index + 1, (u64::MAX, 0));
         }
-        let held = &mut self.slots[index];
-        held.retain(|&(g, _)| g != generation);
-        held.push((generation, id));
+        let (previous, previous_id) = std::mem::replace(&mut self.latest[index], (key, id));
+        // The same key again (a generation that wrapped) names the new
+        // channel only; another key's channel is kept aside.
+        if previous != u64::MAX && previous != key {
+            self.older.push((previous, previous_id));
+        }
     }
 }
 
@@ -46,6 +64,15 @@ struct Life {
     closes: u32,
     failed_connect: bool,
     removed: bool,
+    /// The callbacks the channel may get now, a bit each (`bit`): what
+    /// `refusal` allows in its state, worked out when that changes (it
+    /// joins, connects, fails to, closes).
+    allowed: u16,
+    /// The callbacks that are allowed and leave everything as it was: not
+    /// one that changes the state, and none while an idle timeout is set
+    /// (activity re-arms it). Most callbacks are checked with this one
+    /// comparison; the others take the slow way (`fast_mask`).
+    fast: u16,
     /// The timer the handler asked for, as the checker models it: when it
     /// may expire at the earliest, and the idle timeout that re-arms it
     /// after every callback (`None`: a one-shot deadline).
@@ -63,7 +90,8 @@ struct Life {
 pub(crate) struct Checker {
     /// Every channel that joined, `#id` at `id - 1`.
     lives: Vec<Life>,
-    /// Channel numbers by token key, shared with the script.
+    /// Channel numbers by token key, and the keys of closed channels,
+    /// shared with the script.
     pub ids: Ids,
     /// How many channels joined and were not removed yet.
     open: usize,
@@ -76,9 +104,19 @@ pub(crate) struct Checker {
     /// Whether this batch reached the loop's expiries (an `Expired` event):
     /// what is armed after it was armed by a timeout callback.
     expiring: bool,
+    /// Callbacks checked, and how many of them moved data (or found the end
+    /// of a stream): the settling's measure of a quiet or livelocked loop.
+    pub callbacks: usize,
+    pub progressed: usize,
 }
 
 impl Checker {
+    /// A checker with room for `n` channels before it grows.
+    pub fn with_capacity(n: usize) -> Checker {
+        let ids = IdTable { latest: Vec::with_capacity(n), older: Vec::new(), closed: Vec::with_capacity(n) };
+        Checker { lives: Vec::with_capacity(n), ids: std::rc::Rc::new(ids.into()), ..Checker::default() }
+    }
+
     pub fn open_streams(&self) -> Vec<String> {
         let mut open: Vec<String> = (1..)
             .zip(&self.lives)
@@ -95,7 +133,9 @@ impl Checker {
 
     /// A new batch of events begins: the events of one wait, or of one step.
     pub fn begin_batch(&mut self) {
-        self.batch += 1;
+        // Wrapping: one traced comparison less per batch, in a count that
+        // cannot reach 2^64.
+        self.batch = self.batch.wrapping_add(1);
         self.expiring = false;
     }
 
@@ -126,6 +166,7 @@ impl Checker {
 
     /// Checks one event, which happened at `now`: the channel's number, or
     /// `Err` saying which invariant broke.
+    #[cfg(test)]
     pub fn check(
         &mut self,
         token: Token,
@@ -133,43 +174,86 @@ impl Checker {
         now: Instant,
         clock: &VirtualClock,
     ) -> Result<u32, String> {
-        let known = self.ids.borrow().get(token.key());
-        if let Traced::Inserted(joined) = event {
-            if known.is_some_and(|id| !self.lives[id as usize - 1].removed) {
-                return Err(format!("token {token:?} inserted twice"));
-            }
-            let id = u32::try_from(self.lives.len() + 1).expect("fewer than 2^32 channels");
-            self.ids.borrow_mut().insert(token.key(), id);
-            self.lives.push(Life {
-                joined,
-                connected: false,
-                closes: 0,
-                failed_connect: false,
-                removed: false,
-                timer: None,
-                counted: false,
-                late: None,
-            });
-            self.open += 1;
-            return Ok(id);
+        let mut id = 0;
+        self.check_all(&[(token, event)], now, clock, |checked, _| id = checked)?;
+        Ok(id)
+    }
+
+    /// Checks a batch's events, which happened at `now`, in order, handing
+    /// each to `checked` with its channel's number; `Err` says which
+    /// invariant the first bad one broke. The shared table is borrowed once
+    /// for the batch, not once per event.
+    pub fn check_all(
+        &mut self,
+        events: &[(Token, Traced)],
+        now: Instant,
+        clock: &VirtualClock,
+        mut checked: impl FnMut(u32, Traced),
+    ) -> Result<(), String> {
+        let ids = std::rc::Rc::clone(&self.ids);
+        let mut ids = ids.borrow_mut();
+        for &(token, event) in events {
+            checked(self.check_in(&mut ids, token, event, now, clock)?, event);
         }
-        let Some(id) = known else {
+        Ok(())
+    }
+
+    /// A channel joins as `#id`, its token's key `key`.
+    fn join(&mut self, ids: &mut IdTable, key: u64, joined: Joined) -> u32 {
+        let id = u32::try_from(self.lives.len() + 1).expect("fewer than 2^32 channels");
+        ids.insert(key, id);
+        let mut life = Life {
+            joined,
+            connected: false,
+            closes: 0,
+            failed_connect: false,
+            removed: false,
+            allowed: 0,
+            fast: 0,
+            timer: None,
+            counted: false,
+            late: None,
+        };
+        life.allowed = allowed(&life);
+        life.fast = fast_mask(&life);
+        self.lives.push(life);
+        self.open += 1;
+        id
+    }
+
+    fn check_in(
+        &mut self,
+        ids: &mut IdTable,
+        token: Token,
+        event: Traced,
+        now: Instant,
+        clock: &VirtualClock,
+    ) -> Result<u32, String> {
+        let key = token.key();
+        let Some(id) = ids.get(key) else {
+            if let Traced::Inserted(joined) = event {
+                return Ok(self.join(ids, key, joined));
+            }
             return Err(format!("an event for a channel that never joined the map ({token:?}): {event:?}"));
         };
-        if event == Traced::Expired {
-            self.expiring = true;
-        }
-        let life = &mut self.lives[id as usize - 1];
+        // Numbers start at 1 (wrapping: 0 would fail the bounds check
+        // anyway, without one more traced comparison).
+        let life = &mut self.lives[(id as usize).wrapping_sub(1)];
         let name = Name(id);
         if life.removed {
+            if let Traced::Inserted(joined) = event {
+                // The token's slot holds a new channel.
+                return Ok(self.join(ids, key, joined));
+            }
             return Err(format!("{name}: {event:?} after the channel closed (D18, stale token D20)"));
         }
         match event {
-            Traced::Inserted(_) => unreachable!("handled above"),
+            Traced::Inserted(_) => Err(format!("token {token:?} inserted twice")),
             Traced::Removed => {
                 life.removed = true;
                 self.open -= 1;
                 recount(&mut self.deadlines, life);
+                ids.closed.push(key);
                 Ok(id)
             }
             Traced::Deadline(at) => {
@@ -187,6 +271,7 @@ impl Checker {
                 Ok(id)
             }
             Traced::Expired => {
+                self.expiring = true;
                 let at = clock.offset(now);
                 if life.closes > 0 {
                     return Err(format!("{name}: its timer expired at t={at:?}, after handle_close"));
@@ -211,46 +296,29 @@ impl Checker {
                 Ok(id)
             }
             // Leaves a one-shot deadline as it was: no recount.
-            Traced::Called { callback, .. } => {
-                if life.closes > 0 {
-                    return Err(format!("{name}: {callback:?} after handle_close (D18)"));
+            Traced::Called { callback, progress } => {
+                // Wrapping, as `batch`: counts that cannot reach 2^64.
+                self.callbacks = self.callbacks.wrapping_add(1);
+                self.progressed = self.progressed.wrapping_add(usize::from(progress));
+                if life.fast & bit(callback) != 0 {
+                    return Ok(id);
                 }
-                if life.failed_connect {
-                    return Err(format!("{name}: {callback:?} after handle_connect_failed"));
-                }
-                match (life.joined, callback) {
-                    (
-                        Joined::Listening,
-                        Callback::Read | Callback::Write | Callback::Expt | Callback::Connect,
-                    ) => {
-                        return Err(format!("{name}: a listener got {callback:?}"));
-                    }
-                    (Joined::Connecting, Callback::Read | Callback::Write | Callback::Expt)
-                        if !life.connected =>
-                    {
-                        return Err(format!("{name}: {callback:?} before handle_connect (D21)"));
-                    }
-                    (Joined::Connecting, Callback::Connect) if life.connected => {
-                        return Err(format!("{name}: handle_connect twice"));
-                    }
-                    (
-                        Joined::Connected | Joined::Listening | Joined::File,
-                        Callback::Connect | Callback::ConnectFailed,
-                    ) => {
-                        return Err(format!("{name}: {callback:?} on a channel that never connected out"));
-                    }
-                    _ => {}
+                if life.allowed & bit(callback) == 0 {
+                    return Err(refusal_message(life, callback, name));
                 }
                 if let Some((_, Some(idle))) = life.timer {
                     // Activity re-arms an idle timeout (when the callback
                     // returns, at the same virtual time).
                     life.timer = now.checked_add(idle).map(|due| (due, Some(idle)));
                 }
-                match callback {
-                    Callback::Connect => life.connected = true,
-                    Callback::ConnectFailed => life.failed_connect = true,
-                    Callback::Close => life.closes += 1,
-                    _ => {}
+                if bit(callback) & CHANGES_STATE != 0 {
+                    match callback {
+                        Callback::Connect => life.connected = true,
+                        Callback::ConnectFailed => life.failed_connect = true,
+                        _ => life.closes += 1,
+                    }
+                    life.allowed = allowed(life);
+                    life.fast = fast_mask(life);
                 }
                 Ok(id)
             }
@@ -258,10 +326,117 @@ impl Checker {
     }
 }
 
+/// Every callback.
+#[cfg(test)]
+const CALLBACKS: [Callback; 9] = [
+    Callback::Connect,
+    Callback::ConnectFailed,
+    Callback::Accept,
+    Callback::Read,
+    Callback::Write,
+    Callback::Expt,
+    Callback::Timeout,
+    Callback::Error,
+    Callback::Close,
+];
+
+/// Every callback's bit.
+const ALL_CALLBACKS: u16 = (1 << 9) - 1;
+
+/// `callback`'s bit in a `Life::allowed` mask.
+#[inline(always)]
+fn bit(callback: Callback) -> u16 {
+    1 << callback as u8
+}
+
+/// The callbacks after which what a channel may get changes.
+const CHANGES_STATE: u16 =
+    1 << Callback::Connect as u8 | 1 << Callback::ConnectFailed as u8 | 1 << Callback::Close as u8;
+
+/// A rule a callback breaks.
+#[derive(Clone, Copy)]
+enum Refusal {
+    AfterClose,
+    AfterConnectFailed,
+    ToListener,
+    BeforeConnect,
+    ConnectTwice,
+    NeverConnectedOut,
+}
+
+/// The rule `callback` would break, reaching a channel in `life`'s state:
+/// nothing after `handle_close` (D18) or `handle_connect_failed`, no
+/// stream event to a listener, `handle_connect` once and before any read,
+/// write or priority event (D21), and no connect callback to a channel
+/// that never connected out.
+fn refusal(life: &Life, callback: Callback) -> Option<Refusal> {
+    if life.closes > 0 {
+        return Some(Refusal::AfterClose);
+    }
+    if life.failed_connect {
+        return Some(Refusal::AfterConnectFailed);
+    }
+    match (life.joined, callback) {
+        (Joined::Listening, Callback::Read | Callback::Write | Callback::Expt | Callback::Connect) => {
+            Some(Refusal::ToListener)
+        }
+        (Joined::Connecting, Callback::Read | Callback::Write | Callback::Expt) if !life.connected => {
+            Some(Refusal::BeforeConnect)
+        }
+        (Joined::Connecting, Callback::Connect) if life.connected => Some(Refusal::ConnectTwice),
+        (
+            Joined::Connected | Joined::Listening | Joined::File,
+            Callback::Connect | Callback::ConnectFailed,
+        ) => Some(Refusal::NeverConnectedOut),
+        _ => None,
+    }
+}
+
+/// The callbacks `refusal` allows in `life`'s state (a test checks that
+/// they agree), worked out without asking it of each callback.
+fn allowed(life: &Life) -> u16 {
+    if life.closes > 0 || life.failed_connect {
+        return 0;
+    }
+    let stream = bit(Callback::Read) | bit(Callback::Write) | bit(Callback::Expt);
+    let connects = bit(Callback::Connect) | bit(Callback::ConnectFailed);
+    ALL_CALLBACKS
+        & !match life.joined {
+            Joined::Listening => stream | connects,
+            Joined::Connecting if !life.connected => stream,
+            Joined::Connecting => bit(Callback::Connect),
+            Joined::Connected | Joined::File => connects,
+            Joined::Datagram => 0,
+        }
+}
+
+/// The callbacks that need no more than a count (`Life::fast`).
+fn fast_mask(life: &Life) -> u16 {
+    let idle = matches!(life.timer, Some((_, Some(_))));
+    if idle { 0 } else { life.allowed & !CHANGES_STATE }
+}
+
+/// Why `callback` may not reach the channel `name`, in `life`'s state.
+#[cold]
+fn refusal_message(life: &Life, callback: Callback, name: Name) -> String {
+    match refusal(life, callback) {
+        Some(Refusal::AfterClose) => format!("{name}: {callback:?} after handle_close (D18)"),
+        Some(Refusal::AfterConnectFailed) => format!("{name}: {callback:?} after handle_connect_failed"),
+        Some(Refusal::ToListener) => format!("{name}: a listener got {callback:?}"),
+        Some(Refusal::BeforeConnect) => format!("{name}: {callback:?} before handle_connect (D21)"),
+        Some(Refusal::ConnectTwice) => format!("{name}: handle_connect twice"),
+        Some(Refusal::NeverConnectedOut) => {
+            format!("{name}: {callback:?} on a channel that never connected out")
+        }
+        None => format!("{name}: {callback:?} refused, but no rule says why (a checker bug)"),
+    }
+}
+
 /// Keeps `deadlines`, the count of open channels with a one-shot deadline,
 /// true after `life` changed its timer or closed. Only those events need
 /// it: counting after every event was a visible share of a fuzz run.
 fn recount(deadlines: &mut usize, life: &mut Life) {
+    life.fast = fast_mask(life);
     let deadline = !life.removed && matches!(life.timer, Some((_, None)));
     if deadline != life.counted {
         life.counted = deadline;
@@ -450,6 +625,39 @@ mod tests {
         check(&mut c, &clock, called(Callback::ConnectFailed)).unwrap();
         let after = check(&mut c, &clock, called(Callback::Close)).unwrap_err();
         assert!(after.contains("after handle_connect_failed"), "{after}");
+    }
+
+    /// The masks a callback is checked with say what the rules say, in
+    /// every state a channel can be in.
+    #[test]
+    fn the_allowed_callbacks_are_those_no_rule_refuses() {
+        let joins =
+            [Joined::Connecting, Joined::Connected, Joined::Listening, Joined::File, Joined::Datagram];
+        for joined in joins {
+            for state in 0..8u32 {
+                let life = Life {
+                    joined,
+                    connected: state & 1 != 0,
+                    closes: state >> 1 & 1,
+                    failed_connect: state & 4 != 0,
+                    removed: false,
+                    allowed: 0,
+                    fast: 0,
+                    timer: None,
+                    counted: false,
+                    late: None,
+                };
+                for callback in CALLBACKS {
+                    let by_rules = refusal(&life, callback).is_none();
+                    assert_eq!(
+                        allowed(&life) & bit(callback) != 0,
+                        by_rules,
+                        "{joined:?} {state} {callback:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(CALLBACKS.iter().fold(0, |m, &c| m | bit(c)), ALL_CALLBACKS);
     }
 
     /// A listener gets accepts, never a read, write, priority event or

@@ -18,6 +18,9 @@ pub(crate) struct Chooser {
     data: Vec<u8>,
     /// How many bytes were asked for.
     at: Cell<usize>,
+    /// Where the choices end: the input's length, or never (`usize::MAX`)
+    /// when seeded, so that telling whether they ended is one comparison.
+    end: usize,
     /// xorshift64*'s state, when seeded: endless.
     seeded: Option<Cell<u64>>,
 }
@@ -26,17 +29,19 @@ impl Chooser {
     pub fn seeded(seed: u64) -> Chooser {
         // xorshift needs a non-zero state; mix the seed so 0, 1, 2… differ.
         let state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        Chooser { data: Vec::new(), at: Cell::new(0), seeded: Some(Cell::new(state)) }
+        Chooser { data: Vec::new(), at: Cell::new(0), end: usize::MAX, seeded: Some(Cell::new(state)) }
     }
 
     pub fn bytes(data: &[u8]) -> Chooser {
-        Chooser { data: data.to_vec(), at: Cell::new(0), seeded: None }
+        Chooser { data: data.to_vec(), at: Cell::new(0), end: data.len(), seeded: None }
     }
 
     #[inline(always)]
     pub fn byte(&self) -> Option<u8> {
         let at = self.at.get();
-        self.at.set(at + 1);
+        // Wrapping: an overflow check is one more traced comparison per
+        // byte in a fuzzer's build, for a count that cannot reach 2^64.
+        self.at.set(at.wrapping_add(1));
         match self.data.get(at) {
             Some(&b) => Some(b),
             None => self.generated(),
@@ -56,7 +61,7 @@ impl Chooser {
     }
 
     pub fn is_exhausted(&self) -> bool {
-        self.at.get() >= self.data.len() && self.seeded.is_none()
+        self.at.get() >= self.end
     }
 
     /// A number below `n` (n ≥ 1), from one or two bytes. Inlined: most

@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::fmt::{self, Write};
 use std::ops::Deref;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::readiness::Readiness;
 use crate::trace::{Callback, Traced};
@@ -48,13 +48,11 @@ pub(crate) enum Line {
         start: u32,
         end: u32,
     },
-    /// An event the loop recorded for channel `#id`, checked, at `at`
-    /// (a deadline's time in `deadline`).
+    /// An event the loop recorded for channel `#id`, checked, at `at`.
     Event {
         id: u32,
         event: Traced,
         at: Duration,
-        deadline: Option<Duration>,
     },
     /// The trace's `n`-th violation.
     Violation(u32),
@@ -106,6 +104,9 @@ pub struct Trace {
     delivered: Vec<Report>,
     /// The text of each `Line::Violation`, in order.
     violations: Vec<String>,
+    /// The instant times are shown from (the virtual clock's start): a
+    /// deadline's time is worked out when it is shown, not for every event.
+    origin: Option<Instant>,
     text: OnceLock<Vec<String>>,
 }
 
@@ -119,7 +120,7 @@ impl Default for Trace {
     fn default() -> Trace {
         // Empty buffers while the thread exits (the spare is gone then).
         let (lines, delivered) = SPARE.try_with(Cell::take).unwrap_or_default();
-        Trace { lines, delivered, violations: Vec::new(), text: OnceLock::new() }
+        Trace { lines, delivered, violations: Vec::new(), origin: None, text: OnceLock::new() }
     }
 }
 
@@ -143,6 +144,11 @@ impl Drop for Trace {
 }
 
 impl Trace {
+    /// Sets the instant times are shown from.
+    pub(crate) fn set_origin(&mut self, origin: Instant) {
+        self.origin = Some(origin);
+    }
+
     pub(crate) fn push(&mut self, line: Line) {
         self.lines.push(line);
     }
@@ -202,7 +208,7 @@ impl Trace {
                 }
                 Ok(())
             }
-            Line::Event { id, event, at, deadline } => {
+            Line::Event { id, event, at } => {
                 write!(s, "  #{id} ")?;
                 match *event {
                     Traced::Inserted(joined) => write!(s, "joined the map ({joined:?})"),
@@ -214,8 +220,11 @@ impl Trace {
                         }
                         Ok(())
                     }
-                    Traced::Deadline(Some(_)) => {
-                        write!(s, "deadline at t={:?}", deadline.unwrap_or_default())
+                    Traced::Deadline(Some(due)) => {
+                        let t = self
+                            .origin
+                            .map_or(Duration::ZERO, |origin| due.saturating_duration_since(origin));
+                        write!(s, "deadline at t={t:?}")
                     }
                     Traced::Deadline(None) | Traced::IdleTimeout(None) => s.write_str("timer cleared"),
                     Traced::IdleTimeout(Some(d)) => write!(s, "idle timeout {d:?}"),
@@ -273,6 +282,7 @@ impl Clone for Trace {
             lines: self.lines.clone(),
             delivered: self.delivered.clone(),
             violations: self.violations.clone(),
+            origin: self.origin,
             text: OnceLock::new(),
         }
     }
@@ -320,7 +330,7 @@ mod tests {
         );
         trace.poll(std::iter::empty());
         let event = Traced::Called { callback: Callback::Read, progress: true };
-        trace.push(Line::Event { id: 2, event, at: Duration::ZERO, deadline: None });
+        trace.push(Line::Event { id: 2, event, at: Duration::ZERO });
         assert_eq!(
             &*trace,
             [

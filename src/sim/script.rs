@@ -12,8 +12,6 @@ use crate::readiness::Readiness;
 /// reorders.
 pub(crate) struct Chaos {
     pub chooser: std::rc::Rc<Chooser>,
-    /// Keys of channels that have left the map.
-    pub graveyard: Vec<u64>,
     /// After the run: report the truth only.
     pub truthful: bool,
     /// What the last wait delivered: key, channel number (`None`:
@@ -21,7 +19,8 @@ pub(crate) struct Chaos {
     pub delivered: Vec<(u64, Option<u32>, Readiness, u8)>,
     /// Channel numbers (`#n`, in the order channels joined the map), for
     /// the trace and for a canonical order: descriptor numbers depend on
-    /// what else the process has open, channel numbers do not.
+    /// what else the process has open, channel numbers do not. With the
+    /// keys of the channels that left the map (`closed`).
     pub ids: super::check::Ids,
     /// The live keys with their channel numbers, put in order only when one
     /// is picked (reused from wait to wait).
@@ -33,19 +32,27 @@ pub(crate) struct Chaos {
 impl Script for Chaos {
     fn adjust(&mut self, live: &[u64], events: &mut Vec<Event>) {
         self.delivered.clear();
-        {
+        let sorted = {
             // One lookup per key, kept for the trace, then a sort on the
-            // numbers (unknown last) when there is more than one.
+            // numbers (unknown last) when they are not in order already
+            // (they often are: a test per pair, where the sort's own
+            // bookkeeping cost a dozen traced comparisons).
             let ids = self.ids.borrow();
             let keyed = &mut self.keyed;
             keyed.clear();
             keyed.extend(events.iter().map(|&e| (ids.get(e.0), e)));
-            if keyed.len() > 1 {
-                keyed.sort_by_key(|&(id, _)| id.unwrap_or(u32::MAX));
+            let number = |&(id, _): &(Option<u32>, Event)| id.unwrap_or(u32::MAX);
+            let sorted = keyed.is_sorted_by_key(number);
+            if !sorted {
+                keyed.sort_by_key(number);
             }
-        }
+            sorted
+        };
         if self.truthful {
             self.delivered.extend(self.keyed.iter().map(|&(id, (k, r))| (k, id, r, 0)));
+            if sorted {
+                return; // `events` already is the truth, in channel order
+            }
         } else {
             self.alter(live);
         }
@@ -89,11 +96,12 @@ impl Chaos {
             let r = if c.one_in(2) { Readiness::READABLE } else { Readiness::WRITABLE };
             out.push((key, ids.get(key), r, note::WAKEUP));
         }
-        if !self.graveyard.is_empty() && c.one_in(6) {
-            let key = self.graveyard[c.below(self.graveyard.len()).unwrap_or(0)];
-            let id = self.ids.borrow().get(key);
-            out.push((key, id, Readiness::READABLE | Readiness::WRITABLE, note::CLOSED));
+        let ids = self.ids.borrow();
+        if !ids.closed.is_empty() && c.one_in(6) {
+            let key = ids.closed[c.below(ids.closed.len()).unwrap_or(0)];
+            out.push((key, ids.get(key), Readiness::READABLE | Readiness::WRITABLE, note::CLOSED));
         }
+        drop(ids);
         if out.len() > 1 {
             let k = c.below(out.len()).unwrap_or(0);
             out.rotate_left(k);
@@ -108,7 +116,6 @@ mod tests {
     fn chaos(seed: u64, truthful: bool) -> Chaos {
         Chaos {
             chooser: std::rc::Rc::new(Chooser::seeded(seed)),
-            graveyard: Vec::new(),
             truthful,
             delivered: Vec::new(),
             ids: Default::default(),
