@@ -214,7 +214,12 @@ fn a_regular_file_in_the_map_is_read_to_its_end_then_closed() -> io::Result<()> 
 
 /// A file channel on a fresh, already unlinked regular file holding `content`.
 fn tempfile_channel(content: &[u8], backend: Backend) -> io::Result<Channel<FileFd>> {
-    let path = std::env::temp_dir().join(format!("rolecore-conformance-{}-{backend}", std::process::id()));
+    // A name of its own per call: tests run in parallel threads of one
+    // process, and two writing the same path would read each other's bytes.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path =
+        std::env::temp_dir().join(format!("rolecore-conformance-{}-{backend}-{n}", std::process::id()));
     std::fs::write(&path, content)?;
     let file = File::open(&path)?;
     std::fs::remove_file(&path)?;
@@ -325,13 +330,17 @@ fn a_backend_switch_does_not_make_the_next_channel_always_ready() {
         for to in util::backends().filter(|&to| to != from) {
             let file = tempfile_channel(b"x", from).expect("a file channel");
             let (reader, _writer) = io::pipe().expect("a pipe");
+            // Above the file's descriptor whatever other tests (threads of
+            // this process) opened and closed meanwhile.
+            let reader: OwnedFd =
+                rustix::io::fcntl_dupfd_cloexec(&reader, file.as_raw_fd() + 1).expect("dup");
             assert!(file.as_raw_fd() < reader.as_raw_fd(), "the file comes first in the map's slots");
             let mut map = util::map(from);
             let log = Log::default();
             map.insert(file, FileProbe::deaf(Probe::new("file", &log))).expect("insert the file");
             let pipe = map
                 .insert(
-                    Channel::file(OwnedFd::from(reader)).expect("a pipe channel"),
+                    Channel::file(reader).expect("a pipe channel"),
                     FileProbe::reader(Probe::new("pipe", &log)),
                 )
                 .expect("insert the pipe");
