@@ -10,7 +10,7 @@ use rustix::io::Errno;
 
 use crate::memory::{
     Link, Sizes, accept, connect, connect_result, descriptor_for, listener, pair, pending, readiness, recv,
-    send, send_room, set_link, shutdown,
+    recv_all_append, send, send_room, set_link, shutdown,
 };
 use crate::readiness::{Interest, Readiness};
 
@@ -166,4 +166,31 @@ fn a_pending_connect_resolves_to_refused_or_established() {
     set_link(&c, Link::Established);
     assert!(connect_result(&c).is_ok());
     assert_eq!(send(&c, b"hi", false), Ok(2));
+}
+
+/// Reading everything stops at the end of the stream (and after a reset):
+/// it takes what was sent, then returns, however many times it is called.
+/// Run on a thread of its own (the table is per thread) and waited for a
+/// bounded time, so that a read that never stops fails instead of hanging.
+#[test]
+fn reading_everything_stops_at_the_end_of_the_stream() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (a, b) = pair(sizes(64, 64), Link::Established).unwrap();
+        send(&a, b"last words", false).unwrap();
+        shutdown(&a, false, true).unwrap();
+        let mut got = Vec::new();
+        let first = recv_all_append(&b, &mut got);
+        let again = recv_all_append(&b, &mut got);
+        let (c, d) = pair(sizes(64, 64), Link::Established).unwrap();
+        send(&c, b"x", false).unwrap();
+        send(&d, b"unread", false).unwrap();
+        drop(c);
+        let reset = recv_all_append(&d, &mut got);
+        let _ = done.send((first, again, reset, got));
+    });
+    let (first, again, reset, got) =
+        finished.recv_timeout(std::time::Duration::from_secs(10)).expect("recv_all_append never returned");
+    assert_eq!((first, again, reset), (10, 0, 1));
+    assert_eq!(got, b"last wordsx");
 }
