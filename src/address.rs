@@ -256,6 +256,20 @@ mod tests {
         }
     }
 
+    /// An unnamed Unix address (a socketpair's end, an unbound sender)
+    /// stays unnamed through rustix, prints as `unix:(unnamed)` (not as an
+    /// empty path or abstract name), and is not what any text parses to.
+    #[test]
+    fn an_unnamed_unix_address_round_trips_and_prints_as_unnamed() {
+        let unnamed = Address::Unix(UnixAddress::Unnamed);
+        assert_eq!(Address::from_any(unnamed.to_any().unwrap()).unwrap(), unnamed);
+        assert_eq!(unnamed.to_string(), "unix:(unnamed)");
+        assert_eq!(unnamed.family(), Family::Unix);
+        assert_eq!(unnamed.inet(), None);
+        assert!("unix:(unnamed)".parse::<Address>().is_ok_and(|a| a != unnamed));
+        assert_eq!(UnixAddress::Unnamed.to_address().unwrap(), unnamed);
+    }
+
     #[test]
     fn round_trips_through_rustix() {
         for text in ["127.0.0.1:80", "[::1]:443", "unix:/tmp/x.sock", "unix:@name"] {

@@ -667,4 +667,199 @@ mod tests {
         assert!(a.send(b"abcd").is_err());
         assert_eq!(a.queued(), 0);
     }
+
+    /// Fills the socket under `a` so that what is sent next stays queued.
+    fn fill(a: &mut Buffered) {
+        while a.channel.send(&[0u8; 4096]).unwrap() > 0 {}
+    }
+
+    /// Reads everything `b` holds now; returns how many bytes.
+    fn drain_peer(b: &mut Channel<Connected>) -> usize {
+        let mut sink = vec![0u8; 1 << 16];
+        let mut total = 0;
+        loop {
+            match b.recv(&mut sink) {
+                Ok(0) => return total,
+                Ok(n) => total += n,
+                Err(e) => {
+                    assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+                    return total;
+                }
+            }
+        }
+    }
+
+    /// Both watermarks are inclusive on the side the docs say: back-pressure
+    /// starts strictly above `high` (exactly `high` queued still reads) and
+    /// ends at `low` exactly, not only below it.
+    #[test]
+    fn watermarks_start_strictly_above_high_and_end_at_low_exactly() {
+        let mut w = Watermarks { low: 100, high: 1000, backlogged: false };
+        w.update(1000);
+        assert!(!w.backlogged, "exactly high is not above it");
+        w.update(1001);
+        assert!(w.backlogged);
+        w.update(101);
+        assert!(w.backlogged, "above low: still backlogged");
+        w.update(100);
+        assert!(!w.backlogged, "at low: reading resumes");
+
+        let (a, _b) = Channel::pair().unwrap();
+        let mut a = Buffered::new(a);
+        a.set_watermarks(100, 1000);
+        fill(&mut a);
+        a.send(&[1u8; 1000]).unwrap();
+        assert_eq!(a.queued(), 1000);
+        assert!(!a.is_backlogged(), "1000 queued, high 1000");
+        a.send(b"x").unwrap();
+        assert!(a.is_backlogged(), "1001 queued, high 1000");
+    }
+
+    /// A low watermark above the high one is brought down to it: reading
+    /// then resumes as soon as the queue is back at or under `high`.
+    #[test]
+    fn a_low_watermark_above_the_high_one_is_clamped_to_it() {
+        let (a, _b) = Channel::pair().unwrap();
+        let mut a = Buffered::new(a);
+        a.set_watermarks(500, 100);
+        assert_eq!(a.watermarks(), (100, 100));
+        let mut w = Watermarks::default();
+        w.set(500, 100, 300);
+        assert!(w.backlogged);
+        w.update(200);
+        assert!(w.backlogged, "200 is above the clamped low of 100");
+    }
+
+    /// New watermarks take effect at once: a backlogged stream whose high
+    /// watermark is raised to `usize::MAX` (back-pressure off) reads again,
+    /// without waiting for its queue to drain to the low one.
+    #[test]
+    fn raising_the_watermarks_ends_back_pressure_at_once() {
+        let (a, _b) = Channel::pair().unwrap();
+        let mut a = Buffered::new(a);
+        a.set_watermarks(100, 1000);
+        fill(&mut a);
+        a.send(&[1u8; 1100]).unwrap();
+        assert!(a.is_backlogged());
+        a.set_watermarks(100, usize::MAX);
+        assert!(!a.is_backlogged(), "back-pressure turned off with 1100 queued");
+        a.set_watermarks(100, 1000);
+        assert!(a.is_backlogged(), "1100 > 1000 again");
+    }
+
+    /// A fresh stream (nothing queued, no bound set) refuses a send larger
+    /// than the default limit whole, as one with an explicit limit does: no
+    /// byte of it reaches the peer and nothing is queued.
+    #[test]
+    fn a_fresh_stream_refuses_a_send_over_the_default_limit_whole() {
+        let (a, mut b) = Channel::pair().unwrap();
+        let mut a = Buffered::new(a);
+        let err = a.send(&vec![7u8; DEFAULT_OUTPUT_LIMIT + 1]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(a.queued(), 0);
+        assert_eq!(drain_peer(&mut b), 0, "a refused send sent nothing");
+        a.send(&vec![7u8; 1000]).unwrap();
+        assert_eq!(drain_peer(&mut b), 1000);
+    }
+
+    /// A budget takes exactly its limit: a send that brings it to the limit
+    /// is queued, one more byte is refused.
+    #[test]
+    fn a_budget_takes_exactly_its_limit() {
+        let budget = OutputBudget::new(1000);
+        let (a, _b) = Channel::pair().unwrap();
+        let mut a = Buffered::new(a).with_budget(&budget);
+        fill(&mut a);
+        a.send(&[1u8; 1000]).unwrap();
+        assert_eq!((budget.used(), budget.available()), (1000, 0));
+        let err = a.send(b"x").unwrap_err();
+        let full = err.get_ref().unwrap().downcast_ref::<BudgetFull>().unwrap();
+        assert_eq!(*full, BudgetFull { used: 1000, requested: 1, limit: 1000 });
+        assert_eq!(a.queued(), 1000);
+        budget.set_limit(10);
+        assert_eq!(budget.available(), 0, "over the limit: none available, not a wrap-around");
+    }
+
+    /// Dropping a stream whose queue was partly sent releases from the
+    /// budget only the bytes still queued (the sent ones were released
+    /// when sent): the budget ends at zero.
+    #[test]
+    fn dropping_a_partly_sent_queue_releases_only_the_unsent_bytes() {
+        let budget = OutputBudget::new(1 << 20);
+        let (a, mut b) = Channel::pair().unwrap();
+        let mut a = Buffered::new(a).with_budget(&budget);
+        fill(&mut a);
+        a.send(&[1u8; 100_000]).unwrap();
+        assert_eq!(budget.used(), 100_000);
+        drain_peer(&mut b);
+        a.initiate_send().unwrap();
+        let left = a.queued();
+        assert!(left > 0 && left < 100_000, "one chunk went out: {left} left");
+        assert_eq!(budget.used(), left);
+        drop(a);
+        assert_eq!(budget.used(), 0);
+    }
+
+    /// Output queued while connecting is charged to the budget as any
+    /// queued output, and the limit bounds it.
+    #[test]
+    fn output_queued_while_connecting_is_charged_to_the_budget() {
+        let budget = OutputBudget::new(100);
+        let (c, _d) = Channel::pair().unwrap();
+        let mut pending: Buffered<Connecting> = Buffered::new(c.into_role()).with_budget(&budget);
+        pending.send(&[1u8; 60]).unwrap();
+        assert_eq!(budget.used(), 60);
+        let err = pending.send(&[1u8; 41]).unwrap_err();
+        assert!(err.get_ref().unwrap().is::<BudgetFull>());
+        assert_eq!((pending.queued(), budget.used()), (60, 60));
+        drop(pending);
+        assert_eq!(budget.used(), 0);
+    }
+
+    /// One write event sends at most [`SEND_CHUNK`] bytes, however much the
+    /// socket would take (asyncore's `initiate_send`): one channel's burst
+    /// cannot hog the loop.
+    #[test]
+    fn one_write_event_sends_at_most_one_chunk() {
+        let (a, mut b) = Channel::pair().unwrap();
+        let mut a = Buffered::new(a);
+        fill(&mut a);
+        let total = 3 * SEND_CHUNK;
+        a.send(&vec![1u8; total]).unwrap();
+        assert_eq!(a.queued(), total);
+        drain_peer(&mut b);
+        a.initiate_send().unwrap();
+        let sent = total - a.queued();
+        assert!(sent > 0 && sent <= SEND_CHUNK, "{sent} bytes in one write event");
+    }
+
+    /// The memory a queue holds stays near what is queued while it never
+    /// empties: sent bytes are compacted away as more is queued, rather than
+    /// kept until the queue drains. Once a burst larger than a chunk has
+    /// drained, its buffer is given back.
+    #[test]
+    fn a_queue_that_never_empties_does_not_keep_the_sent_bytes() {
+        let (a, mut b) = Channel::pair().unwrap();
+        let mut a = Buffered::new(a).with_limit(64 << 20);
+        fill(&mut a);
+        a.send(&vec![1u8; 200_000]).unwrap();
+        let mut most = a.queued();
+        let mut sink = vec![0u8; 10_000];
+        for _ in 0..400 {
+            let _ = b.recv(&mut sink);
+            a.initiate_send().unwrap();
+            a.send(&[2u8; 10_000]).unwrap();
+            most = most.max(a.queued());
+            let capacity = a.output.as_ref().unwrap().queue.capacity();
+            assert!(
+                capacity <= 4 * most + SEND_CHUNK,
+                "queue holds {capacity} bytes of memory for at most {most} queued"
+            );
+        }
+        while a.queued() > 0 {
+            drain_peer(&mut b);
+            a.initiate_send().unwrap();
+        }
+        assert_eq!(a.output.as_ref().unwrap().queue.capacity(), 0, "the burst's buffer is freed");
+    }
 }

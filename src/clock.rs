@@ -142,6 +142,23 @@ mod tests {
         assert_eq!(clock.now(), end, "time never goes back, and has nowhere to go");
     }
 
+    /// A trace's times are offsets from the clock's start, whatever the
+    /// time is now: the same instant prints the same before and after the
+    /// clock moves on, and an instant before the start prints as zero.
+    #[test]
+    fn offsets_are_measured_from_the_start_not_from_now() {
+        let clock = VirtualClock::new();
+        let t0 = clock.now();
+        clock.advance(Duration::from_secs(5));
+        let at = clock.now();
+        assert_eq!(clock.offset(at), Duration::from_secs(5));
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(clock.offset(at), Duration::from_secs(5), "an instant's offset does not move");
+        assert_eq!(clock.offset(clock.now()), Duration::from_secs(3605));
+        assert_eq!(clock.offset(t0), Duration::ZERO);
+        assert_eq!(clock.elapsed(), Duration::from_secs(3605));
+    }
+
     #[test]
     fn saturating_add_adds_or_stops_at_the_last_instant() {
         let t0 = Instant::now();

@@ -190,3 +190,53 @@ fn with_no_terminator_the_default_collector_is_bounded_by_max_record() {
         }
     }
 }
+
+/// One `initiate_send` sends at most `out_buffer_size` bytes (asynchat's
+/// `ac_out_buffer_size`), however much is queued and the socket would take;
+/// the rest goes out on the next ones, in order.
+#[test]
+fn one_send_gives_at_most_out_buffer_size_bytes() {
+    let (ours, mut peer) = UnixStream::pair().unwrap();
+    let mut chat = AsyncChat::new(Channel::try_from(ours).unwrap(), Terminator::LF);
+    chat.set_out_buffer_size(1000);
+    let data: Vec<u8> = (0..10_000).map(|i| (i % 251) as u8).collect();
+    chat.push(&data).unwrap();
+    chat.initiate_send().unwrap();
+    assert_eq!(chat.queued(), 9000, "one send, one out_buffer_size");
+    let mut got = vec![0u8; 1000];
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(got, data[..1000]);
+    while chat.has_output() {
+        chat.initiate_send().unwrap();
+    }
+    let mut rest = vec![0u8; 9000];
+    peer.read_exact(&mut rest).unwrap();
+    assert_eq!(rest, data[1000..]);
+}
+
+/// Back-pressure follows the chat's queue both ways: above the high
+/// watermark the chat is backlogged, and as its own sends drain the queue
+/// it stops being backlogged once at or below the low one, with no further
+/// push needed to notice.
+#[test]
+fn a_chat_stops_being_backlogged_as_its_sends_drain_the_queue() {
+    use rolecore::Transport;
+    let (ours, mut peer) = UnixStream::pair().unwrap();
+    let mut chat = AsyncChat::new(Channel::try_from(ours).unwrap(), Terminator::LF);
+    chat.set_watermarks(100, 1000);
+    chat.set_out_buffer_size(300);
+    chat.push(&[b'x'; 1500]).unwrap();
+    assert!(chat.is_backlogged(), "1500 queued > 1000");
+    chat.initiate_send().unwrap();
+    assert_eq!(chat.queued(), 1200);
+    assert!(chat.is_backlogged(), "1200 queued: still above the low watermark");
+    while chat.queued() > 100 {
+        chat.initiate_send().unwrap();
+    }
+    assert!(!chat.is_backlogged(), "{} queued, low 100", chat.queued());
+    while chat.has_output() {
+        chat.initiate_send().unwrap();
+    }
+    let mut got = vec![0u8; 1500];
+    peer.read_exact(&mut got).unwrap();
+}

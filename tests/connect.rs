@@ -291,3 +291,48 @@ fn handle_connect_sees_connected_channel_and_precedes_read_and_write() {
         assert_eq!(read_exactly(&mut server, 2), b"CW", "{backend}");
     }
 }
+
+/// Closes itself once connected; records how a connect failed.
+struct ConnectOutcome(Rc<std::cell::RefCell<Vec<io::ErrorKind>>>);
+
+impl StreamHandler for ConnectOutcome {
+    fn handle_connect(&mut self, _ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        cx.close();
+        Ok(())
+    }
+
+    fn handle_connect_failed(&mut self, error: io::Error, _cx: &mut Ctx<'_>) {
+        self.0.borrow_mut().push(error.kind());
+    }
+
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        discard(ch)
+    }
+}
+
+/// A connect whose deadline passes first is `handle_connect_failed` with
+/// `TimedOut`, and the channel leaves the map then, at once: it does not
+/// stay until the kernel gives up on the connect (minutes later).
+#[test]
+fn a_connect_past_its_deadline_fails_and_leaves_the_map() -> io::Result<()> {
+    let _fds = shared();
+    for backend in backends() {
+        // A listener that never accepts, with the smallest backlog: once its
+        // queue is full, the kernel drops further SYNs and those connects
+        // stay pending.
+        let listener = Channel::tcp_v4()?.bind("127.0.0.1:0")?.listen(0)?;
+        let addr = listener.local_addr()?;
+        let failed = Rc::new(std::cell::RefCell::new(Vec::new()));
+        let mut m = map(backend);
+        for _ in 0..8 {
+            let token = m.insert(Channel::tcp_v4()?.connect(&addr)?, ConnectOutcome(failed.clone()))?;
+            m.set_deadline(token, Some(std::time::Instant::now() + Duration::from_millis(30)));
+        }
+        assert!(run_until(&mut m, |m| m.is_empty()), "{backend}: {} channels left", m.len());
+        let failed = failed.borrow();
+        assert!(!failed.is_empty(), "{backend}: no connect stayed pending");
+        assert!(failed.iter().all(|&k| k == io::ErrorKind::TimedOut), "{backend}: {failed:?}");
+        drop(listener);
+    }
+    Ok(())
+}

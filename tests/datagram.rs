@@ -162,3 +162,86 @@ fn a_shutdown_closes_a_datagram_socket_with_handle_close_once() {
         assert_eq!(log.events(), ["close"], "{backend}");
     }
 }
+
+/// Reads a datagram, then fails the way a stream fails when its peer left.
+struct FailsAsDisconnected(Log);
+
+impl DatagramHandler<ConnectedDatagram> for FailsAsDisconnected {
+    fn handle_read(&mut self, ch: &mut Channel<ConnectedDatagram>, _: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0u8; 16];
+        ch.recv(&mut buf)?;
+        Err(io::ErrorKind::BrokenPipe.into())
+    }
+    fn handle_error(&mut self, _: &mut Channel<ConnectedDatagram>, error: io::Error, _: &mut Ctx<'_>) {
+        self.0.push(format!("error {:?}", error.kind()));
+    }
+    fn handle_close(&mut self, _: &mut Channel<ConnectedDatagram>, _: &mut Ctx<'_>) {
+        self.0.push("close");
+    }
+}
+
+/// A datagram socket has no peer to lose: an error that on a stream means
+/// the peer left (`BrokenPipe`, `ConnectionReset`, ...) is, on a datagram
+/// socket, the handler's like any other: `handle_error`, and the socket
+/// stays in the map, never `handle_close`.
+#[test]
+fn a_disconnect_kind_of_error_on_a_datagram_socket_is_handle_error_not_close() {
+    for backend in util::backends() {
+        let a = Channel::udp_v4().unwrap().bind("127.0.0.1:0").unwrap();
+        let a_addr = a.local_addr().unwrap();
+        let log = Log::default();
+        let mut map = util::map(backend);
+        let b = Channel::udp_v4().unwrap().bind("127.0.0.1:0").unwrap();
+        let b_addr = b.local_addr().unwrap();
+        let b = b.connect(&a_addr).unwrap();
+        let mut a = a.connect(&b_addr).unwrap();
+        let token = map.insert(b, FailsAsDisconnected(log.clone())).unwrap();
+        a.send(b"one").unwrap();
+        assert!(util::run_until(&mut map, |_| !log.events().is_empty()), "{backend}");
+        util::run_iterations(&mut map, 2);
+        assert_eq!(log.events(), ["error BrokenPipe"], "{backend}");
+        assert!(map.contains(token), "{backend}: the socket was closed");
+    }
+}
+
+/// Closes its socket on the first datagram, then tries to send and passes
+/// the refusal on with `?`.
+struct ClosesThenSends(Log);
+
+impl DatagramHandler<ConnectedDatagram> for ClosesThenSends {
+    fn handle_read(&mut self, ch: &mut Channel<ConnectedDatagram>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0u8; 16];
+        ch.recv(&mut buf)?;
+        cx.close();
+        ch.send(b"after close")?;
+        self.0.push("sent after close");
+        Ok(())
+    }
+    fn handle_error(&mut self, _: &mut Channel<ConnectedDatagram>, error: io::Error, _: &mut Ctx<'_>) {
+        self.0.push(format!("error {:?}", error.kind()));
+    }
+    fn handle_close(&mut self, _: &mut Channel<ConnectedDatagram>, _: &mut Ctx<'_>) {
+        self.0.push("close");
+    }
+}
+
+/// A datagram socket closed from its own callback refuses I/O, and the
+/// refusal passed on with `?` is not an error of the handler's: the socket
+/// closes as asked, with no `handle_error`.
+#[test]
+fn io_refused_after_a_datagram_socket_closed_itself_is_no_error() {
+    for backend in util::backends() {
+        let a = Channel::udp_v4().unwrap().bind("127.0.0.1:0").unwrap();
+        let a_addr = a.local_addr().unwrap();
+        let log = Log::default();
+        let mut map = util::map(backend);
+        let b = Channel::udp_v4().unwrap().bind("127.0.0.1:0").unwrap();
+        let b_addr = b.local_addr().unwrap();
+        let b = b.connect(&a_addr).unwrap();
+        let mut a = a.connect(&b_addr).unwrap();
+        map.insert(b, ClosesThenSends(log.clone())).unwrap();
+        a.send(b"one").unwrap();
+        assert!(util::run_until(&mut map, |m| m.is_empty()), "{backend}");
+        assert!(log.events().is_empty(), "{backend}: {:?}", log.events());
+    }
+}

@@ -258,3 +258,45 @@ fn connection_refused_returned_by_handler_goes_to_handle_error_not_handle_close(
         );
     }
 }
+
+/// Wants to read and to write; its read fails with an ordinary error that
+/// its `handle_error` survives.
+struct ReadFails(Log);
+
+impl StreamHandler for ReadFails {
+    fn writable(&self, _ch: &Channel<Connected>) -> bool {
+        true
+    }
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0u8; 64])?;
+        self.0.push("read");
+        Err(io::Error::other("bad request"))
+    }
+    fn handle_write(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.0.push("write");
+        Ok(())
+    }
+    fn handle_error(&mut self, _ch: &mut Channel<Connected>, error: io::Error, _cx: &mut Ctx<'_>) {
+        self.0.push(format!("error {error}"));
+    }
+}
+
+/// A callback that failed ends its wake-up: after `handle_read`'s error
+/// and `handle_error`, no `handle_write` follows in the same wake-up, even
+/// though the channel was writable too; it comes on the next one (the
+/// handler survived its error).
+#[test]
+fn a_failed_callback_ends_its_wake_up() -> io::Result<()> {
+    for backend in backends() {
+        let log = Log::default();
+        let mut m = map(backend);
+        let (ours, mut peer) = Channel::pair()?;
+        peer.send(b"request")?;
+        m.insert(ours, ReadFails(log.clone()))?;
+        m.run(rolecore::LoopOptions::new().count(1).timeout(std::time::Duration::from_secs(5)))?;
+        assert_eq!(log.events(), ["read", "error bad request"], "{backend}: one wake-up");
+        run_iterations(&mut m, 1);
+        assert_eq!(log.events().last().map(String::as_str), Some("write"), "{backend}: the next one");
+    }
+    Ok(())
+}

@@ -61,3 +61,88 @@ fn queued_output_reaches_a_peer_that_half_closed() {
         assert_eq!(log.events(), ["close with 0 queued"], "{backend}: handle_close once, after draining");
     }
 }
+
+/// Answers the first read with more than the socket takes, and gives
+/// itself a deadline.
+struct BigReply(Log);
+
+impl StreamHandler<Buffered<Connected>> for BigReply {
+    fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0u8; 64];
+        let n = ch.recv(&mut buf)?;
+        if n > 0 {
+            ch.send(&vec![b'r'; 1 << 20])?;
+            let at = cx.now() + std::time::Duration::from_millis(30);
+            cx.set_deadline(cx.token(), Some(at));
+        }
+        Ok(())
+    }
+
+    fn handle_close(&mut self, ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) {
+        self.0.push(format!("close with queue: {}", ch.queued() > 0));
+    }
+}
+
+/// A stream draining its queue to a peer that half-closed is still bound
+/// by its deadline: a peer that never reads cannot keep it open. When the
+/// deadline passes, `handle_close` comes (with the output still queued)
+/// and the channel leaves the map.
+#[test]
+fn a_deadline_closes_a_stream_draining_to_a_peer_that_never_reads() {
+    for backend in util::backends() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        theirs.write_all(b"go").unwrap();
+        theirs.shutdown(Shutdown::Write).unwrap();
+        let log = Log::default();
+        let mut map = util::map(backend);
+        let channel = Channel::<Connected>::try_from(ours).unwrap();
+        map.insert(Buffered::new(channel), BigReply(log.clone())).unwrap();
+        assert!(util::run_until(&mut map, |m| m.is_empty()), "{backend}: the deadline did not close it");
+        assert_eq!(log.events(), ["close with queue: true"], "{backend}");
+        drop(theirs);
+    }
+}
+
+/// Answers the first read with more than the socket takes; no deadline.
+struct BigReplyNoDeadline(Log);
+
+impl StreamHandler<Buffered<Connected>> for BigReplyNoDeadline {
+    fn handle_read(&mut self, ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0u8; 64];
+        if ch.recv(&mut buf)? > 0 {
+            ch.send(&vec![b'r'; 1 << 20])?;
+            self.0.push("replied");
+        }
+        Ok(())
+    }
+
+    fn handle_close(&mut self, ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) {
+        self.0.push(format!("close with queue: {}", ch.queued() > 0));
+    }
+}
+
+/// A graceful shutdown whose grace ends while a stream is still draining
+/// its queue to a peer that half-closed (and does not read) closes it with
+/// `handle_close`, as it closes a connected one: the handler hears of the
+/// close whatever state the stream is in.
+#[test]
+fn a_shutdown_closes_a_draining_stream_with_handle_close() {
+    for backend in util::backends() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        theirs.write_all(b"go").unwrap();
+        theirs.shutdown(Shutdown::Write).unwrap();
+        let log = Log::default();
+        let mut map = util::map(backend);
+        let channel = Channel::<Connected>::try_from(ours).unwrap();
+        map.insert(Buffered::new(channel), BigReplyNoDeadline(log.clone())).unwrap();
+        // The reply, then the end of stream: the stream drains, and stays
+        // draining while the peer does not read.
+        util::run_iterations(&mut map, 5);
+        assert_eq!(log.events(), ["replied"], "{backend}");
+        assert_eq!(map.len(), 1, "{backend}");
+        map.shutdown(std::time::Duration::ZERO);
+        assert!(util::run_until(&mut map, |m| m.is_empty()), "{backend}: the shutdown did not close it");
+        assert_eq!(log.events(), ["replied", "close with queue: true"], "{backend}");
+        drop(theirs);
+    }
+}

@@ -212,3 +212,160 @@ fn a_channel_inserted_with_a_clone_of_the_busy_kept_handler_is_read() {
 fn got_len_is(spawner: &Kept<Spawner>, n: usize) -> bool {
     spawner.with(|s| s.got.len() == n).unwrap_or(false)
 }
+
+/// Records the bytes it reads and whether `handle_error` ran.
+#[derive(Default)]
+struct Reads {
+    got: Vec<u8>,
+    errors: usize,
+}
+
+impl StreamHandler for Reads {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0u8; 64];
+        let n = ch.recv(&mut buf)?;
+        self.got.extend_from_slice(&buf[..n]);
+        Ok(())
+    }
+
+    fn handle_error(&mut self, _ch: &mut Channel<Connected>, _error: io::Error, _cx: &mut Ctx<'_>) {
+        self.errors += 1;
+    }
+}
+
+/// A loop run from inside `Kept::with` cannot call the handler that `with`
+/// holds: its callback fails instead of running twice at once, its
+/// `handle_error` cannot run either, and the channel closes (with a
+/// report saying why) rather than stay in the map with its input unread.
+/// The handler itself saw nothing, and comes back once the map let go.
+#[test]
+fn a_loop_run_inside_kept_with_closes_the_channel_of_the_held_handler() {
+    let reports = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = reports.clone();
+    rolecore::report::set_log_hook(Some(Box::new(move |_, message| {
+        sink.lock().unwrap().push(message.to_string())
+    })));
+    let (ours, mut peer) = UnixStream::pair().unwrap();
+    peer.write_all(b"hello").unwrap();
+    let kept = Kept::new(Reads::default());
+    let mut map = Map::new().unwrap();
+    map.insert(Channel::try_from(ours).unwrap(), kept.clone()).unwrap();
+    let ran = kept.with(|_held| {
+        for _ in 0..20 {
+            if map.is_empty() {
+                break;
+            }
+            map.run(LoopOptions::new().count(1).timeout(std::time::Duration::from_millis(50))).unwrap();
+        }
+        map.is_empty()
+    });
+    rolecore::report::set_log_hook(None);
+    assert_eq!(ran, Some(true), "the channel of a held handler stayed in the map");
+    let reads = kept.into_inner().expect("the map let go");
+    assert!(reads.got.is_empty() && reads.errors == 0, "the held handler was called");
+    let reports = reports.lock().unwrap();
+    assert!(reports.iter().any(|r| r.contains("inside one of its own callbacks")), "{reports:?}");
+}
+
+/// A shared record of callbacks, for the handlers below.
+type Calls = std::rc::Rc<std::cell::RefCell<Vec<&'static str>>>;
+
+/// Writes once when writable, reads urgent data.
+struct StreamCalls(Calls, bool);
+
+impl StreamHandler for StreamCalls {
+    fn writable(&self, _ch: &Channel<Connected>) -> bool {
+        !self.1
+    }
+    fn handle_write(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.1 = true;
+        self.0.borrow_mut().push("write");
+        Ok(())
+    }
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0u8; 64]).map(drop)
+    }
+    fn handle_expt(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv_oob(&mut [0u8; 1])?;
+        self.0.borrow_mut().push("expt");
+        Ok(())
+    }
+}
+
+/// A listener's deadline, recorded.
+struct ListenerCalls(Calls);
+
+impl AcceptHandler for ListenerCalls {
+    fn handle_accepted(
+        &mut self,
+        _conn: Channel<Connected>,
+        _peer: Address,
+        _cx: &mut Ctx<'_>,
+    ) -> io::Result<()> {
+        Ok(())
+    }
+    fn handle_timeout(
+        &mut self,
+        _ch: &mut rolecore::Channel<rolecore::Listening>,
+        _cx: &mut Ctx<'_>,
+    ) -> io::Result<()> {
+        self.0.borrow_mut().push("listener timeout");
+        Ok(())
+    }
+}
+
+/// A pipe's reader: reads to the end, records the close.
+struct FileCalls(Calls);
+
+impl rolecore::FileHandler for FileCalls {
+    fn handle_read(&mut self, ch: &mut Channel<rolecore::FileFd>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        io::Read::read(ch, &mut [0u8; 64]).map(drop)
+    }
+    fn handle_close(&mut self, _ch: &mut Channel<rolecore::FileFd>, cx: &mut Ctx<'_>) {
+        self.0.borrow_mut().push("file close");
+        cx.close();
+    }
+}
+
+/// A `Kept` handler gets every callback its handler would, its own
+/// overrides and not the defaults: `writable` and `handle_write`,
+/// `handle_expt` for urgent data, a listener's `handle_timeout`, a file's
+/// `handle_close`.
+#[test]
+fn kept_forwards_every_callback_to_its_handler() {
+    let calls = Calls::default();
+    let mut map = Map::new().unwrap();
+
+    let (listener, peer_std) = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let (server, _) = l.accept().unwrap();
+        (l, (client, server))
+    };
+    let (client, server) = peer_std;
+    let ours = Channel::<Connected>::try_from(client).unwrap();
+    let mut theirs = Channel::<Connected>::try_from(server).unwrap();
+    map.insert(ours, Kept::new(StreamCalls(calls.clone(), false))).unwrap();
+    theirs.send_oob(b"!").unwrap();
+
+    let listening = Channel::try_from(listener).unwrap();
+    let lt = map.insert(listening, Kept::new(ListenerCalls(calls.clone()))).unwrap();
+    map.set_deadline(lt, Some(std::time::Instant::now()));
+
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
+    map.insert(Channel::file(reader).unwrap(), Kept::new(FileCalls(calls.clone()))).unwrap();
+    drop(writer);
+
+    let want = ["write", "expt", "listener timeout", "file close"];
+    for _ in 0..100 {
+        if want.iter().all(|w| calls.borrow().contains(w)) {
+            break;
+        }
+        map.run(LoopOptions::new().count(1).timeout(std::time::Duration::from_millis(20))).unwrap();
+    }
+    let calls = calls.borrow();
+    for w in want {
+        assert!(calls.contains(&w), "{w} never reached the handler: {calls:?}");
+    }
+}

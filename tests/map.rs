@@ -675,3 +675,98 @@ fn a_handler_that_swaps_its_channel_for_another_loses_the_slot_and_the_spare_is_
         assert_eq!(spare_peer.recv(&mut buf).expect("end of stream"), 0, "{backend}: spare closed");
     }
 }
+
+/// The swap is reported, once, with what the handler did wrong: the map
+/// says the handler replaced the channel it was lent, on every backend
+/// (with poll and select, which rebuild nothing, the report is all a
+/// program hears of it).
+#[test]
+fn a_handler_that_swaps_its_channel_is_reported() {
+    let reports = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = reports.clone();
+    rolecore::report::set_log_hook(Some(Box::new(move |_, message| {
+        sink.lock().unwrap().push(message.to_string())
+    })));
+    let mut swaps = 0;
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let (a, _a_peer) = Channel::pair().expect("pair");
+        let (spare, _spare_peer) = Channel::pair().expect("pair");
+        map.insert(a, Swapper { spare: Some(spare), original: None }).expect("insert");
+        map.poll(Some(Duration::from_secs(1))).expect("poll");
+        assert!(map.is_empty(), "{backend}");
+        swaps += 1;
+    }
+    rolecore::report::set_log_hook(None);
+    let reports = reports.lock().unwrap();
+    let swapped: Vec<_> = reports.iter().filter(|r| r.contains("replaced the channel")).collect();
+    // At least one per swap here (another test of this file may swap too).
+    assert!(swapped.len() >= swaps, "{reports:?}");
+    assert!(swapped.iter().all(|r| r.contains("must not swap")), "{swapped:?}");
+}
+
+/// A stream handler that only carries a tag.
+struct Tagged(u32);
+
+impl StreamHandler for Tagged {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0u8; 64]).map(drop)
+    }
+}
+
+/// Inside its own callback, swaps its channel out, tries to insert it into
+/// the map while its slot is busy, and swaps it back.
+struct ReinsertsItself {
+    spare: Option<Channel<Connected>>,
+    refused: Rc<RefCell<Vec<io::ErrorKind>>>,
+    data: Rc<RefCell<Vec<u8>>>,
+}
+
+impl StreamHandler for ReinsertsItself {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0u8; 64];
+        let n = ch.recv(&mut buf)?;
+        self.data.borrow_mut().extend_from_slice(&buf[..n]);
+        if let Some(mut other) = self.spare.take() {
+            std::mem::swap(ch, &mut other);
+            // `other` is now this callback's own channel, its slot busy.
+            match cx.insert(other, Tagged(1)) {
+                Ok(token) => panic!("a channel was inserted on a busy descriptor: {token:?}"),
+                Err(InsertError { error, channel, handler }) => {
+                    assert_eq!(handler.0, 1);
+                    self.refused.borrow_mut().push(error.kind());
+                    let mut channel = channel;
+                    std::mem::swap(ch, &mut channel);
+                    self.spare = Some(channel);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Insert errors: a channel on a descriptor whose slot is busy (its own
+/// callback is running) is refused with `AlreadyExists`, the channel and
+/// handler given back, on every backend (poll and select would otherwise
+/// watch it twice); the channel in the slot is served on as before.
+#[test]
+fn an_insert_on_a_busy_descriptor_is_refused_and_gives_everything_back() -> io::Result<()> {
+    for backend in backends() {
+        let mut m = map(backend);
+        let (ours, mut peer) = Channel::pair()?;
+        let (spare, _spare_peer) = Channel::pair()?;
+        let refused = Rc::new(RefCell::new(Vec::new()));
+        let data = Rc::new(RefCell::new(Vec::new()));
+        let handler = ReinsertsItself { spare: Some(spare), refused: refused.clone(), data: data.clone() };
+        let token = m.insert(ours, handler)?;
+        send_all(&mut peer, b"one");
+        assert!(run_until(&mut m, |_| data.borrow().len() == 3), "{backend}");
+        assert_eq!(*refused.borrow(), [io::ErrorKind::AlreadyExists], "{backend}");
+        assert_eq!(m.len(), 1, "{backend}");
+        assert!(m.contains(token), "{backend}");
+        send_all(&mut peer, b"two");
+        assert!(run_until(&mut m, |_| data.borrow().len() == 6), "{backend}: no longer served");
+        assert_eq!(*data.borrow(), b"onetwo");
+    }
+    Ok(())
+}

@@ -673,3 +673,34 @@ fn with_the_select_feature_select_parses_and_runs() {
     assert_eq!("select".parse::<rolecore::Backend>(), Ok(rolecore::Backend::Select));
     assert!(rolecore::Map::with_backend(rolecore::Backend::Select).is_ok());
 }
+
+/// A channel swapped out of its entry through `Map::stream_mut`, outside
+/// any callback: when the guard drops, the map sees the entry holds another
+/// descriptor than its slot's, closes the entry (with the channel it now
+/// holds) at once, and the channel taken out is the program's, free to be
+/// inserted again and served.
+#[test]
+fn a_channel_swapped_out_through_map_stream_mut_is_forgotten_at_once() {
+    let _serial = serial();
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let (a, mut a_peer) = Channel::pair().unwrap();
+        let (mut x, mut x_peer) = Channel::pair().unwrap();
+        let token = map.insert(a, Quiet).unwrap();
+        {
+            let mut guard = map.stream_mut::<Channel<Connected>, Quiet>(token).unwrap();
+            std::mem::swap(guard.transport(), &mut x);
+        }
+        assert!(!map.contains(token), "{backend}: the entry holding a swapped channel is still there");
+        assert!(map.is_empty(), "{backend}");
+        // The entry closed the channel it held: x's peer reads its end.
+        let mut buf = [0u8; 8];
+        assert_eq!(x_peer.recv(&mut buf).unwrap(), 0, "{backend}: x was not closed");
+        // `x` is now the channel taken out: it goes back in, under a new token.
+        let read = std::rc::Rc::new(std::cell::Cell::new(0));
+        let again = map.insert(x, Counter(read.clone())).expect("inserted again");
+        assert_ne!(again, token, "{backend}");
+        a_peer.send(b"hello").unwrap();
+        assert!(util::run_until(&mut map, |_| read.get() == 5), "{backend}: not served after its return");
+    }
+}

@@ -6,7 +6,7 @@
 mod util;
 
 use std::cell::RefCell;
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 
@@ -210,4 +210,70 @@ fn buffered_streams_share_a_budget_and_release_it_when_sent_or_dropped() {
     assert_eq!(budget.used(), 0);
     drop(b);
     assert_eq!(other.used(), 0);
+}
+
+/// Closes its channel on the first input, then tries to send: the send is
+/// refused (the channel is closing) and records what it got.
+struct SendAfterClose {
+    refused: Rc<RefCell<Option<io::ErrorKind>>>,
+}
+
+impl rolecore::StreamHandler<Buffered<rolecore::Connected>> for SendAfterClose {
+    fn handle_read(&mut self, ch: &mut Buffered<rolecore::Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0u8; 64];
+        ch.recv(&mut buf)?;
+        cx.close();
+        let result = ch.send(b"after close");
+        *self.refused.borrow_mut() = result.err().map(|e| e.kind());
+        Ok(())
+    }
+}
+
+/// A send that fails charges nothing: the bytes it reserved in the budget
+/// are given back with the error, so a channel that failed does not shrink
+/// the others' budget for good.
+#[test]
+fn a_send_that_fails_gives_its_budget_back() {
+    let budget = OutputBudget::new(1 << 20);
+    let (a, peer) = Channel::pair().unwrap();
+    let refused = Rc::new(RefCell::new(None));
+    let mut map = Map::new().unwrap();
+    map.insert(Buffered::new(a).with_budget(&budget), SendAfterClose { refused: refused.clone() }).unwrap();
+    let mut peer = UnixStream::from(std::os::fd::OwnedFd::from(peer));
+    peer.write_all(b"go").unwrap();
+    assert!(util::run_until(&mut map, |m| m.is_empty()));
+    assert_eq!(*refused.borrow(), Some(ErrorKind::NotConnected));
+    assert_eq!(budget.used(), 0, "the refused send's bytes were given back");
+}
+
+/// A producer's chunks are charged to the chat's budget as they are taken
+/// (past the budget if they must: the producer was queued already) and
+/// released as they are sent: the budget always holds exactly what the chat
+/// has queued, and nothing once all is sent.
+#[test]
+fn a_producers_chunks_are_charged_while_queued_and_released_when_sent() {
+    let budget = OutputBudget::new(1 << 20);
+    let (a, peer) = Channel::pair().unwrap();
+    let mut peer = UnixStream::from(std::os::fd::OwnedFd::from(peer));
+    let mut chat = AsyncChat::new(a, Terminator::LF);
+    chat.set_budget(&budget);
+    let data: Vec<u8> = (0..600_000).map(|i| (i % 251) as u8).collect();
+    chat.push_with_producer(rolecore::chat::SimpleProducer::new(data.clone(), 100_000)).unwrap();
+    assert_eq!(budget.used(), 0, "nothing taken from the producer yet");
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    peer.set_nonblocking(true).unwrap();
+    while chat.has_output() {
+        chat.initiate_send().unwrap();
+        assert_eq!(budget.used(), chat.queued());
+        match peer.read(&mut buf) {
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::WouldBlock),
+        }
+    }
+    assert_eq!(budget.used(), 0);
+    peer.set_nonblocking(false).unwrap();
+    drop(chat);
+    peer.read_to_end(&mut got).unwrap();
+    assert!(got == data, "{} of {} bytes, in order?", got.len(), data.len());
 }

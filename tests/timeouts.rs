@@ -657,3 +657,18 @@ fn a_lingering_close_lasts_exactly_its_linger_time() {
     assert!(!sim.map().contains(token), "still lingering when the linger time was over");
     assert_eq!(log.events(), ["close"]);
 }
+
+/// Only arming an idle timeout on a listener is refused: clearing one
+/// (`None`) is accepted, as on any live channel, and a stale token is
+/// refused either way.
+#[test]
+fn clearing_a_listeners_idle_timeout_is_accepted() {
+    let listener = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(8).unwrap();
+    let refused = Rc::new(Cell::new(false));
+    let mut map = util::map(rolecore::Backend::Poll);
+    let token = map.insert(listener, TimedServer { refused_on_listener: refused }).unwrap();
+    assert!(!map.set_idle_timeout(token, Some(Duration::from_millis(20))), "arming is refused");
+    assert!(map.set_idle_timeout(token, None), "clearing is not");
+    assert!(map.remove(token));
+    assert!(!map.set_idle_timeout(token, None), "a stale token");
+}
