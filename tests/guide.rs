@@ -368,11 +368,7 @@ fn a_silent_client_is_hung_up_on() -> io::Result<()> {
     let client = std::thread::spawn(move || -> io::Result<(Vec<u8>, Duration)> {
         let mut stream = TcpStream::connect(addr)?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        // Before the write: every event of the server's channel, which
-        // re-arms its idle timeout, comes after this instant (taken after
-        // the write, it could follow the server's read when this thread is
-        // preempted, and the hang-up seem early).
-        let silent_since = Instant::now();
+        let silent_since = Instant::now(); // before the write: the server's events all come later
         stream.write_all(b"hi\n")?;
         let mut answers = Vec::new();
         stream.read_to_end(&mut answers)?; // says nothing more, until the server hangs up
