@@ -85,9 +85,6 @@ pub mod machine;
 mod mailbox;
 mod map;
 mod memory;
-// Behaviour tests of the in-memory transport, beside its own (`memory/`).
-#[cfg(test)]
-mod memory_tests;
 pub mod poller;
 mod readiness;
 pub mod report;

@@ -45,7 +45,7 @@ const LAYERS: &[(u8, &[&str])] = &[
             "memory",
             "memory::net",
             "memory::pipe",
-            "memory_tests",
+            "memory::socket_rules",
         ],
     ),
     (

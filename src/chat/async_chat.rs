@@ -58,19 +58,20 @@ pub struct AsyncChat<R: Role = Connected> {
 /// unchanged when the connect completes.
 pub(super) struct Input {
     pub(super) terminator: Terminator,
+    /// `held` is what a failed callback left: bytes no split looked at,
+    /// maybe whole records, handed over without waiting for the peer.
+    pub(super) unexamined: bool,
     /// Input held back between reads: a partial terminator, or what was left
     /// when a callback failed.
     pub(super) held: Vec<u8>,
-    /// `held` is what was left when a callback failed: bytes no split has
-    /// looked at, maybe whole records, which the loop hands over without
-    /// waiting for the peer to send more.
-    pub(super) unexamined: bool,
     /// The default collector's record so far (asynchat's `incoming`).
     pub(super) incoming: Vec<u8>,
     pub(super) record_len: usize,
     /// Dropping the rest of an over-long record, up to its terminator.
     pub(super) skipping: bool,
+    /// Bytes one read asks for (asynchat's `ac_in_buffer_size`).
     pub(super) in_buffer_size: usize,
+    /// The longest record the default collector or a byte terminator takes.
     pub(super) max_record: usize,
 }
 
@@ -81,8 +82,8 @@ impl<R: Role> AsyncChat<R> {
             channel,
             input: Input {
                 terminator,
-                held: Vec::new(),
                 unexamined: false,
+                held: Vec::new(),
                 incoming: Vec::new(),
                 record_len: 0,
                 skipping: false,

@@ -203,13 +203,13 @@ impl AsyncChat<Connected> {
     /// the handler's `collect_incoming_data` and `found_terminator`.
     fn read_records<H: ChatHandler>(&mut self, handler: &mut H, cx: &mut Ctx<'_>) -> io::Result<()> {
         if self.input.unexamined {
-            return self.split_unexamined(handler, cx);
+            return self.split_held(handler, cx);
         }
         let mut scratch = cx.take_scratch(self.input.in_buffer_size);
         let result = match self.tls.recv(&mut self.channel, &mut scratch[..self.input.in_buffer_size]) {
             // The end: the loop calls handle_close, after what was held.
             Ok(0) if self.input.held.is_empty() => Ok(()),
-            Ok(0) => self.end_of_input(handler, cx),
+            Ok(0) => self.split_held(handler, cx),
             Ok(n) if self.input.held.is_empty() => self.split_records(&scratch[..n], handler, cx),
             Ok(n) => {
                 self.input.unexamined = false;
@@ -223,23 +223,15 @@ impl AsyncChat<Connected> {
         result
     }
 
-    /// Input a failed callback left unexamined, split before anything more
-    /// is read: records the peer sent all at once are not held until it
-    /// sends again (which a peer awaiting its replies never does).
+    /// Splits the input held back, with nothing new: what a failed callback
+    /// left unexamined, before anything more is read (records the peer sent
+    /// all at once are not held until it sends again, which a peer awaiting
+    /// its replies never does), or whatever is held at the peer's end of
+    /// stream, before `handle_close`, where it would be lost. A partial
+    /// terminator still held then stays uncollected (P16).
     #[cold]
     #[inline(never)]
-    fn split_unexamined<H: ChatHandler>(&mut self, handler: &mut H, cx: &mut Ctx<'_>) -> io::Result<()> {
-        self.input.unexamined = false;
-        let held = std::mem::take(&mut self.input.held);
-        self.split_records(&held, handler, cx)
-    }
-
-    /// The peer's end of stream with input held back: records kept when a
-    /// callback failed are split now, before `handle_close`, or they would
-    /// be lost. A partial terminator still held stays uncollected (P16).
-    #[cold]
-    #[inline(never)]
-    fn end_of_input<H: ChatHandler>(&mut self, handler: &mut H, cx: &mut Ctx<'_>) -> io::Result<()> {
+    fn split_held<H: ChatHandler>(&mut self, handler: &mut H, cx: &mut Ctx<'_>) -> io::Result<()> {
         self.input.unexamined = false;
         let held = std::mem::take(&mut self.input.held);
         self.split_records(&held, handler, cx)

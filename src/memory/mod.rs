@@ -311,11 +311,19 @@ impl Probe<'_> {
 }
 
 #[cfg(test)]
+mod socket_rules;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sizes(cap: usize, chunk: usize) -> Sizes {
+    pub(super) fn sizes(cap: usize, chunk: usize) -> Sizes {
         Sizes { cap: [cap; 2], chunk: [chunk; 2] }
+    }
+
+    /// A connection's two ends, established, 64 bytes each way.
+    pub(super) fn established() -> (End, End) {
+        pair(sizes(64, 64), Link::Established).unwrap()
     }
 
     #[test]
@@ -350,7 +358,7 @@ mod tests {
         assert_eq!(recv_append(&b, &mut got, 64), Ok(0));
 
         // The last, empty receive is made: a reset is reported there, once.
-        let (a, b) = pair(sizes(64, 64), Link::Established).unwrap();
+        let (a, b) = established();
         send(&a, b"data", false).unwrap();
         send(&b, b"unread", false).unwrap();
         drop(a);
@@ -360,7 +368,7 @@ mod tests {
 
     #[test]
     fn closing_with_unread_input_resets_the_peer_after_its_data() {
-        let (a, b) = pair(sizes(64, 64), Link::Established).unwrap();
+        let (a, b) = established();
         send(&a, b"request", false).unwrap();
         send(&b, b"reply", false).unwrap();
         drop(b); // "request" unread
@@ -373,7 +381,7 @@ mod tests {
 
     #[test]
     fn half_close_is_an_end_of_stream_that_still_takes_replies() {
-        let (a, b) = pair(sizes(64, 64), Link::Established).unwrap();
+        let (a, b) = established();
         shutdown(&b, false, true).unwrap();
         let mut buf = [0u8; 4];
         assert_eq!(recv(&a, &mut buf, false), Ok(0));
@@ -384,7 +392,7 @@ mod tests {
 
     #[test]
     fn a_second_urgent_byte_pushes_the_first_inline() {
-        let (a, b) = pair(sizes(64, 64), Link::Established).unwrap();
+        let (a, b) = established();
         send(&a, b"!", true).unwrap();
         send(&a, b"?", true).unwrap();
         let mut buf = [0u8; 4];
@@ -442,7 +450,7 @@ mod tests {
     /// input: the peer gets `ECONNRESET` once, then the end.
     #[test]
     fn closing_with_only_an_urgent_byte_unread_resets_the_peer() {
-        let (a, b) = pair(sizes(64, 64), Link::Established).unwrap();
+        let (a, b) = established();
         assert_eq!(send(&a, b"!", true), Ok(1));
         drop(b);
         let mut buf = [0u8; 4];
@@ -454,7 +462,7 @@ mod tests {
     /// is no hang-up: that comes when the peer's end is closed.
     #[test]
     fn a_half_close_is_readable_and_only_a_close_hangs_up() {
-        let (a, b) = pair(sizes(64, 64), Link::Established).unwrap();
+        let (a, b) = established();
         let fd = descriptor_for(&a).unwrap();
         assert_eq!(readiness(fd.as_fd(), Interest::READ), Some(Readiness::EMPTY));
         shutdown(&b, false, true).unwrap();
@@ -467,7 +475,7 @@ mod tests {
     /// asks for it) until it is read with `MSG_OOB`.
     #[test]
     fn an_urgent_byte_is_priority_readiness_until_read() {
-        let (a, b) = pair(sizes(64, 64), Link::Established).unwrap();
+        let (a, b) = established();
         let fd = descriptor_for(&a).unwrap();
         send(&b, b"!", true).unwrap();
         assert_eq!(readiness(fd.as_fd(), Interest::PRIORITY), Some(Readiness::PRIORITY));
@@ -482,7 +490,7 @@ mod tests {
     /// with bytes queued, is readable, and its peer's sends are `EPIPE`.
     #[test]
     fn shutting_the_reading_side_gives_the_end_of_stream() {
-        let (a, b) = pair(sizes(64, 64), Link::Established).unwrap();
+        let (a, b) = established();
         let fd = descriptor_for(&a).unwrap();
         send(&b, b"queued", false).unwrap();
         shutdown(&a, true, false).unwrap();

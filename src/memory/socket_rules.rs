@@ -1,4 +1,4 @@
-//! More rules of the in-memory transport (`memory/`), as a Linux Unix
+//! More rules of the in-memory transport, as a Linux Unix
 //! stream socket has them, seen through the crate's own functions: what a
 //! shut-down reading side reports, partial reads and writes with small
 //! buffers, a half-close that still takes replies, and refused connects.
@@ -8,15 +8,12 @@ use std::os::fd::AsFd;
 
 use rustix::io::Errno;
 
-use crate::memory::{
+use super::tests::{established, sizes};
+use super::{
     Link, Sizes, accept, connect, connect_result, descriptor_for, listener, pair, pending, readiness, recv,
     recv_all_append, send, send_room, set_link, shutdown,
 };
 use crate::readiness::{Interest, Readiness};
-
-fn sizes(cap: usize, chunk: usize) -> Sizes {
-    Sizes { cap: [cap; 2], chunk: [chunk; 2] }
-}
 
 const ALL: Interest = Interest::READ.add(Interest::WRITE).add(Interest::PRIORITY);
 
@@ -84,7 +81,7 @@ fn small_buffers_move_every_byte_once_in_order() {
 /// the loop reads the end rather than closing with replies unsent.
 #[test]
 fn a_half_close_reads_the_data_then_the_end_and_replies_still_flow() {
-    let (a, b) = pair(sizes(64, 64), Link::Established).unwrap();
+    let (a, b) = established();
     let fd_b = descriptor_for(&b).unwrap();
     send(&a, b"request", false).unwrap();
     shutdown(&a, false, true).unwrap();
@@ -105,7 +102,7 @@ fn a_half_close_reads_the_data_then_the_end_and_replies_still_flow() {
 /// is read), then the end; sending is `EPIPE`.
 #[test]
 fn a_reset_comes_after_the_data_and_only_once() {
-    let (a, b) = pair(sizes(64, 64), Link::Established).unwrap();
+    let (a, b) = established();
     let fd_a = descriptor_for(&a).unwrap();
     send(&a, b"unread", false).unwrap();
     send(&b, b"last", false).unwrap();
@@ -176,13 +173,13 @@ fn a_pending_connect_resolves_to_refused_or_established() {
 fn reading_everything_stops_at_the_end_of_the_stream() {
     let (done, finished) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let (a, b) = pair(sizes(64, 64), Link::Established).unwrap();
+        let (a, b) = established();
         send(&a, b"last words", false).unwrap();
         shutdown(&a, false, true).unwrap();
         let mut got = Vec::new();
         let first = recv_all_append(&b, &mut got);
         let again = recv_all_append(&b, &mut got);
-        let (c, d) = pair(sizes(64, 64), Link::Established).unwrap();
+        let (c, d) = established();
         send(&c, b"x", false).unwrap();
         send(&d, b"unread", false).unwrap();
         drop(c);

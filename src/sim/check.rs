@@ -84,6 +84,27 @@ struct Life {
     late: Option<u64>,
 }
 
+impl Life {
+    /// A channel that has just joined as `joined`.
+    fn new(joined: Joined) -> Life {
+        let mut life = Life {
+            joined,
+            connected: false,
+            closes: 0,
+            failed_connect: false,
+            removed: false,
+            allowed: 0,
+            fast: 0,
+            timer: None,
+            counted: false,
+            late: None,
+        };
+        life.allowed = allowed(&life);
+        life.fast = fast_mask(&life);
+        life
+    }
+}
+
 /// Per-channel state of the checks; channels are named `#1`, `#2`… in the
 /// order they joined, so traces do not depend on descriptor numbers.
 #[derive(Debug, Default)]
@@ -202,21 +223,7 @@ impl Checker {
     fn join(&mut self, ids: &mut IdTable, key: u64, joined: Joined) -> u32 {
         let id = u32::try_from(self.lives.len() + 1).expect("fewer than 2^32 channels");
         ids.insert(key, id);
-        let mut life = Life {
-            joined,
-            connected: false,
-            closes: 0,
-            failed_connect: false,
-            removed: false,
-            allowed: 0,
-            fast: 0,
-            timer: None,
-            counted: false,
-            late: None,
-        };
-        life.allowed = allowed(&life);
-        life.fast = fast_mask(&life);
-        self.lives.push(life);
+        self.lives.push(Life::new(joined));
         self.open += 1;
         id
     }
@@ -635,18 +642,10 @@ mod tests {
             [Joined::Connecting, Joined::Connected, Joined::Listening, Joined::File, Joined::Datagram];
         for joined in joins {
             for state in 0..8u32 {
-                let life = Life {
-                    joined,
-                    connected: state & 1 != 0,
-                    closes: state >> 1 & 1,
-                    failed_connect: state & 4 != 0,
-                    removed: false,
-                    allowed: 0,
-                    fast: 0,
-                    timer: None,
-                    counted: false,
-                    late: None,
-                };
+                let mut life = Life::new(joined);
+                life.connected = state & 1 != 0;
+                life.closes = state >> 1 & 1;
+                life.failed_connect = state & 4 != 0;
                 for callback in CALLBACKS {
                     let by_rules = refusal(&life, callback).is_none();
                     assert_eq!(
