@@ -323,7 +323,7 @@ impl AsyncChat<Connected> {
                     self.input.incoming = Vec::new();
                     self.input.record_len = 0;
                     if let Err(e) = handler.handle_record_too_long(self, cx) {
-                        self.input.held.extend_from_slice(&rest[split.collect..]);
+                        self.hold_unexamined(&rest[split.collect..]);
                         return Err(e);
                     }
                 }
