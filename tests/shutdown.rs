@@ -226,6 +226,48 @@ fn a_shutdown_accepts_every_pending_connection_before_closing_the_listener() {
     }
 }
 
+/// Fails on every connection it is handed, and survives its errors.
+struct Refuser(Log);
+
+impl AcceptHandler for Refuser {
+    fn handle_accepted(&mut self, _conn: Channel<Connected>, _: Address, _: &mut Ctx<'_>) -> io::Result<()> {
+        self.0.push("accepted");
+        Err(io::Error::other("refused (on purpose)"))
+    }
+    fn handle_error(&mut self, _: &mut Channel<Listening>, _: io::Error, _: &mut Ctx<'_>) {
+        self.0.push("error");
+    }
+    fn handle_close(&mut self, _: &mut Channel<Listening>, _: &mut Ctx<'_>) {
+        self.0.push("listener close");
+    }
+}
+
+/// The backlog a shutdown accepts before closing a listener is accepted
+/// while the handler takes it: once `handle_accepted` fails, the listener
+/// closes with the rest unaccepted (reset, as a closing listener's backlog
+/// is), rather than handing a failing handler up to the whole backlog.
+#[test]
+fn a_shutdown_stops_accepting_the_backlog_at_the_first_failure() {
+    for backend in util::backends() {
+        let path = util::temp_path("sock");
+        let path = path.to_str().unwrap();
+        let log = Log::default();
+        let mut map = util::map(backend);
+        let listener = Channel::unix_stream()
+            .unwrap()
+            .bind(format!("unix:{path}").as_str())
+            .unwrap()
+            .listen(16)
+            .unwrap();
+        map.insert(listener, Refuser(log.clone())).unwrap();
+        let _clients: Vec<UnixStream> = (0..3).map(|_| UnixStream::connect(path).unwrap()).collect();
+        map.shutdown(Duration::ZERO);
+        assert_eq!(log.events(), ["accepted", "error", "listener close"], "{backend}");
+        assert!(map.is_empty(), "{backend}");
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// Reads, stays open, and records its `handle_close`.
 struct Stays(Log);
 
