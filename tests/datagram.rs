@@ -180,6 +180,14 @@ impl DatagramHandler<ConnectedDatagram> for FailsAsDisconnected {
     }
 }
 
+/// Two UDP sockets on loopback, each connected to the other.
+fn connected_udp_pair() -> (Channel<ConnectedDatagram>, Channel<ConnectedDatagram>) {
+    let a = Channel::udp_v4().unwrap().bind("127.0.0.1:0").unwrap();
+    let b = Channel::udp_v4().unwrap().bind("127.0.0.1:0").unwrap();
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    (a.connect(&b_addr).unwrap(), b.connect(&a_addr).unwrap())
+}
+
 /// A datagram socket has no peer to lose: an error that on a stream means
 /// the peer left (`BrokenPipe`, `ConnectionReset`, ...) is, on a datagram
 /// socket, the handler's like any other: `handle_error`, and the socket
@@ -187,14 +195,9 @@ impl DatagramHandler<ConnectedDatagram> for FailsAsDisconnected {
 #[test]
 fn a_disconnect_kind_of_error_on_a_datagram_socket_is_handle_error_not_close() {
     for backend in util::backends() {
-        let a = Channel::udp_v4().unwrap().bind("127.0.0.1:0").unwrap();
-        let a_addr = a.local_addr().unwrap();
+        let (mut a, b) = connected_udp_pair();
         let log = Log::default();
         let mut map = util::map(backend);
-        let b = Channel::udp_v4().unwrap().bind("127.0.0.1:0").unwrap();
-        let b_addr = b.local_addr().unwrap();
-        let b = b.connect(&a_addr).unwrap();
-        let mut a = a.connect(&b_addr).unwrap();
         let token = map.insert(b, FailsAsDisconnected(log.clone())).unwrap();
         a.send(b"one").unwrap();
         assert!(util::run_until(&mut map, |_| !log.events().is_empty()), "{backend}");
@@ -231,14 +234,9 @@ impl DatagramHandler<ConnectedDatagram> for ClosesThenSends {
 #[test]
 fn io_refused_after_a_datagram_socket_closed_itself_is_no_error() {
     for backend in util::backends() {
-        let a = Channel::udp_v4().unwrap().bind("127.0.0.1:0").unwrap();
-        let a_addr = a.local_addr().unwrap();
+        let (mut a, b) = connected_udp_pair();
         let log = Log::default();
         let mut map = util::map(backend);
-        let b = Channel::udp_v4().unwrap().bind("127.0.0.1:0").unwrap();
-        let b_addr = b.local_addr().unwrap();
-        let b = b.connect(&a_addr).unwrap();
-        let mut a = a.connect(&b_addr).unwrap();
         map.insert(b, ClosesThenSends(log.clone())).unwrap();
         a.send(b"one").unwrap();
         assert!(util::run_until(&mut map, |m| m.is_empty()), "{backend}");

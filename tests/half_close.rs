@@ -83,6 +83,15 @@ impl StreamHandler<Buffered<Connected>> for BigReply {
     }
 }
 
+/// Our end of a socket pair whose peer sent `go` and then ended its side
+/// (and does not read), and the peer.
+fn asked_then_half_closed() -> (Channel<Connected>, UnixStream) {
+    let (ours, mut theirs) = UnixStream::pair().unwrap();
+    theirs.write_all(b"go").unwrap();
+    theirs.shutdown(Shutdown::Write).unwrap();
+    (Channel::try_from(ours).unwrap(), theirs)
+}
+
 /// A stream draining its queue to a peer that half-closed is still bound
 /// by its deadline: a peer that never reads cannot keep it open. When the
 /// deadline passes, `handle_close` comes (with the output still queued)
@@ -90,12 +99,9 @@ impl StreamHandler<Buffered<Connected>> for BigReply {
 #[test]
 fn a_deadline_closes_a_stream_draining_to_a_peer_that_never_reads() {
     for backend in util::backends() {
-        let (ours, mut theirs) = UnixStream::pair().unwrap();
-        theirs.write_all(b"go").unwrap();
-        theirs.shutdown(Shutdown::Write).unwrap();
+        let (channel, theirs) = asked_then_half_closed();
         let log = Log::default();
         let mut map = util::map(backend);
-        let channel = Channel::<Connected>::try_from(ours).unwrap();
         map.insert(Buffered::new(channel), BigReply(log.clone())).unwrap();
         assert!(util::run_until(&mut map, |m| m.is_empty()), "{backend}: the deadline did not close it");
         assert_eq!(log.events(), ["close with queue: true"], "{backend}");
@@ -128,12 +134,9 @@ impl StreamHandler<Buffered<Connected>> for BigReplyNoDeadline {
 #[test]
 fn a_shutdown_closes_a_draining_stream_with_handle_close() {
     for backend in util::backends() {
-        let (ours, mut theirs) = UnixStream::pair().unwrap();
-        theirs.write_all(b"go").unwrap();
-        theirs.shutdown(Shutdown::Write).unwrap();
+        let (channel, theirs) = asked_then_half_closed();
         let log = Log::default();
         let mut map = util::map(backend);
-        let channel = Channel::<Connected>::try_from(ours).unwrap();
         map.insert(Buffered::new(channel), BigReplyNoDeadline(log.clone())).unwrap();
         // The reply, then the end of stream: the stream drains, and stays
         // draining while the peer does not read.

@@ -183,6 +183,14 @@ impl AcceptHandler for EchoServer {
     }
 }
 
+/// A Unix stream listener at a fresh path, and the path.
+fn unix_listener() -> (Channel<Listening>, String) {
+    let path = util::temp_path("sock").to_str().unwrap().to_owned();
+    let listener =
+        Channel::unix_stream().unwrap().bind(format!("unix:{path}").as_str()).unwrap().listen(16).unwrap();
+    (listener, path)
+}
+
 /// Connections the kernel completed but the loop had not accepted yet are
 /// accepted when a graceful shutdown closes their listener, all of them,
 /// before its `handle_close`: they get the grace period like the others and
@@ -191,16 +199,10 @@ impl AcceptHandler for EchoServer {
 #[test]
 fn a_shutdown_accepts_every_pending_connection_before_closing_the_listener() {
     for backend in util::backends() {
-        let path = util::temp_path("sock");
-        let path = path.to_str().unwrap();
+        let (listener, path) = unix_listener();
+        let path = path.as_str();
         let log = Log::default();
         let mut map = util::map(backend);
-        let listener = Channel::unix_stream()
-            .unwrap()
-            .bind(format!("unix:{path}").as_str())
-            .unwrap()
-            .listen(16)
-            .unwrap();
         map.insert(listener, EchoServer(log.clone())).unwrap();
         let mut clients: Vec<UnixStream> = (0..3).map(|_| UnixStream::connect(path).unwrap()).collect();
         for c in &mut clients {
@@ -249,16 +251,10 @@ impl AcceptHandler for Refuser {
 #[test]
 fn a_shutdown_stops_accepting_the_backlog_at_the_first_failure() {
     for backend in util::backends() {
-        let path = util::temp_path("sock");
-        let path = path.to_str().unwrap();
+        let (listener, path) = unix_listener();
+        let path = path.as_str();
         let log = Log::default();
         let mut map = util::map(backend);
-        let listener = Channel::unix_stream()
-            .unwrap()
-            .bind(format!("unix:{path}").as_str())
-            .unwrap()
-            .listen(16)
-            .unwrap();
         map.insert(listener, Refuser(log.clone())).unwrap();
         let _clients: Vec<UnixStream> = (0..3).map(|_| UnixStream::connect(path).unwrap()).collect();
         map.shutdown(Duration::ZERO);
