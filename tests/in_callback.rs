@@ -116,6 +116,12 @@ fn stream(m: &mut Map, handler: Scripted, data: &[u8]) -> (Token, Channel<Connec
     (m.insert(ours, handler).expect("insert"), peer)
 }
 
+/// A stream in `m`, logged as `bad`, whose `handle_close` panics, and its
+/// peer.
+fn panicking_on_close(m: &mut Map, log: &Log) -> (Token, Channel<Connected>) {
+    stream(m, Scripted::new("bad", log).on_close(|_| panic!("handle_close panics (on purpose)")), b"")
+}
+
 /// Whether the peer of a channel sees the end of the stream (or a reset).
 fn sees_eof(peer: &mut Channel<Connected>) -> bool {
     let mut buf = [0u8; 64];
@@ -139,8 +145,7 @@ fn a_handle_close_that_panics_at_the_end_of_the_grace_is_caught_like_any_callbac
     for backend in backends() {
         let log = Log::default();
         let mut m = map(backend);
-        let bad = Scripted::new("bad", &log).on_close(|_| panic!("handle_close panics (on purpose)"));
-        let (bad, mut bad_peer) = stream(&mut m, bad, b"");
+        let (bad, mut bad_peer) = panicking_on_close(&mut m, &log);
         let (good, mut good_peer) = stream(&mut m, Scripted::new("good", &log), b"");
         m.shutdown(Duration::ZERO);
         let options = LoopOptions::new().catch_panics(true).timeout(Duration::from_millis(10)).count(3);
@@ -163,8 +168,7 @@ fn an_uncaught_panic_in_a_shutdowns_handle_close_leaves_the_map_coherent() {
     for backend in backends() {
         let log = Log::default();
         let mut m = map(backend);
-        let bad = Scripted::new("bad", &log).on_close(|_| panic!("handle_close panics (on purpose)"));
-        let (bad, mut bad_peer) = stream(&mut m, bad, b"");
+        let (bad, mut bad_peer) = panicking_on_close(&mut m, &log);
         m.shutdown(Duration::ZERO);
         let options = LoopOptions::new().timeout(Duration::from_millis(10)).count(3);
         let ran = catch_unwind(AssertUnwindSafe(|| m.run(options)));
@@ -187,8 +191,7 @@ fn the_channels_left_by_an_uncaught_panic_at_the_end_of_the_grace_close_on_the_n
         let mut m = map(backend);
         // The map closes in descriptor order: the one that panics comes
         // first, so the others are still open when the panic unwinds.
-        let bad = Scripted::new("bad", &log).on_close(|_| panic!("handle_close panics (on purpose)"));
-        let (bad, _bad_peer) = stream(&mut m, bad, b"");
+        let (bad, _bad_peer) = panicking_on_close(&mut m, &log);
         let (first, mut first_peer) = stream(&mut m, Scripted::new("first", &log), b"");
         let (second, mut second_peer) = stream(&mut m, Scripted::new("second", &log), b"");
         m.shutdown(Duration::ZERO);

@@ -17,6 +17,20 @@ use rolecore::{
     AsyncChat, Backend, Buffered, Channel, ChatHandler, Connected, Ctx, StreamHandler, Terminator,
 };
 
+/// One non-blocking read of the peer into `received`; whether it saw the
+/// end of the stream.
+fn read_some(peer: &mut UnixStream, buf: &mut [u8], received: &mut Vec<u8>) -> io::Result<bool> {
+    match peer.read(buf) {
+        Ok(0) => Ok(true),
+        Ok(n) => {
+            received.extend_from_slice(&buf[..n]);
+            Ok(false)
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Our end as a channel, the peer's as a plain socket.
 fn pair() -> io::Result<(Channel<Connected>, UnixStream)> {
     let (ours, theirs) = Channel::pair()?;
@@ -246,11 +260,8 @@ fn a_queue_larger_than_the_socket_is_sent_whole_after_the_peers_half_close() -> 
                 shut = true;
             }
             util::run_iterations(&mut map, 1);
-            match peer.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => received.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+            if read_some(&mut peer, &mut buf, &mut received)? {
+                break;
             }
         }
         assert_eq!(received.len(), sent.len(), "{backend}: every byte echoed");
@@ -309,11 +320,8 @@ fn a_chats_pushes_and_producer_reach_a_peer_that_half_closed() -> io::Result<()>
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while std::time::Instant::now() < deadline {
                 util::run_iterations(&mut map, 1);
-                match peer.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => received.extend_from_slice(&buf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
+                if read_some(&mut peer, &mut buf, &mut received)? {
+                    break;
                 }
             }
             assert_eq!(received.len(), reply.len(), "{ctx}: every queued byte");
@@ -333,7 +341,7 @@ mod tls {
     use std::thread;
 
     use rolecore::tls::{Handshaking, rustls};
-    use rolecore::{AcceptHandler, Address, Map};
+    use rolecore::{AcceptHandler, Address};
 
     use super::tls_common::{cert, client_config, connect, roundtrip, server_config};
     use super::*;
@@ -364,18 +372,6 @@ mod tls {
         }
     }
 
-    fn run_with_client<R: Send + 'static>(map: &mut Map, client: impl FnOnce() -> R + Send + 'static) -> R {
-        let done = Arc::new(AtomicBool::new(false));
-        let flag = done.clone();
-        let thread = thread::spawn(move || {
-            let result = client();
-            flag.store(true, Ordering::SeqCst);
-            result
-        });
-        assert!(util::run_until(map, |_| done.load(Ordering::SeqCst)), "the client did not finish");
-        thread.join().expect("the client panicked")
-    }
-
     /// Every byte of a TLS record reaches a handler that reads it a byte at
     /// a time while the peer waits for the answer (no later readiness of the
     /// socket to wake it): plaintext held by the session is read on, not
@@ -390,7 +386,7 @@ mod tls {
             let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
             let sent: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
             let expected = sent.clone();
-            let back = run_with_client(&mut map, move || {
+            let back = util::with_client(&mut map, move || {
                 let mut c = connect(addr, client).unwrap();
                 roundtrip(&mut c, &sent)
             });
@@ -413,7 +409,7 @@ mod tls {
             let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
             let sent: Vec<u8> = (0..3000u32).map(|i| (i % 249) as u8).collect();
             let expected = sent.clone();
-            let back = run_with_client(&mut map, move || -> io::Result<Vec<u8>> {
+            let back = util::with_client(&mut map, move || -> io::Result<Vec<u8>> {
                 let mut c = connect(addr, client)?;
                 c.conn.writer().write_all(&sent)?;
                 c.conn.send_close_notify();

@@ -10,7 +10,6 @@ mod util;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 use rolecore::tls::{Handshaking, TRUNCATED, rustls};
@@ -71,26 +70,13 @@ fn echo_server(config: Arc<rustls::ServerConfig>) -> (Map, SocketAddr, Log) {
     (map, addr, log)
 }
 
-/// Runs `client` in a thread while the map runs; returns what it returned.
-fn with_client<R: Send + 'static>(map: &mut Map, client: impl FnOnce() -> R + Send + 'static) -> R {
-    let done = Arc::new(AtomicBool::new(false));
-    let flag = done.clone();
-    let thread = thread::spawn(move || {
-        let result = client();
-        flag.store(true, Ordering::SeqCst);
-        result
-    });
-    assert!(run_until(map, |_| done.load(Ordering::SeqCst)), "the client did not finish");
-    thread.join().expect("the client panicked")
-}
-
 #[test]
 fn echo_over_tls13_and_tls12_with_alpn() {
     let cert = cert();
     for (version, name) in [(&rustls::version::TLS13, "TLSv1_3"), (&rustls::version::TLS12, "TLSv1_2")] {
         let (mut map, addr, log) = echo_server(server_config(&cert, &[], &[b"h2", b"echo"]));
         let client = client_config(&cert, &[version], &[b"echo"]);
-        let back = with_client(&mut map, move || {
+        let back = util::with_client(&mut map, move || {
             let mut c = connect(addr, client).unwrap();
             let back = roundtrip(&mut c, b"hello over tls").unwrap();
             c.conn.send_close_notify();
@@ -110,7 +96,7 @@ fn a_megabyte_crosses_records_partial_sends_and_back_pressure() {
     let client = client_config(&cert, &[], &[]);
     let data: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
     let sent = data.clone();
-    let back = with_client(&mut map, move || {
+    let back = util::with_client(&mut map, move || {
         let mut c = connect(addr, client).unwrap();
         // Write and read at once: neither side's buffers hold a megabyte.
         let mut back = Vec::with_capacity(sent.len());
@@ -170,7 +156,7 @@ fn async_chat_splits_records_over_tls() {
     map.insert(listener, ChatServer(server_config(&cert, &[], &[]))).unwrap();
     let client = client_config(&cert, &[], &[]);
     let long: Vec<u8> = std::iter::repeat_n(b'x', 100_000).chain(*b"y\n").collect();
-    let got = with_client(&mut map, move || {
+    let got = util::with_client(&mut map, move || {
         let mut c = connect(addr, client).unwrap();
         // Pipelined lines in one write, then one line across many records.
         c.write_all(b"abc\ndef\nghi\n").unwrap();
@@ -222,7 +208,7 @@ fn closing_sends_close_notify() {
     let mut map = Map::new().unwrap();
     map.insert(listener, OneShotServer(server_config(&cert, &[], &[]))).unwrap();
     let client = client_config(&cert, &[], &[]);
-    let (reply, end) = with_client(&mut map, move || {
+    let (reply, end) = util::with_client(&mut map, move || {
         let mut c = connect(addr, client).unwrap();
         c.write_all(b"hi").unwrap();
         let mut reply = Vec::new();
@@ -241,7 +227,7 @@ fn truncation_is_reported_apart_from_a_clean_close() {
     let (mut map, addr, log) = echo_server(server_config(&cert, &[], &[]));
     let config = client_config(&cert, &[], &[]);
     let client = config.clone();
-    with_client(&mut map, move || {
+    util::with_client(&mut map, move || {
         let mut c = connect(addr, client).unwrap();
         roundtrip(&mut c, b"clean").unwrap();
         c.conn.send_close_notify();
@@ -249,7 +235,7 @@ fn truncation_is_reported_apart_from_a_clean_close() {
     });
     run_until(&mut map, |_| log.contains("close"));
     assert_eq!(log.events().len(), 2, "{:?}", log.events());
-    with_client(&mut map, move || {
+    util::with_client(&mut map, move || {
         let mut c = connect(addr, config).unwrap();
         roundtrip(&mut c, b"cut").unwrap();
         c.sock.shutdown(std::net::Shutdown::Both).unwrap(); // no close_notify
@@ -411,7 +397,7 @@ fn data_that_came_with_the_client_s_finished_is_read_at_once() {
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
         let (mut map, addr, _log) = echo_server(server_config(&cert, &[], &[]));
         let client = client_config(&cert, &[version], &[]);
-        let back = with_client(&mut map, move || {
+        let back = util::with_client(&mut map, move || {
             let sock = std::net::TcpStream::connect(addr).unwrap();
             sock.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
             let mut conn = rustls::ClientConnection::new(client, localhost()).unwrap();
@@ -459,7 +445,7 @@ fn a_lingering_close_sends_close_notify_before_the_end_of_stream() {
     let mut map = Map::new().unwrap();
     map.insert(listener, LingeringServer(server_config(&cert, &[], &[]))).unwrap();
     let client = client_config(&cert, &[], &[]);
-    let (reply, end) = with_client(&mut map, move || {
+    let (reply, end) = util::with_client(&mut map, move || {
         let mut c = connect(addr, client).unwrap();
         c.write_all(b"quit\n").unwrap();
         c.flush().unwrap();

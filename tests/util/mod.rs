@@ -48,6 +48,20 @@ pub fn run_until(map: &mut Map, mut done: impl FnMut(&Map) -> bool) -> bool {
     done(map)
 }
 
+/// Runs `client` in a thread while the map runs (as [`run_until`]); returns
+/// what the client returned.
+pub fn with_client<R: Send + 'static>(map: &mut Map, client: impl FnOnce() -> R + Send + 'static) -> R {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    let thread = std::thread::spawn(move || {
+        let result = client();
+        flag.store(true, Ordering::SeqCst);
+        result
+    });
+    assert!(run_until(map, |_| done.load(Ordering::SeqCst)), "the client did not finish");
+    thread.join().expect("the client panicked")
+}
+
 /// Runs `n` iterations with a short timeout.
 pub fn run_iterations(map: &mut Map, n: u64) {
     map.run(LoopOptions::new().timeout(Duration::from_millis(10)).count(n)).expect("loop");
