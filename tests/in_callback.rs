@@ -158,50 +158,34 @@ fn a_handle_close_that_panics_at_the_end_of_the_grace_is_caught_like_any_callbac
     }
 }
 
-/// Without `catch_panics`, a `handle_close` that panics during a shutdown
-/// reaches the caller, as any callback's panic, once its channel is out of
-/// the map: the map does not keep counting a channel whose entry the panic
-/// dropped, and the loop on it ends.
-#[test]
-fn an_uncaught_panic_in_a_shutdowns_handle_close_leaves_the_map_coherent() {
-    let _fds = shared();
-    for backend in backends() {
-        let log = Log::default();
-        let mut m = map(backend);
-        let (bad, mut bad_peer) = panicking_on_close(&mut m, &log);
-        m.shutdown(Duration::ZERO);
-        let options = LoopOptions::new().timeout(Duration::from_millis(10)).count(3);
-        let ran = catch_unwind(AssertUnwindSafe(|| m.run(options)));
-        assert!(ran.is_err(), "{backend}: the panic reaches the caller");
-        assert!(!m.contains(bad), "{backend}: the channel that panicked is still in the map");
-        assert!(m.is_empty(), "{backend}: len {}", m.len());
-        assert!(sees_eof(&mut bad_peer), "{backend}: its descriptor closed");
-    }
-}
-
 /// Without `catch_panics`, a `handle_close` that panics at the end of a
-/// shutdown's grace does not end the shutdown for the channels not closed
-/// yet: the next run of the loop closes them at once, each with its
-/// `handle_close`, instead of leaving them open with no shutdown under way.
+/// shutdown's grace reaches the caller, as any callback's panic, once its
+/// channel is out of the map: the map does not keep counting a channel
+/// whose entry the panic dropped. The shutdown does not end there for the
+/// channels not closed yet: the next run of the loop closes them at once,
+/// each with its `handle_close`, instead of leaving them open with no
+/// shutdown under way.
 #[test]
-fn the_channels_left_by_an_uncaught_panic_at_the_end_of_the_grace_close_on_the_next_run() {
+fn an_uncaught_panic_in_a_shutdowns_handle_close_leaves_the_map_coherent_and_the_shutdown_going() {
     let _fds = shared();
     for backend in backends() {
         let log = Log::default();
         let mut m = map(backend);
         // The map closes in descriptor order: the one that panics comes
         // first, so the others are still open when the panic unwinds.
-        let (bad, _bad_peer) = panicking_on_close(&mut m, &log);
+        let (bad, mut bad_peer) = panicking_on_close(&mut m, &log);
         let (first, mut first_peer) = stream(&mut m, Scripted::new("first", &log), b"");
         let (second, mut second_peer) = stream(&mut m, Scripted::new("second", &log), b"");
         m.shutdown(Duration::ZERO);
         let options = LoopOptions::new().timeout(Duration::from_millis(10)).count(1);
         let ran = catch_unwind(AssertUnwindSafe(|| m.run(options)));
         assert!(ran.is_err(), "{backend}: the panic reaches the caller");
-        assert!(!m.contains(bad), "{backend}");
+        assert!(!m.contains(bad), "{backend}: the channel that panicked is still in the map");
+        assert!(sees_eof(&mut bad_peer), "{backend}: its descriptor closed");
         let open = [first, second].iter().filter(|&&t| m.contains(t)).count();
         assert!(open > 0, "{backend}: nothing was left open to test ({:?})", log.events());
-        m.run(LoopOptions::new().timeout(Duration::from_millis(10)).count(1)).unwrap();
+        assert_eq!(m.len(), open, "{backend}: the map counts what it holds");
+        m.run(options).expect("the next run");
         assert!(m.is_empty(), "{backend}: left open after the panic: {:?}", log.events());
         assert_eq!(log.count("first:close") + log.count("second:close"), 2, "{backend}: {:?}", log.events());
         assert!(sees_eof(&mut first_peer) && sees_eof(&mut second_peer), "{backend}");
