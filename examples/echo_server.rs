@@ -2,20 +2,40 @@
 //!
 //! ```text
 //! cargo run --release --example echo_server -- [ADDR] [--backend select|poll|epoll] [--threads N]
-//!     [--tls-cert PEM --tls-key PEM]
+//!     [--output-budget BYTES] [--tls-cert PEM --tls-key PEM]
 //! ```
 //!
 //! ADDR defaults to 127.0.0.1:8080 (port 0 picks a free port; `[::1]:PORT`
 //! and `unix:PATH` work too); the first line on stdout is
-//! `listening on HOST:PORT`. Ctrl-C or SIGTERM shuts it down cleanly. The
+//! `listening on HOST:PORT`. Ctrl-C or SIGTERM shuts it down cleanly.
+//!
+//! A client that sends and never reads makes the server queue its echoes:
+//! each connection's queue pauses its reading at 1 MiB, and
+//! `--output-budget BYTES` (default 64 MiB) bounds the echoes queued by all
+//! connections together. A connection whose echo would pass the budget is
+//! closed, so many silent readers cannot take the server's memory. A
+//! connection is charged to the budget only once it first queues: one whose
+//! client reads its echoes costs nothing more than without a budget. The
 //! command line and the loops live in `examples/serve/`, which every example
 //! server shares. `--tls-cert PEM --tls-key PEM` echo over TLS (1.3 and
 //! 1.2; a build with rolecore's `tls` feature): the same `Echo`, handed the
 //! plaintext once the handshake completed.
 
 use std::io;
+use std::sync::OnceLock;
 
-use rolecore::{AcceptHandler, Address, Buffered, Channel, Connected, Ctx, StreamHandler};
+use rolecore::{
+    AcceptHandler, Address, BudgetFull, Buffered, Channel, Connected, Ctx, OutputBudget, StreamHandler,
+};
+
+/// What all connections may queue together, before a client that does not
+/// read its echoes is hung up on.
+const DEFAULT_OUTPUT_BUDGET: u64 = 64 << 20;
+
+/// The budget every connection's queued echoes are charged to, once it has
+/// queued any: set once, before the loops start. Here, not in `Echo`, so
+/// that a connection's handler stays zero bytes.
+static BUDGET: OnceLock<OutputBudget> = OnceLock::new();
 
 struct Echo;
 
@@ -23,8 +43,29 @@ impl StreamHandler<Buffered<Connected>> for Echo {
     fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
         let buf = cx.buffer(); // the loop's read buffer, reused
         let n = ch.recv(buf)?; // 0: the peer closed, the loop calls handle_close
-        ch.send(&buf[..n]) // queued if the socket cannot take it all; past 1 MiB, reading pauses
+        ch.send(&buf[..n])?; // queued if the socket cannot take it all; past 1 MiB, reading pauses
+        if ch.queued() > 0 && ch.budget().is_none() {
+            charge(ch)?;
+        }
+        Ok(())
     }
+}
+
+/// Charges a connection that queued for the first time to the budget, so
+/// that its later sends are refused whole (and it is closed) when all
+/// connections together would pass it. Closed at once when what it queued
+/// already passes it. Not done at accept: a charged connection holds its
+/// queue's bookkeeping for good, and one that never queues needs none.
+#[cold]
+fn charge(ch: &mut Buffered<Connected>) -> io::Result<()> {
+    let Some(budget) = BUDGET.get() else { return Ok(()) };
+    ch.set_budget(budget);
+    let (used, limit) = (budget.used(), budget.limit());
+    if used > limit {
+        let full = BudgetFull { used: used - ch.queued(), requested: ch.queued(), limit };
+        return Err(io::Error::new(io::ErrorKind::StorageFull, full));
+    }
+    Ok(())
 }
 
 struct Server {
@@ -56,9 +97,11 @@ fn main() -> std::process::ExitCode {
         name: "echo_server",
         default_addr: "127.0.0.1:8080",
         threads: true,
-        flags: &[serve::TLS_CERT, serve::TLS_KEY],
+        flags: &[serve::Flag { name: "--output-budget", value: "BYTES" }, serve::TLS_CERT, serve::TLS_KEY],
     };
     serve::main(echo, |cli| {
+        let budget = cli.count("--output-budget", DEFAULT_OUTPUT_BUDGET, 64 << 10, 1 << 40)?;
+        let _ = BUDGET.set(OutputBudget::new(budget as usize));
         let tls = cli.tls(&[])?;
         Ok(move || Server { tls: tls.clone() })
     })

@@ -1,5 +1,5 @@
-//! Hostile clients of the protocol example servers (`resp_server`,
-//! `http_server`), run as real processes on port 0: requests whose cost in
+//! Hostile clients of the example servers (`resp_server`, `http_server`,
+//! `chat_server`, `echo_server`), run as real processes on port 0: requests whose cost in
 //! server memory is a product of what they name and what is stored, names a
 //! megabyte long, connections left idle, request heads with bare-LF line
 //! endings, and long pipelines. See "Hostile clients of the protocol
@@ -624,6 +624,61 @@ fn chat_a_flooding_member_cannot_get_the_readers_evicted() {
         assert_eq!(reader.join().unwrap(), Ok(LINES), "every reader stays and gets every line");
     }
     server.assert_alive();
+}
+
+// ---- echo_server ----------------------------------------------------------------
+
+/// Clients of `echo_server` that send and never read: each connection's
+/// queue pauses its reading at 1 MiB, but many of them together held that
+/// much each (300 of them took 318 MB). The output budget bounds them all:
+/// a connection whose echo would pass it is closed, and a client that reads
+/// its echoes is still served.
+#[test]
+fn echo_many_clients_that_never_read_are_bounded_together() {
+    let mut server = Server::start("echo_server", &["--output-budget", "1048576"], None);
+    let chunk = vec![b'e'; 64 << 10];
+    let mut silent: Vec<(TcpStream, usize)> = (0..24)
+        .map(|_| {
+            let s = server.connect();
+            // A small receive buffer, so that the echoes queue in the server.
+            rustix::net::sockopt::set_socket_recv_buffer_size(&s, 4096).unwrap();
+            s.set_nonblocking(true).unwrap();
+            (s, 0)
+        })
+        .collect();
+    // Up to 8 MiB from each, as far as the server takes it: past what the
+    // kernel's buffers hold on loopback (a few MiB each way), without the
+    // budget, 24 queues of about a mebibyte each.
+    let mut idle_rounds = 0;
+    for _ in 0..2000 {
+        let mut moved = false;
+        for (stream, sent) in silent.iter_mut().filter(|(_, sent)| *sent < 8 << 20) {
+            match stream.write(&chunk) {
+                Ok(n) => {
+                    *sent += n;
+                    moved |= n > 0;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => *sent = usize::MAX, // closed by the server
+            }
+        }
+        idle_rounds = if moved { 0 } else { idle_rounds + 1 };
+        if idle_rounds == 25 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(if moved { 0 } else { 20 }));
+    }
+    server.assert_alive();
+    let closed = silent.iter().filter(|(_, sent)| *sent == usize::MAX).count();
+    eprintln!("echo_server closed {closed} of 24 silent clients");
+    // The budget's mebibyte, a read buffer per connection, and the process.
+    server.assert_peak_under(16 * 1024, "24 clients sending 8 MiB each and never reading");
+    let mut reader = server.connect();
+    reader.write_all(b"still echoing\n").unwrap();
+    let mut got = [0u8; 14];
+    reader.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"still echoing\n");
+    drop(silent);
 }
 
 // ---- a Unix socket path on the command line -------------------------------------
