@@ -858,9 +858,11 @@ fn p13_a_stream_that_wants_nothing_still_learns_that_its_peer_left() {
     }
 }
 
-/// Opens a new channel, with the same handler, whenever one closes.
+/// Opens a new channel, with the same handler, whenever one closes (a
+/// client that keeps its connection up); counts the openings refused.
 struct Reopen {
     closes: Rc<Cell<u32>>,
+    refused: Rc<Cell<u32>>,
     peers: Rc<RefCell<Vec<Channel<Connected>>>>,
 }
 
@@ -872,31 +874,44 @@ impl StreamHandler for Reopen {
         self.closes.set(self.closes.get() + 1);
         let (ours, peer) = Channel::pair().expect("a socket pair");
         self.peers.borrow_mut().push(peer);
-        let again = Reopen { closes: self.closes.clone(), peers: self.peers.clone() };
-        cx.insert(ours, again).expect("insert");
+        let again = Reopen { closes: self.closes.clone(), refused: self.refused.clone(), peers: self.peers.clone() };
+        if let Err(e) = cx.insert(ours, again) {
+            assert_eq!(e.error.kind(), io::ErrorKind::Other, "{e}");
+            assert!(e.channel.peer_addr().is_ok(), "the channel is handed back, open");
+            self.refused.set(self.refused.get() + 1);
+        }
     }
 }
 
-/// The end of a shutdown's grace closes every channel, and also those that
-/// closing handlers open meanwhile, picked again after each round; a
-/// handler that always opens another cannot keep the loop there: three
-/// rounds, then what is left stays for the loop to serve.
+/// The end of a shutdown's grace closes every channel, and a handler that
+/// opens another whenever its channel closes cannot keep the shutdown from
+/// ending: from the end of the grace, insertions are refused (the channel
+/// handed back in the `InsertError`), the map empties and the loop ends.
+/// Before, three rounds of replacements were closed, then the shutdown
+/// declared itself over with the fourth open, and `run` never returned.
+/// Once the map is empty the shutdown is over, and the map takes channels
+/// again.
 #[test]
 fn a_shutdown_closes_what_closing_handlers_open_and_still_ends() -> io::Result<()> {
     let _fds = shared();
     for backend in backends() {
         let closes = Rc::new(Cell::new(0));
+        let refused = Rc::new(Cell::new(0));
         let peers = Rc::new(RefCell::new(Vec::new()));
+        let reopen = || Reopen { closes: closes.clone(), refused: refused.clone(), peers: peers.clone() };
         let mut m = map(backend);
         for _ in 0..2 {
             let (ours, peer) = Channel::pair()?;
             peers.borrow_mut().push(peer);
-            m.insert(ours, Reopen { closes: closes.clone(), peers: peers.clone() })?;
+            m.insert(ours, reopen())?;
         }
         m.shutdown(Duration::ZERO);
-        m.run(rolecore::LoopOptions::new().timeout(Duration::from_millis(10)).count(2))?;
-        assert_eq!(closes.get(), 6, "{backend}: two channels, then two rounds of their replacements");
-        assert_eq!(m.len(), 2, "{backend}: the third round's replacements stay open");
+        assert!(m.run_until(Duration::from_secs(5), Map::is_empty)?, "{backend}: {} channels stayed", m.len());
+        assert_eq!(closes.get(), 2, "{backend}: the two channels close");
+        assert_eq!(refused.get(), 2, "{backend}: their replacements are refused");
+        let (ours, _peer) = Channel::pair()?;
+        m.insert(ours, reopen())?;
+        assert_eq!(m.len(), 1, "{backend}: the shutdown is over");
     }
     Ok(())
 }

@@ -140,7 +140,9 @@ impl Map {
         self.registry.switch_backend(backend)
     }
 
-    /// Adds a channel with its handler.
+    /// Adds a channel with its handler. Refused (the channel and handler
+    /// handed back in the [`InsertError`]) once a shutdown's grace is over,
+    /// until the shutdown has emptied the map.
     pub fn insert<C: Register<H>, H>(&mut self, channel: C, handler: H) -> Result<Token, InsertError<C, H>> {
         self.registry.insert(channel, handler)
     }

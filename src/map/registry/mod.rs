@@ -82,6 +82,12 @@ pub(crate) struct Registry {
     pub(crate) removed_busy: Vec<Token>,
 }
 
+/// Why a channel cannot join a map whose shutdown's grace is over.
+#[cold]
+fn grace_over() -> io::Error {
+    io::Error::other("the map's shutdown grace is over: its channels are closing, and no channel joins until it is empty")
+}
+
 /// [`Registry::pending`]: a channel left its entry behind the map's back (a
 /// handler swapped the `&mut` channel it was lent for another one), so the
 /// poller may still watch a descriptor the map can no longer name: its
@@ -164,6 +170,12 @@ impl Registry {
             self.slots.resize_with(index + 1, Slot::default);
         }
         let token = self.token(index, self.slots[index].generation);
+        if self.shutdown.is_some_and(|at| self.clock.now() >= at) {
+            // The grace is over: every channel is being closed, and one
+            // joining now (from a `handle_close` that reconnects, say)
+            // would outlive the shutdown, which then never emptied the map.
+            return Err(InsertError { error: grace_over(), channel, handler });
+        }
         let slot = &self.slots[index];
         if slot.is_live() {
             // Two owned channels cannot share a descriptor number; only a

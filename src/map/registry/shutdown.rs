@@ -41,7 +41,8 @@ impl Registry {
     /// insert is not closed on the way at the whim of its descriptor number;
     /// it is picked by the next pass, up to [`CLOSE_PASSES`] in all (a
     /// handler that opens a channel whenever one closes cannot hold the loop
-    /// here forever).
+    /// here forever). At the end of the grace no channel can join any more
+    /// (`Registry::insert` refuses it), so that pass leaves the map empty.
     pub(crate) fn close_where(&mut self, which: impl Fn(&dyn Entry) -> bool) -> bool {
         let mut stop = false;
         for _ in 0..CLOSE_PASSES {
