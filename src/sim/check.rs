@@ -126,7 +126,8 @@ pub(crate) struct Checker {
     /// what is armed after it was armed by a timeout callback.
     expiring: bool,
     /// Callbacks checked, and how many of them moved data (or found the end
-    /// of a stream): the settling's measure of a quiet or livelocked loop.
+    /// of a stream), connected or closed: the settling's measure of a quiet
+    /// or livelocked loop.
     pub callbacks: usize,
     pub progressed: usize,
 }
@@ -306,7 +307,12 @@ impl Checker {
             Traced::Called { callback, progress } => {
                 // Wrapping, as `batch`: counts that cannot reach 2^64.
                 self.callbacks = self.callbacks.wrapping_add(1);
-                self.progressed = self.progressed.wrapping_add(usize::from(progress));
+                // A connect or a close is progress too: each happens once
+                // per channel, so a livelock cannot be made of them, and an
+                // iteration that only closes channels (the peers left) is
+                // the settling nearing its end, not a handler spinning.
+                let changes_state = bit(callback) & CHANGES_STATE != 0;
+                self.progressed = self.progressed.wrapping_add(usize::from(progress || changes_state));
                 if life.fast & bit(callback) != 0 {
                     return Ok(id);
                 }

@@ -21,7 +21,8 @@ pub struct SimConfig {
     /// holds at most 64 calls' worth (64 bytes when a call moves one).
     pub socket_buffer: Option<usize>,
     /// Most loop iterations in a row, in the settling phase, whose callbacks
-    /// move no data before the simulation calls it a livelock. Iterations
+    /// move no data (and connect or close no channel) before the simulation
+    /// calls it a livelock (one more in a row is the livelock). Iterations
     /// that move data (a handler draining a full socket a few bytes at a
     /// time) do not count, up to [`SETTLE_HARD_LIMIT`] in all. 0 is taken
     /// as 1.

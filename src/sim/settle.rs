@@ -109,7 +109,7 @@ impl Sim {
             }
             quiet = 0;
             stuck = if self.checker.progressed == moved && read == 0 { stuck + 1 } else { 0 };
-            if stuck >= self.config.settle_limit {
+            if stuck > self.config.settle_limit {
                 return Err(self.fail(format!(
                     "livelock: {stuck} truthful iterations in a row made callbacks that moved no \
                      data, with every peer done sending — a handler keeps asking for events it does \
