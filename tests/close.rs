@@ -874,7 +874,8 @@ impl StreamHandler for Reopen {
         self.closes.set(self.closes.get() + 1);
         let (ours, peer) = Channel::pair().expect("a socket pair");
         self.peers.borrow_mut().push(peer);
-        let again = Reopen { closes: self.closes.clone(), refused: self.refused.clone(), peers: self.peers.clone() };
+        let again =
+            Reopen { closes: self.closes.clone(), refused: self.refused.clone(), peers: self.peers.clone() };
         if let Err(e) = cx.insert(ours, again) {
             assert_eq!(e.error.kind(), io::ErrorKind::Other, "{e}");
             assert!(e.channel.peer_addr().is_ok(), "the channel is handed back, open");
@@ -906,7 +907,11 @@ fn a_shutdown_closes_what_closing_handlers_open_and_still_ends() -> io::Result<(
             m.insert(ours, reopen())?;
         }
         m.shutdown(Duration::ZERO);
-        assert!(m.run_until(Duration::from_secs(5), Map::is_empty)?, "{backend}: {} channels stayed", m.len());
+        assert!(
+            m.run_until(Duration::from_secs(5), Map::is_empty)?,
+            "{backend}: {} channels stayed",
+            m.len()
+        );
         assert_eq!(closes.get(), 2, "{backend}: the two channels close");
         assert_eq!(refused.get(), 2, "{backend}: their replacements are refused");
         let (ours, _peer) = Channel::pair()?;

@@ -85,7 +85,9 @@ pub(crate) struct Registry {
 /// Why a channel cannot join a map whose shutdown's grace is over.
 #[cold]
 fn grace_over() -> io::Error {
-    io::Error::other("the map's shutdown grace is over: its channels are closing, and no channel joins until it is empty")
+    io::Error::other(
+        "the map's shutdown grace is over: its channels are closing, and no channel joins until it is empty",
+    )
 }
 
 /// [`Registry::pending`]: a channel left its entry behind the map's back (a
