@@ -59,8 +59,8 @@ impl<'a> Ctx<'a> {
     }
 
     /// Adds a channel to the loop; it is watched from the next wait on.
-    /// Refused once a shutdown's grace is over, until the map is empty
-    /// (see [`shutdown`](Self::shutdown)).
+    /// Refused while the end of a shutdown's grace closes the map's
+    /// channels (see [`shutdown`](Self::shutdown)).
     pub fn insert<C: Register<H>, H>(&mut self, channel: C, handler: H) -> Result<Token, InsertError<C, H>> {
         self.registry.insert(channel, handler)
     }
@@ -241,9 +241,9 @@ impl<'a> Ctx<'a> {
     /// Starts a graceful shutdown of the whole map: listeners close (with
     /// `handle_close`) when this callback returns, the other channels have
     /// `grace` to finish and close on their own, then each one still open
-    /// gets `handle_close` once and is closed; a channel inserted once the
-    /// grace is over (from such a `handle_close`, say) is refused, handed
-    /// back in the [`InsertError`]. A listener's `handle_close`
+    /// gets `handle_close` once and is closed; a channel such a
+    /// `handle_close` inserts is refused, handed back in the
+    /// [`InsertError`]. A listener's `handle_close`
     /// that calls [`stop`](Self::stop) stops the loop after this callback.
     /// The shutdown is over once the map is empty. See also
     /// [`Waker::shutdown`](crate::Waker::shutdown).

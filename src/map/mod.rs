@@ -141,8 +141,8 @@ impl Map {
     }
 
     /// Adds a channel with its handler. Refused (the channel and handler
-    /// handed back in the [`InsertError`]) once a shutdown's grace is over,
-    /// until the shutdown has emptied the map.
+    /// handed back in the [`InsertError`]) while the end of a shutdown's
+    /// grace closes the map's channels.
     pub fn insert<C: Register<H>, H>(&mut self, channel: C, handler: H) -> Result<Token, InsertError<C, H>> {
         self.registry.insert(channel, handler)
     }

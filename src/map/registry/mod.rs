@@ -65,6 +65,11 @@ pub(crate) struct Registry {
     /// A listener joined the map during the shutdown's grace: the loop
     /// closes it, as the shutdown closed the others, before it waits again.
     late_listener: bool,
+    /// The end of a shutdown's grace is closing every channel: no channel
+    /// may join the map meanwhile (`insert` refuses). Read only with the
+    /// shutdown still under way: a panic that escapes that close leaves it
+    /// set, and the map may have emptied (the shutdown then is over).
+    pub(super) closing_all: bool,
     /// Work the next wait does first, off the common path: [`ORPHANS`],
     /// [`UNANSWERED`]. One byte, so that the common wait tests it once.
     pub(crate) pending: u8,
@@ -86,7 +91,7 @@ pub(crate) struct Registry {
 #[cold]
 fn grace_over() -> io::Error {
     io::Error::other(
-        "the map's shutdown grace is over: its channels are closing, and no channel joins until it is empty",
+        "the map's shutdown grace is over: its channels are closing, and no channel joins them",
     )
 }
 
@@ -120,6 +125,7 @@ impl Registry {
             joins: 0,
             shutdown: None,
             late_listener: false,
+            closing_all: false,
             pending: 0,
             clock: Clock::Monotonic,
             catch_panics: false,
@@ -172,8 +178,8 @@ impl Registry {
             self.slots.resize_with(index + 1, Slot::default);
         }
         let token = self.token(index, self.slots[index].generation);
-        if self.shutdown.is_some_and(|at| self.clock.now() >= at) {
-            // The grace is over: every channel is being closed, and one
+        if self.closing_all && self.shutdown.is_some() {
+            // The grace is over and every channel is being closed: one
             // joining now (from a `handle_close` that reconnects, say)
             // would outlive the shutdown, which then never emptied the map.
             return Err(InsertError { error: grace_over(), channel, handler });

@@ -41,8 +41,8 @@ impl Registry {
     /// insert is not closed on the way at the whim of its descriptor number;
     /// it is picked by the next pass, up to [`CLOSE_PASSES`] in all (a
     /// handler that opens a channel whenever one closes cannot hold the loop
-    /// here forever). At the end of the grace no channel can join any more
-    /// (`Registry::insert` refuses it), so that pass leaves the map empty.
+    /// here forever). At the end of the grace no channel can join
+    /// (`Registry::closing_all`), so that close leaves the map empty.
     pub(crate) fn close_where(&mut self, which: impl Fn(&dyn Entry) -> bool) -> bool {
         let mut stop = false;
         for _ in 0..CLOSE_PASSES {
@@ -78,9 +78,16 @@ impl Registry {
                 // close: a `handle_close` whose panic reaches the caller
                 // leaves the others to the next iteration, which closes
                 // them at once, instead of open with the shutdown over.
+                // Nothing joins meanwhile (a `handle_close` that reconnects
+                // is refused), so the map ends empty. A panic that escapes
+                // leaves the flag set: the next iteration ends the
+                // shutdown and clears it, or the map emptied and the
+                // shutdown is over already, the flag then unread.
+                self.closing_all = true;
                 let stop = self.close_where(|_| true);
                 self.shutdown = None;
                 self.late_listener = false;
+                self.closing_all = false;
                 stop
             }
             Some(_) if self.late_listener => {
