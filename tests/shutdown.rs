@@ -264,6 +264,40 @@ fn a_shutdown_stops_accepting_the_backlog_at_the_first_failure() {
     }
 }
 
+/// Fails on every connection it is handed, with the default `handle_error`
+/// (which runs `handle_close`, then closes the listener).
+struct FailsAndCloses(Log);
+
+impl AcceptHandler for FailsAndCloses {
+    fn handle_accepted(&mut self, _conn: Channel<Connected>, _: Address, _: &mut Ctx<'_>) -> io::Result<()> {
+        self.0.push("accepted");
+        Err(io::Error::other("refused (on purpose)"))
+    }
+    fn handle_close(&mut self, _: &mut Channel<Listening>, _: &mut Ctx<'_>) {
+        self.0.push("listener close");
+    }
+}
+
+/// A listener whose `handle_accepted` fails while a shutdown accepts its
+/// backlog, and whose default `handle_error` closes it with its
+/// `handle_close`, gets that `handle_close` once: the shutdown does not
+/// call it a second time (D18). Before, it ran twice.
+#[test]
+fn a_listener_closed_by_its_handle_error_during_a_shutdown_gets_one_handle_close() {
+    for backend in util::backends() {
+        let (listener, path) = unix_listener();
+        let path = path.as_str();
+        let log = Log::default();
+        let mut map = util::map(backend);
+        map.insert(listener, FailsAndCloses(log.clone())).unwrap();
+        let _clients: Vec<UnixStream> = (0..3).map(|_| UnixStream::connect(path).unwrap()).collect();
+        map.shutdown(Duration::ZERO);
+        assert_eq!(log.events(), ["accepted", "listener close"], "{backend}");
+        assert!(map.is_empty(), "{backend}");
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// Reads, stays open, and records its `handle_close`.
 struct Stays(Log);
 

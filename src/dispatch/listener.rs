@@ -190,8 +190,13 @@ impl<H: AcceptHandler> Dispatch for ListenerEntry<H> {
                 break;
             }
         }
-        tr.call(Callback::Close);
-        handler.handle_close(ch, cx);
+        // A failure's `handle_error` may have closed the listener already
+        // (the default one runs `handle_close`, then `Ctx::close`), and a
+        // `Ctx::close` means no `handle_close`: it runs at most once.
+        if !cx.is_closing() {
+            tr.call(Callback::Close);
+            handler.handle_close(ch, cx);
+        }
     }
 
     channel_and_handler!();
