@@ -90,9 +90,7 @@ pub(crate) struct Registry {
 /// Why a channel cannot join a map whose shutdown's grace is over.
 #[cold]
 fn grace_over() -> io::Error {
-    io::Error::other(
-        "the map's shutdown grace is over: its channels are closing, and no channel joins them",
-    )
+    io::Error::other("the map's shutdown grace is over: its channels are closing, and no channel joins them")
 }
 
 /// [`Registry::pending`]: a channel left its entry behind the map's back (a
