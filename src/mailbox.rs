@@ -79,6 +79,12 @@ impl<M: fmt::Debug> std::error::Error for SendError<M> {}
 
 impl<M> Sender<M> {
     /// Queues `message` for the loop's thread and wakes the loop.
+    ///
+    /// The queue has no bound, as `std::sync::mpsc::channel`'s: a thread
+    /// that sends faster than the loop handles grows it for as long as it
+    /// does. Bound what a sender may have in flight yourself (a counter the
+    /// handler decrements, or a reply per request) when the senders are not
+    /// yours to trust.
     pub fn send(&self, message: M) -> Result<(), SendError<M>> {
         {
             let mut queue = self.shared.lock();
