@@ -182,6 +182,14 @@ impl<R: Role> AsyncChat<R> {
     /// Queues a producer, asked for more as the socket takes it (asynchat's
     /// `push_with_producer`).
     /// Only on a connected or connecting chat, as [`push`](Self::push).
+    ///
+    /// A producer's bytes are not queued: it is asked for a chunk when the
+    /// queue before it is sent, and only that chunk is counted in the queued
+    /// bytes (and charged to a budget, without refusal). So a producer is
+    /// accepted whenever the bytes already queued are within the
+    /// [`output_limit`](Self::output_limit), even a limit of 0, and refused
+    /// (`StorageFull`) only when they are past it,
+    /// or after [`close_when_done`](Self::close_when_done).
     pub fn push_with_producer(&mut self, producer: impl Producer + 'static) -> io::Result<()>
     where
         R: CanPush,
