@@ -530,6 +530,23 @@ fn resp_a_tls_handshake_trickled_a_byte_at_a_time_is_closed_at_the_idle_timeout(
     server.assert_alive();
 }
 
+/// An inline command ended by a bare LF, as `echo PING | nc` sends it, is
+/// a command (Redis takes it): the server split lines at `\r\n` only, and
+/// such a client waited, unanswered, until the idle timeout (300 s by
+/// default) closed its connection.
+#[test]
+fn resp_an_inline_command_ended_by_a_bare_lf_is_answered() {
+    let mut server = Server::start("resp_server", &[], None);
+    let mut stream = server.connect();
+    stream.write_all(b"PING\nECHO hi\n*1\n$4\r\nPING\r\n").unwrap();
+    assert_eq!(read_line(&mut stream, 64), b"+PONG\r\n");
+    assert_eq!(read_line(&mut stream, 64), b"$2\r\n");
+    assert_eq!(read_line(&mut stream, 64), b"hi\r\n");
+    assert_eq!(read_line(&mut stream, 64), b"+PONG\r\n");
+    server.assert_alive();
+    assert_pong(&server);
+}
+
 // ---- chat_server ----------------------------------------------------------------
 
 /// Joins the chat room: reads the welcome line, returns the stream.
