@@ -85,7 +85,9 @@ fn charge(ch: &mut Buffered<Connected>) -> io::Result<()> {
 
 struct Server {
     tls: Option<serve::TlsConfig>,
-    /// The deadline of a TLS handshake, counted from the accept.
+    /// The deadline of a TLS handshake, counted from the accept (read only
+    /// in a build with TLS).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     handshake_timeout: Option<Duration>,
 }
 
