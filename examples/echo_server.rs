@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example echo_server -- [ADDR] [--backend select|poll|epoll] [--threads N]
-//!     [--output-budget BYTES] [--tls-cert PEM --tls-key PEM]
+//!     [--output-budget BYTES] [--tls-cert PEM --tls-key PEM] [--handshake-timeout SECS]
 //! ```
 //!
 //! ADDR defaults to 127.0.0.1:8080 (port 0 picks a free port; `[::1]:PORT`
@@ -19,10 +19,15 @@
 //! command line and the loops live in `examples/serve/`, which every example
 //! server shares. `--tls-cert PEM --tls-key PEM` echo over TLS (1.3 and
 //! 1.2; a build with rolecore's `tls` feature): the same `Echo`, handed the
-//! plaintext once the handshake completed.
+//! plaintext once the handshake completed. A handshake must complete within
+//! `--handshake-timeout SECS` (default 10, 0 for none) of the accept: a
+//! client that stops halfway through its ClientHello would otherwise hold
+//! its descriptor and rustls's buffers (a record of up to 16 KiB) for good,
+//! since an echo connection has no idle timeout.
 
 use std::io;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use rolecore::{
     AcceptHandler, Address, BudgetFull, Buffered, Channel, Connected, Ctx, OutputBudget, StreamHandler,
@@ -32,6 +37,9 @@ use rolecore::{
 /// read its echoes is hung up on.
 const DEFAULT_OUTPUT_BUDGET: u64 = 64 << 20;
 
+/// How long a TLS handshake may take, from the accept, by default.
+const DEFAULT_HANDSHAKE_TIMEOUT: f64 = 10.0;
+
 /// The budget every connection's queued echoes are charged to, once it has
 /// queued any: set once, before the loops start. Here, not in `Echo`, so
 /// that a connection's handler stays zero bytes.
@@ -40,6 +48,13 @@ static BUDGET: OnceLock<OutputBudget> = OnceLock::new();
 struct Echo;
 
 impl StreamHandler<Buffered<Connected>> for Echo {
+    // Called once a TLS handshake completed: the handshake's deadline is
+    // over, and an established connection has none.
+    fn handle_connect(&mut self, _ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        cx.set_deadline(cx.token(), None);
+        Ok(())
+    }
+
     fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
         let buf = cx.buffer(); // the loop's read buffer, reused
         let n = ch.recv(buf)?; // 0: the peer closed, the loop calls handle_close
@@ -70,6 +85,10 @@ fn charge(ch: &mut Buffered<Connected>) -> io::Result<()> {
 
 struct Server {
     tls: Option<serve::TlsConfig>,
+    /// The deadline of a TLS handshake, counted from the accept (read only
+    /// in a build with TLS).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    handshake_timeout: Option<Duration>,
 }
 
 impl AcceptHandler for Server {
@@ -83,7 +102,14 @@ impl AcceptHandler for Server {
             None => cx.insert(Buffered::new(conn), Echo)?, // a new channel joins the same loop
             #[cfg(feature = "tls")]
             Some(config) => {
-                cx.insert(rolecore::tls::Handshaking::server(Buffered::new(conn), config.clone())?, Echo)?
+                let tls = rolecore::tls::Handshaking::server(Buffered::new(conn), config.clone())?;
+                let token = cx.insert(tls, Echo)?;
+                // Past it, the handshake fails with `TimedOut` and closes.
+                if let Some(timeout) = self.handshake_timeout {
+                    let at = cx.now().checked_add(timeout);
+                    cx.set_deadline(token, at);
+                }
+                token
             }
             #[cfg(not(feature = "tls"))]
             Some(never) => match *never {},
@@ -97,13 +123,19 @@ fn main() -> std::process::ExitCode {
         name: "echo_server",
         default_addr: "127.0.0.1:8080",
         threads: true,
-        flags: &[serve::Flag { name: "--output-budget", value: "BYTES" }, serve::TLS_CERT, serve::TLS_KEY],
+        flags: &[
+            serve::Flag { name: "--output-budget", value: "BYTES" },
+            serve::TLS_CERT,
+            serve::TLS_KEY,
+            serve::Flag { name: "--handshake-timeout", value: "SECS" },
+        ],
     };
     serve::main(echo, |cli| {
         let budget = cli.count("--output-budget", DEFAULT_OUTPUT_BUDGET, 64 << 10, 1 << 40)?;
         let _ = BUDGET.set(OutputBudget::new(budget as usize));
         let tls = cli.tls(&[])?;
-        Ok(move || Server { tls: tls.clone() })
+        let handshake_timeout = cli.seconds("--handshake-timeout", DEFAULT_HANDSHAKE_TIMEOUT)?;
+        Ok(move || Server { tls: tls.clone(), handshake_timeout })
     })
 }
 

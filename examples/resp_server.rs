@@ -44,7 +44,10 @@
 //! connection's own buffers shrink back after a big request or reply.
 //!
 //! Framing uses the chat's terminators: a line (`*N`, `$N` or an inline
-//! command) ends at `\r\n`; the payload of a bulk string is a count
+//! command) ends at `\n`, its `\r` before it dropped (Redis takes an inline
+//! command ended by a bare LF, as `echo PING | nc` sends it; a server that
+//! waited for `\r\n` left that client unanswered until its idle timeout);
+//! the `\r` counts against the line's bound (64 KiB). The payload of a bulk string is a count
 //! terminator of `N + 2` bytes whose last two must be `\r\n`. The parser,
 //! [`RespParser`], is a plain struct that is told each record and says which
 //! terminator comes next, so it can be driven without a socket; the commands
@@ -160,7 +163,7 @@ mod tests {
     fn connection(ours: std::os::unix::net::UnixStream, max_bulk: usize) -> (AsyncChat, RespConnection) {
         let parser = RespParser::new(max_bulk);
         let mut chat = AsyncChat::new(Channel::try_from(ours).unwrap(), parser.terminator());
-        chat.set_max_record(MAX_LINE);
+        chat.set_max_record(MAX_LINE + 1);
         chat.set_output_limit(output_limit(max_bulk));
         let connection = RespConnection {
             parser,
@@ -170,6 +173,7 @@ mod tests {
             extended: false,
             queued_at_deadline: 0,
             record: Vec::new(),
+            max_line: MAX_LINE,
             input: InputBudget::new(256 << 20),
             charged: 0,
             out: Vec::new(),
@@ -286,5 +290,17 @@ mod tests {
         assert!(parse(b"*1\r\n$101\r\n", 100).is_err());
         assert!(parse(b"*1\r\n+x\r\n", 100).is_err());
         assert!(parse(b"*x\r\n", 100).is_err());
+    }
+
+    /// Lines end at LF, with or without a CR: an inline command ended by a
+    /// bare LF (`echo PING | nc`) is a command, as in Redis, and so is a
+    /// `*N` or `$N` line; a bulk payload still ends with its CRLF.
+    #[test]
+    fn lines_end_at_a_bare_lf_too() {
+        let c = parse(b"PING\nECHO a\r\n*2\n$4\r\nECHO\r\n$1\nb\r\n\nPING\r\r\n", 100).unwrap();
+        let ping = vec![b"PING".to_vec()];
+        let echo = |arg: &[u8]| vec![b"ECHO".to_vec(), arg.to_vec()];
+        assert_eq!(c, vec![ping.clone(), echo(b"a"), echo(b"b"), ping]);
+        assert!(parse(b"*1\n$1\na\nPING\r\n", 100).is_err(), "a bulk payload without its CRLF");
     }
 }

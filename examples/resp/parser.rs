@@ -152,14 +152,14 @@ impl RespParser {
     #[allow(dead_code)]
     pub fn terminator(&self) -> Terminator {
         match self.next_count() {
-            None => Terminator::CRLF,
+            None => Terminator::LF,
             Some(n) => Terminator::count(n),
         }
     }
 
     /// The byte count of the next record when it is a bulk payload (its
     /// `\r\n` included); `None` when the next record is a line ending at
-    /// `\r\n`.
+    /// `\n` (with or without a `\r` before it).
     pub fn next_count(&self) -> Option<usize> {
         match self.state {
             State::Idle | State::BulkHeader => None,
@@ -172,9 +172,17 @@ impl RespParser {
         self.state == State::Idle
     }
 
-    /// Takes one record: a line without its `\r\n`, or a bulk payload with
-    /// its `\r\n`. Returns a command when one is complete.
+    /// Takes one record: a line without its `\n` (a `\r` before it is
+    /// dropped here), or a bulk payload with its `\r\n`. Returns a command
+    /// when one is complete.
     pub fn record(&mut self, record: &[u8]) -> Result<Option<Command<'_>>, ProtocolError> {
+        // Lines end at LF, with or without a CR: Redis takes an inline
+        // command ended by a bare LF (`echo PING | nc`), and a client that
+        // sent one would otherwise wait for an answer that never comes.
+        let record = match self.state {
+            State::Idle | State::BulkHeader => record.strip_suffix(b"\r").unwrap_or(record),
+            State::BulkBody(_) => record,
+        };
         match self.state {
             State::Idle => self.first_line(record),
             State::BulkHeader => {

@@ -143,6 +143,10 @@ pub struct RespConnection {
     /// The record being collected, reused from record to record (the chat's
     /// own collector would hand over a fresh `Vec` each time).
     pub record: Vec<u8>,
+    /// The longest line, without its line end (`RespServer::max_line`).
+    /// Lines end at LF, so the chat's record bound is one more, for a CR
+    /// before it; `collect_incoming_data` checks this exact bound.
+    pub max_line: usize,
     /// The loop's bound on the bytes of unfinished requests.
     pub input: InputBudget,
     /// The bytes of the current request charged to `input`: released once
@@ -154,6 +158,14 @@ pub struct RespConnection {
 }
 
 impl RespConnection {
+    /// Whether the line being collected is over `max_line` already: its CR
+    /// is not counted when it is the last byte so far, since its LF may
+    /// come next.
+    fn line_too_long(&self) -> bool {
+        let line = self.record.strip_suffix(b"\r").unwrap_or(&self.record);
+        line.len() > self.max_line
+    }
+
     /// Answers a broken frame and closes once the answer is sent.
     fn protocol_error(&mut self, chat: &mut AsyncChat, why: &str) -> io::Result<()> {
         error(&mut self.out, &format!("Protocol error: {why}"));
@@ -252,6 +264,15 @@ impl ChatHandler for RespConnection {
                 .map_err(|full| io::Error::new(io::ErrorKind::StorageFull, full))?;
             self.charged += data.len();
             self.record.extend_from_slice(data);
+            if self.parser.next_count().is_none() && self.line_too_long() {
+                self.record.clear();
+                let why = if self.parser.is_idle() {
+                    "too big inline request"
+                } else {
+                    "too big bulk count string"
+                };
+                return self.protocol_error(chat, why);
+            }
         }
         Ok(())
     }
@@ -307,7 +328,7 @@ impl ChatHandler for RespConnection {
             Some(n) => chat.set_terminator(Terminator::count(n)),
             None => {
                 if !matches!(chat.terminator(), Terminator::Bytes(_)) {
-                    chat.set_terminator(Terminator::CRLF);
+                    chat.set_terminator(Terminator::LF);
                 }
             }
         }
@@ -397,7 +418,8 @@ impl AcceptHandler for RespServer {
     ) -> io::Result<()> {
         let parser = RespParser::new(self.max_bulk).with_max_request(self.max_request);
         let mut chat = AsyncChat::new(conn, parser.terminator());
-        chat.set_max_record(self.max_line);
+        // One byte more for the CR before a line's LF.
+        chat.set_max_record(self.max_line.saturating_add(1));
         chat.set_output_limit(self.output_limit);
         self.connections.charge(&mut chat);
         let connection = RespConnection {
@@ -408,6 +430,7 @@ impl AcceptHandler for RespServer {
             extended: false,
             queued_at_deadline: 0,
             record: Vec::new(),
+            max_line: self.max_line,
             input: self.input.clone(),
             charged: 0,
             out: Vec::new(),

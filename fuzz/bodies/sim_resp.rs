@@ -157,7 +157,9 @@ fn message(inp: &mut Input<'_>) -> Vec<u8> {
             let arg = binary(inp, 40);
             multibulk(&[&name, &arg, b"x"])
         }
-        13 => inp.pick(&[&b"\r\n"[..], b"*0\r\n", b"*-1\r\n", b"  \r\n"]).to_vec(),
+        13 => inp
+            .pick(&[&b"\r\n"[..], b"*0\r\n", b"*-1\r\n", b"  \r\n", b"PING\n", b"\n", b"*1\n$4\nPING\r\n"])
+            .to_vec(),
         14 if inp.below(4) == 0 => b"QUIT\r\n".to_vec(),
         14 => multibulk(&[b"ECHO"]), // wrong arity
         15 => {
@@ -310,13 +312,16 @@ fn protocol_error(why: &str, upto: usize) -> Expected {
 
 /// A line of the request stream from `at`: `Ok(Some((line, next)))`, or
 /// `Ok(None)` when it has not ended yet, or `Err(upto)` when it is already
-/// longer than `max_line` (the chat's record limit; a CR at the very end
-/// may be the start of its CRLF, and is held back).
+/// longer than `max_line`. A line ends at LF, and a CR before the LF is not
+/// part of it (nor counted); a CR at the very end may be that one, and is
+/// not counted either.
 fn line(sent: &[u8], at: usize, max_line: usize) -> Result<Option<(&[u8], usize)>, usize> {
     let rest = &sent[at..];
-    match rest.windows(2).position(|w| w == b"\r\n") {
-        Some(i) if i <= max_line => Ok(Some((&rest[..i], at + i + 2))),
-        Some(_) => Err(at + max_line + 1),
+    match rest.iter().position(|&b| b == b'\n') {
+        Some(i) => {
+            let line = rest[..i].strip_suffix(b"\r").unwrap_or(&rest[..i]);
+            if line.len() <= max_line { Ok(Some((line, at + i + 1))) } else { Err(at + max_line + 1) }
+        }
         None => {
             let collected = rest.len() - usize::from(rest.ends_with(b"\r"));
             if collected > max_line { Err(at + max_line + 1) } else { Ok(None) }

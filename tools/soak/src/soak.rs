@@ -714,8 +714,9 @@ impl Client<'_> {
         let first = self.rng.range(0x80, 0xff) as u8;
         let len = self.rng.log_range(0, 4096);
         let mut junk = vec![first];
-        // No line end inside: one request, one refusal.
-        junk.extend(self.rng.bytes(len).into_iter().map(|b| if b == b'\r' { b'.' } else { b }));
+        // No line end inside (a bare LF ends a line for both servers): one
+        // request, one refusal.
+        junk.extend(self.rng.bytes(len).into_iter().map(|b| if b == b'\r' || b == b'\n' { b'.' } else { b }));
         match srv {
             Srv::Http => {
                 junk.extend_from_slice(b"\r\n\r\n");
