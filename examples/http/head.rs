@@ -233,6 +233,15 @@ pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Refusal> {
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             request.chunked = true;
         } else if name.eq_ignore_ascii_case(b"host") {
+            // RFC 9112 3.2: two Host lines, or one that cannot be a host
+            // and port, are a 400; a proxy or cache in front could read a
+            // different one than a server behind it.
+            if request.has_host {
+                return Err(Refusal::BadRequest("more than one Host header"));
+            }
+            if value.iter().any(|&b| matches!(b, b' ' | b'\t' | b'/' | b'\\' | b'?' | b'#' | b'@' | b',')) {
+                return Err(Refusal::BadRequest("a Host header that is not a host and port"));
+            }
             request.has_host = true;
         }
     }
@@ -393,13 +402,17 @@ mod tests {
 
     /// A head is refused (400) for a Content-Length that is not plain
     /// digits, two that disagree, one beside Transfer-Encoding (request
-    /// smuggling), a header with an empty name, and a request target with a
-    /// byte that is not visible ASCII; the same head without the fault
-    /// parses.
+    /// smuggling), a header with an empty name, a request target with a
+    /// byte that is not visible ASCII, two Host headers, or one that is not
+    /// a host and port; the same head without the fault parses.
     #[test]
     fn smuggling_and_malformed_headers_are_refused() {
         let good = b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5";
         assert_eq!(parse_head(good).map(|r| r.content_length), Ok(5));
+        for host in [&b"127.0.0.1:8080"[..], b"[::1]:8080", b"example.com", b""] {
+            let head = [&b"GET / HTTP/1.1\r\nHost: "[..], host].concat();
+            assert!(parse_head(&head).is_ok(), "refused Host: {}", host.escape_ascii());
+        }
         for bad in [
             &b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: +5"[..],
             b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5",
@@ -412,6 +425,13 @@ mod tests {
             b"GET /\t HTTP/1.1\r\nHost: x",
             b"GET /\x7f HTTP/1.1\r\nHost: x",
             b"GET /\xc3\xa9 HTTP/1.1\r\nHost: x",
+            b"GET / HTTP/1.1\r\nHost: x\r\nHost: y",
+            b"GET / HTTP/1.1\r\nHost: x\r\nhost: x",
+            b"GET / HTTP/1.0\r\nHost: x\r\nHost: x",
+            b"GET / HTTP/1.1\r\nHost: x y",
+            b"GET / HTTP/1.1\r\nHost: x/y",
+            b"GET / HTTP/1.1\r\nHost: user@x",
+            b"GET / HTTP/1.1\r\nHost: x, y",
         ] {
             assert!(
                 matches!(parse_head(bad), Err(Refusal::BadRequest(_))),
