@@ -121,7 +121,7 @@ pub use event_loop::{
 };
 pub use handler::{AcceptHandler, DatagramHandler, FileHandler, StreamHandler};
 pub use kept::Kept;
-pub use mailbox::{MailboxHandler, SendError, Sender, Waker};
+pub use mailbox::{MailboxHandler, SendError, Sender, TrySendError, Waker};
 pub use map::{Ctx, HandlerMut, InsertError, Map, Register, StreamMut};
 pub use poller::{Backend, ParseBackendError};
 pub use readiness::{Interest, Readiness};

@@ -5,7 +5,9 @@
 //! and bumps the counter, the loop wakes, and the mailbox's handler receives
 //! each message on the loop's thread with a [`Ctx`], so it can insert, close
 //! or stop as any callback can. Many sends before the loop wakes coalesce
-//! into one wake-up.
+//! into one wake-up. A mailbox has no bound unless it is made with one
+//! ([`Map::mailbox_with_capacity`]): then a sender on another thread waits
+//! for room ([`Sender::send`]) or is refused ([`Sender::try_send`]).
 //!
 //! The [`Waker`] is the built-in mailbox ([`Map::waker`]): wake the loop,
 //! stop it (as a handler's [`Ctx::stop`]), or shut it down gracefully: stop
@@ -17,7 +19,8 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, ThreadId};
 use std::time::Duration;
 
 use crate::dispatch::{Own, OwnEntry};
@@ -31,6 +34,16 @@ struct Shared<M> {
     eventfd: EventFd,
     /// The mailbox left the map: sends fail and give the message back.
     closed: AtomicBool,
+    /// Most messages queued at once by other threads (`usize::MAX`: no
+    /// bound).
+    capacity: usize,
+    /// Signalled when a bounded mailbox's delivery makes room, or when it
+    /// closes: what a sender waiting for room waits on.
+    room: Condvar,
+    /// The thread of the map's loop (a `Map` stays on the thread that made
+    /// it). A send from it never waits for room: the loop could not make
+    /// any while it waits.
+    owner: ThreadId,
 }
 
 impl<M> Shared<M> {
@@ -42,6 +55,17 @@ impl<M> Shared<M> {
         // A panic while holding the lock left a consistent queue (push and
         // pop cannot half-happen): carry on with it.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_bounded(&self) -> bool {
+        self.capacity != usize::MAX
+    }
+
+    /// Wakes the senders waiting for room (a delivery, or the close).
+    fn make_room(&self) {
+        if self.is_bounded() {
+            self.room.notify_all();
+        }
     }
 }
 
@@ -77,24 +101,99 @@ impl<M> fmt::Display for SendError<M> {
 
 impl<M: fmt::Debug> std::error::Error for SendError<M> {}
 
+/// A message [`Sender::try_send`] could not queue, given back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TrySendError<M> {
+    /// The mailbox holds its capacity of messages
+    /// ([`Map::mailbox_with_capacity`]); it may take this one later.
+    Full(M),
+    /// The mailbox is closed: its loop removed it, or the map was dropped.
+    Closed(M),
+}
+
+impl<M> TrySendError<M> {
+    /// The message, given back.
+    pub fn into_inner(self) -> M {
+        match self {
+            TrySendError::Full(m) | TrySendError::Closed(m) => m,
+        }
+    }
+}
+
+impl<M> fmt::Display for TrySendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => {
+                f.write_str("the mailbox is full: its loop has not taken the messages queued")
+            }
+            TrySendError::Closed(_) => SendError(()).fmt(f),
+        }
+    }
+}
+
+impl<M: fmt::Debug> std::error::Error for TrySendError<M> {}
+
 impl<M> Sender<M> {
     /// Queues `message` for the loop's thread and wakes the loop.
     ///
-    /// The queue has no bound, as `std::sync::mpsc::channel`'s: a thread
-    /// that sends faster than the loop handles grows it for as long as it
-    /// does. Bound what a sender may have in flight yourself (a counter the
-    /// handler decrements, or a reply per request) when the senders are not
-    /// yours to trust.
+    /// A mailbox made by [`Map::mailbox`] has no bound, as
+    /// `std::sync::mpsc::channel`: a thread that sends faster than the loop
+    /// handles grows it for as long as it does. One made by
+    /// [`Map::mailbox_with_capacity`] holds at most that many messages from
+    /// other threads: a send to a full one waits until the loop's delivery
+    /// makes room, or fails if the mailbox closes meanwhile (as
+    /// `std::sync::mpsc::sync_channel`; the loop must be running for room
+    /// to come). A send from the loop's own thread (a handler's) never
+    /// waits, since the loop could not deliver meanwhile: it queues past the
+    /// capacity. Use [`try_send`](Self::try_send) not to wait.
     pub fn send(&self, message: M) -> Result<(), SendError<M>> {
+        let shared = &*self.shared;
         {
-            let mut queue = self.shared.lock();
-            if self.shared.closed.load(Ordering::Acquire) {
-                return Err(SendError(message));
+            let mut queue = shared.lock();
+            loop {
+                if shared.closed.load(Ordering::Acquire) {
+                    return Err(SendError(message));
+                }
+                if queue.len() < shared.capacity || thread::current().id() == shared.owner {
+                    break;
+                }
+                queue = shared.room.wait(queue).unwrap_or_else(|e| e.into_inner());
             }
             queue.push_back(message);
         }
-        self.shared.ring();
+        shared.ring();
         Ok(())
+    }
+
+    /// Queues `message` if the mailbox has room, and wakes the loop; never
+    /// waits. Refused with [`TrySendError::Full`] when a bounded mailbox
+    /// ([`Map::mailbox_with_capacity`]) holds its capacity, even from the
+    /// loop's own thread, and with [`TrySendError::Closed`] once the
+    /// mailbox is gone; the message is handed back in both.
+    pub fn try_send(&self, message: M) -> Result<(), TrySendError<M>> {
+        let shared = &*self.shared;
+        {
+            let mut queue = shared.lock();
+            if shared.closed.load(Ordering::Acquire) {
+                return Err(TrySendError::Closed(message));
+            }
+            if queue.len() >= shared.capacity {
+                return Err(TrySendError::Full(message));
+            }
+            queue.push_back(message);
+        }
+        shared.ring();
+        Ok(())
+    }
+
+    /// Messages queued and not yet delivered.
+    pub fn len(&self) -> usize {
+        self.shared.lock().len()
+    }
+
+    /// Whether no message waits for delivery.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Whether the mailbox is gone (sends would fail).
@@ -132,6 +231,8 @@ impl<M, H> Drop for MailboxEntry<M, H> {
     fn drop(&mut self) {
         let _queue = self.shared.lock();
         self.shared.closed.store(true, Ordering::Release);
+        // Senders waiting for room learn that none will come.
+        self.shared.make_room();
     }
 }
 
@@ -149,6 +250,7 @@ impl<M: 'static, H: MailboxHandler<M>> Own for MailboxEntry<M, H> {
         while pending > 0 && !cx.is_closing() {
             pending -= 1;
             let Some(message) = self.shared.lock().pop_front() else { break };
+            self.shared.make_room();
             if let Err(e) = self.handler.handle_message(message, cx) {
                 self.handler.handle_error(e, cx);
             }
@@ -171,9 +273,16 @@ impl<M: 'static, H: MailboxHandler<M>> Own for MailboxEntry<M, H> {
     }
 }
 
-fn new_shared<M>() -> io::Result<Arc<Shared<M>>> {
+fn new_shared<M>(capacity: usize) -> io::Result<Arc<Shared<M>>> {
     let eventfd = EventFd::new()?;
-    Ok(Arc::new(Shared { queue: Mutex::new(VecDeque::new()), eventfd, closed: AtomicBool::new(false) }))
+    Ok(Arc::new(Shared {
+        queue: Mutex::new(VecDeque::new()),
+        eventfd,
+        closed: AtomicBool::new(false),
+        capacity,
+        room: Condvar::new(),
+        owner: thread::current().id(),
+    }))
 }
 
 impl Map {
@@ -203,7 +312,57 @@ impl Map {
         &mut self,
         handler: H,
     ) -> io::Result<(Token, Sender<M>)> {
-        let shared = new_shared()?;
+        self.add_mailbox(usize::MAX, handler)
+    }
+
+    /// Adds a mailbox that holds at most `capacity` messages from other
+    /// threads: a [`Sender::send`] to a full one waits until the loop's
+    /// delivery makes room, a [`Sender::try_send`] is refused with
+    /// [`TrySendError::Full`]. So a sender faster than the loop is slowed
+    /// down to it instead of growing the queue. `capacity` 0 is refused
+    /// (`InvalidInput`): nothing could ever be queued.
+    ///
+    /// ```
+    /// use rolecore::{Ctx, LoopOptions, Map, TrySendError};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let mut map = Map::new()?;
+    /// let (_token, sender) = map.mailbox_with_capacity(2, |n: u32, cx: &mut Ctx<'_>| {
+    ///     if n == 100 {
+    ///         cx.stop();
+    ///     }
+    ///     Ok(())
+    /// })?;
+    /// sender.try_send(1).unwrap();
+    /// sender.try_send(2).unwrap();
+    /// assert_eq!(sender.try_send(3), Err(TrySendError::Full(3)));
+    /// // A producer thread is held to the loop's pace: at most two queued.
+    /// let producer = std::thread::spawn(move || (3..=100).try_for_each(|n| sender.send(n)));
+    /// map.run(LoopOptions::default())?; // until message 100 stops it
+    /// producer.join().unwrap().unwrap();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn mailbox_with_capacity<M: Send + 'static, H: MailboxHandler<M>>(
+        &mut self,
+        capacity: usize,
+        handler: H,
+    ) -> io::Result<(Token, Sender<M>)> {
+        if capacity == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a mailbox's capacity must be at least 1",
+            ));
+        }
+        self.add_mailbox(capacity, handler)
+    }
+
+    fn add_mailbox<M: Send + 'static, H: MailboxHandler<M>>(
+        &mut self,
+        capacity: usize,
+        handler: H,
+    ) -> io::Result<(Token, Sender<M>)> {
+        let shared = new_shared(capacity)?;
         let entry = Box::new(OwnEntry(MailboxEntry { shared: shared.clone(), handler }));
         let token = self.insert_entry(entry, false)?;
         Ok((token, Sender { shared }))
@@ -215,7 +374,7 @@ impl Map {
         if let Some(commands) = self.waker.and_then(|token| self.handler::<Commands>(token)) {
             return Ok(commands.waker.clone());
         }
-        let shared = new_shared::<Command>()?;
+        let shared = new_shared::<Command>(usize::MAX)?;
         let waker = Waker { sender: Sender { shared: shared.clone() } };
         let entry = Box::new(OwnEntry(MailboxEntry { shared, handler: Commands { waker: waker.clone() } }));
         self.waker = Some(self.insert_entry(entry, true)?);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rolecore::{
     AcceptHandler, Address, Buffered, Channel, Connected, Ctx, Listening, LoopOptions, Map, SendError,
-    StreamHandler,
+    StreamHandler, TrySendError,
 };
 use util::Log;
 
@@ -305,4 +305,113 @@ fn the_poll_that_delivers_a_wakers_stop_reports_it_and_a_wake_is_no_stop() {
         assert!(map.contains(token), "{backend}");
         assert!(!map.poll(Some(Duration::ZERO)).unwrap(), "{backend}: a stop is delivered once");
     }
+}
+
+/// A bounded mailbox refuses what passes its capacity with `Full` (the
+/// message handed back) until a delivery makes room, and `Closed` once it is
+/// gone; a handler's own `send` (the loop's thread) never waits for room,
+/// since the loop could not make any meanwhile, and queues past it.
+#[test]
+fn a_bounded_mailbox_refuses_past_its_capacity_and_its_own_thread_never_waits() {
+    let mut map = Map::new().unwrap();
+    assert_eq!(
+        map.mailbox_with_capacity(0, |_: u32, _: &mut Ctx<'_>| Ok(())).unwrap_err().kind(),
+        io::ErrorKind::InvalidInput
+    );
+    let got = Log::default();
+    let sink = got.clone();
+    let (_, sender) = map
+        .mailbox_with_capacity(2, move |n: u32, _: &mut Ctx<'_>| {
+            sink.push(n.to_string());
+            Ok(())
+        })
+        .unwrap();
+    sender.try_send(1).unwrap();
+    sender.try_send(2).unwrap();
+    assert_eq!(sender.try_send(3), Err(TrySendError::Full(3)));
+    assert_eq!(sender.len(), 2);
+    // This thread made the map: its `send` queues past the capacity.
+    sender.send(3).unwrap();
+    assert_eq!(sender.len(), 3);
+    map.poll(Some(Duration::ZERO)).unwrap();
+    assert_eq!(got.events(), ["1", "2", "3"]);
+    assert!(sender.is_empty());
+    sender.try_send(4).unwrap();
+    drop(map);
+    let refused = sender.try_send(5).unwrap_err();
+    assert!(matches!(refused, TrySendError::Closed(5)), "{refused:?}");
+    assert_eq!(refused.into_inner(), 5);
+    assert_eq!(sender.send(6), Err(SendError(6)));
+}
+
+/// A thread sending to a bounded mailbox faster than the loop handles is
+/// held to the loop's pace: the queue never holds more than the capacity,
+/// and every message arrives in order.
+#[test]
+fn a_sender_thread_waits_for_room_in_a_bounded_mailbox() {
+    const CAPACITY: usize = 4;
+    const MESSAGES: u32 = 2000;
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let fired = watchdog(&mut map);
+        let next = std::rc::Rc::new(std::cell::Cell::new(0u32));
+        let most = std::rc::Rc::new(std::cell::Cell::new(0usize));
+        let (expect, peak) = (next.clone(), most.clone());
+        let probe: Arc<std::sync::OnceLock<rolecore::Sender<u32>>> = Arc::default();
+        let queue = probe.clone();
+        let (_, sender) = map
+            .mailbox_with_capacity(CAPACITY, move |n: u32, cx: &mut Ctx<'_>| {
+                assert_eq!(n, expect.get(), "in order, none lost");
+                expect.set(n + 1);
+                // What this delivery has not taken yet, with the message in
+                // hand: at most the capacity.
+                peak.set(peak.get().max(queue.get().map_or(0, |s| s.len())));
+                if n + 1 == MESSAGES {
+                    cx.stop();
+                }
+                Ok(())
+            })
+            .unwrap();
+        let _ = probe.set(sender.clone());
+        let producer = std::thread::spawn(move || (0..MESSAGES).try_for_each(|n| sender.send(n)));
+        map.run(LoopOptions::default()).unwrap();
+        let stopped_by_watchdog = fired.load(Ordering::SeqCst);
+        // Dropped first: a producer still waiting for room is released.
+        drop(map);
+        let sent = producer.join().unwrap();
+        assert!(!stopped_by_watchdog, "{backend}: the watchdog stopped the loop");
+        assert_eq!(sent, Ok(()), "{backend}");
+        assert_eq!(next.get(), MESSAGES, "{backend}");
+        assert!(most.get() <= CAPACITY, "{backend}: {} queued at once (capacity {CAPACITY})", most.get());
+    }
+}
+
+/// A sender waiting for room is released, with its message handed back,
+/// when the mailbox goes away: it does not wait for good.
+#[test]
+fn a_sender_waiting_for_room_is_released_when_the_mailbox_closes() {
+    let mut map = Map::new().unwrap();
+    let (_, sender) = map.mailbox_with_capacity(1, |_: u32, _: &mut Ctx<'_>| Ok(())).unwrap();
+    sender.try_send(1).unwrap();
+    let (done, result) = std::sync::mpsc::channel();
+    let (started, start) = std::sync::mpsc::channel();
+    let waiting = sender.clone();
+    std::thread::spawn(move || {
+        let _ = started.send(());
+        let _ = done.send(waiting.send(2));
+    });
+    // The thread waits for room; none comes until the map is dropped (a
+    // send that returned meanwhile could only have queued past the
+    // capacity, and its `Ok` fails the last assertion as well). The pause
+    // lets it reach the wait first, as it will but for a very slow thread,
+    // which would only see the mailbox closed.
+    start.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        matches!(result.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty)),
+        "the send returned with the mailbox full"
+    );
+    drop(map);
+    let sent = result.recv_timeout(Duration::from_secs(10)).expect("the waiting sender was not released");
+    assert_eq!(sent, Err(SendError(2)));
 }
