@@ -507,4 +507,94 @@ mod tls {
             assert!(back == expected, "{backend}: every byte back");
         }
     }
+
+    /// Echoes 10 bytes per read; pauses itself after its first read, until
+    /// the program lets it read again; counts the reads that found nothing.
+    struct PausingOnce {
+        paused: Rc<std::cell::Cell<bool>>,
+        empty_reads: Rc<std::cell::Cell<u32>>,
+        first: bool,
+    }
+
+    impl StreamHandler<Buffered> for PausingOnce {
+        fn readable(&self, _: &Buffered) -> bool {
+            !self.paused.get()
+        }
+        fn handle_read(&mut self, ch: &mut Buffered, _: &mut Ctx<'_>) -> io::Result<()> {
+            let mut buf = [0; 10];
+            let n = match ch.recv(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.empty_reads.set(self.empty_reads.get() + 1);
+                    return Err(e);
+                }
+                other => other?,
+            };
+            if self.first {
+                self.first = false;
+                self.paused.set(true);
+            }
+            ch.send(&buf[..n])
+        }
+    }
+
+    struct PausingOnceServer(Arc<rustls::ServerConfig>, Rc<std::cell::Cell<bool>>, Rc<std::cell::Cell<u32>>);
+
+    impl AcceptHandler for PausingOnceServer {
+        fn handle_accepted(
+            &mut self,
+            conn: Channel<Connected>,
+            _: Address,
+            cx: &mut Ctx<'_>,
+        ) -> io::Result<()> {
+            let handler = PausingOnce { paused: self.1.clone(), empty_reads: self.2.clone(), first: true };
+            cx.insert(Handshaking::server(Buffered::new(conn), self.0.clone())?, handler)?;
+            Ok(())
+        }
+    }
+
+    /// A paused TLS stream let read again is asked for its held plaintext
+    /// once, however many refreshes found it held: one wake-up reads it
+    /// all, and no second one follows for input that is gone (a read that
+    /// finds nothing).
+    #[test]
+    fn held_plaintext_wakes_its_stream_once_however_often_it_is_refreshed() {
+        let cert = cert();
+        for backend in util::backends() {
+            let (listener, addr): (_, SocketAddr) = util::tcp_listener();
+            let paused = Rc::new(std::cell::Cell::new(false));
+            let empty_reads = Rc::new(std::cell::Cell::new(0));
+            let server =
+                PausingOnceServer(server_config(&cert, &[], &[]), paused.clone(), empty_reads.clone());
+            let mut map = util::map(backend);
+            map.insert(listener, server).unwrap();
+            let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
+            let sent: Vec<u8> = (0..100u8).collect();
+            let expected = sent.clone();
+            let done = Arc::new(AtomicBool::new(false));
+            let flag = done.clone();
+            let thread = thread::spawn(move || {
+                let result = connect(addr, client).and_then(|mut c| roundtrip(&mut c, &sent));
+                flag.store(true, Ordering::SeqCst);
+                result
+            });
+            let mut released = None;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+            while !done.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                util::run_iterations(&mut map, 1);
+                if paused.get() && released.is_none() {
+                    paused.set(false);
+                    // Twice: each finds the plaintext held.
+                    map.refresh_all();
+                    map.refresh_all();
+                    let before = empty_reads.get();
+                    map.poll(Some(std::time::Duration::ZERO)).unwrap();
+                    released = Some(empty_reads.get() - before);
+                }
+            }
+            let back = thread.join().expect("the client panicked");
+            let back = back.unwrap_or_else(|e| panic!("{backend}: the echo stalled: {e}"));
+            assert!(back == expected, "{backend}: every byte back");
+            assert_eq!(released, Some(0), "{backend}: reads that found nothing after the release");
+        }
+    }
 }
