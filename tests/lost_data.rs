@@ -513,6 +513,7 @@ mod tls {
     struct PausingOnce {
         paused: Rc<std::cell::Cell<bool>>,
         empty_reads: Rc<std::cell::Cell<u32>>,
+        reads_while_paused: Rc<std::cell::Cell<u32>>,
         first: bool,
     }
 
@@ -521,6 +522,9 @@ mod tls {
             !self.paused.get()
         }
         fn handle_read(&mut self, ch: &mut Buffered, _: &mut Ctx<'_>) -> io::Result<()> {
+            if self.paused.get() {
+                self.reads_while_paused.set(self.reads_while_paused.get() + 1);
+            }
             let mut buf = [0; 10];
             let n = match ch.recv(&mut buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -537,7 +541,12 @@ mod tls {
         }
     }
 
-    struct PausingOnceServer(Arc<rustls::ServerConfig>, Rc<std::cell::Cell<bool>>, Rc<std::cell::Cell<u32>>);
+    struct PausingOnceServer {
+        config: Arc<rustls::ServerConfig>,
+        paused: Rc<std::cell::Cell<bool>>,
+        empty_reads: Rc<std::cell::Cell<u32>>,
+        reads_while_paused: Rc<std::cell::Cell<u32>>,
+    }
 
     impl AcceptHandler for PausingOnceServer {
         fn handle_accepted(
@@ -546,25 +555,37 @@ mod tls {
             _: Address,
             cx: &mut Ctx<'_>,
         ) -> io::Result<()> {
-            let handler = PausingOnce { paused: self.1.clone(), empty_reads: self.2.clone(), first: true };
-            cx.insert(Handshaking::server(Buffered::new(conn), self.0.clone())?, handler)?;
+            let handler = PausingOnce {
+                paused: self.paused.clone(),
+                empty_reads: self.empty_reads.clone(),
+                reads_while_paused: self.reads_while_paused.clone(),
+                first: true,
+            };
+            cx.insert(Handshaking::server(Buffered::new(conn), self.config.clone())?, handler)?;
             Ok(())
         }
     }
 
-    /// A paused TLS stream let read again is asked for its held plaintext
-    /// once, however many refreshes found it held: one wake-up reads it
-    /// all, and no second one follows for input that is gone (a read that
-    /// finds nothing).
+    /// Plaintext held by the session is read only while the handler wants
+    /// it: a handler that paused itself gets no read, however much is held.
+    /// Let read again, it is asked for the held plaintext once, however
+    /// many refreshes found it held: one wake-up reads it all, and no
+    /// second one follows for input that is gone (a read that finds
+    /// nothing).
     #[test]
-    fn held_plaintext_wakes_its_stream_once_however_often_it_is_refreshed() {
+    fn held_plaintext_is_read_only_while_wanted_and_once_per_release() {
         let cert = cert();
         for backend in util::backends() {
             let (listener, addr): (_, SocketAddr) = util::tcp_listener();
             let paused = Rc::new(std::cell::Cell::new(false));
             let empty_reads = Rc::new(std::cell::Cell::new(0));
-            let server =
-                PausingOnceServer(server_config(&cert, &[], &[]), paused.clone(), empty_reads.clone());
+            let reads_while_paused = Rc::new(std::cell::Cell::new(0));
+            let server = PausingOnceServer {
+                config: server_config(&cert, &[], &[]),
+                paused: paused.clone(),
+                empty_reads: empty_reads.clone(),
+                reads_while_paused: reads_while_paused.clone(),
+            };
             let mut map = util::map(backend);
             map.insert(listener, server).unwrap();
             let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
@@ -595,6 +616,76 @@ mod tls {
             let back = back.unwrap_or_else(|e| panic!("{backend}: the echo stalled: {e}"));
             assert!(back == expected, "{backend}: every byte back");
             assert_eq!(released, Some(0), "{backend}: reads that found nothing after the release");
+            assert_eq!(reads_while_paused.get(), 0, "{backend}: reads while the handler was paused");
+        }
+    }
+
+    /// Reads until it got one byte, then never again: the rest of the
+    /// record stays held by the session. Counts its calls after that byte.
+    struct TakesOneByte {
+        got: bool,
+        calls_after: Rc<std::cell::Cell<u32>>,
+    }
+
+    impl StreamHandler<Buffered> for TakesOneByte {
+        fn handle_read(&mut self, ch: &mut Buffered, _: &mut Ctx<'_>) -> io::Result<()> {
+            if self.got {
+                self.calls_after.set(self.calls_after.get() + 1);
+                return Ok(());
+            }
+            self.got = ch.recv(&mut [0; 1])? == 1;
+            Ok(())
+        }
+    }
+
+    struct TakesOneByteServer(Arc<rustls::ServerConfig>, Rc<std::cell::Cell<u32>>);
+
+    impl AcceptHandler for TakesOneByteServer {
+        fn handle_accepted(
+            &mut self,
+            conn: Channel<Connected>,
+            _: Address,
+            cx: &mut Ctx<'_>,
+        ) -> io::Result<()> {
+            let handler = TakesOneByte { got: false, calls_after: self.1.clone() };
+            cx.insert(Handshaking::server(Buffered::new(conn), self.0.clone())?, handler)?;
+            Ok(())
+        }
+    }
+
+    /// A handler that stays readable but takes none of the plaintext the
+    /// session holds cannot hold the loop: the reads on after its wake-up
+    /// stop after 64 in a row that took nothing.
+    #[test]
+    fn reading_on_held_plaintext_stops_after_64_reads_that_take_nothing() {
+        let cert = cert();
+        for backend in util::backends() {
+            let (listener, addr): (_, SocketAddr) = util::tcp_listener();
+            let calls = Rc::new(std::cell::Cell::new(0));
+            let mut map = util::map(backend);
+            map.insert(listener, TakesOneByteServer(server_config(&cert, &[], &[]), calls.clone())).unwrap();
+            let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
+            let done = Arc::new(AtomicBool::new(false));
+            let flag = done.clone();
+            let thread = thread::spawn(move || -> io::Result<()> {
+                let mut c = connect(addr, client)?;
+                c.write_all(&[7; 100])?;
+                c.flush()?;
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+                while !flag.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                    thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Ok(())
+            });
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+            while calls.get() == 0 && std::time::Instant::now() < deadline {
+                util::run_iterations(&mut map, 1);
+            }
+            done.store(true, Ordering::SeqCst);
+            thread.join().expect("the client panicked").unwrap();
+            let calls = calls.get();
+            assert!(calls > 0, "{backend}: the held plaintext was not read on");
+            assert!(calls <= 64, "{backend}: {calls} reads that took nothing: they did not stop at 64");
         }
     }
 }
