@@ -568,9 +568,10 @@ mod tls {
 
     /// Plaintext held by the session is read only while the handler wants
     /// it: a handler that paused itself gets no read, however much is held.
-    /// Let read again, it is asked for the held plaintext once, however
-    /// many refreshes found it held: one wake-up reads it all, and no
-    /// second one follows for input that is gone (a read that finds
+    /// Let read again, it is asked for the held plaintext at once (the next
+    /// wait, even one without a time limit, does not sleep), and once,
+    /// however many refreshes found it held: one wake-up reads it all, and
+    /// no second one follows for input that is gone (a read that finds
     /// nothing).
     #[test]
     fn held_plaintext_is_read_only_while_wanted_and_once_per_release() {
@@ -608,7 +609,20 @@ mod tls {
                     map.refresh_all();
                     map.refresh_all();
                     let before = empty_reads.get();
-                    map.poll(Some(std::time::Duration::ZERO)).unwrap();
+                    // A wait with no limit: held plaintext must end it at
+                    // once. A guard wakes the loop after 5 s, and says so.
+                    let (cancel, cancelled) = std::sync::mpsc::channel::<()>();
+                    let waker = map.waker().unwrap();
+                    let guard = thread::spawn(move || {
+                        let timed_out = cancelled.recv_timeout(std::time::Duration::from_secs(5)).is_err();
+                        if timed_out {
+                            waker.wake().unwrap();
+                        }
+                        timed_out
+                    });
+                    map.poll(None).unwrap();
+                    cancel.send(()).unwrap();
+                    assert!(!guard.join().unwrap(), "{backend}: the wait slept with plaintext held");
                     released = Some(empty_reads.get() - before);
                 }
             }
