@@ -343,7 +343,7 @@ mod tls {
     use rolecore::tls::{Handshaking, rustls};
     use rolecore::{AcceptHandler, Address};
 
-    use super::tls_common::{cert, client_config, connect, roundtrip, server_config};
+    use super::tls_common::{cert, client_config, connect, localhost, roundtrip, server_config};
     use super::*;
 
     /// Echoes one byte per `handle_read`: a handler that takes less than a
@@ -700,6 +700,94 @@ mod tls {
             let calls = calls.get();
             assert!(calls > 0, "{backend}: the held plaintext was not read on");
             assert!(calls <= 64, "{backend}: {calls} reads that took nothing: they did not stop at 64");
+        }
+    }
+
+    /// Echoes; wants no input until the program lets it read (`released`);
+    /// notes its `handle_connect`.
+    struct StartsPaused {
+        released: Rc<std::cell::Cell<bool>>,
+        connected: Rc<std::cell::Cell<bool>>,
+    }
+
+    impl StreamHandler<Buffered> for StartsPaused {
+        fn readable(&self, _: &Buffered) -> bool {
+            self.released.get()
+        }
+        fn handle_connect(&mut self, _: &mut Buffered, _: &mut Ctx<'_>) -> io::Result<()> {
+            self.connected.set(true);
+            Ok(())
+        }
+        fn handle_read(&mut self, ch: &mut Buffered, _: &mut Ctx<'_>) -> io::Result<()> {
+            let mut buf = [0; 256];
+            let n = ch.recv(&mut buf)?;
+            ch.send(&buf[..n])
+        }
+    }
+
+    struct StartsPausedServer(
+        Arc<rustls::ServerConfig>,
+        Rc<std::cell::Cell<bool>>,
+        Rc<std::cell::Cell<bool>>,
+    );
+
+    impl AcceptHandler for StartsPausedServer {
+        fn handle_accepted(
+            &mut self,
+            conn: Channel<Connected>,
+            _: Address,
+            cx: &mut Ctx<'_>,
+        ) -> io::Result<()> {
+            let handler = StartsPaused { released: self.1.clone(), connected: self.2.clone() };
+            cx.insert(Handshaking::server(Buffered::new(conn), self.0.clone())?, handler)?;
+            Ok(())
+        }
+    }
+
+    /// Plaintext that came with the client's `Finished`, decrypted as the
+    /// handshake completed, to a handler that did not want input then, is
+    /// held, not lost: let read again from outside its wake-ups, the
+    /// handler reads it at once, though the client sends nothing more.
+    #[test]
+    fn plaintext_held_as_the_handshake_completed_is_read_once_the_handler_wants_it() {
+        let cert = cert();
+        for backend in util::backends() {
+            let (listener, addr): (_, SocketAddr) = util::tcp_listener();
+            let released = Rc::new(std::cell::Cell::new(false));
+            let connected = Rc::new(std::cell::Cell::new(false));
+            let server =
+                StartsPausedServer(server_config(&cert, &[], &[]), released.clone(), connected.clone());
+            let mut map = util::map(backend);
+            map.insert(listener, server).unwrap();
+            let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
+            let done = Arc::new(AtomicBool::new(false));
+            let flag = done.clone();
+            let thread = thread::spawn(move || -> io::Result<Vec<u8>> {
+                let result = (|| {
+                    let sock = std::net::TcpStream::connect(addr)?;
+                    sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+                    let mut conn =
+                        rustls::ClientConnection::new(client, localhost()).map_err(io::Error::other)?;
+                    conn.writer().write_all(b"right behind the Finished")?;
+                    let mut tls = rustls::StreamOwned::new(conn, sock);
+                    let mut back = [0u8; 25];
+                    tls.read_exact(&mut back).map(|()| back.to_vec())
+                })();
+                flag.store(true, Ordering::SeqCst);
+                result
+            });
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+            while !done.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                util::run_iterations(&mut map, 1);
+                if connected.get() && !released.get() {
+                    released.set(true);
+                    map.refresh_all();
+                }
+            }
+            let back = thread.join().expect("the client panicked");
+            assert!(connected.get(), "{backend}: the handshake did not complete");
+            let back = back.unwrap_or_else(|e| panic!("{backend}: the held plaintext was not read: {e}"));
+            assert_eq!(back, b"right behind the Finished", "{backend}");
         }
     }
 }
