@@ -441,6 +441,44 @@ mod tls {
         }
     }
 
+    /// A peer's `close_notify` decrypted with its last plaintext is the end
+    /// of the stream once that plaintext is read, though the socket says
+    /// nothing more (the peer waits, its side of the connection open, for
+    /// our answer and our own `close_notify`): the echo comes back whole,
+    /// then a clean end.
+    #[test]
+    fn close_notify_held_behind_the_last_plaintext_ends_the_stream() {
+        let cert = cert();
+        for backend in util::backends() {
+            let (listener, addr): (_, SocketAddr) = util::tcp_listener();
+            let mut map = util::map(backend);
+            map.insert(listener, Server(server_config(&cert, &[], &[]))).unwrap();
+            let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
+            let back = util::with_client(&mut map, move || -> io::Result<Vec<u8>> {
+                let mut c = connect(addr, client)?;
+                // Two bytes, then close_notify, in one write; no FIN.
+                c.conn.writer().write_all(b"ok")?;
+                c.conn.send_close_notify();
+                let mut batch = Vec::new();
+                while c.conn.wants_write() {
+                    c.conn.write_tls(&mut batch)?;
+                }
+                c.sock.write_all(&batch)?;
+                let mut back = Vec::new();
+                let mut buf = [0; 64];
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) => return Ok(back),
+                        Ok(n) => back.extend_from_slice(&buf[..n]),
+                        Err(e) => return Err(io::Error::new(e.kind(), format!("after {back:?}: {e}"))),
+                    }
+                }
+            });
+            let back = back.unwrap_or_else(|e| panic!("{backend}: no clean end: {e}"));
+            assert_eq!(back, b"ok", "{backend}");
+        }
+    }
+
     /// Reads 10 bytes, then pauses itself (`readable()` false) until the
     /// program lets it read again.
     struct Pausing(Rc<std::cell::Cell<bool>>);
