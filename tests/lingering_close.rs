@@ -169,3 +169,52 @@ fn without_lingering_the_chat_closes_as_soon_as_its_queue_is_sent() {
     assert!(map.run_until(Duration::from_secs(10), |_| client.is_finished()).unwrap());
     drop(client.join().unwrap());
 }
+
+/// Counts the records it gets.
+struct Records(Rc<Cell<usize>>);
+
+impl ChatHandler for Records {
+    fn found_terminator(&mut self, chat: &mut AsyncChat, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        chat.take_incoming();
+        self.0.set(self.0.get() + 1);
+        Ok(())
+    }
+}
+
+/// While a chat is still sending what it queued before `close_when_done`
+/// it reads nothing: what the peer sends meanwhile waits in the socket
+/// (the peer is held back by its full buffers, not read and dropped
+/// without a bound); the reading and dropping, bounded, is the linger's,
+/// once the queue is sent.
+#[test]
+fn a_chat_closing_when_done_reads_nothing_while_its_queue_is_sent() {
+    let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    peer.set_nonblocking(true).unwrap();
+    let mut chat = AsyncChat::new(Channel::try_from(ours).unwrap(), Terminator::LF);
+    // More than the socket takes, less than the high watermark (which would
+    // stop the reading anyway).
+    chat.push(&vec![b'r'; 600 * 1024]).unwrap();
+    chat.close_when_done();
+    let records = Rc::new(Cell::new(0));
+    let mut map = Map::new().unwrap();
+    let token = map.insert(chat, Records(records.clone())).unwrap();
+    // The peer sends until its buffers are full.
+    let fill = |peer: &mut std::os::unix::net::UnixStream| {
+        let mut sent = 0;
+        for _ in 0..100_000 {
+            match peer.write(b"more\n") {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return sent,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("the peer's buffers never filled");
+    };
+    assert!(fill(&mut peer) > 0);
+    for _ in 0..5 {
+        map.poll(Some(Duration::from_millis(10))).unwrap();
+    }
+    assert!(map.contains(token), "the queue is still being sent");
+    assert_eq!(fill(&mut peer), 0, "the closing chat read what the peer sent");
+    assert_eq!(records.get(), 0, "no record after close_when_done");
+}
