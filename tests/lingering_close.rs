@@ -60,19 +60,11 @@ fn server(linger: Option<Duration>) -> (Map, SocketAddr, Rc<Cell<usize>>) {
     (map, addr, closes)
 }
 
-/// What a [`client`] does once it has sent its bytes.
-#[derive(Clone, Copy, PartialEq)]
-enum Then {
-    /// Ends its side of the stream.
-    HalfCloses,
-    /// Stops sending and waits, its side open.
-    Waits,
-}
-
 /// A client that sends a short line, then `total` bytes of one endless line,
-/// then half-closes or waits (`then`), while another thread reads
-/// everything. Returns what the reader read and how its reading ended.
-fn client(addr: SocketAddr, total: usize, then: Then) -> thread::JoinHandle<(Vec<u8>, io::Result<()>)> {
+/// then half-closes (unless `total` is `None`: it then stops sending and
+/// waits), while another thread reads everything. Returns what the reader
+/// read and how its reading ended.
+fn client(addr: SocketAddr, total: Option<usize>) -> thread::JoinHandle<(Vec<u8>, io::Result<()>)> {
     thread::spawn(move || {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -94,13 +86,13 @@ fn client(addr: SocketAddr, total: usize, then: Then) -> thread::JoinHandle<(Vec
         let mut sent = 0;
         // Keeps sending after the server answered and closed its side; a
         // server that stopped reading would make these writes fail.
-        while sent < total {
+        while sent < total.unwrap_or(64 * 1024) {
             match stream.write(&chunk) {
                 Ok(n) => sent += n,
                 Err(_) => break,
             }
         }
-        if then == Then::HalfCloses {
+        if total.is_some() {
             let _ = stream.shutdown(Shutdown::Write);
         }
         let result = reading.join().unwrap();
@@ -114,7 +106,7 @@ fn a_client_that_keeps_sending_reads_the_last_reply_then_a_clean_end() {
     // With `set_linger(None)` (asynchat's close) this client's read ends
     // in ECONNRESET instead.
     let (mut map, addr, closes) = server(Some(Duration::from_secs(10)));
-    let client = client(addr, 512 * 1024, Then::HalfCloses);
+    let client = client(addr, Some(512 * 1024));
     assert!(map.run_until(Duration::from_secs(20), |_| client.is_finished()).unwrap());
     let (got, end) = client.join().unwrap();
     assert_eq!(got, b"hi\n! line too long\n");
@@ -126,7 +118,7 @@ fn a_client_that_keeps_sending_reads_the_last_reply_then_a_clean_end() {
 #[test]
 fn lingering_ends_at_its_deadline_when_the_peer_never_closes() {
     let (mut map, addr, closes) = server(Some(Duration::from_millis(100)));
-    let client = client(addr, 64 * 1024, Then::Waits);
+    let client = client(addr, None);
     // The client stops sending but never closes: the deadline closes the
     // connection, and the client's reader then sees the end.
     assert!(map.run_until(Duration::from_secs(10), |_| closes.get() == 1).unwrap());
@@ -139,7 +131,7 @@ fn lingering_ends_at_its_deadline_when_the_peer_never_closes() {
 #[test]
 fn lingering_reads_at_most_linger_bytes_then_closes() {
     let (mut map, addr, closes) = server(Some(Duration::from_secs(30)));
-    let client = client(addr, 8 * rolecore::chat::LINGER_BYTES, Then::HalfCloses);
+    let client = client(addr, Some(8 * rolecore::chat::LINGER_BYTES));
     assert!(map.run_until(Duration::from_secs(20), |_| closes.get() == 1).unwrap());
     assert!(map.run_until(Duration::from_secs(20), |_| client.is_finished()).unwrap());
     let (got, _) = client.join().unwrap();
@@ -150,21 +142,37 @@ fn lingering_reads_at_most_linger_bytes_then_closes() {
 /// The bound holds for a sender that never closes too: once more than
 /// `LINGER_BYTES` were read and dropped the chat closes, long before its
 /// linger time is over, though the peer sent only a little more than that
-/// and then went quiet with its side open.
+/// and then went quiet, its side of the connection open.
 #[test]
 fn lingering_stops_just_past_linger_bytes_from_a_peer_that_stays_open() {
     let (mut map, addr, closes) = server(Some(Duration::from_secs(60)));
-    let client = client(addr, 2 * rolecore::chat::LINGER_BYTES, Then::Waits);
-    assert!(map.run_until(Duration::from_secs(20), |_| closes.get() == 1).unwrap(), "still lingering");
-    assert!(map.run_until(Duration::from_secs(20), |_| client.is_finished()).unwrap());
-    let (got, _) = client.join().unwrap();
-    assert_eq!(got, b"hi\n! line too long\n");
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let client = thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(b"hi\n").unwrap();
+        let chunk = [b'x'; 8192];
+        let mut sent = 0;
+        while sent < 2 * rolecore::chat::LINGER_BYTES {
+            match stream.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        // Quiet, but open, until the test is over (at most 20 s).
+        let _ = released.recv_timeout(Duration::from_secs(20));
+        drop(stream);
+    });
+    let closed = map.run_until(Duration::from_secs(10), |_| closes.get() == 1).unwrap();
+    release.send(()).unwrap();
+    client.join().unwrap();
+    assert!(closed, "still lingering after more than LINGER_BYTES");
 }
 
 #[test]
 fn without_lingering_the_chat_closes_as_soon_as_its_queue_is_sent() {
     let (mut map, addr, closes) = server(None);
-    let client = client(addr, 64 * 1024, Then::Waits);
+    let client = client(addr, None);
     assert!(map.run_until(Duration::from_secs(10), |_| closes.get() == 1).unwrap());
     assert!(map.run_until(Duration::from_secs(10), |_| client.is_finished()).unwrap());
     drop(client.join().unwrap());
