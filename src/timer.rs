@@ -385,6 +385,29 @@ mod tests {
         assert_eq!(t.pop_expired(now + Duration::from_secs(61), 1, u64::MAX), None, "the old entry is stale");
     }
 
+    /// The simulation's view of the earliest deadline leaves out one a
+    /// round deferred (armed already due by a timeout callback): it is due
+    /// at the next round, not overdue in this one. Once put back, it is
+    /// the earliest again.
+    #[test]
+    fn earliest_leaves_out_an_entry_the_round_deferred() {
+        let (mut t, now) = timers();
+        t.set_deadline(token(1, 0), Some(now));
+        t.set_deadline(token(2, 0), Some(now + Duration::from_millis(10)));
+        let round = t.round();
+        assert_eq!(t.pop_expired(now, 1, round), Some(token(1, 0)));
+        // Token 1's timeout callback arms it again, already due.
+        t.set_deadline(token(1, 0), Some(now));
+        assert_eq!(t.pop_expired(now, 1, round), None, "deferred to the next round");
+        assert_eq!(
+            t.earliest(),
+            Some((now + Duration::from_millis(10), 2)),
+            "the deferred entry is left out"
+        );
+        t.requeue_deferred();
+        assert_eq!(t.earliest(), Some((now, 1)), "put back, it is the earliest");
+    }
+
     #[test]
     fn an_entry_queued_during_a_round_waits_for_the_next_one() {
         let (mut t, now) = timers();

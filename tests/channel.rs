@@ -254,7 +254,7 @@ fn datagram_sockets_and_socket_pairs_are_nonblocking_and_cloexec() {
     }
 }
 
-/// Records whether a connect completed or failed.
+/// Records whether a connect completed or failed, and the failure's kind.
 struct ConnectOutcome(util::Log);
 
 impl rolecore::StreamHandler for ConnectOutcome {
@@ -262,8 +262,8 @@ impl rolecore::StreamHandler for ConnectOutcome {
         self.0.push("connect");
         Ok(())
     }
-    fn handle_connect_failed(&mut self, _: io::Error, _: &mut rolecore::Ctx<'_>) {
-        self.0.push("connect failed");
+    fn handle_connect_failed(&mut self, error: io::Error, _: &mut rolecore::Ctx<'_>) {
+        self.0.push(format!("connect failed: {:?}", error.kind()));
     }
     fn handle_read(&mut self, _: &mut Channel<Connected>, _: &mut rolecore::Ctx<'_>) -> io::Result<()> {
         self.0.push("read");
@@ -274,7 +274,8 @@ impl rolecore::StreamHandler for ConnectOutcome {
 /// A refused connect whose error someone else already read from
 /// `SO_ERROR` (which clears it) is still a refusal: the completion check
 /// finds no peer (`getpeername`: `ENOTCONN`) and the loop reports
-/// `handle_connect_failed`, never `handle_connect`, on every backend.
+/// `handle_connect_failed` with `ConnectionRefused` (not the `NotConnected`
+/// that `getpeername` said), never `handle_connect`, on every backend.
 #[test]
 fn a_refused_connect_whose_error_was_already_read_is_still_a_refusal() {
     for backend in util::backends() {
@@ -297,7 +298,7 @@ fn a_refused_connect_whose_error_was_already_read_is_still_a_refusal() {
         let mut map = util::map(backend);
         map.insert(connecting, ConnectOutcome(log.clone())).unwrap();
         assert!(util::run_until(&mut map, |_| !log.events().is_empty()), "{backend}: no outcome");
-        assert_eq!(log.events(), ["connect failed"], "{backend}");
+        assert_eq!(log.events(), ["connect failed: ConnectionRefused"], "{backend}");
         assert!(map.is_empty(), "{backend}: the refused channel left the map");
     }
 }

@@ -214,6 +214,31 @@ fn one_send_gives_at_most_out_buffer_size_bytes() {
     assert_eq!(rest, data[1000..]);
 }
 
+/// A buffer sent in pieces is done only when its last byte went: whatever
+/// is left of it after a send (down to one byte) goes out on the next, and
+/// the count of queued bytes reaches zero with the queue.
+#[test]
+fn a_buffer_sent_in_pieces_goes_out_to_its_last_byte() {
+    for (len, size) in [(2001, 1000), (3, 2), (1000, 999)] {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let mut chat = AsyncChat::new(Channel::try_from(ours).unwrap(), Terminator::LF);
+        chat.set_out_buffer_size(size);
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        chat.push(&data).unwrap();
+        for _ in 0..len {
+            if !chat.has_output() {
+                break;
+            }
+            chat.initiate_send().unwrap();
+        }
+        assert_eq!(chat.queued(), 0, "{len} bytes in pieces of {size}: bytes left in the count");
+        drop(chat);
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        assert!(got == data, "{len} bytes in pieces of {size}: {} bytes arrived", got.len());
+    }
+}
+
 /// Back-pressure follows the chat's queue both ways: above the high
 /// watermark the chat is backlogged, and as its own sends drain the queue
 /// it stops being backlogged once at or below the low one, with no further

@@ -986,3 +986,48 @@ fn removing_its_own_token_in_a_callback_closes_the_channel() {
         assert_eq!(peer.recv(&mut buf).ok(), Some(0), "{backend}: the descriptor was closed");
     }
 }
+
+/// A listener that wants no connections now (`readable()` false); records
+/// its close.
+struct DeafListener(Log);
+
+impl rolecore::AcceptHandler for DeafListener {
+    fn readable(&self, _ch: &Channel<rolecore::Listening>) -> bool {
+        false
+    }
+
+    fn handle_accepted(
+        &mut self,
+        _conn: Channel<Connected>,
+        _peer: Address,
+        _cx: &mut Ctx<'_>,
+    ) -> io::Result<()> {
+        self.0.push("accepted");
+        Ok(())
+    }
+
+    fn handle_close(&mut self, _ch: &mut Channel<rolecore::Listening>, _cx: &mut Ctx<'_>) {
+        self.0.push("close");
+    }
+}
+
+/// A listener whose socket hangs up (shut down through a duplicate of its
+/// descriptor, as another holder of it could) gets `handle_close` once and
+/// leaves the map, even while it wants no connections: a hang-up is
+/// watched whatever the interest (P13), and the loop does not keep waking
+/// for it. select cannot watch a descriptor without interest.
+#[test]
+fn a_listener_that_hangs_up_gets_handle_close_and_leaves_the_map() {
+    for backend in util::backends().filter(|b| *b != Backend::Select) {
+        let mut map = util::map(backend);
+        let log = Log::default();
+        let listener = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(5).unwrap();
+        let dup = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned().unwrap();
+        let token = map.insert(listener, DeafListener(log.clone())).unwrap();
+        util::run_iterations(&mut map, 2);
+        assert!(map.contains(token), "{backend}");
+        rustix::net::shutdown(&dup, rustix::net::Shutdown::Both).expect("shut the listener down");
+        assert!(util::run_until(&mut map, |m| !m.contains(token)), "{backend}: {:?}", log.events());
+        assert_eq!(log.events(), ["close"], "{backend}: handle_close once");
+    }
+}

@@ -109,6 +109,47 @@ fn a_deadline_closes_a_stream_draining_to_a_peer_that_never_reads() {
     }
 }
 
+/// Answers the first read with more than the socket takes, and gives
+/// itself an idle timeout.
+struct BigReplyIdle(Log);
+
+impl StreamHandler<Buffered<Connected>> for BigReplyIdle {
+    fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0u8; 64];
+        if ch.recv(&mut buf)? > 0 {
+            ch.send(&vec![b'r'; 1 << 20])?;
+            cx.set_idle_timeout(cx.token(), Some(std::time::Duration::from_millis(30)));
+        }
+        Ok(())
+    }
+
+    fn handle_close(&mut self, ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) {
+        self.0.push(format!("close with queue: {}", ch.queued() > 0));
+    }
+}
+
+/// A draining stream asks only to write: the peer's end of stream, which
+/// stays readable, does not wake it (a wake-up re-arms its idle timeout,
+/// so a stream woken on every iteration would never be idle, and the loop
+/// would spin). Its idle timeout therefore passes while the peer reads
+/// nothing, and closes it with `handle_close`, the output still queued.
+#[test]
+fn an_idle_timeout_closes_a_stream_draining_to_a_peer_that_never_reads() {
+    for backend in util::backends() {
+        let (channel, theirs) = asked_then_half_closed();
+        let log = Log::default();
+        let mut map = util::map(backend);
+        map.insert(Buffered::new(channel), BigReplyIdle(log.clone())).unwrap();
+        assert!(
+            util::run_until(&mut map, |m| m.is_empty()),
+            "{backend}: the idle timeout did not close it: {:?}",
+            log.events()
+        );
+        assert_eq!(log.events(), ["close with queue: true"], "{backend}");
+        drop(theirs);
+    }
+}
+
 /// Answers the first read with more than the socket takes; no deadline.
 struct BigReplyNoDeadline(Log);
 

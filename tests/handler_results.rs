@@ -267,6 +267,33 @@ fn a_loop_run_inside_kept_with_closes_the_channel_of_the_held_handler() {
     assert!(reports.iter().any(|r| r.contains("inside one of its own callbacks")), "{reports:?}");
 }
 
+/// A predicate asked while its `Kept` handler is busy (a loop run from
+/// inside `Kept::with`) answers that the handler wants nothing this time:
+/// a stream with nothing queued is not made writable, so the loop does not
+/// call the busy handler and close its channel for it; once `with`
+/// returns, the predicates are asked again and the stream reads as before.
+#[test]
+fn a_kept_handler_asked_while_busy_wants_nothing_and_is_asked_again() {
+    let (ours, mut peer) = UnixStream::pair().unwrap();
+    let kept = Kept::new(Reads::default());
+    let mut map = Map::new().unwrap();
+    let token = map.insert(Channel::try_from(ours).unwrap(), kept.clone()).unwrap();
+    let stayed = kept.with(|_held| {
+        // The predicates are asked now, while the handler is held.
+        map.refresh_all();
+        for _ in 0..3 {
+            map.poll(Some(std::time::Duration::ZERO)).unwrap();
+        }
+        map.contains(token)
+    });
+    assert_eq!(stayed, Some(true), "a busy handler's predicates asked for an event it could not take");
+    peer.write_all(b"after").unwrap();
+    poll_until(&mut map, || kept.with(|r| r.got.len() == 5).unwrap_or(false));
+    let (got, errors) = kept.with(|r| (r.got.clone(), r.errors)).unwrap();
+    assert_eq!(got, b"after", "asked again once free, the handler reads");
+    assert_eq!(errors, 0);
+}
+
 /// A shared record of callbacks, for the handlers below.
 type Calls = std::rc::Rc<std::cell::RefCell<Vec<&'static str>>>;
 

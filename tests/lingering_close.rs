@@ -139,6 +139,36 @@ fn lingering_reads_at_most_linger_bytes_then_closes() {
     assert_eq!(got, b"hi\n! line too long\n");
 }
 
+/// The bound holds for a sender that never closes too: once more than
+/// `LINGER_BYTES` were read and dropped the chat closes, long before its
+/// linger time is over, though the peer sent only a little more than that
+/// and then went quiet, its side of the connection open.
+#[test]
+fn lingering_stops_just_past_linger_bytes_from_a_peer_that_stays_open() {
+    let (mut map, addr, closes) = server(Some(Duration::from_secs(60)));
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let client = thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(b"hi\n").unwrap();
+        let chunk = [b'x'; 8192];
+        let mut sent = 0;
+        while sent < 2 * rolecore::chat::LINGER_BYTES {
+            match stream.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        // Quiet, but open, until the test is over (at most 20 s).
+        let _ = released.recv_timeout(Duration::from_secs(20));
+        drop(stream);
+    });
+    let closed = map.run_until(Duration::from_secs(10), |_| closes.get() == 1).unwrap();
+    release.send(()).unwrap();
+    client.join().unwrap();
+    assert!(closed, "still lingering after more than LINGER_BYTES");
+}
+
 #[test]
 fn without_lingering_the_chat_closes_as_soon_as_its_queue_is_sent() {
     let (mut map, addr, closes) = server(None);
@@ -146,4 +176,53 @@ fn without_lingering_the_chat_closes_as_soon_as_its_queue_is_sent() {
     assert!(map.run_until(Duration::from_secs(10), |_| closes.get() == 1).unwrap());
     assert!(map.run_until(Duration::from_secs(10), |_| client.is_finished()).unwrap());
     drop(client.join().unwrap());
+}
+
+/// Counts the records it gets.
+struct Records(Rc<Cell<usize>>);
+
+impl ChatHandler for Records {
+    fn found_terminator(&mut self, chat: &mut AsyncChat, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        chat.take_incoming();
+        self.0.set(self.0.get() + 1);
+        Ok(())
+    }
+}
+
+/// While a chat is still sending what it queued before `close_when_done`
+/// it reads nothing: what the peer sends meanwhile waits in the socket
+/// (the peer is held back by its full buffers, not read and dropped
+/// without a bound); the reading and dropping, bounded, is the linger's,
+/// once the queue is sent.
+#[test]
+fn a_chat_closing_when_done_reads_nothing_while_its_queue_is_sent() {
+    let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    peer.set_nonblocking(true).unwrap();
+    let mut chat = AsyncChat::new(Channel::try_from(ours).unwrap(), Terminator::LF);
+    // More than the socket takes, less than the high watermark (which would
+    // stop the reading anyway).
+    chat.push(&vec![b'r'; 600 * 1024]).unwrap();
+    chat.close_when_done();
+    let records = Rc::new(Cell::new(0));
+    let mut map = Map::new().unwrap();
+    let token = map.insert(chat, Records(records.clone())).unwrap();
+    // The peer sends until its buffers are full.
+    let fill = |peer: &mut std::os::unix::net::UnixStream| {
+        let mut sent = 0;
+        for _ in 0..100_000 {
+            match peer.write(b"more\n") {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return sent,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("the peer's buffers never filled");
+    };
+    assert!(fill(&mut peer) > 0);
+    for _ in 0..5 {
+        map.poll(Some(Duration::from_millis(10))).unwrap();
+    }
+    assert!(map.contains(token), "the queue is still being sent");
+    assert_eq!(fill(&mut peer), 0, "the closing chat read what the peer sent");
+    assert_eq!(records.get(), 0, "no record after close_when_done");
 }

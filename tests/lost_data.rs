@@ -343,7 +343,7 @@ mod tls {
     use rolecore::tls::{Handshaking, rustls};
     use rolecore::{AcceptHandler, Address};
 
-    use super::tls_common::{cert, client_config, connect, roundtrip, server_config};
+    use super::tls_common::{cert, client_config, connect, localhost, roundtrip, server_config};
     use super::*;
 
     /// Echoes one byte per `handle_read`: a handler that takes less than a
@@ -441,6 +441,44 @@ mod tls {
         }
     }
 
+    /// A peer's `close_notify` decrypted with its last plaintext is the end
+    /// of the stream once that plaintext is read, though the socket says
+    /// nothing more (the peer waits, its side of the connection open, for
+    /// our answer and our own `close_notify`): the echo comes back whole,
+    /// then a clean end.
+    #[test]
+    fn close_notify_held_behind_the_last_plaintext_ends_the_stream() {
+        let cert = cert();
+        for backend in util::backends() {
+            let (listener, addr): (_, SocketAddr) = util::tcp_listener();
+            let mut map = util::map(backend);
+            map.insert(listener, Server(server_config(&cert, &[], &[]))).unwrap();
+            let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
+            let back = util::with_client(&mut map, move || -> io::Result<Vec<u8>> {
+                let mut c = connect(addr, client)?;
+                // Two bytes, then close_notify, in one write; no FIN.
+                c.conn.writer().write_all(b"ok")?;
+                c.conn.send_close_notify();
+                let mut batch = Vec::new();
+                while c.conn.wants_write() {
+                    c.conn.write_tls(&mut batch)?;
+                }
+                c.sock.write_all(&batch)?;
+                let mut back = Vec::new();
+                let mut buf = [0; 64];
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) => return Ok(back),
+                        Ok(n) => back.extend_from_slice(&buf[..n]),
+                        Err(e) => return Err(io::Error::new(e.kind(), format!("after {back:?}: {e}"))),
+                    }
+                }
+            });
+            let back = back.unwrap_or_else(|e| panic!("{backend}: no clean end: {e}"));
+            assert_eq!(back, b"ok", "{backend}");
+        }
+    }
+
     /// Reads 10 bytes, then pauses itself (`readable()` false) until the
     /// program lets it read again.
     struct Pausing(Rc<std::cell::Cell<bool>>);
@@ -505,6 +543,289 @@ mod tls {
             let back = thread.join().expect("the client panicked");
             let back = back.unwrap_or_else(|e| panic!("{backend}: the echo stalled: {e}"));
             assert!(back == expected, "{backend}: every byte back");
+        }
+    }
+
+    /// Echoes 10 bytes per read; pauses itself after its first read, until
+    /// the program lets it read again; counts the reads that found nothing.
+    struct PausingOnce {
+        paused: Rc<std::cell::Cell<bool>>,
+        empty_reads: Rc<std::cell::Cell<u32>>,
+        reads_while_paused: Rc<std::cell::Cell<u32>>,
+        first: bool,
+    }
+
+    impl StreamHandler<Buffered> for PausingOnce {
+        fn readable(&self, _: &Buffered) -> bool {
+            !self.paused.get()
+        }
+        fn handle_read(&mut self, ch: &mut Buffered, _: &mut Ctx<'_>) -> io::Result<()> {
+            if self.paused.get() {
+                self.reads_while_paused.set(self.reads_while_paused.get() + 1);
+            }
+            let mut buf = [0; 10];
+            let n = match ch.recv(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.empty_reads.set(self.empty_reads.get() + 1);
+                    return Err(e);
+                }
+                other => other?,
+            };
+            if self.first {
+                self.first = false;
+                self.paused.set(true);
+            }
+            ch.send(&buf[..n])
+        }
+    }
+
+    struct PausingOnceServer {
+        config: Arc<rustls::ServerConfig>,
+        paused: Rc<std::cell::Cell<bool>>,
+        empty_reads: Rc<std::cell::Cell<u32>>,
+        reads_while_paused: Rc<std::cell::Cell<u32>>,
+    }
+
+    impl AcceptHandler for PausingOnceServer {
+        fn handle_accepted(
+            &mut self,
+            conn: Channel<Connected>,
+            _: Address,
+            cx: &mut Ctx<'_>,
+        ) -> io::Result<()> {
+            let handler = PausingOnce {
+                paused: self.paused.clone(),
+                empty_reads: self.empty_reads.clone(),
+                reads_while_paused: self.reads_while_paused.clone(),
+                first: true,
+            };
+            cx.insert(Handshaking::server(Buffered::new(conn), self.config.clone())?, handler)?;
+            Ok(())
+        }
+    }
+
+    /// Plaintext held by the session is read only while the handler wants
+    /// it: a handler that paused itself gets no read, however much is held.
+    /// Let read again, it is asked for the held plaintext at once (the next
+    /// wait, even one without a time limit, does not sleep), and once,
+    /// however many refreshes found it held: one wake-up reads it all, and
+    /// no second one follows for input that is gone (a read that finds
+    /// nothing).
+    #[test]
+    fn held_plaintext_is_read_only_while_wanted_and_once_per_release() {
+        let cert = cert();
+        for backend in util::backends() {
+            let (listener, addr): (_, SocketAddr) = util::tcp_listener();
+            let paused = Rc::new(std::cell::Cell::new(false));
+            let empty_reads = Rc::new(std::cell::Cell::new(0));
+            let reads_while_paused = Rc::new(std::cell::Cell::new(0));
+            let server = PausingOnceServer {
+                config: server_config(&cert, &[], &[]),
+                paused: paused.clone(),
+                empty_reads: empty_reads.clone(),
+                reads_while_paused: reads_while_paused.clone(),
+            };
+            let mut map = util::map(backend);
+            map.insert(listener, server).unwrap();
+            let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
+            let sent: Vec<u8> = (0..100u8).collect();
+            let expected = sent.clone();
+            let done = Arc::new(AtomicBool::new(false));
+            let flag = done.clone();
+            let thread = thread::spawn(move || {
+                let result = connect(addr, client).and_then(|mut c| roundtrip(&mut c, &sent));
+                flag.store(true, Ordering::SeqCst);
+                result
+            });
+            let mut released = None;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+            while !done.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                util::run_iterations(&mut map, 1);
+                if paused.get() && released.is_none() {
+                    paused.set(false);
+                    // Twice: each finds the plaintext held.
+                    map.refresh_all();
+                    map.refresh_all();
+                    let before = empty_reads.get();
+                    // A wait with no limit: held plaintext must end it at
+                    // once. A guard wakes the loop after 5 s, and says so.
+                    let (cancel, cancelled) = std::sync::mpsc::channel::<()>();
+                    let waker = map.waker().unwrap();
+                    let guard = thread::spawn(move || {
+                        let timed_out = cancelled.recv_timeout(std::time::Duration::from_secs(5)).is_err();
+                        if timed_out {
+                            waker.wake().unwrap();
+                        }
+                        timed_out
+                    });
+                    map.poll(None).unwrap();
+                    cancel.send(()).unwrap();
+                    assert!(!guard.join().unwrap(), "{backend}: the wait slept with plaintext held");
+                    released = Some(empty_reads.get() - before);
+                }
+            }
+            let back = thread.join().expect("the client panicked");
+            let back = back.unwrap_or_else(|e| panic!("{backend}: the echo stalled: {e}"));
+            assert!(back == expected, "{backend}: every byte back");
+            assert_eq!(released, Some(0), "{backend}: reads that found nothing after the release");
+            assert_eq!(reads_while_paused.get(), 0, "{backend}: reads while the handler was paused");
+        }
+    }
+
+    /// Reads until it got one byte, then never again: the rest of the
+    /// record stays held by the session. Counts its calls after that byte.
+    struct TakesOneByte {
+        got: bool,
+        calls_after: Rc<std::cell::Cell<u32>>,
+    }
+
+    impl StreamHandler<Buffered> for TakesOneByte {
+        fn handle_read(&mut self, ch: &mut Buffered, _: &mut Ctx<'_>) -> io::Result<()> {
+            if self.got {
+                self.calls_after.set(self.calls_after.get() + 1);
+                return Ok(());
+            }
+            self.got = ch.recv(&mut [0; 1])? == 1;
+            Ok(())
+        }
+    }
+
+    struct TakesOneByteServer(Arc<rustls::ServerConfig>, Rc<std::cell::Cell<u32>>);
+
+    impl AcceptHandler for TakesOneByteServer {
+        fn handle_accepted(
+            &mut self,
+            conn: Channel<Connected>,
+            _: Address,
+            cx: &mut Ctx<'_>,
+        ) -> io::Result<()> {
+            let handler = TakesOneByte { got: false, calls_after: self.1.clone() };
+            cx.insert(Handshaking::server(Buffered::new(conn), self.0.clone())?, handler)?;
+            Ok(())
+        }
+    }
+
+    /// A handler that stays readable but takes none of the plaintext the
+    /// session holds cannot hold the loop: the reads on after its wake-up
+    /// stop after 64 in a row that took nothing.
+    #[test]
+    fn reading_on_held_plaintext_stops_after_64_reads_that_take_nothing() {
+        let cert = cert();
+        for backend in util::backends() {
+            let (listener, addr): (_, SocketAddr) = util::tcp_listener();
+            let calls = Rc::new(std::cell::Cell::new(0));
+            let mut map = util::map(backend);
+            map.insert(listener, TakesOneByteServer(server_config(&cert, &[], &[]), calls.clone())).unwrap();
+            let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
+            let done = Arc::new(AtomicBool::new(false));
+            let flag = done.clone();
+            let thread = thread::spawn(move || -> io::Result<()> {
+                let mut c = connect(addr, client)?;
+                c.write_all(&[7; 100])?;
+                c.flush()?;
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+                while !flag.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                    thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Ok(())
+            });
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+            while calls.get() == 0 && std::time::Instant::now() < deadline {
+                util::run_iterations(&mut map, 1);
+            }
+            done.store(true, Ordering::SeqCst);
+            thread.join().expect("the client panicked").unwrap();
+            let calls = calls.get();
+            assert!(calls > 0, "{backend}: the held plaintext was not read on");
+            assert!(calls <= 64, "{backend}: {calls} reads that took nothing: they did not stop at 64");
+        }
+    }
+
+    /// Echoes; wants no input until the program lets it read (`released`);
+    /// notes its `handle_connect`.
+    struct StartsPaused {
+        released: Rc<std::cell::Cell<bool>>,
+        connected: Rc<std::cell::Cell<bool>>,
+    }
+
+    impl StreamHandler<Buffered> for StartsPaused {
+        fn readable(&self, _: &Buffered) -> bool {
+            self.released.get()
+        }
+        fn handle_connect(&mut self, _: &mut Buffered, _: &mut Ctx<'_>) -> io::Result<()> {
+            self.connected.set(true);
+            Ok(())
+        }
+        fn handle_read(&mut self, ch: &mut Buffered, _: &mut Ctx<'_>) -> io::Result<()> {
+            let mut buf = [0; 256];
+            let n = ch.recv(&mut buf)?;
+            ch.send(&buf[..n])
+        }
+    }
+
+    struct StartsPausedServer(
+        Arc<rustls::ServerConfig>,
+        Rc<std::cell::Cell<bool>>,
+        Rc<std::cell::Cell<bool>>,
+    );
+
+    impl AcceptHandler for StartsPausedServer {
+        fn handle_accepted(
+            &mut self,
+            conn: Channel<Connected>,
+            _: Address,
+            cx: &mut Ctx<'_>,
+        ) -> io::Result<()> {
+            let handler = StartsPaused { released: self.1.clone(), connected: self.2.clone() };
+            cx.insert(Handshaking::server(Buffered::new(conn), self.0.clone())?, handler)?;
+            Ok(())
+        }
+    }
+
+    /// Plaintext that came with the client's `Finished`, decrypted as the
+    /// handshake completed, to a handler that did not want input then, is
+    /// held, not lost: let read again from outside its wake-ups, the
+    /// handler reads it at once, though the client sends nothing more.
+    #[test]
+    fn plaintext_held_as_the_handshake_completed_is_read_once_the_handler_wants_it() {
+        let cert = cert();
+        for backend in util::backends() {
+            let (listener, addr): (_, SocketAddr) = util::tcp_listener();
+            let released = Rc::new(std::cell::Cell::new(false));
+            let connected = Rc::new(std::cell::Cell::new(false));
+            let server =
+                StartsPausedServer(server_config(&cert, &[], &[]), released.clone(), connected.clone());
+            let mut map = util::map(backend);
+            map.insert(listener, server).unwrap();
+            let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
+            let done = Arc::new(AtomicBool::new(false));
+            let flag = done.clone();
+            let thread = thread::spawn(move || -> io::Result<Vec<u8>> {
+                let result = (|| {
+                    let sock = std::net::TcpStream::connect(addr)?;
+                    sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+                    let mut conn =
+                        rustls::ClientConnection::new(client, localhost()).map_err(io::Error::other)?;
+                    conn.writer().write_all(b"right behind the Finished")?;
+                    let mut tls = rustls::StreamOwned::new(conn, sock);
+                    let mut back = [0u8; 25];
+                    tls.read_exact(&mut back).map(|()| back.to_vec())
+                })();
+                flag.store(true, Ordering::SeqCst);
+                result
+            });
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+            while !done.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                util::run_iterations(&mut map, 1);
+                if connected.get() && !released.get() {
+                    released.set(true);
+                    map.refresh_all();
+                }
+            }
+            let back = thread.join().expect("the client panicked");
+            assert!(connected.get(), "{backend}: the handshake did not complete");
+            let back = back.unwrap_or_else(|e| panic!("{backend}: the held plaintext was not read: {e}"));
+            assert_eq!(back, b"right behind the Finished", "{backend}");
         }
     }
 }

@@ -403,3 +403,24 @@ fn a_stream_still_draining_at_the_end_of_a_shutdown_gets_handle_close_once() {
         drop(peer);
     }
 }
+
+/// A listener that joins the map during a shutdown's grace is closed (its
+/// `handle_close` once) before the loop waits again, as the shutdown
+/// closed the listeners it found, long before the grace ends; the other
+/// channels keep their grace.
+#[test]
+fn a_listener_inserted_during_the_grace_is_closed_at_the_next_iteration() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let (ours, _peer) = UnixStream::pair().unwrap();
+        let log = Log::default();
+        let stream = map.insert(Channel::try_from(ours).unwrap(), Echo(log.clone())).unwrap();
+        map.shutdown(Duration::from_secs(3600));
+        let (listener, _path) = unix_listener();
+        let late = map.insert(listener, EchoServer(log.clone())).unwrap();
+        map.poll(Some(Duration::ZERO)).unwrap();
+        assert!(!map.contains(late), "{backend}: the late listener is still open: {:?}", log.events());
+        assert_eq!(log.events(), ["listener close"], "{backend}");
+        assert!(map.contains(stream), "{backend}: the stream keeps its grace");
+    }
+}

@@ -76,6 +76,25 @@ fn a_list_with_one_signal_that_cannot_be_watched_watches_none_of_them() {
     }
 }
 
+/// The watchers a failed `on_signals` takes back were never channels: the
+/// map's channels are counted as before (`len`), and the loop still runs
+/// for them.
+#[test]
+fn watchers_taken_back_after_a_failure_leave_the_count_of_channels_alone() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let (a, _a_peer) = rolecore::Channel::pair().unwrap();
+        let (b, _b_peer) = rolecore::Channel::pair().unwrap();
+        map.insert(a, util::Idle).unwrap();
+        map.insert(b, util::Idle).unwrap();
+        assert_eq!(map.len(), 2, "{backend}");
+        map.on_signals(&[SIGUSR1, SIGUSR2, 1000], |_: i32, _: &mut Ctx<'_>| Ok(())).unwrap_err();
+        assert_eq!(map.tokens().len(), 2, "{backend}: watchers were left behind");
+        assert_eq!(map.len(), 2, "{backend}: two channels, whatever watchers came and went");
+        assert!(!map.is_empty(), "{backend}");
+    }
+}
+
 /// A signal listed twice is watched once: one call per arrival, not two.
 #[test]
 fn a_signal_listed_twice_is_watched_once() {

@@ -327,6 +327,54 @@ mod tests {
         (sim, log, client)
     }
 
+    /// Records every accept attempt and its close; an accept's error is
+    /// recorded and not returned (the handler deals with it itself).
+    struct Swallowing(Rc<RefCell<Vec<&'static str>>>);
+
+    impl AcceptHandler for Swallowing {
+        fn handle_accept(&mut self, ch: &mut Channel<Listening>, _: &mut Ctx<'_>) -> io::Result<()> {
+            self.0.borrow_mut().push(match ch.accept() {
+                Ok(Some(_)) => "accepted",
+                Ok(None) => "nothing",
+                Err(_) => "failed",
+            });
+            Ok(())
+        }
+        fn handle_accepted(
+            &mut self,
+            _: Channel<Connected>,
+            _: crate::Address,
+            _: &mut Ctx<'_>,
+        ) -> io::Result<()> {
+            unreachable!("handle_accept is overridden")
+        }
+        fn handle_close(&mut self, _: &mut Channel<Listening>, _: &mut Ctx<'_>) {
+            self.0.borrow_mut().push("close");
+        }
+    }
+
+    /// A shutdown accepts its listener's backlog until an accept fails for
+    /// want of descriptors, then stops and closes the listener, even when
+    /// the handler kept the error to itself: it does not go on asking for
+    /// connections it cannot take (up to its bound of 4096), nor take the
+    /// ones behind the failure.
+    #[test]
+    fn a_shutdown_stops_draining_the_backlog_when_descriptors_run_out() {
+        let mut sim = Sim::from_bytes(&[], SimConfig::default()).unwrap();
+        let listener = memory::listener(64).unwrap();
+        let id = listener.id();
+        let fd = memory::descriptor_for(&listener).unwrap();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let channel: Channel<Listening> = wrap_memory(fd, listener);
+        let token = sim.map().insert(channel, Swallowing(log.clone())).unwrap();
+        let sizes = crate::memory::Sizes { cap: [64; 2], chunk: [64; 2] };
+        let _clients = [memory::connect(id, sizes).unwrap(), memory::connect(id, sizes).unwrap()];
+        memory::exhaust(id, 2);
+        sim.map().shutdown(Duration::from_secs(1));
+        assert_eq!(*log.borrow(), ["failed", "close"]);
+        assert!(!sim.map().contains(token));
+    }
+
     /// A channel has one timer, which an `EMFILE` pause borrows: the
     /// handler's own deadline (`handle_timeout`, by default the end of
     /// accepting) comes back when the pause ends, and arrives on time.

@@ -547,6 +547,57 @@ mod tests {
         assert_eq!(c.overdue(clock.now()), None, "a cleared deadline is not due");
     }
 
+    /// A deadline armed already due outside a round of expiries (by a
+    /// read, say) is served by this iteration's round: once the batch is
+    /// over, it is overdue. Only one a timeout callback arms (during the
+    /// round) waits for the next iteration, and only for that one.
+    #[test]
+    fn a_deadline_armed_already_due_waits_one_iteration_only_when_a_timeout_armed_it() {
+        let (mut c, clock) = one_stream();
+        c.begin_batch();
+        check(&mut c, &clock, READ).unwrap();
+        check(&mut c, &clock, Traced::Deadline(Some(clock.now()))).unwrap();
+        assert_eq!(c.overdue(clock.now()).as_deref(), Some("#1's deadline"), "armed by a read: due now");
+
+        let (mut c, clock) = one_stream();
+        c.begin_batch();
+        check(&mut c, &clock, Traced::Deadline(Some(clock.now()))).unwrap();
+        c.begin_batch();
+        check(&mut c, &clock, Traced::Expired).unwrap();
+        check(&mut c, &clock, TIMEOUT).unwrap();
+        // The timeout callback arms it again, already due: the next round
+        // serves it.
+        check(&mut c, &clock, Traced::Deadline(Some(clock.now()))).unwrap();
+        assert_eq!(c.overdue(clock.now()), None, "armed during the round: the next iteration serves it");
+        c.begin_batch();
+        assert_eq!(
+            c.overdue(clock.now()).as_deref(),
+            Some("#1's deadline"),
+            "an iteration later, still not served: overdue"
+        );
+    }
+
+    /// An idle timeout that expired and did not close its channel is armed
+    /// again, one period from the expiry: the next expiry is caught if it
+    /// comes sooner, and allowed once the channel was idle that long.
+    #[test]
+    fn an_idle_timeout_that_expired_is_armed_again_for_one_more_period() {
+        for (wait, early) in [(99 * MS, true), (100 * MS, false)] {
+            let (mut c, clock) = one_stream();
+            check(&mut c, &clock, Traced::IdleTimeout(Some(100 * MS))).unwrap();
+            clock.advance(100 * MS);
+            check(&mut c, &clock, Traced::Expired).unwrap();
+            clock.advance(wait);
+            let again = check(&mut c, &clock, Traced::Expired);
+            if early {
+                let message = again.unwrap_err();
+                assert!(message.contains("before the channel was idle that long"), "{message}");
+            } else {
+                again.unwrap();
+            }
+        }
+    }
+
     #[test]
     fn no_timer_expires_after_close() {
         let (mut c, clock) = one_stream();

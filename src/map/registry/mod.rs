@@ -598,3 +598,91 @@ fn traced(trace: &SharedTrace, token: Token, entry: Box<dyn Entry>) -> Box<dyn E
     trace.borrow_mut().push((token, Traced::Inserted(entry.joined())));
     entry.traced(Recorder::new(trace.clone(), token))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::panic::AssertUnwindSafe;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::address::Address;
+    use crate::channel::{Channel, Connected, Listening};
+    use crate::handler::{AcceptHandler, StreamHandler};
+    use crate::map::{Ctx, Map};
+
+    /// Reads and drops what comes.
+    struct Reads;
+
+    impl StreamHandler for Reads {
+        fn handle_read(&mut self, ch: &mut Channel<Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
+            ch.recv(&mut [0; 64]).map(drop)
+        }
+    }
+
+    /// A poller that refuses a channel's new interest closes the channel:
+    /// it leaves the map (its token stale, the count down, its descriptor
+    /// closed) rather than stay with an interest the poller does not know.
+    #[test]
+    fn a_refused_change_of_interest_closes_the_channel() {
+        let mut map = Map::with_backend(Backend::Epoll).unwrap();
+        let (ours, mut peer) = Channel::pair().unwrap();
+        let token = map.insert(ours, Reads).unwrap();
+        let registry = &mut map.registry;
+        // The registration forgotten behind the map's back: epoll refuses
+        // to change it (`ENOENT`).
+        let fd = registry.slots[token.index() as usize].entry().unwrap().fd();
+        registry.poller.deregister(fd).unwrap();
+        assert!(!registry.rewatch(token, Interest::WRITE), "the channel stayed in the map");
+        assert!(!map.contains(token));
+        assert_eq!(map.len(), 0);
+        assert_eq!(peer.recv(&mut [0; 1]).unwrap(), 0, "its descriptor was closed");
+    }
+
+    /// Starts a shutdown when it reads.
+    struct ShutsDown;
+
+    impl StreamHandler for ShutsDown {
+        fn handle_read(&mut self, ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+            ch.recv(&mut [0; 64])?;
+            cx.shutdown(Duration::from_secs(60));
+            Ok(())
+        }
+    }
+
+    /// Its `handle_close` removes the stream whose callback started the
+    /// shutdown (out of its slot then), and panics.
+    struct RemovesThenPanics(Rc<Cell<Option<Token>>>);
+
+    impl AcceptHandler for RemovesThenPanics {
+        fn handle_accepted(&mut self, _: Channel<Connected>, _: Address, _: &mut Ctx<'_>) -> io::Result<()> {
+            Ok(())
+        }
+        fn handle_close(&mut self, _: &mut Channel<Listening>, cx: &mut Ctx<'_>) {
+            cx.remove(self.0.get().expect("the stream's token"));
+            panic!("a listener's handle_close panics");
+        }
+    }
+
+    /// A channel removed while busy, whose callback then ends in a panic
+    /// before its `Ctx::shutdown` returns, leaves nothing behind in
+    /// `removed_busy`: its discard forgets it.
+    #[test]
+    fn a_busy_channel_removed_then_discarded_by_a_panic_is_forgotten() {
+        let mut map = Map::new().unwrap();
+        let stream = Rc::new(Cell::new(None));
+        let listener = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(1).unwrap();
+        map.insert(listener, RemovesThenPanics(stream.clone())).unwrap();
+        let (ours, mut peer) = Channel::pair().unwrap();
+        stream.set(Some(map.insert(ours, ShutsDown).unwrap()));
+        peer.send(b"go").unwrap();
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            for _ in 0..100 {
+                map.poll(Some(Duration::from_millis(50))).unwrap();
+            }
+        }));
+        assert!(ran.is_err(), "the panic reached the caller");
+        assert!(!map.contains(stream.get().unwrap()), "the stream left the map");
+        assert!(map.registry.removed_busy.is_empty(), "{:?}", map.registry.removed_busy);
+    }
+}
