@@ -648,11 +648,11 @@ mod tls {
                     map.refresh_all();
                     let before = empty_reads.get();
                     // A wait with no limit: held plaintext must end it at
-                    // once. A guard wakes the loop after 5 s, and says so.
+                    // once. A guard wakes the loop after 10 s, and says so.
                     let (cancel, cancelled) = std::sync::mpsc::channel::<()>();
                     let waker = map.waker().unwrap();
                     let guard = thread::spawn(move || {
-                        let timed_out = cancelled.recv_timeout(std::time::Duration::from_secs(5)).is_err();
+                        let timed_out = cancelled.recv_timeout(std::time::Duration::from_secs(10)).is_err();
                         if timed_out {
                             waker.wake().unwrap();
                         }
