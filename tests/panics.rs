@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::Duration;
 
-use rolecore::{Backend, Channel, Connected, Ctx, LoopOptions, Map, StreamHandler, Token};
+use rolecore::{AcceptHandler, Backend, Channel, Connected, Ctx, LoopOptions, Map, StreamHandler, Token};
 use util::probe::*;
 use util::*;
 
@@ -213,4 +213,255 @@ fn an_uncaught_panic_propagates_and_leaves_the_map_coherent() -> io::Result<()> 
         check_after_panic(backend, s)?;
     }
     Ok(())
+}
+
+// ---- panics in handler code the loop runs outside that handler's own callback ----
+//
+// With `catch_panics`, a panic is charged to the channel whose handler code
+// panicked, whichever callback was running at the time: another channel's
+// predicates asked from a callback (`cx.insert`, `cx.refresh`, a
+// `HandlerMut` dropped), or a handler's `Drop` when its channel closes.
+
+/// `readable()` panics once armed.
+struct Touchy {
+    armed: Rc<std::cell::Cell<bool>>,
+}
+
+impl StreamHandler for Touchy {
+    fn readable(&self, _ch: &Channel<Connected>) -> bool {
+        if self.armed.get() {
+            panic!("readable() cannot cope");
+        }
+        true
+    }
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(cx.buffer()).map(drop)
+    }
+}
+
+/// Inserts every connection with a `Touchy` handler, with `?` (as the
+/// README's server does), and counts them.
+struct TouchyServer {
+    armed: Rc<std::cell::Cell<bool>>,
+    accepted: Rc<std::cell::Cell<usize>>,
+    tokens: Rc<RefCell<Vec<Token>>>,
+}
+
+impl AcceptHandler for TouchyServer {
+    fn handle_accepted(
+        &mut self,
+        conn: Channel<Connected>,
+        _: rolecore::Address,
+        cx: &mut Ctx<'_>,
+    ) -> io::Result<()> {
+        self.accepted.set(self.accepted.get() + 1);
+        let token = cx.insert(conn, Touchy { armed: self.armed.clone() })?;
+        self.tokens.borrow_mut().push(token);
+        Ok(())
+    }
+}
+
+/// A connection whose handler's predicate panics when `insert` asks it
+/// (inside the listener's `handle_accepted`) is closed alone: the listener
+/// goes on accepting, and the token `insert` returned names nothing.
+#[test]
+fn a_predicate_that_panics_when_its_channel_joins_closes_that_channel_not_the_inserting_listener() {
+    let _fds = exclusive();
+    for backend in util::backends() {
+        let before = open_fds();
+        {
+            let mut map = util::map(backend);
+            let (listener, addr) = util::tcp_listener();
+            let armed = Rc::new(std::cell::Cell::new(true));
+            let accepted = Rc::new(std::cell::Cell::new(0));
+            let tokens = Rc::new(RefCell::new(Vec::new()));
+            let server =
+                TouchyServer { armed: armed.clone(), accepted: accepted.clone(), tokens: tokens.clone() };
+            let lt = map.insert(listener, server).unwrap();
+            let options = LoopOptions::new().timeout(Duration::from_millis(10)).count(1).catch_panics(true);
+            let first = std::net::TcpStream::connect(addr).unwrap();
+            for _ in 0..500 {
+                if accepted.get() == 1 {
+                    break;
+                }
+                map.run(options).unwrap();
+            }
+            assert_eq!(accepted.get(), 1, "{backend}: the connection was not accepted");
+            assert!(map.contains(lt), "{backend}: a connection's panicking predicate closed the listener");
+            assert_eq!(tokens.borrow().len(), 1, "{backend}: insert did not return a token");
+            assert!(!map.contains(tokens.borrow()[0]), "{backend}: the panicking channel is in the map");
+            assert_eq!(map.len(), 1, "{backend}: the map counts the panicking channel");
+            let mut first = first;
+            first.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            assert_eq!(io::Read::read(&mut first, &mut [0u8; 1]).unwrap(), 0, "{backend}: not closed");
+            // The listener still serves.
+            armed.set(false);
+            let _second = std::net::TcpStream::connect(addr).unwrap();
+            for _ in 0..500 {
+                if accepted.get() == 2 {
+                    break;
+                }
+                map.run(options).unwrap();
+            }
+            assert_eq!(accepted.get(), 2, "{backend}: the listener stopped accepting");
+            assert!(map.contains(tokens.borrow()[1]), "{backend}");
+        }
+        assert_eq!(open_fds(), before, "{backend}: descriptors leaked");
+    }
+}
+
+/// Asks another channel's predicates again from its own `handle_read`.
+struct Refresher {
+    other: Token,
+}
+
+impl StreamHandler for Refresher {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(cx.buffer())?;
+        cx.refresh(self.other);
+        drop(cx.handler_mut::<Touchy>(self.other));
+        Ok(())
+    }
+}
+
+/// `cx.refresh(other)` (or a `HandlerMut` of it dropped) runs the other
+/// channel's predicates: when they panic, the other channel is the one
+/// closed, not the channel whose callback asked.
+#[test]
+fn a_predicate_that_panics_when_another_callback_refreshes_it_closes_its_own_channel() {
+    let _fds = exclusive();
+    for backend in util::backends() {
+        let before = open_fds();
+        {
+            let mut map = util::map(backend);
+            let armed = Rc::new(std::cell::Cell::new(false));
+            let (a, mut peer_a) = UnixStream::pair().unwrap();
+            let touchy = map.insert(Channel::try_from(a).unwrap(), Touchy { armed: armed.clone() }).unwrap();
+            let (b, mut peer_b) = UnixStream::pair().unwrap();
+            let asker = map.insert(Channel::try_from(b).unwrap(), Refresher { other: touchy }).unwrap();
+            armed.set(true);
+            peer_b.write_all(b"x").unwrap();
+            let options = LoopOptions::new().timeout(Duration::from_millis(10)).count(1).catch_panics(true);
+            for _ in 0..5 {
+                map.run(options).unwrap();
+            }
+            assert!(map.contains(asker), "{backend}: the channel that asked was closed for another's panic");
+            assert!(!map.contains(touchy), "{backend}: the channel whose predicate panicked is still open");
+            let mut buf = [0u8; 1];
+            assert_eq!(io::Read::read(&mut peer_a, &mut buf).unwrap(), 0, "{backend}: its peer sees the end");
+            peer_b.write_all(b"y").unwrap();
+            map.run(options).unwrap();
+            assert!(map.contains(asker), "{backend}");
+        }
+        assert_eq!(open_fds(), before, "{backend}: descriptors leaked");
+    }
+}
+
+/// A handler whose `Drop` panics, and records `handle_close`.
+struct DropPanics {
+    name: &'static str,
+    log: Log,
+}
+
+impl Drop for DropPanics {
+    fn drop(&mut self) {
+        self.log.push(format!("{} dropped", self.name));
+        panic!("{} panics in drop (on purpose)", self.name);
+    }
+}
+
+impl StreamHandler for DropPanics {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(cx.buffer()).map(drop)
+    }
+    fn handle_close(&mut self, _: &mut Channel<Connected>, _: &mut Ctx<'_>) {
+        self.log.push(format!("{} close", self.name));
+    }
+}
+
+/// Removes a channel from its `handle_read`.
+struct Remover {
+    victim: Token,
+}
+
+impl StreamHandler for Remover {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(cx.buffer())?;
+        cx.remove(self.victim);
+        Ok(())
+    }
+}
+
+/// A handler's `Drop` is handler code: with `catch_panics`, a panic in it
+/// when its channel closes (its peer left) is reported, not passed out of
+/// the loop, and the map goes on.
+#[test]
+fn a_handler_whose_drop_panics_when_its_channel_closes_is_caught() {
+    let _fds = exclusive();
+    for backend in util::backends() {
+        let before = open_fds();
+        {
+            let log = Log::default();
+            let mut map = util::map(backend);
+            let (a, peer) = UnixStream::pair().unwrap();
+            let bad = map.insert(Channel::try_from(a).unwrap(), DropPanics { name: "bad", log: log.clone() });
+            let bad = bad.unwrap();
+            let (b, mut peer_b) = UnixStream::pair().unwrap();
+            let good = map.insert(
+                Channel::try_from(b).unwrap(),
+                Reader { name: "good", panics: false, log: log.clone() },
+            );
+            let good = good.unwrap();
+            drop(peer);
+            let options = LoopOptions::new().timeout(Duration::from_millis(10)).count(1).catch_panics(true);
+            for _ in 0..5 {
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| map.run(options)));
+                assert!(matches!(ran, Ok(Ok(()))), "{backend}: the panic escaped the loop that catches them");
+            }
+            assert!(!map.contains(bad), "{backend}");
+            assert_eq!(log.count("bad close"), 1, "{backend}: {:?}", log.events());
+            assert_eq!(log.count("bad dropped"), 1, "{backend}: {:?}", log.events());
+            peer_b.write_all(b"x").unwrap();
+            assert!(util::run_until(&mut map, |_| log.contains("good read 1")), "{backend}");
+            assert!(map.contains(good), "{backend}");
+        }
+        assert_eq!(open_fds(), before, "{backend}: descriptors leaked");
+    }
+}
+
+/// With `catch_panics`, a channel removed from another's callback whose
+/// handler panics in `Drop` is the one reported: the callback that removed
+/// it goes on, and so does its channel.
+#[test]
+fn a_removed_channel_whose_drop_panics_does_not_close_the_channel_that_removed_it() {
+    let _fds = exclusive();
+    for backend in util::backends() {
+        let before = open_fds();
+        {
+            let log = Log::default();
+            let mut map = util::map(backend);
+            let (a, _peer_a) = UnixStream::pair().unwrap();
+            let victim =
+                map.insert(Channel::try_from(a).unwrap(), DropPanics { name: "victim", log: log.clone() });
+            let victim = victim.unwrap();
+            let (b, mut peer_b) = UnixStream::pair().unwrap();
+            let remover = map.insert(Channel::try_from(b).unwrap(), Remover { victim }).unwrap();
+            peer_b.write_all(b"x").unwrap();
+            let options = LoopOptions::new().timeout(Duration::from_millis(10)).count(1).catch_panics(true);
+            for _ in 0..3 {
+                map.run(options).unwrap();
+            }
+            assert!(!map.contains(victim), "{backend}");
+            assert_eq!(log.count("victim dropped"), 1, "{backend}: {:?}", log.events());
+            assert_eq!(log.count("victim close"), 0, "{backend}: a removal calls no handle_close");
+            assert!(map.contains(remover), "{backend}: closed for the panic of the channel it removed");
+            let mut buf = [0u8; 1];
+            peer_b.set_nonblocking(true).unwrap();
+            assert!(
+                io::Read::read(&mut peer_b, &mut buf).is_err(),
+                "{backend}: the remover's channel was closed"
+            );
+        }
+        assert_eq!(open_fds(), before, "{backend}: descriptors leaked");
+    }
 }
