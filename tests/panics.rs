@@ -465,3 +465,183 @@ fn a_removed_channel_whose_drop_panics_does_not_close_the_channel_that_removed_i
         assert_eq!(open_fds(), before, "{backend}: descriptors leaked");
     }
 }
+
+// ---- a panic in every kind of callback ----
+
+/// Panics in `handle_read` of a file.
+struct FilePanics;
+
+impl rolecore::FileHandler for FilePanics {
+    fn handle_read(&mut self, _: &mut Channel<rolecore::FileFd>, _: &mut Ctx<'_>) -> io::Result<()> {
+        panic!("a file's handle_read panics (on purpose)")
+    }
+}
+
+/// Panics in `handle_read` of a datagram socket.
+struct DatagramPanics;
+
+impl rolecore::DatagramHandler for DatagramPanics {
+    fn handle_read(&mut self, _: &mut Channel<rolecore::Datagram>, _: &mut Ctx<'_>) -> io::Result<()> {
+        panic!("a datagram socket's handle_read panics (on purpose)")
+    }
+}
+
+/// Panics in `handle_accepted`, holding the new connection.
+struct AcceptPanics;
+
+impl AcceptHandler for AcceptPanics {
+    fn handle_accepted(
+        &mut self,
+        _: Channel<Connected>,
+        _: rolecore::Address,
+        _: &mut Ctx<'_>,
+    ) -> io::Result<()> {
+        panic!("handle_accepted panics (on purpose)")
+    }
+}
+
+/// A mailbox handler: message 1 panics, others fail, and the error
+/// callback panics.
+struct MailboxPanics;
+
+impl rolecore::MailboxHandler<u8> for MailboxPanics {
+    fn handle_message(&mut self, message: u8, _: &mut Ctx<'_>) -> io::Result<()> {
+        if message == 1 {
+            panic!("handle_message panics (on purpose)");
+        }
+        Err(io::Error::other("failed"))
+    }
+    fn handle_error(&mut self, _: io::Error, _: &mut Ctx<'_>) {
+        panic!("a mailbox's handle_error panics (on purpose)")
+    }
+}
+
+/// Where a chat handler panics.
+#[derive(Clone, Copy, Debug)]
+enum ChatPanic {
+    Collect,
+    Found,
+    Producer,
+}
+
+/// A producer whose `more` panics.
+struct ProducerPanics;
+
+impl rolecore::Producer for ProducerPanics {
+    fn more(&mut self) -> Vec<u8> {
+        panic!("Producer::more panics (on purpose)")
+    }
+}
+
+struct ChatPanics(ChatPanic);
+
+impl rolecore::ChatHandler for ChatPanics {
+    fn collect_incoming_data(&mut self, data: &[u8], chat: &mut rolecore::AsyncChat) -> io::Result<()> {
+        if let ChatPanic::Collect = self.0 {
+            panic!("collect_incoming_data panics (on purpose)");
+        }
+        chat.collect(data);
+        Ok(())
+    }
+    fn found_terminator(&mut self, chat: &mut rolecore::AsyncChat, _: &mut Ctx<'_>) -> io::Result<()> {
+        chat.take_incoming();
+        match self.0 {
+            ChatPanic::Found => panic!("found_terminator panics (on purpose)"),
+            ChatPanic::Producer => chat.push_with_producer(ProducerPanics),
+            ChatPanic::Collect => Ok(()),
+        }
+    }
+}
+
+/// Runs `map` a few iterations; returns how many panics reached the caller.
+fn run_catching(map: &mut Map, catch: bool) -> usize {
+    let options = LoopOptions::new().timeout(Duration::from_millis(10)).count(1).catch_panics(catch);
+    (0..5)
+        .filter(|_| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| map.run(options))).is_err())
+        .count()
+}
+
+/// A panic in each kind of callback — a file's, a datagram socket's, a
+/// listener's `handle_accepted`, a mailbox's `handle_message` and
+/// `handle_error`, a `Kept` handler's, a chat's `collect_incoming_data` and
+/// `found_terminator`, a `Producer::more` — closes that channel alone
+/// (caught) or reaches the caller once (not caught); either way the map no
+/// longer holds it, a channel beside it is still served, a `Kept` handle
+/// can be used again, and no descriptor is left open.
+#[test]
+fn a_panic_in_each_kind_of_callback_closes_its_channel_alone_and_leaks_nothing() {
+    let _fds = exclusive();
+    for catch in [true, false] {
+        let before = open_fds();
+        {
+            let log = Log::default();
+            let mut map = util::map(Backend::Epoll);
+            let (b, mut peer_b) = UnixStream::pair().unwrap();
+            let bystander = map
+                .insert(
+                    Channel::try_from(b).unwrap(),
+                    Reader { name: "bystander", panics: false, log: log.clone() },
+                )
+                .unwrap();
+            let mut tokens = Vec::new();
+            let (reader, mut writer) = std::io::pipe().unwrap();
+            writer.write_all(b"x").unwrap();
+            tokens.push(("file", map.insert(Channel::file(reader.into()).unwrap(), FilePanics).unwrap()));
+            let mut udp = Channel::udp_v4().unwrap().bind("127.0.0.1:0").unwrap();
+            let to = udp.local_addr().unwrap();
+            udp.send_to(b"x", &to).unwrap();
+            tokens.push(("datagram", map.insert(udp, DatagramPanics).unwrap()));
+            let (listener, addr) = util::tcp_listener();
+            tokens.push(("listener", map.insert(listener, AcceptPanics).unwrap()));
+            let _client = std::net::TcpStream::connect(addr).unwrap();
+            let (token, sender) = map.mailbox(MailboxPanics).unwrap();
+            sender.send(1).unwrap();
+            tokens.push(("mailbox message", token));
+            let (token, failing) = map.mailbox(MailboxPanics).unwrap();
+            failing.send(2).unwrap();
+            tokens.push(("mailbox error", token));
+            let kept = rolecore::Kept::new(Reader { name: "kept", panics: true, log: log.clone() });
+            let (k, mut peer_k) = UnixStream::pair().unwrap();
+            tokens.push(("kept", map.insert(Channel::try_from(k).unwrap(), kept.clone()).unwrap()));
+            peer_k.write_all(b"x").unwrap();
+            let mut chat_peers = Vec::new();
+            for how in [ChatPanic::Collect, ChatPanic::Found, ChatPanic::Producer] {
+                let (c, mut peer_c) = UnixStream::pair().unwrap();
+                let chat =
+                    rolecore::AsyncChat::new(Channel::try_from(c).unwrap(), rolecore::Terminator::CRLF);
+                tokens.push((
+                    ["collect", "found", "producer"][how as usize],
+                    map.insert(chat, ChatPanics(how)).unwrap(),
+                ));
+                peer_c.write_all(b"line\r\n").unwrap();
+                chat_peers.push(peer_c);
+            }
+            let mut escaped = 0;
+            for _ in 0..10 {
+                escaped += run_catching(&mut map, catch);
+            }
+            for (what, token) in &tokens {
+                assert!(
+                    !map.contains(*token),
+                    "catch {catch}: the {what} whose callback panicked is in the map"
+                );
+            }
+            if catch {
+                assert_eq!(escaped, 0, "a panic escaped the loop that catches them");
+            } else {
+                assert_eq!(escaped, tokens.len(), "each uncaught panic reaches the caller once");
+            }
+            assert!(
+                sender.is_closed() && failing.is_closed(),
+                "catch {catch}: a panicked mailbox still takes messages"
+            );
+            assert_eq!(kept.with(|_| ()), Some(()), "catch {catch}: the Kept handler is still borrowed");
+            assert!(!kept.is_shared(), "catch {catch}: the map still holds the Kept clone");
+            assert_eq!(map.len(), 1, "catch {catch}: the map counts closed channels");
+            peer_b.write_all(b"ok").unwrap();
+            assert!(util::run_until(&mut map, |_| log.contains("bystander read 2")), "catch {catch}");
+            assert!(map.contains(bystander), "catch {catch}");
+        }
+        assert_eq!(open_fds(), before, "catch {catch}: descriptors leaked");
+    }
+}
