@@ -116,7 +116,14 @@ impl LoopOptions {
 
     /// Panic isolation: a handler that panics is reported in one line and
     /// its channel closed (its handler dropped, `handle_close` not called),
-    /// while every other channel goes on. Off by default, as a panic usually
+    /// while every other channel goes on. A panic is charged to the handler
+    /// whose code panicked, whichever callback was running: predicates the
+    /// map asks from another channel's callback (when `cx.insert` adds the
+    /// channel, whose `insert` then returns a token that names it no more;
+    /// `cx.refresh`; a dropped `HandlerMut` or `StreamMut`) close their own
+    /// channel, not the caller's, and a handler's `Drop` that panics when
+    /// its channel closes is reported too. The setting stays with the map
+    /// after the loop returns. Off by default, as a panic usually
     /// means a bug that should stop the program; state the panicking handler
     /// shared with others (through `Rc<RefCell<…>>`, say) may be left half
     /// updated. Needs `panic = "unwind"` (the default).

@@ -446,3 +446,120 @@ fn p12_a_channel_whose_description_outlives_it_leaves_no_registration_behind() {
         drop(duplicate);
     }
 }
+
+/// Nothing to accept, read or write: the handler of the error-path test.
+struct Idle;
+
+impl StreamHandler for Idle {
+    fn handle_read(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl rolecore::FileHandler for Idle {
+    fn handle_read(&mut self, _ch: &mut Channel<rolecore::FileFd>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `attempt` a few times to warm up (lazily opened descriptors, such
+/// as a simulation's per-thread placeholder), then 300 times, and checks
+/// that the process holds as many descriptors as before.
+fn leaks_nothing(what: &str, mut attempt: impl FnMut()) {
+    for _ in 0..3 {
+        attempt();
+    }
+    let before = open_fds();
+    for _ in 0..300 {
+        attempt();
+    }
+    assert_eq!(open_fds(), before, "{what}: descriptors leaked");
+}
+
+/// Every public call that makes or takes a descriptor and fails closes what
+/// it made, or hands it back in its error (which closes it when dropped):
+/// role changes refused by the kernel or by the address, adoptions refused
+/// by their probe (D13), a backend this build lacks, signals that cannot be
+/// watched (all or nothing), a map dropped with its mailbox and waker, a
+/// regular file (epoll refuses it), a simulation made and dropped. (No
+/// address here is reached: a bind to an address not ours and a connect
+/// across families fail before any packet.)
+#[test]
+fn failed_calls_that_make_or_take_a_descriptor_leak_none() {
+    let _fds = exclusive();
+    leaks_nothing("bind to an address not ours", || {
+        let refused = Channel::tcp_v4().unwrap().bind("192.0.2.1:1").unwrap_err();
+        drop(io::Error::from(refused));
+    });
+    leaks_nothing("bind to an address of another family", || {
+        assert!(Channel::tcp_v4().unwrap().bind("[::1]:0").is_err());
+    });
+    leaks_nothing("bind to text that is no address", || {
+        assert!(Channel::tcp_v4().unwrap().bind("nonsense").is_err());
+    });
+    leaks_nothing("listen on an unbound Unix socket", || {
+        assert!(Channel::unix_stream().unwrap().listen(1).is_err());
+    });
+    leaks_nothing("connect to a Unix path where nothing listens", || {
+        let nowhere = format!("unix:{}", temp_path("sock").display());
+        assert!(Channel::unix_stream().unwrap().connect(nowhere).is_err());
+    });
+    leaks_nothing("connect to an address of another family", || {
+        assert!(Channel::tcp_v4().unwrap().connect("[::1]:1").is_err());
+    });
+    leaks_nothing("connect to a refusing port", || {
+        // Refused at once or in the loop: either way the channel is ours.
+        drop(Channel::tcp_v4().unwrap().connect("127.0.0.1:1"));
+    });
+    leaks_nothing("datagram bind and connect refused", || {
+        assert!(Channel::udp_v4().unwrap().bind("192.0.2.1:1").is_err());
+        assert!(Channel::udp_v4().unwrap().connect("[::1]:1").is_err());
+    });
+    leaks_nothing("a socket refused as a file", || {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(Channel::dup_file(&a).is_err());
+        assert!(Channel::file(OwnedFd::from(a)).is_err());
+    });
+    leaks_nothing("a pipe or a listener refused as a connected socket", || {
+        let (reader, _writer) = std::io::pipe().unwrap();
+        assert!(Channel::<Connected>::try_from(OwnedFd::from(reader)).is_err());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(Channel::<Connected>::try_from(OwnedFd::from(listener)).is_err());
+    });
+    leaks_nothing("a backend this build lacks, a backend switch", || {
+        drop(rolecore::Map::with_backend(rolecore::Backend::Select));
+        let mut m = rolecore::Map::new().unwrap();
+        let (a, _b) = Channel::pair().unwrap();
+        m.insert(a, Idle).unwrap();
+        drop(m.set_backend(rolecore::Backend::Select));
+        m.set_backend(rolecore::Backend::Poll).unwrap();
+        m.set_backend(rolecore::Backend::Epoll).unwrap();
+    });
+    #[cfg(feature = "signals")]
+    leaks_nothing("signals that cannot be watched", || {
+        use rolecore::signal::SIGUSR2;
+        let mut m = rolecore::Map::new().unwrap();
+        let ignore = |_: i32, _: &mut Ctx<'_>| Ok(());
+        assert!(m.on_signals(&[SIGUSR2, 9999], ignore).is_err(), "a number that names no signal");
+        assert!(m.on_signals(&[9], ignore).is_err(), "SIGKILL");
+        assert!(m.on_signals(&[-1], ignore).is_err());
+    });
+    leaks_nothing("a map dropped with its mailbox and waker", || {
+        let mut m = rolecore::Map::new().unwrap();
+        let (_token, sender) = m.mailbox(|_: u8, _: &mut Ctx<'_>| Ok(())).unwrap();
+        let waker = m.waker().unwrap();
+        drop(m);
+        assert!(sender.send(1).is_err());
+        drop(waker.wake());
+    });
+    leaks_nothing("a regular file, which epoll refuses", || {
+        let mut m = rolecore::Map::new().unwrap();
+        let file = std::fs::File::open("Cargo.toml").unwrap();
+        m.insert(Channel::file(file.into()).unwrap(), Idle).unwrap();
+    });
+    leaks_nothing("a simulation made and dropped", || {
+        let mut sim = rolecore::sim::Sim::from_seed(1, rolecore::sim::SimConfig::default()).unwrap();
+        let (a, _b) = Channel::pair().unwrap();
+        sim.map().insert(a, Idle).unwrap();
+    });
+}

@@ -132,6 +132,12 @@ roles! {
 }
 
 /// The datagram roles, [`Datagram`] and [`ConnectedDatagram`]. Sealed.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a role a DatagramHandler serves",
+    label = "a DatagramHandler serves a Channel<Datagram> or a Channel<ConnectedDatagram>",
+    note = "an UnboundDatagram socket is not watched: `bind` it, `connect` it or use it `without_bind` \
+            first; a stream's handler is a StreamHandler, a listener's an AcceptHandler"
+)]
 pub trait DatagramRole: Role {}
 impl DatagramRole for Datagram {}
 impl DatagramRole for ConnectedDatagram {}

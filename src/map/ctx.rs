@@ -60,7 +60,11 @@ impl<'a> Ctx<'a> {
 
     /// Adds a channel to the loop; it is watched from the next wait on.
     /// Refused while the end of a shutdown's grace closes the map's
-    /// channels (see [`shutdown`](Self::shutdown)).
+    /// channels (see [`shutdown`](Self::shutdown)). The handler's
+    /// predicates are asked here; with
+    /// [`catch_panics`](crate::LoopOptions::catch_panics), one that panics
+    /// closes the new channel at once, as a panic in its first callback
+    /// would, and the token returned names it no more.
     pub fn insert<C: Register<H>, H>(&mut self, channel: C, handler: H) -> Result<Token, InsertError<C, H>> {
         self.registry.insert(channel, handler)
     }

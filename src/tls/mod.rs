@@ -151,7 +151,7 @@ fn already_used(what: &str) -> io::Error {
         io::ErrorKind::InvalidInput,
         format!(
             "a TLS stream must start fresh, on the side its role says (server: connected, client: \
-             connecting): this {what} has output queued, a TLS session already, or the other role; \
+             connecting): this {what} has output queued or a TLS session already; \
              queue output in handle_connect, once the handshake completed"
         ),
     )
@@ -174,14 +174,40 @@ pub trait Secure: sealed::Sealed + Sized {
     fn start(self, conn: Connection) -> io::Result<Handshaking<Self::Established>>;
 }
 
+/// A [`Secure`] transport over an accepted connection (a
+/// `Channel<Connected>`): what [`Handshaking::server`] takes. Sealed.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot start the server side of a TLS stream",
+    label = "a TLS server starts over a Buffered or an AsyncChat of an accepted Channel<Connected>",
+    note = "a server wraps the connection it accepted: `Handshaking::server(Buffered::new(conn), config)` \
+            with `conn: Channel<Connected>`; over a Channel<Connecting>, start the client side with \
+            `Handshaking::client`"
+)]
+pub trait ServerSide: Secure {}
+
+/// A [`Secure`] transport over a connecting socket (a
+/// `Channel<Connecting>`): what [`Handshaking::client`] takes. Sealed.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot start the client side of a TLS stream",
+    label = "a TLS client starts over a Buffered or an AsyncChat of a Channel<Connecting>",
+    note = "a client wraps the socket it is connecting: \
+            `Handshaking::client(Buffered::new(Channel::tcp_v4()?.connect(addr)?), config, name)`; over an \
+            accepted Channel<Connected>, start the server side with `Handshaking::server`"
+)]
+pub trait ClientSide: Secure {}
+
 impl<T: Transport> Handshaking<T> {
     /// The server side of a TLS stream over an accepted connection: a
     /// [`Buffered`] or [`AsyncChat`] over it, configured (limits, budget,
-    /// terminator) and with nothing queued yet.
+    /// terminator) and with nothing queued yet. Over a connecting socket it
+    /// does not compile ([`ServerSide`]).
     ///
     /// Fails with `InvalidInput` if the transport has output queued or a
     /// session already, or rustls refuses the configuration.
-    pub fn server<S: Secure<Established = T>>(transport: S, config: Arc<ServerConfig>) -> io::Result<Self> {
+    pub fn server<S: Secure<Established = T> + ServerSide>(
+        transport: S,
+        config: Arc<ServerConfig>,
+    ) -> io::Result<Self> {
         let conn = ServerConnection::new(config).map_err(config_error)?;
         transport.start(Connection::Server(conn))
     }
@@ -189,10 +215,11 @@ impl<T: Transport> Handshaking<T> {
     /// The client side of a TLS stream over a connecting socket (a
     /// [`Buffered`] or [`AsyncChat`] over a `Channel<Connecting>`, nothing
     /// queued), which must present a certificate valid for `server_name`.
+    /// Over an accepted connection it does not compile ([`ClientSide`]).
     ///
     /// Fails with `InvalidInput` if the transport has output queued or a
     /// session already, or rustls refuses the configuration.
-    pub fn client<S: Secure<Established = T>>(
+    pub fn client<S: Secure<Established = T> + ClientSide>(
         transport: S,
         config: Arc<ClientConfig>,
         server_name: ServerName<'static>,
@@ -208,6 +235,8 @@ macro_rules! secure_transport {
     ($ty:ident, fresh: |$t:ident| $fresh:expr, $name:literal) => {
         impl sealed::Sealed for $ty<Connected> {}
         impl sealed::Sealed for $ty<Connecting> {}
+        impl ServerSide for $ty<Connected> {}
+        impl ClientSide for $ty<Connecting> {}
 
         impl Secure for $ty<Connected> {
             type Established = $ty<Connected>;

@@ -11,6 +11,7 @@ mod wait;
 use std::any::Any;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use super::entry::{Entry, InsertError, Register, Resume};
@@ -85,6 +86,23 @@ pub(crate) struct Registry {
     /// channel. Each closes when its own `Ctx::shutdown` returns. Empty
     /// (and unallocated) but then.
     pub(crate) removed_busy: Vec<Token>,
+}
+
+/// The message of a panic's payload, for reports.
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-string panic payload")
+}
+
+/// Reports a panic the map caught (`catch_panics`); `then` says what
+/// became of the channel.
+#[cold]
+fn report_panic(what: &str, then: &str, payload: &(dyn Any + Send)) {
+    let message = panic_message(payload);
+    log_info(Level::Error, format_args!("{what} panicked ({message}); {then}"));
 }
 
 /// Why a channel cannot join a map whose shutdown's grace is over.
@@ -192,7 +210,28 @@ impl Registry {
             );
             return Err(InsertError { error, channel, handler });
         }
-        let interest = channel.interest(&handler, Seal(()));
+        // The new channel's predicates run here, inside the callback that
+        // inserts it (a listener's, typically): with panics caught, a panic
+        // in them is the new handler's, as if in its first callback. The
+        // channel joins and is closed at once, and the token returned names
+        // it no more; the inserting channel goes on (an error here would
+        // have closed a listener that returns it with `?`).
+        let interest = if self.catch_panics {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| channel.interest(&handler, Seal(())))) {
+                Ok(interest) => interest,
+                Err(payload) => {
+                    super::take_unanswered();
+                    // Not watched: joins as always ready, so that its
+                    // discard asks the poller nothing.
+                    self.place(token, channel.into_entry(handler, Seal(())), Interest::NONE, true, false);
+                    let entry = self.slots[index].take().expect("placed above");
+                    self.panicked(token, entry, payload);
+                    return Ok(token);
+                }
+            }
+        } else {
+            channel.interest(&handler, Seal(()))
+        };
         let unanswered = super::take_unanswered();
         let mut always_ready = channel.always_ready(Seal(()));
         let fd = channel.fd(Seal(()));
@@ -343,7 +382,17 @@ impl Registry {
             trace.borrow_mut().push((token, Traced::Removed));
         }
         slot.vacate();
-        drop(entry);
+        // The handler's `Drop` is handler code too: with panics caught, a
+        // panic in it is reported like a callback's (the map is coherent
+        // already, the channel out of it), rather than escaping the loop or
+        // closing whichever channel's callback removed this one.
+        if self.catch_panics {
+            if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| drop(entry))) {
+                report_panic("a handler's drop", "its channel is closed", &*payload);
+            }
+        } else {
+            drop(entry);
+        }
     }
 
     /// A callback panicked: the channel leaves the map. With
@@ -359,12 +408,7 @@ impl Registry {
         if !self.catch_panics {
             std::panic::resume_unwind(payload);
         }
-        let message = payload
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("a non-string panic payload");
-        log_info(Level::Error, format_args!("a handler panicked ({message}); closing its channel"));
+        report_panic("a handler", "closing its channel", &*payload);
     }
 
     /// An entry that holds another descriptor than the one its slot was
@@ -501,6 +545,7 @@ impl Registry {
     }
 
     pub(crate) fn refresh(&mut self, token: Token) {
+        let catch = self.catch_panics;
         let Some(slot) = self.slot_mut(token) else { return };
         let Some(entry) = slot.entry() else { return };
         if entry.fd().as_raw_fd() as u32 != token.index() {
@@ -508,7 +553,20 @@ impl Registry {
             let entry = slot.take().expect("checked above");
             return self.replaced(token, entry);
         }
-        let interest = entry.interest();
+        // Its predicates, asked from outside its own callbacks (from
+        // another channel's, or the program's): with panics caught, a panic
+        // in them closes this channel, not the one whose callback asked.
+        let interest = if catch {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| entry.interest())) {
+                Ok(interest) => interest,
+                Err(payload) => {
+                    let entry = slot.take().expect("checked above");
+                    return self.panicked(token, entry, payload);
+                }
+            }
+        } else {
+            entry.interest()
+        };
         let held = interest.is_readable() && entry.has_buffered_input();
         if interest != slot.interest {
             self.rewatch(token, interest);
