@@ -184,6 +184,12 @@ impl<R: Role> Channel<R> {
     }
 }
 
+/// The descriptor, borrowed: for `setsockopt`s and queries rolecore does not
+/// wrap. It is the one deliberate way around the roles: a system call made
+/// on it, or a duplicate of it adopted as another channel, is outside what
+/// the types check (a send on a TLS stream's descriptor puts plaintext
+/// between its records; a read on it takes bytes its session or its queue
+/// expected).
 impl<R: Role> AsFd for Channel<R> {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
