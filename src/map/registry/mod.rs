@@ -69,7 +69,8 @@ pub(crate) struct Registry {
     /// The end of a shutdown's grace is closing every channel: no channel
     /// may join the map meanwhile (`insert` refuses). Read only with the
     /// shutdown still under way: a panic that escapes that close leaves it
-    /// set, and the map may have emptied (the shutdown then is over).
+    /// set, and the map may have emptied (the shutdown then is over); a new
+    /// shutdown clears it as it begins.
     pub(super) closing_all: bool,
     /// Work the next wait does first, off the common path: [`ORPHANS`],
     /// [`UNANSWERED`]. One byte, so that the common wait tests it once.
