@@ -649,6 +649,25 @@ impl Registry {
     }
 }
 
+impl Drop for Registry {
+    /// A map dropped closes every channel still in it: with panics caught,
+    /// a handler's `Drop` that panics then is reported as when its channel
+    /// closes in the loop (`discard`), rather than escaping the map's drop
+    /// (and aborting the process when a second one panics as it unwinds).
+    /// Without, the fields drop as they are declared.
+    fn drop(&mut self) {
+        if !self.catch_panics {
+            return;
+        }
+        for slot in &mut self.slots {
+            let Some(entry) = slot.take() else { continue };
+            if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| drop(entry))) {
+                report_panic("a handler's drop", "its channel is closed", &*payload);
+            }
+        }
+    }
+}
+
 /// A map that traces (the simulation's) records the entry's joining, and
 /// wraps it in one that records its callbacks. Once per insert; a map that
 /// does not trace never gets here.
