@@ -122,7 +122,8 @@ impl LoopOptions {
     /// channel, whose `insert` then returns a token that names it no more;
     /// `cx.refresh`; a dropped `HandlerMut` or `StreamMut`) close their own
     /// channel, not the caller's, and a handler's `Drop` that panics when
-    /// its channel closes is reported too. The setting stays with the map
+    /// its channel closes (the map's drop included) is reported too. The
+    /// setting stays with the map
     /// after the loop returns. Off by default, as a panic usually
     /// means a bug that should stop the program; state the panicking handler
     /// shared with others (through `Rc<RefCell<…>>`, say) may be left half

@@ -429,6 +429,33 @@ fn a_handler_whose_drop_panics_when_its_channel_closes_is_caught() {
     }
 }
 
+/// With `catch_panics`, dropping the map closes the channels still in it:
+/// a handler whose `Drop` panics then is reported as when its channel
+/// closes in the loop, the others are dropped too and their descriptors
+/// closed. Before, the panic escaped the map's drop (and a second one,
+/// unwinding, aborted the process).
+#[test]
+fn a_handler_whose_drop_panics_when_the_map_is_dropped_is_caught() {
+    let _fds = exclusive();
+    for backend in util::backends() {
+        let before = open_fds();
+        let log = Log::default();
+        let mut map = util::map(backend);
+        let (a, _peer) = UnixStream::pair().unwrap();
+        map.insert(Channel::try_from(a).unwrap(), DropPanics { name: "bad", log: log.clone() }).unwrap();
+        let (b, _peer_b) = UnixStream::pair().unwrap();
+        map.insert(Channel::try_from(b).unwrap(), Reader { name: "good", panics: false, log: log.clone() })
+            .unwrap();
+        let options = LoopOptions::new().timeout(Duration::ZERO).count(1).catch_panics(true);
+        map.run(options).unwrap();
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(map)));
+        assert!(dropped.is_ok(), "{backend}: the panic escaped the map's drop");
+        assert_eq!(log.count("bad dropped"), 1, "{backend}: {:?}", log.events());
+        drop((_peer, _peer_b));
+        assert_eq!(open_fds(), before, "{backend}: descriptors leaked");
+    }
+}
+
 /// With `catch_panics`, a channel removed from another's callback whose
 /// handler panics in `Drop` is the one reported: the callback that removed
 /// it goes on, and so does its channel.

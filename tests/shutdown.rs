@@ -424,3 +424,51 @@ fn a_listener_inserted_during_the_grace_is_closed_at_the_next_iteration() {
         assert!(map.contains(stream), "{backend}: the stream keeps its grace");
     }
 }
+
+/// Panics in its `handle_close`.
+struct PanicsOnClose;
+
+impl StreamHandler for PanicsOnClose {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0u8; 64])?;
+        Ok(())
+    }
+    fn handle_close(&mut self, _: &mut Channel<Connected>, _: &mut Ctx<'_>) {
+        panic!("handle_close panics (on purpose)");
+    }
+}
+
+/// The end of a shutdown's grace refuses joins while it closes the map's
+/// channels; a panic that escapes that close (panics not caught) from the
+/// map's last channel ends the shutdown with the map empty, and must not
+/// leave the refusal behind: a later shutdown's listeners accept their
+/// backlog, and channels join during its grace, as in any shutdown.
+#[test]
+fn a_panic_escaping_the_end_of_a_grace_leaves_later_shutdowns_accepting() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let (ours, _peer) = UnixStream::pair().unwrap();
+        map.insert(Channel::try_from(ours).unwrap(), PanicsOnClose).unwrap();
+        map.shutdown(Duration::ZERO);
+        let escaped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            map.poll(Some(Duration::ZERO)).unwrap();
+        }));
+        assert!(escaped.is_err(), "{backend}: the panic reached the caller");
+        assert!(map.is_empty(), "{backend}");
+
+        // A second shutdown, with a listener and its backlog, and a long grace.
+        let log = Log::default();
+        let (listener, path) = unix_listener();
+        map.insert(listener, EchoServer(log.clone())).unwrap();
+        let (ours, _peer) = UnixStream::pair().unwrap();
+        map.insert(Channel::try_from(ours).unwrap(), Stays(log.clone())).unwrap();
+        let _client = UnixStream::connect(path.as_str()).unwrap();
+        map.shutdown(Duration::from_secs(3600));
+        assert_eq!(log.events(), ["accepted", "listener close"], "{backend}: the backlog was refused");
+        assert_eq!(map.len(), 2, "{backend}: the accepted connection joined");
+        let (ours, _peer) = UnixStream::pair().unwrap();
+        let joined = map.insert(Channel::try_from(ours).unwrap(), Stays(log.clone()));
+        assert!(joined.is_ok(), "{backend}: a channel cannot join during the grace: {:?}", joined.err());
+        let _ = std::fs::remove_file(path);
+    }
+}

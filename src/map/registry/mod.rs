@@ -69,7 +69,8 @@ pub(crate) struct Registry {
     /// The end of a shutdown's grace is closing every channel: no channel
     /// may join the map meanwhile (`insert` refuses). Read only with the
     /// shutdown still under way: a panic that escapes that close leaves it
-    /// set, and the map may have emptied (the shutdown then is over).
+    /// set, and the map may have emptied (the shutdown then is over); a new
+    /// shutdown clears it as it begins.
     pub(super) closing_all: bool,
     /// Work the next wait does first, off the common path: [`ORPHANS`],
     /// [`UNANSWERED`]. One byte, so that the common wait tests it once.
@@ -645,6 +646,25 @@ impl Registry {
         self.always_ready = count;
         self.poller = poller;
         Ok(())
+    }
+}
+
+impl Drop for Registry {
+    /// A map dropped closes every channel still in it: with panics caught,
+    /// a handler's `Drop` that panics then is reported as when its channel
+    /// closes in the loop (`discard`), rather than escaping the map's drop
+    /// (and aborting the process when a second one panics as it unwinds).
+    /// Without, the fields drop as they are declared.
+    fn drop(&mut self) {
+        if !self.catch_panics {
+            return;
+        }
+        for slot in &mut self.slots {
+            let Some(entry) = slot.take() else { continue };
+            if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| drop(entry))) {
+                report_panic("a handler's drop", "its channel is closed", &*payload);
+            }
+        }
     }
 }
 

@@ -23,6 +23,12 @@ impl Registry {
     pub(crate) fn begin_shutdown(&mut self, grace: Duration) -> bool {
         let now = self.clock.now();
         let at = saturating_add(now, grace);
+        if self.shutdown.is_none() {
+            // A new shutdown: joins are refused only at the end of its own
+            // grace. A panic that escaped the end of an earlier one, from
+            // the map's last channel, ended it with the flag still set.
+            self.closing_all = false;
+        }
         // Listeners go at once: a shutdown in the past closes them now.
         self.shutdown = Some(self.shutdown.map_or(at, |old| old.min(at)));
         self.late_listener = false;
@@ -82,7 +88,8 @@ impl Registry {
                 // is refused), so the map ends empty. A panic that escapes
                 // leaves the flag set: the next iteration ends the
                 // shutdown and clears it, or the map emptied and the
-                // shutdown is over already, the flag then unread.
+                // shutdown is over already (the next shutdown clears it
+                // as it begins).
                 self.closing_all = true;
                 let stop = self.close_where(|_| true);
                 self.shutdown = None;
