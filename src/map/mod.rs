@@ -142,7 +142,10 @@ impl Map {
 
     /// Adds a channel with its handler. Refused (the channel and handler
     /// handed back in the [`InsertError`]) while the end of a shutdown's
-    /// grace closes the map's channels.
+    /// grace closes the map's channels. The handler's predicates are asked
+    /// here; with [`catch_panics`](crate::LoopOptions::catch_panics) set on
+    /// the map, one that panics closes the new channel at once, as a panic
+    /// in its first callback would, and the token returned names it no more.
     pub fn insert<C: Register<H>, H>(&mut self, channel: C, handler: H) -> Result<Token, InsertError<C, H>> {
         self.registry.insert(channel, handler)
     }

@@ -151,7 +151,7 @@ fn already_used(what: &str) -> io::Error {
         io::ErrorKind::InvalidInput,
         format!(
             "a TLS stream must start fresh, on the side its role says (server: connected, client: \
-             connecting): this {what} has output queued or a TLS session already; \
+             connecting): this {what} has output queued, a TLS session already, or a session of the other side; \
              queue output in handle_connect, once the handshake completed"
         ),
     )
