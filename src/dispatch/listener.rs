@@ -260,17 +260,22 @@ mod tests {
     use crate::sim::{Sim, SimConfig};
 
     /// Records every accept attempt and every callback the loop makes.
-    struct Counting(Rc<RefCell<Vec<&'static str>>>);
+    /// With `swallow`, an accept's error is recorded and not returned (the
+    /// handler deals with it itself).
+    struct Counting {
+        log: Rc<RefCell<Vec<&'static str>>>,
+        swallow: bool,
+    }
 
     impl AcceptHandler for Counting {
         fn handle_accept(&mut self, ch: &mut Channel<Listening>, _: &mut Ctx<'_>) -> io::Result<()> {
             let result = ch.accept();
-            self.0.borrow_mut().push(match &result {
+            self.log.borrow_mut().push(match &result {
                 Ok(Some(_)) => "accepted",
                 Ok(None) => "nothing",
                 Err(_) => "failed",
             });
-            result.map(drop)
+            if self.swallow { Ok(()) } else { result.map(drop) }
         }
         fn handle_accepted(
             &mut self,
@@ -281,14 +286,14 @@ mod tests {
             unreachable!("handle_accept is overridden")
         }
         fn handle_timeout(&mut self, _: &mut Channel<Listening>, _: &mut Ctx<'_>) -> io::Result<()> {
-            self.0.borrow_mut().push("timeout");
+            self.log.borrow_mut().push("timeout");
             Ok(())
         }
         fn handle_error(&mut self, _: &mut Channel<Listening>, _: io::Error, _: &mut Ctx<'_>) {
-            self.0.borrow_mut().push("error");
+            self.log.borrow_mut().push("error");
         }
         fn handle_close(&mut self, _: &mut Channel<Listening>, _: &mut Ctx<'_>) {
-            self.0.borrow_mut().push("close");
+            self.log.borrow_mut().push("close");
         }
     }
 
@@ -301,14 +306,14 @@ mod tests {
 
     /// A simulation's map with an in-memory listener whose handler logs;
     /// returns the map, the log, the listener's in-memory id and its token.
-    fn counting_listener() -> (Sim, Rc<RefCell<Vec<&'static str>>>, u16, crate::Token) {
+    fn counting_listener(swallow: bool) -> (Sim, Rc<RefCell<Vec<&'static str>>>, u16, crate::Token) {
         let mut sim = Sim::from_bytes(&[], SimConfig::default()).unwrap();
         let listener = memory::listener(64).unwrap();
         let id = listener.id();
         let fd = memory::descriptor_for(&listener).unwrap();
         let log = Rc::new(RefCell::new(Vec::new()));
         let channel: Channel<Listening> = wrap_memory(fd, listener);
-        let token = sim.map().insert(channel, Counting(log.clone())).unwrap();
+        let token = sim.map().insert(channel, Counting { log: log.clone(), swallow }).unwrap();
         (sim, log, id, token)
     }
 
@@ -316,7 +321,7 @@ mod tests {
     /// deadline, whose first accept fails for want of descriptors (a 50 ms
     /// pause). Returns the map, the log and the listener's token.
     fn paused_with_a_deadline(deadline_in: Duration) -> (Sim, Rc<RefCell<Vec<&'static str>>>, End) {
-        let (mut sim, log, id, token) = counting_listener();
+        let (mut sim, log, id, token) = counting_listener(false);
         let at = sim.now() + deadline_in;
         assert!(sim.map().set_deadline(token, Some(at)));
         memory::exhaust(id, 1);
@@ -327,32 +332,6 @@ mod tests {
         (sim, log, client)
     }
 
-    /// Records every accept attempt and its close; an accept's error is
-    /// recorded and not returned (the handler deals with it itself).
-    struct Swallowing(Rc<RefCell<Vec<&'static str>>>);
-
-    impl AcceptHandler for Swallowing {
-        fn handle_accept(&mut self, ch: &mut Channel<Listening>, _: &mut Ctx<'_>) -> io::Result<()> {
-            self.0.borrow_mut().push(match ch.accept() {
-                Ok(Some(_)) => "accepted",
-                Ok(None) => "nothing",
-                Err(_) => "failed",
-            });
-            Ok(())
-        }
-        fn handle_accepted(
-            &mut self,
-            _: Channel<Connected>,
-            _: crate::Address,
-            _: &mut Ctx<'_>,
-        ) -> io::Result<()> {
-            unreachable!("handle_accept is overridden")
-        }
-        fn handle_close(&mut self, _: &mut Channel<Listening>, _: &mut Ctx<'_>) {
-            self.0.borrow_mut().push("close");
-        }
-    }
-
     /// A shutdown accepts its listener's backlog until an accept fails for
     /// want of descriptors, then stops and closes the listener, even when
     /// the handler kept the error to itself: it does not go on asking for
@@ -360,13 +339,7 @@ mod tests {
     /// ones behind the failure.
     #[test]
     fn a_shutdown_stops_draining_the_backlog_when_descriptors_run_out() {
-        let mut sim = Sim::from_bytes(&[], SimConfig::default()).unwrap();
-        let listener = memory::listener(64).unwrap();
-        let id = listener.id();
-        let fd = memory::descriptor_for(&listener).unwrap();
-        let log = Rc::new(RefCell::new(Vec::new()));
-        let channel: Channel<Listening> = wrap_memory(fd, listener);
-        let token = sim.map().insert(channel, Swallowing(log.clone())).unwrap();
+        let (mut sim, log, id, token) = counting_listener(true);
         let sizes = crate::memory::Sizes { cap: [64; 2], chunk: [64; 2] };
         let _clients = [memory::connect(id, sizes).unwrap(), memory::connect(id, sizes).unwrap()];
         memory::exhaust(id, 2);
@@ -423,7 +396,7 @@ mod tests {
         for (set_ms, expected) in
             [(Some(200), ["failed", "accepted", "timeout"]), (Some(20), ["failed", "timeout", "accepted"])]
         {
-            let (mut sim, log, id, token) = counting_listener();
+            let (mut sim, log, id, token) = counting_listener(false);
             memory::exhaust(id, 1);
             let sizes = crate::memory::Sizes { cap: [64; 2], chunk: [64; 2] };
             let _client = memory::connect(id, sizes).unwrap();
@@ -473,7 +446,7 @@ mod tests {
     /// makes the next pause 50 ms again.
     #[test]
     fn the_exhaustion_backoff_doubles_from_50_ms_up_to_1_s_and_resets_after_an_accept() {
-        let (mut sim, log, id, token) = counting_listener();
+        let (mut sim, log, id, token) = counting_listener(false);
         let sizes = crate::memory::Sizes { cap: [64; 2], chunk: [64; 2] };
         let mut clients: Vec<End> = Vec::new();
         let attempts = |log: &Rc<RefCell<Vec<&'static str>>>| log.borrow().len();
