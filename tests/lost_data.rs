@@ -341,7 +341,7 @@ mod tls {
     use std::thread;
 
     use rolecore::tls::{Handshaking, rustls};
-    use rolecore::{AcceptHandler, Address};
+    use rolecore::{AcceptHandler, Address, Map};
 
     use super::tls_common::{cert, client_config, connect, localhost, roundtrip, server_config};
     use super::*;
@@ -358,17 +358,29 @@ mod tls {
         }
     }
 
-    struct Server(Arc<rustls::ServerConfig>);
+    /// Serves TLS on every connection it accepts, each with a handler that
+    /// `make` builds.
+    struct Server<F>(Arc<rustls::ServerConfig>, F);
 
-    impl AcceptHandler for Server {
+    impl<H: StreamHandler<Buffered> + 'static, F: FnMut() -> H + 'static> AcceptHandler for Server<F> {
         fn handle_accepted(
             &mut self,
             conn: Channel<Connected>,
             _: Address,
             cx: &mut Ctx<'_>,
         ) -> io::Result<()> {
-            cx.insert(Handshaking::server(Buffered::new(conn), self.0.clone())?, Sip)?;
+            cx.insert(Handshaking::server(Buffered::new(conn), self.0.clone())?, (self.1)())?;
             Ok(())
+        }
+    }
+
+    /// Runs the loop until the client thread says it is `done`, for at most
+    /// 8 s, calling `each` after every iteration.
+    fn serve_until(map: &mut Map, done: &AtomicBool, mut each: impl FnMut(&mut Map)) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+        while !done.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            util::run_iterations(map, 1);
+            each(map);
         }
     }
 
@@ -382,7 +394,7 @@ mod tls {
         for backend in util::backends() {
             let (listener, addr): (_, SocketAddr) = util::tcp_listener();
             let mut map = util::map(backend);
-            map.insert(listener, Server(server_config(&cert, &[], &[]))).unwrap();
+            map.insert(listener, Server(server_config(&cert, &[], &[]), || Sip)).unwrap();
             let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
             let sent: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
             let expected = sent.clone();
@@ -405,7 +417,7 @@ mod tls {
         for backend in util::backends() {
             let (listener, addr): (_, SocketAddr) = util::tcp_listener();
             let mut map = util::map(backend);
-            map.insert(listener, Server(server_config(&cert, &[], &[]))).unwrap();
+            map.insert(listener, Server(server_config(&cert, &[], &[]), || Sip)).unwrap();
             let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
             let sent: Vec<u8> = (0..3000u32).map(|i| (i % 249) as u8).collect();
             let expected = sent.clone();
@@ -452,7 +464,7 @@ mod tls {
         for backend in util::backends() {
             let (listener, addr): (_, SocketAddr) = util::tcp_listener();
             let mut map = util::map(backend);
-            map.insert(listener, Server(server_config(&cert, &[], &[]))).unwrap();
+            map.insert(listener, Server(server_config(&cert, &[], &[]), || Sip)).unwrap();
             let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
             let back = util::with_client(&mut map, move || -> io::Result<Vec<u8>> {
                 let mut c = connect(addr, client)?;
@@ -495,20 +507,6 @@ mod tls {
         }
     }
 
-    struct PausingServer(Arc<rustls::ServerConfig>, Rc<std::cell::Cell<bool>>);
-
-    impl AcceptHandler for PausingServer {
-        fn handle_accepted(
-            &mut self,
-            conn: Channel<Connected>,
-            _: Address,
-            cx: &mut Ctx<'_>,
-        ) -> io::Result<()> {
-            cx.insert(Handshaking::server(Buffered::new(conn), self.0.clone())?, Pausing(self.1.clone()))?;
-            Ok(())
-        }
-    }
-
     /// A TLS handler that paused itself (`readable()` false) with
     /// plaintext still held by the session, and is let read again from
     /// outside its own wake-ups (`refresh_all`, `update`, a `stream_mut`
@@ -521,7 +519,9 @@ mod tls {
             let (listener, addr): (_, SocketAddr) = util::tcp_listener();
             let paused = Rc::new(std::cell::Cell::new(false));
             let mut map = util::map(backend);
-            map.insert(listener, PausingServer(server_config(&cert, &[], &[]), paused.clone())).unwrap();
+            let pausing = paused.clone();
+            map.insert(listener, Server(server_config(&cert, &[], &[]), move || Pausing(pausing.clone())))
+                .unwrap();
             let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
             let sent: Vec<u8> = (0..100u8).collect();
             let expected = sent.clone();
@@ -532,14 +532,12 @@ mod tls {
                 flag.store(true, Ordering::SeqCst);
                 result
             });
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
-            while !done.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
-                util::run_iterations(&mut map, 1);
+            serve_until(&mut map, &done, |map| {
                 if paused.get() {
                     paused.set(false);
                     map.refresh_all();
                 }
-            }
+            });
             let back = thread.join().expect("the client panicked");
             let back = back.unwrap_or_else(|e| panic!("{backend}: the echo stalled: {e}"));
             assert!(back == expected, "{backend}: every byte back");
@@ -579,31 +577,6 @@ mod tls {
         }
     }
 
-    struct PausingOnceServer {
-        config: Arc<rustls::ServerConfig>,
-        paused: Rc<std::cell::Cell<bool>>,
-        empty_reads: Rc<std::cell::Cell<u32>>,
-        reads_while_paused: Rc<std::cell::Cell<u32>>,
-    }
-
-    impl AcceptHandler for PausingOnceServer {
-        fn handle_accepted(
-            &mut self,
-            conn: Channel<Connected>,
-            _: Address,
-            cx: &mut Ctx<'_>,
-        ) -> io::Result<()> {
-            let handler = PausingOnce {
-                paused: self.paused.clone(),
-                empty_reads: self.empty_reads.clone(),
-                reads_while_paused: self.reads_while_paused.clone(),
-                first: true,
-            };
-            cx.insert(Handshaking::server(Buffered::new(conn), self.config.clone())?, handler)?;
-            Ok(())
-        }
-    }
-
     /// Plaintext held by the session is read only while the handler wants
     /// it: a handler that paused itself gets no read, however much is held.
     /// Let read again, it is asked for the held plaintext at once (the next
@@ -619,12 +592,14 @@ mod tls {
             let paused = Rc::new(std::cell::Cell::new(false));
             let empty_reads = Rc::new(std::cell::Cell::new(0));
             let reads_while_paused = Rc::new(std::cell::Cell::new(0));
-            let server = PausingOnceServer {
-                config: server_config(&cert, &[], &[]),
-                paused: paused.clone(),
-                empty_reads: empty_reads.clone(),
-                reads_while_paused: reads_while_paused.clone(),
-            };
+            let (pausing, empty, while_paused) =
+                (paused.clone(), empty_reads.clone(), reads_while_paused.clone());
+            let server = Server(server_config(&cert, &[], &[]), move || PausingOnce {
+                paused: pausing.clone(),
+                empty_reads: empty.clone(),
+                reads_while_paused: while_paused.clone(),
+                first: true,
+            });
             let mut map = util::map(backend);
             map.insert(listener, server).unwrap();
             let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
@@ -638,9 +613,7 @@ mod tls {
                 result
             });
             let mut released = None;
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
-            while !done.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
-                util::run_iterations(&mut map, 1);
+            serve_until(&mut map, &done, |map| {
                 if paused.get() && released.is_none() {
                     paused.set(false);
                     // Twice: each finds the plaintext held.
@@ -663,7 +636,7 @@ mod tls {
                     assert!(!guard.join().unwrap(), "{backend}: the wait slept with plaintext held");
                     released = Some(empty_reads.get() - before);
                 }
-            }
+            });
             let back = thread.join().expect("the client panicked");
             let back = back.unwrap_or_else(|e| panic!("{backend}: the echo stalled: {e}"));
             assert!(back == expected, "{backend}: every byte back");
@@ -690,21 +663,6 @@ mod tls {
         }
     }
 
-    struct TakesOneByteServer(Arc<rustls::ServerConfig>, Rc<std::cell::Cell<u32>>);
-
-    impl AcceptHandler for TakesOneByteServer {
-        fn handle_accepted(
-            &mut self,
-            conn: Channel<Connected>,
-            _: Address,
-            cx: &mut Ctx<'_>,
-        ) -> io::Result<()> {
-            let handler = TakesOneByte { got: false, calls_after: self.1.clone() };
-            cx.insert(Handshaking::server(Buffered::new(conn), self.0.clone())?, handler)?;
-            Ok(())
-        }
-    }
-
     /// A handler that stays readable but takes none of the plaintext the
     /// session holds cannot hold the loop: the reads on after its wake-up
     /// stop after 64 in a row that took nothing.
@@ -715,7 +673,9 @@ mod tls {
             let (listener, addr): (_, SocketAddr) = util::tcp_listener();
             let calls = Rc::new(std::cell::Cell::new(0));
             let mut map = util::map(backend);
-            map.insert(listener, TakesOneByteServer(server_config(&cert, &[], &[]), calls.clone())).unwrap();
+            let calls_after = calls.clone();
+            let make = move || TakesOneByte { got: false, calls_after: calls_after.clone() };
+            map.insert(listener, Server(server_config(&cert, &[], &[]), make)).unwrap();
             let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
             let done = Arc::new(AtomicBool::new(false));
             let flag = done.clone();
@@ -763,25 +723,6 @@ mod tls {
         }
     }
 
-    struct StartsPausedServer(
-        Arc<rustls::ServerConfig>,
-        Rc<std::cell::Cell<bool>>,
-        Rc<std::cell::Cell<bool>>,
-    );
-
-    impl AcceptHandler for StartsPausedServer {
-        fn handle_accepted(
-            &mut self,
-            conn: Channel<Connected>,
-            _: Address,
-            cx: &mut Ctx<'_>,
-        ) -> io::Result<()> {
-            let handler = StartsPaused { released: self.1.clone(), connected: self.2.clone() };
-            cx.insert(Handshaking::server(Buffered::new(conn), self.0.clone())?, handler)?;
-            Ok(())
-        }
-    }
-
     /// Plaintext that came with the client's `Finished`, decrypted as the
     /// handshake completed, to a handler that did not want input then, is
     /// held, not lost: let read again from outside its wake-ups, the
@@ -793,8 +734,9 @@ mod tls {
             let (listener, addr): (_, SocketAddr) = util::tcp_listener();
             let released = Rc::new(std::cell::Cell::new(false));
             let connected = Rc::new(std::cell::Cell::new(false));
-            let server =
-                StartsPausedServer(server_config(&cert, &[], &[]), released.clone(), connected.clone());
+            let (release, connect_seen) = (released.clone(), connected.clone());
+            let make = move || StartsPaused { released: release.clone(), connected: connect_seen.clone() };
+            let server = Server(server_config(&cert, &[], &[]), make);
             let mut map = util::map(backend);
             map.insert(listener, server).unwrap();
             let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
@@ -814,14 +756,12 @@ mod tls {
                 flag.store(true, Ordering::SeqCst);
                 result
             });
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
-            while !done.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
-                util::run_iterations(&mut map, 1);
+            serve_until(&mut map, &done, |map| {
                 if connected.get() && !released.get() {
                     released.set(true);
                     map.refresh_all();
                 }
-            }
+            });
             let back = thread.join().expect("the client panicked");
             assert!(connected.get(), "{backend}: the handshake did not complete");
             let back = back.unwrap_or_else(|e| panic!("{backend}: the held plaintext was not read: {e}"));
