@@ -70,6 +70,8 @@ const LAYERS: &[(u8, &[&str])] = &[
             "map::registry",
             "map::registry::wait",
             "map::registry::shutdown",
+            "map::registry::panics",
+            "map::registry::swapped",
             "map::slot",
         ],
     ),

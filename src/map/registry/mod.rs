@@ -2,13 +2,15 @@
 //! that watches them, the timers — and everything that changes it: insert,
 //! take out for a callback and put back, rewatch, close. What a
 //! [`Ctx`](super::Ctx) changes from inside a callback goes through here.
-//! Its wait (`wait.rs`) and a graceful shutdown (`shutdown.rs`) live
-//! beside it.
+//! Its wait (`wait.rs`), a graceful shutdown (`shutdown.rs`), what a
+//! panicking handler leaves (`panics.rs`) and what a handler that swapped
+//! its channel leaves (`swapped.rs`) live beside it.
 
+mod panics;
 mod shutdown;
+mod swapped;
 mod wait;
 
-use std::any::Any;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
@@ -87,23 +89,6 @@ pub(crate) struct Registry {
     /// channel. Each closes when its own `Ctx::shutdown` returns. Empty
     /// (and unallocated) but then.
     pub(crate) removed_busy: Vec<Token>,
-}
-
-/// The message of a panic's payload, for reports.
-fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a non-string panic payload")
-}
-
-/// Reports a panic the map caught (`catch_panics`); `then` says what
-/// became of the channel.
-#[cold]
-fn report_panic(what: &str, then: &str, payload: &(dyn Any + Send)) {
-    let message = panic_message(payload);
-    log_info(Level::Error, format_args!("{what} panicked ({message}); {then}"));
 }
 
 /// Why a channel cannot join a map whose shutdown's grace is over.
@@ -387,102 +372,7 @@ impl Registry {
         // panic in it is reported like a callback's (the map is coherent
         // already, the channel out of it), rather than escaping the loop or
         // closing whichever channel's callback removed this one.
-        if self.catch_panics {
-            if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| drop(entry))) {
-                report_panic("a handler's drop", "its channel is closed", &*payload);
-            }
-        } else {
-            drop(entry);
-        }
-    }
-
-    /// A callback panicked: the channel leaves the map. With
-    /// [`catch_panics`](Self::catch_panics) on, the panic is reported and
-    /// the loop goes on; otherwise it is passed on once the channel is out
-    /// of the map (so the map stays coherent for a caller that catches it).
-    /// Every callback runs under this guard: the loop's (`event_loop.rs`)
-    /// and the `handle_close` a shutdown runs ([`close_where`](Self::close_where)).
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn panicked(&mut self, token: Token, entry: Box<dyn Entry>, payload: Box<dyn Any + Send>) {
-        self.discard(token, entry);
-        if !self.catch_panics {
-            std::panic::resume_unwind(payload);
-        }
-        report_panic("a handler", "closing its channel", &*payload);
-    }
-
-    /// An entry that holds another descriptor than the one its slot was
-    /// registered with: its handler swapped the `&mut` channel it was lent
-    /// (`std::mem::swap`, `std::mem::replace`) for another one. The map
-    /// reports it and closes the entry (with the channel it now holds); the
-    /// channel taken out lives on wherever the handler put it, and no longer
-    /// belongs to the map: its registration is dropped before the next wait,
-    /// so it neither wakes the loop nor stops it from being inserted again.
-    #[cold]
-    pub(crate) fn replaced(&mut self, token: Token, entry: Box<dyn Entry>) {
-        log_info(
-            Level::Error,
-            format_args!(
-                "a handler replaced the channel of {token:?} with {}: the map closes what the entry \
-                 now holds and forgets the channel taken out; a handler must not swap the channel \
-                 it is lent",
-                entry.describe()
-            ),
-        );
-        self.discard(token, entry);
-        self.pending |= ORPHANS;
-    }
-
-    /// Forgets every registration and makes them again from the map, after
-    /// a swap left one the map can no longer name (see
-    /// [`replaced`](Self::replaced)). Entries still holding a descriptor
-    /// other than their slot's are closed first. If a new poller cannot be
-    /// made (out of descriptors), the old one is kept and the rebuild is
-    /// tried again before the next wait.
-    #[cold]
-    pub(crate) fn rebuild_registrations(&mut self) {
-        for index in 0..self.slots.len() {
-            let slot = &self.slots[index];
-            if let Some(entry) = slot.entry()
-                && entry.fd().as_raw_fd() as usize != index
-            {
-                let token = self.token(index, slot.generation);
-                let entry = self.slots[index].take().expect("checked above");
-                self.replaced(token, entry);
-            }
-        }
-        self.pending &= !ORPHANS;
-        if !self.poller.keeps_registrations() {
-            return;
-        }
-        let backend = self.poller.backend();
-        let old = match self.poller.successor(backend) {
-            Ok(fresh) => std::mem::replace(&mut self.poller, fresh),
-            Err(e) => {
-                log_info(Level::Error, format_args!("cannot rebuild the {backend} poller: {e}; retrying"));
-                self.pending |= ORPHANS;
-                return;
-            }
-        };
-        drop(old);
-        for index in 0..self.slots.len() {
-            let slot = &self.slots[index];
-            let Some(entry) = slot.entry() else { continue };
-            if slot.always_ready() {
-                continue;
-            }
-            let key = self.token(index, slot.generation).key();
-            if let Err(e) = self.poller.register(entry.fd(), key, slot.interest) {
-                let token = self.token(index, slot.generation);
-                log_info(
-                    Level::Error,
-                    format_args!("cannot watch {} again: {e}; closing it", entry.describe()),
-                );
-                let entry = self.slots[index].take().expect("checked above");
-                self.discard(token, entry);
-            }
-        }
+        self.drop_entry(entry);
     }
 
     pub(crate) fn remove(&mut self, token: Token) -> bool {
@@ -649,25 +539,6 @@ impl Registry {
     }
 }
 
-impl Drop for Registry {
-    /// A map dropped closes every channel still in it: with panics caught,
-    /// a handler's `Drop` that panics then is reported as when its channel
-    /// closes in the loop (`discard`), rather than escaping the map's drop
-    /// (and aborting the process when a second one panics as it unwinds).
-    /// Without, the fields drop as they are declared.
-    fn drop(&mut self) {
-        if !self.catch_panics {
-            return;
-        }
-        for slot in &mut self.slots {
-            let Some(entry) = slot.take() else { continue };
-            if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| drop(entry))) {
-                report_panic("a handler's drop", "its channel is closed", &*payload);
-            }
-        }
-    }
-}
-
 /// A map that traces (the simulation's) records the entry's joining, and
 /// wraps it in one that records its callbacks. Once per insert; a map that
 /// does not trace never gets here.
@@ -680,7 +551,6 @@ fn traced(trace: &SharedTrace, token: Token, entry: Box<dyn Entry>) -> Box<dyn E
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
-    use std::panic::AssertUnwindSafe;
     use std::rc::Rc;
 
     use super::*;
