@@ -70,6 +70,7 @@ const LAYERS: &[(u8, &[&str])] = &[
             "map::registry",
             "map::registry::wait",
             "map::registry::shutdown",
+            "map::registry::insert",
             "map::registry::panics",
             "map::registry::swapped",
             "map::slot",
