@@ -415,3 +415,50 @@ fn a_sender_waiting_for_room_is_released_when_the_mailbox_closes() {
     let sent = result.recv_timeout(Duration::from_secs(10)).expect("the waiting sender was not released");
     assert_eq!(sent, Err(SendError(2)));
 }
+
+/// A message that carries a `Sender` of its own mailbox (a reply address,
+/// or a message that schedules the next one) and was never delivered.
+#[derive(Debug)]
+struct SelfAddressed {
+    me: Option<rolecore::Sender<SelfAddressed>>,
+    dropped: Arc<AtomicBool>,
+    /// What its `Drop`'s send to its own mailbox gave.
+    resent: Arc<std::sync::Mutex<Option<bool>>>,
+}
+
+impl Drop for SelfAddressed {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+        if let Some(me) = self.me.take() {
+            let again = SelfAddressed { me: None, dropped: Arc::default(), resent: Arc::default() };
+            *self.resent.lock().unwrap() = Some(me.send(again).is_ok());
+        }
+    }
+}
+
+/// The messages a mailbox never delivered are dropped when it leaves the
+/// map, removed or with its map. They stayed in its queue for as long as
+/// a `Sender` lived, so one that held a `Sender` of its own mailbox kept
+/// the queue, and the mailbox's `eventfd`, alive for good: a descriptor
+/// leaked per mailbox, and the message's `Drop` never ran. Its `Drop` may
+/// send to the closed mailbox: refused, not a deadlock on the queue's lock.
+#[test]
+fn undelivered_messages_are_dropped_with_their_mailbox_even_those_holding_its_sender() {
+    for removed in [false, true] {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let resent = Arc::new(std::sync::Mutex::new(None));
+        let mut map = Map::new().unwrap();
+        let (token, sender) = map.mailbox(|_: SelfAddressed, _: &mut Ctx<'_>| Ok(())).unwrap();
+        let message =
+            SelfAddressed { me: Some(sender.clone()), dropped: dropped.clone(), resent: resent.clone() };
+        sender.send(message).unwrap();
+        drop(sender);
+        if removed {
+            assert!(map.remove(token));
+        } else {
+            drop(map);
+        }
+        assert!(dropped.load(Ordering::SeqCst), "removed {removed}: the undelivered message was kept");
+        assert_eq!(*resent.lock().unwrap(), Some(false), "removed {removed}: a send to the closed mailbox");
+    }
+}
