@@ -15,7 +15,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use super::entry::{Entry, InsertError, Register, Resume};
-use super::slot::{ALWAYS_READY, DAEMON, LISTENER, Slot};
+use super::slot::{ALWAYS_READY, DAEMON, LISTENER, NO_TIMER, Slot};
 use crate::clock::Clock;
 use crate::poller::{Backend, Poller, Watched};
 use crate::readiness::Interest;
@@ -266,6 +266,7 @@ impl Registry {
         let interest = entry.interest();
         let always_ready = self.poller.register(entry.fd(), token.key(), interest)? == Watched::AlwaysReady;
         self.place(token, entry, interest, always_ready, daemon);
+        self.slots[index].set(NO_TIMER, true);
         Ok(token)
     }
 
@@ -503,7 +504,9 @@ impl Registry {
     }
 
     pub(crate) fn set_deadline(&mut self, token: Token, deadline: Option<Instant>) -> bool {
-        let Some(slot) = self.slot_mut(token).filter(|s| s.is_live()) else { return false };
+        let Some(slot) = self.slot_mut(token).filter(|s| s.is_live() && !s.has(NO_TIMER)) else {
+            return false;
+        };
         // A listener's `EMFILE` pause borrows its one timer (a connection
         // pays for no second one): the listener keeps a deadline set
         // meanwhile for its handler. Its own callbacks, when it is out of
@@ -521,7 +524,7 @@ impl Registry {
     }
 
     pub(crate) fn set_idle_timeout(&mut self, token: Token, idle: Option<Duration>) -> bool {
-        let live = self.live(token).is_some();
+        let live = self.live(token).is_some_and(|s| !s.has(NO_TIMER));
         if live && idle.is_some() && self.slots[token.index() as usize].has(LISTENER) {
             // Nearly always `cx.set_idle_timeout(cx.token(), ..)` written in
             // `handle_accepted` for the new connection: it would close the
