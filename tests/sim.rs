@@ -655,3 +655,21 @@ fn a_map_put_in_the_simulations_place_is_refused_with_a_clear_error() {
     says_replaced(&a.run().unwrap_err().violation);
     says_replaced(&b.run().unwrap_err().violation);
 }
+
+/// `check_descriptors` counts every in-memory channel of the thread: a
+/// second `Sim` alive beside the one that checks makes its count differ.
+/// The failure said only that a handler kept or forgot a channel, which
+/// sent the reader after a bug the handlers did not have; it now names the
+/// other simulation as a cause too.
+#[test]
+fn a_descriptor_count_upset_by_another_sim_says_so() {
+    let config = SimConfig { check_descriptors: true, ..SimConfig::default() };
+    let mut checked = Sim::from_seed(1, config).unwrap();
+    let mut other = Sim::from_seed(2, SimConfig::default()).unwrap();
+    checked.listen(EchoServer).unwrap();
+    other.listen(EchoServer).unwrap();
+    let failure = checked.run().unwrap_err();
+    assert!(failure.violation.contains("descriptor leak"), "{}", failure.violation);
+    assert!(failure.violation.contains("another Sim on this thread"), "{}", failure.violation);
+    other.run().unwrap_or_else(|f| panic!("{f}"));
+}

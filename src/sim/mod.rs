@@ -322,6 +322,10 @@ impl Sim {
 
     /// Moves virtual time forward by `by`, as a run's step would (before
     /// [`run`](Self::run), to start later), up to the last [`Instant`] there is.
+    /// Near that end, a handler's own `cx.now() + d` overflows and panics,
+    /// as `Instant`'s `+` does; the loop's own timers saturate instead. A
+    /// run's own steps move time by two minutes at most, or onto the
+    /// earliest timer a handler set.
     pub fn advance(&mut self, by: Duration) {
         self.clock.advance(by);
         self.log(Line::Time { by, t: self.clock.elapsed() });
@@ -611,7 +615,8 @@ impl Sim {
             if now != self.descriptors_at_start {
                 return Err(self.fail(format!(
                     "descriptor leak: {} in-memory channels open at the start, {now} at the end (a \
-                     handler kept or forgot a channel the map closed)",
+                     handler kept or forgot a channel the map closed; or another Sim on this thread \
+                     holds channels, which check_descriptors counts too)",
                     self.descriptors_at_start
                 )));
             }
