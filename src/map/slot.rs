@@ -79,6 +79,12 @@ impl<E: ?Sized> Slot<E> {
         }
     }
 
+    /// rolecore's own, not a channel: the waker, a signal watcher.
+    #[inline]
+    pub(super) fn is_daemon(&self) -> bool {
+        self.has(DAEMON)
+    }
+
     #[inline]
     pub(super) fn always_ready(&self) -> bool {
         self.has(ALWAYS_READY)
