@@ -486,6 +486,7 @@ fn close_all_leaves_the_waker_and_the_signal_watchers() {
     let (_, sender) = map.mailbox(|_: u8, _: &mut Ctx<'_>| Ok(())).unwrap();
     let (ours, _peer) = Channel::pair().unwrap();
     map.insert(ours, Drains).unwrap();
+    #[cfg(feature = "signals")]
     let signalled = Arc::new(AtomicBool::new(false));
     #[cfg(feature = "signals")]
     {
