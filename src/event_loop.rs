@@ -407,7 +407,8 @@ pub fn with_socket_map<T>(f: impl FnOnce(&mut Map) -> T) -> io::Result<T> {
 }
 
 /// asyncore's `close_all(map)`: closes every channel of `map`, or of the
-/// thread's default map when `None`, and empties it.
+/// thread's default map when `None`, and empties it (as
+/// [`Map::close_all`]: the waker and signal watchers stay).
 pub fn close_all(map: Option<&mut Map>) -> io::Result<()> {
     match map {
         Some(map) => {

@@ -228,11 +228,22 @@ pub(crate) struct MailboxEntry<M, H> {
 }
 
 impl<M, H> Drop for MailboxEntry<M, H> {
+    /// Closes the mailbox and drops the messages it never delivered, now:
+    /// left in the queue, they lived as long as a [`Sender`] did, and one
+    /// that holds a `Sender` of its own mailbox (a reply address, a message
+    /// that schedules the next) kept the queue, itself and the mailbox's
+    /// `eventfd` alive for ever. They are dropped after the lock is
+    /// released, so a message whose `Drop` sends (to this mailbox: refused,
+    /// it is closed) cannot deadlock on it.
     fn drop(&mut self) {
-        let _queue = self.shared.lock();
-        self.shared.closed.store(true, Ordering::Release);
+        let undelivered = {
+            let mut queue = self.shared.lock();
+            self.shared.closed.store(true, Ordering::Release);
+            std::mem::take(&mut *queue)
+        };
         // Senders waiting for room learn that none will come.
         self.shared.make_room();
+        drop(undelivered);
     }
 }
 
@@ -289,7 +300,11 @@ impl Map {
     /// Adds a mailbox: messages sent through the returned [`Sender`] from
     /// any thread reach `handler` on this loop's thread. The mailbox counts
     /// as a channel: the loop does not end while it is in the map (remove
-    /// it with its token, or stop the loop).
+    /// it with its token, or stop the loop). When it leaves the map
+    /// (removed, or the map dropped), the messages it had not delivered
+    /// are dropped there and then, and later sends fail, handing the
+    /// message back. It has no `handle_timeout`: a deadline or idle timeout
+    /// for its token is refused ([`Map::set_deadline`] answers `false`).
     ///
     /// ```
     /// use rolecore::{Ctx, LoopOptions, Map};

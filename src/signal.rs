@@ -9,9 +9,15 @@
 //! arrive while the loop is busy coalesce into one call per signal. Several
 //! maps (one per thread) may watch the same signal: each is told.
 //!
-//! The signal's entries do not keep a loop alive, and removing them (or
-//! dropping the map) restores the previous disposition's behaviour for
-//! rolecore's part.
+//! The signal's entries do not keep a loop alive, and
+//! [`Map::close_all`] leaves them (they are not channels). Removing them
+//! (or dropping the map) ends rolecore's part, but does not give the
+//! signal back its default action: signal-hook keeps its handler
+//! installed, and a signal nothing watches any more is then ignored (a
+//! previous handler of the program's own still runs). A `SIGINT` or
+//! `SIGTERM` that comes after the map is gone no longer ends the process:
+//! keep the map as long as the program should answer them, or end the
+//! process yourself after dropping it.
 
 use std::cell::RefCell;
 use std::io;

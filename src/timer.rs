@@ -21,7 +21,15 @@ struct Timer {
     /// The heap entry that stands for this timer: never later than
     /// `deadline` (an early entry is moved when it comes due).
     queued: Option<Instant>,
+    /// That entry's place in the queue's order (its second field): what
+    /// tells it from stale entries for the same instant when the heap is
+    /// compacted.
+    seq: u64,
 }
+
+/// Stale heap entries allowed beyond twice the number of armed timers
+/// before the heap is compacted (see [`Timers::compact`]).
+const STALE_SLACK: usize = 64;
 
 /// Hashes a slot index with one multiplication. The keys are descriptor
 /// numbers, which the kernel hands out, not strings a peer chooses, so
@@ -89,6 +97,7 @@ impl Timers {
             deadline,
             idle,
             queued: None,
+            seq: 0,
         });
         timer.generation = token.generation();
         timer.deadline = deadline;
@@ -96,8 +105,29 @@ impl Timers {
         if timer.queued.is_none_or(|q| deadline < q) {
             timer.queued = Some(deadline);
             self.pushes += 1;
+            timer.seq = self.pushes;
             self.heap.push(Reverse((deadline, self.pushes, token.key())));
+            if self.heap.len() > STALE_SLACK + 2 * self.by_index.len() {
+                self.compact();
+            }
         }
+    }
+
+    /// Drops the heap entries that stand for no armed timer: a deadline
+    /// cleared, moved earlier or set again after it was cleared leaves its
+    /// old entry behind until that entry's time comes, and a channel that
+    /// does so on every request (a deadline per request, cleared with the
+    /// reply) grew the heap by one entry per request for as long as the
+    /// deadline, without bound at a high enough rate. Run when the stale
+    /// entries outnumber the timers (plus [`STALE_SLACK`]), so it costs
+    /// O(1) per push, amortized. Keeps the order of the entries it keeps.
+    fn compact(&mut self) {
+        let by_index = &self.by_index;
+        self.heap.retain(|&Reverse((at, seq, key))| {
+            by_index
+                .get(&(key as u32))
+                .is_some_and(|t| t.generation == (key >> 32) as u32 && t.queued == Some(at) && t.seq == seq)
+        });
     }
 
     /// A one-shot deadline; `None` removes the channel's timer.
@@ -226,6 +256,7 @@ impl Timers {
                 // Pushed back since this entry was queued: queue it again.
                 timer.queued = Some(timer.deadline);
                 self.pushes += 1;
+                timer.seq = self.pushes;
                 self.heap.push(Reverse((timer.deadline, self.pushes, key)));
                 continue;
             }
@@ -350,6 +381,41 @@ mod tests {
         assert_eq!(t.pop_expired(start + Duration::from_millis(150), 1, u64::MAX), None);
         assert_eq!(t.next_wake(), Some(start + Duration::from_millis(1099)));
         assert_eq!(t.pop_expired(start + Duration::from_millis(1100), 1, u64::MAX), Some(tok));
+    }
+
+    /// A deadline cleared and set again, or moved earlier, leaves its old
+    /// heap entry behind until that entry's time comes. A channel that does
+    /// it on every request (a deadline per request, cleared with the reply)
+    /// grew the heap by an entry per request for as long as the deadline:
+    /// a million requests within a minute's deadline held a million
+    /// entries. The heap is compacted once stale entries outnumber the
+    /// timers, and the timers still fire once each, in order.
+    #[test]
+    fn deadlines_cleared_and_set_again_do_not_grow_the_heap() {
+        let (mut t, now) = timers();
+        let (busy, other) = (token(3, 0), token(4, 2));
+        t.set_deadline(other, Some(now + Duration::from_secs(30)));
+        for i in 0..100_000u64 {
+            t.set_deadline(busy, None);
+            // Now the same instant again, now one a little earlier.
+            let at = now + Duration::from_secs(60) - Duration::from_nanos(i % 2 * i);
+            t.set_deadline(busy, Some(at));
+            assert!(
+                t.heap.len() <= STALE_SLACK + 2 * 2 + 1,
+                "{} heap entries after {i} requests",
+                t.heap.len()
+            );
+        }
+        for i in 0..10_000u64 {
+            t.set_deadline(busy, Some(now + Duration::from_secs(50) - Duration::from_nanos(i)));
+        }
+        assert!(t.heap.len() <= STALE_SLACK + 2 * 2 + 1, "{} heap entries", t.heap.len());
+        let later = now + Duration::from_secs(3600);
+        assert_eq!(t.pop_expired(later, 1, u64::MAX), Some(other));
+        assert_eq!(t.pop_expired(later, 1, u64::MAX), Some(busy));
+        assert_eq!(t.pop_expired(later, 1, u64::MAX), None);
+        assert!(t.is_empty());
+        assert_eq!(t.next_wake(), None);
     }
 
     #[test]

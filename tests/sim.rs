@@ -590,3 +590,86 @@ fn a_refused_slow_connect_leaves_no_peer_behind() {
     }
     assert!(refused > 3, "slow connects were refused ({refused})");
 }
+
+/// The map a `Sim` made is the only one that waits on its script and reads
+/// its virtual clock. One put in its place — assigned through `Sim::map`,
+/// swapped with another simulation's, or assigned in a `connect` closure —
+/// was run anyway, and failed with a message about something else ("close_all
+/// left 0 channels in the map", "an event for a channel that never joined
+/// the map", or a `listen` refused because "an in-memory channel can only
+/// join a simulation's map"). Now `listen` and `connect` refuse it with
+/// `InvalidInput`, and `run` with a failure, each saying the map was
+/// replaced; swapping the maps back makes the simulations whole again.
+#[test]
+fn a_map_put_in_the_simulations_place_is_refused_with_a_clear_error() {
+    fn says_replaced(text: &str) {
+        assert!(text.contains("the simulation's map was replaced"), "{text}");
+    }
+    // Assigned before anything joined: listen and connect refuse it.
+    let mut sim = Sim::from_seed(1, SimConfig::default()).unwrap();
+    *sim.map() = rolecore::Map::new().unwrap();
+    let err = sim.listen(EchoServer).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    says_replaced(&err.to_string());
+    let err = sim.connect(|ch, map| Ok(map.insert(Buffered::new(ch), Echo)?)).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    says_replaced(&err.to_string());
+    says_replaced(&sim.run().unwrap_err().violation);
+
+    // Assigned after the listener joined: the run says what happened.
+    let mut sim = Sim::from_seed(1, SimConfig::default()).unwrap();
+    sim.listen(EchoServer).unwrap();
+    *sim.map() = rolecore::Map::new().unwrap();
+    let failure = sim.run().unwrap_err();
+    says_replaced(&failure.violation);
+    assert!(failure.to_string().contains("the simulation's map was replaced"), "{failure}");
+
+    // Assigned inside a connect closure.
+    let mut sim = Sim::from_seed(1, SimConfig::default()).unwrap();
+    let err = sim
+        .connect(|ch, map| {
+            let token = map.insert(Buffered::new(ch), Echo)?;
+            *map = rolecore::Map::new()?;
+            Ok(token)
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    says_replaced(&err.to_string());
+
+    // Swapped between two simulations: both refuse to run; swapped back,
+    // both run clean.
+    let (mut a, mut b) =
+        (Sim::from_seed(1, SimConfig::default()).unwrap(), Sim::from_seed(2, SimConfig::default()).unwrap());
+    a.listen(EchoServer).unwrap();
+    b.listen(EchoServer).unwrap();
+    std::mem::swap(a.map(), b.map());
+    says_replaced(&a.listen(EchoServer).unwrap_err().to_string());
+    std::mem::swap(a.map(), b.map());
+    a.run().unwrap_or_else(|f| panic!("{f}"));
+    b.run().unwrap_or_else(|f| panic!("{f}"));
+    let (mut a, mut b) =
+        (Sim::from_seed(1, SimConfig::default()).unwrap(), Sim::from_seed(2, SimConfig::default()).unwrap());
+    a.listen(EchoServer).unwrap();
+    b.listen(EchoServer).unwrap();
+    std::mem::swap(a.map(), b.map());
+    says_replaced(&a.run().unwrap_err().violation);
+    says_replaced(&b.run().unwrap_err().violation);
+}
+
+/// `check_descriptors` counts every in-memory channel of the thread: a
+/// second `Sim` alive beside the one that checks makes its count differ.
+/// The failure said only that a handler kept or forgot a channel, which
+/// sent the reader after a bug the handlers did not have; it now names the
+/// other simulation as a cause too.
+#[test]
+fn a_descriptor_count_upset_by_another_sim_says_so() {
+    let config = SimConfig { check_descriptors: true, ..SimConfig::default() };
+    let mut checked = Sim::from_seed(1, config).unwrap();
+    let mut other = Sim::from_seed(2, SimConfig::default()).unwrap();
+    checked.listen(EchoServer).unwrap();
+    other.listen(EchoServer).unwrap();
+    let failure = checked.run().unwrap_err();
+    assert!(failure.violation.contains("descriptor leak"), "{}", failure.violation);
+    assert!(failure.violation.contains("another Sim on this thread"), "{}", failure.violation);
+    other.run().unwrap_or_else(|f| panic!("{f}"));
+}

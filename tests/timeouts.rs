@@ -672,3 +672,49 @@ fn clearing_a_listeners_idle_timeout_is_accepted() {
     assert!(map.remove(token));
     assert!(!map.set_idle_timeout(token, None), "a stale token");
 }
+
+/// rolecore's own entries — a mailbox, the waker, a signal watcher — have
+/// no `handle_timeout`. A deadline or idle timeout for their tokens was
+/// taken (`true`) and then did nothing but wake the loop: an idle timeout
+/// of a millisecond woke it every millisecond for good, one of zero kept
+/// it from ever sleeping. Both are refused now, from the map and from a
+/// callback, and the channels beside them still take theirs.
+#[test]
+fn a_mailbox_the_waker_and_a_signal_watcher_refuse_timers() {
+    let mut map = rolecore::Map::new().unwrap();
+    let (mailbox, sender) = map
+        .mailbox(|own: Vec<rolecore::Token>, cx: &mut Ctx<'_>| {
+            for token in own {
+                assert!(!cx.set_deadline(token, Some(cx.now())), "{token:?} from a callback");
+                assert!(!cx.set_idle_timeout(token, Some(Duration::ZERO)), "{token:?} from a callback");
+            }
+            cx.stop();
+            Ok(())
+        })
+        .unwrap();
+    map.waker().unwrap();
+    #[cfg(feature = "signals")]
+    map.on_signals(&[rolecore::signal::SIGUSR2], |_: i32, _: &mut Ctx<'_>| Ok(())).unwrap();
+    let own = map.tokens();
+    assert_eq!(own.len(), if cfg!(feature = "signals") { 3 } else { 2 }, "{own:?}");
+    assert!(own.contains(&mailbox));
+    for &token in &own {
+        assert!(!map.set_deadline(token, Some(Instant::now())), "{token:?}");
+        assert!(!map.set_deadline(token, None), "{token:?}");
+        assert!(!map.set_idle_timeout(token, Some(Duration::ZERO)), "{token:?}");
+        assert!(!map.set_idle_timeout(token, Some(Duration::from_millis(1))), "{token:?}");
+    }
+    let (ours, _peer) = Channel::pair().unwrap();
+    let stream = map.insert(ours, Drains).unwrap();
+    assert!(map.set_idle_timeout(stream, Some(Duration::from_secs(60))), "a stream still takes one");
+    sender.send(own).unwrap();
+    map.run(LoopOptions::default().timeout(Duration::from_secs(10)).count(100)).unwrap();
+}
+
+/// Reads and drops what comes.
+struct Drains;
+impl StreamHandler for Drains {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0; 64]).map(drop)
+    }
+}

@@ -415,3 +415,118 @@ fn a_sender_waiting_for_room_is_released_when_the_mailbox_closes() {
     let sent = result.recv_timeout(Duration::from_secs(10)).expect("the waiting sender was not released");
     assert_eq!(sent, Err(SendError(2)));
 }
+
+/// A message that carries a `Sender` of its own mailbox (a reply address,
+/// or a message that schedules the next one) and was never delivered.
+#[derive(Debug)]
+struct SelfAddressed {
+    me: Option<rolecore::Sender<SelfAddressed>>,
+    dropped: Arc<AtomicBool>,
+    /// What its `Drop`'s send to its own mailbox gave.
+    resent: Arc<std::sync::Mutex<Option<bool>>>,
+}
+
+impl Drop for SelfAddressed {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+        if let Some(me) = self.me.take() {
+            let again = SelfAddressed { me: None, dropped: Arc::default(), resent: Arc::default() };
+            *self.resent.lock().unwrap() = Some(me.send(again).is_ok());
+        }
+    }
+}
+
+/// The messages a mailbox never delivered are dropped when it leaves the
+/// map, removed or with its map. They stayed in its queue for as long as
+/// a `Sender` lived, so one that held a `Sender` of its own mailbox kept
+/// the queue, and the mailbox's `eventfd`, alive for good: a descriptor
+/// leaked per mailbox, and the message's `Drop` never ran. Its `Drop` may
+/// send to the closed mailbox: refused, not a deadlock on the queue's lock.
+#[test]
+fn undelivered_messages_are_dropped_with_their_mailbox_even_those_holding_its_sender() {
+    for removed in [false, true] {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let resent = Arc::new(std::sync::Mutex::new(None));
+        let mut map = Map::new().unwrap();
+        let (token, sender) = map.mailbox(|_: SelfAddressed, _: &mut Ctx<'_>| Ok(())).unwrap();
+        let message =
+            SelfAddressed { me: Some(sender.clone()), dropped: dropped.clone(), resent: resent.clone() };
+        sender.send(message).unwrap();
+        drop(sender);
+        if removed {
+            assert!(map.remove(token));
+        } else {
+            drop(map);
+        }
+        assert!(dropped.load(Ordering::SeqCst), "removed {removed}: the undelivered message was kept");
+        assert_eq!(*resent.lock().unwrap(), Some(false), "removed {removed}: a send to the closed mailbox");
+    }
+}
+
+/// Reads and drops what comes.
+struct Drains;
+impl StreamHandler for Drains {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0; 64]).map(drop)
+    }
+}
+
+/// `close_all` closes the map's channels (a mailbox counts as one) and
+/// leaves what is not a channel: the waker and the signal watchers, which
+/// `len` does not count either. It closed them too: a `Waker` another
+/// thread held answered "the loop this waker belonged to is gone" while
+/// the loop was alive and went on serving the map, so that thread could no
+/// longer stop or shut it down, and a signal watcher's removal left the
+/// signal caught by no one (signal-hook keeps its handler installed: a
+/// `SIGTERM` was then ignored).
+#[test]
+fn close_all_leaves_the_waker_and_the_signal_watchers() {
+    let mut map = Map::new().unwrap();
+    let waker = map.waker().unwrap();
+    let (_, sender) = map.mailbox(|_: u8, _: &mut Ctx<'_>| Ok(())).unwrap();
+    let (ours, _peer) = Channel::pair().unwrap();
+    map.insert(ours, Drains).unwrap();
+    #[cfg(feature = "signals")]
+    let signalled = Arc::new(AtomicBool::new(false));
+    #[cfg(feature = "signals")]
+    {
+        let seen = signalled.clone();
+        map.on_signals(&[rolecore::signal::SIGUSR2], move |_: i32, _: &mut Ctx<'_>| {
+            seen.store(true, Ordering::SeqCst);
+            Ok(())
+        })
+        .unwrap();
+    }
+    map.close_all();
+    assert!(map.is_empty(), "{} channels left", map.len());
+    assert!(sender.is_closed(), "a mailbox is a channel: close_all closes it");
+    assert_eq!(
+        map.tokens().len(),
+        if cfg!(feature = "signals") { 2 } else { 1 },
+        "the waker and the watcher stay"
+    );
+    waker.wake().expect("the waker still reaches the map");
+
+    // The map serves again, and the waker held by another thread stops it.
+    let (ours, _peer) = Channel::pair().unwrap();
+    let token = map.insert(ours, Drains).unwrap();
+    std::thread::spawn(move || waker.stop()).join().unwrap().expect("the waker's map is alive");
+    assert!(map.poll(Some(Duration::from_secs(10))).unwrap(), "the stop reached the map");
+    assert!(map.contains(token));
+
+    #[cfg(feature = "signals")]
+    {
+        let status = std::process::Command::new("kill")
+            .args(["-USR2", &std::process::id().to_string()])
+            .status()
+            .expect("kill(1) runs");
+        assert!(status.success());
+        for _ in 0..100 {
+            if signalled.load(Ordering::SeqCst) {
+                break;
+            }
+            map.poll(Some(Duration::from_millis(50))).unwrap();
+        }
+        assert!(signalled.load(Ordering::SeqCst), "the signal watcher still watches");
+    }
+}

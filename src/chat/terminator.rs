@@ -102,6 +102,12 @@ impl Terminator {
     /// `set_terminator(b"")`). `\r\n` and `\n` give the borrowed
     /// [`Terminator::CRLF`] and [`Terminator::LF`]; other bytes are copied
     /// into a new allocation.
+    ///
+    /// Keep it short, as protocol delimiters are: the search compares the
+    /// terminator where its first byte occurs, so input that repeats the
+    /// terminator's start without finishing it costs up to the terminator's
+    /// length per byte received (a 4 KiB terminator makes such input about
+    /// 20 times slower to split than a 16-byte one, a 64 KiB one about 250).
     pub fn bytes(bytes: &[u8]) -> Terminator {
         match bytes {
             b"\r\n" => Terminator::CRLF,

@@ -148,17 +148,32 @@ impl<'a> Ctx<'a> {
 
         /// Gives a channel (this one: [`token`](Self::token)) a deadline: when it
         /// passes, the handler's `handle_timeout` runs once. `None` clears the
-        /// channel's deadline or idle timeout. Returns whether the token is live.
+        /// channel's deadline or idle timeout. Returns whether the token is live
+        /// and takes a timer: `false` too for a mailbox's, the waker's or a
+        /// signal watcher's token, which have no `handle_timeout` (a timer
+        /// there would only wake the loop for nothing).
+        ///
+        /// Any instant is taken: one already past is due at once, and
+        /// `handle_timeout` runs the next time the loop serves its timers
+        /// (never inside the callback that set it); one too far ahead to
+        /// reach never fires.
         set_deadline;
 
         /// Gives a channel an idle timeout: `handle_timeout` runs when `idle`
         /// passes without a callback into the channel (every event re-arms it).
         /// `None` clears it. Returns whether the timeout was set: `false` for a
-        /// token that names no live channel, and for a listener, which is
+        /// token that names no live channel, for a mailbox, the waker or a
+        /// signal watcher (no `handle_timeout`), and for a listener, which is
         /// refused with a report line (a listener's events are connections, so
         /// its idle timeout would close it when none came for a while; a
         /// listener that should stop at some point takes a
         /// [`deadline`](Self::set_deadline)).
+        ///
+        /// An idle timeout too long to represent from now (`Duration::MAX`)
+        /// never passes, and clears the channel's timer. One of zero passes
+        /// after every callback: a `handle_timeout` that keeps the channel
+        /// open runs again in every iteration, and the loop does not sleep
+        /// meanwhile (the default `handle_timeout` closes the channel).
         ///
         /// In `handle_accepted`, [`token`](Self::token) is the *listener's*
         /// token. To time out the new connection, use the token `insert`

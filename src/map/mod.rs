@@ -186,8 +186,14 @@ impl Map {
     /// No `handle_close` is called; handlers are dropped. Closing an owned
     /// descriptor cannot fail in a way a caller could act on, so unlike
     /// asyncore's there is nothing to ignore.
+    ///
+    /// Mailboxes are channels and close too. What is not a channel stays:
+    /// the map's [`Waker`](crate::Waker), which other threads may hold, and
+    /// its signal watchers ([`len`](Self::len) counts neither, and
+    /// [`tokens`](Self::tokens) still lists them). Dropping the map
+    /// removes those as well.
     pub fn close_all(&mut self) {
-        for token in self.registry.in_turn(|slot| slot.is_occupied()) {
+        for token in self.registry.in_turn(|slot| slot.is_occupied() && !slot.is_daemon()) {
             self.registry.remove(token);
         }
     }

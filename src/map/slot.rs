@@ -36,6 +36,11 @@ pub(super) const ALWAYS_READY: u8 = 2;
 pub(super) const DAEMON: u8 = 4;
 /// A listening socket: an idle timeout is refused for it.
 pub(super) const LISTENER: u8 = 8;
+/// rolecore's own (a mailbox, the waker, a signal watcher): it has no
+/// `handle_timeout`, so a deadline or idle timeout for it is refused (it
+/// would wake the loop for nothing, and an idle timeout of zero would spin
+/// it).
+pub(super) const NO_TIMER: u8 = 16;
 
 impl<E: ?Sized> Slot<E> {
     /// The channel waiting here, if any (not while its callback runs).
@@ -72,6 +77,12 @@ impl<E: ?Sized> Slot<E> {
         } else {
             self.flags &= !flag;
         }
+    }
+
+    /// rolecore's own, not a channel: the waker, a signal watcher.
+    #[inline]
+    pub(super) fn is_daemon(&self) -> bool {
+        self.has(DAEMON)
     }
 
     #[inline]

@@ -198,6 +198,10 @@ pub struct Sim {
     /// allocation goes back and forth with the map's).
     events: crate::trace::Trace,
     descriptors_at_start: usize,
+    /// The id of the map this simulation made: a map put in its place
+    /// (`*sim.map() = Map::new()?`, or a swap with another simulation's)
+    /// has another, and is refused rather than run (see [`Sim::map`]).
+    map_id: u32,
 }
 
 impl Sim {
@@ -241,7 +245,9 @@ impl Sim {
         map.registry.clock = Clock::Virtual(clock.clone());
         let mut trace = Trace::default();
         trace.set_origin(clock.start());
+        let map_id = map.registry.id;
         Ok(Sim {
+            map_id,
             map,
             chooser,
             chaos,
@@ -272,8 +278,36 @@ impl Sim {
     /// The map the simulation drives, to insert channels of your own
     /// (kernel descriptors work too: the script asks the kernel for their
     /// readiness).
+    ///
+    /// Insert into it, do not put another map in its place: only the map
+    /// the simulation made waits on its script and reads its virtual clock.
+    /// A map assigned over it (`*sim.map() = Map::new()?`) or swapped with
+    /// another simulation's is refused: [`listen`](Self::listen) and
+    /// [`connect`](Self::connect) then fail with `InvalidInput`, and
+    /// [`run`](Self::run) with a [`SimFailure`] that says the map was
+    /// replaced, before either touches it. Putting the simulation's own map
+    /// back (swapping twice) makes it whole again.
     pub fn map(&mut self) -> &mut Map {
         &mut self.map
+    }
+
+    /// Why the map in the simulation is not the one it made, if it is not.
+    fn map_replaced(&self) -> Option<String> {
+        (self.map.registry.id != self.map_id).then(|| {
+            "the simulation's map was replaced (assigned or swapped through `Sim::map`, or the \
+             `&mut Map` a `connect` closure gets): only the map a `Sim` made waits on its script and \
+             its virtual clock; insert channels into that map instead of putting another in its place"
+                .to_owned()
+        })
+    }
+
+    /// [`map_replaced`](Self::map_replaced) as the error `listen` and
+    /// `connect` return.
+    fn check_map(&self) -> io::Result<()> {
+        match self.map_replaced() {
+            Some(why) => Err(io::Error::new(io::ErrorKind::InvalidInput, why)),
+            None => Ok(()),
+        }
     }
 
     /// The simulation's virtual time: where the map's clock stands now.
@@ -288,6 +322,10 @@ impl Sim {
 
     /// Moves virtual time forward by `by`, as a run's step would (before
     /// [`run`](Self::run), to start later), up to the last [`Instant`] there is.
+    /// Near that end, a handler's own `cx.now() + d` overflows and panics,
+    /// as `Instant`'s `+` does; the loop's own timers saturate instead. A
+    /// run's own steps move time by two minutes at most, or onto the
+    /// earliest timer a handler set.
     pub fn advance(&mut self, by: Duration) {
         self.clock.advance(by);
         self.log(Line::Time { by, t: self.clock.elapsed() });
@@ -295,6 +333,7 @@ impl Sim {
 
     /// Starts a listener with `handler`; simulated clients connect to it.
     pub fn listen<H: AcceptHandler>(&mut self, handler: H) -> io::Result<Token> {
+        self.check_map()?;
         let end = memory::listener(64)?;
         let id = end.id();
         let fd = memory::descriptor_for(&end)?;
@@ -309,7 +348,9 @@ impl Sim {
     /// connecting channel and puts it in the map with your handler (raw,
     /// `Buffered` or `AsyncChat`). The server side becomes a peer. The run
     /// chooses whether the connect completes at once or is slow (pending
-    /// until a later step completes or refuses it).
+    /// until a later step completes or refuses it). `insert` must not put
+    /// another map in the simulation's place (see [`map`](Self::map)): the
+    /// connect then fails with `InvalidInput`.
     pub fn connect(
         &mut self,
         insert: impl FnOnce(Channel<Connecting>, &mut Map) -> io::Result<Token>,
@@ -336,9 +377,11 @@ impl Sim {
         link: Link,
         insert: impl FnOnce(Channel<Connecting>, &mut Map) -> io::Result<Token>,
     ) -> io::Result<Token> {
+        self.check_map()?;
         let (ours, theirs) = memory::pair(self.sizes(), link)?;
         let fd = memory::descriptor_for(&ours)?;
         let token = insert(wrap_memory(fd, ours), &mut self.map)?;
+        self.check_map()?;
         if link == Link::Refused {
             drop(theirs);
         } else {
@@ -543,6 +586,9 @@ impl Sim {
     }
 
     fn run_inner(&mut self) -> Result<(), SimFailure> {
+        if let Some(why) = self.map_replaced() {
+            return Err(self.fail(why));
+        }
         for step in 0..self.config.steps {
             if self.chooser.is_exhausted() {
                 break;
@@ -569,7 +615,8 @@ impl Sim {
             if now != self.descriptors_at_start {
                 return Err(self.fail(format!(
                     "descriptor leak: {} in-memory channels open at the start, {now} at the end (a \
-                     handler kept or forgot a channel the map closed)",
+                     handler kept or forgot a channel the map closed; or another Sim on this thread \
+                     holds channels, which check_descriptors counts too)",
                     self.descriptors_at_start
                 )));
             }

@@ -280,7 +280,12 @@ macro_rules! secure_transport {
 
             /// The TLS session, mutably: for what rustls offers beyond
             /// reading and writing (key export, a key update). Data written
-            /// through it directly would overtake the queue.
+            /// through it directly would overtake the queue. Do not end the
+            /// session through it either: after its `send_close_notify`, rustls
+            /// still takes this stream's sends, and the peer, which stops
+            /// reading at the `close_notify`, never sees them. End the stream
+            /// with `Ctx::close` (or `close_when_done`), which sends the
+            /// `close_notify` after the queue.
             pub fn tls_mut(&mut self) -> Option<&mut Connection> {
                 self.tls.connection_mut()
             }

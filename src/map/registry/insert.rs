@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 
 use super::{Registry, UNANSWERED};
 use crate::map::entry::{Entry, InsertError, Register};
-use crate::map::slot::{LISTENER, Slot};
+use crate::map::slot::{LISTENER, NO_TIMER, Slot};
 use crate::poller::Watched;
 use crate::readiness::Interest;
 use crate::seal::Seal;
@@ -103,6 +103,7 @@ impl Registry {
         let interest = entry.interest();
         let always_ready = self.poller.register(entry.fd(), token.key(), interest)? == Watched::AlwaysReady;
         self.place(token, entry, interest, always_ready, daemon);
+        self.slots[index].set(NO_TIMER, true);
         Ok(token)
     }
 

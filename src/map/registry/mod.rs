@@ -18,7 +18,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use super::entry::{Entry, Resume};
-use super::slot::{ALWAYS_READY, DAEMON, LISTENER, Slot};
+use super::slot::{ALWAYS_READY, DAEMON, LISTENER, NO_TIMER, Slot};
 use crate::clock::Clock;
 use crate::poller::{Backend, Poller, Watched};
 use crate::readiness::Interest;
@@ -277,7 +277,9 @@ impl Registry {
     }
 
     pub(crate) fn set_deadline(&mut self, token: Token, deadline: Option<Instant>) -> bool {
-        let Some(slot) = self.slot_mut(token).filter(|s| s.is_live()) else { return false };
+        let Some(slot) = self.slot_mut(token).filter(|s| s.is_live() && !s.has(NO_TIMER)) else {
+            return false;
+        };
         // A listener's `EMFILE` pause borrows its one timer (a connection
         // pays for no second one): the listener keeps a deadline set
         // meanwhile for its handler. Its own callbacks, when it is out of
@@ -295,7 +297,7 @@ impl Registry {
     }
 
     pub(crate) fn set_idle_timeout(&mut self, token: Token, idle: Option<Duration>) -> bool {
-        let live = self.live(token).is_some();
+        let live = self.live(token).is_some_and(|s| !s.has(NO_TIMER));
         if live && idle.is_some() && self.slots[token.index() as usize].has(LISTENER) {
             // Nearly always `cx.set_idle_timeout(cx.token(), ..)` written in
             // `handle_accepted` for the new connection: it would close the
