@@ -25,6 +25,7 @@ const PROVEN: &[(&str, &str)] = &[
     ("UnexpectedEof", "tests/guide.rs: the_client_gets_its_answer"),
     ("NotConnected", "tests/misuse.rs: NotConnected"),
     ("ResourceBusy", "tests/misuse.rs: ResourceBusy"),
+    ("InvalidInput", "tests/sim.rs: a_map_put_in_the_simulations_place_is_refused_with_a_clear_error"),
 ];
 
 /// Every `io::ErrorKind` variant a doc could name.
