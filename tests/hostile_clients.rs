@@ -379,6 +379,47 @@ fn http_heads_with_bare_lf_endings_are_answered() {
     server.assert_alive();
 }
 
+/// `Expect: 100-continue` with a body the server reads on a kept
+/// connection: the `100 Continue` comes before the final answer. The
+/// answer alone (a `405` here, sent before the body came) said nothing of
+/// the body, and RFC 9110 10.1.1 lets a client that got a final status
+/// skip the body it announced; its next request would then have been read
+/// as that body. An HTTP/1.0 request's expectation is ignored, and a body
+/// the server will not read is answered with a close.
+#[test]
+fn http_expect_100_continue_is_answered_before_the_body_is_read() {
+    let mut server = Server::start("http_server", &[], None);
+    let mut stream = server.connect();
+    stream.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n").unwrap();
+    let (head, body) = read_response(&mut stream).expect("an answer to the head");
+    assert!(head.starts_with("HTTP/1.1 100 Continue\r\n"), "the first answer to Expect: 100-continue: {head}");
+    assert!(body.is_empty());
+    // The body, then a request on the same connection: both in step.
+    stream.write_all(b"helloGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let (head, _) = read_response(&mut stream).expect("the POST's answer");
+    assert!(head.starts_with("HTTP/1.1 405 "), "{head}");
+    let (head, body) = read_response(&mut stream).expect("the GET's answer");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(body, b"Hello, world!");
+
+    // No 100 where the server does not read the body on: a body too big to
+    // skip, chunked, HTTP/1.0, or none at all.
+    for request in [
+        &b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2000000\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+    ] {
+        let shown = String::from_utf8_lossy(request).escape_debug().to_string();
+        let mut stream = server.connect();
+        stream.write_all(request).unwrap();
+        let (head, _) = read_response(&mut stream).unwrap_or_else(|| panic!("{shown}: closed unanswered"));
+        assert!(!head.starts_with("HTTP/1.1 100"), "{shown}: {head}");
+        assert!(head.contains("Connection: close\r\n"), "{shown}: {head}");
+    }
+    server.assert_alive();
+}
+
 /// A client that pipelines 200,000 requests and reads every answer as it
 /// goes keeps the server's peak RSS small.
 #[test]
