@@ -390,9 +390,14 @@ fn http_heads_with_bare_lf_endings_are_answered() {
 fn http_expect_100_continue_is_answered_before_the_body_is_read() {
     let mut server = Server::start("http_server", &[], None);
     let mut stream = server.connect();
-    stream.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n").unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        .unwrap();
     let (head, body) = read_response(&mut stream).expect("an answer to the head");
-    assert!(head.starts_with("HTTP/1.1 100 Continue\r\n"), "the first answer to Expect: 100-continue: {head}");
+    assert!(
+        head.starts_with("HTTP/1.1 100 Continue\r\n"),
+        "the first answer to Expect: 100-continue: {head}"
+    );
     assert!(body.is_empty());
     // The body, then a request on the same connection: both in step.
     stream.write_all(b"helloGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();

@@ -238,7 +238,8 @@ pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Refusal> {
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             request.chunked = true;
         } else if name.eq_ignore_ascii_case(b"expect") {
-            request.expect_continue |= version == Version::Http11 && value.eq_ignore_ascii_case(b"100-continue");
+            request.expect_continue |=
+                version == Version::Http11 && value.eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case(b"host") {
             // RFC 9112 3.2: two Host lines, or one that cannot be a host
             // and port, are a 400; a proxy or cache in front could read a
