@@ -47,8 +47,10 @@
 //! 4 KiB read of short lines is megabytes of copies). When the budget has had
 //! no room for a member's line for a second, the member with the largest
 //! queue — the slowest reader, and the one whose going frees the most — is
-//! disconnected to make some. The server's queued output stays within the
-//! budget whatever its members do.
+//! disconnected to make some. That may be the waiting member itself, when
+//! its own unread output holds the budget: no other's going would make
+//! room. The server's queued output stays within the budget whatever its
+//! members do.
 
 mod serve;
 use serve::{Connections, Flag, Server};
@@ -98,7 +100,7 @@ impl Member {
     /// read would otherwise fill the budget within one read (a 4 KiB read
     /// of short lines is megabytes of copies), and the readers, not the
     /// sender, would be dropped to make room: the sender waits instead.
-    fn relay_backlog(&mut self, cx: &mut Ctx<'_>) {
+    fn relay_backlog(&mut self, chat: &AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
         let me = cx.token();
         while let Some(message) = self.backlog.front() {
             let cost = message.len().saturating_mul(self.room.len().saturating_sub(1));
@@ -107,19 +109,33 @@ impl Member {
             if cost > self.room.available() && cost <= self.room.limit() {
                 let now = cx.now();
                 let since = *self.stalled_since.get_or_insert(now);
-                if now.saturating_duration_since(since) >= STALL
-                    && self.room.drop_slowest(me, cx, "chat_server")
-                {
-                    self.stalled_since = Some(now);
-                    continue;
+                if now.saturating_duration_since(since) >= STALL {
+                    // The slowest reader goes. When that is this member,
+                    // its own unread output holds the budget: no other's
+                    // going makes room, and waiting would wake it every
+                    // `RETRY` for as long as it does not read.
+                    let queued = chat.queued();
+                    if queued > 0 && queued >= self.room.largest_queue(me, cx) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::StorageFull,
+                            format!(
+                                "its own unread output ({queued} bytes) holds the output budget its line waits for"
+                            ),
+                        ));
+                    }
+                    if self.room.drop_slowest(me, cx, "chat_server") {
+                        self.stalled_since = Some(now);
+                        continue;
+                    }
                 }
                 cx.set_deadline(me, now.checked_add(RETRY));
-                return;
+                return Ok(());
             }
             let message = self.backlog.pop_front().expect("looked at above");
             self.relay(&message, cx);
             self.stalled_since = None;
         }
+        Ok(())
     }
 
     /// Pushes `message` into every other member's chat.
@@ -157,9 +173,8 @@ impl ChatHandler for Member {
     }
 
     // The only deadline a member has: its waiting lines try again.
-    fn handle_timeout(&mut self, _chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
-        self.relay_backlog(cx);
-        Ok(())
+    fn handle_timeout(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.relay_backlog(chat, cx)
     }
 
     fn found_terminator(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
@@ -182,7 +197,7 @@ impl ChatHandler for Member {
             message.push(b'\n');
             self.backlog.push_back(message);
             if self.backlog.len() == 1 {
-                self.relay_backlog(cx);
+                return self.relay_backlog(chat, cx);
             }
         }
         Ok(())

@@ -379,6 +379,52 @@ fn http_heads_with_bare_lf_endings_are_answered() {
     server.assert_alive();
 }
 
+/// `Expect: 100-continue` with a body the server reads on a kept
+/// connection: the `100 Continue` comes before the final answer. The
+/// answer alone (a `405` here, sent before the body came) said nothing of
+/// the body, and RFC 9110 10.1.1 lets a client that got a final status
+/// skip the body it announced; its next request would then have been read
+/// as that body. An HTTP/1.0 request's expectation is ignored, and a body
+/// the server will not read is answered with a close.
+#[test]
+fn http_expect_100_continue_is_answered_before_the_body_is_read() {
+    let mut server = Server::start("http_server", &[], None);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        .unwrap();
+    let (head, body) = read_response(&mut stream).expect("an answer to the head");
+    assert!(
+        head.starts_with("HTTP/1.1 100 Continue\r\n"),
+        "the first answer to Expect: 100-continue: {head}"
+    );
+    assert!(body.is_empty());
+    // The body, then a request on the same connection: both in step.
+    stream.write_all(b"helloGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let (head, _) = read_response(&mut stream).expect("the POST's answer");
+    assert!(head.starts_with("HTTP/1.1 405 "), "{head}");
+    let (head, body) = read_response(&mut stream).expect("the GET's answer");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(body, b"Hello, world!");
+
+    // No 100 where the server does not read the body on: a body too big to
+    // skip, chunked, HTTP/1.0, or none at all.
+    for request in [
+        &b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2000000\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+    ] {
+        let shown = String::from_utf8_lossy(request).escape_debug().to_string();
+        let mut stream = server.connect();
+        stream.write_all(request).unwrap();
+        let (head, _) = read_response(&mut stream).unwrap_or_else(|| panic!("{shown}: closed unanswered"));
+        assert!(!head.starts_with("HTTP/1.1 100"), "{shown}: {head}");
+        assert!(head.contains("Connection: close\r\n"), "{shown}: {head}");
+    }
+    server.assert_alive();
+}
+
 /// A client that pipelines 200,000 requests and reads every answer as it
 /// goes keeps the server's peak RSS small.
 #[test]
@@ -555,6 +601,129 @@ fn chat_join(server: &Server) -> TcpStream {
     let welcome = read_line(&mut stream, 256);
     assert!(welcome.starts_with(b"* welcome "), "{}", welcome.escape_ascii());
     stream
+}
+
+/// A member that never reads, whose own unread output (the server's
+/// answers to its refused lines) holds the room's budget, sends a line
+/// whose copies do not fit in what is left. The room drops the slowest
+/// reader after a second of waiting; here that is the sender itself, since
+/// every other member's queue is empty. It was never dropped: no other
+/// member could be, and its line waited, woken every 5 ms (about 200
+/// wake-ups a second, each a walk over every member), for as long as it did
+/// not read. Over a Unix socket, whose kernel buffer does not grow.
+#[test]
+fn chat_a_sender_whose_own_unread_output_holds_the_budget_is_dropped() {
+    use std::os::unix::net::UnixStream;
+
+    struct Guard(Child, std::path::PathBuf);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_file(&self.1);
+        }
+    }
+    let path = util::temp_path("sock");
+    let mut child = Command::new(util::example("chat_server"))
+        .arg(format!("unix:{}", path.display()))
+        .args(["--output-budget", "1048576"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start chat_server");
+    let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let server = Guard(child, path.clone());
+    let mut line = String::new();
+    out.read_line(&mut line).expect("the first line");
+    assert!(line.starts_with("listening on unix:"), "{line:?}");
+    let descriptors = || std::fs::read_dir(format!("/proc/{}/fd", server.0.id())).map_or(0, |d| d.count());
+    let join = || {
+        let mut stream = UnixStream::connect(&path).expect("connect to the chat");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut welcome = Vec::new();
+        let mut byte = [0u8; 1];
+        while !welcome.ends_with(b"\n") {
+            assert_eq!(stream.read(&mut byte).expect("the welcome"), 1, "closed before the welcome");
+            welcome.push(byte[0]);
+        }
+        assert!(welcome.starts_with(b"* welcome "), "{}", welcome.escape_ascii());
+        stream
+    };
+    let mut sender = join();
+    // 250 others: the sender's line of 3,900 bytes costs 250 copies of
+    // 3,917 (with `unix:(unnamed): ` and the LF), 979,250 bytes of the
+    // 1 MiB budget.
+    let readers: Vec<UnixStream> = (0..250).map(|_| join()).collect();
+
+    // Lines of one control character each are refused, 37 bytes of answer
+    // each, which the sender does not read. Batches of 1,000 until its
+    // receive queue stops growing (the kernel holds no more), then 8 more:
+    // about 300 KB queued in the server, short of the budget but enough
+    // that the line's copies do not fit.
+    let pending = |s: &UnixStream| rustix::io::ioctl_fionread(s).expect("FIONREAD");
+    let settled = |s: &UnixStream| {
+        let mut last = pending(s);
+        for _ in 0..200 {
+            thread::sleep(Duration::from_millis(10));
+            let now = pending(s);
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+        last
+    };
+    let batch = b"\x01\n".repeat(1000);
+    let mut before = settled(&sender);
+    for _ in 0..1000 {
+        sender.write_all(&batch).unwrap();
+        let after = settled(&sender);
+        if after == before {
+            break;
+        }
+        before = after;
+    }
+    for _ in 0..8 {
+        sender.write_all(&batch).unwrap();
+    }
+    let members = descriptors();
+    sender.write_all(&[b"a".repeat(3900), b"\n".to_vec()].concat()).unwrap();
+
+    // The sender is the slowest reader: it goes (polled for at most 10 s).
+    let mut dropped = false;
+    for _ in 0..1000 {
+        if descriptors() < members {
+            dropped = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert!(dropped, "a sender whose own unread output holds the budget was never dropped");
+    // Dropped for its waiting line, not for a refused push: the line never
+    // went out.
+    assert_eq!(pending(&readers[0]), 0, "the sender's line was relayed: it did not wait for the budget");
+    let mut sink = vec![0u8; 1 << 16];
+    let ended = loop {
+        match sender.read(&mut sink) {
+            Ok(0) => break Ok(()),
+            Ok(_) => {}
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(ended.is_ok(), "the dropped sender's stream did not end: {ended:?}");
+    // The others stay, and the room still relays.
+    let mut first = &readers[0];
+    let mut second = &readers[1];
+    first.write_all(b"still here\n").unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\n") {
+        assert_eq!(second.read(&mut byte).expect("the relayed line"), 1, "closed");
+        got.push(byte[0]);
+    }
+    assert!(got.ends_with(b": still here\n"), "{}", got.escape_ascii());
 }
 
 /// A member's line is relayed after the sender's address, which is all that

@@ -128,6 +128,10 @@ pub struct Request<'a> {
     pub content_length: usize,
     pub chunked: bool,
     pub has_host: bool,
+    /// `Expect: 100-continue` on an HTTP/1.1 request (RFC 9110 10.1.1: an
+    /// HTTP/1.0 request's is ignored): the client may wait for a
+    /// `100 Continue` before it sends the body.
+    pub expect_continue: bool,
 }
 
 /// Why a request head was refused: the status to answer with.
@@ -196,6 +200,7 @@ pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Refusal> {
         content_length: 0,
         chunked: false,
         has_host: false,
+        expect_continue: false,
     };
     let mut seen_length = false;
     for line in lines {
@@ -232,6 +237,9 @@ pub fn parse_head(head: &[u8]) -> Result<Request<'_>, Refusal> {
             request.content_length = length;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             request.chunked = true;
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            request.expect_continue |=
+                version == Version::Http11 && value.eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case(b"host") {
             // RFC 9112 3.2: two Host lines, or one that cannot be a host
             // and port, are a 400; a proxy or cache in front could read a

@@ -31,6 +31,9 @@ pub const READ_PAUSE: usize = 1 << 20;
 /// slowest reader is dropped before answering.
 pub const ANSWER_ROOM: usize = 64 * 1024;
 
+/// The interim answer to `Expect: 100-continue`: send the body.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// The `200` answer to a `GET` or `HEAD`: the one every benchmark asks for,
 /// so it is written once, not formatted per request.
 pub fn hello(keep_alive: bool, version: Version, head_only: bool) -> &'static [u8] {
@@ -146,6 +149,13 @@ impl HttpConnection {
         };
         // A body of unknown length cannot be skipped: answer, then close.
         let keep_alive = keep_alive && !request.chunked && request.content_length <= MAX_BODY;
+        if request.expect_continue && keep_alive && request.content_length > 0 {
+            // The body will be read (and dropped) on this connection: say
+            // so before the answer. A client that got the answer alone
+            // might skip the body it was asked for no more (RFC 9110
+            // 10.1.1), and its next request would be read as that body.
+            chat.push(CONTINUE)?;
+        }
         let (status, extra, body, head_only) = match request.method {
             b"GET" | b"HEAD" => {
                 let head_only = request.method == b"HEAD";

@@ -123,10 +123,9 @@ impl<H: 'static> Connections<H> {
         self.tokens.borrow().iter().copied().filter(|&t| t != me).collect()
     }
 
-    /// Closes the connection with the most output queued, other than `me`
-    /// (whose channel cannot close from inside its own callback), and
-    /// reports it on stderr as `name`. Returns whether one was closed.
-    pub fn drop_slowest(&self, me: Token, cx: &mut Ctx<'_>, name: &str) -> bool {
+    /// The connection with the most output queued, other than `me`, and
+    /// how much; `None` when no other has any queued.
+    fn slowest(&self, me: Token, cx: &mut Ctx<'_>) -> Option<(usize, Token)> {
         let mut slowest: Option<(usize, Token)> = None;
         for token in self.others(me) {
             match cx.stream_mut::<AsyncChat, H>(token) {
@@ -139,7 +138,19 @@ impl<H: 'static> Connections<H> {
                 None => self.leave(token), // closed meanwhile
             }
         }
-        let Some((queued, token)) = slowest else { return false };
+        slowest
+    }
+
+    /// The most output any connection but `me` has queued (0 for none).
+    pub fn largest_queue(&self, me: Token, cx: &mut Ctx<'_>) -> usize {
+        self.slowest(me, cx).map_or(0, |(queued, _)| queued)
+    }
+
+    /// Closes the connection with the most output queued, other than `me`
+    /// (whose channel cannot close from inside its own callback), and
+    /// reports it on stderr as `name`. Returns whether one was closed.
+    pub fn drop_slowest(&self, me: Token, cx: &mut Ctx<'_>, name: &str) -> bool {
+        let Some((queued, token)) = self.slowest(me, cx) else { return false };
         eprintln!("{name}: output budget exhausted, dropping the slowest reader ({queued} bytes queued)");
         self.leave(token);
         cx.remove(token);
