@@ -532,6 +532,20 @@ mod tests {
         check(&mut c, &clock, Traced::Expired).unwrap();
     }
 
+    /// An idle timeout too long to represent is modelled as the map arms
+    /// it: as no timer at all (no overflow, nothing ever due).
+    #[test]
+    fn an_idle_timeout_too_long_to_represent_is_no_timer() {
+        let (mut c, clock) = one_stream();
+        check(&mut c, &clock, Traced::IdleTimeout(Some(Duration::MAX))).unwrap();
+        assert_eq!(c.earliest_due(), None);
+        check(&mut c, &clock, READ).unwrap();
+        clock.advance(Duration::MAX);
+        assert_eq!(c.overdue(clock.now()), None);
+        let expired = check(&mut c, &clock, Traced::Expired).unwrap_err();
+        assert!(expired.contains("none was set"), "{expired}");
+    }
+
     /// Every callback into the channel is activity, whichever way the data
     /// moved: a write (sending to a slow reader) or a priority event re-arms
     /// the modelled idle timeout as a read does, so an expiry a whole

@@ -741,6 +741,24 @@ mod tests {
         }
     }
 
+    /// A deadline in the trace is printed at its instant on the virtual
+    /// clock, counted from the simulation's start like every other time
+    /// there (never from the real clock, which would make the trace differ
+    /// from run to run, or print every future deadline as zero).
+    #[test]
+    fn a_deadline_is_traced_at_its_virtual_instant() {
+        let (mut sim, _peer, _) = one_timer(&[], false);
+        sim.advance(Duration::from_secs(3));
+        let token = sim.map().tokens()[0];
+        let at = sim.now() + Duration::from_millis(250);
+        assert!(sim.map().set_deadline(token, Some(at)));
+        sim.absorb().unwrap();
+        let lines: Vec<String> = sim.trace.iter().filter(|l| l.contains("deadline at")).cloned().collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].ends_with("deadline at t=100ms"), "{lines:?}");
+        assert!(lines[1].ends_with("deadline at t=3.25s"), "{lines:?}");
+    }
+
     /// The timers are checked after every iteration, the first at a timer's
     /// instant included, whatever iterations came before: a timer the loop
     /// leaves unserved there is caught there (a deadline by the checker's
