@@ -368,6 +368,21 @@ mod tests {
         assert!(t.is_empty());
     }
 
+    /// The loop waits until the earliest entry, however the timers were
+    /// armed: a later one armed first, an earlier one after it, and one
+    /// moved earlier still.
+    #[test]
+    fn the_next_wake_is_the_earliest_entry() {
+        let (mut t, now) = timers();
+        assert_eq!(t.next_wake(), None);
+        t.set_deadline(token(1, 0), Some(now + Duration::from_secs(60)));
+        t.set_deadline(token(2, 0), Some(now + Duration::from_millis(20)));
+        t.set_idle(token(3, 0), Some(Duration::from_secs(5)), now);
+        assert_eq!(t.next_wake(), Some(now + Duration::from_millis(20)));
+        t.set_deadline(token(1, 0), Some(now + Duration::from_millis(10)));
+        assert_eq!(t.next_wake(), Some(now + Duration::from_millis(10)));
+    }
+
     #[test]
     fn activity_pushes_an_idle_timeout_back_without_growing_the_heap() {
         let (mut t, start) = timers();

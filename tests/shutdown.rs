@@ -472,3 +472,118 @@ fn a_panic_escaping_the_end_of_a_grace_leaves_later_shutdowns_accepting() {
         let _ = std::fs::remove_file(path);
     }
 }
+
+/// A shutdown's grace ends a wait with no time limit, on the monotonic
+/// clock, when no channel has a timer: the end of the grace is a deadline
+/// the wait is bounded by. Only a watchdog that hangs up the peer after
+/// 10 s (generous: the grace is 20 ms) would end the wait otherwise.
+#[test]
+fn a_shutdowns_grace_ends_a_wait_with_no_time_limit() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let (ours, peer) = UnixStream::pair().unwrap();
+        let log = Log::default();
+        map.insert(Channel::try_from(ours).unwrap(), Stays(log.clone())).unwrap();
+        map.shutdown(Duration::from_millis(20));
+        let woke = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = woke.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(10));
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(peer);
+        });
+        map.run(LoopOptions::new().no_timeout()).unwrap();
+        assert!(map.is_empty(), "{backend}");
+        assert!(
+            !woke.load(std::sync::atomic::Ordering::SeqCst),
+            "{backend}: the wait ignored the end of the grace"
+        );
+        assert_eq!(log.events(), ["close"], "{backend}");
+    }
+}
+
+/// A listener whose `handle_close` opens a replacement listener (once).
+struct Rebinds {
+    log: Log,
+    again: bool,
+}
+
+impl AcceptHandler for Rebinds {
+    fn handle_accepted(&mut self, _conn: Channel<Connected>, _: Address, _: &mut Ctx<'_>) -> io::Result<()> {
+        Ok(())
+    }
+    fn handle_close(&mut self, _: &mut Channel<Listening>, cx: &mut Ctx<'_>) {
+        self.log.push("listener close");
+        if std::mem::take(&mut self.again) {
+            let (listener, path) = unix_listener();
+            let _ = std::fs::remove_file(path);
+            let handler = Rebinds { log: self.log.clone(), again: false };
+            if cx.insert(listener, handler).is_ok() {
+                self.log.push("rebound");
+            }
+        }
+    }
+}
+
+/// The listeners a shutdown closes at its start include one that a closing
+/// listener's `handle_close` opens meanwhile: when `shutdown` returns, no
+/// listener is left in the map (the closing looks again for what the
+/// closed ones opened), rather than one until the next iteration.
+#[test]
+fn a_listener_opened_by_a_closing_listener_is_closed_by_the_same_shutdown() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let log = Log::default();
+        let (listener, path) = unix_listener();
+        let _ = std::fs::remove_file(path);
+        map.insert(listener, Rebinds { log: log.clone(), again: true }).unwrap();
+        map.shutdown(Duration::from_secs(3600));
+        assert_eq!(log.events(), ["listener close", "rebound", "listener close"], "{backend}");
+        assert!(map.is_empty(), "{backend}: a listener outlived the shutdown's start");
+    }
+}
+
+/// Reconnects from its `handle_close`: a new channel with the same handler,
+/// each time, up to a bound, recording whether the map took it.
+struct Reconnects {
+    log: Log,
+    left: u32,
+}
+
+impl StreamHandler for Reconnects {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0u8; 64])?;
+        Ok(())
+    }
+    fn handle_close(&mut self, _: &mut Channel<Connected>, cx: &mut Ctx<'_>) {
+        self.log.push("close");
+        if self.left == 0 {
+            return;
+        }
+        // The peer goes at once: what matters is whether the map takes the
+        // channel, not what it would read.
+        let (ours, _peer) = UnixStream::pair().unwrap();
+        let handler = Reconnects { log: self.log.clone(), left: self.left - 1 };
+        match cx.insert(Channel::try_from(ours).unwrap(), handler) {
+            Ok(_) => self.log.push("reconnected"),
+            Err(_) => self.log.push("refused"),
+        }
+    }
+}
+
+/// At the end of a shutdown's grace no channel joins the map: a
+/// `handle_close` that reconnects there is refused, so the close leaves
+/// the map empty however often a handler reconnects.
+#[test]
+fn a_reconnect_from_handle_close_at_the_end_of_the_grace_is_refused() {
+    let (mut sim, _token, _peer, _log) = virtual_map_with_a_stream();
+    let log = Log::default();
+    let (ours, _peer2) = UnixStream::pair().unwrap();
+    let handler = Reconnects { log: log.clone(), left: 10 };
+    sim.map().insert(Channel::try_from(ours).unwrap(), handler).unwrap();
+    sim.map().shutdown(Duration::from_millis(100));
+    sim.advance(Duration::from_millis(100));
+    tick(&mut sim);
+    assert_eq!(log.events(), ["close", "refused"]);
+    assert!(sim.map().is_empty(), "{} channels outlived the grace", sim.map().len());
+}

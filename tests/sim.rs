@@ -587,6 +587,13 @@ fn a_refused_slow_connect_leaves_no_peer_behind() {
         refused += 1;
         let later = report.trace[at + 1..].iter().find(|l| l.starts_with("peer p0 "));
         assert_eq!(later, None, "seed {seed}: p0 acted after its connect was refused");
+        // The channel that connected out learns of the refusal, and never
+        // that it connected.
+        let trace = report.trace.join("\n");
+        assert!(trace.contains("#1 handle_connect_failed"), "seed {seed}: no refusal reported\n{trace}");
+        let connected =
+            report.trace.iter().any(|l| l.contains("#1 handle_connect") && !l.contains("_failed"));
+        assert!(!connected, "seed {seed}: a refused connect connected\n{trace}");
     }
     assert!(refused > 3, "slow connects were refused ({refused})");
 }

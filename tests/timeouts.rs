@@ -718,3 +718,73 @@ impl StreamHandler for Drains {
         ch.recv(&mut [0; 64]).map(drop)
     }
 }
+
+/// An idle timeout too long to represent never passes: the map arms no
+/// timer for it, so it does not fire even once the virtual clock stands at
+/// the last instant there is (an idle timeout armed there instead, by a
+/// saturating addition, would).
+#[test]
+fn an_idle_timeout_too_long_to_represent_never_fires_even_at_the_end_of_time() {
+    let mut sim = virtual_map();
+    let (token, _peer, log) = timed_channel(&mut sim);
+    assert!(sim.map().set_idle_timeout(token, Some(Duration::MAX)));
+    sim.advance(Duration::MAX);
+    tick(&mut sim);
+    tick(&mut sim);
+    assert!(log.events().is_empty(), "an idle timeout of Duration::MAX fired: {:?}", log.events());
+    assert!(sim.map().contains(token));
+}
+
+/// Re-arms its deadline at the current time from `handle_timeout`, so it is
+/// due again at once, a bounded number of times.
+struct Rearms {
+    log: Log,
+    left: u32,
+}
+
+impl StreamHandler for Rearms {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0u8; 64])?;
+        Ok(())
+    }
+    fn handle_timeout(&mut self, _ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.log.push("timeout");
+        if self.left > 0 {
+            self.left -= 1;
+            let (token, now) = (cx.token(), cx.now());
+            cx.set_deadline(token, Some(now));
+        }
+        Ok(())
+    }
+}
+
+/// A deadline a timeout callback arms already due is served by the next
+/// iteration, not by the same round of expiries: one timeout per iteration,
+/// so a handler that keeps re-arming in the past cannot hold one `poll`
+/// forever (here it would stop after 100).
+#[test]
+fn a_deadline_re_armed_already_due_by_its_timeout_waits_for_the_next_iteration() {
+    let mut sim = virtual_map();
+    let (ours, _peer) = UnixStream::pair().unwrap();
+    let log = Log::default();
+    let handler = Rearms { log: log.clone(), left: 100 };
+    let token = sim.map().insert(Channel::try_from(ours).unwrap(), handler).unwrap();
+    let now = sim.now();
+    assert!(sim.map().set_deadline(token, Some(now)));
+    for iteration in 1..=3 {
+        tick(&mut sim);
+        assert_eq!(log.count("timeout"), iteration, "one timeout per iteration");
+    }
+}
+
+/// `run_until` with no time left returns at once, also on a map whose clock
+/// is virtual (where time does not move while it runs): the limit reached
+/// exactly is the limit.
+#[test]
+fn run_until_with_a_zero_limit_returns_on_a_virtual_clock() {
+    let mut sim = virtual_map();
+    let (_token, _peer, log) = timed_channel(&mut sim);
+    let done = sim.map().run_until(Duration::ZERO, |_| false).unwrap();
+    assert!(!done);
+    assert!(log.events().is_empty());
+}

@@ -424,6 +424,20 @@ mod tests {
         assert!(!is_memory_fd(fd1.as_fd()), "a closed end forgets its descriptor");
     }
 
+    /// The exhaustion told to a listener is spent by accepts that would
+    /// take a connection: an accept that finds the backlog empty (a
+    /// spurious wake-up) answers that there is none and leaves it for the
+    /// next connection, so a run's `EMFILE` reaches a real accept.
+    #[test]
+    fn an_accept_that_finds_no_connection_leaves_the_exhaustion_for_the_next() {
+        let l = listener(4).unwrap();
+        exhaust(l.id(), 1);
+        assert!(accept(&l).unwrap().is_none(), "nothing to accept: no EMFILE either");
+        let _p = connect(l.id(), sizes(16, 16)).unwrap();
+        assert_eq!(accept(&l).unwrap_err(), Errno::MFILE, "the connection meets the exhaustion");
+        assert!(accept(&l).unwrap().is_some());
+    }
+
     #[test]
     fn readiness_follows_the_queues() {
         let (a, b) = pair(sizes(4, 4), Link::Pending).unwrap();

@@ -532,6 +532,60 @@ mod tests {
         check(&mut c, &clock, Traced::Expired).unwrap();
     }
 
+    /// An idle timeout too long to represent is modelled as the map arms
+    /// it: as no timer at all (no overflow, nothing ever due).
+    #[test]
+    fn an_idle_timeout_too_long_to_represent_is_no_timer() {
+        let (mut c, clock) = one_stream();
+        check(&mut c, &clock, Traced::IdleTimeout(Some(Duration::MAX))).unwrap();
+        assert_eq!(c.earliest_due(), None);
+        check(&mut c, &clock, READ).unwrap();
+        clock.advance(Duration::MAX);
+        assert_eq!(c.overdue(clock.now()), None);
+        let expired = check(&mut c, &clock, Traced::Expired).unwrap_err();
+        assert!(expired.contains("none was set"), "{expired}");
+    }
+
+    /// Every callback into the channel is activity, whichever way the data
+    /// moved: a write (sending to a slow reader) or a priority event re-arms
+    /// the modelled idle timeout as a read does, so an expiry a whole
+    /// period after the timeout was set, but not after the activity, is
+    /// caught.
+    #[test]
+    fn activity_in_either_direction_re_arms_an_idle_timeout() {
+        for callback in [Callback::Read, Callback::Write, Callback::Expt] {
+            let (mut c, clock) = one_stream();
+            check(&mut c, &clock, Traced::IdleTimeout(Some(100 * MS))).unwrap();
+            clock.advance(60 * MS);
+            check(&mut c, &clock, Traced::Called { callback, progress: true }).unwrap();
+            clock.advance(60 * MS);
+            let not_rearmed = check(&mut c, &clock, Traced::Expired).unwrap_err();
+            assert!(not_rearmed.contains("activity re-arms it"), "after {callback:?}: {not_rearmed}");
+        }
+    }
+
+    /// Only a deadline armed during the round of expiries of the same batch
+    /// waits an iteration: once that batch is over, one a read arms already
+    /// due in a later batch is due in its own iteration.
+    #[test]
+    fn the_excuse_of_a_timeout_callback_ends_with_its_batch() {
+        let (mut c, clock) = one_stream();
+        c.begin_batch();
+        check(&mut c, &clock, Traced::Deadline(Some(clock.now()))).unwrap();
+        c.begin_batch();
+        check(&mut c, &clock, Traced::Expired).unwrap();
+        check(&mut c, &clock, TIMEOUT).unwrap();
+        assert_eq!(c.overdue(clock.now()), None);
+        c.begin_batch();
+        check(&mut c, &clock, READ).unwrap();
+        check(&mut c, &clock, Traced::Deadline(Some(clock.now()))).unwrap();
+        assert_eq!(
+            c.overdue(clock.now()).as_deref(),
+            Some("#1's deadline"),
+            "armed by a read in a later batch: due now"
+        );
+    }
+
     #[test]
     fn a_deadline_left_unserved_after_its_time_is_caught() {
         let (mut c, clock) = one_stream();

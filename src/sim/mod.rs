@@ -747,6 +747,109 @@ mod tests {
         assert_caught(Fault::Missed, "did not expire it");
     }
 
+    /// Reads what comes and does nothing else.
+    struct Quiet;
+    impl StreamHandler for Quiet {
+        fn handle_read(&mut self, ch: &mut Channel<Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
+            ch.recv(&mut [0u8; 64])?;
+            Ok(())
+        }
+    }
+
+    /// A simulation driven by `bytes` with one channel of ours (a kernel
+    /// socket pair) in its map, whose timer is a deadline 100 ms from now
+    /// or, when `idle`, an idle timeout of 100 ms; the checker has seen it.
+    fn one_timer(bytes: &[u8], idle: bool) -> (Sim, std::os::unix::net::UnixStream, Instant) {
+        let mut sim = Sim::from_bytes(bytes, SimConfig::default()).unwrap();
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let token = sim.map().insert(Channel::try_from(ours).unwrap(), Quiet).unwrap();
+        let due = sim.now() + Duration::from_millis(100);
+        if idle {
+            assert!(sim.map().set_idle_timeout(token, Some(Duration::from_millis(100))));
+        } else {
+            assert!(sim.map().set_deadline(token, Some(due)));
+        }
+        sim.absorb().unwrap();
+        (sim, theirs, due)
+    }
+
+    /// A time step whose byte is 224 or more lands on the earliest timer's
+    /// edge: an odd byte exactly on its instant, an even one a microsecond
+    /// before it (not after it, where a timer a hair late would pass).
+    #[test]
+    fn an_edge_jump_lands_on_the_earliest_timer_or_a_microsecond_before_it() {
+        for idle in [false, true] {
+            for (choice, before) in [(225, Duration::ZERO), (224, BEFORE_DUE)] {
+                // A time step (24), the step's size (two bytes), the jump's byte.
+                let (mut sim, _peer, due) = one_timer(&[24, 0, 0, choice], idle);
+                assert!(!sim.step().unwrap());
+                assert_eq!(sim.now(), due - before, "byte {choice}, idle {idle}");
+            }
+        }
+    }
+
+    /// A deadline in the trace is printed at its instant on the virtual
+    /// clock, counted from the simulation's start like every other time
+    /// there (never from the real clock, which would make the trace differ
+    /// from run to run, or print every future deadline as zero).
+    #[test]
+    fn a_deadline_is_traced_at_its_virtual_instant() {
+        let (mut sim, _peer, _) = one_timer(&[], false);
+        sim.advance(Duration::from_secs(3));
+        let token = sim.map().tokens()[0];
+        let at = sim.now() + Duration::from_millis(250);
+        assert!(sim.map().set_deadline(token, Some(at)));
+        sim.absorb().unwrap();
+        let lines: Vec<String> = sim.trace.iter().filter(|l| l.contains("deadline at")).cloned().collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].ends_with("deadline at t=100ms"), "{lines:?}");
+        assert!(lines[1].ends_with("deadline at t=3.25s"), "{lines:?}");
+    }
+
+    /// The timers are checked after every iteration, the first at a timer's
+    /// instant included, whatever iterations came before: a timer the loop
+    /// leaves unserved there is caught there (a deadline by the checker's
+    /// model, an idle timeout by the map's own timers), not an iteration or
+    /// a time step later.
+    #[test]
+    fn a_timer_left_unserved_at_its_instant_is_caught_in_that_iteration() {
+        let _planted = fault::plant(Fault::Missed);
+        for idle in [false, true] {
+            for polls_before in 0..2 {
+                let (mut sim, _peer, due) = one_timer(&[], idle);
+                for _ in 0..polls_before {
+                    sim.poll_once().unwrap();
+                }
+                sim.advance(due - sim.now());
+                let failure = sim.poll_once().expect_err("the unserved timer is caught");
+                let name = if idle { "the timer of slot" } else { "#1's deadline" };
+                assert!(failure.violation.contains(name), "{}", failure.violation);
+            }
+        }
+    }
+
+    /// A map still holding channels after an iteration at the instant the
+    /// simulation's shutdown said its grace ends is caught in that
+    /// iteration (here the map was given a longer grace than the one the
+    /// simulation checks, as a loop that ended its grace late would act).
+    #[test]
+    fn channels_left_open_at_the_end_of_the_grace_are_caught_in_that_iteration() {
+        for polls_before in 0..2 {
+            let mut sim = Sim::from_bytes(&[], SimConfig::default()).unwrap();
+            let (ours, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+            sim.map().insert(Channel::try_from(ours).unwrap(), Quiet).unwrap();
+            let grace = Duration::from_millis(100);
+            sim.shutdown = Some(sim.now() + grace);
+            sim.map.shutdown(2 * grace);
+            for _ in 0..polls_before {
+                sim.poll_once().unwrap();
+            }
+            sim.advance(grace);
+            let failure = sim.poll_once().expect_err("the late grace is caught");
+            assert!(failure.violation.contains("grace period ended"), "{}", failure.violation);
+        }
+    }
+
     /// A [`TimedServer`] that also opens a file on every connection and
     /// closes the one before: descriptors leave holes below the channels,
     /// so later channels get numbers in another order than they would
