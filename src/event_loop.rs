@@ -8,8 +8,9 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::clock::Clock;
 use crate::map::{Ctx, Entry, Map, Registry, Resume};
 use crate::poller::Backend;
 use crate::readiness::{Interest, Readiness};
@@ -217,6 +218,22 @@ fn woken(registry: &mut Registry, key: u64, readiness: Readiness) -> bool {
 /// condition again.
 pub const RUN_UNTIL_TICK: Duration = Duration::from_millis(10);
 
+/// How long one wait of [`Map::run_until`] lasts on a virtual clock after
+/// a wait that reported nothing: all of `wait`, as a wait the kernel ends
+/// at its timeout, or until the earliest timer if that comes sooner, but at
+/// least [`BUSY_WAIT`], so that a handler re-arming a timer already due
+/// cannot hold the clock still.
+fn virtual_wait(wait: Duration, next_timer: Option<Instant>, now: Instant) -> Duration {
+    let until_timer = next_timer.map_or(wait, |at| at.saturating_duration_since(now));
+    until_timer.max(BUSY_WAIT).min(wait)
+}
+
+/// How long an iteration of [`Map::run_until`] lasts on a virtual clock
+/// after a wait that reported readiness (a kernel wait's resolution): a
+/// channel that is always ready, a regular file say, cannot hold the clock
+/// still either.
+const BUSY_WAIT: Duration = Duration::from_millis(1);
+
 impl Map {
     /// Runs the loop on this map: see [`LoopOptions`].
     pub fn run(&mut self, options: LoopOptions) -> io::Result<()> {
@@ -282,6 +299,14 @@ impl Map {
     /// code that waits on such a condition with a bound instead of a hang;
     /// a server that runs until it is stopped calls [`Map::run`].
     ///
+    /// On a simulation's map, whose clock is virtual, `run_until` moves
+    /// that clock itself: after a wait that reported nothing, the next one
+    /// lasts its whole length (or until the next timer, if sooner), as a
+    /// wait the kernel ends at its timeout would; after one that reported
+    /// readiness, a millisecond. So `limit` is virtual time, the deadlines
+    /// and idle timeouts due within it fire at their instants, and the run
+    /// ends.
+    ///
     /// # Examples
     ///
     /// ```
@@ -313,6 +338,9 @@ impl Map {
     pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Map) -> bool) -> io::Result<bool> {
         // A limit too far to represent is no limit.
         let deadline = self.registry.clock.now().checked_add(limit);
+        // On a virtual clock: whether the last wait reported nothing (none
+        // before the first).
+        let mut last_idle = None;
         loop {
             if done(self) {
                 return Ok(true);
@@ -327,9 +355,20 @@ impl Map {
                 },
                 None => RUN_UNTIL_TICK,
             };
+            if let (Clock::Virtual(clock), Some(idle)) = (&self.registry.clock, last_idle) {
+                // Nothing else moves a simulation's clock here: without
+                // this, a limit above zero would never be reached.
+                let next_timer = self.registry.timers.next_wake();
+                clock.advance(if idle {
+                    virtual_wait(wait, next_timer, clock.now())
+                } else {
+                    BUSY_WAIT.min(wait)
+                });
+            }
             if self.poll(Some(wait))? {
                 return Ok(done(self)); // a handler stopped the loop
             }
+            last_idle = Some(self.events.is_empty());
         }
     }
 }

@@ -788,3 +788,54 @@ fn run_until_with_a_zero_limit_returns_on_a_virtual_clock() {
     assert!(!done);
     assert!(log.events().is_empty());
 }
+
+/// `run_until` on a map whose clock is virtual moves that clock: each of
+/// its iterations lasts its wait (up to the next timer, at least a
+/// millisecond), as a wait on the real clock would. It used to leave the
+/// clock standing, so that with any limit above zero it never returned
+/// unless its condition held: a test that ran a simulation's map "for up
+/// to 5 s" hung. Now the limit ends it, and the timers due within it fire
+/// at their instants.
+#[test]
+fn run_until_on_a_virtual_clock_ends_at_its_limit_and_fires_the_timers_within_it() {
+    let mut sim = virtual_map();
+    let (token, _peer, log) = timed_channel(&mut sim);
+    let start = sim.now();
+    let at = start + Duration::from_millis(1234);
+    assert!(sim.map().set_deadline(token, Some(at)));
+    let done = sim.map().run_until(Duration::from_secs(5), |_| false).unwrap();
+    assert!(!done, "the condition never held: the limit ended the run");
+    assert_eq!(log.events(), ["timeout"], "the deadline within the limit fired, once");
+    assert_eq!(sim.now() - start, Duration::from_secs(5), "the run lasted its limit of virtual time");
+
+    // A condition that holds once the timer fired ends the run at that instant.
+    let fired = Log::default();
+    let (ours, _theirs) = UnixStream::pair().unwrap();
+    let token = sim.map().insert(Channel::try_from(ours).unwrap(), Timed(fired.clone())).unwrap();
+    let start = sim.now();
+    assert!(sim.map().set_deadline(token, Some(start + Duration::from_millis(250))));
+    let seen = fired.clone();
+    let done = sim.map().run_until(Duration::from_secs(60), move |_| !seen.events().is_empty()).unwrap();
+    assert!(done);
+    assert_eq!(sim.now() - start, Duration::from_millis(250), "time stopped at the timer");
+}
+
+/// A channel that is ready on every wait (here `/dev/zero`, read and never
+/// closed) cannot hold a virtual clock still either: each of `run_until`'s
+/// iterations after a wait that reported readiness lasts a millisecond, so
+/// the limit still ends the run.
+#[test]
+fn run_until_on_a_virtual_clock_ends_beside_a_channel_always_ready() {
+    struct Endless;
+    impl rolecore::FileHandler for Endless {
+        fn handle_read(&mut self, ch: &mut Channel<rolecore::FileFd>, _: &mut Ctx<'_>) -> io::Result<()> {
+            ch.recv(&mut [0; 16]).map(drop)
+        }
+    }
+    let mut sim = virtual_map();
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    sim.map().insert(Channel::file(std::os::fd::OwnedFd::from(zero)).unwrap(), Endless).unwrap();
+    let start = sim.now();
+    assert!(!sim.map().run_until(Duration::from_millis(200), |_| false).unwrap());
+    assert_eq!(sim.now() - start, Duration::from_millis(200));
+}

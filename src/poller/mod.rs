@@ -166,6 +166,12 @@ impl Events {
         &self.list
     }
 
+    /// Whether the last wait reported nothing.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.kernel.is_empty() && self.list.is_empty()
+    }
+
     /// Adds a report after the others.
     pub fn push(&mut self, event: Event) {
         self.list.push(event);
