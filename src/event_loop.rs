@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::map::{Ctx, Entry, Map, Registry, Resume};
@@ -218,20 +218,9 @@ fn woken(registry: &mut Registry, key: u64, readiness: Readiness) -> bool {
 /// condition again.
 pub const RUN_UNTIL_TICK: Duration = Duration::from_millis(10);
 
-/// How long one wait of [`Map::run_until`] lasts on a virtual clock after
-/// a wait that reported nothing: all of `wait`, as a wait the kernel ends
-/// at its timeout, or until the earliest timer if that comes sooner, but at
-/// least [`BUSY_WAIT`], so that a handler re-arming a timer already due
-/// cannot hold the clock still.
-fn virtual_wait(wait: Duration, next_timer: Option<Instant>, now: Instant) -> Duration {
-    let until_timer = next_timer.map_or(wait, |at| at.saturating_duration_since(now));
-    until_timer.max(BUSY_WAIT).min(wait)
-}
-
 /// How long an iteration of [`Map::run_until`] lasts on a virtual clock
-/// after a wait that reported readiness (a kernel wait's resolution): a
-/// channel that is always ready, a regular file say, cannot hold the clock
-/// still either.
+/// when its wait did not move the clock (it reported readiness, or a timer
+/// was due at once): a kernel wait's resolution.
 const BUSY_WAIT: Duration = Duration::from_millis(1);
 
 impl Map {
@@ -243,6 +232,16 @@ impl Map {
     /// One wait and the dispatch of what it reported, then of the deadlines
     /// that passed: asyncore's `poll()`. Returns whether a handler asked to
     /// stop.
+    ///
+    /// On a simulation's map (`Sim::map`), whose clock is virtual, a wait
+    /// never blocks on time: one with a limit that nothing ends early moves
+    /// the clock by its limit (onto the next timer at most) and returns, so
+    /// the timers due by then fire in this call. One without a limit, with
+    /// nothing ready and no timer armed, waits only on the kernel's
+    /// descriptors in the map (a waker's, a socket you inserted); with none,
+    /// nothing could end it (the simulated peers act only in `Sim::run`),
+    /// and it fails with [`Deadlock`](io::ErrorKind::Deadlock) rather than
+    /// spin.
     pub fn poll(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
         self.iterate(timeout)
     }
@@ -299,13 +298,12 @@ impl Map {
     /// code that waits on such a condition with a bound instead of a hang;
     /// a server that runs until it is stopped calls [`Map::run`].
     ///
-    /// On a simulation's map, whose clock is virtual, `run_until` moves
-    /// that clock itself: after a wait that reported nothing, the next one
-    /// lasts its whole length (or until the next timer, if sooner), as a
-    /// wait the kernel ends at its timeout would; after one that reported
-    /// readiness, a millisecond. So `limit` is virtual time, the deadlines
-    /// and idle timeouts due within it fire at their instants, and the run
-    /// ends.
+    /// On a simulation's map, whose clock is virtual, `limit` is virtual
+    /// time: a wait that nothing ends early lasts its whole length (or
+    /// until the next timer), as on the real clock (see [`Map::poll`]),
+    /// and an iteration whose wait did not move the clock (it reported
+    /// readiness) a millisecond. So the deadlines and idle timeouts due
+    /// within the limit fire at their instants, and the run ends.
     ///
     /// # Examples
     ///
@@ -338,9 +336,6 @@ impl Map {
     pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Map) -> bool) -> io::Result<bool> {
         // A limit too far to represent is no limit.
         let deadline = self.registry.clock.now().checked_add(limit);
-        // On a virtual clock: whether the last wait reported nothing (none
-        // before the first).
-        let mut last_idle = None;
         loop {
             if done(self) {
                 return Ok(true);
@@ -355,20 +350,20 @@ impl Map {
                 },
                 None => RUN_UNTIL_TICK,
             };
-            if let (Clock::Virtual(clock), Some(idle)) = (&self.registry.clock, last_idle) {
-                // Nothing else moves a simulation's clock here: without
-                // this, a limit above zero would never be reached.
-                let next_timer = self.registry.timers.next_wake();
-                clock.advance(if idle {
-                    virtual_wait(wait, next_timer, clock.now())
-                } else {
-                    BUSY_WAIT.min(wait)
-                });
-            }
+            let before = self.registry.clock.now();
             if self.poll(Some(wait))? {
                 return Ok(done(self)); // a handler stopped the loop
             }
-            last_idle = Some(self.events.is_empty());
+            if let Clock::Virtual(clock) = &self.registry.clock
+                && clock.now() == before
+            {
+                // A wait that reported readiness or a timer due at once: on
+                // the real clock the iteration took some time, and a
+                // channel always ready (a regular file, say) or a handler
+                // re-arming a timer already due cannot hold a simulation's
+                // clock still, or the limit would never come.
+                clock.advance(BUSY_WAIT.min(wait));
+            }
         }
     }
 }

@@ -839,3 +839,65 @@ fn run_until_on_a_virtual_clock_ends_beside_a_channel_always_ready() {
     assert!(!sim.map().run_until(Duration::from_millis(200), |_| false).unwrap());
     assert_eq!(sim.now() - start, Duration::from_millis(200));
 }
+
+/// Closes its channel when its deadline passes.
+struct ClosesAtDeadline;
+
+impl StreamHandler for ClosesAtDeadline {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0; 64]).map(drop)
+    }
+    fn handle_timeout(&mut self, _: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        cx.close();
+        Ok(())
+    }
+}
+
+/// Accepts nothing it is not given.
+struct Accepts;
+
+impl AcceptHandler for Accepts {
+    fn handle_accepted(&mut self, _: Channel<Connected>, _: Address, _: &mut Ctx<'_>) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A simulation's map driven by hand waits on virtual time as a real map
+/// waits on the real clock, without blocking or spinning: a wait with a
+/// limit that nothing ends early moves the clock by the limit (onto the
+/// next timer at most); `run` with no limit reaches a timer an hour away at
+/// once; and a wait that nothing could ever end (no timer, no kernel
+/// descriptor, simulated peers that act only in `Sim::run`) is an error of
+/// kind `Deadlock`, where it used to spin forever.
+#[test]
+fn a_simulations_map_driven_by_hand_waits_on_virtual_time() {
+    let mut sim = virtual_map();
+    let (ours, _theirs) = UnixStream::pair().unwrap();
+    let token = sim.map().insert(Channel::try_from(ours).unwrap(), ClosesAtDeadline).unwrap();
+    let start = sim.now();
+
+    // Nothing ready, no timer: the wait lasts its limit.
+    assert!(!sim.map().poll(Some(Duration::from_secs(3))).unwrap());
+    assert_eq!(sim.now() - start, Duration::from_secs(3));
+
+    // A timer sooner than the limit ends the wait there, and fires in it.
+    assert!(sim.map().set_deadline(token, Some(start + Duration::from_secs(5))));
+    assert!(!sim.map().poll(Some(Duration::from_secs(60))).unwrap());
+    assert_eq!(sim.now() - start, Duration::from_secs(5));
+    assert!(!sim.map().contains(token), "closed by its timeout");
+
+    // `run` without a limit: the next timer is an hour away.
+    let (ours, _theirs) = UnixStream::pair().unwrap();
+    let token = sim.map().insert(Channel::try_from(ours).unwrap(), ClosesAtDeadline).unwrap();
+    let at = sim.now() + Duration::from_secs(3600);
+    assert!(sim.map().set_deadline(token, Some(at)));
+    sim.map().run(LoopOptions::new()).unwrap();
+    assert_eq!(sim.now(), at, "the map emptied when its one timer fired");
+
+    // Only simulated channels, no timer: nothing could end a wait.
+    sim.listen(Accepts).unwrap();
+    let error = sim.map().run(LoopOptions::new()).unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::Deadlock, "{error}");
+    assert!(error.to_string().contains("Sim::run"), "{error}");
+    assert_eq!(sim.map().len(), 1, "the map is left as it was");
+}

@@ -361,7 +361,7 @@ impl Poller {
     ) -> io::Result<()> {
         match &mut self.script {
             None => self.kernel.wait(sources, events, timeout),
-            Some(script) => script.wait(&mut self.kernel, sources, events),
+            Some(script) => script.wait(&mut self.kernel, sources, events, timeout),
         }
     }
 }

@@ -49,6 +49,7 @@ impl Scripted {
         kernel: &mut Kernel,
         sources: impl Iterator<Item = Source<'a>>,
         events: &mut Events,
+        timeout: Option<Duration>,
     ) -> io::Result<()> {
         self.live.clear();
         let live = &mut self.live;
@@ -71,10 +72,31 @@ impl Scripted {
                 }
             }
         });
+        // Time is virtual: a wait with a limit never blocks (the registry
+        // moves the clock by the limit instead when nothing was ready). One
+        // with none, which the in-memory world had nothing for, waits on the
+        // kernel's descriptors among the sources (the waker's, a socket a
+        // test inserted), as a map on the real clock would; with none of
+        // them nothing could ever end it, and the wait is refused.
+        let blocking = timeout.is_none() && events.is_empty();
         if !others.is_empty() {
-            kernel.wait(others.into_iter(), events, Some(Duration::ZERO))?;
+            kernel.wait(others.into_iter(), events, if blocking { None } else { Some(Duration::ZERO) })?;
+        } else if blocking {
+            return Err(waits_forever());
         }
         self.script.borrow_mut().adjust(&self.live, events.flatten());
         Ok(())
     }
+}
+
+/// Why a simulation's map cannot wait without a limit.
+#[cold]
+fn waits_forever() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Deadlock,
+        "a simulation's map was asked to wait without a limit, with nothing ready, no timer armed \
+         and no kernel descriptor to wait on: its simulated peers act only in Sim::run, so nothing \
+         could ever end the wait; run the simulation with Sim::run, or give the map a limit \
+         (Map::run_until, a LoopOptions count)",
+    )
 }

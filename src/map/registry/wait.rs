@@ -6,6 +6,7 @@ use std::io;
 use std::time::Duration;
 
 use super::{ORPHANS, Registry, UNANSWERED};
+use crate::clock::Clock;
 use crate::poller::{Events, Source};
 use crate::readiness::Readiness;
 use crate::token::Token;
@@ -84,6 +85,16 @@ impl Registry {
             Some(Source { fd: entry.fd(), key, interest: s.interest })
         });
         self.poller.wait(sources, events, timeout)?;
+        if let Clock::Virtual(clock) = &self.clock
+            && let Some(limit) = timeout
+            && events.is_empty()
+        {
+            // A wait on a simulation's clock that nothing ended early lasts
+            // its limit, as a kernel wait that timed out would: the clock
+            // moves by it, onto the next timer at most. (`Sim::run` waits
+            // with a limit of zero: its own steps move the clock.)
+            clock.advance(limit);
+        }
         if held {
             for token in std::mem::take(&mut self.held_input) {
                 if self.slot(token).is_some_and(|s| s.interest.is_readable()) {
