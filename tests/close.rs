@@ -1031,3 +1031,47 @@ fn a_listener_that_hangs_up_gets_handle_close_and_leaves_the_map() {
         assert_eq!(log.events(), ["close"], "{backend}: handle_close once");
     }
 }
+
+/// A listener that records what it is told: connections, errors (it stays
+/// open after one) and its close.
+struct TellsAll(Log);
+
+impl rolecore::AcceptHandler for TellsAll {
+    fn handle_accepted(
+        &mut self,
+        _conn: Channel<Connected>,
+        _peer: Address,
+        _cx: &mut Ctx<'_>,
+    ) -> io::Result<()> {
+        self.0.push("accepted");
+        Ok(())
+    }
+
+    fn handle_error(&mut self, _ch: &mut Channel<rolecore::Listening>, error: io::Error, _cx: &mut Ctx<'_>) {
+        self.0.push(format!("error:{error}"));
+    }
+
+    fn handle_close(&mut self, _ch: &mut Channel<rolecore::Listening>, _cx: &mut Ctx<'_>) {
+        self.0.push("close");
+    }
+}
+
+/// A shutdown accepts a listener's backlog only while the listener is
+/// readable. A TCP listener whose socket hung up (shut down through a
+/// duplicate of its descriptor) reports a hang-up and no readability: it has
+/// no backlog, and is closed with its `handle_close` alone, not after an
+/// accept that fails and an error.
+#[test]
+fn a_shutdown_closes_a_hung_up_listener_without_trying_to_accept() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let log = Log::default();
+        let listener = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(5).unwrap();
+        let dup = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned().unwrap();
+        let token = map.insert(listener, TellsAll(log.clone())).unwrap();
+        rustix::net::shutdown(&dup, rustix::net::Shutdown::Both).expect("shut the listener down");
+        map.shutdown(Duration::from_secs(1));
+        assert_eq!(log.events(), ["close"], "{backend}");
+        assert!(!map.contains(token), "{backend}");
+    }
+}
