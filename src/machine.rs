@@ -661,6 +661,21 @@ mod tests {
         );
     }
 
+    /// Priority data goes only to a channel that asks for it. The kernel
+    /// reports it only then, but the interest a wake-up is given is the one
+    /// the map holds when it dispatches, which another callback of the same
+    /// batch may have changed since the wait (a reader paused through
+    /// `handler_mut` no longer asks for priority data).
+    #[test]
+    fn priority_data_is_delivered_only_with_priority_interest() {
+        for interest in [Interest::NONE, Interest::READ, Interest::WRITE, Interest::READ | Interest::WRITE] {
+            let steps = run(Phase::Connected, interest, Readiness::PRIORITY, |_| Outcome::default());
+            assert!(!steps.contains(&Step::Expt), "{interest:?}: {steps:?}");
+        }
+        let steps = run(Phase::Connected, Interest::PRIORITY, Readiness::PRIORITY, |_| Outcome::default());
+        assert_eq!(steps, [Step::Expt]);
+    }
+
     #[test]
     fn an_interest_set_before_the_first_step_counts() {
         let mut w = Wakeup::new(Phase::Connected, Interest::NONE, Readiness::READABLE);

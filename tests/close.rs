@@ -1031,3 +1031,102 @@ fn a_listener_that_hangs_up_gets_handle_close_and_leaves_the_map() {
         assert_eq!(log.events(), ["close"], "{backend}: handle_close once");
     }
 }
+
+/// A listener that records what it is told: connections, errors (it stays
+/// open after one) and its close.
+struct TellsAll(Log);
+
+impl rolecore::AcceptHandler for TellsAll {
+    fn handle_accepted(
+        &mut self,
+        _conn: Channel<Connected>,
+        _peer: Address,
+        _cx: &mut Ctx<'_>,
+    ) -> io::Result<()> {
+        self.0.push("accepted");
+        Ok(())
+    }
+
+    fn handle_error(&mut self, _ch: &mut Channel<rolecore::Listening>, error: io::Error, _cx: &mut Ctx<'_>) {
+        self.0.push(format!("error:{error}"));
+    }
+
+    fn handle_close(&mut self, _ch: &mut Channel<rolecore::Listening>, _cx: &mut Ctx<'_>) {
+        self.0.push("close");
+    }
+}
+
+/// A shutdown accepts a listener's backlog only while the listener is
+/// readable. A TCP listener whose socket hung up (shut down through a
+/// duplicate of its descriptor) reports a hang-up and no readability: it has
+/// no backlog, and is closed with its `handle_close` alone, not after an
+/// accept that fails and an error.
+#[test]
+fn a_shutdown_closes_a_hung_up_listener_without_trying_to_accept() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let log = Log::default();
+        let listener = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(5).unwrap();
+        let dup = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned().unwrap();
+        let token = map.insert(listener, TellsAll(log.clone())).unwrap();
+        rustix::net::shutdown(&dup, rustix::net::Shutdown::Both).expect("shut the listener down");
+        map.shutdown(Duration::from_secs(1));
+        assert_eq!(log.events(), ["close"], "{backend}");
+        assert!(!map.contains(token), "{backend}");
+    }
+}
+
+/// Wants only to send its queue; records its writes, errors and close.
+struct SendsItsQueue(Log);
+
+impl StreamHandler<Buffered<Connected>> for SendsItsQueue {
+    fn readable(&self, _ch: &Buffered<Connected>) -> bool {
+        false
+    }
+
+    fn handle_read(&mut self, _ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn handle_write(&mut self, ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.0.push("write");
+        ch.initiate_send()
+    }
+
+    fn handle_close(&mut self, _ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) {
+        self.0.push("close");
+    }
+
+    fn handle_error(&mut self, _ch: &mut Buffered<Connected>, error: io::Error, cx: &mut Ctx<'_>) {
+        self.0.push(format!("error:{error}"));
+        cx.close();
+    }
+}
+
+/// Draining queued output is for a peer that ended its side with a clean end
+/// of stream (P14): a stream whose send finds the connection gone otherwise
+/// (its own sending side shut down, through a duplicate of its descriptor)
+/// has nowhere to drain to, and gets its `handle_close` in the wake-up that
+/// found it, its queue dropped.
+#[test]
+fn a_queue_that_cannot_be_sent_any_more_is_dropped_with_handle_close_at_once() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let log = Log::default();
+        let (ours, _peer) = util::tcp_pair();
+        let dup = std::os::fd::AsFd::as_fd(&ours).try_clone_to_owned().unwrap();
+        let mut ours = Buffered::new(ours).with_limit(64 << 20);
+        // More than the socket takes while the peer reads nothing.
+        ours.send(&vec![7u8; 32 << 20]).unwrap();
+        assert!(ours.queued() > 0, "{backend}: the socket took it all");
+        let token = map.insert(ours, SendsItsQueue(log.clone())).unwrap();
+        util::run_iterations(&mut map, 3);
+        assert!(map.contains(token), "{backend}: {:?}", log.events());
+        rustix::net::shutdown(&dup, rustix::net::Shutdown::Write).expect("shut our sending side");
+        let writes = log.count("write");
+        map.poll(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(log.count("write"), writes + 1, "{backend}: the write that finds the side shut");
+        assert_eq!(log.events().last().map(String::as_str), Some("close"), "{backend}: {:?}", log.events());
+        assert!(!map.contains(token), "{backend}");
+    }
+}

@@ -411,3 +411,69 @@ fn a_shutdown_closes_a_file_channel_with_handle_close_once() {
         assert_eq!(log.events(), ["close"], "{backend}");
     }
 }
+
+/// Reads one piece of a file, then pauses (wants nothing) until the test
+/// lets it read again.
+struct PausesAfterOneRead {
+    data: Rc<RefCell<Vec<u8>>>,
+    log: Log,
+    paused: bool,
+}
+
+impl FileHandler for PausesAfterOneRead {
+    fn readable(&self, _ch: &Channel<FileFd>) -> bool {
+        !self.paused
+    }
+
+    fn handle_read(&mut self, ch: &mut Channel<FileFd>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0u8; 4];
+        let n = ch.recv(&mut buf)?;
+        self.log.push(if n == 0 { "read:eof" } else { "read" });
+        self.data.borrow_mut().extend_from_slice(&buf[..n]);
+        self.paused = true;
+        Ok(())
+    }
+
+    fn handle_close(&mut self, _ch: &mut Channel<FileFd>, _cx: &mut Ctx<'_>) {
+        self.log.push("close");
+    }
+
+    fn handle_error(&mut self, _ch: &mut Channel<FileFd>, error: io::Error, cx: &mut Ctx<'_>) {
+        self.log.push(format!("error:{error}"));
+        cx.close();
+    }
+}
+
+/// A regular file is always ready and never given to the kernel (P17): when
+/// its interest changes, the poller is not told either. On epoll, which
+/// refuses regular files (`EPERM`), telling it would fail and close the
+/// channel. A file that pauses and resumes stays in the map, on every
+/// backend, and is read to its end.
+#[test]
+fn a_regular_file_whose_interest_changes_stays_in_the_map() {
+    let content = b"0123456789abcdef";
+    for backend in backends() {
+        let mut map = map(backend);
+        let (keeper, _keeper_peer) = Channel::pair().expect("socketpair");
+        map.insert(keeper, Reader::new()).expect("insert the keeper");
+        let log = Log::default();
+        let data = Rc::new(RefCell::new(Vec::new()));
+        let file = tempfile_channel(content, backend).expect("a file channel");
+        let handler = PausesAfterOneRead { data: Rc::clone(&data), log: log.clone(), paused: false };
+        let token = map.insert(file, handler).expect("insert the file");
+        run_iterations(&mut map, 3);
+        assert_eq!(log.events(), ["read"], "{backend}: one read, then paused");
+        assert!(map.contains(token), "{backend}: a paused file left the map");
+        for _ in 0..16 {
+            if log.contains("close") {
+                break;
+            }
+            map.handler_mut::<PausesAfterOneRead>(token).expect("the file is still in the map").paused =
+                false;
+            run_iterations(&mut map, 1);
+        }
+        assert_eq!(*data.borrow(), content, "{backend}: read to the end: {:?}", log.events());
+        assert_eq!(&log.events()[4..], ["read:eof", "close"], "{backend}");
+        assert!(!map.contains(token), "{backend}");
+    }
+}

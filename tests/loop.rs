@@ -320,3 +320,40 @@ fn stop_from_handle_timeout_ends_the_iteration_like_any_callback() {
         assert_eq!(m.len(), 2, "{backend}");
     }
 }
+
+/// Reads what comes, records its name, and stops the loop.
+struct ReadsThenStops(&'static str, Log);
+
+impl rolecore::StreamHandler for ReadsThenStops {
+    fn handle_read(&mut self, ch: &mut Channel<rolecore::Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0u8; 64])?;
+        self.1.push(self.0);
+        cx.stop();
+        Ok(())
+    }
+}
+
+/// A stop ends the iteration at the callback that asked for it, as
+/// asyncore's `ExitNow` did: the rest of the readiness collected by the
+/// same wait is not dispatched (it is reported again by the next wait,
+/// level-triggered), on every backend.
+#[test]
+fn stop_leaves_the_rest_of_the_batch_to_the_next_iteration() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let log = Log::default();
+        let mut peers = Vec::new();
+        for name in ["a", "b"] {
+            let (ours, mut peer) = Channel::pair().expect("socketpair");
+            send_all(&mut peer, name.as_bytes());
+            peers.push(peer);
+            map.insert(ours, ReadsThenStops(name, log.clone())).expect("insert");
+        }
+        assert!(map.poll(Some(Duration::from_secs(5))).expect("poll"), "{backend}: the callback stopped");
+        assert_eq!(log.events().len(), 1, "{backend}: dispatched after the stop: {:?}", log.events());
+        assert!(map.poll(Some(Duration::from_secs(5))).expect("poll"), "{backend}: the other one stopped");
+        let mut seen = log.events();
+        seen.sort();
+        assert_eq!(seen, ["a", "b"], "{backend}: the other one was served next");
+    }
+}

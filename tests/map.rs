@@ -770,3 +770,47 @@ fn an_insert_on_a_busy_descriptor_is_refused_and_gives_everything_back() -> io::
     }
     Ok(())
 }
+
+/// Swaps the channel it is lent for another one in its `handle_timeout`;
+/// wants nothing else.
+struct SwapsOnTimeout {
+    spare: Option<Channel<Connected>>,
+    original: Option<Channel<Connected>>,
+}
+
+impl StreamHandler for SwapsOnTimeout {
+    fn readable(&self, _ch: &Channel<Connected>) -> bool {
+        false
+    }
+
+    fn handle_read(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn handle_timeout(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        if let Some(mut spare) = self.spare.take() {
+            std::mem::swap(ch, &mut spare);
+            self.original = Some(spare);
+        }
+        Ok(())
+    }
+}
+
+/// A swap in `handle_timeout` is caught as one in a wake-up is: a deadline
+/// is the other way into an entry, and the map checks the descriptor after
+/// it too. The entry leaves the map at once, with the spare it now holds.
+#[test]
+fn a_handler_that_swaps_its_channel_in_handle_timeout_loses_the_slot() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let (a, _a_peer) = Channel::pair().expect("pair");
+        let (spare, mut spare_peer) = Channel::pair().expect("pair");
+        let token = map.insert(a, SwapsOnTimeout { spare: Some(spare), original: None }).expect("insert");
+        assert!(map.set_deadline(token, Some(map.now())));
+        map.poll(Some(Duration::from_secs(1))).expect("poll");
+        assert!(!map.contains(token), "{backend}: the swapped entry stayed in the map");
+        assert!(map.is_empty(), "{backend}");
+        let mut buf = [0u8; 1];
+        assert_eq!(spare_peer.recv(&mut buf).expect("end of stream"), 0, "{backend}: spare closed");
+    }
+}

@@ -264,6 +264,49 @@ fn a_shutdown_stops_accepting_the_backlog_at_the_first_failure() {
     }
 }
 
+/// Counts its `handle_accept` calls, accepting (and dropping) what it can.
+struct CountsAccepts(std::rc::Rc<std::cell::Cell<usize>>, Log);
+
+impl AcceptHandler for CountsAccepts {
+    fn handle_accept(&mut self, ch: &mut Channel<Listening>, _: &mut Ctx<'_>) -> io::Result<()> {
+        self.0.set(self.0.get() + 1);
+        if ch.accept()?.is_some() {
+            self.1.push("accepted");
+        }
+        Ok(())
+    }
+    fn handle_accepted(&mut self, _conn: Channel<Connected>, _: Address, _: &mut Ctx<'_>) -> io::Result<()> {
+        unreachable!("handle_accept is overridden")
+    }
+    fn handle_close(&mut self, _: &mut Channel<Listening>, _: &mut Ctx<'_>) {
+        self.1.push("listener close");
+    }
+}
+
+/// A shutdown accepts a listener's backlog while the listener is readable
+/// and no further: `handle_accept` once per pending connection, none for a
+/// backlog that is empty, rather than calls that find nothing up to the
+/// drain's bound.
+#[test]
+fn a_shutdown_calls_handle_accept_once_per_pending_connection() {
+    for backend in util::backends() {
+        for pending in [0, 2] {
+            let (listener, path) = unix_listener();
+            let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+            let log = Log::default();
+            let mut map = util::map(backend);
+            map.insert(listener, CountsAccepts(calls.clone(), log.clone())).unwrap();
+            let _clients: Vec<UnixStream> =
+                (0..pending).map(|_| UnixStream::connect(path.as_str()).unwrap()).collect();
+            map.shutdown(Duration::ZERO);
+            assert_eq!(calls.get(), pending, "{backend}: handle_accept calls for {pending} pending");
+            assert_eq!(log.count("accepted"), pending, "{backend}");
+            assert_eq!(log.events().last().map(String::as_str), Some("listener close"), "{backend}");
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 /// Fails on every connection it is handed, with the default `handle_error`
 /// (which runs `handle_close`, then closes the listener).
 struct FailsAndCloses(Log);

@@ -530,3 +530,23 @@ fn close_all_leaves_the_waker_and_the_signal_watchers() {
         assert!(signalled.load(Ordering::SeqCst), "the signal watcher still watches");
     }
 }
+
+/// A shutdown closes the map's channels, not rolecore's own: the waker made
+/// before it, which a shutdown's end must not close like a channel, still
+/// reaches the loop after it, when the map is used again.
+#[test]
+fn a_waker_made_before_a_shutdown_still_stops_the_loop_after_it() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let waker = map.waker().unwrap();
+        let _first = util::keep_loop_alive(&mut map);
+        map.shutdown(Duration::ZERO);
+        map.run(LoopOptions::new().timeout(Duration::from_secs(5)).count(10)).unwrap();
+        assert!(map.is_empty(), "{backend}: the shutdown closed the channel");
+        let _second = util::keep_loop_alive(&mut map);
+        waker.stop().unwrap_or_else(|e| panic!("{backend}: the waker is closed: {e}"));
+        let stopped = map.poll(Some(Duration::from_secs(5))).unwrap();
+        assert!(stopped, "{backend}: the waker's stop did not reach the loop");
+        assert_eq!(map.len(), 1, "{backend}: a stop leaves the map intact");
+    }
+}

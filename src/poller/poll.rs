@@ -126,4 +126,32 @@ mod tests {
         assert_eq!(back.capacity(), 64);
         assert_eq!(back.as_ptr() as usize, ptr);
     }
+
+    /// Every flag `poll` reports has its readiness, alone and in every
+    /// combination: `POLLNVAL` (a descriptor closed behind its channel's
+    /// back) included, which must close the channel rather than be dropped,
+    /// since `poll` then reports it on every wait at once (a spin).
+    #[test]
+    fn every_poll_flag_maps_to_its_readiness() {
+        let pairs = [
+            (PollFlags::IN, Readiness::READABLE),
+            (PollFlags::OUT, Readiness::WRITABLE),
+            (PollFlags::PRI, Readiness::PRIORITY),
+            (PollFlags::HUP, Readiness::HANGUP),
+            (PollFlags::RDHUP, Readiness::HANGUP),
+            (PollFlags::ERR, Readiness::ERROR),
+            (PollFlags::NVAL, Readiness::INVALID),
+        ];
+        for combo in 0u32..(1 << pairs.len()) {
+            let mut flags = PollFlags::empty();
+            let mut expected = Readiness::EMPTY;
+            for (i, (flag, r)) in pairs.iter().enumerate() {
+                if combo & (1 << i) != 0 {
+                    flags |= *flag;
+                    expected |= *r;
+                }
+            }
+            assert_eq!(readiness(flags), expected, "{flags:?}");
+        }
+    }
 }

@@ -432,8 +432,8 @@ mod tests {
 
     use super::*;
     use crate::address::Address;
-    use crate::channel::{Channel, Connected, Listening};
-    use crate::handler::{AcceptHandler, StreamHandler};
+    use crate::channel::{Channel, Connected, FileFd, Listening};
+    use crate::handler::{AcceptHandler, FileHandler, StreamHandler};
     use crate::map::{Ctx, Map};
 
     /// Reads and drops what comes.
@@ -509,5 +509,114 @@ mod tests {
         assert!(ran.is_err(), "the panic reached the caller");
         assert!(!map.contains(stream.get().unwrap()), "the stream left the map");
         assert!(map.registry.removed_busy.is_empty(), "{:?}", map.registry.removed_busy);
+    }
+
+    /// Reads a file (its predicates the defaults: it wants to read).
+    struct ReadsFile;
+
+    impl FileHandler for ReadsFile {
+        fn handle_read(&mut self, ch: &mut Channel<FileFd>, _: &mut Ctx<'_>) -> io::Result<()> {
+            ch.recv(&mut [0; 64]).map(drop)
+        }
+    }
+
+    /// The count of always-ready channels follows a regular file out of the
+    /// map, whatever it wanted: back at zero, the wait takes its fast path
+    /// again instead of scanning every slot for files to report.
+    #[test]
+    fn the_always_ready_count_falls_back_to_zero_when_a_regular_file_leaves() {
+        let mut map = Map::with_backend(Backend::Epoll).unwrap();
+        let file = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
+        let token = map.insert(Channel::file(file.into()).unwrap(), ReadsFile).unwrap();
+        assert_eq!(map.registry.always_ready, 1, "a regular file is always ready");
+        assert!(map.remove(token));
+        assert_eq!(map.registry.always_ready, 0, "the file left, its count stayed");
+    }
+
+    /// An entry whose interest the test sets and which says input is held
+    /// above its socket (as a TLS session's plaintext): records its wakes.
+    struct HoldsInput {
+        socket: std::os::unix::net::UnixStream,
+        interest: Rc<Cell<Interest>>,
+        wakes: Rc<Cell<u32>>,
+    }
+
+    impl Entry for HoldsInput {
+        fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+            std::os::fd::AsFd::as_fd(&self.socket)
+        }
+        fn interest(&self) -> Interest {
+            self.interest.get()
+        }
+        fn wake(&mut self, _: crate::Readiness, _: Interest, _: &mut Ctx<'_>) -> Resume {
+            self.wakes.set(self.wakes.get() + 1);
+            Resume::watch(self.interest.get())
+        }
+        fn expire(&mut self, _: &mut Ctx<'_>) -> Resume {
+            Resume::watch(self.interest.get())
+        }
+        fn shut(&mut self, _: &mut Ctx<'_>) {}
+        fn handler(&self) -> &dyn std::any::Any {
+            &()
+        }
+        fn handler_mut(&mut self) -> &mut dyn std::any::Any {
+            &mut self.wakes
+        }
+        fn describe(&self) -> String {
+            "HoldsInput".into()
+        }
+        fn joined(&self) -> crate::trace::Joined {
+            crate::trace::Joined::Connected
+        }
+        fn stream_parts(&mut self) -> Option<(&mut dyn std::any::Any, &mut dyn std::any::Any)> {
+            None
+        }
+        fn has_buffered_input(&self) -> bool {
+            true
+        }
+        fn deadline_set(&mut self, deadline: Option<Instant>) -> Option<Instant> {
+            deadline
+        }
+        fn traced(self: Box<Self>, _: crate::trace::Recorder) -> Box<dyn Entry> {
+            unreachable!("the map does not trace")
+        }
+    }
+
+    /// A map with one [`HoldsInput`] entry wanting `interest`; its token,
+    /// its interest and its count of wakes.
+    fn holding(interest: Interest) -> (Map, Token, Rc<Cell<Interest>>, Rc<Cell<u32>>, impl Sized) {
+        let mut map = Map::new().unwrap();
+        let (socket, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (interest, wakes) = (Rc::new(Cell::new(interest)), Rc::new(Cell::new(0)));
+        let entry = HoldsInput { socket, interest: interest.clone(), wakes: wakes.clone() };
+        let token = map.registry.insert_entry(Box::new(entry), false).unwrap();
+        (map, token, interest, wakes, peer)
+    }
+
+    /// Input held above the socket is noted, when a refresh finds it, only
+    /// for a channel that reads: one that does not want to read must not end
+    /// the next wait at once for input it will not be given.
+    #[test]
+    fn held_input_is_noted_only_for_a_channel_that_reads() {
+        let (mut map, token, _, _, _peer) = holding(Interest::NONE);
+        map.registry.refresh(token);
+        assert!(map.registry.held_input.is_empty(), "noted for a channel that does not read");
+        let (mut map, token, _, _, _peer) = holding(Interest::READ);
+        map.registry.refresh(token);
+        assert_eq!(map.registry.held_input, [token]);
+    }
+
+    /// Held input noted while the channel read is reported only if it still
+    /// reads when the wait comes: a channel paused in between (through
+    /// another guard, say) gets no wake-up for it.
+    #[test]
+    fn held_input_is_reported_only_to_a_channel_that_still_reads() {
+        let (mut map, token, interest, wakes, _peer) = holding(Interest::READ);
+        map.registry.refresh(token);
+        interest.set(Interest::NONE);
+        map.registry.refresh(token);
+        map.poll(Some(Duration::ZERO)).unwrap();
+        assert_eq!(wakes.get(), 0, "a paused channel was woken for its held input");
+        assert!(map.registry.held_input.is_empty(), "the note outlived the wait");
     }
 }
