@@ -115,6 +115,7 @@ const LAYERS: &[(u8, &[&str])] = &[
             "sim::peer",
             "sim::script",
             "sim::settle",
+            "sim::join",
             "assertions",
         ],
     ),

@@ -132,24 +132,7 @@ mod tests {
     #[test]
     fn every_epoll_flag_maps_to_its_readiness() {
         use epoll::EventFlags as F;
-        let pairs = [
-            (F::IN, Readiness::READABLE),
-            (F::OUT, Readiness::WRITABLE),
-            (F::PRI, Readiness::PRIORITY),
-            (F::HUP, Readiness::HANGUP),
-            (F::RDHUP, Readiness::HANGUP),
-            (F::ERR, Readiness::ERROR),
-        ];
-        for combo in 0u32..64 {
-            let mut flags = F::empty();
-            let mut expected = Readiness::EMPTY;
-            for (i, (flag, r)) in pairs.iter().enumerate() {
-                if combo & (1 << i) != 0 {
-                    flags |= *flag;
-                    expected |= *r;
-                }
-            }
-            assert_eq!(readiness(flags), expected, "{flags:?}");
-        }
+        let pairs = super::super::flag_pairs!(F);
+        super::super::assert_every_combination(F::empty(), &pairs, readiness);
     }
 }

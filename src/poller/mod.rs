@@ -457,6 +457,47 @@ pub(crate) fn timespec(d: Duration) -> Timespec {
     Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as _ }
 }
 
+/// The flags epoll and poll share, each with the readiness it alone gives.
+#[cfg(test)]
+macro_rules! flag_pairs {
+    ($flags:ty) => {
+        [
+            (<$flags>::IN, Readiness::READABLE),
+            (<$flags>::OUT, Readiness::WRITABLE),
+            (<$flags>::PRI, Readiness::PRIORITY),
+            (<$flags>::HUP, Readiness::HANGUP),
+            (<$flags>::RDHUP, Readiness::HANGUP),
+            (<$flags>::ERR, Readiness::ERROR),
+        ]
+    };
+}
+#[cfg(test)]
+use flag_pairs;
+
+/// Checks a backend's mapping of its flags to [`Readiness`] on every
+/// combination of `pairs` (each flag and the readiness it alone gives),
+/// from `empty`, its empty set.
+#[cfg(test)]
+pub(super) fn assert_every_combination<F>(
+    empty: F,
+    pairs: &[(F, Readiness)],
+    readiness: impl Fn(F) -> Readiness,
+) where
+    F: Copy + std::ops::BitOrAssign + fmt::Debug,
+{
+    for combo in 0u32..(1 << pairs.len()) {
+        let mut flags = empty;
+        let mut expected = Readiness::EMPTY;
+        for (i, (flag, r)) in pairs.iter().enumerate() {
+            if combo & (1 << i) != 0 {
+                flags |= *flag;
+                expected |= *r;
+            }
+        }
+        assert_eq!(readiness(flags), expected, "{flags:?}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

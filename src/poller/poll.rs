@@ -133,25 +133,8 @@ mod tests {
     /// since `poll` then reports it on every wait at once (a spin).
     #[test]
     fn every_poll_flag_maps_to_its_readiness() {
-        let pairs = [
-            (PollFlags::IN, Readiness::READABLE),
-            (PollFlags::OUT, Readiness::WRITABLE),
-            (PollFlags::PRI, Readiness::PRIORITY),
-            (PollFlags::HUP, Readiness::HANGUP),
-            (PollFlags::RDHUP, Readiness::HANGUP),
-            (PollFlags::ERR, Readiness::ERROR),
-            (PollFlags::NVAL, Readiness::INVALID),
-        ];
-        for combo in 0u32..(1 << pairs.len()) {
-            let mut flags = PollFlags::empty();
-            let mut expected = Readiness::EMPTY;
-            for (i, (flag, r)) in pairs.iter().enumerate() {
-                if combo & (1 << i) != 0 {
-                    flags |= *flag;
-                    expected |= *r;
-                }
-            }
-            assert_eq!(readiness(flags), expected, "{flags:?}");
-        }
+        let mut pairs = super::super::flag_pairs!(PollFlags).to_vec();
+        pairs.push((PollFlags::NVAL, Readiness::INVALID));
+        super::super::assert_every_combination(PollFlags::empty(), &pairs, readiness);
     }
 }

@@ -564,17 +564,24 @@ mod tests {
         }
     }
 
-    /// Only a deadline armed during the round of expiries of the same batch
-    /// waits an iteration: once that batch is over, one a read arms already
-    /// due in a later batch is due in its own iteration.
-    #[test]
-    fn the_excuse_of_a_timeout_callback_ends_with_its_batch() {
+    /// A stream whose deadline, armed already due, a round of expiries
+    /// served: the checker has just seen its `handle_timeout`.
+    fn in_its_timeout_callback() -> (Checker, VirtualClock) {
         let (mut c, clock) = one_stream();
         c.begin_batch();
         check(&mut c, &clock, Traced::Deadline(Some(clock.now()))).unwrap();
         c.begin_batch();
         check(&mut c, &clock, Traced::Expired).unwrap();
         check(&mut c, &clock, TIMEOUT).unwrap();
+        (c, clock)
+    }
+
+    /// Only a deadline armed during the round of expiries of the same batch
+    /// waits an iteration: once that batch is over, one a read arms already
+    /// due in a later batch is due in its own iteration.
+    #[test]
+    fn the_excuse_of_a_timeout_callback_ends_with_its_batch() {
+        let (mut c, clock) = in_its_timeout_callback();
         assert_eq!(c.overdue(clock.now()), None);
         c.begin_batch();
         check(&mut c, &clock, READ).unwrap();
@@ -613,12 +620,7 @@ mod tests {
         check(&mut c, &clock, Traced::Deadline(Some(clock.now()))).unwrap();
         assert_eq!(c.overdue(clock.now()).as_deref(), Some("#1's deadline"), "armed by a read: due now");
 
-        let (mut c, clock) = one_stream();
-        c.begin_batch();
-        check(&mut c, &clock, Traced::Deadline(Some(clock.now()))).unwrap();
-        c.begin_batch();
-        check(&mut c, &clock, Traced::Expired).unwrap();
-        check(&mut c, &clock, TIMEOUT).unwrap();
+        let (mut c, clock) = in_its_timeout_callback();
         // The timeout callback arms it again, already due: the next round
         // serves it.
         check(&mut c, &clock, Traced::Deadline(Some(clock.now()))).unwrap();

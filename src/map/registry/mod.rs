@@ -436,8 +436,15 @@ mod tests {
     use crate::handler::{AcceptHandler, FileHandler, StreamHandler};
     use crate::map::{Ctx, Map};
 
-    /// Reads and drops what comes.
+    /// Reads and drops what comes, from a stream or a file (a file's
+    /// predicates the defaults: it wants to read).
     struct Reads;
+
+    impl FileHandler for Reads {
+        fn handle_read(&mut self, ch: &mut Channel<FileFd>, _: &mut Ctx<'_>) -> io::Result<()> {
+            ch.recv(&mut [0; 64]).map(drop)
+        }
+    }
 
     impl StreamHandler for Reads {
         fn handle_read(&mut self, ch: &mut Channel<Connected>, _: &mut Ctx<'_>) -> io::Result<()> {
@@ -511,15 +518,6 @@ mod tests {
         assert!(map.registry.removed_busy.is_empty(), "{:?}", map.registry.removed_busy);
     }
 
-    /// Reads a file (its predicates the defaults: it wants to read).
-    struct ReadsFile;
-
-    impl FileHandler for ReadsFile {
-        fn handle_read(&mut self, ch: &mut Channel<FileFd>, _: &mut Ctx<'_>) -> io::Result<()> {
-            ch.recv(&mut [0; 64]).map(drop)
-        }
-    }
-
     /// The count of always-ready channels follows a regular file out of the
     /// map, whatever it wanted: back at zero, the wait takes its fast path
     /// again instead of scanning every slot for files to report.
@@ -527,7 +525,7 @@ mod tests {
     fn the_always_ready_count_falls_back_to_zero_when_a_regular_file_leaves() {
         let mut map = Map::with_backend(Backend::Epoll).unwrap();
         let file = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
-        let token = map.insert(Channel::file(file.into()).unwrap(), ReadsFile).unwrap();
+        let token = map.insert(Channel::file(file.into()).unwrap(), Reads).unwrap();
         assert_eq!(map.registry.always_ready, 1, "a regular file is always ready");
         assert!(map.remove(token));
         assert_eq!(map.registry.always_ready, 0, "the file left, its count stayed");
