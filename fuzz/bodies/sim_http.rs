@@ -11,7 +11,7 @@
 //! after the other, over and over: `GET`s and `HEAD`s with lines ended by
 //! CRLF, bare LF or both, extra headers and leading empty lines; `POST`s and
 //! unknown methods with bodies of any bytes (line ends and request lines
-//! included); HTTP/1.0 with and without keep-alive, `Connection: close`,
+//! included), half of them with `Expect: 100-continue`; HTTP/1.0 with and without keep-alive, `Connection: close`,
 //! chunked bodies and bodies over the server's 1 MiB; bad heads (no Host,
 //! no version, a header without a colon, a bad or conflicting
 //! Content-Length, a bare CR), HTTP/2.0, and heads over 8 KiB. Every write
@@ -26,7 +26,9 @@
 //! - no response is larger than the output budget;
 //! - for every peer that sent at most one out-of-band byte, the responses
 //!   answer its requests in order, each with the status the request calls
-//!   for (200, 400, 405, 431, 501, 505), `Hello, world!` for a `GET`,
+//!   for (200, 400, 405, 431, 501, 505), after a `100 Continue` exactly
+//!   when the request expects one and has a body the server reads,
+//!   `Hello, world!` for a `GET`,
 //!   `Connection: close` exactly when the server closes after it, and
 //!   nothing after that; and none answers a request before the bytes that
 //!   decide it were sent. A response may be missing only at the end (a
@@ -59,6 +61,9 @@ pub struct Message {
     /// The server cannot answer before this many bytes of the request have
     /// arrived (the end of its head, or of the line that breaks it).
     pub answer_at: usize,
+    /// A `100 Continue` comes before the answer (`Expect: 100-continue`
+    /// with a body the server reads on a kept connection).
+    pub continues: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -119,7 +124,7 @@ const TARGETS: [&[u8]; 4] = [b"/", b"/a/b?c=d", b"*", b"http://x/y"];
 
 fn ok(bytes: Vec<u8>, status: u16, closes: bool) -> Message {
     let answer_at = bytes.len();
-    Message { bytes, status, head_only: false, closes, answer_at }
+    Message { bytes, status, head_only: false, closes, answer_at, continues: false }
 }
 
 /// A request the peers send, valid, near-valid or hostile.
@@ -150,10 +155,17 @@ fn message(inp: &mut Input<'_>) -> Message {
             let n = inp.pick(&[0, 1, 13, 300, 5000]);
             let line = request_line(method, b"HTTP/1.1");
             let length = format!("Content-Length: {n}");
-            let mut bytes = head(inp, &[&line, b"Host: x", length.as_bytes()], ends);
+            // Half of them ask for a 100 Continue first, which a body read
+            // on the kept connection gets before the answer.
+            let expect = inp.byte() & 1 == 0;
+            let mut lines: Vec<&[u8]> = vec![&line, b"Host: x", length.as_bytes()];
+            if expect {
+                lines.push(inp.pick(&[&b"Expect: 100-continue"[..], b"expect: 100-Continue"]));
+            }
+            let mut bytes = head(inp, &lines, ends);
             let answer_at = bytes.len();
             bytes.extend(body(inp, n));
-            Message { bytes, status, head_only: false, closes: false, answer_at }
+            Message { bytes, status, head_only: false, closes: false, answer_at, continues: expect && n > 0 }
         }
         5 => {
             let method = inp.pick(&[&b"OPTIONS"[..], b"DELETE", b"FROB"]);
@@ -191,7 +203,14 @@ fn message(inp: &mut Input<'_>) -> Message {
                     let mut bytes = b"GET / HT\rTP/1.1\n".to_vec();
                     let answer_at = bytes.len();
                     bytes.extend(head(inp, &[b"Host: x"], ends));
-                    return Message { bytes, status: 400, head_only: false, closes: true, answer_at };
+                    return Message {
+                        bytes,
+                        status: 400,
+                        head_only: false,
+                        closes: true,
+                        answer_at,
+                        continues: false,
+                    };
                 }
             };
             ok(head(inp, &lines, ends), 400, true)
@@ -207,7 +226,14 @@ fn message(inp: &mut Input<'_>) -> Message {
             let mut all: Vec<&[u8]> = vec![&get11, b"Host: x"];
             all.extend(lines.iter().map(Vec::as_slice));
             let bytes = head(inp, &all, ends);
-            Message { bytes, status: 431, head_only: false, closes: true, answer_at: head::MAX_HEAD }
+            Message {
+                bytes,
+                status: 431,
+                head_only: false,
+                closes: true,
+                answer_at: head::MAX_HEAD,
+                continues: false,
+            }
         }
         13 => {
             // A body the server does not skip: answered, then closed.
@@ -306,6 +332,13 @@ fn response(buf: &[u8], at: usize, head_only: Option<bool>) -> Result<Option<(Re
         headers.push((line[..colon].to_vec(), line[colon + 2..].to_vec()));
     }
     let mut response = Response { status, headers, body: Vec::new() };
+    if (100..200).contains(&status) {
+        // An interim response: a head alone.
+        if !response.headers.is_empty() {
+            return Err(format!("headers in an interim response: {}", show(&rest[..end])));
+        }
+        return Ok(Some((response, at + end + 4)));
+    }
     let lengths = response.header("Content-Length");
     let [length] = lengths[..] else {
         return Err(format!("{} Content-Length headers in {}", lengths.len(), show(&rest[..end])));
@@ -382,11 +415,27 @@ pub fn run_with(data: &[u8], check_descriptors: bool) -> usize {
                 },
                 None => None,
             };
+            if request.is_some_and(|m| m.continues) {
+                let (interim, next) = match response(received, at, Some(true)) {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(why) => {
+                        peer.fail(format!("the 100 Continue before response {n} is malformed: {why}"))
+                    }
+                };
+                if interim.status != 100 {
+                    peer.fail(format!("response {n} is {} where a 100 Continue comes first", interim.status));
+                }
+                at = next;
+            }
             let (got, next) = match response(received, at, request.map(|m| m.head_only)) {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(why) => peer.fail(format!("response {n} at byte {at} is malformed: {why}")),
             };
+            if request.is_some() && (100..200).contains(&got.status) {
+                peer.fail(format!("an interim {} where response {n} belongs", got.status));
+            }
             if next - at > s.budget {
                 peer.fail(format!("response {n} takes {} bytes, past the budget of {}", next - at, s.budget));
             }
