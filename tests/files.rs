@@ -232,14 +232,29 @@ struct FileReader {
     log: Log,
     /// Bytes asked per read event.
     chunk: usize,
+    /// Whether it pauses (wants nothing) after each read, until the test
+    /// clears `paused`.
+    pauses: bool,
+    paused: bool,
+}
+
+impl FileReader {
+    fn new(data: &Rc<RefCell<Vec<u8>>>, log: &Log, chunk: usize) -> FileReader {
+        FileReader { data: Rc::clone(data), log: log.clone(), chunk, pauses: false, paused: false }
+    }
 }
 
 impl FileHandler for FileReader {
+    fn readable(&self, _ch: &Channel<FileFd>) -> bool {
+        !self.paused
+    }
+
     fn handle_read(&mut self, ch: &mut Channel<FileFd>, _cx: &mut Ctx<'_>) -> io::Result<()> {
         let mut buf = vec![0u8; self.chunk];
         let n = ch.recv(&mut buf)?;
         self.log.push(if n == 0 { "read:eof" } else { "read" });
         self.data.borrow_mut().extend_from_slice(&buf[..n]);
+        self.paused = self.pauses;
         Ok(())
     }
 
@@ -271,7 +286,7 @@ fn regular_file_is_always_ready_and_read_to_the_end_on_every_backend() {
         let log = Log::default();
         let data = Rc::new(RefCell::new(Vec::new()));
         let token = map
-            .insert(channel, FileReader { data: Rc::clone(&data), log: log.clone(), chunk: 100 })
+            .insert(channel, FileReader::new(&data, &log, 100))
             .unwrap_or_else(|e| panic!("{backend}: a regular file joins the map: {e}"));
         assert!(
             util::run_until(&mut map, |_| log.contains("close")),
@@ -301,7 +316,7 @@ fn regular_file_stays_always_ready_across_backend_switches() {
     let mut map = util::map(order[0]);
     let log = Log::default();
     let data = Rc::new(RefCell::new(Vec::new()));
-    map.insert(channel, FileReader { data: Rc::clone(&data), log: log.clone(), chunk: 2 }).expect("insert");
+    map.insert(channel, FileReader::new(&data, &log, 2)).expect("insert");
     for (i, backend) in order.iter().enumerate() {
         map.set_backend(*backend)
             .unwrap_or_else(|e| panic!("{backend}: set_backend with a file in the map: {e}"));
@@ -412,38 +427,6 @@ fn a_shutdown_closes_a_file_channel_with_handle_close_once() {
     }
 }
 
-/// Reads one piece of a file, then pauses (wants nothing) until the test
-/// lets it read again.
-struct PausesAfterOneRead {
-    data: Rc<RefCell<Vec<u8>>>,
-    log: Log,
-    paused: bool,
-}
-
-impl FileHandler for PausesAfterOneRead {
-    fn readable(&self, _ch: &Channel<FileFd>) -> bool {
-        !self.paused
-    }
-
-    fn handle_read(&mut self, ch: &mut Channel<FileFd>, _cx: &mut Ctx<'_>) -> io::Result<()> {
-        let mut buf = [0u8; 4];
-        let n = ch.recv(&mut buf)?;
-        self.log.push(if n == 0 { "read:eof" } else { "read" });
-        self.data.borrow_mut().extend_from_slice(&buf[..n]);
-        self.paused = true;
-        Ok(())
-    }
-
-    fn handle_close(&mut self, _ch: &mut Channel<FileFd>, _cx: &mut Ctx<'_>) {
-        self.log.push("close");
-    }
-
-    fn handle_error(&mut self, _ch: &mut Channel<FileFd>, error: io::Error, cx: &mut Ctx<'_>) {
-        self.log.push(format!("error:{error}"));
-        cx.close();
-    }
-}
-
 /// A regular file is always ready and never given to the kernel (P17): when
 /// its interest changes, the poller is not told either. On epoll, which
 /// refuses regular files (`EPERM`), telling it would fail and close the
@@ -459,7 +442,7 @@ fn a_regular_file_whose_interest_changes_stays_in_the_map() {
         let log = Log::default();
         let data = Rc::new(RefCell::new(Vec::new()));
         let file = tempfile_channel(content, backend).expect("a file channel");
-        let handler = PausesAfterOneRead { data: Rc::clone(&data), log: log.clone(), paused: false };
+        let handler = FileReader { pauses: true, ..FileReader::new(&data, &log, 4) };
         let token = map.insert(file, handler).expect("insert the file");
         run_iterations(&mut map, 3);
         assert_eq!(log.events(), ["read"], "{backend}: one read, then paused");
@@ -468,8 +451,7 @@ fn a_regular_file_whose_interest_changes_stays_in_the_map() {
             if log.contains("close") {
                 break;
             }
-            map.handler_mut::<PausesAfterOneRead>(token).expect("the file is still in the map").paused =
-                false;
+            map.handler_mut::<FileReader>(token).expect("the file is still in the map").paused = false;
             run_iterations(&mut map, 1);
         }
         assert_eq!(*data.borrow(), content, "{backend}: read to the end: {:?}", log.events());

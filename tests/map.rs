@@ -625,12 +625,27 @@ fn with_socket_map_from_a_handler_of_the_default_loop_is_an_error() {
     }
 }
 
-/// Swaps the channel it is lent for another one on its first write.
+/// Swaps the channel it is lent for another one on its first write, or,
+/// `on_timeout`, in its `handle_timeout` (then it wants nothing).
 struct Swapper {
     spare: Option<Channel<Connected>>,
     /// Where the channel it was given ends up: kept open, so the test can
     /// tell the map closed the spare and not the original.
     original: Option<Channel<Connected>>,
+    on_timeout: bool,
+}
+
+impl Swapper {
+    fn new(spare: Channel<Connected>, on_timeout: bool) -> Swapper {
+        Swapper { spare: Some(spare), original: None, on_timeout }
+    }
+
+    fn swap(&mut self, ch: &mut Channel<Connected>) {
+        if let Some(mut spare) = self.spare.take() {
+            std::mem::swap(ch, &mut spare);
+            self.original = Some(spare);
+        }
+    }
 }
 
 impl StreamHandler for Swapper {
@@ -639,7 +654,7 @@ impl StreamHandler for Swapper {
     }
 
     fn writable(&self, _ch: &Channel<Connected>) -> bool {
-        true
+        !self.on_timeout
     }
 
     fn handle_read(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
@@ -647,10 +662,12 @@ impl StreamHandler for Swapper {
     }
 
     fn handle_write(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
-        if let Some(mut spare) = self.spare.take() {
-            std::mem::swap(ch, &mut spare);
-            self.original = Some(spare);
-        }
+        self.swap(ch);
+        Ok(())
+    }
+
+    fn handle_timeout(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.swap(ch);
         Ok(())
     }
 }
@@ -661,7 +678,7 @@ fn a_handler_that_swaps_its_channel_for_another_loses_the_slot_and_the_spare_is_
         let mut map = util::map(backend);
         let (a, _a_peer) = Channel::pair().expect("pair");
         let (spare, mut spare_peer) = Channel::pair().expect("pair");
-        let token = map.insert(a, Swapper { spare: Some(spare), original: None }).expect("insert");
+        let token = map.insert(a, Swapper::new(spare, false)).expect("insert");
         // One iteration: the write swaps. The slot now holds a channel whose
         // descriptor is not the one the poller watches, so the map must not
         // keep it: it closes the entry (the spare, and the handler with the
@@ -692,7 +709,7 @@ fn a_handler_that_swaps_its_channel_is_reported() {
         let mut map = util::map(backend);
         let (a, _a_peer) = Channel::pair().expect("pair");
         let (spare, _spare_peer) = Channel::pair().expect("pair");
-        map.insert(a, Swapper { spare: Some(spare), original: None }).expect("insert");
+        map.insert(a, Swapper::new(spare, false)).expect("insert");
         map.poll(Some(Duration::from_secs(1))).expect("poll");
         assert!(map.is_empty(), "{backend}");
         swaps += 1;
@@ -771,31 +788,6 @@ fn an_insert_on_a_busy_descriptor_is_refused_and_gives_everything_back() -> io::
     Ok(())
 }
 
-/// Swaps the channel it is lent for another one in its `handle_timeout`;
-/// wants nothing else.
-struct SwapsOnTimeout {
-    spare: Option<Channel<Connected>>,
-    original: Option<Channel<Connected>>,
-}
-
-impl StreamHandler for SwapsOnTimeout {
-    fn readable(&self, _ch: &Channel<Connected>) -> bool {
-        false
-    }
-
-    fn handle_read(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn handle_timeout(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
-        if let Some(mut spare) = self.spare.take() {
-            std::mem::swap(ch, &mut spare);
-            self.original = Some(spare);
-        }
-        Ok(())
-    }
-}
-
 /// A swap in `handle_timeout` is caught as one in a wake-up is: a deadline
 /// is the other way into an entry, and the map checks the descriptor after
 /// it too. The entry leaves the map at once, with the spare it now holds.
@@ -805,7 +797,7 @@ fn a_handler_that_swaps_its_channel_in_handle_timeout_loses_the_slot() {
         let mut map = util::map(backend);
         let (a, _a_peer) = Channel::pair().expect("pair");
         let (spare, mut spare_peer) = Channel::pair().expect("pair");
-        let token = map.insert(a, SwapsOnTimeout { spare: Some(spare), original: None }).expect("insert");
+        let token = map.insert(a, Swapper::new(spare, true)).expect("insert");
         assert!(map.set_deadline(token, Some(map.now())));
         map.poll(Some(Duration::from_secs(1))).expect("poll");
         assert!(!map.contains(token), "{backend}: the swapped entry stayed in the map");
