@@ -343,7 +343,7 @@ mod tls {
     use rolecore::tls::{Handshaking, rustls};
     use rolecore::{AcceptHandler, Address, Map};
 
-    use super::tls_common::{cert, client_config, connect, localhost, roundtrip, server_config};
+    use super::tls_common::{TestCert, cert, client_config, connect, localhost, roundtrip, server_config};
     use super::*;
 
     /// Echoes one byte per `handle_read`: a handler that takes less than a
@@ -382,6 +382,32 @@ mod tls {
             util::run_iterations(map, 1);
             each(map);
         }
+    }
+
+    /// A TLS 1.3 client thread sends 100 bytes to `addr` and reads their
+    /// echo while `map` serves them, calling `each` after every iteration
+    /// (see [`serve_until`]); the echo must come back whole.
+    fn echo_while(
+        map: &mut Map,
+        addr: SocketAddr,
+        cert: &TestCert,
+        backend: Backend,
+        each: impl FnMut(&mut Map),
+    ) {
+        let client = client_config(cert, &[&rustls::version::TLS13], &[]);
+        let sent: Vec<u8> = (0..100u8).collect();
+        let expected = sent.clone();
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        let thread = thread::spawn(move || {
+            let result = connect(addr, client).and_then(|mut c| roundtrip(&mut c, &sent));
+            flag.store(true, Ordering::SeqCst);
+            result
+        });
+        serve_until(map, &done, each);
+        let back = thread.join().expect("the client panicked");
+        let back = back.unwrap_or_else(|e| panic!("{backend}: the echo stalled: {e}"));
+        assert!(back == expected, "{backend}: every byte back");
     }
 
     /// Every byte of a TLS record reaches a handler that reads it a byte at
@@ -522,25 +548,12 @@ mod tls {
             let pausing = paused.clone();
             map.insert(listener, Server(server_config(&cert, &[], &[]), move || Pausing(pausing.clone())))
                 .unwrap();
-            let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
-            let sent: Vec<u8> = (0..100u8).collect();
-            let expected = sent.clone();
-            let done = Arc::new(AtomicBool::new(false));
-            let flag = done.clone();
-            let thread = thread::spawn(move || {
-                let result = connect(addr, client).and_then(|mut c| roundtrip(&mut c, &sent));
-                flag.store(true, Ordering::SeqCst);
-                result
-            });
-            serve_until(&mut map, &done, |map| {
+            echo_while(&mut map, addr, &cert, backend, |map| {
                 if paused.get() {
                     paused.set(false);
                     map.refresh_all();
                 }
             });
-            let back = thread.join().expect("the client panicked");
-            let back = back.unwrap_or_else(|e| panic!("{backend}: the echo stalled: {e}"));
-            assert!(back == expected, "{backend}: every byte back");
         }
     }
 
@@ -602,18 +615,8 @@ mod tls {
             });
             let mut map = util::map(backend);
             map.insert(listener, server).unwrap();
-            let client = client_config(&cert, &[&rustls::version::TLS13], &[]);
-            let sent: Vec<u8> = (0..100u8).collect();
-            let expected = sent.clone();
-            let done = Arc::new(AtomicBool::new(false));
-            let flag = done.clone();
-            let thread = thread::spawn(move || {
-                let result = connect(addr, client).and_then(|mut c| roundtrip(&mut c, &sent));
-                flag.store(true, Ordering::SeqCst);
-                result
-            });
             let mut released = None;
-            serve_until(&mut map, &done, |map| {
+            echo_while(&mut map, addr, &cert, backend, |map| {
                 if paused.get() && released.is_none() {
                     paused.set(false);
                     // Twice: each finds the plaintext held.
@@ -637,9 +640,6 @@ mod tls {
                     released = Some(empty_reads.get() - before);
                 }
             });
-            let back = thread.join().expect("the client panicked");
-            let back = back.unwrap_or_else(|e| panic!("{backend}: the echo stalled: {e}"));
-            assert!(back == expected, "{backend}: every byte back");
             assert_eq!(released, Some(0), "{backend}: reads that found nothing after the release");
             assert_eq!(reads_while_paused.get(), 0, "{backend}: reads while the handler was paused");
         }
