@@ -73,6 +73,10 @@ const USAGE: &str = "usage: http_client HOST:PORT PATH [--tls --cacert PEM], whe
                      or localhost (rolecore does not resolve host names) and PATH has no spaces, e.g. /index.html";
 
 fn main() -> ExitCode {
+    if std::env::args().skip(1).any(|arg| arg == "-h" || arg == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let args = match parse_args() {
         Ok(args) => args,
         Err(what) => return usage(&what),

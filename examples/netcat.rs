@@ -400,8 +400,12 @@ fn main() -> ExitCode {
     let (mode, backend) = match parse_args(std::env::args().skip(1)) {
         Ok(parsed) => parsed,
         Err(message) => {
-            // One line: what is wrong, then how to call it.
-            let message = if message.is_empty() { "help".to_string() } else { message };
+            // Help that was asked for goes to stdout; a mistake is one
+            // line on stderr: what is wrong, then how to call it.
+            if message.is_empty() {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
             eprintln!("netcat: {message}; {USAGE}");
             return ExitCode::from(2);
         }

@@ -1,7 +1,8 @@
 //! Every example program, given an absurd command line, prints one clear
 //! line on stderr and exits with status 2: never a panic, never a server
-//! that starts anyway. The examples run as real processes, the way a user
-//! starts them.
+//! that starts anyway; asked for `--help`, it prints its usage on stdout
+//! and exits 0. The examples run as real processes, the way a user starts
+//! them.
 
 mod util;
 
@@ -10,13 +11,13 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Runs an example with `args`, bounded in time; returns its exit code and
-/// stderr.
-fn run(name: &str, args: &[&str]) -> (Option<i32>, String) {
+/// Runs an example with `args`, bounded in time; returns its exit code,
+/// stderr and stdout (each a line or two: the pipes cannot fill).
+fn run(name: &str, args: &[&str]) -> (Option<i32>, String, String) {
     let mut child = Command::new(util::example(name))
         .args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("start {name}: {e}"));
@@ -32,16 +33,17 @@ fn run(name: &str, args: &[&str]) -> (Option<i32>, String) {
         }
         thread::sleep(Duration::from_millis(10));
     };
-    let mut stderr = String::new();
+    let (mut stderr, mut stdout) = (String::new(), String::new());
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    (status.code(), stderr)
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    (status.code(), stderr, stdout)
 }
 
 /// Asserts that `name` refuses each of `cases` with status 2 and one line
 /// on stderr that starts with its name and gives its usage.
 fn refuses(name: &str, cases: &[&[&str]]) {
     for args in cases {
-        let (code, stderr) = run(name, args);
+        let (code, stderr, _) = run(name, args);
         assert_eq!(code, Some(2), "{name} {args:?}: exit {code:?}, stderr: {stderr}");
         assert!(!stderr.contains("panicked"), "{name} {args:?} panicked: {stderr}");
         assert!(stderr.starts_with(&format!("{name}: ")), "{name} {args:?}: {stderr}");
@@ -175,4 +177,19 @@ fn http_client_refuses_absurd_flags() {
             &["127.0.0.1:1", "/", "extra"],
         ],
     );
+}
+
+/// `-h` and `--help`, anywhere on the line, are a request, not a mistake:
+/// the usage on stdout, nothing on stderr, status 0, and no server started.
+#[test]
+fn every_example_prints_its_usage_when_asked() {
+    for name in ["echo_server", "http_server", "resp_server", "chat_server", "netcat", "http_client"] {
+        for args in [&["--help"][..], &["-h"], &["127.0.0.1:0", "--help"]] {
+            let (code, stderr, stdout) = run(name, args);
+            assert_eq!(code, Some(0), "{name} {args:?}: exit {code:?}, stderr: {stderr}");
+            assert!(stderr.is_empty(), "{name} {args:?}: stderr: {stderr}");
+            assert!(stdout.starts_with(&format!("usage: {name}")), "{name} {args:?}: stdout: {stdout}");
+            assert_eq!(stdout.lines().count(), 1, "{name} {args:?}: {stdout}");
+        }
+    }
 }

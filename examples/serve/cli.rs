@@ -3,7 +3,8 @@
 //! server adds (`--idle-timeout SECS`, `--max-bulk BYTES`, …, and
 //! `--tls-cert PEM --tls-key PEM` for TLS).
 //!
-//! A bad command line is one line on stderr, `NAME: what is wrong; usage:
+//! `-h` or `--help` prints the usage line on stdout and exits 0. A bad
+//! command line is one line on stderr, `NAME: what is wrong; usage:
 //! …`, and exit status 2, never a panic: a value that is empty, not a
 //! number, negative, NaN, infinite or out of range is refused before the
 //! server starts, and so is a flag given twice or one the server does not
@@ -40,17 +41,25 @@ pub const TLS_CERT: Flag = Flag { name: "--tls-cert", value: "PEM" };
 /// `--tls-key PEM`: its private key (PKCS#8, PKCS#1 or SEC1).
 pub const TLS_KEY: Flag = Flag { name: "--tls-key", value: "PEM" };
 
-/// A command line that could not be used: what to print before exiting 2.
+/// A command line that does not start the server: help that was asked
+/// for, or a mistake; what to print before exiting.
 #[derive(Debug)]
 pub struct Usage {
     line: String,
+    help: bool,
 }
 
 impl Usage {
-    /// Prints the one line and gives exit status 2.
+    /// Prints the one line: the usage on stdout with exit status 0 when it
+    /// was asked for, what is wrong on stderr with status 2 otherwise.
     pub fn exit(self) -> ExitCode {
-        eprintln!("{}", self.line);
-        ExitCode::from(2)
+        if self.help {
+            println!("{}", self.line);
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("{}", self.line);
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -98,7 +107,7 @@ impl Cli {
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             if arg == "-h" || arg == "--help" {
-                return Err(cli.usage_error("help"));
+                return Err(Usage { line: cli.usage, help: true });
             }
             if !arg.starts_with('-') || arg == "-" {
                 if addr.is_some() {
@@ -143,7 +152,7 @@ impl Cli {
 
     /// A usage error that names what is wrong.
     pub fn usage_error(&self, what: impl std::fmt::Display) -> Usage {
-        Usage { line: format!("{}: {what}; {}", self.name, self.usage) }
+        Usage { line: format!("{}: {what}; {}", self.name, self.usage), help: false }
     }
 
     /// A timeout flag in seconds (fractions allowed, down to a
