@@ -242,7 +242,18 @@ impl Map {
     /// nothing could end it (the simulated peers act only in `Sim::run`),
     /// and it fails with [`Deadlock`](io::ErrorKind::Deadlock) rather than
     /// spin.
+    ///
+    /// A wait without a limit on a map that holds nothing at all — no
+    /// channel, and no waker or signal watcher either, which
+    /// [`len`](Self::len) does not count — could never end, and fails with
+    /// [`Deadlock`](io::ErrorKind::Deadlock) at once instead of blocking
+    /// the thread for good. A wait with a limit on such a map sleeps for its
+    /// limit, as a wait on idle channels would: a loop of your own that
+    /// calls `poll` keeps its pace while the map is empty.
     pub fn poll(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+        if timeout.is_none() && self.is_empty() && self.registry.tokens().next().is_none() {
+            return Err(nothing_to_wait_for());
+        }
         self.iterate(timeout)
     }
 
@@ -366,6 +377,17 @@ impl Map {
             }
         }
     }
+}
+
+/// Why [`Map::poll`] refuses a wait without a limit on a map with nothing
+/// in it.
+#[cold]
+fn nothing_to_wait_for() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Deadlock,
+        "Map::poll(None) on a map that holds nothing (no channel, waker or signal watcher): no \
+         readiness could ever end the wait; insert a channel first, or give the wait a limit",
+    )
 }
 
 /// asyncore's `loop(timeout, use_poll, map, count)`: waits up to `timeout`
