@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::Shutdown;
+use std::os::fd::AsFd;
 
 use rustix::io::Errno;
 use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, sockopt};
@@ -128,8 +129,7 @@ impl Channel<Bound> {
 }
 
 fn bind<R: super::Role>(ch: &Channel<R>, addr: &Address) -> io::Result<()> {
-    net::bind(&ch.fd, &addr.to_any()?)?;
-    Ok(())
+    net::bind(&ch.fd, &addr.to_any()?).map_err(|e| addr.explain_failure(ch.fd.as_fd(), "bind", e.into()))
 }
 
 fn listen<R: super::Role>(ch: Channel<R>, backlog: u32) -> Result<Channel<Listening>, RoleError<Channel<R>>> {
@@ -144,11 +144,11 @@ fn connect<R: super::Role>(
     ch: Channel<R>,
     addr: io::Result<Address>,
 ) -> Result<Channel<Connecting>, RoleError<Channel<R>>> {
-    let result = addr.and_then(|a| a.to_any()).and_then(|a| match net::connect(&ch.fd, &a) {
+    let result = addr.and_then(|addr| match net::connect(&ch.fd, &addr.to_any()?) {
         // A Unix socket connects at once; TCP reports EINPROGRESS. Both finish
         // in the loop, so a handler sees one order of events either way.
         Ok(()) | Err(Errno::INPROGRESS) => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(addr.explain_failure(ch.fd.as_fd(), "connect", e.into())),
     });
     match result {
         Ok(()) => Ok(ch.into_role()),
