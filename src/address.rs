@@ -91,7 +91,12 @@ impl Address {
     /// of no fitting kind, names neither the socket nor the address.
     /// Asked only after a failure.
     #[cold]
-    pub(crate) fn explain_failure(&self, fd: std::os::fd::BorrowedFd<'_>, op: &str, error: io::Error) -> io::Error {
+    pub(crate) fn explain_failure(
+        &self,
+        fd: std::os::fd::BorrowedFd<'_>,
+        op: &str,
+        error: io::Error,
+    ) -> io::Error {
         use rustix::net::AddressFamily;
         let socket = match rustix::net::sockopt::socket_domain(fd) {
             Ok(AddressFamily::INET) => Family::Ipv4,

@@ -149,9 +149,12 @@ impl Channel<Datagram> {
 
     /// Receives one datagram into `buf` (the rest of a longer one is
     /// dropped) and says who sent it. `Ok((0, from))` is an empty datagram;
-    /// `WouldBlock` when none is waiting.
+    /// `WouldBlock` when none is waiting. An empty `buf` is refused
+    /// (`InvalidInput`) before anything is received: the kernel would drop
+    /// the whole datagram, and `Ok(0)` would pass it for an empty one.
     pub fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, Address)> {
         self.check_open()?;
+        no_room(buf)?;
         match restarted(|| net::recvfrom(&self.fd, &mut *buf, RecvFlags::empty())) {
             Ok((n, _, from)) => {
                 self.observe(Observed::READ_PROGRESS);
@@ -165,6 +168,19 @@ impl Channel<Datagram> {
     pub fn local_addr(&self) -> io::Result<Address> {
         Address::from_any(net::getsockname(&self.fd)?)
     }
+}
+
+/// Refuses a receive into an empty buffer: a datagram socket's receive
+/// takes a whole datagram, and with no room the kernel drops all of it.
+fn no_room(buf: &[u8]) -> io::Result<()> {
+    if buf.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a datagram cannot be received into an empty buffer: the kernel would drop it whole; pass \
+             a buffer as long as the longest datagram expected (65,507 bytes for UDP)",
+        ));
+    }
+    Ok(())
 }
 
 impl Channel<ConnectedDatagram> {
@@ -188,9 +204,12 @@ impl Channel<ConnectedDatagram> {
         }
     }
 
-    /// Receives one datagram: `Ok(0)` is an empty datagram, not an end.
+    /// Receives one datagram: `Ok(0)` is an empty datagram, not an end. The
+    /// rest of a datagram longer than `buf` is dropped; an empty `buf` is
+    /// refused (`InvalidInput`), as by [`recv_from`](Channel::recv_from).
     pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.check_open()?;
+        no_room(buf)?;
         match restarted(|| net::recv(&self.fd, &mut *buf, RecvFlags::empty())) {
             Ok((n, _)) => {
                 self.observe(Observed::READ_PROGRESS);
