@@ -438,6 +438,11 @@ thread_local! {
 /// reports it and closes the channel), where a `WouldBlock` would be taken
 /// for a spurious wake-up and ignored.
 ///
+/// From a destructor that runs while the thread exits, after the default
+/// map was dropped (a handler of that map, dropped with it), it is an error
+/// of kind [`NotConnected`](io::ErrorKind::NotConnected), and `f` is
+/// dropped without running.
+///
 /// # Examples
 ///
 /// ```
@@ -445,7 +450,11 @@ thread_local! {
 /// assert_eq!(len, 0);
 /// ```
 pub fn with_socket_map<T>(f: impl FnOnce(&mut Map) -> T) -> io::Result<T> {
-    SOCKET_MAP.with(|cell| {
+    // `try_with`: a destructor that runs while the thread exits (a handler
+    // of the default map dropped with it, calling `close_all(None)`) finds
+    // the map gone; `with` panicked there, and a panic in a thread-local's
+    // destructor aborts the process.
+    let reached = SOCKET_MAP.try_with(|cell| {
         let mut slot = cell.try_borrow_mut().map_err(|_| {
             io::Error::new(
                 io::ErrorKind::ResourceBusy,
@@ -459,6 +468,14 @@ pub fn with_socket_map<T>(f: impl FnOnce(&mut Map) -> T) -> io::Result<T> {
             *slot = Some(Map::new()?);
         }
         Ok(f(slot.as_mut().expect("set above")))
+    });
+    reached.unwrap_or_else(|_| {
+        Err(io::Error::new(
+            io::ErrorKind::NotConnected,
+            "rolecore::with_socket_map was called while this thread exits, after its default socket \
+             map was dropped (from a destructor?): the closure did not run, and what it captured was \
+             dropped",
+        ))
     })
 }
 
