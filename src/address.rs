@@ -84,6 +84,47 @@ impl Address {
         })
     }
 
+    /// `error`, from a bind, connect or send of `fd` to this address, said
+    /// again when its cause is that the socket is of another family (a
+    /// `tcp_v4()` socket connecting to `[::1]:80`): the kernel's
+    /// "Address family not supported by protocol" or "Invalid argument",
+    /// of no fitting kind, names neither the socket nor the address.
+    /// Asked only after a failure.
+    #[cold]
+    pub(crate) fn explain_failure(
+        &self,
+        fd: std::os::fd::BorrowedFd<'_>,
+        op: &str,
+        error: io::Error,
+    ) -> io::Error {
+        use rustix::net::AddressFamily;
+        let socket = match rustix::net::sockopt::socket_domain(fd) {
+            Ok(AddressFamily::INET) => Family::Ipv4,
+            Ok(AddressFamily::INET6) => Family::Ipv6,
+            Ok(AddressFamily::UNIX) => Family::Unix,
+            _ => return error,
+        };
+        let wanted = self.family();
+        if socket == wanted {
+            return error;
+        }
+        let name = |family| match family {
+            Family::Ipv4 => "an IPv4",
+            Family::Ipv6 => "an IPv6",
+            Family::Unix => "a Unix",
+        };
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "cannot {op} {} socket to {self}, {} address: make the socket of the address's family \
+                 (Channel::for_address(&address) for a stream, Channel::datagram(address.family()) for \
+                 datagrams)",
+                name(socket),
+                name(wanted)
+            ),
+        )
+    }
+
     pub(crate) fn from_any(any: SocketAddrAny) -> io::Result<Address> {
         if let Ok(inet) = SocketAddr::try_from(any.clone()) {
             return Ok(Address::Inet(inet));

@@ -242,7 +242,18 @@ impl Map {
     /// nothing could end it (the simulated peers act only in `Sim::run`),
     /// and it fails with [`Deadlock`](io::ErrorKind::Deadlock) rather than
     /// spin.
+    ///
+    /// A wait without a limit on a map that holds nothing at all — no
+    /// channel, and no waker or signal watcher either, which
+    /// [`len`](Self::len) does not count — could never end, and fails with
+    /// [`Deadlock`](io::ErrorKind::Deadlock) at once instead of blocking
+    /// the thread for good. A wait with a limit on such a map sleeps for its
+    /// limit, as a wait on idle channels would: a loop of your own that
+    /// calls `poll` keeps its pace while the map is empty.
     pub fn poll(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+        if timeout.is_none() && self.is_empty() && self.registry.tokens().next().is_none() {
+            return Err(nothing_to_wait_for());
+        }
         self.iterate(timeout)
     }
 
@@ -368,6 +379,17 @@ impl Map {
     }
 }
 
+/// Why [`Map::poll`] refuses a wait without a limit on a map with nothing
+/// in it.
+#[cold]
+fn nothing_to_wait_for() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Deadlock,
+        "Map::poll(None) on a map that holds nothing (no channel, waker or signal watcher): no \
+         readiness could ever end the wait; insert a channel first, or give the wait a limit",
+    )
+}
+
 /// asyncore's `loop(timeout, use_poll, map, count)`: waits up to `timeout`
 /// per iteration with `backend`, on `map` (or the thread's default map when
 /// `None`), until the map is empty or `count` iterations have run.
@@ -416,6 +438,11 @@ thread_local! {
 /// reports it and closes the channel), where a `WouldBlock` would be taken
 /// for a spurious wake-up and ignored.
 ///
+/// From a destructor that runs while the thread exits, after the default
+/// map was dropped (a handler of that map, dropped with it), it is an error
+/// of kind [`NotConnected`](io::ErrorKind::NotConnected), and `f` is
+/// dropped without running.
+///
 /// # Examples
 ///
 /// ```
@@ -423,7 +450,11 @@ thread_local! {
 /// assert_eq!(len, 0);
 /// ```
 pub fn with_socket_map<T>(f: impl FnOnce(&mut Map) -> T) -> io::Result<T> {
-    SOCKET_MAP.with(|cell| {
+    // `try_with`: a destructor that runs while the thread exits (a handler
+    // of the default map dropped with it, calling `close_all(None)`) finds
+    // the map gone; `with` panicked there, and a panic in a thread-local's
+    // destructor aborts the process.
+    let reached = SOCKET_MAP.try_with(|cell| {
         let mut slot = cell.try_borrow_mut().map_err(|_| {
             io::Error::new(
                 io::ErrorKind::ResourceBusy,
@@ -437,6 +468,14 @@ pub fn with_socket_map<T>(f: impl FnOnce(&mut Map) -> T) -> io::Result<T> {
             *slot = Some(Map::new()?);
         }
         Ok(f(slot.as_mut().expect("set above")))
+    });
+    reached.unwrap_or_else(|_| {
+        Err(io::Error::new(
+            io::ErrorKind::NotConnected,
+            "rolecore::with_socket_map was called while this thread exits, after its default socket \
+             map was dropped (from a destructor?): the closure did not run, and what it captured was \
+             dropped",
+        ))
     })
 }
 

@@ -137,7 +137,7 @@ pub trait StreamHandler<T: Transport = Channel<Connected>>: 'static {
     fn handle_expt(&mut self, ch: &mut T, cx: &mut Ctx<'_>) -> io::Result<()> {
         let _ = cx;
         log_info(Level::Warning, format_args!("unhandled incoming priority event"));
-        match ch.channel_mut().recv_oob(&mut [0u8; 1]) {
+        match crate::transport::raw_channel(ch).recv_oob(&mut [0u8; 1]) {
             // EINVAL: no urgent byte is pending any more (a later one pushed
             // it inline, or the wake-up was spurious): nothing to discard.
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => Ok(()),

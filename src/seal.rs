@@ -39,3 +39,18 @@ impl ConnectProof for Seal {}
 )]
 pub trait EntryProof: private::Sealed {}
 impl EntryProof for Seal {}
+
+/// Proof that the caller of a transport's raw access (its `&mut` channel,
+/// its `closing`) is the loop: through a generic `T: Transport`, whose
+/// bound brings the sealed supertrait's methods into reach, a raw send
+/// would overtake a `Buffered`'s or an `AsyncChat`'s queue, or write
+/// plaintext under a TLS session.
+#[diagnostic::on_unimplemented(
+    message = "only rolecore's loop reaches a transport's raw channel",
+    label = "the loop's own access: no value you can write stands in for it",
+    note = "send through the transport, which keeps the order of what is queued: \
+            `Channel::send`, `Buffered::send`, `AsyncChat::push`; read-only socket queries go \
+            through `Transport::channel`"
+)]
+pub trait RawProof: private::Sealed {}
+impl RawProof for Seal {}

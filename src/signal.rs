@@ -103,7 +103,9 @@ impl Map {
     /// signal-hook forbids such as `SIGSEGV`) are an `InvalidInput` error,
     /// and so is a number that names no signal. The call is all or nothing:
     /// after an error, none of `signals` is watched by it. A signal listed
-    /// twice is watched once (one call per arrival).
+    /// twice is watched once (one call per arrival). An empty list is an
+    /// `InvalidInput` error too: it would watch nothing and drop `handler`
+    /// without a word.
     ///
     /// ```no_run
     /// use std::time::Duration;
@@ -121,6 +123,13 @@ impl Map {
     /// # }
     /// ```
     pub fn on_signals(&mut self, signals: &[i32], handler: impl SignalHandler) -> io::Result<()> {
+        if signals.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "on_signals was given no signal to watch: its handler would never run; list at least \
+                 one signal",
+            ));
+        }
         let handler: Rc<RefCell<dyn SignalHandler>> = Rc::new(RefCell::new(handler));
         if let Some(&bad) = signals.iter().find(|s| signal_hook::consts::FORBIDDEN.contains(s)) {
             return Err(io::Error::new(

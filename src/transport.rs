@@ -14,10 +14,15 @@ pub(crate) mod sealed {
 
     /// The loop's `&mut` access to a transport's channel (to read what a
     /// callback did, and for the default `handle_expt`). Outside rolecore this
-    /// trait cannot be named, so the method cannot be called: a raw send
+    /// trait cannot be named, and the method takes a proof only rolecore can
+    /// make, so it cannot be called, not even through a generic
+    /// `T: Transport` (whose bound reaches supertrait methods): a raw send
     /// through it would overtake an `AsyncChat`'s queue.
     pub trait RawChannel {
-        fn channel_mut(&mut self) -> &mut crate::channel::Channel<crate::channel::Connected>;
+        fn channel_mut(
+            &mut self,
+            seal: impl crate::seal::RawProof,
+        ) -> &mut crate::channel::Channel<crate::channel::Connected>;
     }
 }
 
@@ -62,9 +67,18 @@ pub trait Transport: sealed::Sealed + sealed::RawChannel + 'static {
     }
 
     /// The loop is about to close the stream: a TLS session sends its
-    /// `close_notify`.
+    /// `close_notify`. Only the loop can call it (its proof argument).
     #[doc(hidden)]
-    fn closing(&mut self) {}
+    fn closing(&mut self, seal: impl crate::seal::RawProof) {
+        let _ = seal;
+    }
+}
+
+/// A transport's channel, for the loop: [`sealed::RawChannel::channel_mut`]
+/// with the proof.
+#[inline(always)]
+pub(crate) fn raw_channel<T: sealed::RawChannel>(t: &mut T) -> &mut Channel<Connected> {
+    t.channel_mut(crate::seal::Seal(()))
 }
 
 /// A [`Transport`] whose connect is in progress. Sealed.
@@ -132,7 +146,7 @@ impl Transport for Channel<Connected> {
 
 impl sealed::RawChannel for Channel<Connected> {
     #[inline]
-    fn channel_mut(&mut self) -> &mut Channel<Connected> {
+    fn channel_mut(&mut self, _: impl crate::seal::RawProof) -> &mut Channel<Connected> {
         self
     }
 }
@@ -168,7 +182,10 @@ macro_rules! queued_transport {
 
         impl $crate::transport::sealed::RawChannel for $ty<$crate::channel::Connected> {
             #[inline]
-            fn channel_mut(&mut self) -> &mut $crate::channel::Channel<$crate::channel::Connected> {
+            fn channel_mut(
+                &mut self,
+                _: impl $crate::seal::RawProof,
+            ) -> &mut $crate::channel::Channel<$crate::channel::Connected> {
                 &mut self.channel
             }
         }
@@ -200,7 +217,7 @@ macro_rules! queued_transport {
                 $held || $h.tls.has_buffered_input()
             }
             #[inline]
-            fn closing(&mut self) {
+            fn closing(&mut self, _: impl $crate::seal::RawProof) {
                 self.tls.closing(&mut self.channel)
             }
         }

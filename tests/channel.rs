@@ -92,6 +92,54 @@ fn a_failed_connect_gives_the_fresh_channel_back() {
     assert_eq!(err.error().kind(), ErrorKind::InvalidInput);
 }
 
+/// A socket given an address of another family (a `tcp_v4()` socket and
+/// `[::1]:80`, a Unix socket and an IP address) used to fail with the
+/// kernel's words alone: "Address family not supported by protocol", of
+/// kind `Uncategorized`, or "Invalid argument", naming neither the socket
+/// nor the address. Every bind, connect and send to an address now says
+/// both families and what to do, as an `InvalidInput` error; the channel
+/// comes back usable. So does `listen` on a Unix socket never bound.
+#[test]
+fn an_address_of_another_family_than_the_socket_is_a_clear_error() {
+    fn says(error: &io::Error, socket: &str, address: &str) {
+        assert_eq!(error.kind(), ErrorKind::InvalidInput, "{error}");
+        let text = error.to_string();
+        assert!(text.contains(&format!("{socket} socket")), "names the socket's family: {text}");
+        assert!(text.contains(&format!("{address} address")), "names the address's family: {text}");
+        assert!(text.contains("Channel::for_address"), "says what to do: {text}");
+    }
+    let unix = format!("unix:@rolecore-family-{}", std::process::id());
+    let unix = unix.as_str();
+    let err = Channel::tcp_v4().unwrap().connect("[::1]:1").unwrap_err();
+    says(err.error(), "an IPv4", "an IPv6");
+    assert!(err.into_inner().bind("127.0.0.1:0").is_ok(), "the channel comes back usable");
+    let err = Channel::tcp_v4().unwrap().bind("[::1]:0").unwrap_err();
+    says(err.error(), "an IPv4", "an IPv6");
+    let err = Channel::tcp_v6().unwrap().connect("127.0.0.1:1").unwrap_err();
+    says(err.error(), "an IPv6", "an IPv4");
+    let err = Channel::unix_stream().unwrap().connect("127.0.0.1:1").unwrap_err();
+    says(err.error(), "a Unix", "an IPv4");
+    let err = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().connect(unix).unwrap_err();
+    says(err.error(), "an IPv4", "a Unix");
+    let err = Channel::udp_v4().unwrap().bind("[::1]:0").unwrap_err();
+    says(err.error(), "an IPv4", "an IPv6");
+    let err = Channel::unix_datagram().unwrap().connect("127.0.0.1:9").unwrap_err();
+    says(err.error(), "a Unix", "an IPv4");
+    let mut udp = Channel::udp_v4().unwrap().bind("127.0.0.1:0").unwrap();
+    says(&udp.send_to(b"x", "[::1]:9").unwrap_err(), "an IPv4", "an IPv6");
+    // A Unix socket has no port for the kernel to pick: `listen` unbound
+    // failed with a bare "Invalid argument".
+    let err = Channel::unix_stream().unwrap().listen(5).unwrap_err();
+    assert_eq!(err.error().kind(), ErrorKind::InvalidInput, "{}", err.error());
+    assert!(err.to_string().contains("bind it to a path"), "says what to do: {err}");
+    assert!(err.into_inner().bind(unix).unwrap().listen(5).is_ok(), "the channel comes back usable");
+    // An error of the right family keeps the kernel's own words.
+    let taken = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(1).unwrap();
+    let port = taken.local_addr().unwrap();
+    let err = Channel::tcp_v4().unwrap().bind(&port).unwrap_err();
+    assert_eq!(err.error().kind(), ErrorKind::AddrInUse, "{}", err.error());
+}
+
 #[test]
 fn dup_file_leaves_the_original_to_the_caller() {
     let (reader, mut writer) = std::io::pipe().unwrap();

@@ -123,6 +123,43 @@ impl DatagramHandler<ConnectedDatagram> for Refused {
     }
 }
 
+/// A receive into an empty buffer took a whole datagram off the socket and
+/// returned `Ok(0)`, which reads as an empty datagram: the data was lost
+/// without a word. It is refused now, before anything is received, and the
+/// datagram waits for a receive with room.
+#[test]
+fn a_receive_into_an_empty_buffer_is_refused_and_loses_no_datagram() {
+    let (mut a, mut b) = Channel::datagram_pair().unwrap();
+    b.send(b"kept").unwrap();
+    let refused = a.recv(&mut []).unwrap_err();
+    assert_eq!(refused.kind(), io::ErrorKind::InvalidInput, "{refused}");
+    assert!(refused.to_string().contains("empty buffer"), "{refused}");
+    let mut buf = [0u8; 16];
+    assert_eq!(a.recv(&mut buf).unwrap(), 4, "the datagram is still there");
+    assert_eq!(&buf[..4], b"kept");
+
+    let mut server = Channel::udp_v4().unwrap().bind("127.0.0.1:0").unwrap();
+    let to = server.local_addr().unwrap();
+    let mut client = Channel::udp_v4().unwrap().bind("127.0.0.1:0").unwrap();
+    client.send_to(b"kept too", &to).unwrap();
+    let refused = server.recv_from(&mut []).unwrap_err();
+    assert_eq!(refused.kind(), io::ErrorKind::InvalidInput, "{refused}");
+    let mut got = None;
+    for _ in 0..500 {
+        match server.recv_from(&mut buf) {
+            Ok((n, _)) => {
+                got = Some(buf[..n].to_vec());
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(std::time::Duration::from_millis(2))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(got.as_deref(), Some(&b"kept too"[..]), "the datagram is still there");
+}
+
 #[test]
 fn a_port_unreachable_error_reaches_handle_error_and_the_socket_stays() {
     for backend in util::backends() {

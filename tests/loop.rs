@@ -211,6 +211,35 @@ fn empty_map_returns_at_once_even_without_timeout() {
     }
 }
 
+/// A wait without a limit on a map that holds nothing — the map a loop left
+/// empty, driven on by hand — used to block its thread for good: nothing in
+/// the map could ever end it. It is a `Deadlock` error now, on every
+/// backend; a wait with a limit still sleeps, and a map that holds only its
+/// waker still waits for it.
+#[test]
+fn poll_without_a_limit_on_a_map_with_nothing_in_it_is_an_error_not_a_hang() {
+    for backend in backends() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut m = map(backend);
+            let empty = m.poll(None).map_err(|e| (e.kind(), e.to_string()));
+            let limited = m.poll(Some(Duration::from_millis(1))).map_err(|e| e.to_string());
+            let waker = m.waker().expect("a waker");
+            waker.stop().expect("stop");
+            let woken = m.poll(None).map_err(|e| e.to_string());
+            let _ = tx.send((empty, limited, woken));
+        });
+        let (empty, limited, woken) = rx
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{backend}: poll(None) on an empty map did not return"));
+        let (kind, message) = empty.expect_err("a wait nothing could end is refused");
+        assert_eq!(kind, io::ErrorKind::Deadlock, "{backend}: {message}");
+        assert!(message.contains("give the wait a limit"), "{backend}: says what to do: {message}");
+        assert_eq!(limited, Ok(false), "{backend}: a wait with a limit on an empty map sleeps");
+        assert_eq!(woken, Ok(true), "{backend}: a map holding its waker waits for it");
+    }
+}
+
 #[test]
 fn stop_from_a_callback_ends_the_loop_with_the_map_intact() {
     for backend in util::backends() {

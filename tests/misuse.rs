@@ -654,6 +654,47 @@ fn with_socket_map_inside_its_own_loop_reaches_the_default_handle_error() {
     assert!(reports.iter().any(|r| r.contains("with_socket_map")), "reported: {reports:?}");
 }
 
+/// Reaches for the default map when it is dropped, and says what it got.
+struct ReachesOnDrop(std::sync::mpsc::Sender<Vec<(ErrorKind, String)>>);
+
+impl rolecore::StreamHandler for ReachesOnDrop {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _: &mut rolecore::Ctx<'_>) -> std::io::Result<()> {
+        ch.recv(&mut [0u8; 64]).map(drop)
+    }
+}
+
+impl Drop for ReachesOnDrop {
+    fn drop(&mut self) {
+        let outcome = |r: std::io::Result<()>| {
+            r.map_or_else(|e| (e.kind(), e.to_string()), |()| (ErrorKind::Other, "Ok".into()))
+        };
+        let len = rolecore::with_socket_map(|m| m.len()).map(drop);
+        let close = rolecore::close_all(None);
+        let _ = self.0.send(vec![outcome(len), outcome(close)]);
+    }
+}
+
+/// A handler of the thread's default map is dropped with it when the
+/// thread exits; one whose `Drop` reached for the default map
+/// (`close_all(None)`, `with_socket_map`) made `LocalKey::with` panic in a
+/// thread-local's destructor, which aborts the whole process. It is an error
+/// now, and the thread ends normally.
+#[test]
+fn the_default_map_reached_from_a_destructor_at_thread_exit_is_an_error_not_an_abort() {
+    let _serial = serial();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let (ours, _peer) = Channel::pair().unwrap();
+        rolecore::with_socket_map(|m| m.insert(ours, ReachesOnDrop(tx)).map(drop)).unwrap().unwrap();
+    });
+    thread.join().expect("the thread ended normally");
+    let outcomes = rx.recv().expect("the handler was dropped");
+    for (kind, message) in outcomes {
+        assert_eq!(kind, ErrorKind::NotConnected, "{message}");
+        assert!(message.contains("thread exits"), "{message}");
+    }
+}
+
 // ---- the select backend is opt-in ---------------------------------------------
 
 #[test]

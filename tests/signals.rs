@@ -60,6 +60,17 @@ fn a_signal_that_cannot_be_watched_is_an_error() {
     assert!(err.to_string().contains("signal 9"), "{err}");
 }
 
+/// An empty list used to be `Ok` with nothing watched: the handler was
+/// dropped, and the caller believed its signals caught.
+#[test]
+fn an_empty_list_of_signals_is_an_error() {
+    let mut map = util::map(rolecore::Backend::Poll);
+    let err = map.on_signals(&[], |_: i32, _: &mut Ctx<'_>| Ok(())).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("at least one signal"), "says what to do: {err}");
+    assert_eq!(map.tokens(), [], "nothing is watched");
+}
+
 /// `on_signals` is all or nothing: a list with one signal that cannot be
 /// watched leaves none of the others caught (no watcher, no descriptor),
 /// so the caller's error is the whole story.

@@ -735,6 +735,42 @@ fn an_idle_timeout_too_long_to_represent_never_fires_even_at_the_end_of_time() {
     assert!(sim.map().contains(token));
 }
 
+/// A deadline some time from now needs no `cx.now() + d`, which panics for
+/// a `d` too long to represent (a configured "no limit" of `Duration::MAX`,
+/// or any `d` once a simulation's clock stands at the end of time):
+/// `set_deadline_after` fires at exactly `now + d`, and a `d` too long to
+/// represent is a deadline that never passes, which clears the one set
+/// before.
+#[test]
+fn a_deadline_after_a_duration_fires_then_and_one_too_long_to_represent_never_does() {
+    let mut sim = virtual_map();
+    let (token, _peer, log) = timed_channel(&mut sim);
+    let at = sim.now() + Duration::from_secs(5);
+    assert!(sim.map().set_deadline_after(token, Some(Duration::from_secs(5))));
+    sim.advance(Duration::from_secs(5) - HALF_MS);
+    tick(&mut sim);
+    assert!(log.events().is_empty(), "fired before its instant: {:?}", log.events());
+    sim.advance(HALF_MS);
+    assert_eq!(sim.now(), at);
+    tick(&mut sim);
+    assert_eq!(log.events(), ["timeout"], "fires at now + d");
+
+    // Due at once, then replaced by one that never passes: it does not fire.
+    assert!(sim.map().set_deadline_after(token, Some(Duration::ZERO)));
+    assert!(sim.map().set_deadline_after(token, Some(Duration::MAX)));
+    tick(&mut sim);
+    // At the end of time every duration is too long: no panic, no timer.
+    sim.advance(Duration::MAX);
+    assert!(sim.map().set_deadline_after(token, Some(Duration::from_secs(1))));
+    tick(&mut sim);
+    tick(&mut sim);
+    assert_eq!(log.events(), ["timeout"], "a deadline that never passes fired");
+    assert!(sim.map().contains(token));
+    let (gone, _gone_peer, _) = timed_channel(&mut sim);
+    assert!(sim.map().remove(gone));
+    assert!(!sim.map().set_deadline_after(gone, Some(Duration::ZERO)), "a closed channel's token");
+}
+
 /// Re-arms its deadline at the current time from `handle_timeout`, so it is
 /// due again at once, a bounded number of times.
 struct Rearms {

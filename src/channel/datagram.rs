@@ -7,6 +7,7 @@
 //! has plain `send` and `recv`.
 
 use std::io;
+use std::os::fd::AsFd;
 
 use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
@@ -78,7 +79,7 @@ impl Channel<UnboundDatagram> {
         self,
         addr: impl ToAddress,
     ) -> Result<Channel<Datagram>, RoleError<Channel<UnboundDatagram>>> {
-        with_address(self, addr, |fd, a| net::bind(fd, a))
+        with_address(self, addr, "bind", |fd, a| net::bind(fd, a))
     }
 
     /// Uses the socket without binding it: the kernel gives a UDP socket a
@@ -101,7 +102,7 @@ fn connect<R: super::Role>(
     ch: Channel<R>,
     addr: impl ToAddress,
 ) -> Result<Channel<ConnectedDatagram>, RoleError<Channel<R>>> {
-    with_address(ch, addr, |fd, a| net::connect(fd, a))
+    with_address(ch, addr, "connect", |fd, a| net::connect(fd, a))
 }
 
 /// Binds or connects (`op`) the socket to `addr`, moving it to role `S`; a
@@ -109,9 +110,13 @@ fn connect<R: super::Role>(
 fn with_address<R: super::Role, S: super::Role, A: ToAddress>(
     ch: Channel<R>,
     addr: A,
+    what: &str,
     op: fn(&std::os::fd::OwnedFd, &net::SocketAddrAny) -> rustix::io::Result<()>,
 ) -> Result<Channel<S>, RoleError<Channel<R>>> {
-    match addr.to_address().and_then(|a| a.to_any()).and_then(|a| Ok(op(&ch.fd, &a)?)) {
+    let result = addr.to_address().and_then(|addr| {
+        op(&ch.fd, &addr.to_any()?).map_err(|e| addr.explain_failure(ch.fd.as_fd(), what, e.into()))
+    });
+    match result {
         Ok(()) => Ok(ch.into_role()),
         Err(e) => Err(RoleError::new(e, ch)),
     }
@@ -131,21 +136,25 @@ impl Channel<Datagram> {
     /// unlike a stream's `send` there is no partial count to report.
     pub fn send_to(&mut self, data: &[u8], addr: impl ToAddress) -> io::Result<usize> {
         self.check_open()?;
-        let to = addr.to_address()?.to_any()?;
+        let addr = addr.to_address()?;
+        let to = addr.to_any()?;
         match restarted(|| net::sendto(&self.fd, data, SendFlags::NOSIGNAL, &to)) {
             Ok(n) => {
                 self.observe(Observed::WRITE_PROGRESS);
                 Ok(n)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(addr.explain_failure(self.fd.as_fd(), "send from", e.into())),
         }
     }
 
     /// Receives one datagram into `buf` (the rest of a longer one is
     /// dropped) and says who sent it. `Ok((0, from))` is an empty datagram;
-    /// `WouldBlock` when none is waiting.
+    /// `WouldBlock` when none is waiting. An empty `buf` is refused
+    /// (`InvalidInput`) before anything is received: the kernel would drop
+    /// the whole datagram, and `Ok(0)` would pass it for an empty one.
     pub fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, Address)> {
         self.check_open()?;
+        no_room(buf)?;
         match restarted(|| net::recvfrom(&self.fd, &mut *buf, RecvFlags::empty())) {
             Ok((n, _, from)) => {
                 self.observe(Observed::READ_PROGRESS);
@@ -159,6 +168,19 @@ impl Channel<Datagram> {
     pub fn local_addr(&self) -> io::Result<Address> {
         Address::from_any(net::getsockname(&self.fd)?)
     }
+}
+
+/// Refuses a receive into an empty buffer: a datagram socket's receive
+/// takes a whole datagram, and with no room the kernel drops all of it.
+fn no_room(buf: &[u8]) -> io::Result<()> {
+    if buf.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a datagram cannot be received into an empty buffer: the kernel would drop it whole; pass \
+             a buffer as long as the longest datagram expected (65,507 bytes for UDP)",
+        ));
+    }
+    Ok(())
 }
 
 impl Channel<ConnectedDatagram> {
@@ -182,9 +204,12 @@ impl Channel<ConnectedDatagram> {
         }
     }
 
-    /// Receives one datagram: `Ok(0)` is an empty datagram, not an end.
+    /// Receives one datagram: `Ok(0)` is an empty datagram, not an end. The
+    /// rest of a datagram longer than `buf` is dropped; an empty `buf` is
+    /// refused (`InvalidInput`), as by [`recv_from`](Channel::recv_from).
     pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.check_open()?;
+        no_room(buf)?;
         match restarted(|| net::recv(&self.fd, &mut *buf, RecvFlags::empty())) {
             Ok((n, _)) => {
                 self.observe(Observed::READ_PROGRESS);

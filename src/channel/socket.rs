@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::Shutdown;
+use std::os::fd::AsFd;
 
 use rustix::io::Errno;
 use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, sockopt};
@@ -103,7 +104,9 @@ impl Channel<Fresh> {
         connect(self, addr.to_address())
     }
 
-    /// Listens on an unbound socket: the kernel picks the port.
+    /// Listens on an unbound TCP socket: the kernel picks the port. A Unix
+    /// socket has no port to pick: unbound, it is refused with
+    /// `InvalidInput` (bind it to a path or an abstract name first).
     pub fn listen(self, backlog: u32) -> Result<Channel<Listening>, RoleError<Channel<Fresh>>> {
         listen(self, backlog)
     }
@@ -128,27 +131,45 @@ impl Channel<Bound> {
 }
 
 fn bind<R: super::Role>(ch: &Channel<R>, addr: &Address) -> io::Result<()> {
-    net::bind(&ch.fd, &addr.to_any()?)?;
-    Ok(())
+    net::bind(&ch.fd, &addr.to_any()?).map_err(|e| addr.explain_failure(ch.fd.as_fd(), "bind", e.into()))
 }
 
 fn listen<R: super::Role>(ch: Channel<R>, backlog: u32) -> Result<Channel<Listening>, RoleError<Channel<R>>> {
     let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
     match net::listen(&ch.fd, backlog) {
         Ok(()) => Ok(ch.into_role()),
-        Err(e) => Err(RoleError::new(e.into(), ch)),
+        Err(e) => {
+            let e = unbound_unix_listener(&ch, e);
+            Err(RoleError::new(e, ch))
+        }
     }
+}
+
+/// `listen`'s error, said again when its cause is a Unix socket that was
+/// never bound: the kernel picks a port for an unbound TCP socket, but a
+/// Unix socket has none to pick, and Linux's bare "Invalid argument" says
+/// neither that nor what to do.
+#[cold]
+fn unbound_unix_listener<R: super::Role>(ch: &Channel<R>, e: Errno) -> io::Error {
+    if e == Errno::INVAL && sockopt::socket_domain(&ch.fd) == Ok(AddressFamily::UNIX) {
+        return io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a Unix socket cannot listen before it is bound: bind it to a path or an abstract name \
+             first (`.bind(\"unix:/run/app.sock\")?.listen(n)`)",
+        );
+    }
+    e.into()
 }
 
 fn connect<R: super::Role>(
     ch: Channel<R>,
     addr: io::Result<Address>,
 ) -> Result<Channel<Connecting>, RoleError<Channel<R>>> {
-    let result = addr.and_then(|a| a.to_any()).and_then(|a| match net::connect(&ch.fd, &a) {
+    let result = addr.and_then(|addr| match net::connect(&ch.fd, &addr.to_any()?) {
         // A Unix socket connects at once; TCP reports EINPROGRESS. Both finish
         // in the loop, so a handler sees one order of events either way.
         Ok(()) | Err(Errno::INPROGRESS) => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(addr.explain_failure(ch.fd.as_fd(), "connect", e.into())),
     });
     match result {
         Ok(()) => Ok(ch.into_role()),

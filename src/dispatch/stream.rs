@@ -17,7 +17,7 @@ use crate::readiness::{Interest, Readiness};
 use crate::seal::{EntryProof, Seal};
 use crate::token::Token;
 use crate::trace::{Callback, Joined, Tracer};
-use crate::transport::{Pending, Transport};
+use crate::transport::{Pending, Transport, raw_channel};
 
 /// Where a stream is. Connected is inline: it is the state of nearly every
 /// stream at nearly every wake-up, and with the rare states behind one box
@@ -114,7 +114,7 @@ impl<T: Transport, H: StreamHandler<T>> Dispatch for StreamEntry<T, H> {
                     cx,
                     tr,
                     Callback::Timeout,
-                    T::channel_mut,
+                    raw_channel::<T>,
                     H::handle_timeout,
                     H::handle_error,
                 );
@@ -338,16 +338,16 @@ fn connected_step<T: Transport, H: StreamHandler<T>>(
 ) -> Outcome {
     match step {
         Step::Read => {
-            run(handler, t, cx, tr, Callback::Read, T::channel_mut, H::handle_read, H::handle_error)
+            run(handler, t, cx, tr, Callback::Read, raw_channel::<T>, H::handle_read, H::handle_error)
         }
         Step::Write => {
-            run(handler, t, cx, tr, Callback::Write, T::channel_mut, H::handle_write, H::handle_error)
+            run(handler, t, cx, tr, Callback::Write, raw_channel::<T>, H::handle_write, H::handle_error)
         }
         Step::Connect => {
-            run(handler, t, cx, tr, Callback::Connect, T::channel_mut, H::handle_connect, H::handle_error)
+            run(handler, t, cx, tr, Callback::Connect, raw_channel::<T>, H::handle_connect, H::handle_error)
         }
         Step::Expt => {
-            run(handler, t, cx, tr, Callback::Expt, T::channel_mut, H::handle_expt, H::handle_error)
+            run(handler, t, cx, tr, Callback::Expt, raw_channel::<T>, H::handle_expt, H::handle_error)
         }
         Step::Close => {
             close(handler, t, drain, readiness, cx, tr);
@@ -387,7 +387,7 @@ fn drained<T: Transport>(t: &mut T, readiness: Readiness) -> bool {
     if !readiness.is_writable() {
         return false;
     }
-    t.channel_mut().reset_observed();
+    raw_channel(t).reset_observed();
     match t.send_queued() {
         Ok(()) => !t.has_queued_output() || t.channel().observed().has(Observed::PEER_GONE),
         Err(e) => e.kind() != io::ErrorKind::WouldBlock,
@@ -432,10 +432,10 @@ impl<T: Transport, H> Drop for StreamEntry<T, H> {
     fn drop(&mut self) {
         // A TLS stream's close_notify, whichever way it closes.
         match &mut self.state {
-            StreamState::Connected(t) => t.closing(),
+            StreamState::Connected(t) => t.closing(Seal(())),
             StreamState::Rare(rare) => {
                 if let Rare::Draining(t) = &mut **rare {
-                    t.closing();
+                    t.closing(Seal(()));
                 }
             }
         }

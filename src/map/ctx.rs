@@ -156,7 +156,10 @@ impl<'a> Ctx<'a> {
         /// Any instant is taken: one already past is due at once, and
         /// `handle_timeout` runs the next time the loop serves its timers
         /// (never inside the callback that set it); one too far ahead to
-        /// reach never fires.
+        /// reach never fires. For a deadline some time from now,
+        /// [`set_deadline_after`](Self::set_deadline_after) does the
+        /// arithmetic without `cx.now() + d`, which panics for a `d` too
+        /// long to represent.
         set_deadline;
 
         /// Gives a channel an idle timeout: `handle_timeout` runs when `idle`
@@ -205,6 +208,32 @@ impl<'a> Ctx<'a> {
         /// # let _ = Idle;
         /// ```
         set_idle_timeout;
+
+        /// Gives a channel a deadline `after` from now on the map's clock:
+        /// [`set_deadline`](Self::set_deadline) at `now() + after`, without
+        /// the arithmetic's panic. A duration too long to represent from now
+        /// (`Duration::MAX`, a limit read from a configuration that means
+        /// "never", or any at all on a simulation's clock moved to the end
+        /// of time) is a deadline that never passes: the channel's timer is
+        /// cleared, as with `None`. `Duration::ZERO` is due at once, and
+        /// `handle_timeout` runs the next time the loop serves its timers.
+        /// Returns what [`set_deadline`](Self::set_deadline) returns.
+        ///
+        /// ```
+        /// use std::io;
+        /// use std::time::Duration;
+        /// use rolecore::{Buffered, Connected, Ctx, StreamHandler};
+        ///
+        /// struct Request { limit: Duration } // Duration::MAX: no limit
+        /// impl StreamHandler<Buffered<Connected>> for Request {
+        ///     fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        ///         cx.set_deadline_after(cx.token(), Some(self.limit));
+        ///         ch.recv(cx.buffer()).map(drop)
+        ///     }
+        /// }
+        /// # let _ = Request { limit: Duration::MAX };
+        /// ```
+        set_deadline_after;
     }
 
     /// Another stream's transport and handler, if they have types `T` and

@@ -18,8 +18,9 @@
 //! import cycle the crate allows. The loop that drives the map is in
 //! `event_loop.rs`, above the entries that it dispatches to.
 
-/// The three calls [`Map`] and [`Ctx`] both pass straight to the registry
-/// (the clock, a deadline, an idle timeout), written once. Each invocation
+/// The four calls [`Map`] and [`Ctx`] both pass straight to the registry
+/// (the clock, a deadline, an idle timeout, a deadline from now), written
+/// once. Each invocation
 /// brings its type's doc comments and attributes, one group before each
 /// method's name. Defined before `mod ctx` so that `ctx.rs` sees it.
 macro_rules! registry_timing {
@@ -27,6 +28,7 @@ macro_rules! registry_timing {
         $(#[$now:meta])* now;
         $(#[$deadline:meta])* set_deadline;
         $(#[$idle:meta])* set_idle_timeout;
+        $(#[$after:meta])* set_deadline_after;
     ) => {
         $(#[$now])*
         pub fn now(&self) -> Instant {
@@ -41,6 +43,14 @@ macro_rules! registry_timing {
         $(#[$idle])*
         pub fn set_idle_timeout(&mut self, token: Token, idle: Option<Duration>) -> bool {
             self.registry.set_idle_timeout(token, idle)
+        }
+
+        $(#[$after])*
+        pub fn set_deadline_after(&mut self, token: Token, after: Option<Duration>) -> bool {
+            // Too far to represent from now: a deadline that never passes,
+            // which is none (`Instant`'s `+` would panic).
+            let deadline = after.and_then(|d| self.registry.clock.now().checked_add(d));
+            self.registry.set_deadline(token, deadline)
         }
     };
 }
@@ -234,6 +244,10 @@ impl Map {
 
         /// Gives a channel an idle timeout, as [`Ctx::set_idle_timeout`].
         set_idle_timeout;
+
+        /// Gives a channel a deadline `after` from now, as
+        /// [`Ctx::set_deadline_after`].
+        set_deadline_after;
     }
 
     /// Asks every channel's predicates again.

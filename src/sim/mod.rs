@@ -321,7 +321,9 @@ impl Sim {
     /// Moves virtual time forward by `by`, as a run's step would (before
     /// [`run`](Self::run), to start later), up to the last [`Instant`] there is.
     /// Near that end, a handler's own `cx.now() + d` overflows and panics,
-    /// as `Instant`'s `+` does; the loop's own timers saturate instead. A
+    /// as `Instant`'s `+` does; the loop's own timers saturate instead, and
+    /// [`Ctx::set_deadline_after`](crate::Ctx::set_deadline_after) takes
+    /// such a deadline for one that never passes. A
     /// run's own steps move time by two minutes at most, or onto the
     /// earliest timer a handler set.
     pub fn advance(&mut self, by: Duration) {
