@@ -593,6 +593,30 @@ fn resp_an_inline_command_ended_by_a_bare_lf_is_answered() {
     assert_pong(&server);
 }
 
+/// A cache's client: fresh keys of 1 MiB, each set with a 1 ms expiry and
+/// never read again. An expired entry was dropped only when its key was
+/// read (or at `DBSIZE`), so the store kept every value ever set: 128 MiB
+/// here, for at most one live key. The store now sweeps expired entries as
+/// keys with an expiry come in; the peak stays small.
+#[test]
+fn resp_expired_keys_never_read_again_give_their_memory_back() {
+    let mut server = Server::start("resp_server", &[], None);
+    let mut stream = server.connect();
+    let value = vec![b'v'; 1 << 20];
+    for i in 0..128 {
+        let key = format!("session:{i}");
+        let writer = write_while_reading(&stream, frame(&[b"SET", key.as_bytes(), &value, b"PX", b"1"]));
+        assert_eq!(read_line(&mut stream, 64), b"+OK\r\n");
+        writer.join().unwrap().unwrap();
+        // The key has expired before the next one is set.
+        thread::sleep(Duration::from_millis(2));
+    }
+    stream.write_all(&frame(&[b"GET", b"session:0"])).unwrap();
+    assert_eq!(read_line(&mut stream, 64), b"$-1\r\n");
+    server.assert_alive();
+    server.assert_peak_under(PEAK_RSS_KIB, "128 fresh 1 MiB keys, each expired before the next");
+}
+
 // ---- chat_server ----------------------------------------------------------------
 
 /// Joins the chat room: reads the welcome line, returns the stream.
