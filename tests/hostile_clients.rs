@@ -806,10 +806,25 @@ fn chat_a_line_cannot_overwrite_its_senders_address() {
 /// gets every line.
 #[test]
 fn chat_a_flooding_member_cannot_get_the_readers_evicted() {
-    const READERS: usize = 20;
-    const LINES: usize = 100_000;
-    let mut server = Server::start("chat_server", &["--output-budget", "1048576"], None);
-    let readers: Vec<_> = (0..READERS)
+    flood_the_readers(20, 100_000, &["--output-budget", "1048576"]);
+}
+
+/// The same flood under the default budget (64 MiB), which one member's
+/// own queue (its chat's 4 MiB output limit) fills first: a reader whose
+/// queue was full was dropped at once, though it read as fast as it could,
+/// because the sender waited only for room in the budget. It now waits for
+/// room in every reader's queue too.
+#[test]
+fn chat_a_flooding_member_cannot_overflow_a_readers_own_queue() {
+    flood_the_readers(2, 3_000_000, &[]);
+}
+
+/// `members` members read every line as it comes while one more sends
+/// `sent` lines of `a\n` as fast as loopback takes them: each reader gets
+/// every line.
+fn flood_the_readers(members: usize, sent: usize, flags: &[&str]) {
+    let mut server = Server::start("chat_server", flags, None);
+    let readers: Vec<_> = (0..members)
         .map(|i| {
             let stream = chat_join(&server);
             std::thread::spawn(move || {
@@ -828,10 +843,10 @@ fn chat_a_flooding_member_cannot_get_the_readers_evicted() {
         })
         .collect();
     let mut flooder = chat_join(&server);
-    flooder.write_all(&b"a\n".repeat(LINES)).unwrap();
+    flooder.write_all(&b"a\n".repeat(sent)).unwrap();
     flooder.write_all(b"the end\n").unwrap();
     for reader in readers {
-        assert_eq!(reader.join().unwrap(), Ok(LINES), "every reader stays and gets every line");
+        assert_eq!(reader.join().unwrap(), Ok(sent), "every reader stays and gets every line");
     }
     server.assert_alive();
 }
