@@ -44,7 +44,11 @@
 //! when the budget has room for all its copies; until then its sender waits,
 //! and nothing more is read from it, so one member sending faster than the
 //! others read slows down to their pace instead of filling the budget (a
-//! 4 KiB read of short lines is megabytes of copies). When the budget has had
+//! 4 KiB read of short lines is megabytes of copies). The sender waits the
+//! same way while a member's own queue (its 4 MiB output limit) has no room
+//! for the line, so a member that reads as fast as it can is never dropped
+//! for a sender that sends faster; a member whose queue has had no room for
+//! a second does not read, and is disconnected. When the budget has had
 //! no room for a member's line for a second, the member with the largest
 //! queue — the slowest reader, and the one whose going frees the most — is
 //! disconnected to make some. That may be the waiting member itself, when
@@ -96,7 +100,8 @@ const STALL: Duration = Duration::from_secs(1);
 
 impl Member {
     /// Relays the waiting lines, oldest first, each while the budget has
-    /// room for all its copies. One member sending faster than the others
+    /// room for all its copies and every other member's queue for its copy.
+    /// One member sending faster than the others
     /// read would otherwise fill the budget within one read (a 4 KiB read
     /// of short lines is megabytes of copies), and the readers, not the
     /// sender, would be dropped to make room: the sender waits instead.
@@ -106,9 +111,24 @@ impl Member {
             let cost = message.len().saturating_mul(self.room.len().saturating_sub(1));
             // A line whose copies could never fit goes out as before, each
             // recipient making room for itself.
-            if cost > self.room.available() && cost <= self.room.limit() {
+            let over_budget = cost > self.room.available() && cost <= self.room.limit();
+            // Nor may a member's own queue (its output limit) be full: a
+            // member reading as fast as it can, but slower than the sender
+            // sends, would be dropped for it, however big the budget.
+            let full = self.room.without_room(me, message.len(), cx);
+            if over_budget || !full.is_empty() {
                 let now = cx.now();
                 let since = *self.stalled_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= STALL && !full.is_empty() {
+                    // A second without room for one line: these do not read.
+                    for token in full {
+                        eprintln!("chat_server: dropping a member whose queue had no room for a second");
+                        self.room.leave(token);
+                        cx.remove(token);
+                    }
+                    self.stalled_since = Some(now);
+                    continue;
+                }
                 if now.saturating_duration_since(since) >= STALL {
                     // The slowest reader goes. When that is this member,
                     // its own unread output holds the budget: no other's

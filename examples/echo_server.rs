@@ -12,10 +12,13 @@
 //! A client that sends and never reads makes the server queue its echoes:
 //! each connection's queue pauses its reading at 1 MiB, and
 //! `--output-budget BYTES` (default 64 MiB) bounds the echoes queued by all
-//! connections together. A connection whose echo would pass the budget is
-//! closed, so many silent readers cannot take the server's memory. A
-//! connection is charged to the budget only once it first queues: one whose
-//! client reads its echoes costs nothing more than without a budget. The
+//! connections of a loop together. When an echo would pass the budget, the
+//! connections with more queued than its own (the slowest readers) are
+//! dropped until it fits, and the connection itself is closed only when it
+//! is the slowest: many silent readers cannot take the server's memory,
+//! nor have a client that reads closed in their place. A connection is
+//! charged to the budget only once it first queues: one whose client reads
+//! its echoes costs nothing more than without a budget. The
 //! command line and the loops live in `examples/serve/`, which every example
 //! server shares. `--tls-cert PEM --tls-key PEM` echo over TLS (1.3 and
 //! 1.2; a build with rolecore's `tls` feature): the same `Echo`, handed the
@@ -25,25 +28,35 @@
 //! its descriptor and rustls's buffers (a record of up to 16 KiB) for good,
 //! since an echo connection has no idle timeout.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::io;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use rolecore::{
-    AcceptHandler, Address, BudgetFull, Buffered, Channel, Connected, Ctx, OutputBudget, StreamHandler,
+    AcceptHandler, Address, BudgetFull, Buffered, Channel, Connected, Ctx, OutputBudget, StreamHandler, Token,
 };
 
-/// What all connections may queue together, before a client that does not
-/// read its echoes is hung up on.
+/// What all connections of a loop may queue together, before the slowest
+/// reader of its echoes is hung up on.
 const DEFAULT_OUTPUT_BUDGET: u64 = 64 << 20;
 
 /// How long a TLS handshake may take, from the accept, by default.
 const DEFAULT_HANDSHAKE_TIMEOUT: f64 = 10.0;
 
-/// The budget every connection's queued echoes are charged to, once it has
-/// queued any: set once, before the loops start. Here, not in `Echo`, so
-/// that a connection's handler stays zero bytes.
-static BUDGET: OnceLock<OutputBudget> = OnceLock::new();
+/// `--output-budget`: set once, before the loops start.
+static BUDGET_LIMIT: OnceLock<usize> = OnceLock::new();
+
+thread_local! {
+    /// The budget every connection of this loop is charged to, once it has
+    /// queued any. Here, not in `Echo`, so that a connection's handler
+    /// stays zero bytes.
+    static BUDGET: Option<OutputBudget> = BUDGET_LIMIT.get().map(|&limit| OutputBudget::new(limit));
+    /// The connections of this loop charged to it: those that may be dropped
+    /// when it runs short.
+    static CHARGED: RefCell<BTreeSet<Token>> = const { RefCell::new(BTreeSet::new()) };
+}
 
 struct Echo;
 
@@ -58,29 +71,91 @@ impl StreamHandler<Buffered<Connected>> for Echo {
     fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
         let buf = cx.buffer(); // the loop's read buffer, reused
         let n = ch.recv(buf)?; // 0: the peer closed, the loop calls handle_close
-        ch.send(&buf[..n])?; // queued if the socket cannot take it all; past 1 MiB, reading pauses
+        // Queued if the socket cannot take it all; past 1 MiB, reading pauses.
+        if let Err(e) = ch.send(&buf[..n]) {
+            let echo = buf[..n].to_vec();
+            return make_room(ch, e, cx, |ch| ch.send(&echo));
+        }
         if ch.queued() > 0 && ch.budget().is_none() {
-            charge(ch)?;
+            charge(ch, cx)?;
         }
         Ok(())
+    }
+
+    fn handle_close(&mut self, _ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) {
+        CHARGED.with_borrow_mut(|charged| charged.remove(&cx.token()));
     }
 }
 
 /// Charges a connection that queued for the first time to the budget, so
-/// that its later sends are refused whole (and it is closed) when all
-/// connections together would pass it. Closed at once when what it queued
-/// already passes it. Not done at accept: a charged connection holds its
+/// that its later sends are refused whole when all the loop's connections together
+/// would pass it. Not done at accept: a charged connection holds its
 /// queue's bookkeeping for good, and one that never queues needs none.
 #[cold]
-fn charge(ch: &mut Buffered<Connected>) -> io::Result<()> {
-    let Some(budget) = BUDGET.get() else { return Ok(()) };
-    ch.set_budget(budget);
+fn charge(ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+    let Some(budget) = BUDGET.with(Clone::clone) else { return Ok(()) };
+    ch.set_budget(&budget);
+    CHARGED.with_borrow_mut(|charged| charged.insert(cx.token()));
     let (used, limit) = (budget.used(), budget.limit());
     if used > limit {
         let full = BudgetFull { used: used - ch.queued(), requested: ch.queued(), limit };
-        return Err(io::Error::new(io::ErrorKind::StorageFull, full));
+        let e = io::Error::new(io::ErrorKind::StorageFull, full);
+        return make_room(ch, e, cx, |ch| match ch.budget() {
+            Some(b) if b.used() > b.limit() => Err(io::ErrorKind::StorageFull.into()),
+            _ => Ok(()),
+        });
     }
     Ok(())
+}
+
+/// The budget had no room for this connection's echo (`error`): the
+/// slowest readers of the loop, those with more queued than this one, are
+/// dropped until `retry` succeeds. A connection whose client reads its
+/// echoes was closed in their place, however fast it read, and one that
+/// sends and never reads kept the budget full for good (an echo connection
+/// has no timeout). When this connection is the slowest, it is closed.
+#[cold]
+fn make_room(
+    ch: &mut Buffered<Connected>,
+    error: io::Error,
+    cx: &mut Ctx<'_>,
+    mut retry: impl FnMut(&mut Buffered<Connected>) -> io::Result<()>,
+) -> io::Result<()> {
+    if !error.get_ref().is_some_and(|inner| inner.is::<BudgetFull>()) {
+        return Err(error);
+    }
+    let me = cx.token();
+    loop {
+        let others: Vec<Token> =
+            CHARGED.with_borrow(|charged| charged.iter().copied().filter(|&t| t != me).collect());
+        let mut slowest: Option<(usize, Token)> = None;
+        for token in others {
+            match cx.stream_mut::<Buffered<Connected>, Echo>(token) {
+                Some(mut other) => {
+                    let queued = other.transport().queued();
+                    if slowest.is_none_or(|(most, _)| queued > most) {
+                        slowest = Some((queued, token));
+                    }
+                }
+                None => {
+                    CHARGED.with_borrow_mut(|charged| charged.remove(&token));
+                }
+            }
+        }
+        match slowest {
+            Some((queued, token)) if queued > ch.queued() => {
+                eprintln!(
+                    "echo_server: output budget exhausted, dropping the slowest reader ({queued} bytes queued)"
+                );
+                CHARGED.with_borrow_mut(|charged| charged.remove(&token));
+                cx.remove(token);
+            }
+            _ => return Err(error),
+        }
+        if retry(ch).is_ok() {
+            return Ok(());
+        }
+    }
 }
 
 struct Server {
@@ -132,7 +207,7 @@ fn main() -> std::process::ExitCode {
     };
     serve::main(echo, |cli| {
         let budget = cli.count("--output-budget", DEFAULT_OUTPUT_BUDGET, 64 << 10, 1 << 40)?;
-        let _ = BUDGET.set(OutputBudget::new(budget as usize));
+        let _ = BUDGET_LIMIT.set(budget as usize);
         let tls = cli.tls(&[])?;
         let handshake_timeout = cli.seconds("--handshake-timeout", DEFAULT_HANDSHAKE_TIMEOUT)?;
         Ok(move || Server { tls: tls.clone(), handshake_timeout })

@@ -593,6 +593,30 @@ fn resp_an_inline_command_ended_by_a_bare_lf_is_answered() {
     assert_pong(&server);
 }
 
+/// A cache's client: fresh keys of 1 MiB, each set with a 1 ms expiry and
+/// never read again. An expired entry was dropped only when its key was
+/// read (or at `DBSIZE`), so the store kept every value ever set: 128 MiB
+/// here, for at most one live key. The store now sweeps expired entries as
+/// keys with an expiry come in; the peak stays small.
+#[test]
+fn resp_expired_keys_never_read_again_give_their_memory_back() {
+    let mut server = Server::start("resp_server", &[], None);
+    let mut stream = server.connect();
+    let value = vec![b'v'; 1 << 20];
+    for i in 0..128 {
+        let key = format!("session:{i}");
+        let writer = write_while_reading(&stream, frame(&[b"SET", key.as_bytes(), &value, b"PX", b"1"]));
+        assert_eq!(read_line(&mut stream, 64), b"+OK\r\n");
+        writer.join().unwrap().unwrap();
+        // The key has expired before the next one is set.
+        thread::sleep(Duration::from_millis(2));
+    }
+    stream.write_all(&frame(&[b"GET", b"session:0"])).unwrap();
+    assert_eq!(read_line(&mut stream, 64), b"$-1\r\n");
+    server.assert_alive();
+    server.assert_peak_under(PEAK_RSS_KIB, "128 fresh 1 MiB keys, each expired before the next");
+}
+
 // ---- chat_server ----------------------------------------------------------------
 
 /// Joins the chat room: reads the welcome line, returns the stream.
@@ -782,10 +806,25 @@ fn chat_a_line_cannot_overwrite_its_senders_address() {
 /// gets every line.
 #[test]
 fn chat_a_flooding_member_cannot_get_the_readers_evicted() {
-    const READERS: usize = 20;
-    const LINES: usize = 100_000;
-    let mut server = Server::start("chat_server", &["--output-budget", "1048576"], None);
-    let readers: Vec<_> = (0..READERS)
+    flood_the_readers(20, 100_000, &["--output-budget", "1048576"]);
+}
+
+/// The same flood under the default budget (64 MiB), which one member's
+/// own queue (its chat's 4 MiB output limit) fills first: a reader whose
+/// queue was full was dropped at once, though it read as fast as it could,
+/// because the sender waited only for room in the budget. It now waits for
+/// room in every reader's queue too.
+#[test]
+fn chat_a_flooding_member_cannot_overflow_a_readers_own_queue() {
+    flood_the_readers(2, 3_000_000, &[]);
+}
+
+/// `members` members read every line as it comes while one more sends
+/// `sent` lines of `a\n` as fast as loopback takes them: each reader gets
+/// every line.
+fn flood_the_readers(members: usize, sent: usize, flags: &[&str]) {
+    let mut server = Server::start("chat_server", flags, None);
+    let readers: Vec<_> = (0..members)
         .map(|i| {
             let stream = chat_join(&server);
             std::thread::spawn(move || {
@@ -804,10 +843,10 @@ fn chat_a_flooding_member_cannot_get_the_readers_evicted() {
         })
         .collect();
     let mut flooder = chat_join(&server);
-    flooder.write_all(&b"a\n".repeat(LINES)).unwrap();
+    flooder.write_all(&b"a\n".repeat(sent)).unwrap();
     flooder.write_all(b"the end\n").unwrap();
     for reader in readers {
-        assert_eq!(reader.join().unwrap(), Ok(LINES), "every reader stays and gets every line");
+        assert_eq!(reader.join().unwrap(), Ok(sent), "every reader stays and gets every line");
     }
     server.assert_alive();
 }
@@ -822,8 +861,49 @@ fn chat_a_flooding_member_cannot_get_the_readers_evicted() {
 #[test]
 fn echo_many_clients_that_never_read_are_bounded_together() {
     let mut server = Server::start("echo_server", &["--output-budget", "1048576"], None);
+    let silent = silent_echo_clients(&server, 24);
+    server.assert_alive();
+    let closed = silent.iter().filter(|(_, sent)| *sent == usize::MAX).count();
+    eprintln!("echo_server closed {closed} of 24 silent clients");
+    // The budget's mebibyte, a read buffer per connection, and the process.
+    server.assert_peak_under(16 * 1024, "24 clients sending 8 MiB each and never reading");
+    let mut reader = server.connect();
+    reader.write_all(b"still echoing\n").unwrap();
+    let mut got = [0u8; 14];
+    reader.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"still echoing\n");
+    drop(silent);
+}
+
+/// Clients that send and never read filled the budget, and a client that
+/// reads its echoes, but sends more than the kernel's buffers hold at once,
+/// was closed in their place: its echo was the one that did not fit, and
+/// an echo connection has no timeout to free the budget. The slowest
+/// readers (the largest queues) are now dropped to make room, and the
+/// reader gets every byte back.
+#[test]
+fn echo_a_reader_is_served_while_silent_clients_hold_the_budget() {
+    let mut server = Server::start("echo_server", &["--output-budget", "4194304"], None);
+    let silent = silent_echo_clients(&server, 8);
+    let mut reader = server.connect();
+    // It reads all the time, but its echoes queue in the server too.
+    rustix::net::sockopt::set_socket_recv_buffer_size(&reader, 16 << 10).unwrap();
+    let sent: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+    let writer = write_while_reading(&reader, sent.clone());
+    let mut got = vec![0u8; sent.len()];
+    let read = reader.read_exact(&mut got);
+    assert!(read.is_ok(), "the reader was closed: {read:?}");
+    assert!(got == sent, "the echo differs from what was sent");
+    writer.join().unwrap().unwrap();
+    server.assert_alive();
+    drop(silent);
+}
+
+/// `count` clients that each send up to 8 MiB to `echo_server`, as far as it
+/// takes them, and never read (`usize::MAX` sent: closed by the server).
+fn silent_echo_clients(server: &Server, count: usize) -> Vec<(TcpStream, usize)> {
     let chunk = vec![b'e'; 64 << 10];
-    let mut silent: Vec<(TcpStream, usize)> = (0..24)
+    let mut silent: Vec<(TcpStream, usize)> = (0..count)
         .map(|_| {
             let s = server.connect();
             // A small receive buffer, so that the echoes queue in the server.
@@ -834,7 +914,7 @@ fn echo_many_clients_that_never_read_are_bounded_together() {
         .collect();
     // Up to 8 MiB from each, as far as the server takes it: past what the
     // kernel's buffers hold on loopback (a few MiB each way), without the
-    // budget, 24 queues of about a mebibyte each.
+    // budget, a queue of about a mebibyte each.
     let mut idle_rounds = 0;
     for _ in 0..2000 {
         let mut moved = false;
@@ -854,17 +934,7 @@ fn echo_many_clients_that_never_read_are_bounded_together() {
         }
         thread::sleep(Duration::from_millis(if moved { 0 } else { 20 }));
     }
-    server.assert_alive();
-    let closed = silent.iter().filter(|(_, sent)| *sent == usize::MAX).count();
-    eprintln!("echo_server closed {closed} of 24 silent clients");
-    // The budget's mebibyte, a read buffer per connection, and the process.
-    server.assert_peak_under(16 * 1024, "24 clients sending 8 MiB each and never reading");
-    let mut reader = server.connect();
-    reader.write_all(b"still echoing\n").unwrap();
-    let mut got = [0u8; 14];
-    reader.read_exact(&mut got).unwrap();
-    assert_eq!(&got, b"still echoing\n");
-    drop(silent);
+    silent
 }
 
 /// Over TLS a connection starts with its handshake, and an echo connection

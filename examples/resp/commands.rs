@@ -185,6 +185,13 @@ impl Entry {
     }
 }
 
+/// What the sweep counts for an entry beside its key and value: the map's
+/// own share (the `Entry`, two vectors' headers, the table's slot).
+const ENTRY_COST: usize = 64;
+/// The least volatile input between two sweeps of the store: below it,
+/// a sweep of a large store would cost more than the memory it frees.
+const MIN_SWEEP: usize = 1 << 20;
+
 /// The data set, shared by every connection of the loop.
 ///
 /// Nothing bounds its size but the machine: every `SET` of a new key keeps
@@ -198,6 +205,11 @@ pub struct Store {
     /// by `FLUSHALL`): until then no lookup needs the clock or a second
     /// probe.
     volatile: bool,
+    /// Bytes (keys, values and [`ENTRY_COST`] each) stored with an expiry
+    /// since the last sweep: at most what expired entries hold unswept.
+    volatile_since_sweep: usize,
+    /// The same cost for every entry the last sweep kept.
+    kept_at_sweep: usize,
 }
 
 impl Store {
@@ -229,6 +241,27 @@ impl Store {
     fn purge(&mut self, now: Instant) {
         if self.volatile {
             self.map.retain(|_, e| e.live(now));
+            self.kept_at_sweep = self.map.iter().map(|(k, e)| k.len() + e.value.len() + ENTRY_COST).sum();
+            self.volatile_since_sweep = 0;
+        }
+    }
+
+    /// Sets `key` with an expiry, then sweeps the store when what was set
+    /// with one since the last sweep outweighs what that sweep kept. An
+    /// expired entry is otherwise dropped only when its key is read, so a
+    /// client that sets fresh keys with a short expiry (a cache of
+    /// sessions) held every value it ever set, live ones a sliver of it.
+    /// With the sweep, expired entries hold at most about what the store
+    /// held live at the last sweep, or `MIN_SWEEP`; its cost, one pass
+    /// over the map, is amortised over at least `ENTRY_COST / 2` bytes of
+    /// input per entry passed over.
+    pub fn set_expiring(&mut self, key: &[u8], value: &[u8], expires: Instant, now: Instant) {
+        self.set(key, value, Some(expires));
+        let cost = key.len() + value.len() + ENTRY_COST;
+        self.volatile_since_sweep = self.volatile_since_sweep.saturating_add(cost);
+        let due = MIN_SWEEP.max(self.kept_at_sweep).max(self.map.len() * (ENTRY_COST / 2));
+        if self.volatile_since_sweep > due {
+            self.purge(now);
         }
     }
 }
@@ -347,7 +380,10 @@ pub fn execute(
                     }
                 }
             }
-            store.set(args.arg(1), args.arg(2), expires);
+            match expires {
+                Some(at) => store.set_expiring(args.arg(1), args.arg(2), at, now),
+                None => store.set(args.arg(1), args.arg(2), None),
+            }
             simple(out, "OK");
         }
         b"get" if argc == 2 => {
@@ -427,8 +463,7 @@ pub fn execute(
             integer(out, store.map.len() as i64);
         }
         b"flushall" | b"flushdb" if argc <= 2 => {
-            store.map.clear();
-            store.volatile = false;
+            *store = Store::default();
             simple(out, "OK");
         }
         b"quit" => {
@@ -510,6 +545,33 @@ mod tests {
         assert_eq!(run(&mut store, b"GET k", later), b"$-1\r\n");
         assert_eq!(run(&mut store, b"DBSIZE", later), b":1\r\n");
         assert_eq!(run(&mut store, b"GET forever", later), b"$1\r\nv\r\n");
+    }
+
+    /// Fresh keys set with a short expiry and never read again: the expired
+    /// ones are swept as new ones come, not kept until a `DBSIZE`. A
+    /// thousand values of 64 KiB, each expired when the next is set, leave
+    /// at most `MIN_SWEEP` and one value's worth of entries behind; a key
+    /// without an expiry, or one not yet expired, is never swept.
+    #[test]
+    fn expired_keys_are_swept_as_fresh_ones_are_set() {
+        let mut store = Store::default();
+        let t0 = Instant::now();
+        assert_eq!(run(&mut store, b"SET forever v", t0), b"+OK\r\n");
+        assert_eq!(run(&mut store, b"SET later v EX 3600", t0), b"+OK\r\n");
+        let value = vec![b'v'; 64 << 10];
+        let mut most = 0;
+        for i in 0..1000u64 {
+            let key = format!("session:{i}");
+            let at = t0 + Duration::from_millis(i);
+            let now = at + Duration::from_micros(500);
+            store.set_expiring(key.as_bytes(), &value, at + Duration::from_millis(1), now);
+            let held: usize = store.map.values().map(|e| e.value.len()).sum();
+            most = most.max(held);
+        }
+        assert!(most <= MIN_SWEEP + 2 * value.len(), "the store held {most} bytes");
+        let end = t0 + Duration::from_secs(2);
+        assert_eq!(run(&mut store, b"GET forever", end), b"$1\r\nv\r\n");
+        assert_eq!(run(&mut store, b"GET later", end), b"$1\r\nv\r\n");
     }
 
     /// Integers are read as Redis reads them: no leading zero, no `+`, no

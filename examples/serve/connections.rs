@@ -141,6 +141,24 @@ impl<H: 'static> Connections<H> {
         slowest
     }
 
+    /// The connections other than `me` whose own queue has no room for
+    /// `len` bytes more: a push of that many would pass their output limit.
+    pub fn without_room(&self, me: Token, len: usize, cx: &mut Ctx<'_>) -> Vec<Token> {
+        let mut full = Vec::new();
+        for token in self.others(me) {
+            match cx.stream_mut::<AsyncChat, H>(token) {
+                Some(mut chat) => {
+                    let chat = chat.transport();
+                    if chat.queued().saturating_add(len) > chat.output_limit() {
+                        full.push(token);
+                    }
+                }
+                None => self.leave(token), // closed meanwhile
+            }
+        }
+        full
+    }
+
     /// The most output any connection but `me` has queued (0 for none).
     pub fn largest_queue(&self, me: Token, cx: &mut Ctx<'_>) -> usize {
         self.slowest(me, cx).map_or(0, |(queued, _)| queued)
