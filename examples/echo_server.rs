@@ -73,8 +73,7 @@ impl StreamHandler<Buffered<Connected>> for Echo {
         let n = ch.recv(buf)?; // 0: the peer closed, the loop calls handle_close
         // Queued if the socket cannot take it all; past 1 MiB, reading pauses.
         if let Err(e) = ch.send(&buf[..n]) {
-            let echo = buf[..n].to_vec();
-            return make_room(ch, e, cx, |ch| ch.send(&echo));
+            return room::echo_refused(ch, e, cx);
         }
         if ch.queued() > 0 && ch.budget().is_none() {
             charge(ch, cx)?;
@@ -88,44 +87,63 @@ impl StreamHandler<Buffered<Connected>> for Echo {
 }
 
 /// Charges a connection that queued for the first time to the budget, so
-/// that its later sends are refused whole when all the loop's connections together
-/// would pass it. Not done at accept: a charged connection holds its
-/// queue's bookkeeping for good, and one that never queues needs none.
+/// that its later sends are refused whole when all the loop's connections
+/// together would pass it. When what it queued already passes it, slower
+/// readers are dropped to make room, or it is closed if it is the slowest.
+/// Not done at accept: a charged connection holds its queue's bookkeeping
+/// for good, and one that never queues needs none.
 #[cold]
 fn charge(ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
     let Some(budget) = BUDGET.with(Clone::clone) else { return Ok(()) };
     ch.set_budget(&budget);
     CHARGED.with_borrow_mut(|charged| charged.insert(cx.token()));
+    make_room(ch, 0, cx);
     let (used, limit) = (budget.used(), budget.limit());
     if used > limit {
         let full = BudgetFull { used: used - ch.queued(), requested: ch.queued(), limit };
-        let e = io::Error::new(io::ErrorKind::StorageFull, full);
-        return make_room(ch, e, cx, |ch| match ch.budget() {
-            Some(b) if b.used() > b.limit() => Err(io::ErrorKind::StorageFull.into()),
-            _ => Ok(()),
-        });
+        return Err(io::Error::new(io::ErrorKind::StorageFull, full));
     }
     Ok(())
 }
 
-/// The budget had no room for this connection's echo (`error`): the
-/// slowest readers of the loop, those with more queued than this one, are
-/// dropped until `retry` succeeds. A connection whose client reads its
-/// echoes was closed in their place, however fast it read, and one that
-/// sends and never reads kept the budget full for good (an echo connection
-/// has no timeout). When this connection is the slowest, it is closed.
-#[cold]
-fn make_room(
-    ch: &mut Buffered<Connected>,
-    error: io::Error,
-    cx: &mut Ctx<'_>,
-    mut retry: impl FnMut(&mut Buffered<Connected>) -> io::Result<()>,
-) -> io::Result<()> {
-    if !error.get_ref().is_some_and(|inner| inner.is::<BudgetFull>()) {
-        return Err(error);
+/// Out of line, and in a module of its own: a second call of
+/// `Buffered::send` beside the one in `handle_read` made the compiler stop
+/// inlining that one (26 more instructions per echoed message, callgrind),
+/// and a module is compiled apart.
+mod room {
+    use super::*;
+
+    /// The echo in the loop's buffer was refused by the budget (`error`
+    /// says how much it was): slower readers are dropped to make room for
+    /// it, and it is sent again. Any other error, or no slower reader,
+    /// is the caller's error, which closes the connection.
+    #[cold]
+    #[inline(never)]
+    pub fn echo_refused(ch: &mut Buffered<Connected>, error: io::Error, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let Some(&BudgetFull { requested: n, .. }) = error.get_ref().and_then(|e| e.downcast_ref()) else {
+            return Err(error);
+        };
+        make_room(ch, n, cx);
+        // Nothing used the loop's buffer since the read: it holds the echo.
+        ch.send(&cx.buffer()[..n])
     }
+}
+
+/// The budget has no room for `n` more bytes of this connection's echoes:
+/// drops the loop's slowest readers, those with more queued than this
+/// connection, until it has. A connection whose client reads its echoes
+/// was closed in their place, however fast it read, and one that sends and
+/// never reads kept the budget full for good (an echo connection has no
+/// timeout). When this connection is the slowest, nothing is dropped, and
+/// its send is refused (which closes it). Checked before the send, not
+/// retried after a refusal: a second call of `send` in this file made the
+/// compiler stop inlining the first, 26 more instructions per echoed
+/// message (callgrind).
+#[cold]
+#[inline(never)]
+fn make_room(ch: &Buffered<Connected>, n: usize, cx: &mut Ctx<'_>) {
     let me = cx.token();
-    loop {
+    while ch.budget().is_some_and(|budget| budget.available() < n || budget.used() > budget.limit()) {
         let others: Vec<Token> =
             CHARGED.with_borrow(|charged| charged.iter().copied().filter(|&t| t != me).collect());
         let mut slowest: Option<(usize, Token)> = None;
@@ -150,10 +168,7 @@ fn make_room(
                 CHARGED.with_borrow_mut(|charged| charged.remove(&token));
                 cx.remove(token);
             }
-            _ => return Err(error),
-        }
-        if retry(ch).is_ok() {
-            return Ok(());
+            _ => return,
         }
     }
 }
