@@ -17,7 +17,12 @@
 //! terminator and a byte count for every record, as `examples/resp_server.rs`
 //! does: 10,000 records after a warm-up, none of which may allocate.
 //!
-//! This test counts; it does not time anything.
+//! A second test echoes records through an `AsyncChat` whose handler
+//! formats each reply in `cx.buffer()` while the chat's own read has the
+//! map's buffer out: 100 round trips after a warm-up, none of which may
+//! allocate.
+//!
+//! These tests count; they do not time anything.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::backtrace::Backtrace;
@@ -333,5 +338,81 @@ fn no_allocation_per_event_in_steady_state() {
         failures.is_empty(),
         "the loop allocated in steady state (rerun with ROLECORE_ALLOC_BACKTRACE=1 -- --nocapture \
          to see where): {failures:?}"
+    );
+}
+
+// ---- a chat whose callbacks borrow the map's buffer ------------------------------
+
+/// Echoes each 64-byte record, formatted in the map's buffer: the chat has
+/// lent that buffer to its own read, so the handler's `cx.buffer()` needs
+/// another one.
+struct BufferBorrowingChat {
+    record: Vec<u8>,
+}
+
+impl rolecore::ChatHandler for BufferBorrowingChat {
+    fn collect_incoming_data(&mut self, data: &[u8], _: &mut rolecore::AsyncChat) -> io::Result<()> {
+        self.record.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn found_terminator(&mut self, chat: &mut rolecore::AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let buf = cx.buffer();
+        let n = self.record.len();
+        buf[..n].copy_from_slice(&self.record);
+        self.record.clear();
+        // A count is used up once it ends a record (asynchat's rule).
+        chat.set_terminator(Terminator::count(MESSAGE));
+        chat.push(&buf[..n])
+    }
+}
+
+/// Round trips of one record through an `AsyncChat` whose handler uses
+/// `cx.buffer()`; returns the allocations, reallocations and deallocations
+/// of the loop's thread during the last `counted` of `rounds`.
+fn chat_borrowing_the_map_buffer(rounds: usize, counted: usize) -> (u64, u64, u64) {
+    let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+    // The chat may send the echo only on the next wake-up: the peer polls
+    // the map and reads without blocking, in turn, up to a deadline.
+    theirs.set_nonblocking(true).expect("a non-blocking peer");
+    let mut map = Map::new().expect("create the map");
+    let chat = rolecore::AsyncChat::new(Channel::try_from(ours).expect("adopt"), Terminator::count(MESSAGE));
+    map.insert(chat, BufferBorrowingChat { record: Vec::with_capacity(MESSAGE) }).expect("insert the chat");
+    for counter in [&ALLOCS, &REALLOCS, &DEALLOCS, &BYTES] {
+        counter.store(0, SeqCst);
+    }
+    for round in 0..rounds {
+        if round == rounds - counted {
+            COUNTING.with(|c| c.set(true));
+        }
+        let out = [round as u8; MESSAGE];
+        theirs.write_all(&out).expect("send a record");
+        let mut back = [0u8; MESSAGE];
+        let mut got = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got < MESSAGE {
+            assert!(Instant::now() < deadline, "record {round}: no echo in 10 s");
+            map.poll(Some(Duration::from_millis(5))).expect("poll");
+            match theirs.read(&mut back[got..]) {
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("read the echo: {e}"),
+            }
+        }
+        assert_eq!(out, back, "record {round}: the echo differs");
+    }
+    COUNTING.with(|c| c.set(false));
+    (ALLOCS.load(SeqCst), REALLOCS.load(SeqCst), DEALLOCS.load(SeqCst))
+}
+
+#[test]
+fn no_allocation_per_record_when_a_chat_handler_borrows_the_map_buffer() {
+    BACKTRACES.store(std::env::var_os("ROLECORE_ALLOC_BACKTRACE").is_some(), SeqCst);
+    let (allocs, reallocs, deallocs) = chat_borrowing_the_map_buffer(200, 100);
+    assert_eq!(
+        (allocs, reallocs, deallocs),
+        (0, 0, 0),
+        "a chat handler's cx.buffer() allocated in 100 round trips (allocations, reallocations, \
+         deallocations)"
     );
 }

@@ -12,10 +12,19 @@ use crate::token::Token;
 /// The size of the read buffer a map lends to callbacks ([`Ctx::buffer`]).
 const SCRATCH_SIZE: usize = 64 * 1024;
 
-/// Sizes the map's read buffer, the first time a callback asks for it.
+/// Sizes the map's read buffer, the first time a callback asks for it. A
+/// callback that asks while the buffer is lent out (an `AsyncChat`'s
+/// callbacks run during the chat's own read into it) gets the spare one
+/// that such a callback grew the last time ([`Ctx::put_scratch`] keeps it),
+/// so asking costs no allocation per read.
 #[cold]
-fn grow_scratch(scratch: &mut Vec<u8>) {
-    scratch.resize(SCRATCH_SIZE, 0);
+fn grow_scratch(registry: &mut Registry) {
+    if registry.scratch.is_empty() {
+        registry.scratch = std::mem::take(&mut registry.spare_scratch);
+    }
+    if registry.scratch.len() < SCRATCH_SIZE {
+        registry.scratch.resize(SCRATCH_SIZE, 0);
+    }
 }
 
 /// What a callback can do to the loop beyond its own channel: add channels,
@@ -265,11 +274,10 @@ impl<'a> Ctx<'a> {
     /// ```
     #[inline]
     pub fn buffer(&mut self) -> &mut [u8] {
-        let scratch = &mut self.registry.scratch;
-        if scratch.len() < SCRATCH_SIZE {
-            grow_scratch(scratch);
+        if self.registry.scratch.len() < SCRATCH_SIZE {
+            grow_scratch(self.registry);
         }
-        &mut scratch[..]
+        &mut self.registry.scratch[..]
     }
 
     /// Lends the map's read buffer, at least `len` bytes long; give it back
@@ -282,8 +290,13 @@ impl<'a> Ctx<'a> {
         buf
     }
 
+    /// Gives the map's read buffer back. One that a callback grew while it
+    /// was lent out is kept as the spare for the next such callback.
     pub(crate) fn put_scratch(&mut self, buf: Vec<u8>) {
-        self.registry.scratch = buf;
+        let grown = std::mem::replace(&mut self.registry.scratch, buf);
+        if grown.capacity() > 0 {
+            self.registry.spare_scratch = grown;
+        }
     }
 
     /// Starts a graceful shutdown of the whole map: listeners close (with

@@ -39,6 +39,10 @@ pub(crate) struct Registry {
     /// One read buffer for the whole map, lent to callbacks in turn: no
     /// per-connection buffer, no zeroing per read.
     pub(crate) scratch: Vec<u8>,
+    /// A second read buffer, for a callback that asks for one while the
+    /// first is lent to an `AsyncChat`'s own read: empty (unallocated) until
+    /// one does.
+    pub(crate) spare_scratch: Vec<u8>,
     pub(crate) len: usize,
     always_ready: usize,
     /// Streams let read again from outside their wake-ups (`refresh`) with
@@ -110,6 +114,7 @@ impl Registry {
             id: next_map_id()?,
             slots: Vec::new(),
             scratch: Vec::new(),
+            spare_scratch: Vec::new(),
             len: 0,
             always_ready: 0,
             held_input: Vec::new(),
