@@ -112,6 +112,12 @@ struct Hoarder {
     keep: bool,
 }
 
+impl Hoarder {
+    fn new(keep: bool) -> Hoarder {
+        Hoarder { most: Default::default(), refused: Default::default(), errors: Default::default(), keep }
+    }
+}
+
 impl ChatHandler for Hoarder {
     fn collect_incoming_data(&mut self, data: &[u8], chat: &mut AsyncChat) -> io::Result<()> {
         chat.collect(data);
@@ -152,12 +158,7 @@ fn with_no_terminator_the_default_collector_is_bounded_by_max_record() {
             let (ours, mut peer) = UnixStream::pair().unwrap();
             let mut chat = AsyncChat::new(Channel::try_from(ours).unwrap(), Terminator::None);
             chat.set_max_record(LIMIT);
-            let handler = Hoarder {
-                most: Default::default(),
-                refused: Default::default(),
-                errors: Default::default(),
-                keep,
-            };
+            let handler = Hoarder::new(keep);
             let (most, refused, errors) =
                 (handler.most.clone(), handler.refused.clone(), handler.errors.clone());
             let mut map = util::map(backend);
@@ -188,6 +189,36 @@ fn with_no_terminator_the_default_collector_is_bounded_by_max_record() {
                 assert!(errors.borrow()[0].contains("max_record"), "{backend}: {:?}", errors.borrow());
             }
         }
+    }
+}
+
+/// With no terminator, `max_record` is the most the default collector may
+/// hold, as it is the longest line: exactly `max_record` bytes are kept,
+/// one more is refused.
+#[test]
+fn with_no_terminator_max_record_bytes_are_kept_and_one_more_is_refused() {
+    const LIMIT: usize = 100;
+    for backend in util::backends() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let mut chat = AsyncChat::new(Channel::try_from(ours).unwrap(), Terminator::None);
+        chat.set_max_record(LIMIT);
+        let handler = Hoarder::new(true);
+        let (most, refused) = (handler.most.clone(), handler.refused.clone());
+        let mut map = util::map(backend);
+        let token = map.insert(chat, handler).unwrap();
+        for piece in [b'x'; LIMIT].chunks(30) {
+            peer.write_all(piece).unwrap();
+            util::run_iterations(&mut map, 2);
+        }
+        assert_eq!(
+            (most.get(), refused.get()),
+            (LIMIT, 0),
+            "{backend}: the collector holds max_record bytes"
+        );
+        peer.write_all(b"y").unwrap();
+        util::run_iterations(&mut map, 2);
+        assert_eq!(refused.get(), 1, "{backend}: one byte past max_record is refused");
+        assert!(map.contains(token), "{backend}: the handler kept the connection");
     }
 }
 

@@ -277,3 +277,23 @@ fn a_producers_chunks_are_charged_while_queued_and_released_when_sent() {
     peer.read_to_end(&mut got).unwrap();
     assert!(got == data, "{} of {} bytes, in order?", got.len(), data.len());
 }
+
+/// `discard_buffers` drops the queued output, and with it the output's
+/// charge: the chat's queue counts nothing and the budget holds nothing for
+/// bytes that will never be sent, and both count again from zero.
+#[test]
+fn discarded_output_is_no_longer_queued_nor_charged() {
+    let budget = OutputBudget::new(1 << 20);
+    let (a, _peer) = Channel::pair().unwrap();
+    let mut chat = AsyncChat::new(a, Terminator::LF);
+    chat.set_budget(&budget);
+    chat.push(&[7u8; 5000]).unwrap();
+    assert_eq!((chat.queued(), budget.used()), (5000, 5000));
+    chat.discard_buffers();
+    assert_eq!(chat.queued(), 0, "nothing is queued after discard_buffers");
+    assert_eq!(budget.used(), 0, "the discarded bytes were given back to the budget");
+    chat.push(b"again\n").unwrap();
+    assert_eq!((chat.queued(), budget.used()), (6, 6));
+    drop(chat);
+    assert_eq!(budget.used(), 0);
+}

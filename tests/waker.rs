@@ -344,6 +344,35 @@ fn a_bounded_mailbox_refuses_past_its_capacity_and_its_own_thread_never_waits() 
     assert_eq!(sender.send(6), Err(SendError(6)));
 }
 
+/// `try_send` wakes the loop as `send` does: a message it queued is
+/// delivered by the next wait, from this thread (a wait that does not
+/// block) or another (a wait with no timeout, which only the message can
+/// end), on every backend.
+#[test]
+fn a_message_queued_by_try_send_wakes_the_loop() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let fired = watchdog(&mut map);
+        let got = Log::default();
+        let sink = got.clone();
+        let (_, sender) = map
+            .mailbox_with_capacity(4, move |n: u32, _: &mut Ctx<'_>| {
+                sink.push(n.to_string());
+                Ok(())
+            })
+            .unwrap();
+        sender.try_send(1).unwrap();
+        map.poll(Some(Duration::ZERO)).unwrap();
+        assert_eq!(got.events(), ["1"], "{backend}: a try_send from the loop's thread woke it");
+        let from = sender.clone();
+        let thread = std::thread::spawn(move || from.try_send(2).unwrap());
+        map.run(LoopOptions::new().no_timeout().count(1)).unwrap();
+        thread.join().unwrap();
+        assert!(!fired.load(Ordering::SeqCst), "{backend}: only the watchdog ended the wait");
+        assert_eq!(got.events(), ["1", "2"], "{backend}: a try_send from another thread woke it");
+    }
+}
+
 /// A thread sending to a bounded mailbox faster than the loop handles is
 /// held to the loop's pace: the queue never holds more than the capacity,
 /// and every message arrives in order.

@@ -537,8 +537,13 @@ pub fn simulate(data: &[u8], check_descriptors: bool) -> (Setup, Result<SimRepor
     let mut sim = rolecore::sim::Sim::from_bytes(inp.rest(), s.config)
         .expect("create the simulation")
         .with_traffic(traffic);
-    let l = &s.limits;
-    sim.listen(RespServer {
+    sim.listen(server(&s.limits)).expect("listen");
+    (s, sim.run())
+}
+
+/// The server with `l`'s limits.
+fn server(l: &Limits) -> RespServer {
+    RespServer {
         store: Shared::default(),
         connections: Connections::new(l.budget),
         max_bulk: l.max_bulk,
@@ -547,9 +552,7 @@ pub fn simulate(data: &[u8], check_descriptors: bool) -> (Setup, Result<SimRepor
         idle_timeout: l.idle_timeout,
         max_line: l.max_line,
         output_limit: l.output_limit,
-    })
-    .expect("listen");
-    (s, sim.run())
+    }
 }
 
 /// What the setup is, for a failure's message (the requests cut short).
@@ -734,5 +737,108 @@ mod model_tests {
             }
         }
         assert!(reply(b"+PO\nNG\r\n", 0, 0).is_err());
+    }
+}
+
+/// The resp server's idle deadline, on the simulation's virtual clock: a
+/// map made by a `Sim` with no peers, fed by a kernel socket, so each
+/// instant is exact and no test reads a wall clock.
+#[cfg(test)]
+mod idle_tests {
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    use rolecore::Channel;
+
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(1);
+    const HALF_MS: Duration = Duration::from_micros(500);
+
+    fn tick(sim: &mut rolecore::sim::Sim) {
+        sim.map().poll(Some(Duration::ZERO)).expect("poll");
+    }
+
+    /// What the client can read without waiting, and whether the server
+    /// closed.
+    fn drain(client: &mut TcpStream) -> (Vec<u8>, bool) {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            match client.read(&mut buf) {
+                Ok(0) => return (got, true),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return (got, false),
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// A request answered at 0.6 of the idle timeout gives the connection a
+    /// whole idle timeout from then (at 1.6); the client took that reply
+    /// meanwhile, so it is not idle and gets one more (to 2.6), then it is
+    /// closed, at exactly that instant. A deadline the request did not
+    /// move closes it at 1, one set short closes it at 1.6 (half a timeout
+    /// after the reply, a whole one after that): both are caught half a
+    /// millisecond before the instants the rule gives.
+    #[test]
+    fn a_request_answered_gives_the_connection_a_whole_idle_timeout_from_then() {
+        let mut sim = rolecore::sim::Sim::from_bytes(&[], SimConfig::default()).expect("a simulated world");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            max_bulk: 1 << 10,
+            max_request: 1 << 12,
+            max_line: MAX_LINE,
+            output_limit: 1 << 16,
+            budget: 1 << 20,
+            idle_timeout: Some(IDLE),
+        };
+        sim.map().insert(Channel::try_from(listener).unwrap(), server(&limits)).unwrap();
+        let mut client = TcpStream::connect(addr).unwrap();
+        client.set_nonblocking(true).unwrap();
+        let accepted = sim.now();
+        for _ in 0..1000 {
+            if sim.map().len() == 2 {
+                break;
+            }
+            tick(&mut sim);
+        }
+        assert_eq!(sim.map().len(), 2, "the connection was accepted");
+        sim.advance(IDLE * 6 / 10);
+        client.write_all(b"PING\r\n").unwrap();
+        let mut reply = Vec::new();
+        for _ in 0..1000 {
+            if reply.len() >= b"+PONG\r\n".len() {
+                break;
+            }
+            tick(&mut sim);
+            let (got, closed) = drain(&mut client);
+            reply.extend_from_slice(&got);
+            assert!(!closed, "closed before the request's reply: {reply:?}");
+        }
+        assert_eq!(reply, b"+PONG\r\n");
+        let answered = sim.now();
+        assert_eq!(answered, accepted + IDLE * 6 / 10);
+        for period in ["after the reply", "after the reply was taken"] {
+            sim.advance(IDLE - HALF_MS);
+            tick(&mut sim);
+            assert_eq!(
+                drain(&mut client),
+                (Vec::new(), false),
+                "closed before a whole idle timeout {period}"
+            );
+            assert_eq!(sim.map().len(), 2);
+            sim.advance(HALF_MS);
+            tick(&mut sim);
+        }
+        assert_eq!(sim.now(), answered + 2 * IDLE);
+        assert_eq!(sim.map().len(), 1, "an idle connection outlived its idle timeouts");
+        client.set_nonblocking(false).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"", "the server closed without another byte");
     }
 }
