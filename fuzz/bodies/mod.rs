@@ -38,6 +38,50 @@ pub mod sim_tls;
 
 use rolecore::sim::{PeerReport, SimFailure, SimReport};
 
+/// For tests that drive an example server's handlers in a simulation's map
+/// on virtual time, with a real client on loopback (the kernel's listener
+/// inserted by hand): the clock moves only when the test says.
+#[cfg(test)]
+pub mod virtual_time {
+    use std::io::{ErrorKind, Read};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use rolecore::sim::Sim;
+
+    /// One iteration of the map that does not move the clock.
+    pub fn tick(sim: &mut Sim) {
+        sim.map().poll(Some(Duration::ZERO)).expect("poll");
+    }
+
+    /// Iterates until `done` holds, at most 1,000 times, without moving
+    /// the clock; returns whether it held.
+    pub fn tick_until(sim: &mut Sim, mut done: impl FnMut(&mut Sim) -> bool) -> bool {
+        for _ in 0..1000 {
+            if done(sim) {
+                return true;
+            }
+            tick(sim);
+        }
+        done(sim)
+    }
+
+    /// What the client can read without waiting, and whether the server
+    /// closed.
+    pub fn drain(client: &mut TcpStream) -> (Vec<u8>, bool) {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            match client.read(&mut buf) {
+                Ok(0) => return (got, true),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return (got, false),
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+}
+
 /// A body: runs one input, panics on a broken property, and says how many
 /// things it checked.
 pub type Body = fn(&[u8]) -> usize;

@@ -506,3 +506,82 @@ mod model_tests {
         assert!(response(b"HTTP/1.0 200 OK\r\n", 0, None).is_err());
     }
 }
+
+/// The HTTP server's deadlines, on the simulation's virtual clock: a map
+/// made by a `Sim` with no peers, fed by a kernel socket, so each instant
+/// is exact and no test reads a wall clock. A request head must arrive
+/// whole within the idle timeout of the accept, and the next one within
+/// the idle timeout of the answer; each test looks half a millisecond
+/// before the instant and at it.
+#[cfg(test)]
+mod deadline_tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    use rolecore::Channel;
+
+    use super::super::virtual_time::{drain, tick, tick_until};
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(1);
+    const HALF_MS: Duration = Duration::from_micros(500);
+
+    /// The server in a simulation's map, a client connected and accepted;
+    /// the instant of the accept.
+    fn connected() -> (Sim, TcpStream, Instant) {
+        let mut sim = Sim::from_bytes(&[], SimConfig::default()).expect("a simulated world");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = HttpServer { idle_timeout: Some(IDLE), connections: Connections::new(64 << 20) };
+        sim.map().insert(Channel::try_from(listener).unwrap(), server).unwrap();
+        let client = TcpStream::connect(addr).unwrap();
+        client.set_nonblocking(true).unwrap();
+        let accepted = sim.now();
+        assert!(tick_until(&mut sim, |sim| sim.map().len() == 2), "the connection was accepted");
+        (sim, client, accepted)
+    }
+
+    /// The connection is open half a millisecond before `at` and closed, with
+    /// no byte more, at `at`.
+    fn closes_at(sim: &mut Sim, client: &mut TcpStream, at: Instant, what: &str) {
+        sim.advance(at - HALF_MS - sim.now());
+        tick(sim);
+        assert_eq!(drain(client), (Vec::new(), false), "closed before {what}");
+        assert_eq!(sim.map().len(), 2, "closed before {what}");
+        sim.advance(HALF_MS);
+        tick(sim);
+        assert_eq!(sim.now(), at);
+        assert_eq!(sim.map().len(), 1, "open after {what}");
+        client.set_nonblocking(false).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"", "the server closed without another byte");
+    }
+
+    #[test]
+    fn a_client_that_sends_nothing_is_closed_an_idle_timeout_after_the_accept() {
+        let (mut sim, mut client, accepted) = connected();
+        closes_at(&mut sim, &mut client, accepted + IDLE, "an idle timeout after the accept");
+    }
+
+    #[test]
+    fn the_next_head_has_a_whole_idle_timeout_from_the_answer() {
+        let (mut sim, mut client, accepted) = connected();
+        sim.advance(IDLE * 6 / 10);
+        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut reply = Vec::new();
+        let answered = tick_until(&mut sim, |_| {
+            let (got, closed) = drain(&mut client);
+            reply.extend_from_slice(&got);
+            assert!(!closed, "closed before the answer: {}", show(&reply));
+            reply.ends_with(b"Hello, world!")
+        });
+        assert!(answered, "no whole answer: {}", show(&reply));
+        assert!(reply.starts_with(b"HTTP/1.1 200 "), "{}", show(&reply));
+        let answered = sim.now();
+        assert_eq!(answered, accepted + IDLE * 6 / 10);
+        closes_at(&mut sim, &mut client, answered + IDLE, "an idle timeout after the answer");
+    }
+}

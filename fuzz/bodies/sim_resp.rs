@@ -745,35 +745,17 @@ mod model_tests {
 /// instant is exact and no test reads a wall clock.
 #[cfg(test)]
 mod idle_tests {
-    use std::io::{ErrorKind, Read, Write};
+    use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::time::Duration;
 
     use rolecore::Channel;
 
+    use super::super::virtual_time::{drain, tick};
     use super::*;
 
     const IDLE: Duration = Duration::from_secs(1);
     const HALF_MS: Duration = Duration::from_micros(500);
-
-    fn tick(sim: &mut rolecore::sim::Sim) {
-        sim.map().poll(Some(Duration::ZERO)).expect("poll");
-    }
-
-    /// What the client can read without waiting, and whether the server
-    /// closed.
-    fn drain(client: &mut TcpStream) -> (Vec<u8>, bool) {
-        let mut got = Vec::new();
-        let mut buf = [0u8; 256];
-        loop {
-            match client.read(&mut buf) {
-                Ok(0) => return (got, true),
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return (got, false),
-                Err(e) => panic!("read: {e}"),
-            }
-        }
-    }
 
     /// A request answered at 0.6 of the idle timeout gives the connection a
     /// whole idle timeout from then (at 1.6); the client took that reply
