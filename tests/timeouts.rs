@@ -413,6 +413,18 @@ fn timed_channel(sim: &mut rolecore::sim::Sim) -> (rolecore::Token, UnixStream, 
 
 const HALF_MS: Duration = Duration::from_micros(500);
 
+/// The channel's one timeout fires neither half a millisecond before `at`
+/// nor an iteration after: in the iteration that the clock reaches `at`.
+fn fires_exactly_at(sim: &mut rolecore::sim::Sim, log: &Log, at: Instant) {
+    sim.advance(at - HALF_MS - sim.now());
+    tick(sim);
+    assert!(log.events().is_empty(), "fired 0.5 ms early: {:?}", log.events());
+    sim.advance(HALF_MS);
+    assert_eq!(sim.now(), at);
+    tick(sim);
+    assert_eq!(log.events(), ["timeout"], "not served in the iteration the clock reached it");
+}
+
 /// A deadline fires neither a fraction of a millisecond before its instant
 /// nor an iteration after it: at `at - 0.5 ms` nothing, at exactly `at` the
 /// timeout, once.
@@ -422,13 +434,7 @@ fn a_deadline_fires_exactly_at_its_instant_on_virtual_time() {
     let (token, _peer, log) = timed_channel(&mut sim);
     let at = sim.now() + Duration::from_millis(100);
     assert!(sim.map().set_deadline(token, Some(at)));
-    sim.advance(Duration::from_millis(100) - HALF_MS);
-    tick(&mut sim);
-    assert!(log.events().is_empty(), "fired 0.5 ms early: {:?}", log.events());
-    sim.advance(HALF_MS);
-    assert_eq!(sim.now(), at);
-    tick(&mut sim);
-    assert_eq!(log.events(), ["timeout"], "not served in the iteration time reached it");
+    fires_exactly_at(&mut sim, &log, at);
     sim.advance(Duration::from_secs(10));
     tick(&mut sim);
     assert_eq!(log.events(), ["timeout"], "a one-shot deadline fired twice");
@@ -747,13 +753,7 @@ fn a_deadline_after_a_duration_fires_then_and_one_too_long_to_represent_never_do
     let (token, _peer, log) = timed_channel(&mut sim);
     let at = sim.now() + Duration::from_secs(5);
     assert!(sim.map().set_deadline_after(token, Some(Duration::from_secs(5))));
-    sim.advance(Duration::from_secs(5) - HALF_MS);
-    tick(&mut sim);
-    assert!(log.events().is_empty(), "fired before its instant: {:?}", log.events());
-    sim.advance(HALF_MS);
-    assert_eq!(sim.now(), at);
-    tick(&mut sim);
-    assert_eq!(log.events(), ["timeout"], "fires at now + d");
+    fires_exactly_at(&mut sim, &log, at);
 
     // Due at once, then replaced by one that never passes: it does not fire.
     assert!(sim.map().set_deadline_after(token, Some(Duration::ZERO)));

@@ -15,6 +15,23 @@ use rolecore::{
 };
 use util::Log;
 
+/// A mailbox of numbers whose handler logs each one it is given: bounded
+/// to `capacity`, or not.
+fn logging_mailbox(map: &mut Map, capacity: Option<usize>) -> (Log, rolecore::Sender<u32>) {
+    let log = Log::default();
+    let sink = log.clone();
+    let handler = move |n: u32, _: &mut Ctx<'_>| {
+        sink.push(n.to_string());
+        Ok(())
+    };
+    let (_, sender) = match capacity {
+        Some(capacity) => map.mailbox_with_capacity(capacity, handler),
+        None => map.mailbox(handler),
+    }
+    .unwrap();
+    (log, sender)
+}
+
 /// Wakes a blocked loop after 10 s by connecting, so a bug ends the test
 /// instead of hanging it; says whether it had to.
 fn watchdog(map: &mut Map) -> Arc<AtomicBool> {
@@ -77,14 +94,7 @@ fn messages_from_many_threads_arrive_in_each_senders_order() {
 fn many_sends_before_a_wait_coalesce_into_one_wakeup() {
     for backend in util::backends() {
         let mut map = util::map(backend);
-        let log = Log::default();
-        let sink = log.clone();
-        let (_, sender) = map
-            .mailbox(move |n: u32, _: &mut Ctx<'_>| {
-                sink.push(n.to_string());
-                Ok(())
-            })
-            .unwrap();
+        let (log, sender) = logging_mailbox(&mut map, None);
         (0..500).for_each(|n| sender.send(n).unwrap());
         map.run(LoopOptions::new().no_timeout().count(1)).unwrap();
         assert_eq!(log.events().len(), 500, "{backend}: one iteration delivers everything sent before it");
@@ -318,14 +328,7 @@ fn a_bounded_mailbox_refuses_past_its_capacity_and_its_own_thread_never_waits() 
         map.mailbox_with_capacity(0, |_: u32, _: &mut Ctx<'_>| Ok(())).unwrap_err().kind(),
         io::ErrorKind::InvalidInput
     );
-    let got = Log::default();
-    let sink = got.clone();
-    let (_, sender) = map
-        .mailbox_with_capacity(2, move |n: u32, _: &mut Ctx<'_>| {
-            sink.push(n.to_string());
-            Ok(())
-        })
-        .unwrap();
+    let (got, sender) = logging_mailbox(&mut map, Some(2));
     sender.try_send(1).unwrap();
     sender.try_send(2).unwrap();
     assert_eq!(sender.try_send(3), Err(TrySendError::Full(3)));
@@ -353,14 +356,7 @@ fn a_message_queued_by_try_send_wakes_the_loop() {
     for backend in util::backends() {
         let mut map = util::map(backend);
         let fired = watchdog(&mut map);
-        let got = Log::default();
-        let sink = got.clone();
-        let (_, sender) = map
-            .mailbox_with_capacity(4, move |n: u32, _: &mut Ctx<'_>| {
-                sink.push(n.to_string());
-                Ok(())
-            })
-            .unwrap();
+        let (got, sender) = logging_mailbox(&mut map, Some(4));
         sender.try_send(1).unwrap();
         map.poll(Some(Duration::ZERO)).unwrap();
         assert_eq!(got.events(), ["1"], "{backend}: a try_send from the loop's thread woke it");

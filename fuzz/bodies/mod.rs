@@ -66,6 +66,16 @@ pub mod virtual_time {
         done(sim)
     }
 
+    /// The server closed the client's connection without sending another
+    /// byte (waits for the end up to 10 s).
+    pub fn ends_without_another_byte(client: &mut TcpStream) {
+        client.set_nonblocking(false).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"", "the server closed without another byte");
+    }
+
     /// What the client can read without waiting, and whether the server
     /// closed.
     pub fn drain(client: &mut TcpStream) -> (Vec<u8>, bool) {

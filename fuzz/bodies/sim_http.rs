@@ -515,13 +515,13 @@ mod model_tests {
 /// before the instant and at it.
 #[cfg(test)]
 mod deadline_tests {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::net::{TcpListener, TcpStream};
     use std::time::{Duration, Instant};
 
     use rolecore::Channel;
 
-    use super::super::virtual_time::{drain, tick, tick_until};
+    use super::super::virtual_time::{drain, ends_without_another_byte, tick, tick_until};
     use super::*;
 
     const IDLE: Duration = Duration::from_secs(1);
@@ -553,11 +553,7 @@ mod deadline_tests {
         tick(sim);
         assert_eq!(sim.now(), at);
         assert_eq!(sim.map().len(), 1, "open after {what}");
-        client.set_nonblocking(false).unwrap();
-        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut rest = Vec::new();
-        client.read_to_end(&mut rest).unwrap();
-        assert_eq!(rest, b"", "the server closed without another byte");
+        ends_without_another_byte(client);
     }
 
     #[test]

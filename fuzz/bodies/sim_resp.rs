@@ -745,13 +745,13 @@ mod model_tests {
 /// instant is exact and no test reads a wall clock.
 #[cfg(test)]
 mod idle_tests {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::net::{TcpListener, TcpStream};
     use std::time::Duration;
 
     use rolecore::Channel;
 
-    use super::super::virtual_time::{drain, tick};
+    use super::super::virtual_time::{drain, ends_without_another_byte, tick};
     use super::*;
 
     const IDLE: Duration = Duration::from_secs(1);
@@ -817,10 +817,6 @@ mod idle_tests {
         }
         assert_eq!(sim.now(), answered + 2 * IDLE);
         assert_eq!(sim.map().len(), 1, "an idle connection outlived its idle timeouts");
-        client.set_nonblocking(false).unwrap();
-        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut rest = Vec::new();
-        client.read_to_end(&mut rest).unwrap();
-        assert_eq!(rest, b"", "the server closed without another byte");
+        ends_without_another_byte(&mut client);
     }
 }
