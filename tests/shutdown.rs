@@ -146,6 +146,33 @@ fn with_two_threads_both_loops_accept_and_serve() {
     assert_eq!(server.wait(), Some(0));
 }
 
+/// With `--threads 4` and too few descriptors for every loop, the loops
+/// that could not set up fail the server, and those that could are stopped
+/// with them: the process exits 1 at once. It used to exit only at a
+/// signal, the loops that had set up serving meanwhile, the address never
+/// printed. Each descriptor limit leaves room for a different number of
+/// loops (7 for the standard streams and the four listeners, about 6 per
+/// loop).
+#[test]
+fn a_loop_that_cannot_set_up_ends_the_other_loops_and_the_server() {
+    for example in ["echo_server", "http_server", "resp_server"] {
+        for limit in [12, 16, 20, 24] {
+            let out = util::output_within(
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(format!(r#"ulimit -n {limit} && exec "$0" "$@""#))
+                    .arg(util::example(example))
+                    .args(["127.0.0.1:0", "--threads", "4"]),
+                Duration::from_secs(5),
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{example} at {limit} descriptors: {stderr}");
+            assert!(stderr.contains("Too many open files"), "{example} at {limit} descriptors: {stderr}");
+            assert!(out.stdout.is_empty(), "{example} at {limit} descriptors printed its address");
+        }
+    }
+}
+
 // ---- the graceful shutdown of a map, in the test's own process --------------
 
 use std::io;

@@ -8,7 +8,8 @@
 //! [`GRACE`], then closes the rest; the process exits 0.
 //!
 //! Exit status: 0 after a signal, 2 for a bad command line or an address
-//! that cannot be listened on, 1 for a failure while serving.
+//! that cannot be listened on, 1 for a failure while serving or while a
+//! loop sets up (out of descriptors, say: the other loops then stop too).
 
 mod cli;
 mod connections;
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use rolecore::report::Level;
 use rolecore::signal::{SIGINT, SIGTERM};
-use rolecore::{AcceptHandler, Address, Backend, Channel, Ctx, Listening, LoopOptions, Map};
+use rolecore::{AcceptHandler, Address, Backend, Channel, Ctx, Listening, LoopOptions, Map, Waker};
 
 #[allow(unused_imports)] // not every server speaks TLS
 pub use cli::{Cli, Flag, TLS_CERT, TLS_KEY, Usage};
@@ -123,10 +124,19 @@ fn serve<H: AcceptHandler>(
             .collect();
         drop(ready);
         let mut setup = Ok(());
+        let mut wakers = Vec::with_capacity(threads);
         for result in setups.iter().take(threads) {
-            setup = setup.and(result);
+            match result {
+                Ok(waker) => wakers.push(waker),
+                Err(e) => setup = setup.and(Err(e)),
+            }
         }
-        if setup.is_ok() {
+        if setup.is_err() {
+            // A loop that could not set up (out of descriptors, say) fails
+            // the server: the loops that did must not go on serving, unseen
+            // (the address never printed) and until a signal.
+            wakers.iter().for_each(|waker| drop(waker.stop()));
+        } else {
             let mut stdout = io::stdout().lock();
             writeln!(stdout, "listening on {bound}")?;
             stdout.flush()?;
@@ -154,20 +164,21 @@ fn run_loop<H: AcceptHandler>(
     listener: Channel<Listening>,
     backend: Backend,
     handler: H,
-    ready: std::sync::mpsc::Sender<io::Result<()>>,
+    ready: std::sync::mpsc::Sender<io::Result<Waker>>,
 ) -> io::Result<()> {
-    let setup = || -> io::Result<Map> {
+    let setup = || -> io::Result<(Map, Waker)> {
         let mut map = Map::with_backend(backend)?;
+        let waker = map.waker()?;
         map.insert(listener, handler)?;
         map.on_signals(&[SIGINT, SIGTERM], |_signal: i32, cx: &mut Ctx<'_>| {
             cx.shutdown(GRACE);
             Ok(())
         })?;
-        Ok(map)
+        Ok((map, waker))
     };
     match setup() {
-        Ok(mut map) => {
-            let _ = ready.send(Ok(()));
+        Ok((mut map, waker)) => {
+            let _ = ready.send(Ok(waker));
             map.run(LoopOptions::default())
         }
         Err(e) => {
