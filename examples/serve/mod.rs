@@ -18,6 +18,7 @@ mod stale_socket;
 use stale_socket::remove_stale_socket;
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rolecore::report::Level;
@@ -115,11 +116,13 @@ fn serve<H: AcceptHandler>(
         // Each loop says when it watches the signals; only then is the
         // address printed, so a SIGTERM right after it finds a handler.
         let (ready, setups) = std::sync::mpsc::channel();
+        let signalled = Arc::new(Signalled::default());
         let loops: Vec<_> = listeners
             .into_iter()
             .map(|listener| {
                 let ready = ready.clone();
-                scope.spawn(move || run_loop(listener, backend, make(), ready))
+                let signalled = signalled.clone();
+                scope.spawn(move || run_loop(listener, backend, make(), ready, signalled))
             })
             .collect();
         drop(ready);
@@ -137,6 +140,7 @@ fn serve<H: AcceptHandler>(
             // (the address never printed) and until a signal.
             wakers.iter().for_each(|waker| drop(waker.stop()));
         } else {
+            signalled.hand_over(wakers);
             let mut stdout = io::stdout().lock();
             writeln!(stdout, "listening on {bound}")?;
             stdout.flush()?;
@@ -147,6 +151,34 @@ fn serve<H: AcceptHandler>(
             .try_for_each(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("a loop panicked"))));
         setup.and(ran)
     })
+}
+
+/// Whether a loop heard a signal, and every loop's waker once all have set
+/// up: the loop that hears SIGINT or SIGTERM shuts every loop down. A
+/// signal is only written to the watchers registered when it comes, so
+/// one that came while the loops were still setting up reached only some
+/// of them, and the others served on for ever (the process never exited).
+#[derive(Default)]
+struct Signalled(Mutex<(bool, Vec<Waker>)>);
+
+impl Signalled {
+    /// Every loop has set up: a signal heard before now shuts them down
+    /// at once, later ones through [`shut_down_every_loop`](Self::shut_down_every_loop).
+    fn hand_over(&self, wakers: Vec<Waker>) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.1 = wakers;
+        if state.0 {
+            state.1.iter().for_each(|waker| drop(waker.shutdown(GRACE)));
+        }
+    }
+
+    /// A loop heard a signal: shut down every loop, now or once they have
+    /// all set up. A loop already gone refuses its waker: nothing to do.
+    fn shut_down_every_loop(&self) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 = true;
+        state.1.iter().for_each(|waker| drop(waker.shutdown(GRACE)));
+    }
 }
 
 fn listener(addr: &Address, share: bool) -> io::Result<Channel<Listening>> {
@@ -165,13 +197,15 @@ fn run_loop<H: AcceptHandler>(
     backend: Backend,
     handler: H,
     ready: std::sync::mpsc::Sender<io::Result<Waker>>,
+    signalled: Arc<Signalled>,
 ) -> io::Result<()> {
     let setup = || -> io::Result<(Map, Waker)> {
         let mut map = Map::with_backend(backend)?;
         let waker = map.waker()?;
         map.insert(listener, handler)?;
-        map.on_signals(&[SIGINT, SIGTERM], |_signal: i32, cx: &mut Ctx<'_>| {
+        map.on_signals(&[SIGINT, SIGTERM], move |_signal: i32, cx: &mut Ctx<'_>| {
             cx.shutdown(GRACE);
+            signalled.shut_down_every_loop();
             Ok(())
         })?;
         Ok((map, waker))
