@@ -146,6 +146,72 @@ fn with_two_threads_both_loops_accept_and_serve() {
     assert_eq!(server.wait(), Some(0));
 }
 
+/// With `--threads 4` and too few descriptors for every loop, the loops
+/// that could not set up fail the server, and those that could are stopped
+/// with them: the process exits 1 at once. It used to exit only at a
+/// signal, the loops that had set up serving meanwhile, the address never
+/// printed. Each descriptor limit leaves room for a different number of
+/// loops (7 for the standard streams and the four listeners, about 6 per
+/// loop).
+#[test]
+fn a_loop_that_cannot_set_up_ends_the_other_loops_and_the_server() {
+    for example in ["echo_server", "http_server", "resp_server"] {
+        for limit in [12, 16, 20, 24] {
+            let out = util::output_within(
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(format!(r#"ulimit -n {limit} && exec "$0" "$@""#))
+                    .arg(util::example(example))
+                    .args(["127.0.0.1:0", "--threads", "4"]),
+                Duration::from_secs(5),
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{example} at {limit} descriptors: {stderr}");
+            assert!(stderr.contains("Too many open files"), "{example} at {limit} descriptors: {stderr}");
+            assert!(out.stdout.is_empty(), "{example} at {limit} descriptors printed its address");
+        }
+    }
+}
+
+/// A SIGTERM that comes while the `--threads 4` loops are still setting up
+/// reaches only the loops already watching it (a signal is written to the
+/// watchers registered when it comes): the loop that hears it shuts the
+/// others down. They used to serve on for ever, in about one start in ten
+/// signalled within its first milliseconds. A signal before any loop
+/// watches kills the process, as SIGTERM does by default.
+#[test]
+fn a_sigterm_while_the_loops_set_up_still_ends_every_loop() {
+    use std::os::unix::process::ExitStatusExt;
+    for i in 0..150u64 {
+        let mut child = Command::new(util::example("echo_server"))
+            .args(["127.0.0.1:0", "--threads", "4"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(i % 30 * 100));
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).stderr(Stdio::null()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let status = status.unwrap_or_else(|| panic!("start {i}: a loop missed the SIGTERM and served on"));
+        assert!(
+            status.code() == Some(0) || status.signal() == Some(15),
+            "start {i}: neither a clean exit nor the signal's default action: {status:?}"
+        );
+    }
+}
+
 // ---- the graceful shutdown of a map, in the test's own process --------------
 
 use std::io;

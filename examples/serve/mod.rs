@@ -8,7 +8,8 @@
 //! [`GRACE`], then closes the rest; the process exits 0.
 //!
 //! Exit status: 0 after a signal, 2 for a bad command line or an address
-//! that cannot be listened on, 1 for a failure while serving.
+//! that cannot be listened on, 1 for a failure while serving or while a
+//! loop sets up (out of descriptors, say: the other loops then stop too).
 
 mod cli;
 mod connections;
@@ -17,11 +18,12 @@ mod stale_socket;
 use stale_socket::remove_stale_socket;
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rolecore::report::Level;
 use rolecore::signal::{SIGINT, SIGTERM};
-use rolecore::{AcceptHandler, Address, Backend, Channel, Ctx, Listening, LoopOptions, Map};
+use rolecore::{AcceptHandler, Address, Backend, Channel, Ctx, Listening, LoopOptions, Map, Waker};
 
 #[allow(unused_imports)] // not every server speaks TLS
 pub use cli::{Cli, Flag, TLS_CERT, TLS_KEY, Usage};
@@ -114,19 +116,31 @@ fn serve<H: AcceptHandler>(
         // Each loop says when it watches the signals; only then is the
         // address printed, so a SIGTERM right after it finds a handler.
         let (ready, setups) = std::sync::mpsc::channel();
+        let signalled = Arc::new(Signalled::default());
         let loops: Vec<_> = listeners
             .into_iter()
             .map(|listener| {
                 let ready = ready.clone();
-                scope.spawn(move || run_loop(listener, backend, make(), ready))
+                let signalled = signalled.clone();
+                scope.spawn(move || run_loop(listener, backend, make(), ready, signalled))
             })
             .collect();
         drop(ready);
         let mut setup = Ok(());
+        let mut wakers = Vec::with_capacity(threads);
         for result in setups.iter().take(threads) {
-            setup = setup.and(result);
+            match result {
+                Ok(waker) => wakers.push(waker),
+                Err(e) => setup = setup.and(Err(e)),
+            }
         }
-        if setup.is_ok() {
+        if setup.is_err() {
+            // A loop that could not set up (out of descriptors, say) fails
+            // the server: the loops that did must not go on serving, unseen
+            // (the address never printed) and until a signal.
+            wakers.iter().for_each(|waker| drop(waker.stop()));
+        } else {
+            signalled.hand_over(wakers);
             let mut stdout = io::stdout().lock();
             writeln!(stdout, "listening on {bound}")?;
             stdout.flush()?;
@@ -137,6 +151,34 @@ fn serve<H: AcceptHandler>(
             .try_for_each(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("a loop panicked"))));
         setup.and(ran)
     })
+}
+
+/// Whether a loop heard a signal, and every loop's waker once all have set
+/// up: the loop that hears SIGINT or SIGTERM shuts every loop down. A
+/// signal is only written to the watchers registered when it comes, so
+/// one that came while the loops were still setting up reached only some
+/// of them, and the others served on for ever (the process never exited).
+#[derive(Default)]
+struct Signalled(Mutex<(bool, Vec<Waker>)>);
+
+impl Signalled {
+    /// Every loop has set up: a signal heard before now shuts them down
+    /// at once, later ones through [`shut_down_every_loop`](Self::shut_down_every_loop).
+    fn hand_over(&self, wakers: Vec<Waker>) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.1 = wakers;
+        if state.0 {
+            state.1.iter().for_each(|waker| drop(waker.shutdown(GRACE)));
+        }
+    }
+
+    /// A loop heard a signal: shut down every loop, now or once they have
+    /// all set up. A loop already gone refuses its waker: nothing to do.
+    fn shut_down_every_loop(&self) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 = true;
+        state.1.iter().for_each(|waker| drop(waker.shutdown(GRACE)));
+    }
 }
 
 fn listener(addr: &Address, share: bool) -> io::Result<Channel<Listening>> {
@@ -154,20 +196,23 @@ fn run_loop<H: AcceptHandler>(
     listener: Channel<Listening>,
     backend: Backend,
     handler: H,
-    ready: std::sync::mpsc::Sender<io::Result<()>>,
+    ready: std::sync::mpsc::Sender<io::Result<Waker>>,
+    signalled: Arc<Signalled>,
 ) -> io::Result<()> {
-    let setup = || -> io::Result<Map> {
+    let setup = || -> io::Result<(Map, Waker)> {
         let mut map = Map::with_backend(backend)?;
+        let waker = map.waker()?;
         map.insert(listener, handler)?;
-        map.on_signals(&[SIGINT, SIGTERM], |_signal: i32, cx: &mut Ctx<'_>| {
+        map.on_signals(&[SIGINT, SIGTERM], move |_signal: i32, cx: &mut Ctx<'_>| {
             cx.shutdown(GRACE);
+            signalled.shut_down_every_loop();
             Ok(())
         })?;
-        Ok(map)
+        Ok((map, waker))
     };
     match setup() {
-        Ok(mut map) => {
-            let _ = ready.send(Ok(()));
+        Ok((mut map, waker)) => {
+            let _ = ready.send(Ok(waker));
             map.run(LoopOptions::default())
         }
         Err(e) => {
