@@ -543,8 +543,8 @@ fn the_echo_server_survives_a_hostile_world() {
         let report = sim.run().unwrap_or_else(|failure| panic!("{failure}"));
         for peer in &report.peers {
             // Each peer got back a prefix of what it sent: nothing lost,
-            // reordered or invented.
-            assert!(peer.sent.starts_with(&peer.received_data()), "seed {seed}");
+            // reordered or invented. `failure` prints the seed and the trace.
+            assert!(peer.sent.starts_with(&peer.received_data()), "{}", report.failure("bytes lost"));
         }
     }
 }

@@ -27,7 +27,9 @@
 //! microsecond before it is due, where it must not fire, or onto it, where
 //! it must (a timer a millisecond early is caught there). Deadlines, idle
 //! timeouts, the listener's `EMFILE` back-off, a chat's lingering close and
-//! a shutdown's grace period all run on it, so the same seed gives the same trace, timers included, on
+//! a shutdown's grace period all run on it (it starts years ahead of the
+//! real clock, so a deadline a handler took from `Instant::now()` is caught
+//! as such), so the same seed gives the same trace, timers included, on
 //! any machine and at any speed, whatever else the process opens
 //! meanwhile. The map's table is indexed by descriptor number, so nothing
 //! the loop serves in turn goes by it: readiness is reported in the order
