@@ -50,19 +50,33 @@ impl fmt::Debug for Clock {
 
 /// A clock that stands still until it is advanced; clones share the time.
 ///
-/// It starts at the real time of its creation (an `Instant` cannot be made
-/// from nothing), and traces print times relative to that start, so a
-/// replay prints the same times.
+/// It starts [`REAL_CLOCK_GAP`] after the real time of its creation (an
+/// `Instant` cannot be made from nothing), and traces print times relative
+/// to that start, so a replay prints the same times.
 #[derive(Clone)]
 pub(crate) struct VirtualClock {
     start: Instant,
     now: Rc<Cell<Instant>>,
 }
 
+/// How far ahead of the real clock a virtual clock starts: a deadline a
+/// handler took from `Instant::now()` instead of the map's clock then lies
+/// long before the simulation began, where the checker sees it for what it
+/// is, rather than somewhere in the run where it would fire early, or late,
+/// unnoticed.
+pub(crate) const REAL_CLOCK_GAP: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
+
 impl VirtualClock {
     pub(crate) fn new() -> VirtualClock {
-        let start = Instant::now();
+        let real = Instant::now();
+        let start = real.checked_add(REAL_CLOCK_GAP).unwrap_or(real);
         VirtualClock { start, now: Rc::new(Cell::new(start)) }
+    }
+
+    /// Whether `at` lies so far before the clock's start (half the gap) that
+    /// it came from the real clock, not from this one.
+    pub(crate) fn is_real_time(&self, at: Instant) -> bool {
+        at.checked_add(REAL_CLOCK_GAP / 2).is_some_and(|later| later < self.start)
     }
 
     #[inline]

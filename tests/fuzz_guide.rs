@@ -37,7 +37,7 @@ fn check(data: &[u8], config: SimConfig) {
     let report = sim.run().unwrap_or_else(|failure| panic!("{failure}"));
     // …and your protocol's: here, an echo never loses or reorders a byte.
     for peer in &report.peers {
-        assert!(peer.sent.starts_with(&peer.received_data()), "the echo lost bytes");
+        assert!(peer.sent.starts_with(&peer.received_data()), "{}", report.failure("the echo lost bytes"));
     }
 }
 // guide:end

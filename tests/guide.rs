@@ -336,7 +336,13 @@ impl ChatHandler for Impatient {
         chat.push(&line)
     }
 
-    fn handle_timeout(&mut self, chat: &mut AsyncChat, _cx: &mut Ctx<'_>) -> io::Result<()> {
+    fn handle_timeout(&mut self, chat: &mut AsyncChat, cx: &mut Ctx<'_>) -> io::Result<()> {
+        if chat.is_closing() {
+            // The idle timeout runs on: the goodbye sat unread for another
+            // IDLE. Pushing again would fail; hang up without it.
+            cx.close();
+            return Ok(());
+        }
         chat.push(b"idle for too long, bye\n")?;
         chat.close_when_done(); // not cx.close(), which would drop the goodbye
         Ok(())
@@ -537,8 +543,8 @@ fn the_echo_server_survives_a_hostile_world() {
         let report = sim.run().unwrap_or_else(|failure| panic!("{failure}"));
         for peer in &report.peers {
             // Each peer got back a prefix of what it sent: nothing lost,
-            // reordered or invented.
-            assert!(peer.sent.starts_with(&peer.received_data()), "seed {seed}");
+            // reordered or invented. `failure` prints the seed and the trace.
+            assert!(peer.sent.starts_with(&peer.received_data()), "{}", report.failure("bytes lost"));
         }
     }
 }
@@ -559,6 +565,33 @@ fn the_impatient_server_keeps_its_timers_in_virtual_time() {
         hung_up += report.peers.iter().filter(|p| p.received.windows(bye.len()).any(|w| w == bye)).count();
     }
     assert!(hung_up > 0, "some peers stayed silent long enough to be hung up on");
+}
+
+/// An idle timeout runs on after `handle_timeout` keeps the channel open:
+/// a client that leaves the goodbye unread for another `IDLE` gets a second
+/// `handle_timeout`, which must not push again (that fails, and the channel
+/// closes through `handle_error` with an "uncaptured error" report line).
+#[test]
+fn the_impatient_server_survives_a_second_timeout_while_saying_goodbye() {
+    let mut second_timeouts = 0;
+    for seed in 0..50 {
+        let mut sim = Sim::from_seed(seed, SimConfig::default()).expect("a simulated world");
+        sim.listen(ImpatientServer).expect("a listener");
+        let report = sim.run().unwrap_or_else(|failure| panic!("{failure}"));
+        // The listener's own handle_error lines are its EMFILE back-offs.
+        let listener =
+            report.trace.iter().find_map(|l| l.trim_start().strip_suffix("joined the map (Listening)"));
+        let listener = listener.expect("the listener joined").to_owned();
+        let mut timeouts = HashMap::new();
+        for line in report.trace.iter().map(|l| l.trim_start()).filter(|l| !l.starts_with(&listener)) {
+            if let Some((id, _)) = line.split_once(" handle_timeout") {
+                *timeouts.entry(id.to_owned()).or_insert(0) += 1;
+            }
+            assert!(!line.contains(" handle_error"), "seed {seed}: {line}\n{}", report.trace.join("\n"));
+        }
+        second_timeouts += timeouts.values().filter(|&&n| n > 1).count();
+    }
+    assert!(second_timeouts > 0, "some goodbye sat unread long enough for a second timeout");
 }
 
 // ---- chapter 10: a client -------------------------------------------------------

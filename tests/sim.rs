@@ -684,3 +684,65 @@ fn a_descriptor_count_upset_by_another_sim_says_so() {
     assert!(failure.violation.contains("another Sim on this thread"), "{}", failure.violation);
     other.run().unwrap_or_else(|f| panic!("{f}"));
 }
+
+/// Echoes, and gives each connection a deadline a second away, taken from
+/// the real clock, the mistake the guide warns of (chapter 9).
+struct RealClockServer;
+impl AcceptHandler for RealClockServer {
+    fn handle_accepted(&mut self, c: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let token = cx.insert(Buffered::new(c), Echo)?;
+        cx.set_deadline(token, Some(std::time::Instant::now() + Duration::from_secs(1)));
+        Ok(())
+    }
+}
+
+/// Under virtual time a real-clock deadline fires at no particular moment of
+/// the run, early or late, and the checker, holding the timer to the instant
+/// asked, saw nothing wrong. It is now a failure that names the mistake.
+#[test]
+fn a_deadline_taken_from_the_real_clock_is_a_failure_that_says_so() {
+    let mut sim = Sim::from_seed(1, SimConfig::default()).unwrap();
+    sim.listen(RealClockServer).unwrap();
+    let failure = sim.run().expect_err("a real-clock deadline is caught");
+    assert!(failure.violation.contains("real clock"), "{failure}");
+    assert!(failure.violation.contains("cx.now()"), "{failure}");
+    // Deadlines from the map's clock, even ones already due, are fine.
+    let mut sim = Sim::from_seed(1, SimConfig::default()).unwrap();
+    sim.listen(TimedFromMapClock).unwrap();
+    sim.run().unwrap_or_else(|failure| panic!("{failure}"));
+}
+
+/// [`RealClockServer`] done right, with a deadline already due as well.
+struct TimedFromMapClock;
+impl AcceptHandler for TimedFromMapClock {
+    fn handle_accepted(&mut self, c: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let token = cx.insert(Buffered::new(c), Echo)?;
+        let at = if token.fd() % 2 == 0 { cx.now() + Duration::from_secs(1) } else { cx.now() };
+        cx.set_deadline(token, Some(at));
+        Ok(())
+    }
+}
+
+/// A protocol check's failure carries the seed and the trace, so the user
+/// sees where the byte went, not only that one did.
+#[test]
+fn a_protocol_check_fails_with_the_seed_and_the_trace() {
+    let config = SimConfig { max_io: 60_000, steps: 1000, max_peers: 1, ..SimConfig::default() };
+    let failure = (0..200)
+        .find_map(|seed| {
+            let mut sim = Sim::from_seed(seed, config).unwrap();
+            sim.listen(LossyServer).unwrap();
+            let report = sim.run().unwrap_or_else(|failure| panic!("{failure}"));
+            let lost = report.peers.iter().any(|p| !p.sent.starts_with(&p.received_data()));
+            lost.then(|| report.failure("the echo lost bytes"))
+        })
+        .expect("a partial write within 200 seeds");
+    let printed = failure.to_string();
+    assert!(printed.starts_with("rolecore::sim: the echo lost bytes\n"), "{printed}");
+    let seed = failure.seed.expect("a seeded run");
+    assert!(printed.contains(&format!("Sim::from_seed({seed}, config)")), "{printed}");
+    assert!(
+        !failure.trace.is_empty() && printed.contains(failure.trace.last().unwrap().as_str()),
+        "{printed}"
+    );
+}

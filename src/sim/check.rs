@@ -265,6 +265,13 @@ impl Checker {
                 Ok(id)
             }
             Traced::Deadline(at) => {
+                if at.is_some_and(|at| clock.is_real_time(at)) {
+                    return Err(format!(
+                        "{name}: given a deadline on the real clock, long before the simulation began: \
+                         take deadlines from `cx.now()` or `Map::now()` (virtual here), not \
+                         `Instant::now()`, or they fire at the wrong time"
+                    ));
+                }
                 life.timer = at.map(|at| (at, None));
                 // Armed by a timeout callback, already due: the loop's next
                 // round of expiries serves it (`Timers::round`).

@@ -219,6 +219,17 @@ pub struct SimReport {
     pub shut_down: bool,
 }
 
+impl SimReport {
+    /// A failure for a property of your own protocol that this run broke,
+    /// with the run's seed and trace, printed as the simulation's own
+    /// failures are:
+    /// `assert!(ok, "{}", report.failure("the echo lost bytes"))`.
+    /// Build it in the message, not before: the trace is rendered then.
+    pub fn failure(&self, violation: impl Into<String>) -> SimFailure {
+        SimFailure { seed: self.seed, violation: violation.into(), trace: self.trace.to_vec() }
+    }
+}
+
 /// A broken invariant, with what led to it.
 #[derive(Clone, Debug)]
 pub struct SimFailure {

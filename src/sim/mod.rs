@@ -27,7 +27,9 @@
 //! microsecond before it is due, where it must not fire, or onto it, where
 //! it must (a timer a millisecond early is caught there). Deadlines, idle
 //! timeouts, the listener's `EMFILE` back-off, a chat's lingering close and
-//! a shutdown's grace period all run on it, so the same seed gives the same trace, timers included, on
+//! a shutdown's grace period all run on it (it starts years ahead of the
+//! real clock, so a deadline a handler took from `Instant::now()` is caught
+//! as such), so the same seed gives the same trace, timers included, on
 //! any machine and at any speed, whatever else the process opens
 //! meanwhile. The map's table is indexed by descriptor number, so nothing
 //! the loop serves in turn goes by it: readiness is reported in the order
@@ -200,6 +202,9 @@ pub struct Sim {
     /// (`*sim.map() = Map::new()?`, or a swap with another simulation's)
     /// has another, and is refused rather than run (see [`Sim::map`]).
     map_id: u32,
+    /// Inside the map's `poll`: a handler's panic there leaves the wait's
+    /// readiness to be logged.
+    polling: bool,
 }
 
 impl Sim {
@@ -246,6 +251,7 @@ impl Sim {
         let map_id = map.registry.id;
         Ok(Sim {
             map_id,
+            polling: false,
             map,
             chooser,
             chaos,
@@ -372,7 +378,9 @@ impl Sim {
         // Wrapping: one traced comparison less per iteration, in a count
         // that cannot reach 2^64.
         self.iterations = self.iterations.wrapping_add(1);
+        self.polling = true;
         let result = self.map.poll(Some(Duration::ZERO));
+        self.polling = false;
         let chaos = self.chaos.borrow();
         self.trace.poll(chaos.delivered.iter().map(|&(_, id, r, notes)| (id, r, notes)));
         drop(chaos);
@@ -489,7 +497,7 @@ impl Sim {
             Ok(Ok(())) => {}
             Ok(Err(failure)) => return Err(failure),
             Err(panic) => {
-                let failure = self.fail("a handler panicked".to_owned());
+                let failure = self.panicked();
                 eprintln!("{failure}");
                 std::panic::resume_unwind(panic);
             }
@@ -503,6 +511,26 @@ impl Sim {
             iterations,
             callbacks,
             shut_down: shutdown.is_some(),
+        })
+    }
+
+    /// The failure for a handler that panicked, with the wait and the
+    /// callbacks of the iteration it panicked in: the loop recorded each
+    /// callback as it started it, so the last one is where the panic was
+    /// (or after which, for a panic outside a callback, as in `writable`).
+    fn panicked(&mut self) -> SimFailure {
+        if std::mem::take(&mut self.polling) {
+            let chaos = self.chaos.borrow();
+            self.trace.poll(chaos.delivered.iter().map(|&(_, id, r, notes)| (id, r, notes)));
+        }
+        // A violation in an iteration cut short is beside the point: the
+        // panic is the failure (and `absorb` puts any in the trace).
+        let _ = self.absorb();
+        let lines = self.trace.render();
+        let last = lines.iter().rev().map(|l| l.trim()).find(|l| l.contains(" handle_"));
+        self.fail(match last {
+            Some(callback) => format!("a handler panicked; the last callback the loop made: {callback}"),
+            None => "a handler panicked, before the loop made any callback".to_owned(),
         })
     }
 
@@ -804,5 +832,37 @@ mod tests {
             shutdowns += usize::from(plain.iter().any(|l| l.starts_with("graceful shutdown")));
         }
         assert!(timers > 50 && shutdowns > 10, "timers ({timers}) and shutdowns ({shutdowns}) ran");
+    }
+
+    /// Panics on the first byte it reads.
+    struct Panicky;
+    impl StreamHandler<Buffered<Connected>> for Panicky {
+        fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+            if ch.recv(cx.buffer())? > 0 {
+                panic!("the handler's own bug");
+            }
+            Ok(())
+        }
+    }
+    struct PanickyServer;
+    impl AcceptHandler for PanickyServer {
+        fn handle_accepted(&mut self, c: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+            cx.insert(Buffered::new(c), Panicky)?;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_handler_panic_names_the_callback_and_ends_the_trace_with_it() {
+        let mut sim = Sim::from_seed(1, SimConfig::default()).unwrap();
+        sim.listen(PanickyServer).unwrap();
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.run_inner()));
+        assert!(panic.is_err(), "some peer wrote a byte");
+        let failure = sim.panicked();
+        let read = failure.trace.iter().rposition(|l| l.trim().ends_with(" handle_read"));
+        let read = read.expect("the panicking read is in the trace");
+        assert!(failure.trace[read + 1..].iter().all(|l| !l.contains(" handle_")), "{failure}");
+        assert!(failure.trace[..read].iter().any(|l| l.starts_with("poll: ")), "{failure}");
+        assert!(failure.violation.ends_with(failure.trace[read].trim()), "{failure}");
     }
 }
