@@ -248,7 +248,8 @@ impl Trace {
                     Act::HalfCloses => s.write_str("shuts down its sending side (half-close)"),
                     Act::Closes { reset: true } => s.write_str("resets (closes with unread data)"),
                     Act::Closes { reset: false } => s.write_str("closes"),
-                    Act::Oob { sent } => write!(s, "sends {sent} byte of out-of-band data"),
+                    // As a write's line says it: how much of what was tried went.
+                    Act::Oob { sent } => write!(s, "sends {sent} of 1 out-of-band byte"),
                 }
             }
             Line::ConnectOut { peer, slow } => {

@@ -54,8 +54,9 @@ impl Sim {
         let open = self.checker.open_streams();
         if !open.is_empty() {
             return Err(self.fail(format!(
-                "{} still open after every peer closed and the loop went quiet: handle_close never \
-                 ran for them",
+                "{} still open after every simulated peer closed and the loop went quiet: \
+                 handle_close never ran for them (a stream whose other end is not a simulated peer, \
+                 a socket pair a handler made, say, stays open while that end does)",
                 open.join(", ")
             )));
         }
