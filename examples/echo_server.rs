@@ -108,8 +108,10 @@ fn charge(ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
 
 /// Out of line, and in a module of its own: a second call of
 /// `Buffered::send` beside the one in `handle_read` made the compiler stop
-/// inlining that one (26 more instructions per echoed message, callgrind),
-/// and a module is compiled apart.
+/// inlining that one (26 more instructions per echoed message, callgrind).
+/// A module of its own lands in another of the release build's codegen
+/// units, each with its own copy of `send` to inline; with one codegen
+/// unit that would no longer hold (measure again with callgrind).
 mod room {
     use super::*;
 

@@ -475,14 +475,7 @@ impl StreamHandler for KeepsWriting {
         Ok(())
     }
 
-    fn handle_close(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) {
-        self.log.push("close");
-    }
-
-    fn handle_error(&mut self, _ch: &mut Channel<Connected>, error: io::Error, cx: &mut Ctx<'_>) {
-        self.log.push(format!("error:{error}"));
-        cx.close();
-    }
+    logs_close_and_errors!(log, Channel<Connected>);
 }
 
 #[test]
@@ -625,14 +618,7 @@ impl FileHandler for PipeReader {
         Ok(())
     }
 
-    fn handle_close(&mut self, _ch: &mut Channel<FileFd>, _cx: &mut Ctx<'_>) {
-        self.log.push("close");
-    }
-
-    fn handle_error(&mut self, _ch: &mut Channel<FileFd>, error: io::Error, cx: &mut Ctx<'_>) {
-        self.log.push(format!("error:{error}"));
-        cx.close();
-    }
+    logs_close_and_errors!(log, Channel<FileFd>);
 }
 
 /// D23: drain before close.
@@ -668,14 +654,7 @@ impl StreamHandler<Buffered<Connected>> for QueuedWriter {
         Ok(())
     }
 
-    fn handle_close(&mut self, _ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) {
-        self.log.push("close");
-    }
-
-    fn handle_error(&mut self, _ch: &mut Buffered<Connected>, error: io::Error, cx: &mut Ctx<'_>) {
-        self.log.push(format!("error:{error}"));
-        cx.close();
-    }
+    logs_close_and_errors!(log, Buffered<Connected>);
 }
 
 /// `Buffered` output (asyncore T12) draining to a half-closed peer.
@@ -750,14 +729,7 @@ mod p6 {
             ch.send(&buf[..n])
         }
 
-        fn handle_close(&mut self, _ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) {
-            self.0.push("close");
-        }
-
-        fn handle_error(&mut self, _ch: &mut Buffered<Connected>, error: io::Error, cx: &mut Ctx<'_>) {
-            self.0.push(format!("error {error}"));
-            cx.close();
-        }
+        logs_close_and_errors!(0, Buffered<Connected>);
     }
 
     /// P6: asyncore relied on Python ignoring `SIGPIPE`; with the default
@@ -987,13 +959,27 @@ fn removing_its_own_token_in_a_callback_closes_the_channel() {
     }
 }
 
-/// A listener that wants no connections now (`readable()` false); records
-/// its close.
-struct DeafListener(Log);
+/// A listener that records what it is told: connections, errors (it stays
+/// open after one) and its close. One that is deaf wants no connections
+/// (`readable()` false).
+struct TellsAll {
+    log: Log,
+    deaf: bool,
+}
 
-impl rolecore::AcceptHandler for DeafListener {
+impl TellsAll {
+    fn new(log: &Log) -> TellsAll {
+        TellsAll { log: log.clone(), deaf: false }
+    }
+
+    fn deaf(log: &Log) -> TellsAll {
+        TellsAll { log: log.clone(), deaf: true }
+    }
+}
+
+impl rolecore::AcceptHandler for TellsAll {
     fn readable(&self, _ch: &Channel<rolecore::Listening>) -> bool {
-        false
+        !self.deaf
     }
 
     fn handle_accepted(
@@ -1002,12 +988,16 @@ impl rolecore::AcceptHandler for DeafListener {
         _peer: Address,
         _cx: &mut Ctx<'_>,
     ) -> io::Result<()> {
-        self.0.push("accepted");
+        self.log.push("accepted");
         Ok(())
     }
 
+    fn handle_error(&mut self, _ch: &mut Channel<rolecore::Listening>, error: io::Error, _cx: &mut Ctx<'_>) {
+        self.log.push(format!("error:{error}"));
+    }
+
     fn handle_close(&mut self, _ch: &mut Channel<rolecore::Listening>, _cx: &mut Ctx<'_>) {
-        self.0.push("close");
+        self.log.push("close");
     }
 }
 
@@ -1023,36 +1013,12 @@ fn a_listener_that_hangs_up_gets_handle_close_and_leaves_the_map() {
         let log = Log::default();
         let listener = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(5).unwrap();
         let dup = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned().unwrap();
-        let token = map.insert(listener, DeafListener(log.clone())).unwrap();
+        let token = map.insert(listener, TellsAll::deaf(&log)).unwrap();
         util::run_iterations(&mut map, 2);
         assert!(map.contains(token), "{backend}");
         rustix::net::shutdown(&dup, rustix::net::Shutdown::Both).expect("shut the listener down");
         assert!(util::run_until(&mut map, |m| !m.contains(token)), "{backend}: {:?}", log.events());
         assert_eq!(log.events(), ["close"], "{backend}: handle_close once");
-    }
-}
-
-/// A listener that records what it is told: connections, errors (it stays
-/// open after one) and its close.
-struct TellsAll(Log);
-
-impl rolecore::AcceptHandler for TellsAll {
-    fn handle_accepted(
-        &mut self,
-        _conn: Channel<Connected>,
-        _peer: Address,
-        _cx: &mut Ctx<'_>,
-    ) -> io::Result<()> {
-        self.0.push("accepted");
-        Ok(())
-    }
-
-    fn handle_error(&mut self, _ch: &mut Channel<rolecore::Listening>, error: io::Error, _cx: &mut Ctx<'_>) {
-        self.0.push(format!("error:{error}"));
-    }
-
-    fn handle_close(&mut self, _ch: &mut Channel<rolecore::Listening>, _cx: &mut Ctx<'_>) {
-        self.0.push("close");
     }
 }
 
@@ -1068,7 +1034,7 @@ fn a_shutdown_closes_a_hung_up_listener_without_trying_to_accept() {
         let log = Log::default();
         let listener = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(5).unwrap();
         let dup = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned().unwrap();
-        let token = map.insert(listener, TellsAll(log.clone())).unwrap();
+        let token = map.insert(listener, TellsAll::new(&log)).unwrap();
         rustix::net::shutdown(&dup, rustix::net::Shutdown::Both).expect("shut the listener down");
         map.shutdown(Duration::from_secs(1));
         assert_eq!(log.events(), ["close"], "{backend}");
@@ -1093,14 +1059,7 @@ impl StreamHandler<Buffered<Connected>> for SendsItsQueue {
         ch.initiate_send()
     }
 
-    fn handle_close(&mut self, _ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) {
-        self.0.push("close");
-    }
-
-    fn handle_error(&mut self, _ch: &mut Buffered<Connected>, error: io::Error, cx: &mut Ctx<'_>) {
-        self.0.push(format!("error:{error}"));
-        cx.close();
-    }
+    logs_close_and_errors!(0, Buffered<Connected>);
 }
 
 /// Draining queued output is for a peer that ended its side with a clean end

@@ -429,14 +429,7 @@ impl StreamHandler for Drainer {
         }
     }
 
-    fn handle_close(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) {
-        self.log.push("close");
-    }
-
-    fn handle_error(&mut self, _ch: &mut Channel<Connected>, error: io::Error, cx: &mut Ctx<'_>) {
-        self.log.push(format!("error:{error}"));
-        cx.close();
-    }
+    logs_close_and_errors!(log, Channel<Connected>);
 }
 
 /// D22: would-block is not an error.
@@ -496,14 +489,7 @@ impl StreamHandler for SpuriousReader {
         Ok(())
     }
 
-    fn handle_close(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) {
-        self.log.push("close");
-    }
-
-    fn handle_error(&mut self, _ch: &mut Channel<Connected>, error: io::Error, cx: &mut Ctx<'_>) {
-        self.log.push(format!("error:{error}"));
-        cx.close();
-    }
+    logs_close_and_errors!(log, Channel<Connected>);
 }
 
 /// D22: would-block is not an error.

@@ -258,14 +258,7 @@ impl FileHandler for FileReader {
         Ok(())
     }
 
-    fn handle_close(&mut self, _ch: &mut Channel<FileFd>, _cx: &mut Ctx<'_>) {
-        self.log.push("close");
-    }
-
-    fn handle_error(&mut self, _ch: &mut Channel<FileFd>, error: io::Error, cx: &mut Ctx<'_>) {
-        self.log.push(format!("error:{error}"));
-        cx.close();
-    }
+    logs_close_and_errors!(log, Channel<FileFd>);
 }
 
 #[test]

@@ -16,6 +16,24 @@ use rolecore::{
     Token,
 };
 
+/// A handler's `handle_close` and `handle_error` that record what they are
+/// told in the `Log` at `self.$log` ("close", "error:…") and close on an
+/// error, as the default does: what most recording handlers of these tests
+/// share. `$ch` is the channel type the handler is given.
+#[allow(unused_macros)]
+macro_rules! logs_close_and_errors {
+    ($log:tt, $ch:ty) => {
+        fn handle_close(&mut self, _ch: &mut $ch, _cx: &mut rolecore::Ctx<'_>) {
+            self.$log.push("close");
+        }
+
+        fn handle_error(&mut self, _ch: &mut $ch, error: std::io::Error, cx: &mut rolecore::Ctx<'_>) {
+            self.$log.push(format!("error:{error}"));
+            cx.close();
+        }
+    };
+}
+
 #[macro_use]
 pub mod cpython;
 pub mod probe;
