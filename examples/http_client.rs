@@ -1,13 +1,28 @@
 //! The seed's HTTP client: one `GET`, the whole response on stdout.
 //!
 //! ```text
-//! cargo run --example http_client -- HOST:PORT PATH [--tls --cacert PEM]
+//! cargo run --example http_client -- HOST:PORT PATH [--timeout SECS] [--tls --cacert PEM]
 //! ```
 //!
 //! HOST is an IP address (`127.0.0.1`, `[::1]`) or `localhost`: rolecore never
-//! blocks on DNS, so it does not resolve host names. Exits 0 once the server
-//! has closed the connection, 1 if the connect (or the TLS handshake) failed,
-//! 2 on bad arguments.
+//! blocks on DNS, so it does not resolve host names. Exits 0 once the whole
+//! response came, 1 if it did not (the connect or the TLS handshake failed,
+//! the server sent nothing, or less than its `Content-Length` said, or a head
+//! that is too long or a `Content-Length` that is not one number, or
+//! `--timeout` passed), 2 on bad arguments.
+//!
+//! The response goes to stdout as it arrives, raw. The client reads the head
+//! only to learn where the response ends: after `Content-Length` bytes of
+//! body (it then closes the connection, even if the server would keep it
+//! open), or else when the server closes. It decodes no transfer coding: it
+//! asks in HTTP/1.0, to which a server must not send one. A response without
+//! a `Content-Length` that the server resets is printed as far as it came and
+//! exits 0: rolecore reports a reset as the end of the stream.
+//!
+//! `--timeout SECS` bounds each wait: for the connect, the handshake, and
+//! each next byte from the server (a server that answers one byte at a time
+//! within it is still served). Without it the client waits as long as the
+//! server keeps the connection open.
 //!
 //! `--tls --cacert PEM` (a build with rolecore's `tls` feature) speaks
 //! HTTPS: the server must present a certificate for HOST that the PEM's
@@ -19,13 +34,17 @@ use std::cell::Cell;
 use std::io::{self, Write};
 use std::process::ExitCode;
 use std::rc::Rc;
+use std::time::Duration;
 
 use rolecore::{Address, Buffered, Channel, Connected, Ctx, LoopOptions, Map, StreamHandler};
 
 struct HttpClient {
-    connect_error: Rc<Cell<Option<io::Error>>>, // for main to report
+    error: Rc<Cell<Option<io::Error>>>, // for main to report
     /// The request, when it could not be queued before the connect (TLS).
     request: Option<Vec<u8>>,
+    response: Response,
+    /// `--timeout`, to say what passed.
+    timeout: Option<Duration>,
 }
 
 impl StreamHandler<Buffered<Connected>> for HttpClient {
@@ -39,24 +58,171 @@ impl StreamHandler<Buffered<Connected>> for HttpClient {
         }
     }
 
-    fn handle_read(&mut self, ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+    fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
         let mut buf = [0u8; 8192];
         let n = ch.recv(&mut buf)?; // 0: the server closed, the loop calls handle_close
+        let (part, finished) = self.response.take(&buf[..n]);
         let mut stdout = io::stdout().lock();
-        stdout.write_all(&buf[..n])?;
-        stdout.flush()
+        stdout.write_all(&buf[..part])?;
+        stdout.flush()?;
+        if finished? {
+            // The whole response came: a server that keeps the connection
+            // open after it is not waited for.
+            cx.close();
+        }
+        Ok(())
+    }
+
+    fn handle_close(&mut self, _ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) {
+        if let Err(e) = self.response.at_close() {
+            self.error.set(Some(e));
+        }
+    }
+
+    fn handle_timeout(&mut self, _ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let secs = self.timeout.unwrap_or_default().as_secs_f64();
+        self.error.set(Some(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("timed out: nothing from the server for {secs} s (--timeout)"),
+        )));
+        cx.close();
+        Ok(())
     }
 
     fn handle_connect_failed(&mut self, error: io::Error, _cx: &mut Ctx<'_>) {
-        self.connect_error.set(Some(error));
+        self.error.set(Some(error));
     }
 
     fn handle_error(&mut self, _ch: &mut Buffered<Connected>, error: io::Error, cx: &mut Ctx<'_>) {
-        // A TLS stream cut without close_notify, say: the response may be
-        // incomplete, and main says so.
-        self.connect_error.set(Some(error));
+        // A TLS stream cut without close_notify, a response that is not
+        // HTTP, say: the response may be incomplete, and main says so.
+        self.error.set(Some(error));
         cx.close();
     }
+}
+
+/// The longest response head read before its blank line: the server's
+/// headers are not held without bound.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Where the response ends, from what its head says.
+enum Response {
+    /// The head so far (at most [`MAX_HEAD`] bytes and one read).
+    Head(Vec<u8>),
+    /// The head is complete: the body bytes still to come, if its
+    /// `Content-Length` said (else the body ends when the server closes).
+    Body(Option<u64>),
+}
+
+impl Response {
+    /// Takes `data`, just read: how much of it belongs to the response (to
+    /// print), and whether the response is now complete, or else wrong.
+    fn take(&mut self, data: &[u8]) -> (usize, io::Result<bool>) {
+        let head = match self {
+            Response::Body(left) => return (Self::body(left, data.len()), Ok(*left == Some(0))),
+            Response::Head(head) => head,
+        };
+        let seen = head.len();
+        head.extend_from_slice(data);
+        let Some(end) = head_end(head, seen) else {
+            let result = match head.len() > MAX_HEAD {
+                true => Err(invalid(format!("the response head is longer than {MAX_HEAD} bytes"))),
+                false => Ok(false),
+            };
+            return (data.len(), result);
+        };
+        let length = match content_length(&head[..end]) {
+            Ok(length) => length,
+            Err(e) => return (data.len(), Err(e)),
+        };
+        let in_body = head.len() - end;
+        let mut left = length;
+        let taken = end - seen + Self::body(&mut left, in_body);
+        *self = Response::Body(left);
+        (taken, Ok(left == Some(0)))
+    }
+
+    /// Counts `n` bytes of body against what is left: how many belong to it.
+    fn body(left: &mut Option<u64>, n: usize) -> usize {
+        match left {
+            None => n,
+            Some(left) => {
+                let taken = (*left).min(n as u64);
+                *left -= taken;
+                taken as usize
+            }
+        }
+    }
+
+    /// The server closed the connection: an error unless the response is
+    /// complete.
+    fn at_close(&self) -> io::Result<()> {
+        match self {
+            Response::Head(head) if head.is_empty() => {
+                Err(invalid("the server closed the connection without a response".into()))
+            }
+            Response::Head(head) => Err(invalid(format!(
+                "the server closed the connection inside the response head, after {} bytes",
+                head.len()
+            ))),
+            Response::Body(Some(left @ 1..)) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the response is cut short: the connection ended {left} bytes before the end its Content-Length gave"
+                ),
+            )),
+            Response::Body(_) => Ok(()),
+        }
+    }
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+/// Where the head ends (after its blank line), searching from about `seen`.
+fn head_end(head: &[u8], seen: usize) -> Option<usize> {
+    let from = seen.saturating_sub(3);
+    let crlf = head[from..].windows(4).position(|w| w == b"\r\n\r\n").map(|i| from + i + 4);
+    let lf = head[from..].windows(2).position(|w| w == b"\n\n").map(|i| from + i + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The body's length a head gives: `None` without a `Content-Length` (or
+/// with a `Transfer-Encoding`, which overrides it); an error if the
+/// `Content-Length` is not one decimal number, as a client must treat it.
+fn content_length(head: &[u8]) -> io::Result<Option<u64>> {
+    let mut length = None;
+    let mut coded = false;
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        coded |= name.eq_ignore_ascii_case(b"transfer-encoding");
+        if !name.eq_ignore_ascii_case(b"content-length") {
+            continue;
+        }
+        for value in value.split(|&b| b == b',') {
+            let value = value.trim_ascii();
+            let number = std::str::from_utf8(value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok());
+            match (number, length) {
+                (Some(n), None) => length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                _ => {
+                    return Err(invalid(format!(
+                        "the response's Content-Length {:?} is not one decimal number: where it ends is unknown",
+                        String::from_utf8_lossy(line[colon + 1..].trim_ascii())
+                    )));
+                }
+            }
+        }
+    }
+    Ok(if coded { None } else { length })
 }
 
 /// What the command line asks for.
@@ -67,9 +233,11 @@ struct Args {
     path: String,
     /// `--cacert PEM`, with `--tls`.
     cacert: Option<String>,
+    /// `--timeout SECS`.
+    timeout: Option<Duration>,
 }
 
-const USAGE: &str = "usage: http_client HOST:PORT PATH [--tls --cacert PEM], where HOST is an IP address \
+const USAGE: &str = "usage: http_client HOST:PORT PATH [--timeout SECS] [--tls --cacert PEM], where HOST is an IP address \
                      or localhost (rolecore does not resolve host names) and PATH has no spaces, e.g. /index.html";
 
 fn main() -> ExitCode {
@@ -83,8 +251,8 @@ fn main() -> ExitCode {
     };
     let request = format!("GET {} HTTP/1.0\r\n\r\n", args.path).into_bytes();
     let result = match &args.cacert {
-        None => plain(&args.addr, &request),
-        Some(cacert) => secure(&args.addr, request, cacert, &args.host),
+        None => plain(&args.addr, &request, args.timeout),
+        Some(cacert) => secure(&args.addr, request, cacert, &args.host, args.timeout),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -113,16 +281,22 @@ impl From<io::Error> for Failure {
 }
 
 /// Sends the request and prints the response as it arrives.
-fn plain(addr: &Address, request: &[u8]) -> Result<(), Failure> {
+fn plain(addr: &Address, request: &[u8], timeout: Option<Duration>) -> Result<(), Failure> {
     let mut conn = Buffered::new(Channel::for_address(addr)?.connect(addr).map_err(io::Error::from)?);
     conn.send(request)?; // queued until connected
-    run(|map, client| map.insert(conn, client).map(drop).map_err(io::Error::from), None)
+    run(|map, client| map.insert(conn, client).map_err(io::Error::from), None, timeout)
 }
 
 /// The same over TLS, trusting the certificates of `cacert`: the request
 /// goes out once the handshake completed.
 #[cfg(feature = "tls")]
-fn secure(addr: &Address, request: Vec<u8>, cacert: &str, host: &str) -> Result<(), Failure> {
+fn secure(
+    addr: &Address,
+    request: Vec<u8>,
+    cacert: &str,
+    host: &str,
+    timeout: Option<Duration>,
+) -> Result<(), Failure> {
     use std::sync::Arc;
 
     use rolecore::tls::rustls::pki_types::pem::PemObject;
@@ -143,11 +317,11 @@ fn secure(addr: &Address, request: Vec<u8>, cacert: &str, host: &str) -> Result<
         .map_err(|e| Failure::Usage(format!("{host:?} cannot name a TLS server: {e}")))?;
     let conn = Buffered::new(Channel::for_address(addr)?.connect(addr).map_err(io::Error::from)?);
     let tls = Handshaking::client(conn, Arc::new(config), name)?;
-    run(|map, client| map.insert(tls, client).map(drop).map_err(io::Error::from), Some(request))
+    run(|map, client| map.insert(tls, client).map_err(io::Error::from), Some(request), timeout)
 }
 
 #[cfg(not(feature = "tls"))]
-fn secure(_: &Address, _: Vec<u8>, _: &str, _: &str) -> Result<(), Failure> {
+fn secure(_: &Address, _: Vec<u8>, _: &str, _: &str, _: Option<Duration>) -> Result<(), Failure> {
     Err(Failure::Usage(
         "--tls: this client was built without rolecore's `tls` feature; rebuild it with --features tls"
             .into(),
@@ -155,16 +329,22 @@ fn secure(_: &Address, _: Vec<u8>, _: &str, _: &str) -> Result<(), Failure> {
 }
 
 /// Inserts the stream with its handler (`request` to send once the stream
-/// is established) and runs the loop until the server closes.
+/// is established) and runs the loop until the response is complete or the
+/// server closes.
 fn run(
-    insert: impl FnOnce(&mut Map, HttpClient) -> io::Result<()>,
+    insert: impl FnOnce(&mut Map, HttpClient) -> io::Result<rolecore::Token>,
     request: Option<Vec<u8>>,
+    timeout: Option<Duration>,
 ) -> Result<(), Failure> {
-    let connect_error = Rc::new(Cell::new(None));
+    let error = Rc::new(Cell::new(None));
     let mut map = Map::new()?;
-    insert(&mut map, HttpClient { connect_error: connect_error.clone(), request })?;
-    map.run(LoopOptions::default())?; // until the server closes
-    connect_error.take().map_or(Ok(()), |e| Err(Failure::Io(e)))
+    let response = Response::Head(Vec::new());
+    let token = insert(&mut map, HttpClient { error: error.clone(), request, response, timeout })?;
+    // Every event of the channel re-arms it: the connect, the handshake and
+    // each wait for the server's next bytes are bounded alike.
+    map.set_idle_timeout(token, timeout);
+    map.run(LoopOptions::default())?;
+    error.take().map_or(Ok(()), |e| Err(Failure::Io(e)))
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -173,8 +353,19 @@ fn parse_args() -> Result<Args, String> {
     let mut positional = Vec::new();
     let mut tls = false;
     let mut cacert = None;
+    let mut timeout = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--timeout" if timeout.is_none() => {
+                let secs = args.next().ok_or("--timeout needs a number of seconds")?;
+                timeout = Some(
+                    secs.parse::<f64>()
+                        .ok()
+                        .filter(|s| *s > 0.0)
+                        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                        .ok_or(format!("--timeout {secs:?}: not a positive number of seconds"))?,
+                );
+            }
             "--tls" if !tls => tls = true,
             "--cacert" if cacert.is_none() => cacert = Some(args.next().ok_or("--cacert needs a PEM file")?),
             other if other.starts_with("--") => return Err(format!("bad option {other:?}")),
@@ -200,5 +391,5 @@ fn parse_args() -> Result<Args, String> {
         (true, Some(inet)) => inet.ip().to_string(),
         (true, None) => return Err(bad()),
     };
-    Ok(Args { addr, host, path, cacert })
+    Ok(Args { addr, host, path, cacert, timeout })
 }

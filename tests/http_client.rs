@@ -3,8 +3,8 @@
 
 mod util;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -56,9 +56,179 @@ fn bad_arguments_print_usage_and_exit_2() {
     }
 }
 
+#[test]
+fn a_response_cut_short_of_its_content_length_is_an_error() {
+    let head = b"HTTP/1.0 200 OK\r\nContent-Length: 100000\r\n\r\n".to_vec();
+    // The server closes, or resets, after 1,000 of the 100,000 bytes.
+    for reset in [false, true] {
+        let sent = [&head[..], &[b'z'; 1000]].concat();
+        let (addr, server) = serve_once(move |mut conn, _| {
+            conn.write_all(&sent).expect("write the start of the response");
+            if reset {
+                close_with_reset(conn);
+            }
+        });
+
+        let out = run_client(&[&addr.to_string(), "/"]);
+
+        server.join().expect("the responder finished");
+        assert_eq!(out.status.code(), Some(1), "reset {reset}: stderr: {}", out.stderr);
+        assert_eq!(out.stdout.len(), head.len() + 1000, "reset {reset}: what came is printed");
+        assert!(out.stderr.contains("cut short") && out.stderr.contains("99000 bytes"), "{:?}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "one line: {:?}", out.stderr);
+    }
+}
+
+/// Closes `conn` with a reset (`SO_LINGER` 0), as a server that crashed.
+fn close_with_reset(conn: TcpStream) {
+    rustix::net::sockopt::set_socket_linger(&conn, Some(Duration::ZERO)).expect("SO_LINGER 0");
+}
+
+#[test]
+fn a_server_that_keeps_the_connection_after_the_response_is_not_waited_for() {
+    let response = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello".to_vec();
+    let sent = response.clone();
+    let (addr, server) = serve_once(move |mut conn, _| {
+        conn.write_all(&sent).expect("write the response");
+        client_closed(&mut conn) // and wait for the client to close
+    });
+
+    let out = run_client(&[&addr.to_string(), "/"]);
+
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", out.stderr);
+    assert_eq!(out.stdout, response);
+    assert!(server.join().expect("the responder finished"), "the client closed the connection");
+}
+
+#[test]
+fn a_body_longer_than_its_content_length_is_cut_at_it() {
+    let response = b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello".to_vec();
+    let sent = [&response[..], &[b'!'; 100_000]].concat();
+    let (addr, server) = serve_once(move |mut conn, _| {
+        let _ = conn.write_all(&sent); // the client may close before the end
+    });
+
+    let out = run_client(&[&addr.to_string(), "/"]);
+
+    server.join().expect("the responder finished");
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", out.stderr);
+    assert_eq!(out.stdout, response, "only the response, not what follows it");
+}
+
+#[test]
+fn a_content_length_that_is_not_one_number_is_an_error() {
+    for header in [
+        "Content-Length: -5",
+        "Content-Length: +5",
+        "Content-Length: 5, 7",
+        "Content-Length: 5\r\nContent-Length: 7",
+        "Content-Length: five",
+        "Content-Length: 99999999999999999999999999",
+        "Content-Length:",
+    ] {
+        let response = format!("HTTP/1.0 200 OK\r\n{header}\r\n\r\nhello").into_bytes();
+        let (addr, server) = respond_once(response);
+
+        let out = run_client(&[&addr.to_string(), "/"]);
+
+        server.join().expect("the responder finished");
+        assert_eq!(out.status.code(), Some(1), "{header:?}: stderr: {}", out.stderr);
+        assert!(out.stderr.contains("Content-Length") && out.stderr.lines().count() == 1, "{:?}", out.stderr);
+    }
+    // The same length twice, or as a list, is one number.
+    for header in ["Content-Length: 5, 5", "Content-Length: 5\r\nContent-Length: 5"] {
+        let response = format!("HTTP/1.0 200 OK\r\n{header}\r\n\r\nhello").into_bytes();
+        let (addr, server) = respond_once(response.clone());
+        let out = run_client(&[&addr.to_string(), "/"]);
+        server.join().expect("the responder finished");
+        assert_eq!(out.status.code(), Some(0), "{header:?}: stderr: {}", out.stderr);
+        assert_eq!(out.stdout, response);
+    }
+}
+
+#[test]
+fn an_endless_response_head_is_refused_at_its_bound() {
+    for start in [&b"HTTP/1.0 200 OK\r\n"[..], b"HTTP/1.0 200 "] {
+        let start = start.to_vec();
+        let (addr, server) = serve_once(move |mut conn, _| {
+            // Header lines (or one endless status line), at most 64 MiB.
+            let filler: &[u8] = if start.ends_with(b"\n") { b"X-Junk: aaaaaaaaaaaaaaaa\r\n" } else { b"x" };
+            let block = [start.clone(), filler.repeat(65536 / filler.len())].concat();
+            let mut sent = 0;
+            while sent < 64 << 20 && conn.write_all(&block).is_ok() {
+                sent += block.len();
+            }
+            sent
+        });
+
+        let out = run_client(&[&addr.to_string(), "/"]);
+
+        let sent = server.join().expect("the responder finished");
+        assert!(sent < 64 << 20, "the client read all {sent} bytes of head");
+        assert_eq!(out.status.code(), Some(1), "stderr: {}", out.stderr);
+        assert!(out.stderr.contains("head is longer than"), "{:?}", out.stderr);
+        assert!(out.stdout.len() < 1 << 20, "{} bytes printed", out.stdout.len());
+    }
+}
+
+#[test]
+fn a_server_that_sends_nothing_is_an_error() {
+    // It closes at once, or in the middle of the head.
+    for sent in [&b""[..], b"HTTP/1.0 200 OK\r\nContent-"] {
+        let (addr, server) = respond_once(sent.to_vec());
+        let out = run_client(&[&addr.to_string(), "/"]);
+        server.join().expect("the responder finished");
+        assert_eq!(out.status.code(), Some(1), "{sent:?}: stderr: {}", out.stderr);
+        assert_eq!(out.stdout, sent);
+        assert!(out.stderr.contains("closed the connection"), "{:?}", out.stderr);
+    }
+}
+
+#[test]
+fn a_silent_server_times_out_with_timeout_and_a_slow_one_does_not() {
+    // Silent after the request: the timeout ends the wait, exit 1.
+    let (addr, server) = serve_once(|mut conn, _| client_closed(&mut conn));
+    let out = run_client(&[&addr.to_string(), "/", "--timeout", "0.2"]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", out.stderr);
+    assert!(out.stderr.contains("timed out") && out.stderr.lines().count() == 1, "{:?}", out.stderr);
+    assert!(server.join().expect("the responder finished"), "the client closed the connection");
+
+    // A byte every 50 ms within a 2 s timeout: every wait is shorter.
+    let response = b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nabc".to_vec();
+    let sent = response.clone();
+    let (addr, server) = serve_once(move |mut conn, _| {
+        for byte in sent.chunks(1) {
+            conn.write_all(byte).expect("write one byte");
+            thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let out = run_client(&[&addr.to_string(), "/", "--timeout", "2"]);
+    server.join().expect("the responder finished");
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", out.stderr);
+    assert_eq!(out.stdout, response);
+
+    for bad in ["0", "-1", "soon", "inf", "NaN"] {
+        let out = run_client(&[&addr.to_string(), "/", "--timeout", bad]);
+        assert_eq!(out.status.code(), Some(2), "--timeout {bad}: stderr: {}", out.stderr);
+        assert!(out.stderr.contains("--timeout"), "{:?}", out.stderr);
+    }
+}
+
 /// Accepts one connection, reads the request up to its blank line, answers
 /// with `response` and closes. Returns the request.
 fn respond_once(response: Vec<u8>) -> (SocketAddr, thread::JoinHandle<Vec<u8>>) {
+    serve_once(move |mut conn, request| {
+        conn.write_all(&response).expect("write the response");
+        conn.shutdown(Shutdown::Write).expect("close the response");
+        request
+    })
+}
+
+/// Accepts one connection, reads the request up to its blank line, then
+/// hands both to `then`, on a thread.
+fn serve_once<T: Send + 'static>(
+    then: impl FnOnce(TcpStream, Vec<u8>) -> T + Send + 'static,
+) -> (SocketAddr, thread::JoinHandle<T>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the responder");
     let addr = listener.local_addr().expect("responder address");
     let server = thread::spawn(move || {
@@ -72,11 +242,22 @@ fn respond_once(response: Vec<u8>) -> (SocketAddr, thread::JoinHandle<Vec<u8>>) 
                 n => request.extend_from_slice(&buf[..n]),
             }
         }
-        conn.write_all(&response).expect("write the response");
-        conn.shutdown(Shutdown::Write).expect("close the response");
-        request
+        then(conn, request)
     });
     (addr, server)
+}
+
+/// Whether the client closed the connection, waiting for it at most
+/// [`TIMEOUT`] (anything it still sends is read and dropped).
+fn client_closed(conn: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) => return e.kind() == io::ErrorKind::ConnectionReset,
+        }
+    }
 }
 
 struct Output {
