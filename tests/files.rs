@@ -84,6 +84,72 @@ fn t14_file_wrapper_send() {
     assert_eq!(got, [&d1[..], d2].concat());
 }
 
+/// A file channel over a descriptor not open for the way it is used (the
+/// reading end of a pipe written to, a file opened read-only, the writing
+/// end read from) is a clear `InvalidInput` error, not an end: a send's
+/// `EBADF` passed for the peer gone, `Ok(0)`, and the loop closed the
+/// channel with `handle_close` as if a reader had left: the data was lost
+/// without an error.
+#[test]
+fn a_file_used_against_its_access_mode_is_an_error_not_an_end() {
+    let temp = TempFile::new(SLEEPING);
+    let read_only = File::open(&temp.0).unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    for (what, fd) in
+        [("a pipe's reading end", OwnedFd::from(reader)), ("a read-only file", read_only.into())]
+    {
+        let mut ch = Channel::file(fd).unwrap();
+        let e = ch.send(b"data").expect_err(what);
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{what}: {e}");
+        assert!(e.to_string().contains("not open for writing"), "{what}: {e}");
+        let e = ch.write(b"data").expect_err(what);
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{what}: {e}");
+
+        // In the loop (a regular file is always ready; a pipe's reading end
+        // is never writable): handle_error with that error, and no
+        // handle_close passing it for a reader that left.
+        if !ch.is_regular_file() {
+            continue;
+        }
+        for backend in backends() {
+            let log = Log::default();
+            let mut m = map(backend);
+            m.insert(Channel::dup_file(&ch).unwrap(), Writes(log.clone())).unwrap();
+            assert!(run_until(&mut m, Map::is_empty), "{what}, {backend}: still open");
+            assert_eq!(log.events(), ["error InvalidInput"], "{what}, {backend}");
+        }
+    }
+    let mut ch = Channel::file(writer.into()).unwrap();
+    let e = ch.recv(&mut [0u8; 8]).expect_err("reading a pipe's writing end");
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+    assert!(e.to_string().contains("not open for reading"), "{e}");
+}
+
+/// Wants to write, and writes one byte at each chance.
+struct Writes(Log);
+
+impl FileHandler for Writes {
+    fn readable(&self, _ch: &Channel<FileFd>) -> bool {
+        false
+    }
+    fn writable(&self, _ch: &Channel<FileFd>) -> bool {
+        true
+    }
+    fn handle_read(&mut self, _ch: &mut Channel<FileFd>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        Ok(())
+    }
+    fn handle_write(&mut self, ch: &mut Channel<FileFd>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        ch.send(b"x").map(drop)
+    }
+    fn handle_close(&mut self, _ch: &mut Channel<FileFd>, _cx: &mut Ctx<'_>) {
+        self.0.push("close");
+    }
+    fn handle_error(&mut self, _ch: &mut Channel<FileFd>, error: io::Error, cx: &mut Ctx<'_>) {
+        self.0.push(format!("error {:?}", error.kind()));
+        cx.close();
+    }
+}
+
 /// `FileDispatcher`: `data.append(self.recv(29))`.
 struct FileDispatcher {
     data: Rc<RefCell<Vec<u8>>>,

@@ -3,6 +3,8 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
+use rustix::io::Errno;
+
 use super::{Channel, FileFd, Observed, read_is_recv, restarted, set_nonblocking};
 use crate::error::RoleError;
 
@@ -81,7 +83,9 @@ impl Channel<FileFd> {
     }
 
     /// Reads up to `buf.len()` bytes: `Ok(0)` at end of file (the loop then
-    /// calls `handle_close`), `WouldBlock` when nothing is there yet.
+    /// calls `handle_close`), `WouldBlock` when nothing is there yet; an
+    /// `InvalidInput` error if the descriptor is not open for reading (a
+    /// pipe's writing end).
     pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.check_open()?;
         if buf.is_empty() {
@@ -96,12 +100,15 @@ impl Channel<FileFd> {
                 self.observe(Observed::READ_PROGRESS);
                 Ok(n)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(access(e, "reading")),
         }
     }
 
     /// Writes as much of `data` as fits now: `Ok(0)` when full, or when the
-    /// reading end is gone (`EPIPE`; the loop then calls `handle_close`).
+    /// reading end is gone (`EPIPE`; the loop then calls `handle_close`). A
+    /// descriptor not open for writing (a pipe's reading end, a file opened
+    /// read-only) is an `InvalidInput` error: its `EBADF` is not a peer
+    /// that left, as it is on a socket.
     ///
     /// A pipe has no per-call `MSG_NOSIGNAL`: writing to a pipe whose reader
     /// is gone raises `SIGPIPE`, which Rust programs ignore by default (the
@@ -110,8 +117,27 @@ impl Channel<FileFd> {
     pub fn send(&mut self, data: &[u8]) -> io::Result<usize> {
         self.check_open()?;
         let result = restarted(|| rustix::io::write(&self.fd, data));
+        if let Err(e @ Errno::BADF) = result {
+            return Err(access(e, "writing"));
+        }
         self.sent(result)
     }
+}
+
+/// A read's or write's error: `EBADF` on a descriptor the channel owns
+/// (so open) means it is not open for `what`.
+fn access(e: Errno, what: &str) -> io::Error {
+    if e != Errno::BADF {
+        return e.into();
+    }
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "this file channel's descriptor is not open for {what} (the other end of a pipe, or a file \
+             opened without {what} access): {}",
+            io::Error::from(e)
+        ),
+    )
 }
 
 read_is_recv! {
@@ -131,7 +157,7 @@ impl io::Write for Channel<FileFd> {
                 }
                 Ok(n)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(access(e, "writing")),
         }
     }
 
