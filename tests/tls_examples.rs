@@ -124,6 +124,28 @@ mod with_tls {
         assert!(stderr.contains("TLS handshake failed") && stderr.lines().count() == 1, "{stderr}");
     }
 
+    /// A server that takes the connection and never answers the
+    /// ClientHello held `http_client --tls` for good; `--timeout` bounds
+    /// the handshake too.
+    #[test]
+    fn http_client_gives_up_a_stalled_handshake_at_its_timeout() {
+        let (listener, addr) = util::std_listener();
+        let server = std::thread::spawn(move || {
+            let mut conn = util::accept(&listener);
+            let mut hello = Vec::new();
+            let _ = conn.read_to_end(&mut hello); // until the client gives up
+            hello
+        });
+        let pems = cert().write_pems();
+        let target = format!("localhost:{}", addr.port());
+        let args = [target, "/".into(), "--tls".into(), "--cacert".into(), pems.cert.display().to_string()];
+        let args = [&args[..], &["--timeout".into(), "0.3".into()]].concat();
+        let (code, stderr) = run("http_client", &args);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.contains("TLS handshake timed out") && stderr.lines().count() == 1, "{stderr}");
+        assert_eq!(server.join().unwrap().first(), Some(&22), "a ClientHello came, then the end");
+    }
+
     #[test]
     fn bad_tls_flags_are_one_line_usage_errors() {
         let cert = cert();

@@ -244,7 +244,9 @@ mod engine {
             let what = if self.connected { "TLS handshake" } else { "connect" };
             io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("{what} timed out: not complete by the channel's deadline"),
+                format!(
+                    "{what} timed out: not complete by the channel's deadline or within its idle timeout"
+                ),
             )
         }
 
