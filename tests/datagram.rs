@@ -160,6 +160,46 @@ fn a_receive_into_an_empty_buffer_is_refused_and_loses_no_datagram() {
     assert_eq!(got.as_deref(), Some(&b"kept too"[..]), "the datagram is still there");
 }
 
+/// A datagram longer than the socket can send was `EMSGSIZE` as an
+/// uncategorized error ("Message too long"), with no word of the limit; it
+/// is `InvalidInput` now, naming the length, and nothing is sent: the next
+/// datagram is the first one the peer gets.
+#[test]
+fn a_datagram_longer_than_the_socket_can_send_is_a_clear_error() {
+    let mut server = Channel::udp_v4().unwrap().bind("127.0.0.1:0").unwrap();
+    let to = server.local_addr().unwrap();
+    let mut client = Channel::udp_v4().unwrap().without_bind();
+    let (mut a, mut b) = Channel::datagram_pair().unwrap();
+    let too_long = vec![7u8; 16 << 20];
+    let mut refusals =
+        vec![("udp send_to", client.send_to(&too_long[..65_508], &to)), ("unix send", a.send(&too_long))];
+    let mut connected = Channel::udp_v4().unwrap().connect(&to).unwrap();
+    refusals.push(("udp send", connected.send(&too_long[..70_000])));
+    for (what, refused) in refusals {
+        let e = refused.expect_err(what);
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{what}: {e}");
+        assert!(e.to_string().contains("longer than this socket can send"), "{what}: {e}");
+    }
+    a.send(b"next").unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(b.recv(&mut buf).unwrap(), 4, "the refused datagram was not sent");
+    client.send_to(b"next", &to).unwrap();
+    let mut got = None;
+    for _ in 0..500 {
+        match server.recv_from(&mut buf) {
+            Ok((n, _)) => {
+                got = Some(n);
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(std::time::Duration::from_millis(2))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(got, Some(4), "the first datagram the server gets is the next one");
+}
+
 #[test]
 fn a_port_unreachable_error_reaches_handle_error_and_the_socket_stays() {
     for backend in util::backends() {

@@ -9,6 +9,7 @@
 use std::io;
 use std::os::fd::AsFd;
 
+use rustix::io::Errno;
 use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
 use super::{Channel, ConnectedDatagram, Datagram, Family, Observed, UnboundDatagram, restarted};
@@ -133,7 +134,10 @@ impl Channel<Datagram> {
 
     /// Sends one datagram to `addr`; returns its length. `WouldBlock` when
     /// the socket's buffer is full: a datagram goes whole or not at all, so
-    /// unlike a stream's `send` there is no partial count to report.
+    /// unlike a stream's `send` there is no partial count to report. A
+    /// datagram longer than the socket can send (65,507 bytes for UDP over
+    /// IPv4, the send buffer for a Unix datagram socket) is an
+    /// `InvalidInput` error that says so.
     pub fn send_to(&mut self, data: &[u8], addr: impl ToAddress) -> io::Result<usize> {
         self.check_open()?;
         let addr = addr.to_address()?;
@@ -143,6 +147,7 @@ impl Channel<Datagram> {
                 self.observe(Observed::WRITE_PROGRESS);
                 Ok(n)
             }
+            Err(Errno::MSGSIZE) => Err(too_long(data.len())),
             Err(e) => Err(addr.explain_failure(self.fd.as_fd(), "send from", e.into())),
         }
     }
@@ -183,6 +188,21 @@ fn no_room(buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// A send's `EMSGSIZE`, which `std` leaves uncategorized, with the limits
+/// that explain it.
+fn too_long(len: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "a datagram of {len} bytes is longer than this socket can send ({}): a datagram goes whole \
+             or not at all; split the data into smaller datagrams (UDP takes at most 65,507 bytes over \
+             IPv4, less than the path's MTU to avoid fragments; a Unix datagram socket at most its send \
+             buffer)",
+            io::Error::from(Errno::MSGSIZE)
+        ),
+    )
+}
+
 impl Channel<ConnectedDatagram> {
     /// A connected pair of Unix datagram sockets (`socketpair(2)`).
     pub fn datagram_pair() -> io::Result<(Channel<ConnectedDatagram>, Channel<ConnectedDatagram>)> {
@@ -190,7 +210,9 @@ impl Channel<ConnectedDatagram> {
         Ok((super::wrap(a), super::wrap(b)))
     }
 
-    /// Sends one datagram to the peer; `WouldBlock` when the buffer is full.
+    /// Sends one datagram to the peer; `WouldBlock` when the buffer is full,
+    /// and `InvalidInput` for one longer than the socket can send, as
+    /// [`send_to`](Channel::send_to).
     /// A peer that is not listening may show up as `ConnectionRefused` on a
     /// later send or receive (an ICMP error, for UDP).
     pub fn send(&mut self, data: &[u8]) -> io::Result<usize> {
@@ -200,6 +222,7 @@ impl Channel<ConnectedDatagram> {
                 self.observe(Observed::WRITE_PROGRESS);
                 Ok(n)
             }
+            Err(Errno::MSGSIZE) => Err(too_long(data.len())),
             Err(e) => Err(e.into()),
         }
     }
