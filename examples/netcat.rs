@@ -1,8 +1,8 @@
 //! A small netcat on one thread: stdin to a socket, the socket to stdout.
 //!
 //! ```text
-//! netcat HOST:PORT [--backend select|poll|epoll]           connect, then copy both ways
-//! netcat --listen ADDR [--backend select|poll|epoll]       accept one connection, then the same
+//! netcat HOST:PORT [--backend select|poll|epoll] [--timeout SECS]      connect, then copy both ways
+//! netcat --listen ADDR [--backend select|poll|epoll] [--timeout SECS]  accept one connection, then the same
 //! ```
 //!
 //! `HOST:PORT` is anything [`rolecore::Address`] parses (`127.0.0.1:8080`,
@@ -22,6 +22,12 @@
 //! the stdin → socket direction early; that is not an error either. Errors
 //! (refused connect, stdout gone, …) are one line on stderr and exit 1; bad
 //! arguments print the usage and exit 2.
+//!
+//! `--timeout SECS` (`-w`, as netcat's) bounds the connect, and the
+//! connection's silence: once no byte was sent or received on the socket for
+//! SECS, netcat says so and exits 1. Without it, netcat waits as long as the
+//! peer keeps the connection open and silent (a peer that never reads stops
+//! stdin, bounded by the queues, for good).
 //!
 //! # How it is built
 //!
@@ -59,6 +65,7 @@ use std::net::ToSocketAddrs;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::process::ExitCode;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use rolecore::{
     AcceptHandler, Address, Backend, Channel, Connected, Ctx, FileFd, FileHandler, LoopOptions, Map,
@@ -70,7 +77,8 @@ const QUEUE: usize = 1 << 20;
 /// The most bytes one read asks for.
 const CHUNK: usize = 64 * 1024;
 
-const USAGE: &str = "usage: netcat HOST:PORT [--backend select|poll|epoll] | netcat --listen ADDR [--backend select|poll|epoll]";
+const USAGE: &str = "usage: netcat HOST:PORT [--backend select|poll|epoll] [--timeout SECS] | netcat --listen ADDR \
+                     [--backend select|poll|epoll] [--timeout SECS]";
 
 // ---- the queues ------------------------------------------------------------------
 
@@ -138,6 +146,10 @@ struct Session {
     writer: Option<Token>,
     /// The first fatal error: the loop stops and netcat exits 1.
     error: Option<String>,
+    /// `--timeout`: the longest the socket may stay silent both ways.
+    timeout: Option<Duration>,
+    /// When a byte last moved on the socket (either way), on the map's clock.
+    active: Option<Instant>,
 }
 
 type Shared = Rc<RefCell<Session>>;
@@ -154,6 +166,33 @@ fn fail(shared: &Shared, cx: &mut Ctx<'_>, message: String) {
         s.error.get_or_insert(message);
     });
     cx.stop();
+}
+
+/// `moved` bytes went through the socket: it is not silent.
+fn moved(shared: &Shared, cx: &mut Ctx<'_>, moved: bool) {
+    if moved {
+        let now = cx.now();
+        with(shared, |s| s.active = Some(now));
+    }
+}
+
+/// A socket channel's timer passed: fails once the socket was silent both
+/// ways for `--timeout`, else waits for the rest of it. (Each direction
+/// re-arms only its own channel's timer, so the channels ask the session.)
+fn check_silence(shared: &Shared, cx: &mut Ctx<'_>) {
+    let (timeout, active) = with(shared, |s| (s.timeout, s.active));
+    let Some(timeout) = timeout else { return };
+    let due = active.and_then(|active| active.checked_add(timeout));
+    match due {
+        Some(due) if due > cx.now() => {
+            cx.set_deadline(cx.token(), Some(due));
+        }
+        _ => fail(
+            shared,
+            cx,
+            format!("timed out: nothing sent or received for {} s (--timeout)", timeout.as_secs_f64()),
+        ),
+    }
 }
 
 fn refresh(cx: &mut Ctx<'_>, token: Option<Token>) {
@@ -266,8 +305,14 @@ impl StreamHandler for Reader {
             let room = QUEUE - s.down.pending().len();
             (s.down.fill(room.min(CHUNK), |buf| ch.recv(buf)), s.stdout)
         });
+        moved(&self.shared, cx, matches!(read, Ok(1..)));
         refresh(cx, stdout);
         read.map(drop)
+    }
+
+    fn handle_timeout(&mut self, _ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        check_silence(&self.shared, cx);
+        Ok(())
     }
 
     fn handle_close(&mut self, ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) {
@@ -305,11 +350,12 @@ impl StreamHandler for Writer {
         // 0 sent: full, or the peer is gone (the loop calls handle_close).
         let (sent, done, stdin) = with(&self.0, |s| {
             let sent = match s.up.pending() {
-                [] => Ok(()),
-                pending => ch.send(pending).map(|n| s.up.consume(n)),
+                [] => Ok(0),
+                pending => ch.send(pending).inspect(|&n| s.up.consume(n)),
             };
             (sent, s.up.pending().is_empty() && s.up.ended, s.stdin)
         });
+        moved(&self.0, cx, matches!(sent, Ok(1..)));
         refresh(cx, stdin);
         sent?;
         if done {
@@ -319,6 +365,11 @@ impl StreamHandler for Writer {
                 _ => cx.close(),
             }
         }
+        Ok(())
+    }
+
+    fn handle_timeout(&mut self, _ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        check_silence(&self.0, cx);
         Ok(())
     }
 
@@ -351,11 +402,18 @@ fn start_session(
     let writer = cx.insert(writer, Writer(Rc::clone(shared)))?;
     let stdin = cx.insert(Channel::dup_file(io::stdin())?, Stdin(Rc::clone(shared)))?;
     let stdout = cx.insert(Channel::dup_file(io::stdout())?, Stdout(Rc::clone(shared)))?;
-    let mut s = shared.borrow_mut();
-    s.reader = Some(reader);
-    s.writer = Some(writer);
-    s.stdin = Some(stdin);
-    s.stdout = Some(stdout);
+    let timeout = {
+        let mut s = shared.borrow_mut();
+        s.reader = Some(reader);
+        s.writer = Some(writer);
+        s.stdin = Some(stdin);
+        s.stdout = Some(stdout);
+        s.active = Some(cx.now());
+        s.timeout
+    };
+    // The silence counts from now, for both directions.
+    cx.set_deadline_after(reader, timeout);
+    cx.set_deadline_after(writer, timeout);
     Ok(())
 }
 
@@ -397,7 +455,7 @@ enum Mode {
 }
 
 fn main() -> ExitCode {
-    let (mode, backend) = match parse_args(std::env::args().skip(1)) {
+    let (mode, backend, timeout) = match parse_args(std::env::args().skip(1)) {
         Ok(parsed) => parsed,
         Err(message) => {
             // Help that was asked for goes to stdout; a mistake is one
@@ -414,7 +472,7 @@ fn main() -> ExitCode {
     // non-blocking, which a terminal shares with the shell: put the flags
     // back on the way out.
     let saved = [save_flags(io::stdin().as_fd()), save_flags(io::stdout().as_fd())];
-    let result = run(mode, backend);
+    let result = run(mode, backend, timeout);
     for (fd, flags) in [io::stdin().as_fd(), io::stdout().as_fd()].into_iter().zip(saved) {
         if let Some(flags) = flags {
             let _ = rustix::fs::fcntl_setfl(fd, flags);
@@ -433,13 +491,16 @@ fn save_flags(fd: BorrowedFd<'_>) -> Option<rustix::fs::OFlags> {
     rustix::fs::fcntl_getfl(fd).ok()
 }
 
-fn run(mode: Mode, backend: Backend) -> io::Result<()> {
+fn run(mode: Mode, backend: Backend, timeout: Option<Duration>) -> io::Result<()> {
     let shared = Shared::default();
+    shared.borrow_mut().timeout = timeout;
     let mut map = Map::with_backend(backend)?;
     match mode {
         Mode::Connect(addr) => {
             let channel = Channel::for_address(&addr)?.connect(&addr)?;
-            map.insert(channel, Reader { shared: Rc::clone(&shared), peer: addr.to_string() })?;
+            let token = map.insert(channel, Reader { shared: Rc::clone(&shared), peer: addr.to_string() })?;
+            // A connect still running then fails with `TimedOut`.
+            map.set_deadline_after(token, timeout);
         }
         Mode::Listen(addr) => {
             if let Address::Unix(UnixAddress::Path(path)) = &addr {
@@ -457,13 +518,24 @@ fn run(mode: Mode, backend: Backend) -> io::Result<()> {
     }
 }
 
-fn parse_args(args: impl Iterator<Item = String>) -> Result<(Mode, Backend), String> {
+fn parse_args(args: impl Iterator<Item = String>) -> Result<(Mode, Backend, Option<Duration>), String> {
     let mut listen = false;
     let mut target = None;
     let mut backend = Backend::default();
+    let mut timeout = None;
     let mut args = args;
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "-w" | "--timeout" => {
+                let secs = args.next().ok_or(format!("{arg} needs a number of seconds"))?;
+                let secs = secs
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| *s > 0.0)
+                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                    .ok_or(format!("{arg} {secs:?}: not a positive number of seconds"))?;
+                timeout = Some(secs);
+            }
             "-l" | "--listen" => listen = true,
             "--backend" => {
                 let name = args.next().ok_or("--backend needs a value")?;
@@ -477,7 +549,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<(Mode, Backend), Str
     }
     let target = target.ok_or(if listen { "--listen needs an address" } else { "no address given" })?;
     let addr = resolve(&target)?;
-    Ok((if listen { Mode::Listen(addr) } else { Mode::Connect(addr) }, backend))
+    Ok((if listen { Mode::Listen(addr) } else { Mode::Connect(addr) }, backend, timeout))
 }
 
 /// An address as rolecore writes it, or a host name resolved once (before

@@ -9,8 +9,8 @@
 //!   nothing, and a stalled netcat sleeps instead of spinning (its CPU time is
 //!   read from `/proc`).
 //! - The command line: half-close at stdin's end, exit 0 when the peer
-//!   closes, one line and exit 1 for a refused connect, usage and exit 2 for
-//!   bad arguments.
+//!   closes, one line and exit 1 for a refused connect or a connect or
+//!   silence past `--timeout`, usage and exit 2 for bad arguments.
 //! - Interoperation with Python's asyncore (CPython 3.11, `python3 -W
 //!   ignore`): the seed's HTTP client against the rolecore echo server, and
 //!   netcat against the seed's echo server.
@@ -572,6 +572,73 @@ fn a_refused_connect_is_one_line_on_stderr_and_exit_1() {
     assert!(err.starts_with("netcat: cannot connect to") && err.contains("refused"), "{err:?}");
 }
 
+/// A peer that takes the connection and then neither reads nor writes held
+/// netcat for good, its stdin stopped by back-pressure; `--timeout` ends it
+/// once the socket was silent both ways that long: one line, exit 1.
+#[test]
+fn a_silent_peer_ends_netcat_at_its_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    let server = thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        conn // held, never read: netcat's sends stop once the buffers fill
+    });
+    let mut client = Proc::spawn("netcat", &mut netcat(&[&target, "--timeout", "0.3"]));
+    let err = collect(client.stderr());
+    let _out = collect(client.stdout());
+    let _fed = feed(client.stdin(), 3, 64 * MIB, None); // stops when netcat exits
+    let status = client.wait(Instant::now() + Duration::from_secs(30));
+    let err = String::from_utf8(err.join().unwrap()).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.starts_with("netcat: timed out") && err.lines().count() == 1, "{err:?}");
+    drop(server.join().unwrap());
+}
+
+/// `--timeout` bounds a connect that never completes (a listener whose
+/// backlog is full drops the SYN), and not a peer that is slow but never
+/// silent that long.
+#[test]
+fn timeout_bounds_the_connect_but_not_a_slow_peer() {
+    let backlog_full = rolecore::Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(0).unwrap();
+    let target = backlog_full.local_addr().unwrap().to_string();
+    let mut queued = Vec::new();
+    // Fill the accept queue: later connects hang in SYN_SENT.
+    for _ in 0..4 {
+        let mut fill =
+            std::net::TcpStream::connect_timeout(&target.parse().unwrap(), Duration::from_millis(200));
+        match fill.as_mut() {
+            Ok(_) => queued.push(fill),
+            Err(_) => break,
+        }
+    }
+    let mut client = Proc::spawn("netcat", &mut netcat(&[&target, "-w", "0.3"]));
+    let err = collect(client.stderr());
+    let _stdin = client.stdin();
+    let status = client.wait(Instant::now() + Duration::from_secs(30));
+    let err = String::from_utf8(err.join().unwrap()).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.starts_with("netcat: cannot connect to") && err.contains("timed out"), "{err:?}");
+
+    // Ten bytes 50 ms apart, within a 1 s timeout: all printed, exit 0.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    let server = thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        for byte in b"0123456789" {
+            conn.write_all(&[*byte]).unwrap();
+            thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let mut client = Proc::spawn("netcat", &mut netcat(&[&target, "--timeout", "1"]));
+    let out = collect(client.stdout());
+    let err = collect(client.stderr());
+    drop(client.stdin());
+    let status = client.wait(Instant::now() + Duration::from_secs(30));
+    server.join().unwrap();
+    assert!(status.success(), "{status}: {}", String::from_utf8_lossy(&err.join().unwrap()));
+    assert_eq!(out.join().unwrap(), b"0123456789");
+}
+
 #[test]
 fn bad_arguments_print_the_usage_and_exit_2() {
     for args in [
@@ -580,6 +647,10 @@ fn bad_arguments_print_the_usage_and_exit_2() {
         &["not an address"],
         &["--listen"],
         &["127.0.0.1:1", "--backend", "kqueue"],
+        &["127.0.0.1:1", "--timeout"],
+        &["127.0.0.1:1", "--timeout", "0"],
+        &["127.0.0.1:1", "-w", "-1"],
+        &["127.0.0.1:1", "-w", "inf"],
     ] {
         let output = util::output_within(&mut netcat(args), Duration::from_secs(10));
         let err = String::from_utf8_lossy(&output.stderr);
