@@ -17,7 +17,8 @@
 //! open), or else when the server closes. It decodes no transfer coding: it
 //! asks in HTTP/1.0, to which a server must not send one. A response without
 //! a `Content-Length` that the server resets is printed as far as it came and
-//! exits 0: rolecore reports a reset as the end of the stream.
+//! exits 1 (`Channel::peer_reset` tells a reset from the server's clean
+//! close).
 //!
 //! `--timeout SECS` bounds each wait: for the connect, the handshake, and
 //! each next byte from the server (a server that answers one byte at a time
@@ -36,7 +37,7 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Duration;
 
-use rolecore::{Address, Buffered, Channel, Connected, Ctx, LoopOptions, Map, StreamHandler};
+use rolecore::{Address, Buffered, Channel, Connected, Ctx, LoopOptions, Map, StreamHandler, Transport};
 
 struct HttpClient {
     error: Rc<Cell<Option<io::Error>>>, // for main to report
@@ -45,6 +46,8 @@ struct HttpClient {
     response: Response,
     /// `--timeout`, to say what passed.
     timeout: Option<Duration>,
+    /// The connection ended with a reset, not the server's clean close.
+    reset: bool,
 }
 
 impl StreamHandler<Buffered<Connected>> for HttpClient {
@@ -61,6 +64,7 @@ impl StreamHandler<Buffered<Connected>> for HttpClient {
     fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
         let mut buf = [0u8; 8192];
         let n = ch.recv(&mut buf)?; // 0: the server closed, the loop calls handle_close
+        self.reset |= n == 0 && ch.channel().peer_reset();
         let (part, finished) = self.response.take(&buf[..n]);
         let mut stdout = io::stdout().lock();
         stdout.write_all(&buf[..part])?;
@@ -74,7 +78,7 @@ impl StreamHandler<Buffered<Connected>> for HttpClient {
     }
 
     fn handle_close(&mut self, _ch: &mut Buffered<Connected>, _cx: &mut Ctx<'_>) {
-        if let Err(e) = self.response.at_close() {
+        if let Err(e) = self.response.at_close(self.reset) {
             self.error.set(Some(e));
         }
     }
@@ -154,9 +158,10 @@ impl Response {
         }
     }
 
-    /// The server closed the connection: an error unless the response is
-    /// complete.
-    fn at_close(&self) -> io::Result<()> {
+    /// The connection ended (`reset`: with a reset): an error unless the
+    /// response is complete. A body without a length ends with the
+    /// connection, and a reset may have cut it anywhere.
+    fn at_close(&self, reset: bool) -> io::Result<()> {
         match self {
             Response::Head(head) if head.is_empty() => {
                 Err(invalid("the server closed the connection without a response".into()))
@@ -170,6 +175,10 @@ impl Response {
                 format!(
                     "the response is cut short: the connection ended {left} bytes before the end its Content-Length gave"
                 ),
+            )),
+            Response::Body(None) if reset => Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "the server reset the connection: the response, which ends with it, may be cut short",
             )),
             Response::Body(_) => Ok(()),
         }
@@ -339,7 +348,8 @@ fn run(
     let error = Rc::new(Cell::new(None));
     let mut map = Map::new()?;
     let response = Response::Head(Vec::new());
-    let token = insert(&mut map, HttpClient { error: error.clone(), request, response, timeout })?;
+    let token =
+        insert(&mut map, HttpClient { error: error.clone(), request, response, timeout, reset: false })?;
     // Every event of the channel re-arms it: the connect, the handshake and
     // each wait for the server's next bytes are bounded alike.
     map.set_idle_timeout(token, timeout);

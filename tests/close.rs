@@ -262,6 +262,69 @@ fn a_reset_by_the_peer_is_handle_close_never_data_or_error() -> io::Result<()> {
     Ok(())
 }
 
+/// Reads to the end, and says whether the end was a reset.
+struct EndKind(Log);
+
+impl EndKind {
+    fn read_to_end(&mut self, ch: &mut Channel<Connected>) {
+        let mut buf = [0u8; 64];
+        loop {
+            match ch.recv(&mut buf) {
+                Ok(0) => return self.0.push(format!("end reset={}", ch.peer_reset())),
+                Ok(n) => self.0.push(format!("data {n}")),
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+impl StreamHandler for EndKind {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.read_to_end(ch);
+        Ok(())
+    }
+    fn handle_close(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) {
+        // A hang-up may close without a read first (D23): read the end here.
+        if !self.0.events().iter().any(|e| e.starts_with("end")) {
+            self.read_to_end(ch);
+        }
+    }
+}
+
+/// `recv` returns `Ok(0)` for a reset as for a clean end of stream (A2),
+/// so a client reading a response that ends with the connection could not
+/// tell a complete one from one cut short; `peer_reset` tells them apart,
+/// after the data that came before the reset is read.
+#[test]
+fn peer_reset_tells_a_reset_from_a_clean_end() -> io::Result<()> {
+    for backend in backends() {
+        for reset in [false, true] {
+            let log = Log::default();
+            let mut m = map(backend);
+            let (ours, mut peer) = tcp_pair();
+            m.insert(ours, EndKind(log.clone()))?;
+            peer.write_all(b"response")?;
+            if reset {
+                rustix::net::sockopt::set_socket_linger(&peer, Some(Duration::ZERO))?;
+            }
+            drop(peer);
+            assert!(run_until(&mut m, |m| m.is_empty()), "{backend} reset {reset}: {:?}", log.events());
+            let events = log.events();
+            assert_eq!(
+                events.first().map(String::as_str),
+                Some("data 8"),
+                "{backend} reset {reset}: {events:?}"
+            );
+            assert_eq!(
+                events.last().map(String::as_str),
+                Some(&*format!("end reset={reset}")),
+                "{backend}: {events:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// On its first data, replies and shuts down its sending side.
 struct HalfCloser(Probe);
 

@@ -79,6 +79,28 @@ fn a_response_cut_short_of_its_content_length_is_an_error() {
     }
 }
 
+#[test]
+fn a_response_without_a_length_cut_by_a_reset_is_an_error() {
+    // Its body ends with the connection: a reset may have cut it anywhere.
+    let sent = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nthe start of a body".to_vec();
+    let response = sent.clone();
+    let (addr, server) = serve_once(move |mut conn, _| {
+        conn.write_all(&sent).expect("write the start of the response");
+        close_with_reset(conn);
+    });
+
+    let out = run_client(&[&addr.to_string(), "/"]);
+
+    server.join().expect("the responder finished");
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", out.stderr);
+    assert_eq!(out.stdout, response, "what came is printed");
+    assert!(
+        out.stderr.contains("reset the connection") && out.stderr.lines().count() == 1,
+        "{:?}",
+        out.stderr
+    );
+}
+
 /// Closes `conn` with a reset (`SO_LINGER` 0), as a server that crashed.
 fn close_with_reset(conn: TcpStream) {
     rustix::net::sockopt::set_socket_linger(&conn, Some(Duration::ZERO)).expect("SO_LINGER 0");

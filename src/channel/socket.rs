@@ -283,13 +283,27 @@ impl Channel<Connected> {
     ///
     /// - `Ok(n)` with `n > 0`: data.
     /// - `Ok(0)`: the peer closed (or reset) the connection; the loop calls
-    ///   `handle_close` after the current callback. An empty `buf` also gives
+    ///   `handle_close` after the current callback. [`peer_reset`](Self::peer_reset)
+    ///   tells which. An empty `buf` also gives
     ///   `Ok(0)` but means nothing (asyncore closed the channel on `recv(0)`).
     /// - `Err` of kind `WouldBlock`: nothing to read now. Returning it from a
     ///   handler with `?` is fine: the loop does not treat it as an error.
     #[inline]
     pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.recv_with(buf, RecvFlags::empty())
+    }
+
+    /// Whether a receive or send found the connection broken (reset by the
+    /// peer, or a send to a peer gone: `ECONNRESET`, `EPIPE` and the other
+    /// disconnection errors), not ended by the peer's clean end of stream.
+    /// `recv` returns `Ok(0)` for both, as asyncore did (A2): a client whose
+    /// response ends with the connection asks here, after that `Ok(0)`,
+    /// whether it got all of it. It covers the calls made since the loop's
+    /// current callback began (outside a loop, since the channel was made);
+    /// a TLS stream reports a reset as a truncation error instead.
+    pub fn peer_reset(&self) -> bool {
+        let seen = self.observed();
+        seen.has(Observed::PEER_GONE) && !seen.has(Observed::EOF)
     }
 
     /// Receives out-of-band (urgent) data, what `handle_expt` is called for.
