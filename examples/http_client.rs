@@ -371,8 +371,8 @@ fn parse_args() -> Result<Args, String> {
                 timeout = Some(
                     secs.parse::<f64>()
                         .ok()
-                        .filter(|s| *s > 0.0)
                         .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                        .filter(|d| !d.is_zero())
                         .ok_or(format!("--timeout {secs:?}: not a positive number of seconds"))?,
                 );
             }

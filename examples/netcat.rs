@@ -531,8 +531,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<(Mode, Backend, Opti
                 let secs = secs
                     .parse::<f64>()
                     .ok()
-                    .filter(|s| *s > 0.0)
                     .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                    .filter(|d| !d.is_zero())
                     .ok_or(format!("{arg} {secs:?}: not a positive number of seconds"))?;
                 timeout = Some(secs);
             }

@@ -229,7 +229,7 @@ fn a_silent_server_times_out_with_timeout_and_a_slow_one_does_not() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", out.stderr);
     assert_eq!(out.stdout, response);
 
-    for bad in ["0", "-1", "soon", "inf", "NaN"] {
+    for bad in ["0", "-1", "1e-12", "soon", "inf", "NaN"] {
         let out = run_client(&[&addr.to_string(), "/", "--timeout", bad]);
         assert_eq!(out.status.code(), Some(2), "--timeout {bad}: stderr: {}", out.stderr);
         assert!(out.stderr.contains("--timeout"), "{:?}", out.stderr);

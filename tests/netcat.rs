@@ -651,6 +651,7 @@ fn bad_arguments_print_the_usage_and_exit_2() {
         &["127.0.0.1:1", "--timeout", "0"],
         &["127.0.0.1:1", "-w", "-1"],
         &["127.0.0.1:1", "-w", "inf"],
+        &["127.0.0.1:1", "-w", "1e-12"],
     ] {
         let output = util::output_within(&mut netcat(args), Duration::from_secs(10));
         let err = String::from_utf8_lossy(&output.stderr);
