@@ -32,7 +32,8 @@
 //! connect.
 
 use std::cell::Cell;
-use std::io::{self, Write};
+use std::io;
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Duration;
@@ -66,9 +67,7 @@ impl StreamHandler<Buffered<Connected>> for HttpClient {
         let n = ch.recv(&mut buf)?; // 0: the server closed, the loop calls handle_close
         self.reset |= n == 0 && ch.channel().peer_reset();
         let (part, finished) = self.response.take(&buf[..n]);
-        let mut stdout = io::stdout().lock();
-        stdout.write_all(&buf[..part])?;
-        stdout.flush()?;
+        print(&buf[..part])?;
         if finished? {
             // The whole response came: a server that keeps the connection
             // open after it is not waited for.
@@ -103,6 +102,36 @@ impl StreamHandler<Buffered<Connected>> for HttpClient {
         self.error.set(Some(error));
         cx.close();
     }
+}
+
+/// Writes all of `data` to stdout, waiting for room if need be. stdout
+/// may be non-blocking: `O_NONBLOCK` belongs to the open file description,
+/// which every process sharing the pipe or terminal shares. A full one then
+/// fails a write with `WouldBlock`, which the loop would take for a
+/// spurious wake-up, and the bytes would be lost. A failure is an error of
+/// kind `Other`: returned as it is, a broken pipe (`EPIPE`) would read to
+/// the loop as the server gone, and end the client as if the response were
+/// done.
+fn print(mut data: &[u8]) -> io::Result<()> {
+    use rustix::event::{PollFd, PollFlags, poll};
+
+    let stdout = io::stdout();
+    let fd = stdout.as_fd();
+    while !data.is_empty() {
+        match rustix::io::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => {
+                poll(&mut [PollFd::new(&fd, PollFlags::OUT)], None).map_err(stdout_failed)?;
+            }
+            Err(e) => return Err(stdout_failed(e)),
+        }
+    }
+    Ok(())
+}
+
+fn stdout_failed(e: rustix::io::Errno) -> io::Error {
+    io::Error::other(format!("writing stdout: {}", io::Error::from(e)))
 }
 
 /// The longest response head read before its blank line: the server's

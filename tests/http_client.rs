@@ -101,6 +101,72 @@ fn a_response_without_a_length_cut_by_a_reset_is_an_error() {
     );
 }
 
+/// stdout may be non-blocking: `O_NONBLOCK` belongs to the open file
+/// description, which every process sharing the pipe shares (one that runs
+/// a rolecore netcat, say). A write that found the pipe full then failed
+/// with `WouldBlock`, which the loop takes for a spurious wake-up: the
+/// chunk was lost, and the client exited 0 with 64 KiB of 4 MiB printed.
+#[test]
+fn a_non_blocking_stdout_that_fills_loses_nothing() {
+    use rustix::pipe::{PipeFlags, pipe_with};
+
+    let mut response = b"HTTP/1.0 200 OK\r\nContent-Length: 4194304\r\n\r\n".to_vec();
+    response.extend((0..4u32 << 20).map(|i| (i % 251) as u8));
+    let (addr, server) = respond_once(response.clone());
+    let (read_end, write_end) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC).expect("a pipe");
+    let mut child = Command::new(util::example("http_client"))
+        .args([&addr.to_string(), "/"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the http_client example");
+    // Read nothing until the pipe is full (or the client gave up).
+    let capacity = rustix::pipe::fcntl_getpipe_size(&read_end).expect("the pipe's size");
+    let deadline = Instant::now() + TIMEOUT;
+    while child.try_wait().expect("wait").is_none()
+        && rustix::io::ioctl_fionread(&read_end).expect("FIONREAD") < capacity as u64
+        && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(10));
+    }
+    rustix::fs::fcntl_setfl(&read_end, rustix::fs::OFlags::empty()).expect("a blocking read end");
+    let mut printed = Vec::new();
+    std::fs::File::from(read_end).read_to_end(&mut printed).expect("read the client's stdout");
+    let status = wait_within(&mut child);
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    server.join().expect("the responder finished");
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert!(printed == response, "printed {} of the {} bytes", printed.len(), response.len());
+}
+
+/// A stdout whose reader is gone (`http_client … | head -c 10`) is an
+/// error: its `EPIPE`, returned from `handle_read` as it was, read to the
+/// loop as the server gone, and the client exited 0 with the response
+/// unprinted.
+#[test]
+fn a_stdout_whose_reader_left_is_an_error() {
+    let mut response = b"HTTP/1.0 200 OK\r\n\r\n".to_vec();
+    response.resize(1 << 20, b'x');
+    let (addr, server) = respond_once(response);
+    let (read_end, write_end) = std::io::pipe().expect("a pipe");
+    drop(read_end);
+    let mut child = Command::new(util::example("http_client"))
+        .args([&addr.to_string(), "/"])
+        .stdin(Stdio::null())
+        .stdout(write_end)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the http_client example");
+    let status = wait_within(&mut child);
+    let _ = server.join();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("writing stdout") && stderr.lines().count() == 1, "{stderr:?}");
+}
+
 /// Closes `conn` with a reset (`SO_LINGER` 0), as a server that crashed.
 fn close_with_reset(conn: TcpStream) {
     rustix::net::sockopt::set_socket_linger(&conn, Some(Duration::ZERO)).expect("SO_LINGER 0");
@@ -309,17 +375,23 @@ fn run_client(args: &[&str]) -> Output {
         let _ = stderr.read_to_string(&mut text);
         text
     });
+    let status = wait_within(&mut child);
+    Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+}
+
+/// Waits for the client to exit, killing it if it takes longer than
+/// [`TIMEOUT`].
+fn wait_within(child: &mut std::process::Child) -> ExitStatus {
     let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().expect("wait for the client") {
-            break status;
+            return status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("http_client {args:?} did not exit within {TIMEOUT:?}");
+            panic!("http_client did not exit within {TIMEOUT:?}");
         }
         thread::sleep(Duration::from_millis(10));
-    };
-    Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+    }
 }
