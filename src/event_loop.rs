@@ -197,6 +197,15 @@ fn callback(
     let mut cx = Ctx::new(registry, token);
     let result =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&mut *entry, interest, &mut cx)));
+    if let Ok(resume) = result
+        && let Some(interest) = resume.only_interest()
+    {
+        // The common case: the channel stays and the loop goes on. Its
+        // callback neither closed it nor stopped the loop, which the
+        // `Resume` says: the `Ctx` has nothing to undo or report.
+        registry.put_back(token, entry, interest);
+        return false;
+    }
     let stopping = cx.end();
     match result {
         Ok(resume) => registry.resume(token, entry, resume),

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::entry::{InsertError, Register};
+use super::entry::{InsertError, Register, Resume};
 use super::registry::Registry;
 use crate::token::Token;
 
@@ -36,7 +36,11 @@ fn grow_scratch(registry: &mut Registry) {
 pub struct Ctx<'a> {
     registry: &'a mut Registry,
     token: Token,
-    stopping: bool,
+    /// [`Resume::STOP`] once this callback asked to stop the loop, else 0:
+    /// that bit as it is, so that an entry adds it to its answer with one
+    /// `or`, and the loop's common case (the channel stays, the loop goes
+    /// on) is one test of the answer.
+    stop: u8,
     /// Set when this callback closed its channel: what
     /// [`crate::channel::mark_closing`] replaced then, to put back when the
     /// callback ends. `Some` is also what [`is_closing`](Self::is_closing)
@@ -47,18 +51,25 @@ pub struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     #[inline]
     pub(crate) fn new(registry: &'a mut Registry, token: Token) -> Self {
-        Ctx { registry, token, stopping: false, unmark: None }
+        Ctx { registry, token, stop: 0, unmark: None }
     }
 
     /// The callback is over: the channel it closed is no longer refused
     /// I/O here (the map is about to close it). Returns whether it asked to
-    /// stop the loop.
+    /// stop the loop. A callback that did neither (its [`Resume`] says so)
+    /// needs no end.
     #[inline]
     pub(crate) fn end(self) -> bool {
         if let Some(previous) = self.unmark {
             crate::channel::unmark_closing(previous);
         }
-        self.stopping
+        self.stop != 0
+    }
+
+    /// [`Resume::STOP`] if this callback asked to stop the loop, else 0.
+    #[inline]
+    pub(crate) fn stop_bit(&self) -> u8 {
+        self.stop
     }
 
     /// The token of the channel whose callback this is.
@@ -310,7 +321,7 @@ impl<'a> Ctx<'a> {
     /// [`Waker::shutdown`](crate::Waker::shutdown).
     pub fn shutdown(&mut self, grace: Duration) {
         if self.registry.begin_shutdown(grace) {
-            self.stopping = true;
+            self.stop = Resume::STOP.bits();
         }
         if !self.registry.removed_busy.is_empty() {
             self.closed_from_below();
@@ -347,7 +358,7 @@ impl<'a> Ctx<'a> {
     /// Ends the loop after this callback, leaving the map as it is
     /// (asyncore's `ExitNow`).
     pub fn stop(&mut self) {
-        self.stopping = true;
+        self.stop = Resume::STOP.bits();
     }
 
     /// How many channels the map holds, this one included (though it is
@@ -377,7 +388,7 @@ impl fmt::Debug for Ctx<'_> {
         f.debug_struct("Ctx")
             .field("token", &self.token)
             .field("closing", &self.is_closing())
-            .field("stopping", &self.stopping)
+            .field("stopping", &(self.stop != 0))
             .finish_non_exhaustive()
     }
 }
