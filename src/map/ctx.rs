@@ -35,7 +35,9 @@ fn grow_scratch(registry: &mut Registry) {
 /// delivered to it.
 pub struct Ctx<'a> {
     registry: &'a mut Registry,
-    token: Token,
+    /// The channel's token, as its poller key: the map's id, the rest of
+    /// the token, is the registry's, and a wake-up then does not copy it.
+    key: u64,
     /// [`Resume::STOP`] once this callback asked to stop the loop, else 0:
     /// that bit as it is, so that an entry adds it to its answer with one
     /// `or`, and the loop's common case (the channel stays, the loop goes
@@ -51,7 +53,7 @@ pub struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     #[inline]
     pub(crate) fn new(registry: &'a mut Registry, token: Token) -> Self {
-        Ctx { registry, token, stop: 0, unmark: None }
+        Ctx { registry, key: token.key(), stop: 0, unmark: None }
     }
 
     /// The callback is over: the channel it closed is no longer refused
@@ -75,7 +77,7 @@ impl<'a> Ctx<'a> {
     /// The token of the channel whose callback this is.
     #[inline]
     pub fn token(&self) -> Token {
-        self.token
+        Token::from_key(self.key, self.registry.id)
     }
 
     /// Adds a channel to the loop; it is watched from the next wait on.
@@ -101,7 +103,7 @@ impl<'a> Ctx<'a> {
     /// `AsyncChat::close_when_done` or wait for `writable()` to turn false.
     pub fn close(&mut self) {
         if self.unmark.is_none() {
-            self.unmark = Some(crate::channel::mark_closing(self.token.fd()));
+            self.unmark = Some(crate::channel::mark_closing(self.token().fd()));
         }
     }
 
@@ -124,7 +126,7 @@ impl<'a> Ctx<'a> {
     /// if one removes that callback's channel, it closes as with `close`
     /// when [`shutdown`](Self::shutdown) returns.
     pub fn remove(&mut self, token: Token) -> bool {
-        if token == self.token {
+        if token == self.token() {
             let open = !self.is_closing();
             self.close();
             return open;
@@ -135,7 +137,7 @@ impl<'a> Ctx<'a> {
     /// Asks another channel's `readable()`/`writable()` again: call it after
     /// changing state its predicates read.
     pub fn refresh(&mut self, token: Token) {
-        if token != self.token {
+        if token != self.token() {
             self.registry.refresh(token);
         }
     }
@@ -333,7 +335,7 @@ impl<'a> Ctx<'a> {
     /// its slot): it closes, as with [`close`](Self::close).
     #[cold]
     fn closed_from_below(&mut self) {
-        let me = self.token;
+        let me = self.token();
         let removed = self.registry.removed_busy.len();
         self.registry.removed_busy.retain(|&token| token != me);
         if self.registry.removed_busy.len() < removed {
@@ -345,7 +347,7 @@ impl<'a> Ctx<'a> {
     /// listener's `EMFILE` pause, which needs the channel's one timer,
     /// puts back when it is over.
     pub(crate) fn own_deadline(&self) -> Option<Instant> {
-        self.registry.timers.deadline(self.token)
+        self.registry.timers.deadline(self.token())
     }
 
     /// Whether a graceful shutdown is under way: a listener whose own
@@ -386,7 +388,7 @@ impl<'a> Ctx<'a> {
 impl fmt::Debug for Ctx<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ctx")
-            .field("token", &self.token)
+            .field("token", &self.token())
             .field("closing", &self.is_closing())
             .field("stopping", &(self.stop != 0))
             .finish_non_exhaustive()
