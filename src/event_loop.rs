@@ -195,9 +195,14 @@ fn callback(
 ) -> bool {
     let Some((mut entry, interest)) = registry.take(token) else { return false };
     let mut cx = Ctx::new(registry, token);
-    let result =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&mut *entry, interest, &mut cx)));
-    if let Ok(resume) = result
+    // The answer is written from inside the guard rather than returned
+    // through it: a `Result<Resume, _>` carried out of `catch_unwind` cost
+    // four more instructions per event (callgrind).
+    let mut resume = Resume::CLOSE;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        resume = call(&mut *entry, interest, &mut cx);
+    }));
+    if result.is_ok()
         && let Some(interest) = resume.only_interest()
     {
         // The common case: the channel stays and the loop goes on. Its
@@ -208,7 +213,7 @@ fn callback(
     }
     let stopping = cx.end();
     match result {
-        Ok(resume) => registry.resume(token, entry, resume),
+        Ok(()) => registry.resume(token, entry, resume),
         Err(payload) => registry.panicked(token, entry, payload),
     }
     stopping
