@@ -124,7 +124,10 @@ impl Resume {
     /// loop goes on.
     #[inline]
     pub(crate) fn only_interest(self) -> Option<Interest> {
-        (self.0 & (Self::CLOSE.0 | Self::REPLACED.0 | Self::STOP.0) == 0).then(|| Interest::from_bits(self.0))
+        // Nothing but an interest's bits: the test also tells the compiler
+        // that `from_bits` drops none.
+        let all = Interest::READ.bits() | Interest::WRITE.bits() | Interest::PRIORITY.bits();
+        (self.0 <= all).then(|| Interest::from_bits(self.0))
     }
 
     /// It leaves the map as [`REPLACED`](Self::REPLACED) (and did not close).
