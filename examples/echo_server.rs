@@ -68,6 +68,10 @@ impl StreamHandler<Buffered<Connected>> for Echo {
         Ok(())
     }
 
+    // Inline: rolecore's entry calls it from one place, and folded into
+    // that wake-up it saves a call, a return and the saving of six
+    // registers (17 instructions per echoed message, callgrind).
+    #[inline]
     fn handle_read(&mut self, ch: &mut Buffered<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
         let buf = cx.buffer(); // the loop's read buffer, reused
         let n = ch.recv(buf)?; // 0: the peer closed, the loop calls handle_close

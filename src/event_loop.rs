@@ -195,11 +195,25 @@ fn callback(
 ) -> bool {
     let Some((mut entry, interest)) = registry.take(token) else { return false };
     let mut cx = Ctx::new(registry, token);
-    let result =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&mut *entry, interest, &mut cx)));
+    // The answer is written from inside the guard rather than returned
+    // through it: a `Result<Resume, _>` carried out of `catch_unwind` cost
+    // four more instructions per event (callgrind).
+    let mut resume = Resume::CLOSE;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        resume = call(&mut *entry, interest, &mut cx);
+    }));
+    if result.is_ok()
+        && let Some(interest) = resume.only_interest()
+    {
+        // The common case: the channel stays and the loop goes on. Its
+        // callback neither closed it nor stopped the loop, which the
+        // `Resume` says: the `Ctx` has nothing to undo or report.
+        registry.put_back(token, entry, interest);
+        return false;
+    }
     let stopping = cx.end();
     match result {
-        Ok(resume) => registry.resume(token, entry, resume),
+        Ok(()) => registry.resume(token, entry, resume),
         Err(payload) => registry.panicked(token, entry, payload),
     }
     stopping

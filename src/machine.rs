@@ -277,10 +277,18 @@ fn plan(p: Phase, i: Interest, r: Readiness) -> u8 {
 /// path for almost every event; `plain_wakeups_step_as_the_machine_does`
 /// checks it against [`Wakeup`] on every input it accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Plain {
-    read: bool,
-    write: bool,
-}
+pub(crate) struct Plain(
+    /// The steps to take: readable and wanting to read (the bit both give
+    /// [`Readiness::READABLE`] and [`Interest::READ`]), writable and wanting
+    /// to write (likewise): the two masks and-ed, one instruction.
+    u8,
+);
+
+const _: () = assert!(
+    Readiness::READABLE.bits() == Interest::READ.bits()
+        && Readiness::WRITABLE.bits() == Interest::WRITE.bits(),
+    "Plain ands a readiness with an interest"
+);
 
 impl Plain {
     /// The plain wake-up of a connected stream, or `None` when the readiness
@@ -291,10 +299,7 @@ impl Plain {
         if readiness.bits() & !plain.bits() != 0 {
             return None;
         }
-        Some(Plain {
-            read: readiness.is_readable() && interest.is_readable(),
-            write: readiness.is_writable() && interest.is_writable(),
-        })
+        Some(Plain(readiness.bits() & interest.bits()))
     }
 
     /// Runs the wake-up: `step` is called with [`Step::Read`], [`Step::Write`]
@@ -316,13 +321,13 @@ impl Plain {
             }
             true
         }
-        if self.read {
+        if self.0 & Interest::READ.bits() != 0 {
             let outcome = step(Step::Read);
             if !goes_on(outcome, &mut step) {
                 return;
             }
         }
-        if self.write {
+        if self.0 & Interest::WRITE.bits() != 0 {
             let outcome = step(Step::Write);
             goes_on(outcome, &mut step);
         }

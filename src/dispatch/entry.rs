@@ -71,16 +71,18 @@ pub(super) use channel_and_handler;
 
 /// What the loop does with a channel after a callback: the descriptor check
 /// and the predicates run here, where the entry's type is known, instead of
-/// as two more virtual calls from the map.
+/// as two more virtual calls from the map. Whether the callback asked to
+/// stop the loop is added as it is.
 #[inline]
 fn resume<D: Dispatch>(entry: &D, cx: &Ctx<'_>) -> Resume {
-    if cx.is_closing() {
+    let answer = if cx.is_closing() {
         Resume::CLOSE
     } else if Dispatch::fd(entry).as_raw_fd() as u32 != cx.token().index() {
         Resume::REPLACED
     } else {
         Resume::watch(Dispatch::interest(entry))
-    }
+    };
+    answer.with(cx.stop_bit())
 }
 
 /// An entry that records its callbacks (see [`Entry::traced`]).

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::entry::{InsertError, Register};
+use super::entry::{InsertError, Register, Resume};
 use super::registry::Registry;
 use crate::token::Token;
 
@@ -35,8 +35,14 @@ fn grow_scratch(registry: &mut Registry) {
 /// delivered to it.
 pub struct Ctx<'a> {
     registry: &'a mut Registry,
-    token: Token,
-    stopping: bool,
+    /// The channel's token, as its poller key: the map's id, the rest of
+    /// the token, is the registry's, and a wake-up then does not copy it.
+    key: u64,
+    /// [`Resume::STOP`] once this callback asked to stop the loop, else 0:
+    /// that bit as it is, so that an entry adds it to its answer with one
+    /// `or`, and the loop's common case (the channel stays, the loop goes
+    /// on) is one test of the answer.
+    stop: u8,
     /// Set when this callback closed its channel: what
     /// [`crate::channel::mark_closing`] replaced then, to put back when the
     /// callback ends. `Some` is also what [`is_closing`](Self::is_closing)
@@ -47,24 +53,31 @@ pub struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     #[inline]
     pub(crate) fn new(registry: &'a mut Registry, token: Token) -> Self {
-        Ctx { registry, token, stopping: false, unmark: None }
+        Ctx { registry, key: token.key(), stop: 0, unmark: None }
     }
 
     /// The callback is over: the channel it closed is no longer refused
     /// I/O here (the map is about to close it). Returns whether it asked to
-    /// stop the loop.
+    /// stop the loop. A callback that did neither (its [`Resume`] says so)
+    /// needs no end.
     #[inline]
     pub(crate) fn end(self) -> bool {
         if let Some(previous) = self.unmark {
             crate::channel::unmark_closing(previous);
         }
-        self.stopping
+        self.stop != 0
+    }
+
+    /// [`Resume::STOP`] if this callback asked to stop the loop, else 0.
+    #[inline]
+    pub(crate) fn stop_bit(&self) -> u8 {
+        self.stop
     }
 
     /// The token of the channel whose callback this is.
     #[inline]
     pub fn token(&self) -> Token {
-        self.token
+        Token::from_key(self.key, self.registry.id)
     }
 
     /// Adds a channel to the loop; it is watched from the next wait on.
@@ -90,7 +103,7 @@ impl<'a> Ctx<'a> {
     /// `AsyncChat::close_when_done` or wait for `writable()` to turn false.
     pub fn close(&mut self) {
         if self.unmark.is_none() {
-            self.unmark = Some(crate::channel::mark_closing(self.token.fd()));
+            self.unmark = Some(crate::channel::mark_closing(self.token().fd()));
         }
     }
 
@@ -113,7 +126,7 @@ impl<'a> Ctx<'a> {
     /// if one removes that callback's channel, it closes as with `close`
     /// when [`shutdown`](Self::shutdown) returns.
     pub fn remove(&mut self, token: Token) -> bool {
-        if token == self.token {
+        if token == self.token() {
             let open = !self.is_closing();
             self.close();
             return open;
@@ -124,7 +137,7 @@ impl<'a> Ctx<'a> {
     /// Asks another channel's `readable()`/`writable()` again: call it after
     /// changing state its predicates read.
     pub fn refresh(&mut self, token: Token) {
-        if token != self.token {
+        if token != self.token() {
             self.registry.refresh(token);
         }
     }
@@ -310,7 +323,7 @@ impl<'a> Ctx<'a> {
     /// [`Waker::shutdown`](crate::Waker::shutdown).
     pub fn shutdown(&mut self, grace: Duration) {
         if self.registry.begin_shutdown(grace) {
-            self.stopping = true;
+            self.stop = Resume::STOP.bits();
         }
         if !self.registry.removed_busy.is_empty() {
             self.closed_from_below();
@@ -322,7 +335,7 @@ impl<'a> Ctx<'a> {
     /// its slot): it closes, as with [`close`](Self::close).
     #[cold]
     fn closed_from_below(&mut self) {
-        let me = self.token;
+        let me = self.token();
         let removed = self.registry.removed_busy.len();
         self.registry.removed_busy.retain(|&token| token != me);
         if self.registry.removed_busy.len() < removed {
@@ -334,7 +347,7 @@ impl<'a> Ctx<'a> {
     /// listener's `EMFILE` pause, which needs the channel's one timer,
     /// puts back when it is over.
     pub(crate) fn own_deadline(&self) -> Option<Instant> {
-        self.registry.timers.deadline(self.token)
+        self.registry.timers.deadline(self.token())
     }
 
     /// Whether a graceful shutdown is under way: a listener whose own
@@ -347,7 +360,7 @@ impl<'a> Ctx<'a> {
     /// Ends the loop after this callback, leaving the map as it is
     /// (asyncore's `ExitNow`).
     pub fn stop(&mut self) {
-        self.stopping = true;
+        self.stop = Resume::STOP.bits();
     }
 
     /// How many channels the map holds, this one included (though it is
@@ -375,9 +388,9 @@ impl<'a> Ctx<'a> {
 impl fmt::Debug for Ctx<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ctx")
-            .field("token", &self.token)
+            .field("token", &self.token())
             .field("closing", &self.is_closing())
-            .field("stopping", &self.stopping)
+            .field("stopping", &(self.stop != 0))
             .finish_non_exhaustive()
     }
 }

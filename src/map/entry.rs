@@ -80,9 +80,11 @@ pub trait RegisterSealed<H> {
 
 /// What the loop does with a channel after a wake-up: watch it with an
 /// interest (its predicates' answer now), take it out of the map (it
-/// closed), or close it as [`REPLACED`](Self::REPLACED). One byte, so that
-/// a wake-up returns it in a register: an interest's bits, or one of two
-/// bits no interest has.
+/// closed), or close it as [`REPLACED`](Self::REPLACED); and whether the
+/// callback asked to stop the loop ([`STOP`](Self::STOP)). One byte, so
+/// that a wake-up returns it in a register: an interest's bits, and three
+/// bits no interest has. The loop's common case — watch, and go on — is
+/// the one with none of those three: one test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Resume(u8);
 
@@ -92,6 +94,8 @@ impl Resume {
     /// The handler swapped the channel it was lent for another one: the
     /// slot no longer matches the descriptor the poller watches.
     pub const REPLACED: Resume = Resume(0x40);
+    /// The callback asked to stop the loop (added to any of the others).
+    pub const STOP: Resume = Resume(0x20);
 
     /// Watch it with `interest`.
     #[inline]
@@ -99,10 +103,37 @@ impl Resume {
         Resume(interest.bits())
     }
 
+    /// This answer with `stop` added: [`STOP`](Self::STOP)'s bit or 0 (as
+    /// a [`Ctx`] keeps it).
+    #[inline]
+    pub(crate) fn with(self, stop: u8) -> Resume {
+        Resume(self.0 | stop)
+    }
+
+    pub(crate) const fn bits(self) -> u8 {
+        self.0
+    }
+
     /// The interest to watch it with, unless it leaves the map.
     #[inline]
     pub fn interest(self) -> Option<Interest> {
         (self.0 & (Self::CLOSE.0 | Self::REPLACED.0) == 0).then(|| Interest::from_bits(self.0))
+    }
+
+    /// The interest to watch it with, when that is all: it stays, and the
+    /// loop goes on.
+    #[inline]
+    pub(crate) fn only_interest(self) -> Option<Interest> {
+        // Nothing but an interest's bits: the test also tells the compiler
+        // that `from_bits` drops none.
+        let all = Interest::READ.bits() | Interest::WRITE.bits() | Interest::PRIORITY.bits();
+        (self.0 <= all).then(|| Interest::from_bits(self.0))
+    }
+
+    /// It leaves the map as [`REPLACED`](Self::REPLACED) (and did not close).
+    #[inline]
+    pub(crate) fn is_replaced(self) -> bool {
+        self.0 & (Self::CLOSE.0 | Self::REPLACED.0) == Self::REPLACED.0
     }
 }
 

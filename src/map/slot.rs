@@ -8,9 +8,11 @@ use crate::readiness::Interest;
 ///
 /// A slot is vacant (no channel), occupied (a channel waiting for
 /// readiness) or busy (its channel taken out while its own callback runs).
-/// The three states are `entry` and the `BUSY` flag together, rather than an
-/// enum with a `Busy` variant: such an enum cannot hide its tag in the boxed
-/// pointer and would make every slot 8 bytes larger.
+/// The three states are `entry` and the `VACANT` flag together, rather than
+/// an enum with a `Busy` variant: such an enum cannot hide its tag in the
+/// boxed pointer and would make every slot 8 bytes larger. The flag marks
+/// the vacant state, not the busy one: a slot turns busy and back on every
+/// event, and vacant only when a channel joins or leaves.
 ///
 /// Generic over what it holds (the map's `dyn Entry`) so that this module
 /// stays outside the map core's import cycle.
@@ -24,12 +26,13 @@ pub(super) struct Slot<E: ?Sized> {
 
 impl<E: ?Sized> Default for Slot<E> {
     fn default() -> Self {
-        Slot { entry: None, generation: 0, interest: Interest::NONE, flags: 0 }
+        Slot { entry: None, generation: 0, interest: Interest::NONE, flags: VACANT }
     }
 }
 
-/// The channel is out of its slot while its own callback runs.
-const BUSY: u8 = 1;
+/// No channel is here: neither waiting (`entry`) nor out for its own
+/// callback (busy).
+const VACANT: u8 = 1;
 /// A regular file: never given to the kernel, always reported ready.
 pub(super) const ALWAYS_READY: u8 = 2;
 /// rolecore's own (the waker): not counted, so it never keeps a loop alive.
@@ -62,7 +65,7 @@ impl<E: ?Sized> Slot<E> {
     /// A channel is here, waiting or in its callback.
     #[inline]
     pub(super) fn is_live(&self) -> bool {
-        self.entry.is_some() || self.has(BUSY)
+        !self.has(VACANT)
     }
 
     #[inline]
@@ -94,9 +97,7 @@ impl<E: ?Sized> Slot<E> {
     /// busy until it is put back or discarded.
     #[inline]
     pub(super) fn take(&mut self) -> Option<Box<E>> {
-        let entry = self.entry.take()?;
-        self.flags |= BUSY;
-        Some(entry)
+        self.entry.take()
     }
 
     /// A new channel moves in, with the flags it keeps while here.
@@ -126,6 +127,5 @@ impl<E: ?Sized> Slot<E> {
         let previous = self.entry.replace(entry);
         debug_assert!(previous.is_none(), "a slot was filled twice");
         std::mem::forget(previous);
-        self.flags &= !BUSY;
     }
 }

@@ -300,6 +300,20 @@ impl Poller {
         matches!(self.kernel, Kernel::Epoll(_))
     }
 
+    /// [`wait`](Self::wait) of a poller that [keeps its
+    /// registrations](Self::keeps_registrations): epoll, and so no script
+    /// (a simulation's poller is never epoll: `scripted`, `successor`),
+    /// which this wait does not look for. The map's common wait: 4
+    /// instructions fewer per wait (callgrind, echo at one connection).
+    #[inline(always)]
+    pub fn wait_kernel(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        debug_assert!(self.script.is_none(), "a simulation's poller is never epoll");
+        if let Kernel::Epoll(p) = &mut self.kernel {
+            return p.wait(&mut events.kernel, timeout);
+        }
+        self.wait(std::iter::empty(), events, timeout)
+    }
+
     /// Watches `fd` under `key`. epoll's rules: a descriptor it refuses
     /// with `EPERM` (a regular file) is accepted as [`Watched::AlwaysReady`]
     /// (the map then reports it ready itself, as `poll` and `select` would);

@@ -182,11 +182,18 @@ impl Registry {
     #[inline(always)]
     pub(crate) fn resume(&mut self, token: Token, entry: Box<dyn Entry>, resume: Resume) {
         let Some(interest) = resume.interest() else {
-            if resume == Resume::REPLACED {
+            if resume.is_replaced() {
                 return self.replaced(token, entry);
             }
             return self.discard(token, entry);
         };
+        self.put_back(token, entry, interest);
+    }
+
+    /// Puts a channel back in its slot after its callback, watched with
+    /// `interest`.
+    #[inline(always)]
+    pub(crate) fn put_back(&mut self, token: Token, entry: Box<dyn Entry>, interest: Interest) {
         let slot = &mut self.slots[token.index() as usize];
         let changed = interest != slot.interest;
         slot.hold(entry);

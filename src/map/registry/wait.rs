@@ -27,7 +27,7 @@ impl Registry {
             && self.timers.is_empty()
             && self.shutdown.is_none()
         {
-            return self.poller.wait(std::iter::empty(), events, timeout);
+            return self.poller.wait_kernel(events, timeout);
         }
         self.wait_for_all(events, timeout)
     }
