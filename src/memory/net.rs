@@ -159,7 +159,14 @@ impl Net {
             self.placeholder = Some(fd);
         }
         let original = self.placeholder.as_ref().expect("opened above");
-        Ok(rustix::io::fcntl_dupfd_cloexec(original, (self.top + 1) as RawFd)?)
+        // Past the descriptor limit (`EINVAL` for a number above it, or
+        // `EMFILE`), the lowest free number, as before: a hole below still
+        // serves, and only the order of reports suffers.
+        let above = RawFd::try_from(self.top + 1).unwrap_or(RawFd::MAX);
+        match rustix::io::fcntl_dupfd_cloexec(original, above) {
+            Ok(fd) => Ok(fd),
+            Err(_) => Ok(rustix::io::fcntl_dupfd_cloexec(original, 0)?),
+        }
     }
 
     /// Files descriptor `fd` as end `id`'s, for the poller.
