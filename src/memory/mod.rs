@@ -555,6 +555,28 @@ mod tests {
         assert_eq!(open_ends(), before);
     }
 
+    /// A channel's descriptor is numbered above every in-memory channel's
+    /// open on this thread, not in the hole a closed one left: the map
+    /// lists channels by descriptor number, and the simulation reports
+    /// them in the order they joined, which then is the same order.
+    #[test]
+    fn a_new_descriptor_is_numbered_above_the_open_ones() {
+        use std::os::fd::AsRawFd;
+        let channel = || {
+            let (ours, theirs) = established();
+            let fd = descriptor_for(&ours).unwrap();
+            (ours, theirs, fd)
+        };
+        let first = channel();
+        let middle = channel();
+        let last = channel();
+        drop(middle); // a hole below the last one
+        let next = channel();
+        let raw = |c: &(End, End, OwnedFd)| c.2.as_raw_fd();
+        assert!(raw(&last) > raw(&first));
+        assert!(raw(&next) > raw(&last), "{} above {}", raw(&next), raw(&last));
+    }
+
     /// A connect's result: established is success, refused is
     /// `ECONNREFUSED`; a connect in progress whose far end closes is
     /// refused, and is then writable with an error and a hang-up.

@@ -31,81 +31,95 @@ pub(crate) struct Chaos {
 
 impl Script for Chaos {
     fn adjust(&mut self, live: &[u64], events: &mut Vec<Event>) {
-        self.delivered.clear();
-        let sorted = {
-            // One lookup per key, kept for the trace, then a sort on the
-            // numbers (unknown last) when they are not in order already
-            // (they often are: a test per pair, where the sort's own
-            // bookkeeping cost a dozen traced comparisons).
-            let ids = self.ids.borrow();
-            let keyed = &mut self.keyed;
-            keyed.clear();
-            keyed.extend(events.iter().map(|&e| (ids.get(e.0), e)));
-            let number = |&(id, _): &(Option<u32>, Event)| id.unwrap_or(u32::MAX);
-            let sorted = keyed.is_sorted_by_key(number);
-            if !sorted {
-                keyed.sort_by_key(number);
-            }
-            sorted
-        };
-        if self.truthful {
-            self.delivered.extend(self.keyed.iter().map(|&(id, (k, r))| (k, id, r, 0)));
-            if sorted {
+        // One borrow of the numbers for the whole wait, the fields split so
+        // that the lists can be written meanwhile.
+        let Chaos { chooser, truthful, delivered, ids, live: numbered, keyed } = self;
+        let ids = ids.borrow();
+        delivered.clear();
+        // One lookup per key, kept for the trace, then a sort on the
+        // numbers (unknown last) when they are not in order already: they
+        // nearly always are, as the in-memory channels' descriptors are
+        // numbered in the order they joined (`memory::net`'s placeholder),
+        // and a test of the order is a comparison per report where the
+        // sort's own bookkeeping cost a dozen.
+        if *truthful {
+            // The settling's waits: the truth, numbered straight into what
+            // is delivered.
+            delivered.extend(events.iter().map(|&(k, r)| (k, ids.get(k), r, 0)));
+            if delivered.is_sorted_by_key(delivered_number) {
                 return; // `events` already is the truth, in channel order
             }
+            delivered.sort_by_key(delivered_number);
         } else {
-            self.alter(live);
+            keyed.clear();
+            keyed.extend(events.iter().map(|&e| (ids.get(e.0), e)));
+            if !keyed.is_sorted_by_key(number) {
+                keyed.sort_by_key(number);
+            }
+            alter(chooser, &ids, keyed, numbered, live, delivered);
         }
         events.clear();
-        events.extend(self.delivered.iter().map(|&(k, _, r, _)| (k, r)));
+        events.extend(delivered.iter().map(|&(k, _, r, _)| (k, r)));
     }
 }
 
-impl Chaos {
-    /// What a wait delivers of the truth in `keyed`, as the chooser says,
-    /// into `delivered`; `live` holds the keys of every watched channel.
-    fn alter(&mut self, live: &[u64]) {
-        let c = &*self.chooser;
-        let out = &mut self.delivered;
-        for &(id, (key, r)) in &self.keyed {
-            if c.one_in(6) {
-                continue; // withheld: level-triggered, so it comes back later
-            }
-            let mut notes = 0;
-            let mut r = r;
-            if c.one_in(8) {
-                r |= Readiness::READABLE;
-                notes |= note::SPURIOUS_READABLE;
-            }
-            if c.one_in(8) {
-                r |= Readiness::WRITABLE;
-                notes |= note::SPURIOUS_WRITABLE;
-            }
-            out.push((key, id, r, notes));
+/// A report's channel number, unknown channels last.
+fn number(keyed: &(Option<u32>, Event)) -> u32 {
+    keyed.0.unwrap_or(u32::MAX)
+}
+
+/// [`number`] of a delivered report.
+fn delivered_number(report: &(u64, Option<u32>, Readiness, u8)) -> u32 {
+    report.1.unwrap_or(u32::MAX)
+}
+
+/// What a wait delivers of the truth in `keyed`, as the chooser says,
+/// into `out`; `live` holds the keys of every watched channel, `numbered`
+/// is room to number them in.
+fn alter(
+    c: &Chooser,
+    ids: &super::check::IdTable,
+    keyed: &[(Option<u32>, Event)],
+    numbered: &mut Vec<(u32, u64)>,
+    live: &[u64],
+    out: &mut Vec<(u64, Option<u32>, Readiness, u8)>,
+) {
+    for &(id, (key, r)) in keyed {
+        if c.one_in(6) {
+            continue; // withheld: level-triggered, so it comes back later
         }
-        if !live.is_empty() && c.one_in(5) {
-            // The n-th live channel in channel order, found only when a
-            // wake-up is invented (one wait in five, none in the settling):
-            // the same key a full sort would give, without numbering and
-            // sorting every live channel on every wait.
-            let n = c.below(live.len()).unwrap_or(0);
-            let ids = self.ids.borrow();
-            self.live.clear();
-            self.live.extend(live.iter().map(|&key| (ids.get(key).unwrap_or(u32::MAX), key)));
-            let key = self.live.select_nth_unstable(n).1.1;
-            let r = if c.one_in(2) { Readiness::READABLE } else { Readiness::WRITABLE };
-            out.push((key, ids.get(key), r, note::WAKEUP));
+        let mut notes = 0;
+        let mut r = r;
+        if c.one_in(8) {
+            r |= Readiness::READABLE;
+            notes |= note::SPURIOUS_READABLE;
         }
-        let ids = self.ids.borrow();
-        if !ids.closed.is_empty() && c.one_in(6) {
-            let key = ids.closed[c.below(ids.closed.len()).unwrap_or(0)];
-            out.push((key, ids.get(key), Readiness::READABLE | Readiness::WRITABLE, note::CLOSED));
+        if c.one_in(8) {
+            r |= Readiness::WRITABLE;
+            notes |= note::SPURIOUS_WRITABLE;
         }
-        drop(ids);
-        if out.len() > 1 {
-            let k = c.below(out.len()).unwrap_or(0);
-            out.rotate_left(k);
-        }
+        out.push((key, id, r, notes));
+    }
+    if !live.is_empty() && c.one_in(5) {
+        // The n-th live channel in channel order, found only when a
+        // wake-up is invented (one wait in five, none in the settling):
+        // the same key a full sort would give, without numbering and
+        // sorting every live channel on every wait.
+        let n = c.below(live.len()).unwrap_or(0);
+        numbered.clear();
+        numbered.extend(live.iter().map(|&key| (ids.get(key).unwrap_or(u32::MAX), key)));
+        // Usually in order already (see `adjust`): then the n-th is at n.
+        let key = if numbered.is_sorted() { numbered[n].1 } else { numbered.select_nth_unstable(n).1.1 };
+        let r = if c.one_in(2) { Readiness::READABLE } else { Readiness::WRITABLE };
+        out.push((key, ids.get(key), r, note::WAKEUP));
+    }
+    if !ids.closed.is_empty() && c.one_in(6) {
+        let key = ids.closed[c.below(ids.closed.len()).unwrap_or(0)];
+        out.push((key, ids.get(key), Readiness::READABLE | Readiness::WRITABLE, note::CLOSED));
+    }
+    if out.len() > 1 {
+        let k = c.below(out.len()).unwrap_or(0);
+        out.rotate_left(k);
     }
 }
 
