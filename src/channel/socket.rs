@@ -313,8 +313,25 @@ impl Channel<Connected> {
 
     /// One receive. Inlined into the caller: the common case (bytes came)
     /// is the system call and two branches; everything else is out of line.
+    /// A closing channel and an in-memory end are found by one test
+    /// ([`super::usual`]), and asked apart out of line.
     #[inline]
     fn recv_with(&mut self, buf: &mut [u8], flags: RecvFlags) -> io::Result<usize> {
+        if !super::usual() {
+            return self.recv_unusual(buf, flags);
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let first = net::recv(&self.fd, &mut *buf, flags);
+        self.received(buf, flags, first)
+    }
+
+    /// [`recv_with`](Self::recv_with) while a channel is closing or this
+    /// thread has in-memory ends: the exact tests, in the same order.
+    #[cold]
+    #[inline(never)]
+    fn recv_unusual(&mut self, buf: &mut [u8], flags: RecvFlags) -> io::Result<usize> {
         self.check_open()?;
         if buf.is_empty() {
             return Ok(0);
@@ -403,10 +420,26 @@ impl Channel<Connected> {
     /// are the common case, the rest is out of line.
     #[inline]
     fn send_with(&mut self, data: &[u8], flags: SendFlags) -> io::Result<usize> {
+        if !super::usual() {
+            return self.send_unusual(data, flags);
+        }
+        self.send_kernel(data, flags)
+    }
+
+    /// [`send_with`](Self::send_with) while a channel is closing or this
+    /// thread has in-memory ends.
+    #[cold]
+    #[inline(never)]
+    fn send_unusual(&mut self, data: &[u8], flags: SendFlags) -> io::Result<usize> {
         self.check_open()?;
         if self.end.is_memory() {
             return self.send_memory(data, flags);
         }
+        self.send_kernel(data, flags)
+    }
+
+    #[inline(always)]
+    fn send_kernel(&mut self, data: &[u8], flags: SendFlags) -> io::Result<usize> {
         // As in `received`, the cold path is handed the error alone.
         match net::send(&self.fd, data, flags) {
             Ok(n) => {
