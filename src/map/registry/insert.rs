@@ -131,6 +131,9 @@ impl Registry {
         slot.fill(entry, interest, always_ready, daemon);
         self.len += usize::from(!daemon);
         self.always_ready += usize::from(always_ready);
+        if always_ready {
+            self.pending |= super::RARE;
+        }
     }
 }
 

@@ -79,7 +79,8 @@ pub(crate) struct Registry {
     /// shutdown clears it as it begins.
     pub(super) closing_all: bool,
     /// Work the next wait does first, off the common path: [`ORPHANS`],
-    /// [`UNANSWERED`]. One byte, so that the common wait tests it once.
+    /// [`UNANSWERED`], [`RARE`]. One byte, so that the common wait tests it
+    /// once.
     pub(crate) pending: u8,
     /// Where every deadline of this map is measured: the monotonic clock,
     /// or a simulation's virtual one.
@@ -103,6 +104,13 @@ pub(crate) const ORPHANS: u8 = 1;
 /// [`Registry::pending`]: a channel's predicates could not answer
 /// ([`Registry::unanswered`]): asked again before the next wait.
 pub(crate) const UNANSWERED: u8 = 2;
+/// [`Registry::pending`]: the wait may need more than the kernel's
+/// readiness — a poller that is handed its sources on every wait, a
+/// regular file (always ready), input held above a socket, a shutdown's
+/// deadline. Set wherever one of them may begin, cleared by the full wait
+/// once none holds: the common wait tests this byte instead of each of
+/// them (callgrind: 6 instructions per wait).
+pub(crate) const RARE: u8 = 4;
 
 impl Registry {
     pub(crate) fn new(backend: Backend) -> io::Result<Registry> {
@@ -110,6 +118,7 @@ impl Registry {
     }
 
     pub(crate) fn with_poller(poller: Poller) -> io::Result<Registry> {
+        let pending = if poller.keeps_registrations() { 0 } else { RARE };
         Ok(Registry {
             id: next_map_id()?,
             slots: Vec::new(),
@@ -127,7 +136,7 @@ impl Registry {
             shutdown: None,
             late_listener: false,
             closing_all: false,
-            pending: 0,
+            pending,
             clock: Clock::Monotonic,
             catch_panics: false,
             removed_busy: Vec::new(),
@@ -366,6 +375,7 @@ impl Registry {
         }
         if held && !self.held_input.contains(&token) {
             self.held_input.push(token);
+            self.pending |= RARE;
         }
     }
 
@@ -433,6 +443,7 @@ impl Registry {
         }
         self.always_ready = count;
         self.poller = poller;
+        self.pending |= RARE;
         Ok(())
     }
 }

@@ -31,6 +31,7 @@ impl Registry {
         }
         // Listeners go at once: a shutdown in the past closes them now.
         self.shutdown = Some(self.shutdown.map_or(at, |old| old.min(at)));
+        self.pending |= super::RARE;
         self.late_listener = false;
         let stop = self.close_where(|entry| entry.joined() == Joined::Listening);
         if self.len == 0 {

@@ -5,7 +5,7 @@
 use std::io;
 use std::time::Duration;
 
-use super::{ORPHANS, Registry, UNANSWERED};
+use super::{ORPHANS, RARE, Registry, UNANSWERED};
 use crate::clock::Clock;
 use crate::poller::{Events, Source};
 use crate::readiness::Readiness;
@@ -16,25 +16,38 @@ impl Registry {
     /// deadline, and adds what was ready to `events`.
     #[inline(always)]
     pub(crate) fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        // The common case, inlined into the loop: epoll, which reads no list
-        // of sources; no file to report ready, no deadline to wake for
-        // (with no timer armed the heap is empty: `Timers::forget_stale`),
-        // no registration to rebuild.
-        if self.poller.keeps_registrations()
-            && self.pending == 0
-            && self.always_ready == 0
-            && self.held_input.is_empty()
-            && self.timers.is_empty()
-            && self.shutdown.is_none()
-        {
+        // The common case, inlined into the loop: no file to report ready,
+        // no input held, no shutdown (none of them `RARE`), no registration
+        // to rebuild, no deadline to wake for (with no timer armed the heap
+        // is empty: `Timers::forget_stale`), and epoll, which reads no list
+        // of sources. (`RARE` covers the poller too; asked here again, the
+        // test is the one `wait_kernel` makes, and its other branch is gone.)
+        if self.pending == 0 && self.timers.is_empty() && self.poller.keeps_registrations() {
+            debug_assert!(!self.is_rare(), "a rare wait not marked RARE");
             return self.poller.wait_kernel(events, timeout);
         }
         self.wait_for_all(events, timeout)
     }
 
+    /// Whether the wait needs more than the kernel's readiness ([`RARE`]).
+    fn is_rare(&self) -> bool {
+        !self.poller.keeps_registrations()
+            || self.always_ready > 0
+            || !self.held_input.is_empty()
+            || self.shutdown.is_some()
+    }
+
     /// [`wait`](Self::wait) in every case.
     #[inline(never)]
     fn wait_for_all(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        let result = self.wait_for_all_inner(events, timeout);
+        if !self.is_rare() {
+            self.pending &= !RARE;
+        }
+        result
+    }
+
+    fn wait_for_all_inner(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         if self.pending & ORPHANS != 0 {
             self.rebuild_registrations();
         }
