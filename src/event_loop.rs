@@ -293,13 +293,15 @@ impl Map {
                 return Ok(true);
             }
         }
-        for &(key, readiness) in self.events.list() {
-            if woken(&mut self.registry, key, readiness) {
+        // Reports of the map's own (another backend's, a file's, held
+        // input) and a shutdown come only with `RARE` set: one test skips
+        // both (callgrind: 3 instructions per wait).
+        if self.registry.marked_rare() {
+            if self.rare_reports() {
                 return Ok(true);
             }
-        }
-        if self.registry.shutdown.is_some() && self.registry.end_shutdown(self.registry.clock.now()) {
-            return Ok(true);
+        } else {
+            debug_assert!(self.events.list().is_empty() && self.registry.shutdown.is_none());
         }
         if !self.registry.timers.is_empty() {
             let now = self.registry.clock.now();
@@ -311,6 +313,19 @@ impl Map {
             }
         }
         Ok(false)
+    }
+
+    /// The rest of a rare iteration's reports (see [`iterate`](Self::iterate)),
+    /// and the end of a shutdown's grace. Returns whether a callback asked
+    /// to stop.
+    #[inline(always)]
+    fn rare_reports(&mut self) -> bool {
+        for &(key, readiness) in self.events.list() {
+            if woken(&mut self.registry, key, readiness) {
+                return true;
+            }
+        }
+        self.registry.shutdown.is_some() && self.registry.end_shutdown(self.registry.clock.now())
     }
 
     /// Runs the loop until `done(map)` holds, the map empties, a handler

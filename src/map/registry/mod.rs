@@ -107,9 +107,10 @@ pub(crate) const UNANSWERED: u8 = 2;
 /// [`Registry::pending`]: the wait may need more than the kernel's
 /// readiness — a poller that is handed its sources on every wait, a
 /// regular file (always ready), input held above a socket, a shutdown's
-/// deadline. Set wherever one of them may begin, cleared by the full wait
-/// once none holds: the common wait tests this byte instead of each of
-/// them (callgrind: 6 instructions per wait).
+/// deadline. Set wherever one of them may begin, cleared by a full wait
+/// that finds none holds: the common wait tests this byte instead of each
+/// of them (callgrind: 6 instructions per wait), and the loop skips the
+/// map's own reports and the shutdown's end without it.
 pub(crate) const RARE: u8 = 4;
 
 impl Registry {

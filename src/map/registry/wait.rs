@@ -29,6 +29,13 @@ impl Registry {
         self.wait_for_all(events, timeout)
     }
 
+    /// Whether [`RARE`] is set: the last wait may have added reports of
+    /// the map's own, or a shutdown may be under way.
+    #[inline(always)]
+    pub(crate) fn marked_rare(&self) -> bool {
+        self.pending & RARE != 0
+    }
+
     /// Whether the wait needs more than the kernel's readiness ([`RARE`]).
     fn is_rare(&self) -> bool {
         !self.poller.keeps_registrations()
@@ -38,16 +45,17 @@ impl Registry {
     }
 
     /// [`wait`](Self::wait) in every case.
+    ///
+    /// [`RARE`] is cleared here before the wait, not after it: it stays set
+    /// through the iteration that follows a rare wait, so that the loop
+    /// may skip the map's own reports and the shutdown's end when it is
+    /// not set (see `Map::iterate`). A rare case that ended costs one more
+    /// full wait.
     #[inline(never)]
     fn wait_for_all(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        let result = self.wait_for_all_inner(events, timeout);
         if !self.is_rare() {
             self.pending &= !RARE;
         }
-        result
-    }
-
-    fn wait_for_all_inner(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         if self.pending & ORPHANS != 0 {
             self.rebuild_registrations();
         }
