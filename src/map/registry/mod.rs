@@ -106,8 +106,8 @@ pub(crate) const ORPHANS: u8 = 1;
 pub(crate) const UNANSWERED: u8 = 2;
 /// [`Registry::pending`]: the wait may need more than the kernel's
 /// readiness — a poller that is handed its sources on every wait, a
-/// regular file (always ready), input held above a socket, a shutdown's
-/// deadline. Set wherever one of them may begin, cleared by a full wait
+/// regular file (always ready), input held above a socket, a timer, a
+/// shutdown's deadline. Set wherever one of them may begin, cleared by a full wait
 /// that finds none holds: the common wait tests this byte instead of each
 /// of them (callgrind: 6 instructions per wait), and the loop skips the
 /// map's own reports and the shutdown's end without it.
@@ -312,6 +312,7 @@ impl Registry {
             _ => deadline,
         };
         self.timers.set_deadline(token, deadline);
+        self.pending |= RARE;
         if let Some(trace) = &self.trace {
             trace.borrow_mut().push((token, Traced::Deadline(deadline)));
         }
@@ -336,6 +337,7 @@ impl Registry {
         }
         if live {
             self.timers.set_idle(token, idle, self.clock.now());
+            self.pending |= RARE;
             if let Some(trace) = &self.trace {
                 trace.borrow_mut().push((token, Traced::IdleTimeout(idle)));
             }

@@ -17,12 +17,12 @@ impl Registry {
     #[inline(always)]
     pub(crate) fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         // The common case, inlined into the loop: no file to report ready,
-        // no input held, no shutdown (none of them `RARE`), no registration
-        // to rebuild, no deadline to wake for (with no timer armed the heap
-        // is empty: `Timers::forget_stale`), and epoll, which reads no list
-        // of sources. (`RARE` covers the poller too; asked here again, the
-        // test is the one `wait_kernel` makes, and its other branch is gone.)
-        if self.pending == 0 && self.timers.is_empty() && self.poller.keeps_registrations() {
+        // no input held, no deadline to wake for, no shutdown (none of them
+        // `RARE`), no registration to rebuild, and epoll, which reads no
+        // list of sources. (`RARE` covers the poller too; asked here again,
+        // the test is the one `wait_kernel` makes, and its other branch is
+        // gone.)
+        if self.pending == 0 && self.poller.keeps_registrations() {
             debug_assert!(!self.is_rare(), "a rare wait not marked RARE");
             return self.poller.wait_kernel(events, timeout);
         }
@@ -41,6 +41,7 @@ impl Registry {
         !self.poller.keeps_registrations()
             || self.always_ready > 0
             || !self.held_input.is_empty()
+            || !self.timers.is_empty()
             || self.shutdown.is_some()
     }
 
