@@ -279,10 +279,9 @@ mod tests {
     /// lowest free number: the simulation goes on, only out of order.
     #[test]
     fn a_placeholder_past_the_descriptor_limit_takes_the_lowest_free_number() {
-        let mut net = Net::default();
         // As if a channel were open just below the largest descriptor
         // number: the next one above it is past any limit.
-        net.top = (i32::MAX - 1) as usize;
+        let mut net = Net { top: (i32::MAX - 1) as usize, ..Net::default() };
         let fd = net.placeholder().expect("a placeholder below the limit");
         assert!(fd.as_raw_fd() < i32::MAX, "{}", fd.as_raw_fd());
     }
