@@ -577,6 +577,26 @@ mod tests {
         assert!(raw(&next) > raw(&last), "{} above {}", raw(&next), raw(&last));
     }
 
+    /// Descriptor numbers go back down as the highest channels close: a
+    /// simulation that opens and closes channels one after another for
+    /// long does not climb through the descriptor table (and then fall back
+    /// to the lowest free number, out of order) as if every channel it ever
+    /// had were still open.
+    #[test]
+    fn numbers_go_back_down_as_the_highest_channels_close() {
+        use std::os::fd::AsRawFd;
+        let below = established();
+        let _below_fd = descriptor_for(&below.0).unwrap();
+        // Another thread may take a number meanwhile, but not every time.
+        let numbers: Vec<_> = (0..64)
+            .map(|_| {
+                let (ours, _theirs) = established();
+                descriptor_for(&ours).unwrap().as_raw_fd()
+            })
+            .collect();
+        assert!(numbers.windows(2).any(|w| w[1] <= w[0]), "every one above the last: {numbers:?}");
+    }
+
     /// A connect's result: established is success, refused is
     /// `ECONNREFUSED`; a connect in progress whose far end closes is
     /// refused, and is then writable with an error and a hang-up.

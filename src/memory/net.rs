@@ -267,3 +267,22 @@ pub(super) fn release(id: u16) {
     // A thread's table is gone only while the thread exits: nothing to tell.
     let _ = NET.try_with(|net| net.borrow_mut().release(id));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::Net;
+
+    /// Past the descriptor limit (a number above the highest channel that
+    /// `fcntl` refuses with `EINVAL`), a placeholder still comes, with the
+    /// lowest free number: the simulation goes on, only out of order.
+    #[test]
+    fn a_placeholder_past_the_descriptor_limit_takes_the_lowest_free_number() {
+        // As if a channel were open just below the largest descriptor
+        // number: the next one above it is past any limit.
+        let mut net = Net { top: (i32::MAX - 1) as usize, ..Net::default() };
+        let fd = net.placeholder().expect("a placeholder below the limit");
+        assert!(fd.as_raw_fd() < i32::MAX, "{}", fd.as_raw_fd());
+    }
+}
