@@ -11,6 +11,7 @@ mod util;
 
 use std::cell::RefCell;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::time::Duration;
@@ -119,7 +120,12 @@ fn stream(m: &mut Map, handler: Scripted, data: &[u8]) -> (Token, Channel<Connec
 /// A stream in `m`, logged as `bad`, whose `handle_close` panics, and its
 /// peer.
 fn panicking_on_close(m: &mut Map, log: &Log) -> (Token, Channel<Connected>) {
-    stream(m, Scripted::new("bad", log).on_close(|_| panic!("handle_close panics (on purpose)")), b"")
+    stream(m, bad(log), b"")
+}
+
+/// A handler logged as `bad`, whose `handle_close` panics.
+fn bad(log: &Log) -> Scripted {
+    Scripted::new("bad", log).on_close(|_| panic!("handle_close panics (on purpose)"))
 }
 
 /// Whether the peer of a channel sees the end of the stream (or a reset).
@@ -171,11 +177,20 @@ fn an_uncaught_panic_in_a_shutdowns_handle_close_leaves_the_map_coherent_and_the
     for backend in backends() {
         let log = Log::default();
         let mut m = map(backend);
-        // The map closes in descriptor order: the one that panics comes
-        // first, so the others are still open when the panic unwinds.
-        let (bad, mut bad_peer) = panicking_on_close(&mut m, &log);
-        let (first, mut first_peer) = stream(&mut m, Scripted::new("first", &log), b"");
-        let (second, mut second_peer) = stream(&mut m, Scripted::new("second", &log), b"");
+        // The map closes in descriptor order: the one that panics gets the
+        // lowest of the three, so the others are still open when the panic
+        // unwinds. (Made first is not enough: tests on other threads close
+        // descriptors meanwhile, and a later pair may take a lower number.)
+        let mut pairs: Vec<_> = (0..3).map(|_| Channel::pair().expect("a socket pair")).collect();
+        pairs.sort_by_key(|(ours, _)| ours.as_raw_fd());
+        let mut pairs = pairs.into_iter();
+        let mut insert = |handler: Scripted| {
+            let (ours, peer) = pairs.next().expect("three pairs");
+            (m.insert(ours, handler).expect("insert"), peer)
+        };
+        let (bad, mut bad_peer) = insert(bad(&log));
+        let (first, mut first_peer) = insert(Scripted::new("first", &log));
+        let (second, mut second_peer) = insert(Scripted::new("second", &log));
         m.shutdown(Duration::ZERO);
         let options = LoopOptions::new().timeout(Duration::from_millis(10)).count(1);
         let ran = catch_unwind(AssertUnwindSafe(|| m.run(options)));
