@@ -201,6 +201,63 @@ impl AcceptHandler for OneShotServer {
     }
 }
 
+/// The length of [`block`]: more plaintext than rustls takes in one write
+/// (its 64 KiB buffer limit), so that one `Buffered::send` of it is partial
+/// in the session, not only in the socket.
+const BLOCK: usize = (1 << 20) + 7;
+
+/// Not a pattern of period dividing 64 KiB: a byte lost or sent twice at a
+/// partial send shifts everything after it.
+fn block() -> Vec<u8> {
+    (0..BLOCK).map(|i| (i % 251) as u8).collect()
+}
+
+/// Answers each read with [`block`], in one send.
+struct Block;
+
+impl StreamHandler<Buffered> for Block {
+    fn handle_read(&mut self, ch: &mut Buffered, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let buf = cx.buffer();
+        if ch.recv(buf)? > 0 {
+            ch.send(&block())?;
+        }
+        Ok(())
+    }
+}
+
+struct BlockServer(Arc<rustls::ServerConfig>);
+
+impl AcceptHandler for BlockServer {
+    fn handle_accepted(&mut self, conn: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+        cx.insert(Handshaking::server(Buffered::new(conn), self.0.clone())?, Block)?;
+        Ok(())
+    }
+}
+
+/// The echo test's sends are at most the loop's 64 KiB buffer, which rustls
+/// always takes whole; a bigger send is cut by rustls itself, and the part
+/// it did not take must be queued from exactly where it stopped.
+#[test]
+fn a_send_bigger_than_rustls_takes_at_once_arrives_whole_and_in_order() {
+    let cert = cert();
+    let (listener, addr) = tcp_listener();
+    let mut map = Map::new().unwrap();
+    map.insert(listener, BlockServer(server_config(&cert, &[], &[]))).unwrap();
+    let client = client_config(&cert, &[], &[]);
+    let got = util::with_client(&mut map, move || {
+        let mut c = connect(addr, client).unwrap();
+        c.write_all(b"go").unwrap();
+        // A byte sent twice shows as a difference; a lost one ends the
+        // read at its timeout (5 s).
+        let mut got = vec![0u8; BLOCK];
+        let read = c.read_exact(&mut got).map_err(|e| e.kind());
+        (read, got)
+    });
+    assert_eq!(got.0, Ok(()), "the whole block arrives within the read timeout");
+    let first = got.1.iter().zip(block()).position(|(&a, b)| a != b);
+    assert_eq!(first, None, "the first byte that differs from the block sent");
+}
+
 #[test]
 fn closing_sends_close_notify() {
     let cert = cert();
