@@ -80,8 +80,10 @@ pub fn connect(addr: std::net::SocketAddr, config: Arc<ClientConfig>) -> io::Res
 /// small send buffer on the server's side too: see `tls.rs`). Over
 /// loopback with default buffers a server's partial-write path never runs.
 pub fn connect_small_window(addr: std::net::SocketAddr, config: Arc<ClientConfig>) -> io::Result<Client> {
-    use rustix::net::{AddressFamily, SocketType, socket, sockopt};
-    let fd = socket(AddressFamily::INET, SocketType::STREAM, None)?;
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, socket_with, sockopt};
+    // Close-on-exec, as std's sockets: tests that start examples must not
+    // hand this socket to them.
+    let fd = socket_with(AddressFamily::INET, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
     sockopt::set_socket_recv_buffer_size(&fd, 4096)?;
     rustix::net::connect(&fd, &addr)?;
     connect_over(TcpStream::from(fd), config)
