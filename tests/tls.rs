@@ -17,7 +17,7 @@ use rolecore::{
     AcceptHandler, Address, AsyncChat, Buffered, Channel, ChatHandler, Connected, Ctx, Map, StreamHandler,
     Terminator,
 };
-use tls_common::{cert, client_config, connect, localhost, roundtrip, server_config};
+use tls_common::{cert, client_config, connect, connect_small_window, localhost, roundtrip, server_config};
 use util::{Log, run_until, tcp_listener};
 
 /// Echoes plaintext and logs what it learns.
@@ -199,6 +199,73 @@ impl AcceptHandler for OneShotServer {
         cx.insert(Handshaking::server(Buffered::new(conn), self.0.clone())?, OneShot)?;
         Ok(())
     }
+}
+
+/// The length of [`block`]: more plaintext than rustls takes in one write
+/// (its 64 KiB buffer limit), so that one `Buffered::send` of it is partial
+/// in the session; and, behind a small window, more than the server's
+/// socket holds, so that its writes of TLS records are partial too. Within
+/// `Buffered`'s default output limit (4 MiB).
+const BLOCK: usize = (3 << 20) + 7;
+
+/// Not a pattern of period dividing 64 KiB: a byte lost or sent twice at a
+/// partial send shifts everything after it.
+fn block() -> Vec<u8> {
+    (0..BLOCK).map(|i| (i % 251) as u8).collect()
+}
+
+/// Answers each read with [`block`], in one send.
+struct Block;
+
+impl StreamHandler<Buffered> for Block {
+    fn handle_read(&mut self, ch: &mut Buffered, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let buf = cx.buffer();
+        if ch.recv(buf)? > 0 {
+            ch.send(&block())?;
+        }
+        Ok(())
+    }
+}
+
+struct BlockServer(Arc<rustls::ServerConfig>);
+
+impl AcceptHandler for BlockServer {
+    fn handle_accepted(&mut self, conn: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+        // Smaller than one TLS record (16 KiB and a few bytes): over
+        // loopback a socket otherwise takes each record whole or not at all
+        // (seen: 192 records of 16,406 bytes, none partial), and rustls's
+        // resumption of a partly written record never runs.
+        rustix::net::sockopt::set_socket_send_buffer_size(&conn, 4096)?;
+        cx.insert(Handshaking::server(Buffered::new(conn), self.0.clone())?, Block)?;
+        Ok(())
+    }
+}
+
+/// The echo test's sends are at most the loop's 64 KiB buffer, which rustls
+/// always takes whole, and its client reads as fast as the server writes;
+/// here one send is cut by rustls itself, the part it did not take must be
+/// queued from exactly where it stopped, and the records rustls makes of it
+/// meet a full socket, which takes part of one: the rest must be written
+/// from exactly where the socket stopped.
+#[test]
+fn a_send_bigger_than_rustls_and_the_socket_take_arrives_whole_and_in_order() {
+    let cert = cert();
+    let (listener, addr) = tcp_listener();
+    let mut map = Map::new().unwrap();
+    map.insert(listener, BlockServer(server_config(&cert, &[], &[]))).unwrap();
+    let client = client_config(&cert, &[], &[]);
+    let got = util::with_client(&mut map, move || {
+        let mut c = connect_small_window(addr, client).unwrap();
+        c.write_all(b"go").unwrap();
+        // A byte sent twice shows as a difference; a lost one ends the
+        // read at its timeout (5 s).
+        let mut got = vec![0u8; BLOCK];
+        let read = c.read_exact(&mut got).map_err(|e| e.kind());
+        (read, got)
+    });
+    assert_eq!(got.0, Ok(()), "the whole block arrives, as valid TLS records, within the read timeout");
+    let first = got.1.iter().zip(block()).position(|(&a, b)| a != b);
+    assert_eq!(first, None, "the first byte that differs from the block sent");
 }
 
 #[test]

@@ -71,7 +71,26 @@ pub fn localhost() -> ServerName<'static> {
 pub type Client = StreamOwned<ClientConnection, TcpStream>;
 
 pub fn connect(addr: std::net::SocketAddr, config: Arc<ClientConfig>) -> io::Result<Client> {
-    let tcp = TcpStream::connect(addr)?;
+    connect_over(TcpStream::connect(addr)?, config)
+}
+
+/// As [`connect`], with a receive buffer of a few kilobytes, set before
+/// the connect (after it, the window is already advertised): the server's
+/// socket fills at once and stays full, and its writes go partial (with a
+/// small send buffer on the server's side too: see `tls.rs`). Over
+/// loopback with default buffers a server's partial-write path never runs.
+pub fn connect_small_window(addr: std::net::SocketAddr, config: Arc<ClientConfig>) -> io::Result<Client> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, socket_with, sockopt};
+    // Close-on-exec, as std's sockets: tests that start examples must not
+    // hand this socket to them.
+    let fd = socket_with(AddressFamily::INET, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    sockopt::set_socket_recv_buffer_size(&fd, 4096)?;
+    rustix::net::connect(&fd, &addr)?;
+    connect_over(TcpStream::from(fd), config)
+}
+
+/// Completes a TLS handshake over `tcp`, a connected socket.
+fn connect_over(tcp: TcpStream, config: Arc<ClientConfig>) -> io::Result<Client> {
     tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
     let conn = ClientConnection::new(config, localhost()).map_err(io::Error::other)?;
     let mut client = StreamOwned::new(conn, tcp);
