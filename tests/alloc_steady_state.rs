@@ -32,6 +32,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::thread;
+use std::thread::LocalKey;
 use std::time::{Duration, Instant};
 
 use rolecore::chat::{Framed, Framer};
@@ -50,10 +51,32 @@ thread_local! {
     static REPORTING: Cell<bool> = const { Cell::new(false) };
 }
 
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static REALLOCS: AtomicU64 = AtomicU64::new(0);
-static DEALLOCS: AtomicU64 = AtomicU64::new(0);
-static BYTES: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    // What the counting thread did. Per thread, as the switch is: the tests
+    // of this file run at once on threads of their own, and counters shared
+    // by all of them were zeroed by one test while another counted.
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    static REALLOCS: Cell<u64> = const { Cell::new(0) };
+    static DEALLOCS: Cell<u64> = const { Cell::new(0) };
+    static BYTES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Adds `n` to this thread's `counter` (nothing while the thread exits).
+fn add(counter: &'static LocalKey<Cell<u64>>, n: u64) {
+    let _ = counter.try_with(|c| c.set(c.get() + n));
+}
+
+/// This thread's `counter`.
+fn get(counter: &'static LocalKey<Cell<u64>>) -> u64 {
+    counter.with(Cell::get)
+}
+
+/// Zeroes this thread's counters.
+fn reset_counters() {
+    for counter in [&ALLOCS, &REALLOCS, &DEALLOCS, &BYTES] {
+        counter.with(|c| c.set(0));
+    }
+}
 /// Backtraces wanted (`ROLECORE_ALLOC_BACKTRACE` set), read once before
 /// counting starts: reading the environment allocates.
 static BACKTRACES: AtomicBool = AtomicBool::new(false);
@@ -77,8 +100,8 @@ fn report(what: &str, size: usize) {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if counted() {
-            ALLOCS.fetch_add(1, SeqCst);
-            BYTES.fetch_add(layout.size() as u64, SeqCst);
+            add(&ALLOCS, 1);
+            add(&BYTES, layout.size() as u64);
             report("allocation", layout.size());
         }
         // SAFETY: forwarded with the caller's guarantees.
@@ -87,8 +110,8 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if counted() {
-            ALLOCS.fetch_add(1, SeqCst);
-            BYTES.fetch_add(layout.size() as u64, SeqCst);
+            add(&ALLOCS, 1);
+            add(&BYTES, layout.size() as u64);
             report("zeroed allocation", layout.size());
         }
         // SAFETY: forwarded with the caller's guarantees.
@@ -97,8 +120,8 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if counted() {
-            REALLOCS.fetch_add(1, SeqCst);
-            BYTES.fetch_add(new_size as u64, SeqCst);
+            add(&REALLOCS, 1);
+            add(&BYTES, new_size as u64);
             report("reallocation", new_size);
         }
         // SAFETY: forwarded with the caller's guarantees.
@@ -107,7 +130,7 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if counted() {
-            DEALLOCS.fetch_add(1, SeqCst);
+            add(&DEALLOCS, 1);
             report("deallocation", layout.size());
         }
         // SAFETY: forwarded with the caller's guarantees.
@@ -221,9 +244,7 @@ fn measure(backend: Backend) -> Counts {
         move || client(addr, flags)
     });
 
-    for counter in [&ALLOCS, &REALLOCS, &DEALLOCS, &BYTES] {
-        counter.store(0, SeqCst);
-    }
+    reset_counters();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut counting = false;
     loop {
@@ -241,10 +262,10 @@ fn measure(backend: Backend) -> Counts {
         assert!(!client.is_finished() || flags.done.load(SeqCst), "{backend}: the client failed early");
     }
     let counts = Counts {
-        allocs: ALLOCS.load(SeqCst),
-        reallocs: REALLOCS.load(SeqCst),
-        deallocs: DEALLOCS.load(SeqCst),
-        bytes: BYTES.load(SeqCst),
+        allocs: get(&ALLOCS),
+        reallocs: get(&REALLOCS),
+        deallocs: get(&DEALLOCS),
+        bytes: get(&BYTES),
     };
     flags.stopped.store(true, SeqCst);
     client.join().expect("the client thread").expect("the client's round trips");
@@ -254,14 +275,12 @@ fn measure(backend: Backend) -> Counts {
 /// The counter sees an allocation made on a counting thread, and only there.
 fn counter_counts() {
     let backtraces = BACKTRACES.swap(false, SeqCst);
-    for counter in [&ALLOCS, &REALLOCS, &DEALLOCS, &BYTES] {
-        counter.store(0, SeqCst);
-    }
+    reset_counters();
     COUNTING.with(|c| c.set(true));
     drop(std::hint::black_box(vec![7u8; 100]));
     COUNTING.with(|c| c.set(false));
     drop(std::hint::black_box(vec![7u8; 100]));
-    assert_eq!((ALLOCS.load(SeqCst), DEALLOCS.load(SeqCst), BYTES.load(SeqCst)), (1, 1, 100));
+    assert_eq!((get(&ALLOCS), get(&DEALLOCS), get(&BYTES)), (1, 1, 100));
     BACKTRACES.store(backtraces, SeqCst);
 }
 
@@ -273,9 +292,7 @@ fn framer_switching_terminators(line: &Terminator, rounds: usize, counted: usize
     let batch = [b"$3", line_end, b"foo\r\n"].concat().repeat(100);
     let mut framer = Framer::new(line.clone());
     let mut records = 0usize;
-    for counter in [&ALLOCS, &REALLOCS, &DEALLOCS, &BYTES] {
-        counter.store(0, SeqCst);
-    }
+    reset_counters();
     for round in 0..rounds {
         if round == rounds - counted {
             COUNTING.with(|c| c.set(true));
@@ -297,7 +314,7 @@ fn framer_switching_terminators(line: &Terminator, rounds: usize, counted: usize
     }
     COUNTING.with(|c| c.set(false));
     assert_eq!(records, rounds * 200, "every line and every value ended a record");
-    (ALLOCS.load(SeqCst), REALLOCS.load(SeqCst), DEALLOCS.load(SeqCst))
+    (get(&ALLOCS), get(&REALLOCS), get(&DEALLOCS))
 }
 
 #[test]
@@ -378,9 +395,7 @@ fn chat_borrowing_the_map_buffer(rounds: usize, counted: usize) -> (u64, u64, u6
     let mut map = Map::new().expect("create the map");
     let chat = rolecore::AsyncChat::new(Channel::try_from(ours).expect("adopt"), Terminator::count(MESSAGE));
     map.insert(chat, BufferBorrowingChat { record: Vec::with_capacity(MESSAGE) }).expect("insert the chat");
-    for counter in [&ALLOCS, &REALLOCS, &DEALLOCS, &BYTES] {
-        counter.store(0, SeqCst);
-    }
+    reset_counters();
     for round in 0..rounds {
         if round == rounds - counted {
             COUNTING.with(|c| c.set(true));
@@ -402,7 +417,7 @@ fn chat_borrowing_the_map_buffer(rounds: usize, counted: usize) -> (u64, u64, u6
         assert_eq!(out, back, "record {round}: the echo differs");
     }
     COUNTING.with(|c| c.set(false));
-    (ALLOCS.load(SeqCst), REALLOCS.load(SeqCst), DEALLOCS.load(SeqCst))
+    (get(&ALLOCS), get(&REALLOCS), get(&DEALLOCS))
 }
 
 #[test]
