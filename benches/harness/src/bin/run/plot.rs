@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::idle::{IdlePoint, IdleResult};
-use crate::report::fmt_int;
+use crate::report_fmt::fmt_int;
 use crate::servers::Server;
 
 pub const COLORS: [&str; 8] =

@@ -7,7 +7,7 @@ use crate::callgrind::per_function;
 use crate::headline::{MainResult, median};
 use crate::procfs::num_cpus;
 use crate::proto::{PROTO_CONNS, ProtoResult};
-use crate::report::{Report, by_name_per_req, fmt_f, fmt_int, fmt_us, ticks_list, verdict};
+use crate::report_fmt::{Report, by_name_per_req, fmt_f, fmt_int, fmt_us, ticks_list, verdict};
 use crate::resp::{RESP_PIPELINE, RESP_TESTS};
 use crate::strace::Syscalls;
 use crate::threads::{ScaleRun, hash_busiest_share};
