@@ -20,8 +20,14 @@
 //!
 //! A callback returns `io::Result<()>`. What the loop does with an `Err`:
 //!
-//! - `WouldBlock`: nothing. A spurious wake-up is not an error (D22), so
-//!   `ch.recv(&mut buf)?` is always safe.
+//! - `WouldBlock` from the channel's own I/O in that callback: nothing. A
+//!   spurious wake-up is not an error (D22), so `ch.recv(&mut buf)?` is
+//!   always safe. Another descriptor's `WouldBlock` (a write to a full
+//!   socket of your own, returned with `?`) goes to `handle_error`: taken
+//!   for a spurious wake-up, what that write did not take would be lost
+//!   without a word. A listener's callbacks are the exception: they do the
+//!   first I/O of the connections they accept, and any `WouldBlock` of
+//!   theirs is nothing.
 //! - a disconnection (see [`is_disconnect`](crate::is_disconnect)):
 //!   `handle_close`, on every backend (D19).
 //! - anything else: `handle_error`, whose default reports one line and closes

@@ -12,7 +12,7 @@ mod util;
 
 use std::cell::RefCell;
 use std::fmt;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::rc::Rc;
 
 use rolecore::{Backend, Channel, Connected, Ctx, StreamHandler};
@@ -299,4 +299,216 @@ fn a_failed_callback_ends_its_wake_up() -> io::Result<()> {
         assert_eq!(log.events().last().map(String::as_str), Some("write"), "{backend}: the next one");
     }
     Ok(())
+}
+
+/// A Unix socket whose send buffer is full (its peer, also returned, never
+/// reads): every write to it would block.
+fn full_socket() -> (std::os::unix::net::UnixStream, std::os::unix::net::UnixStream) {
+    let (full, peer) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    full.set_nonblocking(true).expect("non-blocking");
+    loop {
+        match (&full).write(&[0u8; 65536]) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (full, peer),
+            Err(e) => panic!("filling a socket: {e}"),
+        }
+    }
+}
+
+/// Forwards what it reads to `out`, with `?`: a proxy that forgot that its
+/// other side can be full.
+struct Forwards {
+    out: std::os::unix::net::UnixStream,
+    log: Log,
+}
+
+impl StreamHandler for Forwards {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0u8; 64];
+        let n = ch.recv(&mut buf)?;
+        self.log.push("read");
+        self.out.write_all(&buf[..n])?;
+        self.log.push("forwarded");
+        Ok(())
+    }
+
+    fn handle_close(&mut self, _ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) {
+        self.log.push("close");
+    }
+
+    fn handle_error(&mut self, _ch: &mut Channel<Connected>, error: io::Error, cx: &mut Ctx<'_>) {
+        let own = if error.to_string().contains("own I/O did not report") { "named" } else { "unnamed" };
+        self.log.push(format!("error:{:?}:{own}", error.kind()));
+        cx.close();
+    }
+}
+
+/// A would-block of another descriptor, returned with `?`, is the handler's
+/// error: `handle_error` gets it, with a message that says whose it was.
+/// Taken for the channel's own spurious wake-up (as before), the bytes read
+/// and not forwarded were lost without a word.
+#[test]
+fn a_would_block_of_another_descriptor_reaches_handle_error_on_every_backend() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let _keeper = keep_loop_alive(&mut map);
+        let log = Log::default();
+        let (out, _out_peer) = full_socket();
+        let (ours, mut peer) = tcp_pair();
+        let token = map.insert(ours, Forwards { out, log: log.clone() }).expect("insert");
+        peer.write_all(b"lost?").expect("peer write");
+        assert!(
+            util::run_until(&mut map, |m| !m.contains(token)),
+            "{backend}: closed within 5 s: {:?}",
+            log.events()
+        );
+        assert_eq!(log.events(), ["read", "error:WouldBlock:named"], "{backend}");
+    }
+}
+
+/// Reads until its own channel would block, with `?`.
+struct DrainsFile(Log);
+
+impl rolecore::FileHandler for DrainsFile {
+    fn handle_read(&mut self, ch: &mut Channel<rolecore::FileFd>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        loop {
+            let n = ch.recv(&mut [0u8; 64])?;
+            self.0.push(format!("read {n}"));
+        }
+    }
+    fn handle_error(&mut self, _ch: &mut Channel<rolecore::FileFd>, error: io::Error, cx: &mut Ctx<'_>) {
+        self.0.push(format!("error {error}"));
+        cx.close();
+    }
+}
+
+/// Reads datagrams until its own channel would block, with `?`.
+struct DrainsDatagrams(Log);
+
+impl rolecore::DatagramHandler<rolecore::ConnectedDatagram> for DrainsDatagrams {
+    fn handle_read(
+        &mut self,
+        ch: &mut Channel<rolecore::ConnectedDatagram>,
+        _cx: &mut Ctx<'_>,
+    ) -> io::Result<()> {
+        loop {
+            let n = ch.recv(&mut [0u8; 64])?;
+            self.0.push(format!("read {n}"));
+        }
+    }
+    fn handle_error(
+        &mut self,
+        _ch: &mut Channel<rolecore::ConnectedDatagram>,
+        error: io::Error,
+        cx: &mut Ctx<'_>,
+    ) {
+        self.0.push(format!("error {error}"));
+        cx.close();
+    }
+}
+
+/// Writes through `io::Write` until its own socket is full, with `?`,
+/// twice.
+struct FillsWithWrite(Log);
+
+impl StreamHandler for FillsWithWrite {
+    fn writable(&self, _ch: &Channel<Connected>) -> bool {
+        self.0.count("full") < 2
+    }
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0u8; 64])?;
+        Ok(())
+    }
+    fn handle_write(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.0.push("full");
+        loop {
+            ch.write(&[0u8; 65536])?;
+        }
+    }
+    fn handle_error(&mut self, _ch: &mut Channel<Connected>, error: io::Error, cx: &mut Ctx<'_>) {
+        self.0.push(format!("error {error}"));
+        cx.close();
+    }
+}
+
+/// The other side of the rule above: a pipe's, a datagram socket's or a
+/// stream's own would-block, returned with `?`, is a spurious wake-up, not
+/// an error, and the channel goes on.
+#[test]
+fn a_channel_that_returns_its_own_would_block_goes_on() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let log = Log::default();
+        let (reader, mut writer) = std::io::pipe().expect("pipe");
+        let file =
+            map.insert(Channel::dup_file(&reader).expect("dup"), DrainsFile(log.clone())).expect("insert");
+        writer.write_all(b"ab").expect("pipe write");
+        assert!(util::run_until(&mut map, |_| log.contains("read 2")), "{backend}: {:?}", log.events());
+        writer.write_all(b"cde").expect("pipe write");
+        assert!(util::run_until(&mut map, |_| log.contains("read 3")), "{backend}: {:?}", log.events());
+        assert!(map.contains(file), "{backend}: {:?}", log.events());
+
+        let dlog = Log::default();
+        let (ours, mut theirs) = Channel::datagram_pair().expect("datagram pair");
+        let dgram = map.insert(ours, DrainsDatagrams(dlog.clone())).expect("insert");
+        theirs.send(b"1234").expect("send");
+        assert!(util::run_until(&mut map, |_| dlog.contains("read 4")), "{backend}: {:?}", dlog.events());
+        theirs.send(b"12345").expect("send");
+        assert!(util::run_until(&mut map, |_| dlog.contains("read 5")), "{backend}: {:?}", dlog.events());
+        assert!(map.contains(dgram), "{backend}: {:?}", dlog.events());
+
+        let slog = Log::default();
+        let (ours, mut peer) = tcp_pair();
+        let stream = map.insert(ours, FillsWithWrite(slog.clone())).expect("insert");
+        assert!(util::run_until(&mut map, |_| slog.count("full") == 1), "{backend}: {:?}", slog.events());
+        // Room again: the peer reads all that came.
+        peer.set_nonblocking(true).expect("non-blocking");
+        while peer.read(&mut [0u8; 65536]).is_ok_and(|n| n > 0) {}
+        assert!(util::run_until(&mut map, |_| slog.count("full") == 2), "{backend}: {:?}", slog.events());
+        assert!(map.contains(stream), "{backend}: {:?}", slog.events());
+        let all = [log.events(), dlog.events(), slog.events()].concat();
+        assert!(!all.iter().any(|e| e.starts_with("error")), "{backend}: {all:?}");
+    }
+}
+
+/// Greets each accepted connection through a full socket, with `?`.
+struct GreetsThroughFull {
+    out: std::os::unix::net::UnixStream,
+    log: Log,
+}
+
+impl rolecore::AcceptHandler for GreetsThroughFull {
+    fn handle_accepted(
+        &mut self,
+        _conn: Channel<Connected>,
+        _peer: rolecore::Address,
+        _cx: &mut Ctx<'_>,
+    ) -> io::Result<()> {
+        self.log.push("accepted");
+        self.out.write_all(b"hello")?;
+        Ok(())
+    }
+    fn handle_error(&mut self, _ch: &mut Channel<rolecore::Listening>, error: io::Error, _cx: &mut Ctx<'_>) {
+        self.log.push(format!("error {error}"));
+    }
+}
+
+/// A listener is the exception: its callbacks do the first I/O of the
+/// connections it accepts, so a would-block from one of them stays what it
+/// was, nothing, and the listener goes on accepting.
+#[test]
+fn a_listener_whose_handle_accepted_returns_a_would_block_goes_on_accepting() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let log = Log::default();
+        let (out, _out_peer) = full_socket();
+        let (listener, addr) = tcp_listener();
+        let token = map.insert(listener, GreetsThroughFull { out, log: log.clone() }).expect("insert");
+        let _first = std::net::TcpStream::connect(addr).expect("connect");
+        assert!(util::run_until(&mut map, |_| log.count("accepted") == 1), "{backend}: {:?}", log.events());
+        let _second = std::net::TcpStream::connect(addr).expect("connect");
+        assert!(util::run_until(&mut map, |_| log.count("accepted") == 2), "{backend}: {:?}", log.events());
+        assert!(map.contains(token), "{backend}");
+        assert_eq!(log.events(), ["accepted", "accepted"], "{backend}");
+    }
 }

@@ -148,7 +148,7 @@ impl Channel<Datagram> {
                 Ok(n)
             }
             Err(Errno::MSGSIZE) => Err(too_long(data.len())),
-            Err(e) => Err(addr.explain_failure(self.fd.as_fd(), "send from", e.into())),
+            Err(e) => Err(self.failed(addr.explain_failure(self.fd.as_fd(), "send from", e.into()))),
         }
     }
 
@@ -165,7 +165,7 @@ impl Channel<Datagram> {
                 self.observe(Observed::READ_PROGRESS);
                 Ok((n, address(from)?))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(self.failed(e.into())),
         }
     }
 
@@ -223,7 +223,7 @@ impl Channel<ConnectedDatagram> {
                 Ok(n)
             }
             Err(Errno::MSGSIZE) => Err(too_long(data.len())),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(self.failed(e.into())),
         }
     }
 
@@ -238,7 +238,7 @@ impl Channel<ConnectedDatagram> {
                 self.observe(Observed::READ_PROGRESS);
                 Ok(n)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(self.failed(e.into())),
         }
     }
 

@@ -100,7 +100,7 @@ impl Channel<FileFd> {
                 self.observe(Observed::READ_PROGRESS);
                 Ok(n)
             }
-            Err(e) => Err(access(e, "reading")),
+            Err(e) => Err(self.failed(access(e, "reading"))),
         }
     }
 
@@ -157,7 +157,7 @@ impl io::Write for Channel<FileFd> {
                 }
                 Ok(n)
             }
-            Err(e) => Err(access(e, "writing")),
+            Err(e) => Err(self.failed(access(e, "writing"))),
         }
     }
 

@@ -24,6 +24,7 @@ mod socket;
 
 use std::cell::Cell;
 use std::fmt;
+use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
@@ -73,6 +74,9 @@ impl Observed {
     pub const EXHAUSTED: u8 = 8;
     /// A send moved at least one byte.
     pub const WRITE_PROGRESS: u8 = 16;
+    /// The channel's own I/O returned `WouldBlock` to its caller: the loop
+    /// takes a callback's `WouldBlock` for a spurious wake-up only then.
+    pub const WOULD_BLOCK: u8 = 32;
 
     pub fn has(self, bit: u8) -> bool {
         self.0 & bit != 0
@@ -91,17 +95,22 @@ pub trait Role: sealed::Sealed + 'static {
     /// away (a disconnection error then means `handle_close`).
     #[doc(hidden)]
     const HAS_PEER_STREAM: bool = true;
+    /// Whether a `WouldBlock` its callbacks return is the loop's to ignore
+    /// only when the channel's own I/O reported it. Not for a listener,
+    /// whose callbacks do the first I/O of the connections it accepts.
+    #[doc(hidden)]
+    const OWNS_WOULD_BLOCK: bool = true;
 }
 
 macro_rules! roles {
-    ($($(#[$doc:meta])* $name:ident $(= stream: $stream:expr)?),* $(,)?) => {$(
+    ($($(#[$doc:meta])* $name:ident $(= $flag:ident: $value:expr)?),* $(,)?) => {$(
         $(#[$doc])*
         #[derive(Debug)]
         pub enum $name {}
         impl sealed::Sealed for $name {}
         impl Role for $name {
             const NAME: &'static str = stringify!($name);
-            $(const HAS_PEER_STREAM: bool = $stream;)?
+            $(const $flag: bool = $value;)?
         }
     )*};
 }
@@ -117,18 +126,18 @@ roles! {
     /// A connected stream: it can `send`, `recv` and `shutdown`.
     Connected,
     /// A listening socket: it can only `accept`.
-    Listening,
+    Listening = OWNS_WOULD_BLOCK: false,
     /// A pipe, terminal, character device or regular file: `recv`, `send`,
     /// nothing else.
     FileFd,
     /// A datagram socket just created: it can be bound (once), connected, or
     /// used unbound with [`without_bind`](Channel::without_bind).
-    UnboundDatagram = stream: false,
+    UnboundDatagram = HAS_PEER_STREAM: false,
     /// A datagram socket (UDP, or Unix datagram) with no fixed peer:
     /// `send_to` and `recv_from`. It cannot be bound again (D6).
-    Datagram = stream: false,
+    Datagram = HAS_PEER_STREAM: false,
     /// A datagram socket connected to one peer: `send` and `recv`.
-    ConnectedDatagram = stream: false,
+    ConnectedDatagram = HAS_PEER_STREAM: false,
 }
 
 /// The datagram roles, [`Datagram`] and [`ConnectedDatagram`]. Sealed.
@@ -171,6 +180,17 @@ impl<R: Role> Channel<R> {
 
     pub(crate) fn observe(&mut self, bit: u8) {
         self.observed.0 |= bit;
+    }
+
+    /// An error of this channel's own I/O, on its way to the caller. A
+    /// would-block is noted, so that the loop can tell it from another
+    /// descriptor's that a handler returns with `?` (see `dispatch::run`).
+    #[cold]
+    pub(crate) fn failed(&mut self, error: io::Error) -> io::Error {
+        if error.kind() == io::ErrorKind::WouldBlock {
+            self.observe(Observed::WOULD_BLOCK);
+        }
+        error
     }
 
     /// Closes the channel, as asyncore's `close()`; dropping it does the same.

@@ -394,7 +394,7 @@ impl Channel<Connected> {
                     self.observe(Observed::PEER_GONE);
                     Ok(0)
                 } else {
-                    Err(e)
+                    Err(self.failed(e))
                 }
             }
         }
@@ -554,7 +554,7 @@ impl io::Write for Channel<Connected> {
                 if is_disconnect(&e) {
                     self.observe(Observed::PEER_GONE);
                 }
-                Err(e)
+                Err(self.failed(e))
             }
         }
     }

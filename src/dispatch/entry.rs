@@ -219,7 +219,13 @@ pub(super) fn run<H, C, R: Role>(
     };
     match result {
         Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        // A spurious wake-up: the channel's own I/O would block. Another
+        // descriptor's would-block, returned with `?`, is the handler's
+        // error: taken for this channel's, what that I/O did not do would
+        // be lost without a word.
+        Err(e)
+            if e.kind() == io::ErrorKind::WouldBlock
+                && (observed.has(Observed::WOULD_BLOCK) || !R::OWNS_WOULD_BLOCK) => {}
         // The handler closed its channel, then tried to use it: the I/O was
         // refused and the channel closes as it asked.
         Err(e) if cx.is_closing() && crate::channel::is_closed_in_callback(&e) => {}
@@ -227,12 +233,28 @@ pub(super) fn run<H, C, R: Role>(
         Err(e) if is_disconnect(&e) && R::HAS_PEER_STREAM => outcome.peer_gone = true,
         Err(e) => {
             tr.call(Callback::Error);
+            let e = if e.kind() == io::ErrorKind::WouldBlock { not_own_would_block(e) } else { e };
             on_error(handler, ch, e, cx);
             outcome.failed = true;
         }
     }
     outcome.closed = cx.is_closing();
     outcome
+}
+
+/// A `WouldBlock` a callback returned that its channel's own I/O did not
+/// report, as `handle_error` gets it: the same kind, and a message that
+/// says why it is an error here.
+#[cold]
+fn not_own_would_block(e: io::Error) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::WouldBlock,
+        format!(
+            "a callback returned a would-block error that this channel's own I/O did not report ({e}): \
+             another descriptor's, returned with `?`? It is not taken for a spurious wake-up, since \
+             what that I/O did not do would be lost; handle would-block where it happens"
+        ),
+    )
 }
 
 /// The channel is done (its peer left, or its descriptor hung up):
