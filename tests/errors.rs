@@ -421,8 +421,10 @@ impl StreamHandler for FillsWithWrite {
     }
     fn handle_write(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
         self.0.push("full");
+        let mut sent = 0;
         loop {
-            ch.write(&[0u8; 65536])?;
+            sent += ch.write(&[0u8; 65536])?;
+            self.0.push(format!("sent {sent}"));
         }
     }
     fn handle_error(&mut self, _ch: &mut Channel<Connected>, error: io::Error, cx: &mut Ctx<'_>) {
