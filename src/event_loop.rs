@@ -143,7 +143,8 @@ pub(crate) fn run(map: &mut Map, options: LoopOptions) -> io::Result<()> {
     let mut remaining = options.count;
     let timeout = observed_timeout(&options);
     if remaining.is_none() && options.refresh == Refresh::Touched {
-        return map.iterate_while_not_empty(timeout);
+        debug_assert!(timeout.is_none());
+        return map.iterate_while_not_empty();
     }
     while !map.is_empty() {
         match &mut remaining {
@@ -272,11 +273,15 @@ impl Map {
     }
 
     /// Iterations while the map holds channels, until one asks to stop:
-    /// `run` without a count or a refresh of its own. One function, so that
-    /// an iteration does not start and end a call of its own.
-    fn iterate_while_not_empty(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+    /// `run` without a count or a refresh of its own, whose waits have no
+    /// limit (see `observed_timeout`). One function, so that an iteration
+    /// does not start and end a call of its own; the limit is written here,
+    /// not passed in, so that the wait's code knows it whether or not this
+    /// function is inlined into `run` (passed in, and not inlined, it cost
+    /// 11 instructions per echoed message at one connection, callgrind).
+    fn iterate_while_not_empty(&mut self) -> io::Result<()> {
         while !self.is_empty() {
-            if self.iterate(timeout)? {
+            if self.iterate(None)? {
                 break;
             }
         }
