@@ -116,6 +116,8 @@ mod with_tls {
             assert!(stdout.starts_with("HTTP/1.1 200 OK") && stdout.ends_with("Hello, world!"), "{stdout}");
         }
         // A certificate it was not told to trust: the handshake fails, exit 1.
+        let huge = std::env::temp_dir().join(format!("rolecore-tls-huge-{}.pem", std::process::id()));
+        std::fs::write(&huge, vec![b'-'; (1 << 20) + 1]).unwrap();
         let other = tls_common::cert().write_pems();
         let target = format!("localhost:{}", server.addr.port());
         let args = [target, "/".into(), "--tls".into(), "--cacert".into(), other.cert.display().to_string()];
@@ -152,11 +154,14 @@ mod with_tls {
         let pems = cert.write_pems();
         let garbage = std::env::temp_dir().join(format!("rolecore-tls-garbage-{}.pem", std::process::id()));
         std::fs::write(&garbage, "not a pem file\n").unwrap();
+        let huge = std::env::temp_dir().join(format!("rolecore-tls-huge-{}.pem", std::process::id()));
+        std::fs::write(&huge, vec![b'-'; (1 << 20) + 1]).unwrap();
         let other = tls_common::cert().write_pems();
         let c = pems.cert.display().to_string();
         let k = pems.key.display().to_string();
         let g = garbage.display().to_string();
         let other_key = other.key.display().to_string();
+        let h = huge.display().to_string();
         let cases: Vec<(Vec<&str>, &str)> = vec![
             (vec!["--tls-cert", &c], "go together"),
             (vec!["--tls-key", &k], "go together"),
@@ -164,6 +169,10 @@ mod with_tls {
             (vec!["--tls-cert", &g, "--tls-key", &k], "no certificate"),
             (vec!["--tls-cert", &c, "--tls-key", &g], "no PEM private key"),
             (vec!["--tls-cert", &c, "--tls-key", &other_key], "does not fit"),
+            // Read up to a bound (a path to /dev/zero took memory until the
+            // process was killed), for both files.
+            (vec!["--tls-cert", &h, "--tls-key", &k], "longer than 1048576 bytes"),
+            (vec!["--tls-cert", &c, "--tls-key", &h], "longer than 1048576 bytes"),
         ];
         for name in ["echo_server", "http_server", "resp_server"] {
             for (flags, what) in &cases {
@@ -177,5 +186,6 @@ mod with_tls {
             }
         }
         let _ = std::fs::remove_file(garbage);
+        let _ = std::fs::remove_file(huge);
     }
 }
