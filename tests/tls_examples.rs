@@ -116,8 +116,6 @@ mod with_tls {
             assert!(stdout.starts_with("HTTP/1.1 200 OK") && stdout.ends_with("Hello, world!"), "{stdout}");
         }
         // A certificate it was not told to trust: the handshake fails, exit 1.
-        let huge = std::env::temp_dir().join(format!("rolecore-tls-huge-{}.pem", std::process::id()));
-        std::fs::write(&huge, vec![b'-'; (1 << 20) + 1]).unwrap();
         let other = tls_common::cert().write_pems();
         let target = format!("localhost:{}", server.addr.port());
         let args = [target, "/".into(), "--tls".into(), "--cacert".into(), other.cert.display().to_string()];
@@ -186,6 +184,11 @@ mod with_tls {
             }
         }
         let _ = std::fs::remove_file(garbage);
+        // And http_client's --cacert, to the same bound.
+        let args: Vec<String> = ["127.0.0.1:1", "/", "--tls", "--cacert", &h].map(String::from).into();
+        let (code, stderr) = run("http_client", &args);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains("longer than 1048576 bytes") && stderr.lines().count() == 1, "{stderr}");
         let _ = std::fs::remove_file(huge);
     }
 }
