@@ -341,7 +341,19 @@ fn secure(
     use rolecore::tls::rustls::pki_types::{CertificateDer, ServerName};
     use rolecore::tls::{Handshaking, rustls};
 
-    let pem = std::fs::read(cacert).map_err(|e| Failure::Usage(format!("--cacert {cacert:?}: {e}")))?;
+    // Read up to a bound: a path to an endless file (`/dev/zero`) would
+    // otherwise take memory until the process is killed. A CA bundle takes
+    // a few hundred kilobytes.
+    const MAX_PEM: usize = 1 << 20;
+    let mut pem = Vec::new();
+    std::fs::File::open(cacert)
+        .and_then(|file| io::Read::read_to_end(&mut io::Read::take(file, MAX_PEM as u64 + 1), &mut pem))
+        .map_err(|e| Failure::Usage(format!("--cacert {cacert:?}: {e}")))?;
+    if pem.len() > MAX_PEM {
+        return Err(Failure::Usage(format!(
+            "--cacert {cacert:?}: longer than {MAX_PEM} bytes, not a PEM file"
+        )));
+    }
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.map_err(|e| Failure::Usage(format!("--cacert {cacert:?}: not PEM: {e}")))?;

@@ -22,8 +22,8 @@ pub enum Family {
 /// The address of a socket: an IP address and port, or a Unix socket name.
 ///
 /// Written as text, `127.0.0.1:8080` and `[::1]:8080` are IP addresses,
-/// `unix:/run/app.sock` a Unix socket path and `unix:@name` a Linux abstract
-/// name.
+/// `unix:/run/app.sock` a Unix socket path (a NUL byte in it is refused: a
+/// path ends at its first) and `unix:@name` a Linux abstract name.
 ///
 /// # Examples
 ///
@@ -132,6 +132,9 @@ impl Address {
         let unix = SocketAddrUnix::try_from(any)?;
         Ok(Address::Unix(if let Some(path) = unix.path_bytes() {
             use std::os::unix::ffi::OsStrExt;
+            // A path that fills `sun_path` but for its terminating NUL comes
+            // back from rustix with that NUL: a path ends at its first NUL.
+            let path = path.split(|&b| b == 0).next().unwrap_or_default();
             UnixAddress::Path(Path::new(std::ffi::OsStr::from_bytes(path)).to_path_buf())
         } else if let Some(name) = unix.abstract_name().filter(|n| !n.is_empty()) {
             // rustix reports an unnamed socket as an empty abstract name.
@@ -191,7 +194,9 @@ impl FromStr for Address {
                     Ok(Address::Unix(UnixAddress::Abstract(name.as_bytes().to_vec())))
                 }
                 Some(_) => Err(err()),
-                None if rest.is_empty() => Err(err()),
+                // A socket path ends at its first NUL: one inside it could
+                // name no socket (the kernel refuses it, "Invalid argument").
+                None if rest.is_empty() || rest.contains('\0') => Err(err()),
                 None => Ok(Address::Unix(UnixAddress::Path(PathBuf::from(rest)))),
             };
         }
@@ -291,7 +296,7 @@ mod tests {
             "unix:@abc".parse::<Address>().unwrap(),
             Address::Unix(UnixAddress::Abstract(b"abc".to_vec()))
         );
-        for bad in ["", "unix:", "unix:@", "1.2.3.4", "host:80"] {
+        for bad in ["", "unix:", "unix:@", "1.2.3.4", "host:80", "unix:/tmp/a\0b", "unix:\0"] {
             let e = bad.parse::<Address>().unwrap_err();
             assert!(e.to_string().contains("expected IP:PORT"), "{bad}");
         }

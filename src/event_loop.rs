@@ -79,6 +79,10 @@ impl LoopOptions {
 
     /// The longest one wait may block (per iteration, not in total).
     /// Sub-millisecond timeouts are rounded up, never down to a busy loop.
+    /// Zero itself does not wait: each wait is a poll that returns at once
+    /// (asyncore's `timeout=0`), which suits a bounded
+    /// [`count`](Self::count); with [`Refresh::EveryIteration`] and no
+    /// count, `run` then never sleeps while a channel is idle.
     ///
     /// The limit matters only where an iteration that ends with nothing
     /// ready can be seen: with a [`count`](Self::count), which counts it, or

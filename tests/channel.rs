@@ -140,6 +140,32 @@ fn an_address_of_another_family_than_the_socket_is_a_clear_error() {
     assert_eq!(err.error().kind(), ErrorKind::AddrInUse, "{}", err.error());
 }
 
+/// A Unix socket path as long as `sun_path` holds (107 bytes and its NUL)
+/// is named back by `local_addr` as it was bound, and a client reaches the
+/// listener at the address `local_addr` gave. It came back with the NUL at
+/// its end (`unix:/…\0`), an address no connect could use ("Invalid
+/// argument"). A NUL inside a path given as text is refused when parsed.
+#[test]
+fn a_unix_path_that_fills_the_socket_address_is_named_back_as_it_was_bound() {
+    let dir = std::env::temp_dir();
+    let stem = util::temp_path("sock").file_name().unwrap().to_string_lossy().into_owned();
+    let pad =
+        107usize.checked_sub(dir.as_os_str().len() + 1 + stem.len()).expect("a short temporary directory");
+    let path = dir.join(format!("{stem}{}", "s".repeat(pad)));
+    assert_eq!(path.as_os_str().len(), 107);
+    let address: rolecore::Address = format!("unix:{}", path.display()).parse().unwrap();
+
+    let listener = Channel::unix_stream().unwrap().bind(&address).unwrap().listen(1).unwrap();
+    let named = listener.local_addr().unwrap();
+    let client = Channel::unix_stream().unwrap().connect(&named).map_err(|e| e.to_string());
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(named, address, "{named:?}");
+    assert!(client.is_ok(), "connecting to {named:?}: {:?}", client.err());
+
+    let inner = format!("unix:{}\0tail", dir.join(stem).display());
+    assert!(inner.parse::<rolecore::Address>().is_err(), "a NUL inside a path parses");
+}
+
 #[test]
 fn dup_file_leaves_the_original_to_the_caller() {
     let (reader, mut writer) = std::io::pipe().unwrap();

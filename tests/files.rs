@@ -125,6 +125,28 @@ fn a_file_used_against_its_access_mode_is_an_error_not_an_end() {
     assert!(e.to_string().contains("not open for reading"), "{e}");
 }
 
+/// A descriptor opened with `O_PATH` names a file without opening it: it is
+/// refused as a file channel with `InvalidInput`, and comes back in the
+/// error. It was refused with a bare `EBADF` ("Bad file descriptor"), which
+/// `is_disconnect` takes for a peer gone: returned with `?` from a callback,
+/// the loop closed that callback's channel with `handle_close`.
+#[test]
+fn a_descriptor_opened_with_o_path_is_refused_as_a_file_with_invalid_input() {
+    use rustix::fs::{Mode, OFlags};
+    let temp = TempFile::new(SLEEPING);
+    let path = rustix::fs::open(&temp.0, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
+    let raw = path.as_raw_fd();
+    let refused = Channel::file(path).expect_err("an O_PATH descriptor is no file channel");
+    assert_eq!(refused.error().kind(), io::ErrorKind::InvalidInput, "{refused}");
+    assert!(!rolecore::is_disconnect(refused.error()), "{refused}");
+    assert!(refused.to_string().contains("O_PATH"), "{refused}");
+    assert_eq!(refused.into_inner().as_raw_fd(), raw, "the descriptor comes back");
+    let path = rustix::fs::open(&temp.0, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
+    let e = Channel::dup_file(&path).expect_err("nor is its duplicate");
+    drop(path);
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+}
+
 /// Wants to write, and writes one byte at each chance.
 struct Writes(Log);
 

@@ -152,11 +152,14 @@ mod with_tls {
         let pems = cert.write_pems();
         let garbage = std::env::temp_dir().join(format!("rolecore-tls-garbage-{}.pem", std::process::id()));
         std::fs::write(&garbage, "not a pem file\n").unwrap();
+        let huge = std::env::temp_dir().join(format!("rolecore-tls-huge-{}.pem", std::process::id()));
+        std::fs::write(&huge, vec![b'-'; (1 << 20) + 1]).unwrap();
         let other = tls_common::cert().write_pems();
         let c = pems.cert.display().to_string();
         let k = pems.key.display().to_string();
         let g = garbage.display().to_string();
         let other_key = other.key.display().to_string();
+        let h = huge.display().to_string();
         let cases: Vec<(Vec<&str>, &str)> = vec![
             (vec!["--tls-cert", &c], "go together"),
             (vec!["--tls-key", &k], "go together"),
@@ -164,6 +167,10 @@ mod with_tls {
             (vec!["--tls-cert", &g, "--tls-key", &k], "no certificate"),
             (vec!["--tls-cert", &c, "--tls-key", &g], "no PEM private key"),
             (vec!["--tls-cert", &c, "--tls-key", &other_key], "does not fit"),
+            // Read up to a bound (a path to /dev/zero took memory until the
+            // process was killed), for both files.
+            (vec!["--tls-cert", &h, "--tls-key", &k], "longer than 1048576 bytes"),
+            (vec!["--tls-cert", &c, "--tls-key", &h], "longer than 1048576 bytes"),
         ];
         for name in ["echo_server", "http_server", "resp_server"] {
             for (flags, what) in &cases {
@@ -177,5 +184,11 @@ mod with_tls {
             }
         }
         let _ = std::fs::remove_file(garbage);
+        // And http_client's --cacert, to the same bound.
+        let args: Vec<String> = ["127.0.0.1:1", "/", "--tls", "--cacert", &h].map(String::from).into();
+        let (code, stderr) = run("http_client", &args);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains("longer than 1048576 bytes") && stderr.lines().count() == 1, "{stderr}");
+        let _ = std::fs::remove_file(huge);
     }
 }

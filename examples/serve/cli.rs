@@ -40,6 +40,10 @@ pub struct Flag {
 pub const TLS_CERT: Flag = Flag { name: "--tls-cert", value: "PEM" };
 /// `--tls-key PEM`: its private key (PKCS#8, PKCS#1 or SEC1).
 pub const TLS_KEY: Flag = Flag { name: "--tls-key", value: "PEM" };
+/// The longest `--tls-cert` or `--tls-key` file read: a certificate chain
+/// or a key takes a few kilobytes.
+#[cfg(feature = "tls")]
+const MAX_PEM: usize = 1 << 20;
 
 /// A command line that does not start the server: help that was asked
 /// for, or a mistake; what to print before exiting.
@@ -198,8 +202,20 @@ impl Cli {
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
         let Some((cert, key)) = self.tls_files()? else { return Ok(None) };
+        // Read up to a bound: a path to an endless file (`/dev/zero`) would
+        // otherwise take memory until the process is killed.
         let read = |flag: &str, path: &str| {
-            std::fs::read(path).map_err(|e| self.usage_error(format!("{flag} {path:?}: {e}")))
+            use std::io::Read;
+            let mut pem = Vec::new();
+            std::fs::File::open(path)
+                .and_then(|file| file.take(MAX_PEM as u64 + 1).read_to_end(&mut pem))
+                .map_err(|e| self.usage_error(format!("{flag} {path:?}: {e}")))?;
+            if pem.len() > MAX_PEM {
+                return Err(
+                    self.usage_error(format!("{flag} {path:?}: longer than {MAX_PEM} bytes, not a PEM file"))
+                );
+            }
+            Ok(pem)
         };
         let pem = read(TLS_CERT.name, cert)?;
         let chain = CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>().map_err(|e| {

@@ -28,7 +28,9 @@ impl Channel<FileFd> {
     ///
     /// A socket is refused (`InvalidInput`): its role must be checked, with
     /// `Channel::<Connected>::try_from` or `Channel::<Listening>::try_from`,
-    /// or a listener could pass for a file that can `send`.
+    /// or a listener could pass for a file that can `send`. So is a
+    /// descriptor opened with `O_PATH` (`InvalidInput`), which can be
+    /// neither read nor written.
     pub fn file(fd: OwnedFd) -> Result<Channel<FileFd>, RoleError<OwnedFd>> {
         let is_socket = rustix::fs::fstat(&fd)
             .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket);
@@ -43,6 +45,16 @@ impl Channel<FileFd> {
                 return Err(RoleError::new(e, fd));
             }
             Err(e) => return Err(RoleError::new(e.into(), fd)),
+        }
+        // An `O_PATH` descriptor names a file without opening it: no I/O, and
+        // no `O_NONBLOCK`. Its `EBADF` would read as a peer gone (D19).
+        if rustix::fs::fcntl_getfl(&fd).is_ok_and(|flags| flags.contains(rustix::fs::OFlags::PATH)) {
+            let e = io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a descriptor opened with O_PATH is not a file channel: it cannot be read or \
+                 written; open the file for reading or writing",
+            );
+            return Err(RoleError::new(e, fd));
         }
         match set_nonblocking(fd.as_fd()) {
             Ok(()) => Ok(super::wrap(fd)),
