@@ -27,6 +27,13 @@ use crate::transport::Transport;
 /// datagram, and through [`StreamHandler`], chat), and forwards every
 /// callback to `H`, defaults included.
 ///
+/// One `Kept` may serve several channels. A callback that reaches it while
+/// it is in another of its callbacks (a listener closed by a shutdown that
+/// a connection's callback began, a loop run inside [`Kept::with`]) does
+/// not run `H` twice at once: a callback that returns a result fails, and
+/// one that cannot (`handle_close`, `handle_connect_failed`, `handle_error`)
+/// is reported through [`report`](crate::report) with what was missed.
+///
 /// # Examples
 ///
 /// A client that reads a greeting, and the program that wants it:
@@ -165,11 +172,30 @@ macro_rules! report {
     };
 }
 
-/// Forwards a callback that returns nothing.
+/// A callback that returns nothing could not run because the handler is in
+/// one of its own callbacks (a channel it serves closed from inside
+/// another's callback, a shutdown begun there, a loop run inside
+/// [`Kept::with`]): it is not called twice at once, and the report says
+/// what it missed, so that a close or a failed connect is not lost without
+/// a word.
+fn not_told<H>(cx: &Ctx<'_>, missed: fmt::Arguments<'_>) {
+    crate::report::log_info(
+        crate::report::Level::Error,
+        format_args!(
+            "channel {:?}: {missed} not called: its Kept<{}> handler was busy in one of its own callbacks",
+            cx.token(),
+            std::any::type_name::<H>()
+        ),
+    );
+}
+
+/// Forwards a callback that returns nothing; a busy handler misses it, and
+/// the report says so (see [`not_told`]).
 macro_rules! tell {
-    ($self:ident, |$h:ident| $call:expr) => {
-        if let Ok(mut $h) = $self.0.try_borrow_mut() {
-            $call
+    ($self:ident, $cx:ident, $missed:expr, |$h:ident| $call:expr) => {
+        match $self.0.try_borrow_mut() {
+            Ok(mut $h) => $call,
+            Err(_) => not_told::<H>($cx, $missed),
         }
     };
 }
@@ -185,7 +211,10 @@ impl<T: Transport, H: StreamHandler<T>> StreamHandler<T> for Kept<H> {
         forward!(self, |h| h.handle_connect(ch, cx))
     }
     fn handle_connect_failed(&mut self, error: io::Error, cx: &mut Ctx<'_>) {
-        tell!(self, |h| h.handle_connect_failed(error, cx))
+        match self.0.try_borrow_mut() {
+            Ok(mut h) => h.handle_connect_failed(error, cx),
+            Err(_) => not_told::<H>(cx, format_args!("handle_connect_failed ({error})")),
+        }
     }
     fn handle_read(&mut self, ch: &mut T, cx: &mut Ctx<'_>) -> io::Result<()> {
         forward!(self, |h| h.handle_read(ch, cx))
@@ -200,7 +229,7 @@ impl<T: Transport, H: StreamHandler<T>> StreamHandler<T> for Kept<H> {
         forward!(self, |h| h.handle_timeout(ch, cx))
     }
     fn handle_close(&mut self, ch: &mut T, cx: &mut Ctx<'_>) {
-        tell!(self, |h| h.handle_close(ch, cx))
+        tell!(self, cx, format_args!("handle_close"), |h| h.handle_close(ch, cx))
     }
     fn handle_error(&mut self, ch: &mut T, error: io::Error, cx: &mut Ctx<'_>) {
         report!(self, cx, |h| h.handle_error(ch, error, cx))
@@ -226,7 +255,7 @@ impl<H: AcceptHandler> AcceptHandler for Kept<H> {
         forward!(self, |h| h.handle_timeout(ch, cx))
     }
     fn handle_close(&mut self, ch: &mut Channel<Listening>, cx: &mut Ctx<'_>) {
-        tell!(self, |h| h.handle_close(ch, cx))
+        tell!(self, cx, format_args!("handle_close"), |h| h.handle_close(ch, cx))
     }
     fn handle_error(&mut self, ch: &mut Channel<Listening>, error: io::Error, cx: &mut Ctx<'_>) {
         report!(self, cx, |h| h.handle_error(ch, error, cx))
@@ -255,7 +284,7 @@ macro_rules! forward_descriptor_handler {
                 forward!(self, |h| h.handle_timeout(ch, cx))
             }
             fn handle_close(&mut self, ch: &mut $ch, cx: &mut Ctx<'_>) {
-                tell!(self, |h| h.handle_close(ch, cx))
+                tell!(self, cx, format_args!("handle_close"), |h| h.handle_close(ch, cx))
             }
             fn handle_error(&mut self, ch: &mut $ch, error: io::Error, cx: &mut Ctx<'_>) {
                 report!(self, cx, |h| h.handle_error(ch, error, cx))
