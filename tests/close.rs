@@ -1152,3 +1152,17 @@ fn a_queue_that_cannot_be_sent_any_more_is_dropped_with_handle_close_at_once() {
         assert!(!map.contains(token), "{backend}");
     }
 }
+
+/// A write through `io::Write` to a peer that is gone is a disconnection
+/// error, and `peer_reset` says so after it, as after a `send`: a handler
+/// that writes with `write_all` and keeps the error to itself can still
+/// tell that the peer left.
+#[test]
+fn a_write_through_io_write_to_a_peer_gone_is_seen_as_a_reset() -> io::Result<()> {
+    let (mut ours, peer) = Channel::pair()?;
+    drop(peer);
+    let error = ours.write(b"x").unwrap_err();
+    assert!(rolecore::is_disconnect(&error), "{error:?}");
+    assert!(ours.peer_reset(), "the failed write left no trace of the peer's going");
+    Ok(())
+}

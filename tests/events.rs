@@ -556,3 +556,38 @@ fn p5_the_default_handle_expt_drops_an_urgent_byte_and_the_loop_does_not_spin() 
         assert!(map.contains(token) && closed.get() == 0, "{backend}: urgent data does not close");
     }
 }
+
+/// Records what it reads; `handle_expt` and `handle_error` are the
+/// defaults.
+struct InlineReader(Rc<RefCell<Vec<u8>>>);
+
+impl StreamHandler for InlineReader {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        let mut buf = [0u8; 64];
+        let n = ch.recv(&mut buf)?;
+        self.0.borrow_mut().extend_from_slice(&buf[..n]);
+        Ok(())
+    }
+}
+
+/// With `SO_OOBINLINE` an urgent byte comes in the stream, while the
+/// kernel still reports priority: the default `handle_expt` then finds no
+/// out-of-band byte to discard (`EINVAL`), which is no error. The byte is
+/// read in its place and the channel stays.
+#[test]
+fn an_urgent_byte_kept_inline_is_read_in_the_stream_and_closes_nothing() {
+    let _fds = shared();
+    for backend in backends() {
+        let mut map = map(backend);
+        let (ours, mut peer) = tcp_channel_pair();
+        rustix::net::sockopt::set_socket_oobinline(&ours, true).expect("SO_OOBINLINE");
+        let data = Rc::new(RefCell::new(Vec::new()));
+        let token = map.insert(ours, InlineReader(data.clone())).expect("insert");
+        send_all(&mut peer, b"ab");
+        assert_eq!(peer.send_oob(b"!").expect("send_oob"), 1);
+        assert!(run_until(&mut map, |_| data.borrow().len() == 3), "{backend}: {:?}", data.borrow());
+        run_iterations(&mut map, 3);
+        assert_eq!(*data.borrow(), b"ab!", "{backend}");
+        assert!(map.contains(token), "{backend}: the inline urgent byte closed the channel");
+    }
+}

@@ -378,3 +378,49 @@ fn ctx_refresh_asks_another_channels_predicates_again() {
         );
     }
 }
+
+/// Sets an outside flag at its first deadline and stops the loop at its
+/// second, touching no other channel.
+struct FlagSetter {
+    flag: Rc<Cell<bool>>,
+    fired: u32,
+}
+
+impl StreamHandler for FlagSetter {
+    fn handle_read(&mut self, ch: &mut Channel<Connected>, _cx: &mut Ctx<'_>) -> io::Result<()> {
+        ch.recv(&mut [0u8; 64]).map(drop)
+    }
+
+    fn handle_timeout(&mut self, _ch: &mut Channel<Connected>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.fired += 1;
+        if self.fired == 1 {
+            self.flag.set(true);
+            cx.set_deadline_after(cx.token(), Some(Duration::from_millis(200)));
+        } else {
+            cx.stop();
+        }
+        Ok(())
+    }
+}
+
+/// `Refresh::EveryIteration` asks every predicate before every wait in a
+/// run without a count too (a server's `run`), not only in a counted one:
+/// a flag another channel's callback sets makes the writer writable.
+#[test]
+fn refresh_every_iteration_without_a_count_picks_up_predicates_that_read_outside_state() {
+    for backend in util::backends() {
+        let mut map = util::map(backend);
+        let flag = Rc::new(Cell::new(false));
+        let (ours, _peer) = Channel::pair().expect("socketpair");
+        let writer = map.insert(ours, FlagWriter { flag: Rc::clone(&flag), writes: 0 }).expect("insert");
+        let (theirs, _other_peer) = Channel::pair().expect("socketpair");
+        let setter = map.insert(theirs, FlagSetter { flag: Rc::clone(&flag), fired: 0 }).expect("insert");
+        map.set_deadline_after(setter, Some(Duration::from_millis(10)));
+        map.run(LoopOptions::new().refresh(Refresh::EveryIteration)).expect("loop");
+        assert_eq!(map.handler::<FlagSetter>(setter).unwrap().fired, 2, "{backend}: stopped by the setter");
+        assert!(
+            map.handler::<FlagWriter>(writer).unwrap().writes > 0,
+            "{backend}: Refresh::EveryIteration without a count missed the outside flag"
+        );
+    }
+}

@@ -386,3 +386,20 @@ fn stop_leaves_the_rest_of_the_batch_to_the_next_iteration() {
         assert_eq!(seen, ["a", "b"], "{backend}: the other one was served next");
     }
 }
+
+/// `run_until` that a handler stops answers whether its condition held
+/// then, as when the condition ends it: a stop that came with the awaited
+/// state is a success, one that came before it is not.
+#[test]
+fn run_until_stopped_by_a_handler_says_whether_the_condition_held() {
+    for backend in util::backends() {
+        for (wanted, held) in [(1, true), (2, false)] {
+            let mut map = util::map(backend);
+            let (ours, _peer) = Channel::pair().expect("socketpair");
+            let token = map.insert(ours, AlwaysWritable { writes: 0, stop_at: Some(1) }).expect("insert");
+            let done = map.run_until(Duration::from_secs(5), |m| writes(m, token) == wanted).expect("loop");
+            assert_eq!(writes(&map, token), 1, "{backend}: the stop after the first write ended the run");
+            assert_eq!(done, held, "{backend}: stopped after 1 write, waiting for {wanted}");
+        }
+    }
+}

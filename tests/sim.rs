@@ -11,8 +11,8 @@ use std::rc::Rc;
 
 use rolecore::sim::{Sim, SimConfig, SimReport, Traffic};
 use rolecore::{
-    AcceptHandler, Address, AsyncChat, Buffered, Channel, ChatHandler, Connected, Ctx, StreamHandler,
-    Terminator,
+    AcceptHandler, Address, AsyncChat, Backend, Buffered, Channel, ChatHandler, Connected, Ctx,
+    StreamHandler, Terminator,
 };
 
 struct Echo;
@@ -745,4 +745,18 @@ fn a_protocol_check_fails_with_the_seed_and_the_trace() {
         !failure.trace.is_empty() && printed.contains(failure.trace.last().unwrap().as_str()),
         "{printed}"
     );
+}
+
+/// A simulation's map waits with poll, which hands the script every
+/// channel's readiness: asked for epoll, which would keep its in-memory
+/// channels' readiness to itself, it refuses with `Unsupported` and keeps
+/// its backend.
+#[test]
+fn a_simulations_map_refuses_to_switch_to_epoll() {
+    let mut sim = Sim::from_bytes(&[], SimConfig::default()).unwrap();
+    let before = sim.map().backend();
+    let error = sim.map().set_backend(Backend::Epoll).unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::Unsupported, "{error}");
+    assert_eq!(sim.map().backend(), before);
+    assert_ne!(before, Backend::Epoll);
 }

@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rolecore::{AcceptHandler, Address, Channel, Connected, Ctx, LoopOptions, StreamHandler};
+use rolecore::{
+    AcceptHandler, Address, Channel, Connected, ConnectedDatagram, Ctx, DatagramHandler, Listening,
+    LoopOptions, StreamHandler,
+};
 use util::probe::*;
 use util::*;
 
@@ -936,4 +939,49 @@ fn a_simulations_map_driven_by_hand_waits_on_virtual_time() {
     assert_eq!(error.kind(), io::ErrorKind::Deadlock, "{error}");
     assert!(error.to_string().contains("Sim::run"), "{error}");
     assert_eq!(sim.map().len(), 1, "the map is left as it was");
+}
+
+/// Records its `handle_close`; `handle_timeout` is the default.
+struct ClosingListener(Log);
+
+impl AcceptHandler for ClosingListener {
+    fn handle_accepted(&mut self, _: Channel<Connected>, _: Address, _: &mut Ctx<'_>) -> io::Result<()> {
+        Ok(())
+    }
+    fn handle_close(&mut self, _: &mut Channel<Listening>, _: &mut Ctx<'_>) {
+        self.0.push("listener close");
+    }
+}
+
+/// Records its `handle_close`; `handle_timeout` is the default.
+struct ClosingDatagram(Log);
+
+impl DatagramHandler<ConnectedDatagram> for ClosingDatagram {
+    fn handle_read(&mut self, _: &mut Channel<ConnectedDatagram>, _: &mut Ctx<'_>) -> io::Result<()> {
+        Ok(())
+    }
+    fn handle_close(&mut self, _: &mut Channel<ConnectedDatagram>, _: &mut Ctx<'_>) {
+        self.0.push("datagram close");
+    }
+}
+
+/// The default `handle_timeout` of a listener and of a datagram socket is
+/// a stream's: `handle_close` once, then the channel leaves the map.
+#[test]
+fn the_default_handle_timeout_of_a_listener_or_a_datagram_socket_calls_handle_close() {
+    for backend in util::backends() {
+        let log = Log::default();
+        let mut map = util::map(backend);
+        let listener = Channel::tcp_v4().unwrap().bind("127.0.0.1:0").unwrap().listen(1).unwrap();
+        let listener = map.insert(listener, ClosingListener(log.clone())).unwrap();
+        let (datagram, _peer) = Channel::datagram_pair().unwrap();
+        let datagram = map.insert(datagram, ClosingDatagram(log.clone())).unwrap();
+        for token in [listener, datagram] {
+            assert!(map.set_deadline_after(token, Some(Duration::from_millis(10))), "{backend}");
+        }
+        assert!(util::run_until(&mut map, |m| m.is_empty()), "{backend}: {:?}", log.events());
+        let mut events = log.events();
+        events.sort();
+        assert_eq!(events, ["datagram close", "listener close"], "{backend}");
+    }
 }

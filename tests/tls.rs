@@ -558,3 +558,44 @@ fn a_handshake_that_times_out_fails_with_timed_out() {
     assert!(failed.starts_with("failed TimedOut: TLS handshake timed out"), "{failed}");
     drop(silent);
 }
+
+/// Echoes one byte a read.
+struct ByteEcho;
+
+impl StreamHandler<Buffered> for ByteEcho {
+    fn handle_read(&mut self, ch: &mut Buffered, _: &mut Ctx<'_>) -> io::Result<()> {
+        let mut byte = [0u8; 1];
+        let n = ch.recv(&mut byte)?;
+        ch.send(&byte[..n])
+    }
+}
+
+/// Serves each connection with [`ByteEcho`].
+struct ByteEchoServer(Arc<rustls::ServerConfig>);
+
+impl AcceptHandler for ByteEchoServer {
+    fn handle_accepted(&mut self, conn: Channel<Connected>, _: Address, cx: &mut Ctx<'_>) -> io::Result<()> {
+        cx.insert(Handshaking::server(Buffered::new(conn), self.0.clone())?, ByteEcho)?;
+        Ok(())
+    }
+}
+
+/// The plaintext of a record is held above the socket, where no readiness
+/// reports it: a handler that reads it a byte at a time gets all of it,
+/// not only its first 64 bytes (the loop reads held input on while the
+/// reads make progress, and stops after 64 that make none).
+#[test]
+fn a_handler_reading_a_byte_at_a_time_gets_a_whole_record() {
+    let cert = cert();
+    let (listener, addr) = tcp_listener();
+    let mut map = Map::new().unwrap();
+    map.insert(listener, ByteEchoServer(server_config(&cert, &[], &[]))).unwrap();
+    let client = client_config(&cert, &[], &[]);
+    let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+    let sent = data.clone();
+    let back = util::with_client(&mut map, move || {
+        let mut c = connect(addr, client).unwrap();
+        roundtrip(&mut c, &sent).map_err(|e| e.kind())
+    });
+    assert_eq!(back, Ok(data), "a read timed out: the rest of the record was never read");
+}

@@ -265,6 +265,8 @@ mod tests {
     struct Counting {
         log: Rc<RefCell<Vec<&'static str>>>,
         swallow: bool,
+        /// Arms the deadline again this long after each `handle_timeout`.
+        rearm: Option<Duration>,
     }
 
     impl AcceptHandler for Counting {
@@ -285,8 +287,11 @@ mod tests {
         ) -> io::Result<()> {
             unreachable!("handle_accept is overridden")
         }
-        fn handle_timeout(&mut self, _: &mut Channel<Listening>, _: &mut Ctx<'_>) -> io::Result<()> {
+        fn handle_timeout(&mut self, _: &mut Channel<Listening>, cx: &mut Ctx<'_>) -> io::Result<()> {
             self.log.borrow_mut().push("timeout");
+            if let Some(after) = self.rearm {
+                cx.set_deadline_after(cx.token(), Some(after));
+            }
             Ok(())
         }
         fn handle_error(&mut self, _: &mut Channel<Listening>, _: io::Error, _: &mut Ctx<'_>) {
@@ -313,7 +318,7 @@ mod tests {
         let fd = memory::descriptor_for(&listener).unwrap();
         let log = Rc::new(RefCell::new(Vec::new()));
         let channel: Channel<Listening> = wrap_memory(fd, listener);
-        let token = sim.map().insert(channel, Counting { log: log.clone(), swallow }).unwrap();
+        let token = sim.map().insert(channel, Counting { log: log.clone(), swallow, rearm: None }).unwrap();
         (sim, log, id, token)
     }
 
@@ -486,5 +491,33 @@ mod tests {
             "a pause's end is no handle_timeout, exhaustion no handle_error: {events:?}"
         );
         assert!(sim.map().contains(token));
+    }
+
+    /// A deadline the handler arms again in a `handle_timeout` that came
+    /// during a pause is kept, not taken by the pause's timer: it fires at
+    /// its time, after the pause is over.
+    #[test]
+    fn a_deadline_armed_again_in_a_timeout_during_a_pause_fires_at_its_time() {
+        let ms = Duration::from_millis;
+        let (mut sim, log, _client) = paused_with_a_deadline(ms(20));
+        let token = sim.map().tokens()[0];
+        sim.map().handler_mut::<Counting>(token).unwrap().rearm = Some(ms(100));
+        sim.advance(ms(20));
+        tick(&mut sim);
+        assert_eq!(*log.borrow(), ["failed", "timeout"], "at 20 ms, during the pause");
+        sim.advance(ms(30));
+        tick(&mut sim);
+        tick(&mut sim);
+        assert_eq!(*log.borrow(), ["failed", "timeout", "accepted"], "the pause ended at 50 ms");
+        sim.advance(ms(70) - MICRO);
+        tick(&mut sim);
+        assert_eq!(*log.borrow(), ["failed", "timeout", "accepted"], "not a microsecond early");
+        sim.advance(MICRO);
+        tick(&mut sim);
+        assert_eq!(
+            *log.borrow(),
+            ["failed", "timeout", "accepted", "timeout"],
+            "the deadline armed again, at 120 ms"
+        );
     }
 }

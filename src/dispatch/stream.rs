@@ -590,4 +590,17 @@ mod tests {
         assert_eq!(std::mem::size_of::<StreamState<Buffered<Connected>>>(), transport);
         assert_eq!(std::mem::size_of::<StreamEntry<Buffered<Connected>, ()>>(), transport);
     }
+
+    /// A draining stream woken without writability (a simulation's
+    /// invented wake-up is readable only) is not done: its queue still
+    /// waits for the socket, and it must not close with output unsent.
+    #[test]
+    fn a_draining_stream_woken_without_writability_keeps_its_queue() {
+        let (ours, _peer) = Channel::pair().unwrap();
+        let mut t = Buffered::new(ours);
+        t.send(&vec![7u8; 1 << 20]).unwrap();
+        assert!(t.has_queued_output(), "the socket took it all: nothing to drain");
+        assert!(!drained(&mut t, Readiness::READABLE), "done draining without a write");
+        assert!(t.has_queued_output());
+    }
 }

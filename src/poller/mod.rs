@@ -641,4 +641,22 @@ mod tests {
             retry_interrupted(Some(Duration::ZERO), |_| Err::<u32, _>(rustix::io::Errno::INTR), 42).unwrap();
         assert_eq!(result, 42);
     }
+
+    /// An in-memory channel (a simulation's) has no readiness in the
+    /// kernel: a real map's poller refuses it with `InvalidInput`, whatever
+    /// its backend, rather than watch it for nothing.
+    #[test]
+    fn a_real_poller_refuses_an_in_memory_channel() {
+        use crate::memory::{self, Link, Sizes};
+        use std::os::fd::AsFd;
+        let _sim = crate::sim::Sim::from_bytes(&[], crate::sim::SimConfig::default()).unwrap();
+        for backend in [Backend::Poll, Backend::Epoll] {
+            let mut poller = Poller::new(backend).unwrap();
+            let (ours, _theirs) =
+                memory::pair(Sizes { cap: [64; 2], chunk: [64; 2] }, Link::Pending).unwrap();
+            let fd = memory::descriptor_for(&ours).unwrap();
+            let error = poller.register(fd.as_fd(), 1, Interest::READ).unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{backend}: {error}");
+        }
+    }
 }

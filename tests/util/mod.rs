@@ -170,7 +170,12 @@ pub fn open_fds() -> usize {
 pub fn temp_path(what: &str) -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    std::env::temp_dir().join(format!("rolecore-ported-{}-{n}.{what}", std::process::id()))
+    let path = std::env::temp_dir().join(format!("rolecore-ported-{}-{n}.{what}", std::process::id()));
+    // A file left at this name by an earlier process with the same id
+    // (ids are reused, and a Unix socket's file outlives its listener):
+    // a bind to the path would fail with `AddrInUse`.
+    let _ = std::fs::remove_file(&path);
+    path
 }
 
 /// A temporary file with `content`, removed when dropped.
