@@ -1,6 +1,7 @@
 //! P1: a listener out of descriptors (EMFILE) neither spins nor closes; it
 //! pauses, says so, and serves again once descriptors free up. Runs the real
 //! echo server under a soft descriptor limit of 64 (`prlimit`, util-linux).
+//! And a server that cannot even start for want of them says what failed.
 
 mod util;
 
@@ -83,4 +84,34 @@ fn an_accept_storm_past_the_descriptor_limit_pauses_then_recovers() {
         let reports = log.matches("pausing accepts").count();
         assert!(reports < 40, "{backend}: reported once per pause, not per wake-up ({reports} lines)");
     }
+}
+
+/// Starts `echo_server ARGS` under a hard descriptor limit of `limit`
+/// (`ulimit -n` in `sh`, no util-linux needed) and returns its exit code
+/// and standard error.
+fn start_under_limit(limit: u32, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(r#"ulimit -n {limit} && exec "$0" "$@""#))
+        .arg(util::example("echo_server"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("sh runs the echo server");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A server that cannot start for want of descriptors says what failed and
+/// exits 1, without a usage line: its command line was fine. With 4
+/// descriptors the first listener fits and a second one (`--threads 2`)
+/// does not; the loop's own descriptors (its poller, waker and signal
+/// watcher) do not fit either.
+#[test]
+fn a_server_out_of_descriptors_at_start_says_what_failed_and_is_no_usage_error() {
+    let (code, stderr) = start_under_limit(4, &["127.0.0.1:0", "--threads", "2"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cannot listen on") && !stderr.contains("usage:"), "{stderr}");
+    let (code, stderr) = start_under_limit(4, &["127.0.0.1:0"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cannot set up a loop") && !stderr.contains("usage:"), "{stderr}");
 }

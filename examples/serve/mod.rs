@@ -73,6 +73,13 @@ pub fn main<H: AcceptHandler, M: Fn() -> H + Sync>(
     };
     let listeners = match bind(&cli.addr, cli.threads) {
         Ok(listeners) => listeners,
+        // Out of descriptors or memory: the command line is fine, the
+        // machine is not (yet); a usage line would send the reader to the
+        // wrong place.
+        Err(e) if is_exhaustion(&e) => {
+            eprintln!("{name}: cannot listen on {}: {e}", cli.addr);
+            return ExitCode::FAILURE;
+        }
         Err(e) => return cli.usage_error(format_args!("cannot listen on {}: {e}", cli.addr)).exit(),
     };
     match serve(listeners, cli.backend, make) {
@@ -82,6 +89,15 @@ pub fn main<H: AcceptHandler, M: Fn() -> H + Sync>(
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether a listen failed for want of descriptors or memory, not because
+/// of the address it was given.
+fn is_exhaustion(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM]
+        .iter()
+        .any(|x| e.raw_os_error() == Some(x.raw_os_error()))
 }
 
 /// `threads` listeners on `addr`, sharing it when there are several.
@@ -216,6 +232,11 @@ fn run_loop<H: AcceptHandler>(
             map.run(LoopOptions::default())
         }
         Err(e) => {
+            // Said here, or the message names the error and not what failed.
+            let e = io::Error::new(
+                e.kind(),
+                format!("cannot set up a loop (its poller, waker and signal watcher): {e}"),
+            );
             let _ = ready.send(Err(io::Error::new(e.kind(), e.to_string())));
             Err(e)
         }
