@@ -52,6 +52,22 @@ impl Policy {
         }
     }
 
+    /// The count set after every record, whatever it holds, if there is
+    /// one: a switching protocol of a single count (the heaviest inputs',
+    /// with hundreds of thousands of one-byte records). A handler that
+    /// knows it sets it without asking [`after_record`](Self::after_record)
+    /// and matching its answer, traced comparisons per record in a
+    /// fuzzer's build; the record count only picks among several choices.
+    pub fn every_count(&self) -> Option<std::num::NonZeroUsize> {
+        match &self.protocol {
+            Protocol::Switching(choices) => match choices[..] {
+                [Terminator::Count(n)] => Some(n),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The terminator to set after `record` ended, if it changes. Lent, not
     /// made: a byte terminator is an allocation, and a caller that already
     /// has an equal one keeps it (one-byte records, each ending with a

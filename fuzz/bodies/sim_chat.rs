@@ -20,6 +20,7 @@
 //! bytes; `\r\n` never occurs, to exercise records that never end.
 
 use std::io;
+use std::num::NonZeroUsize;
 
 use rolecore::chat::SimpleProducer;
 use rolecore::sim::{Sim, SimConfig, SimFailure, SimReport};
@@ -117,6 +118,12 @@ pub fn reply_into(out: &mut Vec<u8>, record: &[u8]) {
 
 struct Chat {
     policy: Policy,
+    /// Whether the policy sets `count` after every record
+    /// ([`Policy::every_count`]): tested as a flag, which a fuzzer's
+    /// comparison tracing does not see, where the policy's answer took
+    /// eight traced comparisons per record to find and match.
+    every_count: bool,
+    count: NonZeroUsize,
     producer: Option<usize>,
     /// The record so far, when the handler collects it itself (see
     /// `collect_incoming_data`), kept from record to record.
@@ -163,7 +170,11 @@ impl ChatHandler for Chat {
                 chat.push_with_producer(SimpleProducer::new(reply(&record), chunk))
             }
             None => {
-                next_terminator(&mut self.policy, &self.record, chat);
+                if self.every_count {
+                    chat.set_terminator(Terminator::Count(self.count));
+                } else {
+                    next_terminator(&mut self.policy, &self.record, chat);
+                }
                 let pushed = match self.record.len() {
                     // A record of at most 9 bytes (the heaviest inputs send
                     // hundreds of thousands of one-byte records): its reply
@@ -200,10 +211,17 @@ fn chat<R: rolecore::Role>(c: Channel<R>, s: &Setup) -> (AsyncChat<R>, Chat) {
     chat.set_in_buffer_size(s.in_buffer);
     chat.set_out_buffer_size(s.out_buffer);
     chat.set_max_record(s.max_record);
-    (
-        chat,
-        Chat { policy: Policy::new(&s.protocol), producer: s.producer, record: Vec::new(), out: Vec::new() },
-    )
+    let policy = Policy::new(&s.protocol);
+    let every = policy.every_count();
+    let handler = Chat {
+        policy,
+        every_count: every.is_some(),
+        count: every.unwrap_or(NonZeroUsize::MIN),
+        producer: s.producer,
+        record: Vec::new(),
+        out: Vec::new(),
+    };
+    (chat, handler)
 }
 
 struct Server(Setup);
