@@ -57,7 +57,19 @@ pub struct AsyncChat<R: Role = Connected> {
 /// What a chat holds of its input: the same whatever the role, so it moves
 /// unchanged when the connect completes.
 pub(super) struct Input {
+    /// Changed only through [`Input::set_terminator`], which keeps the
+    /// flags below in step with it.
     pub(super) terminator: Terminator,
+    /// Whether `terminator` is a count, and then what it still counts;
+    /// whether it is made of bytes. The splitter tests these per record
+    /// rather than matching the enum: its tag is folded into the byte
+    /// buffer's capacity, and telling the variants apart takes three
+    /// comparisons, each a call into libFuzzer in a fuzzing build with
+    /// comparison tracing (a test of a flag is not one), for every record
+    /// of a protocol of many small counted ones.
+    pub(super) counting: bool,
+    pub(super) count: usize,
+    pub(super) by_bytes: bool,
     /// `held` is what a failed callback left: bytes no split looked at,
     /// maybe whole records, handed over without waiting for the peer.
     pub(super) unexamined: bool,
@@ -75,24 +87,45 @@ pub(super) struct Input {
     pub(super) max_record: usize,
 }
 
+impl Input {
+    /// Replaces the terminator, and the flags that say what it is.
+    #[inline]
+    pub(super) fn set_terminator(&mut self, terminator: Terminator) {
+        let (counting, count, by_bytes) = match &terminator {
+            Terminator::Count(n) => (true, n.get(), false),
+            Terminator::Bytes(_) => (false, 0, true),
+            Terminator::None => (false, 0, false),
+        };
+        let old = std::mem::replace(&mut self.terminator, terminator);
+        if self.by_bytes {
+            drop(old);
+        } else {
+            // A count or none owns nothing: forgotten, it needs no drop,
+            // whose test of the variant would be traced comparisons again.
+            std::mem::forget(old);
+        }
+        (self.counting, self.count, self.by_bytes) = (counting, count, by_bytes);
+    }
+}
+
 impl<R: Role> AsyncChat<R> {
     /// Wraps a stream channel, splitting its input at `terminator`.
     pub fn new(channel: Channel<R>, terminator: Terminator) -> Self {
-        AsyncChat {
-            channel,
-            input: Input {
-                terminator,
-                unexamined: false,
-                held: Vec::new(),
-                incoming: Vec::new(),
-                record_len: 0,
-                skipping: false,
-                in_buffer_size: DEFAULT_IN_BUFFER_SIZE,
-                max_record: DEFAULT_MAX_RECORD,
-            },
-            output: Output::new(),
-            tls: Slot::default(),
-        }
+        let mut input = Input {
+            terminator: Terminator::None,
+            counting: false,
+            count: 0,
+            by_bytes: false,
+            unexamined: false,
+            held: Vec::new(),
+            incoming: Vec::new(),
+            record_len: 0,
+            skipping: false,
+            in_buffer_size: DEFAULT_IN_BUFFER_SIZE,
+            max_record: DEFAULT_MAX_RECORD,
+        };
+        input.set_terminator(terminator);
+        AsyncChat { channel, input, output: Output::new(), tls: Slot::default() }
     }
 
     /// How long the chat may linger after
@@ -130,8 +163,13 @@ impl<R: Role> AsyncChat<R> {
 
     /// Changes the terminator; inside `found_terminator` it applies to the
     /// rest of the bytes already received.
+    ///
+    /// Inlined: a handler that sets a terminator it names (`Terminator::LF`,
+    /// `Terminator::Count(n)`) then sets the flags the splitter tests
+    /// without a test of its own.
+    #[inline]
     pub fn set_terminator(&mut self, terminator: Terminator) {
-        self.input.terminator = terminator;
+        self.input.set_terminator(terminator);
     }
 
     /// Appends to the default collector's record (asynchat's
