@@ -212,8 +212,7 @@ impl<R: Role> AsyncChat<R> {
             budget.try_charge(data.len())?;
         }
         self.output.enqueue(data);
-        self.output.out_bytes.bytes += data.len();
-        self.output.watermarks.update(self.output.out_bytes.bytes);
+        self.output.pushed(data.len());
         Ok(())
     }
 
