@@ -232,14 +232,11 @@ impl<R: Role> AsyncChat<R> {
         R: CanPush,
     {
         self.output.check_push(0)?;
-        if let Some(Out::Data { buf, .. }) = self.output.out.back_mut() {
-            // Nothing is appended to it any more: its slack would be held
-            // while the producer runs, beside the next buffer's.
-            buf.shrink_to_fit();
-        }
-        // Kept only for a queue that empties; with a producer in the queue it
-        // would sit beside the producer's chunks.
-        self.output.spare = Vec::new();
+        // The last buffer: nothing is appended to it any more, and its slack
+        // would be held while the producer runs, beside the next buffer's.
+        // The spare: kept only for a queue that empties; with a producer in
+        // the queue it would sit beside the producer's chunks.
+        self.output.seal_tail(true, false);
         self.output.out.push_back(Out::Producer(Box::new(producer)));
         Ok(())
     }
@@ -257,6 +254,7 @@ impl<R: Role> AsyncChat<R> {
     {
         if !self.output.closing {
             self.output.closing = true;
+            self.output.seal_tail(false, true);
             self.output.out.push_back(Out::Close);
         }
     }
@@ -272,7 +270,7 @@ impl<R: Role> AsyncChat<R> {
         self.input.held.clear();
         self.input.incoming.clear();
         self.input.record_len = 0;
-        self.output.out.clear();
+        self.output.discard();
         self.output.out_bytes.sent(self.output.out_bytes.bytes);
         self.output.watermarks.update(0);
         if self.output.closing {
@@ -325,7 +323,7 @@ impl<R: Role> AsyncChat<R> {
 
     /// Whether bytes or producers wait to be sent.
     pub fn has_output(&self) -> bool {
-        !matches!(self.output.out.front(), None | Some(Out::Close))
+        self.output.has_output()
     }
 
     /// The most bytes one read takes (asynchat's `ac_in_buffer_size`).
