@@ -152,7 +152,7 @@ impl<R: Role> AsyncChat<R> {
     /// `high` bytes queued and resumes at or below `low` (defaults: 1 MiB
     /// and 256 KiB). `usize::MAX` as `high` turns back-pressure off.
     pub fn set_watermarks(&mut self, low: usize, high: usize) {
-        self.output.watermarks.set(low, high, self.output.out_bytes.bytes);
+        self.output.set_watermarks(low, high);
     }
 
     /// The terminator the next bytes are split at (asynchat's
@@ -207,13 +207,7 @@ impl<R: Role> AsyncChat<R> {
     where
         R: CanPush,
     {
-        self.output.check_push(data.len())?;
-        if let Some(budget) = &self.output.out_bytes.budget {
-            budget.try_charge(data.len())?;
-        }
-        self.output.enqueue(data);
-        self.output.pushed(data.len());
-        Ok(())
+        self.output.push(data)
     }
 
     /// Queues a producer, asked for more as the socket takes it (asynchat's
@@ -366,7 +360,7 @@ impl<R: Role> AsyncChat<R> {
 
     /// Changes the bound on queued output.
     pub fn set_output_limit(&mut self, limit: usize) {
-        self.output.output_limit = limit;
+        self.output.set_limit(limit);
     }
 
     /// The memory the output queue holds: the capacities of its queued

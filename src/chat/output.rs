@@ -111,6 +111,11 @@ pub(super) struct Output {
     pub(super) out_buffer_size: usize,
     pub(super) output_limit: usize,
     pub(super) watermarks: Watermarks,
+    /// The lesser of `output_limit` and the high watermark, kept by
+    /// [`set_limit`](Self::set_limit) and
+    /// [`set_watermarks`](Self::set_watermarks): a push that stays within
+    /// it, as nearly every push does, needs neither bound's test.
+    threshold: usize,
     pub(super) linger: Linger,
 }
 
@@ -125,6 +130,7 @@ impl Output {
             out_buffer_size: DEFAULT_OUT_BUFFER_SIZE,
             output_limit: DEFAULT_CHAT_OUTPUT_LIMIT,
             watermarks: Watermarks::default(),
+            threshold: DEFAULT_CHAT_OUTPUT_LIMIT.min(Watermarks::default().high),
             linger: Linger { time: Some(DEFAULT_LINGER), active: false, discarded: 0 },
         }
     }
@@ -252,22 +258,47 @@ impl Output {
         }
     }
 
-    /// `n` more bytes were queued by a push: counted, and the high
-    /// watermark checked.
-    pub(super) fn pushed(&mut self, n: usize) {
-        // Wrapping: queued bytes are held in memory, far from 2^64 (an
-        // overflow check is a traced comparison per push in a fuzzing
-        // build).
-        self.out_bytes.bytes = self.out_bytes.bytes.wrapping_add(n);
+    /// Changes the bound on queued output.
+    pub(super) fn set_limit(&mut self, limit: usize) {
+        self.output_limit = limit;
+        self.threshold = self.output_limit.min(self.watermarks.high);
+    }
+
+    /// Changes the watermarks.
+    pub(super) fn set_watermarks(&mut self, low: usize, high: usize) {
+        self.watermarks.set(low, high, self.out_bytes.bytes);
+        self.threshold = self.output_limit.min(self.watermarks.high);
+    }
+
+    /// What [`AsyncChat::push`](super::AsyncChat::push) does: the checks,
+    /// the bytes queued and counted, the high watermark.
+    ///
+    /// Its common case costs one comparison, a push within both the output
+    /// limit and the high watermark (each of a fuzzing build's traced
+    /// comparisons is a call into libFuzzer, and a protocol of many small
+    /// records pushes once per record).
+    #[inline]
+    pub(super) fn push(&mut self, data: &[u8]) -> io::Result<()> {
+        let total = self.out_bytes.bytes.saturating_add(data.len());
+        let over = total > self.threshold;
+        if over || self.closing {
+            self.check_push(data.len())?;
+        }
+        if let Some(budget) = &self.out_bytes.budget {
+            budget.try_charge(data.len())?;
+        }
+        self.enqueue(data);
+        // Not saturated: queued bytes are held in memory, far from 2^64.
+        self.out_bytes.bytes = total;
         // What `Watermarks::update` does for a queue that grew: it may pass
         // the high watermark, but not reach down to the low one, for the
         // flag is set only above the low one (by the `update` that follows
-        // every other change of the count, or here). So the low
-        // watermark's test, a second traced comparison per push, is left
-        // out.
-        if self.out_bytes.bytes > self.watermarks.high {
+        // every other change of the count, or here). So only the high
+        // watermark is tested, and only past the threshold.
+        if over && total > self.watermarks.high {
             self.watermarks.backlogged = true;
         }
+        Ok(())
     }
 
     pub(super) fn check_push(&self, more: usize) -> io::Result<()> {
@@ -366,10 +397,12 @@ mod tests {
     use super::*;
     use crate::buffered::Watermarks;
 
-    /// `pushed`'s single test leaves the flag as `Watermarks::update` would,
-    /// over pushes and sends in any order, whatever the watermarks.
+    /// A push's test of the threshold leaves the flag as
+    /// `Watermarks::update` would, over pushes and sends in any order,
+    /// whatever the watermarks and the limit; and refuses what passes the
+    /// limit.
     #[test]
-    fn pushed_keeps_the_flag_update_would() {
+    fn push_keeps_the_flag_update_would() {
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
         let mut below = move |n: usize| {
             rng ^= rng << 13;
@@ -380,12 +413,17 @@ mod tests {
         let mut flips = 0;
         for _ in 0..300 {
             let mut output = Output::new();
-            output.watermarks.set(below(60), below(120), 0);
+            output.set_limit(below(300));
+            output.set_watermarks(below(60), below(120));
             let mut reference =
                 Watermarks { low: output.watermarks.low, high: output.watermarks.high, backlogged: false };
             for _ in 0..100 {
                 if below(2) == 0 {
-                    output.pushed(below(40));
+                    let n = below(40);
+                    let queued = output.out_bytes.bytes;
+                    let pushed = output.push(&[b'x'; 40][..n]);
+                    assert_eq!(pushed.is_ok(), queued + n <= output.output_limit);
+                    assert_eq!(output.out_bytes.bytes, queued + if pushed.is_ok() { n } else { 0 });
                 } else {
                     output.out_bytes.sent(below(output.out_bytes.bytes + 1));
                     output.watermarks.update(output.out_bytes.bytes);
