@@ -196,17 +196,26 @@ impl Output {
     /// compacted away past `CHUNK / 2` when another buffer follows it
     /// ([`compact_front`](Self::compact_front)). A single buffer holds at
     /// most `CHUNK`. So the memory is at most the unsent bytes plus `CHUNK`.
-    pub(super) fn enqueue(&mut self, mut data: &[u8]) {
+    #[inline]
+    pub(super) fn enqueue(&mut self, data: &[u8]) {
         // The common case, a push that fits in the room the tail has:
         // appended, with one comparison rather than the general case's
         // growth policy (same result: nothing grows, nothing new is
-        // queued). An empty tail has room only as the spare, when nothing
-        // else is queued, where the general case would take it too.
-        // Wrapping: the length is at most the capacity.
+        // queued), and inlined into the push. An empty tail has room only
+        // as the spare, when nothing else is queued, where the general
+        // case would take it too. Wrapping: the length is at most the
+        // capacity.
         if data.len() <= self.tail.capacity().wrapping_sub(self.tail.len()) {
             self.tail.extend_from_slice(data);
-            return;
+        } else {
+            self.enqueue_grown(data);
         }
+    }
+
+    /// [`enqueue`](Self::enqueue)'s general case: the tail grows, or new
+    /// buffers are queued.
+    #[inline(never)]
+    fn enqueue_grown(&mut self, mut data: &[u8]) {
         let buf = &mut self.tail;
         if !buf.is_empty() && buf.len() < CHUNK {
             let take = data.len().min(CHUNK - buf.len());
