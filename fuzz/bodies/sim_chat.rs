@@ -128,6 +128,16 @@ struct Chat {
     /// The record so far, when the handler collects it itself (see
     /// `collect_incoming_data`), kept from record to record.
     record: Vec<u8>,
+    /// Whether the record so far is `byte` alone, kept beside `record`
+    /// (empty then): the heaviest inputs' records are counts of one, each
+    /// collected in one piece, and flags cost a fuzzer's build no traced
+    /// comparison, where pushing onto the record and testing its length
+    /// made three.
+    lone: bool,
+    byte: u8,
+    /// Whether anything of the record was collected (in `record`, or as
+    /// `byte`).
+    started: bool,
     /// The reply being pushed, kept so that a record costs no allocation
     /// for it.
     out: Vec<u8>,
@@ -157,12 +167,19 @@ impl ChatHandler for Chat {
             Some(_) => chat.collect(data),
             // asynchat's own style, a buffer of the handler's: taking the
             // chat's left it empty, and made an allocation per record.
-            // One byte (a count of one, the heaviest inputs' records) is
-            // pushed: two traced comparisons and no `memcpy`, where a
-            // slice's copy makes four and a call.
+            // A record's first piece of one byte (a count of one, the
+            // heaviest inputs' records) is kept aside; `data` is never
+            // empty. Another piece moves it to the record first.
             None => match *data {
-                [byte] => self.record.push(byte),
-                _ => self.record.extend_from_slice(data),
+                [byte] if !self.started => (self.lone, self.byte, self.started) = (true, byte, true),
+                _ => {
+                    if self.lone {
+                        self.lone = false;
+                        self.record.push(self.byte);
+                    }
+                    self.record.extend_from_slice(data);
+                    self.started = true;
+                }
             },
         }
         Ok(())
@@ -176,33 +193,35 @@ impl ChatHandler for Chat {
                 chat.push_with_producer(SimpleProducer::new(reply(&record), chunk))
             }
             None => {
+                let lone = std::slice::from_ref(&self.byte);
+                let record = if self.lone { lone } else { &self.record[..] };
                 if self.every_count {
                     chat.set_terminator(Terminator::Count(self.count));
                 } else {
-                    next_terminator(&mut self.policy, &self.record, chat);
+                    next_terminator(&mut self.policy, record, chat);
                 }
-                let pushed = match self.record[..] {
-                    // One byte: its reply written out, without a copy
-                    // (its check of the lengths is a traced comparison, its
+                self.started = false;
+                if self.lone {
+                    // One byte: its reply written out, without a copy (its
+                    // check of the lengths is a traced comparison, its
                     // `memcpy` a call).
-                    [byte] => chat.push(&[b'1', b':', byte, b'\n']),
-                    // A record of at most 9 bytes (the heaviest inputs send
-                    // hundreds of thousands of one-byte records): its reply
-                    // made on the stack, without the reply buffer's growth
-                    // checks and the digit loop.
-                    _ if self.record.len() <= 9 => {
-                        let len = self.record.len();
-                        let mut small = [b'\n'; 12];
-                        small[0] = b'0' + len as u8;
-                        small[1] = b':';
-                        small[2..2 + len].copy_from_slice(&self.record);
-                        chat.push(&small[..len + 3])
-                    }
-                    _ => {
-                        self.out.clear();
-                        reply_into(&mut self.out, &self.record);
-                        chat.push(&self.out)
-                    }
+                    self.lone = false;
+                    return chat.push(&[b'1', b':', self.byte, b'\n']);
+                }
+                let len = self.record.len();
+                let pushed = if len <= 9 {
+                    // A record of at most 9 bytes: its reply made on the
+                    // stack, without the reply buffer's growth checks and
+                    // the digit loop.
+                    let mut small = [b'\n'; 12];
+                    small[0] = b'0' + len as u8;
+                    small[1] = b':';
+                    small[2..2 + len].copy_from_slice(&self.record);
+                    chat.push(&small[..len + 3])
+                } else {
+                    self.out.clear();
+                    reply_into(&mut self.out, &self.record);
+                    chat.push(&self.out)
                 };
                 self.record.clear();
                 pushed
@@ -230,6 +249,9 @@ fn chat<R: rolecore::Role>(c: Channel<R>, s: &Setup) -> (AsyncChat<R>, Chat) {
         count: every.unwrap_or(NonZeroUsize::MIN),
         producer: s.producer,
         record: Vec::new(),
+        lone: false,
+        byte: 0,
+        started: false,
         out: Vec::new(),
     };
     (chat, handler)
