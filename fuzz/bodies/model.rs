@@ -52,6 +52,22 @@ impl Policy {
         }
     }
 
+    /// The count set after every record, whatever it holds, if there is
+    /// one: a switching protocol of a single count (the heaviest inputs',
+    /// with hundreds of thousands of one-byte records). A handler that
+    /// knows it sets it without asking [`after_record`](Self::after_record)
+    /// and matching its answer, traced comparisons per record in a
+    /// fuzzer's build; the record count only picks among several choices.
+    pub fn every_count(&self) -> Option<std::num::NonZeroUsize> {
+        match &self.protocol {
+            Protocol::Switching(choices) => match choices[..] {
+                [Terminator::Count(n)] => Some(n),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The terminator to set after `record` ended, if it changes. Lent, not
     /// made: a byte terminator is an allocation, and a caller that already
     /// has an equal one keeps it (one-byte records, each ending with a
@@ -96,9 +112,21 @@ pub fn parse_len(record: &[u8]) -> Option<usize> {
 pub fn naive_find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     // Every position, byte by byte: naive on purpose (the reference must not
     // share the engine's search), and without a memcmp per position, which
-    // a fuzzer intercepts at a high cost.
-    (0..=haystack.len().checked_sub(needle.len())?)
-        .find(|&i| haystack[i..i + needle.len()].iter().zip(needle).all(|(a, b)| a == b))
+    // a fuzzer intercepts at a high cost. The first byte is compared at
+    // every position in one pass over the haystack (one traced comparison
+    // a byte, where slicing a window and zipping it made two more), the
+    // rest only where it matched.
+    let Some((&first, rest)) = needle.split_first() else { return Some(0) };
+    let starts = haystack.len().checked_sub(rest.len())?;
+    let mut from = 0;
+    while let Some(i) = haystack[from..starts].iter().position(|&b| b == first) {
+        let at = from + i;
+        if haystack[at + 1..].iter().zip(rest).all(|(a, b)| a == b) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// The longest proper prefix of `needle` that ends `haystack`, by definition.
@@ -203,4 +231,41 @@ pub fn walk(
         }
     }
     Walked { at: pos, terminator }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first-byte pass finds what a comparison of the whole window at
+    /// every position finds, over short words of a 3-letter alphabet, where
+    /// matches overlap and repeat, and needles can be longer than the
+    /// haystack.
+    #[test]
+    fn naive_find_agrees_with_a_window_at_every_position() {
+        // Word number `n` of length `len`, its letters the digits of `n` in
+        // base 3.
+        let word = |mut n: usize, len: usize| -> Vec<u8> {
+            (0..len)
+                .map(|_| {
+                    let letter = b"ab\r"[n % 3];
+                    n /= 3;
+                    letter
+                })
+                .collect()
+        };
+        for hay_len in 0..=6 {
+            for h in 0..3usize.pow(hay_len) {
+                let haystack = word(h, hay_len as usize);
+                for needle_len in 1..=3 {
+                    for n in 0..3usize.pow(needle_len) {
+                        let needle = word(n, needle_len as usize);
+                        let windows = haystack.windows(needle.len()).position(|w| w == needle);
+                        assert_eq!(naive_find(&haystack, &needle), windows, "{haystack:?} {needle:?}");
+                    }
+                }
+                assert_eq!(naive_find(&haystack, b""), Some(0));
+            }
+        }
+    }
 }

@@ -20,6 +20,7 @@
 //! bytes; `\r\n` never occurs, to exercise records that never end.
 
 use std::io;
+use std::num::NonZeroUsize;
 
 use rolecore::chat::SimpleProducer;
 use rolecore::sim::{Sim, SimConfig, SimFailure, SimReport};
@@ -117,10 +118,26 @@ pub fn reply_into(out: &mut Vec<u8>, record: &[u8]) {
 
 struct Chat {
     policy: Policy,
+    /// Whether the policy sets `count` after every record
+    /// ([`Policy::every_count`]): tested as a flag, which a fuzzer's
+    /// comparison tracing does not see, where the policy's answer took
+    /// eight traced comparisons per record to find and match.
+    every_count: bool,
+    count: NonZeroUsize,
     producer: Option<usize>,
     /// The record so far, when the handler collects it itself (see
     /// `collect_incoming_data`), kept from record to record.
     record: Vec<u8>,
+    /// Whether the record so far is `byte` alone, kept beside `record`
+    /// (empty then): the heaviest inputs' records are counts of one, each
+    /// collected in one piece, and flags cost a fuzzer's build no traced
+    /// comparison, where pushing onto the record and testing its length
+    /// made three.
+    lone: bool,
+    byte: u8,
+    /// Whether anything of the record was collected (in `record`, or as
+    /// `byte`).
+    started: bool,
     /// The reply being pushed, kept so that a record costs no allocation
     /// for it.
     out: Vec<u8>,
@@ -150,7 +167,20 @@ impl ChatHandler for Chat {
             Some(_) => chat.collect(data),
             // asynchat's own style, a buffer of the handler's: taking the
             // chat's left it empty, and made an allocation per record.
-            None => self.record.extend_from_slice(data),
+            // A record's first piece of one byte (a count of one, the
+            // heaviest inputs' records) is kept aside; `data` is never
+            // empty. Another piece moves it to the record first.
+            None => match *data {
+                [byte] if !self.started => (self.lone, self.byte, self.started) = (true, byte, true),
+                _ => {
+                    if self.lone {
+                        self.lone = false;
+                        self.record.push(self.byte);
+                    }
+                    self.record.extend_from_slice(data);
+                    self.started = true;
+                }
+            },
         }
         Ok(())
     }
@@ -163,24 +193,35 @@ impl ChatHandler for Chat {
                 chat.push_with_producer(SimpleProducer::new(reply(&record), chunk))
             }
             None => {
-                next_terminator(&mut self.policy, &self.record, chat);
-                let pushed = match self.record.len() {
-                    // A record of at most 9 bytes (the heaviest inputs send
-                    // hundreds of thousands of one-byte records): its reply
-                    // made on the stack, without the reply buffer's growth
-                    // checks and the digit loop.
-                    len @ 0..=9 => {
-                        let mut small = [b'\n'; 12];
-                        small[0] = b'0' + len as u8;
-                        small[1] = b':';
-                        small[2..2 + len].copy_from_slice(&self.record);
-                        chat.push(&small[..len + 3])
-                    }
-                    _ => {
-                        self.out.clear();
-                        reply_into(&mut self.out, &self.record);
-                        chat.push(&self.out)
-                    }
+                let lone = std::slice::from_ref(&self.byte);
+                let record = if self.lone { lone } else { &self.record[..] };
+                if self.every_count {
+                    chat.set_terminator(Terminator::Count(self.count));
+                } else {
+                    next_terminator(&mut self.policy, record, chat);
+                }
+                self.started = false;
+                if self.lone {
+                    // One byte: its reply written out, without a copy (its
+                    // check of the lengths is a traced comparison, its
+                    // `memcpy` a call).
+                    self.lone = false;
+                    return chat.push(&[b'1', b':', self.byte, b'\n']);
+                }
+                let len = self.record.len();
+                let pushed = if len <= 9 {
+                    // A record of at most 9 bytes: its reply made on the
+                    // stack, without the reply buffer's growth checks and
+                    // the digit loop.
+                    let mut small = [b'\n'; 12];
+                    small[0] = b'0' + len as u8;
+                    small[1] = b':';
+                    small[2..2 + len].copy_from_slice(&self.record);
+                    chat.push(&small[..len + 3])
+                } else {
+                    self.out.clear();
+                    reply_into(&mut self.out, &self.record);
+                    chat.push(&self.out)
                 };
                 self.record.clear();
                 pushed
@@ -200,10 +241,20 @@ fn chat<R: rolecore::Role>(c: Channel<R>, s: &Setup) -> (AsyncChat<R>, Chat) {
     chat.set_in_buffer_size(s.in_buffer);
     chat.set_out_buffer_size(s.out_buffer);
     chat.set_max_record(s.max_record);
-    (
-        chat,
-        Chat { policy: Policy::new(&s.protocol), producer: s.producer, record: Vec::new(), out: Vec::new() },
-    )
+    let policy = Policy::new(&s.protocol);
+    let every = policy.every_count();
+    let handler = Chat {
+        policy,
+        every_count: every.is_some(),
+        count: every.unwrap_or(NonZeroUsize::MIN),
+        producer: s.producer,
+        record: Vec::new(),
+        lone: false,
+        byte: 0,
+        started: false,
+        out: Vec::new(),
+    };
+    (chat, handler)
 }
 
 struct Server(Setup);

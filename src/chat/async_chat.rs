@@ -57,7 +57,19 @@ pub struct AsyncChat<R: Role = Connected> {
 /// What a chat holds of its input: the same whatever the role, so it moves
 /// unchanged when the connect completes.
 pub(super) struct Input {
+    /// Changed only through [`Input::set_terminator`], which keeps the
+    /// flags below in step with it.
     pub(super) terminator: Terminator,
+    /// Whether `terminator` is a count, and then what it still counts;
+    /// whether it is made of bytes. The splitter tests these per record
+    /// rather than matching the enum: its tag is folded into the byte
+    /// buffer's capacity, and telling the variants apart takes three
+    /// comparisons, each a call into libFuzzer in a fuzzing build with
+    /// comparison tracing (a test of a flag is not one), for every record
+    /// of a protocol of many small counted ones.
+    pub(super) counting: bool,
+    pub(super) count: usize,
+    pub(super) by_bytes: bool,
     /// `held` is what a failed callback left: bytes no split looked at,
     /// maybe whole records, handed over without waiting for the peer.
     pub(super) unexamined: bool,
@@ -75,24 +87,45 @@ pub(super) struct Input {
     pub(super) max_record: usize,
 }
 
+impl Input {
+    /// Replaces the terminator, and the flags that say what it is.
+    #[inline]
+    pub(super) fn set_terminator(&mut self, terminator: Terminator) {
+        let (counting, count, by_bytes) = match &terminator {
+            Terminator::Count(n) => (true, n.get(), false),
+            Terminator::Bytes(_) => (false, 0, true),
+            Terminator::None => (false, 0, false),
+        };
+        let old = std::mem::replace(&mut self.terminator, terminator);
+        if self.by_bytes {
+            drop(old);
+        } else {
+            // A count or none owns nothing: forgotten, it needs no drop,
+            // whose test of the variant would be traced comparisons again.
+            std::mem::forget(old);
+        }
+        (self.counting, self.count, self.by_bytes) = (counting, count, by_bytes);
+    }
+}
+
 impl<R: Role> AsyncChat<R> {
     /// Wraps a stream channel, splitting its input at `terminator`.
     pub fn new(channel: Channel<R>, terminator: Terminator) -> Self {
-        AsyncChat {
-            channel,
-            input: Input {
-                terminator,
-                unexamined: false,
-                held: Vec::new(),
-                incoming: Vec::new(),
-                record_len: 0,
-                skipping: false,
-                in_buffer_size: DEFAULT_IN_BUFFER_SIZE,
-                max_record: DEFAULT_MAX_RECORD,
-            },
-            output: Output::new(),
-            tls: Slot::default(),
-        }
+        let mut input = Input {
+            terminator: Terminator::None,
+            counting: false,
+            count: 0,
+            by_bytes: false,
+            unexamined: false,
+            held: Vec::new(),
+            incoming: Vec::new(),
+            record_len: 0,
+            skipping: false,
+            in_buffer_size: DEFAULT_IN_BUFFER_SIZE,
+            max_record: DEFAULT_MAX_RECORD,
+        };
+        input.set_terminator(terminator);
+        AsyncChat { channel, input, output: Output::new(), tls: Slot::default() }
     }
 
     /// How long the chat may linger after
@@ -119,7 +152,7 @@ impl<R: Role> AsyncChat<R> {
     /// `high` bytes queued and resumes at or below `low` (defaults: 1 MiB
     /// and 256 KiB). `usize::MAX` as `high` turns back-pressure off.
     pub fn set_watermarks(&mut self, low: usize, high: usize) {
-        self.output.watermarks.set(low, high, self.output.out_bytes.bytes);
+        self.output.set_watermarks(low, high);
     }
 
     /// The terminator the next bytes are split at (asynchat's
@@ -130,8 +163,13 @@ impl<R: Role> AsyncChat<R> {
 
     /// Changes the terminator; inside `found_terminator` it applies to the
     /// rest of the bytes already received.
+    ///
+    /// Inlined: a handler that sets a terminator it names (`Terminator::LF`,
+    /// `Terminator::Count(n)`) then sets the flags the splitter tests
+    /// without a test of its own.
+    #[inline]
     pub fn set_terminator(&mut self, terminator: Terminator) {
-        self.input.terminator = terminator;
+        self.input.set_terminator(terminator);
     }
 
     /// Appends to the default collector's record (asynchat's
@@ -169,14 +207,7 @@ impl<R: Role> AsyncChat<R> {
     where
         R: CanPush,
     {
-        self.output.check_push(data.len())?;
-        if let Some(budget) = &self.output.out_bytes.budget {
-            budget.try_charge(data.len())?;
-        }
-        self.output.enqueue(data);
-        self.output.out_bytes.bytes += data.len();
-        self.output.watermarks.update(self.output.out_bytes.bytes);
-        Ok(())
+        self.output.push(data)
     }
 
     /// Queues a producer, asked for more as the socket takes it (asynchat's
@@ -195,14 +226,11 @@ impl<R: Role> AsyncChat<R> {
         R: CanPush,
     {
         self.output.check_push(0)?;
-        if let Some(Out::Data { buf, .. }) = self.output.out.back_mut() {
-            // Nothing is appended to it any more: its slack would be held
-            // while the producer runs, beside the next buffer's.
-            buf.shrink_to_fit();
-        }
-        // Kept only for a queue that empties; with a producer in the queue it
-        // would sit beside the producer's chunks.
-        self.output.spare = Vec::new();
+        // The last buffer: nothing is appended to it any more, and its slack
+        // would be held while the producer runs, beside the next buffer's.
+        // The spare: kept only for a queue that empties; with a producer in
+        // the queue it would sit beside the producer's chunks.
+        self.output.seal_tail(true, false);
         self.output.out.push_back(Out::Producer(Box::new(producer)));
         Ok(())
     }
@@ -220,6 +248,7 @@ impl<R: Role> AsyncChat<R> {
     {
         if !self.output.closing {
             self.output.closing = true;
+            self.output.seal_tail(false, true);
             self.output.out.push_back(Out::Close);
         }
     }
@@ -235,7 +264,7 @@ impl<R: Role> AsyncChat<R> {
         self.input.held.clear();
         self.input.incoming.clear();
         self.input.record_len = 0;
-        self.output.out.clear();
+        self.output.discard();
         self.output.out_bytes.sent(self.output.out_bytes.bytes);
         self.output.watermarks.update(0);
         if self.output.closing {
@@ -288,7 +317,7 @@ impl<R: Role> AsyncChat<R> {
 
     /// Whether bytes or producers wait to be sent.
     pub fn has_output(&self) -> bool {
-        !matches!(self.output.out.front(), None | Some(Out::Close))
+        self.output.has_output()
     }
 
     /// The most bytes one read takes (asynchat's `ac_in_buffer_size`).
@@ -331,7 +360,7 @@ impl<R: Role> AsyncChat<R> {
 
     /// Changes the bound on queued output.
     pub fn set_output_limit(&mut self, limit: usize) {
-        self.output.output_limit = limit;
+        self.output.set_limit(limit);
     }
 
     /// The memory the output queue holds: the capacities of its queued

@@ -3,7 +3,6 @@
 //! its callbacks, `close_when_done` and lingering carried out.
 
 use std::io;
-use std::num::NonZeroUsize;
 
 use super::async_chat::{AsyncChat, DEFAULT_IN_BUFFER_SIZE};
 use super::output::LINGER_BYTES;
@@ -256,21 +255,24 @@ impl AsyncChat<Connected> {
                 // sent after it is not read as more records.
                 return Ok(());
             }
-            if let Terminator::Count(n) = &mut self.input.terminator {
+            if self.input.counting {
                 // A count, on its own path: no record limit, nothing skipped
                 // or held back, so none of the checks below apply (what
                 // `next_split` and they would do, with fewer branches per
                 // record: a protocol of many small counted records pays
                 // them for every one).
                 self.input.skipping = false;
-                let want = n.get();
+                let want = self.input.count;
                 let Some((data, after)) = rest.split_at_checked(want) else {
-                    *n = NonZeroUsize::new(want - rest.len()).expect("rest.len() < want");
+                    self.input.set_terminator(Terminator::count(want - rest.len()));
                     self.input.record_len += rest.len();
                     return handler.collect_incoming_data(rest, self);
                 };
-                self.input.terminator = Terminator::None;
-                self.input.record_len += want;
+                self.input.set_terminator(Terminator::None);
+                // Wrapping: bytes received cannot count to 2^64, and an
+                // overflow check is a traced comparison per record in a
+                // fuzzing build.
+                self.input.record_len = self.input.record_len.wrapping_add(want);
                 if let Err(e) = handler.collect_incoming_data(data, self) {
                     self.hold_unexamined(after);
                     return Err(e);
@@ -283,8 +285,10 @@ impl AsyncChat<Connected> {
                 }
                 continue;
             }
-            let bounded = matches!(self.input.terminator, Terminator::Bytes(_));
+            let bounded = self.input.by_bytes;
             self.input.skipping &= bounded;
+            // None or bytes, which the split does not change (a count it
+            // would: counts take the path above).
             let split = next_split(rest, &mut self.input.terminator);
             if self.input.skipping {
                 // The rest of a record the handler chose to skip.

@@ -93,16 +93,29 @@ impl Drop for Queued {
 /// What a chat holds of its output: the same whatever the role, so it moves
 /// unchanged when the connect completes.
 pub(super) struct Output {
+    /// What is queued before `tail`.
     pub(super) out: VecDeque<Out>,
+    /// The buffer pushes append to: when not empty, the last entry of the
+    /// queue, after everything in `out` (sent from `tail_sent` once `out`
+    /// is empty). Kept out of the deque so that a push reaches it without
+    /// the deque's index arithmetic and a match of the entry, comparisons
+    /// a fuzzing build traces, several per push. Empty, it is the spare: a
+    /// sent-out buffer kept for the next push while nothing else is queued
+    /// (or only the close), so steady traffic does not allocate. Its
+    /// capacity is at most [`CHUNK`].
+    pub(super) tail: Vec<u8>,
+    pub(super) tail_sent: usize,
     /// Bytes queued and not sent, and the shared budget they are charged to.
     pub(super) out_bytes: Queued,
-    /// A sent-out buffer kept for the next push, so steady traffic does not
-    /// allocate.
-    pub(super) spare: Vec<u8>,
     pub(super) closing: bool,
     pub(super) out_buffer_size: usize,
     pub(super) output_limit: usize,
     pub(super) watermarks: Watermarks,
+    /// The lesser of `output_limit` and the high watermark, kept by
+    /// [`set_limit`](Self::set_limit) and
+    /// [`set_watermarks`](Self::set_watermarks): a push that stays within
+    /// it, as nearly every push does, needs neither bound's test.
+    threshold: usize,
     pub(super) linger: Linger,
 }
 
@@ -110,12 +123,14 @@ impl Output {
     pub(super) fn new() -> Output {
         Output {
             out: VecDeque::new(),
+            tail: Vec::new(),
+            tail_sent: 0,
             out_bytes: Queued { bytes: 0, budget: None },
-            spare: Vec::new(),
             closing: false,
             out_buffer_size: DEFAULT_OUT_BUFFER_SIZE,
             output_limit: DEFAULT_CHAT_OUTPUT_LIMIT,
             watermarks: Watermarks::default(),
+            threshold: DEFAULT_CHAT_OUTPUT_LIMIT.min(Watermarks::default().high),
             linger: Linger { time: Some(DEFAULT_LINGER), active: false, discarded: 0 },
         }
     }
@@ -132,7 +147,44 @@ impl Output {
                 _ => 0,
             })
             .sum();
-        queued + self.spare.capacity()
+        queued + self.tail.capacity()
+    }
+
+    /// Whether bytes or producers wait to be sent.
+    pub(super) fn has_output(&self) -> bool {
+        match self.out.front() {
+            None => !self.tail.is_empty(),
+            Some(Out::Close) => false,
+            Some(_) => true,
+        }
+    }
+
+    /// Ends the tail: what comes next (a producer, the close, a new
+    /// buffer) is queued after it. `shrink`: nothing will be appended to it
+    /// while a producer runs, so its slack is given back. An empty tail (the
+    /// spare) is kept only if `keep_spare`.
+    pub(super) fn seal_tail(&mut self, shrink: bool, keep_spare: bool) {
+        if self.tail.is_empty() {
+            if !keep_spare {
+                self.tail = Vec::new();
+            }
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.tail);
+        if shrink {
+            buf.shrink_to_fit();
+        }
+        let sent = std::mem::take(&mut self.tail_sent);
+        self.out.push_back(Out::Data { buf, sent });
+    }
+
+    /// Drops everything queued (the spare stays).
+    pub(super) fn discard(&mut self) {
+        self.out.clear();
+        if !self.tail.is_empty() {
+            self.tail = Vec::new();
+        }
+        self.tail_sent = 0;
     }
 
     /// Appends `data` to the queue, in buffers of at most [`CHUNK`] bytes.
@@ -144,20 +196,28 @@ impl Output {
     /// compacted away past `CHUNK / 2` when another buffer follows it
     /// ([`compact_front`](Self::compact_front)). A single buffer holds at
     /// most `CHUNK`. So the memory is at most the unsent bytes plus `CHUNK`.
-    pub(super) fn enqueue(&mut self, mut data: &[u8]) {
-        if let Some(Out::Data { buf, .. }) = self.out.back_mut() {
-            // The common case, a push that fits in the room the last buffer
-            // has: appended, with two comparisons rather than the general
-            // case's growth policy (same result: nothing grows, nothing new
-            // is queued).
-            if data.len() <= buf.capacity() - buf.len() && buf.capacity() <= CHUNK {
-                buf.extend_from_slice(data);
-                return;
-            }
+    #[inline]
+    pub(super) fn enqueue(&mut self, data: &[u8]) {
+        // The common case, a push that fits in the room the tail has:
+        // appended, with one comparison rather than the general case's
+        // growth policy (same result: nothing grows, nothing new is
+        // queued), and inlined into the push. An empty tail has room only
+        // as the spare, when nothing else is queued, where the general
+        // case would take it too. Wrapping: the length is at most the
+        // capacity.
+        if data.len() <= self.tail.capacity().wrapping_sub(self.tail.len()) {
+            self.tail.extend_from_slice(data);
+        } else {
+            self.enqueue_grown(data);
         }
-        if let Some(Out::Data { buf, .. }) = self.out.back_mut()
-            && buf.len() < CHUNK
-        {
+    }
+
+    /// [`enqueue`](Self::enqueue)'s general case: the tail grows, or new
+    /// buffers are queued.
+    #[inline(never)]
+    fn enqueue_grown(&mut self, mut data: &[u8]) {
+        let buf = &mut self.tail;
+        if !buf.is_empty() && buf.len() < CHUNK {
             let take = data.len().min(CHUNK - buf.len());
             let needed = buf.len() + take;
             if needed > buf.capacity() {
@@ -170,19 +230,16 @@ impl Output {
         let mut added = false;
         while !data.is_empty() {
             let take = data.len().min(CHUNK);
-            let mut buf = if self.out.is_empty() {
-                // The queue was empty: the buffer is first and last at once,
-                // so the spare's slack is within the one-buffer allowance.
-                std::mem::take(&mut self.spare)
-            } else {
-                Vec::new()
-            };
-            if buf.capacity() < take {
-                buf.reserve_exact(take);
+            // A new buffer after the tail. The spare is taken only when the
+            // queue is empty: the buffer is first and last at once, so the
+            // spare's slack is within the one-buffer allowance.
+            let queue_empty = self.out.is_empty() && self.tail.is_empty();
+            self.seal_tail(false, queue_empty);
+            if self.tail.capacity() < take {
+                self.tail.reserve_exact(take);
             }
-            buf.extend_from_slice(&data[..take]);
+            self.tail.extend_from_slice(&data[..take]);
             data = &data[take..];
-            self.out.push_back(Out::Data { buf, sent: 0 });
             added = true;
         }
         if added {
@@ -196,7 +253,8 @@ impl Output {
     /// is appended to the front buffer, and its sent bytes would be held
     /// until the last of it is sent.
     fn compact_front(&mut self) {
-        if self.out.len() < 2 {
+        // Fewer than two entries, the tail counted.
+        if self.out.is_empty() || (self.out.len() < 2 && self.tail.is_empty()) {
             return;
         }
         if let Some(Out::Data { buf, sent }) = self.out.front_mut()
@@ -207,6 +265,49 @@ impl Output {
             buf.shrink_to_fit();
             *sent = 0;
         }
+    }
+
+    /// Changes the bound on queued output.
+    pub(super) fn set_limit(&mut self, limit: usize) {
+        self.output_limit = limit;
+        self.threshold = self.output_limit.min(self.watermarks.high);
+    }
+
+    /// Changes the watermarks.
+    pub(super) fn set_watermarks(&mut self, low: usize, high: usize) {
+        self.watermarks.set(low, high, self.out_bytes.bytes);
+        self.threshold = self.output_limit.min(self.watermarks.high);
+    }
+
+    /// What [`AsyncChat::push`](super::AsyncChat::push) does: the checks,
+    /// the bytes queued and counted, the high watermark.
+    ///
+    /// Its common case costs one comparison, a push within both the output
+    /// limit and the high watermark (each of a fuzzing build's traced
+    /// comparisons is a call into libFuzzer, and a protocol of many small
+    /// records pushes once per record).
+    #[inline]
+    pub(super) fn push(&mut self, data: &[u8]) -> io::Result<()> {
+        let total = self.out_bytes.bytes.saturating_add(data.len());
+        let over = total > self.threshold;
+        if over || self.closing {
+            self.check_push(data.len())?;
+        }
+        if let Some(budget) = &self.out_bytes.budget {
+            budget.try_charge(data.len())?;
+        }
+        self.enqueue(data);
+        // Not saturated: queued bytes are held in memory, far from 2^64.
+        self.out_bytes.bytes = total;
+        // What `Watermarks::update` does for a queue that grew: it may pass
+        // the high watermark, but not reach down to the low one, for the
+        // flag is set only above the low one (by the `update` that follows
+        // every other change of the count, or here). So only the high
+        // watermark is tested, and only past the threshold.
+        if over && total > self.watermarks.high {
+            self.watermarks.backlogged = true;
+        }
+        Ok(())
     }
 
     pub(super) fn check_push(&self, more: usize) -> io::Result<()> {
@@ -234,7 +335,8 @@ impl Output {
     pub(super) fn send(&mut self, tls: &mut Slot, channel: &mut Channel<Connected>) -> io::Result<()> {
         loop {
             match self.out.front_mut() {
-                None | Some(Out::Close) => return Ok(()),
+                None => return self.send_tail(tls, channel),
+                Some(Out::Close) => return Ok(()),
                 Some(Out::Producer(p)) => {
                     let chunk = p.more();
                     if chunk.is_empty() {
@@ -261,17 +363,90 @@ impl Output {
                     } else if let Some(Out::Data { mut buf, .. }) = self.out.pop_front()
                         && buf.capacity() <= CHUNK
                         && matches!(self.out.front(), None | Some(Out::Close))
+                        && self.tail.is_empty()
                     {
                         // Kept for the next push only when the queue emptied:
                         // beside queued buffers it would be memory over the
                         // bound; a queue that empties is the steady case the
                         // spare is for.
                         buf.clear();
-                        self.spare = buf;
+                        self.tail = buf;
                     }
                     return Ok(());
                 }
             }
         }
+    }
+
+    /// One send from the tail, the only entry left: as from a buffer in
+    /// `out`, and the tail, once sent, stays as the spare.
+    fn send_tail(&mut self, tls: &mut Slot, channel: &mut Channel<Connected>) -> io::Result<()> {
+        if self.tail.is_empty() {
+            return Ok(());
+        }
+        let end = self.tail.len().min(self.tail_sent.saturating_add(self.out_buffer_size));
+        let n = tls.send(channel, &self.tail[self.tail_sent..end])?;
+        self.tail_sent += n;
+        self.out_bytes.sent(n);
+        self.watermarks.update(self.out_bytes.bytes);
+        if self.tail_sent == self.tail.len() {
+            self.tail_sent = 0;
+            if self.tail.capacity() <= CHUNK {
+                self.tail.clear();
+            } else {
+                self.tail = Vec::new();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffered::Watermarks;
+
+    /// A push's test of the threshold leaves the flag as
+    /// `Watermarks::update` would, over pushes and sends in any order,
+    /// whatever the watermarks and the limit; and refuses what passes the
+    /// limit.
+    #[test]
+    fn push_keeps_the_flag_update_would() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut below = move |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let mut flips = 0;
+        for _ in 0..300 {
+            let mut output = Output::new();
+            output.set_limit(below(300));
+            output.set_watermarks(below(60), below(120));
+            let mut reference =
+                Watermarks { low: output.watermarks.low, high: output.watermarks.high, backlogged: false };
+            for _ in 0..100 {
+                if below(2) == 0 {
+                    let n = below(40);
+                    let queued = output.out_bytes.bytes;
+                    let pushed = output.push(&[b'x'; 40][..n]);
+                    assert_eq!(pushed.is_ok(), queued + n <= output.output_limit);
+                    assert_eq!(output.out_bytes.bytes, queued + if pushed.is_ok() { n } else { 0 });
+                } else {
+                    output.out_bytes.sent(below(output.out_bytes.bytes + 1));
+                    output.watermarks.update(output.out_bytes.bytes);
+                }
+                let was = reference.backlogged;
+                reference.update(output.out_bytes.bytes);
+                flips += usize::from(was != reference.backlogged);
+                assert_eq!(
+                    output.watermarks.backlogged, reference.backlogged,
+                    "{} queued",
+                    output.out_bytes.bytes
+                );
+            }
+        }
+        assert!(flips > 100, "the flag changed {flips} times: the sequences must cross the watermarks");
     }
 }
