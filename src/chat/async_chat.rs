@@ -78,6 +78,8 @@ pub(super) struct Input {
     pub(super) held: Vec<u8>,
     /// The default collector's record so far (asynchat's `incoming`).
     pub(super) incoming: Vec<u8>,
+    /// Bytes of the record being collected so far, whoever collects them:
+    /// what the record limit is checked against.
     pub(super) record_len: usize,
     /// Dropping the rest of an over-long record, up to its terminator.
     pub(super) skipping: bool,

@@ -103,12 +103,17 @@ pub(super) struct Output {
     /// sent-out buffer kept for the next push while nothing else is queued
     /// (or only the close), so steady traffic does not allocate. Its
     /// capacity is at most [`CHUNK`].
-    pub(super) tail: Vec<u8>,
-    pub(super) tail_sent: usize,
+    tail: Vec<u8>,
+    /// How much of `tail` went out already.
+    tail_sent: usize,
     /// Bytes queued and not sent, and the shared budget they are charged to.
     pub(super) out_bytes: Queued,
+    /// `close_when_done` was asked: nothing more is queued, and the channel
+    /// closes once what was is sent.
     pub(super) closing: bool,
+    /// The most bytes one send gives (asynchat's `ac_out_buffer_size`).
     pub(super) out_buffer_size: usize,
+    /// The most bytes queued at once; a push past it is refused whole.
     pub(super) output_limit: usize,
     pub(super) watermarks: Watermarks,
     /// The lesser of `output_limit` and the high watermark, kept by
